@@ -1,0 +1,167 @@
+/* store.h - the content-addressed blob store and its SQLite index.
+ *
+ * Layout under the store directory:
+ *   blobs/sha256/<2 hex>/<64 hex>   read-only blobs named by content SHA-256
+ *   tmp/                            partial downloads, resume state, locks
+ *   index.db                        SQLite (WAL) index, versioned schema
+ * Nothing in here touches the network. */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../util/hm.h"
+
+struct store;
+
+/* One file of a revision, as recorded in the index. */
+struct store_file {
+	char *path;         /* repo-relative, validated */
+	uint64_t size;
+	char sha256[65];    /* content SHA-256 (the blob name) */
+	char git_oid[41];   /* git blob oid from the hub ("" if unknown); for LFS files the pointer's oid */
+	int lfs;
+};
+
+/* One file transfer, for statistics (one row of `downloads`). */
+struct store_download {
+	const char *repo_type;  /* "model" | "dataset" */
+	const char *repo;
+	const char *revision;   /* commit */
+	const char *path;
+	const char *sha256;     /* may be NULL on failure */
+	uint64_t size;          /* file size */
+	uint64_t bytes;         /* bytes over the wire */
+	double seconds;
+	int connections;
+	int retries;
+	const char *result;     /* "ok" | "failed" | "cached" */
+	const char *error;      /* NULL on success */
+	const char *endpoint;   /* host the bytes came from, without credentials */
+	int64_t started_at;     /* unix seconds */
+};
+
+struct store_repo_info {
+	char type[16];
+	char *name;
+	size_t nrevisions;
+	uint64_t bytes;         /* sum of file sizes of all revisions (logical) */
+};
+
+struct store_rev_info {
+	char commit[41];
+	char *refs;             /* comma-separated ref names pointing here now ("" if none) */
+	int64_t pulled_at;
+	size_t nfiles;
+	uint64_t bytes;
+};
+
+struct store_stats_row {
+	char *key;              /* repo "type:name" (or NULL for the total row) */
+	uint64_t files, bytes, failures, retries;
+	double seconds;
+};
+
+/* Opens (creating if needed) the store at dir: makes the layout, opens
+ * index.db in WAL mode with a busy timeout, runs pending migrations.
+ * On success *out is owned by the caller (store_close). */
+enum hm_err store_open(struct hm_ctx *ctx, const char *dir, struct store **out) HM_MUST_CHECK;
+/* Flushes pending rows (store_flush) and closes. Accepts NULL. */
+void store_close(struct store *st);
+const char *store_dir(const struct store *st);
+/* The schema version in use. */
+int store_schema_version(const struct store *st);
+
+/* Path of a blob (whether or not it exists). */
+void store_blob_path(const struct store *st, const char *sha256, char *buf, size_t len);
+/* *present = 1 when the index has the blob and the file exists with that size. */
+enum hm_err store_blob_has(struct hm_ctx *ctx, struct store *st, const char *sha256,
+			   uint64_t size, int *present) HM_MUST_CHECK;
+/* Finds the blob whose content has this git blob oid (recorded for
+ * regular files that were verified). *found = 0 if none. */
+enum hm_err store_blob_by_git_oid(struct hm_ctx *ctx, struct store *st, const char *git_oid,
+				  char sha256[65], uint64_t *size, int *found) HM_MUST_CHECK;
+
+/* Paths of the partial download and its resume state for a key
+ * (an LFS sha256, or "git-<oid>"): tmp/<key>.part and tmp/<key>.state. */
+void store_part_paths(const struct store *st, const char *key,
+		      char *part, char *state, size_t len);
+/* Takes the per-key lock tmp/<key>.lock without blocking (flock, local to
+ * the store). Returns HM_ERR_LOCKED if another process holds it; on success
+ * *fd is the lock to release with store_unlock. */
+enum hm_err store_lock_try(struct hm_ctx *ctx, struct store *st, const char *key, int *fd) HM_MUST_CHECK;
+void store_unlock(struct store *st, const char *key, int fd);
+
+/* Moves a verified temp file (anywhere under the store) into place as blob
+ * sha256: chmod 0444, fsync when durable, rename, fsync the dir. If the blob
+ * already exists the temp file is removed. Queues the blobs row (and the
+ * git_oid mapping when git_oid is non-NULL) for the next store_flush.
+ * When durable is 0 the caller promises a store_flush (which syncs the
+ * filesystem before writing rows) - this is how many small files avoid one
+ * fsync each. */
+enum hm_err store_blob_adopt(struct hm_ctx *ctx, struct store *st, const char *tmp_path,
+			     const char *sha256, uint64_t size, const char *git_oid,
+			     int durable) HM_MUST_CHECK;
+/* Queues a download row for the next flush. */
+enum hm_err store_record_download(struct hm_ctx *ctx, struct store *st,
+				  const struct store_download *d) HM_MUST_CHECK;
+/* Makes queued blobs durable (syncfs when needed) and writes all queued
+ * rows in one transaction. */
+enum hm_err store_flush(struct hm_ctx *ctx, struct store *st) HM_MUST_CHECK;
+
+/* Records a complete revision in one transaction (after flushing queued
+ * rows): upserts the repo, the revision (commit, pulled_at), replaces its
+ * files, and when ref is non-NULL points ref at commit (keeping history of
+ * which commits a ref pointed at and when). Every file's blob must already
+ * be in the index. type is "model" or "dataset". */
+enum hm_err store_record_revision(struct hm_ctx *ctx, struct store *st, const char *type,
+				  const char *repo, const char *commit, const char *ref,
+				  const struct store_file *files, size_t n) HM_MUST_CHECK;
+
+/* Resolves rev for a stored repo: NULL means the ref "main", else the most
+ * recently pulled revision; a ref name; a full commit; or a unique commit
+ * prefix of at least 7 hex. HM_ERR_NOT_FOUND if the repo or rev isn't stored. */
+enum hm_err store_resolve(struct hm_ctx *ctx, struct store *st, const char *type,
+			  const char *repo, const char *rev, char commit[41]) HM_MUST_CHECK;
+
+/* Listing. Arrays are owned by the caller and freed with the _free helpers. */
+enum hm_err store_list_repos(struct hm_ctx *ctx, struct store *st,
+			     struct store_repo_info **out, size_t *n) HM_MUST_CHECK;
+enum hm_err store_list_revisions(struct hm_ctx *ctx, struct store *st, const char *type,
+				 const char *repo, struct store_rev_info **out, size_t *n) HM_MUST_CHECK;
+enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *type,
+			     const char *repo, const char *commit,
+			     struct store_file **out, size_t *n) HM_MUST_CHECK;
+void store_repo_info_free(struct store_repo_info *v, size_t n);
+void store_rev_info_free(struct store_rev_info *v, size_t n);
+void store_files_free(struct store_file *v, size_t n);
+
+/* Removes a revision (or all revisions when commit is NULL) of a repo from
+ * the index (blobs stay until gc). HM_ERR_NOT_FOUND if nothing matched. */
+enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
+		     const char *repo, const char *commit) HM_MUST_CHECK;
+
+struct store_gc_result {
+	uint64_t blobs_removed, bytes_removed, partials_removed;
+};
+/* Removes blob files and rows no file references, and partial downloads
+ * (tmp/*.part/.state) whose lock is free. */
+enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
+
+enum store_layout { STORE_LAYOUT_FILES, STORE_LAYOUT_HF_CACHE };
+/* Materializes a revision under dir. FILES: dir/<path> (hard links, copies
+ * across filesystems; existing files with other content are replaced).
+ * HF_CACHE: dir/{models|datasets}--org--name/{blobs/<etag>, snapshots/<commit>/<path>
+ * as relative symlinks ../../blobs/<etag>, refs/<ref>} where etag is the
+ * sha256 for LFS files and the git oid otherwise; ref may be NULL. */
+enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *type,
+			   const char *repo, const char *commit, const char *ref,
+			   const char *dir, enum store_layout layout) HM_MUST_CHECK;
+
+/* Per-repo transfer statistics from `downloads`, plus a total row (key NULL)
+ * last. repo filters when non-NULL ("type:name"). */
+enum hm_err store_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
+			struct store_stats_row **out, size_t *n) HM_MUST_CHECK;
+void store_stats_free(struct store_stats_row *v, size_t n);
+
+#endif

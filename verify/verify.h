@@ -1,0 +1,28 @@
+/* verify.h - digests (SHA-256, git blob SHA-1) through OpenSSL EVP. */
+#ifndef VERIFY_H
+#define VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../util/hm.h"
+
+/* Streaming digest of a file's content: always SHA-256, and optionally the
+ * git blob SHA-1 (sha1("blob <size>\0" + content)), which needs the size up
+ * front. */
+struct verify_hasher;
+
+/* Returns NULL when out of memory. git_size < 0 disables the git digest. */
+struct verify_hasher *verify_hasher_new(int64_t git_size);
+void verify_hasher_update(struct verify_hasher *h, const void *data, size_t n);
+/* Finishes: writes lowercase hex into sha256 (65) and, if enabled, git_oid (41). */
+void verify_hasher_final(struct verify_hasher *h, char sha256[65], char git_oid[41]);
+void verify_hasher_free(struct verify_hasher *h);
+
+/* Hashes a whole file (streaming, constant memory). want_git: also the git oid. */
+enum hm_err verify_file(struct hm_ctx *ctx, const char *path, int want_git,
+			char sha256[65], char git_oid[41], uint64_t *size) HM_MUST_CHECK;
+/* Hashes a byte range [off, off+n) of an open file into h (pread, constant memory). */
+enum hm_err verify_hash_range(struct hm_ctx *ctx, int fd, struct verify_hasher *h,
+			      uint64_t off, uint64_t n) HM_MUST_CHECK;
+
+#endif
