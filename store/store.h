@@ -145,7 +145,7 @@ struct store_gc_result {
 	uint64_t blobs_removed, bytes_removed, partials_removed;
 };
 /* Removes blob files and rows no file references, and partial downloads
- * (tmp/*.part/.state) whose lock is free. */
+ * (tmp/<key>.part, tmp/<key>.state) whose lock is free. */
 enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
 
 enum store_layout { STORE_LAYOUT_FILES, STORE_LAYOUT_HF_CACHE };
