@@ -14,7 +14,9 @@
 #include "../../util/util.h"
 
 /* Paths here live under a short mkdtemp dir; gcc at -O2 cannot know that. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #define C1 "1111111111111111111111111111111111111111"
 #define C2 "2222222222222222222222222222222222222222"
