@@ -1,0 +1,197 @@
+/* cmd.c - helpers every command shares: options, errors, the store and
+ * client from the environment, JSON output, the progress bar. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cmd.h"
+
+static int opt_index(const struct cmd_args *a, const char *name)
+{
+	for (int i = 0; a->opts && a->opts[i].name; i++)
+		if (!strcmp(a->opts[i].name, name))
+			return i;
+	return -1;
+}
+
+const char *cmd_opt(const struct cmd_args *a, const char *name)
+{
+	int i = opt_index(a, name);
+	return i >= 0 && a->nval[i] ? a->val[i][a->nval[i] - 1] : NULL;
+}
+
+int cmd_flag(const struct cmd_args *a, const char *name)
+{
+	return cmd_opt(a, name) != NULL;
+}
+
+int cmd_values(const struct cmd_args *a, const char *name, const char ***vals)
+{
+	int i = opt_index(a, name);
+	if (i < 0) {
+		*vals = NULL;
+		return 0;
+	}
+	*vals = (const char **)a->val[i];
+	return a->nval[i];
+}
+
+int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
+{
+	const char *v = cmd_opt(a, name);
+	char *end;
+	long n;
+	*out = def;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < min || n > max) {
+		fprintf(stderr, "hubmirror: --%s must be a number from %d to %d, not '%s'\n", name, min, max, v);
+		return -1;
+	}
+	*out = (int)n;
+	return 0;
+}
+
+int cmd_error(struct cmd_env *env, enum hm_err err)
+{
+	cmd_progress_end();
+	fprintf(stderr, "hubmirror: error: %s\n", env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err));
+	if (err == HM_ERR_USAGE)
+		return 2;
+	if (err == HM_ERR_CANCELLED)
+		return 130;
+	return 1;
+}
+
+enum hm_err cmd_open_store(struct cmd_env *env, struct store **st)
+{
+	return store_open(&env->ctx, env->store_dir, st);
+}
+
+/* Reads a token file: first line, trimmed. */
+static char *read_token_file(const char *path)
+{
+	char *data = NULL;
+	size_t len;
+	if (util_read_file(path, 64 << 10, &data, &len))
+		return NULL;
+	char *p = data;
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	size_t n = strcspn(p, "\r\n");
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	char *t = n ? util_strndup(p, n) : NULL;
+	memset(data, 0, len);
+	free(data);
+	return t;
+}
+
+enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
+{
+	struct fetch_client_opts o = {0};
+	char *token = NULL, path[4096];
+	const char *t;
+	int conns, retries, timeout;
+	enum hm_err err;
+
+	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
+	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
+	if ((t = env->token_arg) || ((t = getenv("HF_TOKEN")) && *t) ||
+	    ((t = getenv("HUGGING_FACE_HUB_TOKEN")) && *t)) {
+		token = util_strdup(t);
+	} else {
+		const char *tp = getenv("HF_TOKEN_PATH");
+		if (tp && *tp) {
+			token = read_token_file(tp);
+		} else {
+			const char *hf = getenv("HF_HOME"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+			if (hf && *hf)
+				snprintf(path, sizeof(path), "%s/token", hf);
+			else if (xdg && *xdg)
+				snprintf(path, sizeof(path), "%s/huggingface/token", xdg);
+			else
+				snprintf(path, sizeof(path), "%s/.cache/huggingface/token", home ? home : ".");
+			token = read_token_file(path);
+		}
+	}
+	o.token = token;
+	o.connections = conns;
+	o.retries = retries;
+	o.timeout = timeout;
+	err = fetch_client_new(&env->ctx, &o, fc);
+	if (token) {
+		memset(token, 0, strlen(token));
+		free(token);
+	}
+	return err;
+}
+
+void cmd_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	if (s) {
+		fputs(s, stdout);
+		fputc('\n', stdout);
+		free(s);
+	}
+	json_decref(j);
+}
+
+const char *cmd_rate(double bps, char *buf, size_t len)
+{
+	char h[32];
+	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
+	return buf;
+}
+
+static int bar_drawn;
+
+void cmd_progress_event(void *ud, const struct hm_event *ev)
+{
+	struct cmd_env *env = ud;
+	char a[32], b[32], r[32], line[200];
+	(void)env;
+	if (ev->kind == HM_EV_RETRY) {
+		if (bar_drawn)
+			fputc('\n', stderr);
+		fprintf(stderr, "hubmirror: retrying '%s': %s\n", ev->name ? ev->name : "", ev->msg ? ev->msg : "");
+		bar_drawn = 0;
+		return;
+	}
+	if (ev->kind != HM_EV_PROGRESS || !ev->total)
+		return;
+	int width = 30, fill = (int)((double)width * (double)ev->done / (double)ev->total);
+	if (fill > width)
+		fill = width;
+	char bar[64];
+	for (int i = 0; i < width; i++)
+		bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+	bar[width] = 0;
+	char eta[32] = "";
+	if (ev->rate > 0 && ev->done < ev->total) {
+		int s = (int)((double)(ev->total - ev->done) / ev->rate);
+		snprintf(eta, sizeof(eta), " eta %d:%02d", s / 60, s % 60);
+	}
+	snprintf(line, sizeof(line), "\r[%s] %3d%% %s/%s %s%s", bar,
+		 (int)(100.0 * (double)ev->done / (double)ev->total), util_human_size(ev->done, a, sizeof(a)),
+		 util_human_size(ev->total, b, sizeof(b)), ev->rate > 0 ? cmd_rate(ev->rate, r, sizeof(r)) : "",
+		 eta);
+	fprintf(stderr, "%-78s", line);
+	fflush(stderr);
+	bar_drawn = 1;
+}
+
+void cmd_progress_end(void)
+{
+	if (bar_drawn) {
+		fprintf(stderr, "\r%-78s\r", "");
+		fflush(stderr);
+		bar_drawn = 0;
+	}
+}

@@ -1,0 +1,83 @@
+/* cmd.h - the command table, parsed arguments and shared printing helpers. */
+#ifndef CMD_H
+#define CMD_H
+
+#include <jansson.h>
+#include <stdio.h>
+#include "../util/hm.h"
+#include "../util/util.h"
+#include "../store/store.h"
+#include "../fetch/fetch.h"
+
+#define CMD_MAX_VALUES 64
+
+/* One option of a command, declared once; --help is generated from it. */
+struct cmd_opt {
+	const char *name;    /* long name without dashes */
+	char shortname;      /* 0 if none */
+	const char *arg;     /* argument name, NULL for a flag */
+	int repeat;          /* may be given several times */
+	const char *help;
+};
+
+struct cmd_args {
+	const char *pos[CMD_MAX_VALUES];
+	int npos;
+	/* per option: the values given (flags get "1") */
+	const char *val[32][CMD_MAX_VALUES];
+	int nval[32];
+	const struct cmd_opt *opts;
+};
+
+/* Everything a command needs from the global options. */
+struct cmd_env {
+	struct hm_ctx ctx;
+	const char *store_dir;   /* resolved */
+	const char *endpoint;    /* NULL = HF_ENDPOINT or default */
+	const char *token_arg;   /* --token */
+	int json, quiet;
+	int progress;            /* draw progress on stderr */
+};
+
+struct cmd {
+	const char *name;
+	const char *usage;       /* after "hubmirror NAME " */
+	const char *summary;
+	const char *details;     /* extra help text, may be NULL */
+	const struct cmd_opt *opts;
+	int (*run)(struct cmd_env *env, struct cmd_args *a);
+};
+
+/* Value of an option (last given) or NULL; all values via cmd_values. */
+const char *cmd_opt(const struct cmd_args *a, const char *name);
+int cmd_flag(const struct cmd_args *a, const char *name);
+int cmd_values(const struct cmd_args *a, const char *name, const char ***vals);
+
+/* Prints "hubmirror: error: <ctx->errmsg or strerror>" and returns the exit code for err. */
+int cmd_error(struct cmd_env *env, enum hm_err err);
+/* Prints a usage error for cmd and returns 2. */
+int cmd_usage_error(const struct cmd *c, const char *fmt, ...) HM_PRINTF(2, 3);
+
+enum hm_err cmd_open_store(struct cmd_env *env, struct store **st) HM_MUST_CHECK;
+/* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
+ * HF_TOKEN_PATH, $HF_HOME/token). */
+enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
+/* Parses a positive int option; returns -1 and prints on error. */
+int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
+
+/* Prints a JSON value on stdout (and frees it). */
+void cmd_print_json(json_t *j);
+/* Progress bar on stderr (a tty), driven by hm_event. */
+void cmd_progress_event(void *ud, const struct hm_event *ev);
+void cmd_progress_end(void);
+const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
+
+extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats;
+
+/* Options every command accepts (shared with pull-like commands). */
+#define CMD_NET_OPTS                                                                                       \
+	{"connections", 'c', "N", 0, "parallel connections in total (default 8)"},                          \
+	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
+	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"}
+
+#endif

@@ -1,0 +1,157 @@
+/* ls.c - `hubmirror ls`: what is mirrored. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include "cmd.h"
+#include "../mirror/mirror.h"
+
+static const struct cmd_opt opts[] = {
+	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
+	{"revision", 'r', "REV", 0, "which revision's files to list (default main, else the latest)"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static const char *when(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+static json_t *refs_json(const char *refs)
+{
+	json_t *a = json_array();
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "%s", refs ? refs : "");
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		json_array_append_new(a, json_string(t));
+	return a;
+}
+
+static json_t *revs_json(struct store_rev_info *rv, size_t n)
+{
+	json_t *a = json_array();
+	char w[64];
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:s, s:o, s:s, s:I, s:I}", "commit", rv[i].commit, "refs",
+						   refs_json(rv[i].refs), "pulled_at", when(rv[i].pulled_at, w, sizeof(w)),
+						   "files", (json_int_t)rv[i].nfiles, "bytes", (json_int_t)rv[i].bytes));
+	return a;
+}
+
+static int list_all(struct cmd_env *env, struct store *st)
+{
+	struct store_repo_info *ri = NULL;
+	size_t n = 0;
+	enum hm_err err = store_list_repos(&env->ctx, st, &ri, &n);
+	json_t *out = env->json ? json_array() : NULL;
+	if (err)
+		return cmd_error(env, err);
+	if (!env->json && !n)
+		printf("the store is empty: 'hubmirror pull ORG/NAME' mirrors a repository\n");
+	if (!env->json && n)
+		printf("%-8s %-40s %9s %10s  %s\n", "TYPE", "REPO", "REVISIONS", "SIZE", "REFS");
+	for (size_t i = 0; i < n; i++) {
+		struct store_rev_info *rv = NULL;
+		size_t nrv = 0;
+		char h[32];
+		err = store_list_revisions(&env->ctx, st, ri[i].type, ri[i].name, &rv, &nrv);
+		if (err)
+			break;
+		if (env->json) {
+			json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:o}", "type", ri[i].type, "id", ri[i].name,
+							     "bytes", (json_int_t)ri[i].bytes, "revisions", revs_json(rv, nrv)));
+		} else {
+			char refs[512] = "";
+			for (size_t k = 0; k < nrv; k++)
+				if (rv[k].refs && *rv[k].refs) {
+					size_t l = strlen(refs);
+					snprintf(refs + l, sizeof(refs) - l, "%s%s->%.7s", l ? " " : "", rv[k].refs, rv[k].commit);
+				}
+			printf("%-8s %-40s %9zu %10s  %s\n", ri[i].type, ri[i].name, nrv,
+			       util_human_size(ri[i].bytes, h, sizeof(h)), refs);
+		}
+		store_rev_info_free(rv, nrv);
+	}
+	store_repo_info_free(ri, n);
+	if (err) {
+		json_decref(out);
+		return cmd_error(env, err);
+	}
+	if (env->json)
+		cmd_print_json(json_pack("{s:o}", "repos", out));
+	return 0;
+}
+
+static int list_repo(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *rev)
+{
+	struct store_rev_info *rv = NULL;
+	struct store_file *f = NULL;
+	size_t nrv = 0, nf = 0;
+	char commit[41], h[32], w[64];
+	enum hm_err err;
+	int rc = 1;
+
+	err = store_resolve(&env->ctx, st, type, repo, rev, commit);
+	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
+		hm_fail(&env->ctx, err, "'%s' is not in the store", repo);
+	if (err || (err = store_list_revisions(&env->ctx, st, type, repo, &rv, &nrv)) ||
+	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (env->json) {
+		json_t *files = json_array();
+		for (size_t i = 0; i < nf; i++)
+			json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:b}", "path", f[i].path, "size",
+							       (json_int_t)f[i].size, "sha256", f[i].sha256, "git_oid",
+							       f[i].git_oid, "lfs", f[i].lfs));
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o}", "type", type, "id", repo, "revision", commit,
+					 "revisions", revs_json(rv, nrv), "files", files));
+	} else {
+		printf("%s %s\n", type, repo);
+		for (size_t i = 0; i < nrv; i++)
+			printf("  %s %s%s%s%s  %zu files, %s, pulled %s\n", !strcmp(rv[i].commit, commit) ? "*" : " ",
+			       rv[i].commit, rv[i].refs && *rv[i].refs ? " (" : "", rv[i].refs ? rv[i].refs : "",
+			       rv[i].refs && *rv[i].refs ? ")" : "", rv[i].nfiles,
+			       util_human_size(rv[i].bytes, h, sizeof(h)), when(rv[i].pulled_at, w, sizeof(w)));
+		printf("\nfiles at %.12s:\n", commit);
+		for (size_t i = 0; i < nf; i++)
+			printf("  %10s  %s  %s%s\n", util_human_size(f[i].size, h, sizeof(h)), f[i].sha256,
+			       f[i].path, f[i].lfs ? "  (lfs)" : "");
+	}
+	rc = 0;
+out:
+	store_rev_info_free(rv, nrv);
+	store_files_free(f, nf);
+	return rc;
+}
+
+static int run(struct cmd_env *env, struct cmd_args *a)
+{
+	struct store *st = NULL;
+	enum hm_err err;
+	int rc;
+	if (a->npos > 1)
+		return cmd_usage_error(&cmd_ls, "ls takes at most one repository");
+	if ((err = cmd_open_store(env, &st)))
+		return cmd_error(env, err);
+	if (!a->npos) {
+		rc = list_all(env, st);
+	} else {
+		char buf[256];
+		const char *type, *repo;
+		err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo);
+		rc = err ? cmd_error(env, err) : list_repo(env, st, type, repo, cmd_opt(a, "revision"));
+	}
+	store_close(st);
+	return rc;
+}
+
+const struct cmd cmd_ls = {
+	"ls", "[REPO] [--revision REV]",
+	"List mirrored repositories, or one repository's revisions, refs and files.",
+	NULL, opts, run,
+};

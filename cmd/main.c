@@ -1,0 +1,271 @@
+/* main.c - argv parsing, global options, help, and the command table. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cmd.h"
+
+#define HM_VERSION "0.1.0"
+
+static const struct cmd *const commands[] = {
+	&cmd_pull, &cmd_ls, &cmd_verify, &cmd_checkout, &cmd_rm, &cmd_gc, &cmd_stats,
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static volatile sig_atomic_t cancel_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	cancel_flag = 1;
+}
+
+static const struct cmd_opt global_opts[] = {
+	{"store", 0, "DIR", 0, "store directory (default $HUBMIRROR_HOME, $XDG_DATA_HOME/hubmirror, ~/.local/share/hubmirror)"},
+	{"endpoint", 0, "URL", 0, "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"},
+	{"token", 0, "TOKEN", 0, "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"},
+	{"json", 0, NULL, 0, "machine-readable output on stdout"},
+	{"quiet", 'q', NULL, 0, "no progress or summaries"},
+	{"help", 'h', NULL, 0, "show help"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static void print_opts(FILE *f, const struct cmd_opt *o)
+{
+	for (; o && o->name; o++) {
+		char left[64];
+		if (o->shortname)
+			snprintf(left, sizeof(left), "-%c, --%s%s%s", o->shortname, o->name, o->arg ? " " : "",
+				 o->arg ? o->arg : "");
+		else
+			snprintf(left, sizeof(left), "    --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+		fprintf(f, "  %-26s %s%s\n", left, o->help, o->repeat ? " (repeatable)" : "");
+	}
+}
+
+static void main_help(FILE *f)
+{
+	fprintf(f, "usage: hubmirror [--store DIR] <command> [options]\n\n"
+		   "A Hugging Face Hub mirror and download manager: verified, resumable,\n"
+		   "parallel downloads into a content-addressed store.\n\ncommands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+	fprintf(f, "\nglobal options (any command):\n");
+	print_opts(f, global_opts);
+	fprintf(f, "\nexit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n"
+		   "'hubmirror <command> --help' shows a command's options.\n");
+}
+
+static void cmd_help(const struct cmd *c, FILE *f)
+{
+	fprintf(f, "usage: hubmirror %s %s\n\n%s\n", c->name, c->usage, c->summary);
+	if (c->details)
+		fprintf(f, "\n%s\n", c->details);
+	if (c->opts && c->opts->name) {
+		fprintf(f, "\noptions:\n");
+		print_opts(f, c->opts);
+	}
+	fprintf(f, "\nglobal options:\n");
+	print_opts(f, global_opts);
+}
+
+int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "hubmirror: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (c)
+		fprintf(stderr, "\nusage: hubmirror %s %s\n(see 'hubmirror %s --help')\n", c->name, c->usage, c->name);
+	else
+		fprintf(stderr, "\n(see 'hubmirror --help')\n");
+	return 2;
+}
+
+static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name, size_t nlen, char shortname, int *idx)
+{
+	for (int i = 0; o && o[i].name; i++)
+		if ((name && strlen(o[i].name) == nlen && !strncmp(o[i].name, name, nlen)) ||
+		    (!name && shortname && o[i].shortname == shortname)) {
+			*idx = i;
+			return &o[i];
+		}
+	return NULL;
+}
+
+/* Parses argv for one command: its own options and the global ones. */
+static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a, struct cmd_args *g)
+{
+	int only_pos = 0;
+	for (int i = 0; i < argc; i++) {
+		char *s = argv[i];
+		const struct cmd_opt *o = NULL;
+		struct cmd_args *into = a;
+		const char *val = NULL;
+		int idx = 0;
+		if (only_pos || s[0] != '-' || !s[1]) {
+			if (a->npos == CMD_MAX_VALUES)
+				return cmd_usage_error(c, "too many arguments");
+			a->pos[a->npos++] = s;
+			continue;
+		}
+		if (!strcmp(s, "--")) {
+			only_pos = 1;
+			continue;
+		}
+		if (s[1] == '-') {
+			const char *name = s + 2, *eq = strchr(name, '=');
+			size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+			o = find_opt(c ? c->opts : NULL, name, nlen, 0, &idx);
+			if (!o) {
+				o = find_opt(global_opts, name, nlen, 0, &idx);
+				into = g;
+			}
+			if (!o)
+				return cmd_usage_error(c, "unknown option '--%.*s'", (int)nlen, name);
+			if (eq) {
+				if (!o->arg)
+					return cmd_usage_error(c, "option '--%s' takes no value", o->name);
+				val = eq + 1;
+			}
+		} else {
+			if (s[2])
+				return cmd_usage_error(c, "unknown option '%s' (combine no short options)", s);
+			o = find_opt(c ? c->opts : NULL, NULL, 0, s[1], &idx);
+			if (!o) {
+				o = find_opt(global_opts, NULL, 0, s[1], &idx);
+				into = g;
+			}
+			if (!o)
+				return cmd_usage_error(c, "unknown option '%s'", s);
+		}
+		if (o->arg && !val) {
+			if (i + 1 >= argc)
+				return cmd_usage_error(c, "option '--%s' needs a value (%s)", o->name, o->arg);
+			val = argv[++i];
+		}
+		if (!o->arg)
+			val = "1";
+		if (into->nval[idx] && !o->repeat && o->arg && strcmp(into->val[idx][into->nval[idx] - 1], val))
+			return cmd_usage_error(c, "option '--%s' given twice", o->name);
+		if (into->nval[idx] == CMD_MAX_VALUES)
+			return cmd_usage_error(c, "option '--%s' given too many times", o->name);
+		into->val[idx][into->nval[idx]++] = val;
+	}
+	return 0;
+}
+
+static const char *default_store(char *buf, size_t len)
+{
+	const char *h = getenv("HUBMIRROR_HOME"), *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	if (h && *h)
+		return h;
+	if (x && *x) {
+		snprintf(buf, len, "%s/hubmirror", x);
+		return buf;
+	}
+	snprintf(buf, len, "%s/.local/share/hubmirror", home && *home ? home : ".");
+	return buf;
+}
+
+int main(int argc, char **argv)
+{
+	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
+	struct cmd_env env;
+	const struct cmd *c = NULL;
+	char storebuf[4096];
+	int rc, ci = -1;
+	struct sigaction sa;
+
+	if (!a || !g) {
+		fprintf(stderr, "hubmirror: out of memory\n");
+		return 1;
+	}
+	memset(&env, 0, sizeof(env));
+	/* the command is the first argument that is not a global option */
+	for (int i = 1; i < argc; i++) {
+		if (argv[i][0] != '-') {
+			ci = i;
+			break;
+		}
+		if (!strcmp(argv[i], "--store") || !strcmp(argv[i], "--endpoint") || !strcmp(argv[i], "--token"))
+			i++;
+	}
+	if (ci > 0) {
+		for (size_t k = 0; k < NCOMMANDS; k++)
+			if (!strcmp(commands[k]->name, argv[ci]))
+				c = commands[k];
+		if (!strcmp(argv[ci], "help")) {
+			if (ci + 1 < argc)
+				for (size_t k = 0; k < NCOMMANDS; k++)
+					if (!strcmp(commands[k]->name, argv[ci + 1])) {
+						cmd_help(commands[k], stdout);
+						return 0;
+					}
+			main_help(stdout);
+			return 0;
+		}
+		if (!c)
+			return cmd_usage_error(NULL, "unknown command '%s'", argv[ci]);
+	}
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--version")) {
+			printf("hubmirror %s\n", HM_VERSION);
+			return 0;
+		}
+	/* parse everything but the command word */
+	{
+		char **rest = calloc((size_t)argc + 1, sizeof(*rest));
+		int n = 0;
+		if (!rest)
+			return 1;
+		for (int i = 1; i < argc; i++)
+			if (i != ci)
+				rest[n++] = argv[i];
+		rc = parse(c, n, rest, a, g);
+		free(rest);
+		if (rc)
+			return rc;
+	}
+	a->opts = c ? c->opts : NULL;
+	g->opts = global_opts;
+	if (g->nval[5]) { /* --help */
+		if (c)
+			cmd_help(c, stdout);
+		else
+			main_help(stdout);
+		return 0;
+	}
+	if (!c) {
+		main_help(stderr);
+		return 2;
+	}
+	env.store_dir = g->nval[0] ? g->val[0][g->nval[0] - 1] : default_store(storebuf, sizeof(storebuf));
+	env.endpoint = g->nval[1] ? g->val[1][g->nval[1] - 1] : NULL;
+	env.token_arg = g->nval[2] ? g->val[2][g->nval[2] - 1] : NULL;
+	env.json = g->nval[3] > 0;
+	env.quiet = g->nval[4] > 0;
+	env.progress = !env.quiet && isatty(2);
+	env.ctx.cancel = &cancel_flag;
+	if (env.progress) {
+		env.ctx.on_event = cmd_progress_event;
+		env.ctx.event_ud = &env;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = c->run(&env, a);
+	cmd_progress_end();
+	if (cancel_flag && rc)
+		rc = 130;
+	free(a);
+	free(g);
+	return rc;
+}

@@ -1,0 +1,168 @@
+/* verify.c - `hubmirror verify`: re-hash the store; --repair refetches. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "cmd.h"
+#include "../mirror/mirror.h"
+
+static const struct cmd_opt opts[] = {
+	{"repair", 0, NULL, 0, "download corrupt or missing files again"},
+	CMD_NET_OPTS,
+	{NULL, 0, NULL, 0, NULL},
+};
+
+struct bad {
+	char type[16];
+	char *repo, *path;
+	char commit[41], sha256[65];
+	const char *problem;
+	int repaired;
+};
+
+struct bads {
+	struct bad *v;
+	size_t n, cap;
+	struct cmd_env *env;
+};
+
+static void on_problem(void *ud, const struct mirror_problem *p)
+{
+	struct bads *b = ud;
+	if (b->n == b->cap) {
+		size_t nc = b->cap ? b->cap * 2 : 16;
+		struct bad *nv = realloc(b->v, nc * sizeof(*nv));
+		if (!nv)
+			return;
+		b->v = nv;
+		b->cap = nc;
+	}
+	struct bad *x = &b->v[b->n++];
+	memset(x, 0, sizeof(*x));
+	snprintf(x->type, sizeof(x->type), "%s", p->repo_type);
+	x->repo = strdup(p->repo);
+	x->path = strdup(p->path);
+	memcpy(x->commit, p->commit, 41);
+	memcpy(x->sha256, p->sha256, 65);
+	x->problem = p->problem;
+	if (!b->env->json) {
+		cmd_progress_end();
+		printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit, p->sha256);
+	}
+}
+
+/* Removes bad blobs and pulls the affected files again, per revision. */
+static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct store *st, struct bads *b)
+{
+	struct fetch_client *fc = NULL;
+	enum hm_err err = cmd_client(env, a, &fc), first = HM_OK;
+	if (err)
+		return err;
+	for (size_t i = 0; i < b->n; i++) {
+		char path[4096];
+		store_blob_path(st, b->v[i].sha256, path, sizeof(path));
+		chmod(path, 0644);
+		unlink(path);
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->v[i].repaired)
+			continue;
+		const char **only = calloc(b->n, sizeof(*only));
+		size_t nonly = 0;
+		if (!only)
+			return hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory");
+		for (size_t k = i; k < b->n; k++)
+			if (!strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			    !strcmp(b->v[k].commit, b->v[i].commit)) {
+				int dup = 0;
+				for (size_t q = 0; q < nonly; q++)
+					dup |= !strcmp(only[q], b->v[k].path);
+				if (!dup)
+					only[nonly++] = b->v[k].path;
+				b->v[k].repaired = -1; /* in this batch */
+			}
+		struct mirror_pull_opts o = {.type = b->v[i].type, .repo = b->v[i].repo, .revision = b->v[i].commit,
+					     .only = only, .nonly = nonly};
+		struct mirror_pull_result res;
+		err = mirror_pull(&env->ctx, st, fc, &o, &res);
+		for (size_t k = i; k < b->n; k++)
+			if (b->v[k].repaired == -1)
+				b->v[k].repaired = err ? 0 : 1;
+		if (err) {
+			cmd_progress_end();
+			fprintf(stderr, "hubmirror: cannot repair %s at %.12s: %s\n", b->v[i].repo, b->v[i].commit,
+				env->ctx.errmsg);
+			if (!first)
+				first = err;
+		} else if (!env->json) {
+			printf("repaired: %zu file(s) of %s at %.12s\n", nonly, b->v[i].repo, b->v[i].commit);
+		}
+		mirror_pull_result_release(&res);
+		free(only);
+		if (err == HM_ERR_CANCELLED)
+			break;
+	}
+	fetch_client_free(fc);
+	return first;
+}
+
+static int run(struct cmd_env *env, struct cmd_args *a)
+{
+	struct store *st = NULL;
+	struct bads b = {NULL, 0, 0, env};
+	size_t checked = 0, nbad = 0;
+	enum hm_err err;
+	int rc = 1, unrepaired = 0;
+
+	if ((err = cmd_open_store(env, &st)))
+		return cmd_error(env, err);
+	err = mirror_verify(&env->ctx, st, a->pos, (size_t)a->npos, on_problem, &b, &checked, &nbad);
+	cmd_progress_end();
+	if (err) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (nbad && cmd_flag(a, "repair")) {
+		err = repair(env, a, st, &b);
+		if (err == HM_ERR_USAGE) {
+			rc = cmd_error(env, err);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < b.n; i++)
+		unrepaired += b.v[i].repaired != 1;
+	if (env->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < b.n; i++)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "repo_type", b.v[i].type,
+							     "repo", b.v[i].repo, "revision", b.v[i].commit, "path",
+							     b.v[i].path, "sha256", b.v[i].sha256, "problem", b.v[i].problem,
+							     "repaired", b.v[i].repaired == 1));
+		cmd_print_json(json_pack("{s:I, s:I, s:o, s:b}", "checked", (json_int_t)checked, "bad",
+					 (json_int_t)nbad, "problems", arr, "ok", !unrepaired));
+	} else if (!nbad) {
+		if (!env->quiet)
+			printf("ok: %zu files verified\n", checked);
+	} else {
+		fprintf(stderr, "hubmirror: %zu of %zu files %s\n", nbad, checked,
+			unrepaired ? "are corrupt or missing" : "were corrupt or missing and are repaired");
+	}
+	rc = unrepaired ? 1 : 0;
+out:
+	for (size_t i = 0; i < b.n; i++) {
+		free(b.v[i].repo);
+		free(b.v[i].path);
+	}
+	free(b.v);
+	store_close(st);
+	return rc;
+}
+
+const struct cmd cmd_verify = {
+	"verify", "[REPO]... [--repair]",
+	"Re-hash stored files; exit 1 naming each corrupt or missing one.",
+	"Every blob is hashed again and compared with its SHA-256 name. With --repair,\n"
+	"bad files are downloaded again from the endpoint (their revision's commit).",
+	opts, run,
+};

@@ -1,0 +1,357 @@
+/* client.c - the client object and the pieces every request shares:
+ * origins, redirects, the token rule, headers and error mapping. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "fetch-int.h"
+
+#define HM_VERSION "0.1.0"
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+char *fetch_origin_of(const char *url)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL, *port = NULL, *out = NULL;
+	if (!u)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+		goto out;
+	if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK)
+		goto out;
+	if (strcasecmp(scheme, "http") && strcasecmp(scheme, "https"))
+		goto out;
+	out = util_asprintf("%s://%s:%s", scheme, host, port);
+	if (out)
+		for (char *p = out; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return out;
+}
+
+char *fetch_url_join(const char *base, const char *location)
+{
+	CURLU *u = curl_url();
+	char *s = NULL, *out = NULL;
+	if (!u)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+	    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK) {
+		char *o = fetch_origin_of(s);
+		if (o) /* only http(s) targets */
+			out = util_strdup(s);
+		free(o);
+	}
+	curl_free(s);
+	curl_url_cleanup(u);
+	return out;
+}
+
+enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts *opts,
+			     struct fetch_client **out)
+{
+	struct fetch_client *c;
+	const char *ep = opts->endpoint && *opts->endpoint ? opts->endpoint : "https://huggingface.co";
+	size_t len;
+
+	pthread_once(&curl_once, curl_init_once);
+	*out = NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	len = strlen(ep);
+	while (len && ep[len - 1] == '/')
+		len--;
+	c->endpoint = util_strndup(ep, len);
+	c->origin = c->endpoint ? fetch_origin_of(c->endpoint) : NULL;
+	if (!c->endpoint || !c->origin) {
+		fetch_client_free(c);
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid endpoint '%s': expected an http(s) URL", ep);
+	}
+	if (strchr(c->endpoint, '@')) {
+		fetch_client_free(c);
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid endpoint: credentials in the URL are not supported; use --token");
+	}
+	if (opts->token && *opts->token) {
+		for (const char *p = opts->token; *p; p++)
+			if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) {
+				fetch_client_free(c);
+				return hm_fail(ctx, HM_ERR_USAGE, "invalid token: it contains spaces or control characters");
+			}
+		c->token = util_strdup(opts->token);
+	}
+	c->user_agent = util_asprintf("hubmirror/%s; %s", HM_VERSION, curl_version());
+	c->connections = opts->connections > 0 ? opts->connections : 8;
+	if (c->connections > 64)
+		c->connections = 64;
+	c->retries = opts->retries >= 0 ? opts->retries : 5;
+	c->timeout = opts->timeout > 0 ? opts->timeout : 30;
+	c->connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : 10;
+	if (!c->user_agent || (opts->token && *opts->token && !c->token)) {
+		fetch_client_free(c);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	*out = c;
+	return HM_OK;
+}
+
+void fetch_client_free(struct fetch_client *c)
+{
+	if (!c)
+		return;
+	free(c->endpoint);
+	free(c->origin);
+	if (c->token) {
+		/* do not leave the secret lying in freed memory */
+		volatile char *p = c->token;
+		while (*p)
+			*p++ = 0;
+		free(c->token);
+	}
+	free(c->user_agent);
+	free(c);
+}
+
+const char *fetch_client_endpoint(const struct fetch_client *c)
+{
+	return c->endpoint;
+}
+
+void fetch_resp_reset(struct fetch_resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->retry_after = -1;
+	r->content_length = -1;
+}
+
+/* Copies a header value (trimmed) into dst. */
+static void hdr_copy(char *dst, size_t cap, const char *v, size_t n)
+{
+	while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' '))
+		n--;
+	while (n && *v == ' ') {
+		v++;
+		n--;
+	}
+	if (n >= cap)
+		n = cap - 1;
+	memcpy(dst, v, n);
+	dst[n] = 0;
+}
+
+static int hdr_is(const char *buf, size_t len, const char *name, const char **val, size_t *vlen)
+{
+	size_t nl = strlen(name);
+	if (len <= nl || buf[nl] != ':' || strncasecmp(buf, name, nl))
+		return 0;
+	*val = buf + nl + 1;
+	*vlen = len - nl - 1;
+	return 1;
+}
+
+/* Finds the URL of rel="next" in a Link header value. */
+static void parse_link_next(struct fetch_resp *r, const char *v)
+{
+	const char *p = v;
+	while ((p = strchr(p, '<'))) {
+		const char *e = strchr(p, '>');
+		if (!e)
+			return;
+		const char *params = e + 1, *stop = strchr(params, ',');
+		size_t plen = stop ? (size_t)(stop - params) : strlen(params);
+		char pbuf[256];
+		hdr_copy(pbuf, sizeof(pbuf), params, plen);
+		if (strstr(pbuf, "rel=\"next\"") || strstr(pbuf, "rel=next")) {
+			size_t ulen = (size_t)(e - p - 1);
+			if (ulen < sizeof(r->link_next)) {
+				memcpy(r->link_next, p + 1, ulen);
+				r->link_next[ulen] = 0;
+			}
+			return;
+		}
+		p = e + 1;
+	}
+}
+
+size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud)
+{
+	struct fetch_resp *r = ud;
+	size_t len = size * n;
+	const char *v;
+	size_t vl;
+	char tmp[2048];
+
+	if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
+		/* a new response (after 1xx or a redirect): start over */
+		fetch_resp_reset(r);
+		const char *sp = memchr(buf, ' ', len);
+		if (sp)
+			r->status = strtol(sp + 1, NULL, 10);
+		return len;
+	}
+	if (hdr_is(buf, len, "location", &v, &vl))
+		hdr_copy(r->location, sizeof(r->location), v, vl);
+	else if (hdr_is(buf, len, "x-error-code", &v, &vl))
+		hdr_copy(r->error_code, sizeof(r->error_code), v, vl);
+	else if (hdr_is(buf, len, "x-error-message", &v, &vl))
+		hdr_copy(r->error_message, sizeof(r->error_message), v, vl);
+	else if (hdr_is(buf, len, "content-type", &v, &vl))
+		hdr_copy(r->content_type, sizeof(r->content_type), v, vl);
+	else if (hdr_is(buf, len, "link", &v, &vl)) {
+		hdr_copy(tmp, sizeof(tmp), v, vl);
+		parse_link_next(r, tmp);
+	} else if (hdr_is(buf, len, "retry-after", &v, &vl)) {
+		hdr_copy(tmp, sizeof(tmp), v, vl);
+		char *end;
+		double s = strtod(tmp, &end);
+		if (end != tmp && s >= 0)
+			r->retry_after = s > 300 ? 300 : s;
+	} else if (hdr_is(buf, len, "content-length", &v, &vl)) {
+		hdr_copy(tmp, sizeof(tmp), v, vl);
+		char *end;
+		long long cl = strtoll(tmp, &end, 10);
+		if (end != tmp && cl >= 0)
+			r->content_length = cl;
+	} else if (hdr_is(buf, len, "content-range", &v, &vl)) {
+		unsigned long long a, b, t;
+		hdr_copy(tmp, sizeof(tmp), v, vl);
+		if (sscanf(tmp, "bytes %llu-%llu/%llu", &a, &b, &t) == 3 && a <= b && b < t) {
+			r->has_content_range = 1;
+			r->cr_start = a;
+			r->cr_end = b;
+			r->cr_total = t;
+		}
+	}
+	return len;
+}
+
+enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h, const char *url,
+			     struct curl_slist **hdrs)
+{
+	char *origin = fetch_origin_of(url);
+	struct curl_slist *l = NULL, *t;
+
+	*hdrs = NULL;
+	if (!origin)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "refusing to fetch a non-http(s) URL");
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, c->user_agent);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L); /* we follow, to apply the token rule */
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
+	/* a connection that moves less than 1 byte/s for `timeout` seconds is stalled */
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->timeout < 1 ? 1 : c->timeout));
+	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	if (c->token && !strcmp(origin, c->origin)) {
+		char *a = util_asprintf("Authorization: Bearer %s", c->token);
+		if (!a) {
+			free(origin);
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		}
+		t = curl_slist_append(l, a);
+		memset(a, 0, strlen(a));
+		free(a);
+		if (!t) {
+			free(origin);
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		}
+		l = t;
+	}
+	free(origin);
+	*hdrs = l;
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, l);
+	return HM_OK;
+}
+
+enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf)
+{
+	char *origin = fetch_origin_of(url);
+	const char *where = origin ? origin : "server";
+	const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+	enum hm_err e;
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to '%s': %s (server unreachable)", where, why);
+		break;
+	case CURLE_OPERATION_TIMEDOUT:
+		e = hm_fail(ctx, HM_ERR_NET, "'%s' stopped sending data: %s", where, why);
+		break;
+	default:
+		e = hm_fail(ctx, HM_ERR_NET, "transfer from '%s' failed: %s", where, why);
+	}
+	free(origin);
+	return e;
+}
+
+int fetch_status_retryable(long status)
+{
+	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
+	       status == 504;
+}
+
+double fetch_backoff(int n, const struct fetch_resp *r)
+{
+	double d = 0.25;
+	if (r && r->retry_after >= 0)
+		return r->retry_after + 0.1;
+	for (int i = 1; i < n && d < 8; i++)
+		d *= 2;
+	return d > 8 ? 8 : d;
+}
+
+enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, const char *what,
+			     int have_token)
+{
+	const char *code = r->error_code;
+	char msg[300] = "";
+	/* the server's own words, sanitized: printable ASCII only */
+	if (r->error_message[0]) {
+		size_t j = 0;
+		msg[j++] = ':';
+		msg[j++] = ' ';
+		for (size_t i = 0; r->error_message[i] && j < sizeof(msg) - 1; i++) {
+			unsigned char ch = (unsigned char)r->error_message[i];
+			msg[j++] = (ch >= 0x20 && ch < 0x7f) ? (char)ch : '?';
+		}
+		msg[j] = 0;
+	}
+	if (!strcmp(code, "GatedRepo"))
+		return hm_fail(ctx, HM_ERR_GATED,
+			       "%s is gated: request access on the hub, then pass a token with access (--token or HF_TOKEN)%s",
+			       what, have_token ? " - the token given has no access" : "");
+	if (!strcmp(code, "RepoNotFound") || (!code[0] && r->status == 401 && !have_token))
+		return hm_fail(ctx, HM_ERR_REPO_NOT_FOUND,
+			       "%s not found: check the name and --repo-type%s", what,
+			       have_token ? "" : "; if it is private, pass a token with --token or HF_TOKEN");
+	if (!strcmp(code, "RevisionNotFound"))
+		return hm_fail(ctx, HM_ERR_REV_NOT_FOUND, "revision not found for %s%s", what, msg);
+	if (!strcmp(code, "EntryNotFound"))
+		return hm_fail(ctx, HM_ERR_ENTRY_NOT_FOUND, "file not found: %s", what);
+	if (r->status == 401 || r->status == 403)
+		return hm_fail(ctx, HM_ERR_AUTH, "access to %s denied (HTTP %ld)%s%s", what, r->status,
+			       have_token ? ": the token is invalid or has no access" : ": pass a token with --token or HF_TOKEN", msg);
+	if (r->status == 429)
+		return hm_fail(ctx, HM_ERR_RATE_LIMITED, "rate limited by the hub (HTTP 429) for %s: wait and try again, or use a token", what);
+	if (r->status == 404)
+		return hm_fail(ctx, HM_ERR_ENTRY_NOT_FOUND, "%s not found (HTTP 404)", what);
+	return hm_fail(ctx, HM_ERR_HTTP, "unexpected HTTP %ld for %s%s", r->status, what, msg);
+}

@@ -1,0 +1,54 @@
+/* fetch-int.h - internals shared by the fetch/ files. */
+#ifndef FETCH_INT_H
+#define FETCH_INT_H
+
+#include <curl/curl.h>
+#include "fetch.h"
+#include "../util/util.h"
+
+struct fetch_client {
+	char *endpoint;       /* no trailing slash */
+	char *origin;         /* scheme://host:port of the endpoint, lowercased */
+	char *token;          /* NULL if none */
+	char *user_agent;
+	int connections, retries;
+	double timeout, connect_timeout;
+};
+
+/* Headers of one HTTP response that the client reads. */
+struct fetch_resp {
+	long status;
+	char location[2048];
+	char error_code[64];      /* X-Error-Code */
+	char error_message[256];  /* X-Error-Message */
+	char link_next[2048];     /* Link rel="next" */
+	char content_type[128];
+	double retry_after;       /* seconds, -1 if absent */
+	int has_content_range;
+	uint64_t cr_start, cr_end, cr_total; /* Content-Range */
+	int64_t content_length;   /* -1 if absent */
+};
+
+void fetch_resp_reset(struct fetch_resp *r);
+/* curl header callback filling a struct fetch_resp (userdata). */
+size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud);
+/* scheme://host:port of url, lowercased; NULL if not an http(s) URL. Caller frees. */
+char *fetch_origin_of(const char *url);
+/* Resolves location against base (relative or absolute). Caller frees; NULL if invalid. */
+char *fetch_url_join(const char *base, const char *location);
+/* Applies common options (user agent, timeouts, proxies from env, no
+ * automatic redirects) and the Authorization header when url is on the
+ * endpoint's origin. *hdrs receives the list to free after the transfer. */
+enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h, const char *url,
+			     struct curl_slist **hdrs) HM_MUST_CHECK;
+/* Maps a curl error to ours, with a message naming the URL (token-free). */
+enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf);
+/* Maps an error status + X-Error-Code to ours with a one-line message. what names the subject. */
+enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, const char *what,
+			     int have_token);
+/* Seconds to wait before retry number n (1-based), honouring Retry-After. */
+double fetch_backoff(int n, const struct fetch_resp *r);
+/* Whether a status is worth retrying. */
+int fetch_status_retryable(long status);
+
+#endif

@@ -1,0 +1,98 @@
+/* fetch.h - the Hub API client and the segmented, resumable downloader.
+ * All of libcurl lives behind this header. Nothing here touches SQLite or prints. */
+#ifndef FETCH_H
+#define FETCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../util/hm.h"
+
+struct fetch_client;
+
+struct fetch_client_opts {
+	const char *endpoint;   /* base URL, e.g. https://huggingface.co (no trailing slash needed) */
+	const char *token;      /* may be NULL; sent only to the endpoint's own origin */
+	int connections;        /* total parallel connections (default 8) */
+	int retries;            /* failures in a row tolerated per transfer (default 5) */
+	double timeout;         /* seconds without progress before a connection is replaced (default 30) */
+	double connect_timeout; /* seconds (default 10) */
+};
+
+/* Creates a client. *out is owned by the caller (fetch_client_free). The
+ * token is copied; it is never put in error messages. */
+enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts *opts,
+			     struct fetch_client **out) HM_MUST_CHECK;
+void fetch_client_free(struct fetch_client *c);
+/* The endpoint without trailing slash (no credentials in it). */
+const char *fetch_client_endpoint(const struct fetch_client *c);
+
+/* ---- Hub API ---- */
+
+/* Resolves rev (branch, tag, commit, refs/pr/N; NULL = "main") of repo
+ * (type "model" or "dataset") to a 40-hex commit. */
+enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+			       const char *repo, const char *rev, char commit[41]) HM_MUST_CHECK;
+
+struct fetch_entry {
+	char *path;          /* validated with util_path_is_safe */
+	uint64_t size;
+	char oid[41];        /* git blob oid (of the LFS pointer for LFS files) */
+	int lfs;
+	char sha256[65];     /* LFS content sha256, "" for regular files */
+};
+/* Lists every file of a commit (recursive, following Link rel="next").
+ * Unsafe names, malformed entries, duplicates: HM_ERR_BAD_INPUT.
+ * *out owned by the caller (fetch_entries_free). */
+enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+			   const char *repo, const char *commit,
+			   struct fetch_entry **out, size_t *n) HM_MUST_CHECK;
+void fetch_entries_free(struct fetch_entry *v, size_t n);
+
+/* URL of a file: {endpoint}/[datasets/]{repo}/resolve/{rev}/{path, escaped}. Caller frees. */
+char *fetch_resolve_url(const struct fetch_client *c, const char *type, const char *repo,
+			const char *rev, const char *path);
+
+/* ---- Downloader ---- */
+
+struct fetch_job {
+	/* in */
+	const char *name;        /* for progress and messages (the repo path) */
+	const char *url;         /* resolve URL on the endpoint */
+	uint64_t size;           /* expected size */
+	const char *part_path;   /* where the bytes go (resumed if a state exists) */
+	const char *state_path;  /* resume state: which ranges are on disk */
+	const char *expect_sha256; /* 64 hex or NULL */
+	const char *expect_git_oid; /* 40 hex or NULL (also computes git oid when set) */
+	void *user;
+	/* out */
+	char sha256[65];
+	char git_oid[41];
+	uint64_t bytes_wire;     /* body bytes received, including ones thrown away */
+	uint64_t bytes_resumed;  /* bytes that were already on disk */
+	double seconds;
+	int connections;         /* most connections used at once */
+	int retries;
+	char host[256];          /* scheme://host[:port] the bytes came from */
+	enum hm_err err;
+	char errmsg[512];
+};
+
+struct fetch_callbacks {
+	/* Before a job starts: 0 start it, 1 skip it (nothing to do), 2 try
+	 * again later (e.g. locked by another process). */
+	int (*begin)(void *ud, struct fetch_job *job);
+	/* After a job ended (job->err says how); the part file is verified
+	 * when err == HM_OK. Returns HM_OK or a fatal error that stops all. */
+	enum hm_err (*done)(void *ud, struct fetch_job *job);
+	void *ud;
+};
+
+/* Downloads jobs in parallel over the client's connections, splitting large
+ * files into ranges, resuming from state files, retrying, verifying
+ * (size + SHA-256 / git oid) before calling done. Returns HM_OK when every
+ * job succeeded or was skipped; the first job error otherwise (each job
+ * carries its own); HM_ERR_CANCELLED / HM_ERR_NOSPC stop everything. */
+enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
+			   size_t n, const struct fetch_callbacks *cb) HM_MUST_CHECK;
+
+#endif

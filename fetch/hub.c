@@ -1,0 +1,390 @@
+/* hub.c - the Hub's JSON API: resolve a revision, list a commit's files. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "fetch-int.h"
+
+/* Hub JSON answers are small; a tree page of 1000 entries is ~300 KiB. */
+#define API_MAX_BODY (32u << 20)
+#define API_MAX_REDIRECTS 10
+#define TREE_MAX_ENTRIES 5000000
+#define TREE_MAX_PAGES 100000
+
+struct body {
+	struct util_buf b;
+	int too_big;
+};
+
+static size_t body_cb(char *data, size_t size, size_t n, void *ud)
+{
+	struct body *bd = ud;
+	size_t len = size * n;
+	if (bd->b.len + len > API_MAX_BODY) {
+		bd->too_big = 1;
+		return 0; /* abort the transfer */
+	}
+	if (util_buf_add(&bd->b, data, len))
+		return 0;
+	return len;
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+	nanosleep(&ts, NULL);
+}
+
+/* GETs url (following redirects under the token rule, retrying transient
+ * failures) and parses the JSON body. what names the subject in errors. */
+static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, const char *url_in,
+				const char *what, json_t **out, char *next, size_t nextcap)
+{
+	enum hm_err err = HM_OK;
+	char *url = util_strdup(url_in);
+	CURL *h = curl_easy_init();
+	struct body bd = {UTIL_BUF_INIT, 0};
+	struct fetch_resp r;
+	char errbuf[CURL_ERROR_SIZE];
+	int failures = 0, redirects = 0;
+
+	*out = NULL;
+	if (next)
+		next[0] = 0;
+	if (!url || !h) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		struct curl_slist *hdrs = NULL;
+		CURLcode rc;
+		if (hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+			goto out;
+		}
+		curl_easy_reset(h);
+		util_buf_release(&bd.b);
+		bd.too_big = 0;
+		fetch_resp_reset(&r);
+		errbuf[0] = 0;
+		err = fetch_easy_setup(ctx, c, h, url, &hdrs);
+		if (err)
+			goto out;
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, &bd);
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetch_header_cb);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout) * 1000 * 4));
+		rc = curl_easy_perform(h);
+		curl_slist_free_all(hdrs);
+		if (bd.too_big) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is larger than %u MiB: refusing it", what, API_MAX_BODY >> 20);
+			goto out;
+		}
+		if (rc != CURLE_OK) {
+			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
+				sleep_s(fetch_backoff(failures, NULL));
+				continue;
+			}
+			err = fetch_curl_err(ctx, rc, url, errbuf);
+			goto out;
+		}
+		if (r.status >= 300 && r.status < 400 && r.location[0]) {
+			char *nu = fetch_url_join(url, r.location);
+			if (!nu || ++redirects > API_MAX_REDIRECTS) {
+				free(nu);
+				err = hm_fail(ctx, HM_ERR_HTTP, "bad or too many redirects for %s", what);
+				goto out;
+			}
+			free(url);
+			url = nu;
+			continue;
+		}
+		if (fetch_status_retryable(r.status) && ++failures <= c->retries) {
+			double wait = fetch_backoff(failures, &r);
+			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = "api"};
+			hm_emit(ctx, &ev);
+			sleep_s(wait);
+			continue;
+		}
+		if (r.status != 200) {
+			err = fetch_status_err(ctx, &r, what, c->token != NULL);
+			goto out;
+		}
+		break;
+	}
+	{
+		json_error_t jerr;
+		json_t *j = json_loadb(bd.b.buf ? bd.b.buf : "", bd.b.len, JSON_REJECT_DUPLICATES, &jerr);
+		if (!j) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent malformed JSON for %s: %s (line %d)", what, jerr.text, jerr.line);
+			goto out;
+		}
+		*out = j;
+	}
+	if (next && r.link_next[0]) {
+		char *nu = fetch_url_join(url, r.link_next);
+		if (!nu || strlen(nu) >= nextcap) {
+			free(nu);
+			json_decref(*out);
+			*out = NULL;
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent a bad pagination link for %s", what);
+			goto out;
+		}
+		strcpy(next, nu);
+		free(nu);
+	}
+out:
+	util_buf_release(&bd.b);
+	if (h)
+		curl_easy_cleanup(h);
+	free(url);
+	return err;
+}
+
+/* Percent-encodes s; keep_slash leaves '/' as is. Caller frees. */
+static char *url_escape(const char *s, int keep_slash)
+{
+	struct util_buf b = UTIL_BUF_INIT;
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+			    *p == '-' || *p == '_' || *p == '.' || *p == '~' || (keep_slash && *p == '/');
+		char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+		if (plain ? util_buf_add(&b, p, 1) : util_buf_add(&b, e, 3)) {
+			util_buf_release(&b);
+			return NULL;
+		}
+	}
+	if (!b.buf && util_buf_add(&b, "", 0))
+		return NULL;
+	return util_buf_detach(&b);
+}
+
+static const char *api_kind(const char *type)
+{
+	return !strcmp(type, "dataset") ? "datasets" : "models";
+}
+
+char *fetch_resolve_url(const struct fetch_client *c, const char *type, const char *repo,
+			const char *rev, const char *path)
+{
+	char *erev = url_escape(rev, 0), *epath = url_escape(path, 1), *u = NULL;
+	if (erev && epath)
+		u = util_asprintf("%s/%s%s/resolve/%s/%s", c->endpoint,
+				  !strcmp(type, "dataset") ? "datasets/" : "", repo, erev, epath);
+	free(erev);
+	free(epath);
+	return u;
+}
+
+enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+			       const char *repo, const char *rev, char commit[41])
+{
+	char *erev, *url, what[256];
+	json_t *j = NULL;
+	enum hm_err err;
+	const char *sha;
+
+	if (!util_repo_id_is_valid(repo))
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid repository id '%s': expected 'name' or 'org/name'", repo);
+	if (!rev)
+		rev = "main";
+	if (!*rev || strlen(rev) > 256)
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid revision");
+	erev = url_escape(rev, 0);
+	url = erev ? util_asprintf("%s/api/%s/%s/revision/%s", c->endpoint, api_kind(type), repo, erev) : NULL;
+	free(erev);
+	if (!url)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	snprintf(what, sizeof(what), "%s '%s'", !strcmp(type, "dataset") ? "dataset" : "repository", repo);
+	err = api_get_json(ctx, c, url, what, &j, NULL, 0);
+	free(url);
+	if (err) {
+		if (err == HM_ERR_REV_NOT_FOUND)
+			err = hm_fail(ctx, err, "revision '%s' not found in %s", rev, what);
+		return err;
+	}
+	sha = json_string_value(json_object_get(j, "sha"));
+	if (!json_is_object(j) || !sha || !util_is_hex(sha, 40)) {
+		json_decref(j);
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s has no valid commit 'sha'", what);
+	}
+	memcpy(commit, sha, 41);
+	json_decref(j);
+	return HM_OK;
+}
+
+void fetch_entries_free(struct fetch_entry *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i].path);
+	free(v);
+}
+
+/* Quotes an untrusted name for an error message: printable ASCII only. */
+static void quote_name(char *dst, size_t cap, const char *s)
+{
+	size_t j = 0;
+	for (; *s && j + 5 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+			dst[j++] = (char)ch;
+		else
+			j += (size_t)snprintf(dst + j, cap - j, "\\x%02x", ch);
+	}
+	dst[j] = 0;
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	return strcmp(((const struct fetch_entry *)a)->path, ((const struct fetch_entry *)b)->path);
+}
+
+/* Parses one tree entry. Returns 1 for a file, 0 for a directory. */
+static enum hm_err parse_entry(struct hm_ctx *ctx, json_t *e, struct fetch_entry *out, int *is_file)
+{
+	const char *type = json_string_value(json_object_get(e, "type"));
+	json_t *jpath = json_object_get(e, "path"), *jsize = json_object_get(e, "size");
+	const char *oid = json_string_value(json_object_get(e, "oid"));
+	json_t *lfs = json_object_get(e, "lfs");
+	char q[200];
+
+	*is_file = 0;
+	if (!json_is_object(e) || !type || !json_is_string(jpath))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent a malformed tree entry");
+	/* json_string_value stops at an embedded NUL: compare lengths */
+	const char *path = json_string_value(jpath);
+	quote_name(q, sizeof(q), path);
+	if (strlen(path) != json_string_length(jpath) || !util_path_is_safe(path))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent an unsafe file name '%s': refusing to write it", q);
+	if (!strcmp(type, "directory"))
+		return HM_OK;
+	if (strcmp(type, "file"))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent an entry of unknown type for '%s'", q);
+	if (!json_is_integer(jsize) || json_integer_value(jsize) < 0 || !oid || !util_is_hex(oid, 40))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent a bad size or oid for '%s'", q);
+	memset(out, 0, sizeof(*out));
+	out->size = (uint64_t)json_integer_value(jsize);
+	memcpy(out->oid, oid, 41);
+	if (lfs && !json_is_null(lfs)) {
+		const char *sha = json_string_value(json_object_get(lfs, "oid"));
+		json_t *ls = json_object_get(lfs, "size");
+		if (!sha || !util_is_hex(sha, 64) || !json_is_integer(ls) ||
+		    (uint64_t)json_integer_value(ls) != out->size)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub sent bad LFS details for '%s'", q);
+		out->lfs = 1;
+		memcpy(out->sha256, sha, 65);
+	}
+	out->path = util_strdup(path);
+	if (!out->path)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	*is_file = 1;
+	return HM_OK;
+}
+
+enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+			   const char *repo, const char *commit,
+			   struct fetch_entry **out, size_t *n)
+{
+	struct fetch_entry *v = NULL;
+	size_t len = 0, cap = 0;
+	enum hm_err err = HM_OK;
+	char *url, next[2048], what[256];
+	int pages = 0;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(what, sizeof(what), "the file list of '%s'", repo);
+	url = util_asprintf("%s/api/%s/%s/tree/%s?recursive=true&expand=false", c->endpoint,
+			    api_kind(type), repo, commit);
+	if (!url)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	while (url) {
+		json_t *j = NULL;
+		size_t i;
+		json_t *e;
+		err = api_get_json(ctx, c, url, what, &j, next, sizeof(next));
+		free(url);
+		url = NULL;
+		if (err)
+			goto out;
+		if (!json_is_array(j)) {
+			json_decref(j);
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is not a list", what);
+			goto out;
+		}
+		json_array_foreach(j, i, e) {
+			int is_file;
+			if (len == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				struct fetch_entry *nv = realloc(v, nc * sizeof(*v));
+				if (!nv) {
+					json_decref(j);
+					err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+					goto out;
+				}
+				v = nv;
+				cap = nc;
+			}
+			err = parse_entry(ctx, e, &v[len], &is_file);
+			if (err) {
+				json_decref(j);
+				goto out;
+			}
+			len += (size_t)is_file;
+		}
+		json_decref(j);
+		if (len > TREE_MAX_ENTRIES || ++pages > TREE_MAX_PAGES) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "%s is absurdly long: refusing it", what);
+			goto out;
+		}
+		if (next[0]) {
+			char *o = fetch_origin_of(next);
+			int same = o && !strcmp(o, c->origin);
+			free(o);
+			if (!same) {
+				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's pagination link for %s points to another host", what);
+				goto out;
+			}
+			url = util_strdup(next);
+			if (!url) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+		}
+	}
+	if (len)
+		qsort(v, len, sizeof(*v), cmp_entry);
+	for (size_t i = 1; i < len; i++)
+		if (!strcmp(v[i - 1].path, v[i].path)) {
+			char q[200];
+			quote_name(q, sizeof(q), v[i].path);
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub listed '%s' twice", q);
+			goto out;
+		}
+	/* a file and a directory of the same name cannot both be written */
+	for (size_t i = 0; i + 1 < len; i++) {
+		size_t pl = strlen(v[i].path);
+		for (size_t k = i + 1; k < len && !strncmp(v[k].path, v[i].path, pl); k++)
+			if (v[k].path[pl] == '/') {
+				char q[200];
+				quote_name(q, sizeof(q), v[i].path);
+				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub lists '%s' as both a file and a folder", q);
+				goto out;
+			}
+	}
+	*out = v;
+	*n = len;
+	v = NULL;
+out:
+	free(url);
+	if (v)
+		fetch_entries_free(v, len);
+	return err;
+}

@@ -1,0 +1,72 @@
+/* mirror.h - the jobs that tie fetch, verify and store together: pull a
+ * revision into the store, re-verify stored blobs, repair them. (cmd/ parses
+ * and prints; these do the work. They live apart from fetch/ and store/
+ * because neither of those may know the other.) */
+#ifndef MIRROR_H
+#define MIRROR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../util/hm.h"
+#include "../fetch/fetch.h"
+#include "../store/store.h"
+
+struct mirror_pull_opts {
+	const char *type;            /* "model" | "dataset" */
+	const char *repo;
+	const char *revision;        /* NULL = main */
+	const char *const *include;  /* globs; a file must match one (if any given) */
+	size_t ninclude;
+	const char *const *exclude;  /* globs; a matching file is skipped */
+	size_t nexclude;
+	const char *const *only;     /* exact paths (repair); NULL = all */
+	size_t nonly;
+};
+
+struct mirror_file {
+	char *path;
+	uint64_t size;
+	char sha256[65];     /* "" when the download failed */
+	char git_oid[41];
+	int lfs;
+	int downloaded;      /* transferred in this run */
+	uint64_t bytes;      /* bytes over the wire in this run */
+	enum hm_err err;
+	char *errmsg;        /* NULL when ok */
+};
+
+struct mirror_pull_result {
+	char commit[41];
+	struct mirror_file *files;
+	size_t nfiles;
+	uint64_t bytes_downloaded, bytes_total;
+	size_t nfailed, ndownloaded;
+	double seconds;
+};
+
+/* Pulls a revision: resolves it, lists it, downloads what the store lacks
+ * (deduplicated, locked against concurrent pulls, verified), and records the
+ * revision once every selected file is in the store. On error the result
+ * still says which files failed. Release the result with
+ * mirror_pull_result_release whatever the return. */
+enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc,
+			const struct mirror_pull_opts *o, struct mirror_pull_result *res) HM_MUST_CHECK;
+void mirror_pull_result_release(struct mirror_pull_result *res);
+
+struct mirror_problem {
+	const char *repo_type, *repo, *commit, *path, *sha256;
+	const char *problem; /* "missing" | "corrupt" */
+};
+/* Re-hashes the blobs of the given stored repos ("type:name" or "name";
+ * all when n == 0), calling on_problem for each bad file (a blob shared by
+ * several files is hashed once). *checked counts files checked; *nbad bad ones. */
+enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *const *repos, size_t n,
+			  void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
+			  size_t *checked, size_t *nbad) HM_MUST_CHECK;
+
+/* Parses "name", "org/name", "model:org/name", "dataset:org/name" or
+ * "datasets/org/name" into type and repo (pointing into buf). */
+enum hm_err mirror_parse_repo(struct hm_ctx *ctx, const char *arg, const char *default_type,
+			      char *buf, size_t len, const char **type, const char **repo) HM_MUST_CHECK;
+
+#endif
