@@ -53,7 +53,7 @@ static enum hm_err add_blob(struct hm_ctx *ctx, struct store *st, const char *co
 	enum hm_err err;
 	static int seq;
 
-	snprintf(tmp, sizeof(tmp), "%s/tmp/t%d.part", store_dir(st), seq++);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/t%ld-%d.part", store_dir(st), (long)getpid(), seq++);
 	if (write_file(tmp, content) < 0)
 		return HM_ERR_IO;
 	if ((err = verify_file(ctx, tmp, 1, f->sha256, f->git_oid, &size)))
@@ -606,4 +606,61 @@ UNIT_TEST(store_download_stats)
 	store_stats_free(rows, n);
 	store_close(st);
 	CHECK(count_rows("SELECT count(*) FROM downloads WHERE error = 'connection reset'") == 1);
+}
+
+/* Several processes pulling into one store at once: every write waits its
+ * turn (busy timeout) and nothing is lost. */
+UNIT_TEST(store_concurrent_writers)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = NULL;
+	struct store_repo_info *repos = NULL;
+	size_t n = 0;
+	enum { NPROC = 4, NBLOB = 40 };
+	pid_t pids[NPROC];
+	int status;
+
+	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	store_close(st);
+	st = NULL;
+	for (int p = 0; p < NPROC; p++) {
+		pids[p] = fork();
+		CHECK(pids[p] >= 0);
+		if (pids[p] == 0) {
+			struct hm_ctx c = {0};
+			struct store *s = NULL;
+			struct store_file f[NBLOB];
+			char content[64], repo[32], commit[41];
+			int ok = store_open(&c, store_path(), &s) == HM_OK;
+			memset(f, 0, sizeof(f));
+			for (int i = 0; ok && i < NBLOB; i++) {
+				/* half the blobs are shared by every process */
+				snprintf(content, sizeof(content), "blob %d of %d", i, i % 2 ? p : -1);
+				f[i].path = util_asprintf("f%02d", i);
+				ok = f[i].path && add_blob(&c, s, content, i % 3 == 0, &f[i]) == HM_OK;
+				if (ok && i % 10 == 9)
+					ok = store_flush(&c, s) == HM_OK;
+			}
+			snprintf(repo, sizeof(repo), "org/r%d", p);
+			snprintf(commit, sizeof(commit), "%040d", p + 1);
+			ok = ok && store_record_revision(&c, s, "model", repo, commit, "main", f, NBLOB) == HM_OK;
+			if (!ok)
+				fprintf(stderr, "writer %d: %s\n", p, c.errmsg);
+			store_close(s);
+			for (int i = 0; i < NBLOB; i++)
+				free(f[i].path);
+			_exit(ok ? 0 : 1);
+		}
+	}
+	for (int p = 0; p < NPROC; p++) {
+		CHECK(waitpid(pids[p], &status, 0) == pids[p]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_list_repos(&ctx, st, &repos, &n) == HM_OK);
+	CHECK(n == NPROC);
+	store_repo_info_free(repos, n);
+	store_close(st);
+	CHECK(count_rows("SELECT count(*) FROM blobs") == NBLOB / 2 + NPROC * NBLOB / 2);
+	CHECK(count_rows("SELECT count(*) FROM files") == NPROC * NBLOB);
 }
