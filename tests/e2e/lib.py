@@ -96,13 +96,13 @@ def sample_dir():
     out = os.path.join(base, "sample")
     with open(os.path.join(base, "sample.lock"), "w") as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(out, ".done")):
+        if not os.path.exists(out + ".done"):
             tmp = out + ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             subprocess.run([PY, MAKE_SAMPLE, tmp], check=True)
             shutil.rmtree(out, ignore_errors=True)
             os.rename(tmp, out)
-            open(os.path.join(out, ".done"), "w").close()
+            open(out + ".done", "w").close()
     return out
 
 
@@ -113,10 +113,7 @@ def sample_files():
     for root, _, names in os.walk(d):
         for n in names:
             full = os.path.join(root, n)
-            rel = os.path.relpath(full, d)
-            if rel == ".done":
-                continue
-            out[rel] = read(full)
+            out[os.path.relpath(full, d)] = read(full)
     return out
 
 
@@ -204,6 +201,13 @@ class Emulator:
 
     def log(self):
         return self._req("GET", "/_emu/log")
+
+    def inflight(self):
+        return self._req("GET", "/_emu/inflight")
+
+    def bytes_in_flight(self, path):
+        return sum(e.get("bytes", 0) for e in self.inflight()
+                   if e.get("file") == path and e["method"] == "GET")
 
     def reset_log(self):
         self._req("POST", "/_emu/reset-log", {})

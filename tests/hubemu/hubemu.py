@@ -35,7 +35,8 @@ to the config file's directory when not absolute.
 Control endpoints (API host): GET /_emu/log, POST /_emu/reset-log,
 GET|POST /_emu/faults, POST /_emu/settings {"page_size": N, ...},
 POST /_emu/set-ref {"type", "repo", "ref", "commit": index|hex},
-GET /_emu/repos (what the emulator serves, with digests).
+GET /_emu/repos (what the emulator serves, with digests),
+GET /_emu/inflight (requests being served now, with bytes sent so far).
 
 Faults: [{"match": GLOB, "kind": K, "times": N (default 1, -1 forever), ...}]
   File faults (GET of file bytes: CDN for LFS, resolve-cache otherwise); GLOB
@@ -259,6 +260,7 @@ class Emu:
     def __init__(self, config, base_dir, page_size=None):
         self.lock = threading.Lock()
         self.log = []
+        self.inflight = {}
         self.faults = []
         self.secret = os.urandom(16)
         self.page_size = int(page_size or config.get("page_size", 1000))
@@ -390,6 +392,8 @@ class Handler(BaseHTTPRequestHandler):
             "accept_encoding": self.headers.get("Accept-Encoding"),
             "time": time.time(),
         }
+        with self.emu.lock:
+            self.emu.inflight[id(self)] = self.entry
         self.req_body = b""
         n = self.headers.get("Content-Length")
         if n:
@@ -421,6 +425,8 @@ class Handler(BaseHTTPRequestHandler):
             self.entry["status"] = self.status
             self.entry["bytes"] = self.sent
             self.entry["duration"] = time.time() - self.entry["time"]
+            with self.emu.lock:
+                self.emu.inflight.pop(id(self), None)
             if not self.raw_path.startswith("/_emu/"):
                 self.emu.record(self.entry)
 
@@ -452,6 +458,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(data)
         self.sent += len(data)
+        self.entry["bytes"] = self.sent
 
     def send_plain(self, status, body, headers=(), ctype="text/plain; charset=utf-8"):
         hs = [("Content-Type", ctype)] + list(headers)
@@ -673,9 +680,6 @@ class ApiHandler(Handler):
                 self.hub_error(int(x.get("status", 503)), None,
                                x.get("message", "service unavailable"))
                 return True
-            if x["kind"] == "drop" and self.method != "GET":
-                self.send_head(200, [], 100)
-                raise Closed()
         return False
 
     # ---- repo access ----------------------------------------------------------
@@ -928,6 +932,12 @@ class ApiHandler(Handler):
         if what == "log" and self.method == "GET":
             with emu.lock:
                 data = list(emu.log)
+            return self.send_json(200, data)
+        if what == "inflight" and self.method == "GET":
+            with emu.lock:
+                data = [{k: e.get(k) for k in ("host", "method", "path", "file", "sha256",
+                                               "range", "bytes", "time")}
+                        for e in emu.inflight.values() if not e["path"].startswith("/_emu/")]
             return self.send_json(200, data)
         if what == "reset-log" and self.method == "POST":
             with emu.lock:

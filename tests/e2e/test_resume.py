@@ -1,0 +1,113 @@
+"""test_resume.py - kill -9 in the middle of a big download, then pull again;
+two pulls of one repo into one store at the same time."""
+
+import os
+import signal
+import time
+
+import lib
+from lib import check
+
+REPO = "org/big"
+SIZE = 32 * 1024 * 1024
+SEED = 42
+
+
+def big_repo():
+    return {"type": "model", "id": REPO, "commits": [{"files": {
+        "README.md": "# big\n", "config.json": '{"a": 1}\n',
+        "big.bin": {"random": SIZE, "seed": SEED}}, "refs": ["main"]}]}
+
+
+def expected():
+    return {"README.md": b"# big\n", "config.json": b'{"a": 1}\n',
+            "big.bin": lib.random_bytes(SIZE, SEED)}
+
+
+def wait_for_bytes(emu, p, want, limit):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if p.poll() is not None:
+            out, err = p.communicate()
+            raise lib.Fail("pull ended (rc %s) before the kill: %s %s" % (p.returncode, out, err))
+        n = emu.bytes_in_flight("big.bin") + emu.bytes_served("big.bin")
+        if n >= want:
+            return n
+        time.sleep(0.1)
+    raise lib.Fail("only %d bytes of big.bin served after %ds" % (n, limit))
+
+
+def test_kill9_then_resume(t):
+    emu = t.emu([big_repo()])
+    emu.faults([{"match": "big.bin", "kind": "slow", "rate": 2000000, "times": -1}])
+    p = t.spawn("pull", REPO)
+    wait_for_bytes(emu, p, SIZE * 6 // 10, 40)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    # the store is consistent right after the kill
+    lib.check_store_consistent(t.store)
+    emu.faults([])
+    time.sleep(0.5)  # let the emulator notice the dead connections
+    emu.reset_log()
+    r = t.ok("pull", REPO, "--json")
+    lib.check_pulled(t, emu, REPO, r.json(), expected())
+    lib.check_store_consistent(t.store)
+    second = emu.bytes_served("big.bin")
+    check(second < SIZE * 0.8,
+          "the second pull fetched %d of %d bytes of big.bin: the partial download was not "
+          "resumed" % (second, SIZE))
+
+
+test_kill9_then_resume.timeout = 150
+
+
+def test_kill9_then_verify_and_gc(t):
+    """A killed pull leaves debris that gc clears and verify does not trip on."""
+    emu = t.emu([big_repo()])
+    emu.faults([{"match": "big.bin", "kind": "slow", "rate": 2000000, "times": -1}])
+    p = t.spawn("pull", REPO)
+    wait_for_bytes(emu, p, SIZE // 4, 40)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    lib.check_store_consistent(t.store)
+    t.ok("verify")
+    t.ok("gc")
+    parts = [n for d, _, ns in os.walk(os.path.join(t.store, "tmp")) for n in ns
+             if n.endswith(".part")]
+    check(not parts, "gc left partial downloads: %s" % parts)
+    lib.check_store_consistent(t.store)
+    emu.faults([])
+    r = t.ok("pull", REPO, "--json")
+    lib.check_pulled(t, emu, REPO, r.json(), expected())
+
+
+test_kill9_then_verify_and_gc.timeout = 150
+
+
+def test_concurrent_pulls_share_work(t):
+    emu = t.emu([big_repo()])
+    emu.faults([{"match": "big.bin", "kind": "slow", "rate": 6000000, "times": -1}])
+    a = t.spawn("pull", REPO, "--json")
+    time.sleep(0.2)
+    b = t.spawn("pull", REPO, "--json")
+    outs = []
+    for p in (a, b):
+        try:
+            out, err = p.communicate(timeout=100)
+        except Exception:
+            raise lib.Fail("concurrent pull did not finish in 100 s")
+        outs.append((p.returncode, out.decode(), err.decode()))
+    for rc, out, err in outs:
+        check(rc == 0, "a concurrent pull failed: rc %s\n  stdout: %s\n  stderr: %s"
+              % (rc, out[-1000:], err[-1000:]))
+    lib.check_store_consistent(t.store)
+    data = expected()["big.bin"]
+    check(lib.read(t.blob(lib.sha256_bytes(data))) == data, "big.bin blob content")
+    served = emu.bytes_served("big.bin")
+    check(served < SIZE * 1.5, "%d bytes of big.bin served for two concurrent pulls of a "
+          "%d-byte file: the work was not shared" % (served, SIZE))
+    revs = t.db("SELECT commit_sha FROM revisions")
+    check(len(revs) == 1, "revisions after two pulls of one commit: %s" % revs)
+
+
+test_concurrent_pulls_share_work.timeout = 150
