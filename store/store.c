@@ -3,7 +3,10 @@
  * Crash rule: an index row never names a blob that is not fully on disk. A
  * blob is renamed into place first (after fsync when durable), and its row is
  * written only by store_flush, which syncs the filesystem first when any
- * blob skipped its own fsync. */
+ * blob skipped its own fsync.
+ *
+ * A struct store belongs to one thread at a time (its row queues have no lock);
+ * processes share a store through SQLite locking and flock. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
