@@ -96,7 +96,7 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 
 	err = store_resolve(&env->ctx, st, type, repo, rev, commit);
 	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
-		hm_fail(&env->ctx, err, "'%s' is not in the store", repo);
+		hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
 	if (err || (err = store_list_revisions(&env->ctx, st, type, repo, &rv, &nrv)) ||
 	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf))) {
 		rc = cmd_error(env, err);

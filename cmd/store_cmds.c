@@ -26,7 +26,7 @@ static enum hm_err resolve(struct cmd_env *env, struct store *st, const char *ty
 	env->ctx.errmsg[0] = 0;
 	enum hm_err err = store_resolve(&env->ctx, st, type, repo, rev, commit);
 	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
-		hm_fail(&env->ctx, err, rev ? "revision '%s' of '%s' is not in the store" : "%s'%s' is not in the store",
+		hm_fail(&env->ctx, err, rev ? "revision '%s' of '%s' not found in the store" : "%s'%s' not found in the store",
 			rev ? rev : "", repo);
 	return err;
 }
@@ -117,7 +117,7 @@ static int rm_run(struct cmd_env *env, struct cmd_args *a)
 	if ((err = cmd_open_store(env, &st)) || (rev && (err = resolve(env, st, type, repo, rev, commit))) ||
 	    (err = store_rm(&env->ctx, st, type, repo, rev ? commit : NULL))) {
 		if (err == HM_ERR_NOT_FOUND && !rev)
-			hm_fail(&env->ctx, err, "'%s' is not in the store", repo);
+			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
 		rc = cmd_error(env, err);
 		goto out;
 	}

@@ -357,7 +357,6 @@ static size_t write_cb(char *data, size_t size, size_t nm, void *ud)
 	struct dl *g = x->g;
 	size_t len = size * nm, n;
 
-	x->job->bytes_wire += len;
 	if (!s->checked) {
 		long st = s->resp.status;
 		s->checked = 1;
@@ -393,6 +392,7 @@ static size_t write_cb(char *data, size_t size, size_t nm, void *ud)
 	}
 	if (s->discard)
 		return len;
+	x->job->bytes_wire += len;
 	n = len;
 	if (n > s->end - s->pos)
 		n = (size_t)(s->end - s->pos);

@@ -78,7 +78,7 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			if (!strcmp(ri[i].name, r) && (!typed || !strcmp(ri[i].type, t)))
 				want[i] = found = 1;
 		if (!found) {
-			err = hm_fail(ctx, HM_ERR_NOT_FOUND, "'%s' is not in the store", repos[a]);
+			err = hm_fail(ctx, HM_ERR_NOT_FOUND, "'%s' not found in the store", repos[a]);
 			goto out;
 		}
 	}

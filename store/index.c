@@ -138,7 +138,7 @@ enum hm_err store_repo_id(struct hm_ctx *ctx, struct store *st, const char *type
 	if (rc == SQLITE_ROW)
 		*id = sqlite3_column_int64(q, 0);
 	else if (rc == SQLITE_DONE)
-		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "%s '%s' is not in the store",
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "%s '%s' not found in the store",
 			      type ? type : "repo", repo ? repo : "");
 	else
 		err = store_db_fail(ctx, st, "look up a repository");
@@ -210,7 +210,7 @@ static enum hm_err record_files(struct hm_ctx *ctx, struct store *st, int64_t re
 		if ((err = step_int(ctx, st, blob, "look up a blob", &size, &found)))
 			goto out;
 		if (!found || (uint64_t)size != f->size) {
-			err = hm_fail(ctx, HM_ERR_NOT_FOUND, "the content of '%s' (%s) is not in the store",
+			err = hm_fail(ctx, HM_ERR_NOT_FOUND, "the content of '%s' (%s) not found in the store",
 				      f->path, f->sha256);
 			goto out;
 		}
@@ -386,7 +386,7 @@ enum hm_err store_resolve(struct hm_ctx *ctx, struct store *st, const char *type
 	}
 
 	if (!hexish(rev, &len) || len < 7) {
-		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' is not in the store",
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' not found in the store",
 			      rev, type, repo);
 		goto out;
 	}
@@ -401,7 +401,7 @@ enum hm_err store_resolve(struct hm_ctx *ctx, struct store *st, const char *type
 	if ((err = first_commit(ctx, st, q, commit, &nrows)))
 		goto out;
 	if (nrows == 0)
-		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' is not in the store",
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' not found in the store",
 			      rev, type, repo);
 	else if (nrows > 1)
 		err = hm_fail(ctx, HM_ERR_USAGE, "revision '%s' of %s '%s' is ambiguous", rev, type, repo);
@@ -441,7 +441,7 @@ enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
 		goto out;
 	}
 	if (sqlite3_changes(st->db) == 0) {
-		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' is not in the store",
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' not found in the store",
 			      commit, type, repo);
 		goto out;
 	}

@@ -146,7 +146,7 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 	sqlite3_bind_text(q, 2, commit ? commit : "", -1, SQLITE_STATIC);
 	rc = sqlite3_step(q);
 	if (rc == SQLITE_DONE) {
-		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' is not in the store",
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "revision '%s' of %s '%s' not found in the store",
 			      commit ? commit : "", type, repo);
 		goto out;
 	} else if (rc != SQLITE_ROW) {

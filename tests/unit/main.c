@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 			printf("ok %s\n", c->name);
 			passed++;
 		}
-		char cmd[300];
+		char cmd[600];
 		snprintf(cmd, sizeof(cmd), "chmod -R u+w %s 2>/dev/null; rm -rf %s", tmpdir, tmpdir);
 		if (system(cmd) != 0)
 			fprintf(stderr, "cannot remove %s\n", tmpdir);
