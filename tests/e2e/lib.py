@@ -23,7 +23,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-BIN = os.path.join(ROOT, "hubmirror")
+# run.py copies ./hubmirror once per run (HM_BIN) so a rebuild mid-run is harmless.
+BIN = os.environ.get("HM_BIN") or os.path.join(ROOT, "hubmirror")
 PY = "/usr/bin/python3"
 EMU = os.path.join(ROOT, "tests", "hubemu", "hubemu.py")
 MAKE_SAMPLE = os.path.join(ROOT, "tests", "sample", "make_sample.py")
@@ -36,7 +37,7 @@ ENV_DROP = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT"
             "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME",
             "HF_HUB_DISABLE_IMPLICIT_TOKEN", "http_proxy", "https_proxy", "HTTP_PROXY",
             "HTTPS_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy",
-            "CURL_CA_BUNDLE", "HUBMIRROR_STORE")
+            "CURL_CA_BUNDLE", "HUBMIRROR_STORE", "HUBMIRROR_HOME", "XDG_DATA_HOME")
 
 
 class Fail(AssertionError):
@@ -206,7 +207,7 @@ class Emulator:
         return self._req("GET", "/_emu/inflight")
 
     def bytes_in_flight(self, path):
-        return sum(e.get("bytes", 0) for e in self.inflight()
+        return sum(e.get("bytes") or 0 for e in self.inflight()
                    if e.get("file") == path and e["method"] == "GET")
 
     def reset_log(self):
