@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include "util.h"
 
@@ -179,6 +180,9 @@ int util_path_is_safe(const char *path)
 			if (clen == 1 && comp[0] == '.')
 				return 0;
 			if (clen == 2 && comp[0] == '.' && comp[1] == '.')
+				return 0;
+			/* a checkout must never plant git metadata (hooks, config) */
+			if (clen == 4 && !strncasecmp((const char *)comp, ".git", 4))
 				return 0;
 			if (*p == '\0')
 				return 1;

@@ -34,7 +34,8 @@ int util_is_hex(const char *s, size_t n);
 
 /* Validates a repository-relative path from an untrusted source (hub tree,
  * archive, URL): non-empty, relative, no "." / ".." / empty components, no
- * backslash, no control bytes, valid UTF-8, at most 4096 bytes. Returns 1 if safe. */
+ * backslash, no control bytes, no ".git" component, valid UTF-8, at most
+ * 4096 bytes. Returns 1 if safe. */
 int util_path_is_safe(const char *path);
 /* Validates a repo id: "name" or "org/name", [A-Za-z0-9._-], no "--" or ".."
  * at the edges, at most 96 chars per part. Returns 1 if valid. */

@@ -59,14 +59,14 @@ UNIT_TEST(util_path_safety)
 	static const char *const good[] = {
 		"a", "config.json", "a/b/c.txt", ".gitattributes", "dir/.hidden", "a..b", "...",
 		"..a", "a.", "unicode/caf\xc3\xa9.txt", "emoji/\xf0\x9f\x98\x80", "a b/c d",
-		"\xe2\x82\xac", "\xef\xbf\xbd",
+		"\xe2\x82\xac", "\xef\xbf\xbd", ".github/x.yml", "a/.gitx",
 	};
 	static const char *const bad[] = {
 		"", "/", "/etc/passwd", "..", ".", "../x", "a/../b", "a/..", "./a", "a/./b", "a/.",
 		"a//b", "a/", "//a", "a\\b", "..\\x", "a\nb", "a\tb", "a\x01", "a\x1f", "a\x7f",
 		"\xc0\xaf", "\xc0\x80", "\xe0\x80\xaf", "\xf0\x80\x80\xaf", "\xed\xa0\x80",
 		"\xed\xbf\xbf", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "\xff", "\x80", "a\xc3",
-		"\xe2\x82", "\xc3\x28",
+		"\xe2\x82", "\xc3\x28", ".git/config", "a/.GIT/hooks/pre-commit", ".git",
 	};
 	char *longp;
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
