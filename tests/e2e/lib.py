@@ -210,6 +210,13 @@ class Emulator:
         return sum(e.get("bytes") or 0 for e in self.inflight()
                    if e.get("file") == path and e["method"] == "GET")
 
+    def wait_idle(self, limit=10):
+        """Waits until no request is being served (the emulator notices a
+        killed client only when its next write fails)."""
+        t0 = time.time()
+        while self.inflight() and time.time() - t0 < limit:
+            time.sleep(0.05)
+
     def reset_log(self):
         self._req("POST", "/_emu/reset-log", {})
 

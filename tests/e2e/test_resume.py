@@ -47,7 +47,7 @@ def test_kill9_then_resume(t):
     # the store is consistent right after the kill
     lib.check_store_consistent(t.store)
     emu.faults([])
-    time.sleep(0.5)  # let the emulator notice the dead connections
+    emu.wait_idle()  # let the emulator notice the dead connections
     emu.reset_log()
     r = t.ok("pull", REPO, "--json")
     lib.check_pulled(t, emu, REPO, r.json(), expected())
