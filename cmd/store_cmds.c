@@ -38,6 +38,7 @@ static const struct cmd_opt checkout_opts[] = {
 	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
 	{"to", 'o', "DIR", 0, "where to write (required)"},
 	{"layout", 0, "LAYOUT", 0, "files (default: plain tree) or hf-cache (Hugging Face cache layout)"},
+	{"copy", 0, NULL, 0, "independent writable copies instead of hard links (for files you will edit)"},
 	{NULL, 0, NULL, 0, NULL},
 };
 
@@ -70,7 +71,7 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 		if (store_resolve(&q, st, type, repo, "main", mc) || strcmp(mc, commit))
 			ref = NULL;
 	}
-	err = store_checkout(&env->ctx, st, type, repo, commit, ref, to, l);
+	err = store_checkout(&env->ctx, st, type, repo, commit, ref, to, l, cmd_flag(a, "copy"));
 	if (err) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -90,7 +91,9 @@ out:
 const struct cmd cmd_checkout = {
 	"checkout", "REPO [--revision REV] --to DIR [--layout files|hf-cache]",
 	"Materialize a stored revision as plain files or as a Hugging Face cache.",
-	"Files are hard links to the store's read-only blobs (copies across filesystems).\n"
+	"Files are hard links to the store's read-only blobs (copies across filesystems):\n"
+	"do not make them writable and edit them in place ('verify' would report the\n"
+	"blob corrupt); use --copy for a tree you will edit.\n"
 	"With --layout hf-cache, DIR is a HF_HUB_CACHE: set HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1\n"
 	"and transformers / huggingface_hub load the model without a network.",
 	checkout_opts, checkout_run,

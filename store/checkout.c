@@ -7,11 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 #include "store-int.h"
 #include "../util/util.h"
 
-enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst)
+enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable)
 {
 	enum hm_err err = HM_OK;
 	int in = -1, out = -1;
@@ -26,6 +28,9 @@ enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst
 		err = hm_fail(ctx, store_errno_err(errno), "cannot create '%s': %s", dst, strerror(errno));
 		goto out;
 	}
+	/* a reflink (btrfs, xfs) shares extents copy-on-write: instant and independent */
+	if (ioctl(out, FICLONE, in) == 0)
+		goto done;
 	buf = malloc(cap);
 	if (!buf) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory copying '%s'", src);
@@ -53,8 +58,9 @@ enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst
 			off += w;
 		}
 	}
-	/* a copy is as read-only as the blob it stands for */
-	if (fchmod(out, 0444) < 0)
+done:
+	/* a stand-in for a blob is as read-only as the blob; an asked-for copy is the user's */
+	if (fchmod(out, writable ? 0644 : 0444) < 0)
 		err = hm_fail(ctx, HM_ERR_IO, "cannot chmod '%s': %s", dst, strerror(errno));
 out:
 	free(buf);
@@ -73,8 +79,9 @@ static int tmp_beside(char *buf, size_t len, const char *path)
 }
 
 /* Makes dst the same content as blob: hard link, or a copy across
- * filesystems; replaces whatever dst was. */
-static enum hm_err place_blob(struct hm_ctx *ctx, const char *blob, const char *dst)
+ * filesystems (always a writable copy when copy is set); replaces whatever
+ * dst was. */
+static enum hm_err place_blob(struct hm_ctx *ctx, const char *blob, const char *dst, int copy)
 {
 	enum hm_err err;
 	char tmp[PATH_MAX];
@@ -82,7 +89,7 @@ static enum hm_err place_blob(struct hm_ctx *ctx, const char *blob, const char *
 
 	if (stat(blob, &a) < 0)
 		return hm_fail(ctx, HM_ERR_IO, "cannot stat '%s': %s", blob, strerror(errno));
-	if (lstat(dst, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+	if (!copy && lstat(dst, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 		return HM_OK;
 	if (util_mkdir_parents(dst, 0755) < 0)
 		return hm_fail(ctx, store_errno_err(errno), "cannot create the directory of '%s': %s",
@@ -90,12 +97,15 @@ static enum hm_err place_blob(struct hm_ctx *ctx, const char *blob, const char *
 	if (tmp_beside(tmp, sizeof(tmp), dst) < 0)
 		return hm_fail(ctx, HM_ERR_USAGE, "path '%s' is too long", dst);
 	unlink(tmp); /* debris of an interrupted checkout by a process with our pid */
-	if (link(blob, tmp) < 0) {
+	if (copy) {
+		if ((err = store_copy_file(ctx, blob, tmp, 1)))
+			return err;
+	} else if (link(blob, tmp) < 0) {
 		/* EXDEV: another filesystem; EPERM/EMLINK: no (more) links here */
 		if (errno != EXDEV && errno != EPERM && errno != EMLINK && errno != ENOTSUP)
 			return hm_fail(ctx, store_errno_err(errno), "cannot link '%s': %s", tmp,
 				       strerror(errno));
-		if ((err = store_copy_file(ctx, blob, tmp)))
+		if ((err = store_copy_file(ctx, blob, tmp, 0)))
 			return err;
 	}
 	if (rename(tmp, dst) < 0) {
@@ -139,7 +149,7 @@ static enum hm_err place_symlink(struct hm_ctx *ctx, const char *target, const c
 }
 
 static enum hm_err checkout_files(struct hm_ctx *ctx, struct store *st, const char *dir,
-				  const struct store_file *files, size_t n)
+				  const struct store_file *files, size_t n, int copy)
 {
 	enum hm_err err;
 	char blob[PATH_MAX], dst[PATH_MAX];
@@ -153,7 +163,7 @@ static enum hm_err checkout_files(struct hm_ctx *ctx, struct store *st, const ch
 		if (snprintf(dst, sizeof(dst), "%s/%s", dir, files[i].path) >= (int)sizeof(dst))
 			return hm_fail(ctx, HM_ERR_USAGE, "path '%s/%s' is too long", dir, files[i].path);
 		store_blob_path(st, files[i].sha256, blob, sizeof(blob));
-		if ((err = place_blob(ctx, blob, dst)))
+		if ((err = place_blob(ctx, blob, dst, copy)))
 			return err;
 	}
 	return HM_OK;
@@ -161,7 +171,7 @@ static enum hm_err checkout_files(struct hm_ctx *ctx, struct store *st, const ch
 
 static enum hm_err checkout_hf_cache(struct hm_ctx *ctx, struct store *st, const char *type,
 				     const char *repo, const char *commit, const char *ref,
-				     const char *dir, const struct store_file *files, size_t n)
+				     const char *dir, const struct store_file *files, size_t n, int copy)
 {
 	enum hm_err err;
 	char root[PATH_MAX], blob[PATH_MAX], dst[PATH_MAX], target[PATH_MAX];
@@ -194,7 +204,7 @@ static enum hm_err checkout_hf_cache(struct hm_ctx *ctx, struct store *st, const
 		store_blob_path(st, f->sha256, blob, sizeof(blob));
 		if (snprintf(dst, sizeof(dst), "%s/blobs/%s", root, etag) >= (int)sizeof(dst))
 			return hm_fail(ctx, HM_ERR_USAGE, "path '%s' is too long", root);
-		if ((err = place_blob(ctx, blob, dst)))
+		if ((err = place_blob(ctx, blob, dst, copy)))
 			return err;
 
 		/* snapshots/<commit>/<path> -> ../../blobs/<etag>, one more ../ per directory */
@@ -230,7 +240,7 @@ static enum hm_err checkout_hf_cache(struct hm_ctx *ctx, struct store *st, const
 
 enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *type,
 			   const char *repo, const char *commit, const char *ref,
-			   const char *dir, enum store_layout layout)
+			   const char *dir, enum store_layout layout, int copy)
 {
 	enum hm_err err;
 	struct store_file *files = NULL;
@@ -249,9 +259,9 @@ enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *typ
 		goto out;
 	}
 	if (layout == STORE_LAYOUT_HF_CACHE)
-		err = checkout_hf_cache(ctx, st, type, repo, commit, ref, dir, files, n);
+		err = checkout_hf_cache(ctx, st, type, repo, commit, ref, dir, files, n, copy);
 	else
-		err = checkout_files(ctx, st, dir, files, n);
+		err = checkout_files(ctx, st, dir, files, n, copy);
 out:
 	store_files_free(files, n);
 	return err;

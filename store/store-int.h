@@ -49,6 +49,6 @@ enum hm_err store_repo_id(struct hm_ctx *ctx, struct store *st, const char *type
 /* "model" and "dataset" are the only repo types the store knows. */
 int store_type_ok(const char *type);
 /* Copies src to a new file dst (mode 0444); used when hard links cannot cross filesystems. */
-enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst) HM_MUST_CHECK;
+enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
 
 #endif

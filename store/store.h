@@ -153,10 +153,13 @@ enum store_layout { STORE_LAYOUT_FILES, STORE_LAYOUT_HF_CACHE };
  * across filesystems; existing files with other content are replaced).
  * HF_CACHE: dir/{models|datasets}--org--name/{blobs/<etag>, snapshots/<commit>/<path>
  * as relative symlinks ../../blobs/<etag>, refs/<ref>} where etag is the
- * sha256 for LFS files and the git oid otherwise; ref may be NULL. */
+ * sha256 for LFS files and the git oid otherwise; ref may be NULL.
+ * Hard-linked files share the blob's inode: editing one in place (after a
+ * chmod) would change the store, which verify reports. With copy set, every
+ * file is an independent writable copy (a reflink where the filesystem can). */
 enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *type,
 			   const char *repo, const char *commit, const char *ref,
-			   const char *dir, enum store_layout layout) HM_MUST_CHECK;
+			   const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
 
 /* Per-repo transfer statistics from `downloads`, plus a total row (key NULL)
  * last. repo filters when non-NULL ("type:name"). */

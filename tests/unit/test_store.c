@@ -470,7 +470,7 @@ UNIT_TEST(store_checkout_files)
 	/* something stale in the way is replaced */
 	snprintf(p, sizeof(p), "%s/config.json", out);
 	CHECK(util_mkdir_p(out, 0755) == 0 && write_file(p, "stale") == 0);
-	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, "main", out, STORE_LAYOUT_FILES) == HM_OK);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, "main", out, STORE_LAYOUT_FILES, 0) == HM_OK);
 	CHECK(util_read_file(p, 1000, &data, &len) == 0);
 	CHECK_STR(data, "{\"a\": 1}\n");
 	free(data);
@@ -480,10 +480,18 @@ UNIT_TEST(store_checkout_files)
 		CHECK(stat(p, &a) == 0 && stat(blob, &b) == 0);
 		CHECK(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
 	}
+	/* --copy: independent, writable files with the same content */
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, NULL, out, STORE_LAYOUT_FILES, 1) == HM_OK);
+	for (int i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", out, files[i].path);
+		store_blob_path(st, files[i].sha256, blob, sizeof(blob));
+		CHECK(stat(p, &a) == 0 && stat(blob, &b) == 0);
+		CHECK(a.st_ino != b.st_ino && (a.st_mode & 0200) && a.st_size == b.st_size);
+	}
 	/* twice is fine */
-	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, NULL, out, STORE_LAYOUT_FILES) == HM_OK);
-	CHECK(store_checkout(&ctx, st, "model", "org/model", C3, NULL, out, STORE_LAYOUT_FILES) == HM_ERR_NOT_FOUND);
-	CHECK(store_checkout(&ctx, st, "model", "org/model", "main", NULL, out, STORE_LAYOUT_FILES) == HM_ERR_USAGE);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, NULL, out, STORE_LAYOUT_FILES, 0) == HM_OK);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C3, NULL, out, STORE_LAYOUT_FILES, 0) == HM_ERR_NOT_FOUND);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", "main", NULL, out, STORE_LAYOUT_FILES, 0) == HM_ERR_USAGE);
 	store_close(st);
 }
 
@@ -500,7 +508,7 @@ UNIT_TEST(store_checkout_hf_cache)
 
 	CHECK(setup_repo(&ctx, &st, files) == 0);
 	snprintf(cache, sizeof(cache), "%s/hub", unit_tmpdir());
-	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, "main", cache, STORE_LAYOUT_HF_CACHE) == HM_OK);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C2, "main", cache, STORE_LAYOUT_HF_CACHE, 0) == HM_OK);
 
 	/* non-LFS: named by git oid, symlink two levels up */
 	snprintf(p, sizeof(p), "%s/models--org--model/snapshots/" C2 "/config.json", cache);
@@ -533,11 +541,11 @@ UNIT_TEST(store_checkout_hf_cache)
 	free(data);
 
 	/* an older revision beside it; a dataset without a ref, no org */
-	CHECK(store_checkout(&ctx, st, "model", "org/model", C1, NULL, cache, STORE_LAYOUT_HF_CACHE) == HM_OK);
+	CHECK(store_checkout(&ctx, st, "model", "org/model", C1, NULL, cache, STORE_LAYOUT_HF_CACHE, 0) == HM_OK);
 	snprintf(p, sizeof(p), "%s/models--org--model/snapshots/" C1 "/config.json", cache);
 	CHECK(exists(p));
 	CHECK(store_record_revision(&ctx, st, "dataset", "ds", C1, NULL, files, 3) == HM_OK);
-	CHECK(store_checkout(&ctx, st, "dataset", "ds", C1, NULL, cache, STORE_LAYOUT_HF_CACHE) == HM_OK);
+	CHECK(store_checkout(&ctx, st, "dataset", "ds", C1, NULL, cache, STORE_LAYOUT_HF_CACHE, 0) == HM_OK);
 	snprintf(p, sizeof(p), "%s/datasets--ds/snapshots/" C1 "/README.md", cache);
 	CHECK(util_read_file(p, 1000, &data, &len) == 0);
 	CHECK_STR(data, "# readme\n");
