@@ -230,3 +230,28 @@ test_api_huge_content_length.timeout = 150
 def test_api_drop(t):
     emu, r = pull_with(t, [{"match": "api", "kind": "drop"}])
     expect_ok(t, emu, r)
+
+
+def test_stall_long_is_detected(t):
+    """A connection that goes silent for minutes is abandoned and retried
+    (a stall the client waits out would hang the pull)."""
+    emu, r = pull_with(t, [{"match": BIG, "kind": "stall", "seconds": 150, "close": True}],
+                       "--connections", "1")
+    check(r.rc == 0, "pull should survive a stalled connection: %r" % r)
+    lib.check_pulled(t, emu, SAMPLE_REPO, r.json(), lib.sample_files())
+    check(r.seconds < 100, "took %.0fs: the stall was waited out, not detected" % r.seconds)
+
+
+test_stall_long_is_detected.timeout = 200
+
+
+def test_downloads_row_records_retries(t):
+    emu, r = pull_with(t, [{"match": BIG, "kind": "drop"}], "--connections", "1")
+    check(r.rc == 0, "pull: %r" % r)
+    rows = t.db("SELECT * FROM downloads WHERE path = ?", (BIG,))
+    ok = [x for x in rows if x["result"] == "ok"]
+    check(ok, "no ok downloads row for %s: %s" % (BIG, rows))
+    check(sum(x["retries"] for x in rows) >= 1 or any(x["result"] == "failed" for x in rows),
+          "a dropped connection left no trace in downloads: %s" % rows)
+    for x in rows:
+        check(x["endpoint"] and "127.0.0." in x["endpoint"], "downloads.endpoint %r" % x["endpoint"])
