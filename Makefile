@@ -39,6 +39,9 @@ CMD_SRC := $(wildcard cmd/*.c)
 CMD_OBJ := $(CMD_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 UNIT_OBJ := $(UNIT_SRC:.c=.o)
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(addprefix tests/fuzz/replay-,$(FUZZ_TARGETS))
+FUZZ_SECONDS ?= 60
 
 all: hubmirror
 
@@ -51,6 +54,21 @@ hubmirror: $(CMD_OBJ) libhubmirror.a
 tests/unit/unit-tests: $(UNIT_OBJ) libhubmirror.a
 	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJ) libhubmirror.a $(LIBS)
 
+# Fuzz targets replayed over their corpus by `make check` (no libFuzzer needed)...
+tests/fuzz/replay-%: tests/fuzz/fuzz_%.o tests/fuzz/driver.o libhubmirror.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# ... and run for real with clang's libFuzzer: make fuzz [FUZZ_SECONDS=60]
+fuzz:
+	@mkdir -p tests/fuzz/out
+	@for t in $(FUZZ_TARGETS); do \
+		clang -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+			-o tests/fuzz/out/fuzz-$$t tests/fuzz/fuzz_$$t.c $(LIB_SRC) $(LIBS) || exit 1; \
+		mkdir -p tests/fuzz/out/corpus-$$t; \
+		tests/fuzz/out/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			tests/fuzz/out/corpus-$$t tests/fuzz/corpus/$$t || exit 1; \
+	done
+
 %.o: %.c
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
@@ -58,12 +76,12 @@ tests/unit/unit-tests: $(UNIT_OBJ) libhubmirror.a
 BUILD_FLAGS := $(CC) $(CFLAGS) $(LDFLAGS)
 .build-flags: FORCE
 	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' > $@
-$(LIB_OBJ) $(CMD_OBJ) $(UNIT_OBJ): .build-flags
+$(LIB_OBJ) $(CMD_OBJ) $(UNIT_OBJ) tests/fuzz/driver.o $(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.o): .build-flags
 
 test-deps:
 	@mk/deps.sh test
 
-check: hubmirror tests/unit/unit-tests test-deps
+check: hubmirror tests/unit/unit-tests $(FUZZ_REPLAY) test-deps
 	@$(PYTHON) tests/run.py
 
 demo: hubmirror test-deps
@@ -74,9 +92,10 @@ bench: hubmirror
 	@sh bench/run.sh
 
 clean:
-	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags
+	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags $(FUZZ_REPLAY)
+	rm -rf tests/fuzz/out
 	find . -name '*.o' -delete -o -name '*.d' -delete
 
 FORCE:
-.PHONY: all check demo bench clean test-deps FORCE
+.PHONY: all check demo bench clean test-deps fuzz FORCE
 -include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)

@@ -197,8 +197,10 @@ size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud)
 
 	if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
 		/* a new response (after 1xx or a redirect): start over */
+		/* the line is not NUL-terminated: parse a bounded copy */
 		fetch_resp_reset(r);
-		const char *sp = memchr(buf, ' ', len);
+		hdr_copy(tmp, sizeof(tmp), buf, len);
+		const char *sp = strchr(tmp, ' ');
 		if (sp)
 			r->status = strtol(sp + 1, NULL, 10);
 		return len;

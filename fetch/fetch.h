@@ -47,6 +47,9 @@ enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const cha
 			   const char *repo, const char *commit,
 			   struct fetch_entry **out, size_t *n) HM_MUST_CHECK;
 void fetch_entries_free(struct fetch_entry *v, size_t n);
+/* Parses one tree page (a JSON list) with the same checks; for tests and fuzzing. */
+enum hm_err fetch_parse_tree(struct hm_ctx *ctx, const char *data, size_t size,
+			     struct fetch_entry **out, size_t *n) HM_MUST_CHECK;
 
 /* URL of a file: {endpoint}/[datasets/]{repo}/resolve/{rev}/{path, escaped}. Caller frees. */
 char *fetch_resolve_url(const struct fetch_client *c, const char *type, const char *repo,

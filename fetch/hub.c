@@ -288,6 +288,84 @@ static enum hm_err parse_entry(struct hm_ctx *ctx, json_t *e, struct fetch_entry
 	return HM_OK;
 }
 
+/* Appends the file entries of one parsed tree page to *v. */
+static enum hm_err add_page(struct hm_ctx *ctx, json_t *j, const char *what, struct fetch_entry **v,
+			    size_t *len, size_t *cap)
+{
+	size_t i;
+	json_t *e;
+	if (!json_is_array(j))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is not a list", what);
+	json_array_foreach(j, i, e) {
+		int is_file;
+		enum hm_err err;
+		if (*len == *cap) {
+			size_t nc = *cap ? *cap * 2 : 64;
+			struct fetch_entry *nv = realloc(*v, nc * sizeof(**v));
+			if (!nv)
+				return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			*v = nv;
+			*cap = nc;
+		}
+		err = parse_entry(ctx, e, &(*v)[*len], &is_file);
+		if (err)
+			return err;
+		*len += (size_t)is_file;
+	}
+	if (*len > TREE_MAX_ENTRIES)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "%s is absurdly long: refusing it", what);
+	return HM_OK;
+}
+
+/* Sorts the listing and refuses duplicates and file/folder clashes. */
+static enum hm_err check_listing(struct hm_ctx *ctx, struct fetch_entry *v, size_t len)
+{
+	char q[200];
+	if (len)
+		qsort(v, len, sizeof(*v), cmp_entry);
+	for (size_t i = 1; i < len; i++)
+		if (!strcmp(v[i - 1].path, v[i].path)) {
+			quote_name(q, sizeof(q), v[i].path);
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub listed '%s' twice", q);
+		}
+	/* a file and a directory of the same name cannot both be written */
+	for (size_t i = 0; i + 1 < len; i++) {
+		size_t pl = strlen(v[i].path);
+		for (size_t k = i + 1; k < len && !strncmp(v[k].path, v[i].path, pl); k++)
+			if (v[k].path[pl] == '/') {
+				quote_name(q, sizeof(q), v[i].path);
+				return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub lists '%s' as both a file and a folder", q);
+			}
+	}
+	return HM_OK;
+}
+
+enum hm_err fetch_parse_tree(struct hm_ctx *ctx, const char *data, size_t size,
+			     struct fetch_entry **out, size_t *n)
+{
+	struct fetch_entry *v = NULL;
+	size_t len = 0, cap = 0;
+	json_error_t jerr;
+	enum hm_err err;
+	json_t *j = json_loadb(data, size, JSON_REJECT_DUPLICATES, &jerr);
+
+	*out = NULL;
+	*n = 0;
+	if (!j)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "malformed JSON: %s (line %d)", jerr.text, jerr.line);
+	err = add_page(ctx, j, "the file list", &v, &len, &cap);
+	json_decref(j);
+	if (!err)
+		err = check_listing(ctx, v, len);
+	if (err) {
+		fetch_entries_free(v, len);
+		return err;
+	}
+	*out = v;
+	*n = len;
+	return HM_OK;
+}
+
 enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			   const char *repo, const char *commit,
 			   struct fetch_entry **out, size_t *n)
@@ -307,41 +385,17 @@ enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const cha
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	while (url) {
 		json_t *j = NULL;
-		size_t i;
-		json_t *e;
 		err = api_get_json(ctx, c, url, what, &j, next, sizeof(next));
 		free(url);
 		url = NULL;
 		if (err)
 			goto out;
-		if (!json_is_array(j)) {
-			json_decref(j);
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is not a list", what);
-			goto out;
-		}
-		json_array_foreach(j, i, e) {
-			int is_file;
-			if (len == cap) {
-				size_t nc = cap ? cap * 2 : 64;
-				struct fetch_entry *nv = realloc(v, nc * sizeof(*v));
-				if (!nv) {
-					json_decref(j);
-					err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-					goto out;
-				}
-				v = nv;
-				cap = nc;
-			}
-			err = parse_entry(ctx, e, &v[len], &is_file);
-			if (err) {
-				json_decref(j);
-				goto out;
-			}
-			len += (size_t)is_file;
-		}
+		err = add_page(ctx, j, what, &v, &len, &cap);
 		json_decref(j);
-		if (len > TREE_MAX_ENTRIES || ++pages > TREE_MAX_PAGES) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "%s is absurdly long: refusing it", what);
+		if (err)
+			goto out;
+		if (++pages > TREE_MAX_PAGES) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "%s has absurdly many pages: refusing it", what);
 			goto out;
 		}
 		if (next[0]) {
@@ -359,26 +413,9 @@ enum hm_err fetch_hub_tree(struct hm_ctx *ctx, struct fetch_client *c, const cha
 			}
 		}
 	}
-	if (len)
-		qsort(v, len, sizeof(*v), cmp_entry);
-	for (size_t i = 1; i < len; i++)
-		if (!strcmp(v[i - 1].path, v[i].path)) {
-			char q[200];
-			quote_name(q, sizeof(q), v[i].path);
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub listed '%s' twice", q);
-			goto out;
-		}
-	/* a file and a directory of the same name cannot both be written */
-	for (size_t i = 0; i + 1 < len; i++) {
-		size_t pl = strlen(v[i].path);
-		for (size_t k = i + 1; k < len && !strncmp(v[k].path, v[i].path, pl); k++)
-			if (v[k].path[pl] == '/') {
-				char q[200];
-				quote_name(q, sizeof(q), v[i].path);
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub lists '%s' as both a file and a folder", q);
-				goto out;
-			}
-	}
+	err = check_listing(ctx, v, len);
+	if (err)
+		goto out;
 	*out = v;
 	*n = len;
 	v = NULL;
