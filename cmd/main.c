@@ -174,17 +174,14 @@ static const char *default_store(char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
+	static struct cmd_args args, gargs; /* 16 KiB each: not on the stack */
+	struct cmd_args *a = &args, *g = &gargs;
 	struct cmd_env env;
 	const struct cmd *c = NULL;
 	char storebuf[4096];
 	int rc, ci = -1;
 	struct sigaction sa;
 
-	if (!a || !g) {
-		fprintf(stderr, "hubmirror: out of memory\n");
-		return 1;
-	}
 	memset(&env, 0, sizeof(env));
 	/* the command is the first argument that is not a global option */
 	for (int i = 1; i < argc; i++) {
@@ -265,7 +262,5 @@ int main(int argc, char **argv)
 	cmd_progress_end();
 	if (cancel_flag && rc)
 		rc = 130;
-	free(a);
-	free(g);
 	return rc;
 }
