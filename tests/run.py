@@ -146,6 +146,36 @@ def run_unit():
     return passed, 1
 
 
+def run_fuzz_replays():
+    """Replays each fuzz target's seed corpus (tests/fuzz/corpus/NAME) through
+    tests/fuzz/replay-NAME: one test each; a crash or sanitizer report fails it."""
+    passed = failed = 0
+    fuzz = os.path.join(HERE, "fuzz")
+    corpora = os.path.join(fuzz, "corpus")
+    if not os.path.isdir(corpora):
+        return 0, 0
+    print("# fuzz corpus replays", flush=True)
+    for name in sorted(os.listdir(corpora)):
+        exe = os.path.join(fuzz, "replay-" + name)
+        if not os.access(exe, os.X_OK):
+            print("FAIL fuzz:%s (%s not built)" % (name, os.path.relpath(exe)))
+            failed += 1
+            continue
+        try:
+            p = subprocess.run([exe, os.path.join(corpora, name)], capture_output=True, timeout=120)
+            ok = p.returncode == 0
+            detail = p.stderr.decode("utf-8", "replace")[-2000:]
+        except subprocess.TimeoutExpired:
+            ok, detail = False, "timed out"
+        if ok:
+            print("ok fuzz:%s" % name)
+            passed += 1
+        else:
+            print("FAIL fuzz:%s\n%s" % (name, detail))
+            failed += 1
+    return passed, failed
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--one")
@@ -161,6 +191,9 @@ def main():
     passed = failed = 0
     if not a.no_unit and not a.names:
         passed, failed = run_unit()
+        fp, ff = run_fuzz_replays()
+        passed += fp
+        failed += ff
 
     tests = discover()
     if a.names:
