@@ -21,6 +21,9 @@
 #include "../verify/verify.h"
 
 #define MIN_SPLIT (4ull << 20)     /* never split below 2 x this */
+#define PIECE_MIN (8ull << 20)     /* files are fetched as pieces in ascending order */
+#define PIECE_MAX (64ull << 20)
+#define WBUF_SIZE (256u << 10)     /* curl hands over 16 KiB at a time: write in bigger blocks */
 #define SPLIT_ALIGN (64ull << 10)
 #define BUFFER_SIZE (512L << 10)
 #define HASH_CHUNK (4ull << 20)
@@ -34,6 +37,8 @@ struct xfer;
 
 struct seg {
 	uint64_t start, pos, end;     /* [start,pos) written, [pos,end) to fetch */
+	char *wbuf;                   /* received, not yet written: [pos, pos+wlen) */
+	size_t wlen;
 	enum seg_state state;
 	struct xfer *x;
 	CURL *h;
@@ -321,8 +326,39 @@ static int seg_insert(struct xfer *x, size_t at, struct seg *s)
 	return 0;
 }
 
+/* Writes the buffered bytes at pos. Returns 0, or -1 (g->fatal set). */
+static int seg_flush(struct dl *g, struct seg *s)
+{
+	struct xfer *x = s->x;
+	for (size_t off = 0; off < s->wlen;) {
+		ssize_t w = pwrite(x->fd, s->wbuf + off, s->wlen - off, (off_t)(s->pos + off));
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (!g->fatal) {
+				g->fatal = errno == ENOSPC || errno == EDQUOT ? HM_ERR_NOSPC : HM_ERR_IO;
+				snprintf(g->fatal_msg, sizeof(g->fatal_msg), "cannot write '%s': %s",
+					 x->job->part_path, strerror(errno));
+			}
+			s->wlen = 0;
+			return -1;
+		}
+		off += (size_t)w;
+	}
+	if (!s->wlen)
+		return 0;
+	s->pos += s->wlen;
+	g->done_bytes += s->wlen;
+	s->wlen = 0;
+	if (x->segs && s->start <= x->frontier && x->frontier <= s->pos)
+		advance_frontier(g, x);
+	return 0;
+}
+
 static void seg_stop(struct dl *g, struct seg *s)
 {
+	if (s->wlen)
+		(void)seg_flush(g, s);
 	if (s->h) {
 		curl_multi_remove_handle(g->multi, s->h);
 		curl_easy_cleanup(s->h);
@@ -338,6 +374,7 @@ static void seg_free(struct dl *g, struct seg *s)
 {
 	seg_stop(g, s);
 	free(s->url);
+	free(s->wbuf);
 	free(s);
 }
 
@@ -394,27 +431,26 @@ static size_t write_cb(char *data, size_t size, size_t nm, void *ud)
 		return len;
 	x->job->bytes_wire += len;
 	n = len;
-	if (n > s->end - s->pos)
-		n = (size_t)(s->end - s->pos);
-	for (size_t off = 0; off < n;) {
-		ssize_t w = pwrite(x->fd, data + off, n - off, (off_t)(s->pos + off));
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (!g->fatal) {
-				g->fatal = errno == ENOSPC || errno == EDQUOT ? HM_ERR_NOSPC : HM_ERR_IO;
-				snprintf(g->fatal_msg, sizeof(g->fatal_msg), "cannot write '%s': %s",
-					 x->job->part_path, strerror(errno));
-			}
-			return 0;
+	if (n > s->end - s->pos - s->wlen)
+		n = (size_t)(s->end - s->pos - s->wlen);
+	if (!s->wbuf && !(s->wbuf = malloc(WBUF_SIZE))) {
+		if (!g->fatal) {
+			g->fatal = HM_ERR_NOMEM;
+			snprintf(g->fatal_msg, sizeof(g->fatal_msg), "out of memory");
 		}
-		off += (size_t)w;
+		return 0;
 	}
-	s->pos += n;
+	for (size_t off = 0; off < n;) {
+		size_t k = n - off;
+		if (k > WBUF_SIZE - s->wlen)
+			k = WBUF_SIZE - s->wlen;
+		memcpy(s->wbuf + s->wlen, data + off, k);
+		s->wlen += k;
+		off += k;
+		if ((s->wlen == WBUF_SIZE || s->pos + s->wlen == s->end) && seg_flush(g, s))
+			return 0;
+	}
 	s->progressed = 1;
-	g->done_bytes += n;
-	if ( s->start <= x->frontier && x->frontier <= s->pos)
-		advance_frontier(g, x);
 	if (n < len) {
 		s->cut = 1;
 		return n; /* stops this transfer: the rest belongs to another segment */
@@ -476,9 +512,38 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 
 /* ---------- files ---------- */
 
+/* Piece size: about eight pieces per connection, so the contiguous prefix
+ * that the hasher follows trails the download by a few pieces only, and
+ * each request still carries enough bytes to amortize its round trip. */
+static uint64_t piece_size(const struct dl *g, const struct xfer *x)
+{
+	uint64_t p = x->size / ((uint64_t)g->c->connections * 8);
+	if (p < PIECE_MIN)
+		p = PIECE_MIN;
+	if (p > PIECE_MAX)
+		p = PIECE_MAX;
+	return p - p % (1ull << 20);
+}
+
+/* Appends idle segments covering [from, to): pieces, or one when the
+ * server ignores ranges. */
+static int add_gap(struct dl *g, struct xfer *x, uint64_t from, uint64_t to)
+{
+	uint64_t piece = x->norange ? to - from : piece_size(g, x);
+	while (from < to) {
+		uint64_t end = to - from > piece + piece / 2 ? from + piece : to;
+		struct seg *s = seg_new(x, from, from, end);
+		if (!s || seg_insert(x, x->nsegs, s)) {
+			free(s);
+			return -1;
+		}
+		from = end;
+	}
+	return 0;
+}
+
 static enum hm_err xfer_reset(struct dl *g, struct xfer *x)
 {
-	struct seg *s;
 	quiesce(g, x);
 	xfer_drop_segs(g, x);
 	if (ftruncate(x->fd, 0) != 0)
@@ -486,11 +551,8 @@ static enum hm_err xfer_reset(struct dl *g, struct xfer *x)
 	unlink(x->job->state_path);
 	verify_hasher_free(x->hasher);
 	x->hasher = verify_hasher_new(x->job->expect_git_oid ? (int64_t)x->size : -1);
-	s = seg_new(x, 0, 0, x->size);
-	if (!x->hasher || !s || seg_insert(x, 0, s)) {
-		free(s);
+	if (!x->hasher || add_gap(g, x, 0, x->size))
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
-	}
 	pthread_mutex_lock(&g->mu);
 	x->frontier = x->hash_pos = 0;
 	x->complete = x->hashed = x->hash_err = 0;
@@ -528,14 +590,10 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 	}
 	for (size_t i = 0; i <= nr; i++) {
 		uint64_t gap_end = i < nr ? r[i].start : x->size;
-		struct seg *s;
-		if (gap_end > at) {
-			s = seg_new(x, at, at, gap_end);
-			if (!s || seg_insert(x, x->nsegs, s))
-				goto nomem;
-		}
+		if (gap_end > at && add_gap(g, x, at, gap_end))
+			goto nomem;
 		if (i < nr) {
-			s = seg_new(x, r[i].start, r[i].end, r[i].end);
+			struct seg *s = seg_new(x, r[i].start, r[i].end, r[i].end);
 			if (!s || seg_insert(x, x->nsegs, s))
 				goto nomem;
 			j->bytes_resumed += r[i].end - r[i].start;
@@ -691,8 +749,8 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 		/* the server ignores Range: one connection from byte 0 */
 		free(x->eff_url);
 		x->eff_url = util_strdup(s->url);
-		enum hm_err e = xfer_reset(g, x);
 		x->norange = 1;
+		enum hm_err e = xfer_reset(g, x);
 		if (e)
 			xfer_fail(g, x, e, g->ctx->errmsg);
 		return;
@@ -784,7 +842,7 @@ static int try_split(struct dl *g)
 			continue;
 		for (size_t k = 0; k < x->nsegs; k++) {
 			struct seg *s = x->segs[k];
-			uint64_t left = s->end - s->pos;
+			uint64_t left = s->end - s->pos - s->wlen;
 			if ((s->state == SEG_ACTIVE || s->state == SEG_WAIT) && left > best_left) {
 				best = s;
 				bx = x;
@@ -795,9 +853,9 @@ static int try_split(struct dl *g)
 	}
 	if (!best || best_left < 2 * MIN_SPLIT)
 		return 0;
-	uint64_t mid = best->pos + best_left / 2;
+	uint64_t at = best->pos + best->wlen, mid = at + best_left / 2;
 	mid -= mid % SPLIT_ALIGN;
-	if (mid <= best->pos || mid >= best->end)
+	if (mid <= at || mid >= best->end)
 		return 0;
 	struct seg *ns = seg_new(bx, mid, mid, best->end);
 	if (!ns || seg_insert(bx, bi + 1, ns)) {
