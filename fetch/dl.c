@@ -90,6 +90,10 @@ struct dl {
 	struct xfer *xs;
 	size_t nx;
 	int active;                   /* connections in use overall */
+	/* reused between pieces: no allocation churn per request */
+	CURL **easy_pool;
+	char **buf_pool;
+	size_t neasy, nbuf;           /* both pools hold at most `connections` */
 	enum hm_err fatal;
 	char fatal_msg[512];
 	uint64_t total, done_bytes;
@@ -359,9 +363,19 @@ static void seg_stop(struct dl *g, struct seg *s)
 {
 	if (s->wlen)
 		(void)seg_flush(g, s);
+	if (s->wbuf) {
+		if (g->nbuf < (size_t)g->c->connections)
+			g->buf_pool[g->nbuf++] = s->wbuf;
+		else
+			free(s->wbuf);
+		s->wbuf = NULL;
+	}
 	if (s->h) {
 		curl_multi_remove_handle(g->multi, s->h);
-		curl_easy_cleanup(s->h);
+		if (g->neasy < (size_t)g->c->connections)
+			g->easy_pool[g->neasy++] = s->h;
+		else
+			curl_easy_cleanup(s->h);
 		s->h = NULL;
 		s->x->active--;
 		g->active--;
@@ -433,6 +447,8 @@ static size_t write_cb(char *data, size_t size, size_t nm, void *ud)
 	n = len;
 	if (n > s->end - s->pos - s->wlen)
 		n = (size_t)(s->end - s->pos - s->wlen);
+	if (!s->wbuf && g->nbuf)
+		s->wbuf = g->buf_pool[--g->nbuf];
 	if (!s->wbuf && !(s->wbuf = malloc(WBUF_SIZE))) {
 		if (!g->fatal) {
 			g->fatal = HM_ERR_NOMEM;
@@ -471,9 +487,12 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 		if (!s->url)
 			return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	h = curl_easy_init();
-	if (!h)
+	if (g->neasy) {
+		h = g->easy_pool[--g->neasy];
+		curl_easy_reset(h);
+	} else if (!(h = curl_easy_init())) {
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
+	}
 	err = fetch_easy_setup(g->ctx, g->c, h, s->url, &s->hdrs);
 	if (err) {
 		curl_easy_cleanup(h);
@@ -997,7 +1016,9 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		return HM_OK;
 	g.xs = calloc(n, sizeof(*g.xs));
 	g.multi = curl_multi_init();
-	if (!g.xs || !g.multi) {
+	g.easy_pool = calloc((size_t)c->connections, sizeof(*g.easy_pool));
+	g.buf_pool = calloc((size_t)c->connections, sizeof(*g.buf_pool));
+	if (!g.xs || !g.multi || !g.easy_pool || !g.buf_pool) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -1105,6 +1126,12 @@ out:
 	for (size_t i = 0; i < g.sync_n; i++)
 		free(g.sync_q[i].r);
 	free(g.sync_q);
+	for (size_t i = 0; i < g.neasy; i++)
+		curl_easy_cleanup(g.easy_pool[i]);
+	for (size_t i = 0; i < g.nbuf; i++)
+		free(g.buf_pool[i]);
+	free(g.easy_pool);
+	free(g.buf_pool);
 	if (g.multi)
 		curl_multi_cleanup(g.multi);
 	if (g.threads_started) {
