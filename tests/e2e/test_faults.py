@@ -255,3 +255,15 @@ def test_downloads_row_records_retries(t):
           "a dropped connection left no trace in downloads: %s" % rows)
     for x in rows:
         check(x["endpoint"] and "127.0.0." in x["endpoint"], "downloads.endpoint %r" % x["endpoint"])
+
+
+def test_file_listed_but_missing(t):
+    """The tree lists a file the resolver then answers 404 EntryNotFound for:
+    a clear 'file not found' naming it, exit 1, no revision recorded."""
+    emu = t.emu()
+    emu.faults([{"match": "resolve:*config.json", "kind": "status", "status": 404,
+                 "code": "EntryNotFound", "message": "Entry not found", "times": -1}])
+    r = t.fails("pull", lib.SAMPLE_REPO, words=["not found", "config.json"])
+    lib.clean_error(r)
+    check(not t.db("SELECT * FROM revisions"), "a revision was recorded with a file missing")
+    lib.check_store_consistent(t.store)

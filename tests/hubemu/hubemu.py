@@ -43,7 +43,7 @@ Faults: [{"match": GLOB, "kind": K, "times": N (default 1, -1 forever), ...}]
   is matched against the repo path of the file:
     drop     headers + half the body (or "after" bytes), then close ("rst": true
              resets the connection instead)
-    status   answer "status" (default 503)
+    status   answer "status" (default 503), with X-Error-Code "code" if given
     ratelimit 429 with Retry-After: "retry_after" (default 1)
     stall    send "after" bytes (default half), sleep "seconds" (default 3), then
              the rest (or close when "close": true)
@@ -677,7 +677,7 @@ class ApiHandler(Handler):
                                [("Retry-After", ra), ("RateLimit", '"api";r=0;t=%s' % ra)])
                 return True
             if x["kind"] == "status":
-                self.hub_error(int(x.get("status", 503)), None,
+                self.hub_error(int(x.get("status", 503)), x.get("code"),
                                x.get("message", "service unavailable"))
                 return True
         return False
