@@ -167,4 +167,36 @@ enum hm_err store_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
 			struct store_stats_row **out, size_t *n) HM_MUST_CHECK;
 void store_stats_free(struct store_stats_row *v, size_t n);
 
+/* ---- served requests (hubmirror serve) ---- */
+
+/* One request answered by the server (one row of `served`). */
+struct store_served {
+	const char *kind;       /* "file" | "api" | "other" */
+	const char *method;     /* "GET" | "HEAD" | "POST" */
+	const char *repo_type;  /* NULL when the request named no repo */
+	const char *repo;
+	const char *revision;   /* as asked (ref or commit); may be NULL */
+	const char *path;       /* file path for kind "file", else the URL path */
+	int status;
+	uint64_t bytes;         /* body bytes sent */
+	double seconds;
+	const char *client;     /* client address */
+	const char *cache;      /* "hit" | "miss" (pulled through) | NULL */
+	int64_t started_at;     /* unix seconds */
+};
+/* Writes rows in one transaction (the server batches them). */
+enum hm_err store_record_served(struct hm_ctx *ctx, struct store *st, const struct store_served *rows,
+				size_t n) HM_MUST_CHECK;
+
+struct store_served_row {
+	char *key;              /* "type:name", or NULL for the total row (last) */
+	uint64_t requests, files, bytes, hits, misses, errors; /* errors: status >= 400 */
+	double seconds;
+};
+/* Per-repo served statistics plus a total row (key NULL) last; repo filters
+ * ("type:name" or "name") when non-NULL. */
+enum hm_err store_served_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
+			       struct store_served_row **out, size_t *n) HM_MUST_CHECK;
+void store_served_stats_free(struct store_served_row *v, size_t n);
+
 #endif
