@@ -289,14 +289,17 @@ static void advance_frontier(struct dl *g, struct xfer *x)
 		if (s->pos != s->end)
 			break;
 	}
-	int complete = f == x->size;
+	int complete = f == x->size, changed = 0;
 	pthread_mutex_lock(&g->mu);
 	if (f != x->frontier || complete != x->complete) {
 		x->frontier = f;
 		x->complete = complete;
+		changed = 1;
 		pthread_cond_signal(&g->cv_hash);
 	}
 	pthread_mutex_unlock(&g->mu);
+	if (changed && g->cb && g->cb->progress)
+		g->cb->progress(g->cb->ud, x->job, f);
 }
 
 /* ---------- segments ---------- */

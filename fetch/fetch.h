@@ -87,6 +87,9 @@ struct fetch_callbacks {
 	/* After a job ended (job->err says how); the part file is verified
 	 * when err == HM_OK. Returns HM_OK or a fatal error that stops all. */
 	enum hm_err (*done)(void *ud, struct fetch_job *job);
+	/* Optional: the bytes [0, contiguous) of the part file are written
+	 * (fewer than before means the file started over). */
+	void (*progress)(void *ud, struct fetch_job *job, uint64_t contiguous);
 	void *ud;
 };
 

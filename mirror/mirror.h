@@ -21,6 +21,13 @@ struct mirror_pull_opts {
 	size_t nexclude;
 	const char *const *only;     /* exact paths (repair); NULL = all */
 	size_t nonly;
+	/* Optional, for a server: a listing already fetched for `commit`
+	 * (skips resolving and listing again), and byte progress per file. */
+	const char *commit;
+	const struct fetch_entry *entries;
+	size_t nentries;
+	void (*on_progress)(void *ud, const char *path, uint64_t contiguous);
+	void *progress_ud;
 };
 
 struct mirror_file {

@@ -171,6 +171,12 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 	return HM_OK;
 }
 
+static void job_progress(void *ud, struct fetch_job *fj, uint64_t contiguous)
+{
+	struct pull *p = ud;
+	p->o->on_progress(p->o->progress_ud, fj->name, contiguous);
+}
+
 void mirror_pull_result_release(struct mirror_pull_result *res)
 {
 	for (size_t i = 0; i < res->nfiles; i++) {
@@ -201,12 +207,35 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 
 	memset(res, 0, sizeof(*res));
 	p.commit = res->commit;
-	err = fetch_hub_revision(ctx, fc, o->type, o->repo, o->revision, res->commit);
-	if (err)
-		goto out;
-	err = fetch_hub_tree(ctx, fc, o->type, o->repo, res->commit, &ents, &nents);
-	if (err)
-		goto out;
+	if (o->commit && o->entries) {
+		const struct fetch_entry *given = o->entries;
+		if (!util_is_hex(o->commit, 40)) {
+			err = hm_fail(ctx, HM_ERR_USAGE, "invalid commit '%s'", o->commit);
+			goto out;
+		}
+		memcpy(res->commit, o->commit, 41);
+		/* a private copy: this function frees its listing */
+		ents = calloc(o->nentries ? o->nentries : 1, sizeof(*ents));
+		if (!ents) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (; nents < o->nentries; nents++) {
+			ents[nents] = given[nents];
+			ents[nents].path = util_strdup(given[nents].path);
+			if (!ents[nents].path) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+		}
+	} else {
+		err = fetch_hub_revision(ctx, fc, o->type, o->repo, o->revision, res->commit);
+		if (err)
+			goto out;
+		err = fetch_hub_tree(ctx, fc, o->type, o->repo, res->commit, &ents, &nents);
+		if (err)
+			goto out;
+	}
 	for (size_t i = 0; i < nents; i++)
 		nsel += (size_t)selected(o, ents[i].path);
 	if (o->only && nsel != o->nonly) {
@@ -287,7 +316,7 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 	}
 
 	{
-		struct fetch_callbacks cb = {job_begin, job_done, &p};
+		struct fetch_callbacks cb = {job_begin, job_done, o->on_progress ? job_progress : NULL, &p};
 		enum hm_err derr = fetch_download(ctx, fc, jp, njobs, &cb);
 		enum hm_err ferr = flush(&p);
 		if (!derr)

@@ -133,6 +133,11 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 			     const char *repo, const char *commit,
 			     struct store_file **out, size_t *n) HM_MUST_CHECK;
 void store_repo_info_free(struct store_repo_info *v, size_t n);
+/* One file of a stored revision (out->path owned by the caller, free it);
+ * HM_ERR_NOT_FOUND when the repo, revision or path isn't stored. */
+enum hm_err store_find_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			    const char *commit, const char *path, struct store_file *out,
+			    int64_t *pulled_at) HM_MUST_CHECK;
 void store_rev_info_free(struct store_rev_info *v, size_t n);
 void store_files_free(struct store_file *v, size_t n);
 
