@@ -67,6 +67,23 @@ static const char *const migrations[] = {
 	"CREATE INDEX ref_history_repo ON ref_history(repo_id, name);"
 	"CREATE INDEX downloads_started_at ON downloads(started_at);"
 	"CREATE INDEX downloads_repo ON downloads(repo);",
+	/* v2: requests answered by `hubmirror serve` */
+	"CREATE TABLE served ("
+	"  id INTEGER PRIMARY KEY,"
+	"  kind TEXT NOT NULL,"
+	"  method TEXT NOT NULL,"
+	"  repo_type TEXT,"
+	"  repo TEXT,"
+	"  revision TEXT,"
+	"  path TEXT,"
+	"  status INTEGER NOT NULL DEFAULT 0,"
+	"  bytes INTEGER NOT NULL DEFAULT 0,"
+	"  seconds REAL NOT NULL DEFAULT 0,"
+	"  client TEXT,"
+	"  cache TEXT,"
+	"  started_at INTEGER NOT NULL);"
+	"CREATE INDEX served_started_at ON served(started_at);"
+	"CREATE INDEX served_repo ON served(repo);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -11,6 +11,21 @@
 	" coalesce(sum(seconds), 0) FROM downloads"                                   \
 	" WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR repo_type = ?2)"
 
+enum hm_err store_stats_filter(struct hm_ctx *ctx, const char *repo, char **type, const char **name)
+{
+	const char *colon = repo ? strchr(repo, ':') : NULL;
+
+	*type = NULL;
+	*name = repo;
+	/* "type:name" filters both; a bare name matches it in any type */
+	if (colon) {
+		if (!(*type = util_strndup(repo, (size_t)(colon - repo))))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
+		*name = colon + 1;
+	}
+	return HM_OK;
+}
+
 enum hm_err store_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
 			struct store_stats_row **out, size_t *n)
 {
@@ -23,20 +38,15 @@ enum hm_err store_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
 	struct store_stats_row *v = NULL;
 	size_t len = 0, cap = 0;
 	char *type = NULL;
-	const char *name = repo;
+	const char *name = NULL;
 	int rc;
 
 	*out = NULL;
 	*n = 0;
 	if ((err = store_flush(ctx, st)))
 		return err;
-	/* "type:name" filters both; a bare name matches it in any type */
-	if (repo && strchr(repo, ':')) {
-		type = util_strndup(repo, (size_t)(strchr(repo, ':') - repo));
-		if (!type)
-			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
-		name = strchr(repo, ':') + 1;
-	}
+	if ((err = store_stats_filter(ctx, repo, &type, &name)))
+		return err;
 	for (int pass = 0; pass < 2; pass++) {
 		if ((err = store_prepare(ctx, st, sql[pass], &q)))
 			goto out;

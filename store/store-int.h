@@ -48,6 +48,10 @@ enum hm_err store_repo_id(struct hm_ctx *ctx, struct store *st, const char *type
 			  const char *repo, int64_t *id) HM_MUST_CHECK;
 /* "model" and "dataset" are the only repo types the store knows. */
 int store_type_ok(const char *type);
+/* Splits a statistics filter: "type:name" gives *type (owned, free it) and
+ * *name (inside repo); a bare name gives *type NULL; NULL gives both NULL. */
+enum hm_err store_stats_filter(struct hm_ctx *ctx, const char *repo, char **type,
+			       const char **name) HM_MUST_CHECK;
 /* Copies src to a new file dst (mode 0444); used when hard links cannot cross filesystems. */
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
 

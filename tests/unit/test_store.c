@@ -90,21 +90,22 @@ UNIT_TEST(store_open_migrates_once)
 	char p[PATH_MAX];
 
 	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
-	CHECK(store_schema_version(st) == 1);
+	CHECK(store_schema_version(st) == 2);
 	CHECK_STR(store_dir(st), store_path());
 	store_close(st);
 	st = NULL;
 	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
-	CHECK(store_schema_version(st) == 1);
+	CHECK(store_schema_version(st) == 2);
 	store_close(st);
 	store_close(NULL);
 	snprintf(p, sizeof(p), "%s/blobs/sha256", store_path());
 	CHECK(exists(p));
 	snprintf(p, sizeof(p), "%s/tmp", store_path());
 	CHECK(exists(p));
-	CHECK(count_rows("PRAGMA user_version") == 1);
+	CHECK(count_rows("PRAGMA user_version") == 2);
 	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
-			 " ('repos','revisions','refs','ref_history','blobs','blob_oids','files','downloads')") == 8);
+			 " ('repos','revisions','refs','ref_history','blobs','blob_oids','files','downloads',"
+			 "'served')") == 9);
 	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN"
 			 " ('downloads_started_at','downloads_repo','files_sha256')") == 3);
 	/* a store from a newer hubmirror is refused */
