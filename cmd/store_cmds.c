@@ -182,11 +182,54 @@ static const struct cmd_opt stats_opts[] = {
 	{NULL, 0, NULL, 0, NULL},
 };
 
+/* Sets "repo" and "repo_type" on o from a "type:name" key. */
+static void stats_set_repo(json_t *o, const char *key)
+{
+	const char *colon = strchr(key, ':');
+	json_object_set_new(o, "repo", json_string(colon ? colon + 1 : key));
+	json_object_set_new(o, "repo_type", json_stringn(key, colon ? (size_t)(colon - key) : 0));
+}
+
+static json_t *served_json(const struct store_served_row *v, size_t n)
+{
+	json_t *repos = json_array(), *total = NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "requests", (json_int_t)v[i].requests,
+				      "files", (json_int_t)v[i].files, "bytes", (json_int_t)v[i].bytes, "hits",
+				      (json_int_t)v[i].hits, "misses", (json_int_t)v[i].misses, "errors",
+				      (json_int_t)v[i].errors, "seconds", v[i].seconds);
+		if (v[i].key) {
+			stats_set_repo(o, v[i].key);
+			json_array_append_new(repos, o);
+		} else {
+			total = o;
+		}
+	}
+	return json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos);
+}
+
+static void served_print(const struct store_served_row *v, size_t n)
+{
+	/* the total row is last: nothing served, no table */
+	if (!n || !v[n - 1].requests)
+		return;
+	printf("\nSERVED\n%-48s %8s %8s %10s %8s %8s %7s\n", "REPO", "REQUESTS", "FILES", "BYTES", "HITS",
+	       "MISSES", "ERRORS");
+	for (size_t i = 0; i < n; i++) {
+		char h[32];
+		printf("%-48s %8llu %8llu %10s %8llu %8llu %7llu\n", v[i].key ? v[i].key : "total",
+		       (unsigned long long)v[i].requests, (unsigned long long)v[i].files,
+		       util_human_size(v[i].bytes, h, sizeof(h)), (unsigned long long)v[i].hits,
+		       (unsigned long long)v[i].misses, (unsigned long long)v[i].errors);
+	}
+}
+
 static int stats_run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
 	struct store_stats_row *rows = NULL;
-	size_t n = 0;
+	struct store_served_row *served = NULL;
+	size_t n = 0, nserved = 0;
 	enum hm_err err;
 	char key[300], *filter = NULL;
 	const char *r = cmd_opt(a, "repo");
@@ -201,7 +244,9 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		snprintf(key, sizeof(key), "%s:%s", type, repo);
 		filter = key;
 	}
-	if ((err = cmd_open_store(env, &st)) || (err = store_stats(&env->ctx, st, filter, &rows, &n))) {
+	if ((err = cmd_open_store(env, &st)) || (err = store_stats(&env->ctx, st, filter, &rows, &n)) ||
+	    (err = store_served_stats(&env->ctx, st, filter, &served, &nserved))) {
+		store_stats_free(rows, n);
 		store_close(st);
 		return cmd_error(env, err);
 	}
@@ -213,15 +258,14 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 					      rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0.0,
 					      "failures", (json_int_t)rows[i].failures, "retries", (json_int_t)rows[i].retries);
 			if (rows[i].key) {
-				const char *colon = strchr(rows[i].key, ':');
-				json_object_set_new(o, "repo", json_string(colon ? colon + 1 : rows[i].key));
-				json_object_set_new(o, "repo_type", json_stringn(rows[i].key, colon ? (size_t)(colon - rows[i].key) : 0));
+				stats_set_repo(o, rows[i].key);
 				json_array_append_new(repos, o);
 			} else {
 				total = o;
 			}
 		}
-		cmd_print_json(json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos));
+		cmd_print_json(json_pack("{s:o, s:o, s:o}", "total", total ? total : json_object(), "repos", repos,
+					 "served", served_json(served, nserved)));
 	} else {
 		printf("%-48s %8s %10s %9s %12s %8s %7s\n", "REPO", "FILES", "BYTES", "SECONDS", "AVG RATE", "RETRIES", "FAILED");
 		for (size_t i = 0; i < n; i++) {
@@ -232,7 +276,9 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 			       cmd_rate(rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0, rt, sizeof(rt)),
 			       (unsigned long long)rows[i].retries, (unsigned long long)rows[i].failures);
 		}
+		served_print(served, nserved);
 	}
+	store_served_stats_free(served, nserved);
 	store_stats_free(rows, n);
 	store_close(st);
 	return 0;
@@ -240,6 +286,9 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 
 const struct cmd cmd_stats = {
 	"stats", "[--repo REPO]",
-	"Download statistics: files, bytes, time, average rate, retries, failures per repo.",
-	NULL, stats_opts, stats_run,
+	"Download and serving statistics per repo.",
+	"Downloads: files, bytes, time, average rate, retries, failures.\n"
+	"Served (by 'hubmirror serve'): requests, files, bytes, cache hits and misses,\n"
+	"errors (status >= 400); requests that named no repository count in the total only.",
+	stats_opts, stats_run,
 };
