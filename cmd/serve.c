@@ -1,0 +1,154 @@
+/* serve.c - `hubmirror serve`: the store as a Hugging Face-compatible endpoint. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cmd.h"
+#include "../serve/serve.h"
+
+static const struct cmd_opt opts[] = {
+	{"listen", 'l', "ADDR:PORT", 0, "where to listen (default 127.0.0.1:8080; 0.0.0.0:8080 for a lab; port 0 = any)"},
+	{"upstream", 'u', "URL", 0, "pull what the store lacks from this hub (e.g. https://huggingface.co)"},
+	{"offline", 0, NULL, 0, "never contact the upstream"},
+	{"token-file", 0, "FILE", 0, "require 'Authorization: Bearer T' with T one of the lines of FILE"},
+	{"allow", 'a', "GLOB", 1, "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"},
+	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
+	{"access-log", 0, "FILE", 0, "append one line per request to FILE ('-' = stderr, the default)"},
+	{"max-connections", 0, "N", 0, "concurrent connections (default 1024)"},
+	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
+	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
+	CMD_NET_OPTS,
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static void on_listening(void *ud, const char *url)
+{
+	(void)ud;
+	printf("listening on %s\n", url);
+	fflush(stdout);
+}
+
+/* Reads the accepted tokens: one per line, blank lines and '#' comments skipped. */
+static int read_tokens(const char *path, char **data, const char ***toks, size_t *n)
+{
+	size_t len;
+	*toks = NULL;
+	*n = 0;
+	if (util_read_file(path, 1 << 20, data, &len))
+		return -1;
+	size_t cap = 1;
+	for (size_t i = 0; i < len; i++)
+		cap += (*data)[i] == '\n';
+	*toks = calloc(cap, sizeof(**toks));
+	if (!*toks)
+		return -1;
+	for (char *save = NULL, *l = strtok_r(*data, "\r\n", &save); l; l = strtok_r(NULL, "\r\n", &save)) {
+		while (*l == ' ' || *l == '\t')
+			l++;
+		size_t k = strlen(l);
+		while (k && (l[k - 1] == ' ' || l[k - 1] == '\t'))
+			l[--k] = 0;
+		if (*l && *l != '#')
+			(*toks)[(*n)++] = l;
+	}
+	return 0;
+}
+
+static int run(struct cmd_env *env, struct cmd_args *a)
+{
+	struct srv_opts o = {0};
+	struct fetch_client_opts up = {0};
+	const char *tf = cmd_opt(a, "token-file"), *al = cmd_opt(a, "access-log"), **allow;
+	char *tokdata = NULL;
+	const char **toks = NULL;
+	size_t ntoks = 0;
+	FILE *log = stderr;
+	enum hm_err err;
+	int rc = 0, maxc, ctimeout, page, conns, retries, timeout;
+
+	if (a->npos)
+		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
+	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
+	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
+	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+		return 2;
+	if (cmd_flag(a, "offline") && cmd_opt(a, "upstream"))
+		return cmd_usage_error(&cmd_serve, "--offline and --upstream contradict each other");
+	if (tf) {
+		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
+			fprintf(stderr, "hubmirror: error: cannot read the token file '%s': %s\n", tf, strerror(errno));
+			free(tokdata);
+			free(toks);
+			return 1;
+		}
+		if (!ntoks) {
+			fprintf(stderr, "hubmirror: error: the token file '%s' has no tokens\n", tf);
+			free(tokdata);
+			free(toks);
+			return 1;
+		}
+	}
+	if (al && strcmp(al, "-")) {
+		log = fopen(al, "a");
+		if (!log) {
+			fprintf(stderr, "hubmirror: error: cannot open '%s': %s\n", al, strerror(errno));
+			free(tokdata);
+			free(toks);
+			return 1;
+		}
+	}
+	if (cmd_opt(a, "upstream")) {
+		/* the server's own credentials go upstream: --token, HF_TOKEN ... */
+		struct fetch_client *probe = NULL;
+		env->endpoint = cmd_opt(a, "upstream");
+		if ((err = cmd_client(env, a, &probe))) {
+			rc = cmd_error(env, err);
+			goto out;
+		}
+		fetch_client_free(probe);
+		up.endpoint = cmd_opt(a, "upstream");
+		up.connections = conns;
+		up.retries = retries;
+		up.timeout = timeout;
+		up.token = env->token_arg ? env->token_arg : getenv("HF_TOKEN");
+		o.upstream = &up;
+	}
+	o.store_dir = env->store_dir;
+	o.listen = cmd_opt(a, "listen");
+	o.offline = cmd_flag(a, "offline");
+	o.forward_token = cmd_flag(a, "forward-token");
+	o.tokens = toks;
+	o.ntokens = ntoks;
+	o.nallow = (size_t)cmd_values(a, "allow", &allow);
+	o.allow = allow;
+	o.access_log = env->quiet ? NULL : log;
+	o.max_connections = maxc;
+	o.timeout = ctimeout;
+	o.page_size = page;
+	o.on_listening = on_listening;
+	env->ctx.on_event = NULL; /* no progress bar in a server */
+	err = srv_run(&env->ctx, &o);
+	if (err)
+		rc = cmd_error(env, err);
+out:
+	if (log && log != stderr)
+		fclose(log);
+	free(tokdata);
+	free(toks);
+	return rc;
+}
+
+const struct cmd cmd_serve = {
+	"serve", "[--listen ADDR:PORT] [--upstream URL] [--offline] [--token-file FILE] [--allow GLOB]...",
+	"Serve the store as a Hugging Face-compatible endpoint (HF_ENDPOINT=http://host:port).",
+	"Clients keep their usual tools: huggingface_hub, transformers, hf download,\n"
+	"@huggingface/hub, hubmirror pull --endpoint. Files are served from the store with\n"
+	"sendfile and byte ranges; the API (repo info, revision, tree, paths-info, refs) is\n"
+	"answered from the index. With --upstream, what the store lacks is pulled through:\n"
+	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
+	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
+	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
+	"gracefully.",
+	opts, run,
+};

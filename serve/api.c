@@ -1,0 +1,477 @@
+/* api.c - the Hub's JSON API over stored (or pulled-through) revisions:
+ * repo info, revision info, tree with pagination, paths-info, refs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "serve-int.h"
+
+#define MAX_PATHS_INFO 10000
+
+void srv_rev_release(struct srv *s, struct srv_rev *r)
+{
+	store_files_free(r->sf, r->nsf);
+	free(r->files);
+	if (r->fe_hold)
+		srv_up_release(s, r->fe_hold);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Local lookup: NULL or "HEAD" means main (else the latest pulled). */
+static enum hm_err local_rev(struct srv *s, const char *type, const char *repo, const char *rev,
+			     struct srv_rev *out)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = srv_store_take(s);
+	struct store_rev_info *rv = NULL;
+	size_t nrv = 0;
+	enum hm_err err;
+
+	if (!st)
+		return HM_ERR_DB;
+	if (rev && !strcmp(rev, "HEAD"))
+		rev = NULL;
+	err = store_resolve(&ctx, st, type, repo, rev, out->commit);
+	if (!err)
+		err = store_list_files(&ctx, st, type, repo, out->commit, &out->sf, &out->nsf);
+	if (!err && !store_list_revisions(&ctx, st, type, repo, &rv, &nrv))
+		for (size_t i = 0; i < nrv; i++)
+			if (!strcmp(rv[i].commit, out->commit))
+				out->modified = rv[i].pulled_at;
+	store_rev_info_free(rv, nrv);
+	srv_store_put(s, st);
+	if (err)
+		return err;
+	out->files = calloc(out->nsf ? out->nsf : 1, sizeof(*out->files));
+	if (!out->files)
+		return HM_ERR_NOMEM;
+	for (size_t i = 0; i < out->nsf; i++)
+		out->files[i] = (struct srv_file){out->sf[i].path, out->sf[i].size, out->sf[i].sha256,
+						  out->sf[i].git_oid, out->sf[i].lfs};
+	out->nfiles = out->nsf;
+	return HM_OK;
+}
+
+enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, const char *repo,
+			const char *rev, struct srv_rev *out, int *local)
+{
+	const struct fetch_entry *fe = NULL;
+	size_t n = 0;
+	enum hm_err err;
+
+	memset(out, 0, sizeof(*out));
+	*local = 1;
+	err = local_rev(s, type, repo, rev, out);
+	/* a branch may have moved upstream; a full commit never does */
+	if (!err || err != HM_ERR_NOT_FOUND || !srv_up_enabled(s)) {
+		if (err == HM_ERR_NOT_FOUND)
+			err = HM_ERR_REV_NOT_FOUND;
+		return err;
+	}
+	srv_rev_release(s, out);
+	*local = 0;
+	err = srv_up_rev(s, q, type, repo, rev && strcmp(rev, "HEAD") ? rev : "main", out->commit, &fe, &n,
+			 &out->fe_hold);
+	if (err)
+		return err;
+	out->modified = util_unix_time();
+	out->files = calloc(n ? n : 1, sizeof(*out->files));
+	if (!out->files)
+		return HM_ERR_NOMEM;
+	for (size_t i = 0; i < n; i++)
+		out->files[i] = (struct srv_file){fe[i].path, fe[i].size, fe[i].lfs ? fe[i].sha256 : "", fe[i].oid,
+						  fe[i].lfs};
+	out->nfiles = n;
+	return HM_OK;
+}
+
+/* Whether the repo exists at all in the store. */
+static int repo_known(struct srv *s, const char *type, const char *repo)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = srv_store_take(s);
+	struct store_rev_info *rv = NULL;
+	size_t n = 0;
+	if (!st)
+		return 0;
+	if (store_list_revisions(&ctx, st, type, repo, &rv, &n))
+		n = 0;
+	store_rev_info_free(rv, n);
+	srv_store_put(s, st);
+	return n > 0;
+}
+
+/* Answers a failed revision lookup the way the Hub does. */
+static enum MHD_Result rev_error(struct srv_req *q, struct MHD_Connection *c, enum hm_err err, const char *type,
+				 const char *repo, const char *rev, const char *upmsg)
+{
+	if (err == HM_ERR_REV_NOT_FOUND && !repo_known(q->s, type, repo) && !srv_up_enabled(q->s))
+		err = HM_ERR_REPO_NOT_FOUND;
+	if (err == HM_ERR_REPO_NOT_FOUND)
+		return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s '%s'", type, repo);
+	if (err == HM_ERR_REV_NOT_FOUND)
+		return srv_send_error(q, c, 404, "RevisionNotFound", "Invalid rev id: %s", rev ? rev : "main");
+	return srv_send_err(q, c, err, upmsg && *upmsg ? upmsg : hm_strerror(err));
+}
+
+static unsigned pointer_size(uint64_t size)
+{
+	char d[32];
+	/* "version https://git-lfs.github.com/spec/v1\n" "oid sha256:<64>\n" "size <n>\n" */
+	return 43 + 76 + 6 + (unsigned)snprintf(d, sizeof(d), "%llu", (unsigned long long)size);
+}
+
+static json_t *lfs_json(const struct srv_file *f)
+{
+	return json_pack("{s:s, s:I, s:I}", "oid", f->sha256, "size", (json_int_t)f->size, "pointerSize",
+			 (json_int_t)pointer_size(f->size));
+}
+
+static int query_flag(struct MHD_Connection *c, const char *name)
+{
+	const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+	return v && (!strcasecmp(v, "true") || !strcmp(v, "1"));
+}
+
+static enum MHD_Result repo_info(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r,
+				 const struct srv_rev *rv)
+{
+	char when[40];
+	int blobs = query_flag(c, "blobs");
+	json_t *sib = json_array();
+	for (size_t i = 0; i < rv->nfiles; i++) {
+		const struct srv_file *f = &rv->files[i];
+		json_t *o = json_pack("{s:s}", "rfilename", f->path);
+		if (blobs) {
+			json_object_set_new(o, "size", json_integer((json_int_t)f->size));
+			json_object_set_new(o, "blobId", json_string(f->oid));
+			if (f->lfs)
+				json_object_set_new(o, "lfs", json_pack("{s:s, s:I, s:I}", "sha256", f->sha256, "size",
+									(json_int_t)f->size, "pointerSize",
+									(json_int_t)pointer_size(f->size)));
+		}
+		json_array_append_new(sib, o);
+	}
+	srv_iso_time(rv->modified, when, sizeof(when));
+	json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:o, s:i, s:i, s:o}", "_id", rv->commit, "id", r->repo,
+			      "sha", rv->commit, "private", 0, "gated", 0, "disabled", 0, "lastModified", when,
+			      "siblings", sib, "downloads", 0, "likes", 0, "tags", json_array());
+	if (!strcmp(r->type, "model"))
+		json_object_set_new(j, "modelId", json_string(r->repo));
+	return srv_send_json(q, c, 200, j);
+}
+
+static json_t *entry_json(const struct srv_file *f, const struct srv_rev *rv, int expand)
+{
+	json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "type", "file", "path", f->path, "size", (json_int_t)f->size,
+			      "oid", f->oid);
+	if (f->lfs)
+		json_object_set_new(o, "lfs", lfs_json(f));
+	if (expand) {
+		char when[40];
+		json_object_set_new(o, "lastCommit", json_pack("{s:s, s:s, s:s}", "id", rv->commit, "title", "",
+								"date", srv_iso_time(rv->modified, when, sizeof(when))));
+		json_object_set_new(o, "securityFileStatus", json_pack("{s:s}", "status", "unscanned"));
+	}
+	return o;
+}
+
+static json_t *dir_json(const char *path, size_t len)
+{
+	json_t *o = json_pack("{s:s, s:s#, s:i, s:s}", "type", "directory", "path", path, (int)len, "size", 0, "oid",
+			      "0000000000000000000000000000000000000000");
+	return o;
+}
+
+/* Builds the whole listing under prefix (files sorted by path), directories first-seen. */
+static json_t *tree_list(const struct srv_rev *rv, const char *prefix, int recursive, int expand)
+{
+	json_t *a = json_array();
+	size_t pl = strlen(prefix);
+	/* directories already emitted (paths are sorted, so a simple last-seen
+	 * check per depth does not suffice; keep a small array) */
+	char **seen = NULL;
+	size_t nseen = 0, capseen = 0;
+	for (size_t i = 0; i < rv->nfiles; i++) {
+		const char *p = rv->files[i].path;
+		if (pl && (strncmp(p, prefix, pl) || p[pl] != '/'))
+			continue;
+		const char *rest = pl ? p + pl + 1 : p;
+		/* every directory between prefix and the file */
+		for (const char *sl = strchr(rest, '/'); sl; sl = recursive ? strchr(sl + 1, '/') : NULL) {
+			size_t dl = (size_t)(sl - p);
+			int dup = 0;
+			for (size_t k = 0; k < nseen && !dup; k++)
+				dup = strlen(seen[k]) == dl && !strncmp(seen[k], p, dl);
+			if (!dup) {
+				if (nseen == capseen) {
+					size_t nc = capseen ? capseen * 2 : 16;
+					char **ns = realloc(seen, nc * sizeof(*ns));
+					if (!ns)
+						break;
+					seen = ns;
+					capseen = nc;
+				}
+				seen[nseen++] = util_strndup(p, dl);
+				json_array_append_new(a, dir_json(p, dl));
+			}
+			if (!recursive)
+				break;
+		}
+		if (recursive || !strchr(rest, '/'))
+			json_array_append_new(a, entry_json(&rv->files[i], rv, expand));
+	}
+	for (size_t k = 0; k < nseen; k++)
+		free(seen[k]);
+	free(seen);
+	return a;
+}
+
+/* Host header, if it is a plain host[:port]; else NULL. */
+static const char *safe_host(struct MHD_Connection *c)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	if (!h || !*h || strlen(h) > 255)
+		return NULL;
+	for (const char *p = h; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '-' || *p == ':' || *p == '[' || *p == ']'))
+			return NULL;
+	return h;
+}
+
+static enum MHD_Result tree(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r,
+			    const struct srv_rev *rv, const char *raw_url)
+{
+	int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
+	const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+	size_t page = q->s->o->page_size > 0 ? (size_t)q->s->o->page_size : 1000, start = 0;
+	json_t *all = tree_list(rv, r->path, recursive, expand), *out;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (r->path[0] && !json_array_size(all)) {
+		json_decref(all);
+		return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, rv->commit);
+	}
+	if (expand && page > 50 && q->s->o->page_size <= 0)
+		page = 50; /* like the Hub: smaller pages with expand */
+	if (cur) {
+		char *end;
+		unsigned long long v = strtoull(cur, &end, 10);
+		if (end == cur || *end || v > json_array_size(all)) {
+			json_decref(all);
+			return srv_send_error(q, c, 400, NULL, "invalid cursor");
+		}
+		start = (size_t)v;
+	}
+	out = json_array();
+	for (size_t i = start; i < json_array_size(all) && i < start + page; i++)
+		json_array_append(out, json_array_get(all, i));
+	size_t total = json_array_size(all);
+	json_decref(all);
+	char *txt = json_dumps(out, JSON_COMPACT);
+	json_decref(out);
+	if (!txt)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(txt);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	if (start + page < total) {
+		const char *host = safe_host(c);
+		char link[4400];
+		snprintf(link, sizeof(link), "<%s%s%s?recursive=%s&expand=%s&cursor=%zu>; rel=\"next\"",
+			 host ? "http://" : "", host ? host : "", raw_url, recursive ? "true" : "false",
+			 expand ? "true" : "false", start + page);
+		MHD_add_response_header(resp, "Link", link);
+	}
+	q->status = 200;
+	q->planned = strlen(txt);
+	ret = MHD_queue_response(c, 200, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* Collects "paths" from a form body (paths=a&paths=b) or a JSON body. */
+static int paths_from_body(struct srv_req *q, struct MHD_Connection *c, char ***out, size_t *n, int *expand)
+{
+	const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+	char **v = NULL;
+	size_t len = 0;
+	*out = NULL;
+	*n = 0;
+	*expand = 0;
+	if (!q->body.buf)
+		return 0;
+	if (ct && strstr(ct, "json")) {
+		json_error_t je;
+		json_t *j = json_loadb(q->body.buf, q->body.len, 0, &je), *ps, *e;
+		size_t i;
+		if (!j)
+			return -1;
+		ps = json_object_get(j, "paths");
+		*expand = json_is_true(json_object_get(j, "expand"));
+		if (json_is_string(ps)) {
+			v = calloc(1, sizeof(*v));
+			if (v)
+				v[len++] = util_strdup(json_string_value(ps));
+		} else if (json_is_array(ps) && json_array_size(ps) <= MAX_PATHS_INFO) {
+			v = calloc(json_array_size(ps) + 1, sizeof(*v));
+			json_array_foreach(ps, i, e) if (v && json_is_string(e)) v[len++] = util_strdup(json_string_value(e));
+		} else {
+			json_decref(j);
+			return -1;
+		}
+		json_decref(j);
+	} else {
+		/* application/x-www-form-urlencoded */
+		char *save = NULL, *body = util_strdup(q->body.buf);
+		if (!body)
+			return -1;
+		v = calloc(MAX_PATHS_INFO + 1, sizeof(*v));
+		for (char *kv = strtok_r(body, "&", &save); kv && v && len < MAX_PATHS_INFO; kv = strtok_r(NULL, "&", &save)) {
+			char *eq = strchr(kv, '=');
+			if (!eq)
+				continue;
+			*eq = 0;
+			char *val = eq + 1;
+			/* decode + and %XX in place */
+			char *w = val;
+			for (char *p = val; *p; p++) {
+				if (*p == '+')
+					*w++ = ' ';
+				else if (*p == '%' && p[1] && p[2]) {
+					char hx[3] = {p[1], p[2], 0};
+					char *e2;
+					long ch = strtol(hx, &e2, 16);
+					if (*e2 || ch == 0) {
+						free(body);
+						goto bad;
+					}
+					*w++ = (char)ch;
+					p += 2;
+				} else
+					*w++ = *p;
+			}
+			*w = 0;
+			if (!strcmp(kv, "paths") || !strcmp(kv, "paths[]"))
+				v[len++] = util_strdup(val);
+			else if (!strcmp(kv, "expand"))
+				*expand = !strcasecmp(val, "true") || !strcmp(val, "1");
+		}
+		free(body);
+	}
+	if (!v)
+		return -1;
+	*out = v;
+	*n = len;
+	return 0;
+bad:
+	for (size_t i = 0; i < len; i++)
+		free(v[i]);
+	free(v);
+	return -1;
+}
+
+static enum MHD_Result paths_info(struct srv_req *q, struct MHD_Connection *c, const struct srv_rev *rv)
+{
+	char **paths;
+	size_t n;
+	int expand;
+	json_t *a;
+	if (paths_from_body(q, c, &paths, &n, &expand))
+		return srv_send_error(q, c, 400, NULL, "malformed paths-info body");
+	a = json_array();
+	for (size_t i = 0; i < n; i++) {
+		const char *p = paths[i];
+		if (!p)
+			continue;
+		size_t pl = strlen(p);
+		int dir = 0;
+		for (size_t k = 0; k < rv->nfiles; k++) {
+			if (!strcmp(rv->files[k].path, p)) {
+				json_array_append_new(a, entry_json(&rv->files[k], rv, expand));
+				break;
+			}
+			if (!dir && pl && !strncmp(rv->files[k].path, p, pl) && rv->files[k].path[pl] == '/') {
+				json_array_append_new(a, dir_json(p, pl));
+				dir = 1;
+			}
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	return srv_send_json(q, c, 200, a);
+}
+
+static enum MHD_Result refs(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = srv_store_take(q->s);
+	struct store_rev_info *rv = NULL;
+	size_t n = 0;
+	json_t *branches = json_array(), *tags = json_array(), *prs = json_array();
+	if (!st || store_list_revisions(&ctx, st, r->type, r->repo, &rv, &n) || !n) {
+		srv_store_put(q->s, st);
+		json_decref(branches);
+		json_decref(tags);
+		json_decref(prs);
+		return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s '%s'", r->type, r->repo);
+	}
+	srv_store_put(q->s, st);
+	for (size_t i = 0; i < n; i++) {
+		char buf[4096];
+		snprintf(buf, sizeof(buf), "%s", rv[i].refs ? rv[i].refs : "");
+		for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+			char full[300];
+			int pr = !strncmp(t, "refs/pr/", 8);
+			snprintf(full, sizeof(full), "%s%s", pr ? "" : "refs/heads/", t);
+			json_array_append_new(pr ? prs : branches,
+					      json_pack("{s:s, s:s, s:s}", "name", pr ? t + 8 : t, "ref", full,
+							"targetCommit", rv[i].commit));
+		}
+	}
+	store_rev_info_free(rv, n);
+	return srv_send_json(q, c, 200,
+			     json_pack("{s:o, s:o, s:o, s:o}", "branches", branches, "tags", tags, "converts",
+				       json_array(), "pullRequests", prs));
+}
+
+enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)
+{
+	struct srv_rev rv;
+	int local;
+	enum hm_err err;
+	enum MHD_Result ret;
+
+	if (r->what == R_REFS)
+		return refs(q, c, r);
+	err = srv_get_rev(q->s, q, r->type, r->repo, r->what == R_REPO_INFO ? NULL : r->rev, &rv, &local);
+	if (err) {
+		srv_rev_release(q->s, &rv);
+		return rev_error(q, c, err, r->type, r->repo, r->rev[0] ? r->rev : "main", NULL);
+	}
+	switch (r->what) {
+	case R_REPO_INFO:
+	case R_REVISION:
+		ret = repo_info(q, c, r, &rv);
+		break;
+	case R_TREE: {
+		/* the URL path up to the query, as the client sent it */
+		const char *raw = q->url ? q->url : "";
+		ret = tree(q, c, r, &rv, raw);
+		break;
+	}
+	case R_PATHS_INFO:
+		ret = paths_info(q, c, &rv);
+		break;
+	default:
+		ret = srv_send_error(q, c, 404, NULL, "not found");
+	}
+	srv_rev_release(q->s, &rv);
+	return ret;
+}

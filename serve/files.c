@@ -1,0 +1,230 @@
+/* files.c - /resolve/: a stored file with the headers real clients read
+ * (X-Repo-Commit, ETag, X-Linked-*, Content-Length, Accept-Ranges), byte
+ * ranges, and the body sent straight from the blob with sendfile. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "serve-int.h"
+
+/* Parses a single "bytes=" range against size. Returns 0 with no/ignored
+ * Range (serve all), 1 with [*from, *from + *len), -1 unsatisfiable. */
+static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
+{
+	unsigned long long a = 0, b = 0;
+	const char *p;
+	char *end;
+	if (!h)
+		return 0;
+	while (*h == ' ')
+		h++;
+	if (strncmp(h, "bytes=", 6))
+		return 0; /* an unknown unit is ignored, as RFC 9110 says */
+	p = h + 6;
+	if (strchr(p, ','))
+		return 0; /* several ranges: answer with the whole body */
+	while (*p == ' ')
+		p++;
+	if (*p == '-') {
+		/* suffix: the last N bytes */
+		errno = 0;
+		b = strtoull(p + 1, &end, 10);
+		if (errno || end == p + 1 || (*end && *end != ' '))
+			return -1;
+		if (!b || !size)
+			return -1;
+		if (b > size)
+			b = size;
+		*from = size - b;
+		*len = b;
+		return 1;
+	}
+	errno = 0;
+	a = strtoull(p, &end, 10);
+	if (errno || end == p || *end != '-')
+		return -1;
+	p = end + 1;
+	if (!*p || *p == ' ') {
+		b = size ? size - 1 : 0;
+	} else {
+		errno = 0;
+		b = strtoull(p, &end, 10);
+		if (errno || end == p || (*end && *end != ' '))
+			return -1;
+	}
+	if (a > b || a >= size)
+		return -1;
+	if (b >= size)
+		b = size - 1;
+	*from = a;
+	*len = b - a + 1;
+	return 1;
+}
+
+/* The headers every file answer carries. */
+static void file_headers(struct MHD_Response *resp, const char *commit, const struct srv_file *f)
+{
+	char etag[80], sz[32];
+	MHD_add_response_header(resp, "X-Repo-Commit", commit);
+	MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+	if (f->lfs) {
+		snprintf(etag, sizeof(etag), "\"%s\"", f->sha256);
+		MHD_add_response_header(resp, "X-Linked-Etag", etag);
+		snprintf(sz, sizeof(sz), "%llu", (unsigned long long)f->size);
+		MHD_add_response_header(resp, "X-Linked-Size", sz);
+	} else {
+		snprintf(etag, sizeof(etag), "\"%s\"", f->oid);
+	}
+	MHD_add_response_header(resp, "ETag", etag);
+}
+
+/* Sends a file answer whose body comes from resp (already created). */
+static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				  const char *commit, const struct srv_file *f, int ranged, uint64_t from,
+				  uint64_t len)
+{
+	enum MHD_Result ret;
+	int status = ranged ? 206 : 200;
+	file_headers(resp, commit, f);
+	if (ranged) {
+		char cr[96];
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from,
+			 (unsigned long long)(from + len - 1), (unsigned long long)f->size);
+		MHD_add_response_header(resp, "Content-Range", cr);
+	}
+	q->status = status;
+	q->planned = len;
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result unsatisfiable(struct srv_req *q, struct MHD_Connection *c, uint64_t size)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	char cr[64];
+	enum MHD_Result ret;
+	if (!resp)
+		return MHD_NO;
+	snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+	MHD_add_response_header(resp, "Content-Range", cr);
+	q->status = 416;
+	ret = MHD_queue_response(c, 416, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)
+{
+	struct srv *s = q->s;
+	struct store *st = srv_store_take(s);
+	struct hm_ctx ctx = {0};
+	struct store_file sf;
+	char commit[41], blob[4096];
+	const char *rev = !strcmp(r->rev, "HEAD") ? NULL : r->rev;
+	enum hm_err err;
+	uint64_t from = 0, len;
+	int ranged, fd;
+
+	if (!st)
+		return srv_send_error(q, c, 500, NULL, "cannot open the store");
+	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
+	if (!err)
+		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	if (!err)
+		store_blob_path(st, sf.sha256, blob, sizeof(blob));
+	srv_store_put(s, st);
+	if (err) {
+		const struct fetch_entry *fe = NULL, *hit = NULL;
+		size_t n = 0;
+		void *hold = NULL;
+		enum MHD_Result ret;
+		if (err != HM_ERR_NOT_FOUND)
+			return srv_send_err(q, c, err, ctx.errmsg);
+		if (!srv_up_enabled(s)) {
+			/* which part is missing decides the error code */
+			struct srv_rev rv;
+			int local;
+			enum hm_err e2 = srv_get_rev(s, q, r->type, r->repo, r->rev, &rv, &local);
+			srv_rev_release(s, &rv);
+			if (e2 == HM_ERR_REV_NOT_FOUND) {
+				struct store *st2 = srv_store_take(s);
+				struct store_rev_info *ri = NULL;
+				size_t nri = 0;
+				if (st2 && store_list_revisions(&ctx, st2, r->type, r->repo, &ri, &nri))
+					nri = 0;
+				store_rev_info_free(ri, nri);
+				srv_store_put(s, st2);
+				if (!nri)
+					return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s", r->repo);
+				return srv_send_error(q, c, 404, "RevisionNotFound", "Invalid rev id: %s", r->rev);
+			}
+			return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, r->rev);
+		}
+		/* pull-through */
+		err = srv_up_rev(s, q, r->type, r->repo, rev ? rev : "main", commit, &fe, &n, &hold);
+		if (err) {
+			if (err == HM_ERR_REPO_NOT_FOUND)
+				return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s", r->repo);
+			if (err == HM_ERR_REV_NOT_FOUND)
+				return srv_send_error(q, c, 404, "RevisionNotFound", "Invalid rev id: %s", r->rev);
+			return srv_send_err(q, c, err, "the upstream hub failed");
+		}
+		for (size_t i = 0; i < n && !hit; i++)
+			if (!strcmp(fe[i].path, r->path))
+				hit = &fe[i];
+		if (!hit) {
+			srv_up_release(s, hold);
+			return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, r->rev);
+		}
+		ranged = parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"), hit->size, &from, &len);
+		if (ranged < 0) {
+			srv_up_release(s, hold);
+			return unsatisfiable(q, c, hit->size);
+		}
+		if (!ranged)
+			len = hit->size;
+		ret = srv_up_serve_file(q, c, r->type, r->repo, commit, hit, fe, n, rev && !util_is_hex(rev, 40) ? rev : (rev ? NULL : "main"),
+					from, len, ranged);
+		srv_up_release(s, hold);
+		return ret;
+	}
+	q->cache = "hit";
+	struct srv_file f = {sf.path, sf.size, sf.sha256, sf.git_oid, sf.lfs};
+	ranged = parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"), sf.size, &from, &len);
+	if (ranged < 0) {
+		free(sf.path);
+		return unsatisfiable(q, c, sf.size);
+	}
+	if (!ranged)
+		len = sf.size;
+	fd = open(blob, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(sf.path);
+		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+	}
+	/* MHD sends it with sendfile and closes fd when done */
+	struct MHD_Response *resp = len ? MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)from)
+					: MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!len)
+		close(fd);
+	if (!resp) {
+		if (len)
+			close(fd);
+		free(sf.path);
+		return MHD_NO;
+	}
+	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
+	free(sf.path);
+	return ret;
+}
+
+enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len)
+{
+	return queue_file(q, c, resp, commit, f, ranged, from, len);
+}

@@ -1,0 +1,136 @@
+/* serve-int.h - internals shared by the serve/ files. */
+#ifndef SERVE_INT_H
+#define SERVE_INT_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdint.h>
+#include "serve.h"
+#include "../store/store.h"
+#include "../fetch/fetch.h"
+#include "../util/util.h"
+
+#define SRV_MAX_SEGS 64
+
+struct srv_upstream;   /* pull-through state (upstream.c) */
+struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */
+
+struct srv {
+	struct hm_ctx *ctx;
+	const struct srv_opts *o;
+	struct MHD_Daemon *d;
+	/* store handles: a struct store is for one thread at a time */
+	pthread_mutex_t pool_mu;
+	struct store **pool;
+	size_t npool, cappool;
+	struct srv_upstream *up;
+	struct srv_metrics *m;
+	pthread_mutex_t log_mu;
+};
+
+/* A request being answered (MHD's con_cls). */
+struct srv_req {
+	struct srv *s;
+	double t0;
+	int64_t started_at;
+	char method[8];
+	const char *kind;        /* "file" | "api" | "other" */
+	char repo_type[16];
+	char repo[200];
+	char revision[256];
+	char *path;              /* file path, or the URL path */
+	char *url;               /* the URL path as sent (for the access log and Link) */
+	int status;
+	uint64_t planned;        /* body bytes queued (fd/buffer responses) */
+	uint64_t streamed;       /* body bytes sent by callback responses */
+	int streaming;
+	const char *cache;       /* "hit" | "miss" | NULL */
+	struct util_buf body;    /* POST body */
+	int body_too_big;
+	char client[64];
+	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
+};
+
+/* A parsed request path. */
+struct srv_route {
+	enum { R_NONE, R_METRICS, R_REPO_INFO, R_REVISION, R_TREE, R_PATHS_INFO, R_REFS, R_RESOLVE } what;
+	const char *type;        /* "model" | "dataset" */
+	char repo[200];
+	char rev[256];
+	char path[4200];         /* tree subpath or file path ("" if none) */
+	int bad;                 /* malformed: 400 */
+};
+
+/* Percent-decodes the raw path into segments and classifies it. */
+void srv_route_parse(const char *url, struct srv_route *r);
+
+/* Store handle pool. */
+struct store *srv_store_take(struct srv *s);
+void srv_store_put(struct srv *s, struct store *st);
+
+/* Responses. All return the MHD result of queueing. */
+enum MHD_Result srv_send_json(struct srv_req *q, struct MHD_Connection *c, int status, json_t *j);
+enum MHD_Result srv_send_error(struct srv_req *q, struct MHD_Connection *c, int status, const char *code,
+			       const char *fmt, ...) HM_PRINTF(5, 6);
+/* Maps a store/fetch error to the Hub's error answer. */
+enum MHD_Result srv_send_err(struct srv_req *q, struct MHD_Connection *c, enum hm_err err, const char *msg);
+
+/* A file of a revision, from the store or from the upstream listing. */
+struct srv_file {
+	const char *path;
+	uint64_t size;
+	const char *sha256;      /* content sha256 ("" if unknown) */
+	const char *oid;         /* git oid from the hub (LFS pointer oid for LFS files) */
+	int lfs;
+};
+
+/* A revision to answer API calls from: local or upstream. */
+struct srv_rev {
+	char commit[41];
+	int64_t modified;        /* unix seconds */
+	struct srv_file *files;
+	size_t nfiles;
+	/* owners */
+	struct store_file *sf;
+	size_t nsf;
+	struct fetch_entry *fe;  /* borrowed from the upstream cache (refcounted) */
+	void *fe_hold;
+};
+void srv_rev_release(struct srv *s, struct srv_rev *r);
+
+/* Finds a revision locally, else (pull-through) upstream. On error the
+ * answer has been sent (*sent = 1) or err says what to send. */
+enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, const char *repo,
+			const char *rev, struct srv_rev *out, int *local) HM_MUST_CHECK;
+
+enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* Queues a file answer (headers, Content-Range) with the body in resp. */
+enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);
+
+/* Pull-through (upstream.c). */
+enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;
+void srv_up_free(struct srv *s);
+int srv_up_enabled(const struct srv *s);
+/* Upstream revision listing (cached). *hold keeps entries alive until srv_up_release. */
+enum hm_err srv_up_rev(struct srv *s, struct srv_req *q, const char *type, const char *repo, const char *rev,
+		       char commit[41], const struct fetch_entry **fe, size_t *n, void **hold) HM_MUST_CHECK;
+void srv_up_release(struct srv *s, void *hold);
+/* Streams a file that is not in the store, pulling it through once. */
+enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, const char *type,
+				  const char *repo, const char *commit, const struct fetch_entry *e,
+				  const struct fetch_entry *all, size_t nall, const char *ref,
+				  uint64_t from, uint64_t len, int ranged);
+
+/* Metrics and the served-request log (metrics.c). */
+enum hm_err srv_metrics_init(struct srv *s) HM_MUST_CHECK;
+void srv_metrics_free(struct srv *s);   /* flushes the log */
+void srv_metrics_record(struct srv *s, const struct srv_req *q, uint64_t bytes, double seconds);
+enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c);
+
+int srv_repo_allowed(const struct srv *s, const char *repo);
+const char *srv_iso_time(int64_t t, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,34 @@
+/* serve.h - the HF-compatible mirror server over the store (libmicrohttpd). */
+#ifndef SERVE_H
+#define SERVE_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include "../util/hm.h"
+#include "../fetch/fetch.h"
+
+struct srv_opts {
+	const char *store_dir;
+	const char *listen;            /* "ADDR:PORT" (default 127.0.0.1:8080; port 0 = any) */
+	const struct fetch_client_opts *upstream; /* NULL: no pull-through */
+	int offline;                   /* never contact upstream */
+	int forward_token;             /* forward a client's bearer token upstream */
+	const char *const *tokens;     /* accepted bearer tokens; NULL/0: open */
+	size_t ntokens;
+	const char *const *allow;      /* repo globs served / pulled through; 0: all */
+	size_t nallow;
+	FILE *access_log;              /* one line per request; may be NULL */
+	int max_connections;           /* default 1024 */
+	int timeout;                   /* idle client timeout, seconds (default 60) */
+	int page_size;                 /* tree page size (default 1000) */
+	/* called once listening, with the bound address ("http://127.0.0.1:PORT") */
+	void (*on_listening)(void *ud, const char *url);
+	void *ud;
+};
+
+/* Serves until *ctx->cancel is set (SIGTERM/SIGINT), then stops gracefully:
+ * stops accepting, lets running responses finish (bounded by the timeout),
+ * flushes the request log. */
+enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o) HM_MUST_CHECK;
+
+#endif

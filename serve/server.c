@@ -1,0 +1,414 @@
+/* server.c - the daemon: listening, one thread per connection (handlers may
+ * wait on a pull-through without stalling anyone else), bounded connections
+ * and memory, authentication, dispatch, the access log, graceful shutdown. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include "serve-int.h"
+
+#define MAX_POST_BODY (1u << 20)
+
+struct store *srv_store_take(struct srv *s)
+{
+	struct store *st = NULL;
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->npool)
+		st = s->pool[--s->npool];
+	pthread_mutex_unlock(&s->pool_mu);
+	if (!st) {
+		struct hm_ctx quiet = {0};
+		if (store_open(&quiet, s->o->store_dir, &st))
+			st = NULL;
+	}
+	return st;
+}
+
+void srv_store_put(struct srv *s, struct store *st)
+{
+	if (!st)
+		return;
+	pthread_mutex_lock(&s->pool_mu);
+	if (s->npool == s->cappool) {
+		size_t nc = s->cappool ? s->cappool * 2 : 16;
+		struct store **np = realloc(s->pool, nc * sizeof(*np));
+		if (!np) {
+			pthread_mutex_unlock(&s->pool_mu);
+			store_close(st);
+			return;
+		}
+		s->pool = np;
+		s->cappool = nc;
+	}
+	s->pool[s->npool++] = st;
+	pthread_mutex_unlock(&s->pool_mu);
+}
+
+const char *srv_iso_time(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	gmtime_r(&tt, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+	return buf;
+}
+
+int srv_repo_allowed(const struct srv *s, const char *repo)
+{
+	if (!s->o->nallow)
+		return 1;
+	for (size_t i = 0; i < s->o->nallow; i++)
+		if (util_glob_match(s->o->allow[i], repo))
+			return 1;
+	return 0;
+}
+
+enum MHD_Result srv_send_json(struct srv_req *q, struct MHD_Connection *c, int status, json_t *j)
+{
+	char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	json_decref(j);
+	if (!txt)
+		return MHD_NO;
+	size_t len = strlen(txt);
+	resp = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(txt);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	q->status = status;
+	q->planned = len;
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+enum MHD_Result srv_send_error(struct srv_req *q, struct MHD_Connection *c, int status, const char *code,
+			       const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *txt;
+	json_t *j;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	j = json_pack("{s:s}", "error", msg);
+	txt = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+	json_decref(j);
+	if (!txt)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(txt);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	if (code)
+		MHD_add_response_header(resp, "X-Error-Code", code);
+	/* header values must stay one printable line */
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	MHD_add_response_header(resp, "X-Error-Message", msg);
+	if (status == 401)
+		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+	q->status = status;
+	q->planned = strlen(txt);
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+enum MHD_Result srv_send_err(struct srv_req *q, struct MHD_Connection *c, enum hm_err err, const char *msg)
+{
+	switch (err) {
+	case HM_ERR_REPO_NOT_FOUND:
+		return srv_send_error(q, c, 404, "RepoNotFound", "%s", msg);
+	case HM_ERR_REV_NOT_FOUND:
+		return srv_send_error(q, c, 404, "RevisionNotFound", "%s", msg);
+	case HM_ERR_ENTRY_NOT_FOUND:
+		return srv_send_error(q, c, 404, "EntryNotFound", "%s", msg);
+	case HM_ERR_GATED:
+		return srv_send_error(q, c, 403, "GatedRepo", "%s", msg);
+	case HM_ERR_USAGE:
+	case HM_ERR_BAD_INPUT:
+		return srv_send_error(q, c, 400, NULL, "%s", msg);
+	case HM_ERR_RATE_LIMITED:
+		return srv_send_error(q, c, 429, NULL, "%s", msg);
+	case HM_ERR_UNREACHABLE:
+	case HM_ERR_NET:
+	case HM_ERR_HTTP:
+	case HM_ERR_CORRUPT:
+		return srv_send_error(q, c, 502, NULL, "upstream: %s", msg);
+	case HM_ERR_NOT_FOUND:
+		return srv_send_error(q, c, 404, "EntryNotFound", "%s", msg);
+	default:
+		return srv_send_error(q, c, 500, NULL, "%s", msg);
+	}
+}
+
+/* Constant-time comparison, so a wrong token leaks no timing. */
+static int same_secret(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char d = (unsigned char)(la != lb);
+	for (size_t i = 0; i < la; i++)
+		d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+	return d == 0;
+}
+
+static int authorized(struct srv *s, struct MHD_Connection *c)
+{
+	const char *h;
+	if (!s->o->ntokens)
+		return 1;
+	h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	if (!h || strncasecmp(h, "Bearer ", 7))
+		return 0;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	int ok = 0;
+	for (size_t i = 0; i < s->o->ntokens; i++)
+		ok |= same_secret(h, s->o->tokens[i]);
+	return ok;
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+			       const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	struct srv *s = cls;
+	struct srv_req *q = *con_cls;
+	struct srv_route r;
+	(void)version;
+
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		q->s = s;
+		q->t0 = util_now();
+		q->started_at = util_unix_time();
+		q->kind = "other";
+		snprintf(q->method, sizeof(q->method), "%.7s", method);
+		q->path = util_strndup(url, 2048);
+		q->url = util_strndup(url, 2048);
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (ci && ci->client_addr) {
+			const struct sockaddr *sa = ci->client_addr;
+			if (sa->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, q->client, sizeof(q->client));
+			else if (sa->sa_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, q->client, sizeof(q->client));
+		}
+		*con_cls = q;
+		return MHD_YES;
+	}
+	if (!strcmp(method, "POST") && *upload_size) {
+		if (q->body.len + *upload_size > MAX_POST_BODY)
+			q->body_too_big = 1;
+		else if (util_buf_add(&q->body, upload, *upload_size))
+			q->body_too_big = 1;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "POST"))
+		return srv_send_error(q, c, 405, NULL, "method not allowed");
+	if (!authorized(s, c))
+		return srv_send_error(q, c, 401, NULL, "a valid bearer token is required");
+	{
+		const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+		if (h && !strncasecmp(h, "Bearer ", 7) && h[7])
+			q->client_token = h + 7;
+	}
+	if (q->body_too_big)
+		return srv_send_error(q, c, 413, NULL, "request body too large");
+	srv_route_parse(url, &r);
+	if (r.bad)
+		return srv_send_error(q, c, 400, NULL, "bad request path");
+	if (r.what == R_METRICS)
+		return srv_metrics_send(q, c);
+	if (r.what == R_NONE)
+		return srv_send_error(q, c, 404, NULL, "not found");
+	snprintf(q->repo_type, sizeof(q->repo_type), "%s", r.type);
+	snprintf(q->repo, sizeof(q->repo), "%s", r.repo);
+	snprintf(q->revision, sizeof(q->revision), "%s", r.rev);
+	if (!srv_repo_allowed(s, r.repo))
+		return srv_send_error(q, c, 404, "RepoNotFound", "repository '%s' not found", r.repo);
+	if (r.what == R_RESOLVE) {
+		q->kind = "file";
+		free(q->path);
+		q->path = util_strdup(r.path);
+		if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+			return srv_send_error(q, c, 405, NULL, "method not allowed");
+		return srv_file(q, c, &r);
+	}
+	q->kind = "api";
+	if ((r.what == R_PATHS_INFO) != !strcmp(method, "POST"))
+		return srv_send_error(q, c, 405, NULL, "method not allowed");
+	return srv_api(q, c, &r);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct srv *s = cls;
+	struct srv_req *q = *con_cls;
+	(void)c;
+	if (!q)
+		return;
+	double secs = util_now() - q->t0;
+	uint64_t bytes = q->streaming ? q->streamed : (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? q->planned : 0);
+	if (!strcmp(q->method, "HEAD"))
+		bytes = 0;
+	if (q->status) {
+		srv_metrics_record(s, q, bytes, secs);
+		if (s->o->access_log) {
+			char when[40];
+			srv_iso_time(q->started_at, when, sizeof(when));
+			pthread_mutex_lock(&s->log_mu);
+			/* the path is printed escaped: it came from the network */
+			fprintf(s->o->access_log, "%s %s %s \"", when, q->client[0] ? q->client : "-", q->method);
+			for (const unsigned char *p = (const unsigned char *)(q->url ? q->url : ""); *p; p++)
+				fprintf(s->o->access_log, (*p < 0x21 || *p >= 0x7f || *p == '"' || *p == '\\') ? "\\x%02x" : "%c", *p);
+			fprintf(s->o->access_log, "\" %d %llu %.3f %s%s\n", q->status, (unsigned long long)bytes, secs,
+				q->cache ? q->cache : "-", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+			fflush(s->o->access_log);
+			pthread_mutex_unlock(&s->log_mu);
+		}
+	}
+	util_buf_release(&q->body);
+	free(q->path);
+	free(q->url);
+	free(q);
+	*con_cls = NULL;
+}
+
+/* MHD would decode the path before we split it; we split first, then decode
+ * each segment ourselves (route.c). Query arguments are decoded here. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	(void)cls;
+	(void)c;
+	return strlen(s);
+}
+
+static enum hm_err parse_listen(struct hm_ctx *ctx, const char *l, struct sockaddr_storage *ss)
+{
+	char host[128];
+	const char *colon = strrchr(l, ':');
+	long port;
+	char *end;
+	memset(ss, 0, sizeof(*ss));
+	if (!colon || (size_t)(colon - l) >= sizeof(host))
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid --listen '%s': expected ADDR:PORT", l);
+	memcpy(host, l, (size_t)(colon - l));
+	host[colon - l] = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (end == colon + 1 || *end || port < 0 || port > 65535)
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid port in --listen '%s'", l);
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+		host[strlen(host) - 1] = 0;
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+			return hm_fail(ctx, HM_ERR_USAGE, "invalid address in --listen '%s'", l);
+		return HM_OK;
+	}
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons((uint16_t)port);
+	if (!host[0] || !strcmp(host, "*"))
+		a4->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (!strcmp(host, "localhost"))
+		a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	else if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid address in --listen '%s' (use an IP address)", l);
+	return HM_OK;
+}
+
+enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
+{
+	struct srv s;
+	struct sockaddr_storage ss;
+	enum hm_err err;
+	struct store *st = NULL;
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+			 MHD_USE_ITC;
+
+	memset(&s, 0, sizeof(s));
+	s.ctx = ctx;
+	s.o = o;
+	pthread_mutex_init(&s.pool_mu, NULL);
+	pthread_mutex_init(&s.log_mu, NULL);
+	if ((err = parse_listen(ctx, o->listen ? o->listen : "127.0.0.1:8080", &ss)))
+		goto out;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	/* open (and migrate) the store once up front: a broken store fails here */
+	if ((err = store_open(ctx, o->store_dir, &st)))
+		goto out;
+	srv_store_put(&s, st);
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)))
+		goto out;
+	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
+			       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
+			       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
+			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o->timeout > 0 ? o->timeout : 60),
+			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10),
+			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 << 10),
+			       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+			       MHD_OPTION_NOTIFY_COMPLETED, completed, &s,
+			       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
+			       MHD_OPTION_END);
+	if (!s.d) {
+		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", o->listen ? o->listen : "127.0.0.1:8080",
+			      strerror(errno));
+		goto out;
+	}
+	{
+		const union MHD_DaemonInfo *di = MHD_get_daemon_info(s.d, MHD_DAEMON_INFO_BIND_PORT);
+		char addr[INET6_ADDRSTRLEN] = "127.0.0.1", url[200];
+		if (ss.ss_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof(addr));
+		else
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof(addr));
+		snprintf(url, sizeof(url), ss.ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", addr,
+			 di ? (unsigned)di->port : 0);
+		if (o->on_listening)
+			o->on_listening(o->ud, url);
+	}
+	while (!hm_cancelled(ctx)) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	/* stop accepting; MHD_stop_daemon then waits for the connection threads */
+	MHD_quiesce_daemon(s.d);
+	MHD_stop_daemon(s.d);
+	s.d = NULL;
+out:
+	if (s.d)
+		MHD_stop_daemon(s.d);
+	srv_up_free(&s);
+	srv_metrics_free(&s);
+	for (size_t i = 0; i < s.npool; i++)
+		store_close(s.pool[i]);
+	free(s.pool);
+	pthread_mutex_destroy(&s.pool_mu);
+	pthread_mutex_destroy(&s.log_mu);
+	return err;
+}
