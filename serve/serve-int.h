@@ -27,6 +27,7 @@ struct srv {
 	struct srv_upstream *up;
 	struct srv_metrics *m;
 	pthread_mutex_t log_mu;
+	int inflight_requests;   /* under log_mu: requests not yet completed */
 };
 
 /* A request being answered (MHD's con_cls). */
@@ -113,6 +114,8 @@ enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, stru
 /* Pull-through (upstream.c). */
 enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;
 void srv_up_free(struct srv *s);
+/* Cancels pull-through downloads (they keep their resume state). */
+void srv_up_stop(struct srv *s);
 int srv_up_enabled(const struct srv *s);
 /* Upstream revision listing (cached). *hold keeps entries alive until srv_up_release. */
 enum hm_err srv_up_rev(struct srv *s, struct srv_req *q, const char *type, const char *repo, const char *rev,

@@ -215,6 +215,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, q->client, sizeof(q->client));
 		}
 		*con_cls = q;
+		pthread_mutex_lock(&s->log_mu);
+		s->inflight_requests++;
+		pthread_mutex_unlock(&s->log_mu);
 		return MHD_YES;
 	}
 	if (!strcmp(method, "POST") && *upload_size) {
@@ -289,6 +292,9 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 			pthread_mutex_unlock(&s->log_mu);
 		}
 	}
+	pthread_mutex_lock(&s->log_mu);
+	s->inflight_requests--;
+	pthread_mutex_unlock(&s->log_mu);
 	util_buf_release(&q->body);
 	free(q->path);
 	free(q->url);
@@ -396,8 +402,22 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
-	/* stop accepting; MHD_stop_daemon then waits for the connection threads */
+	/* graceful: stop accepting, let answers in progress finish (bounded by
+	 * the client timeout), then close what is left (idle keep-alives) */
 	MHD_quiesce_daemon(s.d);
+	{
+		double deadline = util_now() + (o->timeout > 0 ? o->timeout : 60);
+		for (;;) {
+			pthread_mutex_lock(&s.log_mu);
+			int busy = s.inflight_requests;
+			pthread_mutex_unlock(&s.log_mu);
+			if (!busy || util_now() > deadline)
+				break;
+			struct timespec ts = {0, 50 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	srv_up_stop(&s);
 	MHD_stop_daemon(s.d);
 	s.d = NULL;
 out:

@@ -54,6 +54,7 @@ struct srv_upstream {
 	struct inflight *inflight;
 	int threads;             /* download threads running */
 	int stopping;
+	volatile sig_atomic_t cancel; /* stops the downloads: only at the very end */
 };
 
 int srv_up_enabled(const struct srv *s)
@@ -74,11 +75,18 @@ enum hm_err srv_up_init(struct srv *s)
 	return HM_OK;
 }
 
+void srv_up_stop(struct srv *s)
+{
+	if (s->up)
+		s->up->cancel = 1;
+}
+
 void srv_up_free(struct srv *s)
 {
 	struct srv_upstream *u = s->up;
 	if (!u)
 		return;
+	u->cancel = 1;
 	/* let running downloads finish writing what they have (they stop on cancel) */
 	pthread_mutex_lock(&u->mu);
 	u->stopping = 1;
@@ -322,7 +330,7 @@ static void *download_main(void *arg)
 	enum hm_err err;
 
 	memset(&res, 0, sizeof(res));
-	ctx.cancel = s->ctx->cancel;
+	ctx.cancel = &u->cancel;
 	err = store_open(&ctx, s->o->store_dir, &st);
 	if (!err) {
 		struct mirror_pull_opts o = {
@@ -483,7 +491,7 @@ static ssize_t read_cb(void *cls, uint64_t pos, char *buf, size_t max)
 		return MHD_CONTENT_READER_END_OF_STREAM;
 	pthread_mutex_lock(&u->mu);
 	for (;;) {
-		if (r->f->gen != r->gen || (r->f->done && r->f->err) || hm_cancelled(r->s->ctx)) {
+		if (r->f->gen != r->gen || (r->f->done && r->f->err) || u->cancel) {
 			pthread_mutex_unlock(&u->mu);
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
