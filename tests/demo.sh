@@ -79,5 +79,31 @@ banner "checked out tree"
 find $STORE/checkout | sort | head -40
 step ./hubmirror stats --store $STORE
 
+# The lab mirror: serve this store; a second machine (here: a second store)
+# points its endpoint at it and pulls, byte-identical and verified.
+banner "./hubmirror serve --store $STORE --listen 127.0.0.1:0"
+./hubmirror serve --store $STORE --listen 127.0.0.1:0 --access-log "$work/access.log" \
+	>"$work/serve.out" 2>"$work/serve.err" &
+srv_pid=$!
+i=0
+while ! grep -q '^listening on ' "$work/serve.out" 2>/dev/null; do
+	i=$((i + 1))
+	if [ $i -gt 200 ] || ! kill -0 "$srv_pid" 2>/dev/null; then
+		echo "demo: the server did not start" >&2
+		cat "$work/serve.err" >&2
+		exit 1
+	fi
+	sleep 0.05
+done
+MIRROR=$(sed -n 's/^listening on //p' "$work/serve.out")
+echo "mirror at $MIRROR (pid $srv_pid)"
+step ./hubmirror pull $REPO --endpoint "$MIRROR" --store $STORE/lab-machine
+step ./hubmirror verify --store $STORE/lab-machine
+kill -TERM "$srv_pid"
+wait "$srv_pid" || { echo "demo: the server did not stop cleanly" >&2; exit 1; }
+banner "the mirror's access log"
+cat "$work/access.log"
+step ./hubmirror stats --store $STORE
+
 banner "demo ok"
 exit 0
