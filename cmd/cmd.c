@@ -90,18 +90,10 @@ static char *read_token_file(const char *path)
 	return t;
 }
 
-enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
+char *cmd_token(const struct cmd_env *env)
 {
-	struct fetch_client_opts o = {0};
 	char *token = NULL, path[4096];
 	const char *t;
-	int conns, retries, timeout;
-	enum hm_err err;
-
-	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
-		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
-	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
 	if ((t = env->token_arg) || ((t = getenv("HF_TOKEN")) && *t) ||
 	    ((t = getenv("HUGGING_FACE_HUB_TOKEN")) && *t)) {
 		token = util_strdup(t);
@@ -120,6 +112,21 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 			token = read_token_file(path);
 		}
 	}
+	return token;
+}
+
+enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
+{
+	struct fetch_client_opts o = {0};
+	char *token;
+	int conns, retries, timeout;
+	enum hm_err err;
+
+	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
+	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
+	token = cmd_token(env);
 	o.token = token;
 	o.connections = conns;
 	o.retries = retries;

@@ -62,6 +62,9 @@ enum hm_err cmd_open_store(struct cmd_env *env, struct store **st) HM_MUST_CHECK
 /* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
  * HF_TOKEN_PATH, $HF_HOME/token). */
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
+/* The token from --token, HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token; NULL if
+ * none. The caller wipes and frees it. */
+char *cmd_token(const struct cmd_env *env);
 /* Parses a positive int option; returns -1 and prints on error. */
 int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
 

@@ -59,7 +59,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	struct srv_opts o = {0};
 	struct fetch_client_opts up = {0};
 	const char *tf = cmd_opt(a, "token-file"), *al = cmd_opt(a, "access-log"), **allow;
-	char *tokdata = NULL;
+	char *tokdata = NULL, *uptoken = NULL;
 	const char **toks = NULL;
 	size_t ntoks = 0;
 	FILE *log = stderr;
@@ -111,7 +111,8 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		up.connections = conns;
 		up.retries = retries;
 		up.timeout = timeout;
-		up.token = env->token_arg ? env->token_arg : getenv("HF_TOKEN");
+		uptoken = cmd_token(env);
+		up.token = uptoken;
 		o.upstream = &up;
 	}
 	o.store_dir = env->store_dir;
@@ -136,6 +137,10 @@ out:
 		fclose(log);
 	free(tokdata);
 	free(toks);
+	if (uptoken) {
+		memset(uptoken, 0, strlen(uptoken));
+		free(uptoken);
+	}
 	return rc;
 }
 
