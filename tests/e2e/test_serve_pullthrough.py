@@ -1,0 +1,313 @@
+"""test_serve_pullthrough.py - `hubmirror serve --upstream URL` over an empty
+store: clients pull through the server, each file is fetched upstream once
+even when many clients want it at the same time, the first client gets bytes
+as they arrive, upstream faults never reach clients as wrong bytes,
+--offline never contacts upstream, --allow limits what is served and pulled,
+and whose token goes upstream."""
+
+import os
+import threading
+import time
+
+import lib
+from lib import check
+import serve_lib as sl
+from serve_lib import MODEL, REVS, DATASET, OTHER, Server, serving
+
+BIG = "demo-org/big"
+
+
+def big_repo(**files):
+    """A repo of random files: name=(size, seed)."""
+    return {"type": "model", "id": BIG, "commits": [
+        {"files": dict({n: {"random": s, "seed": seed} for n, (s, seed) in files.items()},
+                       **{"small.txt": "small\n"})}]}
+
+
+def upstream_server(t, emu, *args, **kw):
+    return Server(t, "--upstream", emu.url, *args, **kw)
+
+
+def check_fetched_once(emu, files, log=None):
+    """Each of files ({path: bytes}) came from the emulator at most once."""
+    log = emu.log() if log is None else log
+    for p, data in files.items():
+        served = emu.bytes_served(p, log)
+        check(len(data) <= served <= len(data) + 4096,
+              "%s: the emulator served %d bytes of a %d-byte file (fetched more than once?)"
+              % (p, served, len(data)))
+
+
+@serving(timeout=60)
+def test_client_pull_through(t):
+    emu = t.emu(sl.fixture_repos())
+    srv = upstream_server(t, emu)
+    src = lib.sample_files()
+    b = os.path.join(t.tmp, "store-b")
+    r = t.hm("pull", MODEL, "--json", store=b, endpoint=srv.url, timeout=60)
+    check(r.rc == 0, "pull through the server failed: %r\n  server stderr: %s" % (r, srv.stderr()[-1500:]))
+    got = lib.files_by_path(r.json())
+    check(set(got) == set(src), "files %s" % sorted(got))
+    for p, data in src.items():
+        sha = lib.sha256_bytes(data)
+        check(got[p].get("sha256") == sha and lib.read(lib.blob_path(b, sha)) == data,
+              "%s: wrong bytes through the server" % p)
+    check(r.json().get("revision") == sl.main_commit(MODEL), "revision %r" % r.json().get("revision"))
+    # the server's store now holds the revision, verified
+    rows = t.db("SELECT f.path, f.sha256 FROM files f JOIN revisions v ON v.id = f.revision_id "
+                "WHERE v.commit_sha = ?", (sl.main_commit(MODEL),))
+    check({x["path"]: x["sha256"] for x in rows} == {p: lib.sha256_bytes(d) for p, d in src.items()},
+          "the server's store after pull-through: %s" % rows)
+    t.ok("verify")
+    check_fetched_once(emu, src)
+    # other repo types and revisions
+    for args, expect in (((DATASET, "--repo-type", "dataset"), sl.dataset_files()),
+                         ((REVS, "--revision", "refs/pr/1"), sl.revs_files(1))):
+        r = t.hm("pull", *args, "--json", store=b, endpoint=srv.url, timeout=60)
+        check(r.rc == 0, "pull %s through the server: %r" % (args, r))
+        got = {p: f.get("sha256") for p, f in lib.files_by_path(r.json()).items()}
+        check(got == {p: lib.sha256_bytes(d) for p, d in expect.items()}, "%s through the server: %s" % (args, got))
+    # a second client: everything comes from the server's store
+    before = emu.file_gets()
+    c = os.path.join(t.tmp, "store-c")
+    r = t.hm("pull", MODEL, "--json", store=c, endpoint=srv.url, timeout=60)
+    check(r.rc == 0, "second client: %r" % r)
+    check(len(emu.file_gets()) == len(before), "the second client's pull fetched files upstream again: %s"
+          % [(e["path"], e["bytes"]) for e in emu.file_gets()[len(before):]])
+    rows = sl.wait_for(lambda: [x for x in sl.served_rows(t) if x["cache"] == "hit"], timeout=8)
+    check(rows, "no served row with cache 'hit' after the second client")
+    miss = {x["path"] for x in sl.served_rows(t) if x["cache"] == "miss" and x["repo"] == MODEL}
+    check(miss >= set(src), "served rows with cache 'miss' for %s: %s"
+          % (MODEL, sorted(miss)))
+
+
+@serving(timeout=60)
+def test_one_upstream_download_for_many_clients(t):
+    size = 6 * 1000 * 1000
+    emu = t.emu([big_repo(**{"big.bin": (size, 3)})])
+    data = lib.random_bytes(size, 3)
+    # about 2 s upstream, so that the 8 clients overlap with the one download
+    emu.faults([{"match": "big.bin", "kind": "slow", "rate": 3000000, "times": -1}])
+    srv = upstream_server(t, emu)
+    go = threading.Event()
+    readers = [sl.Reader(srv, sl.resolve_url(BIG, "main", "big.bin"), start_evt=go, timeout=30)
+               for _ in range(8)]
+    for r in readers:
+        r.start()
+    time.sleep(0.1)
+    go.set()
+    for r in readers:
+        r.join(40)
+    for i, r in enumerate(readers):
+        check(not r.is_alive(), "client %d still reading after 40 s" % i)
+        check(r.error is None and r.status == 200, "client %d: status %r error %r" % (i, r.status, r.error))
+        check(r.data == data, "client %d got %d wrong bytes" % (i, len(r.data)))
+    log = emu.log()
+    gets = emu.file_gets(log, "big.bin")
+    check(gets, "no upstream GET of big.bin")
+    served = emu.bytes_served("big.bin", log)
+    check(served <= size + 4096, "8 clients made the server fetch %d bytes of a %d-byte file upstream (%d GETs)"
+          % (served, size, len(gets)))
+    # the clients really overlapped with the upstream transfer
+    up_end = max(e["time"] + e["duration"] for e in gets)
+    late = [i for i, r in enumerate(readers) if r.t0 > up_end]
+    check(not late, "clients %s started after the upstream download ended" % late)
+    t.ok("verify")
+
+
+@serving(timeout=60)
+def test_first_client_streams(t):
+    size = 2 * 1000 * 1000
+    emu = t.emu([big_repo(**{"slow.bin": (size, 4)})])
+    data = lib.random_bytes(size, 4)
+    # every upstream connection for the file sends 128 KB, then waits 4 s
+    emu.faults([{"match": "slow.bin", "kind": "stall", "after": 131072, "seconds": 4, "times": -1}])
+    srv = upstream_server(t, emu)
+    t0 = time.time()
+    c = srv.conn(30)
+    c.request("GET", sl.resolve_url(BIG, "main", "slow.bin"))
+    r = c.getresponse()
+    check(r.status == 200, "status %d" % r.status)
+    check(r.getheader("Content-Length") in (None, str(size)), "Content-Length %r" % r.getheader("Content-Length"))
+    first = r.read1(65536)
+    t_first = time.time() - t0
+    check(first and first == data[:len(first)], "first chunk: %d wrong bytes" % len(first))
+    up = [e for e in emu.inflight() if e.get("file") == "slow.bin" and e["method"] == "GET"]
+    check(t_first < 3.5 and up, "the first bytes came after %.1fs, upstream transfers in flight: %s "
+          "(the server should stream while it downloads)" % (t_first, up))
+    rest = r.read()
+    c.close()
+    check(first + rest == data, "streamed file: %d bytes, differ from the source" % len(first + rest))
+    check_fetched_once(emu, {"slow.bin": data})
+    # a second client gets it from the store, at once
+    t1 = time.time()
+    check(srv.get(sl.resolve_url(BIG, "main", "slow.bin")).body == data, "second GET")
+    check(time.time() - t1 < 2, "second GET took %.1fs" % (time.time() - t1))
+
+
+@serving(timeout=60)
+def test_upstream_faults_never_reach_clients(t):
+    n = 3 * 1000 * 1000
+    emu = t.emu([big_repo(**{"drop.bin": (n, 5), "bad.bin": (n, 6), "busy.bin": (n, 8)})])
+    emu.faults([{"match": "drop.bin", "kind": "drop", "after": 1000000, "times": 1},
+                {"match": "bad.bin", "kind": "corrupt", "offset": 2000000, "times": 1},
+                {"match": "busy.bin", "kind": "status", "status": 503, "times": 1}])
+    srv = upstream_server(t, emu)
+    # a dropped or refused upstream connection is retried: the client sees nothing
+    for name, seed in (("drop.bin", 5), ("busy.bin", 8)):
+        r = sl.Reader(srv, sl.resolve_url(BIG, "main", name), timeout=30)
+        r.run()
+        data = lib.random_bytes(n, seed)
+        check(r.status == 200 and r.error is None and r.data == data,
+              "%s with an upstream fault: status %r, error %r, %d bytes, correct %s"
+              % (name, r.status, r.error, len(r.data), r.data == data))
+    # a corrupt upstream byte: the client gets the right file, or a cut
+    # connection (bytes were already streamed) - never a complete wrong file
+    good = lib.random_bytes(n, 6)
+    r = sl.Reader(srv, sl.resolve_url(BIG, "main", "bad.bin"), timeout=30)
+    r.run()
+    check(r.status in (200, None) or r.status >= 500, "bad.bin: status %r" % r.status)
+    if r.status == 200 and r.error is None:
+        check(r.data == good, "a corrupt upstream byte reached the client in a complete 200 response")
+    else:
+        check(len(r.data) < n, "bad.bin: error %r after all %d bytes" % (r.error, len(r.data)))
+    # no corrupt blob stays in the store, and the next client gets the right bytes
+    t.ok("verify")
+    r2 = srv.get(sl.resolve_url(BIG, "main", "bad.bin"), timeout=30)
+    check(r2.status == 200 and r2.body == good, "bad.bin on the second try: %r" % r2)
+    t.ok("verify")
+    # an upstream 404 is the Hub's 404
+    sl.check_hub_error(srv.get(sl.resolve_url(BIG, "main", "nope.bin")), 404, "EntryNotFound", "missing upstream file")
+    sl.check_hub_error(srv.get(sl.resolve_url(BIG, "nope", "small.txt")), 404, "RevisionNotFound", "missing upstream rev")
+    sl.check_hub_error(srv.get("/api/models/no-org/no-repo"), 404, "RepoNotFound", "missing upstream repo")
+    sl.check_hub_error(srv.get(sl.resolve_url("no-org/no-repo", "main", "x")), 404, "RepoNotFound",
+                       "missing upstream repo (resolve)")
+
+
+@serving(timeout=40)
+def test_pull_through_api_and_revisions(t):
+    emu = t.emu(sl.fixture_repos())
+    t.ok("pull", REVS, "-q")  # main is stored; refs/pr/1 and dev are not
+    srv = upstream_server(t, emu)
+    c = [lib.commit_id(REVS, i) for i in range(3)]
+    for rev, i in (("refs%2Fpr%2F1", 1), ("dev", 1), (c[0], 0)):
+        j = srv.json("/api/models/%s/revision/%s" % (REVS, rev))
+        check(j.get("sha") == c[i], "revision %s through upstream: sha %r" % (rev, j.get("sha")))
+        r = srv.get(sl.resolve_url(REVS, rev.replace("%2F", "/"), "version.txt"))
+        check(r.status == 200 and r.body == sl.revs_files(i)["version.txt"] and r.h("X-Repo-Commit") == c[i],
+              "version.txt at %s through upstream: %r" % (rev, r))
+    r = srv.post_json("/api/models/%s/paths-info/dev" % REVS, {"paths": ["w.bin"], "expand": True})
+    check(r.status == 200 and len(r.json()) == 1 and r.json()[0]["lfs"]["oid"]
+          == lib.sha256_bytes(sl.revs_files(1)["w.bin"]), "paths-info at dev through upstream: %r" % r)
+    pages, entries = sl.follow_pages(srv, "/api/models/%s/tree/dev?recursive=true" % REVS)
+    check({e["path"] for e in entries if e["type"] == "file"} == set(sl.revs_files(1)),
+          "tree at dev through upstream: %s" % entries)
+    # a model never stored, asked for its info first (as the clients do)
+    j = srv.json("/api/models/%s" % MODEL)
+    check(j.get("sha") == sl.main_commit(MODEL), "repo info through upstream: %r" % j)
+    t.ok("verify")
+
+
+@serving()
+def test_offline_never_contacts_upstream(t):
+    emu = t.emu(sl.fixture_repos())
+    t.ok("pull", MODEL, "-q")
+    emu.reset_log()
+    env = {"HF_ENDPOINT": emu.url}
+    srv = Server(t, "--offline", env=env)
+    checks = [("/api/models/" + REVS, "RepoNotFound"),
+              (sl.resolve_url(REVS, "main", "version.txt"), "RepoNotFound"),
+              ("/api/models/%s/revision/dev" % MODEL, "RevisionNotFound"),
+              (sl.resolve_url(MODEL, "dev", "config.json"), "RevisionNotFound"),
+              (sl.resolve_url(MODEL, "main", "nope.txt"), "EntryNotFound"),
+              ("/api/datasets/" + DATASET, "RepoNotFound")]
+
+    def run_checks(s):
+        for url, code in checks:
+            sl.check_hub_error(s.get(url), 404, code, "offline %s" % url)
+        check(s.get(sl.resolve_url(MODEL, "main", "config.json")).body == lib.sample_files()["config.json"],
+              "offline: a stored file")
+        time.sleep(0.3)
+        check(not emu.log(), "--offline contacted the upstream: %s"
+              % [(e["method"], e["path"]) for e in emu.log()][:5])
+
+    run_checks(srv)
+    srv.stop()
+    # --offline wins over --upstream (or the combination is refused up front)
+    try:
+        srv = Server(t, "--offline", "--upstream", emu.url, env=env)
+    except sl.NotStarted as e:
+        check(e.rc == 2 and "offline" in e.stderr.lower(),
+              "--offline --upstream neither served offline nor was refused as a usage error: %s" % e)
+        return
+    run_checks(srv)
+
+
+@serving(timeout=40)
+def test_allow_glob(t):
+    second = {"type": "model", "id": "other-org/second",
+              "commits": [{"files": {"s.txt": "second\n"}, "refs": ["main"]}]}
+    emu = t.emu(sl.fixture_repos() + [second])
+    t.ok("pull", OTHER, "-q")  # stored, but not allowed
+    emu.reset_log()
+    srv = upstream_server(t, emu, "--allow", "demo-org/*")
+    for url in ("/api/models/" + OTHER, sl.resolve_url(OTHER, "main", "other.txt"),
+                "/api/models/%s/tree/main" % OTHER, "/api/models/other-org/second",
+                sl.resolve_url("other-org/second", "main", "s.txt"), "/api/models/%s/refs" % OTHER):
+        sl.check_hub_error(srv.get(url), 404, "RepoNotFound", "--allow demo-org/*: %s" % url)
+        check(srv.head(url).status == 404 if "/resolve/" in url else True, "HEAD %s" % url)
+    r = srv.post_json("/api/models/%s/paths-info/main" % OTHER, {"paths": ["other.txt"]})
+    sl.check_hub_error(r, 404, "RepoNotFound", "--allow: paths-info of another repo")
+    # allowed ones are pulled through
+    check(srv.get(sl.resolve_url(MODEL, "main", "config.json")).body == lib.sample_files()["config.json"],
+          "an allowed repo through upstream")
+    check(srv.json("/api/datasets/" + DATASET).get("id") == DATASET, "an allowed dataset")
+    leaked = [e["path"] for e in emu.log() if "other-org" in e["path"] or "other-org" in (e.get("repo") or "")]
+    check(not leaked, "repos outside --allow were asked upstream: %s" % leaked)
+    srv.stop()
+    # several --allow
+    srv = upstream_server(t, emu, "--allow", "demo-org/*", "--allow", "other-org/sec*")
+    check(srv.get(sl.resolve_url("other-org/second", "main", "s.txt")).body == b"second\n",
+          "second --allow glob not honoured")
+    sl.check_hub_error(srv.get("/api/models/" + OTHER), 404, "RepoNotFound", "two --allow: %s" % OTHER)
+
+
+@serving(timeout=40)
+def test_tokens_upstream(t):
+    client, server_tok = "hf_ClientToken0123456789abcdef", "hf_ServerToken0123456789abcdef"
+    private = lib.sample_repo("demo-org/private", private=True, tokens=[server_tok])
+    emu = t.emu(sl.fixture_repos() + [private], tokens=[client])
+
+    def used(log):
+        return {e.get("authorization") for e in log if e["host"] == "api"}
+
+    # 1. no server token: the client's token is not forwarded
+    srv = upstream_server(t, emu, store=os.path.join(t.tmp, "s1"))
+    emu.reset_log()
+    r = srv.get(sl.resolve_url(MODEL, "main", "config.json"), token=client)
+    check(r.status == 200, "public file with a client token: %r" % r)
+    check(srv.get("/api/models/" + REVS, token=client).status == 200, "repo info with a client token")
+    check(used(emu.log()) == {None}, "upstream requests carried %s (client token forwarded?)" % used(emu.log()))
+    r = srv.get(sl.resolve_url("demo-org/private", "main", "config.json"), token=client)
+    check(r.status in (401, 403, 404) and lib.sample_files()["config.json"] not in r.body,
+          "a private repo without a server token: %r" % r)
+    srv.stop()
+    # 2. the server's own token (--token, then HF_TOKEN) goes upstream, never the client's
+    for args, env, store in ((("--token", server_tok), None, "s2"), ((), {"HF_TOKEN": server_tok}, "s3")):
+        srv = upstream_server(t, emu, *args, env=env, store=os.path.join(t.tmp, store))
+        emu.reset_log()
+        r = srv.get(sl.resolve_url("demo-org/private", "main", "config.json"), token=client)
+        check(r.status == 200 and r.body == lib.sample_files()["config.json"],
+              "private file with the server's token (%s): %r" % (args or "HF_TOKEN", r))
+        u = used(emu.log())
+        check("Bearer " + client not in u and "Bearer " + server_tok in u,
+              "upstream Authorization values %s, expected the server's token" % u)
+        cdn = [e["path"] for e in emu.log() if e["host"] == "cdn" and e["auth"]]
+        check(not cdn, "Authorization sent to the CDN: %s" % cdn)
+        srv.stop()
+    # 3. --forward-token: the client's token goes upstream
+    srv = upstream_server(t, emu, "--forward-token", store=os.path.join(t.tmp, "s4"))
+    emu.reset_log()
+    r = srv.get(sl.resolve_url(REVS, "main", "version.txt"), token=client)
+    check(r.status == 200, "--forward-token: %r" % r)
+    check(used(emu.log()) == {"Bearer " + client}, "--forward-token: upstream Authorization %s" % used(emu.log()))
