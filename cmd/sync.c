@@ -1,0 +1,120 @@
+/* sync.c - `hubmirror sync`: provision a machine from the lab's manifest. */
+#include <stdio.h>
+#include <string.h>
+#include "cmd.h"
+#include "../mirror/sync.h"
+
+static const struct cmd_opt opts[] = {
+	{"to", 'o', "DIR", 0, "also check every model out under DIR"},
+	{"layout", 0, "LAYOUT", 0, "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"},
+	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
+	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
+	CMD_NET_OPTS,
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static int run(struct cmd_env *env, struct cmd_args *a)
+{
+	struct sync_manifest m = {0};
+	struct sync_lock lock = {0};
+	struct sync_result r = {0};
+	struct sync_opts so = {0};
+	struct store *st = NULL;
+	struct fetch_client *fc = NULL;
+	const char *layout = cmd_opt(a, "layout");
+	char lockpath[4096];
+	enum hm_err err;
+	int rc = 0, locked = cmd_flag(a, "locked");
+
+	if (a->npos != 1)
+		return cmd_usage_error(&cmd_sync, a->npos ? "sync takes one manifest" : "missing MANIFEST");
+	so.to = cmd_opt(a, "to");
+	so.layout = STORE_LAYOUT_FILES;
+	if (layout && !strcmp(layout, "hf-cache"))
+		so.layout = STORE_LAYOUT_HF_CACHE;
+	else if (layout && strcmp(layout, "files"))
+		return cmd_usage_error(&cmd_sync, "unknown layout '%s': expected files or hf-cache", layout);
+	if (layout && !so.to)
+		return cmd_usage_error(&cmd_sync, "--layout needs --to DIR");
+	snprintf(lockpath, sizeof(lockpath), "%s", cmd_opt(a, "lock") ? cmd_opt(a, "lock") : "");
+	if (!lockpath[0])
+		snprintf(lockpath, sizeof(lockpath), "%s.lock", a->pos[0]);
+	if ((err = sync_manifest_load(&env->ctx, a->pos[0], &m)) ||
+	    (locked && (err = sync_lock_load(&env->ctx, lockpath, &lock))) || (err = cmd_client(env, a, &fc)) ||
+	    (err = cmd_open_store(env, &st))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	err = sync_run(&env->ctx, st, fc, &m, locked ? &lock : NULL, &so, &r);
+	cmd_progress_end();
+	/* a lock describes what a full, successful run installed */
+	if (!locked && !r.nfailed && !err) {
+		enum hm_err e2 = sync_lock_write(&env->ctx, lockpath, &m, &r);
+		if (e2) {
+			rc = cmd_error(env, e2);
+			goto out;
+		}
+	}
+	size_t downloaded = 0;
+	uint64_t bytes = 0;
+	for (size_t i = 0; i < r.n; i++) {
+		downloaded += r.v[i].files_downloaded;
+		bytes += r.v[i].bytes_downloaded;
+	}
+	if (env->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < r.n; i++)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "repo", m.v[i].repo,
+							     "type", m.v[i].type, "revision", r.v[i].commit, "status",
+							     r.v[i].status, "detail", r.v[i].detail, "files",
+							     (json_int_t)r.v[i].nfiles, "files_downloaded",
+							     (json_int_t)r.v[i].files_downloaded, "bytes_downloaded",
+							     (json_int_t)r.v[i].bytes_downloaded, "checked_out",
+							     r.v[i].checked_out));
+		cmd_print_json(json_pack("{s:o, s:I, s:I, s:I, s:s, s:b}", "models", arr, "failed", (json_int_t)r.nfailed,
+					 "files_downloaded", (json_int_t)downloaded, "bytes_downloaded", (json_int_t)bytes,
+					 "lockfile", lockpath, "locked", locked));
+	} else if (!env->quiet || r.nfailed) {
+		char h[32];
+		printf("%-40s %-12s %-12s %7s %10s  %s\n", "MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL");
+		for (size_t i = 0; i < r.n; i++)
+			printf("%-40s %-12.12s %-12s %7zu %10s  %s\n", m.v[i].repo, r.v[i].commit[0] ? r.v[i].commit : "-",
+			       r.v[i].status, r.v[i].nfiles, util_human_size(r.v[i].bytes_downloaded, h, sizeof(h)),
+			       r.v[i].detail);
+		if (!r.nfailed && !downloaded)
+			printf("everything is up to date: nothing was downloaded\n");
+		else
+			printf("%zu model(s), %zu failed; %zu file(s) downloaded (%s)%s%s\n", r.n, r.nfailed, downloaded,
+			       util_human_size(bytes, h, sizeof(h)), !locked && !r.nfailed ? "; wrote " : "",
+			       !locked && !r.nfailed ? lockpath : "");
+	}
+	if (err)
+		rc = cmd_error(env, err);
+	else if (r.nfailed) {
+		fprintf(stderr, "hubmirror: error: %zu of %zu model(s) failed%s\n", r.nfailed, r.n,
+			locked ? "" : " (the lockfile was not updated)");
+		rc = 1;
+	}
+out:
+	sync_result_release(&r);
+	sync_lock_free(&lock);
+	sync_manifest_free(&m);
+	store_close(st);
+	fetch_client_free(fc);
+	return rc;
+}
+
+const struct cmd cmd_sync = {
+	"sync", "MANIFEST [--to DIR] [--layout files|hf-cache] [--locked]",
+	"Provision this machine from the lab's manifest, pinned by MANIFEST.lock.",
+	"MANIFEST lists one model a line: REPO[@REV] [type=model|dataset] [include=GLOB,...]\n"
+	"[exclude=GLOB,...] [convert=TYPE] [smoke=yes]; '#' starts a comment. sync pulls\n"
+	"what is missing (typically from the lab's 'hubmirror serve' via --endpoint),\n"
+	"verifies it, checks every model out under --to (hard links; the hf-cache layout\n"
+	"lets the lab's tools run with HF_HUB_OFFLINE=1), then writes MANIFEST.lock: each\n"
+	"repo's commit and every file's path, size and SHA-256. --locked installs exactly\n"
+	"the lock. A model that fails does not stop the others; the exit status is 1 if\n"
+	"any failed. convert= and smoke= need capabilities this build does not have yet:\n"
+	"such models fail with that reason.",
+	opts, run,
+};
