@@ -84,6 +84,12 @@ static const char *const migrations[] = {
 	"  started_at INTEGER NOT NULL);"
 	"CREATE INDEX served_started_at ON served(started_at);"
 	"CREATE INDEX served_repo ON served(repo);",
+	/* v3: covering indexes for `hubmirror stats`: a time range (or everything)
+	 * is read from the index alone, about half the pages of the table */
+	"CREATE INDEX downloads_stats ON downloads(started_at, repo_type, repo, path, endpoint, bytes,"
+	"  seconds, retries, result);"
+	"CREATE INDEX served_stats ON served(started_at, kind, method, repo_type, repo, path, client,"
+	"  status, bytes, seconds, cache);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -63,10 +63,18 @@ out:
 	" count(*), count(*) FILTER (WHERE kind = 'file'), coalesce(sum(bytes), 0),"          \
 	" count(*) FILTER (WHERE cache = 'hit'), count(*) FILTER (WHERE cache = 'miss'),"     \
 	" count(*) FILTER (WHERE status >= 400), coalesce(sum(seconds), 0) FROM served"       \
-	" WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR repo_type = ?2)"
+	" WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR repo_type = ?2)"             \
+	" AND started_at >= ?3 AND started_at < ?4"
 
 enum hm_err store_served_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
 			       struct store_served_row **out, size_t *n)
+{
+	return store_served_stats_range(ctx, st, repo, INT64_MIN, INT64_MAX, out, n);
+}
+
+enum hm_err store_served_stats_range(struct hm_ctx *ctx, struct store *st, const char *repo,
+				     int64_t since, int64_t until, struct store_served_row **out,
+				     size_t *n)
 {
 	/* requests that named no repo have no key: they count in the total only */
 	static const char *const sql[2] = {
@@ -93,6 +101,8 @@ enum hm_err store_served_stats(struct hm_ctx *ctx, struct store *st, const char 
 			sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
 		if (type)
 			sqlite3_bind_text(q, 2, type, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(q, 3, since);
+		sqlite3_bind_int64(q, 4, until);
 		while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 			struct store_served_row *row;
 			if (len == cap) {

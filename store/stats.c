@@ -1,6 +1,13 @@
-/* stats.c - per-repo transfer statistics from the downloads table. */
+/* stats.c - transfer statistics (downloads and served files: totals,
+ * breakdowns, throughput percentiles) and store usage (du). */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include "store-int.h"
 #include "../util/util.h"
 
@@ -102,4 +109,853 @@ void store_stats_free(struct store_stats_row *v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(v[i].key);
 	free(v);
+}
+
+/* ---- --since / --until ---- */
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* Reads exactly n digits at *p. */
+static int digits(const char **p, int n, int *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (**p < '0' || **p > '9')
+			return -1;
+		*v = *v * 10 + (**p - '0');
+	}
+	return 0;
+}
+
+static int parse_iso(const char *s, int upper, int64_t *out)
+{
+	const char *p = s;
+	int y, mo, d, h = 0, mi = 0, sec = 0, tzh = 0, tzm = 0, sign = 0;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+	if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
+		return -1;
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+	    (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)))
+		return -1;
+	if (!*p) {
+		/* a day as an upper bound includes that day */
+		*out = (days_from_civil(y, mo, d) + (upper ? 1 : 0)) * 86400;
+		return 0;
+	}
+	if ((*p != 'T' && *p != 't' && *p != ' ') || (p++, digits(&p, 2, &h)) || *p++ != ':' || digits(&p, 2, &mi))
+		return -1;
+	if (*p == ':') {
+		p++;
+		if (digits(&p, 2, &sec))
+			return -1;
+		if (*p == '.' || *p == ',') {
+			p++;
+			if (*p < '0' || *p > '9')
+				return -1;
+			while (*p >= '0' && *p <= '9')
+				p++;
+		}
+	}
+	if (h > 23 || mi > 59 || sec > 60)
+		return -1;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p++ == '-' ? -1 : 1;
+		if (digits(&p, 2, &tzh))
+			return -1;
+		if (*p == ':')
+			p++;
+		if (digits(&p, 2, &tzm) || tzh > 23 || tzm > 59)
+			return -1;
+	}
+	if (*p)
+		return -1;
+	*out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - sign * (tzh * 3600 + tzm * 60);
+	return 0;
+}
+
+enum hm_err store_parse_time(struct hm_ctx *ctx, const char *s, int64_t now, int upper, int64_t *out)
+{
+	const char *p = s;
+	int64_t n = 0;
+
+	if (!s || !*s)
+		return hm_fail(ctx, HM_ERR_USAGE, "empty time");
+	while (*p >= '0' && *p <= '9') {
+		if (n > (INT64_MAX - 9) / 10 / 604800)
+			return hm_fail(ctx, HM_ERR_USAGE, "time '%s' is out of range", s);
+		n = n * 10 + (*p++ - '0');
+	}
+	if (p > s && !*p) {
+		*out = n;
+		return HM_OK;
+	}
+	if (p > s && p[1] == '\0' && strchr("smhdw", *p)) {
+		static const int64_t unit[] = {1, 60, 3600, 86400, 604800};
+		*out = now - n * unit[strchr("smhdw", *p) - "smhdw"];
+		return HM_OK;
+	}
+	if (parse_iso(s, upper, out) == 0)
+		return HM_OK;
+	return hm_fail(ctx, HM_ERR_USAGE, "cannot read time '%s': expected YYYY-MM-DD, an ISO-8601 time"
+		       " (2024-05-01T12:00:00Z), unix seconds, or a span like 7d, 24h, 30m", s);
+}
+
+/* ---- the report ---- */
+
+/* A group of transfers with the same key while scanning. */
+struct grp {
+	char *k;          /* key bytes (may hold a NUL: file keys are "type:name\0path") */
+	size_t klen;
+	uint32_t slot;    /* index among the chosen rows, or NONE */
+	struct store_agg a;
+};
+#define NONE UINT32_MAX
+
+struct gmap {
+	struct grp *g;
+	size_t n, cap;
+	uint32_t *tab;    /* open addressing: index + 1, 0 = empty */
+	size_t tcap;      /* power of two */
+};
+
+static uint64_t hash_bytes(const char *k, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)k[i];
+		h *= 1099511628211ULL;
+	}
+	return h ^ (h >> 29);
+}
+
+/* Index of the group for key k (made when new); -1 when out of memory. */
+static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
+{
+	uint64_t h = hash_bytes(k, n);
+	size_t i;
+
+	if ((m->n + 1) * 2 > m->tcap) {
+		size_t nt = m->tcap ? m->tcap * 2 : 256;
+		uint32_t *t = calloc(nt, sizeof(*t));
+		if (!t)
+			return -1;
+		for (size_t j = 0; j < m->n; j++) {
+			size_t p = hash_bytes(m->g[j].k, m->g[j].klen) & (nt - 1);
+			while (t[p])
+				p = (p + 1) & (nt - 1);
+			t[p] = (uint32_t)j + 1;
+		}
+		free(m->tab);
+		m->tab = t;
+		m->tcap = nt;
+	}
+	for (i = h & (m->tcap - 1); m->tab[i]; i = (i + 1) & (m->tcap - 1)) {
+		struct grp *g = &m->g[m->tab[i] - 1];
+		if (g->klen == n && !memcmp(g->k, k, n))
+			return m->tab[i] - 1;
+	}
+	if (m->n == m->cap) {
+		size_t nc = m->cap ? m->cap * 2 : 64;
+		void *p = realloc(m->g, nc * sizeof(*m->g));
+		if (!p)
+			return -1;
+		m->g = p;
+		m->cap = nc;
+	}
+	struct grp *g = &m->g[m->n];
+	memset(g, 0, sizeof(*g));
+	if (!(g->k = malloc(n ? n : 1)))
+		return -1;
+	memcpy(g->k, k, n);
+	g->klen = n;
+	g->slot = NONE;
+	m->tab[i] = (uint32_t)m->n + 1;
+	return (int64_t)m->n++;
+}
+
+static void gmap_release(struct gmap *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		free(m->g[i].k);
+	free(m->g);
+	free(m->tab);
+	memset(m, 0, sizeof(*m));
+}
+
+/* One transfer as read from either table. */
+struct xfer {
+	const char *type, *repo, *path, *peer;
+	int64_t started_at;
+	uint64_t bytes, retries;
+	double seconds;
+	int failed, hit, miss, serve;
+};
+
+struct scan {
+	const struct store_stats_query *q;
+	struct gmap m[STORE_BY_N];
+	struct gmap pulls;
+	struct store_agg pulls_total;
+	double *rates;            /* per transfer with a rate, in scan order */
+	uint32_t *gid[STORE_BY_N];/* its group in each breakdown */
+	size_t nrates, caprates;
+	struct store_agg total;
+	char *kbuf;
+	size_t kcap;
+};
+
+static void agg_add(struct store_agg *a, const struct xfer *x, int rated)
+{
+	a->count++;
+	a->bytes += x->bytes;
+	a->retries += x->retries;
+	a->failures += (uint64_t)x->failed;
+	a->hits += (uint64_t)x->hit;
+	a->misses += (uint64_t)x->miss;
+	a->seconds += x->seconds;
+	a->nrates += (uint64_t)rated;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - ((a % b) != 0 && ((a < 0) != (b < 0)));
+}
+
+/* Builds the key of x in breakdown by into s->kbuf; returns its length, or -1. */
+static int64_t make_key(struct scan *s, enum store_by by, const struct xfer *x)
+{
+	size_t lt = strlen(x->type), lr = strlen(x->repo), lp = strlen(x->path), le = strlen(x->peer);
+	size_t need = lt + lr + lp + le + 16;
+	char *k;
+	if (need > s->kcap) {
+		char *p = realloc(s->kbuf, need * 2);
+		if (!p)
+			return -1;
+		s->kbuf = p;
+		s->kcap = need * 2;
+	}
+	k = s->kbuf;
+	switch (by) {
+	case STORE_BY_DAY: {
+		int64_t day = floor_div(x->started_at, 86400);
+		memcpy(k, &day, sizeof(day));
+		return (int64_t)sizeof(day);
+	}
+	case STORE_BY_ENDPOINT:
+		k[0] = x->serve ? 's' : 'p';
+		memcpy(k + 1, x->peer, le);
+		return (int64_t)le + 1;
+	case STORE_BY_FILE:
+	case STORE_BY_REPO:
+	default:
+		memcpy(k, x->type, lt);
+		k[lt] = ':';
+		memcpy(k + lt + 1, x->repo, lr);
+		if (by == STORE_BY_REPO)
+			return (int64_t)(lt + 1 + lr);
+		k[lt + 1 + lr] = '\0';
+		memcpy(k + lt + 2 + lr, x->path, lp);
+		return (int64_t)(lt + 2 + lr + lp);
+	}
+}
+
+static int scan_add(struct scan *s, const struct xfer *x)
+{
+	int rated = x->bytes > 0 && x->seconds > 0;
+	if (rated && s->nrates == s->caprates) {
+		size_t nc = s->caprates ? s->caprates * 2 : 4096;
+		void *p = realloc(s->rates, nc * sizeof(*s->rates));
+		if (!p)
+			return -1;
+		s->rates = p;
+		for (int b = 0; b < STORE_BY_N; b++) {
+			if (!(s->q->want & (1u << b)))
+				continue;
+			if (!(p = realloc(s->gid[b], nc * sizeof(*s->gid[b]))))
+				return -1;
+			s->gid[b] = p;
+		}
+		s->caprates = nc;
+	}
+	for (int b = 0; b < STORE_BY_N; b++) {
+		int64_t len, g;
+		if (!(s->q->want & (1u << b)))
+			continue;
+		if ((len = make_key(s, (enum store_by)b, x)) < 0 || (g = gmap_get(&s->m[b], s->kbuf, (size_t)len)) < 0)
+			return -1;
+		agg_add(&s->m[b].g[g].a, x, rated);
+		if (rated)
+			s->gid[b][s->nrates] = (uint32_t)g;
+	}
+	if (s->q->pulls && !x->serve) {
+		int64_t len, g;
+		if ((len = make_key(s, STORE_BY_REPO, x)) < 0 || (g = gmap_get(&s->pulls, s->kbuf, (size_t)len)) < 0)
+			return -1;
+		agg_add(&s->pulls.g[g].a, x, 0);
+		agg_add(&s->pulls_total, x, 0);
+	}
+	agg_add(&s->total, x, rated);
+	if (rated)
+		s->rates[s->nrates++] = (double)x->bytes / x->seconds;
+	return 0;
+}
+
+static const char *col_text(sqlite3_stmt *q, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(q, i);
+	return t ? t : "";
+}
+
+/* Appends the repo and time conditions of the query (bound as ?1..?4). */
+static void where_range(char *sql, size_t len, const struct store_stats_query *q, const char *name,
+			const char *type)
+{
+	size_t n = strlen(sql);
+	snprintf(sql + n, len - n, "%s%s%s%s", name ? " AND repo = ?1" : "", type ? " AND repo_type = ?2" : "",
+		 q->since != INT64_MIN ? " AND started_at >= ?3" : "", q->until != INT64_MAX ? " AND started_at < ?4" : "");
+}
+
+static enum hm_err scan_table(struct hm_ctx *ctx, struct store *st, struct scan *s, int serve,
+			      const char *name, const char *type)
+{
+	char sql[512];
+	sqlite3_stmt *q = NULL;
+	enum hm_err err;
+	int rc;
+
+	/* the columns of the covering indexes downloads_stats / served_stats */
+	snprintf(sql, sizeof(sql), "%s", serve
+		 ? "SELECT repo_type, repo, path, client, bytes, seconds, status, cache, started_at FROM served"
+		   " WHERE kind = 'file' AND method = 'GET'"
+		 : "SELECT repo_type, repo, path, endpoint, bytes, seconds, retries, result, started_at FROM downloads"
+		   " WHERE 1");
+	where_range(sql, sizeof(sql), s->q, name, type);
+	if ((err = store_prepare(ctx, st, sql, &q)))
+		return err;
+	if (name)
+		sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	if (type)
+		sqlite3_bind_text(q, 2, type, -1, SQLITE_STATIC);
+	if (s->q->since != INT64_MIN)
+		sqlite3_bind_int64(q, 3, s->q->since);
+	if (s->q->until != INT64_MAX)
+		sqlite3_bind_int64(q, 4, s->q->until);
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct xfer x;
+		int64_t b = sqlite3_column_int64(q, 4);
+		const char *r7 = col_text(q, 7);
+		memset(&x, 0, sizeof(x));
+		x.type = col_text(q, 0);
+		x.repo = col_text(q, 1);
+		x.path = col_text(q, 2);
+		x.peer = col_text(q, 3);
+		x.bytes = b > 0 ? (uint64_t)b : 0;
+		x.seconds = sqlite3_column_double(q, 5);
+		if (x.seconds < 0)
+			x.seconds = 0;
+		x.started_at = sqlite3_column_int64(q, 8);
+		x.serve = serve;
+		if (serve) {
+			x.failed = sqlite3_column_int(q, 6) >= 400;
+			x.hit = !strcmp(r7, "hit");
+			x.miss = !strcmp(r7, "miss");
+		} else {
+			int64_t r = sqlite3_column_int64(q, 6);
+			x.retries = r > 0 ? (uint64_t)r : 0;
+			x.failed = !strcmp(r7, "failed");
+		}
+		if (scan_add(s, &x)) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
+			break;
+		}
+		if ((s->total.count & 0xffff) == 0 && hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+			break;
+		}
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = store_db_fail(ctx, st, "read statistics");
+	sqlite3_finalize(q);
+	return err;
+}
+
+/* The k-th smallest of v[0..n) (0-based); reorders v so that v[i] <= v[k] for i < k. */
+static double kth(double *v, size_t n, size_t k)
+{
+	size_t lo = 0, hi = n; /* the answer is in v[lo..hi) */
+	while (hi - lo > 1) {
+		double a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1], pivot, t;
+		size_t lt = lo, i = lo, gt = hi;
+		/* median of three; a three-way partition copes with many equal values */
+		pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+		while (i < gt) {
+			if (v[i] < pivot) {
+				t = v[i], v[i] = v[lt], v[lt] = t;
+				i++, lt++;
+			} else if (v[i] > pivot) {
+				gt--;
+				t = v[i], v[i] = v[gt], v[gt] = t;
+			} else {
+				i++;
+			}
+		}
+		if (k < lt)
+			hi = lt;
+		else if (k >= gt)
+			lo = gt;
+		else
+			return pivot;
+	}
+	return v[k];
+}
+
+static void percentiles(double *v, size_t n, struct store_agg *a)
+{
+	size_t k;
+	a->median_rate = a->p95_rate = 0;
+	if (!n)
+		return;
+	/* nearest rank: the smallest value with at least 95% of values <= it */
+	k = (95 * n + 99) / 100 - 1;
+	a->p95_rate = kth(v, n, k);
+	k = n / 2;
+	a->median_rate = kth(v, n, k);
+	if (n % 2 == 0) {
+		double below = v[0];
+		for (size_t i = 1; i < k; i++)
+			if (v[i] > below)
+				below = v[i];
+		a->median_rate = (below + a->median_rate) / 2;
+	}
+}
+
+static int cmp_key(const struct grp *a, const struct grp *b, enum store_by by)
+{
+	size_t n = a->klen < b->klen ? a->klen : b->klen;
+	int c;
+	if (by == STORE_BY_DAY) {
+		int64_t x, y;
+		memcpy(&x, a->k, sizeof(x));
+		memcpy(&y, b->k, sizeof(y));
+		return (x > y) - (x < y);
+	}
+	c = memcmp(a->k, b->k, n);
+	return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+/* Ordering of the rows: 1 when a comes before b. */
+static int before(const struct grp *a, const struct grp *b, enum store_by by, int by_key)
+{
+	if (!by_key && a->a.bytes != b->a.bytes)
+		return a->a.bytes > b->a.bytes;
+	return cmp_key(a, b, by) < 0;
+}
+
+struct sort_ctx {
+	struct grp *g;
+	enum store_by by;
+	int by_key;
+};
+
+static void sift_down(uint32_t *h, size_t n, size_t i, const struct sort_ctx *c)
+{
+	/* a heap whose root is the row that comes last */
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < n && before(&c->g[h[m]], &c->g[h[l]], c->by, c->by_key))
+			m = l;
+		if (r < n && before(&c->g[h[m]], &c->g[h[r]], c->by, c->by_key))
+			m = r;
+		if (m == i)
+			return;
+		uint32_t t = h[i];
+		h[i] = h[m];
+		h[m] = t;
+		i = m;
+	}
+}
+
+/* Chooses the first top rows (all when top is 0) of m, in order, into idx; returns how many. */
+static size_t choose(const struct gmap *m, enum store_by by, int by_key, size_t top, uint32_t *idx)
+{
+	struct sort_ctx c = {m->g, by, by_key};
+	size_t k = top && top < m->n ? top : m->n, n = 0;
+	/* a bounded heap: O(groups * log top) however many groups there are */
+	for (size_t i = 0; i < m->n; i++) {
+		if (n < k) {
+			idx[n++] = (uint32_t)i;
+			if (n == k)
+				for (size_t j = k / 2 + 1; j-- > 0;)
+					sift_down(idx, n, j, &c);
+		} else if (k && before(&m->g[i], &m->g[idx[0]], by, by_key)) {
+			idx[0] = (uint32_t)i;
+			sift_down(idx, n, 0, &c);
+		}
+	}
+	if (n < k || n == 0)
+		for (size_t j = n / 2 + 1; j-- > 0;)
+			sift_down(idx, n, j, &c);
+	/* heap sort: pop the last row to the end */
+	for (size_t end = n; end > 1; end--) {
+		uint32_t t = idx[0];
+		idx[0] = idx[end - 1];
+		idx[end - 1] = t;
+		sift_down(idx, end - 1, 0, &c);
+	}
+	return n;
+}
+
+static void day_text(int64_t day, char *buf, size_t len)
+{
+	time_t t = (time_t)(day * 86400);
+	struct tm tm;
+	if (gmtime_r(&t, &tm))
+		strftime(buf, len, "%Y-%m-%d", &tm);
+	else
+		snprintf(buf, len, "day %lld", (long long)day);
+}
+
+/* Moves group g into the row out (key strings made from the key bytes). */
+static int fill_row(struct grp *g, enum store_by by, struct store_agg *out)
+{
+	*out = g->a;
+	out->key = out->path = NULL;
+	out->source = NULL;
+	if (by == STORE_BY_DAY) {
+		char buf[32];
+		memcpy(&out->day, g->k, sizeof(out->day));
+		day_text(out->day, buf, sizeof(buf));
+		out->day *= 86400;
+		return (out->key = util_strdup(buf)) ? 0 : -1;
+	}
+	if (by == STORE_BY_ENDPOINT) {
+		out->source = g->k[0] == 's' ? "serve" : "pull";
+		return (out->key = util_strndup(g->k + 1, g->klen - 1)) ? 0 : -1;
+	}
+	if (by == STORE_BY_FILE) {
+		size_t n = strlen(g->k); /* up to the NUL between repo and path */
+		if (!(out->key = util_strndup(g->k, n)))
+			return -1;
+		return (out->path = util_strndup(g->k + n + 1, g->klen - n - 1)) ? 0 : -1;
+	}
+	return (out->key = util_strndup(g->k, g->klen)) ? 0 : -1;
+}
+
+static int finish_breakdown(struct scan *s, enum store_by by, struct store_report *r)
+{
+	struct gmap *m = &s->m[by];
+	uint32_t *idx = NULL;
+	size_t *off = NULL, k, total = 0;
+	double *tmp = NULL;
+	int ret = -1;
+
+	r->nkeys[by] = m->n;
+	if (!(idx = malloc((m->n ? m->n : 1) * sizeof(*idx))))
+		goto out;
+	k = choose(m, by, s->q->by_key, s->q->top, idx);
+	if (!(r->by[by] = calloc(k ? k : 1, sizeof(*r->by[by]))) || !(off = calloc(k + 1, sizeof(*off))))
+		goto out;
+	for (size_t i = 0; i < k; i++) {
+		m->g[idx[i]].slot = (uint32_t)i;
+		off[i] = total;
+		total += m->g[idx[i]].a.nrates;
+	}
+	off[k] = total;
+	/* gather the rates of the chosen rows, each row's together */
+	if (!(tmp = malloc((total ? total : 1) * sizeof(*tmp))))
+		goto out;
+	{
+		size_t *pos = calloc(k + 1, sizeof(*pos));
+		if (!pos)
+			goto out;
+		memcpy(pos, off, (k + 1) * sizeof(*pos));
+		for (size_t i = 0; i < s->nrates; i++) {
+			uint32_t sl = m->g[s->gid[by][i]].slot;
+			if (sl != NONE)
+				tmp[pos[sl]++] = s->rates[i];
+		}
+		free(pos);
+	}
+	for (size_t i = 0; i < k; i++) {
+		struct store_agg *row = &r->by[by][i];
+		if (fill_row(&m->g[idx[i]], by, row))
+			goto out;
+		r->nby[by] = i + 1;
+		percentiles(tmp + off[i], off[i + 1] - off[i], row);
+	}
+	ret = 0;
+out:
+	free(idx);
+	free(off);
+	free(tmp);
+	return ret;
+}
+
+static int cmp_grp_key(const void *a, const void *b)
+{
+	return cmp_key(a, b, STORE_BY_REPO);
+}
+
+static int finish_pulls(struct scan *s, struct store_report *r)
+{
+	struct gmap *m = &s->pulls;
+	struct store_stats_row *v = calloc(m->n + 1, sizeof(*v));
+	if (!v)
+		return -1;
+	/* the keys are not needed any more: sorting moves them with their rows */
+	qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
+	free(m->tab);
+	m->tab = NULL;
+	m->tcap = 0;
+	r->pulls = v;
+	for (size_t i = 0; i <= m->n; i++) {
+		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->pulls_total;
+		if (i < m->n && !(v[i].key = util_strndup(m->g[i].k, m->g[i].klen)))
+			return -1;
+		r->npulls = i + 1;
+		v[i].files = a->count - a->failures;
+		v[i].bytes = a->bytes;
+		v[i].failures = a->failures;
+		v[i].retries = a->retries;
+		v[i].seconds = a->seconds;
+	}
+	return 0;
+}
+
+enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct store_stats_query *q,
+			 struct store_report *out)
+{
+	struct scan s;
+	enum hm_err err;
+	char *type = NULL;
+	const char *name = NULL;
+
+	memset(out, 0, sizeof(*out));
+	memset(&s, 0, sizeof(s));
+	s.q = q;
+	if ((err = store_flush(ctx, st)))
+		return err;
+	if ((err = store_stats_filter(ctx, q->repo, &type, &name)))
+		return err;
+	/* one read transaction: both tables from the same snapshot */
+	if ((err = store_exec(ctx, st, "BEGIN")))
+		goto out;
+	err = scan_table(ctx, st, &s, 0, name, type);
+	if (!err)
+		err = scan_table(ctx, st, &s, 1, name, type);
+	store_rollback(st);
+	if (err)
+		goto out;
+	for (int b = 0; b < STORE_BY_N; b++)
+		if ((q->want & (1u << b)) && finish_breakdown(&s, (enum store_by)b, out))
+			goto nomem;
+	if (q->pulls && finish_pulls(&s, out))
+		goto nomem;
+	out->total = s.total;
+	percentiles(s.rates, s.nrates, &out->total);
+	goto out;
+nomem:
+	err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
+out:
+	for (int b = 0; b < STORE_BY_N; b++) {
+		gmap_release(&s.m[b]);
+		free(s.gid[b]);
+	}
+	gmap_release(&s.pulls);
+	free(s.rates);
+	free(s.kbuf);
+	free(type);
+	return err;
+}
+
+void store_report_release(struct store_report *r)
+{
+	if (!r)
+		return;
+	for (int b = 0; b < STORE_BY_N; b++) {
+		for (size_t i = 0; i < r->nby[b]; i++) {
+			free(r->by[b][i].key);
+			free(r->by[b][i].path);
+		}
+		free(r->by[b]);
+	}
+	store_stats_free(r->pulls, r->npulls);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ---- du ---- */
+
+/* Adds the sizes of the regular files under dir (depth levels deep) to *bytes and *n. */
+static void sum_files(const char *dir, int depth, const char *suffix, uint64_t *bytes, uint64_t *n)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[PATH_MAX];
+	struct stat sb;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path) ||
+		    lstat(path, &sb) < 0)
+			continue;
+		if (S_ISDIR(sb.st_mode) && depth > 0) {
+			sum_files(path, depth - 1, suffix, bytes, n);
+		} else if (S_ISREG(sb.st_mode)) {
+			size_t l = strlen(e->d_name), ls = suffix ? strlen(suffix) : 0;
+			if (suffix && (l < ls || strcmp(e->d_name + l - ls, suffix)))
+				continue;
+			*bytes += (uint64_t)sb.st_size;
+			(*n)++;
+		}
+	}
+	closedir(d);
+}
+
+static int cmp_du_unique(const void *a, const void *b)
+{
+	const struct store_du_repo *x = a, *y = b;
+	if (x->unique != y->unique)
+		return x->unique < y->unique ? 1 : -1;
+	return strcmp(x->key, y->key);
+}
+
+static int cmp_du_logical(const void *a, const void *b)
+{
+	const struct store_du_repo *x = a, *y = b;
+	if (x->logical != y->logical)
+		return x->logical < y->logical ? 1 : -1;
+	return strcmp(x->key, y->key);
+}
+
+static void du_repos_free(struct store_du_repo *v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i].key);
+	free(v);
+}
+
+/* A copy of the first n rows of v (keys duplicated). */
+static struct store_du_repo *du_head(const struct store_du_repo *v, size_t n)
+{
+	struct store_du_repo *c = calloc(n ? n : 1, sizeof(*c));
+	if (!c)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		c[i] = v[i];
+		if (!(c[i].key = util_strdup(v[i].key))) {
+			du_repos_free(c, i);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct store_du *out)
+{
+	static const char *const sql[2] = {
+		"SELECT coalesce(sum(f.size), 0), (SELECT coalesce(sum(size), 0) FROM blobs WHERE sha256 IN"
+		" (SELECT sha256 FROM files)) FROM files f",
+		/* per repo: logical bytes, bytes of its distinct blobs, revisions */
+		"SELECT r.type || ':' || r.name,"
+		" (SELECT coalesce(sum(f.size), 0) FROM revisions v JOIN files f ON f.revision_id = v.id"
+		"  WHERE v.repo_id = r.id),"
+		" (SELECT coalesce(sum(size), 0) FROM (SELECT DISTINCT f.sha256, f.size FROM revisions v"
+		"  JOIN files f ON f.revision_id = v.id WHERE v.repo_id = r.id)),"
+		" (SELECT count(*) FROM revisions v WHERE v.repo_id = r.id)"
+		" FROM repos r",
+	};
+	enum hm_err err;
+	sqlite3_stmt *q = NULL;
+	struct store_du_repo *v = NULL;
+	size_t len = 0, cap = 0, k;
+	char path[PATH_MAX];
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((err = store_flush(ctx, st)))
+		return err;
+	snprintf(path, sizeof(path), "%s/blobs", st->dir);
+	sum_files(path, 2, NULL, &out->disk, &out->nblobs);
+	snprintf(path, sizeof(path), "%s/tmp", st->dir);
+	sum_files(path, 0, ".part", &out->partial, &out->npartial);
+	if ((err = store_exec(ctx, st, "BEGIN")))
+		return err;
+	if ((err = store_prepare(ctx, st, sql[0], &q)))
+		goto out;
+	if (sqlite3_step(q) != SQLITE_ROW) {
+		err = store_db_fail(ctx, st, "read store usage");
+		goto out;
+	}
+	out->logical = (uint64_t)sqlite3_column_int64(q, 0);
+	out->unique = (uint64_t)sqlite3_column_int64(q, 1);
+	out->saved = out->logical > out->unique ? out->logical - out->unique : 0;
+	sqlite3_finalize(q);
+	if ((err = store_prepare(ctx, st, sql[1], &q)))
+		goto out;
+	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+		if (len == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			void *p = realloc(v, nc * sizeof(*v));
+			if (!p)
+				goto nomem;
+			v = p;
+			cap = nc;
+		}
+		memset(&v[len], 0, sizeof(v[len]));
+		if (!(v[len].key = util_strdup(col_text(q, 0))))
+			goto nomem;
+		v[len].logical = (uint64_t)sqlite3_column_int64(q, 1);
+		v[len].unique = (uint64_t)sqlite3_column_int64(q, 2);
+		v[len].nrevisions = (size_t)sqlite3_column_int64(q, 3);
+		len++;
+	}
+	if (rc != SQLITE_DONE) {
+		err = store_db_fail(ctx, st, "read store usage");
+		goto out;
+	}
+	out->nrepos = len;
+	k = top && top < len ? top : len;
+	qsort(v, len, sizeof(*v), cmp_du_unique);
+	if (!(out->by_unique = du_head(v, k)))
+		goto nomem;
+	out->nby_unique = k;
+	qsort(v, len, sizeof(*v), cmp_du_logical);
+	if (!(out->by_logical = du_head(v, k)))
+		goto nomem;
+	out->nby_logical = k;
+	goto out;
+nomem:
+	err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading store usage");
+out:
+	sqlite3_finalize(q);
+	store_rollback(st);
+	du_repos_free(v, len);
+	return err;
+}
+
+void store_du_release(struct store_du *d)
+{
+	if (!d)
+		return;
+	du_repos_free(d->by_unique, d->nby_unique);
+	du_repos_free(d->by_logical, d->nby_logical);
+	memset(d, 0, sizeof(*d));
 }

@@ -204,4 +204,83 @@ enum hm_err store_served_stats(struct hm_ctx *ctx, struct store *st, const char 
 			       struct store_served_row **out, size_t *n) HM_MUST_CHECK;
 void store_served_stats_free(struct store_served_row *v, size_t n);
 
+/* ---- statistics report and housekeeping (stats.c; `hubmirror stats`, `du`) ---- */
+
+/* Breakdowns of a report. */
+enum store_by { STORE_BY_REPO, STORE_BY_FILE, STORE_BY_DAY, STORE_BY_ENDPOINT, STORE_BY_N };
+
+/* What a report covers. Transfers are downloads rows (pulls) and served
+ * rows of kind "file" answered to a GET (`serve`). */
+struct store_stats_query {
+	const char *repo;       /* "type:name" or "name"; NULL = all */
+	int64_t since, until;   /* started_at in [since, until); INT64_MIN / INT64_MAX = open */
+	size_t top;             /* rows per breakdown, largest bytes first; 0 = all */
+	unsigned want;          /* (1u << STORE_BY_x) for each breakdown to compute */
+	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
+	int pulls;              /* also fill the report's per-repo download rows */
+};
+
+/* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
+ * seconds > 0: median (mean of the middle two when even) and p95 (nearest
+ * rank), 0 when there is none. */
+struct store_agg {
+	char *key;              /* repo and file: "type:name"; day "YYYY-MM-DD" (UTC);
+				   endpoint: host (pulls) or client address (serve); NULL: total */
+	char *path;             /* STORE_BY_FILE: the file; else NULL */
+	const char *source;     /* STORE_BY_ENDPOINT: "pull" | "serve"; else NULL (static) */
+	int64_t day;            /* STORE_BY_DAY: unix seconds of 00:00 UTC */
+	uint64_t count;         /* transfers, failed ones included */
+	uint64_t bytes, retries, failures, hits, misses, nrates;
+	double seconds, median_rate, p95_rate;
+};
+
+/* A report: released with store_report_release (also after a failure). */
+struct store_report {
+	struct store_agg total;                 /* every transfer in range */
+	struct store_agg *by[STORE_BY_N];       /* NULL for breakdowns not wanted */
+	size_t nby[STORE_BY_N];
+	size_t nkeys[STORE_BY_N];               /* distinct keys before the --top cut */
+	/* downloads only, per repo ordered by key, total row (key NULL) last:
+	 * what store_stats gives, restricted to the query's repo and time range */
+	struct store_stats_row *pulls;
+	size_t npulls;
+};
+/* One pass over downloads and served (covering indexes of schema v3). */
+enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct store_stats_query *q,
+			 struct store_report *out) HM_MUST_CHECK;
+void store_report_release(struct store_report *r);
+
+/* Parses a time for --since/--until: unix seconds, YYYY-MM-DD (UTC; as an
+ * upper bound it means the end of that day), YYYY-MM-DDTHH:MM[:SS[.frac]]
+ * with Z or +HH:MM/-HH:MM (UTC when none), or a span back from now: N
+ * followed by s, m, h, d or w. HM_ERR_USAGE (message on ctx) otherwise. */
+enum hm_err store_parse_time(struct hm_ctx *ctx, const char *s, int64_t now, int upper,
+			     int64_t *out) HM_MUST_CHECK;
+
+/* served_stats restricted to started_at in [since, until). */
+enum hm_err store_served_stats_range(struct hm_ctx *ctx, struct store *st, const char *repo,
+				     int64_t since, int64_t until, struct store_served_row **out,
+				     size_t *n) HM_MUST_CHECK;
+
+struct store_du_repo {
+	char *key;              /* "type:name" */
+	uint64_t logical;       /* sum of file sizes over its revisions */
+	uint64_t unique;        /* sum of the sizes of its distinct blobs */
+	size_t nrevisions;
+};
+struct store_du {
+	uint64_t disk;          /* sum of the sizes of the files under blobs/ */
+	uint64_t nblobs;        /* files under blobs/ */
+	uint64_t logical;       /* sum of file sizes over every revision */
+	uint64_t unique;        /* sum of the sizes of the distinct blobs revisions use */
+	uint64_t saved;         /* logical - unique: what deduplication saves */
+	uint64_t partial;       /* bytes of partial downloads in tmp/ */
+	uint64_t npartial;
+	struct store_du_repo *by_unique, *by_logical; /* largest first, top of each */
+	size_t nby_unique, nby_logical, nrepos;
+};
+/* Store usage; top limits each repo list (0 = all). Release with store_du_release. */
+enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct store_du *out) HM_MUST_CHECK;
+void store_du_release(struct store_du *d);
+
 #endif

@@ -1,0 +1,551 @@
+/* stats.c - `hubmirror stats`: transfer statistics as a table, JSON, CSV or an SVG chart. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "cmd.h"
+#include "../mirror/mirror.h"
+
+static const struct cmd_opt stats_opts[] = {
+	{"repo", 0, "REPO", 0, "only this repository"},
+	{"since", 0, "TIME", 0, "transfers started at or after TIME (YYYY-MM-DD, ISO-8601, unix seconds, 7d, 24h)"},
+	{"until", 0, "TIME", 0, "transfers started before TIME (a YYYY-MM-DD includes that day)"},
+	{"by", 0, "WHAT", 0, "breakdown the table and --csv show: repo (default), file, day or endpoint"},
+	{"top", 'n', "N", 0, "rows per breakdown, most bytes first (default 10; 0 = all)"},
+	{"csv", 0, NULL, 0, "the breakdown as CSV (RFC 4180) instead of a table"},
+	{"chart", 0, "FILE.svg", 0, "also draw bytes per day and throughput over time as an SVG"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static const char *const by_names[STORE_BY_N] = {"repo", "file", "day", "endpoint"};
+
+/* ---- JSON ---- */
+
+/* Sets "repo" and "repo_type" on o from a "type:name" key. */
+static void stats_set_repo(json_t *o, const char *key)
+{
+	const char *colon = strchr(key, ':');
+	json_object_set_new(o, "repo", json_string(colon ? colon + 1 : key));
+	json_object_set_new(o, "repo_type", json_stringn(key, colon ? (size_t)(colon - key) : 0));
+}
+
+static json_t *served_json(const struct store_served_row *v, size_t n)
+{
+	json_t *repos = json_array(), *total = NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "requests", (json_int_t)v[i].requests,
+				      "files", (json_int_t)v[i].files, "bytes", (json_int_t)v[i].bytes, "hits",
+				      (json_int_t)v[i].hits, "misses", (json_int_t)v[i].misses, "errors",
+				      (json_int_t)v[i].errors, "seconds", v[i].seconds);
+		if (v[i].key) {
+			stats_set_repo(o, v[i].key);
+			json_array_append_new(repos, o);
+		} else {
+			total = o;
+		}
+	}
+	return json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos);
+}
+
+static json_t *pulls_json(const struct store_stats_row *rows, size_t n, json_t **total)
+{
+	json_t *repos = json_array();
+	*total = NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:I, s:I}", "files", (json_int_t)rows[i].files, "bytes",
+				      (json_int_t)rows[i].bytes, "seconds", rows[i].seconds, "rate",
+				      rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0.0,
+				      "failures", (json_int_t)rows[i].failures, "retries", (json_int_t)rows[i].retries);
+		if (rows[i].key) {
+			stats_set_repo(o, rows[i].key);
+			json_array_append_new(repos, o);
+		} else {
+			*total = o;
+		}
+	}
+	if (!*total)
+		*total = json_object();
+	return repos;
+}
+
+static json_t *agg_json(const struct store_agg *a, enum store_by by)
+{
+	json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I}", "count", (json_int_t)a->count,
+			      "bytes", (json_int_t)a->bytes, "seconds", a->seconds, "rate",
+			      a->seconds > 0 ? (double)a->bytes / a->seconds : 0.0, "median_rate", a->median_rate,
+			      "p95_rate", a->p95_rate, "retries", (json_int_t)a->retries, "failures",
+			      (json_int_t)a->failures, "hits", (json_int_t)a->hits, "misses", (json_int_t)a->misses);
+	if (!a->key)
+		return o;
+	switch (by) {
+	case STORE_BY_FILE:
+		json_object_set_new(o, "path", json_string(a->path));
+		/* fall through */
+	case STORE_BY_REPO:
+		stats_set_repo(o, a->key);
+		break;
+	case STORE_BY_DAY:
+		json_object_set_new(o, "day", json_string(a->key));
+		json_object_set_new(o, "start", json_integer(a->day));
+		break;
+	case STORE_BY_ENDPOINT:
+	default:
+		json_object_set_new(o, "endpoint", json_string(a->key));
+		json_object_set_new(o, "source", json_string(a->source));
+		break;
+	}
+	return o;
+}
+
+/* ---- text and CSV ---- */
+
+#define NCOLS 11
+#define CELL 512
+
+/* Copies s for a terminal: control bytes become '?'. */
+static void cell(char *out, const char *s)
+{
+	size_t i = 0;
+	for (; s && *s && i < CELL - 1; s++)
+		out[i++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+	out[i] = '\0';
+}
+
+/* The cells of a row; returns how many lead (left-aligned key columns). */
+static int row_cells(const struct store_agg *a, enum store_by by, int human, char c[NCOLS][CELL], int *ncols)
+{
+	int k = 0, lead;
+	if (!a) { /* the header */
+		static const char *const keys[STORE_BY_N][2] = {
+			{"REPO", NULL}, {"REPO", "FILE"}, {"DAY", NULL}, {"SOURCE", "ENDPOINT"}};
+		static const char *const nums[] = {"COUNT", "BYTES", "SECONDS", "MEDIAN RATE", "P95 RATE",
+						   "RETRIES", "FAILED", "HITS", "MISSES"};
+		cell(c[k++], keys[by][0]);
+		if (keys[by][1])
+			cell(c[k++], keys[by][1]);
+		lead = k;
+		for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+			cell(c[k++], nums[i]);
+		*ncols = k;
+		return lead;
+	}
+	if (!a->key) {
+		cell(c[k++], "total");
+		if (by == STORE_BY_FILE || by == STORE_BY_ENDPOINT)
+			cell(c[k++], "");
+	} else if (by == STORE_BY_ENDPOINT) {
+		cell(c[k++], a->source);
+		cell(c[k++], a->key[0] ? a->key : "-");
+	} else {
+		cell(c[k++], a->key);
+		if (by == STORE_BY_FILE)
+			cell(c[k++], a->path);
+	}
+	lead = k;
+	snprintf(c[k++], CELL, "%" PRIu64, a->count);
+	if (human)
+		util_human_size(a->bytes, c[k++], CELL);
+	else
+		snprintf(c[k++], CELL, "%" PRIu64, a->bytes);
+	snprintf(c[k++], CELL, human ? "%.1f" : "%.3f", a->seconds);
+	if (human) {
+		cmd_rate(a->median_rate, c[k++], CELL);
+		cmd_rate(a->p95_rate, c[k++], CELL);
+	} else {
+		snprintf(c[k++], CELL, "%.1f", a->median_rate);
+		snprintf(c[k++], CELL, "%.1f", a->p95_rate);
+	}
+	snprintf(c[k++], CELL, "%" PRIu64, a->retries);
+	snprintf(c[k++], CELL, "%" PRIu64, a->failures);
+	snprintf(c[k++], CELL, "%" PRIu64, a->hits);
+	snprintf(c[k++], CELL, "%" PRIu64, a->misses);
+	*ncols = k;
+	return lead;
+}
+
+static void print_table(const struct store_report *r, enum store_by by)
+{
+	static char c[NCOLS][CELL];
+	int w[NCOLS] = {0}, n = 0, lead = 0;
+	size_t nrows = r->nby[by];
+
+	/* pass 0 measures, pass 1 prints: header, rows, total */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < nrows + 2; i++) {
+			const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
+			lead = row_cells(a, by, 1, c, &n);
+			for (int j = 0; j < n; j++) {
+				int len = (int)strlen(c[j]);
+				if (pass == 0) {
+					if (len > w[j])
+						w[j] = len;
+					continue;
+				}
+				printf(j < lead ? "%-*s" : "%*s", w[j], c[j]);
+				printf(j + 1 < n ? "  " : "\n");
+			}
+		}
+	}
+	if (r->nkeys[by] > nrows)
+		printf("(%zu more %ss; --top N shows more, --top 0 all)\n", r->nkeys[by] - nrows, by_names[by]);
+}
+
+/* One CSV field (RFC 4180: quoted when it holds a comma, quote or line break). */
+static void csv_field(const char *s, int last)
+{
+	if (strpbrk(s, ",\"\r\n")) {
+		putchar('"');
+		for (; *s; s++) {
+			if (*s == '"')
+				putchar('"');
+			putchar(*s);
+		}
+		putchar('"');
+	} else {
+		fputs(s, stdout);
+	}
+	fputs(last ? "\r\n" : ",", stdout);
+}
+
+static void print_csv(const struct store_report *r, enum store_by by)
+{
+	static const char *const heads[STORE_BY_N] = {"repo_type,repo", "repo_type,repo,path", "day",
+						      "source,endpoint"};
+	static char c[NCOLS][CELL];
+	int n;
+
+	printf("%s,count,bytes,seconds,median_rate,p95_rate,retries,failures,hits,misses\r\n", heads[by]);
+	for (size_t i = 0; i < r->nby[by]; i++) {
+		const struct store_agg *a = &r->by[by][i];
+		int lead = row_cells(a, by, 0, c, &n), j = 0;
+		if (by == STORE_BY_REPO || by == STORE_BY_FILE) {
+			/* "type:name" as two fields */
+			const char *colon = strchr(a->key, ':');
+			char type[32];
+			snprintf(type, sizeof(type), "%.*s", colon ? (int)(colon - a->key) : 0, a->key);
+			csv_field(type, 0);
+			csv_field(colon ? colon + 1 : a->key, 0);
+			if (by == STORE_BY_FILE)
+				csv_field(a->path, 0);
+			j = lead;
+		} else if (by == STORE_BY_ENDPOINT) {
+			csv_field(a->source, 0);
+			csv_field(a->key, 0);
+			j = lead;
+		}
+		for (; j < n; j++)
+			csv_field(c[j], j + 1 == n);
+	}
+}
+
+static void served_print(const struct store_served_row *v, size_t n)
+{
+	/* the total row is last: nothing served, no table */
+	if (!n || !v[n - 1].requests)
+		return;
+	printf("\nSERVED (every request 'hubmirror serve' answered)\n%-48s %8s %8s %10s %8s %8s %7s\n", "REPO",
+	       "REQUESTS", "FILES", "BYTES", "HITS", "MISSES", "ERRORS");
+	for (size_t i = 0; i < n; i++) {
+		char h[32];
+		printf("%-48s %8llu %8llu %10s %8llu %8llu %7llu\n", v[i].key ? v[i].key : "total",
+		       (unsigned long long)v[i].requests, (unsigned long long)v[i].files,
+		       util_human_size(v[i].bytes, h, sizeof(h)), (unsigned long long)v[i].hits,
+		       (unsigned long long)v[i].misses, (unsigned long long)v[i].errors);
+	}
+}
+
+/* ---- the SVG chart ---- */
+
+#define SVG_W 900
+#define SVG_H 700
+#define PX0 100.0
+#define PX1 870.0
+
+/* Appends s as XML text: markup characters escaped, control and non-ASCII bytes as '?'. */
+static int svg_text(struct util_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		const char *e = NULL;
+		char one[2] = {*s, 0};
+		switch (*s) {
+		case '&': e = "&amp;"; break;
+		case '<': e = "&lt;"; break;
+		case '>': e = "&gt;"; break;
+		case '"': e = "&quot;"; break;
+		case '\'': e = "&apos;"; break;
+		default:
+			if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+				one[0] = '?';
+			e = one;
+		}
+		if (util_buf_adds(b, e))
+			return -1;
+	}
+	return 0;
+}
+
+/* 1, 2 or 5 times a power of ten, at least v. */
+static double nice_ceil(double v)
+{
+	double e, f;
+	if (!(v > 0))
+		return 1;
+	e = pow(10, floor(log10(v)));
+	f = v / e;
+	return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * e;
+}
+
+/* One panel: frame, grid with y labels, x labels every step days; the
+ * caller draws the data in [top, bottom]. */
+static int svg_axes(struct util_buf *b, double top, double bottom, double ymax, int bytes_axis,
+		    const char *ytitle, const struct store_agg *days, size_t nd, int64_t first, int64_t span)
+{
+	int e = 0;
+	int64_t step = span / 8 + 1;
+	e |= util_buf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\""
+			     " stroke=\"#333\"/>\n", PX0, top, PX1 - PX0, bottom - top);
+	for (int i = 0; i <= 4; i++) {
+		double v = ymax * i / 4, y = bottom - (bottom - top) * i / 4;
+		char lab[32];
+		if (bytes_axis)
+			util_human_size((uint64_t)v, lab, sizeof(lab));
+		else
+			snprintf(lab, sizeof(lab), "%g", v);
+		e |= util_buf_printf(b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
+				     "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>\n",
+				     PX0, y, PX1, y, PX0 - 6, y + 4, lab);
+	}
+	e |= util_buf_printf(b, "<text transform=\"translate(18 %.0f) rotate(-90)\" font-size=\"12\""
+			     " text-anchor=\"middle\">", (top + bottom) / 2);
+	e |= svg_text(b, ytitle);
+	e |= util_buf_adds(b, "</text>\n");
+	/* date labels from the rows themselves, every step days */
+	for (size_t i = 0; i < nd; i++) {
+		int64_t d = (days[i].day / 86400) - first;
+		double x = PX0 + (PX1 - PX0) * ((double)d + 0.5) / (double)span;
+		if (d % step)
+			continue;
+		e |= util_buf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">",
+				     x, bottom + 16);
+		e |= svg_text(b, days[i].key);
+		e |= util_buf_adds(b, "</text>\n");
+	}
+	return e ? -1 : 0;
+}
+
+/* The chart of days (oldest first) as a standalone SVG document in b. */
+static int svg_chart(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle)
+{
+	const double t1 = 90, b1 = 330, t2 = 410, b2 = 640;
+	int64_t first = nd ? days[0].day / 86400 : 0, span = nd ? days[nd - 1].day / 86400 - first + 1 : 1;
+	double maxb = 0, maxr = 0, slot = (PX1 - PX0) / (double)span;
+	int e = 0, npts = 0;
+
+	for (size_t i = 0; i < nd; i++) {
+		if ((double)days[i].bytes > maxb)
+			maxb = (double)days[i].bytes;
+		if (days[i].median_rate / 1e6 > maxr)
+			maxr = days[i].median_rate / 1e6;
+	}
+	maxb = nice_ceil(maxb);
+	maxr = nice_ceil(maxr);
+	e |= util_buf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+			     "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\""
+			     " font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n"
+			     "<text x=\"%d\" y=\"30\" font-size=\"18\" text-anchor=\"middle\" font-weight=\"bold\">"
+			     "hubmirror: bytes per day and throughput</text>\n"
+			     "<text x=\"%d\" y=\"52\" font-size=\"12\" text-anchor=\"middle\" fill=\"#555\">",
+			     SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2, SVG_W / 2);
+	e |= svg_text(b, subtitle);
+	e |= util_buf_adds(b, "</text>\n<text x=\"100\" y=\"80\" font-size=\"13\" font-weight=\"bold\">"
+			   "Bytes per day (pulls and served files)</text>\n");
+	e |= svg_axes(b, t1, b1, maxb, 1, "bytes per day", days, nd, first, span);
+	for (size_t i = 0; i < nd; i++) {
+		double x = PX0 + slot * (double)(days[i].day / 86400 - first), h = (b1 - t1) * (double)days[i].bytes / maxb;
+		double w = slot * 0.8 < 1 ? 1 : slot * 0.8;
+		e |= util_buf_printf(b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#3b7dd8\">"
+				     "<title>", x + (slot - w) / 2, b1 - h, w, h);
+		e |= svg_text(b, days[i].key);
+		e |= util_buf_printf(b, ": %" PRIu64 " bytes</title></rect>\n", days[i].bytes);
+	}
+	e |= util_buf_adds(b, "<text x=\"100\" y=\"400\" font-size=\"13\" font-weight=\"bold\">"
+			   "Throughput over time (median of each day&apos;s transfers, MB/s)</text>\n");
+	e |= svg_axes(b, t2, b2, maxr, 0, "median MB/s", days, nd, first, span);
+	e |= util_buf_adds(b, "<polyline fill=\"none\" stroke=\"#d8553b\" stroke-width=\"2\" points=\"");
+	for (size_t i = 0; i < nd; i++) {
+		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
+		if (!days[i].nrates)
+			continue;
+		e |= util_buf_printf(b, "%s%.2f,%.2f", npts++ ? " " : "", x,
+				     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
+	}
+	e |= util_buf_adds(b, "\"/>\n");
+	for (size_t i = 0; i < nd && span <= 120; i++) {
+		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
+		if (days[i].nrates)
+			e |= util_buf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"#d8553b\"/>\n", x,
+					     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
+	}
+	e |= util_buf_printf(b, "<text x=\"%.0f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">day (UTC)</text>\n",
+			     (PX0 + PX1) / 2, SVG_H - 22);
+	if (!nd)
+		e |= util_buf_adds(b, "<text x=\"485\" y=\"215\" font-size=\"14\" text-anchor=\"middle\""
+				   " fill=\"#888\">no transfers in this range</text>\n");
+	e |= util_buf_adds(b, "</svg>\n");
+	return e ? -1 : 0;
+}
+
+static const char *time_text(int64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (gmtime_r(&tt, &tm))
+		strftime(buf, len, "%Y-%m-%d %H:%M UTC", &tm);
+	else
+		snprintf(buf, len, "%lld", (long long)t);
+	return buf;
+}
+
+static int write_chart(struct cmd_env *env, struct store *st, const struct store_stats_query *base,
+		       const char *file)
+{
+	struct store_stats_query q = *base;
+	struct store_report r;
+	struct util_buf b = UTIL_BUF_INIT, sub = UTIL_BUF_INIT;
+	char t1[40], t2[40];
+	enum hm_err err;
+	int rc = 0;
+
+	q.want = 1u << STORE_BY_DAY;
+	q.top = 0;
+	q.by_key = 1;
+	q.pulls = 0;
+	if ((err = store_report(&env->ctx, st, &q, &r))) {
+		store_report_release(&r);
+		return cmd_error(env, err);
+	}
+	if (util_buf_printf(&sub, "%s%s%s .. %s", q.repo ? q.repo : "all repositories", ", ",
+			    q.since == INT64_MIN ? "the beginning" : time_text(q.since, t1, sizeof(t1)),
+			    q.until == INT64_MAX ? "now" : time_text(q.until, t2, sizeof(t2))) ||
+	    svg_chart(&b, r.by[STORE_BY_DAY], r.nby[STORE_BY_DAY], sub.buf)) {
+		rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory drawing the chart"));
+	} else if (util_write_file_atomic(file, b.buf, b.len) < 0) {
+		rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_IO, "cannot write '%s': %s", file, strerror(errno)));
+	}
+	util_buf_release(&b);
+	util_buf_release(&sub);
+	store_report_release(&r);
+	return rc;
+}
+
+/* ---- the command ---- */
+
+static int stats_run(struct cmd_env *env, struct cmd_args *a)
+{
+	struct store *st = NULL;
+	struct store_report rep;
+	struct store_served_row *served = NULL;
+	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 10, 0, 0, 0};
+	size_t nserved = 0;
+	enum hm_err err;
+	enum store_by by = STORE_BY_REPO;
+	char key[300];
+	const char *r = cmd_opt(a, "repo"), *bys = cmd_opt(a, "by"), *chart = cmd_opt(a, "chart");
+	int top, csv = cmd_flag(a, "csv"), rc = 0;
+	int64_t now = util_unix_time();
+
+	memset(&rep, 0, sizeof(rep));
+	if (a->npos)
+		return cmd_usage_error(&cmd_stats, "stats takes no arguments");
+	if (cmd_int_opt(a, "top", 10, 0, 1000000000, &top))
+		return 2;
+	q.top = (size_t)top;
+	if (bys) {
+		int found = 0;
+		for (int i = 0; i < STORE_BY_N; i++)
+			if (!strcmp(bys, by_names[i])) {
+				by = (enum store_by)i;
+				found = 1;
+			}
+		if (!found)
+			return cmd_usage_error(&cmd_stats, "unknown --by '%s': expected repo, file, day or endpoint", bys);
+	}
+	if (csv && env->json)
+		return cmd_usage_error(&cmd_stats, "--csv and --json: choose one");
+	if (chart && !*chart)
+		return cmd_usage_error(&cmd_stats, "--chart needs a file name");
+	if ((cmd_opt(a, "since") && store_parse_time(&env->ctx, cmd_opt(a, "since"), now, 0, &q.since)) ||
+	    (cmd_opt(a, "until") && store_parse_time(&env->ctx, cmd_opt(a, "until"), now, 1, &q.until)))
+		return cmd_usage_error(&cmd_stats, "%s", env->ctx.errmsg);
+	if (q.since >= q.until)
+		return cmd_usage_error(&cmd_stats, "--since must be before --until");
+	if (r) {
+		char buf[256];
+		const char *type, *repo;
+		if ((err = mirror_parse_repo(&env->ctx, r, NULL, buf, sizeof(buf), &type, &repo)))
+			return cmd_error(env, err);
+		snprintf(key, sizeof(key), "%s:%s", type, repo);
+		q.repo = key;
+	}
+	q.want = env->json ? (1u << STORE_BY_N) - 1 : 1u << by;
+	q.pulls = env->json;
+	if ((err = cmd_open_store(env, &st)) || (err = store_report(&env->ctx, st, &q, &rep)) ||
+	    (!csv && (err = store_served_stats_range(&env->ctx, st, q.repo, q.since, q.until, &served, &nserved)))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (chart && (rc = write_chart(env, st, &q, chart)))
+		goto out;
+	if (env->json) {
+		json_t *total, *repos = pulls_json(rep.pulls, rep.npulls, &total), *o;
+		o = json_pack("{s:o, s:o, s:o, s:o, s:I}", "total", total, "repos", repos, "served",
+			      served_json(served, nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
+			      (json_int_t)q.top);
+		for (int b = 0; b < STORE_BY_N; b++) {
+			json_t *list = json_array();
+			char name[32];
+			for (size_t i = 0; i < rep.nby[b]; i++)
+				json_array_append_new(list, agg_json(&rep.by[b][i], (enum store_by)b));
+			snprintf(name, sizeof(name), "by_%s", by_names[b]);
+			json_object_set_new(o, name, list);
+		}
+		json_object_set_new(o, "since", q.since == INT64_MIN ? json_null() : json_integer(q.since));
+		json_object_set_new(o, "until", q.until == INT64_MAX ? json_null() : json_integer(q.until));
+		if (chart)
+			json_object_set_new(o, "chart", json_string(chart));
+		cmd_print_json(o);
+	} else if (csv) {
+		print_csv(&rep, by);
+	} else {
+		print_table(&rep, by);
+		served_print(served, nserved);
+		if (chart && !env->quiet)
+			printf("\nchart written to %s\n", chart);
+	}
+out:
+	store_report_release(&rep);
+	store_served_stats_free(served, nserved);
+	store_close(st);
+	return rc;
+}
+
+const struct cmd cmd_stats = {
+	"stats", "[--repo REPO] [--since TIME] [--until TIME] [--by repo|file|day|endpoint] [--top N] [--csv] [--chart FILE.svg]",
+	"Download and serving statistics: totals and breakdowns by repo, file, day, endpoint.",
+	"Counts every transfer: each file a pull downloaded (or failed to), and each file\n"
+	"'hubmirror serve' sent for a GET. Per row: transfers, bytes, seconds, the median\n"
+	"and 95th percentile of the transfers' throughput (bytes/s of each transfer that\n"
+	"moved bytes), retries, failures (failed pulls, served status >= 400), cache hits\n"
+	"and misses of the server. The table shows one breakdown (--by) and a total line;\n"
+	"below it every request the server answered (API calls too), per repo.\n"
+	"--json prints all four breakdowns (by_repo, by_file, by_day, by_endpoint: pulls\n"
+	"by endpoint host, served files by client address) with the per-repo download\n"
+	"totals of older versions ('total', 'repos') and the served requests ('served').\n"
+	"TIME is unix seconds, YYYY-MM-DD (UTC), 2024-05-01T12:00:00Z or +02:00, or a span\n"
+	"back from now: 90s, 30m, 24h, 7d, 2w. --chart draws an SVG of bytes per day and\n"
+	"the daily median throughput; it opens in any browser.",
+	stats_opts, stats_run,
+};
