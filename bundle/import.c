@@ -35,6 +35,7 @@ struct imp {
 	uint64_t done;
 	double t0, last;
 	char tmp[PATH_MAX];        /* temp file being written ("" when none) */
+	char lastname[128];        /* the last entry read whole, for messages */
 };
 
 static enum hm_err arch_err(struct imp *im, const char *entry)
@@ -417,14 +418,19 @@ static enum hm_err run(struct imp *im, struct bundle_import_result *res)
 	im->t0 = util_now();
 	if ((err = read_manifest(im)))
 		return err;
+	snprintf(im->lastname, sizeof(im->lastname), "%s", BUNDLE_MANIFEST_NAME);
 	size_t nb = im->m->nblobs ? im->m->nblobs : 1;
 	if (!(im->seen = calloc(nb, 1)) || !(im->added = calloc(nb, 1)) || !(im->secs = calloc(nb, sizeof(double))))
 		return hm_fail(im->ctx, HM_ERR_NOMEM, "out of memory");
 	while ((r = archive_read_next_header(im->a, &e)) != ARCHIVE_EOF) {
-		if (r != ARCHIVE_OK)
-			return arch_err(im, "(the entry after the last good one)");
+		if (r != ARCHIVE_OK) {
+			const char *s = archive_error_string(im->a);
+			return hm_fail(im->ctx, HM_ERR_BAD_INPUT, "truncated or corrupt bundle after entry '%s': %s",
+				       im->lastname, s ? s : "read error");
+		}
 		if ((err = take_entry(im, e, res)))
 			return err;
+		snprintf(im->lastname, sizeof(im->lastname), "%s", archive_entry_pathname(e));
 	}
 	for (size_t i = 0; i < im->m->nblobs; i++)
 		if (!im->seen[i]) {
