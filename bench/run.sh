@@ -298,6 +298,7 @@ echo "note: hubmirror hashes and fsyncs what it stores; curl and aria2c neither 
 $PY -c 'import json,sys; json.load(open(sys.argv[1]))' "$OUT/results.json" || die "wrote invalid JSON"
 echo "wrote $OUT/results.json"
 
+sh "$ROOT/bench/serve.sh" || die "bench/serve.sh failed" # the server side: hubmirror serve vs nginx
 if [ "$STRICT" = 1 ]; then
 	case "$p1$p2$p3$p4" in *FAIL*) exit 1 ;; esac
 fi
