@@ -1,0 +1,60 @@
+/* formats-int.h - pieces shared by the readers and writers of formats/. */
+#ifndef FORMATS_INT_H
+#define FORMATS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "formats.h"
+
+/* A read-only mapping of a whole file. */
+struct fmt_map {
+	const unsigned char *p; /* NULL for an empty file */
+	uint64_t size;
+};
+/* Maps path (a regular file). HM_ERR_IO with the message on ctx. */
+enum hm_err fmt_map_open(struct hm_ctx *ctx, const char *path, struct fmt_map *m) HM_MUST_CHECK;
+void fmt_map_close(struct fmt_map *m);
+
+/* An output file written through a temp file beside path. */
+struct fmt_out {
+	struct hm_ctx *ctx;
+	char *path, *tmp;
+	int fd;
+	uint64_t written;
+	unsigned char *buf; /* write buffer */
+	size_t nbuf;
+};
+enum hm_err fmt_out_open(struct hm_ctx *ctx, const char *path, struct fmt_out *o) HM_MUST_CHECK;
+enum hm_err fmt_out_write(struct fmt_out *o, const void *data, size_t n) HM_MUST_CHECK;
+enum hm_err fmt_out_zeros(struct fmt_out *o, size_t n) HM_MUST_CHECK;
+/* Flushes, fsyncs, renames into place, syncs the directory. */
+enum hm_err fmt_out_commit(struct fmt_out *o) HM_MUST_CHECK;
+/* Closes and removes the temp file if not committed; frees. */
+void fmt_out_release(struct fmt_out *o);
+
+/* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+int fmt_utf8_valid(const unsigned char *s, size_t n);
+
+static inline uint64_t fmt_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+static inline uint32_t fmt_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void fmt_put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void fmt_put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+#endif
