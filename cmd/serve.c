@@ -9,7 +9,7 @@
 static const struct cmd_opt opts[] = {
 	{"listen", 'l', "ADDR:PORT", 0, "where to listen (default 127.0.0.1:8080; 0.0.0.0:8080 for a lab; port 0 = any)"},
 	{"upstream", 'u', "URL", 0, "pull what the store lacks from this hub (e.g. https://huggingface.co)"},
-	{"offline", 0, NULL, 0, "never contact the upstream"},
+	{"offline", 0, NULL, 0, "never contact the upstream (even if --upstream is given)"},
 	{"token-file", 0, "FILE", 0, "require 'Authorization: Bearer T' with T one of the lines of FILE"},
 	{"allow", 'a', "GLOB", 1, "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"},
 	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
@@ -73,8 +73,6 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
 	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
 		return 2;
-	if (cmd_flag(a, "offline") && cmd_opt(a, "upstream"))
-		return cmd_usage_error(&cmd_serve, "--offline and --upstream contradict each other");
 	if (tf) {
 		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
 			fprintf(stderr, "hubmirror: error: cannot read the token file '%s': %s\n", tf, strerror(errno));

@@ -24,6 +24,7 @@
 #define PIECE_MIN (8ull << 20)     /* files are fetched as pieces in ascending order */
 #define PIECE_MAX (64ull << 20)
 #define WBUF_SIZE (256u << 10)     /* curl hands over 16 KiB at a time: write in bigger blocks */
+#define FLUSH_EVERY 0.1            /* seconds: progress (and a streaming server) must not wait for a full block */
 #define SPLIT_ALIGN (64ull << 10)
 #define BUFFER_SIZE (512L << 10)
 #define HASH_CHUNK (4ull << 20)
@@ -39,6 +40,7 @@ struct seg {
 	uint64_t start, pos, end;     /* [start,pos) written, [pos,end) to fetch */
 	char *wbuf;                   /* received, not yet written: [pos, pos+wlen) */
 	size_t wlen;
+	double flushed_at;            /* a slow trickle is written out at least every FLUSH_EVERY */
 	enum seg_state state;
 	struct xfer *x;
 	CURL *h;
@@ -468,6 +470,14 @@ static size_t write_cb(char *data, size_t size, size_t nm, void *ud)
 		off += k;
 		if ((s->wlen == WBUF_SIZE || s->pos + s->wlen == s->end) && seg_flush(g, s))
 			return 0;
+	}
+	if (s->wlen) {
+		double now = util_now();
+		if (now - s->flushed_at >= FLUSH_EVERY) {
+			s->flushed_at = now;
+			if (seg_flush(g, s))
+				return 0;
+		}
 	}
 	s->progressed = 1;
 	if (n < len) {

@@ -12,6 +12,7 @@
 #include "../util/util.h"
 
 #define SRV_MAX_SEGS 64
+#define SRV_STORE_POOL 16  /* store handles kept open between requests */
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
 struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */

@@ -36,6 +36,12 @@ void srv_store_put(struct srv *s, struct store *st)
 	if (!st)
 		return;
 	pthread_mutex_lock(&s->pool_mu);
+	if (s->npool >= SRV_STORE_POOL) {
+		/* a burst of requests opened more: don't keep their file handles */
+		pthread_mutex_unlock(&s->pool_mu);
+		store_close(st);
+		return;
+	}
 	if (s->npool == s->cappool) {
 		size_t nc = s->cappool ? s->cappool * 2 : 16;
 		struct store **np = realloc(s->pool, nc * sizeof(*np));
