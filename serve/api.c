@@ -133,8 +133,7 @@ static int query_flag(struct MHD_Connection *c, const char *name)
 	return v && (!strcasecmp(v, "true") || !strcmp(v, "1"));
 }
 
-static enum MHD_Result repo_info(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r,
-				 const struct srv_rev *rv)
+static json_t *repo_info(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv)
 {
 	char when[40];
 	int blobs = query_flag(c, "blobs");
@@ -158,7 +157,7 @@ static enum MHD_Result repo_info(struct srv_req *q, struct MHD_Connection *c, co
 			      "siblings", sib, "downloads", 0, "likes", 0, "tags", json_array());
 	if (!strcmp(r->type, "model"))
 		json_object_set_new(j, "modelId", json_string(r->repo));
-	return srv_send_json(q, c, 200, j);
+	return j;
 }
 
 static json_t *entry_json(const struct srv_file *f, const struct srv_rev *rv, int expand)
@@ -240,52 +239,62 @@ static const char *safe_host(struct MHD_Connection *c)
 	return h;
 }
 
-static enum MHD_Result tree(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r,
-			    const struct srv_rev *rv, const char *raw_url)
+/* Builds one tree page: the JSON text and the next cursor (0 if none).
+ * Returns NULL with *status set when the answer is an error. */
+static char *tree_page(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv, size_t page,
+		       size_t *next, int *status)
 {
 	int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
 	const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
-	size_t page = q->s->o->page_size > 0 ? (size_t)q->s->o->page_size : 1000, start = 0;
+	size_t start = 0;
 	json_t *all = tree_list(rv, r->path, recursive, expand), *out;
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
+	char *txt;
 
+	*next = 0;
 	if (r->path[0] && !json_array_size(all)) {
 		json_decref(all);
-		return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, rv->commit);
+		*status = 404;
+		return NULL;
 	}
-	if (expand && page > 50 && q->s->o->page_size <= 0)
-		page = 50; /* like the Hub: smaller pages with expand */
 	if (cur) {
 		char *end;
 		unsigned long long v = strtoull(cur, &end, 10);
 		if (end == cur || *end || v > json_array_size(all)) {
 			json_decref(all);
-			return srv_send_error(q, c, 400, NULL, "invalid cursor");
+			*status = 400;
+			return NULL;
 		}
 		start = (size_t)v;
 	}
 	out = json_array();
 	for (size_t i = start; i < json_array_size(all) && i < start + page; i++)
 		json_array_append(out, json_array_get(all, i));
-	size_t total = json_array_size(all);
+	if (start + page < json_array_size(all))
+		*next = start + page;
 	json_decref(all);
-	char *txt = json_dumps(out, JSON_COMPACT);
+	txt = json_dumps(out, JSON_COMPACT);
 	json_decref(out);
-	if (!txt)
-		return MHD_NO;
-	resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
+	*status = txt ? 200 : 500;
+	return txt;
+}
+
+/* Sends a JSON text (taking it), with the tree's Link header when next != 0. */
+static enum MHD_Result send_text(struct srv_req *q, struct MHD_Connection *c, char *txt, size_t next)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ret;
 	if (!resp) {
 		free(txt);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
-	if (start + page < total) {
-		const char *host = safe_host(c);
+	if (next) {
+		const char *host = safe_host(c), *qm = strchr(q->url ? q->url : "", '?');
 		char link[4400];
-		snprintf(link, sizeof(link), "<%s%s%s?recursive=%s&expand=%s&cursor=%zu>; rel=\"next\"",
-			 host ? "http://" : "", host ? host : "", raw_url, recursive ? "true" : "false",
-			 expand ? "true" : "false", start + page);
+		int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
+		snprintf(link, sizeof(link), "<%s%s%.*s?recursive=%s&expand=%s&cursor=%zu>; rel=\"next\"",
+			 host ? "http://" : "", host ? host : "", (int)(qm ? (size_t)(qm - q->url) : strlen(q->url ? q->url : "")),
+			 q->url ? q->url : "", recursive ? "true" : "false", expand ? "true" : "false", next);
 		MHD_add_response_header(resp, "Link", link);
 	}
 	q->status = 200;
@@ -441,37 +450,149 @@ static enum MHD_Result refs(struct srv_req *q, struct MHD_Connection *c, const s
 				       json_array(), "pullRequests", prs));
 }
 
+/* ---- a cache of rendered answers ----
+ * A commit's listing never changes, so repo-info and tree answers are kept
+ * by (what, repo, commit, query): a lab of machines asking for the same
+ * model costs one rendering. Entries expire after CACHE_TTL so that a
+ * revision removed with 'rm' stops being advertised. */
+#define CACHE_SLOTS 64
+#define CACHE_TTL 60.0
+#define CACHE_MAX_BODY (4u << 20)
+
+struct cached {
+	char key[700];
+	char *body;
+	size_t next;
+	double at, used;
+};
+
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cached cache[CACHE_SLOTS];
+
+static char *cache_get(const char *key, size_t *next)
+{
+	char *out = NULL;
+	double now = util_now();
+	pthread_mutex_lock(&cache_mu);
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		if (cache[i].body && !strcmp(cache[i].key, key) && now - cache[i].at < CACHE_TTL) {
+			out = util_strdup(cache[i].body);
+			*next = cache[i].next;
+			cache[i].used = now;
+			break;
+		}
+	pthread_mutex_unlock(&cache_mu);
+	return out;
+}
+
+static void cache_put(const char *key, const char *body, size_t next)
+{
+	int victim = 0;
+	char *copy;
+	if (strlen(key) >= sizeof(cache[0].key) || strlen(body) > CACHE_MAX_BODY || !(copy = util_strdup(body)))
+		return;
+	pthread_mutex_lock(&cache_mu);
+	for (int i = 0; i < CACHE_SLOTS; i++) {
+		if (!cache[i].body || !strcmp(cache[i].key, key)) {
+			victim = i;
+			break;
+		}
+		if (cache[i].used < cache[victim].used)
+			victim = i;
+	}
+	free(cache[victim].body);
+	snprintf(cache[victim].key, sizeof(cache[victim].key), "%s", key);
+	cache[victim].body = copy;
+	cache[victim].next = next;
+	cache[victim].at = cache[victim].used = util_now();
+	pthread_mutex_unlock(&cache_mu);
+}
+
+void srv_api_cache_clear(void)
+{
+	pthread_mutex_lock(&cache_mu);
+	for (int i = 0; i < CACHE_SLOTS; i++) {
+		free(cache[i].body);
+		cache[i].body = NULL;
+	}
+	pthread_mutex_unlock(&cache_mu);
+}
+
+/* The local commit for rev (NULL/HEAD: main, else latest), or "" if not stored. */
+static void local_commit(struct srv *s, const char *type, const char *repo, const char *rev, char commit[41])
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = srv_store_take(s);
+	commit[0] = 0;
+	if (rev && !strcmp(rev, "HEAD"))
+		rev = NULL;
+	if (!st || store_resolve(&ctx, st, type, repo, rev, commit))
+		commit[0] = 0;
+	srv_store_put(s, st);
+}
+
 enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)
 {
 	struct srv_rev rv;
-	int local;
+	int local, status = 200;
 	enum hm_err err;
-	enum MHD_Result ret;
+	size_t page = q->s->o->page_size > 0 ? (size_t)q->s->o->page_size : 1000, next = 0;
+	char commit[41], key[700] = "";
+	char *txt = NULL;
+	const char *rev = r->what == R_REPO_INFO ? NULL : r->rev;
 
 	if (r->what == R_REFS)
 		return refs(q, c, r);
-	err = srv_get_rev(q->s, q, r->type, r->repo, r->what == R_REPO_INFO ? NULL : r->rev, &rv, &local);
+	if (r->what == R_TREE && query_flag(c, "expand") && q->s->o->page_size <= 0)
+		page = 50; /* like the Hub: smaller pages with expand */
+	if (r->what != R_PATHS_INFO) {
+		local_commit(q->s, r->type, r->repo, rev, commit);
+		if (commit[0]) {
+			const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
+			snprintf(key, sizeof(key), "%d|%s|%s|%s|b%d|r%d|e%d|%s|%.40s|%zu", (int)r->what == R_TREE, r->type,
+				 r->repo, commit, query_flag(c, "blobs"), query_flag(c, "recursive"), query_flag(c, "expand"),
+				 r->what == R_TREE ? r->path : "", cur ? cur : "", page);
+			if ((txt = cache_get(key, &next)))
+				return send_text(q, c, txt, next);
+		}
+	}
+	err = srv_get_rev(q->s, q, r->type, r->repo, rev, &rv, &local);
 	if (err) {
 		srv_rev_release(q->s, &rv);
 		return rev_error(q, c, err, r->type, r->repo, r->rev[0] ? r->rev : "main", NULL);
 	}
 	switch (r->what) {
 	case R_REPO_INFO:
-	case R_REVISION:
-		ret = repo_info(q, c, r, &rv);
-		break;
-	case R_TREE: {
-		/* the URL path up to the query, as the client sent it */
-		const char *raw = q->url ? q->url : "";
-		ret = tree(q, c, r, &rv, raw);
+	case R_REVISION: {
+		json_t *j = repo_info(c, r, &rv);
+		txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		json_decref(j);
+		status = txt ? 200 : 500;
 		break;
 	}
-	case R_PATHS_INFO:
-		ret = paths_info(q, c, &rv);
+	case R_TREE:
+		txt = tree_page(c, r, &rv, page, &next, &status);
 		break;
+	case R_PATHS_INFO: {
+		enum MHD_Result ret = paths_info(q, c, &rv);
+		srv_rev_release(q->s, &rv);
+		return ret;
+	}
 	default:
-		ret = srv_send_error(q, c, 404, NULL, "not found");
+		status = 404;
+	}
+	if (txt && local && key[0] && !strcmp(rv.commit, commit))
+		cache_put(key, txt, next);
+	if (!txt) {
+		char c40[41];
+		memcpy(c40, rv.commit, sizeof(c40));
+		srv_rev_release(q->s, &rv);
+		if (status == 404)
+			return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, c40);
+		if (status == 400)
+			return srv_send_error(q, c, 400, NULL, "invalid cursor");
+		return srv_send_error(q, c, 500, NULL, "out of memory");
 	}
 	srv_rev_release(q->s, &rv);
-	return ret;
+	return send_text(q, c, txt, next);
 }

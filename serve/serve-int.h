@@ -107,6 +107,8 @@ enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, cons
 			const char *rev, struct srv_rev *out, int *local) HM_MUST_CHECK;
 
 enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* Drops the rendered-answer cache (at shutdown). */
+void srv_api_cache_clear(void);
 enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 /* Queues a file answer (headers, Content-Range) with the body in resp. */
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,

@@ -2,6 +2,7 @@
  * wait on a pull-through without stalling anyone else), bounded connections
  * and memory, authentication, dispatch, the access log, graceful shutdown. */
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -362,6 +363,9 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 			 MHD_USE_ITC;
 
 	memset(&s, 0, sizeof(s));
+	/* one thread per connection: without a cap glibc gives many of them an
+	 * arena of their own, and memory freed there is seldom returned */
+	mallopt(M_ARENA_MAX, 4);
 	s.ctx = ctx;
 	s.o = o;
 	pthread_mutex_init(&s.pool_mu, NULL);
@@ -381,7 +385,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
 			       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o->timeout > 0 ? o->timeout : 60),
-			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10),
+			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 << 10),
 			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 << 10),
 			       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
 			       MHD_OPTION_NOTIFY_COMPLETED, completed, &s,
@@ -431,6 +435,7 @@ out:
 		MHD_stop_daemon(s.d);
 	srv_up_free(&s);
 	srv_metrics_free(&s);
+	srv_api_cache_clear();
 	for (size_t i = 0; i < s.npool; i++)
 		store_close(s.pool[i]);
 	free(s.pool);
