@@ -149,10 +149,31 @@ static json_t *gguf_report(const struct fmt_gguf *g, const char *label)
 
 /* ---- text ---- */
 
+/* Prints s with control bytes escaped (untrusted text on a terminal), cut
+ * after max bytes. */
+static void put_clean(const char *s, size_t max)
+{
+	size_t i;
+	for (i = 0; s[i] && i < max; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c < 0x20 || c == 0x7f)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+	if (s[i])
+		fputs("...", stdout);
+}
+
 static void print_scalar(json_t *v)
 {
-	if (json_is_string(v))
-		printf("\"%s\"", json_string_value(v));
+	if (json_is_string(v)) {
+		putchar('"');
+		put_clean(json_string_value(v), 120);
+		putchar('"');
+	}
 	else if (json_is_integer(v))
 		printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
 	else if (json_is_real(v))
@@ -172,9 +193,12 @@ static void print_meta(json_t *meta, const char *format)
 		return;
 	printf("metadata:\n");
 	json_object_foreach(meta, k, v) {
-		printf("  %s", k);
+		printf("  ");
+		put_clean(k, 200);
 		if (!strcmp(format, "safetensors")) {
-			printf(" = %s\n", json_string_value(v));
+			printf(" = ");
+			put_clean(json_string_value(v), 200);
+			printf("\n");
 			continue;
 		}
 		if (json_is_string(json_object_get(v, "item_type"))) {
@@ -237,11 +261,13 @@ static void print_report(json_t *r, int all)
 		w = 72;
 	printf("%-*s  %-7s  %s\n", (int)w, "NAME", "DTYPE", !strcmp(format, "gguf") ? "SHAPE (ggml order)" : "SHAPE");
 	json_array_foreach(tensors, i, t) {
+		const char *name = json_string_value(json_object_get(t, "name"));
 		char sh[256];
 		if (i == rows)
 			break;
 		shape_text(json_object_get(t, "shape"), sh, sizeof(sh));
-		printf("%-*s  %-7s  %s\n", (int)w, json_string_value(json_object_get(t, "name")),
+		put_clean(name, 4096);
+		printf("%*s  %-7s  %s\n", (int)(w > strlen(name) ? w - strlen(name) : 0), "",
 		       json_string_value(json_object_get(t, "dtype")), sh);
 	}
 	if (rows < json_array_size(tensors))
@@ -416,7 +442,8 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_inspect, "inspect takes one PATH or REPO");
 	if (stat(a->pos[0], &st) != 0) {
-		if (errno == ENOENT && util_repo_id_is_valid(strchr(a->pos[0], ':') ? strchr(a->pos[0], ':') + 1
+		if (errno == ENOENT && !ends_with(a->pos[0], ".safetensors") && !ends_with(a->pos[0], ".gguf") &&
+		    !ends_with(a->pos[0], ".json") && util_repo_id_is_valid(strchr(a->pos[0], ':') ? strchr(a->pos[0], ':') + 1
 							  : !strncmp(a->pos[0], "datasets/", 9) ? a->pos[0] + 9
 							  : a->pos[0]))
 			return inspect_repo(env, a);
