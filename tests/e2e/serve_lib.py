@@ -139,9 +139,6 @@ class Server:
             self.proc = subprocess.Popen([lib.BIN] + self.argv, stdout=out, stderr=err,
                                          stdin=subprocess.DEVNULL, env=t.environ(env), cwd=t.cwd)
         t.procs.append(self.proc)
-        if not hasattr(t, "servers"):
-            t.servers = []
-        t.servers.append(self)
         self.stopped_rc = None
         deadline = time.time() + wait
         line = None
@@ -164,6 +161,9 @@ class Server:
         self.port = int(m.group(2))
         check(self.port != 0, "listening on port 0")
         self.url = "http://%s:%d" % (self.host, self.port)
+        if not hasattr(t, "servers"):
+            t.servers = []
+        t.servers.append(self)
 
     def stderr(self):
         return lib.read(self.err_path).decode("utf-8", "replace")
@@ -445,6 +445,9 @@ class Reader(threading.Thread):
                     self.first = time.time()
                 self.buf += b
             c.close()
+            cl = r.getheader("Content-Length")
+            if cl is not None and cl.isdigit() and int(cl) != len(self.buf):
+                self.error = "IncompleteRead: %d of %s bytes" % (len(self.buf), cl)
         except Exception as e:  # kept for the test to report
             self.error = "%s: %s" % (type(e).__name__, e)
         finally:

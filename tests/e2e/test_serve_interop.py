@@ -17,6 +17,9 @@ import serve_lib as sl
 from serve_lib import MODEL, REVS, DATASET, Server, serving
 
 JS = os.path.join(lib.ROOT, "tests", "js")
+NPM_TIMEOUT = 120
+# a test's ceiling: a few seconds normally, plus one `npm ci` when node_modules is missing
+CEILING = NPM_TIMEOUT + 60
 
 
 def ensure_js():
@@ -30,17 +33,22 @@ def ensure_js():
     pkg = os.path.join(JS, "node_modules", "@huggingface", "hub", "package.json")
     with open(os.path.join(JS, "package.json")) as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)  # one npm ci at a time
-        installed = json.load(open(pkg)).get("version") if os.path.exists(pkg) else None
+        # npm writes node_modules/.package-lock.json last: without it the install is partial
+        done = os.path.exists(os.path.join(JS, "node_modules", ".package-lock.json"))
+        installed = json.load(open(pkg)).get("version") if done and os.path.exists(pkg) else None
         if installed != pinned:
             npm = shutil.which("npm")
             if not npm:
                 raise Fail("npm is not installed: cannot install tests/js (npm ci)")
             try:
                 # the caller's environment: npm may need its proxy settings
-                p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, capture_output=True,
-                                   text=True, timeout=240)
+                p = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--fetch-retries=2",
+                                    "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000",
+                                    "--fetch-timeout=30000"], cwd=JS, capture_output=True,
+                                   text=True, timeout=NPM_TIMEOUT)
             except subprocess.TimeoutExpired:
-                raise Fail("`npm ci` in tests/js did not finish in 240 s (is the npm registry reachable?)")
+                raise Fail("`npm ci` in tests/js did not finish in %d s (is the npm registry reachable?)"
+                           % NPM_TIMEOUT)
             if p.returncode != 0:
                 raise Fail("`npm ci --no-audit --no-fund` in tests/js failed (exit %d); the JS interop tests "
                            "need the npm registry once to install @huggingface/hub %s:\n%s"
@@ -123,7 +131,7 @@ def no_server_errors(t, allowed_404=()):
     check(not bad, "the JS client's requests were answered with errors: %s" % bad[:10])
 
 
-@serving(timeout=90)
+@serving(timeout=CEILING)
 def test_js_client_from_store(t):
     sl.prefill(t)
     srv = Server(t)
@@ -151,7 +159,7 @@ def test_js_client_from_store(t):
     no_server_errors(t, allowed_404=("no-such-file.txt",))
 
 
-@serving(timeout=90)
+@serving(timeout=CEILING)
 def test_js_client_pull_through(t):
     emu = t.emu(sl.fixture_repos())
     srv = Server(t, "--upstream", emu.url)
@@ -168,7 +176,7 @@ def test_js_client_pull_through(t):
     no_server_errors(t)
 
 
-@serving(timeout=90)
+@serving(timeout=CEILING)
 def test_js_client_with_token(t):
     sl.prefill(t)
     secret = "hf_JsInteropSecret0123456789ab"
