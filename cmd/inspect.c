@@ -93,7 +93,9 @@ static json_t *gguf_value_json(const struct fmt_gguf_value *v)
 	}
 }
 
-static json_t *st_report(const struct fmt_st_set *set, const char *label)
+/* single: the file name to report for a set of one file opened directly
+ * (its path may be a blob's); NULL for sets from an index. */
+static json_t *st_report(const struct fmt_st_set *set, const char *label, const char *single)
 {
 	json_t *tensors = json_array(), *meta = json_object(), *files = json_array();
 	uint64_t params = 0, bytes = 0;
@@ -104,11 +106,11 @@ static json_t *st_report(const struct fmt_st_set *set, const char *label)
 		json_array_append_new(tensors, json_pack("{s:s, s:s, s:o, s:I, s:I, s:s}", "name", t->name, "dtype",
 							 fmt_dtype_name(t->dtype), "shape", shape_json(t->shape, t->ndim),
 							 "bytes", (json_int_t)t->nbytes, "offset", (json_int_t)t->file_offset,
-							 "file", fmt_st_set_shard_name(set, t->shard)));
+							 "file", single ? single : fmt_st_set_shard_name(set, t->shard)));
 	}
 	for (size_t s = 0; s < fmt_st_set_nshards(set); s++) {
 		const struct fmt_st *st = fmt_st_set_shard(set, s);
-		json_array_append_new(files, json_string(fmt_st_set_shard_name(set, s)));
+		json_array_append_new(files, json_string(single ? single : fmt_st_set_shard_name(set, s)));
 		for (size_t i = 0; i < fmt_st_meta_count(st); i++) {
 			const char *k, *v;
 			fmt_st_meta(st, i, &k, &v);
@@ -300,9 +302,11 @@ static enum hm_err report_path(struct hm_ctx *ctx, const char *path, const char 
 		fmt_gguf_close(g);
 	} else {
 		struct fmt_st_set *set = NULL;
+		const char *base = strrchr(label, '/');
+		int direct = stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".index.json");
 		if ((err = fmt_st_open_dir(ctx, path, &set)))
 			return err;
-		*out = st_report(set, label);
+		*out = st_report(set, label, direct ? (base ? base + 1 : label) : NULL);
 		fmt_st_set_close(set);
 	}
 	return *out ? HM_OK : hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
@@ -367,7 +371,7 @@ static enum hm_err report_repo(struct hm_ctx *ctx, struct repo_files *rf, json_t
 		rf->dir = dir;
 		store_blob_path(rf->st, rf->f[i].sha256, blob, sizeof(blob));
 		if (!(err = fmt_st_open_index(ctx, blob, resolve_shard, rf, &set))) {
-			json_array_append_new(list, st_report(set, rf->f[i].path));
+			json_array_append_new(list, st_report(set, rf->f[i].path, NULL));
 			fmt_st_set_close(set);
 		}
 	}

@@ -65,6 +65,8 @@ def test_inspect_sample_repo_and_path(t):
     check(len(j["checkpoints"]) == 1, "one checkpoint: %r" % [c["path"] for c in j["checkpoints"]])
     check(j["checkpoints"][0]["path"] == "model.safetensors", "path %r" % j["checkpoints"][0]["path"])
     check_against_sample(j["checkpoints"][0], header)
+    check(j["checkpoints"][0]["files"] == ["model.safetensors"], "files: %r" % j["checkpoints"][0]["files"])
+    check({x["file"] for x in j["checkpoints"][0]["tensors"]} == {"model.safetensors"}, "tensor files")
 
     j = t.ok("inspect", sample, "--json").json()
     check_against_sample(j, header)
