@@ -155,6 +155,11 @@ static enum hm_err write_header(struct fmt_st_writer *w)
 		goto nomem;
 	len = strlen(s);
 	pad = (8 - len % 8) % 8;
+	if (len + pad > FMT_ST_MAX_HEADER) {
+		err = hm_fail(w->ctx, HM_ERR_USAGE, "'%s': the header would be %zu bytes (at most %d)", w->out.path,
+			      len + pad, FMT_ST_MAX_HEADER);
+		goto out;
+	}
 	fmt_put_le64(n8, len + pad);
 	if ((err = fmt_out_write(&w->out, n8, 8)) || (err = fmt_out_write(&w->out, s, len)) ||
 	    (err = fmt_out_write(&w->out, "        ", pad)))
