@@ -6,6 +6,7 @@ as they arrive, upstream faults never reach clients as wrong bytes,
 and whose token goes upstream."""
 
 import os
+import signal
 import threading
 import time
 
@@ -90,18 +91,26 @@ def test_one_upstream_download_for_many_clients(t):
     emu.faults([{"match": "big.bin", "kind": "slow", "rate": 3000000, "times": -1}])
     srv = upstream_server(t, emu)
     go = threading.Event()
-    readers = [sl.Reader(srv, sl.resolve_url(BIG, "main", "big.bin"), start_evt=go, timeout=30)
-               for _ in range(8)]
+    # six whole-file clients and two that ask ranges (one far ahead of the download)
+    ranges = [None] * 6 + [(4500000, size - 1), (1000, 999999)]
+    readers = [sl.Reader(srv, sl.resolve_url(BIG, "main", "big.bin"), start_evt=go, timeout=30,
+                         headers={"Range": "bytes=%d-%d" % rg} if rg else None)
+               for rg in ranges]
     for r in readers:
         r.start()
     time.sleep(0.1)
     go.set()
     for r in readers:
         r.join(40)
-    for i, r in enumerate(readers):
+    for i, (r, rg) in enumerate(zip(readers, ranges)):
         check(not r.is_alive(), "client %d still reading after 40 s" % i)
-        check(r.error is None and r.status == 200, "client %d: status %r error %r" % (i, r.status, r.error))
-        check(r.data == data, "client %d got %d wrong bytes" % (i, len(r.data)))
+        want, status = (data, 200) if rg is None else (data[rg[0]:rg[1] + 1], 206)
+        check(r.error is None and r.status == status, "client %d (range %s): status %r error %r"
+              % (i, rg, r.status, r.error))
+        check(r.data == want, "client %d (range %s) got %d wrong bytes" % (i, rg, len(r.data)))
+        if rg:
+            cr = r.headers_in.get("Content-Range")
+            check(cr == "bytes %d-%d/%d" % (rg[0], rg[1], size), "client %d: Content-Range %r" % (i, cr))
     log = emu.log()
     gets = emu.file_gets(log, "big.bin")
     check(gets, "no upstream GET of big.bin")
@@ -221,6 +230,15 @@ def test_pull_through_api_and_revisions(t):
     pages, entries = sl.follow_pages(srv, "/api/models/%s/tree/dev?recursive=true" % REVS)
     check({e["path"] for e in entries if e["type"] == "file"} == set(sl.revs_files(1)),
           "tree at dev through upstream: %s" % entries)
+    # HEAD of a file not in the store: the Hub's headers, from the listing, no download
+    w = sl.revs_files(1)["w.bin"]
+    before = emu.bytes_served("w.bin")
+    r = srv.head(sl.resolve_url(REVS, "dev", "w.bin"))
+    sha = lib.sha256_bytes(w)
+    check(r.status == 200 and r.h("ETag") == '"%s"' % sha and r.h("X-Linked-Etag") == '"%s"' % sha
+          and r.h("X-Linked-Size") == str(len(w)) and r.h("Content-Length") == str(len(w))
+          and r.h("X-Repo-Commit") == c[1], "HEAD of a file not yet pulled through: %r" % r)
+    check(emu.bytes_served("w.bin") == before, "a HEAD made the server download w.bin")
     # a model never stored, asked for its info first (as the clients do)
     j = srv.json("/api/models/%s" % MODEL)
     check(j.get("sha") == sl.main_commit(MODEL), "repo info through upstream: %r" % j)
@@ -330,3 +348,103 @@ def test_tokens_upstream(t):
     r = srv.get(sl.resolve_url(REVS, "main", "version.txt"), token=client)
     check(r.status == 200, "--forward-token: %r" % r)
     check(used(emu.log()) == {"Bearer " + client}, "--forward-token: upstream Authorization %s" % used(emu.log()))
+
+
+@serving(timeout=60)
+def test_sigterm_during_pull_through(t):
+    size = 3 * 1000 * 1000
+    emu = t.emu([big_repo(**{"slow.bin": (size, 9)})])
+    data = lib.random_bytes(size, 9)
+    emu.faults([{"match": "slow.bin", "kind": "slow", "rate": 1500000, "times": -1}])
+    srv = upstream_server(t, emu)
+    r = sl.Reader(srv, sl.resolve_url(BIG, "main", "slow.bin"), timeout=30)
+    r.start()
+    check(sl.wait_for(lambda: len(r.buf) > 0, timeout=10), "no bytes within 10 s")
+    srv.proc.send_signal(signal.SIGTERM)
+    r.join(30)
+    check(not r.is_alive(), "client still reading 30 s after SIGTERM")
+    # the answer in progress (a pull-through) is drained, then the server exits 0
+    check(r.status == 200 and r.error is None and r.data == data,
+          "download in flight at SIGTERM: status %r error %r, %d of %d bytes, correct %s"
+          % (r.status, r.error, len(r.data), size, r.data == data))
+    try:
+        rc = srv.proc.wait(15)
+    except Exception:
+        raise lib.Fail("the server did not exit within 15 s of SIGTERM after its last answer")
+    srv.stopped_rc = rc
+    check(rc == 0, "exit %s after SIGTERM\n  stderr: %s" % (rc, srv.stderr()[-1500:]))
+    t.ok("verify")
+    lib.check_store_consistent(t.store)
+    # the next server serves it from the store without going upstream
+    emu.faults([])
+    emu.reset_log()
+    srv2 = upstream_server(t, emu)
+    check(srv2.get(sl.resolve_url(BIG, "main", "slow.bin")).body == data, "after restart")
+    check(not emu.file_gets(), "the file pulled through before SIGTERM was fetched again")
+
+
+@serving(timeout=60)
+def test_kill9_during_pull_through(t):
+    size = 4 * 1000 * 1000
+    emu = t.emu([big_repo(**{"slow.bin": (size, 10)})])
+    data = lib.random_bytes(size, 10)
+    emu.faults([{"match": "slow.bin", "kind": "slow", "rate": 1000000, "times": 1}])
+    srv = upstream_server(t, emu)
+    r = sl.Reader(srv, sl.resolve_url(BIG, "main", "slow.bin"), timeout=30)
+    r.start()
+    check(sl.wait_for(lambda: len(r.buf) > 300000, timeout=10), "no bytes within 10 s")
+    srv.proc.kill()
+    srv.proc.wait()
+    srv.stopped_rc = "killed"
+    r.join(10)
+    got = r.data
+    check(len(got) < size and got == data[:len(got)], "the client got %d bytes before kill -9, correct %s"
+          % (len(got), got == data[:len(got)]))
+    # the store is consistent, and a new server finishes the job with the right bytes
+    t.ok("verify")
+    lib.check_store_consistent(t.store)
+    srv2 = upstream_server(t, emu)
+    r2 = srv2.get(sl.resolve_url(BIG, "main", "slow.bin"), timeout=30)
+    check(r2.status == 200 and r2.body == data, "after kill -9 and restart: %r" % r2)
+    t.ok("verify")
+
+
+@serving(timeout=60)
+def test_upstream_down(t):
+    emu = t.emu(sl.fixture_repos())
+    t.ok("pull", MODEL, "-q")
+    dead = "http://127.0.0.1:%d" % lib.free_port()
+    srv = Server(t, "--upstream", dead, "--retries", "1")
+    # what the store has is served, branch names included (the last known commit)
+    r = srv.get(sl.resolve_url(MODEL, "main", "config.json"), timeout=30)
+    check(r.status == 200 and r.body == lib.sample_files()["config.json"], "a stored file, upstream down: %r" % r)
+    j = srv.json("/api/models/%s/revision/main" % MODEL, timeout=30)
+    check(j.get("sha") == sl.main_commit(MODEL), "stored revision info, upstream down: %r" % j)
+    # what it lacks is a clean gateway error, soon
+    for url in ("/api/models/" + REVS, sl.resolve_url(REVS, "main", "version.txt")):
+        t0 = time.time()
+        r = srv.get(url, timeout=30)
+        check(r.status in (502, 503, 504), "%s with the upstream down: expected 502/503/504: %r" % (url, r))
+        check(r.json().get("error"), "%s: error body %r" % (url, r))
+        check(time.time() - t0 < 20, "%s: the gateway error took %.1fs" % (url, time.time() - t0))
+    srv.check_works("upstream errors")
+
+
+@serving(timeout=60)
+def test_chained_pull_through(t):
+    emu = sl.prefill(t)
+    a = Server(t)                                   # over the filled store
+    b_store = os.path.join(t.tmp, "store-b")
+    b = Server(t, "--upstream", a.url, store=b_store)  # empty, pulls through a
+    emu.reset_log()
+    c = os.path.join(t.tmp, "store-c")
+    for args, expect in (((MODEL,), lib.sample_files()), ((REVS, "--revision", "refs/pr/1"), sl.revs_files(1)),
+                         ((DATASET, "--repo-type", "dataset"), sl.dataset_files())):
+        r = t.hm("pull", *args, "--json", store=c, endpoint=b.url, timeout=60)
+        check(r.rc == 0, "pull through two servers: %r\n  b stderr: %s" % (r, b.stderr()[-1500:]))
+        got = {p: f.get("sha256") for p, f in lib.files_by_path(r.json()).items()}
+        check(got == {p: lib.sha256_bytes(d) for p, d in expect.items()}, "%s through two servers: %s" % (args, got))
+    for st in (b_store, c):
+        t.ok("verify", store=st)
+        lib.check_store_consistent(st)
+    check(not emu.log(), "the origin hub was asked: %s" % [e["path"] for e in emu.log()][:5])
