@@ -227,45 +227,71 @@ struct grp {
 struct gmap {
 	struct grp *g;
 	size_t n, cap;
-	uint32_t *tab;    /* open addressing: index + 1, 0 = empty */
+	uint64_t *tab;    /* open addressing: index + 1, high half the key's hash; 0 = empty */
 	size_t tcap;      /* power of two */
+	size_t last;      /* index + 1 of the group found last, 0 = none */
 };
 
 static uint64_t hash_bytes(const char *k, size_t n)
 {
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)k[i];
-		h *= 1099511628211ULL;
+	/* eight bytes a step: keys are repo names and paths, tens of bytes */
+	const uint64_t mul = 0x9E3779B97F4A7C15ULL;
+	uint64_t h = n * mul, w;
+	for (; n >= 8; n -= 8, k += 8) {
+		memcpy(&w, k, 8);
+		h = (h ^ w) * mul;
+		h ^= h >> 29;
 	}
-	return h ^ (h >> 29);
+	w = 0;
+	memcpy(&w, k, n);
+	h ^= w;
+	/* murmur3's finalizer: every input bit moves the low bits the table uses */
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
 }
 
 /* Index of the group for key k (made when new); -1 when out of memory. */
 static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
 {
-	uint64_t h = hash_bytes(k, n);
+	uint64_t h, tag;
 	size_t i;
 
+	/* a pull writes the rows of one repo, endpoint and day one after the other */
+	if (m->last && m->g[m->last - 1].klen == n && !memcmp(m->g[m->last - 1].k, k, n))
+		return (int64_t)m->last - 1;
+	h = hash_bytes(k, n);
+	tag = h & 0xffffffff00000000ULL;
 	if ((m->n + 1) * 2 > m->tcap) {
 		size_t nt = m->tcap ? m->tcap * 2 : 256;
-		uint32_t *t = calloc(nt, sizeof(*t));
+		uint64_t *t = calloc(nt, sizeof(*t));
 		if (!t)
 			return -1;
-		for (size_t j = 0; j < m->n; j++) {
-			size_t p = hash_bytes(m->g[j].k, m->g[j].klen) & (nt - 1);
+		for (size_t j = 0; j < m->tcap; j++) {
+			size_t p;
+			if (!m->tab[j])
+				continue;
+			/* the low bits the table used are gone; hash the key again */
+			p = hash_bytes(m->g[(uint32_t)m->tab[j] - 1].k, m->g[(uint32_t)m->tab[j] - 1].klen) & (nt - 1);
 			while (t[p])
 				p = (p + 1) & (nt - 1);
-			t[p] = (uint32_t)j + 1;
+			t[p] = m->tab[j];
 		}
 		free(m->tab);
 		m->tab = t;
 		m->tcap = nt;
 	}
 	for (i = h & (m->tcap - 1); m->tab[i]; i = (i + 1) & (m->tcap - 1)) {
-		struct grp *g = &m->g[m->tab[i] - 1];
-		if (g->klen == n && !memcmp(g->k, k, n))
-			return m->tab[i] - 1;
+		struct grp *g;
+		if ((m->tab[i] & 0xffffffff00000000ULL) != tag)
+			continue;
+		g = &m->g[(uint32_t)m->tab[i] - 1];
+		if (g->klen == n && !memcmp(g->k, k, n)) {
+			m->last = (uint32_t)m->tab[i];
+			return (int64_t)m->last - 1;
+		}
 	}
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 64;
@@ -282,7 +308,8 @@ static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
 	memcpy(g->k, k, n);
 	g->klen = n;
 	g->slot = NONE;
-	m->tab[i] = (uint32_t)m->n + 1;
+	m->tab[i] = tag | ((uint64_t)m->n + 1);
+	m->last = m->n + 1;
 	return (int64_t)m->n++;
 }
 
@@ -298,6 +325,7 @@ static void gmap_release(struct gmap *m)
 /* One transfer as read from either table. */
 struct xfer {
 	const char *type, *repo, *path, *peer;
+	size_t lt, lr, lp, le;
 	int64_t started_at;
 	uint64_t bytes, retries;
 	double seconds;
@@ -307,8 +335,8 @@ struct xfer {
 struct scan {
 	const struct store_stats_query *q;
 	struct gmap m[STORE_BY_N];
-	struct gmap pulls;
-	struct store_agg pulls_total;
+	struct gmap pulls, served;
+	struct store_agg pulls_total, served_total;
 	double *rates;            /* per transfer with a rate, in scan order */
 	uint32_t *gid[STORE_BY_N];/* its group in each breakdown */
 	size_t nrates, caprates;
@@ -337,7 +365,7 @@ static int64_t floor_div(int64_t a, int64_t b)
 /* Builds the key of x in breakdown by into s->kbuf; returns its length, or -1. */
 static int64_t make_key(struct scan *s, enum store_by by, const struct xfer *x)
 {
-	size_t lt = strlen(x->type), lr = strlen(x->repo), lp = strlen(x->path), le = strlen(x->peer);
+	size_t lt = x->lt, lr = x->lr, lp = x->lp, le = x->le;
 	size_t need = lt + lr + lp + le + 16;
 	char *k;
 	if (need > s->kcap) {
@@ -400,7 +428,7 @@ static int scan_add(struct scan *s, const struct xfer *x)
 		if (rated)
 			s->gid[b][s->nrates] = (uint32_t)g;
 	}
-	if (s->q->pulls && !x->serve) {
+	if (s->q->legacy && !x->serve) {
 		int64_t len, g;
 		if ((len = make_key(s, STORE_BY_REPO, x)) < 0 || (g = gmap_get(&s->pulls, s->kbuf, (size_t)len)) < 0)
 			return -1;
@@ -419,6 +447,14 @@ static const char *col_text(sqlite3_stmt *q, int i)
 	return t ? t : "";
 }
 
+/* Text column i and its length. */
+static const char *col_textn(sqlite3_stmt *q, int i, size_t *n)
+{
+	const char *t = (const char *)sqlite3_column_text(q, i);
+	*n = t ? (size_t)sqlite3_column_bytes(q, i) : 0;
+	return t ? t : "";
+}
+
 /* Appends the repo and time conditions of the query (bound as ?1..?4). */
 static void where_range(char *sql, size_t len, const struct store_stats_query *q, const char *name,
 			const char *type)
@@ -428,20 +464,53 @@ static void where_range(char *sql, size_t len, const struct store_stats_query *q
 		 q->since != INT64_MIN ? " AND started_at >= ?3" : "", q->until != INT64_MAX ? " AND started_at < ?4" : "");
 }
 
+/* Per repo served requests (every kind), as store_served_stats counts them. */
+static int served_legacy_add(struct scan *s, const struct xfer *x, int file, int error)
+{
+	struct store_agg *a = &s->served_total;
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass) {
+			int64_t len, g;
+			/* requests that named no repo count in the total only */
+			if (!x->lt || !x->lr)
+				break;
+			if ((len = make_key(s, STORE_BY_REPO, x)) < 0 ||
+			    (g = gmap_get(&s->served, s->kbuf, (size_t)len)) < 0)
+				return -1;
+			a = &s->served.g[g].a;
+		}
+		a->count++;
+		a->nrates += (uint64_t)file; /* files */
+		a->bytes += x->bytes;
+		a->hits += (uint64_t)x->hit;
+		a->misses += (uint64_t)x->miss;
+		a->failures += (uint64_t)error;
+		a->seconds += x->seconds;
+	}
+	return 0;
+}
+
 static enum hm_err scan_table(struct hm_ctx *ctx, struct store *st, struct scan *s, int serve,
 			      const char *name, const char *type)
 {
-	char sql[512];
+	char sql[640];
 	sqlite3_stmt *q = NULL;
 	enum hm_err err;
+	unsigned w = s->q->want;
+	/* only the columns this report needs (each costs a call per row);
+	 * all of them are in the covering indexes downloads_stats / served_stats */
+	int need_repo = (w & ((1u << STORE_BY_REPO) | (1u << STORE_BY_FILE))) || s->q->legacy;
+	int need_path = !!(w & (1u << STORE_BY_FILE)), need_peer = !!(w & (1u << STORE_BY_ENDPOINT));
 	int rc;
 
-	/* the columns of the covering indexes downloads_stats / served_stats */
-	snprintf(sql, sizeof(sql), "%s", serve
-		 ? "SELECT repo_type, repo, path, client, bytes, seconds, status, cache, started_at FROM served"
-		   " WHERE kind = 'file' AND method = 'GET'"
-		 : "SELECT repo_type, repo, path, endpoint, bytes, seconds, retries, result, started_at FROM downloads"
-		   " WHERE 1");
+	snprintf(sql, sizeof(sql), "SELECT bytes, seconds, started_at, %s, %s, %s, %s, %s",
+		 need_repo ? "repo_type" : "NULL", need_repo ? "repo" : "NULL", need_path ? "path" : "NULL",
+		 need_peer ? (serve ? "client" : "endpoint") : "NULL",
+		 serve ? "status, cache = 'hit', cache = 'miss', kind = 'file', method = 'GET' FROM served WHERE 1"
+		       : "retries, result = 'failed' FROM downloads WHERE 1");
+	/* legacy served rows count every request; transfers only file GETs */
+	if (serve && !s->q->legacy)
+		snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), " AND kind = 'file' AND method = 'GET'");
 	where_range(sql, sizeof(sql), s->q, name, type);
 	if ((err = store_prepare(ctx, st, sql, &q)))
 		return err;
@@ -455,32 +524,33 @@ static enum hm_err scan_table(struct hm_ctx *ctx, struct store *st, struct scan 
 		sqlite3_bind_int64(q, 4, s->q->until);
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		struct xfer x;
-		int64_t b = sqlite3_column_int64(q, 4);
-		const char *r7 = col_text(q, 7);
+		int64_t b = sqlite3_column_int64(q, 0);
 		memset(&x, 0, sizeof(x));
-		x.type = col_text(q, 0);
-		x.repo = col_text(q, 1);
-		x.path = col_text(q, 2);
-		x.peer = col_text(q, 3);
 		x.bytes = b > 0 ? (uint64_t)b : 0;
-		x.seconds = sqlite3_column_double(q, 5);
+		x.seconds = sqlite3_column_double(q, 1);
 		if (x.seconds < 0)
 			x.seconds = 0;
-		x.started_at = sqlite3_column_int64(q, 8);
+		x.started_at = sqlite3_column_int64(q, 2);
+		x.type = need_repo ? col_textn(q, 3, &x.lt) : "";
+		x.repo = need_repo ? col_textn(q, 4, &x.lr) : "";
+		x.path = need_path ? col_textn(q, 5, &x.lp) : "";
+		x.peer = need_peer ? col_textn(q, 6, &x.le) : "";
 		x.serve = serve;
 		if (serve) {
-			x.failed = sqlite3_column_int(q, 6) >= 400;
-			x.hit = !strcmp(r7, "hit");
-			x.miss = !strcmp(r7, "miss");
+			x.failed = sqlite3_column_int(q, 7) >= 400;
+			x.hit = sqlite3_column_int(q, 8);
+			x.miss = sqlite3_column_int(q, 9);
+			if (s->q->legacy && served_legacy_add(s, &x, sqlite3_column_int(q, 10), x.failed))
+				goto nomem;
+			if (!sqlite3_column_int(q, 10) || !sqlite3_column_int(q, 11))
+				continue;
 		} else {
-			int64_t r = sqlite3_column_int64(q, 6);
+			int64_t r = sqlite3_column_int64(q, 7);
 			x.retries = r > 0 ? (uint64_t)r : 0;
-			x.failed = !strcmp(r7, "failed");
+			x.failed = sqlite3_column_int(q, 8);
 		}
-		if (scan_add(s, &x)) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
-			break;
-		}
+		if (scan_add(s, &x))
+			goto nomem;
 		if ((s->total.count & 0xffff) == 0 && hm_cancelled(ctx)) {
 			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 			break;
@@ -490,6 +560,9 @@ static enum hm_err scan_table(struct hm_ctx *ctx, struct store *st, struct scan 
 		err = store_db_fail(ctx, st, "read statistics");
 	sqlite3_finalize(q);
 	return err;
+nomem:
+	sqlite3_finalize(q);
+	return hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
 }
 
 /* The k-th smallest of v[0..n) (0-based); reorders v so that v[i] <= v[k] for i < k. */
@@ -716,7 +789,8 @@ static int finish_pulls(struct scan *s, struct store_report *r)
 	if (!v)
 		return -1;
 	/* the keys are not needed any more: sorting moves them with their rows */
-	qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
+	if (m->n)
+		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
 	free(m->tab);
 	m->tab = NULL;
 	m->tcap = 0;
@@ -730,6 +804,34 @@ static int finish_pulls(struct scan *s, struct store_report *r)
 		v[i].bytes = a->bytes;
 		v[i].failures = a->failures;
 		v[i].retries = a->retries;
+		v[i].seconds = a->seconds;
+	}
+	return 0;
+}
+
+static int finish_served(struct scan *s, struct store_report *r)
+{
+	struct gmap *m = &s->served;
+	struct store_served_row *v = calloc(m->n + 1, sizeof(*v));
+	if (!v)
+		return -1;
+	if (m->n)
+		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
+	free(m->tab);
+	m->tab = NULL;
+	m->tcap = 0;
+	r->served = v;
+	for (size_t i = 0; i <= m->n; i++) {
+		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->served_total;
+		if (i < m->n && !(v[i].key = util_strndup(m->g[i].k, m->g[i].klen)))
+			return -1;
+		r->nserved = i + 1;
+		v[i].requests = a->count;
+		v[i].files = a->nrates;
+		v[i].bytes = a->bytes;
+		v[i].hits = a->hits;
+		v[i].misses = a->misses;
+		v[i].errors = a->failures;
 		v[i].seconds = a->seconds;
 	}
 	return 0;
@@ -750,19 +852,22 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 		return err;
 	if ((err = store_stats_filter(ctx, q->repo, &type, &name)))
 		return err;
-	/* one read transaction: both tables from the same snapshot */
-	if ((err = store_exec(ctx, st, "BEGIN")))
+	/* reading through a memory map saves a copy of every page (a third of
+	 * the time of a full scan); one read transaction: both tables from the
+	 * same snapshot */
+	if ((err = store_exec(ctx, st, "PRAGMA mmap_size = 1073741824")) || (err = store_exec(ctx, st, "BEGIN")))
 		goto out;
 	err = scan_table(ctx, st, &s, 0, name, type);
 	if (!err)
 		err = scan_table(ctx, st, &s, 1, name, type);
 	store_rollback(st);
+	sqlite3_exec(st->db, "PRAGMA mmap_size = 0", NULL, NULL, NULL);
 	if (err)
 		goto out;
 	for (int b = 0; b < STORE_BY_N; b++)
 		if ((q->want & (1u << b)) && finish_breakdown(&s, (enum store_by)b, out))
 			goto nomem;
-	if (q->pulls && finish_pulls(&s, out))
+	if (q->legacy && (finish_pulls(&s, out) || finish_served(&s, out)))
 		goto nomem;
 	out->total = s.total;
 	percentiles(s.rates, s.nrates, &out->total);
@@ -775,6 +880,7 @@ out:
 		free(s.gid[b]);
 	}
 	gmap_release(&s.pulls);
+	gmap_release(&s.served);
 	free(s.rates);
 	free(s.kbuf);
 	free(type);
@@ -793,6 +899,7 @@ void store_report_release(struct store_report *r)
 		free(r->by[b]);
 	}
 	store_stats_free(r->pulls, r->npulls);
+	store_served_stats_free(r->served, r->nserved);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -933,11 +1040,13 @@ enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct st
 	}
 	out->nrepos = len;
 	k = top && top < len ? top : len;
-	qsort(v, len, sizeof(*v), cmp_du_unique);
+	if (len)
+		qsort(v, len, sizeof(*v), cmp_du_unique);
 	if (!(out->by_unique = du_head(v, k)))
 		goto nomem;
 	out->nby_unique = k;
-	qsort(v, len, sizeof(*v), cmp_du_logical);
+	if (len)
+		qsort(v, len, sizeof(*v), cmp_du_logical);
 	if (!(out->by_logical = du_head(v, k)))
 		goto nomem;
 	out->nby_logical = k;
