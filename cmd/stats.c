@@ -422,7 +422,7 @@ static int write_chart(struct cmd_env *env, struct store *st, const struct store
 	q.want = 1u << STORE_BY_DAY;
 	q.top = 0;
 	q.by_key = 1;
-	q.pulls = 0;
+	q.legacy = 0;
 	if ((err = store_report(&env->ctx, st, &q, &r))) {
 		store_report_release(&r);
 		return cmd_error(env, err);
@@ -447,9 +447,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
 	struct store_report rep;
-	struct store_served_row *served = NULL;
 	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 10, 0, 0, 0};
-	size_t nserved = 0;
 	enum hm_err err;
 	enum store_by by = STORE_BY_REPO;
 	char key[300];
@@ -491,9 +489,8 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		q.repo = key;
 	}
 	q.want = env->json ? (1u << STORE_BY_N) - 1 : 1u << by;
-	q.pulls = env->json;
-	if ((err = cmd_open_store(env, &st)) || (err = store_report(&env->ctx, st, &q, &rep)) ||
-	    (!csv && (err = store_served_stats_range(&env->ctx, st, q.repo, q.since, q.until, &served, &nserved)))) {
+	q.legacy = !csv;
+	if ((err = cmd_open_store(env, &st)) || (err = store_report(&env->ctx, st, &q, &rep))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -502,7 +499,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	if (env->json) {
 		json_t *total, *repos = pulls_json(rep.pulls, rep.npulls, &total), *o;
 		o = json_pack("{s:o, s:o, s:o, s:o, s:I}", "total", total, "repos", repos, "served",
-			      served_json(served, nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
+			      served_json(rep.served, rep.nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
 			      (json_int_t)q.top);
 		for (int b = 0; b < STORE_BY_N; b++) {
 			json_t *list = json_array();
@@ -521,13 +518,12 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		print_csv(&rep, by);
 	} else {
 		print_table(&rep, by);
-		served_print(served, nserved);
+		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)
 			printf("\nchart written to %s\n", chart);
 	}
 out:
 	store_report_release(&rep);
-	store_served_stats_free(served, nserved);
 	store_close(st);
 	return rc;
 }

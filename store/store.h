@@ -217,7 +217,7 @@ struct store_stats_query {
 	size_t top;             /* rows per breakdown, largest bytes first; 0 = all */
 	unsigned want;          /* (1u << STORE_BY_x) for each breakdown to compute */
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
-	int pulls;              /* also fill the report's per-repo download rows */
+	int legacy;             /* also fill the report's pulls and served rows */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
@@ -244,6 +244,10 @@ struct store_report {
 	 * what store_stats gives, restricted to the query's repo and time range */
 	struct store_stats_row *pulls;
 	size_t npulls;
+	/* every served request (API calls too): what store_served_stats gives,
+	 * restricted to the query's repo and time range */
+	struct store_served_row *served;
+	size_t nserved;
 };
 /* One pass over downloads and served (covering indexes of schema v3). */
 enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct store_stats_query *q,
