@@ -8,6 +8,7 @@ the server into a second store)."""
 import os
 import signal
 import socket
+from urllib.parse import quote
 
 import lib
 from lib import check
@@ -515,3 +516,63 @@ def test_mirror_chaining(t):
     r = t.hm("pull", MODEL, "--json", store=b, endpoint=srv.url)
     check(r.rc == 0 and not any(f.get("downloaded") for f in r.json().get("files", [])),
           "second pull from the server downloaded again: %r" % r)
+
+
+ODD = "demo-org/odd-names"
+ODD_FILES = {"dir with space/file name.txt": "space\n", "ünïcödé/данные.json": '{"u": 1}\n',
+             "hash#1.txt": "hash\n", "q?mark.txt": "q\n", "pct%20.txt": "pct\n",
+             "plus+and&amp.txt": "amp\n", "semi;colon=eq.txt": "semi\n",
+             "weights/big model.safetensors": {"random": 30000, "seed": 5},
+             "empty.txt": "", "sub/empty.bin": ""}
+
+
+def odd_expect():
+    return {p: (v.encode() if isinstance(v, str) else lib.random_bytes(30000, 5)) for p, v in ODD_FILES.items()}
+
+
+@serving()
+def test_names_needing_quotes_and_empty_files(t):
+    repo = {"type": "model", "id": ODD, "commits": [
+        {"files": {"v.txt": "feature\n"}, "refs": ["feature/x"]},
+        {"files": ODD_FILES, "refs": ["main"]}]}
+    emu = t.emu([repo])
+    t.ok("pull", ODD, "-q")
+    t.ok("pull", ODD, "--revision", "feature/x", "-q")
+    srv = Server(t)
+    want = odd_expect()
+    main = lib.commit_id(ODD, 1)
+    desc = emu.files(ODD)
+    for p, data in want.items():
+        url = sl.resolve_url(ODD, "main", p)
+        r = srv.fetch("GET", url)
+        check(r.status == 200 and r.body == data, "GET %s (%r): %r" % (url, p, r))
+        check(r.h("ETag") == sl.etag_of(p, data, desc[p]["lfs"]), "GET %s: ETag %r" % (url, r.h("ETag")))
+        r = srv.fetch("HEAD", url)
+        check(r.status == 200 and r.h("Content-Length") == str(len(data)), "HEAD %s: %r" % (url, r))
+    # an empty file has nothing to range over
+    r = srv.get(sl.resolve_url(ODD, "main", "empty.txt"), headers={"Range": "bytes=0-0"})
+    check(r.status in (200, 416) and r.body == b"", "Range bytes=0-0 of an empty file: %r" % r)
+    # listings name the files exactly
+    j = srv.json("/api/models/%s/tree/main?recursive=true" % ODD)
+    files = {e["path"]: e for e in j if e.get("type") == "file"}
+    check(set(files) == set(want), "tree of odd names: %s" % sorted(files))
+    for p in want:
+        check_file_entry(files[p], desc[p], "tree entry %r" % p)
+    j = srv.json("/api/models/%s/tree/main/%s" % (ODD, quote("dir with space")))
+    check([e["path"] for e in j] == ["dir with space/file name.txt"], "tree of 'dir with space': %s" % j)
+    r = srv.post_form("/api/models/%s/paths-info/main" % ODD, [("paths", p) for p in want])
+    check(r.status == 200 and {e["path"] for e in r.json()} == set(want), "form paths-info of odd names: %r" % r)
+    r = srv.post_json("/api/models/%s/paths-info/main" % ODD, {"paths": list(want)})
+    check(r.status == 200 and {e["path"] for e in r.json()} == set(want), "JSON paths-info of odd names: %r" % r)
+    # a branch with a slash, quoted like refs%2Fpr%2F1
+    j = srv.json("/api/models/%s/revision/feature%%2Fx" % ODD)
+    check(j.get("sha") == lib.commit_id(ODD, 0), "revision feature%%2Fx: %r" % j.get("sha"))
+    r = srv.get(sl.resolve_url(ODD, "feature/x", "v.txt"))
+    check(r.status == 200 and r.body == b"feature\n", "resolve at feature%%2Fx: %r" % r)
+    # and a pull from the server gets them all back
+    b = os.path.join(t.tmp, "store-b")
+    r = t.hm("pull", ODD, "--json", store=b, endpoint=srv.url)
+    check(r.rc == 0, "pull of odd names from the server: %r" % r)
+    got = {p: f.get("sha256") for p, f in lib.files_by_path(r.json()).items()}
+    check(got == {p: lib.sha256_bytes(d) for p, d in want.items()}, "odd names via the server: %s" % got)
+    check(r.json().get("revision") == main, "revision %r" % r.json().get("revision"))
