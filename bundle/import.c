@@ -384,6 +384,12 @@ static enum hm_err record(struct imp *im, struct bundle_import_result *res)
 		struct bundle_rev *r = &im->m->revs[i];
 		if (!res->revs[i].recorded)
 			continue;
+		/* the first call records files and the first ref; the others move refs */
+		size_t nref = r->nrefs ? r->nrefs : 1;
+		for (size_t k = 0; k < nref; k++)
+			if ((err = store_record_revision(im->ctx, im->st, r->type, r->repo, r->commit,
+							 r->nrefs ? r->refs[k] : NULL, r->files, r->nfiles)))
+				return err;
 		for (size_t k = 0; k < r->nfiles; k++) {
 			const struct store_file *f = &r->files[k];
 			long idx = bundle_manifest_find_blob(im->m, f->sha256);
@@ -398,12 +404,6 @@ static enum hm_err record(struct imp *im, struct bundle_import_result *res)
 			if ((err = store_record_download(im->ctx, im->st, &d)))
 				return err;
 		}
-		/* the first call records files and the first ref; the others move refs */
-		size_t nref = r->nrefs ? r->nrefs : 1;
-		for (size_t k = 0; k < nref; k++)
-			if ((err = store_record_revision(im->ctx, im->st, r->type, r->repo, r->commit,
-							 r->nrefs ? r->refs[k] : NULL, r->files, r->nfiles)))
-				return err;
 		res->nrecorded++;
 	}
 	return store_flush(im->ctx, im->st);

@@ -111,7 +111,8 @@ const struct cmd cmd_export = {
 	"revision); datasets are datasets/org/name. The archive holds\n"
 	"hubmirror-bundle.json (repos, revisions, refs, files with sizes and digests)\n"
 	"and each blob once as blobs/sha256/<sha256>. The compression follows the\n"
-	"name (.tar, .tar.gz, .tar.zst); '-o -' streams to stdout, e.g.\n"
+	"name (.tar, .tar.gz, .tar.zst); '-o -' streams to stdout (the summary, and\n"
+	"--json, then go to stderr), e.g.\n"
 	"  hubmirror export org/name -o - | ssh host hubmirror import -\n"
 	"A failed export leaves no partial FILE behind.",
 	export_opts, export_run,
@@ -132,6 +133,8 @@ static int import_run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_import, a->npos ? "import takes one bundle" : "missing bundle FILE (or '-' for stdin)");
 	path = a->pos[0];
+	if (!strcmp(path, "-") && isatty(0))
+		return cmd_usage_error(&cmd_import, "stdin is a terminal: pipe a bundle in, or name the FILE");
 	label = strcmp(path, "-") ? (strrchr(path, '/') ? strrchr(path, '/') + 1 : path) : "stdin";
 	if ((err = cmd_open_store(env, &st))) {
 		store_close(st);
