@@ -341,7 +341,7 @@ static int svg_chart(struct util_buf *b, const struct store_agg *days, size_t nd
 {
 	const double t1 = 90, b1 = 330, t2 = 410, b2 = 640;
 	int64_t first = nd ? days[0].day / 86400 : 0, span = nd ? days[nd - 1].day / 86400 - first + 1 : 1;
-	double maxb = 0, maxr = 0, slot = (PX1 - PX0) / (double)span;
+	double maxb = 0, maxr = 0, unit, slot = (PX1 - PX0) / (double)span;
 	int e = 0, npts = 0;
 
 	for (size_t i = 0; i < nd; i++) {
@@ -350,7 +350,10 @@ static int svg_chart(struct util_buf *b, const struct store_agg *days, size_t nd
 		if (days[i].median_rate / 1e6 > maxr)
 			maxr = days[i].median_rate / 1e6;
 	}
-	maxb = nice_ceil(maxb);
+	/* byte ticks at round numbers of KiB, MiB, GiB ... */
+	for (unit = 1; maxb >= unit * 1024; unit *= 1024)
+		;
+	maxb = nice_ceil(maxb / unit) * unit;
 	maxr = nice_ceil(maxr);
 	e |= util_buf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 			     "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\""
