@@ -9,6 +9,7 @@ import re
 import resource
 import signal
 import socket
+import threading
 import time
 
 import lib
@@ -371,3 +372,85 @@ def test_idle_connections(t):
     finally:
         for s in socks:
             s.close()
+
+
+@serving(timeout=60)
+def test_store_changes_while_serving(t):
+    emu = t.emu(sl.fixture_repos())
+    t.ok("pull", MODEL, "-q")
+    srv = Server(t)
+    sl.check_hub_error(srv.get("/api/models/" + REVS), 404, "RepoNotFound", "before the pull")
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        # keeps the server writing served rows while the store changes
+        while not stop.is_set():
+            try:
+                r = srv.get(sl.resolve_url(MODEL, "main", CONFIG))
+                if r.status != 200:
+                    errors.append(repr(r))
+            except lib.Fail as e:
+                errors.append(str(e))
+    th = threading.Thread(target=load, daemon=True)
+    th.start()
+    try:
+        t.ok("pull", REVS, "-q")
+        c = [lib.commit_id(REVS, i) for i in range(3)]
+        j = srv.json("/api/models/%s/revision/main" % REVS)
+        check(j.get("sha") == c[2], "a repo pulled while serving: sha %r" % j.get("sha"))
+        check(srv.get(sl.resolve_url(REVS, "main", "version.txt")).body == b"two\n", "new repo's file")
+        # main moves upstream and is pulled again: the server follows
+        emu.set_ref(REVS, "main", 0)
+        t.ok("pull", REVS, "-q")
+        j = srv.json("/api/models/%s/revision/main" % REVS)
+        check(j.get("sha") == c[0], "main moved to %s and was pulled again; the server says %r" % (c[0], j.get("sha")))
+        check(srv.get(sl.resolve_url(REVS, "main", "version.txt")).body == b"zero\n", "file at the moved main")
+        # rm + gc: gone from the server too
+        t.ok("rm", REVS)
+        t.ok("gc")
+        sl.check_hub_error(srv.get("/api/models/" + REVS), 404, "RepoNotFound", "after rm + gc")
+        sl.check_hub_error(srv.get(sl.resolve_url(REVS, "main", "version.txt")), 404, "RepoNotFound",
+                           "file after rm + gc")
+    finally:
+        stop.set()
+        th.join(10)
+    check(not errors, "requests failed while the store changed: %s" % errors[:3])
+    t.ok("stats", "--json")
+    t.ok("verify")
+
+
+@serving(timeout=60)
+def test_sigterm_with_idle_and_stuck_clients(t):
+    sl.prefill(t)
+    srv = Server(t, "--client-timeout", "3")
+    socks = []
+    try:
+        for i in range(50):
+            s = socket.create_connection((srv.host, srv.port), timeout=5)
+            if i % 2:
+                s.sendall(b"GET /api/models/x HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            socks.append(s)
+        keep = srv.conn()
+        keep.request("GET", "/api/models/" + MODEL)
+        check(keep.getresponse().read(), "keep-alive request")
+        # idle, half-sent and kept-alive connections do not hold up a stop
+        srv.stop(timeout=5)
+        check(srv.stop_seconds < 3, "SIGTERM with idle connections took %.1fs" % srv.stop_seconds)
+    finally:
+        for s in socks:
+            s.close()
+    # a client that stops reading holds it up at most --client-timeout
+    srv = Server(t, "--client-timeout", "3")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((srv.host, srv.port))
+    try:
+        s.sendall(b"GET /%s/resolve/main/model.safetensors HTTP/1.1\r\nHost: x\r\n\r\n" % MODEL.encode())
+        check(s.recv(100).startswith(b"HTTP/1.1 200"), "stuck client's response")
+        srv.stop(timeout=15)
+        check(srv.stop_seconds < 3 + 5, "SIGTERM with a client that stopped reading took %.1fs "
+              "(--client-timeout 3)" % srv.stop_seconds)
+    finally:
+        s.close()
