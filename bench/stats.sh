@@ -3,18 +3,22 @@
 # downloads rows (default 1,000,000) and ROWS/10 served rows bulk-inserted into
 # a fresh store's index.db. Not part of `make check` (no timing thresholds
 # there); prints one line per command: best and median of RUNS runs.
-#   sh bench/stats.sh [ROWS]        (RUNS=5, KEEP=1 keeps the store)
+#   sh bench/stats.sh [ROWS]        (RUNS=5; KEEP=1 keeps the store and prints
+#                                    where; STORE=DIR times an existing one)
 set -eu
 cd "$(dirname "$0")/.."
 ROWS=${1:-1000000}
 RUNS=${RUNS:-5}
 PY=${PYTHON:-/usr/bin/python3}
 [ -x ./hubmirror ] || make -s hubmirror
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/hm-bench-stats-XXXXXX")
-[ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$DIR"' EXIT
-S=$DIR/store
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/hubmirror-stats-bench-XXXXXX")
+if [ "${KEEP:-0}" = 1 ]; then echo "keeping $DIR"; else trap 'rm -rf "$DIR"' EXIT; fi
+S=${STORE:-$DIR/store}
 cp ./hubmirror "$DIR/hubmirror"          # a rebuild while this runs is harmless
 H=$DIR/hubmirror
+if [ -n "${STORE:-}" ]; then
+	"$H" du --store "$S" >/dev/null  # migrates an older store
+else
 "$H" du --store "$S" >/dev/null          # creates the store at the current schema
 
 "$PY" - "$S/index.db" "$ROWS" <<'PYEOF'
@@ -73,20 +77,27 @@ con.execute("ANALYZE")
 con.close()
 print("generated %d downloads rows and %d served rows in %.1f s" % (rows, rows // 10, time.time() - t0))
 PYEOF
+fi
+uptime
 ls -l "$S/index.db" | awk '{printf "index.db: %.0f MiB\n", $5 / 1048576}'
 
 bench() {
 	"$PY" - "$RUNS" "$@" <<'PYEOF'
-import subprocess, sys, time
+import resource, subprocess, sys, time
 runs, argv = int(sys.argv[1]), sys.argv[2:]
-ts = []
+wall, cpu = [], []
 for _ in range(runs):
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    ts.append(time.perf_counter() - t0)
-ts.sort()
-print("%-58s best %6.3f s  median %6.3f s" % (" ".join(argv[1:]).replace(argv[-1], "S").replace("--store S", ""),
-                                              ts[0], ts[len(ts) // 2]))
+    wall.append(time.perf_counter() - t0)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+wall.sort()
+cpu.sort()
+name = " ".join(a for a in argv[1:] if "/" not in a or a.endswith(".svg")).replace("--store", "").strip()
+print("%-44s wall best %6.3f s  median %6.3f s   cpu median %6.3f s" % (name, wall[0], wall[len(wall) // 2],
+                                                                       cpu[len(cpu) // 2]))
 PYEOF
 }
 bench $H stats --store "$S"
