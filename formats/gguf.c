@@ -347,12 +347,14 @@ static enum hm_err check_offsets(struct hm_ctx *ctx, struct fmt_gguf *g)
 
 static enum hm_err parse(struct hm_ctx *ctx, struct fmt_gguf *g)
 {
-	struct cur c = {g->map.p, g->map.p + g->map.size, g->map.p};
+	struct cur c;
 	uint64_t nt, nkv, pos;
 	uint32_t magic;
 	enum hm_err err;
-	if (g->map.size < 24)
+	if (g->map.size < 24) /* also: no mapping for an empty file */
 		return bad(ctx, g, "%" PRIu64 " bytes is too short for a GGUF file", g->map.size);
+	c.p = c.base = g->map.p;
+	c.end = g->map.p + g->map.size;
 	if (rd32(&c, &magic) || magic != 0x46554747)
 		return bad(ctx, g, "not a GGUF file (bad magic)");
 	if (rd32(&c, &g->version) || g->version < 2 || g->version > 3)
