@@ -679,9 +679,6 @@ static size_t choose(const struct gmap *m, enum store_by by, int by_key, size_t 
 			sift_down(idx, n, 0, &c);
 		}
 	}
-	if (n < k || n == 0)
-		for (size_t j = n / 2 + 1; j-- > 0;)
-			sift_down(idx, n, j, &c);
 	/* heap sort: pop the last row to the end */
 	for (size_t end = n; end > 1; end--) {
 		uint32_t t = idx[0];
