@@ -549,11 +549,15 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 		local_commit(q->s, r->type, r->repo, rev, commit);
 		if (commit[0]) {
 			const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
-			snprintf(key, sizeof(key), "%d|%s|%s|%s|b%d|r%d|e%d|%s|%.40s|%zu", (int)r->what == R_TREE, r->type,
-				 r->repo, commit, query_flag(c, "blobs"), query_flag(c, "recursive"), query_flag(c, "expand"),
-				 r->what == R_TREE ? r->path : "", cur ? cur : "", page);
-			if ((txt = cache_get(key, &next)))
-				return send_text(q, c, txt, next);
+			const char *sub = r->what == R_TREE ? r->path : "";
+			/* a key that would not fit is not cached (a cut key could match another path) */
+			if (strlen(sub) < 300 && (!cur || strlen(cur) < 40)) {
+				snprintf(key, sizeof(key), "%d|%s|%s|%s|b%d|r%d|e%d|%.300s|%.40s|%zu", r->what == R_TREE, r->type,
+					 r->repo, commit, query_flag(c, "blobs"), query_flag(c, "recursive"),
+					 query_flag(c, "expand"), sub, cur ? cur : "", page);
+				if ((txt = cache_get(key, &next)))
+					return send_text(q, c, txt, next);
+			}
 		}
 	}
 	err = srv_get_rev(q->s, q, r->type, r->repo, rev, &rv, &local);

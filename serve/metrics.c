@@ -1,6 +1,7 @@
 /* metrics.c - what the server did: Prometheus counters and a latency
  * histogram in memory, and every request queued for the `served` table,
  * written in batches by a background thread so no request waits on SQLite. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ static void *flusher(void *arg)
 {
 	struct srv *s = arg;
 	struct srv_metrics *m = s->m;
+	double last_trim = 0;
 	pthread_mutex_lock(&m->mu);
 	for (;;) {
 		struct timespec ts;
@@ -83,6 +85,11 @@ static void *flusher(void *arg)
 		pthread_mutex_unlock(&m->mu);
 		flush_rows(s, rows, n);
 		free(rows);
+		/* give memory freed by finished connection threads back to the system */
+		if (util_now() - last_trim > 5.0) {
+			malloc_trim(0);
+			last_trim = util_now();
+		}
 		pthread_mutex_lock(&m->mu);
 		if (stop && !m->nq)
 			break;

@@ -93,6 +93,11 @@ static const char *const migrations[] = {
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+int store_schema_latest(void)
+{
+	return NMIGRATIONS;
+}
+
 static enum hm_err user_version(struct hm_ctx *ctx, struct store *st, int *v)
 {
 	enum hm_err err;

@@ -69,8 +69,9 @@ enum hm_err store_open(struct hm_ctx *ctx, const char *dir, struct store **out) 
 /* Flushes pending rows (store_flush) and closes. Accepts NULL. */
 void store_close(struct store *st);
 const char *store_dir(const struct store *st);
-/* The schema version in use. */
+/* The schema version in use, and the newest this build knows. */
 int store_schema_version(const struct store *st);
+int store_schema_latest(void);
 
 /* Path of a blob (whether or not it exists). */
 void store_blob_path(const struct store *st, const char *sha256, char *buf, size_t len);

@@ -90,19 +90,19 @@ UNIT_TEST(store_open_migrates_once)
 	char p[PATH_MAX];
 
 	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
-	CHECK(store_schema_version(st) == 2);
+	CHECK(store_schema_version(st) == store_schema_latest());
 	CHECK_STR(store_dir(st), store_path());
 	store_close(st);
 	st = NULL;
 	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
-	CHECK(store_schema_version(st) == 2);
+	CHECK(store_schema_version(st) == store_schema_latest());
 	store_close(st);
 	store_close(NULL);
 	snprintf(p, sizeof(p), "%s/blobs/sha256", store_path());
 	CHECK(exists(p));
 	snprintf(p, sizeof(p), "%s/tmp", store_path());
 	CHECK(exists(p));
-	CHECK(count_rows("PRAGMA user_version") == 2);
+	CHECK(count_rows("PRAGMA user_version") == store_schema_latest());
 	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
 			 " ('repos','revisions','refs','ref_history','blobs','blob_oids','files','downloads',"
 			 "'served')") == 9);
