@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import lib
 from lib import check, Fail
@@ -249,7 +249,6 @@ class Server:
                         body=json.dumps(obj).encode(), **kw)
 
     def post_form(self, path, pairs, **kw):
-        from urllib.parse import urlencode
         return self.req("POST", path, headers={"Content-Type": "application/x-www-form-urlencoded"},
                         body=urlencode(pairs).encode(), **kw)
 
@@ -353,7 +352,8 @@ def check_hub_error(r, status, code, what=""):
         check(False, "%s: error response without a body: %r" % (what, r))
 
 
-def etag_of(path, data, lfs):
+def etag_of(data, lfs):
+    """The ETag the Hub gives a file: quoted sha256 for LFS, quoted git blob id otherwise."""
     return '"%s"' % (lib.sha256_bytes(data) if lfs else lib.git_oid(data))
 
 
