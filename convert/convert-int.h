@@ -1,0 +1,54 @@
+/* convert-int.h - pieces shared by the files of convert/. */
+#ifndef CONVERT_INT_H
+#define CONVERT_INT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "convert.h"
+#include "../formats/formats.h"
+
+/* The type one output tensor gets (ggml ids). */
+enum conv_out_type {
+	CONV_OUT_F32 = FMT_GGML_F32,
+	CONV_OUT_F16 = FMT_GGML_F16,
+	CONV_OUT_Q4_0 = FMT_GGML_Q4_0,
+	CONV_OUT_Q8_0 = FMT_GGML_Q8_0,
+	CONV_OUT_BF16 = FMT_GGML_BF16,
+};
+
+/* n source elements of dtype dt (F32/F16/BF16, little-endian) to float. */
+void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float *out);
+/* n floats to the output encoding (n a multiple of 32 for Q types). */
+void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *out);
+/* Decodes n output elements back to float. */
+void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, float *y);
+
+/* A fixed pool of worker threads running batches of numbered tasks. */
+struct conv_pool;
+typedef void (*conv_task_fn)(void *arg, size_t task, int worker);
+/* nthreads workers (>= 1). NULL when out of memory or threads fail. */
+struct conv_pool *conv_pool_new(int nthreads);
+int conv_pool_size(const struct conv_pool *p);
+/* Starts tasks 0..n-1 of fn on the workers and returns at once. One batch
+ * at a time: the previous one must have been waited for. */
+void conv_pool_start(struct conv_pool *p, conv_task_fn fn, void *arg, size_t n);
+/* Helps with the batch's remaining tasks, then waits until all are done. */
+void conv_pool_wait(struct conv_pool *p);
+void conv_pool_free(struct conv_pool *p);
+
+/* Reads a JSON file of at most max bytes from the source; *out NULL (and
+ * HM_OK) when the source has no such file and optional is set. */
+enum hm_err conv_read_json(struct hm_ctx *ctx, const struct conv_source *src, const char *name, int optional,
+			   json_t **out) HM_MUST_CHECK;
+
+/* Writes the tokenizer.ggml.* (and tokenizer.chat_template) metadata from
+ * tokenizer.json / tokenizer_config.json (config: config.json), with
+ * n_vocab entries (padded with [PADn] tokens when the vocabulary is
+ * smaller). HM_ERR_BAD_INPUT for tokenizers it does not know. Fills
+ * res->tokenizer, res->pre and res->nvocab. No tokenizer.json: nothing is
+ * written and res->tokenizer stays "". */
+enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, json_t *config, uint64_t n_vocab,
+			     struct fmt_gguf_writer *w, struct conv_result *res) HM_MUST_CHECK;
+
+#endif

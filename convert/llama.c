@@ -1,0 +1,932 @@
+/* llama.c - LlamaForCausalLM / MistralForCausalLM safetensors to GGUF
+ * "llama": the tensor plan (names, shapes, types, Q/K permutation), the
+ * model metadata, the streaming conversion and the check of the output. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "convert-int.h"
+#include "../util/util.h"
+#include "../verify/verify.h"
+
+#define MAX_JSON (64u << 20)      /* config/tokenizer JSON files */
+#define CHUNK_ELEMS (1u << 21)    /* elements per pipeline step (8 MiB of F32 at most) */
+#define PIECE_ELEMS (1u << 14)    /* elements per task: a multiple of 32 */
+
+/* One output tensor. */
+struct plan {
+	char name[FMT_GGUF_MAX_NAME];
+	int ndim;
+	uint64_t ne[FMT_GGUF_MAX_DIMS];
+	enum conv_out_type type;
+	const unsigned char *data;  /* source elements (mapping or synth) */
+	enum fmt_dtype dtype;       /* F32, F16 or BF16 */
+	uint64_t nelem, rowlen, nrows;
+	uint64_t perm_heads;        /* 0: rows as they are; else heads of the Q/K permutation */
+	uint64_t out_bytes;
+	const unsigned char *map_base; /* the source's mapping (to drop pages), NULL for synth */
+};
+
+struct model {
+	json_t *config;
+	struct fmt_st_set *set;
+	struct plan *t;
+	size_t n, cap;
+	float *rope_freqs;
+	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
+	int tied;
+};
+
+const char *conv_type_name(enum conv_type t)
+{
+	static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0"};
+	return (unsigned)t < CONV_TYPE__COUNT ? names[t] : NULL;
+}
+
+int conv_type_parse(const char *s, enum conv_type *out)
+{
+	for (int i = 0; i < CONV_TYPE__COUNT; i++)
+		if (s && !strcasecmp(s, conv_type_name((enum conv_type)i))) {
+			*out = (enum conv_type)i;
+			return 0;
+		}
+	return -1;
+}
+
+enum hm_err conv_read_json(struct hm_ctx *ctx, const struct conv_source *src, const char *name, int optional,
+			   json_t **out)
+{
+	char path[PATH_MAX];
+	char *data = NULL;
+	size_t len = 0;
+	json_error_t je;
+	enum hm_err err;
+
+	*out = NULL;
+	ctx->errmsg[0] = '\0';
+	err = src->resolve(ctx, src->ud, name, path, sizeof(path));
+	if (err == HM_ERR_NOT_FOUND && optional) {
+		ctx->errmsg[0] = '\0';
+		return HM_OK;
+	}
+	if (err == HM_ERR_NOT_FOUND)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no %s", src->label, name);
+	if (err)
+		return err;
+	if (util_read_file(path, MAX_JSON, &data, &len) < 0)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot read %s of '%s' (missing, unreadable or over 64 MiB)",
+			       name, src->label);
+	*out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+	free(data);
+	if (!*out || !json_is_object(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "%s of '%s' is not a JSON object (line %d: %s)", name, src->label,
+			       je.line, je.text);
+	}
+	return HM_OK;
+}
+
+/* ---- config ---- */
+
+static int cfg_num(json_t *c, const char *key, double *v)
+{
+	json_t *j = json_object_get(c, key);
+	if (!json_is_number(j))
+		return 0;
+	*v = json_number_value(j);
+	return 1;
+}
+
+static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint64_t def, int required, uint64_t *out)
+{
+	double v;
+	if (!cfg_num(c, key, &v)) {
+		if (required)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json has no integer '%s'", key);
+		*out = def;
+		return HM_OK;
+	}
+	if (v < 1 || v > (double)(1u << 30) || v != floor(v))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: '%s' = %g is out of range", key, v);
+	*out = (uint64_t)v;
+	return HM_OK;
+}
+
+static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
+
+static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
+{
+	json_t *archs = json_object_get(m->config, "architectures"), *tie;
+	const char *arch = json_string_value(json_array_get(archs, 0));
+	enum hm_err err;
+	int ok = 0;
+
+	if (!arch)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json names no architecture");
+	snprintf(res->arch, sizeof(res->arch), "%s", arch);
+	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
+		ok |= !strcmp(arch, llama_archs[i]);
+	if (!ok)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "architecture '%.64s' is not supported (LlamaForCausalLM and"
+			       " MistralForCausalLM are)", arch);
+	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
+	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
+	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
+	    (err = cfg_u64(ctx, m->config, "num_key_value_heads", m->n_head, 0, &m->n_kv)) ||
+	    (err = cfg_u64(ctx, m->config, "intermediate_size", 0, 1, &m->n_ff)) ||
+	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", 0, 1, &m->ctx_len)) ||
+	    (err = cfg_u64(ctx, m->config, "head_dim", m->dim / m->n_head, 0, &m->head_dim)))
+		return err;
+	if (m->n_layer > 4096 || m->n_kv > m->n_head || m->n_head % m->n_kv || m->head_dim % 2)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: unusable heads/layers (%llu layers, %llu heads,"
+			       " %llu kv heads, head_dim %llu)", (unsigned long long)m->n_layer,
+			       (unsigned long long)m->n_head, (unsigned long long)m->n_kv,
+			       (unsigned long long)m->head_dim);
+	tie = json_object_get(m->config, "tie_word_embeddings");
+	m->tied = json_is_true(tie);
+	return HM_OK;
+}
+
+/* ---- tensor plan ---- */
+
+struct map_rule {
+	const char *hf, *gguf;
+	int perm;           /* 1: q (n_head), 2: k (n_kv) */
+	int rows;           /* expected PyTorch shape: 'q','k','o','f','d','n' */
+};
+
+static const struct map_rule layer_rules[] = {
+	{"input_layernorm.weight", "attn_norm.weight", 0, 'n'},
+	{"self_attn.q_proj.weight", "attn_q.weight", 1, 'q'},
+	{"self_attn.k_proj.weight", "attn_k.weight", 2, 'k'},
+	{"self_attn.v_proj.weight", "attn_v.weight", 0, 'k'},
+	{"self_attn.o_proj.weight", "attn_output.weight", 0, 'o'},
+	{"post_attention_layernorm.weight", "ffn_norm.weight", 0, 'n'},
+	{"mlp.gate_proj.weight", "ffn_gate.weight", 0, 'f'},
+	{"mlp.up_proj.weight", "ffn_up.weight", 0, 'f'},
+	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+	/* biases (attention_bias / mlp_bias configs) */
+	{"self_attn.q_proj.bias", "attn_q.bias", 1, 'Q'},
+	{"self_attn.k_proj.bias", "attn_k.bias", 2, 'K'},
+	{"self_attn.v_proj.bias", "attn_v.bias", 0, 'K'},
+	{"self_attn.o_proj.bias", "attn_output.bias", 0, 'N'},
+	{"mlp.gate_proj.bias", "ffn_gate.bias", 0, 'F'},
+	{"mlp.up_proj.bias", "ffn_up.bias", 0, 'F'},
+	{"mlp.down_proj.bias", "ffn_down.bias", 0, 'N'},
+};
+#define NRULES (sizeof(layer_rules) / sizeof(layer_rules[0]))
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t a = strlen(s), b = strlen(suf);
+	return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* The output type of a tensor (convert_hf_to_gguf's rules). */
+static enum conv_out_type pick_type(const struct plan *p, enum conv_type want, size_t *fallback)
+{
+	if (p->ndim <= 1 || ends_with(p->name, "_norm.weight") || !ends_with(p->name, ".weight"))
+		return CONV_OUT_F32;
+	switch (want) {
+	case CONV_F32: return CONV_OUT_F32;
+	case CONV_F16: return CONV_OUT_F16;
+	case CONV_BF16: return CONV_OUT_BF16;
+	case CONV_Q8_0:
+	case CONV_Q4_0:
+		if (p->ne[0] % CONV_QK) {
+			(*fallback)++;
+			return CONV_OUT_F16;
+		}
+		return want == CONV_Q8_0 ? CONV_OUT_Q8_0 : CONV_OUT_Q4_0;
+	default: return CONV_OUT_F32;
+	}
+}
+
+static enum hm_err add_plan(struct hm_ctx *ctx, struct model *m, const char *name, const struct fmt_st_tensor *t,
+			    const uint64_t *want, int wdims, int perm)
+{
+	struct plan *p;
+	if (t->ndim != wdims)
+		goto shape;
+	for (int i = 0; i < wdims; i++)
+		if (t->shape[i] != want[i])
+			goto shape;
+	if (t->dtype != FMT_F32 && t->dtype != FMT_F16 && t->dtype != FMT_BF16)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "tensor '%s' has dtype %s (F32, F16 and BF16 convert)", t->name,
+			       fmt_dtype_name(t->dtype));
+	if (m->n == m->cap) {
+		size_t nc = m->cap ? 2 * m->cap : 64;
+		void *np = realloc(m->t, nc * sizeof(*m->t));
+		if (!np)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		m->t = np;
+		m->cap = nc;
+	}
+	p = &m->t[m->n++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->ndim = t->ndim;
+	for (int i = 0; i < FMT_GGUF_MAX_DIMS; i++)
+		p->ne[i] = i < t->ndim ? t->shape[t->ndim - 1 - i] : 1;
+	p->data = t->data;
+	p->dtype = t->dtype;
+	p->nelem = t->nelem;
+	p->rowlen = t->ndim ? p->ne[0] : 1;
+	p->nrows = p->nelem / p->rowlen;
+	p->map_base = t->data - t->file_offset;
+	if (perm) {
+		p->perm_heads = perm == 1 ? m->n_head : m->n_kv;
+		if (t->ndim == 1) { /* a bias: every element is a row */
+			p->rowlen = 1;
+			p->nrows = p->nelem;
+		}
+	}
+	return HM_OK;
+shape:
+	{
+		char got[128] = "", exp[128] = "";
+		for (int i = 0; i < t->ndim && i < 4; i++)
+			snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s%llu", i ? ", " : "",
+				 (unsigned long long)t->shape[i]);
+		for (int i = 0; i < wdims; i++)
+			snprintf(exp + strlen(exp), sizeof(exp) - strlen(exp), "%s%llu", i ? ", " : "",
+				 (unsigned long long)want[i]);
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "tensor '%s' has shape [%s], config.json implies [%s]", t->name,
+			       got, exp);
+	}
+}
+
+static enum hm_err need(struct hm_ctx *ctx, const struct model *m, const char *name, const struct fmt_st_tensor **t)
+{
+	*t = fmt_st_set_find(m->set, name);
+	return *t ? HM_OK : hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no tensor '%s'", name);
+}
+
+/* Every source tensor must be used or known to be droppable. */
+static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
+{
+	for (size_t i = 0; i < fmt_st_set_count(m->set); i++) {
+		const char *n = fmt_st_set_tensor(m->set, i)->name;
+		unsigned long layer;
+		int pos = 0, ok = 0;
+		if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "model.norm.weight") ||
+		    !strcmp(n, "lm_head.weight") || ends_with(n, ".rotary_emb.inv_freq") ||
+		    ends_with(n, ".attention.masked_bias") || ends_with(n, ".attention.bias"))
+			continue;
+		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer)
+			for (size_t r = 0; r < NRULES; r++)
+				ok |= !strcmp(n + pos, layer_rules[r].hf);
+		if (!ok)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot map tensor '%.200s' to GGUF", n);
+	}
+	return HM_OK;
+}
+
+/* rope_freqs.weight for rope_scaling type "llama3" (LlamaModel.generate_extra_tensors). */
+static enum hm_err rope_llama3(struct hm_ctx *ctx, struct model *m, json_t *rs)
+{
+	double base = 10000.0, factor = 8.0, lo = 1.0, hi = 4.0, old = 8192.0;
+	uint64_t dim = m->head_dim, n = dim / 2;
+	cfg_num(m->config, "rope_theta", &base);
+	cfg_num(rs, "factor", &factor);
+	cfg_num(rs, "low_freq_factor", &lo);
+	cfg_num(rs, "high_freq_factor", &hi);
+	cfg_num(rs, "original_max_position_embeddings", &old);
+	if (!(m->rope_freqs = malloc(n * sizeof(float))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint64_t i = 0; i < n; i++) {
+		/* torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in float32 */
+		float e = (float)(2 * i) / (float)dim;
+		float freq = 1.0f / powf((float)base, e);
+		double wavelen = 2 * M_PI / freq, lw = old / lo, hw = old / hi, f;
+		if (wavelen < hw)
+			f = 1;
+		else if (wavelen > lw)
+			f = factor;
+		else {
+			double smooth = (old / wavelen - lo) / (hi - lo);
+			f = 1 / ((1 - smooth) / factor + smooth);
+		}
+		m->rope_freqs[i] = (float)f;
+	}
+	if (m->n == m->cap) {
+		void *np = realloc(m->t, (m->cap + 1) * sizeof(*m->t));
+		if (!np)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		m->t = np;
+		m->cap++;
+	}
+	struct plan *p = &m->t[m->n++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "rope_freqs.weight");
+	p->ndim = 1;
+	p->ne[0] = n;
+	p->ne[1] = p->ne[2] = p->ne[3] = 1;
+	p->data = (const unsigned char *)m->rope_freqs;
+	p->dtype = FMT_F32;
+	p->nelem = p->rowlen = n;
+	p->nrows = 1;
+	return HM_OK;
+}
+
+static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct conv_options *opt,
+			      struct conv_result *res)
+{
+	const struct fmt_st_tensor *t;
+	enum hm_err err;
+	uint64_t q = m->n_head * m->head_dim, kv = m->n_kv * m->head_dim;
+	json_t *rs = json_object_get(m->config, "rope_scaling");
+	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
+	if (!rtype)
+		rtype = json_string_value(json_object_get(rs, "type"));
+
+	if ((err = check_all_mapped(ctx, m)) || (err = need(ctx, m, "model.embed_tokens.weight", &t)))
+		return err;
+	if (t->ndim != 2 || t->shape[1] != m->dim)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "model.embed_tokens.weight is not [vocab, %llu]",
+			       (unsigned long long)m->dim);
+	m->n_vocab = t->shape[0];
+	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
+		return err;
+	if (rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+		return err;
+	for (uint64_t l = 0; l < m->n_layer; l++)
+		for (size_t r = 0; r < NRULES; r++) {
+			char hf[256], gg[FMT_GGUF_MAX_NAME];
+			uint64_t shape[2];
+			int nd = 2, bias = layer_rules[r].rows >= 'A' && layer_rules[r].rows <= 'Z';
+			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, layer_rules[r].hf);
+			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, layer_rules[r].gguf);
+			t = fmt_st_set_find(m->set, hf);
+			if (!t && bias)
+				continue;
+			if ((err = need(ctx, m, hf, &t)))
+				return err;
+			switch (layer_rules[r].rows) {
+			case 'n': nd = 1; shape[0] = m->dim; break;
+			case 'q': shape[0] = q; shape[1] = m->dim; break;
+			case 'k': shape[0] = kv; shape[1] = m->dim; break;
+			case 'o': shape[0] = m->dim; shape[1] = q; break;
+			case 'f': shape[0] = m->n_ff; shape[1] = m->dim; break;
+			case 'd': shape[0] = m->dim; shape[1] = m->n_ff; break;
+			case 'Q': nd = 1; shape[0] = q; break;
+			case 'K': nd = 1; shape[0] = kv; break;
+			case 'N': nd = 1; shape[0] = m->dim; break;
+			default: nd = 1; shape[0] = m->n_ff; break;
+			}
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, layer_rules[r].perm)))
+				return err;
+		}
+	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
+	    (err = add_plan(ctx, m, "output_norm.weight", t, (uint64_t[]){m->dim}, 1, 0)))
+		return err;
+	t = fmt_st_set_find(m->set, "lm_head.weight");
+	if (!t && !m->tied && json_object_get(m->config, "tie_word_embeddings"))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no lm_head.weight and its embeddings are not tied");
+	/* tied: loaders reuse token_embd.weight; an lm_head copy is left out */
+	if (t && !m->tied && (err = add_plan(ctx, m, "output.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
+		return err;
+	for (size_t i = 0; i < m->n; i++) {
+		struct plan *p = &m->t[i];
+		p->type = pick_type(p, opt->type, &res->nf16_fallback);
+		if (fmt_ggml_nbytes(p->type, p->ndim, p->ne, &p->out_bytes) < 0)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tensor '%s' cannot be stored as %s", p->name,
+				       fmt_ggml_type_name(p->type));
+		res->nquant += p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0;
+		res->nparams += p->nelem;
+	}
+	res->ntensors = m->n;
+	return HM_OK;
+}
+
+/* ---- metadata ---- */
+
+static uint32_t file_type(enum conv_type t)
+{
+	switch (t) {
+	case CONV_F32: return 0;
+	case CONV_F16: return 1;
+	case CONV_Q4_0: return 2;
+	case CONV_Q8_0: return 7;
+	case CONV_BF16: return 32;
+	default: return 0;
+	}
+}
+
+static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src, struct model *m,
+			      const struct conv_options *opt, struct fmt_gguf_writer *w, struct conv_result *res)
+{
+	enum hm_err err;
+	double eps = 1e-5, theta;
+	char name[256];
+	const char *label = src->label ? src->label : "model", *slash = strrchr(label, '/');
+	json_t *rs = json_object_get(m->config, "rope_scaling");
+	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
+	if (!rtype)
+		rtype = json_string_value(json_object_get(rs, "type"));
+
+	snprintf(name, sizeof(name), "%s", opt->name ? opt->name : slash && slash[1] ? slash + 1 : label);
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	if ((err = fmt_gguf_writer_str(w, "general.architecture", "llama")) ||
+	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
+	    (err = fmt_gguf_writer_str(w, "general.name", name)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.block_count", (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.context_length", (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count", (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)m->n_kv)))
+		return err;
+	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, "llama.rope.freq_base", (float)theta)))
+		return err;
+	if ((err = fmt_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps)))
+		return err;
+	if (json_object_get(m->config, "head_dim") &&
+	    ((err = fmt_gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)m->head_dim)) ||
+	     (err = fmt_gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)m->head_dim))))
+		return err;
+	if ((err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.vocab_size", (uint32_t)m->n_vocab)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)m->head_dim)))
+		return err;
+	if (rtype && !strcmp(rtype, "linear")) {
+		double f = 1;
+		cfg_num(rs, "factor", &f);
+		if ((err = fmt_gguf_writer_str(w, "llama.rope.scaling.type", "linear")) ||
+		    (err = fmt_gguf_writer_f32(w, "llama.rope.scaling.factor", (float)f)))
+			return err;
+	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);
+	}
+	if ((err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
+		return err;
+	return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
+}
+
+/* ---- the streaming passes ---- */
+
+/* A contiguous run of output elements of one tensor, in file order. */
+struct chunk {
+	size_t ti;
+	uint64_t e0, e1;
+};
+
+struct pass {
+	struct model *m;
+	const struct chunk *c;
+	unsigned char *out;          /* write pass: the chunk's output bytes */
+	const unsigned char *check;  /* check pass: the chunk's bytes in the output file */
+	float *scratch;              /* 2 * PIECE_ELEMS floats per worker */
+	double *max_err;             /* per worker */
+	int *bad;                    /* per worker: a mismatch was seen */
+	uint64_t *bad_elem;          /* per worker: the first one's element */
+};
+
+static inline uint64_t src_row(const struct plan *p, uint64_t r)
+{
+	if (!p->perm_heads)
+		return r;
+	/* GGUF row 2j+s of a head is HF row s*hd/2+j of that head */
+	uint64_t hd = p->nrows / p->perm_heads, h = r / hd, i = r % hd;
+	return h * hd + (i & 1) * (hd / 2) + i / 2;
+}
+
+static inline size_t dtype_size(enum fmt_dtype d)
+{
+	return d == FMT_F32 ? 4 : 2;
+}
+
+/* Loads output elements [a, b) of p's source (with the permutation) as floats. */
+static void load_src(const struct plan *p, uint64_t a, uint64_t b, float *x)
+{
+	size_t es = dtype_size(p->dtype);
+	while (a < b) {
+		uint64_t r = a / p->rowlen, c = a % p->rowlen, n = p->rowlen - c;
+		if (n > b - a)
+			n = b - a;
+		conv_load_f32(p->data + (src_row(p, r) * p->rowlen + c) * es, p->dtype, (size_t)n, x);
+		x += n;
+		a += n;
+	}
+}
+
+static uint64_t out_offset(enum conv_out_type t, uint64_t elems)
+{
+	return elems / fmt_ggml_block_size(t) * fmt_ggml_type_size(t);
+}
+
+static void task_write(void *arg, size_t task, int worker)
+{
+	struct pass *ps = arg;
+	const struct plan *p = &ps->m->t[ps->c->ti];
+	uint64_t a = ps->c->e0 + (uint64_t)task * PIECE_ELEMS, b = a + PIECE_ELEMS;
+	float *x = ps->scratch + (size_t)worker * 2 * PIECE_ELEMS;
+	if (b > ps->c->e1)
+		b = ps->c->e1;
+	load_src(p, a, b, x);
+	conv_store(p->type, x, (size_t)(b - a), ps->out + out_offset(p->type, a - ps->c->e0));
+}
+
+/* Compares output elements with the source: exact for F32/F16/BF16 (the
+ * stored value is the correctly rounded source value, bit for bit, checked
+ * with the scalar conversions rather than the vector ones that wrote it),
+ * within the block's bound for Q8_0 (d/2) and Q4_0 (d), plus what rounding
+ * the scale to F16 can add. */
+static void task_check(void *arg, size_t task, int worker)
+{
+	struct pass *ps = arg;
+	const struct plan *p = &ps->m->t[ps->c->ti];
+	uint64_t a = ps->c->e0 + (uint64_t)task * PIECE_ELEMS, b = a + PIECE_ELEMS;
+	float *x = ps->scratch + (size_t)worker * 2 * PIECE_ELEMS, *y = x + PIECE_ELEMS;
+	const unsigned char *in;
+	double maxe = ps->max_err[worker];
+	size_t n;
+	if (b > ps->c->e1)
+		b = ps->c->e1;
+	n = (size_t)(b - a);
+	in = ps->check + out_offset(p->type, a - ps->c->e0);
+	load_src(p, a, b, x);
+	conv_load_out(p->type, in, n, y);
+	for (size_t blk = 0; blk < n; blk += CONV_QK) {
+		size_t end = blk + CONV_QK < n ? blk + CONV_QK : n;
+		float bound = 0, slack = 0;
+		if (p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0) {
+			float amax = 0, max = 0, d;
+			for (size_t j = blk; j < end; j++)
+				if (fabsf(x[j]) > amax) {
+					amax = fabsf(x[j]);
+					max = x[j];
+				}
+			d = p->type == CONV_OUT_Q8_0 ? amax / 127 : fabsf(max / 8);
+			bound = p->type == CONV_OUT_Q8_0 ? d * 0.5f : d;
+			/* the scale is stored as F16: at most 127 (8) steps of its rounding error */
+			bound += (p->type == CONV_OUT_Q8_0 ? 127 : 8) * (d * 0x1p-11f + 0x1p-25f);
+			slack = bound * 0x1p-16f + amax * 0x1p-20f;
+		}
+		for (size_t i = blk; i < end; i++) {
+			int ok;
+			if (p->type == CONV_OUT_F32) {
+				ok = !memcmp(&x[i], in + 4 * i, 4);
+			} else if (p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) {
+				/* exact round trip, or else the correctly rounded value */
+				uint16_t got = (uint16_t)(in[2 * i] | in[2 * i + 1] << 8);
+				ok = !memcmp(&x[i], &y[i], 4) || (isnan(x[i]) && isnan(y[i])) ||
+				     got == (p->type == CONV_OUT_F16 ? conv_f32_to_f16(x[i]) : conv_f32_to_bf16(x[i]));
+			} else {
+				ok = isfinite(y[i]) && fabsf(x[i] - y[i]) <= bound + slack;
+			}
+			if (!ok) {
+				if (!ps->bad[worker]) {
+					ps->bad[worker] = 1;
+					ps->bad_elem[worker] = a + i;
+				}
+				continue;
+			}
+			if (isfinite(x[i]) && fabs((double)x[i] - (double)y[i]) > maxe)
+				maxe = fabs((double)x[i] - (double)y[i]);
+		}
+	}
+	ps->max_err[worker] = maxe;
+}
+
+/* Builds the list of chunks over every tensor in file order. */
+static enum hm_err make_chunks(struct hm_ctx *ctx, const struct model *m, struct chunk **out, size_t *n)
+{
+	size_t cnt = 0, k = 0;
+	for (size_t i = 0; i < m->n; i++)
+		cnt += (size_t)((m->t[i].nelem + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
+	*out = calloc(cnt ? cnt : 1, sizeof(**out));
+	if (!*out)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < m->n; i++)
+		for (uint64_t e = 0; e < m->t[i].nelem; e += CHUNK_ELEMS) {
+			(*out)[k].ti = i;
+			(*out)[k].e0 = e;
+			(*out)[k].e1 = e + CHUNK_ELEMS < m->t[i].nelem ? e + CHUNK_ELEMS : m->t[i].nelem;
+			k++;
+		}
+	*n = k;
+	return HM_OK;
+}
+
+static size_t ntasks(const struct chunk *c)
+{
+	return (size_t)((c->e1 - c->e0 + PIECE_ELEMS - 1) / PIECE_ELEMS);
+}
+
+/* Gives back the pages of [p, p+n) in a read-only file mapping: they stay in
+ * the page cache but no longer count in this process's memory. */
+static void drop_pages(const unsigned char *p, uint64_t n)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)p & ~(uintptr_t)(pg - 1), b = ((uintptr_t)p + n + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+	if (n)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Drops the source pages of a finished chunk (the whole tensor for a
+ * permuted one, whose rows are read out of order). */
+static void drop_src(const struct plan *p, const struct chunk *c)
+{
+	size_t es = dtype_size(p->dtype);
+	if (!p->map_base)
+		return;
+	if (!p->perm_heads)
+		drop_pages(p->data + c->e0 * es, (c->e1 - c->e0) * es);
+	else if (c->e1 == p->nelem)
+		drop_pages(p->data, p->nelem * es);
+}
+
+static void progress(struct hm_ctx *ctx, const char *what, uint64_t done, uint64_t total, double t0)
+{
+	struct hm_event ev = {0};
+	double dt = util_now() - t0;
+	ev.kind = HM_EV_PROGRESS;
+	ev.name = what;
+	ev.done = done;
+	ev.total = total;
+	ev.rate = dt > 0 ? (double)done / dt : 0;
+	hm_emit(ctx, &ev);
+}
+
+static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool,
+				 const struct chunk *ch, size_t nch, struct fmt_gguf_writer *w, float *scratch)
+{
+	unsigned char *buf[2] = {NULL, NULL};
+	struct pass ps[2];
+	enum hm_err err = HM_OK;
+	uint64_t total = 0, done = 0;
+	double t0 = util_now();
+
+	for (size_t i = 0; i < m->n; i++)
+		total += m->t[i].out_bytes;
+	for (int i = 0; i < 2; i++) {
+		buf[i] = malloc((size_t)CHUNK_ELEMS * 4);
+		memset(&ps[i], 0, sizeof(ps[i]));
+		ps[i].m = m;
+		ps[i].scratch = scratch;
+		ps[i].out = buf[i];
+	}
+	if (!buf[0] || !buf[1]) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	/* chunk k converts on the pool while chunk k-1 is written */
+	for (size_t k = 0; k <= nch; k++) {
+		struct pass *cur = &ps[k % 2], *prev = &ps[(k + 1) % 2];
+		if (k < nch) {
+			cur->c = &ch[k];
+			conv_pool_start(pool, task_write, cur, ntasks(&ch[k]));
+		}
+		if (k > 0) {
+			const struct plan *p = &m->t[prev->c->ti];
+			uint64_t nb = out_offset(p->type, prev->c->e1 - prev->c->e0);
+			if (!err)
+				err = fmt_gguf_writer_write(w, prev->out, (size_t)nb);
+			done += nb;
+			drop_src(p, prev->c);
+		}
+		if (k < nch)
+			conv_pool_wait(pool);
+		if (!err && hm_cancelled(ctx))
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+		if (err)
+			break;
+		if ((k & 15) == 0 || k == nch)
+			progress(ctx, "convert", done, total, t0);
+	}
+out:
+	free(buf[0]);
+	free(buf[1]);
+	return err;
+}
+
+/* Re-opens the output and checks it against the plan and the source,
+ * hashing the file on the way. */
+static enum hm_err check_output(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool, const struct chunk *ch,
+				size_t nch, const char *path, float *scratch, struct conv_result *res)
+{
+	struct fmt_gguf *g = NULL;
+	struct verify_hasher *h = NULL;
+	enum hm_err err;
+	int nw = conv_pool_size(pool) + 1;
+	double *maxe = calloc((size_t)nw, sizeof(double));
+	int *bad = calloc((size_t)nw, sizeof(int));
+	uint64_t *bade = calloc((size_t)nw, sizeof(uint64_t));
+	const unsigned char *base = NULL;
+	uint64_t hashed = 0, fsize;
+	struct pass ps = {0};
+	const struct fmt_gguf_kv *kv;
+
+	if (!maxe || !bad || !bade || !(h = verify_hasher_new(-1))) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((err = fmt_gguf_open(ctx, path, &g))) {
+		err = hm_fail(ctx, HM_ERR_CORRUPT, "the converted file does not read back: %s", ctx->errmsg);
+		goto out;
+	}
+	kv = fmt_gguf_find_kv(g, "general.architecture");
+	if (fmt_gguf_tensor_count(g) != m->n || !kv || kv->v.type != FMT_GGUF_STRING ||
+	    kv->v.len != 5 || memcmp(kv->v.str, "llama", 5)) {
+		err = hm_fail(ctx, HM_ERR_CORRUPT, "the converted file has %zu tensors (planned %zu) or no architecture",
+			      fmt_gguf_tensor_count(g), m->n);
+		goto out;
+	}
+	for (size_t i = 0; i < m->n; i++) {
+		const struct fmt_gguf_tensor *t = fmt_gguf_tensor(g, i);
+		const struct plan *p = &m->t[i];
+		if (strcmp(t->name, p->name) || t->ndim != p->ndim || t->type != (uint32_t)p->type ||
+		    memcmp(t->ne, p->ne, sizeof(t->ne)) || t->nbytes != p->out_bytes) {
+			err = hm_fail(ctx, HM_ERR_CORRUPT, "converted tensor %zu ('%s') does not match the plan ('%s')",
+				      i, t->name, p->name);
+			goto out;
+		}
+	}
+	fsize = fmt_gguf_file_size(g);
+	if (m->n)
+		base = fmt_gguf_tensor(g, 0)->data - fmt_gguf_data_offset(g) - fmt_gguf_tensor(g, 0)->offset;
+	ps.m = m;
+	ps.scratch = scratch;
+	ps.max_err = maxe;
+	ps.bad = bad;
+	ps.bad_elem = bade;
+	for (size_t k = 0; k < nch && !err; k++) {
+		const struct fmt_gguf_tensor *t = fmt_gguf_tensor(g, ch[k].ti);
+		const struct plan *p = &m->t[ch[k].ti];
+		uint64_t off = out_offset(p->type, ch[k].e0), end = out_offset(p->type, ch[k].e1);
+		ps.c = &ch[k];
+		ps.check = t->data + off;
+		conv_pool_start(pool, task_check, &ps, ntasks(&ch[k]));
+		/* the hash runs on this thread meanwhile, up to the chunk's end */
+		uint64_t to = (uint64_t)(t->data - base) + end;
+		verify_hasher_update(h, base + hashed, (size_t)(to - hashed));
+		drop_pages(base + hashed, to - hashed);
+		hashed = to;
+		conv_pool_wait(pool);
+		drop_src(p, &ch[k]);
+		for (int i = 0; i < nw; i++)
+			if (bad[i]) {
+				uint64_t e = bade[i];
+				err = hm_fail(ctx, HM_ERR_CORRUPT, "check failed: '%s' element %llu (row %llu) does not"
+					      " match the source", p->name, (unsigned long long)e,
+					      (unsigned long long)(e / p->rowlen));
+				break;
+			}
+		if (!err && hm_cancelled(ctx))
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	}
+	if (err)
+		goto out;
+	if (base)
+		verify_hasher_update(h, base + hashed, (size_t)(fsize - hashed));
+	else {
+		/* no tensors: hash the file as the reader sees it */
+		char sha[65];
+		uint64_t sz;
+		verify_hasher_free(h);
+		h = NULL;
+		if ((err = verify_file(ctx, path, 0, sha, NULL, &sz)))
+			goto out;
+		memcpy(res->sha256, sha, 65);
+	}
+	if (h)
+		verify_hasher_final(h, res->sha256, NULL);
+	res->size = fsize;
+	for (int i = 0; i < nw; i++)
+		res->max_abs_err = maxe[i] > res->max_abs_err ? maxe[i] : res->max_abs_err;
+out:
+	verify_hasher_free(h);
+	fmt_gguf_close(g);
+	free(maxe);
+	free(bad);
+	free(bade);
+	return err;
+}
+
+static enum hm_err open_weights(struct hm_ctx *ctx, const struct conv_source *src, struct model *m)
+{
+	char path[PATH_MAX];
+	enum hm_err err;
+	ctx->errmsg[0] = '\0';
+	err = src->resolve(ctx, src->ud, "model.safetensors.index.json", path, sizeof(path));
+	if (!err)
+		return fmt_st_open_index(ctx, path, src->resolve, src->ud, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	err = src->resolve(ctx, src->ud, "model.safetensors", path, sizeof(path));
+	if (!err)
+		return fmt_st_open_single(ctx, path, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	if (!src->resolve(ctx, src->ud, "pytorch_model.bin", path, sizeof(path)) ||
+	    !src->resolve(ctx, src->ud, "pytorch_model.bin.index.json", path, sizeof(path)))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has only PyTorch (.bin) weights: converting those is not"
+			       " yet supported", src->label);
+	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no model.safetensors or model.safetensors.index.json",
+		       src->label);
+}
+
+static void advise_sequential(const struct model *m)
+{
+	for (size_t s = 0; s < fmt_st_set_nshards(m->set); s++) {
+		const struct fmt_st *st = fmt_st_set_shard(m->set, s);
+		if (fmt_st_count(st)) {
+			const struct fmt_st_tensor *t = fmt_st_tensor(st, 0);
+			madvise((void *)(uintptr_t)(t->data - t->file_offset), (size_t)fmt_st_file_size(st),
+				MADV_SEQUENTIAL);
+		}
+	}
+}
+
+enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, const struct conv_options *opt,
+			 const char *out_path, struct conv_result *res)
+{
+	struct model m = {0};
+	struct fmt_gguf_writer *w = NULL;
+	struct conv_pool *pool = NULL;
+	struct chunk *ch = NULL;
+	size_t nch = 0;
+	float *scratch = NULL;
+	char *tmp = NULL;
+	enum hm_err err;
+	int threads = opt->threads;
+	double t0 = util_now(), t1;
+
+	memset(res, 0, sizeof(*res));
+	if ((unsigned)opt->type >= CONV_TYPE__COUNT)
+		return hm_fail(ctx, HM_ERR_USAGE, "unknown conversion type");
+	if (threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = n > 0 ? (int)n : 1;
+	}
+	if (threads > 256)
+		threads = 256;
+	if ((err = conv_read_json(ctx, src, "config.json", 0, &m.config)) || (err = read_config(ctx, &m, res)) ||
+	    (err = open_weights(ctx, src, &m)) || (err = build_plan(ctx, &m, opt, res)) ||
+	    (err = make_chunks(ctx, &m, &ch, &nch)))
+		goto out;
+	/* the caller's thread works too: threads - 1 workers, plus one slot */
+	if (!(pool = conv_pool_new(threads > 1 ? threads - 1 : 1)) ||
+	    !(scratch = malloc((size_t)(conv_pool_size(pool) + 1) * 2 * PIECE_ELEMS * sizeof(float))) ||
+	    !(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((err = fmt_gguf_writer_new(ctx, tmp, &w)) || (err = write_meta(ctx, src, &m, opt, w, res)))
+		goto out;
+	for (size_t i = 0; i < m.n; i++)
+		if ((err = fmt_gguf_writer_add_tensor(w, m.t[i].name, m.t[i].ndim, m.t[i].ne, m.t[i].type)))
+			goto out;
+	advise_sequential(&m);
+	if ((err = write_tensors(ctx, &m, pool, ch, nch, w, scratch)))
+		goto out;
+	if (!m.n && (err = fmt_gguf_writer_write(w, "", 0)))
+		goto out;
+	if ((err = fmt_gguf_writer_finish(w)))
+		goto out;
+	fmt_gguf_writer_free(w);
+	w = NULL;
+	t1 = util_now();
+	res->seconds_convert = t1 - t0;
+	err = check_output(ctx, &m, pool, ch, nch, tmp, scratch, res);
+	res->seconds_check = util_now() - t1;
+	if (err)
+		goto out;
+	if (rename(tmp, out_path) < 0) {
+		err = hm_fail(ctx, errno == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot rename to '%s': %s", out_path,
+			      strerror(errno));
+		goto out;
+	}
+	{
+		char *dir = util_strdup(out_path), *slash = dir ? strrchr(dir, '/') : NULL;
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		if (dir && util_fsync_dir(slash ? dir : ".") < 0) {
+			free(dir);
+			err = hm_fail(ctx, HM_ERR_IO, "cannot sync the directory of '%s': %s", out_path, strerror(errno));
+			goto out;
+		}
+		free(dir);
+	}
+	free(tmp);
+	tmp = NULL;
+out:
+	fmt_gguf_writer_free(w);
+	if (tmp)
+		unlink(tmp);
+	free(tmp);
+	conv_pool_free(pool);
+	free(scratch);
+	free(ch);
+	fmt_st_set_close(m.set);
+	json_decref(m.config);
+	free(m.t);
+	free(m.rope_freqs);
+	return err;
+}

@@ -1,0 +1,246 @@
+/* numeric.c - dtype conversion and the Q8_0/Q4_0 reference quantizers,
+ * bit-exact with ggml (ggml-quants.c *_ref, ggml-impl.h fp16 conversion). */
+#include <math.h>
+#include <string.h>
+#include "convert-int.h"
+
+static inline uint32_t f32_bits(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+static inline float f32_from(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+/* The FP16 library's branch-free conversion (what ggml uses without F16C):
+ * the float adds round to nearest even in hardware. */
+uint16_t conv_f32_to_f16(float f)
+{
+	const float scale_to_inf = 0x1.0p+112f, scale_to_zero = 0x1.0p-110f;
+	float base = (fabsf(f) * scale_to_inf) * scale_to_zero;
+	const uint32_t w = f32_bits(f), shl1_w = w + w, sign = w & 0x80000000u;
+	uint32_t bias = shl1_w & 0xFF000000u;
+	if (bias < 0x71000000u)
+		bias = 0x71000000u;
+	base = f32_from((bias >> 1) + 0x07800000u) + base;
+	const uint32_t bits = f32_bits(base);
+	const uint32_t exp_bits = (bits >> 13) & 0x00007C00u, mantissa_bits = bits & 0x00000FFFu;
+	const uint32_t nonsign = exp_bits + mantissa_bits;
+	return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+float conv_f16_to_f32(uint16_t h)
+{
+	const uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+	const uint32_t exp_offset = 0xE0u << 23;
+	const float exp_scale = 0x1.0p-112f;
+	const float normalized = f32_from((two_w >> 4) + exp_offset) * exp_scale;
+	const uint32_t magic_mask = 126u << 23;
+	const float magic_bias = 0.5f;
+	const float denormalized = f32_from((two_w >> 17) | magic_mask) - magic_bias;
+	const uint32_t denormalized_cutoff = 1u << 27;
+	const uint32_t result = sign | (two_w < denormalized_cutoff ? f32_bits(denormalized) : f32_bits(normalized));
+	return f32_from(result);
+}
+
+uint16_t conv_f32_to_bf16(float f)
+{
+	uint32_t u = f32_bits(f);
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: force quiet */
+		return (uint16_t)((u >> 16) | 64);
+	return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
+
+float conv_bf16_to_f32(uint16_t h)
+{
+	return f32_from((uint32_t)h << 16);
+}
+
+static inline void put_f16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+static inline uint16_t get_u16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+void conv_quantize_q8_0(const float *x, unsigned char *out, size_t n)
+{
+	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, out += 34) {
+		float amax = 0.0f;
+		for (int j = 0; j < CONV_QK; j++) {
+			float v = fabsf(x[j]);
+			amax = amax > v ? amax : v;
+		}
+		const float d = amax / ((1 << 7) - 1);
+		const float id = d ? 1.0f / d : 0.0f;
+		put_f16(out, conv_f32_to_f16(d));
+		for (int j = 0; j < CONV_QK; j++)
+			out[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+	}
+}
+
+void conv_quantize_q4_0(const float *x, unsigned char *out, size_t n)
+{
+	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, out += 18) {
+		float amax = 0.0f, max = 0.0f;
+		for (int j = 0; j < CONV_QK; j++) {
+			const float v = x[j];
+			if (amax < fabsf(v)) {
+				amax = fabsf(v);
+				max = v;
+			}
+		}
+		const float d = max / -8;
+		const float id = d ? 1.0f / d : 0.0f;
+		put_f16(out, conv_f32_to_f16(d));
+		for (int j = 0; j < CONV_QK / 2; j++) {
+			const float x0 = x[j] * id, x1 = x[CONV_QK / 2 + j] * id;
+			int8_t a = (int8_t)(x0 + 8.5f), c = (int8_t)(x1 + 8.5f);
+			const uint8_t xi0 = (uint8_t)(a < 15 ? a : 15), xi1 = (uint8_t)(c < 15 ? c : 15);
+			out[2 + j] = (unsigned char)(xi0 | (xi1 << 4));
+		}
+	}
+}
+
+void conv_dequantize_q8_0(const unsigned char *in, float *y, size_t n)
+{
+	for (size_t b = 0; b < n / CONV_QK; b++, in += 34, y += CONV_QK) {
+		const float d = conv_f16_to_f32(get_u16(in));
+		for (int j = 0; j < CONV_QK; j++)
+			y[j] = (float)(int8_t)in[2 + j] * d;
+	}
+}
+
+void conv_dequantize_q4_0(const unsigned char *in, float *y, size_t n)
+{
+	for (size_t b = 0; b < n / CONV_QK; b++, in += 18, y += CONV_QK) {
+		const float d = conv_f16_to_f32(get_u16(in));
+		for (int j = 0; j < CONV_QK / 2; j++) {
+			y[j] = (float)((in[2 + j] & 0x0F) - 8) * d;
+			y[j + CONV_QK / 2] = (float)((in[2 + j] >> 4) - 8) * d;
+		}
+	}
+}
+
+/* ---- bulk paths ---- */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+
+__attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *x, uint16_t *y, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(y + i),
+				 _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+	for (; i < n; i++)
+		y[i] = conv_f32_to_f16(x[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *x, float *y, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+	for (; i < n; i++)
+		y[i] = conv_f16_to_f32(x[i]);
+}
+#endif
+
+static int have_f16c(void)
+{
+#ifdef HAVE_X86
+	static int cached = -1; /* a benign race: every thread computes the same value */
+	if (cached < 0)
+		cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+	return cached;
+#else
+	return 0;
+#endif
+}
+
+void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float *out)
+{
+	switch (dt) {
+	case FMT_F32:
+		memcpy(out, src, n * 4);
+		break;
+	case FMT_BF16:
+		for (size_t i = 0; i < n; i++)
+			out[i] = f32_from((uint32_t)get_u16(src + 2 * i) << 16);
+		break;
+	case FMT_F16:
+#ifdef HAVE_X86
+		if (have_f16c()) {
+			f16_to_f32_f16c((const uint16_t *)(const void *)src, out, n);
+			break;
+		}
+#endif
+		for (size_t i = 0; i < n; i++)
+			out[i] = conv_f16_to_f32(get_u16(src + 2 * i));
+		break;
+	default:
+		memset(out, 0, n * 4);
+	}
+}
+
+void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *out)
+{
+	switch (t) {
+	case CONV_OUT_F32:
+		memcpy(out, x, n * 4);
+		break;
+	case CONV_OUT_F16:
+#ifdef HAVE_X86
+		if (have_f16c()) {
+			f32_to_f16_f16c(x, (uint16_t *)(void *)out, n);
+			break;
+		}
+#endif
+		for (size_t i = 0; i < n; i++)
+			put_f16(out + 2 * i, conv_f32_to_f16(x[i]));
+		break;
+	case CONV_OUT_BF16:
+		for (size_t i = 0; i < n; i++)
+			put_f16(out + 2 * i, conv_f32_to_bf16(x[i]));
+		break;
+	case CONV_OUT_Q8_0:
+		conv_quantize_q8_0(x, out, n);
+		break;
+	case CONV_OUT_Q4_0:
+		conv_quantize_q4_0(x, out, n);
+		break;
+	}
+}
+
+void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, float *y)
+{
+	switch (t) {
+	case CONV_OUT_F32:
+		memcpy(y, in, n * 4);
+		break;
+	case CONV_OUT_F16:
+		conv_load_f32(in, FMT_F16, n, y);
+		break;
+	case CONV_OUT_BF16:
+		conv_load_f32(in, FMT_BF16, n, y);
+		break;
+	case CONV_OUT_Q8_0:
+		conv_dequantize_q8_0(in, y, n);
+		break;
+	case CONV_OUT_Q4_0:
+		conv_dequantize_q4_0(in, y, n);
+		break;
+	}
+}

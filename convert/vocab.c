@@ -1,0 +1,467 @@
+/* vocab.c - tokenizer.ggml.* metadata from tokenizer.json and
+ * tokenizer_config.json, for the two BPE families llama.cpp knows:
+ *
+ * SentencePiece-style BPE (byte_fallback, U+2581 word marker; Llama 2,
+ * TinyLlama): model "llama". llama.cpp merges the adjacent pair whose
+ * concatenation has the highest score, so scores stand in for merge ranks:
+ * a token made by merge rank r (its first merge) scores -r; control,
+ * unknown and byte tokens score 0 (never merge results); any other token
+ * (single characters, vocabulary entries no merge makes) scores
+ * -(n_merges + id), below every merge. llama.cpp's own converter writes
+ * -1000 for all of them when it only has tokenizer.json, which loses the
+ * merge order.
+ *
+ * Byte-level BPE (Llama 3, SmolLM, Qwen2, GPT-2): model "gpt2", tokens and
+ * merges verbatim, tokenizer.ggml.pre from the pre-tokenizer's regex. */
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "convert-int.h"
+#include "../util/util.h"
+
+#define MAX_VOCAB (1u << 22)
+
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+
+/* The regexes of the pre-tokenizers llama.cpp names, as tokenizer.json spells them. */
+#define RE_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+struct vocab {
+	char **tok;         /* n entries, owned */
+	float *score;
+	int32_t *type;
+	unsigned char *added, *special;
+	size_t n;
+};
+
+static void vocab_release(struct vocab *v)
+{
+	for (size_t i = 0; v->tok && i < v->n; i++)
+		free(v->tok[i]);
+	free(v->tok);
+	free(v->score);
+	free(v->type);
+	free(v->added);
+	free(v->special);
+}
+
+/* Calls fn on every pre-tokenizer (flattening Sequence). */
+static void walk_pre(json_t *pt, void (*fn)(json_t *, void *), void *ud)
+{
+	const char *type = json_string_value(json_object_get(pt, "type"));
+	if (!type)
+		return;
+	if (!strcmp(type, "Sequence")) {
+		json_t *e;
+		size_t i;
+		json_array_foreach(json_object_get(pt, "pretokenizers"), i, e)
+			walk_pre(e, fn, ud);
+		return;
+	}
+	fn(pt, ud);
+}
+
+struct pre_scan {
+	int bytelevel, bytelevel_regex, digits, metaspace, nsplit;
+	const char *regex;
+};
+
+static void scan_pre(json_t *pt, void *ud)
+{
+	struct pre_scan *s = ud;
+	const char *type = json_string_value(json_object_get(pt, "type"));
+	if (!strcmp(type, "ByteLevel")) {
+		json_t *ur = json_object_get(pt, "use_regex");
+		s->bytelevel = 1;
+		s->bytelevel_regex = !ur || json_is_true(ur);
+	} else if (!strcmp(type, "Digits")) {
+		s->digits = json_is_true(json_object_get(pt, "individual_digits")) ? 1 : 2;
+	} else if (!strcmp(type, "Metaspace")) {
+		s->metaspace = 1;
+	} else if (!strcmp(type, "Split")) {
+		s->nsplit++;
+		s->regex = json_string_value(json_object_get(json_object_get(pt, "pattern"), "Regex"));
+	}
+}
+
+/* 1 when a decoder (or one of a Sequence) has this type. */
+static int has_decoder(json_t *d, const char *type)
+{
+	const char *t = json_string_value(json_object_get(d, "type"));
+	json_t *e;
+	size_t i;
+	if (!t)
+		return 0;
+	if (!strcmp(t, type))
+		return 1;
+	json_array_foreach(json_object_get(d, "decoders"), i, e)
+		if (has_decoder(e, type))
+			return 1;
+	return 0;
+}
+
+/* Which llama.cpp pre-tokenizer matches (chosen by the regex rather than
+ * llama.cpp's hash of a probe text's encoding). */
+static const char *pick_pre(const struct pre_scan *s)
+{
+	if (s->nsplit == 1 && s->regex && !strcmp(s->regex, RE_LLAMA3))
+		return "llama-bpe";
+	if (s->nsplit == 1 && s->regex && !strcmp(s->regex, RE_QWEN2))
+		return "qwen2";
+	if (!s->nsplit && s->digits == 1 && s->bytelevel_regex)
+		return "smollm";
+	if (!s->nsplit && !s->digits && s->bytelevel_regex)
+		return "gpt-2";
+	return "default";
+}
+
+static int is_byte_token(const char *s)
+{
+	return strlen(s) == 6 && !strncmp(s, "<0x", 3) && isxdigit((unsigned char)s[3]) &&
+	       isxdigit((unsigned char)s[4]) && s[5] == '>';
+}
+
+/* A token's content from a tokenizer_config value: "x" or {"content": "x"}. */
+static const char *token_content(json_t *v)
+{
+	if (json_is_object(v))
+		v = json_object_get(v, "content");
+	return json_string_value(v);
+}
+
+static long find_token(const struct vocab *v, json_t *vocab_obj, const char *s)
+{
+	json_t *id;
+	if (!s)
+		return -1;
+	/* added tokens first: they win over a vocabulary entry of the same text */
+	for (size_t i = 0; i < v->n; i++)
+		if (v->added[i] && !strcmp(v->tok[i], s))
+			return (long)i;
+	id = json_object_get(vocab_obj, s);
+	if (json_is_integer(id) && json_integer_value(id) >= 0 && (uint64_t)json_integer_value(id) < v->n)
+		return (long)json_integer_value(id);
+	return -1;
+}
+
+/* The merge at index i as two strings (split at the first space for the
+ * "a b" form). 0 when malformed. */
+static int merge_pair(json_t *m, const char **a, size_t *alen, const char **b, size_t *blen)
+{
+	if (json_is_string(m)) {
+		const char *s = json_string_value(m), *sp = strchr(s, ' ');
+		if (!sp)
+			return 0;
+		*a = s;
+		*alen = (size_t)(sp - s);
+		*b = sp + 1;
+		*blen = strlen(sp + 1);
+		return 1;
+	}
+	if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+	    json_is_string(json_array_get(m, 1))) {
+		*a = json_string_value(json_array_get(m, 0));
+		*alen = json_string_length(json_array_get(m, 0));
+		*b = json_string_value(json_array_get(m, 1));
+		*blen = json_string_length(json_array_get(m, 1));
+		return 1;
+	}
+	return 0;
+}
+
+static enum hm_err spm_scores(struct hm_ctx *ctx, struct vocab *v, json_t *vocab_obj, json_t *merges)
+{
+	size_t nm = json_array_size(merges);
+	char *buf = NULL;
+	size_t cap = 0;
+	unsigned char *made = calloc(v->n ? v->n : 1, 1);
+	if (!made)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (size_t r = 0; r < nm; r++) {
+		const char *a, *b;
+		size_t al, bl;
+		json_t *id;
+		if (!merge_pair(json_array_get(merges, r), &a, &al, &b, &bl)) {
+			free(made);
+			free(buf);
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", r);
+		}
+		if (al + bl + 1 > cap) {
+			cap = 2 * (al + bl + 1);
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				free(made);
+				free(buf);
+				return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			}
+			buf = nb;
+		}
+		memcpy(buf, a, al);
+		memcpy(buf + al, b, bl);
+		id = json_object_getn(vocab_obj, buf, al + bl);
+		if (json_is_integer(id) && json_integer_value(id) >= 0 && (uint64_t)json_integer_value(id) < v->n &&
+		    !made[json_integer_value(id)]) {
+			made[json_integer_value(id)] = 1;
+			v->score[json_integer_value(id)] = -(float)r;
+		}
+	}
+	for (size_t i = 0; i < v->n; i++)
+		if (!made[i] && (v->type[i] == TT_NORMAL || v->type[i] == TT_USER || v->type[i] == TT_UNUSED))
+			v->score[i] = -(float)(nm + i);
+	free(made);
+	free(buf);
+	return HM_OK;
+}
+
+/* add_bos/add_eos from a TemplateProcessing post-processor (or one inside
+ * a Sequence): -1 when there is none. */
+static void template_adds(json_t *pp, const char *bos, const char *eos, int *add_bos, int *add_eos)
+{
+	const char *t = json_string_value(json_object_get(pp, "type"));
+	json_t *single, *first, *last, *e;
+	size_t i;
+	if (!t)
+		return;
+	if (!strcmp(t, "Sequence")) {
+		json_array_foreach(json_object_get(pp, "processors"), i, e)
+			template_adds(e, bos, eos, add_bos, add_eos);
+		return;
+	}
+	if (strcmp(t, "TemplateProcessing"))
+		return;
+	single = json_object_get(pp, "single");
+	first = json_object_get(json_object_get(json_array_get(single, 0), "SpecialToken"), "id");
+	last = json_object_get(json_object_get(json_array_get(single, json_array_size(single) - 1), "SpecialToken"), "id");
+	*add_bos = bos && json_is_string(first) && !strcmp(json_string_value(first), bos);
+	*add_eos = eos && json_is_string(last) && !strcmp(json_string_value(last), eos) && json_array_size(single) > 1;
+}
+
+static enum hm_err write_ids(struct hm_ctx *ctx, const struct vocab *v, json_t *vocab_obj, json_t *tcfg,
+			     json_t *config, const char *unk_model, struct fmt_gguf_writer *w, json_t *tok)
+{
+	static const struct {
+		const char *cfg, *cfg_id, *key;
+	} ids[] = {
+		{"bos_token", "bos_token_id", "tokenizer.ggml.bos_token_id"},
+		{"eos_token", "eos_token_id", "tokenizer.ggml.eos_token_id"},
+		{"unk_token", NULL, "tokenizer.ggml.unknown_token_id"},
+		{"sep_token", NULL, "tokenizer.ggml.seperator_token_id"},
+		{"pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id"},
+	};
+	enum hm_err err;
+	json_t *ab = json_object_get(tcfg, "add_bos_token"), *ae = json_object_get(tcfg, "add_eos_token");
+	int add_bos = -1, add_eos = -1;
+	const char *bos = token_content(json_object_get(tcfg, "bos_token"));
+	const char *eos = token_content(json_object_get(tcfg, "eos_token"));
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+		const char *s = token_content(json_object_get(tcfg, ids[i].cfg));
+		long id = find_token(v, vocab_obj, s);
+		if (id < 0 && i == 2)
+			id = find_token(v, vocab_obj, unk_model);
+		if (id < 0 && ids[i].cfg_id) {
+			json_t *j = json_object_get(config, ids[i].cfg_id);
+			if (json_is_array(j))
+				j = json_array_get(j, 0);
+			if (json_is_integer(j) && json_integer_value(j) >= 0 && (uint64_t)json_integer_value(j) < v->n)
+				id = (long)json_integer_value(j);
+		}
+		if (id >= 0 && (err = fmt_gguf_writer_u32(w, ids[i].key, (uint32_t)id)))
+			return err;
+	}
+	template_adds(json_object_get(tok, "post_processor"), bos, eos, &add_bos, &add_eos);
+	if (json_is_boolean(ab))
+		add_bos = json_is_true(ab);
+	if (json_is_boolean(ae))
+		add_eos = json_is_true(ae);
+	if (add_bos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", add_bos)))
+		return err;
+	if (add_eos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_eos_token", add_eos)))
+		return err;
+	(void)ctx;
+	return HM_OK;
+}
+
+static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_source *src, json_t *tcfg,
+				       struct fmt_gguf_writer *w)
+{
+	json_t *ct = json_object_get(tcfg, "chat_template"), *e;
+	char path[PATH_MAX], *data = NULL;
+	size_t len, i;
+	enum hm_err err;
+	if (json_is_string(ct))
+		return fmt_gguf_writer_str(w, "tokenizer.chat_template", json_string_value(ct));
+	json_array_foreach(ct, i, e) {
+		const char *name = json_string_value(json_object_get(e, "name"));
+		const char *tpl = json_string_value(json_object_get(e, "template"));
+		if (name && tpl && !strcmp(name, "default"))
+			return fmt_gguf_writer_str(w, "tokenizer.chat_template", tpl);
+	}
+	ctx->errmsg[0] = '\0';
+	if (src->resolve(ctx, src->ud, "chat_template.jinja", path, sizeof(path)) != HM_OK) {
+		ctx->errmsg[0] = '\0';
+		return HM_OK;
+	}
+	if (util_read_file(path, 16u << 20, &data, &len) < 0 || memchr(data, 0, len))
+		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot read chat_template.jinja of '%s'", src->label);
+	else
+		err = fmt_gguf_writer_str(w, "tokenizer.chat_template", data);
+	free(data);
+	return err;
+}
+
+enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, json_t *config, uint64_t n_vocab,
+			     struct fmt_gguf_writer *w, struct conv_result *res)
+{
+	json_t *tok = NULL, *tcfg = NULL, *model, *vocab_obj, *merges, *added, *e;
+	struct vocab v = {0};
+	struct pre_scan ps = {0};
+	enum hm_err err;
+	const char *key, *mtype, *unk_model;
+	json_t *val;
+	size_t i;
+	int spm;
+
+	if ((err = conv_read_json(ctx, src, "tokenizer.json", 1, &tok)))
+		return err;
+	if (!tok) {
+		char path[PATH_MAX];
+		if (src->resolve(ctx, src->ud, "tokenizer.model", path, sizeof(path)) == HM_OK)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has a SentencePiece tokenizer.model but no"
+				       " tokenizer.json: only tokenizer.json is supported", src->label);
+		ctx->errmsg[0] = '\0';
+		return HM_OK;
+	}
+	if ((err = conv_read_json(ctx, src, "tokenizer_config.json", 1, &tcfg)))
+		goto out;
+	model = json_object_get(tok, "model");
+	mtype = json_string_value(json_object_get(model, "type"));
+	vocab_obj = json_object_get(model, "vocab");
+	merges = json_object_get(model, "merges");
+	added = json_object_get(tok, "added_tokens");
+	unk_model = json_string_value(json_object_get(model, "unk_token"));
+	if (!mtype || strcmp(mtype, "BPE") || !json_is_object(vocab_obj) || !json_is_array(merges)) {
+		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: model type '%.32s' is not supported (BPE is)",
+			      mtype ? mtype : "?");
+		goto out;
+	}
+	walk_pre(json_object_get(tok, "pre_tokenizer"), scan_pre, &ps);
+	if (ps.bytelevel || has_decoder(json_object_get(tok, "decoder"), "ByteLevel"))
+		spm = 0;
+	else if (json_is_true(json_object_get(model, "byte_fallback")) || ps.metaspace ||
+		 has_decoder(json_object_get(tok, "decoder"), "ByteFallback") ||
+		 has_decoder(json_object_get(tok, "decoder"), "Metaspace"))
+		spm = 1;
+	else {
+		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: neither byte-level nor SentencePiece-style BPE");
+		goto out;
+	}
+	if (n_vocab > MAX_VOCAB || json_object_size(vocab_obj) > n_vocab) {
+		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json has %zu tokens, the embeddings %llu rows",
+			      json_object_size(vocab_obj), (unsigned long long)n_vocab);
+		goto out;
+	}
+	v.n = (size_t)n_vocab;
+	v.tok = calloc(v.n + 1, sizeof(*v.tok));
+	v.score = calloc(v.n + 1, sizeof(*v.score));
+	v.type = calloc(v.n + 1, sizeof(*v.type));
+	v.added = calloc(v.n + 1, 1);
+	v.special = calloc(v.n + 1, 1);
+	if (!v.tok || !v.score || !v.type || !v.added || !v.special) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	json_object_foreach(vocab_obj, key, val) {
+		json_int_t id = json_integer_value(val);
+		if (!json_is_integer(val) || id < 0 || (uint64_t)id >= v.n || v.tok[id]) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: token '%.40s' has a bad or duplicate id", key);
+			goto out;
+		}
+		if (!(v.tok[id] = util_strdup(key))) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+	}
+	json_array_foreach(added, i, e) {
+		json_t *idj = json_object_get(e, "id");
+		const char *content = json_string_value(json_object_get(e, "content"));
+		json_int_t id = json_integer_value(idj);
+		if (!json_is_integer(idj) || !content || id < 0 || (uint64_t)id >= v.n) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: added token %zu is malformed or out of range", i);
+			goto out;
+		}
+		free(v.tok[id]);
+		if (!(v.tok[id] = util_strdup(content))) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		v.added[id] = 1;
+		v.special[id] = json_is_true(json_object_get(e, "special"));
+	}
+	for (i = 0; i < v.n; i++) {
+		if (!v.tok[i]) {
+			v.tok[i] = util_asprintf("[PAD%zu]", i);
+			v.type[i] = spm ? TT_UNUSED : TT_USER;
+			if (!v.tok[i]) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+		} else if (spm && unk_model && !strcmp(v.tok[i], unk_model)) {
+			v.type[i] = TT_UNKNOWN;
+		} else if (v.special[i]) {
+			v.type[i] = TT_CONTROL;
+		} else if (spm && is_byte_token(v.tok[i])) {
+			v.type[i] = TT_BYTE;
+		} else {
+			v.type[i] = v.added[i] ? TT_USER : TT_NORMAL;
+		}
+	}
+	snprintf(res->tokenizer, sizeof(res->tokenizer), "%s", spm ? "llama" : "gpt2");
+	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : pick_pre(&ps));
+	res->nvocab = v.n;
+	if ((err = fmt_gguf_writer_str(w, "tokenizer.ggml.model", res->tokenizer)) ||
+	    (err = fmt_gguf_writer_str(w, "tokenizer.ggml.pre", res->pre)) ||
+	    (err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, v.n)))
+		goto out;
+	if (spm) {
+		if ((err = spm_scores(ctx, &v, vocab_obj, merges)) ||
+		    (err = fmt_gguf_writer_arr(w, "tokenizer.ggml.scores", FMT_GGUF_F32, v.score, v.n)))
+			goto out;
+	}
+	if ((err = fmt_gguf_writer_arr(w, "tokenizer.ggml.token_type", FMT_GGUF_I32, v.type, v.n)))
+		goto out;
+	if (!spm) {
+		size_t nm = json_array_size(merges);
+		char **ms = calloc(nm + 1, sizeof(*ms));
+		if (!ms) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (i = 0; i < nm && !err; i++) {
+			const char *a, *b;
+			size_t al, bl;
+			if (!merge_pair(json_array_get(merges, i), &a, &al, &b, &bl))
+				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
+			else if (!(ms[i] = util_asprintf("%.*s %.*s", (int)al, a, (int)bl, b)))
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		}
+		if (!err)
+			err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+		for (i = 0; i < nm; i++)
+			free(ms[i]);
+		free(ms);
+		if (err)
+			goto out;
+	}
+	if ((err = write_ids(ctx, &v, vocab_obj, tcfg, config, spm ? unk_model : NULL, w, tok)) ||
+	    (err = write_chat_template(ctx, src, tcfg, w)))
+		goto out;
+out:
+	vocab_release(&v);
+	json_decref(tok);
+	json_decref(tcfg);
+	return err;
+}
