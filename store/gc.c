@@ -1,4 +1,4 @@
-/* gc.c - removes blobs no revision references and abandoned partial downloads.
+/* gc.c - removes blobs no revision (or artifact) references and abandoned partial downloads.
  *
  * A pull adopts blobs before it records its revision, so an unreferenced
  * blob may be one a running pull is about to use. Every open store holds
@@ -42,7 +42,8 @@ static enum hm_err gc_blobs(struct hm_ctx *ctx, struct store *st, int exclusive,
 	if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 		return err;
 	if ((err = store_prepare(ctx, st, "SELECT sha256, size FROM blobs b WHERE added_at < ?1 AND"
-				 " NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256)", &sel)) ||
+				 " NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256) AND"
+				 " NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.sha256 = b.sha256)", &sel)) ||
 	    (err = store_prepare(ctx, st, "DELETE FROM blobs WHERE sha256 = ?1", &del)))
 		goto out;
 	sqlite3_bind_int64(sel, 1, cutoff);

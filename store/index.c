@@ -90,6 +90,21 @@ static const char *const migrations[] = {
 	"  seconds, retries, result);"
 	"CREATE INDEX served_stats ON served(started_at, kind, method, repo_type, repo, path, client,"
 	"  status, bytes, seconds, cache);",
+	/* v4: conversions of stored revisions (`hubmirror convert`), kept as
+	 * blobs; they go with their revision (rm) and keep their blob (gc) */
+	"CREATE TABLE artifacts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,"
+	"  repo_type TEXT NOT NULL,"
+	"  repo TEXT NOT NULL,"
+	"  commit_sha TEXT NOT NULL,"
+	"  format TEXT NOT NULL,"
+	"  options TEXT NOT NULL,"
+	"  sha256 TEXT NOT NULL REFERENCES blobs(sha256),"
+	"  size INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE(revision_id, format, options));"
+	"CREATE INDEX artifacts_sha256 ON artifacts(sha256);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
