@@ -62,7 +62,7 @@ tests/fuzz/replay-%: tests/fuzz/fuzz_%.o tests/fuzz/driver.o libhubmirror.a
 fuzz:
 	@mkdir -p tests/fuzz/out
 	@for t in $(FUZZ_TARGETS); do \
-		clang -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) \
+		clang -g -O1 -std=c11 -D_GNU_SOURCE -pthread -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(PKG_CFLAGS) \
 			-o tests/fuzz/out/fuzz-$$t tests/fuzz/fuzz_$$t.c $(LIB_SRC) $(LIBS) || exit 1; \
 		mkdir -p tests/fuzz/out/corpus-$$t; \
 		tests/fuzz/out/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
