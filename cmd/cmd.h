@@ -78,6 +78,7 @@ const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
 extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync;
 extern const struct cmd cmd_export, cmd_import;
 extern const struct cmd cmd_inspect;
+extern const struct cmd cmd_convert;
 extern const struct cmd cmd_du;
 
 /* Options every command accepts (shared with pull-like commands). */
