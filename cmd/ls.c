@@ -89,7 +89,8 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 {
 	struct store_rev_info *rv = NULL;
 	struct store_file *f = NULL;
-	size_t nrv = 0, nf = 0;
+	struct store_artifact *art = NULL;
+	size_t nrv = 0, nf = 0, nart = 0;
 	char commit[41], h[32], w[64];
 	enum hm_err err;
 	int rc = 1;
@@ -98,7 +99,8 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
 		hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
 	if (err || (err = store_list_revisions(&env->ctx, st, type, repo, &rv, &nrv)) ||
-	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf))) {
+	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf)) ||
+	    (err = store_list_artifacts(&env->ctx, st, type, repo, &art, &nart))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -108,8 +110,14 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 			json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:b}", "path", f[i].path, "size",
 							       (json_int_t)f[i].size, "sha256", f[i].sha256, "git_oid",
 							       f[i].git_oid, "lfs", f[i].lfs));
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o}", "type", type, "id", repo, "revision", commit,
-					 "revisions", revs_json(rv, nrv), "files", files));
+		json_t *arts = json_array();
+		for (size_t i = 0; i < nart; i++)
+			json_array_append_new(arts, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "revision", art[i].commit,
+							      "format", art[i].format, "options", art[i].options, "sha256",
+							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
+							      when(art[i].created_at, w, sizeof(w))));
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o}", "type", type, "id", repo, "revision", commit,
+					 "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts));
 	} else {
 		printf("%s %s\n", type, repo);
 		for (size_t i = 0; i < nrv; i++)
@@ -121,11 +129,18 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 		for (size_t i = 0; i < nf; i++)
 			printf("  %10s  %s  %s%s\n", util_human_size(f[i].size, h, sizeof(h)), f[i].sha256,
 			       f[i].path, f[i].lfs ? "  (lfs)" : "");
+		if (nart)
+			printf("\nconversions (hubmirror convert):\n");
+		for (size_t i = 0; i < nart; i++)
+			printf("  %10s  %s  %s %s of %.12s, %s\n", util_human_size(art[i].size, h, sizeof(h)),
+			       art[i].sha256, art[i].format, art[i].options, art[i].commit,
+			       when(art[i].created_at, w, sizeof(w)));
 	}
 	rc = 0;
 out:
 	store_rev_info_free(rv, nrv);
 	store_files_free(f, nf);
+	store_artifacts_free(art, nart);
 	return rc;
 }
 
