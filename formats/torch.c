@@ -579,6 +579,8 @@ static enum hm_err read_sink(void *ud, size_t job, const void *data, size_t n)
 {
 	struct read_into *r = ud;
 	(void)job;
+	if (!n)
+		return HM_OK;
 	if (n > r->len - r->pos)
 		return HM_ERR_BAD_INPUT; /* cannot happen: the job's size is the buffer's */
 	memcpy(r->buf + r->pos, data, n);
