@@ -207,7 +207,7 @@ static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir,
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
 	const char *to = cmd_opt(a, "to"), *tname = cmd_opt(a, "type"), *src_arg;
-	struct conv_options o = {CONV_F16, 0, NULL};
+	struct conv_options o = {CONV_F16, 0, NULL, 0};
 	struct repo_src rs = {0};
 	struct store_artifact art = {0};
 	struct conv_result res = {0};

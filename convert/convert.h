@@ -43,6 +43,8 @@ struct conv_options {
 	enum conv_type type;
 	int threads;        /* 0 = one per online CPU */
 	const char *name;   /* general.name; NULL = derived from the label */
+	uint64_t fault_flip; /* tests only: before the check, flip a bit of the written
+			      * file at this offset from the end (0 = never) */
 };
 
 struct conv_result {

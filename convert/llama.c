@@ -832,6 +832,24 @@ static enum hm_err open_weights(struct hm_ctx *ctx, const struct conv_source *sr
 		       src->label);
 }
 
+/* The fault the tests inject to see the check catch a damaged file. */
+static enum hm_err flip_bit(struct hm_ctx *ctx, const char *path, uint64_t from_end)
+{
+	FILE *f = fopen(path, "r+b");
+	long size;
+	int c;
+	if (!f)
+		return hm_fail(ctx, HM_ERR_IO, "cannot open '%s'", path);
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	if ((uint64_t)size >= from_end && !fseek(f, size - (long)from_end, SEEK_SET) && (c = fgetc(f)) != EOF) {
+		fseek(f, size - (long)from_end, SEEK_SET);
+		fputc(c ^ 1, f);
+	}
+	fclose(f);
+	return HM_OK;
+}
+
 static void advise_sequential(const struct model *m)
 {
 	for (size_t s = 0; s < fmt_st_set_nshards(m->set); s++) {
@@ -892,6 +910,8 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 		goto out;
 	fmt_gguf_writer_free(w);
 	w = NULL;
+	if (opt->fault_flip && (err = flip_bit(ctx, tmp, opt->fault_flip)))
+		goto out;
 	t1 = util_now();
 	res->seconds_convert = t1 - t0;
 	err = check_output(ctx, &m, pool, ch, nch, tmp, scratch, res);
