@@ -797,6 +797,8 @@ static enum hm_err check_tensor(struct pk *P, const struct pk_val *key, const st
 			return hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': tensor '%s' is too large", P->file, name);
 		nelem *= (uint64_t)t->size[d];
 	}
+	if (nelem > (UINT64_C(1) << 59)) /* so that nbytes cannot wrap */
+		return hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': tensor '%s' is too large", P->file, name);
 	/* Row-major: each dimension's stride is the product of the faster sizes
 	 * (a dimension of size 1 may carry any stride, as torch allows). */
 	for (int d = t->ndim - 1; d >= 0 && nelem; d--) {

@@ -138,9 +138,11 @@ UNIT_TEST(torch_pickle_state_dict)
 	begin(&p);
 	tensor(&p, "w", "FloatStorage", "0", 6, 0, 2, S23, R23);
 	tensor(&p, "b", "HalfStorage", "1", 8, 4, 1, S4, R4);
+	tensor(&p, "typed", "bfloat16", "2", 4, 0, 1, S4, R4); /* newer typed-storage form */
 	end(&p);
 	CHECK(fmt_pt_pickle_parse(&ctx, "x.bin", p.b, p.n, &pk) == HM_OK);
-	CHECK(fmt_pt_pickle_count(pk) == 2);
+	CHECK(fmt_pt_pickle_count(pk) == 3);
+	CHECK(fmt_pt_pickle_tensor(pk, 2)->dtype == FMT_BF16);
 	t = fmt_pt_pickle_tensor(pk, 0);
 	CHECK_STR(t->name, "w");
 	CHECK(t->dtype == FMT_F32 && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3);
