@@ -90,6 +90,8 @@ demo: hubmirror test-deps
 bench: hubmirror
 	@mk/deps.sh bench
 	@sh bench/run.sh
+	@sh bench/bundle.sh
+	@sh bench/stats.sh
 
 clean:
 	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags $(FUZZ_REPLAY)
