@@ -99,8 +99,18 @@ MIRROR=$(sed -n 's/^listening on //p' "$work/serve.out")
 echo "mirror at $MIRROR (pid $srv_pid)"
 step ./hubmirror pull $REPO --endpoint "$MIRROR" --store $STORE/lab-machine
 step ./hubmirror verify --store $STORE/lab-machine
+# A lab machine provisioned from a manifest through the mirror, pinned by a lockfile.
+printf '# the lab'"'"'s models\n%s\n' "$REPO" > "$work/models.txt"
+step ./hubmirror sync "$work/models.txt" --endpoint "$MIRROR" --store $STORE/lab-machine \
+	--to $STORE/lab-models --layout hf-cache
+banner "the lockfile"
+head -c 600 "$work/models.txt.lock"; echo
 kill -TERM "$srv_pid"
 wait "$srv_pid" || { echo "demo: the server did not stop cleanly" >&2; exit 1; }
+# An air-gapped machine: an offline bundle, verified on import.
+step ./hubmirror export $REPO -o "$work/bundle.tar.zst" --store $STORE
+step ./hubmirror import "$work/bundle.tar.zst" --store $STORE/air-gapped
+step ./hubmirror verify --store $STORE/air-gapped
 banner "the mirror's access log"
 cat "$work/access.log"
 step ./hubmirror stats --store $STORE
