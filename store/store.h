@@ -167,10 +167,7 @@ enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *typ
 			   const char *repo, const char *commit, const char *ref,
 			   const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
 
-/* Per-repo transfer statistics from `downloads`, plus a total row (key NULL)
- * last. repo filters when non-NULL ("type:name"). */
-enum hm_err store_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
-			struct store_stats_row **out, size_t *n) HM_MUST_CHECK;
+/* Frees the per-repo rows of a report (store_report). */
 void store_stats_free(struct store_stats_row *v, size_t n);
 
 /* ---- served requests (hubmirror serve) ---- */
@@ -199,10 +196,7 @@ struct store_served_row {
 	uint64_t requests, files, bytes, hits, misses, errors; /* errors: status >= 400 */
 	double seconds;
 };
-/* Per-repo served statistics plus a total row (key NULL) last; repo filters
- * ("type:name" or "name") when non-NULL. */
-enum hm_err store_served_stats(struct hm_ctx *ctx, struct store *st, const char *repo,
-			       struct store_served_row **out, size_t *n) HM_MUST_CHECK;
+/* Frees the served rows of a report (store_report). */
 void store_served_stats_free(struct store_served_row *v, size_t n);
 
 /* ---- statistics report and housekeeping (stats.c; `hubmirror stats`, `du`) ---- */
@@ -241,12 +235,12 @@ struct store_report {
 	struct store_agg *by[STORE_BY_N];       /* NULL for breakdowns not wanted */
 	size_t nby[STORE_BY_N];
 	size_t nkeys[STORE_BY_N];               /* distinct keys before the --top cut */
-	/* downloads only, per repo ordered by key, total row (key NULL) last:
-	 * what store_stats gives, restricted to the query's repo and time range */
+	/* downloads only, per repo ordered by key, total row (key NULL) last,
+	 * restricted to the query's repo and time range (with q->legacy) */
 	struct store_stats_row *pulls;
 	size_t npulls;
-	/* every served request (API calls too): what store_served_stats gives,
-	 * restricted to the query's repo and time range */
+	/* every served request (API calls too), per repo, total row last,
+	 * restricted to the query's repo and time range (with q->legacy) */
 	struct store_served_row *served;
 	size_t nserved;
 };
@@ -263,9 +257,6 @@ enum hm_err store_parse_time(struct hm_ctx *ctx, const char *s, int64_t now, int
 			     int64_t *out) HM_MUST_CHECK;
 
 /* served_stats restricted to started_at in [since, until). */
-enum hm_err store_served_stats_range(struct hm_ctx *ctx, struct store *st, const char *repo,
-				     int64_t since, int64_t until, struct store_served_row **out,
-				     size_t *n) HM_MUST_CHECK;
 
 struct store_du_repo {
 	char *key;              /* "type:name" */

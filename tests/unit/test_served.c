@@ -78,6 +78,40 @@ static const char v1_store[] =
 	"INSERT INTO downloads(repo_type, repo, path, bytes, seconds, result, started_at)"
 	"  VALUES ('model', 'org/old', 'a.txt', 3, 0.25, 'ok', 5);";
 
+/* The per-repo download rows of a report (what `stats` prints first). */
+static enum hm_err pulls_of(struct hm_ctx *ctx, struct store *st, const char *repo, struct store_stats_row **rows,
+			    size_t *n)
+{
+	struct store_stats_query q = {.repo = repo, .since = INT64_MIN, .until = INT64_MAX, .legacy = 1};
+	struct store_report r;
+	enum hm_err err = store_report(ctx, st, &q, &r);
+	if (err)
+		return err;
+	*rows = r.pulls;
+	*n = r.npulls;
+	r.pulls = NULL;
+	r.npulls = 0;
+	store_report_release(&r);
+	return HM_OK;
+}
+
+/* The per-repo served rows of a report (the SERVED table of `stats`). */
+static enum hm_err served_of(struct hm_ctx *ctx, struct store *st, const char *repo, struct store_served_row **rows,
+			     size_t *n)
+{
+	struct store_stats_query q = {.repo = repo, .since = INT64_MIN, .until = INT64_MAX, .legacy = 1};
+	struct store_report r;
+	enum hm_err err = store_report(ctx, st, &q, &r);
+	if (err)
+		return err;
+	*rows = r.served;
+	*n = r.nserved;
+	r.served = NULL;
+	r.nserved = 0;
+	store_report_release(&r);
+	return HM_OK;
+}
+
 UNIT_TEST(served_migrates_v1_store)
 {
 	struct hm_ctx ctx = {0};
@@ -103,11 +137,11 @@ UNIT_TEST(served_migrates_v1_store)
 	CHECK(store_schema_version(st) == store_schema_latest());
 	CHECK(store_resolve(&ctx, st, "model", "org/old", NULL, commit) == HM_OK);
 	CHECK_STR(commit, "1111111111111111111111111111111111111111");
-	CHECK(store_stats(&ctx, st, NULL, &rows, &n) == HM_OK);
+	CHECK(pulls_of(&ctx, st, NULL, &rows, &n) == HM_OK);
 	CHECK(n == 2 && rows[0].files == 1 && rows[0].bytes == 3);
 	store_stats_free(rows, n);
 	CHECK(store_record_served(&ctx, st, &r, 1) == HM_OK);
-	CHECK(store_served_stats(&ctx, st, NULL, &sv, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, NULL, &sv, &n) == HM_OK);
 	CHECK(n == 2 && sv[0].requests == 1 && sv[0].hits == 1);
 	store_served_stats_free(sv, n);
 	store_close(st);
@@ -143,7 +177,7 @@ UNIT_TEST(served_record_and_stats)
 	struct store_served bad = {.kind = "file", .method = NULL};
 
 	CHECK(store_open(&ctx, served_store(), &st) == HM_OK);
-	CHECK(store_served_stats(&ctx, st, NULL, &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, NULL, &v, &n) == HM_OK);
 	CHECK(n == 1 && v[0].key == NULL && v[0].requests == 0 && v[0].bytes == 0 && v[0].seconds == 0);
 	store_served_stats_free(v, n);
 
@@ -155,7 +189,7 @@ UNIT_TEST(served_record_and_stats)
 		CHECK(store_record_served(&ctx, st, two, 2) == HM_ERR_USAGE);
 	}
 
-	CHECK(store_served_stats(&ctx, st, NULL, &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, NULL, &v, &n) == HM_OK);
 	CHECK(n == 3);
 	CHECK_STR(v[0].key, "dataset:org/a");
 	CHECK(v[0].requests == 1 && v[0].files == 1 && v[0].bytes == 50 && v[0].hits == 1);
@@ -170,16 +204,16 @@ UNIT_TEST(served_record_and_stats)
 	CHECK(v[2].seconds > 3.99 && v[2].seconds < 4.01);
 	store_served_stats_free(v, n);
 
-	CHECK(store_served_stats(&ctx, st, "model:org/a", &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, "model:org/a", &v, &n) == HM_OK);
 	CHECK(n == 2);
 	CHECK_STR(v[0].key, "model:org/a");
 	CHECK(v[1].key == NULL && v[1].requests == 4 && v[1].bytes == 3300);
 	store_served_stats_free(v, n);
 	/* a bare name matches in every type */
-	CHECK(store_served_stats(&ctx, st, "org/a", &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, "org/a", &v, &n) == HM_OK);
 	CHECK(n == 3 && v[2].key == NULL && v[2].requests == 5);
 	store_served_stats_free(v, n);
-	CHECK(store_served_stats(&ctx, st, "model:org/none", &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, "model:org/none", &v, &n) == HM_OK);
 	CHECK(n == 1 && v[0].key == NULL && v[0].requests == 0);
 	store_served_stats_free(v, n);
 	store_served_stats_free(NULL, 0);
@@ -226,7 +260,7 @@ UNIT_TEST(served_record_batch_speed)
 	ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 	printf("  store_record_served: %d rows in %.1f ms\n", N, ms);
 	CHECK(err == HM_OK);
-	CHECK(store_served_stats(&ctx, st, NULL, &v, &n) == HM_OK);
+	CHECK(served_of(&ctx, st, NULL, &v, &n) == HM_OK);
 	CHECK(n == 5 && v[4].requests == N && v[4].bytes == (uint64_t)N * 4096 && v[4].errors == N / 50);
 	store_served_stats_free(v, n);
 	store_close(st);

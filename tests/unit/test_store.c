@@ -556,6 +556,23 @@ UNIT_TEST(store_checkout_hf_cache)
 	store_close(st);
 }
 
+/* The per-repo download rows of a report (what `stats` prints first). */
+static enum hm_err pulls_of(struct hm_ctx *ctx, struct store *st, const char *repo, struct store_stats_row **rows,
+			    size_t *n)
+{
+	struct store_stats_query q = {.repo = repo, .since = INT64_MIN, .until = INT64_MAX, .legacy = 1};
+	struct store_report r;
+	enum hm_err err = store_report(ctx, st, &q, &r);
+	if (err)
+		return err;
+	*rows = r.pulls;
+	*n = r.npulls;
+	r.pulls = NULL;
+	r.npulls = 0;
+	store_report_release(&r);
+	return HM_OK;
+}
+
 UNIT_TEST(store_download_stats)
 {
 	struct hm_ctx ctx = {0};
@@ -569,7 +586,7 @@ UNIT_TEST(store_download_stats)
 	};
 
 	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
-	CHECK(store_stats(&ctx, st, NULL, &rows, &n) == HM_OK);
+	CHECK(pulls_of(&ctx, st, NULL, &rows, &n) == HM_OK);
 	CHECK(n == 1 && rows[0].key == NULL && rows[0].files == 0);
 	store_stats_free(rows, n);
 
@@ -594,7 +611,7 @@ UNIT_TEST(store_download_stats)
 	d.result = NULL;
 	CHECK(store_record_download(&ctx, st, &d) == HM_ERR_USAGE);
 
-	CHECK(store_stats(&ctx, st, NULL, &rows, &n) == HM_OK); /* flushes first */
+	CHECK(pulls_of(&ctx, st, NULL, &rows, &n) == HM_OK); /* flushes first */
 	CHECK(n == 3);
 	CHECK_STR(rows[0].key, "dataset:ds");
 	CHECK(rows[0].files == 1 && rows[0].bytes == 7 && rows[0].failures == 0);
@@ -605,12 +622,12 @@ UNIT_TEST(store_download_stats)
 	CHECK(rows[2].files == 3 && rows[2].bytes == 167 && rows[2].failures == 1 && rows[2].retries == 8);
 	store_stats_free(rows, n);
 
-	CHECK(store_stats(&ctx, st, "model:org/a", &rows, &n) == HM_OK);
+	CHECK(pulls_of(&ctx, st, "model:org/a", &rows, &n) == HM_OK);
 	CHECK(n == 2);
 	CHECK_STR(rows[0].key, "model:org/a");
 	CHECK(rows[1].key == NULL && rows[1].bytes == 160);
 	store_stats_free(rows, n);
-	CHECK(store_stats(&ctx, st, "dataset:org/a", &rows, &n) == HM_OK);
+	CHECK(pulls_of(&ctx, st, "dataset:org/a", &rows, &n) == HM_OK);
 	CHECK(n == 1 && rows[0].files == 0);
 	store_stats_free(rows, n);
 	store_close(st);
