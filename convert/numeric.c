@@ -148,6 +148,17 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *x, 
 		y[i] = conv_f32_to_f16(x[i]);
 }
 
+__attribute__((target("avx2"))) static void bf16_to_f32_avx2(const unsigned char *x, float *y, size_t n)
+{
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(x + 2 * i)));
+		_mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+	}
+	for (; i < n; i++)
+		y[i] = f32_from((uint32_t)get_u16(x + 2 * i) << 16);
+}
+
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *x, float *y, size_t n)
 {
 	size_t i = 0;
@@ -157,6 +168,18 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *
 		y[i] = conv_f16_to_f32(x[i]);
 }
 #endif
+
+static int have_avx2(void)
+{
+#ifdef HAVE_X86
+	static int cached = -1;
+	if (cached < 0)
+		cached = __builtin_cpu_supports("avx2");
+	return cached;
+#else
+	return 0;
+#endif
+}
 
 static int have_f16c(void)
 {
@@ -177,6 +200,12 @@ void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float 
 		memcpy(out, src, n * 4);
 		break;
 	case FMT_BF16:
+#ifdef HAVE_X86
+		if (have_avx2()) {
+			bf16_to_f32_avx2(src, out, n);
+			break;
+		}
+#endif
 		for (size_t i = 0; i < n; i++)
 			out[i] = f32_from((uint32_t)get_u16(src + 2 * i) << 16);
 		break;

@@ -1,0 +1,180 @@
+#!/bin/sh
+# convert.sh - `hubmirror convert` of a TinyLlama-1.1B-shaped checkpoint
+# (dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632, vocab 32000; BF16
+# safetensors, about 2.2 GB of random weights, no tokenizer) to F16 and to
+# Q8_0 GGUF, against `cp` of the same safetensors file in the same run.
+#
+# Every tool runs RUNS times (outputs deleted between runs, page cache left
+# warm: the source is read once first); the median is reported with the peak
+# RSS of the conversions (/usr/bin/time). Targets: F16 within 1.5x of cp,
+# Q8_0 within 2.5x, peak RSS under 256 MiB. Prints a table and writes
+# bench/out/convert.json.
+#
+# hubmirror's conversion includes what cp does not do: an fsync of the
+# output, and a second pass that reads the output back, compares every value
+# with the source and hashes it. `cp+sync` (cp then sync of the file) is
+# reported too for the durability part.
+#
+# Environment: WORK (default /tmp/hm-bench-convert, removed unless KEEP=1),
+# CACHE (default /tmp/hm-bench-cache: the generated checkpoint, kept),
+# RUNS (3), HUBMIRROR (./hubmirror), STRICT=1 to exit 1 when a target is missed.
+# To run it from `make bench`, add `sh "$ROOT/bench/convert.sh"` at the end of
+# bench/run.sh (it needs nothing run.sh sets up).
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HM=${HUBMIRROR:-$ROOT/hubmirror}
+WORK=${WORK:-/tmp/hm-bench-convert}
+CACHE=${CACHE:-/tmp/hm-bench-cache}
+KEEP=${KEEP:-0}
+RUNS=${RUNS:-3}
+STRICT=${STRICT:-0}
+OUT=$ROOT/bench/out
+PY=/usr/bin/python3
+TIME=/usr/bin/time
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { echo "bench: $*" >&2; }
+
+[ -x "$HM" ] || die "no $HM (run make)"
+[ -x "$TIME" ] || die "no /usr/bin/time (apt-get install time)"
+$PY -c 'import numpy' 2>/dev/null || die "needs python3-numpy (apt-get install python3-numpy)"
+mkdir -p "$CACHE" "$OUT"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+
+MODEL=$CACHE/tinyllama-shape-bf16
+if [ ! -f "$MODEL/.done" ]; then
+	say "generating $MODEL (about 2.2 GB, once)"
+	rm -rf "$MODEL"
+	mkdir -p "$MODEL"
+	$PY - "$MODEL" <<'EOF'
+import json, os, struct, sys
+import numpy as np
+out = sys.argv[1]
+D, L, H, KV, FF, V = 2048, 22, 32, 4, 5632, 32000
+hd = D // H
+cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
+       "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
+       "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 2048,
+       "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False,
+       "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+shapes = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D], "lm_head.weight": [V, D]}
+for i in range(L):
+    p = "model.layers.%d." % i
+    shapes[p + "input_layernorm.weight"] = [D]
+    shapes[p + "post_attention_layernorm.weight"] = [D]
+    shapes[p + "self_attn.q_proj.weight"] = [D, D]
+    shapes[p + "self_attn.k_proj.weight"] = [KV * hd, D]
+    shapes[p + "self_attn.v_proj.weight"] = [KV * hd, D]
+    shapes[p + "self_attn.o_proj.weight"] = [D, D]
+    shapes[p + "mlp.gate_proj.weight"] = [FF, D]
+    shapes[p + "mlp.up_proj.weight"] = [FF, D]
+    shapes[p + "mlp.down_proj.weight"] = [D, FF]
+header, off = {"__metadata__": {"format": "pt"}}, 0
+names = sorted(shapes)
+for n in names:
+    size = 2 * int(np.prod(shapes[n]))
+    header[n] = {"dtype": "BF16", "shape": shapes[n], "data_offsets": [off, off + size]}
+    off += size
+h = json.dumps(header, separators=(",", ":")).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+rng = np.random.default_rng(7)
+with open(os.path.join(out, "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(h)) + h)
+    for n in names:
+        cnt = int(np.prod(shapes[n]))
+        done = 0
+        while done < cnt:
+            k = min(cnt - done, 1 << 24)
+            if n.endswith("norm.weight"):
+                a = np.full(k, 0x3F80, dtype=np.uint16)  # 1.0
+            else:
+                r = rng.integers(0, 1 << 16, size=k, dtype=np.uint16)
+                a = (r & 0x81FF) | 0x3C00  # +-[2^-7, 2^-3): finite, F16-representable
+            f.write(a.astype("<u2").tobytes())
+            done += k
+with open(os.path.join(out, "config.json"), "w") as f:
+    json.dump(cfg, f, indent=2)
+EOF
+	touch "$MODEL/.done"
+fi
+SRC=$MODEL/model.safetensors
+BYTES=$(stat -c %s "$SRC")
+cat "$SRC" >/dev/null   # warm the page cache for every contender alike
+
+# run NAME CMD... : times one run (wall seconds into $WORK/t, peak RSS KiB into $WORK/rss)
+run() {
+	name=$1
+	shift
+	$TIME -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/log.$name" 2>&1 || {
+		cat "$WORK/log.$name" >&2
+		die "$name failed"
+	}
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for i in $(seq "$RUNS"); do
+	rm -f "$WORK"/out.*
+	sync
+	run cp cp "$SRC" "$WORK/out.cp"
+	awk '{print $1}' "$WORK/time.cp" >>"$WORK/cp.s"
+	rm -f "$WORK/out.cp"
+	sync
+	t0=$(date +%s.%N)
+	cp "$SRC" "$WORK/out.cp" && sync "$WORK/out.cp"
+	t1=$(date +%s.%N)
+	echo "$t1 - $t0" | bc -l >>"$WORK/cpsync.s"
+	for t in f16 q8_0; do
+		rm -f "$WORK"/out.*
+		sync
+		run "$t" "$HM" --store "$WORK/store" convert "$MODEL" --type "$t" -o "$WORK/out.$t.gguf" --json
+		awk '{print $1}' "$WORK/time.$t" >>"$WORK/$t.s"
+		awk '{print $2}' "$WORK/time.$t" >>"$WORK/$t.rss"
+		cp "$WORK/log.$t" "$WORK/json.$t"
+	done
+	say "run $i: cp $(tail -1 "$WORK/cp.s")s, cp+sync $(tail -1 "$WORK/cpsync.s")s, f16 $(tail -1 "$WORK/f16.s")s, q8_0 $(tail -1 "$WORK/q8_0.s")s"
+done
+
+CP=$(median <"$WORK/cp.s")
+CPS=$(median <"$WORK/cpsync.s")
+F16=$(median <"$WORK/f16.s")
+Q8=$(median <"$WORK/q8_0.s")
+RSS16=$(sort -n "$WORK/f16.rss" | tail -1)
+RSS8=$(sort -n "$WORK/q8_0.rss" | tail -1)
+NPROC=$(nproc)
+$PY - "$OUT/convert.json" "$BYTES" "$CP" "$CPS" "$F16" "$Q8" "$RSS16" "$RSS8" "$NPROC" "$WORK/json.f16" "$WORK/json.q8_0" "$STRICT" <<'EOF'
+import json, sys
+out, size = sys.argv[1], int(sys.argv[2])
+cp, cps, f16, q8 = (float(x) for x in sys.argv[3:7])
+rss16, rss8, nproc = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
+j16, j8 = (json.load(open(p)) for p in sys.argv[10:12])
+strict = sys.argv[12] == "1"
+r = {
+    "model": "TinyLlama-1.1B shape, BF16 safetensors (random weights)",
+    "source_bytes": size, "cpus": nproc,
+    "cp_s": cp, "cp_sync_s": cps,
+    "f16": {"seconds": f16, "ratio_vs_cp": f16 / cp, "ratio_vs_cp_sync": f16 / cps, "target": 1.5,
+            "peak_rss_mib": rss16 / 1024, "convert_s": j16.get("seconds"), "check_s": j16.get("check_seconds"),
+            "output_bytes": j16["size"]},
+    "q8_0": {"seconds": q8, "ratio_vs_cp": q8 / cp, "ratio_vs_cp_sync": q8 / cps, "target": 2.5,
+             "peak_rss_mib": rss8 / 1024, "convert_s": j8.get("seconds"), "check_s": j8.get("check_seconds"),
+             "output_bytes": j8["size"]},
+    "rss_target_mib": 256,
+}
+json.dump(r, open(out, "w"), indent=2)
+print("%-8s %8s %8s %10s %10s" % ("case", "seconds", "vs cp", "vs cp+sync", "peak RSS"))
+print("%-8s %8.2f %8s %10s %10s" % ("cp", cp, "1.00", "", ""))
+print("%-8s %8.2f %8s %10s %10s" % ("cp+sync", cps, "%.2f" % (cps / cp), "1.00", ""))
+for k in ("f16", "q8_0"):
+    x = r[k]
+    print("%-8s %8.2f %8.2f %10.2f %7.0f MiB   (target %.1fx; convert %.2fs + check %.2fs)" % (
+        k, x["seconds"], x["ratio_vs_cp"], x["ratio_vs_cp_sync"], x["peak_rss_mib"], x["target"],
+        x["convert_s"] or 0, x["check_s"] or 0))
+miss = [k for k in ("f16", "q8_0") if r[k]["ratio_vs_cp"] > r[k]["target"] or r[k]["peak_rss_mib"] >= 256]
+if miss:
+    print("targets missed: %s" % ", ".join(miss))
+sys.exit(1 if miss and strict else 0)
+EOF
