@@ -7,7 +7,7 @@
 #   make check SANITIZE=address,undefined
 
 CC ?= cc
-PKGS = libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd
+PKGS = libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8
 PYTHON ?= /usr/bin/python3
 
 # Install missing Debian packages before pkg-config is asked anything.
@@ -32,7 +32,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS = $(PKG_LIBS) -pthread -lm
 
-LIB_DIRS = util verify store fetch mirror serve bundle formats convert
+LIB_DIRS = util verify store fetch mirror serve bundle formats convert engine
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:.c=.o)
 CMD_SRC := $(wildcard cmd/*.c)
