@@ -1,0 +1,68 @@
+/* engine-int.h - pieces shared by the files of engine/: the loaded model,
+ * the kernels table and the thread pool. */
+#ifndef ENGINE_INT_H
+#define ENGINE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "engine.h"
+#include "../formats/formats.h"
+
+#define ENG_QK 32 /* elements per Q8_0/Q4_0 block */
+
+/* A matrix used in place: rows of cols elements of ggml type type. */
+struct eng_weight {
+	uint32_t type;
+	uint64_t rows, cols;
+	size_t row_bytes;
+	const unsigned char *data; /* into a read-only mapping */
+};
+
+struct eng_layer {
+	float *attn_norm, *ffn_norm; /* dim, owned */
+	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+struct eng_model {
+	struct eng_config cfg;
+	struct fmt_gguf *gguf;     /* one of the two is set */
+	struct fmt_st_set *st;
+	struct eng_weight tok_embd, output; /* output = tok_embd when tied */
+	float *out_norm;            /* dim, owned */
+	struct eng_layer *layers;   /* n_layer, owned */
+	double *inv_freq;           /* head_dim/2 rope frequencies, scaling applied */
+};
+
+/* Dot products of one weight row (raw bytes, any alignment) with n floats. */
+typedef float (*eng_dot_fn)(const unsigned char *w, const float *x, size_t n);
+
+struct eng_kernels {
+	enum eng_simd level;
+	eng_dot_fn dot[5]; /* by eng_type_slot() */
+};
+
+/* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise. */
+int eng_type_slot(uint32_t t);
+/* The kernels of a level the CPU supports, or NULL. AUTO = best. */
+const struct eng_kernels *eng_kernels_get(enum eng_simd level);
+
+/* A fixed pool of worker threads running batches of numbered tasks; the
+ * caller's thread takes part. Tasks are handed out by an atomic counter. */
+struct eng_pool;
+typedef void (*eng_task_fn)(void *arg, size_t task, int worker);
+/* nthreads >= 1 participants (nthreads-1 workers). NULL on failure. */
+struct eng_pool *eng_pool_new(int nthreads);
+int eng_pool_size(const struct eng_pool *p);
+/* Runs tasks 0..n-1 of fn and returns when all are done. */
+void eng_pool_run(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n);
+void eng_pool_free(struct eng_pool *p);
+
+/* Up to three matrix-vector products y_i = W_i x_i run as one batch. */
+struct eng_matvec {
+	const struct eng_weight *w;
+	const float *x;
+	float *y;
+};
+void eng_matvec_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_matvec *mv, int n);
+
+#endif

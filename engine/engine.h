@@ -1,0 +1,146 @@
+/* engine.h - the bundled inference engine: Llama-family decoders (Llama 2/3,
+ * Mistral, SmolLM, TinyLlama) loaded from GGUF or safetensors checkpoints.
+ *
+ * Weights are never copied: matrices are used in place in the readers'
+ * read-only mappings (only the small norm vectors are decoded into owned
+ * float arrays), so resident memory is about the weights plus the KV cache.
+ * GGUF models ("llama" architecture) carry Q/K rows permuted for the
+ * interleaved rope of llama.cpp; safetensors models keep Hugging Face order
+ * and use the half-split (rotate_half) rope. Matrix types: F32, F16, BF16,
+ * Q8_0 and Q4_0 (GGUF), F32, F16, BF16 (safetensors). Quantized weights are
+ * dequantized on the fly and dotted with F32 activations, so the only error
+ * against an F32 forward pass over the dequantized weights is rounding.
+ *
+ * Every file is untrusted: a successful open means every tensor the forward
+ * pass touches is present with the right shape and a supported type, and
+ * the configuration is within sane bounds. Errors are HM_ERR_BAD_INPUT with
+ * ctx->errmsg naming the file and the problem. Nothing here prints or exits. */
+#ifndef ENGINE_H
+#define ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../util/hm.h"
+
+/* Bounds on what a model may declare (larger ones are refused as absurd). */
+#define ENG_MAX_LAYERS 1024
+#define ENG_MAX_DIM 65536
+#define ENG_MAX_HEADS 1024
+#define ENG_MAX_HEAD_DIM 1024
+#define ENG_MAX_FFN (1u << 20)
+#define ENG_MAX_VOCAB (1u << 24)
+#define ENG_MAX_CTX (1u << 20)
+/* The context eng_state_new uses when asked for 0 and the model's is larger. */
+#define ENG_DEFAULT_CTX 4096
+
+/* The configuration of an open model. */
+struct eng_config {
+	uint32_t dim;          /* embedding length (hidden_size) */
+	uint32_t n_layer;
+	uint32_t n_head;
+	uint32_t n_kv_head;    /* grouped-query attention: divides n_head */
+	uint32_t head_dim;     /* q/k/v width per head (dim / n_head unless stated) */
+	uint32_t ffn_dim;      /* feed-forward (intermediate) width */
+	uint32_t vocab;        /* rows of the embedding and of the classifier */
+	uint32_t ctx_len;      /* the model's trained context length */
+	float rope_theta;      /* rope frequency base */
+	float rope_scale;      /* linear rope scaling factor (1 = none) */
+	int rope_llama3;       /* per-frequency Llama 3 scaling factors in use */
+	float norm_eps;        /* RMSNorm epsilon */
+	int tied;              /* classifier is the token embedding */
+	int interleaved_rope;  /* 1: GGUF (permuted Q/K); 0: HF half-split */
+	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
+	uint64_t weight_bytes; /* bytes of all tensors used */
+	const char *format;    /* "gguf" or "safetensors" */
+};
+
+struct eng_model;
+struct eng_state;
+
+/* Opens a model. path: a .gguf file; or a directory holding config.json and
+ * model.safetensors (or model.safetensors.index.json and its shards); or a
+ * .safetensors / *.index.json file with config.json beside it. On success
+ * *out is the caller's (eng_model_close). */
+enum hm_err eng_model_open(struct hm_ctx *ctx, const char *path, struct eng_model **out) HM_MUST_CHECK;
+/* Unmaps and frees. Accepts NULL. Every state of the model must be freed first. */
+void eng_model_close(struct eng_model *m);
+/* The model's configuration (owned by the model). */
+const struct eng_config *eng_model_config(const struct eng_model *m);
+
+/* SIMD levels of the matrix-vector kernels. */
+enum eng_simd { ENG_SIMD_AUTO = 0, ENG_SIMD_SCALAR, ENG_SIMD_AVX2, ENG_SIMD_AVX512 };
+/* "scalar", "avx2", "avx512" ("auto" for AUTO); NULL out of range. */
+const char *eng_simd_name(enum eng_simd s);
+/* The best level this CPU runs (never AUTO). */
+enum eng_simd eng_simd_best(void);
+
+/* A decoding state: KV cache for ctx_len positions (0 = the model's, capped
+ * at ENG_DEFAULT_CTX), scratch buffers, and a pool of threads workers
+ * (0 = one per online CPU, at most 64). simd picks the kernels
+ * (ENG_SIMD_AUTO = best; a level the CPU lacks is HM_ERR_USAGE). The state
+ * keeps a pointer to m. *out is the caller's (eng_state_free). */
+enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_t ctx_len, int threads,
+			  enum eng_simd simd, struct eng_state **out) HM_MUST_CHECK;
+/* Stops the workers and frees. Accepts NULL. */
+void eng_state_free(struct eng_state *s);
+/* The model the state runs. */
+const struct eng_model *eng_state_model(const struct eng_state *s);
+/* The state's context length, thread count and kernel level. */
+uint32_t eng_state_ctx_len(const struct eng_state *s);
+int eng_state_threads(const struct eng_state *s);
+enum eng_simd eng_state_simd(const struct eng_state *s);
+/* Bytes of the KV cache. */
+uint64_t eng_state_kv_bytes(const struct eng_state *s);
+
+/* Runs token at position pos (positions 0..pos-1 must have been run before
+ * on this state; running pos again overwrites it and everything after it is
+ * forgotten) and writes vocab logits into logits (may be NULL to only fill
+ * the cache). HM_ERR_USAGE for a token >= vocab or pos >= ctx_len. */
+enum hm_err eng_forward(struct hm_ctx *ctx, struct eng_state *s, uint32_t token, uint32_t pos,
+			float *logits) HM_MUST_CHECK;
+
+/* ---- sampling ---- */
+
+/* temperature 0 (or below) = greedy argmax; otherwise softmax(logits / T),
+ * then, when 0 < top_p < 1, the smallest set of most likely tokens whose
+ * mass exceeds top_p, and a draw from a xorshift64* generator seeded with
+ * seed (same seed, same draws). */
+struct eng_sampler;
+enum hm_err eng_sampler_new(struct hm_ctx *ctx, uint32_t vocab, float temperature, float top_p, uint64_t seed,
+			    struct eng_sampler **out) HM_MUST_CHECK;
+void eng_sampler_free(struct eng_sampler *s);
+/* Picks a token from n = vocab logits (overwritten with scratch values). */
+uint32_t eng_sample(struct eng_sampler *s, float *logits);
+
+/* Called with each generated token; a non-zero return stops generation. */
+typedef int (*eng_token_fn)(void *ud, uint32_t token);
+
+struct eng_gen_opts {
+	size_t max_new;        /* tokens to generate at most */
+	int64_t eos;           /* stop after this token (-1: never) */
+	eng_token_fn on_token; /* may be NULL */
+	void *ud;
+};
+
+/* Runs the prompt (n_prompt >= 1 tokens) from position 0, then samples up
+ * to opts->max_new tokens into out (room for max_new), each fed back, until
+ * eos, a stop from on_token, the end of the context, or ctx->cancel.
+ * *n_out = tokens written. HM_ERR_USAGE when the prompt does not fit. */
+enum hm_err eng_generate(struct hm_ctx *ctx, struct eng_state *s, struct eng_sampler *smp, const uint32_t *prompt,
+			 size_t n_prompt, const struct eng_gen_opts *opts, uint32_t *out, size_t *n_out) HM_MUST_CHECK;
+
+/* ---- numeric helpers ---- */
+
+/* 1 when ggml type id t is one the engine computes with (F32, F16, BF16, Q8_0, Q4_0). */
+int eng_type_supported(uint32_t t);
+/* Decodes n elements (a multiple of 32 for Q8_0/Q4_0) of ggml type t at src
+ * into dst. Q8_0: 34-byte blocks, fp16 d + int8 q[32], value q*d. Q4_0:
+ * 18-byte blocks, fp16 d + 16 bytes, byte j = element j (low nibble) |
+ * element j+16 (high nibble), value (nibble-8)*d. Returns -1 for an
+ * unsupported type or a bad n. */
+int eng_dequantize(uint32_t t, const void *src, float *dst, size_t n);
+/* IEEE half and bfloat16 to float. */
+float eng_f16_to_f32(uint16_t h);
+float eng_bf16_to_f32(uint16_t h);
+
+#endif

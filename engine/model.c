@@ -1,0 +1,664 @@
+/* model.c - opens a Llama-family model from GGUF or safetensors (+ config.json),
+ * checks every tensor the forward pass will touch against the configuration,
+ * and binds the matrices in place in the readers' mappings. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "engine-int.h"
+#include "../util/util.h"
+
+#define CONFIG_MAX (4u << 20)
+#define U(x) ((unsigned long long)(x))
+
+struct loader {
+	struct hm_ctx *ctx;
+	struct eng_model *m;
+	const char *path; /* for messages */
+};
+
+/* ---- tensors ---- */
+
+static enum hm_err bad(struct loader *L, const char *fmt, ...) HM_PRINTF(2, 3);
+static enum hm_err bad(struct loader *L, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s", L->path, msg);
+}
+
+/* Finds name and reports its type, dims as [rows, cols] (a vector: rows = 1),
+ * data and size; 0 when absent; -1 (message set) when it is not 1-D/2-D. */
+static int find(struct loader *L, const char *name, uint32_t *type, uint64_t *rows, uint64_t *cols,
+		const unsigned char **data, uint64_t *nbytes, int *ndim)
+{
+	if (L->m->gguf) {
+		const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(L->m->gguf, name);
+		if (!t)
+			return 0;
+		if (t->ne[2] != 1 || t->ne[3] != 1) {
+			bad(L, "tensor '%s' has more than 2 dimensions {%llu, %llu, %llu, %llu}", name, U(t->ne[0]), U(t->ne[1]),
+			    U(t->ne[2]), U(t->ne[3]));
+			return -1;
+		}
+		*type = t->type;
+		*cols = t->ne[0];
+		*rows = t->ne[1];
+		*ndim = t->ndim > 2 ? 2 : t->ndim;
+		*data = t->data;
+		*nbytes = t->nbytes;
+		return 1;
+	}
+	const struct fmt_st_tensor *t = fmt_st_set_find(L->m->st, name);
+	if (!t)
+		return 0;
+	switch (t->dtype) {
+	case FMT_F32: *type = FMT_GGML_F32; break;
+	case FMT_F16: *type = FMT_GGML_F16; break;
+	case FMT_BF16: *type = FMT_GGML_BF16; break;
+	default:
+		bad(L, "tensor '%s' has dtype %s (F32, F16 or BF16 expected)", name, fmt_dtype_name(t->dtype));
+		return -1;
+	}
+	if (t->ndim < 1 || t->ndim > 2) {
+		bad(L, "tensor '%s' has %llu dimensions (1 or 2 expected)", name,
+		    (unsigned long long)t->ndim);
+		return -1;
+	}
+	*ndim = t->ndim;
+	*rows = t->ndim == 2 ? t->shape[0] : 1;
+	*cols = t->shape[t->ndim - 1];
+	*data = t->data;
+	*nbytes = t->nbytes;
+	return 1;
+}
+
+/* Binds matrix name of rows x cols (PyTorch [out, in]; GGUF {in, out}).
+ * *present = 0 (and HM_OK) for an absent optional tensor. */
+static enum hm_err bind_mat(struct loader *L, const char *name, uint64_t rows, uint64_t cols, int optional,
+			    struct eng_weight *w, int *present)
+{
+	uint64_t r, c, nbytes;
+	uint32_t type;
+	const unsigned char *data;
+	int ndim, f = find(L, name, &type, &r, &c, &data, &nbytes, &ndim);
+	if (present)
+		*present = f > 0;
+	if (f < 0)
+		return HM_ERR_BAD_INPUT;
+	if (!f)
+		return optional ? HM_OK : bad(L, "missing tensor '%s'", name);
+	if (ndim != 2 || r != rows || c != cols)
+		return L->m->gguf
+			       ? bad(L, "tensor '%s' has dims {%llu, %llu}, expected {%llu, %llu}", name, U(c), U(r), U(cols), U(rows))
+			       : bad(L, "tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]", name, U(r), U(c), U(rows), U(cols));
+	if (!eng_type_supported(type))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': tensor '%s' has type %s, which the engine does not compute with (F32, F16, BF16, Q8_0, Q4_0)",
+			       L->path, name, fmt_ggml_type_name(type) ? fmt_ggml_type_name(type) : "unknown");
+	uint32_t bs = fmt_ggml_block_size(type), ts = fmt_ggml_type_size(type);
+	if (!bs || cols % bs || (cols / bs) * ts * rows != nbytes)
+		return bad(L, "tensor '%s' has %llu bytes, not %llu x %llu elements", name, U(nbytes), U(rows), U(cols));
+	w->type = type;
+	w->rows = rows;
+	w->cols = cols;
+	w->row_bytes = (size_t)(cols / bs * ts);
+	w->data = data;
+	L->m->cfg.weight_bytes += nbytes;
+	return HM_OK;
+}
+
+/* Decodes vector name of n elements (F32/F16/BF16) into *out (owned by the model). */
+static enum hm_err bind_vec(struct loader *L, const char *name, uint64_t n, float **out)
+{
+	uint64_t r, c, nbytes;
+	uint32_t type;
+	const unsigned char *data;
+	int ndim, f = find(L, name, &type, &r, &c, &data, &nbytes, &ndim);
+	if (f < 0)
+		return HM_ERR_BAD_INPUT;
+	if (!f)
+		return bad(L, "missing tensor '%s'", name);
+	if (r != 1 || c != n)
+		return bad(L, "tensor '%s' has %llu x %llu elements, expected a vector of %llu", name, U(r), U(c), U(n));
+	if (type != FMT_GGML_F32 && type != FMT_GGML_F16 && type != FMT_GGML_BF16)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': tensor '%s' has type %s (F32, F16 or BF16 expected)",
+			       L->path, name, fmt_ggml_type_name(type) ? fmt_ggml_type_name(type) : "unknown");
+	if (nbytes != n * (type == FMT_GGML_F32 ? 4 : 2))
+		return bad(L, "tensor '%s' has %llu bytes for %llu elements", name, U(nbytes), U(n));
+	if (!(*out = malloc(n * sizeof(float))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	if (eng_dequantize(type, data, *out, n))
+		return bad(L, "tensor '%s' cannot be decoded", name);
+	for (uint64_t i = 0; i < n; i++)
+		if (!isfinite((*out)[i]))
+			return bad(L, "tensor '%s' holds a non-finite value at %llu", name, U(i));
+	L->m->cfg.weight_bytes += nbytes;
+	return HM_OK;
+}
+
+/* Checks the configuration against the engine's bounds. */
+static enum hm_err check_config(struct loader *L)
+{
+	const struct eng_config *c = &L->m->cfg;
+	struct {
+		const char *what;
+		uint64_t v, lo, hi;
+	} lim[] = {
+		{"block count", c->n_layer, 1, ENG_MAX_LAYERS},
+		{"embedding length", c->dim, 1, ENG_MAX_DIM},
+		{"head count", c->n_head, 1, ENG_MAX_HEADS},
+		{"kv head count", c->n_kv_head, 1, c->n_head},
+		{"head dim", c->head_dim, 2, ENG_MAX_HEAD_DIM},
+		{"feed-forward length", c->ffn_dim, 1, ENG_MAX_FFN},
+		{"vocabulary size", c->vocab, 1, ENG_MAX_VOCAB},
+		{"context length", c->ctx_len, 1, ENG_MAX_CTX},
+	};
+	for (size_t i = 0; i < sizeof(lim) / sizeof(*lim); i++)
+		if (lim[i].v < lim[i].lo || lim[i].v > lim[i].hi)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s %llu is out of range (%llu..%llu)", L->path,
+				       lim[i].what, (unsigned long long)lim[i].v, (unsigned long long)lim[i].lo,
+				       (unsigned long long)lim[i].hi);
+	if (c->n_head % c->n_kv_head)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %u heads do not divide into %u kv heads", L->path,
+			       c->n_head, c->n_kv_head);
+	if (c->head_dim % 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head dim %u is odd", L->path, c->head_dim);
+	if ((uint64_t)c->n_head * c->head_dim > ENG_MAX_DIM)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %u heads of %u are too wide", L->path, c->n_head,
+			       c->head_dim);
+	if (!(c->norm_eps > 0 && c->norm_eps < 1))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rms norm epsilon %g is out of range", L->path,
+			       (double)c->norm_eps);
+	if (!(c->rope_theta > 0 && c->rope_theta < 1e12f))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope theta %g is out of range", L->path,
+			       (double)c->rope_theta);
+	if (!(c->rope_scale > 0 && c->rope_scale < 1e6f))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope scaling factor %g is out of range", L->path,
+			       (double)c->rope_scale);
+	return HM_OK;
+}
+
+/* Binds every tensor by the naming scheme (GGUF or HF). */
+static enum hm_err bind_all(struct loader *L)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	const int g = m->gguf != NULL;
+	uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
+	char name[128];
+	enum hm_err err;
+	int present;
+
+	if ((err = bind_mat(L, g ? "token_embd.weight" : "model.embed_tokens.weight", c->vocab, c->dim, 0, &m->tok_embd,
+			    NULL)) ||
+	    (err = bind_vec(L, g ? "output_norm.weight" : "model.norm.weight", c->dim, &m->out_norm)))
+		return err;
+	if (!c->tied) {
+		if ((err = bind_mat(L, g ? "output.weight" : "lm_head.weight", c->vocab, c->dim, g, &m->output, &present)))
+			return err;
+		if (!present)
+			c->tied = 1;
+	}
+	if (c->tied)
+		m->output = m->tok_embd;
+	if (!(m->layers = calloc(c->n_layer, sizeof(*m->layers))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint32_t l = 0; l < c->n_layer; l++) {
+		struct eng_layer *y = &m->layers[l];
+		struct {
+			const char *gn, *hn;
+			uint64_t rows, cols;
+			struct eng_weight *w;
+		} mats[] = {
+			{"attn_q", "self_attn.q_proj", qd, c->dim, &y->wq},
+			{"attn_k", "self_attn.k_proj", kvd, c->dim, &y->wk},
+			{"attn_v", "self_attn.v_proj", kvd, c->dim, &y->wv},
+			{"attn_output", "self_attn.o_proj", c->dim, qd, &y->wo},
+			{"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &y->w_gate},
+			{"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &y->w_up},
+			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
+		};
+		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
+			if (g)
+				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
+			else
+				snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
+			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
+				return err;
+		}
+		if (!g) {
+			snprintf(name, sizeof(name), "model.layers.%u.self_attn.q_proj.bias", l);
+			if (fmt_st_set_find(m->st, name))
+				return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': attention biases are not supported", L->path);
+		}
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
+			 l);
+		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+			return err;
+	}
+	c->weight_type = m->layers[0].wq.type;
+	return HM_OK;
+}
+
+/* Rope frequencies: theta^(-2i/hd), divided by the Llama 3 factors (when
+ * given) and the linear scaling factor. */
+static enum hm_err set_rope(struct loader *L, const float *factors)
+{
+	struct eng_config *c = &L->m->cfg;
+	uint32_t half = c->head_dim / 2;
+	if (!(L->m->inv_freq = malloc(half * sizeof(double))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint32_t i = 0; i < half; i++) {
+		double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+		if (factors) {
+			if (!(factors[i] > 0) || !isfinite(factors[i]))
+				return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope frequency factor %u is %g", L->path, i,
+					       (double)factors[i]);
+			f /= factors[i];
+		}
+		L->m->inv_freq[i] = f / c->rope_scale;
+	}
+	c->rope_llama3 = factors != NULL;
+	return HM_OK;
+}
+
+/* ---- GGUF ---- */
+
+static const struct fmt_gguf_kv *kv(struct loader *L, const char *key)
+{
+	return fmt_gguf_find_kv(L->m->gguf, key);
+}
+
+/* An unsigned integer key; def when absent and not required. */
+static enum hm_err kv_u32(struct loader *L, const char *key, int required, uint32_t def, uint32_t *out)
+{
+	const struct fmt_gguf_kv *k = kv(L, key);
+	if (!k) {
+		if (required)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': missing metadata key '%s'", L->path, key);
+		*out = def;
+		return HM_OK;
+	}
+	uint64_t v;
+	switch (k->v.type) {
+	case FMT_GGUF_U8: case FMT_GGUF_U16: case FMT_GGUF_U32: case FMT_GGUF_U64:
+		v = k->v.u;
+		break;
+	case FMT_GGUF_I8: case FMT_GGUF_I16: case FMT_GGUF_I32: case FMT_GGUF_I64:
+		if (k->v.i < 0)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': metadata key '%s' is negative", L->path, key);
+		v = (uint64_t)k->v.i;
+		break;
+	default:
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': metadata key '%s' is a %s, not an integer", L->path, key,
+			       fmt_gguf_vtype_name(k->v.type));
+	}
+	*out = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; /* out of range anyway; check_config says so */
+	return HM_OK;
+}
+
+static enum hm_err kv_f32(struct loader *L, const char *key, int required, float def, float *out)
+{
+	const struct fmt_gguf_kv *k = kv(L, key);
+	if (!k) {
+		if (required)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': missing metadata key '%s'", L->path, key);
+		*out = def;
+		return HM_OK;
+	}
+	if (k->v.type != FMT_GGUF_F32 && k->v.type != FMT_GGUF_F64)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': metadata key '%s' is a %s, not a float", L->path, key,
+			       fmt_gguf_vtype_name(k->v.type));
+	*out = (float)k->v.f;
+	return HM_OK;
+}
+
+static int kv_str_is(const struct fmt_gguf_kv *k, const char *s)
+{
+	return k && k->v.type == FMT_GGUF_STRING && k->v.len == strlen(s) && !memcmp(k->v.str, s, k->v.len);
+}
+
+static enum hm_err open_gguf(struct loader *L)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	enum hm_err err;
+	uint32_t kl, vl, rot, nv;
+	const struct fmt_gguf_kv *k;
+	const struct fmt_gguf_tensor *t;
+	float *factors = NULL;
+
+	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
+		return err;
+	c->format = "gguf";
+	c->interleaved_rope = 1;
+	k = kv(L, "general.architecture");
+	if (!k || k->v.type != FMT_GGUF_STRING)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
+	if (!kv_str_is(k, "llama"))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.*s' is not supported (llama expected)",
+			       L->path, (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str);
+	if ((err = kv_u32(L, "llama.block_count", 1, 0, &c->n_layer)) ||
+	    (err = kv_u32(L, "llama.context_length", 1, 0, &c->ctx_len)) ||
+	    (err = kv_u32(L, "llama.embedding_length", 1, 0, &c->dim)) ||
+	    (err = kv_u32(L, "llama.feed_forward_length", 1, 0, &c->ffn_dim)) ||
+	    (err = kv_u32(L, "llama.attention.head_count", 1, 0, &c->n_head)) ||
+	    (err = kv_u32(L, "llama.attention.head_count_kv", 0, c->n_head, &c->n_kv_head)) ||
+	    (err = kv_f32(L, "llama.attention.layer_norm_rms_epsilon", 1, 0, &c->norm_eps)) ||
+	    (err = kv_f32(L, "llama.rope.freq_base", 0, 10000.0f, &c->rope_theta)))
+		return err;
+	if (c->n_head == 0 || c->n_head > ENG_MAX_HEADS)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head count %u is out of range", L->path, c->n_head);
+	if (!kv(L, "llama.attention.key_length") && c->dim % c->n_head)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': embedding length %u is not a multiple of %u heads", L->path,
+			       c->dim, c->n_head);
+	if ((err = kv_u32(L, "llama.attention.key_length", 0, c->dim / c->n_head, &kl)) ||
+	    (err = kv_u32(L, "llama.attention.value_length", 0, kl, &vl)) ||
+	    (err = kv_u32(L, "llama.rope.dimension_count", 0, kl, &rot)))
+		return err;
+	if (vl != kl)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
+	if (rot != kl)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
+			       kl);
+	c->head_dim = kl;
+	c->rope_scale = 1;
+	k = kv(L, "llama.rope.scaling.type");
+	if (k && !kv_str_is(k, "none")) {
+		if (!kv_str_is(k, "linear"))
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope scaling '%.*s' is not supported", L->path,
+				       k->v.type == FMT_GGUF_STRING ? (int)(k->v.len > 32 ? 32 : k->v.len) : 1,
+				       k->v.type == FMT_GGUF_STRING ? k->v.str : "?");
+		if ((err = kv_f32(L, "llama.rope.scaling.factor", 1, 1, &c->rope_scale)))
+			return err;
+	}
+	t = fmt_gguf_find_tensor(m->gguf, "token_embd.weight");
+	if (!t)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': missing tensor 'token_embd.weight'", L->path);
+	c->vocab = t->ne[1] > UINT32_MAX ? UINT32_MAX : (uint32_t)t->ne[1];
+	if ((err = kv_u32(L, "llama.vocab_size", 0, c->vocab, &nv)))
+		return err;
+	if (nv != t->ne[1] || t->ne[0] != c->dim)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT,
+			       "'%s': vocab/embedding mismatch: vocabulary of %u, token_embd.weight is {%llu, %llu} (expected {%u, %u})",
+			       L->path, nv, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], c->dim, nv);
+	k = kv(L, "tokenizer.ggml.tokens");
+	if (k && (k->v.type != FMT_GGUF_ARRAY || k->v.count != c->vocab))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT,
+			       "'%s': vocab/embedding mismatch: %llu tokens, token_embd.weight has %u rows", L->path,
+			       (unsigned long long)(k->v.type == FMT_GGUF_ARRAY ? k->v.count : 0), c->vocab);
+	if ((err = check_config(L)) || (err = bind_all(L)))
+		return err;
+	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
+	if (t) {
+		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_freqs.weight must be F32 {%u}", L->path,
+				       c->head_dim / 2);
+		if (!(factors = malloc(t->nbytes)))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		memcpy(factors, t->data, t->nbytes);
+	}
+	err = set_rope(L, factors);
+	free(factors);
+	return err;
+}
+
+/* ---- safetensors + config.json ---- */
+
+/* A non-negative integer key; absent or null: def (HM_ERR_BAD_INPUT when required). */
+static enum hm_err js_u32(struct loader *L, json_t *cfg, const char *key, int required, uint32_t def, uint32_t *out)
+{
+	json_t *j = json_object_get(cfg, key);
+	if (!j || json_is_null(j)) {
+		if (required)
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json has no '%s'", L->path, key);
+		*out = def;
+		return HM_OK;
+	}
+	if (!json_is_integer(j) || json_integer_value(j) < 0)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json '%s' is not a non-negative integer", L->path, key);
+	json_int_t v = json_integer_value(j);
+	*out = v > (json_int_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+	return HM_OK;
+}
+
+static enum hm_err js_num(struct loader *L, json_t *obj, const char *key, double def, double *out)
+{
+	json_t *j = json_object_get(obj, key);
+	if (!j || json_is_null(j)) {
+		*out = def;
+		return HM_OK;
+	}
+	if (!json_is_number(j))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json '%s' is not a number", L->path, key);
+	*out = json_number_value(j);
+	return HM_OK;
+}
+
+/* Llama 3 per-frequency factors (transformers' _compute_llama3_parameters). */
+static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
+{
+	double factor, lo, hi, old;
+	const struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	if ((err = js_num(L, rs, "factor", 8, &factor)) || (err = js_num(L, rs, "low_freq_factor", 1, &lo)) ||
+	    (err = js_num(L, rs, "high_freq_factor", 4, &hi)) ||
+	    (err = js_num(L, rs, "original_max_position_embeddings", 8192, &old)))
+		return err;
+	if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0) || factor > 1e6 || old > 1e9)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': llama3 rope_scaling parameters are out of range", L->path);
+	for (uint32_t i = 0; i < c->head_dim / 2; i++) {
+		float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+		double wavelen = 2 * M_PI / freq, lw = old / lo, hw = old / hi;
+		if (wavelen < hw)
+			f[i] = 1;
+		else if (wavelen > lw)
+			f[i] = (float)factor;
+		else {
+			double smooth = (old / wavelen - lo) / (hi - lo);
+			f[i] = (float)(1 / ((1 - smooth) / factor + smooth));
+		}
+	}
+	return HM_OK;
+}
+
+static enum hm_err open_safetensors(struct loader *L, int is_dir)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	enum hm_err err = HM_OK;
+	char *cfgpath = NULL, *data = NULL, *dir = NULL;
+	size_t len;
+	json_t *cfg = NULL, *j, *rs;
+	json_error_t je;
+	double d;
+	float *factors = NULL;
+	const struct fmt_st_tensor *emb;
+	const char *slash, *rtype = NULL;
+
+	c->format = "safetensors";
+	c->interleaved_rope = 0;
+	if (is_dir) {
+		dir = util_strdup(L->path);
+	} else {
+		slash = strrchr(L->path, '/');
+		dir = slash ? util_strndup(L->path, (size_t)(slash - L->path + (slash == L->path))) : util_strdup(".");
+	}
+	if (!dir || !(cfgpath = util_asprintf("%s/config.json", dir))) {
+		err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (util_read_file(cfgpath, CONFIG_MAX, &data, &len)) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': cannot read config.json: %s", cfgpath,
+			      errno ? strerror(errno) : "too big");
+		goto out;
+	}
+	cfg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+	if (!cfg || !json_is_object(cfg)) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': not a JSON object: %s", cfgpath, cfg ? "" : je.text);
+		goto out;
+	}
+	j = json_array_get(json_object_get(cfg, "architectures"), 0);
+	const char *arch = json_string_value(j), *mt = json_string_value(json_object_get(cfg, "model_type"));
+	if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") && strcmp(arch, "MistralForCausalLM")
+		 : !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.64s' is not supported (a Llama or Mistral decoder expected)",
+			      cfgpath, arch ? arch : mt ? mt : "none");
+		goto out;
+	}
+	if (json_is_true(json_object_get(cfg, "attention_bias")) || json_is_true(json_object_get(cfg, "mlp_bias"))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': attention/MLP biases are not supported", cfgpath);
+		goto out;
+	}
+	if ((err = js_u32(L, cfg, "hidden_size", 1, 0, &c->dim)) ||
+	    (err = js_u32(L, cfg, "num_hidden_layers", 1, 0, &c->n_layer)) ||
+	    (err = js_u32(L, cfg, "num_attention_heads", 1, 0, &c->n_head)) ||
+	    (err = js_u32(L, cfg, "num_key_value_heads", 0, c->n_head, &c->n_kv_head)) ||
+	    (err = js_u32(L, cfg, "intermediate_size", 1, 0, &c->ffn_dim)) ||
+	    (err = js_u32(L, cfg, "vocab_size", 1, 0, &c->vocab)) ||
+	    (err = js_u32(L, cfg, "max_position_embeddings", 0, 2048, &c->ctx_len)))
+		goto out;
+	if (c->n_head == 0 || c->n_head > ENG_MAX_HEADS) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head count %u is out of range", cfgpath, c->n_head);
+		goto out;
+	}
+	j = json_object_get(cfg, "head_dim");
+	if ((!j || json_is_null(j)) && c->dim % c->n_head) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden_size %u is not a multiple of %u heads", cfgpath,
+			      c->dim, c->n_head);
+		goto out;
+	}
+	if ((err = js_u32(L, cfg, "head_dim", 0, c->dim / c->n_head, &c->head_dim)) ||
+	    (err = js_num(L, cfg, "rope_theta", 10000, &d)))
+		goto out;
+	c->rope_theta = (float)d;
+	if ((err = js_num(L, cfg, "rms_norm_eps", 1e-6, &d)))
+		goto out;
+	c->norm_eps = (float)d;
+	c->rope_scale = 1;
+	rs = json_object_get(cfg, "rope_scaling");
+	if (rs && !json_is_null(rs)) {
+		if (!json_is_object(rs)) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling is not an object", cfgpath);
+			goto out;
+		}
+		rtype = json_string_value(json_object_get(rs, "rope_type"));
+		if (!rtype)
+			rtype = json_string_value(json_object_get(rs, "type"));
+		if (rtype && !strcmp(rtype, "linear")) {
+			if ((err = js_num(L, rs, "factor", 1, &d)))
+				goto out;
+			c->rope_scale = (float)d;
+		} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling type '%.32s' is not supported", cfgpath,
+				      rtype);
+			goto out;
+		}
+	}
+	j = json_object_get(cfg, "tie_word_embeddings");
+	c->tied = json_is_true(j);
+	if (is_dir)
+		err = fmt_st_open_dir(L->ctx, L->path, &m->st);
+	else if (len = strlen(L->path), len > 5 && !strcmp(L->path + len - 5, ".json"))
+		err = fmt_st_open_index(L->ctx, L->path, NULL, NULL, &m->st);
+	else
+		err = fmt_st_open_single(L->ctx, L->path, &m->st);
+	if (err)
+		goto out;
+	emb = fmt_st_set_find(m->st, "model.embed_tokens.weight");
+	if (emb && emb->ndim == 2 && (emb->shape[0] != c->vocab || emb->shape[1] != c->dim)) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT,
+			      "'%s': vocab/embedding mismatch: vocab_size %u, hidden_size %u, model.embed_tokens.weight is [%llu, %llu]",
+			      L->path, c->vocab, c->dim, (unsigned long long)emb->shape[0], (unsigned long long)emb->shape[1]);
+		goto out;
+	}
+	if (!c->tied && !fmt_st_set_find(m->st, "lm_head.weight") && (!j || json_is_null(j)))
+		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
+	if ((err = check_config(L)) || (err = bind_all(L)))
+		goto out;
+	if (rtype && !strcmp(rtype, "llama3")) {
+		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
+			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		if ((err = llama3_factors(L, rs, factors)))
+			goto out;
+	}
+	err = set_rope(L, factors);
+out:
+	free(factors);
+	json_decref(cfg);
+	free(data);
+	free(cfgpath);
+	free(dir);
+	return err;
+}
+
+/* ---- public ---- */
+
+enum hm_err eng_model_open(struct hm_ctx *ctx, const char *path, struct eng_model **out)
+{
+	struct loader L = {ctx, NULL, path};
+	struct stat st;
+	enum hm_err err;
+	char magic[4] = {0};
+	*out = NULL;
+	if (stat(path, &st))
+		return hm_fail(ctx, errno == ENOENT ? HM_ERR_NOT_FOUND : HM_ERR_IO, "cannot open '%s': %s", path,
+			       strerror(errno));
+	if (!(L.m = calloc(1, sizeof(*L.m))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if (S_ISDIR(st.st_mode)) {
+		err = open_safetensors(&L, 1);
+	} else {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			err = hm_fail(ctx, HM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+			goto out;
+		}
+		ssize_t n = read(fd, magic, 4);
+		close(fd);
+		err = n == 4 && !memcmp(magic, "GGUF", 4) ? open_gguf(&L) : open_safetensors(&L, 0);
+	}
+out:
+	if (err) {
+		eng_model_close(L.m);
+		return err;
+	}
+	*out = L.m;
+	return HM_OK;
+}
+
+void eng_model_close(struct eng_model *m)
+{
+	if (!m)
+		return;
+	if (m->layers)
+		for (uint32_t l = 0; l < m->cfg.n_layer; l++) {
+			free(m->layers[l].attn_norm);
+			free(m->layers[l].ffn_norm);
+		}
+	free(m->layers);
+	free(m->out_norm);
+	free(m->inv_freq);
+	fmt_gguf_close(m->gguf);
+	fmt_st_set_close(m->st);
+	free(m);
+}
+
+const struct eng_config *eng_model_config(const struct eng_model *m)
+{
+	return &m->cfg;
+}
