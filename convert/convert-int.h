@@ -24,6 +24,15 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 /* Decodes n output elements back to float. */
 void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, float *y);
 
+/* The largest |source - dequantized| a Q8_0/Q4_0 block whose largest
+ * magnitude is amax may show. */
+float conv_quant_bound(enum conv_out_type t, float amax);
+/* Checks n source values x (a multiple of 32) against their quantized
+ * blocks in: 1 when every dequantized value is within its block's bound
+ * (NaN never is); raises *maxerr. scratch holds n floats. */
+int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
+		     float *maxerr);
+
 /* A fixed pool of worker threads running batches of numbered tasks. */
 struct conv_pool;
 typedef void (*conv_task_fn)(void *arg, size_t task, int worker);

@@ -551,7 +551,8 @@ static void task_check(void *arg, size_t task, int worker)
 	n = (size_t)(b - a);
 	in = ps->check + out_offset(p->type, a - ps->c->e0);
 	load_src(p, a, b, x);
-	conv_load_out(p->type, in, n, y);
+	if (p->type != CONV_OUT_Q8_0 && p->type != CONV_OUT_Q4_0)
+		conv_load_out(p->type, in, n, y);
 	if (p->type == CONV_OUT_F32 || p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) {
 		/* the common case first: every value came back exactly */
 		const uint32_t *xb = (const uint32_t *)(const void *)x, *yb = (const uint32_t *)(const void *)y;
@@ -563,44 +564,48 @@ static void task_check(void *arg, size_t task, int worker)
 		if (!diff)
 			return;
 	}
-	for (size_t blk = 0; blk < n; blk += CONV_QK) {
-		size_t end = blk + CONV_QK < n ? blk + CONV_QK : n;
-		float bound = 0, slack = 0;
-		if (p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0) {
-			float amax = 0, max = 0, d;
-			for (size_t j = blk; j < end; j++)
-				if (fabsf(x[j]) > amax) {
-					amax = fabsf(x[j]);
-					max = x[j];
-				}
-			d = p->type == CONV_OUT_Q8_0 ? amax / 127 : fabsf(max / 8);
-			bound = p->type == CONV_OUT_Q8_0 ? d * 0.5f : d;
-			/* the scale is stored as F16: at most 127 (8) steps of its rounding error */
-			bound += (p->type == CONV_OUT_Q8_0 ? 127 : 8) * (d * 0x1p-11f + 0x1p-25f);
-			slack = bound * 0x1p-16f + amax * 0x1p-20f;
-		}
-		for (size_t i = blk; i < end; i++) {
-			int ok;
-			if (p->type == CONV_OUT_F32) {
-				ok = !memcmp(&x[i], in + 4 * i, 4);
-			} else if (p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) {
-				/* exact round trip, or else the correctly rounded value */
-				uint16_t got = (uint16_t)(in[2 * i] | in[2 * i + 1] << 8);
-				ok = !memcmp(&x[i], &y[i], 4) || (isnan(x[i]) && isnan(y[i])) ||
-				     got == (p->type == CONV_OUT_F16 ? conv_f32_to_f16(x[i]) : conv_f32_to_bf16(x[i]));
-			} else {
-				ok = isfinite(y[i]) && fabsf(x[i] - y[i]) <= bound + slack;
+	if (p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0) {
+		float worst = 0;
+		if (!conv_check_quant(p->type, x, in, n, y, &worst) && !ps->bad[worker]) {
+			/* find the first bad element for the message */
+			size_t i = 0;
+			conv_load_out(p->type, in, n, y);
+			for (size_t blk = 0; blk < n && !i; blk += CONV_QK) {
+				float amax = 0, lim;
+				for (size_t j = blk; j < blk + CONV_QK; j++)
+					amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+				lim = conv_quant_bound(p->type, amax);
+				for (size_t j = blk; j < blk + CONV_QK && !i; j++)
+					if (!(fabsf(x[j] - y[j]) <= lim))
+						i = j + 1;
 			}
-			if (!ok) {
-				if (!ps->bad[worker]) {
-					ps->bad[worker] = 1;
-					ps->bad_elem[worker] = a + i;
-				}
-				continue;
-			}
-			if (isfinite(x[i]) && fabs((double)x[i] - (double)y[i]) > maxe)
-				maxe = fabs((double)x[i] - (double)y[i]);
+			ps->bad[worker] = 1;
+			ps->bad_elem[worker] = a + (i ? i - 1 : 0);
 		}
+		if (worst > maxe)
+			maxe = worst;
+		ps->max_err[worker] = maxe;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int ok;
+		if (p->type == CONV_OUT_F32) {
+			ok = !memcmp(&x[i], in + 4 * i, 4);
+		} else {
+			/* exact round trip, or else the correctly rounded value */
+			uint16_t got = (uint16_t)(in[2 * i] | in[2 * i + 1] << 8);
+			ok = !memcmp(&x[i], &y[i], 4) || (isnan(x[i]) && isnan(y[i])) ||
+			     got == (p->type == CONV_OUT_F16 ? conv_f32_to_f16(x[i]) : conv_f32_to_bf16(x[i]));
+		}
+		if (!ok) {
+			if (!ps->bad[worker]) {
+				ps->bad[worker] = 1;
+				ps->bad_elem[worker] = a + i;
+			}
+			continue;
+		}
+		if (isfinite(x[i]) && fabs((double)x[i] - (double)y[i]) > maxe)
+			maxe = fabs((double)x[i] - (double)y[i]);
 	}
 	ps->max_err[worker] = maxe;
 }

@@ -159,6 +159,91 @@ __attribute__((target("avx2"))) static void bf16_to_f32_avx2(const unsigned char
 		y[i] = f32_from((uint32_t)get_u16(x + 2 * i) << 16);
 }
 
+/* quantize_row_q8_0_ref, vectorized without changing a bit: the same float
+ * operations, and roundf done exactly (truncate, then step away from zero
+ * when the dropped fraction is at least one half). */
+__attribute__((target("avx2,f16c"))) static void q8_0_avx2(const float *x, unsigned char *out, size_t n)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+	const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, out += 34) {
+		__m256 v[4], m = _mm256_setzero_ps();
+		__m256i q[4];
+		for (int k = 0; k < 4; k++) {
+			v[k] = _mm256_loadu_ps(x + 8 * k);
+			m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+		}
+		__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+		const float amax = _mm_cvtss_f32(m4);
+		const float d = amax / ((1 << 7) - 1);
+		const float id = d ? 1.0f / d : 0.0f;
+		const __m256 vid = _mm256_set1_ps(id);
+		put_f16(out, (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+		for (int k = 0; k < 4; k++) {
+			__m256 p = _mm256_mul_ps(v[k], vid);
+			__m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+			__m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(p, t));
+			__m256 step = _mm256_or_ps(one, _mm256_and_ps(sign, p));
+			t = _mm256_add_ps(t, _mm256_and_ps(step, _mm256_cmp_ps(frac, half, _CMP_GE_OQ)));
+			q[k] = _mm256_cvtps_epi32(t);
+		}
+		__m256i a = _mm256_packs_epi32(q[0], q[1]), c = _mm256_packs_epi32(q[2], q[3]);
+		__m256i r = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(a, c), perm);
+		_mm256_storeu_si256((__m256i *)(void *)(out + 2), r);
+	}
+}
+
+/* The check of quantized blocks (see conv_check_quant), 8 lanes at a time. */
+__attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_type t, const float *x,
+								const unsigned char *in, size_t n, float *maxerr)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	__m256 worst = _mm256_setzero_ps();
+	int ok = 1;
+	const size_t bs = t == CONV_OUT_Q8_0 ? 34 : 18;
+	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, in += bs) {
+		__m256 v[4], m = _mm256_setzero_ps(), y[4];
+		for (int k = 0; k < 4; k++) {
+			v[k] = _mm256_loadu_ps(x + 8 * k);
+			m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
+		}
+		__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+		const float amax = _mm_cvtss_f32(m4);
+		const float lim = conv_quant_bound(t, amax);
+		const __m256 dd = _mm256_set1_ps(_cvtsh_ss(get_u16(in))), vlim = _mm256_set1_ps(lim);
+		if (t == CONV_OUT_Q8_0) {
+			for (int k = 0; k < 4; k++)
+				y[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+							     _mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k)))),
+						     dd);
+		} else {
+			const __m256i eight = _mm256_set1_epi32(8), lo = _mm256_set1_epi32(15);
+			for (int k = 0; k < 2; k++) {
+				__m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k)));
+				y[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(q, lo), eight)), dd);
+				y[k + 2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight)), dd);
+			}
+		}
+		for (int k = 0; k < 4; k++) {
+			__m256 e = _mm256_andnot_ps(sign, _mm256_sub_ps(v[k], y[k]));
+			/* NaN compares false: not ok */
+			if (_mm256_movemask_ps(_mm256_cmp_ps(e, vlim, _CMP_LE_OQ)) != 0xFF)
+				ok = 0;
+			worst = _mm256_max_ps(worst, e);
+		}
+	}
+	__m128 w4 = _mm_max_ps(_mm256_castps256_ps128(worst), _mm256_extractf128_ps(worst, 1));
+	w4 = _mm_max_ps(w4, _mm_movehl_ps(w4, w4));
+	w4 = _mm_max_ss(w4, _mm_movehdup_ps(w4));
+	if (_mm_cvtss_f32(w4) > *maxerr)
+		*maxerr = _mm_cvtss_f32(w4);
+	return ok;
+}
+
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *x, float *y, size_t n)
 {
 	size_t i = 0;
@@ -245,12 +330,54 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 			put_f16(out + 2 * i, conv_f32_to_bf16(x[i]));
 		break;
 	case CONV_OUT_Q8_0:
+#ifdef HAVE_X86
+		if (have_avx2()) {
+			q8_0_avx2(x, out, n);
+			break;
+		}
+#endif
 		conv_quantize_q8_0(x, out, n);
 		break;
 	case CONV_OUT_Q4_0:
 		conv_quantize_q4_0(x, out, n);
 		break;
 	}
+}
+
+float conv_quant_bound(enum conv_out_type t, float amax)
+{
+	/* Q8_0: d = amax/127, error d/2; Q4_0: d = amax/8, error d (the top
+	 * step is clamped); plus 127 (8) steps of the scale's F16 rounding, and
+	 * a little for the float arithmetic */
+	float d = t == CONV_OUT_Q8_0 ? amax / 127 : amax / 8;
+	float steps = t == CONV_OUT_Q8_0 ? 127 : 8;
+	float bound = (t == CONV_OUT_Q8_0 ? d * 0.5f : d) + steps * (d * 0x1p-11f + 0x1p-25f);
+	return bound + bound * 0x1p-16f + amax * 0x1p-20f;
+}
+
+int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
+		     float *maxerr)
+{
+	int ok = 1;
+#ifdef HAVE_X86
+	if (have_avx2() && have_f16c())
+		return check_quant_avx2(t, x, in, n, maxerr);
+#endif
+	conv_load_out(t, in, n, scratch);
+	for (size_t b = 0; b < n; b += CONV_QK) {
+		float amax = 0, lim;
+		for (size_t j = b; j < b + CONV_QK; j++)
+			amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+		lim = conv_quant_bound(t, amax);
+		for (size_t j = b; j < b + CONV_QK; j++) {
+			float e = fabsf(x[j] - scratch[j]);
+			if (!(e <= lim))
+				ok = 0;
+			else if (e > *maxerr)
+				*maxerr = e;
+		}
+	}
+	return ok;
 }
 
 void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, float *y)

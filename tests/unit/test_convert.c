@@ -108,6 +108,32 @@ UNIT_TEST(convert_q8_0_reference)
 		CHECK(q[j] == 0);
 }
 
+UNIT_TEST(convert_q8_0_vector_matches_reference)
+{
+	enum { N = 32 * 512 };
+	float *x = malloc(N * sizeof(float));
+	unsigned char *a = malloc(N / 32 * 34), *b = malloc(N / 32 * 34);
+	uint32_t s = 99;
+	CHECK(x && a && b);
+	for (int i = 0; i < N; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % 7);
+	}
+	/* blocks whose scaled values land exactly on halves: amax 127 gives d = 1 */
+	for (int blk = 0; blk < 64; blk++) {
+		x[blk * 32] = blk % 2 ? -127.0f : 127.0f;
+		for (int j = 1; j < 32; j++)
+			x[blk * 32 + j] = (float)((j * 7 + blk) % 200 - 100) + 0.5f;
+	}
+	memset(x + 64 * 32, 0, 32 * sizeof(float)); /* and an all-zero block */
+	conv_store(CONV_OUT_Q8_0, x, N, a);
+	conv_quantize_q8_0(x, b, N);
+	CHECK(memcmp(a, b, N / 32 * 34) == 0);
+	free(x);
+	free(a);
+	free(b);
+}
+
 UNIT_TEST(convert_q4_0_reference)
 {
 	float x[32], y[32];
