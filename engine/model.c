@@ -368,11 +368,6 @@ static enum hm_err open_gguf(struct loader *L)
 	    (err = kv_u32(L, "llama.attention.value_length", 0, kl, &vl)) ||
 	    (err = kv_u32(L, "llama.rope.dimension_count", 0, kl, &rot)))
 		return err;
-	if (vl != kl)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
-	if (rot != kl)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
-			       kl);
 	c->head_dim = kl;
 	c->rope_scale = 1;
 	k = kv(L, "llama.rope.scaling.type");
@@ -390,6 +385,8 @@ static enum hm_err open_gguf(struct loader *L)
 	c->vocab = t->ne[1] > UINT32_MAX ? UINT32_MAX : (uint32_t)t->ne[1];
 	if ((err = kv_u32(L, "llama.vocab_size", 0, c->vocab, &nv)))
 		return err;
+	if ((err = check_config(L)))
+		return err;
 	if (nv != t->ne[1] || t->ne[0] != c->dim)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT,
 			       "'%s': vocab/embedding mismatch: vocabulary of %u, token_embd.weight is {%llu, %llu} (expected {%u, %u})",
@@ -399,7 +396,12 @@ static enum hm_err open_gguf(struct loader *L)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT,
 			       "'%s': vocab/embedding mismatch: %llu tokens, token_embd.weight has %u rows", L->path,
 			       (unsigned long long)(k->v.type == FMT_GGUF_ARRAY ? k->v.count : 0), c->vocab);
-	if ((err = check_config(L)) || (err = bind_all(L)))
+	if (vl != kl)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
+	if (rot != kl)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
+			       kl);
+	if ((err = bind_all(L)))
 		return err;
 	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
