@@ -6,7 +6,7 @@
 #
 # Every tool runs RUNS times (outputs deleted between runs, page cache left
 # warm: the source is read once first); the median is reported with the peak
-# RSS of the conversions (/usr/bin/time). Targets: F16 within 1.5x of cp,
+# RSS of the conversions (getrusage of the child). Targets: F16 within 1.5x of cp,
 # Q8_0 within 2.5x, peak RSS under 256 MiB. Prints a table and writes
 # bench/out/convert.json.
 #
@@ -31,14 +31,11 @@ RUNS=${RUNS:-3}
 STRICT=${STRICT:-0}
 OUT=$ROOT/bench/out
 PY=/usr/bin/python3
-TIME=/usr/bin/time
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { echo "bench: $*" >&2; }
 
 [ -x "$HM" ] || die "no $HM (run make)"
-[ -x "$TIME" ] || die "no /usr/bin/time (apt-get install time)"
-$PY -c 'import numpy' 2>/dev/null || die "needs python3-numpy (apt-get install python3-numpy)"
 mkdir -p "$CACHE" "$OUT"
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -50,8 +47,7 @@ if [ ! -f "$MODEL/.done" ]; then
 	rm -rf "$MODEL"
 	mkdir -p "$MODEL"
 	$PY - "$MODEL" <<'EOF'
-import json, os, struct, sys
-import numpy as np
+import json, os, random, struct, sys
 out = sys.argv[1]
 D, L, H, KV, FF, V = 2048, 22, 32, 4, 5632, 32000
 hd = D // H
@@ -74,27 +70,31 @@ for i in range(L):
     shapes[p + "mlp.down_proj.weight"] = [D, FF]
 header, off = {"__metadata__": {"format": "pt"}}, 0
 names = sorted(shapes)
+count = {n: 1 for n in names}
 for n in names:
-    size = 2 * int(np.prod(shapes[n]))
-    header[n] = {"dtype": "BF16", "shape": shapes[n], "data_offsets": [off, off + size]}
-    off += size
+    for d in shapes[n]:
+        count[n] *= d
+    header[n] = {"dtype": "BF16", "shape": shapes[n], "data_offsets": [off, off + 2 * count[n]]}
+    off += 2 * count[n]
 h = json.dumps(header, separators=(",", ":")).encode()
 h += b" " * ((8 - len(h) % 8) % 8)
-rng = np.random.default_rng(7)
+# BF16 little-endian: low byte any, high byte sign + exponent 0x78..0x7B:
+# +-[2^-7, 2^-3), finite and F16-representable
+high = bytes((b & 0x81) | 0x3C for b in range(256))
+rng = random.Random(7)
 with open(os.path.join(out, "model.safetensors"), "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h)
     for n in names:
-        cnt = int(np.prod(shapes[n]))
-        done = 0
-        while done < cnt:
-            k = min(cnt - done, 1 << 24)
+        left = count[n]
+        while left:
+            k = min(left, 1 << 24)
             if n.endswith("norm.weight"):
-                a = np.full(k, 0x3F80, dtype=np.uint16)  # 1.0
+                f.write(b"\x80\x3f" * k)  # 1.0
             else:
-                r = rng.integers(0, 1 << 16, size=k, dtype=np.uint16)
-                a = (r & 0x81FF) | 0x3C00  # +-[2^-7, 2^-3): finite, F16-representable
-            f.write(a.astype("<u2").tobytes())
-            done += k
+                buf = bytearray(rng.randbytes(2 * k))
+                buf[1::2] = buf[1::2].translate(high)
+                f.write(buf)
+            left -= k
 with open(os.path.join(out, "config.json"), "w") as f:
     json.dump(cfg, f, indent=2)
 EOF
@@ -104,14 +104,23 @@ SRC=$MODEL/model.safetensors
 BYTES=$(stat -c %s "$SRC")
 cat "$SRC" >/dev/null   # warm the page cache for every contender alike
 
-# run NAME CMD... : times one run (wall seconds into $WORK/t, peak RSS KiB into $WORK/rss)
-run() {
+# timed NAME CMD... : runs CMD, appends its wall seconds to $WORK/NAME.s and
+# its peak RSS (KiB) to $WORK/NAME.rss; its output goes to $WORK/log.NAME
+timed() {
 	name=$1
 	shift
-	$TIME -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/log.$name" 2>&1 || {
-		cat "$WORK/log.$name" >&2
-		die "$name failed"
-	}
+	$PY - "$WORK" "$name" "$@" <<'EOF' || { cat "$WORK/log.$name" >&2; die "$name failed"; }
+import resource, subprocess, sys, time
+work, name, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+t0 = time.monotonic()
+with open("%s/log.%s" % (work, name), "wb") as log:
+    rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+dt = time.monotonic() - t0
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+open("%s/%s.s" % (work, name), "a").write("%f\n" % dt)
+open("%s/%s.rss" % (work, name), "a").write("%d\n" % rss)
+sys.exit(rc)
+EOF
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -119,20 +128,14 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for i in $(seq "$RUNS"); do
 	rm -f "$WORK"/out.*
 	sync
-	run cp cp "$SRC" "$WORK/out.cp"
-	awk '{print $1}' "$WORK/time.cp" >>"$WORK/cp.s"
+	timed cp cp "$SRC" "$WORK/out.cp"
 	rm -f "$WORK/out.cp"
 	sync
-	t0=$(date +%s.%N)
-	cp "$SRC" "$WORK/out.cp" && sync "$WORK/out.cp"
-	t1=$(date +%s.%N)
-	echo "$t1 - $t0" | bc -l >>"$WORK/cpsync.s"
+	timed cpsync sh -c 'cp "$1" "$2" && sync "$2"' sh "$SRC" "$WORK/out.cp"
 	for t in f16 q8_0; do
 		rm -f "$WORK"/out.*
 		sync
-		run "$t" "$HM" --store "$WORK/store" convert "$MODEL" --type "$t" -o "$WORK/out.$t.gguf" --json
-		awk '{print $1}' "$WORK/time.$t" >>"$WORK/$t.s"
-		awk '{print $2}' "$WORK/time.$t" >>"$WORK/$t.rss"
+		timed "$t" "$HM" --store "$WORK/store" convert "$MODEL" --type "$t" -o "$WORK/out.$t.gguf" --json
 		cp "$WORK/log.$t" "$WORK/json.$t"
 	done
 	say "run $i: cp $(tail -1 "$WORK/cp.s")s, cp+sync $(tail -1 "$WORK/cpsync.s")s, f16 $(tail -1 "$WORK/f16.s")s, q8_0 $(tail -1 "$WORK/q8_0.s")s"
