@@ -2,6 +2,7 @@
  * split, SentencePiece normalization or byte-level pre-tokenization, and
  * the merge loop (a heap of candidate pairs, best first, leftmost on ties,
  * as huggingface/tokenizers and llama.cpp both do it). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "tokenizer-int.h"
