@@ -1,0 +1,277 @@
+/* test_engine.c - unit tests of engine/: number formats, every SIMD kernel
+ * against the portable one, the thread pool, the sampler, and a tiny GGUF
+ * model written with the library's writer (loaded, run, and refused when
+ * broken). The numerics against an independent reference are in
+ * tests/e2e/test_engine.py. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "unit.h"
+#include "../../engine/engine-int.h"
+
+UNIT_TEST(engine_half_floats)
+{
+	CHECK(eng_f16_to_f32(0x3c00) == 1.0f);
+	CHECK(eng_f16_to_f32(0xc000) == -2.0f);
+	CHECK(eng_f16_to_f32(0x7bff) == 65504.0f);
+	CHECK(eng_f16_to_f32(0x0001) == ldexpf(1, -24));
+	CHECK(eng_f16_to_f32(0x03ff) == ldexpf(1023, -24));
+	CHECK(eng_f16_to_f32(0x8000) == 0 && signbit(eng_f16_to_f32(0x8000)));
+	CHECK(isinf(eng_f16_to_f32(0x7c00)) && isnan(eng_f16_to_f32(0x7e00)));
+	CHECK(eng_bf16_to_f32(0x3f80) == 1.0f);
+	CHECK(eng_bf16_to_f32(0xc0a0) == -5.0f);
+}
+
+UNIT_TEST(engine_dequantize_blocks)
+{
+	unsigned char q8[34], q4[18];
+	float y[32];
+	q8[0] = 0x00, q8[1] = 0x38; /* fp16 0.5 */
+	for (int j = 0; j < 32; j++)
+		q8[2 + j] = (unsigned char)(int8_t)(j - 16);
+	CHECK(eng_dequantize(FMT_GGML_Q8_0, q8, y, 32) == 0);
+	for (int j = 0; j < 32; j++)
+		CHECK(y[j] == (float)(j - 16) * 0.5f);
+	q4[0] = 0x00, q4[1] = 0x40; /* fp16 2.0 */
+	for (int j = 0; j < 16; j++)
+		q4[2 + j] = (unsigned char)(j | (15 - j) << 4);
+	CHECK(eng_dequantize(FMT_GGML_Q4_0, q4, y, 32) == 0);
+	for (int j = 0; j < 16; j++) {
+		CHECK(y[j] == (float)(j - 8) * 2);           /* low nibble: element j */
+		CHECK(y[j + 16] == (float)(15 - j - 8) * 2); /* high nibble: element j+16 */
+	}
+	CHECK(eng_dequantize(FMT_GGML_Q4_0, q4, y, 31) == -1);
+	CHECK(eng_dequantize(FMT_GGML_Q4_1, q4, y, 32) == -1);
+	CHECK(eng_type_supported(FMT_GGML_BF16) && !eng_type_supported(FMT_GGML_Q6_K));
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Every kernel level this CPU has agrees with the portable one, at odd
+ * lengths and unaligned rows. */
+UNIT_TEST(engine_kernels_agree)
+{
+	enum { N = 32 * 13 };
+	static const uint32_t types[] = {FMT_GGML_F32, FMT_GGML_F16, FMT_GGML_BF16, FMT_GGML_Q8_0, FMT_GGML_Q4_0};
+	unsigned char *w = malloc(N * 4 + 1);
+	float x[N], ref[N];
+	uint64_t s = 42;
+	const struct eng_kernels *c = eng_kernels_get(ENG_SIMD_SCALAR);
+	CHECK(c && c->level == ENG_SIMD_SCALAR && eng_kernels_get(ENG_SIMD_AUTO));
+	for (int i = 0; i < N; i++)
+		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 1000.0f;
+	for (size_t t = 0; t < sizeof(types) / sizeof(*types); t++) {
+		unsigned char *row = w + 1; /* deliberately unaligned */
+		for (int i = 0; i < N * 4; i++)
+			row[i] = (unsigned char)rng_next(&s);
+		if (types[t] == FMT_GGML_F32 || types[t] == FMT_GGML_F16 || types[t] == FMT_GGML_BF16)
+			for (int i = 0; i < N; i++) { /* finite values of a sane size */
+				float v = (float)((int)(rng_next(&s) % 2001) - 1000) / 500.0f;
+				if (types[t] == FMT_GGML_F32)
+					memcpy(row + 4 * i, &v, 4);
+				else if (types[t] == FMT_GGML_BF16) {
+					uint32_t u;
+					memcpy(&u, &v, 4);
+					row[2 * i] = (unsigned char)(u >> 16), row[2 * i + 1] = (unsigned char)(u >> 24);
+				} else {
+					row[2 * i] = (unsigned char)rng_next(&s), row[2 * i + 1] = (unsigned char)(rng_next(&s) % 0x78);
+				}
+			}
+		else
+			for (int b = 0; b < N / 32; b++) { /* small positive scales */
+				size_t bs = types[t] == FMT_GGML_Q8_0 ? 34 : 18;
+				row[b * bs] = 0, row[b * bs + 1] = 0x20;
+			}
+		int slot = eng_type_slot(types[t]);
+		size_t lens[] = {N, types[t] <= FMT_GGML_F16 || types[t] == FMT_GGML_BF16 ? N - 5 : N - 32, 32, 7};
+		for (size_t li = 0; li < 4; li++) {
+			size_t n = lens[li];
+			if ((types[t] == FMT_GGML_Q8_0 || types[t] == FMT_GGML_Q4_0) && n % 32)
+				continue;
+			float want = c->dot[slot](row, x, n);
+			CHECK(eng_dequantize(types[t], row, ref, n) == 0);
+			double exact = 0, mag = 0;
+			for (size_t i = 0; i < n; i++)
+				exact += (double)ref[i] * x[i], mag += fabs((double)ref[i] * x[i]);
+			CHECK(fabs(want - exact) <= 1e-5 * mag + 1e-6);
+			for (int lv = ENG_SIMD_AVX2; lv <= ENG_SIMD_AVX512; lv++) {
+				const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
+				if (!k)
+					continue;
+				float got = k->dot[slot](row, x, n);
+				CHECK(fabs(got - exact) <= 1e-5 * mag + 1e-6);
+			}
+		}
+	}
+	CHECK(eng_kernels_get(eng_simd_best()) != NULL);
+	free(w);
+}
+
+struct count_arg {
+	atomic_int hits[1000];
+};
+
+static void count_task(void *arg, size_t task, int worker)
+{
+	struct count_arg *a = arg;
+	(void)worker;
+	atomic_fetch_add(&a->hits[task], 1);
+}
+
+UNIT_TEST(engine_pool_runs_every_task_once)
+{
+	struct eng_pool *p = eng_pool_new(4);
+	static struct count_arg a;
+	CHECK(p && eng_pool_size(p) == 4);
+	for (int round = 0; round < 50; round++) {
+		for (int i = 0; i < 1000; i++)
+			atomic_store(&a.hits[i], 0);
+		size_t n = (size_t)(round * 20 % 1000);
+		eng_pool_run(p, count_task, &a, n);
+		for (size_t i = 0; i < 1000; i++)
+			CHECK(atomic_load(&a.hits[i]) == (i < n));
+	}
+	eng_pool_free(p);
+	eng_pool_free(NULL);
+}
+
+UNIT_TEST(engine_sampler)
+{
+	struct hm_ctx ctx = {0};
+	struct eng_sampler *g = NULL, *a = NULL, *b = NULL;
+	float lg[8], l2[8];
+	uint32_t sa[32], sb[32];
+	CHECK(eng_sampler_new(&ctx, 8, 1.0f, 2.0f, 1, &g) == HM_ERR_USAGE && !g);
+	CHECK(eng_sampler_new(&ctx, 8, 0.0f, 0.0f, 1, &g) == HM_OK);
+	for (int i = 0; i < 8; i++)
+		lg[i] = (float)(i % 5);
+	CHECK(eng_sample(g, lg) == 4);
+	CHECK(eng_sampler_new(&ctx, 8, 0.8f, 0.9f, 7, &a) == HM_OK);
+	CHECK(eng_sampler_new(&ctx, 8, 0.8f, 0.9f, 7, &b) == HM_OK);
+	int differs = 0;
+	for (int r = 0; r < 32; r++) {
+		for (int i = 0; i < 8; i++)
+			lg[i] = l2[i] = (float)i * 0.3f;
+		sa[r] = eng_sample(a, lg);
+		sb[r] = eng_sample(b, l2);
+		CHECK(sa[r] == sb[r] && sa[r] < 8);
+		differs |= sa[r] != sa[0];
+	}
+	CHECK(differs);
+	/* a tiny nucleus is the most likely token */
+	eng_sampler_free(a);
+	CHECK(eng_sampler_new(&ctx, 8, 1.0f, 1e-6f, 3, &a) == HM_OK);
+	for (int i = 0; i < 8; i++)
+		lg[i] = (float)(i == 2) * 3;
+	CHECK(eng_sample(a, lg) == 2);
+	eng_sampler_free(a);
+	eng_sampler_free(b);
+	eng_sampler_free(g);
+	eng_sampler_free(NULL);
+}
+
+/* A tiny random GGUF llama: dim 32, 2 heads of 16 (1 kv head), ffn 64, vocab 40. */
+static enum hm_err write_tiny(const char *path, int drop_ffn_up, uint32_t layers_kv)
+{
+	struct hm_ctx ctx = {0};
+	struct fmt_gguf_writer *w = NULL;
+	enum { D = 32, F = 64, V = 40, KV = 16 };
+	struct {
+		const char *name;
+		uint64_t ne[2];
+		int ndim;
+	} ts[] = {
+		{"token_embd.weight", {D, V}, 2},    {"output_norm.weight", {D, 1}, 1},
+		{"blk.0.attn_norm.weight", {D, 1}, 1}, {"blk.0.attn_q.weight", {D, D}, 2},
+		{"blk.0.attn_k.weight", {D, KV}, 2},  {"blk.0.attn_v.weight", {D, KV}, 2},
+		{"blk.0.attn_output.weight", {D, D}, 2}, {"blk.0.ffn_norm.weight", {D, 1}, 1},
+		{"blk.0.ffn_gate.weight", {D, F}, 2}, {"blk.0.ffn_up.weight", {D, F}, 2},
+		{"blk.0.ffn_down.weight", {F, D}, 2},
+	};
+	enum hm_err err;
+	uint64_t s = 9;
+	if ((err = fmt_gguf_writer_new(&ctx, path, &w)) ||
+	    (err = fmt_gguf_writer_str(w, "general.architecture", "llama")) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.block_count", layers_kv)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.context_length", 64)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.embedding_length", D)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.feed_forward_length", F)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count", 2)) ||
+	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count_kv", 1)) ||
+	    (err = fmt_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f)))
+		goto out;
+	for (size_t i = 0; i < sizeof(ts) / sizeof(*ts); i++)
+		if (!(drop_ffn_up && !strcmp(ts[i].name, "blk.0.ffn_up.weight")) &&
+		    (err = fmt_gguf_writer_add_tensor(w, ts[i].name, ts[i].ndim, ts[i].ne, FMT_GGML_F32)))
+			goto out;
+	for (size_t i = 0; i < sizeof(ts) / sizeof(*ts); i++) {
+		if (drop_ffn_up && !strcmp(ts[i].name, "blk.0.ffn_up.weight"))
+			continue;
+		for (uint64_t e = 0; e < ts[i].ne[0] * ts[i].ne[1]; e++) {
+			float v = ts[i].ndim == 1 ? 1.0f : (float)((int)(rng_next(&s) % 201) - 100) / 400.0f;
+			if ((err = fmt_gguf_writer_write(w, &v, 4)))
+				goto out;
+		}
+	}
+	err = fmt_gguf_writer_finish(w);
+out:
+	fmt_gguf_writer_free(w);
+	return err;
+}
+
+UNIT_TEST(engine_tiny_gguf_runs)
+{
+	struct hm_ctx ctx = {0};
+	struct eng_model *m = NULL;
+	struct eng_state *s1 = NULL, *s4 = NULL;
+	char path[4096];
+	float a[40], b[40];
+	snprintf(path, sizeof(path), "%s/tiny.gguf", unit_tmpdir());
+	CHECK(write_tiny(path, 0, 1) == HM_OK);
+	CHECK(eng_model_open(&ctx, path, &m) == HM_OK);
+	const struct eng_config *c = eng_model_config(m);
+	CHECK(c->dim == 32 && c->n_head == 2 && c->n_kv_head == 1 && c->head_dim == 16 && c->vocab == 40);
+	CHECK(c->tied && c->interleaved_rope && c->rope_theta == 10000.0f && !strcmp(c->format, "gguf"));
+	CHECK(eng_state_new(&ctx, m, 0, 1, ENG_SIMD_SCALAR, &s1) == HM_OK);
+	CHECK(eng_state_ctx_len(s1) == 64 && eng_state_threads(s1) == 1);
+	CHECK(eng_state_new(&ctx, m, 16, 4, ENG_SIMD_AUTO, &s4) == HM_OK);
+	CHECK(eng_state_kv_bytes(s4) == 2ull * 16 * 16 * 4);
+	for (uint32_t pos = 0; pos < 5; pos++) {
+		CHECK(eng_forward(&ctx, s1, pos * 7 % 40, pos, a) == HM_OK);
+		CHECK(eng_forward(&ctx, s4, pos * 7 % 40, pos, b) == HM_OK);
+		for (int i = 0; i < 40; i++)
+			CHECK(isfinite(a[i]) && fabsf(a[i] - b[i]) <= 1e-4f);
+	}
+	CHECK(eng_forward(&ctx, s4, 40, 5, b) == HM_ERR_USAGE);
+	CHECK(eng_forward(&ctx, s4, 1, 16, b) == HM_ERR_USAGE);
+	eng_state_free(s1);
+	eng_state_free(s4);
+	eng_model_close(m);
+	eng_model_close(NULL);
+	eng_state_free(NULL);
+}
+
+UNIT_TEST(engine_refuses_broken_gguf)
+{
+	struct hm_ctx ctx = {0};
+	struct eng_model *m = NULL;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/broken.gguf", unit_tmpdir());
+	CHECK(write_tiny(path, 1, 1) == HM_OK);
+	CHECK(eng_model_open(&ctx, path, &m) == HM_ERR_BAD_INPUT && !m);
+	CHECK(strstr(ctx.errmsg, "missing tensor 'blk.0.ffn_up.weight'"));
+	CHECK(write_tiny(path, 0, 2000) == HM_OK);
+	CHECK(eng_model_open(&ctx, path, &m) == HM_ERR_BAD_INPUT && !m);
+	CHECK(strstr(ctx.errmsg, "block count 2000 is out of range"));
+	CHECK(write_tiny(path, 0, 2) == HM_OK);
+	CHECK(eng_model_open(&ctx, path, &m) == HM_ERR_BAD_INPUT && !m);
+	CHECK(strstr(ctx.errmsg, "missing tensor 'blk.1."));
+}
