@@ -68,6 +68,9 @@ char *cmd_token(const struct cmd_env *env);
 /* Parses a positive int option; returns -1 and prints on error. */
 int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
 
+/* A JSON string of n bytes of text that may not be valid UTF-8 (model
+ * output, untrusted names): invalid sequences become U+FFFD. */
+json_t *cmd_json_text(const char *s, size_t n);
 /* Prints a JSON value on stdout (and frees it). */
 void cmd_print_json(json_t *j);
 /* Progress bar on stderr (a tty), driven by hm_event. */
@@ -75,7 +78,7 @@ void cmd_progress_event(void *ud, const struct hm_event *ev);
 void cmd_progress_end(void);
 const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
 
-extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync;
+extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync, cmd_run, cmd_smoke;
 extern const struct cmd cmd_export, cmd_import;
 extern const struct cmd cmd_inspect;
 extern const struct cmd cmd_convert;

@@ -12,7 +12,7 @@
 
 static const struct cmd *const commands[] = {
 	&cmd_pull, &cmd_ls, &cmd_verify, &cmd_checkout, &cmd_rm, &cmd_gc, &cmd_stats, &cmd_du, &cmd_serve, &cmd_sync,
-	&cmd_export, &cmd_import, &cmd_inspect, &cmd_convert,
+	&cmd_export, &cmd_import, &cmd_inspect, &cmd_convert, &cmd_run, &cmd_smoke,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

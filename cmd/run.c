@@ -1,0 +1,261 @@
+/* run.c - `hubmirror run` and `hubmirror smoke`: the bundled engine on a
+ * model file, a directory, or a repo in the store. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "cmd.h"
+#include "../engine/smoke.h"
+#include "../mirror/mirror.h"
+
+/* MODEL as a path, or a stored repo checked out (hard links) under the
+ * store's tmp/run/ so the engine can mmap it. *label names it for records. */
+static enum hm_err model_path(struct cmd_env *env, const char *model, const char *rev, const char *rtype,
+			      char *out, size_t len, char *label, size_t llen, struct store **stp)
+{
+	struct stat sb;
+	char buf[256], commit[41];
+	const char *type, *repo;
+	enum hm_err err;
+
+	*stp = NULL;
+	if (stat(model, &sb) == 0) {
+		snprintf(out, len, "%s", model);
+		snprintf(label, llen, "%s", model);
+		return HM_OK;
+	}
+	if ((err = mirror_parse_repo(&env->ctx, model, rtype, buf, sizeof(buf), &type, &repo))) {
+		return hm_fail(&env->ctx, HM_ERR_NOT_FOUND, "'%s' is neither a file nor a repository id", model);
+	}
+	if ((err = cmd_open_store(env, stp)))
+		return err;
+	env->ctx.errmsg[0] = 0;
+	err = store_resolve(&env->ctx, *stp, type, repo, rev, commit);
+	if (err) {
+		if (err == HM_ERR_NOT_FOUND)
+			hm_fail(&env->ctx, err, "'%s' is not a file, and not found in the store (pull it first)", model);
+		return err;
+	}
+	char flat[256];
+	snprintf(flat, sizeof(flat), "%s", repo);
+	for (char *p = flat; *p; p++)
+		if (*p == '/')
+			*p = '-'; /* ids never hold "--" (util_repo_id_is_valid), so this stays unique */
+	snprintf(out, len, "%s/tmp/run/%s--%s/%s", store_dir(*stp), type, flat, commit);
+	snprintf(label, llen, "%s@%s", repo, commit);
+	return store_checkout(&env->ctx, *stp, type, repo, commit, NULL, out, STORE_LAYOUT_FILES, 0);
+}
+
+/* ---- run ---- */
+
+static const struct cmd_opt run_opts[] = {
+	{"prompt", 'p', "TEXT", 0, "the prompt (required)"},
+	{"tokens", 'n', "N", 0, "tokens to generate at most (default 64)"},
+	{"temp", 0, "T", 0, "temperature (default 0: greedy)"},
+	{"top-p", 0, "P", 0, "nucleus sampling mass (default 1: off)"},
+	{"seed", 0, "S", 0, "random seed for sampling (default 1)"},
+	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
+	{"revision", 'r', "REV", 0, "revision of a stored repo"},
+	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+struct stream {
+	const struct eng_tok *t;
+	int32_t prev;
+	int quiet;
+};
+
+static int on_token(void *ud, uint32_t tok)
+{
+	struct stream *st = ud;
+	char piece[512];
+	int n = eng_tok_decode(st->t, (int32_t)tok, st->prev, piece, sizeof(piece));
+	st->prev = (int32_t)tok;
+	if (!st->quiet && n > 0) {
+		fwrite(piece, 1, (size_t)n < sizeof(piece) ? (size_t)n : sizeof(piece) - 1, stdout);
+		fflush(stdout);
+	}
+	return 0;
+}
+
+static int parse_float(const char *v, const char *name, float lo, float hi, float *out)
+{
+	char *end;
+	errno = 0;
+	double d = strtod(v, &end);
+	if (errno || end == v || *end || d < lo || d > hi) {
+		fprintf(stderr, "hubmirror: --%s must be a number from %g to %g, not '%s'\n", name, lo, hi, v);
+		return -1;
+	}
+	*out = (float)d;
+	return 0;
+}
+
+static int run_run(struct cmd_env *env, struct cmd_args *a)
+{
+	const char *prompt = cmd_opt(a, "prompt");
+	char path[4096], label[512];
+	struct store *st = NULL;
+	struct eng_model *m = NULL;
+	struct eng_tok *t = NULL;
+	struct eng_state *s = NULL;
+	struct eng_run r = {0};
+	float temp = 0, top_p = 1;
+	int n, threads, seed, rc = 0;
+	enum hm_err err;
+	double t0;
+
+	if (a->npos != 1)
+		return cmd_usage_error(&cmd_run, a->npos ? "run takes one model" : "missing MODEL");
+	if (!prompt)
+		return cmd_usage_error(&cmd_run, "missing --prompt TEXT");
+	if (cmd_int_opt(a, "tokens", 64, 0, 1 << 20, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads) ||
+	    cmd_int_opt(a, "seed", 1, 0, 0x7fffffff, &seed) ||
+	    (cmd_opt(a, "temp") && parse_float(cmd_opt(a, "temp"), "temp", 0, 100, &temp)) ||
+	    (cmd_opt(a, "top-p") && parse_float(cmd_opt(a, "top-p"), "top-p", 0, 1, &top_p)))
+		return 2;
+	t0 = util_now();
+	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+			      label, sizeof(label), &st)) ||
+	    (err = eng_open_any(&env->ctx, path, &m, &t)) ||
+	    (err = eng_state_new(&env->ctx, m, 0, threads, ENG_SIMD_AUTO, &s))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	double load_s = util_now() - t0;
+	struct stream sm = {t, -1, env->json};
+	err = eng_run_prompt(&env->ctx, s, t, prompt, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm, &r);
+	if (err) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (env->json) {
+		char *text = NULL;
+		size_t tl = 0;
+		int32_t *ids = malloc((r.nout ? r.nout : 1) * sizeof(*ids));
+		json_t *toks = json_array();
+		for (size_t i = 0; ids && i < r.nout; i++) {
+			ids[i] = (int32_t)r.out[i];
+			json_array_append_new(toks, json_integer(r.out[i]));
+		}
+		if (!ids || eng_tok_decode_all(t, ids, r.nout, 1, &text, &tl)) {
+			free(ids);
+			json_decref(toks);
+			rc = cmd_error(env, HM_ERR_NOMEM);
+			goto out;
+		}
+		free(ids);
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}", "model",
+					 cmd_json_text(label, strlen(label)), "tokens", toks, "text", cmd_json_text(text, tl),
+					 "prompt_tokens", (json_int_t)r.nprompt, "timings",
+					 "load_s", load_s, "prompt_s", r.prompt_s, "gen_s", r.gen_s, "prompt_tps",
+					 r.prompt_s > 0 ? (double)r.nprompt / r.prompt_s : 0.0, "gen_tps",
+					 r.gen_s > 0 ? (double)r.nout / r.gen_s : 0.0, "simd",
+					 eng_simd_name(eng_state_simd(s)), "threads", eng_state_threads(s)));
+		free(text);
+	} else {
+		printf("\n");
+		if (!env->quiet)
+			fprintf(stderr, "hubmirror: %zu prompt tokens in %.2fs (%.1f tok/s), %zu generated in %.2fs (%.1f tok/s), load %.2fs, %s x%d\n",
+				r.nprompt, r.prompt_s, r.prompt_s > 0 ? (double)r.nprompt / r.prompt_s : 0.0, r.nout, r.gen_s,
+				r.gen_s > 0 ? (double)r.nout / r.gen_s : 0.0, load_s, eng_simd_name(eng_state_simd(s)),
+				eng_state_threads(s));
+	}
+out:
+	eng_run_release(&r);
+	eng_state_free(s);
+	eng_tok_free(t);
+	eng_model_close(m);
+	store_close(st);
+	return rc;
+}
+
+const struct cmd cmd_run = {
+	"run", "MODEL -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]",
+	"Run a model with the bundled engine and stream the generated text.",
+	"MODEL is a .gguf or .safetensors file, a directory (config.json, tokenizer.json,\n"
+	"safetensors), or a repo in the store. Greedy by default; --temp and --top-p sample\n"
+	"(reproducibly for a given --seed). --json prints {tokens, text, prompt_tokens,\n"
+	"timings}.",
+	run_opts, run_run,
+};
+
+/* ---- smoke ---- */
+
+static const struct cmd_opt smoke_opts[] = {
+	{"prompt", 'p', "TEXT", 0, "the prompt (default 'The capital of France is')"},
+	{"tokens", 'n', "N", 0, "tokens to generate (default 16)"},
+	{"expect", 'e', "TEXT", 0, "the greedy output must contain TEXT"},
+	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
+	{"revision", 'r', "REV", 0, "revision of a stored repo"},
+	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+static int run_smoke(struct cmd_env *env, struct cmd_args *a)
+{
+	char path[4096], label[512];
+	struct store *st = NULL;
+	struct eng_smoke_opts o = {0};
+	struct eng_smoke_result res = {0};
+	enum hm_err err;
+	int n, threads, rc;
+
+	if (a->npos != 1)
+		return cmd_usage_error(&cmd_smoke, a->npos ? "smoke takes one model" : "missing MODEL");
+	if (cmd_int_opt(a, "tokens", 16, 1, 4096, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads))
+		return 2;
+	o.prompt = cmd_opt(a, "prompt");
+	o.tokens = (size_t)n;
+	o.expect = cmd_opt(a, "expect");
+	o.threads = threads;
+	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+			      label, sizeof(label), &st))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	err = eng_smoke(&env->ctx, path, &o, &res);
+	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
+		/* a model that cannot even load fails the smoke test */
+		res.pass = 0;
+		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
+	} else if (err) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (env->json) {
+		cmd_print_json(json_pack("{s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:I, s:I, s:I, s:s}", "model",
+					 cmd_json_text(label, strlen(label)), "pass", res.pass, "reason",
+					 cmd_json_text(res.reason, strlen(res.reason)), "text",
+					 cmd_json_text(res.text ? res.text : "", res.text ? strlen(res.text) : 0), "load_s", res.load_s,
+					 "prompt_tps", res.prompt_tps, "gen_tps", res.gen_tps, "peak_rss",
+					 (json_int_t)res.peak_rss, "prompt_tokens", (json_int_t)res.prompt_tokens, "gen_tokens",
+					 (json_int_t)res.gen_tokens, "format", res.model_format));
+	} else {
+		char h[32];
+		printf("%s: %s\n", res.pass ? "PASS" : "FAIL", label);
+		if (res.text)
+			printf("  output: %.300s\n", res.text);
+		printf("  load %.2fs, prompt %.1f tok/s, generation %.1f tok/s, peak memory %s\n", res.load_s,
+		       res.prompt_tps, res.gen_tps, util_human_size(res.peak_rss, h, sizeof(h)));
+		if (!res.pass)
+			fprintf(stderr, "hubmirror: smoke test failed: %s\n", res.reason);
+	}
+	rc = res.pass ? 0 : 1;
+out:
+	eng_smoke_release(&res);
+	store_close(st);
+	return rc;
+}
+
+const struct cmd cmd_smoke = {
+	"smoke", "MODEL [--prompt TEXT] [--tokens N] [--expect TEXT]",
+	"Check a model end to end: loads, tokenizes, runs, deterministic, sane.",
+	"Checks that the model loads (metadata consistent with the tensors), the tokenizer\n"
+	"round-trips the prompt, logits are finite, greedy output is identical on two runs,\n"
+	"and --expect is found. Prints load time, prompt and generation tokens/s, peak\n"
+	"memory. Exit 0 pass, 1 fail with the reason.",
+	smoke_opts, run_smoke,
+};
