@@ -1,0 +1,97 @@
+"""test_run.py - `hubmirror run` and `hubmirror smoke` on the sample model:
+from the store, from a directory; JSON fields; determinism; failures."""
+
+import json
+import os
+import shutil
+
+import lib
+from lib import SAMPLE_REPO, check
+
+
+def pulled(t):
+    t.emu()
+    t.ok("pull", SAMPLE_REPO, "-q")
+
+
+def test_smoke_stored_model_passes(t):
+    pulled(t)
+    r = t.ok("smoke", SAMPLE_REPO)
+    check(r.out.startswith("PASS"), "smoke output: %r" % r.out)
+    j = t.ok("smoke", SAMPLE_REPO, "--json", "--tokens", "8").json()
+    check(j["pass"] is True and j["reason"] == "", "json: %r" % j)
+    check(j["gen_tokens"] >= 1 and j["prompt_tokens"] >= 1, "token counts: %r" % j)
+    check(j["load_s"] >= 0 and j["gen_tps"] > 0 and j["peak_rss"] > 0, "figures: %r" % j)
+    check(j["format"] == "safetensors", "format %r" % j["format"])
+
+
+def test_smoke_expect_fails_with_reason(t):
+    pulled(t)
+    r = t.fails("smoke", SAMPLE_REPO, "--expect", "this will never be generated")
+    check("does not contain" in r.err and r.out.startswith("FAIL"), "unclear failure: %r" % r)
+
+
+def test_run_json_and_determinism(t):
+    pulled(t)
+    a = t.ok("run", SAMPLE_REPO, "-p", "Hello world", "-n", "10", "--json").json()
+    b = t.ok("run", SAMPLE_REPO, "-p", "Hello world", "-n", "10", "--json").json()
+    for k in ("tokens", "text", "prompt_tokens", "timings"):
+        check(k in a, "run --json lacks %r: %r" % (k, a))
+    check(len(a["tokens"]) >= 1 and a["prompt_tokens"] >= 2, "counts %r" % a)
+    check(a["tokens"] == b["tokens"], "greedy runs differ: %s vs %s" % (a["tokens"], b["tokens"]))
+    s1 = t.ok("run", SAMPLE_REPO, "-p", "Hello", "-n", "10", "--temp", "1.5", "--seed", "7", "--json").json()
+    s2 = t.ok("run", SAMPLE_REPO, "-p", "Hello", "-n", "10", "--temp", "1.5", "--seed", "7", "--json").json()
+    check(s1["tokens"] == s2["tokens"], "same seed, different tokens")
+    # the plain form streams text to stdout and reports speeds on stderr
+    r = t.ok("run", SAMPLE_REPO, "-p", "Hello world", "-n", "10")
+    check(len(r.out.strip("\n")) > 0, "nothing streamed: %r" % r)
+    check("prompt tokens" in r.err and "tok/s" in r.err, "no timings on stderr: %r" % r.err)
+
+
+def test_run_from_directory_matches_store(t):
+    pulled(t)
+    dest = os.path.join(t.tmp, "model")
+    t.ok("checkout", SAMPLE_REPO, "--to", dest)
+    a = t.ok("run", dest, "-p", "abc", "-n", "6", "--json").json()
+    b = t.ok("run", SAMPLE_REPO, "-p", "abc", "-n", "6", "--json").json()
+    check(a["tokens"] == b["tokens"], "directory and store runs differ")
+
+
+def test_smoke_broken_models_fail_clearly(t):
+    pulled(t)
+    base = os.path.join(t.tmp, "model")
+    t.ok("checkout", SAMPLE_REPO, "--to", base, "--copy")
+    cases = {}
+    # truncated weights
+    d = os.path.join(t.tmp, "trunc")
+    shutil.copytree(base, d)
+    p = os.path.join(d, "model.safetensors")
+    os.truncate(p, os.path.getsize(p) // 2)
+    cases["trunc"] = d
+    # a config whose shapes disagree with the tensors
+    d = os.path.join(t.tmp, "shape")
+    shutil.copytree(base, d)
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg["hidden_size"] = cfg["hidden_size"] * 2
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    cases["shape"] = d
+    # absurd sizes
+    d = os.path.join(t.tmp, "absurd")
+    shutil.copytree(base, d)
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg["num_hidden_layers"] = 10 ** 9
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    cases["absurd"] = d
+    # no tokenizer
+    d = os.path.join(t.tmp, "notok")
+    shutil.copytree(base, d)
+    os.unlink(os.path.join(d, "tokenizer.json"))
+    cases["notok"] = d
+    for name, d in cases.items():
+        r = t.hm("smoke", d)
+        check(r.rc == 1, "%s: expected exit 1: %r" % (name, r))
+        check("FAIL" in r.out and "smoke test failed" in r.err, "%s: unclear: %r" % (name, r))
+    r = t.hm("run", os.path.join(t.tmp, "nope"), "-p", "x")
+    check(r.rc == 1 and "hubmirror: " in r.err, "missing model: %r" % r)
+    r = t.hm("run", SAMPLE_REPO)
+    check(r.rc == 2, "run without --prompt: %r" % r)
