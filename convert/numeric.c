@@ -137,6 +137,7 @@ void conv_dequantize_q4_0(const unsigned char *in, float *y, size_t n)
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define HAVE_X86 1
+#include <cpuid.h>
 
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *x, uint16_t *y, size_t n)
 {
@@ -271,7 +272,11 @@ static int have_f16c(void)
 #ifdef HAVE_X86
 	static int cached = -1; /* a benign race: every thread computes the same value */
 	if (cached < 0)
-		cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+	{
+		/* clang's __builtin_cpu_supports does not know "f16c": ask cpuid (leaf 1, ecx bit 29) */
+		unsigned a, b, c, d;
+		cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+	}
 	return cached;
 #else
 	return 0;
