@@ -92,6 +92,7 @@ bench: hubmirror
 	@sh bench/run.sh
 	@sh bench/bundle.sh
 	@sh bench/stats.sh
+	@sh bench/convert.sh
 
 clean:
 	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags $(FUZZ_REPLAY)
