@@ -90,7 +90,8 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 	struct store_rev_info *rv = NULL;
 	struct store_file *f = NULL;
 	struct store_artifact *art = NULL;
-	size_t nrv = 0, nf = 0, nart = 0;
+	struct store_smoke_row *sm = NULL;
+	size_t nrv = 0, nf = 0, nart = 0, nsm = 0;
 	char commit[41], h[32], w[64];
 	enum hm_err err;
 	int rc = 1;
@@ -100,11 +101,20 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 		hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
 	if (err || (err = store_list_revisions(&env->ctx, st, type, repo, &rv, &nrv)) ||
 	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf)) ||
-	    (err = store_list_artifacts(&env->ctx, st, type, repo, &art, &nart))) {
+	    (err = store_list_artifacts(&env->ctx, st, type, repo, &art, &nart)) ||
+	    (err = store_list_smoke(&env->ctx, st, type, repo, &sm, &nsm))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	if (env->json) {
+		json_t *smoke = json_array();
+		for (size_t i = 0; i < nsm; i++)
+			json_array_append_new(smoke, json_pack("{s:s, s:s?, s:s, s:b, s:s?, s:f, s:f, s:f, s:I, s:s}", "commit",
+							       sm[i].commit, "artifact", sm[i].artifact_sha256, "model",
+							       sm[i].model, "pass", sm[i].pass, "reason", sm[i].reason,
+							       "load_s", sm[i].load_s, "prompt_tps", sm[i].prompt_tps,
+							       "gen_tps", sm[i].gen_tps, "peak_rss", (json_int_t)sm[i].peak_rss,
+							       "date", when(sm[i].created_at, w, sizeof(w))));
 		json_t *files = json_array();
 		for (size_t i = 0; i < nf; i++)
 			json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:b}", "path", f[i].path, "size",
@@ -116,8 +126,9 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 							      "format", art[i].format, "options", art[i].options, "sha256",
 							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
 							      when(art[i].created_at, w, sizeof(w))));
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o}", "type", type, "id", repo, "revision", commit,
-					 "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts));
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "type", type, "id", repo, "revision",
+					 commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
+					 smoke));
 	} else {
 		printf("%s %s\n", type, repo);
 		for (size_t i = 0; i < nrv; i++)
@@ -135,12 +146,20 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 			printf("  %10s  %s  %s %s of %.12s, %s\n", util_human_size(art[i].size, h, sizeof(h)),
 			       art[i].sha256, art[i].format, art[i].options, art[i].commit,
 			       when(art[i].created_at, w, sizeof(w)));
+		if (nsm)
+			printf("\nsmoke tests (hubmirror smoke):\n");
+		for (size_t i = 0; i < nsm; i++)
+			printf("  %s  %.12s%s%.12s  load %.2fs, %.1f tok/s  %s%s%s\n", sm[i].pass ? "PASS" : "FAIL", sm[i].commit,
+			       sm[i].artifact_sha256 ? " gguf " : "", sm[i].artifact_sha256 ? sm[i].artifact_sha256 : "",
+			       sm[i].load_s, sm[i].gen_tps, when(sm[i].created_at, w, sizeof(w)), sm[i].reason ? "  " : "",
+			       sm[i].reason ? sm[i].reason : "");
 	}
 	rc = 0;
 out:
 	store_rev_info_free(rv, nrv);
 	store_files_free(f, nf);
 	store_artifacts_free(art, nart);
+	store_smoke_rows_free(sm, nsm);
 	return rc;
 }
 

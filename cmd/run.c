@@ -11,8 +11,13 @@
 
 /* MODEL as a path, or a stored repo checked out (hard links) under the
  * store's tmp/run/ so the engine can mmap it. *label names it for records. */
+/* What a stored MODEL resolved to (empty when MODEL is a path). */
+struct stored {
+	char type[16], repo[256], commit[41];
+};
+
 static enum hm_err model_path(struct cmd_env *env, const char *model, const char *rev, const char *rtype,
-			      char *out, size_t len, char *label, size_t llen, struct store **stp)
+			      char *out, size_t len, char *label, size_t llen, struct store **stp, struct stored *sd)
 {
 	struct stat sb;
 	char buf[256], commit[41];
@@ -20,6 +25,7 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 	enum hm_err err;
 
 	*stp = NULL;
+	memset(sd, 0, sizeof(*sd));
 	if (stat(model, &sb) == 0) {
 		snprintf(out, len, "%s", model);
 		snprintf(label, llen, "%s", model);
@@ -44,6 +50,9 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 			*p = '-'; /* ids never hold "--" (util_repo_id_is_valid), so this stays unique */
 	snprintf(out, len, "%s/tmp/run/%s--%s/%s", store_dir(*stp), type, flat, commit);
 	snprintf(label, llen, "%s@%s", repo, commit);
+	snprintf(sd->type, sizeof(sd->type), "%s", type);
+	snprintf(sd->repo, sizeof(sd->repo), "%s", repo);
+	memcpy(sd->commit, commit, sizeof(sd->commit));
 	return store_checkout(&env->ctx, *stp, type, repo, commit, NULL, out, STORE_LAYOUT_FILES, 0);
 }
 
@@ -102,6 +111,7 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 	struct eng_tok *t = NULL;
 	struct eng_state *s = NULL;
 	struct eng_run r = {0};
+	struct stored sd;
 	float temp = 0, top_p = 1;
 	int n, threads, seed, rc = 0;
 	enum hm_err err;
@@ -118,7 +128,7 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		return 2;
 	t0 = util_now();
 	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
-			      label, sizeof(label), &st)) ||
+			      label, sizeof(label), &st, &sd)) ||
 	    (err = eng_open_any(&env->ctx, path, &m, &t)) ||
 	    (err = eng_state_new(&env->ctx, m, 0, threads, ENG_SIMD_AUTO, &s))) {
 		rc = cmd_error(env, err);
@@ -200,6 +210,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	struct store *st = NULL;
 	struct eng_smoke_opts o = {0};
 	struct eng_smoke_result res = {0};
+	struct stored sd;
 	enum hm_err err;
 	int n, threads, rc;
 
@@ -212,7 +223,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	o.expect = cmd_opt(a, "expect");
 	o.threads = threads;
 	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
-			      label, sizeof(label), &st))) {
+			      label, sizeof(label), &st, &sd))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -244,6 +255,14 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 			fprintf(stderr, "hubmirror: smoke test failed: %s\n", res.reason);
 	}
 	rc = res.pass ? 0 : 1;
+	if (st && sd.repo[0]) {
+		/* a stored revision's result goes into the index, for `ls` */
+		struct store_smoke rec = {sd.type, sd.repo, sd.commit, NULL, label, res.pass, res.reason, res.load_s,
+					  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+		enum hm_err e2 = store_record_smoke(&env->ctx, st, &rec);
+		if (e2)
+			rc = cmd_error(env, e2);
+	}
 out:
 	eng_smoke_release(&res);
 	store_close(st);

@@ -105,6 +105,19 @@ static const char *const migrations[] = {
 	"  created_at INTEGER NOT NULL,"
 	"  UNIQUE(revision_id, format, options));"
 	"CREATE INDEX artifacts_sha256 ON artifacts(sha256);",
+	/* v5: smoke tests of stored revisions and their conversions (`hubmirror smoke`) */
+	"CREATE TABLE smoke_results ("
+	"  id INTEGER PRIMARY KEY,"
+	"  repo_type TEXT NOT NULL,"
+	"  repo TEXT NOT NULL,"
+	"  commit_sha TEXT NOT NULL,"
+	"  artifact_sha256 TEXT,"
+	"  model TEXT NOT NULL,"
+	"  pass INTEGER NOT NULL,"
+	"  reason TEXT,"
+	"  load_s REAL, prompt_tps REAL, gen_tps REAL, peak_rss INTEGER,"
+	"  created_at INTEGER NOT NULL);"
+	"CREATE INDEX smoke_results_repo ON smoke_results(repo_type, repo);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -95,3 +95,22 @@ def test_smoke_broken_models_fail_clearly(t):
     check(r.rc == 1 and "hubmirror: " in r.err, "missing model: %r" % r)
     r = t.hm("run", SAMPLE_REPO)
     check(r.rc == 2, "run without --prompt: %r" % r)
+
+
+def test_smoke_results_recorded_and_listed(t):
+    pulled(t)
+    t.ok("smoke", SAMPLE_REPO, "-q")
+    t.fails("smoke", SAMPLE_REPO, "--expect", "never ever")
+    rows = t.db("SELECT pass, reason, model, commit_sha FROM smoke_results ORDER BY id")
+    check(len(rows) == 2 and rows[0]["pass"] == 1 and rows[1]["pass"] == 0, "smoke rows: %r" % rows)
+    check("never ever" in rows[1]["reason"], "reason not recorded: %r" % rows[1])
+    j = t.ok("ls", SAMPLE_REPO, "--json").json()
+    check([s["pass"] for s in j["smoke"]] == [False, True], "ls --json smoke: %r" % j["smoke"])
+    check(j["smoke"][0]["commit"] == j["revision"], "smoke commit: %r" % j["smoke"][0])
+    r = t.ok("ls", SAMPLE_REPO)
+    check("smoke tests" in r.out and "PASS" in r.out and "FAIL" in r.out, "ls text: %r" % r.out)
+    # a model given as a path is tested but not recorded (it is not in the store)
+    dest = os.path.join(t.tmp, "m")
+    t.ok("checkout", SAMPLE_REPO, "--to", dest)
+    t.ok("smoke", dest, "-q")
+    check(len(t.db("SELECT * FROM smoke_results")) == 2, "a path's smoke test was recorded")
