@@ -53,6 +53,8 @@ const char *cmd_opt(const struct cmd_args *a, const char *name);
 int cmd_flag(const struct cmd_args *a, const char *name);
 int cmd_values(const struct cmd_args *a, const char *name, const char ***vals);
 
+/* Runs command c with its own options from argv (as if typed after its name). */
+int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv);
 /* Prints "hubmirror: error: <ctx->errmsg or strerror>" and returns the exit code for err. */
 int cmd_error(struct cmd_env *env, enum hm_err err);
 /* Prints a usage error for cmd and returns 2. */

@@ -160,6 +160,23 @@ static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a,
 	return 0;
 }
 
+int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv)
+{
+	/* heap, not static: a command may dispatch another */
+	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
+	int rc = 1;
+	if (a && g) {
+		rc = parse(c, argc, argv, a, g);
+		if (!rc) {
+			a->opts = c->opts;
+			rc = c->run(env, a);
+		}
+	}
+	free(a);
+	free(g);
+	return rc;
+}
+
 static const char *default_store(char *buf, size_t len)
 {
 	const char *h = getenv("HUBMIRROR_HOME"), *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");

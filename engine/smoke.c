@@ -10,10 +10,15 @@
 #include "../formats/formats.h"
 #include "../util/util.h"
 
-static int ends_with(const char *s, const char *suffix)
+/* A GGUF file by its magic (stored blobs have no extension). */
+static int is_gguf(const char *path)
 {
-	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && !strcmp(s + a - b, suffix);
+	char magic[4];
+	FILE *f = fopen(path, "rb");
+	int yes = f && fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+	if (f)
+		fclose(f);
+	return yes;
 }
 
 enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model **m, struct eng_tok **t)
@@ -27,7 +32,7 @@ enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model 
 	err = eng_model_open(ctx, path, m);
 	if (err)
 		return err;
-	if (S_ISREG(sb.st_mode) && ends_with(path, ".gguf")) {
+	if (S_ISREG(sb.st_mode) && is_gguf(path)) {
 		struct fmt_gguf *g = NULL;
 		err = fmt_gguf_open(ctx, path, &g);
 		if (!err)

@@ -114,3 +114,23 @@ def test_smoke_results_recorded_and_listed(t):
     t.ok("checkout", SAMPLE_REPO, "--to", dest)
     t.ok("smoke", dest, "-q")
     check(len(t.db("SELECT * FROM smoke_results")) == 2, "a path's smoke test was recorded")
+
+
+def test_pull_convert_smoke_in_one_command(t):
+    t.emu()
+    r = t.ok("pull", SAMPLE_REPO, "--convert", "q8_0", "--smoke", "--json")
+    j = r.json()  # still exactly one JSON object on stdout
+    check(j["repo"] == SAMPLE_REPO, "pull json: %r" % j)
+    check("smoke PASS" in r.err, "no smoke verdict on stderr: %r" % r.err)
+    arts = t.db("SELECT format, options, sha256 FROM artifacts")
+    check(len(arts) == 1 and arts[0]["format"] == "gguf" and "q8_0" in arts[0]["options"], "artifacts %r" % arts)
+    rows = t.db("SELECT pass, artifact_sha256 FROM smoke_results")
+    check(len(rows) == 1 and rows[0]["pass"] == 1 and rows[0]["artifact_sha256"] == arts[0]["sha256"],
+          "smoke of the conversion not recorded: %r" % rows)
+    # the plain form smokes the pulled checkpoint itself
+    t.ok("pull", SAMPLE_REPO, "--smoke", "-q")
+    rows = t.db("SELECT pass, artifact_sha256 FROM smoke_results ORDER BY id")
+    check(len(rows) == 2 and rows[1]["artifact_sha256"] is None and rows[1]["pass"] == 1, "rows %r" % rows)
+    # a bad type fails clearly (after the pull, which stands)
+    r = t.hm("pull", SAMPLE_REPO, "--convert", "q3_weird")
+    check(r.rc != 0 and "hubmirror: " in r.err, "bad --convert type: %r" % r)
