@@ -183,6 +183,18 @@ json_t *cmd_json_text(const char *s, size_t n)
 	return j;
 }
 
+enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *type, const char *repo,
+			  const char *commit, char *out, size_t len)
+{
+	char flat[256];
+	snprintf(flat, sizeof(flat), "%s", repo);
+	for (char *p = flat; *p; p++)
+		if (*p == '/')
+			*p = '-'; /* ids never hold "--" (util_repo_id_is_valid), so this stays unique */
+	snprintf(out, len, "%s/tmp/run/%s--%s/%s", store_dir(st), type, flat, commit);
+	return store_checkout(&env->ctx, st, type, repo, commit, NULL, out, STORE_LAYOUT_FILES, 0);
+}
+
 void cmd_print_json(json_t *j)
 {
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);

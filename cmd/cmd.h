@@ -73,6 +73,10 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
 json_t *cmd_json_text(const char *s, size_t n);
+/* A stored revision checked out (hard links) under the store's tmp/run/ for
+ * the engine to mmap; out receives the directory. */
+enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *type, const char *repo,
+			  const char *commit, char *out, size_t len) HM_MUST_CHECK;
 /* Prints a JSON value on stdout (and frees it). */
 void cmd_print_json(json_t *j);
 /* Progress bar on stderr (a tty), driven by hm_event. */

@@ -72,14 +72,8 @@ static int after_pull(struct cmd_env *env, struct cmd_args *a, struct store *st,
 		store_blob_path(st, sha, target, sizeof(target));
 		snprintf(label, sizeof(label), "%s@%s (gguf %s)", repo, commit, conv);
 	} else {
-		char flat[256];
-		snprintf(flat, sizeof(flat), "%s", repo);
-		for (char *p = flat; *p; p++)
-			if (*p == '/')
-				*p = '-';
-		snprintf(target, sizeof(target), "%s/tmp/run/%s--%s/%s", store_dir(st), type, flat, commit);
 		snprintf(label, sizeof(label), "%s@%s", repo, commit);
-		enum hm_err err = store_checkout(&env->ctx, st, type, repo, commit, NULL, target, STORE_LAYOUT_FILES, 0);
+		enum hm_err err = cmd_model_dir(env, st, type, repo, commit, target, sizeof(target));
 		if (err) {
 			rc = cmd_error(env, err);
 			goto out;

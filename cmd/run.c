@@ -43,17 +43,11 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 			hm_fail(&env->ctx, err, "'%s' is not a file, and not found in the store (pull it first)", model);
 		return err;
 	}
-	char flat[256];
-	snprintf(flat, sizeof(flat), "%s", repo);
-	for (char *p = flat; *p; p++)
-		if (*p == '/')
-			*p = '-'; /* ids never hold "--" (util_repo_id_is_valid), so this stays unique */
-	snprintf(out, len, "%s/tmp/run/%s--%s/%s", store_dir(*stp), type, flat, commit);
 	snprintf(label, llen, "%s@%s", repo, commit);
 	snprintf(sd->type, sizeof(sd->type), "%s", type);
 	snprintf(sd->repo, sizeof(sd->repo), "%s", repo);
 	memcpy(sd->commit, commit, sizeof(sd->commit));
-	return store_checkout(&env->ctx, *stp, type, repo, commit, NULL, out, STORE_LAYOUT_FILES, 0);
+	return cmd_model_dir(env, *stp, type, repo, commit, out, len);
 }
 
 /* ---- run ---- */
