@@ -77,6 +77,12 @@ json_t *cmd_json_text(const char *s, size_t n);
  * the engine to mmap; out receives the directory. */
 enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *type, const char *repo,
 			  const char *commit, char *out, size_t len) HM_MUST_CHECK;
+/* After a pull: convert to GGUF of type conv (if non-NULL; stored as an
+ * artifact) and/or smoke-test the conversion or the revision (recorded in
+ * the index). verdict (may be NULL) receives a short status. Returns the
+ * exit code (0 when everything asked for passed). */
+int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
+		  const char *conv, int smoke, char *verdict, size_t vlen);
 /* Prints a JSON value on stdout (and frees it). */
 void cmd_print_json(json_t *j);
 /* Progress bar on stderr (a tty), driven by hm_event. */

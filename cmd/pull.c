@@ -3,7 +3,6 @@
 #include <string.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
-#include "../engine/smoke.h"
 
 static const struct cmd_opt opts[] = {
 	{"revision", 'r', "REV", 0, "branch, tag, commit or refs/pr/N (default main)"},
@@ -35,77 +34,6 @@ static json_t *result_json(const char *type, const char *repo, const struct mirr
 		      "files_failed", (json_int_t)r->nfailed, "bytes_downloaded", (json_int_t)r->bytes_downloaded,
 		      "bytes_total", (json_int_t)r->bytes_total, "seconds", r->seconds);
 	return o;
-}
-
-/* --convert and --smoke: the whole path, pull to tested model, in one command. */
-static int after_pull(struct cmd_env *env, struct cmd_args *a, struct store *st, const char *type, const char *repo,
-		      const char *commit)
-{
-	const char *conv = cmd_opt(a, "convert");
-	char target[4096], label[512], sha[65] = "";
-	int rc = 0, json = env->json, quiet = env->quiet;
-
-	env->json = 0; /* pull's --json stays one object: the steps below speak on stderr */
-	env->quiet = quiet || json;
-	if (conv) {
-		char *argv[] = {(char *)repo, "--to", "gguf", "--type", (char *)conv, "--revision", (char *)commit,
-				"--repo-type", (char *)type};
-		rc = cmd_dispatch(env, &cmd_convert, 9, argv);
-		if (rc)
-			goto out;
-	}
-	if (!cmd_flag(a, "smoke"))
-		goto out;
-	if (conv) {
-		/* the conversion just made (or found): the newest gguf artifact of this commit */
-		struct store_artifact *art = NULL;
-		size_t n = 0;
-		enum hm_err err = store_list_artifacts(&env->ctx, st, type, repo, &art, &n);
-		for (size_t i = 0; !err && i < n && !sha[0]; i++)
-			if (!strcmp(art[i].commit, commit) && !strcmp(art[i].format, "gguf"))
-				snprintf(sha, sizeof(sha), "%s", art[i].sha256);
-		store_artifacts_free(art, n);
-		if (err || !sha[0]) {
-			rc = cmd_error(env, err ? err : hm_fail(&env->ctx, HM_ERR_NOT_FOUND, "the conversion is not in the store"));
-			goto out;
-		}
-		store_blob_path(st, sha, target, sizeof(target));
-		snprintf(label, sizeof(label), "%s@%s (gguf %s)", repo, commit, conv);
-	} else {
-		snprintf(label, sizeof(label), "%s@%s", repo, commit);
-		enum hm_err err = cmd_model_dir(env, st, type, repo, commit, target, sizeof(target));
-		if (err) {
-			rc = cmd_error(env, err);
-			goto out;
-		}
-	}
-	struct eng_smoke_opts so = {0};
-	struct eng_smoke_result res = {0};
-	enum hm_err err = eng_smoke(&env->ctx, target, &so, &res);
-	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
-		res.pass = 0;
-		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
-	} else if (err) {
-		rc = cmd_error(env, err);
-		goto out;
-	}
-	struct store_smoke rec = {type, repo, commit, conv ? sha : NULL, label, res.pass, res.reason, res.load_s,
-				  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
-	if ((err = store_record_smoke(&env->ctx, st, &rec)))
-		rc = cmd_error(env, err);
-	if (!quiet)
-		fprintf(stderr, "hubmirror: smoke %s: %s%s%s (load %.2fs, %.1f tok/s)\n", res.pass ? "PASS" : "FAIL", label,
-			res.pass ? "" : ": ", res.pass ? "" : res.reason, res.load_s, res.gen_tps);
-	if (!res.pass) {
-		if (quiet)
-			fprintf(stderr, "hubmirror: error: smoke test of %s failed: %s\n", label, res.reason);
-		rc = 1;
-	}
-	eng_smoke_release(&res);
-out:
-	env->json = json;
-	env->quiet = quiet;
-	return rc;
 }
 
 static int run(struct cmd_env *env, struct cmd_args *a)
@@ -161,7 +89,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	}
 	rc = 0;
 	if (cmd_opt(a, "convert") || cmd_flag(a, "smoke"))
-		rc = after_pull(env, a, st, o.type, o.repo, res.commit);
+		rc = cmd_post_pull(env, st, o.type, o.repo, res.commit, cmd_opt(a, "convert"), cmd_flag(a, "smoke"), NULL, 0);
 out:
 	mirror_pull_result_release(&res);
 	store_close(st);

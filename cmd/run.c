@@ -8,6 +8,7 @@
 #include "cmd.h"
 #include "../engine/smoke.h"
 #include "../mirror/mirror.h"
+#include "../convert/convert.h"
 
 /* MODEL as a path, or a stored repo checked out (hard links) under the
  * store's tmp/run/ so the engine can mmap it. *label names it for records. */
@@ -272,3 +273,86 @@ const struct cmd cmd_smoke = {
 	"memory. Exit 0 pass, 1 fail with the reason.",
 	smoke_opts, run_smoke,
 };
+
+/* --convert and --smoke: the whole path, pull to tested model, in one command. */
+int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
+		  const char *conv, int smoke, char *verdict, size_t vlen)
+{
+	char target[4096], label[512], sha[65] = "";
+	int rc = 0, json = env->json, quiet = env->quiet;
+
+	env->json = 0; /* pull's --json stays one object: the steps below speak on stderr */
+	env->quiet = quiet || json;
+	if (conv) {
+		enum conv_type ct;
+		if (conv_type_parse(conv, &ct) < 0) {
+			if (verdict)
+				snprintf(verdict, vlen, "unknown conversion type '%s' (f32, f16, bf16, q8_0, q4_0)", conv);
+			rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_USAGE,
+						    "unknown conversion type '%s': expected f32, f16, bf16, q8_0 or q4_0", conv));
+			goto out;
+		}
+		char *argv[] = {(char *)repo, "--to", "gguf", "--type", (char *)conv, "--revision", (char *)commit,
+				"--repo-type", (char *)type};
+		rc = cmd_dispatch(env, &cmd_convert, 9, argv);
+		if (rc)
+			goto out;
+	}
+	if (verdict && conv)
+		snprintf(verdict, vlen, "converted to %s", conv);
+	if (!smoke)
+		goto out;
+	if (conv) {
+		/* the conversion just made (or found): the newest gguf artifact of this commit */
+		struct store_artifact *art = NULL;
+		size_t n = 0;
+		enum hm_err err = store_list_artifacts(&env->ctx, st, type, repo, &art, &n);
+		for (size_t i = 0; !err && i < n && !sha[0]; i++)
+			if (!strcmp(art[i].commit, commit) && !strcmp(art[i].format, "gguf"))
+				snprintf(sha, sizeof(sha), "%s", art[i].sha256);
+		store_artifacts_free(art, n);
+		if (err || !sha[0]) {
+			rc = cmd_error(env, err ? err : hm_fail(&env->ctx, HM_ERR_NOT_FOUND, "the conversion is not in the store"));
+			goto out;
+		}
+		store_blob_path(st, sha, target, sizeof(target));
+		snprintf(label, sizeof(label), "%s@%s (gguf %s)", repo, commit, conv);
+	} else {
+		snprintf(label, sizeof(label), "%s@%s", repo, commit);
+		enum hm_err err = cmd_model_dir(env, st, type, repo, commit, target, sizeof(target));
+		if (err) {
+			rc = cmd_error(env, err);
+			goto out;
+		}
+	}
+	struct eng_smoke_opts so = {0};
+	struct eng_smoke_result res = {0};
+	enum hm_err err = eng_smoke(&env->ctx, target, &so, &res);
+	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
+		res.pass = 0;
+		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
+	} else if (err) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	struct store_smoke rec = {type, repo, commit, conv ? sha : NULL, label, res.pass, res.reason, res.load_s,
+				  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+	if ((err = store_record_smoke(&env->ctx, st, &rec)))
+		rc = cmd_error(env, err);
+	if (!quiet)
+		fprintf(stderr, "hubmirror: smoke %s: %s%s%s (load %.2fs, %.1f tok/s)\n", res.pass ? "PASS" : "FAIL", label,
+			res.pass ? "" : ": ", res.pass ? "" : res.reason, res.load_s, res.gen_tps);
+	if (verdict)
+		snprintf(verdict, vlen, "%s%s%s", res.pass ? "smoke passed" : "smoke failed: ", res.pass ? "" : res.reason,
+			 conv && res.pass ? " (converted)" : "");
+	if (!res.pass) {
+		if (quiet)
+			fprintf(stderr, "hubmirror: error: smoke test of %s failed: %s\n", label, res.reason);
+		rc = 1;
+	}
+	eng_smoke_release(&res);
+out:
+	env->json = json;
+	env->quiet = quiet;
+	return rc;
+}

@@ -13,6 +13,27 @@ static const struct cmd_opt opts[] = {
 	{NULL, 0, NULL, 0, NULL},
 };
 
+struct post_ctx {
+	struct cmd_env *env;
+	struct store *st;
+};
+
+static int post(void *ud, const struct sync_entry *e, const char *commit, char *verdict, size_t vlen)
+{
+	struct post_ctx *p = ud;
+	int quiet = p->env->quiet, json = p->env->json, rc;
+	/* the status table reports it: the steps themselves stay quiet */
+	p->env->quiet = 1;
+	p->env->json = 0;
+	p->env->ctx.errmsg[0] = 0;
+	rc = cmd_post_pull(p->env, p->st, e->type, e->repo, commit, e->convert, e->smoke, verdict, vlen);
+	if (rc && !verdict[0])
+		snprintf(verdict, vlen, "%s", p->env->ctx.errmsg[0] ? p->env->ctx.errmsg : "failed");
+	p->env->quiet = quiet;
+	p->env->json = json;
+	return rc;
+}
+
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct sync_manifest m = {0};
@@ -45,6 +66,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	struct post_ctx pc = {env, st};
+	so.post = post;
+	so.post_ud = &pc;
 	err = sync_run(&env->ctx, st, fc, &m, locked ? &lock : NULL, &so, &r);
 	cmd_progress_end();
 	/* a lock describes what a full, successful run installed */
@@ -114,7 +138,7 @@ const struct cmd cmd_sync = {
 	"lets the lab's tools run with HF_HUB_OFFLINE=1), then writes MANIFEST.lock: each\n"
 	"repo's commit and every file's path, size and SHA-256. --locked installs exactly\n"
 	"the lock. A model that fails does not stop the others; the exit status is 1 if\n"
-	"any failed. convert= and smoke= need capabilities this build does not have yet:\n"
-	"such models fail with that reason.",
+	"any failed. convert=TYPE stores a GGUF conversion; smoke=yes smoke-tests the\n"
+	"model (the conversion when there is one) and records the result.",
 	opts, run,
 };

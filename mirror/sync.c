@@ -338,11 +338,8 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 	enum hm_err err;
 
 	ctx->errmsg[0] = 0;
-	if (e->convert || e->smoke) {
-		/* the formats and engine capabilities are not in this build: say so
-		 * rather than pretend the model was converted or tested */
-		set_status(rm, "failed", e->convert ? "convert= is not supported by this hubmirror yet"
-						    : "smoke=yes is not supported by this hubmirror yet");
+	if ((e->convert || e->smoke) && !so->post) {
+		set_status(rm, "failed", "convert= and smoke= need a caller that can convert and test");
 		return;
 	}
 	struct mirror_pull_opts o = {
@@ -432,10 +429,19 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 			snprintf(dir, sizeof(dir), "%s/%s%s", so->to, !strcmp(e->type, "dataset") ? "datasets/" : "", e->repo);
 		const char *ref = e->rev ? (util_is_hex(e->rev, 40) ? NULL : e->rev) : "main";
 		err = store_checkout(ctx, st, e->type, e->repo, rm->commit, ref, dir, so->layout, 0);
-		if (err)
+		if (err) {
 			set_status(rm, "failed", ctx->errmsg);
+			return;
+		}
+		rm->checked_out = 1;
+	}
+	if ((e->convert || e->smoke) && so->post) {
+		char verdict[512] = "";
+		int bad = so->post(so->post_ud, e, rm->commit, verdict, sizeof(verdict));
+		if (bad)
+			set_status(rm, "failed", verdict[0] ? verdict : "conversion or smoke test failed");
 		else
-			rm->checked_out = 1;
+			set_status(rm, e->smoke ? "smoke passed" : "converted", verdict);
 	}
 }
 

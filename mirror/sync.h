@@ -52,6 +52,12 @@ void sync_lock_free(struct sync_lock *l);
 struct sync_opts {
 	const char *to;          /* NULL: no checkout */
 	enum store_layout layout;
+	/* convert= / smoke= of an entry, run after its pull by the caller (the
+	 * command layer owns conversion and the engine's smoke test): returns 0
+	 * when all passed, and a short status in verdict. NULL: such entries fail
+	 * as unsupported. */
+	int (*post)(void *ud, const struct sync_entry *e, const char *commit, char *verdict, size_t vlen);
+	void *post_ud;
 };
 
 struct sync_result_model {

@@ -136,14 +136,14 @@ def test_locked_without_lock(t):
 
 def test_failing_model_does_not_stop_others(t):
     emu = t.emu([TWO, lib.sample_repo()])
-    m = manifest(t, "org/missing\norg/two\n%s convert=q8_0\n" % SAMPLE_REPO)
+    m = manifest(t, "org/missing\norg/two\n%s convert=q3_weird\n" % SAMPLE_REPO)
     dest = os.path.join(t.tmp, "lab")
     r = sync(t, m, "--to", dest, "--json", ok=False, rc=1)
     j = r.json()
     st = {x["repo"]: x for x in j["models"]}
     check(st["org/missing"]["status"] == "failed" and "not found" in st["org/missing"]["detail"], "%r" % st)
     check(st["org/two"]["status"] == "pulled", "org/two: %r" % st["org/two"])
-    check(st[SAMPLE_REPO]["status"] == "failed" and "convert" in st[SAMPLE_REPO]["detail"], "%r" % st)
+    check(st[SAMPLE_REPO]["status"] == "failed" and "q3_weird" in st[SAMPLE_REPO]["detail"], "%r" % st)
     check(os.path.exists(os.path.join(dest, "org/two/v.txt")), "org/two not checked out")
     check(not os.path.exists(m + ".lock"), "a lock was written for a failed run")
 
@@ -162,3 +162,20 @@ def test_bad_manifest(t):
         lib.clean_error(r)
     r = t.hm("sync", os.path.join(t.tmp, "nope.txt"), endpoint=t.endpoint)
     check(r.rc == 2 and "cannot read the manifest" in r.err, "missing manifest: %r" % r)
+
+
+def test_sync_convert_and_smoke(t):
+    t.emu([lib.sample_repo()])
+    m = manifest(t, "%s convert=q8_0 smoke=yes\n" % SAMPLE_REPO)
+    r = sync(t, m, "--json")
+    j = r.json()
+    x = j["models"][0]
+    check(x["status"] == "smoke passed" and "converted" in x["detail"], "status %r" % x)
+    arts = t.db("SELECT format, options FROM artifacts")
+    check(len(arts) == 1 and "q8_0" in arts[0]["options"], "artifact %r" % arts)
+    rows = t.db("SELECT pass, artifact_sha256 FROM smoke_results")
+    check(len(rows) == 1 and rows[0]["pass"] == 1 and rows[0]["artifact_sha256"], "smoke row %r" % rows)
+    # a second sync: nothing downloaded, the conversion is a cache hit, the test runs again
+    j = sync(t, m, "--json").json()
+    check(j["files_downloaded"] == 0 and j["models"][0]["status"] == "smoke passed", "second sync %r" % j)
+    check(len(t.db("SELECT * FROM artifacts")) == 1, "conversion repeated instead of reused")
