@@ -6,6 +6,7 @@
  * store open and everything unreferenced goes. Otherwise gc is careful: it
  * keeps recent blobs, files without rows and lock files. */
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -216,6 +217,42 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, int exclusi
 	return HM_OK;
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	/* never chmod here: checkout files are hard links sharing the blobs' inodes */
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0; /* keep going past what cannot be removed */
+}
+
+/* With the store to ourselves: debris of interrupted conversions
+ * (tmp/convert-*) and the engine's checkouts (tmp/run/, hard links that
+ * run/smoke recreate on demand). */
+static void gc_scratch(struct store *st, struct store_gc_result *r)
+{
+	char dir[PATH_MAX], p[PATH_MAX];
+	struct dirent *e;
+	DIR *d;
+	snprintf(dir, sizeof(dir), "%s/tmp", st->dir);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "convert-", 8) && strcmp(e->d_name, "run"))
+			continue;
+		if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) >= (int)sizeof(p))
+			continue;
+		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		if (!strncmp(e->d_name, "convert-", 8))
+			r->partials_removed++;
+	}
+	closedir(d);
+}
+
 enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r)
 {
 	enum hm_err err;
@@ -230,6 +267,8 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_resul
 		goto out;
 	if (exclusive && (err = gc_orphans(ctx, st, r)))
 		goto out;
+	if (exclusive)
+		gc_scratch(st, r);
 	err = gc_partials(ctx, st, exclusive, r);
 out:
 	flock(st->gc_fd, LOCK_SH);

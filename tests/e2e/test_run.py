@@ -134,3 +134,18 @@ def test_pull_convert_smoke_in_one_command(t):
     # a bad type fails clearly (after the pull, which stands)
     r = t.hm("pull", SAMPLE_REPO, "--convert", "q3_weird")
     check(r.rc != 0 and "hubmirror: " in r.err, "bad --convert type: %r" % r)
+
+
+def test_gc_clears_engine_scratch_but_not_blobs(t):
+    pulled(t)
+    t.ok("smoke", SAMPLE_REPO, "-q")
+    run_dir = os.path.join(t.store, "tmp", "run")
+    check(os.path.isdir(run_dir), "no engine checkout under tmp/run")
+    os.makedirs(os.path.join(t.store, "tmp", "convert-123-abc.d"))
+    t.ok("gc")
+    check(not os.path.exists(run_dir), "gc left tmp/run")
+    check(not os.path.exists(os.path.join(t.store, "tmp", "convert-123-abc.d")), "gc left convert debris")
+    for sha, p in lib.store_blobs(t.store)[0].items():
+        check(os.stat(p).st_mode & 0o222 == 0, "a blob became writable: %s" % p)
+    t.ok("verify")
+    t.ok("smoke", SAMPLE_REPO, "-q")  # recreated on demand
