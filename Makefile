@@ -93,6 +93,7 @@ bench: hubmirror
 	@sh bench/bundle.sh
 	@sh bench/stats.sh
 	@sh bench/convert.sh
+	@sh bench/engine.sh
 
 clean:
 	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags $(FUZZ_REPLAY)
