@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "unit.h"
+#include "report_rows.h"
 #include "../../store/store.h"
 #include "../../verify/verify.h"
 #include "../../util/util.h"
@@ -554,23 +555,6 @@ UNIT_TEST(store_checkout_hf_cache)
 	snprintf(p, sizeof(p), "%s/datasets--ds/refs", cache);
 	CHECK(!exists(p));
 	store_close(st);
-}
-
-/* The per-repo download rows of a report (what `stats` prints first). */
-static enum hm_err pulls_of(struct hm_ctx *ctx, struct store *st, const char *repo, struct store_stats_row **rows,
-			    size_t *n)
-{
-	struct store_stats_query q = {.repo = repo, .since = INT64_MIN, .until = INT64_MAX, .legacy = 1};
-	struct store_report r;
-	enum hm_err err = store_report(ctx, st, &q, &r);
-	if (err)
-		return err;
-	*rows = r.pulls;
-	*n = r.npulls;
-	r.pulls = NULL;
-	r.npulls = 0;
-	store_report_release(&r);
-	return HM_OK;
 }
 
 UNIT_TEST(store_download_stats)
