@@ -111,6 +111,10 @@ wait "$srv_pid" || { echo "demo: the server did not stop cleanly" >&2; exit 1; }
 step ./hubmirror export $REPO -o "$work/bundle.tar.zst" --store $STORE
 step ./hubmirror import "$work/bundle.tar.zst" --store $STORE/air-gapped
 step ./hubmirror verify --store $STORE/air-gapped
+banner "the mirror's access log"
+cat "$work/access.log"
+step ./hubmirror stats --store $STORE
+
 # Formats and the engine: convert the sample to GGUF (stored content-addressed),
 # then smoke-test both the original and the conversion with the bundled engine.
 step ./hubmirror inspect $REPO --store $STORE
@@ -119,9 +123,6 @@ step ./hubmirror inspect "$work/tiny-llama-q8_0.gguf"
 step ./hubmirror run $REPO -p "Once upon a time" -n 16 --store $STORE
 step ./hubmirror smoke "$work/tiny-llama-q8_0.gguf"
 step ./hubmirror smoke $REPO --store $STORE
-banner "the mirror's access log"
-cat "$work/access.log"
-step ./hubmirror stats --store $STORE
 
 banner "demo ok"
 exit 0
