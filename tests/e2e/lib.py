@@ -458,3 +458,26 @@ def check_pulled(t, emu, repo_id, result_json, expect, commit=None, type="model"
     check(not bad, "files under blobs/ not named blobs/sha256/<2>/<64>: %s" % bad[:5])
     for sha, p in blobs.items():
         check(sha256_file(p) == sha, "blob %s is misnamed" % p)
+
+
+def build_driver(t, name, source, opt="-O0"):
+    """Compiles a small C test driver against libhubmirror.a (with the
+    sanitizers the library was built with), once per test; returns its path."""
+    exe = os.path.join(t.tmp, name)
+    if os.path.exists(exe):
+        return exe
+    with open(exe + ".c", "w") as fh:
+        fh.write(source)
+    flags = []
+    try:
+        with open(os.path.join(ROOT, ".build-flags")) as fh:
+            flags = [f for f in fh.read().split() if f.startswith("-fsanitize")]
+    except OSError:
+        pass
+    pkgs = "libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8"
+    libs = subprocess.run("pkg-config --libs " + pkgs, shell=True, capture_output=True, text=True).stdout.split()
+    cmd = (["cc", "-std=c11", "-D_GNU_SOURCE", opt, "-I", ROOT] + flags +
+           ["-o", exe, exe + ".c", os.path.join(ROOT, "libhubmirror.a")] + libs + ["-pthread", "-lm"])
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    check(p.returncode == 0, "driver build failed: %s" % p.stderr)
+    return exe

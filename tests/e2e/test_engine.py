@@ -114,25 +114,8 @@ PROMPT = [1, 5, 9, 17, 33, 2, 64, 7, 3, 90, 11, 42]
 
 
 def driver(t):
-    """Builds the driver once per test (linked as libhubmirror.a was built)."""
-    exe = os.path.join(t.tmp, "eng-driver")
-    if os.path.exists(exe):
-        return exe
-    with open(exe + ".c", "w") as fh:
-        fh.write(DRIVER)
-    flags = []
-    try:
-        with open(os.path.join(ROOT, ".build-flags")) as fh:
-            flags = [f for f in fh.read().split() if f.startswith("-fsanitize")]
-    except OSError:
-        pass
-    pkgs = "libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd"
-    libs = subprocess.run("pkg-config --libs " + pkgs, shell=True, capture_output=True, text=True).stdout.split()
-    cmd = (["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-I", ROOT] + flags +
-           ["-o", exe, exe + ".c", os.path.join(ROOT, "libhubmirror.a")] + libs + ["-pthread", "-lm"])
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    check(p.returncode == 0, "driver build failed: %s" % p.stderr)
-    return exe
+    """The C driver, built once per test against libhubmirror.a."""
+    return lib.build_driver(t, "eng-driver", DRIVER, opt="-O2")
 
 
 def run(t, *args):

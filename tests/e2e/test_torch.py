@@ -52,26 +52,8 @@ int main(int argc, char **argv)
 
 
 def driver(t):
-    """Builds the driver once per test (linked as libhubmirror.a was built)."""
-    exe = os.path.join(t.tmp, "pt-driver")
-    if os.path.exists(exe):
-        return exe
-    src = exe + ".c"
-    with open(src, "w") as fh:
-        fh.write(DRIVER)
-    flags = []
-    try:
-        with open(os.path.join(ROOT, ".build-flags")) as fh:
-            flags = [f for f in fh.read().split() if f.startswith("-fsanitize")]
-    except OSError:
-        pass
-    pkgs = "libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd"
-    libs = subprocess.run("pkg-config --libs " + pkgs, shell=True, capture_output=True, text=True).stdout.split()
-    cmd = ["cc", "-std=c11", "-D_GNU_SOURCE", "-I", ROOT] + flags + ["-o", exe, src,
-                                                                    os.path.join(ROOT, "libhubmirror.a")] + libs + ["-pthread", "-lm"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    check(p.returncode == 0, "driver build failed: %s" % p.stderr)
-    return exe
+    """The C driver, built once per test against libhubmirror.a."""
+    return lib.build_driver(t, "pt-driver", DRIVER)
 
 
 def convert(t, src, out, max_shard=None):
