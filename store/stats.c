@@ -705,18 +705,24 @@ static int cmp_grp_key(const void *a, const void *b)
 	return cmp_key(a, b, STORE_BY_REPO);
 }
 
+/* Orders a map's groups by key for the per-repo rows; its hash table (whose
+ * slots the sort invalidates) is no longer needed and goes. */
+static void sort_groups_by_key(struct gmap *m)
+{
+	if (m->n)
+		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
+	free(m->tab);
+	m->tab = NULL;
+	m->tcap = 0;
+}
+
 static int finish_pulls(struct scan *s, struct store_report *r)
 {
 	struct gmap *m = &s->pulls;
 	struct store_stats_row *v = calloc(m->n + 1, sizeof(*v));
 	if (!v)
 		return -1;
-	/* the keys are not needed any more: sorting moves them with their rows */
-	if (m->n)
-		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
-	free(m->tab);
-	m->tab = NULL;
-	m->tcap = 0;
+	sort_groups_by_key(m);
 	r->pulls = v;
 	for (size_t i = 0; i <= m->n; i++) {
 		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->pulls_total;
@@ -738,11 +744,7 @@ static int finish_served(struct scan *s, struct store_report *r)
 	struct store_served_row *v = calloc(m->n + 1, sizeof(*v));
 	if (!v)
 		return -1;
-	if (m->n)
-		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
-	free(m->tab);
-	m->tab = NULL;
-	m->tcap = 0;
+	sort_groups_by_key(m);
 	r->served = v;
 	for (size_t i = 0; i <= m->n; i++) {
 		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->served_total;
