@@ -7,36 +7,13 @@
 #include <sys/stat.h>
 #include <time.h>
 #include "unit.h"
-#include "report_rows.h"
+#include "store_helpers.h"
 #include "../../store/store.h"
 #include "../../util/util.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
-
-static char dirbuf[PATH_MAX];
-
-static const char *served_store(void)
-{
-	snprintf(dirbuf, sizeof(dirbuf), "%s/store", unit_tmpdir());
-	return dirbuf;
-}
-
-static int query_int(const char *sql)
-{
-	char db[PATH_MAX];
-	sqlite3 *h = NULL;
-	sqlite3_stmt *q = NULL;
-	int n = -1;
-	snprintf(db, sizeof(db), "%s/index.db", served_store());
-	if (sqlite3_open(db, &h) == SQLITE_OK && sqlite3_prepare_v2(h, sql, -1, &q, NULL) == SQLITE_OK &&
-	    sqlite3_step(q) == SQLITE_ROW)
-		n = sqlite3_column_int(q, 0);
-	sqlite3_finalize(q);
-	sqlite3_close(h);
-	return n;
-}
 
 /* The v1 schema exactly as hubmirror 1 created it (migrations never change
  * once released), with a few rows, to check the upgrade keeps them. */
@@ -93,14 +70,14 @@ UNIT_TEST(served_migrates_v1_store)
 		.path = "a.txt", .status = 200, .bytes = 3, .cache = "hit", .started_at = 6,
 	};
 
-	CHECK(util_mkdir_p(served_store(), 0755) == 0);
-	snprintf(db, sizeof(db), "%s/index.db", served_store());
+	CHECK(util_mkdir_p(test_store_dir(), 0755) == 0);
+	snprintf(db, sizeof(db), "%s/index.db", test_store_dir());
 	CHECK(sqlite3_open(db, &h) == SQLITE_OK);
 	CHECK(sqlite3_exec(h, v1_store, NULL, NULL, NULL) == SQLITE_OK);
 	sqlite3_close(h);
-	CHECK(query_int("PRAGMA user_version") == 1);
+	CHECK(count_rows("PRAGMA user_version") == 1);
 
-	CHECK(store_open(&ctx, served_store(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_schema_version(st) == store_schema_latest());
 	CHECK(store_resolve(&ctx, st, "model", "org/old", NULL, commit) == HM_OK);
 	CHECK_STR(commit, "1111111111111111111111111111111111111111");
@@ -113,17 +90,17 @@ UNIT_TEST(served_migrates_v1_store)
 	store_served_stats_free(sv, n);
 	store_close(st);
 
-	CHECK(query_int("PRAGMA user_version") == store_schema_latest());
-	CHECK(query_int("SELECT count(*) FROM files") == 1);
-	CHECK(query_int("SELECT count(*) FROM downloads") == 1);
-	CHECK(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN"
+	CHECK(count_rows("PRAGMA user_version") == store_schema_latest());
+	CHECK(count_rows("SELECT count(*) FROM files") == 1);
+	CHECK(count_rows("SELECT count(*) FROM downloads") == 1);
+	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN"
 			" ('served_started_at','served_repo')") == 2);
 	/* opening again changes nothing */
 	st = NULL;
-	CHECK(store_open(&ctx, served_store(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_schema_version(st) == store_schema_latest());
 	store_close(st);
-	CHECK(query_int("SELECT count(*) FROM served") == 1);
+	CHECK(count_rows("SELECT count(*) FROM served") == 1);
 }
 
 UNIT_TEST(served_record_and_stats)
@@ -143,7 +120,7 @@ UNIT_TEST(served_record_and_stats)
 	};
 	struct store_served bad = {.kind = "file", .method = NULL};
 
-	CHECK(store_open(&ctx, served_store(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(served_of(&ctx, st, NULL, &v, &n) == HM_OK);
 	CHECK(n == 1 && v[0].key == NULL && v[0].requests == 0 && v[0].bytes == 0 && v[0].seconds == 0);
 	store_served_stats_free(v, n);
@@ -186,10 +163,10 @@ UNIT_TEST(served_record_and_stats)
 	store_served_stats_free(NULL, 0);
 	store_close(st);
 
-	CHECK(query_int("SELECT count(*) FROM served") == 7);
-	CHECK(query_int("SELECT count(*) FROM served WHERE repo IS NULL AND revision IS NULL"
+	CHECK(count_rows("SELECT count(*) FROM served") == 7);
+	CHECK(count_rows("SELECT count(*) FROM served WHERE repo IS NULL AND revision IS NULL"
 			" AND client IS NULL AND cache IS NULL") == 1);
-	CHECK(query_int("SELECT count(*) FROM served WHERE method = 'HEAD' AND status = 404"
+	CHECK(count_rows("SELECT count(*) FROM served WHERE method = 'HEAD' AND status = 404"
 			" AND path = 'y.bin' AND started_at = 12") == 1);
 }
 
@@ -216,7 +193,7 @@ UNIT_TEST(served_record_batch_speed)
 			"model-00001-of-00004.safetensors", i % 50 ? 200 : 404, 4096, 0.001,
 			"192.168.1.20", i % 3 ? "hit" : "miss", 1700000000 + i};
 	}
-	if (store_open(&ctx, served_store(), &st) != HM_OK) {
+	if (store_open(&ctx, test_store_dir(), &st) != HM_OK) {
 		free(rows);
 		CHECK(0);
 	}

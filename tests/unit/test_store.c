@@ -9,7 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "unit.h"
-#include "report_rows.h"
+#include "store_helpers.h"
 #include "../../store/store.h"
 #include "../../verify/verify.h"
 #include "../../util/util.h"
@@ -23,14 +23,6 @@
 #define C2 "2222222222222222222222222222222222222222"
 #define C3 "abcdef0000000000000000000000000000000001"
 #define C4 "abcdef0000000000000000000000000000000002"
-
-static char dirbuf[PATH_MAX];
-
-static const char *store_path(void)
-{
-	snprintf(dirbuf, sizeof(dirbuf), "%s/store", unit_tmpdir());
-	return dirbuf;
-}
 
 static int write_file(const char *path, const char *data)
 {
@@ -63,21 +55,6 @@ static enum hm_err add_blob(struct hm_ctx *ctx, struct store *st, const char *co
 	return store_blob_adopt(ctx, st, tmp, f->sha256, size, f->git_oid, durable);
 }
 
-static int count_rows(const char *sql)
-{
-	char db[PATH_MAX];
-	sqlite3 *h = NULL;
-	sqlite3_stmt *q = NULL;
-	int n = -1;
-	snprintf(db, sizeof(db), "%s/index.db", store_path());
-	if (sqlite3_open(db, &h) == SQLITE_OK && sqlite3_prepare_v2(h, sql, -1, &q, NULL) == SQLITE_OK &&
-	    sqlite3_step(q) == SQLITE_ROW)
-		n = sqlite3_column_int(q, 0);
-	sqlite3_finalize(q);
-	sqlite3_close(h);
-	return n;
-}
-
 static int exists(const char *path)
 {
 	struct stat sb;
@@ -90,18 +67,18 @@ UNIT_TEST(store_open_migrates_once)
 	struct store *st = NULL;
 	char p[PATH_MAX];
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_schema_version(st) == store_schema_latest());
-	CHECK_STR(store_dir(st), store_path());
+	CHECK_STR(store_dir(st), test_store_dir());
 	store_close(st);
 	st = NULL;
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_schema_version(st) == store_schema_latest());
 	store_close(st);
 	store_close(NULL);
-	snprintf(p, sizeof(p), "%s/blobs/sha256", store_path());
+	snprintf(p, sizeof(p), "%s/blobs/sha256", test_store_dir());
 	CHECK(exists(p));
-	snprintf(p, sizeof(p), "%s/tmp", store_path());
+	snprintf(p, sizeof(p), "%s/tmp", test_store_dir());
 	CHECK(exists(p));
 	CHECK(count_rows("PRAGMA user_version") == store_schema_latest());
 	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
@@ -113,13 +90,13 @@ UNIT_TEST(store_open_migrates_once)
 	{
 		char db[PATH_MAX];
 		sqlite3 *h;
-		snprintf(db, sizeof(db), "%s/index.db", store_path());
+		snprintf(db, sizeof(db), "%s/index.db", test_store_dir());
 		CHECK(sqlite3_open(db, &h) == SQLITE_OK);
 		CHECK(sqlite3_exec(h, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
 		sqlite3_close(h);
 	}
 	st = NULL;
-	CHECK(store_open(&ctx, store_path(), &st) == HM_ERR_DB);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_ERR_DB);
 	CHECK(st == NULL);
 	CHECK(strstr(ctx.errmsg, "newer") != NULL);
 }
@@ -134,7 +111,7 @@ UNIT_TEST(store_adopt_flush_has)
 	uint64_t size = 0;
 	int present = -1, found = -1;
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_blob_has(&ctx, st, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", 0,
 			     &present) == HM_OK);
 	CHECK(present == 0);
@@ -153,7 +130,7 @@ UNIT_TEST(store_adopt_flush_has)
 	store_close(st);
 	st = NULL;
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_blob_has(&ctx, st, f.sha256, 6, &present) == HM_OK && present == 1);
 	CHECK(store_blob_has(&ctx, st, f.sha256, 7, &present) == HM_OK && present == 0);
 	CHECK(store_blob_by_git_oid(&ctx, st, f.git_oid, sha, &size, &found) == HM_OK);
@@ -168,7 +145,7 @@ UNIT_TEST(store_adopt_flush_has)
 	/* durable adoption, and bad input */
 	CHECK(add_blob(&ctx, st, "hello\n", 1, &f) == HM_OK);
 	CHECK(store_blob_has(&ctx, st, f.sha256, 6, &present) == HM_OK && present == 1);
-	snprintf(path, sizeof(path), "%s/tmp/x", store_path());
+	snprintf(path, sizeof(path), "%s/tmp/x", test_store_dir());
 	CHECK(write_file(path, "abc") == 0);
 	CHECK(store_blob_adopt(&ctx, st, path, "NOTHEX", 3, NULL, 1) == HM_ERR_BAD_INPUT);
 	CHECK(store_blob_adopt(&ctx, st, path, f.sha256, 99, NULL, 1) == HM_ERR_CORRUPT);
@@ -183,12 +160,12 @@ UNIT_TEST(store_adopt_dedup)
 	char path[PATH_MAX], tmp[PATH_MAX];
 	struct stat s1, s2;
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(add_blob(&ctx, st, "same content", 1, &a) == HM_OK);
 	store_blob_path(st, a.sha256, path, sizeof(path));
 	CHECK(stat(path, &s1) == 0);
 	/* the second copy loses the race: its temp file goes, the blob stays */
-	snprintf(tmp, sizeof(tmp), "%s/tmp/t-dup", store_path());
+	snprintf(tmp, sizeof(tmp), "%s/tmp/t-dup", test_store_dir());
 	CHECK(write_file(tmp, "same content") == 0);
 	CHECK(verify_file(&ctx, tmp, 1, b.sha256, b.git_oid, &b.size) == HM_OK);
 	CHECK(store_blob_adopt(&ctx, st, tmp, b.sha256, b.size, b.git_oid, 0) == HM_OK);
@@ -209,7 +186,7 @@ UNIT_TEST(store_lock_contention)
 	int fd = -1, fd2 = -1, status = 0;
 	pid_t pid;
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	store_part_paths(st, "abc", part, state, sizeof(part));
 	CHECK(strstr(part, "/tmp/abc.part") != NULL);
 	CHECK(strstr(state, "/tmp/abc.state") != NULL);
@@ -249,7 +226,7 @@ UNIT_TEST(store_lock_contention)
 static int setup_repo(struct hm_ctx *ctx, struct store **out, struct store_file *files)
 {
 	struct store *st = NULL;
-	if (store_open(ctx, store_path(), &st) != HM_OK)
+	if (store_open(ctx, test_store_dir(), &st) != HM_OK)
 		return -1;
 	*out = st;
 	files[0].path = "config.json";
@@ -406,7 +383,7 @@ UNIT_TEST(store_gc_removes_garbage)
 	CHECK(add_blob(&ctx, st, "loose blob", 1, &loose) == HM_OK);
 	CHECK(store_flush(&ctx, st) == HM_OK);
 	/* an orphan file (crash between rename and flush) */
-	snprintf(orphan, sizeof(orphan), "%s/blobs/sha256/00/%064d", store_path(), 0);
+	snprintf(orphan, sizeof(orphan), "%s/blobs/sha256/00/%064d", test_store_dir(), 0);
 	CHECK(util_mkdir_parents(orphan, 0755) == 0 && write_file(orphan, "junk") == 0);
 	/* a free partial and a held one */
 	store_part_paths(st, "free1", part, state, sizeof(part));
@@ -416,7 +393,7 @@ UNIT_TEST(store_gc_removes_garbage)
 	CHECK(store_lock_try(&ctx, st, "held1", &fd) == HM_OK);
 
 	/* while another handle has the store open, fresh blobs and orphans stay */
-	CHECK(store_open(&ctx, store_path(), &other) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &other) == HM_OK);
 	CHECK(store_gc(&ctx, st, &r) == HM_OK);
 	CHECK(r.blobs_removed == 0);
 	CHECK(r.partials_removed == 1);
@@ -438,7 +415,7 @@ UNIT_TEST(store_gc_removes_garbage)
 	CHECK(exists(p));
 	store_part_paths(st, "free1", part, state, sizeof(part));
 	CHECK(!exists(part) && !exists(state));
-	snprintf(p, sizeof(p), "%s/tmp/free1.lock", store_path());
+	snprintf(p, sizeof(p), "%s/tmp/free1.lock", test_store_dir());
 	CHECK(!exists(p));
 	store_part_paths(st, "held1", part, state, sizeof(part));
 	CHECK(exists(part));
@@ -569,7 +546,7 @@ UNIT_TEST(store_download_stats)
 		.retries = 1, .result = "ok", .error = NULL, .endpoint = "hub.example", .started_at = 1,
 	};
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(pulls_of(&ctx, st, NULL, &rows, &n) == HM_OK);
 	CHECK(n == 1 && rows[0].key == NULL && rows[0].files == 0);
 	store_stats_free(rows, n);
@@ -630,7 +607,7 @@ UNIT_TEST(store_concurrent_writers)
 	pid_t pids[NPROC];
 	int status;
 
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	store_close(st);
 	st = NULL;
 	for (int p = 0; p < NPROC; p++) {
@@ -641,7 +618,7 @@ UNIT_TEST(store_concurrent_writers)
 			struct store *s = NULL;
 			struct store_file f[NBLOB];
 			char content[64], repo[32], commit[41];
-			int ok = store_open(&c, store_path(), &s) == HM_OK;
+			int ok = store_open(&c, test_store_dir(), &s) == HM_OK;
 			memset(f, 0, sizeof(f));
 			for (int i = 0; ok && i < NBLOB; i++) {
 				/* half the blobs are shared by every process */
@@ -666,7 +643,7 @@ UNIT_TEST(store_concurrent_writers)
 		CHECK(waitpid(pids[p], &status, 0) == pids[p]);
 		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
-	CHECK(store_open(&ctx, store_path(), &st) == HM_OK);
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
 	CHECK(store_list_repos(&ctx, st, &repos, &n) == HM_OK);
 	CHECK(n == NPROC);
 	store_repo_info_free(repos, n);

@@ -1,6 +1,32 @@
-/* report_rows.c - the per-repo rows of a statistics report, for the store tests. */
+/* store_helpers.c - helpers shared by the store tests. */
+#include <limits.h>
+#include <sqlite3.h>
 #include <stdint.h>
-#include "report_rows.h"
+#include <stdio.h>
+#include "unit.h"
+#include "store_helpers.h"
+
+const char *test_store_dir(void)
+{
+	static char dirbuf[PATH_MAX];
+	snprintf(dirbuf, sizeof(dirbuf), "%s/store", unit_tmpdir());
+	return dirbuf;
+}
+
+int count_rows(const char *sql)
+{
+	char db[PATH_MAX + 16];
+	sqlite3 *h = NULL;
+	sqlite3_stmt *q = NULL;
+	int n = -1;
+	snprintf(db, sizeof(db), "%s/index.db", test_store_dir());
+	if (sqlite3_open(db, &h) == SQLITE_OK && sqlite3_prepare_v2(h, sql, -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		n = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	sqlite3_close(h);
+	return n;
+}
 
 /* The per-repo download rows of a report (what `stats` prints first). */
 enum hm_err pulls_of(struct hm_ctx *ctx, struct store *st, const char *repo, struct store_stats_row **rows,
