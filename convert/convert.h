@@ -5,8 +5,10 @@
  *
  * Streaming: tensors are converted in bounded chunks by a thread pool and
  * written through the GGUF writer; source pages are dropped behind the
- * cursor, so memory stays bounded whatever the model size. The output is
- * re-read and checked against the source before it is handed over.
+ * cursor, so memory stays bounded whatever the model size. Every value is
+ * checked against the source as it is converted, the written header is
+ * read back and compared with the plan, and a thread hashes the file as
+ * it is written, before it is handed over.
  * Where files come from and where the output goes (store, -o) is the
  * caller's business: convert/ only reads the paths it is given. */
 #ifndef CONVERT_H
@@ -43,8 +45,9 @@ struct conv_options {
 	enum conv_type type;
 	int threads;        /* 0 = one per online CPU */
 	const char *name;   /* general.name; NULL = derived from the label */
-	uint64_t fault_flip; /* tests only: before the check, flip a bit of the written
-			      * file at this offset from the end (0 = never) */
+	uint64_t fault_flip; /* tests only: flip a bit of the last tensor's converted
+			      * bytes, this many bytes from its end, before the check (0 = never) */
+	int no_sha256;       /* 1: skip the SHA-256 of the output (res->sha256 stays "") */
 };
 
 struct conv_result {

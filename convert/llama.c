@@ -479,12 +479,12 @@ struct chunk {
 struct pass {
 	struct model *m;
 	const struct chunk *c;
-	unsigned char *out;          /* write pass: the chunk's output bytes */
-	const unsigned char *check;  /* check pass: the chunk's bytes in the output file */
+	unsigned char *out;          /* the chunk's output bytes */
 	float *scratch;              /* 2 * PIECE_ELEMS floats per worker */
 	double *max_err;             /* per worker */
 	int *bad;                    /* per worker: a mismatch was seen */
 	uint64_t *bad_elem;          /* per worker: the first one's element */
+	uint64_t flip;               /* tests: byte of the last tensor's output to damage (UINT64_MAX: none) */
 };
 
 static inline uint64_t src_row(const struct plan *p, uint64_t r)
@@ -520,37 +520,16 @@ static uint64_t out_offset(enum conv_out_type t, uint64_t elems)
 	return elems / fmt_ggml_block_size(t) * fmt_ggml_type_size(t);
 }
 
-static void task_write(void *arg, size_t task, int worker)
+/* Compares the n output elements at `in` (element a onwards) with the
+ * source values x: exact for F32/F16/BF16 (the stored value is the
+ * correctly rounded source value, bit for bit, checked with the scalar
+ * conversions rather than the vector ones that wrote it), within the
+ * block's bound for Q8_0 (d/2) and Q4_0 (d), plus what rounding the scale
+ * to F16 can add. y is scratch for n floats. */
+static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_t n, const float *x, float *y,
+			const unsigned char *in, int worker)
 {
-	struct pass *ps = arg;
-	const struct plan *p = &ps->m->t[ps->c->ti];
-	uint64_t a = ps->c->e0 + (uint64_t)task * PIECE_ELEMS, b = a + PIECE_ELEMS;
-	float *x = ps->scratch + (size_t)worker * 2 * PIECE_ELEMS;
-	if (b > ps->c->e1)
-		b = ps->c->e1;
-	load_src(p, a, b, x);
-	conv_store(p->type, x, (size_t)(b - a), ps->out + out_offset(p->type, a - ps->c->e0));
-}
-
-/* Compares output elements with the source: exact for F32/F16/BF16 (the
- * stored value is the correctly rounded source value, bit for bit, checked
- * with the scalar conversions rather than the vector ones that wrote it),
- * within the block's bound for Q8_0 (d/2) and Q4_0 (d), plus what rounding
- * the scale to F16 can add. */
-static void task_check(void *arg, size_t task, int worker)
-{
-	struct pass *ps = arg;
-	const struct plan *p = &ps->m->t[ps->c->ti];
-	uint64_t a = ps->c->e0 + (uint64_t)task * PIECE_ELEMS, b = a + PIECE_ELEMS;
-	float *x = ps->scratch + (size_t)worker * 2 * PIECE_ELEMS, *y = x + PIECE_ELEMS;
-	const unsigned char *in;
 	double maxe = ps->max_err[worker];
-	size_t n;
-	if (b > ps->c->e1)
-		b = ps->c->e1;
-	n = (size_t)(b - a);
-	in = ps->check + out_offset(p->type, a - ps->c->e0);
-	load_src(p, a, b, x);
 	if (p->type != CONV_OUT_Q8_0 && p->type != CONV_OUT_Q4_0)
 		conv_load_out(p->type, in, n, y);
 	if (p->type == CONV_OUT_F32 || p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) {
@@ -608,6 +587,29 @@ static void task_check(void *arg, size_t task, int worker)
 			maxe = fabs((double)x[i] - (double)y[i]);
 	}
 	ps->max_err[worker] = maxe;
+}
+
+/* Converts one piece of the chunk into the output buffer and checks it
+ * there, while the source values are still in the cache: what is written
+ * is what was checked. */
+static void task_convert(void *arg, size_t task, int worker)
+{
+	struct pass *ps = arg;
+	const struct plan *p = &ps->m->t[ps->c->ti];
+	uint64_t a = ps->c->e0 + (uint64_t)task * PIECE_ELEMS, b = a + PIECE_ELEMS;
+	float *x = ps->scratch + (size_t)worker * 2 * PIECE_ELEMS, *y = x + PIECE_ELEMS;
+	unsigned char *o;
+	if (b > ps->c->e1)
+		b = ps->c->e1;
+	o = ps->out + out_offset(p->type, a - ps->c->e0);
+	load_src(p, a, b, x);
+	conv_store(p->type, x, (size_t)(b - a), o);
+	if (ps->flip != UINT64_MAX && p == &ps->m->t[ps->m->n - 1]) {
+		uint64_t lo = out_offset(p->type, a), hi = out_offset(p->type, b);
+		if (ps->flip >= lo && ps->flip < hi)
+			o[ps->flip - lo] ^= 1;
+	}
+	check_piece(ps, p, a, (size_t)(b - a), x, y, o, worker);
 }
 
 /* Builds the list of chunks over every tensor in file order. */
@@ -677,13 +679,37 @@ static void progress(struct hm_ctx *ctx, const char *what, uint64_t done, uint64
 	hm_emit(ctx, &ev);
 }
 
+/* Per-worker results of the in-line check. */
+struct check_state {
+	int nw;
+	double *max_err;
+	int *bad;
+	uint64_t *bad_elem;
+};
+
+static enum hm_err check_failed(struct hm_ctx *ctx, const struct check_state *cs, const struct plan *p)
+{
+	for (int i = 0; i < cs->nw; i++)
+		if (cs->bad[i]) {
+			uint64_t e = cs->bad_elem[i];
+			return hm_fail(ctx, HM_ERR_CORRUPT, "check failed: '%s' element %llu (row %llu) does not match"
+				       " the source", p->name, (unsigned long long)e, (unsigned long long)(e / p->rowlen));
+		}
+	return HM_OK;
+}
+
+/* The pipeline: chunk k converts (and is checked) on the pool while chunk
+ * k-1 is written; the file's pages are handed to the disk as they are
+ * written (so the fsync at the end waits for little) and to the hashing
+ * thread, which reads them back behind the writer. */
 static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool,
-				 const struct chunk *ch, size_t nch, struct fmt_gguf_writer *w, float *scratch)
+				 const struct chunk *ch, size_t nch, struct fmt_gguf_writer *w, float *scratch,
+				 const struct check_state *cs, uint64_t flip, struct verify_follower *fol)
 {
 	unsigned char *buf[2] = {NULL, NULL};
 	struct pass ps[2];
 	enum hm_err err = HM_OK;
-	uint64_t total = 0, done = 0;
+	uint64_t total = 0, done = 0, flushed = 0;
 	double t0 = util_now();
 
 	for (size_t i = 0; i < m->n; i++)
@@ -694,28 +720,38 @@ static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct con
 		ps[i].m = m;
 		ps[i].scratch = scratch;
 		ps[i].out = buf[i];
+		ps[i].max_err = cs->max_err;
+		ps[i].bad = cs->bad;
+		ps[i].bad_elem = cs->bad_elem;
+		ps[i].flip = flip;
 	}
 	if (!buf[0] || !buf[1]) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	/* chunk k converts on the pool while chunk k-1 is written */
 	for (size_t k = 0; k <= nch; k++) {
 		struct pass *cur = &ps[k % 2], *prev = &ps[(k + 1) % 2];
 		if (k < nch) {
 			cur->c = &ch[k];
-			conv_pool_start(pool, task_write, cur, ntasks(&ch[k]));
+			conv_pool_start(pool, task_convert, cur, ntasks(&ch[k]));
 		}
 		if (k > 0) {
 			const struct plan *p = &m->t[prev->c->ti];
 			uint64_t nb = out_offset(p->type, prev->c->e1 - prev->c->e0);
 			if (!err)
 				err = fmt_gguf_writer_write(w, prev->out, (size_t)nb);
+			if (!err)
+				err = fmt_gguf_writer_flush(w, NULL, &flushed);
+			if (!err && fol)
+				verify_follower_advance(fol, flushed);
 			done += nb;
 			drop_src(p, prev->c);
 		}
-		if (k < nch)
+		if (k < nch) {
 			conv_pool_wait(pool);
+			if (!err)
+				err = check_failed(ctx, cs, &m->t[ch[k].ti]);
+		}
 		if (!err && hm_cancelled(ctx))
 			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 		if (err)
@@ -729,31 +765,17 @@ out:
 	return err;
 }
 
-/* Re-opens the output and checks it against the plan and the source,
- * hashing the file on the way. */
-static enum hm_err check_output(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool, const struct chunk *ch,
-				size_t nch, const char *path, float *scratch, struct conv_result *res)
+/* Reads the written file's header back and checks it against the plan:
+ * tensor count, names, shapes, types, sizes and the file's length. The
+ * values were checked as they were written (task_convert). */
+static enum hm_err check_output(struct hm_ctx *ctx, const struct model *m, const char *path, uint64_t written)
 {
 	struct fmt_gguf *g = NULL;
-	struct verify_hasher *h = NULL;
-	enum hm_err err;
-	int nw = conv_pool_size(pool) + 1;
-	double *maxe = calloc((size_t)nw, sizeof(double));
-	int *bad = calloc((size_t)nw, sizeof(int));
-	uint64_t *bade = calloc((size_t)nw, sizeof(uint64_t));
-	const unsigned char *base = NULL;
-	uint64_t hashed = 0, fsize;
-	struct pass ps = {0};
+	enum hm_err err = HM_OK;
 	const struct fmt_gguf_kv *kv;
 
-	if (!maxe || !bad || !bade || !(h = verify_hasher_new(-1))) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	if ((err = fmt_gguf_open(ctx, path, &g))) {
-		err = hm_fail(ctx, HM_ERR_CORRUPT, "the converted file does not read back: %s", ctx->errmsg);
-		goto out;
-	}
+	if (fmt_gguf_open(ctx, path, &g))
+		return hm_fail(ctx, HM_ERR_CORRUPT, "the converted file does not read back: %s", ctx->errmsg);
 	kv = fmt_gguf_find_kv(g, "general.architecture");
 	if (fmt_gguf_tensor_count(g) != m->n || !kv || kv->v.type != FMT_GGUF_STRING ||
 	    kv->v.len != 5 || memcmp(kv->v.str, "llama", 5)) {
@@ -771,65 +793,11 @@ static enum hm_err check_output(struct hm_ctx *ctx, struct model *m, struct conv
 			goto out;
 		}
 	}
-	fsize = fmt_gguf_file_size(g);
-	if (m->n)
-		base = fmt_gguf_tensor(g, 0)->data - fmt_gguf_data_offset(g) - fmt_gguf_tensor(g, 0)->offset;
-	ps.m = m;
-	ps.scratch = scratch;
-	ps.max_err = maxe;
-	ps.bad = bad;
-	ps.bad_elem = bade;
-	for (size_t k = 0; k < nch && !err; k++) {
-		const struct fmt_gguf_tensor *t = fmt_gguf_tensor(g, ch[k].ti);
-		const struct plan *p = &m->t[ch[k].ti];
-		uint64_t off = out_offset(p->type, ch[k].e0), end = out_offset(p->type, ch[k].e1);
-		ps.c = &ch[k];
-		ps.check = t->data + off;
-		conv_pool_start(pool, task_check, &ps, ntasks(&ch[k]));
-		/* the hash runs on this thread meanwhile, up to the chunk's end */
-		uint64_t to = (uint64_t)(t->data - base) + end;
-		verify_hasher_update(h, base + hashed, (size_t)(to - hashed));
-		conv_pool_wait(pool);
-		/* only now: the workers may still have been reading them */
-		drop_pages(base, base + hashed, to - hashed);
-		hashed = to;
-		drop_src(p, &ch[k]);
-		for (int i = 0; i < nw; i++)
-			if (bad[i]) {
-				uint64_t e = bade[i];
-				err = hm_fail(ctx, HM_ERR_CORRUPT, "check failed: '%s' element %llu (row %llu) does not"
-					      " match the source", p->name, (unsigned long long)e,
-					      (unsigned long long)(e / p->rowlen));
-				break;
-			}
-		if (!err && hm_cancelled(ctx))
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-	}
-	if (err)
-		goto out;
-	if (base)
-		verify_hasher_update(h, base + hashed, (size_t)(fsize - hashed));
-	else {
-		/* no tensors: hash the file as the reader sees it */
-		char sha[65];
-		uint64_t sz;
-		verify_hasher_free(h);
-		h = NULL;
-		if ((err = verify_file(ctx, path, 0, sha, NULL, &sz)))
-			goto out;
-		memcpy(res->sha256, sha, 65);
-	}
-	if (h)
-		verify_hasher_final(h, res->sha256, NULL);
-	res->size = fsize;
-	for (int i = 0; i < nw; i++)
-		res->max_abs_err = maxe[i] > res->max_abs_err ? maxe[i] : res->max_abs_err;
+	if (fmt_gguf_file_size(g) != written)
+		err = hm_fail(ctx, HM_ERR_CORRUPT, "the converted file has %llu bytes, %llu were written",
+			      (unsigned long long)fmt_gguf_file_size(g), (unsigned long long)written);
 out:
-	verify_hasher_free(h);
 	fmt_gguf_close(g);
-	free(maxe);
-	free(bad);
-	free(bade);
 	return err;
 }
 
@@ -856,24 +824,6 @@ static enum hm_err open_weights(struct hm_ctx *ctx, const struct conv_source *sr
 		       src->label);
 }
 
-/* The fault the tests inject to see the check catch a damaged file. */
-static enum hm_err flip_bit(struct hm_ctx *ctx, const char *path, uint64_t from_end)
-{
-	FILE *f = fopen(path, "r+b");
-	long size;
-	int c;
-	if (!f)
-		return hm_fail(ctx, HM_ERR_IO, "cannot open '%s'", path);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	if ((uint64_t)size >= from_end && !fseek(f, size - (long)from_end, SEEK_SET) && (c = fgetc(f)) != EOF) {
-		fseek(f, size - (long)from_end, SEEK_SET);
-		fputc(c ^ 1, f);
-	}
-	fclose(f);
-	return HM_OK;
-}
-
 static void advise_sequential(const struct model *m)
 {
 	for (size_t s = 0; s < fmt_st_set_nshards(m->set); s++) {
@@ -892,12 +842,15 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	struct model m = {0};
 	struct fmt_gguf_writer *w = NULL;
 	struct conv_pool *pool = NULL;
+	struct verify_follower *fol = NULL;
 	struct chunk *ch = NULL;
+	struct check_state cs = {0};
 	size_t nch = 0;
 	float *scratch = NULL;
 	char *tmp = NULL;
 	enum hm_err err;
-	int threads = opt->threads;
+	int threads = opt->threads, fd;
+	uint64_t flip = UINT64_MAX, written = 0;
 	double t0 = util_now(), t1;
 
 	memset(res, 0, sizeof(*res));
@@ -920,28 +873,54 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
+	cs.nw = conv_pool_size(pool) + 1;
+	cs.max_err = calloc((size_t)cs.nw, sizeof(double));
+	cs.bad = calloc((size_t)cs.nw, sizeof(int));
+	cs.bad_elem = calloc((size_t)cs.nw, sizeof(uint64_t));
+	if (!cs.max_err || !cs.bad || !cs.bad_elem) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (opt->fault_flip && m.n && opt->fault_flip <= m.t[m.n - 1].out_bytes)
+		flip = m.t[m.n - 1].out_bytes - opt->fault_flip;
 	if ((err = fmt_gguf_writer_new(ctx, tmp, &w)) || (err = write_meta(ctx, src, &m, opt, w, res)))
 		goto out;
 	for (size_t i = 0; i < m.n; i++)
 		if ((err = fmt_gguf_writer_add_tensor(w, m.t[i].name, m.t[i].ndim, m.t[i].ne, m.t[i].type)))
 			goto out;
+	if (!opt->no_sha256) {
+		if ((err = fmt_gguf_writer_flush(w, &fd, NULL)))
+			goto out;
+		if (!(fol = verify_follower_start(fd))) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "cannot start the hashing thread");
+			goto out;
+		}
+	}
 	advise_sequential(&m);
-	if ((err = write_tensors(ctx, &m, pool, ch, nch, w, scratch)))
+	if ((err = write_tensors(ctx, &m, pool, ch, nch, w, scratch, &cs, flip, fol)))
 		goto out;
-	if (!m.n && (err = fmt_gguf_writer_write(w, "", 0)))
+	if ((err = fmt_gguf_writer_write(w, "", 0)) || (err = fmt_gguf_writer_flush(w, NULL, &written)))
 		goto out;
+	if (fol)
+		verify_follower_advance(fol, written);
+	/* the fsync runs while the hashing thread catches up */
 	if ((err = fmt_gguf_writer_finish(w)))
 		goto out;
 	fmt_gguf_writer_free(w);
 	w = NULL;
-	if (opt->fault_flip && (err = flip_bit(ctx, tmp, opt->fault_flip)))
-		goto out;
 	t1 = util_now();
 	res->seconds_convert = t1 - t0;
-	err = check_output(ctx, &m, pool, ch, nch, tmp, scratch, res);
+	err = check_output(ctx, &m, tmp, written);
+	if (!err && fol) {
+		err = verify_follower_finish(ctx, fol, written, res->sha256);
+		fol = NULL;
+	}
 	res->seconds_check = util_now() - t1;
 	if (err)
 		goto out;
+	res->size = written;
+	for (int i = 0; i < cs.nw; i++)
+		res->max_abs_err = cs.max_err[i] > res->max_abs_err ? cs.max_err[i] : res->max_abs_err;
 	if (rename(tmp, out_path) < 0) {
 		err = hm_fail(ctx, errno == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot rename to '%s': %s", out_path,
 			      strerror(errno));
@@ -961,12 +940,16 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	free(tmp);
 	tmp = NULL;
 out:
+	verify_follower_abort(fol);
 	fmt_gguf_writer_free(w);
 	if (tmp)
 		unlink(tmp);
 	free(tmp);
 	conv_pool_free(pool);
 	free(scratch);
+	free(cs.max_err);
+	free(cs.bad);
+	free(cs.bad_elem);
 	free(ch);
 	fmt_st_set_close(m.set);
 	json_decref(m.config);

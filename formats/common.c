@@ -79,10 +79,8 @@ enum hm_err fmt_out_open(struct hm_ctx *ctx, const char *path, struct fmt_out *o
 	return HM_OK;
 }
 
-static enum hm_err out_flush(struct fmt_out *o)
+static enum hm_err write_all(struct fmt_out *o, const unsigned char *p, size_t n)
 {
-	const unsigned char *p = o->buf;
-	size_t n = o->nbuf;
 	while (n) {
 		ssize_t w = write(o->fd, p, n);
 		if (w < 0) {
@@ -94,8 +92,14 @@ static enum hm_err out_flush(struct fmt_out *o)
 		p += w;
 		n -= (size_t)w;
 	}
-	o->nbuf = 0;
 	return HM_OK;
+}
+
+static enum hm_err out_flush(struct fmt_out *o)
+{
+	enum hm_err err = write_all(o, o->buf, o->nbuf);
+	o->nbuf = 0;
+	return err;
 }
 
 enum hm_err fmt_out_write(struct fmt_out *o, const void *data, size_t n)
@@ -103,7 +107,15 @@ enum hm_err fmt_out_write(struct fmt_out *o, const void *data, size_t n)
 	const unsigned char *p = data;
 	enum hm_err err;
 	while (n) {
-		size_t k = OUT_BUF - o->nbuf < n ? OUT_BUF - o->nbuf : n;
+		size_t k;
+		if (!o->nbuf && n >= OUT_BUF) {
+			/* large writes go straight from the caller's buffer */
+			if ((err = write_all(o, p, n)))
+				return err;
+			o->written += n;
+			return HM_OK;
+		}
+		k = OUT_BUF - o->nbuf < n ? OUT_BUF - o->nbuf : n;
 		memcpy(o->buf + o->nbuf, p, k);
 		o->nbuf += k;
 		o->written += k;
@@ -112,6 +124,24 @@ enum hm_err fmt_out_write(struct fmt_out *o, const void *data, size_t n)
 		if (o->nbuf == OUT_BUF && (err = out_flush(o)))
 			return err;
 	}
+	return HM_OK;
+}
+
+enum hm_err fmt_out_flush(struct fmt_out *o, uint64_t *flushed)
+{
+	enum hm_err err = out_flush(o);
+	if (err)
+		return err;
+#ifdef SYNC_FILE_RANGE_WRITE
+	/* start the disk writes now, so that the fsync at the end has little
+	 * left to wait for (a hint: failures show at that fsync) */
+	if (o->written > o->wb_from) {
+		(void)sync_file_range(o->fd, (off_t)o->wb_from, (off_t)(o->written - o->wb_from), SYNC_FILE_RANGE_WRITE);
+		o->wb_from = o->written;
+	}
+#endif
+	if (flushed)
+		*flushed = o->written;
 	return HM_OK;
 }
 

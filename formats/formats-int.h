@@ -21,12 +21,17 @@ struct fmt_out {
 	char *path, *tmp;
 	int fd;
 	uint64_t written;
+	uint64_t wb_from;   /* where the next writeback hint starts */
 	unsigned char *buf; /* write buffer */
 	size_t nbuf;
 };
 enum hm_err fmt_out_open(struct hm_ctx *ctx, const char *path, struct fmt_out *o) HM_MUST_CHECK;
 enum hm_err fmt_out_write(struct fmt_out *o, const void *data, size_t n) HM_MUST_CHECK;
 enum hm_err fmt_out_zeros(struct fmt_out *o, size_t n) HM_MUST_CHECK;
+/* Writes out what is buffered and starts the disk writes of everything
+ * written since the last call; *flushed (if not NULL) gets the size of the
+ * file so far. */
+enum hm_err fmt_out_flush(struct fmt_out *o, uint64_t *flushed) HM_MUST_CHECK;
 /* Flushes, fsyncs, renames into place, syncs the directory. */
 enum hm_err fmt_out_commit(struct fmt_out *o) HM_MUST_CHECK;
 /* Closes and removes the temp file if not committed; frees. */

@@ -259,6 +259,11 @@ enum hm_err fmt_gguf_writer_add_tensor(struct fmt_gguf_writer *w, const char *na
 /* Appends n bytes of tensor data (any chunking; the writer inserts the
  * alignment padding between tensors). The first call writes the header. */
 enum hm_err fmt_gguf_writer_write(struct fmt_gguf_writer *w, const void *data, size_t n) HM_MUST_CHECK;
+/* Hands what is buffered to the file and starts its disk writes (so the
+ * fsync of finish has little left to do); *fd gets the file's descriptor
+ * (open for reading too; the file is at its temporary name) and *flushed
+ * the number of bytes in it so far. Either may be NULL. */
+enum hm_err fmt_gguf_writer_flush(struct fmt_gguf_writer *w, int *fd, uint64_t *flushed) HM_MUST_CHECK;
 /* Checks every byte was written, pads, fsyncs and renames into place. */
 enum hm_err fmt_gguf_writer_finish(struct fmt_gguf_writer *w) HM_MUST_CHECK;
 /* Frees; an unfinished file is removed. Accepts NULL. */

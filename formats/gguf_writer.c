@@ -352,6 +352,20 @@ fail:
 	return err;
 }
 
+enum hm_err fmt_gguf_writer_flush(struct fmt_gguf_writer *w, int *fd, uint64_t *flushed)
+{
+	enum hm_err err;
+	if (w->failed)
+		return hm_fail(w->ctx, HM_ERR_USAGE, "'%s': an earlier write failed", w->out.path);
+	if ((err = fmt_out_flush(&w->out, flushed))) {
+		w->failed = 1;
+		return err;
+	}
+	if (fd)
+		*fd = w->out.fd;
+	return HM_OK;
+}
+
 enum hm_err fmt_gguf_writer_finish(struct fmt_gguf_writer *w)
 {
 	enum hm_err err;

@@ -25,4 +25,19 @@ enum hm_err verify_file(struct hm_ctx *ctx, const char *path, int want_git,
 enum hm_err verify_hash_range(struct hm_ctx *ctx, int fd, struct verify_hasher *h,
 			      uint64_t off, uint64_t n) HM_MUST_CHECK;
 
+/* Hashing a file while it is written, on a thread of its own that reads
+ * back (pread) what the writer reports as written. */
+struct verify_follower;
+/* Starts following fd (duplicated: the caller may close its own). NULL when
+ * out of memory or threads. */
+struct verify_follower *verify_follower_start(int fd);
+/* The file now holds at least `written` bytes from offset 0. */
+void verify_follower_advance(struct verify_follower *f, uint64_t written);
+/* Waits until the first `size` bytes are hashed, writes the SHA-256 and
+ * frees f (whatever the result). */
+enum hm_err verify_follower_finish(struct hm_ctx *ctx, struct verify_follower *f, uint64_t size,
+				   char sha256[65]) HM_MUST_CHECK;
+/* Stops and frees without a result; NULL is fine. */
+void verify_follower_abort(struct verify_follower *f);
+
 #endif

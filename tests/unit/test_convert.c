@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include "unit.h"
 #include "../../convert/convert.h"
+#include "../../verify/verify.h"
 #include "../../convert/convert-int.h"
 #include "../../formats/formats.h"
 #include "../../util/util.h"
@@ -242,7 +243,7 @@ UNIT_TEST(convert_check_catches_damage)
 	struct hm_ctx ctx = {0};
 	struct conv_result res;
 	struct conv_source src = {resolve, (void *)unit_tmpdir(), "tiny"};
-	struct conv_options o = {CONV_Q8_0, 2, NULL, 0};
+	struct conv_options o = {.type = CONV_Q8_0, .threads = 2};
 	struct fmt_gguf *g = NULL;
 	char out[512];
 
@@ -250,6 +251,18 @@ UNIT_TEST(convert_check_catches_damage)
 	snprintf(out, sizeof(out), "%s/tiny.gguf", unit_tmpdir());
 	CHECK(conv_to_gguf(&ctx, &src, &o, out, &res) == HM_OK);
 	CHECK(res.ntensors == 12 && res.nquant == 9 && !res.tokenizer[0] && res.size > 0);
+	{
+		/* the hash taken while writing is the file's */
+		char sha[65];
+		uint64_t size = 0;
+		CHECK(verify_file(&ctx, out, 0, sha, NULL, &size) == HM_OK);
+		CHECK(!strcmp(sha, res.sha256) && size == res.size);
+		o.no_sha256 = 1;
+		CHECK(conv_to_gguf(&ctx, &src, &o, out, &res) == HM_OK);
+		CHECK(res.sha256[0] == '\0' && res.size == size);
+		CHECK(verify_file(&ctx, out, 0, sha, NULL, &size) == HM_OK && size == res.size);
+		o.no_sha256 = 0;
+	}
 	CHECK(fmt_gguf_open(&ctx, out, &g) == HM_OK);
 	CHECK(fmt_gguf_tensor_count(g) == 12);
 	CHECK(fmt_gguf_find_tensor(g, "blk.0.attn_k.weight")->type == FMT_GGML_Q8_0);
