@@ -196,6 +196,52 @@ __attribute__((target("avx2,f16c"))) static void q8_0_avx2(const float *x, unsig
 	}
 }
 
+/* quantize_row_q4_0_ref, vectorized without changing a bit: the first
+ * element of the largest magnitude gives the signed max (NaNs are never
+ * picked, as in the reference), then the same multiply, add and
+ * truncation per element. */
+__attribute__((target("avx2,f16c"))) static void q4_0_avx2(const float *x, unsigned char *out, size_t n)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f), off = _mm256_set1_ps(8.5f);
+	const __m256i fifteen = _mm256_set1_epi32(15);
+	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, out += 18) {
+		__m256 v[4], m = _mm256_setzero_ps();
+		__m256i q[4];
+		unsigned mask = 0;
+		for (int k = 0; k < 4; k++) {
+			v[k] = _mm256_loadu_ps(x + 8 * k);
+			/* max(|v|, m) keeps m where |v| is NaN */
+			m = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), m);
+		}
+		__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+		const float amax = _mm_cvtss_f32(m4);
+		float max = 0.0f;
+		if (amax > 0.0f) {
+			const __m256 va = _mm256_set1_ps(amax);
+			for (int k = 0; k < 4; k++)
+				mask |= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, v[k]), va,
+										   _CMP_EQ_OQ)) << (8 * k);
+			max = x[__builtin_ctz(mask)];
+		}
+		const float d = max / -8;
+		const float id = d ? 1.0f / d : 0.0f;
+		const __m256 vid = _mm256_set1_ps(id);
+		put_f16(out, (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+		for (int k = 0; k < 4; k++) {
+			__m256 t = _mm256_add_ps(_mm256_mul_ps(v[k], vid), off);
+			q[k] = _mm256_min_epi32(_mm256_cvttps_epi32(t), fifteen);
+		}
+		/* byte j: element j in the low nibble, element j+16 in the high one */
+		__m256i b0 = _mm256_or_si256(q[0], _mm256_slli_epi32(q[2], 4));
+		__m256i b1 = _mm256_or_si256(q[1], _mm256_slli_epi32(q[3], 4));
+		__m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(b0, b1), 0xD8);
+		__m256i u = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+		_mm_storeu_si128((__m128i *)(void *)(out + 2), _mm256_castsi256_si128(u));
+	}
+}
+
 /* The check of quantized blocks (see conv_check_quant), 8 lanes at a time. */
 __attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_type t, const float *x,
 								const unsigned char *in, size_t n, float *maxerr)
@@ -344,6 +390,12 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 		conv_quantize_q8_0(x, out, n);
 		break;
 	case CONV_OUT_Q4_0:
+#ifdef HAVE_X86
+		if (have_avx2() && have_f16c()) {
+			q4_0_avx2(x, out, n);
+			break;
+		}
+#endif
 		conv_quantize_q4_0(x, out, n);
 		break;
 	}
