@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "convert-int.h"
+#include "../formats/torch.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
 
@@ -848,12 +849,19 @@ static enum hm_err open_weights(struct hm_ctx *ctx, const struct conv_source *sr
 		return fmt_st_open_single(ctx, path, &m->set);
 	if (err != HM_ERR_NOT_FOUND)
 		return err;
-	if (!src->resolve(ctx, src->ud, "pytorch_model.bin", path, sizeof(path)) ||
-	    !src->resolve(ctx, src->ud, "pytorch_model.bin.index.json", path, sizeof(path)))
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has only PyTorch (.bin) weights: converting those is not"
-			       " yet supported", src->label);
-	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no model.safetensors or model.safetensors.index.json",
-		       src->label);
+	/* PyTorch checkpoints only when there are no safetensors (as llama.cpp) */
+	err = src->resolve(ctx, src->ud, "pytorch_model.bin.index.json", path, sizeof(path));
+	if (!err)
+		return fmt_pt_map_index(ctx, path, src->resolve, src->ud, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	err = src->resolve(ctx, src->ud, "pytorch_model.bin", path, sizeof(path));
+	if (!err)
+		return fmt_pt_map_single(ctx, path, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no model.safetensors, model.safetensors.index.json,"
+		       " pytorch_model.bin or pytorch_model.bin.index.json", src->label);
 }
 
 /* The fault the tests inject to see the check catch a damaged file. */

@@ -51,7 +51,7 @@ struct eng_config {
 	int interleaved_rope;  /* 1: GGUF (permuted Q/K); 0: HF half-split */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
-	const char *format;    /* "gguf" or "safetensors" */
+	const char *format;    /* "gguf", "safetensors" or "pytorch" */
 };
 
 struct eng_model;

@@ -1,4 +1,4 @@
-/* model.c - opens a Llama-family model from GGUF or safetensors (+ config.json),
+/* model.c - opens a Llama-family model from GGUF, or safetensors or PyTorch .bin (+ config.json),
  * checks every tensor the forward pass will touch against the configuration,
  * and binds the matrices in place in the readers' mappings. */
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "engine-int.h"
+#include "../formats/torch.h"
 #include "../util/util.h"
 
 #define CONFIG_MAX (4u << 20)
@@ -476,6 +477,32 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 	return HM_OK;
 }
 
+/* A directory with PyTorch weights only: pytorch_model.bin(.index.json),
+ * mapped in place like safetensors. */
+static enum hm_err open_torch_dir(struct loader *L, struct eng_config *c)
+{
+	char *p = util_asprintf("%s/pytorch_model.bin.index.json", L->path);
+	enum hm_err err;
+	if (!p)
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	if (access(p, F_OK) == 0) {
+		err = fmt_pt_map_index(L->ctx, p, NULL, NULL, &L->m->st);
+	} else {
+		free(p);
+		if (!(p = util_asprintf("%s/pytorch_model.bin", L->path)))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		if (access(p, F_OK) == 0)
+			err = fmt_pt_map_single(L->ctx, p, &L->m->st);
+		else
+			err = hm_fail(L->ctx, HM_ERR_NOT_FOUND, "'%s' has no model.safetensors(.index.json) or"
+				      " pytorch_model.bin(.index.json)", L->path);
+	}
+	free(p);
+	if (!err)
+		c->format = "pytorch";
+	return err;
+}
+
 static enum hm_err open_safetensors(struct loader *L, int is_dir)
 {
 	struct eng_model *m = L->m;
@@ -571,8 +598,10 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	}
 	j = json_object_get(cfg, "tie_word_embeddings");
 	c->tied = json_is_true(j);
-	if (is_dir)
-		err = fmt_st_open_dir(L->ctx, L->path, &m->st);
+	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
+		err = open_torch_dir(L, c);
+	else if (is_dir)
+		;
 	else if (len = strlen(L->path), len > 5 && !strcmp(L->path + len - 5, ".json"))
 		err = fmt_st_open_index(L->ctx, L->path, NULL, NULL, &m->st);
 	else
