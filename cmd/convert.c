@@ -306,7 +306,7 @@ out:
 
 const struct cmd cmd_convert = {
 	"convert", "SOURCE [--to gguf] [--type f32|f16|bf16|q8_0|q4_0] [-o FILE] [--revision REV]",
-	"Convert a Llama/Mistral checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
+	"Convert a Llama/Mistral/Qwen2 checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
 	"SOURCE is a stored REPO (its --revision) or a directory holding config.json,\n"
 	"model.safetensors (or model.safetensors.index.json and shards) or else PyTorch\n"
 	"pytorch_model.bin (or pytorch_model.bin.index.json and shards), tokenizer.json\n"
@@ -315,11 +315,13 @@ const struct cmd cmd_convert = {
 	"that never executes anything, every zip entry's CRC-32 checked; safetensors\n"
 	"are preferred when a model has both (the output is the same).\n"
 	"\n"
-	"LlamaForCausalLM and MistralForCausalLM with F32, F16 or BF16 weights convert\n"
-	"the way llama.cpp's convert_hf_to_gguf.py does: its tensor names, Q/K rows\n"
-	"permuted for its rope, norms kept F32, tied embeddings left out, tokenizer\n"
-	"metadata (SentencePiece-style and byte-level BPE). Q8_0 and Q4_0 use ggml's\n"
-	"reference quantizers; rows not a multiple of 32 stay F16.\n"
+	"LlamaForCausalLM and MistralForCausalLM (GGUF \"llama\") and Qwen2ForCausalLM\n"
+	"(\"qwen2\") with F32, F16 or BF16 weights convert the way llama.cpp's\n"
+	"convert_hf_to_gguf.py does: its tensor names and metadata keys, Q/K rows\n"
+	"permuted for llama's rope (qwen2 keeps HF order: NEOX rope), norms and biases\n"
+	"kept F32, tied embeddings left out, tokenizer metadata (SentencePiece-style and\n"
+	"byte-level BPE). Q8_0 and Q4_0 use ggml's reference quantizers; rows not a\n"
+	"multiple of 32 stay F16.\n"
 	"\n"
 	"Every conversion is checked before it is kept: the file is read back, tensor\n"
 	"count, shapes and types compared with the plan, and every value with the\n"
