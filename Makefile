@@ -7,7 +7,7 @@
 #   make check SANITIZE=address,undefined
 
 CC ?= cc
-PKGS = libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8
+PKGS = libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8 zlib
 PYTHON ?= /usr/bin/python3
 
 # Install missing Debian packages before pkg-config is asked anything.

@@ -257,12 +257,6 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = to_safetensors(env, a, NULL, rs.st, &rs, type, repo, commit);
 		goto out;
 	}
-	if (!has_file(&rs, "model.safetensors") && !has_file(&rs, "model.safetensors.index.json") &&
-	    (has_file(&rs, "pytorch_model.bin") || has_file(&rs, "pytorch_model.bin.index.json"))) {
-		err = hm_fail(&env->ctx, HM_ERR_BAD_INPUT, "'%s' has only PyTorch .bin weights: convert them with"
-			      " 'hubmirror convert %s --to safetensors -o DIR' first, then convert DIR", repo, src_arg);
-		goto out;
-	}
 	/* the cache key: what decides the bytes of the output */
 	snprintf(options, sizeof(options), "type=%s conv=%d%s%s", conv_type_name(o.type), CONV_VERSION,
 		 o.name ? " name=" : "", o.name ? "custom" : "");
@@ -317,14 +311,22 @@ out:
 
 const struct cmd cmd_convert = {
 	"convert", "SOURCE [--to gguf] [--type f32|f16|bf16|q8_0|q4_0] [-o FILE] [--revision REV]",
-	"Convert a Llama/Mistral checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
+	"Convert a Llama/Mistral/Qwen2 checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
 	"SOURCE is a stored REPO (its --revision) or a directory holding config.json,\n"
-	"model.safetensors (or model.safetensors.index.json and shards), tokenizer.json\n"
-	"and tokenizer_config.json. LlamaForCausalLM and MistralForCausalLM with F32, F16\n"
-	"or BF16 weights convert the way llama.cpp's convert_hf_to_gguf.py does: its\n"
-	"tensor names, Q/K rows permuted for its rope, norms kept F32, tied embeddings\n"
-	"left out, tokenizer metadata (SentencePiece-style and byte-level BPE). Q8_0 and\n"
-	"Q4_0 use ggml's reference quantizers; rows not a multiple of 32 stay F16.\n"
+	"model.safetensors (or model.safetensors.index.json and shards) or else PyTorch\n"
+	"pytorch_model.bin (or pytorch_model.bin.index.json and shards), tokenizer.json\n"
+	"and tokenizer_config.json. PyTorch checkpoints are read in place (torch.save\n"
+	"stores them uncompressed in a zip), their pickle by a restricted interpreter\n"
+	"that never executes anything, every zip entry's CRC-32 checked; safetensors\n"
+	"are preferred when a model has both (the output is the same).\n"
+	"\n"
+	"LlamaForCausalLM and MistralForCausalLM (GGUF \"llama\") and Qwen2ForCausalLM\n"
+	"(\"qwen2\") with F32, F16 or BF16 weights convert the way llama.cpp's\n"
+	"convert_hf_to_gguf.py does: its tensor names and metadata keys, Q/K rows\n"
+	"permuted for llama's rope (qwen2 keeps HF order: NEOX rope), norms and biases\n"
+	"kept F32, tied embeddings left out, tokenizer metadata (SentencePiece-style and\n"
+	"byte-level BPE). Q8_0 and Q4_0 use ggml's reference quantizers; rows not a\n"
+	"multiple of 32 stay F16.\n"
 	"\n"
 	"Every conversion is checked before it is kept: every value is compared with\n"
 	"the source as it is converted (exact for F32/F16/BF16, within the block's\n"

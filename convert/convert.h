@@ -1,7 +1,8 @@
 /* convert.h - Hugging Face checkpoints (LlamaForCausalLM, MistralForCausalLM;
- * safetensors F32/F16/BF16) to GGUF the way llama.cpp's convert_hf_to_gguf.py
- * does: tensor names, Q/K row permutation, metadata, tokenizer, dtype
- * conversion and Q8_0/Q4_0 quantization bit-exact with ggml's reference.
+ * F32/F16/BF16 safetensors, or else PyTorch .bin mapped in place) to GGUF
+ * the way llama.cpp's convert_hf_to_gguf.py does: tensor names, Q/K row
+ * permutation, metadata, tokenizer, dtype conversion and Q8_0/Q4_0
+ * quantization bit-exact with ggml's reference.
  *
  * Streaming: tensors are converted in bounded chunks by a thread pool and
  * written through the GGUF writer; source pages are dropped behind the

@@ -1,6 +1,7 @@
-/* llama.c - LlamaForCausalLM / MistralForCausalLM safetensors to GGUF
- * "llama": the tensor plan (names, shapes, types, Q/K permutation), the
- * model metadata, the streaming conversion and the check of the output. */
+/* llama.c - LlamaForCausalLM / MistralForCausalLM checkpoints to GGUF
+ * "llama", Qwen2ForCausalLM to "qwen2": the tensor plan (names, shapes,
+ * types, Q/K permutation for llama), the model metadata, the streaming
+ * conversion and the check of the output. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -10,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "convert-int.h"
+#include "../formats/torch.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
 
@@ -39,6 +41,8 @@ struct model {
 	float *rope_freqs;
 	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
 	int tied;
+	const char *arch;           /* GGUF general.architecture: "llama" or "qwen2" */
+	int qwen2;                  /* no Q/K permutation (NEOX rope); q/k/v biases */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -118,6 +122,7 @@ static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint6
 }
 
 static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
+static const char *const qwen2_archs[] = {"Qwen2ForCausalLM"};
 
 static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
 {
@@ -131,9 +136,12 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	snprintf(res->arch, sizeof(res->arch), "%s", arch);
 	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
 		ok |= !strcmp(arch, llama_archs[i]);
-	if (!ok)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "architecture '%.64s' is not supported (LlamaForCausalLM and"
-			       " MistralForCausalLM are)", arch);
+	for (size_t i = 0; i < sizeof(qwen2_archs) / sizeof(qwen2_archs[0]); i++)
+		m->qwen2 |= !strcmp(arch, qwen2_archs[i]);
+	if (!ok && !m->qwen2)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "architecture '%.64s' is not supported (LlamaForCausalLM,"
+			       " MistralForCausalLM and Qwen2ForCausalLM are)", arch);
+	m->arch = m->qwen2 ? "qwen2" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -185,6 +193,12 @@ static int ends_with(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
 	return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* qwen2 has q/k/v biases (always) and no other; llama may have any. */
+static int rule_applies(const struct model *m, const struct map_rule *r)
+{
+	return !m->qwen2 || !ends_with(r->hf, ".bias") || r->rows == 'Q' || r->rows == 'K';
 }
 
 /* The output type of a tensor (convert_hf_to_gguf's rules). */
@@ -280,7 +294,7 @@ static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 			continue;
 		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer)
 			for (size_t r = 0; r < NRULES; r++)
-				ok |= !strcmp(n + pos, layer_rules[r].hf);
+				ok |= !strcmp(n + pos, layer_rules[r].hf) && rule_applies(m, &layer_rules[r]);
 		if (!ok)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot map tensor '%.200s' to GGUF", n);
 	}
@@ -353,17 +367,20 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (!m->qwen2 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
 		return err;
 	for (uint64_t l = 0; l < m->n_layer; l++)
 		for (size_t r = 0; r < NRULES; r++) {
 			char hf[256], gg[FMT_GGUF_MAX_NAME];
 			uint64_t shape[2];
 			int nd = 2, bias = layer_rules[r].rows >= 'A' && layer_rules[r].rows <= 'Z';
+			if (!rule_applies(m, &layer_rules[r]))
+				continue;
 			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, layer_rules[r].hf);
 			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, layer_rules[r].gguf);
 			t = fmt_st_set_find(m->set, hf);
-			if (!t && bias)
+			/* optional for llama; qwen2's q/k/v always have them */
+			if (!t && bias && !m->qwen2)
 				continue;
 			if ((err = need(ctx, m, hf, &t)))
 				return err;
@@ -379,7 +396,8 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			case 'N': nd = 1; shape[0] = m->dim; break;
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, layer_rules[r].perm)))
+			/* qwen2 ropes NEOX-style (half-split): HF row order is kept */
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->qwen2 ? 0 : layer_rules[r].perm)))
 				return err;
 		}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
@@ -418,6 +436,55 @@ static uint32_t file_type(enum conv_type t)
 	}
 }
 
+/* "<arch>.<what>" into buf. */
+static const char *akey(char *buf, size_t len, const struct model *m, const char *what)
+{
+	snprintf(buf, len, "%s.%s", m->arch, what);
+	return buf;
+}
+
+/* qwen2: what convert_hf_to_gguf.py's Qwen2Model writes (TextModel's
+ * parameters, YaRN rope scaling; no vocab_size or rope.dimension_count,
+ * which llama.cpp derives). */
+static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
+				    const char *rtype)
+{
+	enum hm_err err;
+	char k[96];
+	double eps = 1e-6, theta, f;
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)))
+		return err;
+	if (json_object_get(m->config, "num_key_value_heads") &&
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)))
+		return err;
+	if (cfg_num(m->config, "rope_theta", &theta) &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
+		return err;
+	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)))
+		return err;
+	if (json_object_get(m->config, "head_dim") &&
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
+		return err;
+	if (rtype && !strcmp(rtype, "yarn") && cfg_num(rs, "factor", &f)) {
+		double orig = 0;
+		if (!cfg_num(rs, "original_max_position_embeddings", &orig) || orig < 1 || orig > (double)(1u << 30))
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: yarn rope_scaling needs"
+				       " original_max_position_embeddings");
+		if ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "yarn")) ||
+		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f)) ||
+		    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.scaling.original_context_length"),
+					       (uint32_t)orig)))
+			return err;
+	}
+	return HM_OK;
+}
+
 static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src, struct model *m,
 			      const struct conv_options *opt, struct fmt_gguf_writer *w, struct conv_result *res)
 {
@@ -432,10 +499,18 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 
 	snprintf(name, sizeof(name), "%s", opt->name ? opt->name : slash && slash[1] ? slash + 1 : label);
 	cfg_num(m->config, "rms_norm_eps", &eps);
-	if ((err = fmt_gguf_writer_str(w, "general.architecture", "llama")) ||
+	if ((err = fmt_gguf_writer_str(w, "general.architecture", m->arch)) ||
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
-	    (err = fmt_gguf_writer_str(w, "general.name", name)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.block_count", (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_str(w, "general.name", name)))
+		return err;
+	if (m->qwen2) {
+		if ((err = write_meta_qwen2(ctx, m, w, rs, rtype)) ||
+		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
+		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
+			return err;
+		return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
+	}
+	if ((err = fmt_gguf_writer_u32(w, "llama.block_count", (uint32_t)m->n_layer)) ||
 	    (err = fmt_gguf_writer_u32(w, "llama.context_length", (uint32_t)m->ctx_len)) ||
 	    (err = fmt_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)m->dim)) ||
 	    (err = fmt_gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)m->n_ff)) ||
@@ -778,7 +853,7 @@ static enum hm_err check_output(struct hm_ctx *ctx, const struct model *m, const
 		return hm_fail(ctx, HM_ERR_CORRUPT, "the converted file does not read back: %s", ctx->errmsg);
 	kv = fmt_gguf_find_kv(g, "general.architecture");
 	if (fmt_gguf_tensor_count(g) != m->n || !kv || kv->v.type != FMT_GGUF_STRING ||
-	    kv->v.len != 5 || memcmp(kv->v.str, "llama", 5)) {
+	    kv->v.len != strlen(m->arch) || memcmp(kv->v.str, m->arch, kv->v.len)) {
 		err = hm_fail(ctx, HM_ERR_CORRUPT, "the converted file has %zu tensors (planned %zu) or no architecture",
 			      fmt_gguf_tensor_count(g), m->n);
 		goto out;
@@ -816,12 +891,19 @@ static enum hm_err open_weights(struct hm_ctx *ctx, const struct conv_source *sr
 		return fmt_st_open_single(ctx, path, &m->set);
 	if (err != HM_ERR_NOT_FOUND)
 		return err;
-	if (!src->resolve(ctx, src->ud, "pytorch_model.bin", path, sizeof(path)) ||
-	    !src->resolve(ctx, src->ud, "pytorch_model.bin.index.json", path, sizeof(path)))
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has only PyTorch (.bin) weights: converting those is not"
-			       " yet supported", src->label);
-	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no model.safetensors or model.safetensors.index.json",
-		       src->label);
+	/* PyTorch checkpoints only when there are no safetensors (as llama.cpp) */
+	err = src->resolve(ctx, src->ud, "pytorch_model.bin.index.json", path, sizeof(path));
+	if (!err)
+		return fmt_pt_map_index(ctx, path, src->resolve, src->ud, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	err = src->resolve(ctx, src->ud, "pytorch_model.bin", path, sizeof(path));
+	if (!err)
+		return fmt_pt_map_single(ctx, path, &m->set);
+	if (err != HM_ERR_NOT_FOUND)
+		return err;
+	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no model.safetensors, model.safetensors.index.json,"
+		       " pytorch_model.bin or pytorch_model.bin.index.json", src->label);
 }
 
 static void advise_sequential(const struct model *m)

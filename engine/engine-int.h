@@ -20,6 +20,7 @@ struct eng_weight {
 
 struct eng_layer {
 	float *attn_norm, *ffn_norm; /* dim, owned */
+	float *bq, *bk, *bv, *bo;    /* projection biases (Qwen2: q/k/v), owned; NULL when absent */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 

@@ -48,17 +48,20 @@ struct eng_config {
 	int rope_llama3;       /* per-frequency Llama 3 scaling factors in use */
 	float norm_eps;        /* RMSNorm epsilon */
 	int tied;              /* classifier is the token embedding */
-	int interleaved_rope;  /* 1: GGUF (permuted Q/K); 0: HF half-split */
+	int interleaved_rope;  /* 1: GGUF llama (permuted Q/K); 0: half-split (HF order, GGUF qwen2) */
+	int qkv_bias;          /* q/k/v projections must have biases (Qwen2) */
+	const char *arch;      /* "llama" or "qwen2" */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
-	const char *format;    /* "gguf" or "safetensors" */
+	const char *format;    /* "gguf", "safetensors" or "pytorch" */
 };
 
 struct eng_model;
 struct eng_state;
 
-/* Opens a model. path: a .gguf file; or a directory holding config.json and
- * model.safetensors (or model.safetensors.index.json and its shards); or a
+/* Opens a model (Llama, Mistral, Qwen2). path: a .gguf file; or a directory
+ * holding config.json and model.safetensors (or model.safetensors.index.json
+ * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success
  * *out is the caller's (eng_model_close). */
 enum hm_err eng_model_open(struct hm_ctx *ctx, const char *path, struct eng_model **out) HM_MUST_CHECK;

@@ -1,6 +1,7 @@
-/* forward.c - the decoding state and one token's forward pass: RMSNorm, rope
- * (interleaved for GGUF, half-split for HF order), grouped-query attention
- * over a KV cache, SwiGLU, tied or untied classifier. */
+/* forward.c - the decoding state and one token's forward pass: RMSNorm,
+ * projection biases (Qwen2), rope (interleaved for GGUF llama, half-split
+ * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
+ * tied or untied classifier. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,13 @@ static void rmsnorm(float *o, const float *x, const float *w, size_t n, float ep
 		o[i] = x[i] * scale * w[i];
 }
 
+static void add_bias(float *v, const float *b, size_t n)
+{
+	if (b)
+		for (size_t i = 0; i < n; i++)
+			v[i] += b[i];
+}
+
 /* Rotates each head of v (nh heads) by the angles in s->cs. */
 static void rope(const struct eng_state *s, float *v, uint32_t nh)
 {
@@ -192,12 +200,16 @@ enum hm_err eng_forward(struct hm_ctx *ctx, struct eng_state *s, uint32_t token,
 		rmsnorm(s->xb, s->x, y->attn_norm, dim, c->norm_eps);
 		struct eng_matvec qkv[3] = {{&y->wq, s->xb, s->q}, {&y->wk, s->xb, kc}, {&y->wv, s->xb, vc}};
 		eng_matvec_run(s->pool, s->k, qkv, 3);
+		add_bias(s->q, y->bq, (size_t)c->n_head * hd);
+		add_bias(kc, y->bk, kvd);
+		add_bias(vc, y->bv, kvd);
 		rope(s, s->q, c->n_head);
 		rope(s, kc, c->n_kv_head);
 		struct attn_job aj = {s, l, pos};
 		eng_pool_run(s->pool, attn_task, &aj, c->n_head);
 		struct eng_matvec o = {&y->wo, s->xb, s->xb2};
 		eng_matvec_run(s->pool, s->k, &o, 1);
+		add_bias(s->xb2, y->bo, dim);
 		for (uint32_t i = 0; i < dim; i++)
 			s->x[i] += s->xb2[i];
 

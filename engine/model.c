@@ -1,4 +1,4 @@
-/* model.c - opens a Llama-family model from GGUF or safetensors (+ config.json),
+/* model.c - opens a Llama-family or Qwen2 model from GGUF, or safetensors or PyTorch .bin (+ config.json),
  * checks every tensor the forward pass will touch against the configuration,
  * and binds the matrices in place in the readers' mappings. */
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "engine-int.h"
+#include "../formats/torch.h"
 #include "../util/util.h"
 
 #define CONFIG_MAX (4u << 20)
@@ -116,8 +117,9 @@ static enum hm_err bind_mat(struct loader *L, const char *name, uint64_t rows, u
 	return HM_OK;
 }
 
-/* Decodes vector name of n elements (F32/F16/BF16) into *out (owned by the model). */
-static enum hm_err bind_vec(struct loader *L, const char *name, uint64_t n, float **out)
+/* Decodes vector name of n elements (F32/F16/BF16) into *out (owned by the
+ * model); an absent optional one leaves *out NULL. */
+static enum hm_err bind_vec_opt(struct loader *L, const char *name, uint64_t n, int optional, float **out)
 {
 	uint64_t r, c, nbytes;
 	uint32_t type;
@@ -126,7 +128,7 @@ static enum hm_err bind_vec(struct loader *L, const char *name, uint64_t n, floa
 	if (f < 0)
 		return HM_ERR_BAD_INPUT;
 	if (!f)
-		return bad(L, "missing tensor '%s'", name);
+		return optional ? HM_OK : bad(L, "missing tensor '%s'", name);
 	if (r != 1 || c != n)
 		return bad(L, "tensor '%s' has %llu x %llu elements, expected a vector of %llu", name, U(r), U(c), U(n));
 	if (type != FMT_GGML_F32 && type != FMT_GGML_F16 && type != FMT_GGML_BF16)
@@ -143,6 +145,11 @@ static enum hm_err bind_vec(struct loader *L, const char *name, uint64_t n, floa
 			return bad(L, "tensor '%s' holds a non-finite value at %llu", name, U(i));
 	L->m->cfg.weight_bytes += nbytes;
 	return HM_OK;
+}
+
+static enum hm_err bind_vec(struct loader *L, const char *name, uint64_t n, float **out)
+{
+	return bind_vec_opt(L, name, n, 0, out);
 }
 
 /* Checks the configuration against the engine's bounds. */
@@ -235,10 +242,24 @@ static enum hm_err bind_all(struct loader *L)
 			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
 				return err;
 		}
-		if (!g) {
-			snprintf(name, sizeof(name), "model.layers.%u.self_attn.q_proj.bias", l);
-			if (fmt_st_set_find(m->st, name))
-				return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': attention biases are not supported", L->path);
+		/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
+		struct {
+			const char *gn, *hn;
+			uint64_t n;
+			float **b;
+		} biases[] = {
+			{"attn_q", "self_attn.q_proj", qd, &y->bq},
+			{"attn_k", "self_attn.k_proj", kvd, &y->bk},
+			{"attn_v", "self_attn.v_proj", kvd, &y->bv},
+			{"attn_output", "self_attn.o_proj", c->dim, &y->bo},
+		};
+		for (size_t i = 0; i < sizeof(biases) / sizeof(*biases); i++) {
+			if (g)
+				snprintf(name, sizeof(name), "blk.%u.%s.bias", l, biases[i].gn);
+			else
+				snprintf(name, sizeof(name), "model.layers.%u.%s.bias", l, biases[i].hn);
+			if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
+				return err;
 		}
 		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
 		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
@@ -330,8 +351,17 @@ static int kv_str_is(const struct fmt_gguf_kv *k, const char *s)
 	return k && k->v.type == FMT_GGUF_STRING && k->v.len == strlen(s) && !memcmp(k->v.str, s, k->v.len);
 }
 
+/* "<arch>.<what>": the GGUF key of the model's architecture. */
+static const char *akey(char *buf, size_t len, const char *arch, const char *what)
+{
+	snprintf(buf, len, "%s.%s", arch, what);
+	return buf;
+}
+#define AK(what) akey(key, sizeof(key), c->arch, what)
+
 static enum hm_err open_gguf(struct loader *L)
 {
+	char key[96];
 	struct eng_model *m = L->m;
 	struct eng_config *c = &m->cfg;
 	enum hm_err err;
@@ -343,47 +373,54 @@ static enum hm_err open_gguf(struct loader *L)
 	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
 		return err;
 	c->format = "gguf";
-	c->interleaved_rope = 1;
 	k = kv(L, "general.architecture");
 	if (!k || k->v.type != FMT_GGUF_STRING)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
-	if (!kv_str_is(k, "llama"))
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.*s' is not supported (llama expected)",
-			       L->path, (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str);
-	if ((err = kv_u32(L, "llama.block_count", 1, 0, &c->n_layer)) ||
-	    (err = kv_u32(L, "llama.context_length", 1, 0, &c->ctx_len)) ||
-	    (err = kv_u32(L, "llama.embedding_length", 1, 0, &c->dim)) ||
-	    (err = kv_u32(L, "llama.feed_forward_length", 1, 0, &c->ffn_dim)) ||
-	    (err = kv_u32(L, "llama.attention.head_count", 1, 0, &c->n_head)) ||
-	    (err = kv_u32(L, "llama.attention.head_count_kv", 0, c->n_head, &c->n_kv_head)) ||
-	    (err = kv_f32(L, "llama.attention.layer_norm_rms_epsilon", 1, 0, &c->norm_eps)) ||
-	    (err = kv_f32(L, "llama.rope.freq_base", 0, 10000.0f, &c->rope_theta)))
+	if (kv_str_is(k, "llama")) {
+		c->arch = "llama";
+		c->interleaved_rope = 1; /* the converter permuted Q/K for it */
+	} else if (kv_str_is(k, "qwen2")) {
+		c->arch = "qwen2";
+		c->interleaved_rope = 0; /* NEOX rope on HF row order */
+		c->qkv_bias = 1;
+	} else {
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.*s' is not supported (llama or qwen2"
+			       " expected)", L->path, (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str);
+	}
+	if ((err = kv_u32(L, AK("block_count"), 1, 0, &c->n_layer)) ||
+	    (err = kv_u32(L, AK("context_length"), 1, 0, &c->ctx_len)) ||
+	    (err = kv_u32(L, AK("embedding_length"), 1, 0, &c->dim)) ||
+	    (err = kv_u32(L, AK("feed_forward_length"), 1, 0, &c->ffn_dim)) ||
+	    (err = kv_u32(L, AK("attention.head_count"), 1, 0, &c->n_head)) ||
+	    (err = kv_u32(L, AK("attention.head_count_kv"), 0, c->n_head, &c->n_kv_head)) ||
+	    (err = kv_f32(L, AK("attention.layer_norm_rms_epsilon"), 1, 0, &c->norm_eps)) ||
+	    (err = kv_f32(L, AK("rope.freq_base"), 0, 10000.0f, &c->rope_theta)))
 		return err;
 	if (c->n_head == 0 || c->n_head > ENG_MAX_HEADS)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head count %u is out of range", L->path, c->n_head);
-	if (!kv(L, "llama.attention.key_length") && c->dim % c->n_head)
+	if (!kv(L, AK("attention.key_length")) && c->dim % c->n_head)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': embedding length %u is not a multiple of %u heads", L->path,
 			       c->dim, c->n_head);
-	if ((err = kv_u32(L, "llama.attention.key_length", 0, c->dim / c->n_head, &kl)) ||
-	    (err = kv_u32(L, "llama.attention.value_length", 0, kl, &vl)) ||
-	    (err = kv_u32(L, "llama.rope.dimension_count", 0, kl, &rot)))
+	if ((err = kv_u32(L, AK("attention.key_length"), 0, c->dim / c->n_head, &kl)) ||
+	    (err = kv_u32(L, AK("attention.value_length"), 0, kl, &vl)) ||
+	    (err = kv_u32(L, AK("rope.dimension_count"), 0, kl, &rot)))
 		return err;
 	c->head_dim = kl;
 	c->rope_scale = 1;
-	k = kv(L, "llama.rope.scaling.type");
+	k = kv(L, AK("rope.scaling.type"));
 	if (k && !kv_str_is(k, "none")) {
 		if (!kv_str_is(k, "linear"))
 			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope scaling '%.*s' is not supported", L->path,
 				       k->v.type == FMT_GGUF_STRING ? (int)(k->v.len > 32 ? 32 : k->v.len) : 1,
 				       k->v.type == FMT_GGUF_STRING ? k->v.str : "?");
-		if ((err = kv_f32(L, "llama.rope.scaling.factor", 1, 1, &c->rope_scale)))
+		if ((err = kv_f32(L, AK("rope.scaling.factor"), 1, 1, &c->rope_scale)))
 			return err;
 	}
 	t = fmt_gguf_find_tensor(m->gguf, "token_embd.weight");
 	if (!t)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': missing tensor 'token_embd.weight'", L->path);
 	c->vocab = t->ne[1] > UINT32_MAX ? UINT32_MAX : (uint32_t)t->ne[1];
-	if ((err = kv_u32(L, "llama.vocab_size", 0, c->vocab, &nv)))
+	if ((err = kv_u32(L, AK("vocab_size"), 0, c->vocab, &nv)))
 		return err;
 	if ((err = check_config(L)))
 		return err;
@@ -476,6 +513,32 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 	return HM_OK;
 }
 
+/* A directory with PyTorch weights only: pytorch_model.bin(.index.json),
+ * mapped in place like safetensors. */
+static enum hm_err open_torch_dir(struct loader *L, struct eng_config *c)
+{
+	char *p = util_asprintf("%s/pytorch_model.bin.index.json", L->path);
+	enum hm_err err;
+	if (!p)
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	if (access(p, F_OK) == 0) {
+		err = fmt_pt_map_index(L->ctx, p, NULL, NULL, &L->m->st);
+	} else {
+		free(p);
+		if (!(p = util_asprintf("%s/pytorch_model.bin", L->path)))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		if (access(p, F_OK) == 0)
+			err = fmt_pt_map_single(L->ctx, p, &L->m->st);
+		else
+			err = hm_fail(L->ctx, HM_ERR_NOT_FOUND, "'%s' has no model.safetensors(.index.json) or"
+				      " pytorch_model.bin(.index.json)", L->path);
+	}
+	free(p);
+	if (!err)
+		c->format = "pytorch";
+	return err;
+}
+
 static enum hm_err open_safetensors(struct loader *L, int is_dir)
 {
 	struct eng_model *m = L->m;
@@ -514,14 +577,20 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	}
 	j = json_array_get(json_object_get(cfg, "architectures"), 0);
 	const char *arch = json_string_value(j), *mt = json_string_value(json_object_get(cfg, "model_type"));
-	if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") && strcmp(arch, "MistralForCausalLM")
-		 : !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.64s' is not supported (a Llama or Mistral decoder expected)",
-			      cfgpath, arch ? arch : mt ? mt : "none");
+	if (arch ? !strcmp(arch, "Qwen2ForCausalLM") : mt && !strcmp(mt, "qwen2")) {
+		c->arch = "qwen2";
+		c->qkv_bias = 1;
+	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
+				  strcmp(arch, "MistralForCausalLM")
+			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.64s' is not supported (a Llama, Mistral or"
+			      " Qwen2 decoder expected)", cfgpath, arch ? arch : mt ? mt : "none");
 		goto out;
+	} else {
+		c->arch = "llama";
 	}
-	if (json_is_true(json_object_get(cfg, "attention_bias")) || json_is_true(json_object_get(cfg, "mlp_bias"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': attention/MLP biases are not supported", cfgpath);
+	if (json_is_true(json_object_get(cfg, "mlp_bias"))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': MLP biases are not supported", cfgpath);
 		goto out;
 	}
 	if ((err = js_u32(L, cfg, "hidden_size", 1, 0, &c->dim)) ||
@@ -571,8 +640,10 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	}
 	j = json_object_get(cfg, "tie_word_embeddings");
 	c->tied = json_is_true(j);
-	if (is_dir)
-		err = fmt_st_open_dir(L->ctx, L->path, &m->st);
+	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
+		err = open_torch_dir(L, c);
+	else if (is_dir)
+		;
 	else if (len = strlen(L->path), len > 5 && !strcmp(L->path + len - 5, ".json"))
 		err = fmt_st_open_index(L->ctx, L->path, NULL, NULL, &m->st);
 	else
@@ -651,6 +722,10 @@ void eng_model_close(struct eng_model *m)
 		for (uint32_t l = 0; l < m->cfg.n_layer; l++) {
 			free(m->layers[l].attn_norm);
 			free(m->layers[l].ffn_norm);
+			free(m->layers[l].bq);
+			free(m->layers[l].bk);
+			free(m->layers[l].bv);
+			free(m->layers[l].bo);
 		}
 	free(m->layers);
 	free(m->out_norm);

@@ -15,6 +15,18 @@ struct fmt_map {
 enum hm_err fmt_map_open(struct hm_ctx *ctx, const char *path, struct fmt_map *m) HM_MUST_CHECK;
 void fmt_map_close(struct fmt_map *m);
 
+/* A reader over a mapping another parser validated (a torch zip): takes
+ * map and t[0..n) with their malloc'd names, on error too (t itself is
+ * malloc'd and taken). Every t[i].data must lie inside the mapping, with
+ * t[i].data - t[i].file_offset its start. */
+enum hm_err fmt_st_adopt(struct hm_ctx *ctx, const char *path, struct fmt_map *map, struct fmt_st_tensor *t,
+			 size_t n, struct fmt_st **out) HM_MUST_CHECK;
+/* A set of already open shards: takes shards[0..n) and names[0..n) (each
+ * and the arrays, malloc'd), on error too. Tensor names must be unique
+ * across shards. */
+enum hm_err fmt_st_set_adopt(struct hm_ctx *ctx, struct fmt_st **shards, char **names, size_t n,
+			     struct fmt_st_set **out) HM_MUST_CHECK;
+
 /* An output file written through a temp file beside path. */
 struct fmt_out {
 	struct hm_ctx *ctx;

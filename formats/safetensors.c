@@ -244,6 +244,44 @@ enum hm_err fmt_st_open(struct hm_ctx *ctx, const char *path, struct fmt_st **ou
 	return HM_OK;
 }
 
+static int cmp_data(const void *a, const void *b)
+{
+	const struct fmt_st_tensor *x = a, *y = b;
+	if (x->file_offset != y->file_offset)
+		return x->file_offset < y->file_offset ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+enum hm_err fmt_st_adopt(struct hm_ctx *ctx, const char *path, struct fmt_map *map, struct fmt_st_tensor *t,
+			 size_t n, struct fmt_st **out)
+{
+	struct fmt_st *st = calloc(1, sizeof(*st));
+	*out = NULL;
+	if (!st || !(st->path = util_strdup(path))) {
+		free(st);
+		for (size_t i = 0; i < n; i++)
+			free((char *)t[i].name);
+		free(t);
+		fmt_map_close(map);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	st->map = *map;
+	map->p = NULL;
+	map->size = 0;
+	st->t = t;
+	st->n = n;
+	qsort(st->t, n, sizeof(*st->t), cmp_data);
+	if (!(st->by_name = malloc((n + 1) * sizeof(*st->by_name)))) {
+		fmt_st_close(st);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++)
+		st->by_name[i] = &st->t[i];
+	qsort(st->by_name, n, sizeof(*st->by_name), cmp_names);
+	*out = st;
+	return HM_OK;
+}
+
 void fmt_st_close(struct fmt_st *st)
 {
 	if (!st)

@@ -113,6 +113,33 @@ enum hm_err fmt_st_open_single(struct hm_ctx *ctx, const char *path, struct fmt_
 	return HM_OK;
 }
 
+enum hm_err fmt_st_set_adopt(struct hm_ctx *ctx, struct fmt_st **shards, char **names, size_t n,
+			     struct fmt_st_set **out)
+{
+	struct fmt_st_set *set = calloc(1, sizeof(*set));
+	enum hm_err err;
+	*out = NULL;
+	if (!set) {
+		for (size_t i = 0; i < n; i++) {
+			fmt_st_close(shards[i]);
+			free(names[i]);
+		}
+		free(shards);
+		free(names);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	set->total_size = -1;
+	set->shards = shards;
+	set->names = names;
+	set->nshards = n;
+	if ((err = join(ctx, set))) {
+		fmt_st_set_close(set);
+		return err;
+	}
+	*out = set;
+	return HM_OK;
+}
+
 /* Index of name in set->names, or -1. */
 static long shard_index(const struct fmt_st_set *set, const char *name)
 {

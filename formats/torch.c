@@ -607,6 +607,7 @@ enum hm_err fmt_pt_read(struct fmt_pt *pt, size_t i, void *buf, uint64_t len)
 
 struct fmt_pt_set {
 	struct fmt_pt **shards;
+	char **names;                /* as the index names them (the file's name for one file) */
 	size_t nshards;
 	const struct fmt_pt_tensor **t;
 	size_t n;
@@ -616,9 +617,12 @@ void fmt_pt_set_close(struct fmt_pt_set *set)
 {
 	if (!set)
 		return;
-	for (size_t i = 0; i < set->nshards; i++)
+	for (size_t i = 0; i < set->nshards; i++) {
 		fmt_pt_close(set->shards[i]);
+		free(set->names[i]);
+	}
 	free(set->shards);
+	free(set->names);
 	free(set->t);
 	free(set);
 }
@@ -633,6 +637,11 @@ struct fmt_pt *fmt_pt_set_shard(const struct fmt_pt_set *set, size_t i)
 	return i < set->nshards ? set->shards[i] : NULL;
 }
 
+const char *fmt_pt_set_shard_name(const struct fmt_pt_set *set, size_t i)
+{
+	return i < set->nshards ? set->names[i] : NULL;
+}
+
 size_t fmt_pt_set_count(const struct fmt_pt_set *set)
 {
 	return set->n;
@@ -643,15 +652,24 @@ const struct fmt_pt_tensor *fmt_pt_set_tensor(const struct fmt_pt_set *set, size
 	return i < set->n ? set->t[i] : NULL;
 }
 
-static enum hm_err add_shard(struct hm_ctx *ctx, struct fmt_pt_set *set, const char *path)
+static enum hm_err add_shard(struct hm_ctx *ctx, struct fmt_pt_set *set, const char *path, const char *name)
 {
 	struct fmt_pt **s = realloc(set->shards, (set->nshards + 1) * sizeof(*s));
+	char **nm;
+	const char *slash = strrchr(path, '/');
 	enum hm_err err;
 	if (!s)
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	set->shards = s;
-	if ((err = fmt_pt_open(ctx, path, &set->shards[set->nshards])))
+	if (!(nm = realloc(set->names, (set->nshards + 1) * sizeof(*nm))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	set->names = nm;
+	if (!(nm[set->nshards] = util_strdup(name ? name : slash ? slash + 1 : path)))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = fmt_pt_open(ctx, path, &set->shards[set->nshards]))) {
+		free(nm[set->nshards]);
 		return err;
+	}
 	for (size_t i = 0; i < set->shards[set->nshards]->n; i++)
 		set->shards[set->nshards]->t[i].shard = set->nshards;
 	set->nshards++;
@@ -687,9 +705,18 @@ static enum hm_err join(struct hm_ctx *ctx, struct fmt_pt_set *set)
 	return HM_OK;
 }
 
-static enum hm_err open_index(struct hm_ctx *ctx, const char *index, struct fmt_pt_set *set)
+/* Shard names resolved in the index's directory. */
+static enum hm_err resolve_beside(struct hm_ctx *ctx, void *ud, const char *name, char *buf, size_t len)
 {
-	char *text = NULL, *dir = NULL, nb[128];
+	if ((size_t)snprintf(buf, len, "%s/%s", (const char *)ud, name) >= len)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "path of shard '%s' is too long", name);
+	return HM_OK;
+}
+
+static enum hm_err open_index(struct hm_ctx *ctx, const char *index, fmt_st_resolve_fn resolve, void *ud,
+			      struct fmt_pt_set *set)
+{
+	char *text = NULL, *dir = NULL, nb[128], p[4096];
 	size_t len = 0, listed = 0;
 	json_t *root = NULL, *wm, *v;
 	json_error_t jerr;
@@ -708,10 +735,14 @@ static enum hm_err open_index(struct hm_ctx *ctx, const char *index, struct fmt_
 		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': no weight_map object", index);
 		goto out;
 	}
-	slash = strrchr(index, '/');
-	if (!(dir = slash ? util_strndup(index, (size_t)(slash - index)) : util_strdup("."))) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
+	if (!resolve) {
+		slash = strrchr(index, '/');
+		if (!(dir = slash ? util_strndup(index, (size_t)(slash - index)) : util_strdup("."))) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		resolve = resolve_beside;
+		ud = dir;
 	}
 	/* Shards in order of first mention. */
 	json_object_foreach(wm, name, v) {
@@ -737,15 +768,13 @@ static enum hm_err open_index(struct hm_ctx *ctx, const char *index, struct fmt_
 		listed++;
 	}
 	for (size_t i = 0; i < nfiles; i++) {
-		char *p = util_asprintf("%s/%s", dir, files[i]);
-		if (!p) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		ctx->errmsg[0] = '\0';
+		if ((err = resolve(ctx, ud, files[i], p, sizeof(p))) || (err = add_shard(ctx, set, p, files[i]))) {
+			if (err == HM_ERR_NOT_FOUND)
+				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': shard '%s' is missing%s%s", index,
+					      fmt_pt_shown(files[i], nb, sizeof(nb)), ctx->errmsg[0] ? ": " : "", ctx->errmsg);
 			goto out;
 		}
-		err = add_shard(ctx, set, p);
-		free(p);
-		if (err)
-			goto out;
 		/* Every tensor of the shard is listed, under this shard. */
 		for (size_t t = 0; t < set->shards[i]->n; t++) {
 			const char *want = json_string_value(json_object_get(wm, set->shards[i]->t[t].name));
@@ -803,7 +832,7 @@ enum hm_err fmt_pt_open_set(struct hm_ctx *ctx, const char *path, struct fmt_pt_
 		if (!(p = util_asprintf("%s/pytorch_model.bin.index.json", path))) {
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		} else if (access(p, F_OK) == 0) {
-			err = open_index(ctx, p, set);
+			err = open_index(ctx, p, NULL, NULL, set);
 		} else {
 			free(p);
 			if (!(p = util_asprintf("%s/pytorch_model.bin", path)))
@@ -811,16 +840,32 @@ enum hm_err fmt_pt_open_set(struct hm_ctx *ctx, const char *path, struct fmt_pt_
 			else if (access(p, F_OK) != 0)
 				err = hm_fail(ctx, HM_ERR_NOT_FOUND,
 					      "'%s' holds neither pytorch_model.bin nor pytorch_model.bin.index.json", path);
-			else if (!(err = add_shard(ctx, set, p)))
+			else if (!(err = add_shard(ctx, set, p, NULL)))
 				err = join(ctx, set);
 		}
 	} else if (ends_with(path, ".index.json")) {
-		err = open_index(ctx, path, set);
-	} else if (!(err = add_shard(ctx, set, path))) {
+		err = open_index(ctx, path, NULL, NULL, set);
+	} else if (!(err = add_shard(ctx, set, path, NULL))) {
 		err = join(ctx, set);
 	}
 	free(p);
 	if (err) {
+		fmt_pt_set_close(set);
+		return err;
+	}
+	*out = set;
+	return HM_OK;
+}
+
+enum hm_err fmt_pt_open_index(struct hm_ctx *ctx, const char *index_path, fmt_st_resolve_fn resolve, void *ud,
+			      struct fmt_pt_set **out)
+{
+	struct fmt_pt_set *set = calloc(1, sizeof(*set));
+	enum hm_err err;
+	*out = NULL;
+	if (!set)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = open_index(ctx, index_path, resolve, ud, set))) {
 		fmt_pt_set_close(set);
 		return err;
 	}

@@ -87,12 +87,35 @@ struct fmt_pt_set;
  * shard, every shard's tensors are listed, no name is in two shards.
  * *out is the caller's (fmt_pt_set_close). */
 enum hm_err fmt_pt_open_set(struct hm_ctx *ctx, const char *path, struct fmt_pt_set **out) HM_MUST_CHECK;
+/* The same from an index file whose shards are found by resolve (for
+ * example blobs of a store); resolve NULL = beside the index. */
+enum hm_err fmt_pt_open_index(struct hm_ctx *ctx, const char *index_path, fmt_st_resolve_fn resolve, void *ud,
+			      struct fmt_pt_set **out) HM_MUST_CHECK;
 void fmt_pt_set_close(struct fmt_pt_set *set);
 size_t fmt_pt_set_nshards(const struct fmt_pt_set *set);
 struct fmt_pt *fmt_pt_set_shard(const struct fmt_pt_set *set, size_t i);
+/* Shard i's name as the index gives it (a single file: its base name). */
+const char *fmt_pt_set_shard_name(const struct fmt_pt_set *set, size_t i);
 /* Tensors of every shard, shard after shard (tensor->shard says which). */
 size_t fmt_pt_set_count(const struct fmt_pt_set *set);
 const struct fmt_pt_tensor *fmt_pt_set_tensor(const struct fmt_pt_set *set, size_t i);
+
+/* ---- memory-mapped views (for GGUF conversion) ---- */
+
+/* Opens a checkpoint (fmt_pt_map_single: one .bin file; fmt_pt_map_index: a
+ * pytorch_model.bin.index.json, shards found by resolve, NULL = beside it)
+ * as a safetensors-style set whose tensors point straight into read-only
+ * mappings of the zip files: torch.save stores entries uncompressed, so a
+ * storage's bytes lie in the file as they are. On top of fmt_pt_open's
+ * checks, the zip's central directory is read here: every entry's local
+ * header must agree with it, lie before it and not overlap another; every
+ * storage entry must be stored (not compressed) and pass its CRC-32
+ * (checked here in one sequential pass, pages dropped behind it, so memory
+ * stays bounded). Tensors keep their dtype and shape; views sharing a
+ * storage share bytes. *out is the caller's (fmt_st_set_close). */
+enum hm_err fmt_pt_map_single(struct hm_ctx *ctx, const char *path, struct fmt_st_set **out) HM_MUST_CHECK;
+enum hm_err fmt_pt_map_index(struct hm_ctx *ctx, const char *index_path, fmt_st_resolve_fn resolve, void *ud,
+			     struct fmt_st_set **out) HM_MUST_CHECK;
 
 /* ---- conversion ---- */
 

@@ -474,7 +474,7 @@ def build_driver(t, name, source, opt="-O0"):
             flags = [f for f in fh.read().split() if f.startswith("-fsanitize")]
     except OSError:
         pass
-    pkgs = "libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8"
+    pkgs = "libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8 zlib"
     libs = subprocess.run("pkg-config --libs " + pkgs, shell=True, capture_output=True, text=True).stdout.split()
     cmd = (["cc", "-std=c11", "-D_GNU_SOURCE", opt, "-I", ROOT] + flags +
            ["-o", exe, exe + ".c", os.path.join(ROOT, "libhubmirror.a")] + libs + ["-pthread", "-lm"])

@@ -529,8 +529,11 @@ def test_convert_refuses(t):
     t.fails("convert", os.path.join(d, "config.json"), rc=2, words=("not a directory",))
     t.fails("convert", d, "--to", "safetensors", rc=2, words=("-o",))
     t.fails("convert", "nobody/nothing", words=("neither", "not found"))
-    bad = sample_copy(t, "qwen", architectures=["Qwen2ForCausalLM"])
+    bad = sample_copy(t, "neox", architectures=["GPTNeoXForCausalLM"])
     t.fails("convert", bad, "-o", out, words=("not supported",))
+    # Qwen2 is supported, but a Llama checkpoint has no q/k/v biases
+    bad = sample_copy(t, "qwen", architectures=["Qwen2ForCausalLM"])
+    t.fails("convert", bad, "-o", out, words=("q_proj.bias",))
     bad = sample_copy(t, "shape", num_key_value_heads=4)
     t.fails("convert", bad, "-o", out, words=("shape",))
     bad = sample_copy(t, "missing")

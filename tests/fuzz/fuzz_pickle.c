@@ -1,7 +1,8 @@
 /* fuzz_pickle.c - libFuzzer target for the restricted unpickler: input
- * starting "PK" is a whole torch zip (opened, every tensor read back),
- * anything else is a data.pkl. What is accepted must be self-consistent;
- * every refusal must say why. */
+ * starting "PK" is a whole torch zip (opened, every tensor read back, then
+ * mapped in place as the GGUF converter maps it), anything else is a
+ * data.pkl. What is accepted must be self-consistent; every refusal must
+ * say why. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,29 @@ static void check_tensor(const struct fmt_pt_tensor *t)
 	if (n != t->nelem || t->nbytes != t->nelem * (fmt_dtype_bits(t->dtype) / 8) ||
 	    t->offset + t->nelem > t->storage_numel)
 		abort();
+}
+
+/* The mapped view: every tensor inside the file, its bytes readable. */
+static void map(const char *path, size_t size)
+{
+	struct hm_ctx ctx = {0};
+	struct fmt_st_set *set = NULL;
+	volatile unsigned char sink = 0;
+	if (fmt_pt_map_single(&ctx, path, &set) != HM_OK) {
+		if (!ctx.errmsg[0] || set)
+			abort();
+		return;
+	}
+	for (size_t i = 0; i < fmt_st_set_count(set); i++) {
+		const struct fmt_st_tensor *t = fmt_st_set_tensor(set, i);
+		if (t->file_offset > size || t->nbytes > size - t->file_offset ||
+		    fmt_st_set_find(set, t->name) == NULL)
+			abort();
+		for (uint64_t b = 0; b < t->nbytes; b++)
+			sink ^= t->data[b];
+	}
+	(void)sink;
+	fmt_st_set_close(set);
 }
 
 static void zip(const uint8_t *data, size_t size)
@@ -48,6 +72,7 @@ static void zip(const uint8_t *data, size_t size)
 			free(buf);
 		}
 		fmt_pt_close(pt);
+		map(path, size);
 	} else if (!ctx.errmsg[0]) {
 		abort();
 	}
