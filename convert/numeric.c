@@ -291,13 +291,14 @@ __attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_t
 	return ok;
 }
 
-__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint16_t *x, float *y, size_t n)
+/* x may be unaligned (a tensor inside a zip, say): bytes, not uint16_t. */
+__attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const unsigned char *x, float *y, size_t n)
 {
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + 2 * i))));
 	for (; i < n; i++)
-		y[i] = conv_f16_to_f32(x[i]);
+		y[i] = conv_f16_to_f32(get_u16(x + 2 * i));
 }
 #endif
 
@@ -348,7 +349,7 @@ void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float 
 	case FMT_F16:
 #ifdef HAVE_X86
 		if (have_f16c()) {
-			f16_to_f32_f16c((const uint16_t *)(const void *)src, out, n);
+			f16_to_f32_f16c(src, out, n);
 			break;
 		}
 #endif
