@@ -278,8 +278,8 @@ def test_qwen2_convert_matches_llama_cpp_layout(t):
     tg.model_files(d, pt)
     tg.write_bin(os.path.join(pt, "pytorch_model.bin"), tg.tt.read_st(os.path.join(d, "model.safetensors"))[0])
     for q in ("f16", "q4_0"):
-        a = t.ok("convert", d, "--type", q, "-o", os.path.join(t.tmp, "a.gguf"), "--json").json()
-        b = t.ok("convert", pt, "--type", q, "-o", os.path.join(t.tmp, "b.gguf"), "--json").json()
+        a = t.ok("convert", d, "--type", q, "-o", os.path.join(t.tmp, "a.gguf"), "--json", "--sha256").json()
+        b = t.ok("convert", pt, "--type", q, "-o", os.path.join(t.tmp, "b.gguf"), "--json", "--sha256").json()
         check(a["sha256"] == b["sha256"], "%s: .bin and safetensors differ" % q)
     # no biases: refused (llama.cpp's qwen2 needs them); an o_proj bias: not qwen2's
     bad = os.path.join(t.tmp, "nobias")

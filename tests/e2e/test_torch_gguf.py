@@ -150,7 +150,7 @@ def to_dtype(a, dt):
 
 
 def convert(t, d, qtype, out, **kw):
-    return t.ok("convert", d, "--type", qtype, "-o", out, "--json", **kw).json()
+    return t.ok("convert", d, "--type", qtype, "-o", out, "--json", "--sha256", **kw).json()
 
 
 # ---- tests -------------------------------------------------------------------
