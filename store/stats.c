@@ -142,82 +142,30 @@ enum hm_err store_parse_time(struct hm_ctx *ctx, const char *s, int64_t now, int
 
 /* A group of transfers with the same key while scanning. */
 struct grp {
-	char *k;          /* key bytes (may hold a NUL: file keys are "type:name\0path") */
+	const char *k;    /* key bytes, owned by the map's kmap (may hold a NUL:
+			     file keys are "type:name\0path") */
 	size_t klen;
 	uint32_t slot;    /* index among the chosen rows, or NONE */
 	struct store_agg a;
 };
 #define NONE UINT32_MAX
 
+/* Groups by key: g[i] is the group of key i of keys (until sort_groups_by_key). */
 struct gmap {
+	struct store_kmap keys;
 	struct grp *g;
 	size_t n, cap;
-	uint64_t *tab;    /* open addressing: index + 1, high half the key's hash; 0 = empty */
-	size_t tcap;      /* power of two */
-	size_t last;      /* index + 1 of the group found last, 0 = none */
 };
-
-static uint64_t hash_bytes(const char *k, size_t n)
-{
-	/* eight bytes a step: keys are repo names and paths, tens of bytes */
-	const uint64_t mul = 0x9E3779B97F4A7C15ULL;
-	uint64_t h = n * mul, w;
-	for (; n >= 8; n -= 8, k += 8) {
-		memcpy(&w, k, 8);
-		h = (h ^ w) * mul;
-		h ^= h >> 29;
-	}
-	w = 0;
-	memcpy(&w, k, n);
-	h ^= w;
-	/* murmur3's finalizer: every input bit moves the low bits the table uses */
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 33);
-}
 
 /* Index of the group for key k (made when new); -1 when out of memory. */
 static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
 {
-	uint64_t h, tag;
-	size_t i;
+	int added;
+	int64_t i = store_kmap_get(&m->keys, k, n, &added);
+	struct grp *g;
 
-	/* a pull writes the rows of one repo, endpoint and day one after the other */
-	if (m->last && m->g[m->last - 1].klen == n && !memcmp(m->g[m->last - 1].k, k, n))
-		return (int64_t)m->last - 1;
-	h = hash_bytes(k, n);
-	tag = h & 0xffffffff00000000ULL;
-	if ((m->n + 1) * 2 > m->tcap) {
-		size_t nt = m->tcap ? m->tcap * 2 : 256;
-		uint64_t *t = calloc(nt, sizeof(*t));
-		if (!t)
-			return -1;
-		for (size_t j = 0; j < m->tcap; j++) {
-			size_t p;
-			if (!m->tab[j])
-				continue;
-			/* the low bits the table used are gone; hash the key again */
-			p = hash_bytes(m->g[(uint32_t)m->tab[j] - 1].k, m->g[(uint32_t)m->tab[j] - 1].klen) & (nt - 1);
-			while (t[p])
-				p = (p + 1) & (nt - 1);
-			t[p] = m->tab[j];
-		}
-		free(m->tab);
-		m->tab = t;
-		m->tcap = nt;
-	}
-	for (i = h & (m->tcap - 1); m->tab[i]; i = (i + 1) & (m->tcap - 1)) {
-		struct grp *g;
-		if ((m->tab[i] & 0xffffffff00000000ULL) != tag)
-			continue;
-		g = &m->g[(uint32_t)m->tab[i] - 1];
-		if (g->klen == n && !memcmp(g->k, k, n)) {
-			m->last = (uint32_t)m->tab[i];
-			return (int64_t)m->last - 1;
-		}
-	}
+	if (i < 0 || !added)
+		return i;
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 64;
 		void *p = realloc(m->g, nc * sizeof(*m->g));
@@ -226,24 +174,18 @@ static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
 		m->g = p;
 		m->cap = nc;
 	}
-	struct grp *g = &m->g[m->n];
+	g = &m->g[m->n++];
 	memset(g, 0, sizeof(*g));
-	if (!(g->k = malloc(n ? n : 1)))
-		return -1;
-	memcpy(g->k, k, n);
+	g->k = m->keys.keys[i].k;
 	g->klen = n;
 	g->slot = NONE;
-	m->tab[i] = tag | ((uint64_t)m->n + 1);
-	m->last = m->n + 1;
-	return (int64_t)m->n++;
+	return i;
 }
 
 static void gmap_release(struct gmap *m)
 {
-	for (size_t i = 0; i < m->n; i++)
-		free(m->g[i].k);
+	store_kmap_release(&m->keys);
 	free(m->g);
-	free(m->tab);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -705,15 +647,13 @@ static int cmp_grp_key(const void *a, const void *b)
 	return cmp_key(a, b, STORE_BY_REPO);
 }
 
-/* Orders a map's groups by key for the per-repo rows; its hash table (whose
- * slots the sort invalidates) is no longer needed and goes. */
+/* Orders a map's groups by key for the per-repo rows; after it g[i] is no
+ * longer the group of key i, so the map takes no more look-ups. */
 static void sort_groups_by_key(struct gmap *m)
 {
 	if (m->n)
 		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
-	free(m->tab);
-	m->tab = NULL;
-	m->tcap = 0;
+	m->keys.last = 0;
 }
 
 static int finish_pulls(struct scan *s, struct store_report *r)

@@ -52,6 +52,24 @@ int store_type_ok(const char *type);
  * *name (inside repo); a bare name gives *type NULL; NULL gives both NULL. */
 enum hm_err store_stats_filter(struct hm_ctx *ctx, const char *repo, char **type,
 			       const char **name) HM_MUST_CHECK;
+/* A set of byte strings (kmap.c), each with a dense index in insertion
+ * order. Zero-initialised it is empty; the keys are owned copies (with a NUL
+ * after the last byte) whose addresses never change. */
+struct store_key {
+	char *k;
+	size_t len;
+};
+struct store_kmap {
+	struct store_key *keys;
+	size_t n, cap;
+	uint64_t *tab;    /* open addressing: index + 1, high half the key's hash; 0 = empty */
+	size_t tcap;      /* power of two */
+	size_t last;      /* index + 1 of the key found last, 0 = none */
+};
+/* Index of key k[0..n) (*added = 1 when it was new); -1 when out of memory. */
+int64_t store_kmap_get(struct store_kmap *m, const char *k, size_t n, int *added);
+void store_kmap_release(struct store_kmap *m);
+
 /* Copies src to a new file dst (mode 0444); used when hard links cannot cross filesystems. */
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
 
