@@ -213,6 +213,8 @@ struct store_stats_query {
 	unsigned want;          /* (1u << STORE_BY_x) for each breakdown to compute */
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
 	int legacy;             /* also fill the report's pulls and served rows */
+	int rescan;             /* read every row from its table, not from the
+				   statistics cache (tests; the same numbers) */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
@@ -244,7 +246,9 @@ struct store_report {
 	struct store_served_row *served;
 	size_t nserved;
 };
-/* One pass over downloads and served (covering indexes of schema v3). */
+/* One pass over the transfers: the chunks of the statistics cache (schema
+ * v6, packed first when a chunk's worth of rows waits) and the rows after
+ * them; a repo with few transfers through the repo indexes instead. */
 enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct store_stats_query *q,
 			 struct store_report *out) HM_MUST_CHECK;
 void store_report_release(struct store_report *r);
