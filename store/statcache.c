@@ -311,13 +311,18 @@ static enum hm_err bdict_id(struct hm_ctx *ctx, struct bdict *d, int64_t i, uint
 	return HM_OK;
 }
 
+/* Binds n bytes at p as a blob; "" stays "" (a NULL pointer would bind NULL). */
+static void bind_bytes(sqlite3_stmt *q, int i, const void *p, size_t n)
+{
+	sqlite3_bind_blob(q, i, p ? p : "", (int)n, SQLITE_TRANSIENT);
+}
+
 static void bind_blob_or_null(sqlite3_stmt *q, int i, sqlite3_stmt *from, int col)
 {
 	if (sqlite3_column_type(from, col) == SQLITE_NULL)
 		sqlite3_bind_null(q, i);
 	else
-		sqlite3_bind_blob(q, i, sqlite3_column_blob(from, col), sqlite3_column_bytes(from, col),
-				  SQLITE_TRANSIENT);
+		bind_bytes(q, i, sqlite3_column_blob(from, col), (size_t)sqlite3_column_bytes(from, col));
 }
 
 /* Packs the rows of tbl with ids in (first, last] (STORE_SC_CHUNK of them) as one chunk. */
@@ -386,7 +391,7 @@ static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, i
 			goto out;
 		if (added) {
 			sqlite3_bind_int64(b->files.ins, 1, rid);
-			sqlite3_bind_blob(b->files.ins, 2, b->key.buf + 8, (int)(b->key.len - 8), SQLITE_TRANSIENT);
+			bind_bytes(b->files.ins, 2, b->key.buf + 8, b->key.len - 8);
 			if ((err = bdict_insert(ctx, b, &b->files, ki)))
 				goto out;
 		}
@@ -399,7 +404,7 @@ static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, i
 		if ((err = bdict_find(ctx, b, &b->peers, &ki, &added)))
 			goto out;
 		if (added) {
-			sqlite3_bind_blob(b->peers.ins, 1, b->key.buf, (int)b->key.len, SQLITE_TRANSIENT);
+			bind_bytes(b->peers.ins, 1, b->key.buf, b->key.len);
 			if ((err = bdict_insert(ctx, b, &b->peers, ki)))
 				goto out;
 		}

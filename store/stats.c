@@ -1059,9 +1059,9 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	if ((err = store_stats_filter(ctx, q->repo, &type, &name)))
 		return err;
 	/* a repo with few transfers is quicker to read through the repo indexes */
-	if (name && !q->rescan && (err = count_repo(ctx, st->db, name, type, &nrepo)))
+	if (name && q->scan == STORE_SCAN_AUTO && (err = count_repo(ctx, st->db, name, type, &nrepo)))
 		goto out;
-	cached = !q->rescan && (!name || nrepo >= STATS_FEW);
+	cached = q->scan == STORE_SCAN_CACHE || (q->scan == STORE_SCAN_AUTO && (!name || nrepo >= STATS_FEW));
 	/* pack what no chunk holds yet (after a migration or a bulk insert);
 	 * without it the report is as right, and slower */
 	if (cached && (err = store_stats_pack(ctx, st, NULL))) {
