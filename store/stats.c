@@ -364,24 +364,31 @@ static int64_t group_of(struct scan *s, struct gmap *m, uint32_t *idmap, enum st
 	return g;
 }
 
+/* Room for n rates (and their groups) in all. */
+static int scan_reserve(struct scan *s, size_t n)
+{
+	void *p;
+	if (n <= s->caprates)
+		return 0;
+	if (!(p = realloc(s->rates, n * sizeof(*s->rates))))
+		return -1;
+	s->rates = p;
+	for (int b = 0; b < STORE_BY_N; b++) {
+		if (!(s->q->want & (1u << b)))
+			continue;
+		if (!(p = realloc(s->gid[b], n * sizeof(*s->gid[b]))))
+			return -1;
+		s->gid[b] = p;
+	}
+	s->caprates = n;
+	return 0;
+}
+
 static int scan_add(struct scan *s, struct xfer *x)
 {
 	int rated = x->bytes > 0 && x->seconds > 0;
-	if (rated && s->nrates == s->caprates) {
-		size_t nc = s->caprates ? s->caprates * 2 : 4096;
-		void *p = realloc(s->rates, nc * sizeof(*s->rates));
-		if (!p)
-			return -1;
-		s->rates = p;
-		for (int b = 0; b < STORE_BY_N; b++) {
-			if (!(s->q->want & (1u << b)))
-				continue;
-			if (!(p = realloc(s->gid[b], nc * sizeof(*s->gid[b]))))
-				return -1;
-			s->gid[b] = p;
-		}
-		s->caprates = nc;
-	}
+	if (rated && s->nrates == s->caprates && scan_reserve(s, s->caprates ? s->caprates * 2 : 4096))
+		return -1;
 	for (int b = 0; b < STORE_BY_N; b++) {
 		int64_t g;
 		if (!(s->q->want & (1u << b)))
@@ -677,6 +684,24 @@ static enum hm_err scan_cached(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, 
 	return err;
 }
 
+/* At least the rows of both tables: the sum of their largest ids. */
+static enum hm_err max_rows(struct hm_ctx *ctx, sqlite3 *db, int64_t *n)
+{
+	sqlite3_stmt *q = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(db, "SELECT coalesce((SELECT max(id) FROM downloads), 0)"
+			       " + coalesce((SELECT max(id) FROM served), 0)", -1, &q, NULL) != SQLITE_OK ||
+	    sqlite3_step(q) != SQLITE_ROW) {
+		sqlite3_finalize(q);
+		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
+	}
+	*n = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	if (*n < 0)
+		*n = 0;
+	return HM_OK;
+}
+
 /* Reads both tables through the cache: dictionaries, the repo filter as a
  * set of repo ids, id maps for the breakdowns that key on a dictionary. */
 static enum hm_err scan_with_cache(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, const char *name,
@@ -685,6 +710,7 @@ static enum hm_err scan_with_cache(struct hm_ctx *ctx, sqlite3 *db, struct scan 
 	struct store_sc_dict d;
 	unsigned w = s->q->want;
 	unsigned char *match = NULL;
+	int64_t most = 0;
 	enum hm_err err;
 
 	if ((err = store_sc_dict_load(ctx, db, !!(w & (1u << STORE_BY_FILE)), !!(w & (1u << STORE_BY_ENDPOINT)), &d)))
@@ -705,6 +731,13 @@ static enum hm_err scan_with_cache(struct hm_ctx *ctx, sqlite3 *db, struct scan 
 	    ((w & (1u << STORE_BY_FILE)) && !(s->idmap[STORE_BY_FILE] = idmap_new(d.nfile))) ||
 	    ((w & (1u << STORE_BY_ENDPOINT)) && !(s->idmap[STORE_BY_ENDPOINT] = idmap_new(d.npeer))) ||
 	    (s->q->legacy && (!(s->idpulls = idmap_new(d.nrepo)) || !(s->idserved = idmap_new(d.nrepo)))))
+		goto nomem;
+	/* as many rates as there can be, at once: no copies as they grow, and
+	 * what a narrower query leaves untouched of a large allocation costs
+	 * no memory */
+	if ((err = max_rows(ctx, db, &most)))
+		goto out;
+	if (scan_reserve(s, most < (1u << 26) ? (size_t)most : (size_t)1 << 26))
 		goto nomem;
 	if (!(err = scan_cached(ctx, db, s, 0, name, type, match)))
 		err = scan_cached(ctx, db, s, 1, name, type, match);
@@ -770,17 +803,80 @@ static double kth(double *v, size_t n, size_t k)
 	return v[k];
 }
 
+#define RADIX_BITS 16
+#define RADIX_MIN 32768 /* values below which quickselect alone is as quick */
+
+static uint32_t top_bits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, sizeof(u));
+	return (uint32_t)(u >> (64 - RADIX_BITS));
+}
+
+/* The values of ranks r[0..m) of v[0..n), all positive (the order of their
+ * bits is theirs), into out: counting the top bits finds each rank's bucket;
+ * quickselect finishes among that bucket's values alone. 0 when it cannot
+ * help (a negative value, one bucket holding most values, no memory). */
+static int radix_ranks(const double *v, size_t n, const size_t *r, int m, double *out)
+{
+	size_t *h = calloc((size_t)1 << RADIX_BITS, sizeof(*h)), start[4], len[4];
+	uint32_t want[4];
+	double *part[4] = {NULL, NULL, NULL, NULL};
+	int ok = 0;
+
+	if (!h || m > 4)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		h[top_bits(v[i])]++;
+	for (int j = 0; j < m; j++) {
+		size_t below = 0;
+		uint32_t b = 0;
+		while (below + h[b] <= r[j])
+			below += h[b++];
+		/* positive doubles have the top bit clear */
+		if (b >> (RADIX_BITS - 1) || h[b] > n / 2)
+			goto out;
+		want[j] = b;
+		start[j] = below;
+		len[j] = 0;
+		if (!(part[j] = malloc(h[b] * sizeof(**part))))
+			goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = top_bits(v[i]);
+		for (int j = 0; j < m; j++)
+			if (b == want[j])
+				part[j][len[j]++] = v[i];
+	}
+	for (int j = 0; j < m; j++)
+		out[j] = kth(part[j], len[j], r[j] - start[j]);
+	ok = 1;
+out:
+	for (int j = 0; j < 4; j++)
+		free(part[j]);
+	free(h);
+	return ok;
+}
+
 static void percentiles(double *v, size_t n, struct store_agg *a)
 {
-	size_t k, k95;
+	size_t k, k95, r[3];
+	double x[3];
 	a->median_rate = a->p95_rate = 0;
 	if (!n)
 		return;
-	/* nearest rank: the smallest value with at least 95% of values <= it */
+	/* nearest rank: the smallest value with at least 95% of values <= it;
+	 * the median: the middle value, or the mean of the middle two */
 	k95 = (95 * n + 99) / 100 - 1;
+	k = n / 2;
+	r[0] = k95, r[1] = k, r[2] = k ? k - 1 : 0;
+	if (n >= RADIX_MIN && radix_ranks(v, n, r, n % 2 ? 2 : 3, x)) {
+		a->p95_rate = x[0];
+		a->median_rate = n % 2 ? x[1] : (x[2] + x[1]) / 2;
+		return;
+	}
 	a->p95_rate = kth(v, n, k95);
 	/* the median is among the values kth left below the p95 */
-	k = n / 2;
 	a->median_rate = k < k95 ? kth(v, k95, k) : a->p95_rate;
 	if (n % 2 == 0) {
 		double below = v[0];
