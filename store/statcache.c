@@ -192,6 +192,8 @@ struct bdict {
 struct builder {
 	struct store *st;
 	struct bdict repos, files, peers;
+	int64_t seen[3];     /* max(id) of each dictionary as loaded and added to in
+				the last transaction that committed; -1: not loaded */
 	struct util_buf key;
 	unsigned char *blob;
 	sqlite3_stmt *next[2], *rows[2], *ins_chunk;
@@ -243,17 +245,47 @@ static int file_key(struct util_buf *k, int64_t repo, const void *path, size_t l
 	return util_buf_add(k, head, sizeof(head)) || util_buf_add(k, path, lp) ? -1 : 0;
 }
 
-/* Reads the dictionaries into b (another writer may have added to them). */
+static const char *const dict_tables[3] = {"stats_repos", "stats_files", "stats_peers"};
+
+/* max(id) of each dictionary. */
+static enum hm_err dict_sizes(struct hm_ctx *ctx, struct builder *b, int64_t v[3])
+{
+	enum hm_err err = HM_OK;
+	for (int i = 0; i < 3 && !err; i++) {
+		sqlite3_stmt *q = NULL;
+		char sql[96];
+		snprintf(sql, sizeof(sql), "SELECT coalesce(max(id), 0) FROM %s", dict_tables[i]);
+		if ((err = store_prepare(ctx, b->st, sql, &q)))
+			break;
+		if (sqlite3_step(q) == SQLITE_ROW)
+			v[i] = sqlite3_column_int64(q, 0);
+		else
+			err = store_db_fail(ctx, b->st, "read the statistics dictionaries");
+		sqlite3_finalize(q);
+	}
+	return err;
+}
+
+/* Reads the dictionaries into b, unless they are as b left them: only
+ * packers write them, adding rows, so a larger max(id) is another packer's
+ * work (a dictionary entry someone deleted can only make a report read
+ * that chunk's ids from the table). */
 static enum hm_err builder_load(struct hm_ctx *ctx, struct builder *b)
 {
 	static const char *const sql[3] = {"SELECT id, type, name FROM stats_repos",
 					   "SELECT id, repo, path FROM stats_files", "SELECT id, key FROM stats_peers"};
 	struct bdict *d[3] = {&b->repos, &b->files, &b->peers};
-	enum hm_err err = HM_OK;
+	int64_t now[3];
+	enum hm_err err;
 
+	if ((err = dict_sizes(ctx, b, now)))
+		return err;
 	for (int i = 0; i < 3 && !err; i++) {
 		sqlite3_stmt *q = NULL;
 		int rc;
+		if (b->seen[i] == now[i])
+			continue;
+		b->seen[i] = -1;
 		store_kmap_release(&d[i]->keys);
 		if ((err = store_prepare(ctx, b->st, sql[i], &q)))
 			break;
@@ -279,6 +311,15 @@ static enum hm_err builder_load(struct hm_ctx *ctx, struct builder *b)
 		sqlite3_finalize(q);
 	}
 	return err;
+}
+
+/* Forgets the dictionaries (after a rollback: keys added in it are gone). */
+static void builder_forget(struct builder *b)
+{
+	store_kmap_release(&b->repos.keys);
+	store_kmap_release(&b->files.keys);
+	store_kmap_release(&b->peers.keys);
+	memset(b->seen, 0xff, sizeof(b->seen));
 }
 
 /* Looks up b->key in d: *i its index, *added 1 when new (the caller then
@@ -491,6 +532,7 @@ static enum hm_err builder_init(struct hm_ctx *ctx, struct store *st, struct bui
 
 	memset(b, 0, sizeof(*b));
 	b->st = st;
+	memset(b->seen, 0xff, sizeof(b->seen));
 	for (int t = 0; t < 2; t++) {
 		/* the packed prefix, and the id of the STORE_SC_CHUNK-th row after it */
 		snprintf(sql, sizeof(sql), "SELECT p, (SELECT id FROM %s WHERE id > p ORDER BY id LIMIT 1 OFFSET %d)"
@@ -529,7 +571,7 @@ enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunk
 {
 	struct builder b;
 	enum hm_err err;
-	int64_t first, last;
+	int64_t first, last, seen[3];
 	int waiting = 0;
 
 	if (chunks)
@@ -566,15 +608,14 @@ enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunk
 			if (!(waiting = built))
 				break;
 		}
-		if ((err = store_exec(ctx, st, "COMMIT")))
+		/* the dictionaries as this transaction leaves them */
+		if ((err = dict_sizes(ctx, &b, seen)) || (err = store_exec(ctx, st, "COMMIT")))
 			goto rollback;
+		memcpy(b.seen, seen, sizeof(seen));
 		continue;
 rollback:
 		store_rollback(st);
-		/* keys added in the rolled back transaction are gone from the table */
-		store_kmap_release(&b.repos.keys);
-		store_kmap_release(&b.files.keys);
-		store_kmap_release(&b.peers.keys);
+		builder_forget(&b);
 	}
 out:
 	builder_release(&b);
