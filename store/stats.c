@@ -734,11 +734,11 @@ static enum hm_err scan_with_cache(struct hm_ctx *ctx, sqlite3 *db, struct scan 
 		goto nomem;
 	/* as many rates as there can be, at once: no copies as they grow, and
 	 * what a narrower query leaves untouched of a large allocation costs
-	 * no memory */
+	 * no memory; ids can be sparse, so past 16M rows, and when the
+	 * allocation fails, the arrays grow as they fill instead */
 	if ((err = max_rows(ctx, db, &most)))
 		goto out;
-	if (scan_reserve(s, most < (1u << 26) ? (size_t)most : (size_t)1 << 26))
-		goto nomem;
+	(void)scan_reserve(s, most < (1 << 24) ? (size_t)most : (size_t)1 << 24);
 	if (!(err = scan_cached(ctx, db, s, 0, name, type, match)))
 		err = scan_cached(ctx, db, s, 1, name, type, match);
 	goto out;
