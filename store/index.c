@@ -118,6 +118,51 @@ static const char *const migrations[] = {
 	"  load_s REAL, prompt_tps REAL, gen_tps REAL, peak_rss INTEGER,"
 	"  created_at INTEGER NOT NULL);"
 	"CREATE INDEX smoke_results_repo ON smoke_results(repo_type, repo);",
+	/* v6: the statistics cache (statcache.c). The rows of downloads and
+	 * served, packed a chunk of ids at a time into columns of integers
+	 * (strings become ids of the dictionaries below), so that a report over
+	 * a million rows reads a few dozen megabytes and hashes no string. It
+	 * is derived data: the triggers drop every chunk from the first id a
+	 * change touches, so the chunks always cover ids 1..last_id of each
+	 * table exactly as the table is; ids after that are read from the
+	 * table. Chunks are rebuilt by the next writer or report. */
+	"CREATE TABLE stats_repos ("
+	"  id INTEGER PRIMARY KEY,"
+	"  type BLOB,"
+	"  name BLOB);"
+	"CREATE TABLE stats_files ("
+	"  id INTEGER PRIMARY KEY,"
+	"  repo INTEGER NOT NULL,"
+	"  path BLOB NOT NULL,"
+	"  UNIQUE(repo, path));"
+	"CREATE TABLE stats_peers ("
+	"  id INTEGER PRIMARY KEY,"
+	"  key BLOB NOT NULL UNIQUE);"
+	"CREATE TABLE stats_chunks ("
+	"  id INTEGER PRIMARY KEY,"
+	"  tbl INTEGER NOT NULL,"
+	"  first_id INTEGER NOT NULL,"
+	"  last_id INTEGER NOT NULL,"
+	"  min_t INTEGER,"
+	"  max_t INTEGER,"
+	"  data BLOB,"
+	"  UNIQUE(tbl, last_id));"
+	"CREATE TRIGGER downloads_stats_ins AFTER INSERT ON downloads"
+	"  WHEN NEW.id <= (SELECT max(last_id) FROM stats_chunks WHERE tbl = 0)"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 0 AND last_id >= NEW.id; END;"
+	"CREATE TRIGGER downloads_stats_del AFTER DELETE ON downloads"
+	"  WHEN OLD.id <= (SELECT max(last_id) FROM stats_chunks WHERE tbl = 0)"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 0 AND last_id >= OLD.id; END;"
+	"CREATE TRIGGER downloads_stats_upd AFTER UPDATE ON downloads"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 0 AND last_id >= min(OLD.id, NEW.id); END;"
+	"CREATE TRIGGER served_stats_ins AFTER INSERT ON served"
+	"  WHEN NEW.id <= (SELECT max(last_id) FROM stats_chunks WHERE tbl = 1)"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= NEW.id; END;"
+	"CREATE TRIGGER served_stats_del AFTER DELETE ON served"
+	"  WHEN OLD.id <= (SELECT max(last_id) FROM stats_chunks WHERE tbl = 1)"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
+	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
+	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

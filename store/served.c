@@ -55,6 +55,8 @@ out:
 	sqlite3_finalize(q);
 	if (err)
 		store_rollback(st);
+	else
+		store_stats_maintain(ctx, st);
 	return err;
 }
 

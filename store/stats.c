@@ -140,110 +140,96 @@ enum hm_err store_parse_time(struct hm_ctx *ctx, const char *s, int64_t now, int
 
 /* ---- the report ---- */
 
-/* A group of transfers with the same key while scanning. */
+/* A group of transfers with the same key. */
 struct grp {
-	char *k;          /* key bytes (may hold a NUL: file keys are "type:name\0path") */
+	const char *k;    /* key bytes, owned by the map's kmap (may hold a NUL:
+			     file keys are "type:name\0path") */
 	size_t klen;
-	uint32_t slot;    /* index among the chosen rows, or NONE */
-	struct store_agg a;
+	struct store_agg a; /* from its sums once the scan is over (gmap_settle) */
 };
 #define NONE UINT32_MAX
 
-struct gmap {
-	struct grp *g;
-	size_t n, cap;
-	uint64_t *tab;    /* open addressing: index + 1, high half the key's hash; 0 = empty */
-	size_t tcap;      /* power of two */
-	size_t last;      /* index + 1 of the group found last, 0 = none */
+/* An array of n indexes, all NONE. */
+static uint32_t *idmap_new(size_t n)
+{
+	uint32_t *m = malloc((n ? n : 1) * sizeof(*m));
+	if (m)
+		memset(m, 0xff, (n ? n : 1) * sizeof(*m));
+	return m;
+}
+
+/* What the scan adds up per group: one cache line, apart from the rest of
+ * the group (a million transfers over fifty thousand files touch a group
+ * at random for each). */
+struct sums {
+	uint64_t count, bytes, retries, failures, hits, misses, nrates;
+	double seconds;
 };
 
-static uint64_t hash_bytes(const char *k, size_t n)
-{
-	/* eight bytes a step: keys are repo names and paths, tens of bytes */
-	const uint64_t mul = 0x9E3779B97F4A7C15ULL;
-	uint64_t h = n * mul, w;
-	for (; n >= 8; n -= 8, k += 8) {
-		memcpy(&w, k, 8);
-		h = (h ^ w) * mul;
-		h ^= h >> 29;
-	}
-	w = 0;
-	memcpy(&w, k, n);
-	h ^= w;
-	/* murmur3's finalizer: every input bit moves the low bits the table uses */
-	h ^= h >> 33;
-	h *= 0xff51afd7ed558ccdULL;
-	h ^= h >> 33;
-	h *= 0xc4ceb9fe1a85ec53ULL;
-	return h ^ (h >> 33);
-}
+/* Groups by key: g[i] and h[i] are the group of key i of keys (until
+ * sort_groups_by_key). */
+struct gmap {
+	struct store_kmap keys;
+	struct grp *g;
+	struct sums *h;   /* 64-byte aligned */
+	size_t n, cap;
+};
 
 /* Index of the group for key k (made when new); -1 when out of memory. */
 static int64_t gmap_get(struct gmap *m, const char *k, size_t n)
 {
-	uint64_t h, tag;
-	size_t i;
+	int added;
+	int64_t i = store_kmap_get(&m->keys, k, n, &added);
+	struct grp *g;
 
-	/* a pull writes the rows of one repo, endpoint and day one after the other */
-	if (m->last && m->g[m->last - 1].klen == n && !memcmp(m->g[m->last - 1].k, k, n))
-		return (int64_t)m->last - 1;
-	h = hash_bytes(k, n);
-	tag = h & 0xffffffff00000000ULL;
-	if ((m->n + 1) * 2 > m->tcap) {
-		size_t nt = m->tcap ? m->tcap * 2 : 256;
-		uint64_t *t = calloc(nt, sizeof(*t));
-		if (!t)
-			return -1;
-		for (size_t j = 0; j < m->tcap; j++) {
-			size_t p;
-			if (!m->tab[j])
-				continue;
-			/* the low bits the table used are gone; hash the key again */
-			p = hash_bytes(m->g[(uint32_t)m->tab[j] - 1].k, m->g[(uint32_t)m->tab[j] - 1].klen) & (nt - 1);
-			while (t[p])
-				p = (p + 1) & (nt - 1);
-			t[p] = m->tab[j];
-		}
-		free(m->tab);
-		m->tab = t;
-		m->tcap = nt;
-	}
-	for (i = h & (m->tcap - 1); m->tab[i]; i = (i + 1) & (m->tcap - 1)) {
-		struct grp *g;
-		if ((m->tab[i] & 0xffffffff00000000ULL) != tag)
-			continue;
-		g = &m->g[(uint32_t)m->tab[i] - 1];
-		if (g->klen == n && !memcmp(g->k, k, n)) {
-			m->last = (uint32_t)m->tab[i];
-			return (int64_t)m->last - 1;
-		}
-	}
+	if (i < 0 || !added)
+		return i;
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 64;
-		void *p = realloc(m->g, nc * sizeof(*m->g));
+		void *p = realloc(m->g, nc * sizeof(*m->g)), *h = NULL;
 		if (!p)
 			return -1;
 		m->g = p;
+		if (posix_memalign(&h, 64, nc * sizeof(*m->h)))
+			return -1;
+		if (m->n)
+			memcpy(h, m->h, m->n * sizeof(*m->h));
+		free(m->h);
+		m->h = h;
 		m->cap = nc;
 	}
-	struct grp *g = &m->g[m->n];
+	memset(&m->h[m->n], 0, sizeof(*m->h));
+	g = &m->g[m->n++];
 	memset(g, 0, sizeof(*g));
-	if (!(g->k = malloc(n ? n : 1)))
-		return -1;
-	memcpy(g->k, k, n);
+	g->k = m->keys.keys[i].k;
 	g->klen = n;
-	g->slot = NONE;
-	m->tab[i] = tag | ((uint64_t)m->n + 1);
-	m->last = m->n + 1;
-	return (int64_t)m->n++;
+	return i;
+}
+
+static void sums_to_agg(const struct sums *h, struct store_agg *a)
+{
+	a->count = h->count;
+	a->bytes = h->bytes;
+	a->retries = h->retries;
+	a->failures = h->failures;
+	a->hits = h->hits;
+	a->misses = h->misses;
+	a->nrates = h->nrates;
+	a->seconds = h->seconds;
+}
+
+/* Moves the sums of the scan into the groups. */
+static void gmap_settle(struct gmap *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		sums_to_agg(&m->h[i], &m->g[i].a);
 }
 
 static void gmap_release(struct gmap *m)
 {
-	for (size_t i = 0; i < m->n; i++)
-		free(m->g[i].k);
+	store_kmap_release(&m->keys);
 	free(m->g);
-	free(m->tab);
+	free(m->h);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -251,6 +237,9 @@ static void gmap_release(struct gmap *m)
 struct xfer {
 	const char *type, *repo, *path, *peer;
 	size_t lt, lr, lp, le;
+	uint32_t rid, fid, pid;   /* from a chunk: dictionary ids of repo, file, peer (the
+				     strings are set only to make a key: xfer_strings); else 0 */
+	int has_repo;             /* a repo type and name, both non-empty */
 	int64_t started_at;
 	uint64_t bytes, retries;
 	double seconds;
@@ -261,16 +250,21 @@ struct scan {
 	const struct store_stats_query *q;
 	struct gmap m[STORE_BY_N];
 	struct gmap pulls, served;
-	struct store_agg pulls_total, served_total;
+	struct sums pulls_total, served_total;
 	double *rates;            /* per transfer with a rate, in scan order */
 	uint32_t *gid[STORE_BY_N];/* its group in each breakdown */
 	size_t nrates, caprates;
-	struct store_agg total;
+	struct sums total;
 	char *kbuf;
 	size_t kcap;
+	/* reading the statistics cache: its dictionaries, and per id the
+	 * group it has in a map (NONE until its first transfer) */
+	const struct store_sc_dict *dict;
+	uint32_t *idmap[STORE_BY_N], *idpulls, *idserved;
+	int64_t day, day_g;       /* the day found last and its group (-1: none) */
 };
 
-static void agg_add(struct store_agg *a, const struct xfer *x, int rated)
+static void agg_add(struct sums *a, const struct xfer *x, int rated)
 {
 	a->count++;
 	a->bytes += x->bytes;
@@ -325,39 +319,91 @@ static int64_t make_key(struct scan *s, enum store_by by, const struct xfer *x)
 	}
 }
 
-static int scan_add(struct scan *s, const struct xfer *x)
+/* Points the strings of x (from a chunk) at its dictionary entries. */
+static void xfer_strings(const struct store_sc_dict *d, struct xfer *x)
 {
-	int rated = x->bytes > 0 && x->seconds > 0;
-	if (rated && s->nrates == s->caprates) {
-		size_t nc = s->caprates ? s->caprates * 2 : 4096;
-		void *p = realloc(s->rates, nc * sizeof(*s->rates));
-		if (!p)
-			return -1;
-		s->rates = p;
-		for (int b = 0; b < STORE_BY_N; b++) {
-			if (!(s->q->want & (1u << b)))
-				continue;
-			if (!(p = realloc(s->gid[b], nc * sizeof(*s->gid[b]))))
-				return -1;
-			s->gid[b] = p;
-		}
-		s->caprates = nc;
+	x->type = d->text + d->rtype[x->rid].off;
+	x->lt = d->rtype[x->rid].len;
+	x->repo = d->text + d->rname[x->rid].off;
+	x->lr = d->rname[x->rid].len;
+	if (x->fid) {
+		x->path = d->text + d->fpath[x->fid].off;
+		x->lp = d->fpath[x->fid].len;
 	}
+	if (x->pid) {
+		x->peer = d->text + d->peer[x->pid].off + 1;
+		x->le = d->peer[x->pid].len - 1;
+	}
+}
+
+/* The group of x in map m: a transfer from a chunk finds it through the
+ * ids of its strings (its key is made once per id), others by key. */
+static int64_t group_of(struct scan *s, struct gmap *m, uint32_t *idmap, enum store_by by, struct xfer *x)
+{
+	uint32_t id = by == STORE_BY_REPO ? x->rid : by == STORE_BY_FILE ? x->fid : by == STORE_BY_ENDPOINT ? x->pid : 0;
+	int64_t len, g;
+
+	if (by == STORE_BY_DAY) {
+		/* transfers come in time order, mostly: a day at a time */
+		int64_t day = floor_div(x->started_at, 86400);
+		if (s->day_g >= 0 && day == s->day)
+			return s->day_g;
+		if ((len = make_key(s, by, x)) < 0 || (g = gmap_get(m, s->kbuf, (size_t)len)) < 0)
+			return -1;
+		s->day = day;
+		return s->day_g = g;
+	}
+	if (id && idmap && idmap[id] != NONE)
+		return idmap[id];
+	if (x->rid)
+		xfer_strings(s->dict, x);
+	if ((len = make_key(s, by, x)) < 0 || (g = gmap_get(m, s->kbuf, (size_t)len)) < 0)
+		return -1;
+	if (id && idmap)
+		idmap[id] = (uint32_t)g;
+	return g;
+}
+
+/* Room for n rates (and their groups) in all. */
+static int scan_reserve(struct scan *s, size_t n)
+{
+	void *p;
+	if (n <= s->caprates)
+		return 0;
+	if (!(p = realloc(s->rates, n * sizeof(*s->rates))))
+		return -1;
+	s->rates = p;
 	for (int b = 0; b < STORE_BY_N; b++) {
-		int64_t len, g;
 		if (!(s->q->want & (1u << b)))
 			continue;
-		if ((len = make_key(s, (enum store_by)b, x)) < 0 || (g = gmap_get(&s->m[b], s->kbuf, (size_t)len)) < 0)
+		if (!(p = realloc(s->gid[b], n * sizeof(*s->gid[b]))))
 			return -1;
-		agg_add(&s->m[b].g[g].a, x, rated);
+		s->gid[b] = p;
+	}
+	s->caprates = n;
+	return 0;
+}
+
+static int scan_add(struct scan *s, struct xfer *x)
+{
+	int rated = x->bytes > 0 && x->seconds > 0;
+	if (rated && s->nrates == s->caprates && scan_reserve(s, s->caprates ? s->caprates * 2 : 4096))
+		return -1;
+	for (int b = 0; b < STORE_BY_N; b++) {
+		int64_t g;
+		if (!(s->q->want & (1u << b)))
+			continue;
+		if ((g = group_of(s, &s->m[b], s->idmap[b], (enum store_by)b, x)) < 0)
+			return -1;
+		agg_add(&s->m[b].h[g], x, rated);
 		if (rated)
 			s->gid[b][s->nrates] = (uint32_t)g;
 	}
 	if (s->q->legacy && !x->serve) {
-		int64_t len, g;
-		if ((len = make_key(s, STORE_BY_REPO, x)) < 0 || (g = gmap_get(&s->pulls, s->kbuf, (size_t)len)) < 0)
+		int64_t g;
+		if ((g = group_of(s, &s->pulls, s->idpulls, STORE_BY_REPO, x)) < 0)
 			return -1;
-		agg_add(&s->pulls.g[g].a, x, 0);
+		agg_add(&s->pulls.h[g], x, 0);
 		agg_add(&s->pulls_total, x, 0);
 	}
 	agg_add(&s->total, x, rated);
@@ -380,29 +426,44 @@ static const char *col_textn(sqlite3_stmt *q, int i, size_t *n)
 	return t ? t : "";
 }
 
-/* Appends the repo and time conditions of the query (bound as ?1..?4). */
+/* Ids of a table to read: (lo, hi]; all of them when lo is 0 and hi INT64_MAX. */
+struct idrange {
+	int64_t lo, hi;
+};
+#define ALL_IDS ((struct idrange){0, INT64_MAX})
+
+/* Appends the repo and time conditions of the query (bound as ?1..?4) and
+ * the id range (?5, ?6). Over a range of ids the other conditions are kept
+ * from the indexes ("+"): the range is a few rows, the time span may be most. */
 static void where_range(char *sql, size_t len, const struct store_stats_query *q, const char *name,
-			const char *type)
+			const char *type, struct idrange ids)
 {
 	size_t n = strlen(sql);
-	snprintf(sql + n, len - n, "%s%s%s%s", name ? " AND repo = ?1" : "", type ? " AND repo_type = ?2" : "",
-		 q->since != INT64_MIN ? " AND started_at >= ?3" : "", q->until != INT64_MAX ? " AND started_at < ?4" : "");
+	int by_id = ids.lo > 0 || ids.hi < INT64_MAX;
+	const char *p = by_id ? "+" : "";
+	snprintf(sql + n, len - n, "%s%s%s%s%s%s%s%s%s%s",
+		 name ? " AND " : "", name ? p : "", name ? "repo = ?1" : "",
+		 type ? " AND " : "", type ? p : "", type ? "repo_type = ?2" : "",
+		 q->since != INT64_MIN ? " AND " : "", q->since != INT64_MIN ? p : "", q->since != INT64_MIN ? "started_at >= ?3" : "",
+		 by_id ? " AND id > ?5 AND id <= ?6" : "");
+	n = strlen(sql);
+	if (q->until != INT64_MAX)
+		snprintf(sql + n, len - n, " AND %sstarted_at < ?4", p);
 }
 
 /* Per repo served requests (every kind), as store_served_stats counts them. */
-static int served_legacy_add(struct scan *s, const struct xfer *x, int file, int error)
+static int served_legacy_add(struct scan *s, struct xfer *x, int file, int error)
 {
-	struct store_agg *a = &s->served_total;
+	struct sums *a = &s->served_total;
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass) {
-			int64_t len, g;
+			int64_t g;
 			/* requests that named no repo count in the total only */
-			if (!x->lt || !x->lr)
+			if (!x->has_repo)
 				break;
-			if ((len = make_key(s, STORE_BY_REPO, x)) < 0 ||
-			    (g = gmap_get(&s->served, s->kbuf, (size_t)len)) < 0)
+			if ((g = group_of(s, &s->served, s->idserved, STORE_BY_REPO, x)) < 0)
 				return -1;
-			a = &s->served.g[g].a;
+			a = &s->served.h[g];
 		}
 		a->count++;
 		a->nrates += (uint64_t)file; /* files */
@@ -415,10 +476,11 @@ static int served_legacy_add(struct scan *s, const struct xfer *x, int file, int
 	return 0;
 }
 
+/* Adds the transfers of one table (ids in the range) read row by row. */
 static enum hm_err scan_table(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, int serve,
-			      const char *name, const char *type)
+			      const char *name, const char *type, struct idrange ids)
 {
-	char sql[640];
+	char sql[768];
 	sqlite3_stmt *q = NULL;
 	enum hm_err err = HM_OK;
 	unsigned w = s->q->want;
@@ -436,7 +498,7 @@ static enum hm_err scan_table(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, i
 	/* legacy served rows count every request; transfers only file GETs */
 	if (serve && !s->q->legacy)
 		snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), " AND kind = 'file' AND method = 'GET'");
-	where_range(sql, sizeof(sql), s->q, name, type);
+	where_range(sql, sizeof(sql), s->q, name, type, ids);
 	if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
 		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
 	if (name)
@@ -447,6 +509,10 @@ static enum hm_err scan_table(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, i
 		sqlite3_bind_int64(q, 3, s->q->since);
 	if (s->q->until != INT64_MAX)
 		sqlite3_bind_int64(q, 4, s->q->until);
+	if (ids.lo > 0 || ids.hi < INT64_MAX) {
+		sqlite3_bind_int64(q, 5, ids.lo);
+		sqlite3_bind_int64(q, 6, ids.hi);
+	}
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		struct xfer x;
 		int64_t b = sqlite3_column_int64(q, 0);
@@ -458,6 +524,7 @@ static enum hm_err scan_table(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, i
 		x.started_at = sqlite3_column_int64(q, 2);
 		x.type = need_repo ? col_textn(q, 3, &x.lt) : "";
 		x.repo = need_repo ? col_textn(q, 4, &x.lr) : "";
+		x.has_repo = x.lt && x.lr;
 		x.path = need_path ? col_textn(q, 5, &x.lp) : "";
 		x.peer = need_peer ? col_textn(q, 6, &x.le) : "";
 		x.serve = serve;
@@ -491,6 +558,221 @@ nomem:
 	return hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
 }
 
+/* ---- reading the statistics cache ---- */
+
+/* Transfers of one repo below which its report reads the tables through the
+ * repo indexes instead of the whole cache. */
+#define STATS_FEW 50000
+
+/* 1 when every id of chunk c names an entry of the dictionaries loaded. */
+static int chunk_ids_ok(const struct scan *s, const struct store_sc_chunk *c)
+{
+	const struct store_sc_dict *d = s->dict;
+	for (size_t i = 0; i < c->n; i++) {
+		uint32_t r = store_sc_u32(c->repo, i), f = store_sc_u32(c->file, i), p = store_sc_u32(c->peer, i);
+		if (r >= d->nrepo || !d->has_repo[r] || (d->has_file && (f >= d->nfile || !d->has_file[f])) ||
+		    (d->has_peer && (p >= d->npeer || !d->has_peer[p] || d->peer[p].len < 1)))
+			return 0;
+	}
+	return 1;
+}
+
+/* Adds the transfers of chunk c (of served when serve) that the query covers. */
+static int add_chunk(struct scan *s, const struct store_sc_chunk *c, int serve, const unsigned char *match)
+{
+	const struct store_sc_dict *d = s->dict;
+	const struct store_stats_query *q = s->q;
+	const uint32_t *fmap = s->idmap[STORE_BY_FILE];
+	struct xfer x;
+
+	memset(&x, 0, sizeof(x));
+	x.serve = serve;
+	x.path = x.peer = "";
+	for (size_t i = 0; i < c->n; i++) {
+		int64_t t = (int64_t)store_sc_u64(c->t, i);
+		uint32_t r = store_sc_u32(c->repo, i);
+		unsigned f = c->flags[i];
+
+		/* files are many and come in no order: fetch the sums of a
+		 * row ahead while this one is added */
+		if (fmap && i + 8 < c->n) {
+			uint32_t g = fmap[store_sc_u32(c->file, i + 8)];
+			if (g != NONE)
+				__builtin_prefetch(&s->m[STORE_BY_FILE].h[g], 1);
+		}
+
+		if ((q->since != INT64_MIN && t < q->since) || (q->until != INT64_MAX && t >= q->until) ||
+		    (match && !match[r]))
+			continue;
+		x.started_at = t;
+		x.bytes = store_sc_u64(c->bytes, i);
+		x.seconds = store_sc_f64(c->seconds, i);
+		x.retries = store_sc_u32(c->retries, i);
+		x.failed = !!(f & STORE_SC_FAILED);
+		x.hit = !!(f & STORE_SC_HIT);
+		x.miss = !!(f & STORE_SC_MISS);
+		x.has_repo = !!(f & STORE_SC_REPO);
+		x.rid = r;
+		x.fid = d->has_file ? store_sc_u32(c->file, i) : 0;
+		x.pid = d->has_peer ? store_sc_u32(c->peer, i) : 0;
+		if (serve) {
+			if (q->legacy && served_legacy_add(s, &x, !!(f & STORE_SC_FILE), x.failed))
+				return -1;
+			if (!(f & STORE_SC_FILE) || !(f & STORE_SC_GET))
+				continue;
+		}
+		if (scan_add(s, &x))
+			return -1;
+	}
+	return 0;
+}
+
+/* Adds the transfers of one table from its chunks, and from the table the
+ * ids no valid chunk holds: those after the last chunk, and any whose chunk
+ * is malformed or names ids the dictionaries lack (then the table is right). */
+static enum hm_err scan_cached(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, int serve, const char *name,
+			       const char *type, const unsigned char *match)
+{
+	sqlite3_stmt *q = NULL;
+	enum hm_err err = HM_OK;
+	int64_t done = 0; /* ids up to this one are read */
+	int rc;
+
+	if (sqlite3_prepare_v2(db, "SELECT first_id, last_id, min_t, max_t, data FROM stats_chunks WHERE tbl = ?1"
+			       " ORDER BY last_id", -1, &q, NULL) != SQLITE_OK)
+		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
+	sqlite3_bind_int(q, 1, serve);
+	while (!err && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+		int64_t first = sqlite3_column_int64(q, 0), last = sqlite3_column_int64(q, 1);
+		struct store_sc_chunk c;
+		const void *blob;
+
+		if (last <= done)
+			continue;
+		if (first < done) { /* overlaps what is read: not ours to trust */
+			err = scan_table(ctx, db, s, serve, name, type, (struct idrange){done, last});
+			done = last;
+			continue;
+		}
+		if (first > done && (err = scan_table(ctx, db, s, serve, name, type, (struct idrange){done, first})))
+			break;
+		done = last;
+		/* a chunk with no data holds values only the table can say */
+		if (sqlite3_column_type(q, 4) == SQLITE_NULL) {
+			err = scan_table(ctx, db, s, serve, name, type, (struct idrange){first, last});
+			continue;
+		}
+		if ((s->q->since != INT64_MIN && sqlite3_column_int64(q, 3) < s->q->since) ||
+		    (s->q->until != INT64_MAX && sqlite3_column_int64(q, 2) >= s->q->until))
+			continue;
+		blob = sqlite3_column_blob(q, 4);
+		if (store_sc_decode(blob, (size_t)sqlite3_column_bytes(q, 4), &c) || !chunk_ids_ok(s, &c)) {
+			err = scan_table(ctx, db, s, serve, name, type, (struct idrange){first, last});
+			continue;
+		}
+		if (add_chunk(s, &c, serve, match))
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
+		else if (hm_cancelled(ctx))
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = hm_fail(ctx, rc == SQLITE_NOMEM ? HM_ERR_NOMEM : HM_ERR_DB, "cannot read statistics: %s",
+			      sqlite3_errmsg(db));
+	sqlite3_finalize(q);
+	if (!err)
+		err = scan_table(ctx, db, s, serve, name, type, (struct idrange){done, INT64_MAX});
+	return err;
+}
+
+/* At least the rows of both tables: the sum of their largest ids. */
+static enum hm_err max_rows(struct hm_ctx *ctx, sqlite3 *db, int64_t *n)
+{
+	sqlite3_stmt *q = NULL;
+	*n = 0;
+	if (sqlite3_prepare_v2(db, "SELECT coalesce((SELECT max(id) FROM downloads), 0)"
+			       " + coalesce((SELECT max(id) FROM served), 0)", -1, &q, NULL) != SQLITE_OK ||
+	    sqlite3_step(q) != SQLITE_ROW) {
+		sqlite3_finalize(q);
+		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
+	}
+	*n = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	if (*n < 0)
+		*n = 0;
+	return HM_OK;
+}
+
+/* Reads both tables through the cache: dictionaries, the repo filter as a
+ * set of repo ids, id maps for the breakdowns that key on a dictionary. */
+static enum hm_err scan_with_cache(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, const char *name,
+				   const char *type)
+{
+	struct store_sc_dict d;
+	unsigned w = s->q->want;
+	unsigned char *match = NULL;
+	int64_t most = 0;
+	enum hm_err err;
+
+	if ((err = store_sc_dict_load(ctx, db, !!(w & (1u << STORE_BY_FILE)), !!(w & (1u << STORE_BY_ENDPOINT)), &d)))
+		goto out;
+	s->dict = &d;
+	if (name) {
+		size_t ln = strlen(name), lt = type ? strlen(type) : 0;
+		if (!(match = calloc(d.nrepo, 1)))
+			goto nomem;
+		/* as repo = ?1 AND repo_type = ?2 would: NULL matches nothing */
+		for (size_t r = 0; r < d.nrepo; r++)
+			match[r] = d.has_repo[r] && !d.rname[r].null && d.rname[r].len == ln &&
+				   !memcmp(d.text + d.rname[r].off, name, ln) &&
+				   (!type || (!d.rtype[r].null && d.rtype[r].len == lt &&
+					      !memcmp(d.text + d.rtype[r].off, type, lt)));
+	}
+	if (((w & (1u << STORE_BY_REPO)) && !(s->idmap[STORE_BY_REPO] = idmap_new(d.nrepo))) ||
+	    ((w & (1u << STORE_BY_FILE)) && !(s->idmap[STORE_BY_FILE] = idmap_new(d.nfile))) ||
+	    ((w & (1u << STORE_BY_ENDPOINT)) && !(s->idmap[STORE_BY_ENDPOINT] = idmap_new(d.npeer))) ||
+	    (s->q->legacy && (!(s->idpulls = idmap_new(d.nrepo)) || !(s->idserved = idmap_new(d.nrepo)))))
+		goto nomem;
+	/* as many rates as there can be, at once: no copies as they grow, and
+	 * what a narrower query leaves untouched of a large allocation costs
+	 * no memory; ids can be sparse, so past 16M rows, and when the
+	 * allocation fails, the arrays grow as they fill instead */
+	if ((err = max_rows(ctx, db, &most)))
+		goto out;
+	(void)scan_reserve(s, most < (1 << 24) ? (size_t)most : (size_t)1 << 24);
+	if (!(err = scan_cached(ctx, db, s, 0, name, type, match)))
+		err = scan_cached(ctx, db, s, 1, name, type, match);
+	goto out;
+nomem:
+	err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
+out:
+	s->dict = NULL;
+	free(match);
+	store_sc_dict_release(&d);
+	return err;
+}
+
+/* Transfers of the repo filter (both tables), counted on the repo indexes. */
+static enum hm_err count_repo(struct hm_ctx *ctx, sqlite3 *db, const char *name, const char *type, int64_t *n)
+{
+	sqlite3_stmt *q = NULL;
+	char sql[256];
+	const char *t = type ? " AND repo_type = ?2" : "";
+	snprintf(sql, sizeof(sql), "SELECT (SELECT count(*) FROM downloads WHERE repo = ?1%s)"
+		 " + (SELECT count(*) FROM served WHERE repo = ?1%s)", t, t);
+	if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	if (type)
+		sqlite3_bind_text(q, 2, type, -1, SQLITE_STATIC);
+	if (sqlite3_step(q) != SQLITE_ROW) {
+		sqlite3_finalize(q);
+		return hm_fail(ctx, HM_ERR_DB, "cannot read statistics: %s", sqlite3_errmsg(db));
+	}
+	*n = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	return HM_OK;
+}
+
 /* The k-th smallest of v[0..n) (0-based); reorders v so that v[i] <= v[k] for i < k. */
 static double kth(double *v, size_t n, size_t k)
 {
@@ -521,17 +803,81 @@ static double kth(double *v, size_t n, size_t k)
 	return v[k];
 }
 
+#define RADIX_BITS 16
+#define RADIX_MIN 32768 /* values below which quickselect alone is as quick */
+
+static uint32_t top_bits(double d)
+{
+	uint64_t u;
+	memcpy(&u, &d, sizeof(u));
+	return (uint32_t)(u >> (64 - RADIX_BITS));
+}
+
+/* The values of ranks r[0..m) of v[0..n), all positive (the order of their
+ * bits is theirs), into out: counting the top bits finds each rank's bucket;
+ * quickselect finishes among that bucket's values alone. 0 when it cannot
+ * help (a negative value, one bucket holding most values, no memory). */
+static int radix_ranks(const double *v, size_t n, const size_t *r, int m, double *out)
+{
+	size_t *h = calloc((size_t)1 << RADIX_BITS, sizeof(*h)), start[4], len[4];
+	uint32_t want[4];
+	double *part[4] = {NULL, NULL, NULL, NULL};
+	int ok = 0;
+
+	if (!h || m > 4)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		h[top_bits(v[i])]++;
+	for (int j = 0; j < m; j++) {
+		size_t below = 0;
+		uint32_t b = 0;
+		while (below + h[b] <= r[j])
+			below += h[b++];
+		/* positive doubles have the top bit clear */
+		if (b >> (RADIX_BITS - 1) || h[b] > n / 2)
+			goto out;
+		want[j] = b;
+		start[j] = below;
+		len[j] = 0;
+		if (!(part[j] = malloc(h[b] * sizeof(**part))))
+			goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint32_t b = top_bits(v[i]);
+		for (int j = 0; j < m; j++)
+			if (b == want[j])
+				part[j][len[j]++] = v[i];
+	}
+	for (int j = 0; j < m; j++)
+		out[j] = kth(part[j], len[j], r[j] - start[j]);
+	ok = 1;
+out:
+	for (int j = 0; j < 4; j++)
+		free(part[j]);
+	free(h);
+	return ok;
+}
+
 static void percentiles(double *v, size_t n, struct store_agg *a)
 {
-	size_t k;
+	size_t k, k95, r[3];
+	double x[3];
 	a->median_rate = a->p95_rate = 0;
 	if (!n)
 		return;
-	/* nearest rank: the smallest value with at least 95% of values <= it */
-	k = (95 * n + 99) / 100 - 1;
-	a->p95_rate = kth(v, n, k);
+	/* nearest rank: the smallest value with at least 95% of values <= it;
+	 * the median: the middle value, or the mean of the middle two */
+	k95 = (95 * n + 99) / 100 - 1;
 	k = n / 2;
-	a->median_rate = kth(v, n, k);
+	r[0] = k95, r[1] = k, r[2] = k ? k - 1 : 0;
+	if (n >= RADIX_MIN && radix_ranks(v, n, r, n % 2 ? 2 : 3, x)) {
+		a->p95_rate = x[0];
+		a->median_rate = n % 2 ? x[1] : (x[2] + x[1]) / 2;
+		return;
+	}
+	a->p95_rate = kth(v, n, k95);
+	/* the median is among the values kth left below the p95 */
+	a->median_rate = k < k95 ? kth(v, k95, k) : a->p95_rate;
 	if (n % 2 == 0) {
 		double below = v[0];
 		for (size_t i = 1; i < k; i++)
@@ -653,19 +999,21 @@ static int fill_row(struct grp *g, enum store_by by, struct store_agg *out)
 static int finish_breakdown(struct scan *s, enum store_by by, struct store_report *r)
 {
 	struct gmap *m = &s->m[by];
-	uint32_t *idx = NULL;
+	uint32_t *idx = NULL, *slot = NULL;
 	size_t *off = NULL, k, total = 0;
 	double *tmp = NULL;
 	int ret = -1;
 
+	gmap_settle(m);
 	r->nkeys[by] = m->n;
-	if (!(idx = malloc((m->n ? m->n : 1) * sizeof(*idx))))
+	if (!(idx = malloc((m->n ? m->n : 1) * sizeof(*idx))) || !(slot = idmap_new(m->n)))
 		goto out;
 	k = choose(m, by, s->q->by_key, s->q->top, idx);
 	if (!(r->by[by] = calloc(k ? k : 1, sizeof(*r->by[by]))) || !(off = calloc(k + 1, sizeof(*off))))
 		goto out;
+	/* slot[group]: its index among the chosen rows, or NONE */
 	for (size_t i = 0; i < k; i++) {
-		m->g[idx[i]].slot = (uint32_t)i;
+		slot[idx[i]] = (uint32_t)i;
 		off[i] = total;
 		total += m->g[idx[i]].a.nrates;
 	}
@@ -679,7 +1027,7 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 			goto out;
 		memcpy(pos, off, (k + 1) * sizeof(*pos));
 		for (size_t i = 0; i < s->nrates; i++) {
-			uint32_t sl = m->g[s->gid[by][i]].slot;
+			uint32_t sl = slot[s->gid[by][i]];
 			if (sl != NONE)
 				tmp[pos[sl]++] = s->rates[i];
 		}
@@ -695,6 +1043,7 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 	ret = 0;
 out:
 	free(idx);
+	free(slot);
 	free(off);
 	free(tmp);
 	return ret;
@@ -705,27 +1054,28 @@ static int cmp_grp_key(const void *a, const void *b)
 	return cmp_key(a, b, STORE_BY_REPO);
 }
 
-/* Orders a map's groups by key for the per-repo rows; its hash table (whose
- * slots the sort invalidates) is no longer needed and goes. */
+/* Orders a map's groups by key for the per-repo rows; after it g[i] is no
+ * longer the group of key i, so the map takes no more look-ups. */
 static void sort_groups_by_key(struct gmap *m)
 {
 	if (m->n)
 		qsort(m->g, m->n, sizeof(*m->g), cmp_grp_key);
-	free(m->tab);
-	m->tab = NULL;
-	m->tcap = 0;
+	m->keys.last = 0;
 }
 
 static int finish_pulls(struct scan *s, struct store_report *r)
 {
 	struct gmap *m = &s->pulls;
 	struct store_stats_row *v = calloc(m->n + 1, sizeof(*v));
+	struct store_agg tot;
 	if (!v)
 		return -1;
+	gmap_settle(m);
 	sort_groups_by_key(m);
+	sums_to_agg(&s->pulls_total, &tot);
 	r->pulls = v;
 	for (size_t i = 0; i <= m->n; i++) {
-		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->pulls_total;
+		const struct store_agg *a = i < m->n ? &m->g[i].a : &tot;
 		if (i < m->n && !(v[i].key = util_strndup(m->g[i].k, m->g[i].klen)))
 			return -1;
 		r->npulls = i + 1;
@@ -742,12 +1092,15 @@ static int finish_served(struct scan *s, struct store_report *r)
 {
 	struct gmap *m = &s->served;
 	struct store_served_row *v = calloc(m->n + 1, sizeof(*v));
+	struct store_agg tot;
 	if (!v)
 		return -1;
+	gmap_settle(m);
 	sort_groups_by_key(m);
+	sums_to_agg(&s->served_total, &tot);
 	r->served = v;
 	for (size_t i = 0; i <= m->n; i++) {
-		const struct store_agg *a = i < m->n ? &m->g[i].a : &s->served_total;
+		const struct store_agg *a = i < m->n ? &m->g[i].a : &tot;
 		if (i < m->n && !(v[i].key = util_strndup(m->g[i].k, m->g[i].klen)))
 			return -1;
 		r->nserved = i + 1;
@@ -790,19 +1143,38 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	char *type = NULL;
 	const char *name = NULL;
 	sqlite3 *db = NULL;
+	int64_t nrepo = 0;
+	int cached;
 
 	memset(out, 0, sizeof(*out));
 	memset(&s, 0, sizeof(s));
 	s.q = q;
+	s.day_g = -1;
 	if ((err = store_flush(ctx, st)))
 		return err;
 	if ((err = store_stats_filter(ctx, q->repo, &type, &name)))
 		return err;
+	/* a repo with few transfers is quicker to read through the repo indexes */
+	if (name && q->scan == STORE_SCAN_AUTO && (err = count_repo(ctx, st->db, name, type, &nrepo)))
+		goto out;
+	cached = q->scan == STORE_SCAN_CACHE || (q->scan == STORE_SCAN_AUTO && (!name || nrepo >= STATS_FEW));
+	/* pack what no chunk holds yet (after a migration or a bulk insert);
+	 * without it the report is as right, and slower */
+	if (cached && (err = store_stats_pack(ctx, st, NULL))) {
+		if (err == HM_ERR_CANCELLED)
+			goto out;
+		ctx->errmsg[0] = '\0';
+		err = HM_OK;
+	}
 	if ((err = open_reader(ctx, st, &db)))
 		goto out;
-	err = scan_table(ctx, db, &s, 0, name, type);
-	if (!err)
-		err = scan_table(ctx, db, &s, 1, name, type);
+	if (cached) {
+		err = scan_with_cache(ctx, db, &s, name, type);
+	} else {
+		err = scan_table(ctx, db, &s, 0, name, type, ALL_IDS);
+		if (!err)
+			err = scan_table(ctx, db, &s, 1, name, type, ALL_IDS);
+	}
 	sqlite3_close(db);
 	if (err)
 		goto out;
@@ -811,7 +1183,7 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 			goto nomem;
 	if (q->legacy && (finish_pulls(&s, out) || finish_served(&s, out)))
 		goto nomem;
-	out->total = s.total;
+	sums_to_agg(&s.total, &out->total);
 	percentiles(s.rates, s.nrates, &out->total);
 	goto out;
 nomem:
@@ -820,7 +1192,10 @@ out:
 	for (int b = 0; b < STORE_BY_N; b++) {
 		gmap_release(&s.m[b]);
 		free(s.gid[b]);
+		free(s.idmap[b]);
 	}
+	free(s.idpulls);
+	free(s.idserved);
 	gmap_release(&s.pulls);
 	gmap_release(&s.served);
 	free(s.rates);

@@ -3,6 +3,7 @@
 #define STORE_INT_H
 
 #include <sqlite3.h>
+#include <string.h>
 #include "store.h"
 
 /* A blobs row (and maybe a blob_oids row) waiting for store_flush. */
@@ -52,7 +53,101 @@ int store_type_ok(const char *type);
  * *name (inside repo); a bare name gives *type NULL; NULL gives both NULL. */
 enum hm_err store_stats_filter(struct hm_ctx *ctx, const char *repo, char **type,
 			       const char **name) HM_MUST_CHECK;
+/* A set of byte strings (kmap.c), each with a dense index in insertion
+ * order. Zero-initialised it is empty; the keys are owned copies (with a NUL
+ * after the last byte) whose addresses never change. */
+struct store_key {
+	char *k;
+	size_t len;
+};
+struct store_kmap {
+	struct store_key *keys;
+	size_t n, cap;
+	uint64_t *tab;    /* open addressing: index + 1, high half the key's hash; 0 = empty */
+	size_t tcap;      /* power of two */
+	size_t last;      /* index + 1 of the key found last, 0 = none */
+};
+/* Index of key k[0..n) (*added = 1 when it was new); -1 when out of memory. */
+int64_t store_kmap_get(struct store_kmap *m, const char *k, size_t n, int *added);
+void store_kmap_release(struct store_kmap *m);
+
 /* Copies src to a new file dst (mode 0444); used when hard links cannot cross filesystems. */
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
+
+/* ---- the statistics cache (statcache.c, schema v6) ---- */
+
+#define STORE_SC_CHUNK 4096 /* rows of a chunk */
+#define STORE_SC_ROW 41     /* bytes a row takes in a chunk */
+/* flags of a row in a chunk */
+#define STORE_SC_FAILED 1u  /* downloads: result 'failed'; served: status >= 400 */
+#define STORE_SC_HIT 2u     /* served: cache 'hit' */
+#define STORE_SC_MISS 4u    /* served: cache 'miss' */
+#define STORE_SC_FILE 8u    /* served: kind 'file' */
+#define STORE_SC_GET 16u    /* served: method 'GET' */
+#define STORE_SC_REPO 32u   /* a non-empty repo type and name */
+
+/* One chunk's columns, pointing into its blob (read them with store_sc_*). */
+struct store_sc_chunk {
+	size_t n;
+	const unsigned char *t, *bytes, *seconds, *retries, *repo, *file, *peer, *flags;
+};
+/* Checks a chunk's blob and points c at its columns; -1 when it is malformed. */
+int store_sc_decode(const void *blob, size_t len, struct store_sc_chunk *c);
+
+static inline uint64_t store_sc_u64(const unsigned char *col, size_t i)
+{
+	uint64_t v;
+	memcpy(&v, col + 8 * i, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap64(v);
+#endif
+	return v;
+}
+
+static inline uint32_t store_sc_u32(const unsigned char *col, size_t i)
+{
+	uint32_t v;
+	memcpy(&v, col + 4 * i, 4);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = __builtin_bswap32(v);
+#endif
+	return v;
+}
+
+static inline double store_sc_f64(const unsigned char *col, size_t i)
+{
+	uint64_t v = store_sc_u64(col, i);
+	double d;
+	memcpy(&d, &v, sizeof(d));
+	return d;
+}
+
+/* A string of a dictionary: text + off, len bytes (NUL after them). */
+struct store_sc_str {
+	size_t off, len;
+	int null;               /* SQL NULL (len 0) */
+};
+/* The dictionaries as a report reads them: index = id, 1 .. n - 1; has_*[id]
+ * is 0 for ids with no row. */
+struct store_sc_dict {
+	size_t nrepo, nfile, npeer;
+	unsigned char *has_repo, *has_file, *has_peer;
+	struct store_sc_str *rtype, *rname;     /* per repo id */
+	struct store_sc_str *fpath;             /* per file id */
+	uint32_t *frepo;                        /* per file id: its repo id */
+	struct store_sc_str *peer;              /* per peer id: 'p' (pulls) or 's' (serve), then the host/client */
+	char *text;
+	size_t len, cap;
+};
+/* Loads the repo dictionary, and those of files and peers when asked. */
+enum hm_err store_sc_dict_load(struct hm_ctx *ctx, sqlite3 *db, int files, int peers,
+			       struct store_sc_dict *d) HM_MUST_CHECK;
+void store_sc_dict_release(struct store_sc_dict *d);
+/* Packs every full chunk's worth of rows of downloads and served that no
+ * chunk holds yet, a few chunks a transaction; *chunks (may be NULL): how many. */
+enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunks) HM_MUST_CHECK;
+/* store_stats_pack for writers whose rows are committed: a failure leaves
+ * the rows to be read from their table and clears ctx's message. */
+void store_stats_maintain(struct hm_ctx *ctx, struct store *st);
 
 #endif

@@ -542,6 +542,8 @@ enum hm_err store_flush(struct hm_ctx *ctx, struct store *st)
 	}
 	for (size_t i = 0; i < st->ndls; i++)
 		pending_dl_release(&st->dls[i]);
+	if (st->ndls)
+		store_stats_maintain(ctx, st);
 	st->ndls = 0;
 	st->nblobs = 0;
 	return HM_OK;

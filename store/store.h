@@ -204,6 +204,11 @@ void store_served_stats_free(struct store_served_row *v, size_t n);
 /* Breakdowns of a report. */
 enum store_by { STORE_BY_REPO, STORE_BY_FILE, STORE_BY_DAY, STORE_BY_ENDPOINT, STORE_BY_N };
 
+/* How a report reads the transfers: AUTO chooses (the statistics cache,
+ * or for a repo with few transfers its rows through the repo indexes);
+ * TABLES reads every row from its table; CACHE always reads the cache. */
+enum store_scan { STORE_SCAN_AUTO, STORE_SCAN_TABLES, STORE_SCAN_CACHE };
+
 /* What a report covers. Transfers are downloads rows (pulls) and served
  * rows of kind "file" answered to a GET (`serve`). */
 struct store_stats_query {
@@ -213,6 +218,7 @@ struct store_stats_query {
 	unsigned want;          /* (1u << STORE_BY_x) for each breakdown to compute */
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
 	int legacy;             /* also fill the report's pulls and served rows */
+	enum store_scan scan;   /* how to read the transfers (the same numbers either way) */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
@@ -244,7 +250,9 @@ struct store_report {
 	struct store_served_row *served;
 	size_t nserved;
 };
-/* One pass over downloads and served (covering indexes of schema v3). */
+/* One pass over the transfers: the chunks of the statistics cache (schema
+ * v6, packed first when a chunk's worth of rows waits) and the rows after
+ * them; a repo with few transfers through the repo indexes instead. */
 enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct store_stats_query *q,
 			 struct store_report *out) HM_MUST_CHECK;
 void store_report_release(struct store_report *r);

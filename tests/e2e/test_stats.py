@@ -275,6 +275,77 @@ def test_stats_50k_rows_every_breakdown(t):
 test_stats_50k_rows_every_breakdown.timeout = 180
 
 
+def check_report(j, want, what):
+    """Every row of every breakdown of `stats --json --top 0` against expected()."""
+    check_row(j["overall"], want["total"][None], "%s: overall" % what)
+    for by in ("repo", "file", "day", "endpoint"):
+        rows = j["by_" + by]
+        check(len(rows) == len(want[by]), "%s: by_%s: %d rows, expected %d" % (what, by, len(rows), len(want[by])))
+        for x in rows:
+            k = json_key(by, x)
+            check(k in want[by], "%s: by_%s: unexpected key %s" % (what, by, k))
+            check_row(x, want[by][k], "%s: by_%s %s" % (what, by, k))
+
+
+def test_stats_cache_follows_the_tables(t):
+    """The statistics cache (schema v6) against the rows as they are, after
+    a query packed them and the tables then changed under it."""
+    rnd = random.Random(11)
+    repos = [("model" if i % 4 else "dataset", "org/r%d" % i) for i in range(12)]
+
+    def pull():
+        return (*rnd.choice(repos), "f%d.bin" % rnd.randrange(300), rnd.choice((0, rnd.randrange(1, 1 << 30))),
+                rnd.choice((0.0, rnd.uniform(0.01, 30))), rnd.choice((0, 2)),
+                "failed" if rnd.random() < 0.05 else "ok", rnd.choice(("a.example", "b.example")),
+                D0 + rnd.randrange(40 * DAY))
+
+    def serve():
+        return (rnd.choice(("file", "api")), rnd.choice(("GET", "HEAD")), *rnd.choice(repos),
+                "f%d.bin" % rnd.randrange(300), rnd.choice((200, 404)), rnd.randrange(1 << 26),
+                rnd.uniform(0.01, 3), "10.2.0.%d" % rnd.randrange(5), rnd.choice(("hit", "miss", None)),
+                D0 + rnd.randrange(40 * DAY))
+
+    # ids follow the order of insertion in a fresh store
+    pulls = {i + 1: pull() for i in range(12000)}
+    served = {i + 1: serve() for i in range(6000)}
+    new_store(t)
+    insert(t, pulls.values(), served.values())
+    check_report(stats_json(t, "--top", "0"), expected(pulls.values(), served.values()), "fresh")
+    db = os.path.join(t.store, "index.db")
+    con = sqlite3.connect(db, timeout=30)
+    check(con.execute("SELECT count(*) FROM stats_chunks WHERE data IS NOT NULL").fetchone()[0] == 3,
+          "the first stats did not pack the rows")
+
+    # rows added (more than a chunk), deleted, changed, after the query
+    more = {12001 + i: pull() for i in range(5000)}
+    insert(t, more.values())
+    pulls.update(more)
+    with con:
+        con.execute("DELETE FROM downloads WHERE id BETWEEN 100 AND 199")
+        con.execute("UPDATE downloads SET bytes = 777777, seconds = 0.25 WHERE id = 9000")
+        con.execute("UPDATE served SET status = 503, cache = 'miss' WHERE id = 4500")
+    for i in range(100, 200):
+        del pulls[i]
+    p = pulls[9000]
+    pulls[9000] = p[:3] + (777777, 0.25) + p[5:]
+    v = served[4500]
+    served[4500] = v[:5] + (503,) + v[6:9] + ("miss",) + v[10:]
+    check_report(stats_json(t, "--top", "0"), expected(pulls.values(), served.values()), "after changes")
+    # and a few rows more: fewer than a chunk, read from the table
+    few = {17001 + i: pull() for i in range(30)}
+    insert(t, few.values())
+    pulls.update(few)
+    check_report(stats_json(t, "--top", "0"), expected(pulls.values(), served.values()), "after 30 rows")
+    since, until = D0 + 5 * DAY, D0 + 9 * DAY
+    j = stats_json(t, "--top", "0", "--since", str(since), "--until", str(until))
+    check_report(j, expected([x for x in pulls.values() if since <= x[8] < until],
+                             [x for x in served.values() if since <= x[10] < until]), "in a range")
+    con.close()
+
+
+test_stats_cache_follows_the_tables.timeout = 180
+
+
 def chromium_binary():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         p = shutil.which(name)

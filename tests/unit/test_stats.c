@@ -74,7 +74,7 @@ static int fill(struct hm_ctx *ctx, struct store *st)
 
 static struct store_stats_query all_query(void)
 {
-	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 0, (1u << STORE_BY_N) - 1, 0, 1};
+	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 0, (1u << STORE_BY_N) - 1, 0, 1, STORE_SCAN_AUTO};
 	return q;
 }
 
