@@ -605,19 +605,14 @@ static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_
 			const unsigned char *in, int worker)
 {
 	double maxe = ps->max_err[worker];
-	if (p->type != CONV_OUT_Q8_0 && p->type != CONV_OUT_Q4_0)
+	if (p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16)
 		conv_load_out(p->type, in, n, y);
-	if (p->type == CONV_OUT_F32 || p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) {
-		/* the common case first: every value came back exactly */
-		const uint32_t *xb = (const uint32_t *)(const void *)x, *yb = (const uint32_t *)(const void *)y;
-		uint32_t diff = 0;
-		if (p->type == CONV_OUT_F32)
-			yb = memcpy(y, in, n * 4);
-		for (size_t i = 0; i < n; i++)
-			diff |= xb[i] ^ yb[i];
-		if (!diff)
-			return;
-	}
+	/* the common case first: every value came back exactly, bit for bit
+	 * (memcmp is the vectorized loop) */
+	if (p->type == CONV_OUT_F32 && !memcmp(x, in, n * 4))
+		return;
+	if ((p->type == CONV_OUT_F16 || p->type == CONV_OUT_BF16) && !memcmp(x, y, n * 4))
+		return;
 	if (p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0) {
 		float worst = 0;
 		if (!conv_check_quant(p->type, x, in, n, y, &worst) && !ps->bad[worker]) {
@@ -641,10 +636,12 @@ static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_
 		ps->max_err[worker] = maxe;
 		return;
 	}
+	if (p->type == CONV_OUT_F32)
+		memcpy(y, in, n * 4);
 	for (size_t i = 0; i < n; i++) {
 		int ok;
 		if (p->type == CONV_OUT_F32) {
-			ok = !memcmp(&x[i], in + 4 * i, 4);
+			ok = !memcmp(&x[i], &y[i], 4);
 		} else {
 			/* exact round trip, or else the correctly rounded value */
 			uint16_t got = (uint16_t)(in[2 * i] | in[2 * i + 1] << 8);
