@@ -125,18 +125,20 @@ static const char *const migrations[] = {
 	 * is derived data: the triggers drop every chunk from the first id a
 	 * change touches, so the chunks always cover ids 1..last_id of each
 	 * table exactly as the table is; ids after that are read from the
-	 * table. Chunks are rebuilt by the next writer or report. */
+	 * table. Chunks are rebuilt by the next writer or report. Dictionary
+	 * ids are never reused (AUTOINCREMENT): a chunk naming a deleted one
+	 * is read from the table, never credited to a newer name. */
 	"CREATE TABLE stats_repos ("
-	"  id INTEGER PRIMARY KEY,"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  type BLOB,"
 	"  name BLOB);"
 	"CREATE TABLE stats_files ("
-	"  id INTEGER PRIMARY KEY,"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  repo INTEGER NOT NULL,"
 	"  path BLOB NOT NULL,"
 	"  UNIQUE(repo, path));"
 	"CREATE TABLE stats_peers ("
-	"  id INTEGER PRIMARY KEY,"
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	"  key BLOB NOT NULL UNIQUE);"
 	"CREATE TABLE stats_chunks ("
 	"  id INTEGER PRIMARY KEY,"

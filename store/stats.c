@@ -430,7 +430,9 @@ static const char *col_textn(sqlite3_stmt *q, int i, size_t *n)
 struct idrange {
 	int64_t lo, hi;
 };
-#define ALL_IDS ((struct idrange){0, INT64_MAX})
+/* (lo, hi]; lo = INT64_MIN: no lower bound (ids may be 0 or negative: a
+ * rowid is whatever a writer chose), hi = INT64_MAX: no upper bound */
+#define ALL_IDS ((struct idrange){INT64_MIN, INT64_MAX})
 
 /* Appends the repo and time conditions of the query (bound as ?1..?4) and
  * the id range (?5, ?6). Over a range of ids the other conditions are kept
@@ -439,13 +441,13 @@ static void where_range(char *sql, size_t len, const struct store_stats_query *q
 			const char *type, struct idrange ids)
 {
 	size_t n = strlen(sql);
-	int by_id = ids.lo > 0 || ids.hi < INT64_MAX;
+	int by_id = ids.lo > INT64_MIN || ids.hi < INT64_MAX;
 	const char *p = by_id ? "+" : "";
-	snprintf(sql + n, len - n, "%s%s%s%s%s%s%s%s%s%s",
+	snprintf(sql + n, len - n, "%s%s%s%s%s%s%s%s%s%s%s",
 		 name ? " AND " : "", name ? p : "", name ? "repo = ?1" : "",
 		 type ? " AND " : "", type ? p : "", type ? "repo_type = ?2" : "",
 		 q->since != INT64_MIN ? " AND " : "", q->since != INT64_MIN ? p : "", q->since != INT64_MIN ? "started_at >= ?3" : "",
-		 by_id ? " AND id > ?5 AND id <= ?6" : "");
+		 ids.lo > INT64_MIN ? " AND id > ?5" : "", ids.hi < INT64_MAX ? " AND id <= ?6" : "");
 	n = strlen(sql);
 	if (q->until != INT64_MAX)
 		snprintf(sql + n, len - n, " AND %sstarted_at < ?4", p);
@@ -509,7 +511,8 @@ static enum hm_err scan_table(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, i
 		sqlite3_bind_int64(q, 3, s->q->since);
 	if (s->q->until != INT64_MAX)
 		sqlite3_bind_int64(q, 4, s->q->until);
-	if (ids.lo > 0 || ids.hi < INT64_MAX) {
+	if (ids.lo > INT64_MIN || ids.hi < INT64_MAX) {
+		/* a parameter the SQL leaves out is SQLITE_RANGE here: harmless */
 		sqlite3_bind_int64(q, 5, ids.lo);
 		sqlite3_bind_int64(q, 6, ids.hi);
 	}
@@ -635,7 +638,8 @@ static enum hm_err scan_cached(struct hm_ctx *ctx, sqlite3 *db, struct scan *s, 
 {
 	sqlite3_stmt *q = NULL;
 	enum hm_err err = HM_OK;
-	int64_t done = 0; /* ids up to this one are read */
+	int64_t done = INT64_MIN; /* ids up to this one are read (chunks start at id 0: ids <= 0 come
+				   * from the table, before the first chunk) */
 	int rc;
 
 	if (sqlite3_prepare_v2(db, "SELECT first_id, last_id, min_t, max_t, data FROM stats_chunks WHERE tbl = ?1"

@@ -460,3 +460,58 @@ UNIT_TEST(statcache_concurrent_writers)
 	CHECK(all_agree(&ctx, st));
 	store_close(st);
 }
+
+/* Rowids a writer chose by hand (0, negative) are before every chunk: read
+ * from the table, counted once, whether or not chunks exist. */
+UNIT_TEST(statcache_counts_ids_of_zero_and_below)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = NULL;
+	uint64_t s = 11;
+	static const char *const cols = "repo_type, repo, revision, path, sha256, size, bytes, seconds, connections,"
+					" retries, result, error, endpoint, started_at";
+	char sql[1024];
+
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
+	CHECK(add_rows(&ctx, st, &s, 10, T0) == 0);
+	for (int id = 0; id >= -5; id -= 5) {
+		snprintf(sql, sizeof(sql), "INSERT INTO downloads(id, %s) SELECT %d, %s FROM downloads"
+			 " WHERE id = (SELECT min(id) FROM downloads WHERE id > 0)", cols, id, cols);
+		CHECK(exec_sql(sql) == 0);
+	}
+	CHECK(add_rows(&ctx, st, &s, 9000, T0 + DAY) == 0);
+	CHECK(count_rows("SELECT count(*) FROM stats_chunks WHERE tbl = 0") >= 2);
+	CHECK(all_agree(&ctx, st));
+	/* an id moved below zero by an update */
+	CHECK(exec_sql("UPDATE downloads SET id = -1 WHERE id = 5") == 0);
+	CHECK(all_agree(&ctx, st));
+	CHECK(count_rows("SELECT count(*) FROM stats_chunks WHERE tbl = 0") >= 2);
+	CHECK(all_agree(&ctx, st));
+	store_close(st);
+}
+
+/* A deleted dictionary entry's id is never given to another name: the
+ * chunks naming it are read from the table, not credited to the newcomer. */
+UNIT_TEST(statcache_dictionary_ids_are_not_reused)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = NULL;
+	uint64_t s = 12;
+	static const char *const cols = "revision, path, sha256, size, bytes, seconds, connections, retries, result,"
+					" error, endpoint, started_at";
+	char sql[1024];
+
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
+	CHECK(add_rows(&ctx, st, &s, 5000, T0) == 0);
+	CHECK(cache_agrees(&ctx, st, query(NULL, INT64_MIN, INT64_MAX), NULL));
+	CHECK(exec_sql("DELETE FROM stats_repos WHERE id = (SELECT max(id) FROM stats_repos)") == 0);
+	/* after the packed rows: only a new repo's, enough for a chunk of their own */
+	CHECK(exec_sql("DELETE FROM downloads WHERE id > (SELECT max(last_id) FROM stats_chunks WHERE tbl = 0)") == 0);
+	snprintf(sql, sizeof(sql), "INSERT INTO downloads(repo_type, repo, %s) SELECT 'model', 'brand/new', %s"
+		 " FROM downloads ORDER BY id LIMIT 4500", cols, cols);
+	CHECK(exec_sql(sql) == 0);
+	CHECK(all_agree(&ctx, st));
+	CHECK(count_rows("SELECT count(*) FROM stats_repos WHERE CAST(name AS TEXT) = 'brand/new'") == 1);
+	CHECK(cache_agrees(&ctx, st, query("model:brand/new", INT64_MIN, INT64_MAX), NULL));
+	store_close(st);
+}
