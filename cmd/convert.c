@@ -91,6 +91,7 @@ static void report(struct cmd_env *env, const char *source, const char *commit, 
 			json_object_set_new(j, "f16_fallback", json_integer((json_int_t)res->nf16_fallback));
 			json_object_set_new(j, "tokenizer", json_string(res->tokenizer));
 			json_object_set_new(j, "pre", json_string(res->pre));
+			json_object_set_new(j, "pre_recognized", json_boolean(!res->pre_unrecognized));
 			json_object_set_new(j, "vocab", json_integer((json_int_t)res->nvocab));
 			json_object_set_new(j, "max_abs_error", json_real(res->max_abs_err));
 			json_object_set_new(j, "seconds", json_real(res->seconds_convert));
@@ -99,6 +100,10 @@ static void report(struct cmd_env *env, const char *source, const char *commit, 
 		cmd_print_json(j);
 		return;
 	}
+	if (!cached && res->pre_unrecognized)
+		fprintf(stderr, "hubmirror: warning: the tokenizer's pre-tokenizer matches none llama.cpp knows;"
+			" wrote tokenizer.ggml.pre = \"default\" (llama.cpp's own converter refuses such a model,"
+			" and text may tokenize differently from the original)\n");
 	if (env->quiet)
 		return;
 	if (cached) {

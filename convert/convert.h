@@ -58,6 +58,7 @@ struct conv_result {
 	char arch[64];      /* the config's architecture */
 	char tokenizer[16]; /* "llama" | "gpt2" | "" (none) */
 	char pre[32];       /* tokenizer.ggml.pre */
+	int pre_unrecognized; /* a byte-level BPE pre-tokenizer no llama.cpp name fits: "default" written */
 	size_t nvocab;
 	uint64_t nparams;
 	size_t nquant, nf16_fallback; /* tensors quantized; rows not a block multiple -> F16 */

@@ -421,6 +421,9 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	}
 	snprintf(res->tokenizer, sizeof(res->tokenizer), "%s", spm ? "llama" : "gpt2");
 	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : pick_pre(&ps));
+	/* llama.cpp's converter refuses a byte-level BPE pre-tokenizer it does
+	 * not know; this one writes "default" and says so */
+	res->pre_unrecognized = !spm && !strcmp(res->pre, "default");
 	res->nvocab = v.n;
 	if ((err = fmt_gguf_writer_str(w, "tokenizer.ggml.model", res->tokenizer)) ||
 	    (err = fmt_gguf_writer_str(w, "tokenizer.ggml.pre", res->pre)) ||

@@ -466,6 +466,14 @@ def test_convert_bytelevel_bpe(t):
         j = t.ok("convert", d, "--type", "f32", "-o", out, "--json").json()
         check(j["pre"] == expect and gguf_read(out)[0]["tokenizer.ggml.pre"] == expect,
               "pre for %r: %r" % (pre, j["pre"]))
+        check(j["pre_recognized"] is (expect != "default"), "pre_recognized: %r" % j)
+    # the unknown one is said aloud (llama.cpp's converter refuses it)
+    r = t.ok("convert", d, "--type", "f32", "-o", out)
+    check("warning" in r.err and "pre-tokenizer" in r.err and "default" in r.err, "warning: %r" % r.err)
+    tok["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    json.dump(tok, open(os.path.join(d, "tokenizer.json"), "w"))
+    r = t.ok("convert", d, "--type", "f32", "-o", out)
+    check("warning" not in r.err, "no warning for a known one: %r" % r.err)
 
 
 def test_convert_variants(t):
