@@ -28,10 +28,16 @@ void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, floa
  * magnitude is amax may show. */
 float conv_quant_bound(enum conv_out_type t, float amax);
 /* Checks n source values x (a multiple of 32) against their quantized
- * blocks in: 1 when every dequantized value is within its block's bound
- * (NaN never is); raises *maxerr. scratch holds n floats. */
+ * blocks in: 1 when every block's scale is the reference quantizer's, every
+ * quantized value its rounding of the source (stated as inequalities, not
+ * recomputed), and every dequantized value within its block's bound (NaN
+ * never is); raises *maxerr. Else 0 with *bad the first failing element (a
+ * wrong scale blames its block's first). scratch holds n floats. */
 int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
-		     float *maxerr);
+		     float *maxerr, size_t *bad);
+/* The same without SIMD (what machines without AVX2/F16C run; for tests). */
+int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
+			    float *maxerr, size_t *bad);
 
 /* A fixed pool of worker threads running batches of numbered tasks. */
 struct conv_pool;

@@ -596,11 +596,13 @@ static uint64_t out_offset(enum conv_out_type t, uint64_t elems)
 }
 
 /* Compares the n output elements at `in` (element a onwards) with the
- * source values x: exact for F32/F16/BF16 (the stored value is the
- * correctly rounded source value, bit for bit, checked with the scalar
- * conversions rather than the vector ones that wrote it), within the
- * block's bound for Q8_0 (d/2) and Q4_0 (d), plus what rounding the scale
- * to F16 can add. y is scratch for n floats. */
+ * source values x. F32: the values themselves. F16/BF16: read back, each
+ * is the source value exactly, or else (not representable) the correctly
+ * rounded one by the scalar conversion (F16 is written by F16C, so that is
+ * an independent check; BF16 is written by that same scalar conversion).
+ * Q8_0/Q4_0: conv_check_quant: the reference quantizer's scale and
+ * rounding of every value, and within the block's error bound. y is
+ * scratch for n floats. */
 static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_t n, const float *x, float *y,
 			const unsigned char *in, int worker)
 {
@@ -615,21 +617,10 @@ static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_
 		return;
 	if (p->type == CONV_OUT_Q8_0 || p->type == CONV_OUT_Q4_0) {
 		float worst = 0;
-		if (!conv_check_quant(p->type, x, in, n, y, &worst) && !ps->bad[worker]) {
-			/* find the first bad element for the message */
-			size_t i = 0;
-			conv_load_out(p->type, in, n, y);
-			for (size_t blk = 0; blk < n && !i; blk += CONV_QK) {
-				float amax = 0, lim;
-				for (size_t j = blk; j < blk + CONV_QK; j++)
-					amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
-				lim = conv_quant_bound(p->type, amax);
-				for (size_t j = blk; j < blk + CONV_QK && !i; j++)
-					if (!(fabsf(x[j] - y[j]) <= lim))
-						i = j + 1;
-			}
+		size_t i = 0;
+		if (!conv_check_quant(p->type, x, in, n, y, &worst, &i) && !ps->bad[worker]) {
 			ps->bad[worker] = 1;
-			ps->bad_elem[worker] = a + (i ? i - 1 : 0);
+			ps->bad_elem[worker] = a + i;
 		}
 		if (worst > maxe)
 			maxe = worst;
@@ -960,8 +951,14 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (opt->fault_flip && m.n && opt->fault_flip <= m.t[m.n - 1].out_bytes)
+	if (opt->fault_flip) {
+		if (!m.n || opt->fault_flip > m.t[m.n - 1].out_bytes) {
+			err = hm_fail(ctx, HM_ERR_USAGE, "fault_flip %llu is past the last tensor's bytes",
+				      (unsigned long long)opt->fault_flip);
+			goto out;
+		}
 		flip = m.t[m.n - 1].out_bytes - opt->fault_flip;
+	}
 	if ((err = fmt_gguf_writer_new(ctx, tmp, &w)) || (err = write_meta(ctx, src, &m, opt, w, res)))
 		goto out;
 	for (size_t i = 0; i < m.n; i++)

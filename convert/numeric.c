@@ -73,6 +73,19 @@ static inline uint16_t get_u16(const unsigned char *p)
 	return (uint16_t)(p[0] | p[1] << 8);
 }
 
+/* Inline so that the SIMD check inlines it (calling SSE-encoded code from
+ * AVX code costs a state transition per block). */
+static inline float quant_bound(enum conv_out_type t, float amax)
+{
+	/* Q8_0: d = amax/127, error d/2; Q4_0: d = amax/8, error d (the top
+	 * step is clamped); plus 127 (8) steps of the scale's F16 rounding, and
+	 * a little for the float arithmetic */
+	float d = t == CONV_OUT_Q8_0 ? amax / 127 : amax / 8;
+	float steps = t == CONV_OUT_Q8_0 ? 127 : 8;
+	float bound = (t == CONV_OUT_Q8_0 ? d * 0.5f : d) + steps * (d * 0x1p-11f + 0x1p-25f);
+	return bound + bound * 0x1p-16f + amax * 0x1p-20f;
+}
+
 void conv_quantize_q8_0(const float *x, unsigned char *out, size_t n)
 {
 	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, out += 34) {
@@ -196,7 +209,9 @@ __attribute__((target("avx2,f16c"))) static void q8_0_avx2(const float *x, unsig
 	}
 }
 
-/* quantize_row_q4_0_ref, vectorized without changing a bit: the first
+/* quantize_row_q4_0_ref, vectorized without changing a bit for finite
+ * input (NaN/Inf make the reference's cast undefined; the check refuses
+ * such blocks either way): the first
  * element of the largest magnitude gives the signed max (NaNs are never
  * picked, as in the reference), then the same multiply, add and
  * truncation per element. */
@@ -242,16 +257,26 @@ __attribute__((target("avx2,f16c"))) static void q4_0_avx2(const float *x, unsig
 	}
 }
 
-/* The check of quantized blocks (see conv_check_quant), 8 lanes at a time. */
+/* The check of quantized blocks (see conv_check_quant), 8 lanes at a time:
+ * the scale must be the F16 of the reference's, every value the reference's rounding
+ * of x/d, stated as inequalities rather than recomputed (Q8_0: roundf, so
+ * |x*id - q| < 1/2, or exactly 1/2 with |q| > |x*id|; Q4_0: the
+ * truncation of x*id + 8.5 clamped at 15, so q <= t < q+1, or q = 15 and
+ * t >= 15), and every dequantized value within the block's bound. Returns
+ * 1 when all hold, else 0 with *bad the first failing element. */
 __attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_type t, const float *x,
-								const unsigned char *in, size_t n, float *maxerr)
+								const unsigned char *in, size_t n, float *maxerr,
+								size_t *bad)
 {
-	const __m256 sign = _mm256_set1_ps(-0.0f);
+	const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+	const __m256 f15 = _mm256_set1_ps(15.0f), off = _mm256_set1_ps(8.5f);
 	__m256 worst = _mm256_setzero_ps();
-	int ok = 1;
 	const size_t bs = t == CONV_OUT_Q8_0 ? 34 : 18;
+	int ok = 1;
 	for (size_t b = 0; b < n / CONV_QK; b++, x += CONV_QK, in += bs) {
-		__m256 v[4], m = _mm256_setzero_ps(), y[4];
+		__m256 v[4], m = _mm256_setzero_ps(), y[4], q[4];
+		unsigned fail = 0;
+		float d;
 		for (int k = 0; k < 4; k++) {
 			v[k] = _mm256_loadu_ps(x + 8 * k);
 			m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[k]));
@@ -260,27 +285,63 @@ __attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_t
 		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
 		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
 		const float amax = _mm_cvtss_f32(m4);
-		const float lim = conv_quant_bound(t, amax);
-		const __m256 dd = _mm256_set1_ps(_cvtsh_ss(get_u16(in))), vlim = _mm256_set1_ps(lim);
 		if (t == CONV_OUT_Q8_0) {
+			d = amax / ((1 << 7) - 1);
 			for (int k = 0; k < 4; k++)
-				y[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
-							     _mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k)))),
-						     dd);
+				q[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+					_mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k))));
 		} else {
-			const __m256i eight = _mm256_set1_epi32(8), lo = _mm256_set1_epi32(15);
+			float max = 0.0f;
+			if (amax > 0.0f) {
+				size_t j = 0;
+				while (j < CONV_QK && fabsf(x[j]) != amax)
+					j++;
+				max = j < CONV_QK ? x[j] : amax; /* (a NaN block: the bound check fails it) */
+			}
+			d = max / -8;
+			const __m256i lo = _mm256_set1_epi32(15);
 			for (int k = 0; k < 2; k++) {
-				__m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k)));
-				y[k] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(q, lo), eight)), dd);
-				y[k + 2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight)), dd);
+				__m256i qq = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(in + 2 + 8 * k)));
+				q[k] = _mm256_cvtepi32_ps(_mm256_and_si256(qq, lo));
+				q[k + 2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(qq, 4));
 			}
 		}
+		const float id = d ? 1.0f / d : 0.0f;
+		const __m256 vid = _mm256_set1_ps(id);
+		const __m256 dd = _mm256_set1_ps(_cvtsh_ss(get_u16(in)));
+		const __m256 vlim = _mm256_set1_ps(quant_bound(t, amax));
+		/* the scale: blame the block's first element (F16C here; the scalar
+		 * check uses conv_f32_to_f16, and a unit test holds them equal) */
+		if (get_u16(in) != (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+			fail |= 1;
 		for (int k = 0; k < 4; k++) {
+			__m256 good;
+			if (t == CONV_OUT_Q8_0) {
+				__m256 p = _mm256_mul_ps(v[k], vid);
+				__m256 ad = _mm256_andnot_ps(sign, _mm256_sub_ps(p, q[k]));
+				__m256 tie = _mm256_and_ps(_mm256_cmp_ps(ad, half, _CMP_EQ_OQ),
+							   _mm256_cmp_ps(_mm256_andnot_ps(sign, q[k]),
+									 _mm256_andnot_ps(sign, p), _CMP_GT_OQ));
+				good = _mm256_or_ps(_mm256_cmp_ps(ad, half, _CMP_LT_OQ), tie);
+				y[k] = _mm256_mul_ps(q[k], dd);
+			} else {
+				__m256 tt = _mm256_add_ps(_mm256_mul_ps(v[k], vid), off);
+				__m256 in_step = _mm256_and_ps(_mm256_cmp_ps(q[k], tt, _CMP_LE_OQ),
+							       _mm256_cmp_ps(tt, _mm256_add_ps(q[k], one), _CMP_LT_OQ));
+				__m256 clamped = _mm256_and_ps(_mm256_cmp_ps(q[k], f15, _CMP_EQ_OQ),
+							       _mm256_cmp_ps(tt, f15, _CMP_GE_OQ));
+				good = _mm256_or_ps(in_step, clamped);
+				y[k] = _mm256_mul_ps(_mm256_sub_ps(q[k], _mm256_set1_ps(8.0f)), dd);
+			}
 			__m256 e = _mm256_andnot_ps(sign, _mm256_sub_ps(v[k], y[k]));
-			/* NaN compares false: not ok */
-			if (_mm256_movemask_ps(_mm256_cmp_ps(e, vlim, _CMP_LE_OQ)) != 0xFF)
-				ok = 0;
+			/* NaN compares false: not good */
+			good = _mm256_and_ps(good, _mm256_cmp_ps(e, vlim, _CMP_LE_OQ));
+			fail |= (unsigned)(~_mm256_movemask_ps(good) & 0xFF) << (8 * k);
 			worst = _mm256_max_ps(worst, e);
+		}
+		if (fail && ok) {
+			ok = 0;
+			*bad = b * CONV_QK + (size_t)__builtin_ctz(fail);
 		}
 	}
 	__m128 w4 = _mm_max_ps(_mm256_castps256_ps128(worst), _mm256_extractf128_ps(worst, 1));
@@ -404,35 +465,60 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 
 float conv_quant_bound(enum conv_out_type t, float amax)
 {
-	/* Q8_0: d = amax/127, error d/2; Q4_0: d = amax/8, error d (the top
-	 * step is clamped); plus 127 (8) steps of the scale's F16 rounding, and
-	 * a little for the float arithmetic */
-	float d = t == CONV_OUT_Q8_0 ? amax / 127 : amax / 8;
-	float steps = t == CONV_OUT_Q8_0 ? 127 : 8;
-	float bound = (t == CONV_OUT_Q8_0 ? d * 0.5f : d) + steps * (d * 0x1p-11f + 0x1p-25f);
-	return bound + bound * 0x1p-16f + amax * 0x1p-20f;
+	return quant_bound(t, amax);
 }
 
 int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
-		     float *maxerr)
+		     float *maxerr, size_t *bad)
 {
-	int ok = 1;
 #ifdef HAVE_X86
 	if (have_avx2() && have_f16c())
-		return check_quant_avx2(t, x, in, n, maxerr);
+		return check_quant_avx2(t, x, in, n, maxerr, bad);
 #endif
+	return conv_check_quant_scalar(t, x, in, n, scratch, maxerr, bad);
+}
+
+int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
+			    float *maxerr, size_t *bad)
+{
+	const size_t bs = t == CONV_OUT_Q8_0 ? 34 : 18;
+	int ok = 1;
 	conv_load_out(t, in, n, scratch);
 	for (size_t b = 0; b < n; b += CONV_QK) {
-		float amax = 0, lim;
+		const unsigned char *blk = in + b / CONV_QK * bs;
+		float amax = 0, max = 0, d, id, lim;
+		size_t first = SIZE_MAX;
 		for (size_t j = b; j < b + CONV_QK; j++)
-			amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+			if (fabsf(x[j]) > amax) {
+				amax = fabsf(x[j]);
+				max = x[j];
+			}
+		d = t == CONV_OUT_Q8_0 ? amax / ((1 << 7) - 1) : max / -8;
+		id = d ? 1.0f / d : 0.0f;
 		lim = conv_quant_bound(t, amax);
-		for (size_t j = b; j < b + CONV_QK; j++) {
-			float e = fabsf(x[j] - scratch[j]);
-			if (!(e <= lim))
-				ok = 0;
+		if (get_u16(blk) != conv_f32_to_f16(d))
+			first = b;
+		for (size_t j = b; j < b + CONV_QK && first == SIZE_MAX; j++) {
+			size_t k = j - b;
+			float e = fabsf(x[j] - scratch[j]), p, q;
+			int good;
+			if (t == CONV_OUT_Q8_0) {
+				p = x[j] * id;
+				q = (float)(int8_t)blk[2 + k];
+				good = fabsf(p - q) < 0.5f || (fabsf(p - q) == 0.5f && fabsf(q) > fabsf(p));
+			} else {
+				p = x[j] * id + 8.5f;
+				q = (float)(k < CONV_QK / 2 ? blk[2 + k] & 15 : blk[2 + k - CONV_QK / 2] >> 4);
+				good = (q <= p && p < q + 1) || (q == 15 && p >= 15);
+			}
+			if (!good || !(e <= lim))
+				first = j;
 			else if (e > *maxerr)
 				*maxerr = e;
+		}
+		if (first != SIZE_MAX && ok) {
+			ok = 0;
+			*bad = first;
 		}
 	}
 	return ok;

@@ -164,12 +164,17 @@ enum hm_err fmt_out_commit(struct fmt_out *o)
 	char *slash, *dir;
 	if ((err = out_flush(o)))
 		return err;
-	if (fsync(o->fd) < 0 || close(o->fd) < 0) {
-		o->fd = -1;
-		return hm_fail(o->ctx, errno == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot write '%s': %s", o->path,
-			       strerror(errno));
+	{
+		int rc = fsync(o->fd), e = errno;
+		if (close(o->fd) < 0 && rc == 0) {
+			rc = -1;
+			e = errno;
+		}
+		o->fd = -1; /* closed either way */
+		if (rc < 0)
+			return hm_fail(o->ctx, e == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot write '%s': %s", o->path,
+				       strerror(e));
 	}
-	o->fd = -1;
 	if (rename(o->tmp, o->path) < 0)
 		return hm_fail(o->ctx, HM_ERR_IO, "cannot rename to '%s': %s", o->path, strerror(errno));
 	free(o->tmp);

@@ -167,6 +167,52 @@ UNIT_TEST(convert_q4_0_vector_matches_reference)
 	free(b);
 }
 
+/* The check of quantized blocks, SIMD and scalar alike: the reference's
+ * own bytes pass; any one flipped bit of a block (scale or value) fails,
+ * naming an element of that block. */
+UNIT_TEST(convert_check_quant_catches_every_flip)
+{
+	enum { N = 32 * 64 };
+	float *x = malloc(N * sizeof(float)), *scratch = malloc(N * sizeof(float));
+	unsigned char *q = malloc(N / 32 * 34);
+	uint32_t s = 5;
+	CHECK(x && scratch && q);
+	for (int i = 0; i < N; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % 9);
+	}
+	for (int j = 0; j < 32; j++) /* values landing on exact halves (Q8_0: d = 1) */
+		x[32 + j] = j ? (float)(j * 3 % 120) - 60.5f : 127.0f;
+	memset(x + 64, 0, 32 * sizeof(float)); /* an all-zero block */
+	for (int t = CONV_OUT_Q8_0; t <= CONV_OUT_Q4_0; t++) {
+		const size_t bs = t == CONV_OUT_Q8_0 ? 34 : 18, nb = N / 32 * bs;
+		float worst = 0;
+		size_t bad = 0;
+		if (t == CONV_OUT_Q8_0)
+			conv_quantize_q8_0(x, q, N);
+		else
+			conv_quantize_q4_0(x, q, N);
+		CHECK(conv_check_quant((enum conv_out_type)t, x, q, N, scratch, &worst, &bad) == 1);
+		CHECK(conv_check_quant_scalar((enum conv_out_type)t, x, q, N, scratch, &worst, &bad) == 1);
+		CHECK(worst > 0);
+		for (size_t byte = 0; byte < nb; byte += 7) {
+			for (int bit = 0; bit < 8; bit++) {
+				int simd, scalar;
+				size_t b1 = SIZE_MAX, b2 = SIZE_MAX;
+				q[byte] ^= (unsigned char)(1u << bit);
+				simd = conv_check_quant((enum conv_out_type)t, x, q, N, scratch, &worst, &b1);
+				scalar = conv_check_quant_scalar((enum conv_out_type)t, x, q, N, scratch, &worst, &b2);
+				q[byte] ^= (unsigned char)(1u << bit);
+				CHECK(simd == 0 && scalar == 0);
+				CHECK(b1 / 32 == byte / bs && b2 / 32 == byte / bs);
+			}
+		}
+	}
+	free(x);
+	free(scratch);
+	free(q);
+}
+
 UNIT_TEST(convert_q4_0_reference)
 {
 	float x[32], y[32];
@@ -310,6 +356,23 @@ UNIT_TEST(convert_check_catches_damage)
 		CHECK(strstr(ctx.errmsg, "check failed") != NULL);
 		CHECK(access(out, F_OK) != 0);
 	}
+	/* every single-bit flip of a quantized tensor's bytes, scale or value, is caught */
+	for (int t = CONV_Q8_0; t <= CONV_Q4_0; t++) {
+		int caught = 0, tries = 0;
+		o.type = (enum conv_type)t;
+		o.threads = 1;
+		for (uint64_t f = 1; f <= 400; f += 3, tries++) {
+			o.fault_flip = f;
+			if (conv_to_gguf(&ctx, &src, &o, out, &res) == HM_ERR_CORRUPT && strstr(ctx.errmsg, "check failed"))
+				caught++;
+		}
+		CHECK(caught == tries);
+		CHECK(access(out, F_OK) != 0);
+	}
+	o.threads = 2;
+	/* a flip past the last tensor injects nothing: refused, not ignored */
+	o.fault_flip = (uint64_t)1 << 40;
+	CHECK(conv_to_gguf(&ctx, &src, &o, out, &res) == HM_ERR_USAGE);
 	o.type = CONV_F16;
 	o.fault_flip = 0;
 	CHECK(conv_to_gguf(&ctx, &src, &o, out, &res) == HM_OK);
