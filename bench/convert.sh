@@ -169,22 +169,30 @@ for case in ("f16", "f16sha", "q8_0", "q8_0sha"):
     # run's ratio is taken against the cp of the same run, and their median
     # is the headline (the ratio of medians is kept too)
     cps_runs = [float(x) for x in open("%s/cp.s" % work)]
+    cpsync_runs = [float(x) for x in open("%s/cpsync.s" % work)]
     per_run = [a / b for a, b in zip(secs, cps_runs)]
+    # a conservative baseline too: the faster of cp and cp+sync in the run
+    # (cp+sync does more than cp: when it is faster, cp's time was noise)
+    per_run_best = [a / min(b, c) for a, b, c in zip(secs, cps_runs, cpsync_runs)]
     r[case] = {"seconds": t, "runs": secs, "ratio_vs_cp": statistics.median(per_run), "ratio_of_medians": t / cp,
-               "ratios_per_run": per_run, "ratio_vs_cp_sync": t / cps,
+               "ratios_per_run": per_run, "ratio_vs_best_cp": statistics.median(per_run_best),
+               "best_cp_per_run": [min(b, c) for b, c in zip(cps_runs, cpsync_runs)], "ratio_vs_cp_sync": t / cps,
                "target": targets[case.replace("sha", "")], "peak_rss_mib": rss / 1024,
                "sha256": j.get("sha256") is not None, "output_bytes": j["size"]}
 json.dump(r, open(out, "w"), indent=2)
-print("%-14s %8s %8s %10s %10s" % ("case", "seconds", "vs cp*", "vs cp+sync", "peak RSS"))
-print("%-14s %8.2f %8s %10s %10s" % ("cp", cp, "1.00", "", ""))
-print("%-14s %8.2f %8s %10s %10s" % ("cp+sync", cps, "%.2f" % (cps / cp), "1.00", ""))
+print("%-14s %8s %8s %9s %10s %10s" % ("case", "seconds", "vs cp*", "vs best**", "vs cp+sync", "peak RSS"))
+print("%-14s %8.2f %8s %9s %10s %10s" % ("cp", cp, "1.00", "", "", ""))
+print("%-14s %8.2f %8s %9s %10s %10s" % ("cp+sync", cps, "%.2f" % (cps / cp), "", "1.00", ""))
 for k, label in (("f16", "f16"), ("f16sha", "f16 +sha256"), ("q8_0", "q8_0"), ("q8_0sha", "q8_0 +sha256")):
     x = r[k]
-    print("%-14s %8.2f %8.2f %10.2f %6.0f MiB   (target %.1fx of cp)" % (
-        label, x["seconds"], x["ratio_vs_cp"], x["ratio_vs_cp_sync"], x["peak_rss_mib"], x["target"]))
+    print("%-14s %8.2f %8.2f %9.2f %10.2f %6.0f MiB   (target %.1fx of cp)" % (
+        label, x["seconds"], x["ratio_vs_cp"], x["ratio_vs_best_cp"], x["ratio_vs_cp_sync"], x["peak_rss_mib"],
+        x["target"]))
 print("(%d CPUs, load average after the run %s; medians of %d runs; * median of each run's ratio to"
-      " that run's cp; cp runs: %s)" % (nproc, load, len(cps_runs), " ".join("%.2f" % x for x in cps_runs)))
-miss = [k for k in ("f16", "q8_0") if r[k]["ratio_vs_cp"] > r[k]["target"] or r[k]["peak_rss_mib"] >= 256]
+      " that run's cp; ** the same against the faster of that run's cp and cp+sync; cp runs: %s;"
+      " cp+sync runs: %s)" % (nproc, load, len(cps_runs), " ".join("%.2f" % x for x in cps_runs),
+                             " ".join("%.2f" % x for x in cpsync_runs)))
+miss = [k for k in ("f16", "q8_0") if r[k]["ratio_vs_best_cp"] > r[k]["target"] or r[k]["peak_rss_mib"] >= 256]
 if miss:
     print("targets missed: %s" % ", ".join(miss))
 sys.exit(1 if miss and strict else 0)
