@@ -44,65 +44,8 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 [ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 
-MODEL=$CACHE/tinyllama-shape-bf16
-if [ ! -f "$MODEL/.done" ]; then
-	say "generating $MODEL (about 2.2 GB, once)"
-	rm -rf "$MODEL"
-	mkdir -p "$MODEL"
-	$PY - "$MODEL" <<'EOF'
-import json, os, random, struct, sys
-out = sys.argv[1]
-D, L, H, KV, FF, V = 2048, 22, 32, 4, 5632, 32000
-hd = D // H
-cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
-       "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
-       "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 2048,
-       "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False,
-       "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
-shapes = {"model.embed_tokens.weight": [V, D], "model.norm.weight": [D], "lm_head.weight": [V, D]}
-for i in range(L):
-    p = "model.layers.%d." % i
-    shapes[p + "input_layernorm.weight"] = [D]
-    shapes[p + "post_attention_layernorm.weight"] = [D]
-    shapes[p + "self_attn.q_proj.weight"] = [D, D]
-    shapes[p + "self_attn.k_proj.weight"] = [KV * hd, D]
-    shapes[p + "self_attn.v_proj.weight"] = [KV * hd, D]
-    shapes[p + "self_attn.o_proj.weight"] = [D, D]
-    shapes[p + "mlp.gate_proj.weight"] = [FF, D]
-    shapes[p + "mlp.up_proj.weight"] = [FF, D]
-    shapes[p + "mlp.down_proj.weight"] = [D, FF]
-header, off = {"__metadata__": {"format": "pt"}}, 0
-names = sorted(shapes)
-count = {n: 1 for n in names}
-for n in names:
-    for d in shapes[n]:
-        count[n] *= d
-    header[n] = {"dtype": "BF16", "shape": shapes[n], "data_offsets": [off, off + 2 * count[n]]}
-    off += 2 * count[n]
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-# BF16 little-endian: low byte any, high byte sign + exponent 0x78..0x7B:
-# +-[2^-7, 2^-3), finite and F16-representable
-high = bytes((b & 0x81) | 0x3C for b in range(256))
-rng = random.Random(7)
-with open(os.path.join(out, "model.safetensors"), "wb") as f:
-    f.write(struct.pack("<Q", len(h)) + h)
-    for n in names:
-        left = count[n]
-        while left:
-            k = min(left, 1 << 24)
-            if n.endswith("norm.weight"):
-                f.write(b"\x80\x3f" * k)  # 1.0
-            else:
-                buf = bytearray(rng.randbytes(2 * k))
-                buf[1::2] = buf[1::2].translate(high)
-                f.write(buf)
-            left -= k
-with open(os.path.join(out, "config.json"), "w") as f:
-    json.dump(cfg, f, indent=2)
-EOF
-	touch "$MODEL/.done"
-fi
+# the checkpoint (made once, kept in CACHE; bench/engine.sh shares it)
+MODEL=$($PY "$ROOT/bench/engine_model.py" --weights-only "$CACHE") || die "cannot make the checkpoint in $CACHE"
 SRC=$MODEL/model.safetensors
 BYTES=$(stat -c %s "$SRC")
 cat "$SRC" >/dev/null   # warm the page cache for every contender alike

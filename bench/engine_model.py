@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""engine_model.py CACHE - makes CACHE/tinyllama-shape-engine: a TinyLlama-1.1B
+"""engine_model.py [--weights-only] CACHE - makes CACHE/tinyllama-shape-engine: a TinyLlama-1.1B
 shaped Llama checkpoint (dim 2048, 22 layers, 32 heads, 4 KV heads, FFN 5632,
 vocab 32000, BF16 random weights) with a synthetic 32000-token tokenizer, for
 bench/engine.sh.
 
-The weights are bench/convert.sh's checkpoint (CACHE/tinyllama-shape-bf16,
-the same generator, byte for byte, so either script makes it once for both):
-the engine directory links to its model.safetensors and config.json.
+The weights are CACHE/tinyllama-shape-bf16, made once (this script is their
+only generator; bench/convert.sh runs it with --weights-only, which makes
+just them and prints their directory): the engine directory links to its
+model.safetensors and config.json.
 
 The tokenizer is SentencePiece-style BPE in HF tokenizers format, laid out as
 Llama 2's (and tests/sample/make_sample.py's): <unk> <s> </s>, 256 byte
@@ -25,7 +26,9 @@ SP = "\u2581"
 
 
 def make_weights(out):
-    """bench/convert.sh's generator, unchanged (keep the two in step)."""
+    """The BF16 checkpoint: little-endian BF16 whose high byte is sign +
+    exponent 0x78..0x7B, so +-[2^-7, 2^-3): finite and F16-representable;
+    norms 1.0; seeded, so every machine makes the same bytes."""
     hd = D // H
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
            "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
@@ -136,13 +139,17 @@ def tokenizer_json(vocab, merges):
 
 
 def main():
-    cache = sys.argv[1]
+    weights_only = sys.argv[1:2] == ["--weights-only"]
+    cache = sys.argv[2 if weights_only else 1]
     wdir = os.path.join(cache, "tinyllama-shape-bf16")
     if not os.path.exists(os.path.join(wdir, ".done")):
         print("bench: generating %s (about 2.2 GB, once)" % wdir, file=sys.stderr)
         os.makedirs(wdir, exist_ok=True)
         make_weights(wdir)
         open(os.path.join(wdir, ".done"), "w").close()
+    if weights_only:
+        print(wdir)
+        return
     out = os.path.join(cache, "tinyllama-shape-engine")
     if os.path.exists(os.path.join(out, ".done")):
         print(out)
