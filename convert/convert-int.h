@@ -24,9 +24,6 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 /* Decodes n output elements back to float. */
 void conv_load_out(enum conv_out_type t, const unsigned char *in, size_t n, float *y);
 
-/* The largest |source - dequantized| a Q8_0/Q4_0 block whose largest
- * magnitude is amax may show. */
-float conv_quant_bound(enum conv_out_type t, float amax);
 /* Checks n source values x (a multiple of 32) against their quantized
  * blocks in: 1 when every block's scale is the reference quantizer's, every
  * quantized value its rounding of the source (stated as inequalities, not

@@ -73,8 +73,10 @@ static inline uint16_t get_u16(const unsigned char *p)
 	return (uint16_t)(p[0] | p[1] << 8);
 }
 
-/* Inline so that the SIMD check inlines it (calling SSE-encoded code from
- * AVX code costs a state transition per block). */
+/* The largest |source - dequantized| a Q8_0/Q4_0 block whose largest
+ * magnitude is amax may show. Inline so that the SIMD check inlines it
+ * (calling SSE-encoded code from AVX code costs a state transition per
+ * block). */
 static inline float quant_bound(enum conv_out_type t, float amax)
 {
 	/* Q8_0: d = amax/127, error d/2; Q4_0: d = amax/8, error d (the top
@@ -463,11 +465,6 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 	}
 }
 
-float conv_quant_bound(enum conv_out_type t, float amax)
-{
-	return quant_bound(t, amax);
-}
-
 int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
 		     float *maxerr, size_t *bad)
 {
@@ -495,7 +492,7 @@ int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned
 			}
 		d = t == CONV_OUT_Q8_0 ? amax / ((1 << 7) - 1) : max / -8;
 		id = d ? 1.0f / d : 0.0f;
-		lim = conv_quant_bound(t, amax);
+		lim = quant_bound(t, amax);
 		if (get_u16(blk) != conv_f32_to_f16(d))
 			first = b;
 		for (size_t j = b; j < b + CONV_QK && first == SIZE_MAX; j++) {

@@ -109,17 +109,23 @@ UNIT_TEST(convert_q8_0_reference)
 		CHECK(q[j] == 0);
 }
 
+/* Fills n floats (whole blocks of 32) with seeded values in
+ * +-[0, spread/2), the scale of block b growing as 1 + b % spread. */
+static void fill_blocks(float *x, size_t n, uint32_t seed, int spread)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		x[i] = ((float)(seed >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % (size_t)spread);
+	}
+}
+
 UNIT_TEST(convert_q8_0_vector_matches_reference)
 {
 	enum { N = 32 * 512 };
 	float *x = malloc(N * sizeof(float));
 	unsigned char *a = malloc(N / 32 * 34), *b = malloc(N / 32 * 34);
-	uint32_t s = 99;
 	CHECK(x && a && b);
-	for (int i = 0; i < N; i++) {
-		s = s * 1664525u + 1013904223u;
-		x[i] = ((float)(s >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % 7);
-	}
+	fill_blocks(x, N, 99u, 7);
 	/* blocks whose scaled values land exactly on halves: amax 127 gives d = 1 */
 	for (int blk = 0; blk < 64; blk++) {
 		x[blk * 32] = blk % 2 ? -127.0f : 127.0f;
@@ -140,12 +146,8 @@ UNIT_TEST(convert_q4_0_vector_matches_reference)
 	enum { N = 32 * 512 };
 	float *x = malloc(N * sizeof(float));
 	unsigned char *a = malloc(N / 32 * 18), *b = malloc(N / 32 * 18);
-	uint32_t s = 7;
 	CHECK(x && a && b);
-	for (int i = 0; i < N; i++) {
-		s = s * 1664525u + 1013904223u;
-		x[i] = ((float)(s >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % 5);
-	}
+	fill_blocks(x, N, 7u, 5);
 	/* ties of magnitude (the first wins, whatever its sign), values that
 	 * land on the clamp and on exact halves, an all-zero block, a NaN */
 	for (int blk = 0; blk < 64; blk++) {
@@ -175,12 +177,8 @@ UNIT_TEST(convert_check_quant_catches_every_flip)
 	enum { N = 32 * 64 };
 	float *x = malloc(N * sizeof(float)), *scratch = malloc(N * sizeof(float));
 	unsigned char *q = malloc(N / 32 * 34);
-	uint32_t s = 5;
 	CHECK(x && scratch && q);
-	for (int i = 0; i < N; i++) {
-		s = s * 1664525u + 1013904223u;
-		x[i] = ((float)(s >> 8) / (float)(1u << 24) - 0.5f) * (float)(1 + (i / 32) % 9);
-	}
+	fill_blocks(x, N, 5u, 9);
 	for (int j = 0; j < 32; j++) /* values landing on exact halves (Q8_0: d = 1) */
 		x[32 + j] = j ? (float)(j * 3 % 120) - 60.5f : 127.0f;
 	memset(x + 64, 0, 32 * sizeof(float)); /* an all-zero block */
