@@ -461,6 +461,9 @@ UNIT_TEST(statcache_concurrent_writers)
 	store_close(st);
 }
 
+/* The columns of downloads but its id, repo_type and repo: for copying rows by hand. */
+#define DL_COLS "revision, path, sha256, size, bytes, seconds, connections, retries, result, error, endpoint, started_at"
+
 /* Rowids a writer chose by hand (0, negative) are before every chunk: read
  * from the table, counted once, whether or not chunks exist. */
 UNIT_TEST(statcache_counts_ids_of_zero_and_below)
@@ -468,8 +471,7 @@ UNIT_TEST(statcache_counts_ids_of_zero_and_below)
 	struct hm_ctx ctx = {0};
 	struct store *st = NULL;
 	uint64_t s = 11;
-	static const char *const cols = "repo_type, repo, revision, path, sha256, size, bytes, seconds, connections,"
-					" retries, result, error, endpoint, started_at";
+	static const char *const cols = "repo_type, repo, " DL_COLS;
 	char sql[1024];
 
 	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
@@ -484,7 +486,7 @@ UNIT_TEST(statcache_counts_ids_of_zero_and_below)
 	CHECK(all_agree(&ctx, st));
 	/* an id moved below zero by an update */
 	CHECK(exec_sql("UPDATE downloads SET id = -1 WHERE id = 5") == 0);
-	CHECK(all_agree(&ctx, st));
+	CHECK(all_agree(&ctx, st)); /* the update dropped the chunks: this report packs them again */
 	CHECK(count_rows("SELECT count(*) FROM stats_chunks WHERE tbl = 0") >= 2);
 	CHECK(all_agree(&ctx, st));
 	store_close(st);
@@ -497,8 +499,7 @@ UNIT_TEST(statcache_dictionary_ids_are_not_reused)
 	struct hm_ctx ctx = {0};
 	struct store *st = NULL;
 	uint64_t s = 12;
-	static const char *const cols = "revision, path, sha256, size, bytes, seconds, connections, retries, result,"
-					" error, endpoint, started_at";
+	static const char *const cols = DL_COLS;
 	char sql[1024];
 
 	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
