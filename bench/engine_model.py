@@ -21,6 +21,10 @@ import random
 import struct
 import sys
 
+# the sample model's tokenizer.json writer (same layout, Llama 2's)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "sample"))
+from make_sample import tokenizer_json  # noqa: E402
+
 D, L, H, KV, FF, V = 2048, 22, 32, 4, 5632, 32000
 SP = "\u2581"
 
@@ -104,38 +108,6 @@ def make_vocab():
             short.append(m)
         merges.append("%s %s" % (a, b))
     return vocab, merges
-
-
-def tokenizer_json(vocab, merges):
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False,
-              "rstrip": False, "normalized": False, "special": True}
-             for i, t in enumerate(vocab[:3])]
-    return {
-        "version": "1.0", "truncation": None, "padding": None,
-        "added_tokens": added,
-        "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": SP},
-            {"type": "Replace", "pattern": {"String": " "}, "content": SP}]},
-        "pre_tokenizer": None,
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
-        "decoder": {"type": "Sequence", "decoders": [
-            {"type": "Replace", "pattern": {"String": SP}, "content": " "},
-            {"type": "ByteFallback"}, {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
-        "model": {
-            "type": "BPE", "dropout": None, "unk_token": "<unk>",
-            "continuing_subword_prefix": None, "end_of_word_suffix": None,
-            "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
-            "vocab": {t: i for i, t in enumerate(vocab)}, "merges": merges},
-    }
 
 
 def main():
