@@ -18,6 +18,10 @@ endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS := $(shell pkg-config --libs $(PKGS))
+# The BitTorrent swarm (p2p/): one C++ file over libtorrent, built by default.
+CXX ?= g++
+P2P_CXXFLAGS := $(shell pkg-config --cflags libtorrent-rasterbar)
+P2P_LIBS := $(shell pkg-config --libs libtorrent-rasterbar) -lstdc++
 
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -pthread -MMD -MP
@@ -30,11 +34,12 @@ ifdef SANITIZE
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
 endif
-LIBS = $(PKG_LIBS) -pthread -lm
+LIBS = $(PKG_LIBS) $(P2P_LIBS) -pthread -lm
 
-LIB_DIRS = util verify store fetch mirror serve bundle formats convert engine
+LIB_DIRS = util verify store fetch mirror serve bundle formats convert engine p2p
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
-LIB_OBJ := $(LIB_SRC:.c=.o)
+LIB_CXX := $(wildcard p2p/*.cpp)
+LIB_OBJ := $(LIB_SRC:.c=.o) $(LIB_CXX:.cpp=.o)
 CMD_SRC := $(wildcard cmd/*.c)
 CMD_OBJ := $(CMD_SRC:.c=.o)
 UNIT_SRC := $(wildcard tests/unit/*.c)
@@ -72,8 +77,19 @@ fuzz:
 %.o: %.c
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c -o $@ $<
 
+CXXFLAGS ?= -O2 -g
+CXXFLAGS += -std=c++17 -pthread -MMD -MP -Wall
+ifdef DEVELOPER
+CXXFLAGS += -Wextra -Werror
+endif
+ifdef SANITIZE
+CXXFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+%.o: %.cpp
+	$(CXX) $(CXXFLAGS) $(P2P_CXXFLAGS) -c -o $@ $<
+
 # Objects depend on the flags they were built with (sanitizers, -Werror).
-BUILD_FLAGS := $(CC) $(CFLAGS) $(LDFLAGS)
+BUILD_FLAGS := $(CC) $(CFLAGS) $(CXX) $(CXXFLAGS) $(LDFLAGS)
 .build-flags: FORCE
 	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' > $@
 $(LIB_OBJ) $(CMD_OBJ) $(UNIT_OBJ) tests/fuzz/driver.o $(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.o): .build-flags

@@ -102,4 +102,20 @@ extern const struct cmd cmd_du;
 	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
 	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"}
 
+/* BitTorrent options of pull and sync (cmd/p2p.c). */
+#define CMD_P2P_OPTS                                                                                       \
+	{"p2p", 0, NULL, 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"},  \
+	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},                               \
+	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s sent to peers, e.g. 20M (default none)"},          \
+	{"p2p-stall", 0, "SECS", 0, "download over HTTP what makes no progress in the swarm for SECS (default 15)"}, \
+	{"seed-time", 0, "SECS", 0, "keep seeding SECS after finishing (default 45)"}
+
+struct mirror_swarm;
+/* With --p2p: starts the swarm (*sw; NULL without --p2p). Returns an exit code (0 ok). */
+int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm **sw);
+/* Keeps seeding for --seed-time (unless interrupted), then stops the swarm. Accepts NULL. */
+void cmd_swarm_close(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm *sw);
+/* Parses a byte rate "N", "NK", "NM", "NG" (powers of 1024); -1 when malformed. */
+int64_t cmd_parse_rate(const char *s);
+
 #endif

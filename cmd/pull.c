@@ -12,6 +12,7 @@ static const struct cmd_opt opts[] = {
 	{"convert", 0, "TYPE", 0, "then convert to GGUF of TYPE (f32|f16|bf16|q8_0|q4_0), stored"},
 	{"smoke", 0, NULL, 0, "then smoke-test the model (the conversion, with --convert)"},
 	CMD_NET_OPTS,
+	CMD_P2P_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
 
@@ -42,6 +43,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	struct fetch_client *fc = NULL;
 	struct mirror_pull_result res = {0};
 	struct mirror_pull_opts o = {0};
+	struct mirror_swarm *sw = NULL;
 	char buf[256];
 	const char **inc, **exc;
 	enum hm_err err;
@@ -61,6 +63,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	if ((rc = cmd_swarm_open(env, a, &sw)))
+		goto out;
+	o.swarm = sw;
 	err = mirror_pull(&env->ctx, st, fc, &o, &res);
 	cmd_progress_end();
 	if (env->json && res.commit[0])
@@ -91,6 +96,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (cmd_opt(a, "convert") || cmd_flag(a, "smoke"))
 		rc = cmd_post_pull(env, st, o.type, o.repo, res.commit, cmd_opt(a, "convert"), cmd_flag(a, "smoke"), NULL, 0);
 out:
+	cmd_swarm_close(env, a, rc ? NULL : sw);
+	if (rc)
+		mirror_swarm_free(sw);
 	mirror_pull_result_release(&res);
 	store_close(st);
 	fetch_client_free(fc);
@@ -105,6 +113,11 @@ const struct cmd cmd_pull = {
 	"Every file is checked (SHA-256 for LFS files, git blob SHA-1 otherwise) before it\n"
 	"enters the store. A second pull of the same revision downloads nothing.\n"
 	"With --json: {repo, repo_type, revision, files: [{path, size, sha256, lfs,\n"
-	"downloaded}], bytes_downloaded, ...}.",
+	"downloaded}], bytes_downloaded, ...}.\n"
+	"With --p2p (a lab machine whose endpoint is a 'hubmirror serve --p2p'), LFS blobs\n"
+	"come from the lab's BitTorrent v2 swarm: torrents only from the endpoint, every\n"
+	"blob SHA-256-checked before it enters the store; what makes no progress for\n"
+	"--p2p-stall seconds (tracker down, no peers) is downloaded over HTTP as usual.\n"
+	"The machine seeds while pulling and for --seed-time seconds after.",
 	opts, run,
 };

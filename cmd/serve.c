@@ -17,6 +17,16 @@ static const struct cmd_opt opts[] = {
 	{"max-connections", 0, "N", 0, "concurrent connections (default 1024)"},
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
+	{"p2p", 0, NULL, 0, "seed stored blobs to the lab over BitTorrent v2 and run its tracker"},
+	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},
+	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s to all peers, e.g. 40M (default none)"},
+	{"p2p-stall", 0, "SECS", 0, "with --upstream: HTTP takes over a swarm download idle SECS (default 15)"},
+	{"p2p-private", 0, NULL, 0, "also put blobs in the swarm when clients need a token (see README)"},
+	{"tracker", 0, "URL", 0, "announce URL of an external tracker instead of running opentracker"},
+	{"tracker-listen", 0, "ADDR:PORT", 0, "where our opentracker listens (default --listen's address, port 6969)"},
+	{"tracker-whitelist", 0, "FILE", 0, "with --tracker: the tracker's whitelist, appended to"},
+	{"tracker-pidfile", 0, "FILE", 0, "with --tracker: its pid file (SIGHUP after each append)"},
+	{"tracker-user", 0, "USER", 0, "user opentracker runs as when serve runs as root (default nobody)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -64,15 +74,32 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	size_t ntoks = 0;
 	FILE *log = stderr;
 	enum hm_err err;
-	int rc = 0, maxc, ctimeout, page, conns, retries, timeout;
+	int rc = 0, maxc, ctimeout, page, conns, retries, timeout, p2p_port, p2p_stall;
+	char p2p_listen[300];
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
 	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) ||
+	    cmd_int_opt(a, "p2p-stall", 15, 1, 86400, &p2p_stall))
 		return 2;
+	if (cmd_opt(a, "p2p-upload-rate") && (o.p2p_upload_rate = cmd_parse_rate(cmd_opt(a, "p2p-upload-rate"))) < 0)
+		return cmd_usage_error(&cmd_serve, "--p2p-upload-rate wants bytes/s like 40M, not '%s'",
+				       cmd_opt(a, "p2p-upload-rate"));
+	if ((cmd_opt(a, "tracker-whitelist") || cmd_opt(a, "tracker-pidfile")) && !cmd_opt(a, "tracker"))
+		return cmd_usage_error(&cmd_serve, "--tracker-whitelist and --tracker-pidfile go with --tracker URL");
+	snprintf(p2p_listen, sizeof(p2p_listen), "0.0.0.0:%d", p2p_port);
+	o.p2p = cmd_flag(a, "p2p");
+	o.p2p_listen = p2p_listen;
+	o.p2p_stall = p2p_stall;
+	o.p2p_private = cmd_flag(a, "p2p-private");
+	o.tracker = cmd_opt(a, "tracker");
+	o.tracker_listen = cmd_opt(a, "tracker-listen");
+	o.tracker_whitelist = cmd_opt(a, "tracker-whitelist");
+	o.tracker_pidfile = cmd_opt(a, "tracker-pidfile");
+	o.tracker_user = cmd_opt(a, "tracker-user");
 	if (tf) {
 		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
 			fprintf(stderr, "hubmirror: error: cannot read the token file '%s': %s\n", tf, strerror(errno));
@@ -152,6 +179,15 @@ const struct cmd cmd_serve = {
 	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
 	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
 	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
-	"gracefully.",
+	"gracefully.\n"
+	"With --p2p the mirror is the lab's BitTorrent v2 seeder: GET\n"
+	"/api/hubmirror/torrents/SHA256 answers a blob's torrent (one v2 torrent per blob,\n"
+	"4 MiB pieces, made once and kept in the index) and /api/models/REPO/torrents/REV\n"
+	"a revision's list; each blob handed out is seeded from the store in place\n"
+	"(super-seeding, --p2p-upload-rate enforced). It runs opentracker (whitelist mode,\n"
+	"as --tracker-user when root) on --tracker-listen, or announces to --tracker.\n"
+	"Only blobs of stored, allowed repos enter the swarm; with --token-file or an\n"
+	"upstream token, none unless --p2p-private. With --upstream and --p2p (a lab\n"
+	"machine's edge), pulled-through blobs come from the swarm and are seeded.",
 	opts, run,
 };

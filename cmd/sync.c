@@ -10,6 +10,7 @@ static const struct cmd_opt opts[] = {
 	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
 	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
 	CMD_NET_OPTS,
+	CMD_P2P_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
 
@@ -42,6 +43,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	struct sync_opts so = {0};
 	struct store *st = NULL;
 	struct fetch_client *fc = NULL;
+	struct mirror_swarm *sw = NULL;
 	const char *layout = cmd_opt(a, "layout");
 	char lockpath[4096];
 	enum hm_err err;
@@ -66,6 +68,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	if ((rc = cmd_swarm_open(env, a, &sw)))
+		goto out;
+	so.swarm = sw;
 	struct post_ctx pc = {env, st};
 	so.post = post;
 	so.post_ud = &pc;
@@ -120,6 +125,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = 1;
 	}
 out:
+	cmd_swarm_close(env, a, rc ? NULL : sw);
+	if (rc)
+		mirror_swarm_free(sw);
 	sync_result_release(&r);
 	sync_lock_free(&lock);
 	sync_manifest_free(&m);
@@ -139,6 +147,7 @@ const struct cmd cmd_sync = {
 	"repo's commit and every file's path, size and SHA-256. --locked installs exactly\n"
 	"the lock. A model that fails does not stop the others; the exit status is 1 if\n"
 	"any failed. convert=TYPE stores a GGUF conversion; smoke=yes smoke-tests the\n"
-	"model (the conversion when there is one) and records the result.",
+	"model (the conversion when there is one) and records the result.\n"
+	"--p2p takes LFS blobs from the lab's BitTorrent swarm, as 'pull --p2p' does.",
 	opts, run,
 };

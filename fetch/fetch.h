@@ -101,4 +101,11 @@ struct fetch_callbacks {
 enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
 			   size_t n, const struct fetch_callbacks *cb) HM_MUST_CHECK;
 
+/* GETs the BitTorrent v2 torrent of blob sha256 from a hubmirror endpoint
+ * (serve --p2p: {endpoint}/api/hubmirror/torrents/<sha256>), at most max
+ * bytes, one try. *buf malloc'd, the caller's. A 404 (the endpoint does not
+ * list the blob) is HM_ERR_ENTRY_NOT_FOUND, a 403 HM_ERR_AUTH or _GATED. */
+enum hm_err fetch_blob_torrent(struct hm_ctx *ctx, struct fetch_client *c, const char *sha256, size_t max,
+			       unsigned char **buf, size_t *len) HM_MUST_CHECK;
+
 #endif

@@ -28,6 +28,10 @@ struct mirror_pull_opts {
 	size_t nentries;
 	void (*on_progress)(void *ud, const char *path, uint64_t contiguous);
 	void *progress_ud;
+	/* Optional (pull --p2p): LFS blobs come from this BitTorrent swarm
+	 * first, torrents from the endpoint (a hubmirror serve --p2p); what
+	 * the swarm cannot deliver is downloaded over HTTP as usual. */
+	struct mirror_swarm *swarm;
 };
 
 struct mirror_file {
@@ -75,5 +79,59 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
  * "datasets/org/name" into type and repo (pointing into buf). */
 enum hm_err mirror_parse_repo(struct hm_ctx *ctx, const char *arg, const char *default_type,
 			      char *buf, size_t len, const char **type, const char **repo) HM_MUST_CHECK;
+
+/* ---- the BitTorrent v2 swarm (swarm.c, over p2p/) ---- */
+
+struct mirror_swarm;
+
+#define MIRROR_SWARM_STALL_S 15.0
+
+struct mirror_swarm_opts {
+	const char *listen;        /* peer address, libtorrent style "0.0.0.0:6881" */
+	int64_t upload_rate;       /* bytes/s to all peers; 0 = no cap */
+	int super_seed;            /* a mirror: reveal pieces one peer at a time */
+	double stall;              /* seconds without progress before HTTP takes over (0: default) */
+};
+/* Starts a BitTorrent session (closed swarm: peers only from trackers).
+ * *out is the caller's (mirror_swarm_free). */
+enum hm_err mirror_swarm_new(struct hm_ctx *ctx, const struct mirror_swarm_opts *o,
+			     struct mirror_swarm **out) HM_MUST_CHECK;
+void mirror_swarm_free(struct mirror_swarm *sw);
+int mirror_swarm_port(struct mirror_swarm *sw);
+/* Payload bytes to and from peers since start, peers connected, torrents. */
+void mirror_swarm_totals(struct mirror_swarm *sw, uint64_t *uploaded, uint64_t *downloaded, int *peers,
+			 size_t *torrents);
+/* The torrent of stored blob sha256: from the index, else made now (reading
+ * the blob once) and recorded. *buf malloc'd, the caller's. */
+enum hm_err mirror_blob_torrent(struct hm_ctx *ctx, struct store *st, const char *sha256, unsigned char **buf,
+				size_t *len, char ihash[65]) HM_MUST_CHECK;
+/* Seeds a stored blob, read in place; tracker: an announce URL to add (may be NULL). */
+enum hm_err mirror_swarm_seed(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st, const char *sha256,
+			      const unsigned char *buf, size_t len, const char *tracker) HM_MUST_CHECK;
+/* Seeds a stored blob whose torrent the index holds (nothing when it does not). */
+enum hm_err mirror_swarm_seed_stored(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st,
+				     const char *sha256) HM_MUST_CHECK;
+/* Keeps seeding for seconds (stops early when cancelled). */
+void mirror_swarm_linger(struct hm_ctx *ctx, struct mirror_swarm *sw, double seconds);
+
+/* One blob to take from the swarm. */
+struct mirror_swarm_item {
+	const char *sha256;        /* in */
+	uint64_t size;             /* in */
+	int done;                  /* out: in the store now (verified) */
+	int present;               /* out: it already was */
+	uint64_t bytes_peers;      /* out: payload bytes from peers */
+	double seconds;
+	int64_t started_at;
+	enum hm_err err;
+	char errmsg[256];          /* why it was left to HTTP ("" when done) */
+};
+/* Takes blobs from the swarm into the store: each one's torrent from the
+ * endpoint of fc (skipped when the endpoint has none), all downloaded at
+ * once, SHA-256-checked, adopted, then seeded from the store. A blob whose
+ * swarm makes no progress for the stall time is given up (done = 0), for the
+ * caller to download over HTTP. Errors only for the store or a cancel. */
+enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st,
+			       struct fetch_client *fc, struct mirror_swarm_item *items, size_t n) HM_MUST_CHECK;
 
 #endif

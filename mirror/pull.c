@@ -23,6 +23,7 @@ struct pull_job {
 	int skipped;            /* found in the store once locked */
 	char present_sha[65];
 	int64_t started_at;
+	int via_swarm;          /* came from the BitTorrent swarm (pull --p2p) */
 };
 
 struct pull {
@@ -177,6 +178,60 @@ static void job_progress(void *ud, struct fetch_job *fj, uint64_t contiguous)
 	p->o->on_progress(p->o->progress_ud, fj->name, contiguous);
 }
 
+/* pull --p2p: LFS blobs from the swarm first; records a transfer row per
+ * blob that peers sent bytes of (endpoint "swarm"); the jobs it completed
+ * leave jp, the rest go to HTTP. */
+static enum hm_err from_swarm(struct pull *p, struct pull_job *jobs, size_t njobs, struct fetch_job **jp,
+			      size_t *njp)
+{
+	struct mirror_swarm_item *it = calloc(njobs ? njobs : 1, sizeof(*it));
+	size_t *job = calloc(njobs ? njobs : 1, sizeof(*job)), n = 0, k = 0;
+	enum hm_err err = HM_OK;
+
+	if (!it || !job) {
+		err = hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < njobs; i++)
+		if (jobs[i].fj.expect_sha256 && jobs[i].fj.size) {
+			it[n].sha256 = jobs[i].fj.expect_sha256;
+			it[n].size = jobs[i].fj.size;
+			job[n++] = i;
+		}
+	if (!n)
+		goto out;
+	err = mirror_swarm_fetch(p->ctx, p->o->swarm, p->st, p->fc, it, n);
+	for (size_t i = 0; i < n && !err; i++) {
+		struct pull_job *j = &jobs[job[i]];
+		if (it[i].done && !it[i].present) {
+			j->via_swarm = 1;
+			j->fj.bytes_wire = it[i].bytes_peers;
+			j->fj.seconds = it[i].seconds;
+			memcpy(j->fj.sha256, it[i].sha256, 65);
+		} else if (it[i].present) {
+			j->skipped = 1;
+			memcpy(j->present_sha, it[i].sha256, 65);
+		}
+		if (it[i].present || (!it[i].done && !it[i].bytes_peers))
+			continue;
+		struct store_download d = {
+			.repo_type = p->o->type, .repo = p->o->repo, .revision = p->commit, .path = j->fj.name,
+			.sha256 = it[i].done ? it[i].sha256 : NULL, .size = it[i].size, .bytes = it[i].bytes_peers,
+			.seconds = it[i].seconds, .result = it[i].done ? "ok" : "failed",
+			.error = it[i].done ? NULL : it[i].errmsg, .endpoint = "swarm", .started_at = it[i].started_at,
+		};
+		err = store_record_download(p->ctx, p->st, &d);
+	}
+	for (size_t i = 0; i < njobs; i++)
+		if (!jobs[i].via_swarm && !jobs[i].skipped)
+			jp[k++] = &jobs[i].fj;
+	*njp = k;
+out:
+	free(it);
+	free(job);
+	return err;
+}
+
 void mirror_pull_result_release(struct mirror_pull_result *res)
 {
 	for (size_t i = 0; i < res->nfiles; i++) {
@@ -276,8 +331,11 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 		err = present(ctx, st, e, f->sha256, &yes);
 		if (err)
 			goto out;
-		if (yes)
+		if (yes) {
+			if (o->swarm && e->lfs && mirror_swarm_seed_stored(ctx, o->swarm, st, f->sha256))
+				ctx->errmsg[0] = 0; /* seeding what is stored is a bonus */
 			continue;
+		}
 		/* one job per distinct content: identical files share it */
 		char key[80];
 		if (e->lfs)
@@ -317,7 +375,10 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 
 	{
 		struct fetch_callbacks cb = {job_begin, job_done, o->on_progress ? job_progress : NULL, &p};
-		enum hm_err derr = fetch_download(ctx, fc, jp, njobs, &cb);
+		size_t njp = njobs;
+		enum hm_err derr = o->swarm ? from_swarm(&p, jobs, njobs, jp, &njp) : HM_OK;
+		if (!derr)
+			derr = fetch_download(ctx, fc, jp, njp, &cb);
 		enum hm_err ferr = flush(&p);
 		if (!derr)
 			derr = ferr;

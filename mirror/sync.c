@@ -346,6 +346,7 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 		.type = e->type, .repo = e->repo, .revision = e->rev,
 		.include = (const char *const *)e->include, .ninclude = e->ninclude,
 		.exclude = (const char *const *)e->exclude, .nexclude = e->nexclude,
+		.swarm = so->swarm,
 	};
 	if (lk) {
 		only = calloc(lk->nfiles ? lk->nfiles : 1, sizeof(*only));

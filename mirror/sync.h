@@ -58,6 +58,7 @@ struct sync_opts {
 	 * as unsupported. */
 	int (*post)(void *ud, const struct sync_entry *e, const char *commit, char *verdict, size_t vlen);
 	void *post_ud;
+	struct mirror_swarm *swarm; /* sync --p2p: blobs from the lab's swarm (NULL: HTTP only) */
 };
 
 struct sync_result_model {

@@ -4,10 +4,10 @@
 # Usage: mk/deps.sh build|test|bench
 set -u
 want=$1
-pkgs="pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libarchive-dev libjansson-dev libmicrohttpd-dev libpcre2-dev zlib1g-dev"
+pkgs="pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libarchive-dev libjansson-dev libmicrohttpd-dev libpcre2-dev zlib1g-dev g++ libtorrent-rasterbar-dev"
 case "$want" in
-test) pkgs="$pkgs python3 python3-numpy chromium" ;;
-bench) pkgs="$pkgs python3 nginx aria2 curl" ;;
+test) pkgs="$pkgs python3 python3-numpy chromium opentracker" ;;
+bench) pkgs="$pkgs python3 nginx aria2 curl opentracker iproute2" ;;
 esac
 missing=""
 for p in $pkgs; do

@@ -252,6 +252,26 @@ enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c)
 			       "hubmirror_request_duration_seconds_count %llu\n",
 			       (unsigned long long)m->hist_count, m->hist_sum, (unsigned long long)m->hist_count);
 	pthread_mutex_unlock(&m->mu);
+	if (q->s->p2p) {
+		uint64_t up, down;
+		int peers;
+		size_t torrents;
+		srv_p2p_totals(q->s, &up, &down, &peers, &torrents);
+		bad |= util_buf_printf(&b,
+				       "# HELP hubmirror_p2p_uploaded_bytes_total Payload bytes uploaded to BitTorrent peers.\n"
+				       "# TYPE hubmirror_p2p_uploaded_bytes_total counter\n"
+				       "hubmirror_p2p_uploaded_bytes_total %llu\n"
+				       "# HELP hubmirror_p2p_downloaded_bytes_total Payload bytes downloaded from BitTorrent peers.\n"
+				       "# TYPE hubmirror_p2p_downloaded_bytes_total counter\n"
+				       "hubmirror_p2p_downloaded_bytes_total %llu\n"
+				       "# HELP hubmirror_p2p_peers Peers connected now.\n"
+				       "# TYPE hubmirror_p2p_peers gauge\n"
+				       "hubmirror_p2p_peers %d\n"
+				       "# HELP hubmirror_p2p_torrents Torrents in the session (seeding or downloading).\n"
+				       "# TYPE hubmirror_p2p_torrents gauge\n"
+				       "hubmirror_p2p_torrents %zu\n",
+				       (unsigned long long)up, (unsigned long long)down, peers, torrents);
+	}
 	if (bad) {
 		util_buf_release(&b);
 		return MHD_NO;

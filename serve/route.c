@@ -43,7 +43,8 @@ static int decode(const char *s, size_t n, char *out, size_t cap)
 
 static int is_op(const char *s)
 {
-	return !strcmp(s, "revision") || !strcmp(s, "tree") || !strcmp(s, "paths-info") || !strcmp(s, "refs");
+	return !strcmp(s, "revision") || !strcmp(s, "tree") || !strcmp(s, "paths-info") || !strcmp(s, "refs") ||
+	       !strcmp(s, "torrents");
 }
 
 /* Joins segs[from..n) with '/' into out; 0 or -1 if unsafe / too long. */
@@ -98,6 +99,15 @@ void srv_route_parse(const char *url, struct srv_route *r)
 		r->what = R_METRICS;
 		return;
 	}
+	if (n == 4 && !strcmp(segs[0], "api") && !strcmp(segs[1], "hubmirror") && !strcmp(segs[2], "torrents")) {
+		if (!util_is_hex(segs[3], 64)) {
+			r->bad = 1;
+			return;
+		}
+		strcpy(r->path, segs[3]);
+		r->what = R_TORRENT;
+		return;
+	}
 	if (n >= 3 && !strcmp(segs[0], "api") && (!strcmp(segs[1], "models") || !strcmp(segs[1], "datasets"))) {
 		r->type = !strcmp(segs[1], "datasets") ? "dataset" : "model";
 		k = 2;
@@ -135,6 +145,8 @@ void srv_route_parse(const char *url, struct srv_route *r)
 			r->what = R_REVISION;
 		else if (!strcmp(op, "paths-info") && k == n)
 			r->what = R_PATHS_INFO;
+		else if (!strcmp(op, "torrents") && k == n)
+			r->what = R_REV_TORRENTS;
 		else if (!strcmp(op, "tree")) {
 			r->what = R_TREE;
 			if (k < n && (join(segs, k, n, r->path, sizeof(r->path)) ||

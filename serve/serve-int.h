@@ -16,6 +16,7 @@
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
 struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */
+struct srv_p2p;        /* the BitTorrent seeder and tracker (torrent.c) */
 
 struct srv {
 	struct hm_ctx *ctx;
@@ -27,6 +28,7 @@ struct srv {
 	size_t npool, cappool;
 	struct srv_upstream *up;
 	struct srv_metrics *m;
+	struct srv_p2p *p2p;     /* NULL without --p2p */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
 };
@@ -56,7 +58,10 @@ struct srv_req {
 
 /* A parsed request path. */
 struct srv_route {
-	enum { R_NONE, R_METRICS, R_REPO_INFO, R_REVISION, R_TREE, R_PATHS_INFO, R_REFS, R_RESOLVE } what;
+	enum { R_NONE, R_METRICS, R_REPO_INFO, R_REVISION, R_TREE, R_PATHS_INFO, R_REFS, R_RESOLVE,
+	       R_TORRENT,          /* /api/hubmirror/torrents/<sha256> (path = the sha256) */
+	       R_REV_TORRENTS      /* /api/{models,datasets}/<repo>/torrents/<rev> */
+	} what;
 	const char *type;        /* "model" | "dataset" */
 	char repo[200];
 	char rev[256];
@@ -137,6 +142,14 @@ void srv_metrics_record(struct srv *s, const struct srv_req *q, uint64_t bytes, 
 enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c);
 
 int srv_repo_allowed(const struct srv *s, const char *repo);
+
+/* BitTorrent (torrent.c); all no-ops without --p2p. */
+enum hm_err srv_p2p_init(struct srv *s) HM_MUST_CHECK;
+void srv_p2p_free(struct srv *s);
+struct mirror_swarm *srv_p2p_swarm(const struct srv *s);
+void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents);
+enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+enum MHD_Result srv_p2p_rev_torrents(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 const char *srv_iso_time(int64_t t, char *buf, size_t len);
 
 #endif

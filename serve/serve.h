@@ -3,6 +3,7 @@
 #define SERVE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "../util/hm.h"
 #include "../fetch/fetch.h"
@@ -21,6 +22,17 @@ struct srv_opts {
 	int max_connections;           /* default 1024 */
 	int timeout;                   /* idle client timeout, seconds (default 60) */
 	int page_size;                 /* tree page size (default 1000) */
+	/* --p2p: seed stored blobs over BitTorrent v2 and run (or feed) the tracker */
+	int p2p;
+	const char *p2p_listen;        /* peer address (default "0.0.0.0:6881") */
+	int64_t p2p_upload_rate;       /* bytes/s to all peers; 0 = no cap */
+	double p2p_stall;              /* edge: seconds before a stalled swarm falls back to HTTP */
+	int p2p_private;               /* also swarm blobs of a mirror that needs a token */
+	const char *tracker;           /* external tracker's announce URL; NULL: run opentracker */
+	const char *tracker_listen;    /* ADDR:PORT of our opentracker (default: --listen's host, 6969) */
+	const char *tracker_whitelist; /* with --tracker: its whitelist file, appended to */
+	const char *tracker_pidfile;   /* with --tracker: its pid file, for SIGHUP */
+	const char *tracker_user;      /* user opentracker runs as when we are root (default nobody) */
 	/* called once listening, with the bound address ("http://127.0.0.1:PORT") */
 	void (*on_listening)(void *ud, const char *url);
 	void *ud;

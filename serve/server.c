@@ -253,11 +253,15 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		return srv_metrics_send(q, c);
 	if (r.what == R_NONE)
 		return srv_send_error(q, c, 404, NULL, "not found");
+	if (r.what == R_TORRENT)
+		return srv_p2p_torrent(q, c, &r);
 	snprintf(q->repo_type, sizeof(q->repo_type), "%s", r.type);
 	snprintf(q->repo, sizeof(q->repo), "%s", r.repo);
 	snprintf(q->revision, sizeof(q->revision), "%s", r.rev);
 	if (!srv_repo_allowed(s, r.repo))
 		return srv_send_error(q, c, 404, "RepoNotFound", "repository '%s' not found", r.repo);
+	if (r.what == R_REV_TORRENTS)
+		return srv_p2p_rev_torrents(q, c, &r);
 	if (r.what == R_RESOLVE) {
 		q->kind = "file";
 		free(q->path);
@@ -378,7 +382,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if ((err = store_open(ctx, o->store_dir, &st)))
 		goto out;
 	srv_store_put(&s, st);
-	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)))
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (err = srv_p2p_init(&s)))
 		goto out;
 	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
 			       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -434,6 +438,7 @@ out:
 	if (s.d)
 		MHD_stop_daemon(s.d);
 	srv_up_free(&s);
+	srv_p2p_free(&s);
 	srv_metrics_free(&s);
 	srv_api_cache_clear();
 	for (size_t i = 0; i < s.npool; i++)

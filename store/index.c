@@ -165,6 +165,14 @@ static const char *const migrations[] = {
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
 	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
+	/* v7: the BitTorrent v2 torrent of a blob (p2p/, torrents.c): the
+	 * bencoded torrent (info dict and piece layers, no announce URL) and
+	 * its v2 info-hash, made once per blob and piece size. */
+	"CREATE TABLE torrents ("
+	"  sha256 TEXT PRIMARY KEY,"
+	"  info_hash TEXT NOT NULL,"
+	"  piece_size INTEGER NOT NULL,"
+	"  torrent BLOB NOT NULL);",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

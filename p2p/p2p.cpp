@@ -1,0 +1,362 @@
+// p2p.cpp - the one C++ file: libtorrent-rasterbar 2.0 behind the C
+// interface of p2p.h. A thread drains libtorrent's alerts (torrent removals,
+// session counters); everything else is a call on the session handle, which
+// libtorrent makes thread-safe.
+#include <libtorrent/add_torrent_params.hpp>
+#include <libtorrent/alert_types.hpp>
+#include <libtorrent/bencode.hpp>
+#include <libtorrent/create_torrent.hpp>
+#include <libtorrent/ip_filter.hpp>
+#include <libtorrent/session.hpp>
+#include <libtorrent/session_stats.hpp>
+#include <libtorrent/settings_pack.hpp>
+#include <libtorrent/torrent_info.hpp>
+#include <libtorrent/torrent_status.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "p2p.h"
+
+namespace {
+
+void set_err(char *err, size_t errlen, const std::string &msg)
+{
+	if (err && errlen)
+		std::snprintf(err, errlen, "%s", msg.c_str());
+}
+
+std::string hex(const char *d, size_t n)
+{
+	static const char x[] = "0123456789abcdef";
+	std::string s;
+	for (size_t i = 0; i < n; i++) {
+		s += x[(unsigned char)d[i] >> 4];
+		s += x[(unsigned char)d[i] & 15];
+	}
+	return s;
+}
+
+bool is_hex64(const std::string &s)
+{
+	if (s.size() != 64)
+		return false;
+	for (char c : s)
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return false;
+	return true;
+}
+
+} // namespace
+
+struct p2p {
+	lt::session ses;
+	std::mutex mu;
+	std::condition_variable cv;
+	std::map<std::string, lt::torrent_handle> torrents; // v2 info-hash hex -> handle
+	std::set<std::string> removing;
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> up{0}, down{0};
+	std::atomic<int> peers{0};
+	int idx_up = -1, idx_down = -1, idx_peers = -1;
+	std::thread th;
+	bool super_seed = false;
+
+	explicit p2p(lt::session_params &&sp) : ses(std::move(sp)) {}
+
+	void alerts()
+	{
+		auto last_stats = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+		while (!stop) {
+			ses.wait_for_alert(std::chrono::milliseconds(200));
+			std::vector<lt::alert *> v;
+			ses.pop_alerts(&v);
+			for (lt::alert *a : v) {
+				if (auto *r = lt::alert_cast<lt::torrent_removed_alert>(a)) {
+					std::string h = hex(r->info_hashes.v2.data(), 32);
+					std::lock_guard<std::mutex> g(mu);
+					removing.erase(h);
+					cv.notify_all();
+				} else if (auto *s = lt::alert_cast<lt::session_stats_alert>(a)) {
+					auto c = s->counters();
+					if (idx_up >= 0)
+						up = (uint64_t)c[idx_up];
+					if (idx_down >= 0)
+						down = (uint64_t)c[idx_down];
+					if (idx_peers >= 0)
+						peers = (int)c[idx_peers];
+				}
+			}
+			auto now = std::chrono::steady_clock::now();
+			if (now - last_stats >= std::chrono::milliseconds(500)) {
+				ses.post_session_stats();
+				last_stats = now;
+			}
+		}
+	}
+};
+
+extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
+				char *err, size_t errlen)
+{
+	try {
+		lt::file_storage fs;
+		lt::add_files(fs, path);
+		if (fs.num_files() != 1 || fs.total_size() <= 0) {
+			set_err(err, errlen, std::string("not one non-empty file: ") + path);
+			return -1;
+		}
+		lt::create_torrent t(fs, P2P_PIECE_SIZE, lt::create_torrent::v2_only);
+		std::string parent(path);
+		size_t slash = parent.rfind('/');
+		parent = slash == std::string::npos ? "." : parent.substr(0, slash);
+		lt::error_code ec;
+		lt::set_piece_hashes(t, parent, ec);
+		if (ec) {
+			set_err(err, errlen, std::string("cannot hash '") + path + "': " + ec.message());
+			return -1;
+		}
+		lt::entry e = t.generate();
+		// no creation date or creator: the same content gives the same bytes
+		e.dict().erase("creation date");
+		e.dict().erase("created by");
+		std::vector<char> buf;
+		lt::bencode(std::back_inserter(buf), e);
+		lt::torrent_info ti(lt::span<char const>(buf.data(), (std::ptrdiff_t)buf.size()), ec, lt::from_span);
+		if (ec) {
+			set_err(err, errlen, "made a torrent libtorrent does not read back: " + ec.message());
+			return -1;
+		}
+		*out = (unsigned char *)std::malloc(buf.size());
+		if (!*out) {
+			set_err(err, errlen, "out of memory");
+			return -1;
+		}
+		std::memcpy(*out, buf.data(), buf.size());
+		*outlen = buf.size();
+		std::snprintf(ihash, 65, "%s", hex(ti.info_hashes().v2.data(), 32).c_str());
+		return 0;
+	} catch (std::exception const &ex) {
+		set_err(err, errlen, std::string("cannot make a torrent of '") + path + "': " + ex.what());
+		return -1;
+	}
+}
+
+static std::shared_ptr<lt::torrent_info> load(const unsigned char *buf, size_t len, char *err, size_t errlen)
+{
+	if (len > P2P_TORRENT_MAX) {
+		set_err(err, errlen, "torrent larger than the limit");
+		return nullptr;
+	}
+	lt::error_code ec;
+	auto ti = std::make_shared<lt::torrent_info>(lt::span<char const>((const char *)buf, (std::ptrdiff_t)len), ec,
+						     lt::from_span);
+	if (ec) {
+		set_err(err, errlen, "malformed torrent: " + ec.message());
+		return nullptr;
+	}
+	if (!ti->info_hashes().has_v2() || ti->info_hashes().has_v1()) {
+		set_err(err, errlen, "not a v2-only torrent");
+		return nullptr;
+	}
+	if (ti->num_files() != 1 || ti->files().file_path(lt::file_index_t(0)) != ti->name() || !is_hex64(ti->name())) {
+		set_err(err, errlen, "not a single-file torrent named by a SHA-256");
+		return nullptr;
+	}
+	return ti;
+}
+
+extern "C" int p2p_torrent_check(const unsigned char *buf, size_t len, char name[65], uint64_t *size,
+				 char ihash[65], char *err, size_t errlen)
+{
+	try {
+		auto ti = load(buf, len, err, errlen);
+		if (!ti)
+			return -1;
+		std::snprintf(name, 65, "%s", ti->name().c_str());
+		*size = (uint64_t)ti->total_size();
+		std::snprintf(ihash, 65, "%s", hex(ti->info_hashes().v2.data(), 32).c_str());
+		return 0;
+	} catch (std::exception const &ex) {
+		set_err(err, errlen, std::string("malformed torrent: ") + ex.what());
+		return -1;
+	}
+}
+
+extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errlen)
+{
+	try {
+		lt::settings_pack sp;
+		sp.set_str(lt::settings_pack::listen_interfaces, o->listen ? o->listen : "0.0.0.0:6881");
+		sp.set_str(lt::settings_pack::user_agent, "hubmirror");
+		sp.set_bool(lt::settings_pack::enable_dht, false);
+		sp.set_bool(lt::settings_pack::enable_lsd, false);
+		sp.set_bool(lt::settings_pack::enable_upnp, false);
+		sp.set_bool(lt::settings_pack::enable_natpmp, false);
+		sp.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+		sp.set_int(lt::settings_pack::upload_rate_limit, o->upload_rate > 0 && o->upload_rate < INT32_MAX
+									 ? (int)o->upload_rate : 0);
+		// every blob torrent active at once (no queueing of seeds)
+		sp.set_int(lt::settings_pack::active_limit, -1);
+		sp.set_int(lt::settings_pack::active_seeds, -1);
+		sp.set_int(lt::settings_pack::active_downloads, -1);
+		sp.set_int(lt::settings_pack::active_checking, 4);
+		sp.set_int(lt::settings_pack::alert_mask, lt::alert_category::error | lt::alert_category::status |
+								 lt::alert_category::storage);
+		lt::session_params params(std::move(sp));
+		auto *p = new struct p2p(std::move(params));
+		p->super_seed = o->super_seed != 0;
+		// LAN and loopback peers are in the "local" class, which rate limits
+		// skip: map every address to the global class so the cap holds
+		lt::ip_filter f;
+		std::uint32_t global = 1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
+		f.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"), global);
+		f.add_rule(lt::make_address("::"), lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), global);
+		p->ses.set_peer_class_filter(f);
+		p->idx_up = lt::find_metric_idx("net.sent_payload_bytes");
+		p->idx_down = lt::find_metric_idx("net.recv_payload_bytes");
+		p->idx_peers = lt::find_metric_idx("peer.num_peers_connected");
+		p->th = std::thread([p] { p->alerts(); });
+		return p;
+	} catch (std::exception const &ex) {
+		set_err(err, errlen, std::string("cannot start the BitTorrent session: ") + ex.what());
+		return nullptr;
+	}
+}
+
+extern "C" void p2p_free(struct p2p *p)
+{
+	if (!p)
+		return;
+	p->stop = true;
+	if (p->th.joinable())
+		p->th.join();
+	try {
+		p->ses.set_alert_notify([] {});
+		lt::session_proxy proxy = p->ses.abort();
+		delete p; // the proxy outlives the session object until it goes here
+	} catch (...) {
+	}
+}
+
+extern "C" int p2p_listen_port(struct p2p *p)
+{
+	try {
+		return p->ses.listen_port();
+	} catch (...) {
+		return 0;
+	}
+}
+
+extern "C" int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, const char *dir, const char *tracker,
+		       int seed, char *err, size_t errlen)
+{
+	try {
+		auto ti = load(buf, len, err, errlen);
+		if (!ti)
+			return -1;
+		std::string h = hex(ti->info_hashes().v2.data(), 32);
+		{
+			std::unique_lock<std::mutex> g(p->mu);
+			// a removal of the same torrent still under way: let it finish
+			p->cv.wait_for(g, std::chrono::seconds(10), [&] { return !p->removing.count(h); });
+			if (p->torrents.count(h))
+				return 1;
+		}
+		lt::add_torrent_params atp;
+		atp.ti = ti;
+		atp.save_path = dir;
+		atp.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
+		if (seed) {
+			atp.flags |= lt::torrent_flags::seed_mode;
+			if (p->super_seed)
+				atp.flags |= lt::torrent_flags::super_seeding;
+		}
+		if (tracker && *tracker)
+			atp.trackers.push_back(tracker);
+		lt::error_code ec;
+		lt::torrent_handle th = p->ses.add_torrent(std::move(atp), ec);
+		if (ec) {
+			set_err(err, errlen, "cannot add the torrent: " + ec.message());
+			return -1;
+		}
+		std::lock_guard<std::mutex> g(p->mu);
+		p->torrents[h] = th;
+		return 0;
+	} catch (std::exception const &ex) {
+		set_err(err, errlen, std::string("cannot add the torrent: ") + ex.what());
+		return -1;
+	}
+}
+
+extern "C" void p2p_remove(struct p2p *p, const char ihash[65])
+{
+	try {
+		std::unique_lock<std::mutex> g(p->mu);
+		auto it = p->torrents.find(ihash);
+		if (it == p->torrents.end())
+			return;
+		lt::torrent_handle th = it->second;
+		p->torrents.erase(it);
+		p->removing.insert(ihash);
+		p->ses.remove_torrent(th);
+		p->cv.wait_for(g, std::chrono::seconds(10), [&] { return !p->removing.count(ihash); });
+		p->removing.erase(ihash);
+	} catch (...) {
+	}
+}
+
+extern "C" size_t p2p_count(struct p2p *p)
+{
+	std::lock_guard<std::mutex> g(p->mu);
+	return p->torrents.size();
+}
+
+extern "C" int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status *st)
+{
+	try {
+		lt::torrent_handle th;
+		{
+			std::lock_guard<std::mutex> g(p->mu);
+			auto it = p->torrents.find(ihash);
+			if (it == p->torrents.end())
+				return -1;
+			th = it->second;
+		}
+		lt::torrent_status s = th.status();
+		std::memset(st, 0, sizeof(*st));
+		st->done = (uint64_t)s.total_wanted_done;
+		st->wanted = (uint64_t)s.total_wanted;
+		st->down_payload = (uint64_t)s.total_payload_download;
+		st->up_payload = (uint64_t)s.total_payload_upload;
+		st->finished = s.is_seeding || (s.total_wanted > 0 && s.total_wanted_done == s.total_wanted &&
+						 s.state != lt::torrent_status::checking_files);
+		st->peers = s.num_peers;
+		if (s.errc) {
+			st->error = 1;
+			std::snprintf(st->errmsg, sizeof(st->errmsg), "%s", s.errc.message().c_str());
+		}
+		return 0;
+	} catch (...) {
+		return -1;
+	}
+}
+
+extern "C" void p2p_totals(struct p2p *p, struct p2p_totals *t)
+{
+	t->uploaded = p->up;
+	t->downloaded = p->down;
+	t->peers = p->peers;
+	t->torrents = p2p_count(p);
+}

@@ -1,0 +1,91 @@
+/* p2p.h - the BitTorrent v2 swarm through libtorrent-rasterbar, behind a
+ * small C interface (the one C++ file, p2p.cpp, implements it).
+ *
+ * One single-file v2-only torrent per stored blob, named by the blob's
+ * SHA-256, with a fixed piece size: its info-hash is the same wherever the
+ * blob is. These functions never print, never touch SQLite and never speak
+ * HTTP; errors come back as text in err (errlen bytes, NUL-terminated). */
+#ifndef P2P_H
+#define P2P_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The piece size of every blob torrent. Measured (reference scale-out.md):
+ * 4 MiB gave the origin's smallest share (1.45-1.56x for 8 leechers),
+ * against 1.60x at 1 MiB and 2.0-2.5x at 16 MiB. */
+#define P2P_PIECE_SIZE (4 << 20)
+/* A torrent file we accept from a mirror: the piece layer of a 1 TiB blob
+ * at 4 MiB pieces is 8 MiB. */
+#define P2P_TORRENT_MAX (16u << 20)
+
+struct p2p;
+
+struct p2p_opts {
+	const char *listen;      /* libtorrent listen_interfaces, e.g. "0.0.0.0:6881" */
+	int64_t upload_rate;     /* bytes/s for all peers (loopback and LAN too); 0 = none */
+	int super_seed;          /* seeds added with p2p_add(seed=1) super-seed (a mirror) */
+};
+
+/* Hashes the file at path and returns a v2-only single-file torrent of it
+ * (name = the file's base name, P2P_PIECE_SIZE pieces, no announce URL, no
+ * creation date: the same bytes for the same content). *out is malloc'd
+ * (caller frees); ihash gets the 64-hex v2 info-hash. Returns 0 or -1. */
+int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
+		     char *err, size_t errlen);
+
+/* Checks a torrent from a peer or a mirror: single file, v2 only, its name
+ * 64 lowercase hex. Fills name, the file's size and the v2 info-hash.
+ * Returns 0 or -1. */
+int p2p_torrent_check(const unsigned char *buf, size_t len, char name[65], uint64_t *size,
+		      char ihash[65], char *err, size_t errlen);
+
+/* Starts a session: DHT, local peer discovery, UPnP and NAT-PMP off (a closed
+ * swarm, peers only from the tracker); the rate cap applied to every peer,
+ * local ones included; several peers per IP allowed (loopback labs). NULL
+ * on failure. */
+struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errlen);
+/* Stops the session (no waiting for tracker goodbyes beyond a moment). Accepts NULL. */
+void p2p_free(struct p2p *p);
+/* The TCP port peers connect to (0 when not listening). */
+int p2p_listen_port(struct p2p *p);
+
+/* Adds a torrent. seed: the file is complete at dir/<name> and is read in
+ * place (seed_mode: pieces are checked when first sent); else it is
+ * downloaded into dir/<name> (a partial file there is checked and resumed).
+ * tracker: announce URL added to the torrent's own (may be NULL).
+ * Returns 0, 1 when the torrent was already in the session, -1 on error. */
+int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, const char *dir, const char *tracker,
+	    int seed, char *err, size_t errlen);
+/* Removes a torrent (files stay) and waits until libtorrent let go of it. */
+void p2p_remove(struct p2p *p, const char ihash[65]);
+/* Number of torrents in the session. */
+size_t p2p_count(struct p2p *p);
+
+struct p2p_status {
+	uint64_t done, wanted;         /* verified bytes / size */
+	uint64_t down_payload;         /* bytes from peers, this session */
+	uint64_t up_payload;           /* bytes to peers, this session */
+	int finished;                  /* every piece verified */
+	int peers;                     /* connected peers */
+	int error;                     /* the torrent stopped on an error (errmsg) */
+	char errmsg[256];
+};
+/* Status of one torrent; -1 when it is not in the session. */
+int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status *st);
+
+struct p2p_totals {
+	uint64_t uploaded, downloaded; /* payload bytes to / from peers since start */
+	int peers;                     /* connected now */
+	size_t torrents;
+};
+void p2p_totals(struct p2p *p, struct p2p_totals *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
