@@ -107,7 +107,7 @@ extern const struct cmd cmd_du;
 	{"p2p", 0, NULL, 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"},  \
 	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},                               \
 	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s sent to peers, e.g. 20M (default none)"},          \
-	{"p2p-stall", 0, "SECS", 0, "download over HTTP what makes no progress in the swarm for SECS (default 15)"}, \
+	{"p2p-stall", 0, "SECS", 0, "download over HTTP what makes no progress in the swarm for SECS (default 30)"}, \
 	{"seed-time", 0, "SECS", 0, "keep seeding SECS after finishing (default 45)"}
 
 struct mirror_swarm;

@@ -39,7 +39,7 @@ int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_
 	enum hm_err err;
 
 	*sw = NULL;
-	if (cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &port) || cmd_int_opt(a, "p2p-stall", 15, 1, 86400, &stall) ||
+	if (cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &port) || cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &stall) ||
 	    cmd_int_opt(a, "seed-time", SEED_TIME_DEFAULT, 0, 7 * 86400, &seed))
 		return 2;
 	if (!cmd_flag(a, "p2p"))

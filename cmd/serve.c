@@ -20,7 +20,7 @@ static const struct cmd_opt opts[] = {
 	{"p2p", 0, NULL, 0, "seed stored blobs to the lab over BitTorrent v2 and run its tracker"},
 	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},
 	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s to all peers, e.g. 40M (default none)"},
-	{"p2p-stall", 0, "SECS", 0, "with --upstream: HTTP takes over a swarm download idle SECS (default 15)"},
+	{"p2p-stall", 0, "SECS", 0, "with --upstream: HTTP takes over a swarm download idle SECS (default 30)"},
 	{"p2p-private", 0, NULL, 0, "also put blobs in the swarm when clients need a token (see README)"},
 	{"tracker", 0, "URL", 0, "announce URL of an external tracker instead of running opentracker"},
 	{"tracker-listen", 0, "ADDR:PORT", 0, "where our opentracker listens (default --listen's address, port 6969)"},
@@ -83,7 +83,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
 	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) ||
-	    cmd_int_opt(a, "p2p-stall", 15, 1, 86400, &p2p_stall))
+	    cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &p2p_stall))
 		return 2;
 	if (cmd_opt(a, "p2p-upload-rate") && (o.p2p_upload_rate = cmd_parse_rate(cmd_opt(a, "p2p-upload-rate"))) < 0)
 		return cmd_usage_error(&cmd_serve, "--p2p-upload-rate wants bytes/s like 40M, not '%s'",

@@ -84,12 +84,12 @@ enum hm_err mirror_parse_repo(struct hm_ctx *ctx, const char *arg, const char *d
 
 struct mirror_swarm;
 
-#define MIRROR_SWARM_STALL_S 15.0
+#define MIRROR_SWARM_STALL_S 30.0
 
 struct mirror_swarm_opts {
 	const char *listen;        /* peer address, libtorrent style "0.0.0.0:6881" */
 	int64_t upload_rate;       /* bytes/s to all peers; 0 = no cap */
-	int super_seed;            /* a mirror: reveal pieces one peer at a time */
+	int origin;                /* the mirror: choke for spread (anti-leech) */
 	double stall;              /* seconds without progress before HTTP takes over (0: default) */
 };
 /* Starts a BitTorrent session (closed swarm: peers only from trackers).

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "mirror.h"
@@ -16,6 +17,7 @@
 #include "../verify/verify.h"
 
 #define POLL_S 0.2
+#define REANNOUNCE_S 3.0
 
 struct mirror_swarm {
 	struct p2p *p;
@@ -25,7 +27,7 @@ struct mirror_swarm {
 enum hm_err mirror_swarm_new(struct hm_ctx *ctx, const struct mirror_swarm_opts *o, struct mirror_swarm **out)
 {
 	char err[512] = "";
-	struct p2p_opts po = {o->listen, o->upload_rate, o->super_seed};
+	struct p2p_opts po = {o->listen, o->upload_rate, o->origin};
 	struct mirror_swarm *sw = calloc(1, sizeof(*sw));
 	*out = NULL;
 	if (!sw)
@@ -73,13 +75,16 @@ enum hm_err mirror_blob_torrent(struct hm_ctx *ctx, struct store *st, const char
 	char path[4096], perr[512] = "";
 	int found = 0;
 
-	err = store_torrent_get(ctx, st, sha256, P2P_PIECE_SIZE, buf, len, ihash, &found);
+	struct stat sb;
+	store_blob_path(st, sha256, path, sizeof(path));
+	if (stat(path, &sb))
+		return hm_fail(ctx, HM_ERR_NOT_FOUND, "blob %.12s is not in the store", sha256);
+	err = store_torrent_get(ctx, st, sha256, p2p_piece_size((uint64_t)sb.st_size), buf, len, ihash, &found);
 	if (err || found)
 		return err;
-	store_blob_path(st, sha256, path, sizeof(path));
 	if (p2p_make_torrent(path, buf, len, ihash, perr, sizeof(perr)))
 		return hm_fail(ctx, HM_ERR_IO, "%s", perr);
-	err = store_torrent_put(ctx, st, sha256, P2P_PIECE_SIZE, *buf, *len, ihash);
+	err = store_torrent_put(ctx, st, sha256, p2p_piece_size((uint64_t)sb.st_size), *buf, *len, ihash);
 	if (err) {
 		free(*buf);
 		*buf = NULL;
@@ -107,7 +112,7 @@ enum hm_err mirror_swarm_seed_stored(struct hm_ctx *ctx, struct mirror_swarm *sw
 	size_t len = 0;
 	char ih[65];
 	int found = 0;
-	enum hm_err err = store_torrent_get(ctx, st, sha256, P2P_PIECE_SIZE, &buf, &len, ih, &found);
+	enum hm_err err = store_torrent_get(ctx, st, sha256, 0, &buf, &len, ih, &found);
 	if (!err && found)
 		err = mirror_swarm_seed(ctx, sw, st, sha256, buf, len, NULL);
 	free(buf);
@@ -134,6 +139,7 @@ struct active {
 	double t0;
 	uint64_t last_done;
 	double last_change;
+	double last_announce;
 	int running;
 };
 
@@ -175,7 +181,7 @@ static void finish(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st
 		return;
 	}
 	it->done = 1;
-	if (store_torrent_put(ctx, st, it->sha256, P2P_PIECE_SIZE, a->torrent, a->tlen, a->ihash) ||
+	if (store_torrent_put(ctx, st, it->sha256, p2p_piece_size(it->size), a->torrent, a->tlen, a->ihash) ||
 	    mirror_swarm_seed(ctx, sw, st, it->sha256, a->torrent, a->tlen, NULL))
 		ctx->errmsg[0] = 0; /* stored; seeding it is a bonus */
 }
@@ -235,7 +241,7 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 			continue;
 		}
 		a->running = 1;
-		a->last_change = util_now();
+		a->last_change = a->last_announce = util_now();
 		running++;
 	}
 	while (running) {
@@ -250,6 +256,7 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 			struct p2p_status s;
 			if (!a->running)
 				continue;
+			memset(&s, 0, sizeof(s));
 			if (p2p_status(sw->p, a->ihash, &s) < 0 || s.error) {
 				set_msg(a->it, "swarm: ", s.errmsg[0] ? s.errmsg : "torrent gone");
 				p2p_remove(sw->p, a->ihash);
@@ -259,8 +266,9 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 				a->it->seconds = util_now() - a->t0;
 				if (!a->it->done)
 					unlink(a->part);
-			} else if (s.done != a->last_done) {
-				a->last_done = s.done;
+			} else if (s.done + s.down_payload != a->last_done) {
+				/* progress: verified pieces or any payload from a peer */
+				a->last_done = s.done + s.down_payload;
 				a->last_change = util_now();
 				a->it->bytes_peers = s.down_payload;
 			} else if (util_now() - a->last_change >= sw->o.stall) {
@@ -269,6 +277,10 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 				unlink(a->part);
 				a->running = 0;
 				snprintf(a->it->errmsg, sizeof(a->it->errmsg), "the swarm stalled for %.0f s", sw->o.stall);
+			} else if (s.peers == 0 && util_now() - a->last_announce >= REANNOUNCE_S) {
+				/* no peers (tracker down or not ready yet): ask again soon */
+				a->last_announce = util_now();
+				p2p_reannounce(sw->p, a->ihash);
 			}
 			if (!a->running)
 				running--;

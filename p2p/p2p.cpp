@@ -71,7 +71,8 @@ struct p2p {
 	std::atomic<int> peers{0};
 	int idx_up = -1, idx_down = -1, idx_peers = -1;
 	std::thread th;
-	bool super_seed = false;
+	bool origin = false;
+	FILE *debug = nullptr; // HUBMIRROR_P2P_DEBUG=FILE: every alert, one line each
 
 	explicit p2p(lt::session_params &&sp) : ses(std::move(sp)) {}
 
@@ -83,6 +84,10 @@ struct p2p {
 			std::vector<lt::alert *> v;
 			ses.pop_alerts(&v);
 			for (lt::alert *a : v) {
+				if (debug) {
+					std::fprintf(debug, "%s: %s\n", a->what(), a->message().c_str());
+					std::fflush(debug);
+				}
 				if (auto *r = lt::alert_cast<lt::torrent_removed_alert>(a)) {
 					std::string h = hex(r->info_hashes.v2.data(), 32);
 					std::lock_guard<std::mutex> g(mu);
@@ -117,7 +122,7 @@ extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *o
 			set_err(err, errlen, std::string("not one non-empty file: ") + path);
 			return -1;
 		}
-		lt::create_torrent t(fs, P2P_PIECE_SIZE, lt::create_torrent::v2_only);
+		lt::create_torrent t(fs, p2p_piece_size((uint64_t)fs.total_size()), lt::create_torrent::v2_only);
 		std::string parent(path);
 		size_t slash = parent.rfind('/');
 		parent = slash == std::string::npos ? "." : parent.substr(0, slash);
@@ -170,7 +175,12 @@ static std::shared_ptr<lt::torrent_info> load(const unsigned char *buf, size_t l
 		set_err(err, errlen, "not a v2-only torrent");
 		return nullptr;
 	}
-	if (ti->num_files() != 1 || ti->files().file_path(lt::file_index_t(0)) != ti->name() || !is_hex64(ti->name())) {
+	// one file, named like the torrent (libtorrent may add a pad file after it)
+	int real = 0;
+	for (lt::file_index_t i(0); i < lt::file_index_t(ti->num_files()); ++i)
+		real += !ti->files().pad_file_at(i);
+	if (real != 1 || ti->files().pad_file_at(lt::file_index_t(0)) ||
+	    ti->files().file_path(lt::file_index_t(0)) != ti->name() || !is_hex64(ti->name())) {
 		set_err(err, errlen, "not a single-file torrent named by a SHA-256");
 		return nullptr;
 	}
@@ -185,7 +195,7 @@ extern "C" int p2p_torrent_check(const unsigned char *buf, size_t len, char name
 		if (!ti)
 			return -1;
 		std::snprintf(name, 65, "%s", ti->name().c_str());
-		*size = (uint64_t)ti->total_size();
+		*size = (uint64_t)ti->files().file_size(lt::file_index_t(0));
 		std::snprintf(ihash, 65, "%s", hex(ti->info_hashes().v2.data(), 32).c_str());
 		return 0;
 	} catch (std::exception const &ex) {
@@ -205,6 +215,9 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		sp.set_bool(lt::settings_pack::enable_upnp, false);
 		sp.set_bool(lt::settings_pack::enable_natpmp, false);
 		sp.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
+		// TCP only: a lab is a LAN; uTP's delay-based backoff starves it there
+		sp.set_bool(lt::settings_pack::enable_outgoing_utp, false);
+		sp.set_bool(lt::settings_pack::enable_incoming_utp, false);
 		sp.set_int(lt::settings_pack::upload_rate_limit, o->upload_rate > 0 && o->upload_rate < INT32_MAX
 									 ? (int)o->upload_rate : 0);
 		// every blob torrent active at once (no queueing of seeds)
@@ -212,11 +225,23 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		sp.set_int(lt::settings_pack::active_seeds, -1);
 		sp.set_int(lt::settings_pack::active_downloads, -1);
 		sp.set_int(lt::settings_pack::active_checking, 4);
-		sp.set_int(lt::settings_pack::alert_mask, lt::alert_category::error | lt::alert_category::status |
-								 lt::alert_category::storage);
+		if (o->origin) {
+			// the mirror: prefer peers with few or almost all pieces, so
+			// what it sends spreads and lab machines trade the rest
+			sp.set_int(lt::settings_pack::seed_choking_algorithm, lt::settings_pack::anti_leech);
+		} else {
+			// a lab machine: a closed swarm needs no tit-for-tat, every peer is served
+			sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
+		}
+		const char *dbg = std::getenv("HUBMIRROR_P2P_DEBUG");
+		sp.set_int(lt::settings_pack::alert_mask, dbg && *dbg ? lt::alert_category::all
+							: lt::alert_category::error | lt::alert_category::status |
+								  lt::alert_category::storage);
 		lt::session_params params(std::move(sp));
 		auto *p = new struct p2p(std::move(params));
-		p->super_seed = o->super_seed != 0;
+		p->origin = o->origin != 0;
+		if (dbg && *dbg)
+			p->debug = std::fopen(dbg, "a");
 		// LAN and loopback peers are in the "local" class, which rate limits
 		// skip: map every address to the global class so the cap holds
 		lt::ip_filter f;
@@ -245,6 +270,8 @@ extern "C" void p2p_free(struct p2p *p)
 	try {
 		p->ses.set_alert_notify([] {});
 		lt::session_proxy proxy = p->ses.abort();
+		if (p->debug)
+			std::fclose(p->debug);
 		delete p; // the proxy outlives the session object until it goes here
 	} catch (...) {
 	}
@@ -280,7 +307,12 @@ extern "C" int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, cons
 		atp.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
 		if (seed) {
 			atp.flags |= lt::torrent_flags::seed_mode;
-			if (p->super_seed)
+			// Not super_seeding: libtorrent 2.0.8 never starts it for a
+			// fresh peer (write_bitfield's bootstrap calls superseed_piece,
+			// which returns while in_handshake()); such peers then see no
+			// piece at all and stall. The mirror's share is kept down by
+			// small pieces, anti-leech choking and the upload cap instead.
+			if (p->origin && std::getenv("HUBMIRROR_P2P_SUPER_SEED"))
 				atp.flags |= lt::torrent_flags::super_seeding;
 		}
 		if (tracker && *tracker)
@@ -313,6 +345,22 @@ extern "C" void p2p_remove(struct p2p *p, const char ihash[65])
 		p->ses.remove_torrent(th);
 		p->cv.wait_for(g, std::chrono::seconds(10), [&] { return !p->removing.count(ihash); });
 		p->removing.erase(ihash);
+	} catch (...) {
+	}
+}
+
+extern "C" void p2p_reannounce(struct p2p *p, const char ihash[65])
+{
+	try {
+		lt::torrent_handle th;
+		{
+			std::lock_guard<std::mutex> g(p->mu);
+			auto it = p->torrents.find(ihash);
+			if (it == p->torrents.end())
+				return;
+			th = it->second;
+		}
+		th.force_reannounce(0, -1, lt::torrent_handle::ignore_min_interval);
 	} catch (...) {
 	}
 }

@@ -15,10 +15,21 @@
 extern "C" {
 #endif
 
-/* The piece size of every blob torrent. Measured (reference scale-out.md):
- * 4 MiB gave the origin's smallest share (1.45-1.56x for 8 leechers),
- * against 1.60x at 1 MiB and 2.0-2.5x at 16 MiB. */
-#define P2P_PIECE_SIZE (4 << 20)
+/* The piece size of a blob's torrent, a function of its size only (so the
+ * info-hash stays deterministic): 4 MiB for blobs of 256 MiB and more, the
+ * size measured best for the origin's share (reference scale-out.md: 1.45-1.56x
+ * for 8 leechers of a 96 MiB blob, against 1.60x at 1 MiB and 2.0-2.5x at
+ * 16 MiB); smaller blobs keep at least 64 pieces (down to 256 KiB), because
+ * a swarm can only trade pieces some peer has completed. */
+#define P2P_PIECE_MAX (4u << 20)
+#define P2P_PIECE_MIN (256u << 10)
+static inline int p2p_piece_size(uint64_t size)
+{
+	uint64_t p = P2P_PIECE_MAX;
+	while (p > P2P_PIECE_MIN && size / p < 64)
+		p /= 2;
+	return (int)p;
+}
 /* A torrent file we accept from a mirror: the piece layer of a 1 TiB blob
  * at 4 MiB pieces is 8 MiB. */
 #define P2P_TORRENT_MAX (16u << 20)
@@ -28,11 +39,11 @@ struct p2p;
 struct p2p_opts {
 	const char *listen;      /* libtorrent listen_interfaces, e.g. "0.0.0.0:6881" */
 	int64_t upload_rate;     /* bytes/s for all peers (loopback and LAN too); 0 = none */
-	int super_seed;          /* seeds added with p2p_add(seed=1) super-seed (a mirror) */
+	int origin;              /* the mirror: anti-leech choking of its seeds */
 };
 
 /* Hashes the file at path and returns a v2-only single-file torrent of it
- * (name = the file's base name, P2P_PIECE_SIZE pieces, no announce URL, no
+ * (name = the file's base name, p2p_piece_size() pieces, no announce URL, no
  * creation date: the same bytes for the same content). *out is malloc'd
  * (caller frees); ihash gets the 64-hex v2 info-hash. Returns 0 or -1. */
 int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
@@ -63,6 +74,9 @@ int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, const char *dir
 	    int seed, char *err, size_t errlen);
 /* Removes a torrent (files stay) and waits until libtorrent let go of it. */
 void p2p_remove(struct p2p *p, const char ihash[65]);
+/* Announces a torrent to its trackers now (after a tracker error or with no
+ * peers: libtorrent's own retry backs off to minutes). */
+void p2p_reannounce(struct p2p *p, const char ihash[65]);
 /* Number of torrents in the session. */
 size_t p2p_count(struct p2p *p);
 

@@ -19,6 +19,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@ struct srv_p2p {
 	char tracker_dir[256];       /* its directory (whitelist inside), removed at the end */
 	char whitelist[4200];        /* the whitelist we append to ("" when none) */
 	int tracker_port;            /* our tracker's port (for announce URLs) */
+	char tracker_host[256];      /* where our tracker listens */
 	char (*listed)[65];          /* info-hashes whitelisted and seeded, sorted */
 	size_t nlisted, caplisted;
 	int restored;                /* stored torrents seeded again after a restart */
@@ -164,7 +166,7 @@ enum hm_err srv_p2p_init(struct srv *s)
 	s->p2p = p;
 	so.listen = s->o->p2p_listen ? s->o->p2p_listen : "0.0.0.0:6881";
 	so.upload_rate = s->o->p2p_upload_rate;
-	so.super_seed = 1;
+	so.origin = 1;
 	so.stall = s->o->p2p_stall;
 	if ((err = mirror_swarm_new(s->ctx, &so, &p->sw)))
 		return err;
@@ -186,6 +188,7 @@ enum hm_err srv_p2p_init(struct srv *s)
 			snprintf(host, sizeof(host), "127.0.0.1");
 		}
 		p->tracker_port = port;
+		snprintf(p->tracker_host, sizeof(p->tracker_host), "%s", host);
 		return start_tracker(s, p, host, port);
 	}
 }
@@ -265,6 +268,41 @@ static void announce_url(struct srv *s, struct MHD_Connection *c, char *out, siz
 		 s->p2p->tracker_port);
 }
 
+/* Whether our tracker accepts announces of ihash yet (it reloads its
+ * whitelist on SIGHUP in a thread of its own): an announce with
+ * event=stopped, which registers no peer. */
+static int tracker_accepts(const struct srv_p2p *p, const char *ihash)
+{
+	struct sockaddr_in sa = {0};
+	char req[512], resp[1024], *w = req;
+	int fd, ok = 0;
+	ssize_t got, n = 0;
+
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)p->tracker_port);
+	if (inet_pton(AF_INET, !strcmp(p->tracker_host, "0.0.0.0") || !p->tracker_host[0] ? "127.0.0.1" : p->tracker_host,
+		      &sa.sin_addr) != 1)
+		return 1; /* not IPv4: cannot ask, assume yes */
+	w += sprintf(w, "GET /announce?info_hash=");
+	for (int i = 0; i < 20; i++)
+		w += sprintf(w, "%%%.2s", ihash + 2 * i);
+	w += sprintf(w, "&peer_id=hubmirror-whitelist&port=1&left=0&event=stopped&numwant=0 HTTP/1.0\r\n\r\n");
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 1;
+	struct timeval tv = {2, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, req, strlen(req)) == (ssize_t)strlen(req)) {
+		while (n < (ssize_t)sizeof(resp) - 1 && (got = read(fd, resp + n, sizeof(resp) - 1 - (size_t)n)) > 0)
+			n += got;
+		resp[n] = 0;
+		ok = n > 0 && !strstr(resp, "failure reason");
+	}
+	close(fd);
+	return ok;
+}
+
 /* Lets the tracker accept announces of ihash (its first 40 hex: v2 torrents
  * announce the truncated hash), then seeds the blob. Under p->mu. */
 static void list_and_seed(struct srv *s, struct store *st, const char *sha256, const unsigned char *t, size_t tlen,
@@ -299,6 +337,12 @@ static void list_and_seed(struct srv *s, struct store *st, const char *sha256, c
 		}
 		if (pid > 0)
 			kill(pid, SIGHUP);
+		/* announces before the reload would fail, and libtorrent's retry
+		 * backs off: wait for our tracker (at most 2 s) */
+		for (int i = 0; i < 40 && p->tracker_pid > 0 && !tracker_accepts(p, ihash); i++) {
+			struct timespec ts = {0, 50 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
 	}
 	if (mirror_swarm_seed(&q, p->sw, st, sha256, t, tlen, tracker[0] ? tracker : NULL)) {
 		if (s->o->access_log)
@@ -371,13 +415,13 @@ static int blob_torrent(struct srv *s, struct MHD_Connection *c, struct store *s
 			char(*shas)[65] = NULL;
 			size_t n = 0;
 			s->p2p->restored = 1;
-			if (!store_torrents_listed(&q, st, P2P_PIECE_SIZE, &shas, &n))
+			if (!store_torrents_listed(&q, st, 0, &shas, &n))
 				for (size_t i = 0; i < n; i++) {
 					unsigned char *bt = NULL;
 					size_t bl = 0;
 					char ih[65];
 					int found = 0;
-					if (!store_torrent_get(&q, st, shas[i], P2P_PIECE_SIZE, &bt, &bl, ih, &found) && found)
+					if (!store_torrent_get(&q, st, shas[i], 0, &bt, &bl, ih, &found) && found)
 						list_and_seed(s, st, shas[i], bt, bl, ih, tracker);
 					free(bt);
 				}

@@ -355,8 +355,8 @@ enum hm_err store_artifact_export(struct hm_ctx *ctx, struct store *st, const ch
 
 /* ---- BitTorrent v2 torrents of blobs (torrents.c; serve --p2p, pull --p2p) ---- */
 
-/* The stored torrent of a blob for a piece size (*buf malloc'd, the
- * caller's); *found = 0 when none was made yet. */
+/* The stored torrent of a blob for a piece size (0: any; *buf malloc'd,
+ * the caller's); *found = 0 when none was made yet. */
 enum hm_err store_torrent_get(struct hm_ctx *ctx, struct store *st, const char *sha256, int piece_size,
 			      unsigned char **buf, size_t *len, char info_hash[65], int *found) HM_MUST_CHECK;
 /* Records (or replaces) the torrent of a blob; written at once. */
@@ -367,8 +367,8 @@ enum hm_err store_torrent_put(struct hm_ctx *ctx, struct store *st, const char *
 enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *sha256, char ***repos,
 			     size_t *n) HM_MUST_CHECK;
 void store_strings_free(char **v, size_t n);
-/* The blobs with a stored torrent of this piece size that a stored revision
- * lists (*sha malloc'd, the caller's). */
+/* The blobs with a stored torrent of this piece size (0: any) that a stored
+ * revision lists (*sha malloc'd, the caller's). */
 enum hm_err store_torrents_listed(struct hm_ctx *ctx, struct store *st, int piece_size, char (**sha)[65],
 				  size_t *n) HM_MUST_CHECK;
 

@@ -17,7 +17,7 @@ enum hm_err store_torrent_get(struct hm_ctx *ctx, struct store *st, const char *
 	*buf = NULL;
 	*len = 0;
 	*found = 0;
-	if ((err = store_prepare(ctx, st, "SELECT torrent, info_hash FROM torrents WHERE sha256 = ?1 AND piece_size = ?2",
+	if ((err = store_prepare(ctx, st, "SELECT torrent, info_hash FROM torrents WHERE sha256 = ?1 AND (?2 = 0 OR piece_size = ?2)",
 				 &q)))
 		return err;
 	sqlite3_bind_text(q, 1, sha256, -1, SQLITE_STATIC);
@@ -128,7 +128,7 @@ enum hm_err store_torrents_listed(struct hm_ctx *ctx, struct store *st, int piec
 	*sha = NULL;
 	*n = 0;
 	if ((err = store_prepare(ctx, st,
-				 "SELECT t.sha256 FROM torrents t WHERE t.piece_size = ?1 AND EXISTS"
+				 "SELECT t.sha256 FROM torrents t WHERE (?1 = 0 OR t.piece_size = ?1) AND EXISTS"
 				 " (SELECT 1 FROM files f WHERE f.sha256 = t.sha256)", &q)))
 		return err;
 	sqlite3_bind_int(q, 1, piece_size);
