@@ -126,12 +126,12 @@ class Resp:
 class Server:
     """A running `hubmirror serve`; its stdout and stderr go to files."""
 
-    def __init__(self, t, *args, store=True, env=None, wait=20):
+    def __init__(self, t, *args, store=True, env=None, wait=20, listen="127.0.0.1:0"):
         self.t = t
         self.dir = tempfile.mkdtemp(prefix="serve-", dir=t.tmp)
         self.out_path = os.path.join(self.dir, "stdout")
         self.err_path = os.path.join(self.dir, "stderr")
-        self.argv = t.argv(["serve", "--listen", "127.0.0.1:0"] + [str(a) for a in args],
+        self.argv = t.argv(["serve", "--listen", listen] + [str(a) for a in args],
                            store, False)
         if not os.path.exists(lib.BIN):
             raise Fail("%s does not exist (run make)" % lib.BIN)

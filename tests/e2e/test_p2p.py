@@ -211,8 +211,8 @@ def test_p2p_mirror_restart(t):
     time.sleep(3)
     srv.stop()
     time.sleep(1)
-    Server(t, "--listen", "127.0.0.1:%d" % srv.port, "--p2p", "--p2p-port", ports.get(),
-           "--tracker-listen", "127.0.0.1:%d" % srv.tport)
+    Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % srv.tport,
+           listen="127.0.0.1:%d" % srv.port)
     for i, p in enumerate(procs):
         finish(p, what="lab pull %d across the mirror's restart" % i)
         check_store(t, lab_store(t, i), "lab %d" % i)
@@ -248,3 +248,21 @@ def test_p2p_refusals(t):
                    store=store, endpoint=srv2.url))
     check_store(t, store, "token-protected mirror")
     check(peer_bytes(store) == 0, "bytes came from the swarm of a token-protected mirror: %r" % swarm_rows(store))
+
+
+@serving(timeout=240)
+def test_p2p_edge_js_client(t):
+    """A lab machine's edge (`serve --upstream MIRROR --p2p`) answers the
+    official JS client; the blobs it pulls through come from the swarm."""
+    import test_serve_interop as js
+    ports = Ports()
+    emu, srv = mirror(t, ports)
+    edge_store = os.path.join(t.tmp, "edge")
+    edge = Server(t, "--upstream", srv.url, "--p2p", "--p2p-port", ports.get(), "--p2p-stall", 20, store=edge_store)
+    want = lab_bytes()
+    res = js.run_js(t, [js.job(edge, REPO, files=sorted(want))], timeout=120)[0]
+    js.check_downloads(res, want, "JS client through the edge")
+    check(peer_bytes(edge_store) > 0, "the edge took nothing from the swarm: %r" % swarm_rows(edge_store))
+    check_store(t, edge_store, "the edge's store")
+    m = metrics(edge)
+    check(m.get("hubmirror_p2p_downloaded_bytes_total", 0) > 0, "the edge's /metrics show no bytes from peers: %r" % m)
