@@ -4,6 +4,8 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
+#define MAX_FILE_ERRORS 20 /* per-file lines before a count */
+
 static const struct cmd_opt opts[] = {
 	{"revision", 'r', "REV", 0, "branch, tag, commit or refs/pr/N (default main)"},
 	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
@@ -67,15 +69,19 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	cmd_progress_end();
 	if (env->json && res.commit[0])
 		cmd_print_json(result_json(o.type, o.repo, &res));
-	if (err == HM_ERR_NOSPC) {
-		/* one cause for every file: one line, naming the store */
+	if (err == HM_ERR_NOSPC || err == HM_ERR_CANCELLED) {
+		/* one cause for every file: one line (naming the store) */
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	if (err) {
+		size_t shown = 0;
 		for (size_t i = 0; i < res.nfiles; i++)
-			if (res.files[i].errmsg)
+			if (res.files[i].errmsg && shown++ < MAX_FILE_ERRORS)
 				fprintf(stderr, "hubmirror: failed: %s: %s\n", res.files[i].path, res.files[i].errmsg);
+		if (shown > MAX_FILE_ERRORS)
+			fprintf(stderr, "hubmirror: failed: %zu more file(s)%s\n", shown - MAX_FILE_ERRORS,
+				env->json ? " (listed in the JSON)" : "");
 		if (res.nfailed > 1)
 			snprintf(env->ctx.errmsg, sizeof(env->ctx.errmsg),
 				 "%zu of %zu files of '%s' failed; run the same pull again to resume", res.nfailed,

@@ -16,6 +16,7 @@ static const struct cmd_opt opts[] = {
 struct bad {
 	char type[16];
 	char *repo, *path;
+	char *conversion; /* options of a stored conversion, NULL for a file */
 	char commit[41], sha256[65];
 	const char *problem;
 	int repaired;
@@ -43,12 +44,18 @@ static void on_problem(void *ud, const struct mirror_problem *p)
 	snprintf(x->type, sizeof(x->type), "%s", p->repo_type);
 	x->repo = strdup(p->repo);
 	x->path = strdup(p->path);
+	x->conversion = p->conversion ? strdup(p->conversion) : NULL;
 	memcpy(x->commit, p->commit, 41);
 	memcpy(x->sha256, p->sha256, 65);
 	x->problem = p->problem;
 	if (!b->env->json) {
 		cmd_progress_end();
-		printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit, p->sha256);
+		if (p->conversion)
+			printf("%s: %s conversion %s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path,
+			       p->commit, p->sha256);
+		else
+			printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit,
+			       p->sha256);
 	}
 }
 
@@ -66,14 +73,14 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 		unlink(path);
 	}
 	for (size_t i = 0; i < b->n; i++) {
-		if (b->v[i].repaired)
+		if (b->v[i].repaired || b->v[i].conversion)
 			continue;
 		const char **only = calloc(b->n, sizeof(*only));
 		size_t nonly = 0;
 		if (!only)
 			return hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory");
 		for (size_t k = i; k < b->n; k++)
-			if (!strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			if (!b->v[k].conversion && !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
 			    !strcmp(b->v[k].commit, b->v[i].commit)) {
 				int dup = 0;
 				for (size_t q = 0; q < nonly; q++)
@@ -102,6 +109,25 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 		free(only);
 		if (err == HM_ERR_CANCELLED)
 			break;
+	}
+	/* conversions last: made again from their (repaired) source revision */
+	for (size_t i = 0; i < b->n && first != HM_ERR_CANCELLED; i++) {
+		struct mirror_artifact art;
+		if (!b->v[i].conversion)
+			continue;
+		err = mirror_convert_repair(&env->ctx, st, b->v[i].type, b->v[i].repo, b->v[i].commit,
+					    b->v[i].conversion, &art);
+		cmd_progress_end();
+		b->v[i].repaired = !err;
+		if (err) {
+			fprintf(stderr, "hubmirror: cannot convert %s at %.12s again: %s\n", b->v[i].repo, b->v[i].commit,
+				env->ctx.errmsg);
+			if (!first)
+				first = err;
+		} else if (!env->json) {
+			printf("repaired: conversion %s of %s at %.12s, converted again\n", b->v[i].conversion, b->v[i].repo,
+			       b->v[i].commit);
+		}
 	}
 	fetch_client_free(fc);
 	return first;
@@ -153,6 +179,7 @@ out:
 	for (size_t i = 0; i < b.n; i++) {
 		free(b.v[i].repo);
 		free(b.v[i].path);
+		free(b.v[i].conversion);
 	}
 	free(b.v);
 	store_close(st);
@@ -162,7 +189,9 @@ out:
 const struct cmd cmd_verify = {
 	"verify", "[REPO]... [--repair]",
 	"Re-hash stored files; exit 1 naming each corrupt or missing one.",
-	"Every blob is hashed again and compared with its SHA-256 name. With --repair,\n"
-	"bad files are downloaded again from the endpoint (their revision's commit).",
+	"Every blob is hashed again and compared with its SHA-256 name, the blobs of\n"
+	"stored conversions (GGUF artifacts) too. With --repair, bad files are\n"
+	"downloaded again from the endpoint (their revision's commit) and bad\n"
+	"conversions are made again from their source revision.",
 	opts, run,
 };

@@ -41,6 +41,60 @@ struct vitem {
 	uint64_t size;
 };
 
+/* NULL when blob sha256 is there with this size and content, else the problem. */
+static const char *check_blob(struct store *st, const char *sha256, uint64_t want)
+{
+	char path[4096], sha[65], oid[41];
+	uint64_t size = 0;
+	struct stat sb;
+	struct hm_ctx quiet = {0};
+	store_blob_path(st, sha256, path, sizeof(path));
+	if (stat(path, &sb) != 0)
+		return "missing";
+	enum hm_err e2 = verify_file(&quiet, path, 0, sha, oid, &size);
+	if (e2 == HM_ERR_IO && errno == ENOENT)
+		return "missing";
+	if (e2 || strcmp(sha, sha256) || size != want)
+		return "corrupt";
+	return NULL;
+}
+
+/* The stored conversions of the repos verified: their blobs re-hashed. */
+static enum hm_err verify_artifacts(struct hm_ctx *ctx, struct store *st, const struct store_repo_info *ri, size_t nri,
+				    const int *want, size_t n,
+				    void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
+				    size_t *checked, size_t *nbad)
+{
+	enum hm_err err = HM_OK;
+	for (size_t i = 0; i < nri && !err; i++) {
+		struct store_artifact *a = NULL;
+		size_t na = 0;
+		if (n && !want[i])
+			continue;
+		if ((err = store_list_artifacts(ctx, st, ri[i].type, ri[i].name, &a, &na)))
+			break;
+		for (size_t k = 0; k < na; k++) {
+			char label[128];
+			const char *problem;
+			if (hm_cancelled(ctx)) {
+				err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+				break;
+			}
+			(*checked)++;
+			if (!(problem = check_blob(st, a[k].sha256, a[k].size)))
+				continue;
+			(*nbad)++;
+			snprintf(label, sizeof(label), "%s %s", a[k].format, a[k].options);
+			struct mirror_problem pr = {ri[i].type, ri[i].name, a[k].commit, label, a[k].sha256, problem,
+						    a[k].options};
+			if (on_problem)
+				on_problem(ud, &pr);
+		}
+		store_artifacts_free(a, na);
+	}
+	return err;
+}
+
 static int cmp_sha(const void *a, const void *b)
 {
 	return strcmp(((const struct vitem *)a)->sha256, ((const struct vitem *)b)->sha256);
@@ -130,27 +184,14 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			total += it[i].size;
 	for (size_t i = 0; i < ni;) {
 		size_t e = i + 1;
-		char path[4096], sha[65], oid[41];
-		uint64_t size = 0;
-		const char *problem = NULL;
-		struct stat sb;
+		const char *problem;
 		while (e < ni && !strcmp(it[e].sha256, it[i].sha256))
 			e++;
 		if (hm_cancelled(ctx)) {
 			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 			goto out;
 		}
-		store_blob_path(st, it[i].sha256, path, sizeof(path));
-		if (stat(path, &sb) != 0) {
-			problem = "missing";
-		} else {
-			struct hm_ctx quiet = {0};
-			enum hm_err e2 = verify_file(&quiet, path, 0, sha, oid, &size);
-			if (e2 == HM_ERR_IO && errno == ENOENT)
-				problem = "missing";
-			else if (e2 || strcmp(sha, it[i].sha256) || size != it[i].size)
-				problem = "corrupt";
-		}
+		problem = check_blob(st, it[i].sha256, it[i].size);
 		done += it[i].size;
 		struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = done, .total = total};
 		hm_emit(ctx, &ev);
@@ -160,12 +201,13 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 				continue;
 			(*nbad)++;
 			struct mirror_problem pr = {it[k].type, it[k].repo, it[k].commit, it[k].path,
-						    it[k].sha256, problem};
+						    it[k].sha256, problem, NULL};
 			if (on_problem)
 				on_problem(ud, &pr);
 		}
 		i = e;
 	}
+	err = verify_artifacts(ctx, st, ri, nri, want, n, on_problem, ud, checked, nbad);
 out:
 	for (size_t i = 0; i < ni; i++) {
 		free(it[i].repo);

@@ -319,6 +319,7 @@ void store_smoke_rows_free(struct store_smoke_row *v, size_t n);
 
 /* One conversion, as recorded. Strings are owned (store_artifact_release). */
 struct store_artifact {
+	int64_t id;             /* the row */
 	char *repo_type, *repo;
 	char commit[41];        /* the source revision */
 	char *format;           /* "gguf" */

@@ -224,3 +224,38 @@ def test_disk_full_mid_pull_one_line_then_resume(t):
         t.ok("verify", store=store)
     finally:
         fs.close()
+
+
+# ---- many files -------------------------------------------------------------------
+
+def test_sigint_while_planning_a_huge_tree(t):
+    """A 200,000-entry tree: once listed, SIGINT stops the pull with exit 130
+    within seconds (the plan is linear and looks at the cancel flag)."""
+    import signal
+    n = 200000
+    files = {"d%03d/f%06d.txt" % (i // 1000, i): "%d\n" % i for i in range(n)}
+    emu = t.emu([{"type": "model", "id": "org/huge", "commits": [{"files": files}]}], page_size=20000)
+    p = t.spawn("pull", "org/huge")
+    pages = (n + 200) // 20000 + 1
+    t0 = time.time()
+    while True:
+        if p.poll() is not None:
+            raise lib.Fail("the pull ended before it was interrupted: %s" % p.communicate()[1][-500:])
+        check(time.time() - t0 < 120, "the tree was not listed within 120 s")
+        gets = [e for e in emu.log() if "/tree/" in e["path"] and e.get("status") == 200]
+        if len(gets) >= pages:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    t1 = time.time()
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise lib.Fail("pull still running 30 s after SIGINT")
+    check(p.returncode == 130, "exit status after SIGINT is %s (want 130): %s" % (p.returncode, err[-500:]))
+    check(b"interrupted" in err, "no 'interrupted' message: %s" % err[-500:])
+    lib.check_store_consistent(t.store)
+    print("exit 130 %.1f s after SIGINT" % (time.time() - t1))
+
+
+test_sigint_while_planning_a_huge_tree.timeout = 240
