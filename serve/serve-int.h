@@ -15,6 +15,17 @@
 #define SRV_STORE_POOL 16  /* store handles kept open between requests */
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
+
+/* One client connection (MHD's socket context), tracked for the header
+ * deadline and the per-address cap. Under srv.conn_mu. */
+struct srv_conn {
+	int fd;
+	char addr[64];
+	double deadline;         /* the next request's headers must be in by then (0: in a request) */
+	int over;                /* over a limit: answer 503 (1 all connections, 2 per address) */
+	int cut;                 /* shut down by the watchdog */
+	struct srv_conn *prev, *next;
+};
 struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */
 
 struct srv {
@@ -29,6 +40,14 @@ struct srv {
 	struct srv_metrics *m;
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
+	/* connections (conn_mu) and the watchdog that enforces header deadlines */
+	pthread_mutex_t conn_mu;
+	pthread_cond_t conn_cv;
+	struct srv_conn *conns;
+	int nconns;
+	int watchdog_stop;
+	pthread_t watchdog;
+	int watchdog_on;
 };
 
 /* A request being answered (MHD's con_cls). */
@@ -52,6 +71,8 @@ struct srv_req {
 	int body_too_big;
 	char client[64];
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
+	struct srv_conn *conn;   /* its connection (may be NULL) */
+	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
 };
 
 /* A parsed request path. */
