@@ -23,6 +23,14 @@ static const struct cmd_opt opts[] = {
 	{NULL, 0, NULL, 0, NULL},
 };
 
+/* The server's only event: a warning at start-up (a lowered limit). */
+static void on_event(void *ud, const struct hm_event *ev)
+{
+	(void)ud;
+	if (ev->kind == HM_EV_INFO && ev->msg)
+		fprintf(stderr, "hubmirror: warning: %s\n", ev->msg);
+}
+
 static void on_listening(void *ud, const char *url)
 {
 	(void)ud;
@@ -133,7 +141,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.timeout = ctimeout;
 	o.page_size = page;
 	o.on_listening = on_listening;
-	env->ctx.on_event = NULL; /* no progress bar in a server */
+	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
 	err = srv_run(&env->ctx, &o);
 	if (err)
 		rc = cmd_error(env, err);

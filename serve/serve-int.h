@@ -12,7 +12,7 @@
 #include "../util/util.h"
 
 #define SRV_MAX_SEGS 64
-#define SRV_STORE_POOL 16  /* store handles kept open between requests */
+#define SRV_STORE_POOL 16  /* store handles open at most */
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
 
@@ -34,8 +34,11 @@ struct srv {
 	struct MHD_Daemon *d;
 	/* store handles: a struct store is for one thread at a time */
 	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
 	struct store **pool;
 	size_t npool, cappool;
+	size_t nopen;            /* handles in existence (at most SRV_STORE_POOL): bounds the fds on index.db */
+	int max_conns;           /* --max-connections, clamped to the file limit */
 	struct srv_upstream *up;
 	struct srv_metrics *m;
 	pthread_mutex_t log_mu;
@@ -88,7 +91,8 @@ struct srv_route {
 /* Percent-decodes the raw path into segments and classifies it. */
 void srv_route_parse(const char *url, struct srv_route *r);
 
-/* Store handle pool. */
+/* Store handle pool: at most SRV_STORE_POOL handles exist; take waits for
+ * one (up to 30 s) when all are in use. NULL when none could be had. */
 struct store *srv_store_take(struct srv *s);
 void srv_store_put(struct srv *s, struct store *st);
 
@@ -131,6 +135,9 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 /* Drops the rendered-answer cache (at shutdown). */
 void srv_api_cache_clear(void);
 enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* Answers a failed open() of a blob by its errno: out of descriptors is 503
+ * with Retry-After, a missing blob 500 naming verify --repair. */
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e);
 /* Queues a file answer (headers, Content-Range) with the body in resp. */
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,14 +22,33 @@
 struct store *srv_store_take(struct srv *s)
 {
 	struct store *st = NULL;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool)
+	while (!s->npool && s->nopen >= SRV_STORE_POOL)
+		if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT)
+			break;
+	if (s->npool) {
 		st = s->pool[--s->npool];
+		pthread_mutex_unlock(&s->pool_mu);
+		return st;
+	}
+	if (s->nopen >= SRV_STORE_POOL) {
+		pthread_mutex_unlock(&s->pool_mu);
+		return NULL;
+	}
+	s->nopen++;
 	pthread_mutex_unlock(&s->pool_mu);
-	if (!st) {
-		struct hm_ctx quiet = {0};
-		if (store_open(&quiet, s->o->store_dir, &st))
-			st = NULL;
+	struct hm_ctx quiet = {0};
+	if (store_open(&quiet, s->o->store_dir, &st)) {
+		int e = errno;
+		st = NULL;
+		pthread_mutex_lock(&s->pool_mu);
+		s->nopen--;
+		pthread_cond_signal(&s->pool_cv);
+		pthread_mutex_unlock(&s->pool_mu);
+		errno = e;
 	}
 	return st;
 }
@@ -38,16 +58,12 @@ void srv_store_put(struct srv *s, struct store *st)
 	if (!st)
 		return;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool >= SRV_STORE_POOL) {
-		/* a burst of requests opened more: don't keep their file handles */
-		pthread_mutex_unlock(&s->pool_mu);
-		store_close(st);
-		return;
-	}
 	if (s->npool == s->cappool) {
 		size_t nc = s->cappool ? s->cappool * 2 : 16;
 		struct store **np = realloc(s->pool, nc * sizeof(*np));
 		if (!np) {
+			s->nopen--;
+			pthread_cond_signal(&s->pool_cv);
 			pthread_mutex_unlock(&s->pool_mu);
 			store_close(st);
 			return;
@@ -56,7 +72,42 @@ void srv_store_put(struct srv *s, struct store *st)
 		s->cappool = nc;
 	}
 	s->pool[s->npool++] = st;
+	pthread_cond_signal(&s->pool_cv);
 	pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* Raises the soft file limit to the hard one; if that still cannot hold a
+ * socket and a blob per connection, lowers --max-connections (with a
+ * warning event): out of descriptors, every request would fail. */
+static void fd_budget(struct srv *s)
+{
+	struct rlimit rl;
+	int want = s->o->max_connections > 0 ? s->o->max_connections : 1024;
+	s->max_conns = want;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit up = rl;
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return;
+	/* per connection a socket and the blob it sends, for the reserve too;
+	 * plus the store handles (index, WAL, shm, lock), logs and upstream */
+	long fixed = 64 + 4L * SRV_STORE_POOL, per = 2;
+	long need = per * (want + want / 8 + 16) + fixed;
+	if ((long)rl.rlim_cur >= need)
+		return;
+	long fit = (((long)rl.rlim_cur - fixed) / per - 16) * 8 / 9;
+	s->max_conns = fit < 1 ? 1 : (int)fit;
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+		 "the file limit (ulimit -n) is %llu: --max-connections lowered from %d to %d (raise the limit to serve more)",
+		 (unsigned long long)rl.rlim_cur, want, s->max_conns);
+	struct hm_event ev = {.kind = HM_EV_INFO, .msg = msg};
+	hm_emit(s->ctx, &ev);
 }
 
 const char *srv_iso_time(int64_t t, char *buf, size_t len)
@@ -214,7 +265,7 @@ static void addr_text(const struct sockaddr *sa, char *buf, size_t cap)
 
 static int max_conns(const struct srv *s)
 {
-	return s->o->max_connections > 0 ? s->o->max_connections : 1024;
+	return s->max_conns > 0 ? s->max_conns : 1024;
 }
 
 /* Connections per client address; 0 = no cap. */
@@ -516,6 +567,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.ctx = ctx;
 	s.o = o;
 	pthread_mutex_init(&s.pool_mu, NULL);
+	pthread_cond_init(&s.pool_cv, NULL);
 	pthread_mutex_init(&s.log_mu, NULL);
 	pthread_mutex_init(&s.conn_mu, NULL);
 	pthread_cond_init(&s.conn_cv, NULL);
@@ -526,7 +578,9 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	/* open (and migrate) the store once up front: a broken store fails here */
 	if ((err = store_open(ctx, o->store_dir, &st)))
 		goto out;
+	s.nopen = 1;
 	srv_store_put(&s, st);
+	fd_budget(&s);
 	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
 	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
@@ -607,6 +661,7 @@ out:
 		store_close(s.pool[i]);
 	free(s.pool);
 	pthread_mutex_destroy(&s.pool_mu);
+	pthread_cond_destroy(&s.pool_cv);
 	pthread_mutex_destroy(&s.log_mu);
 	pthread_mutex_destroy(&s.conn_mu);
 	pthread_cond_destroy(&s.conn_cv);

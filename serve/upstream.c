@@ -612,6 +612,8 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 			}
 			return srv_queue_file(q, c, resp, commit, &f, ranged, from, len);
 		}
+		if (errno == EMFILE || errno == ENFILE)
+			return srv_open_error(q, c, errno); /* stored: no download for want of a descriptor */
 	}
 	if (!strcmp(q->method, "HEAD")) {
 		/* headers from the listing; no download for a HEAD */

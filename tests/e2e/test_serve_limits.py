@@ -123,3 +123,45 @@ def test_over_max_connections_answers_503(t):
         time.sleep(0.1)
     srv.check_works("idle connections closed")
     srv.stop()
+
+
+@serving(timeout=90)
+def test_out_of_file_descriptors(t):
+    """At a low file limit serve lowers --max-connections (with a warning),
+    bounds its SQLite handles, and a burst gets 200 or 503 + Retry-After,
+    never 500 "the stored blob is missing"."""
+    import os
+    import resource
+    import threading
+    sl.prefill(t)
+    srv = Server(t, preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+    check("--max-connections lowered" in srv.stderr(), "no warning about the file limit: %r" % srv.stderr()[-500:])
+    path = sl.resolve_url(MODEL, "main", "model.safetensors")
+    results, lock = [], threading.Lock()
+
+    def client(i):
+        try:
+            st, hs, body = get_from(srv, "127.0.0.%d" % (1 + i % 4), path)
+            out = (st, hs.get("Retry-After"), hs.get("X-Error-Message"))
+        except OSError as e:
+            out = ("error", str(e), None)
+        with lock:
+            results.append(out)
+    ths = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    bad = [r for r in results if r[0] != 200 and not (r[0] == 503 and r[1])]
+    check(not bad, "a burst at a low file limit: answers other than 200 or 503 + Retry-After: %s" % bad[:5])
+    check(any(r[0] == 200 for r in results), "no request of the burst was served")
+    db = os.path.realpath(os.path.join(t.store, "index.db"))
+    fds = []
+    for fd in os.listdir("/proc/%d/fd" % srv.proc.pid):
+        try:
+            fds.append(os.readlink("/proc/%d/fd/%s" % (srv.proc.pid, fd)))
+        except OSError:
+            pass
+    on_db = [f for f in fds if f.startswith(db)]
+    check(len(on_db) <= 16 * 3, "%d descriptors open on index.db after a burst" % len(on_db))
+    srv.check_works("a burst at a low file limit")
