@@ -349,6 +349,8 @@ static int seg_flush(struct dl *g, struct seg *s)
 				g->fatal = errno == ENOSPC || errno == EDQUOT ? HM_ERR_NOSPC : HM_ERR_IO;
 				snprintf(g->fatal_msg, sizeof(g->fatal_msg), "cannot write '%s': %s",
 					 x->job->part_path, strerror(errno));
+				/* this job's own error; the others stop without naming its file */
+				set_job_err(x, g->fatal, g->fatal_msg);
 			}
 			s->wlen = 0;
 			return -1;
@@ -1114,7 +1116,10 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		struct xfer *x = &g.xs[i];
 		if (x->state == X_RUNNING) {
 			char why[512];
-			msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
+			if (g.fatal && !x->job->err)
+				snprintf(why, sizeof(why), "stopped before the end: %s", hm_strerror(g.fatal));
+			else
+				msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
 			xfer_fail(&g, x, err ? err : HM_ERR_CANCELLED, why);
 		} else if (x->state == X_PENDING) {
 			set_job_err(x, err ? err : HM_ERR_CANCELLED, "not started");
