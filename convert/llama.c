@@ -1,5 +1,5 @@
 /* llama.c - LlamaForCausalLM / MistralForCausalLM checkpoints to GGUF
- * "llama", Qwen2ForCausalLM to "qwen2": the tensor plan (names, shapes,
+ * "llama", Qwen2ForCausalLM to "qwen2", Qwen3ForCausalLM to "qwen3": the tensor plan (names, shapes,
  * types, Q/K permutation for llama), the model metadata, the streaming
  * conversion and the check of the output. */
 #include <errno.h>
@@ -41,8 +41,10 @@ struct model {
 	float *rope_freqs;
 	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
 	int tied;
-	const char *arch;           /* GGUF general.architecture: "llama" or "qwen2" */
-	int qwen2;                  /* no Q/K permutation (NEOX rope); q/k/v biases */
+	const char *arch;           /* GGUF general.architecture: "llama", "qwen2" or "qwen3" */
+	int neox;                   /* qwen2, qwen3: no Q/K permutation (NEOX rope), TextModel metadata */
+	int qwen2;                  /* q/k/v biases, always */
+	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -122,7 +124,6 @@ static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint6
 }
 
 static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
-static const char *const qwen2_archs[] = {"Qwen2ForCausalLM"};
 
 static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
 {
@@ -136,12 +137,13 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	snprintf(res->arch, sizeof(res->arch), "%s", arch);
 	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
 		ok |= !strcmp(arch, llama_archs[i]);
-	for (size_t i = 0; i < sizeof(qwen2_archs) / sizeof(qwen2_archs[0]); i++)
-		m->qwen2 |= !strcmp(arch, qwen2_archs[i]);
-	if (!ok && !m->qwen2)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "architecture '%.64s' is not supported (LlamaForCausalLM,"
-			       " MistralForCausalLM and Qwen2ForCausalLM are)", arch);
-	m->arch = m->qwen2 ? "qwen2" : "llama";
+	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
+	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM");
+	m->neox = m->qwen2 || m->qk_norm;
+	if (!ok && !m->neox)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
+			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -165,7 +167,7 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 struct map_rule {
 	const char *hf, *gguf;
 	int perm;           /* 1: q (n_head), 2: k (n_kv) */
-	int rows;           /* expected PyTorch shape: 'q','k','o','f','d','n' */
+	int rows;           /* expected PyTorch shape: 'q','k','o','f','d','n', 'h' (head_dim) */
 };
 
 static const struct map_rule layer_rules[] = {
@@ -178,6 +180,8 @@ static const struct map_rule layer_rules[] = {
 	{"mlp.gate_proj.weight", "ffn_gate.weight", 0, 'f'},
 	{"mlp.up_proj.weight", "ffn_up.weight", 0, 'f'},
 	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+	{"self_attn.q_norm.weight", "attn_q_norm.weight", 0, 'h'},
+	{"self_attn.k_norm.weight", "attn_k_norm.weight", 0, 'h'},
 	/* biases (attention_bias / mlp_bias configs) */
 	{"self_attn.q_proj.bias", "attn_q.bias", 1, 'Q'},
 	{"self_attn.k_proj.bias", "attn_k.bias", 2, 'K'},
@@ -195,10 +199,15 @@ static int ends_with(const char *s, const char *suf)
 	return a >= b && !strcmp(s + a - b, suf);
 }
 
-/* qwen2 has q/k/v biases (always) and no other; llama may have any. */
+/* qwen2 has q/k/v biases (always) and no other; qwen3 none; llama may have
+ * any. Only qwen3 has q/k norms. */
 static int rule_applies(const struct model *m, const struct map_rule *r)
 {
-	return !m->qwen2 || !ends_with(r->hf, ".bias") || r->rows == 'Q' || r->rows == 'K';
+	if (r->rows == 'h')
+		return m->qk_norm;
+	if (!ends_with(r->hf, ".bias"))
+		return 1;
+	return m->qwen2 ? r->rows == 'Q' || r->rows == 'K' : !m->qk_norm;
 }
 
 /* The output type of a tensor (convert_hf_to_gguf's rules). */
@@ -367,7 +376,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (!m->qwen2 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (!m->neox && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
 		return err;
 	for (uint64_t l = 0; l < m->n_layer; l++)
 		for (size_t r = 0; r < NRULES; r++) {
@@ -386,6 +395,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 				return err;
 			switch (layer_rules[r].rows) {
 			case 'n': nd = 1; shape[0] = m->dim; break;
+			case 'h': nd = 1; shape[0] = m->head_dim; break;
 			case 'q': shape[0] = q; shape[1] = m->dim; break;
 			case 'k': shape[0] = kv; shape[1] = m->dim; break;
 			case 'o': shape[0] = m->dim; shape[1] = q; break;
@@ -396,8 +406,8 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			case 'N': nd = 1; shape[0] = m->dim; break;
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
-			/* qwen2 ropes NEOX-style (half-split): HF row order is kept */
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->qwen2 ? 0 : layer_rules[r].perm)))
+			/* qwen2/3 rope NEOX-style (half-split): HF row order is kept */
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox ? 0 : layer_rules[r].perm)))
 				return err;
 		}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
@@ -443,7 +453,7 @@ static const char *akey(char *buf, size_t len, const struct model *m, const char
 	return buf;
 }
 
-/* qwen2: what convert_hf_to_gguf.py's Qwen2Model writes (TextModel's
+/* qwen2, qwen3: what convert_hf_to_gguf.py's Qwen2Model / Qwen3Model write (TextModel's
  * parameters, YaRN rope scaling; no vocab_size or rope.dimension_count,
  * which llama.cpp derives). */
 static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
@@ -503,7 +513,7 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
-	if (m->qwen2) {
+	if (m->neox) {
 		if ((err = write_meta_qwen2(ctx, m, w, rs, rtype)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))

@@ -261,6 +261,14 @@ static enum hm_err bind_all(struct loader *L)
 			if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
 				return err;
 		}
+		if (c->qk_norm) {
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
+			if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
+			if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
+				return err;
+		}
 		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
 		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
 			return err;
@@ -383,9 +391,13 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "qwen2";
 		c->interleaved_rope = 0; /* NEOX rope on HF row order */
 		c->qkv_bias = 1;
+	} else if (kv_str_is(k, "qwen3")) {
+		c->arch = "qwen3";
+		c->interleaved_rope = 0;
+		c->qk_norm = 1;
 	} else {
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.*s' is not supported (llama or qwen2"
-			       " expected)", L->path, (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str);
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
+			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
 	}
 	if ((err = kv_u32(L, AK("block_count"), 1, 0, &c->n_layer)) ||
 	    (err = kv_u32(L, AK("context_length"), 1, 0, &c->ctx_len)) ||
@@ -580,11 +592,14 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	if (arch ? !strcmp(arch, "Qwen2ForCausalLM") : mt && !strcmp(mt, "qwen2")) {
 		c->arch = "qwen2";
 		c->qkv_bias = 1;
+	} else if (arch ? !strcmp(arch, "Qwen3ForCausalLM") : mt && !strcmp(mt, "qwen3")) {
+		c->arch = "qwen3";
+		c->qk_norm = 1;
 	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
 				  strcmp(arch, "MistralForCausalLM")
 			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.64s' is not supported (a Llama, Mistral or"
-			      " Qwen2 decoder expected)", cfgpath, arch ? arch : mt ? mt : "none");
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.64s (supported: %s)", cfgpath,
+			      arch ? arch : mt ? mt : "none", ENG_HF_ARCHS);
 		goto out;
 	} else {
 		c->arch = "llama";
@@ -726,6 +741,8 @@ void eng_model_close(struct eng_model *m)
 			free(m->layers[l].bk);
 			free(m->layers[l].bv);
 			free(m->layers[l].bo);
+			free(m->layers[l].q_norm);
+			free(m->layers[l].k_norm);
 		}
 	free(m->layers);
 	free(m->out_norm);
