@@ -45,6 +45,7 @@ struct model {
 	int neox;                   /* qwen2, qwen3: no Q/K permutation (NEOX rope), TextModel metadata */
 	int qwen2;                  /* q/k/v biases, always */
 	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
+	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -125,6 +126,27 @@ static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint6
 
 static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
 
+/* SmolLM3's no_rope_layers (1: rope, 0: none) must be what llama.cpp
+ * computes from the layer number alone (no rope when (layer + 1) % 4 == 0):
+ * GGUF has no key for another pattern. */
+static enum hm_err check_nope(struct hm_ctx *ctx, const struct model *m)
+{
+	json_t *a = json_object_get(m->config, "no_rope_layers");
+	if (!a || json_is_null(a))
+		return HM_OK;
+	if (!json_is_array(a) || json_array_size(a) != m->n_layer)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers is not a list of %llu layers",
+			       (unsigned long long)m->n_layer);
+	for (size_t i = 0; i < m->n_layer; i++) {
+		json_t *v = json_array_get(a, i);
+		int want = (i + 1) % 4 != 0;
+		if (!json_is_integer(v) || json_integer_value(v) != want)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers[%zu] is not %d: llama.cpp's smollm3"
+				       " skips rope on every 4th layer and GGUF cannot say otherwise", i, want);
+	}
+	return HM_OK;
+}
+
 static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
 {
 	json_t *archs = json_object_get(m->config, "architectures"), *tie;
@@ -138,12 +160,15 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
 		ok |= !strcmp(arch, llama_archs[i]);
 	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
+	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
+	ok |= m->smollm3;
 	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM");
 	m->neox = m->qwen2 || m->qk_norm;
 	if (!ok && !m->neox)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
-			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)", arch);
-	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : "llama";
+			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
+			       " SmolLM3ForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -157,6 +182,8 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 			       " %llu kv heads, head_dim %llu)", (unsigned long long)m->n_layer,
 			       (unsigned long long)m->n_head, (unsigned long long)m->n_kv,
 			       (unsigned long long)m->head_dim);
+	if (m->smollm3 && (err = check_nope(ctx, m)))
+		return err;
 	tie = json_object_get(m->config, "tie_word_embeddings");
 	m->tied = json_is_true(tie);
 	return HM_OK;
@@ -500,7 +527,7 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 {
 	enum hm_err err;
 	double eps = 1e-5, theta;
-	char name[256];
+	char name[256], k[96];
 	const char *label = src->label ? src->label : "model", *slash = strrchr(label, '/');
 	json_t *rs = json_object_get(m->config, "rope_scaling");
 	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
@@ -520,30 +547,30 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 			return err;
 		return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
 	}
-	if ((err = fmt_gguf_writer_u32(w, "llama.block_count", (uint32_t)m->n_layer)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.context_length", (uint32_t)m->ctx_len)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)m->dim)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)m->n_ff)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count", (uint32_t)m->n_head)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)m->n_kv)))
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)))
 		return err;
-	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, "llama.rope.freq_base", (float)theta)))
+	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
 		return err;
-	if ((err = fmt_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps)))
+	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)))
 		return err;
 	if (json_object_get(m->config, "head_dim") &&
-	    ((err = fmt_gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)m->head_dim)) ||
-	     (err = fmt_gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)m->head_dim))))
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
 		return err;
 	if ((err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.vocab_size", (uint32_t)m->n_vocab)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)m->head_dim)))
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "vocab_size"), (uint32_t)m->n_vocab)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)))
 		return err;
 	if (rtype && !strcmp(rtype, "linear")) {
 		double f = 1;
 		cfg_num(rs, "factor", &f);
-		if ((err = fmt_gguf_writer_str(w, "llama.rope.scaling.type", "linear")) ||
-		    (err = fmt_gguf_writer_f32(w, "llama.rope.scaling.factor", (float)f)))
+		if ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
+		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f)))
 			return err;
 	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);

@@ -22,6 +22,7 @@ struct eng_layer {
 	float *attn_norm, *ffn_norm; /* dim, owned */
 	float *bq, *bk, *bv, *bo;    /* projection biases (Qwen2: q/k/v), owned; NULL when absent */
 	float *q_norm, *k_norm;      /* head_dim, per-head RMSNorm of q and k (Qwen3), owned; else NULL */
+	int nope;                    /* no rope on this layer (SmolLM3) */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -57,7 +58,10 @@ struct eng_mm_args {
 	const float *xd;
 	float *y;
 	size_t ystride;
+	float *scr; /* the worker's scratch: ENG_MM_TR rows of cols floats; NULL when none */
 };
+
+#define ENG_MM_TR 4 /* rows per register tile */
 
 struct eng_mm_kernels {
 	/* n (a multiple of 32) floats to int8 blocks: d = max|x|/127, q = round(x/d) */
@@ -96,6 +100,8 @@ struct eng_act {
 	size_t n, cols, stride;
 	int8_t *q;
 	float *d;
+	float *scr;      /* per-worker scratch, scr_len floats each (>= ENG_MM_TR * cols); may be NULL */
+	size_t scr_len;
 };
 /* A product Y = X W^T: y[t * ystride + r] for every row r of w. */
 struct eng_mm {

@@ -36,8 +36,8 @@
 
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
-#define ENG_GGUF_ARCHS "llama, qwen2, qwen3"
-#define ENG_HF_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3"
+#define ENG_HF_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM"
 
 /* The configuration of an open model. */
 struct eng_config {
@@ -57,6 +57,7 @@ struct eng_config {
 	int interleaved_rope;  /* 1: GGUF llama (permuted Q/K); 0: half-split (HF order, GGUF qwen2) */
 	int qkv_bias;          /* q/k/v projections must have biases (Qwen2) */
 	int qk_norm;           /* per-head RMSNorm of q and k before rope (Qwen3) */
+	uint32_t nope_step;    /* GGUF smollm3: layers l with (l + 1) % nope_step == 0 skip rope (0: none) */
 	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
@@ -66,7 +67,7 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2, Qwen3). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success

@@ -1,6 +1,6 @@
 /* forward.c - the decoding state and the forward pass over a batch of
  * tokens (a prompt, or one generated token): RMSNorm,
- * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3), rope (interleaved for GGUF llama, half-split
+ * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
  * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
  * tied or untied classifier. */
 #include <math.h>
@@ -21,6 +21,8 @@ struct eng_state {
 	float *x, *xb, *xb2, *q, *hb, *hb2;
 	int8_t *aq;                          /* 8-bit activations (widest row) */
 	float *ad;                           /* their block scales */
+	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
+	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
 	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
 	float *cs;                           /* cos, sin per row (head_dim each) */
@@ -51,6 +53,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	s->m = m;
 	s->ctx_len = ctx_len;
+	s->wscr_len = ENG_MM_TR * widest;
 	if (!(s->k = eng_kernels_get(simd))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_USAGE, "this CPU cannot run the %s kernels", eng_simd_name(simd) ? eng_simd_name(simd) : "?");
@@ -64,6 +67,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	    !(s->hb = malloc(B * c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc(B * c->ffn_dim * sizeof(float))) ||
 	    !(s->aq = malloc(B * widest)) || !(s->ad = malloc(B * (widest / ENG_QK + 1) * sizeof(float))) ||
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
+	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
@@ -91,6 +95,7 @@ void eng_state_free(struct eng_state *s)
 	free(s->hb2);
 	free(s->aq);
 	free(s->ad);
+	free(s->wscr);
 	free(s->cs);
 	free(s->att);
 	free(s->kc);
@@ -214,7 +219,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 
 		for (uint32_t i = 0; i < n; i++)
 			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
-		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad};
+		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, kc, kvd}, {&y->wv, vc, kvd}};
 		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
 		for (uint32_t i = 0; i < n; i++) {
@@ -228,12 +233,14 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				for (uint32_t h = 0; h < c->n_kv_head; h++)
 					rmsnorm(ki + (size_t)h * hd, ki + (size_t)h * hd, y->k_norm, hd, c->norm_eps);
 			}
-			rope(s, s->cs + (size_t)i * hd, qi, c->n_head);
-			rope(s, s->cs + (size_t)i * hd, ki, c->n_kv_head);
+			if (!y->nope) {
+				rope(s, s->cs + (size_t)i * hd, qi, c->n_head);
+				rope(s, s->cs + (size_t)i * hd, ki, c->n_kv_head);
+			}
 		}
 		struct attn_job aj = {s, l, pos0, n};
 		eng_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
-		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad};
+		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm o = {&y->wo, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &o, 1);
 		for (uint32_t i = 0; i < n; i++) {
@@ -243,14 +250,14 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				xi[e] += oi[e];
 			rmsnorm(s->xb + i * (size_t)dim, xi, y->ffn_norm, dim, c->norm_eps);
 		}
-		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad};
+		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
 		for (size_t e = 0; e < (size_t)n * ffn; e++) {
 			float g = s->hb[e];
 			s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
 		}
-		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad};
+		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);
 		for (size_t e = 0; e < (size_t)n * dim; e++)
@@ -286,7 +293,7 @@ enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uin
 		return HM_OK;
 	float *x = s->x + (size_t)(nb - 1) * c->dim;
 	rmsnorm(s->xb, x, m->out_norm, c->dim, c->norm_eps);
-	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad};
+	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0};
 	struct eng_mm cls = {&m->output, logits, 0};
 	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
 	return hm_cancelled(ctx) ? hm_fail(ctx, HM_ERR_CANCELLED, "cancelled") : HM_OK;

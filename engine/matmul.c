@@ -167,7 +167,7 @@ const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_do
  * (unsigned) against the signed activations, and the accumulator starts at
  * -128 * (sum of the activations), computed once per token and block pair. */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-#define TR 4 /* rows per tile */
+#define TR ENG_MM_TR
 
 VNNI static void quant_vnni(const float *x, size_t n, int8_t *q, float *d)
 {
@@ -278,18 +278,14 @@ VNNI static inline __m512 wload16(uint32_t type, const unsigned char *w, size_t 
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const struct eng_mm_args *a, size_t r,
-									  size_t t, const int NT)
+VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const struct eng_mm_args *a,
+									  const unsigned char *const *wr, uint32_t type,
+									  size_t r, size_t t, const int NT)
 {
-	const uint32_t type = a->w->type;
-	const unsigned char *wr[TR];
 	__m512 acc[TR][4];
-	for (int i = 0; i < TR; i++) {
-		size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1;
-		wr[i] = a->w->data + rr * a->w->row_bytes;
+	for (int i = 0; i < TR; i++)
 		for (int j = 0; j < NT; j++)
 			acc[i][j] = _mm512_setzero_ps();
-	}
 	for (size_t c = 0; c < a->cols; c += 16) {
 		__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
 		__m512 wv[TR];
@@ -306,16 +302,36 @@ VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const str
 			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+/* With more than one token tile, F16/BF16 rows are widened to F32 once into
+ * the worker's scratch (exactly: the same values, the same sums) instead of
+ * once per tile. */
 VNNI static void mm_float_vnni(const struct eng_mm_args *a)
 {
 	for (size_t r = a->r0; r < a->r1; r += TR) {
+		const unsigned char *wr[TR];
+		uint32_t type = a->w->type;
+		for (int i = 0; i < TR; i++) {
+			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+			wr[i] = a->w->data + rr * a->w->row_bytes;
+		}
+		if (a->scr && a->n > 4 && type != FMT_GGML_F32) {
+			for (int i = 0; i < TR; i++) {
+				float *o = a->scr + (size_t)i * a->cols;
+				for (size_t c = 0; c < a->cols; c += 16) {
+					__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
+					_mm512_mask_storeu_ps(o + c, m, wload16(type, wr[i], c, m));
+				}
+				wr[i] = (const unsigned char *)o;
+			}
+			type = FMT_GGML_F32;
+		}
 		size_t t = 0;
 		for (; t + 4 <= a->n; t += 4)
-			tile_float_vnni(a, r, t, 4);
+			tile_float_vnni(a, wr, type, r, t, 4);
 		switch (a->n - t) {
-		case 3: tile_float_vnni(a, r, t, 3); break;
-		case 2: tile_float_vnni(a, r, t, 2); break;
-		case 1: tile_float_vnni(a, r, t, 1); break;
+		case 3: tile_float_vnni(a, wr, type, r, t, 3); break;
+		case 2: tile_float_vnni(a, wr, type, r, t, 2); break;
+		case 1: tile_float_vnni(a, wr, type, r, t, 1); break;
 		}
 	}
 }

@@ -395,6 +395,10 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "qwen3";
 		c->interleaved_rope = 0;
 		c->qk_norm = 1;
+	} else if (kv_str_is(k, "smollm3")) {
+		c->arch = "smollm3";
+		c->interleaved_rope = 1;
+		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
 	} else {
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
 			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
@@ -452,6 +456,8 @@ static enum hm_err open_gguf(struct loader *L)
 			       kl);
 	if ((err = bind_all(L)))
 		return err;
+	for (uint32_t l = 0; c->nope_step && l < c->n_layer; l++)
+		m->layers[l].nope = (l + 1) % c->nope_step == 0;
 	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
 		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
@@ -558,7 +564,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	enum hm_err err = HM_OK;
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
-	json_t *cfg = NULL, *j, *rs;
+	json_t *cfg = NULL, *j, *rs, *nope = NULL;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -595,6 +601,9 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	} else if (arch ? !strcmp(arch, "Qwen3ForCausalLM") : mt && !strcmp(mt, "qwen3")) {
 		c->arch = "qwen3";
 		c->qk_norm = 1;
+	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
+		c->arch = "smollm3";
+		nope = json_object_get(cfg, "no_rope_layers");
 	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
 				  strcmp(arch, "MistralForCausalLM")
 			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
@@ -676,6 +685,21 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
 	if ((err = check_config(L)) || (err = bind_all(L)))
 		goto out;
+	if (nope && !json_is_null(nope)) { /* SmolLM3: 1 = rope, 0 = none, per layer */
+		if (!json_is_array(nope) || json_array_size(nope) != c->n_layer) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers is not a list of %u layers", cfgpath,
+				      c->n_layer);
+			goto out;
+		}
+		for (uint32_t l = 0; l < c->n_layer; l++) {
+			json_t *v = json_array_get(nope, l);
+			if (!json_is_integer(v) || (json_integer_value(v) != 0 && json_integer_value(v) != 1)) {
+				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers[%u] is not 0 or 1", cfgpath, l);
+				goto out;
+			}
+			m->layers[l].nope = json_integer_value(v) == 0;
+		}
+	}
 	if (rtype && !strcmp(rtype, "llama3")) {
 		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
 			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");

@@ -159,12 +159,12 @@ static void mm_task(void *arg, size_t task, int worker)
 {
 	const struct mm_job *j = arg;
 	int i = 0;
-	(void)worker;
 	while (i + 1 < j->n && task >= j->first[i + 1])
 		i++;
 	const struct eng_weight *w = j->mm[i].w;
 	struct eng_mm_args a = {j->k, w, (task - j->first[i]) * j->chunk[i], 0, j->a->n, j->a->cols, j->a->x,
-				j->a->stride, j->a->q, j->a->d, j->mm[i].y, j->mm[i].ystride};
+				j->a->stride, j->a->q, j->a->d, j->mm[i].y, j->mm[i].ystride,
+				j->a->scr && j->a->scr_len >= ENG_MM_TR * j->a->cols ? j->a->scr + (size_t)worker * j->a->scr_len : NULL};
 	a.r1 = a.r0 + j->chunk[i] < w->rows ? a.r0 + j->chunk[i] : w->rows;
 	if (eng_type_int8(w->type))
 		j->k->mm->int8(&a);

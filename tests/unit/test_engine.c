@@ -286,10 +286,11 @@ UNIT_TEST(engine_matmul_levels_agree)
 	static const uint32_t types[] = {FMT_GGML_F32, FMT_GGML_F16, FMT_GGML_BF16, FMT_GGML_Q8_0, FMT_GGML_Q4_0};
 	unsigned char *w = malloc(R * C * 4);
 	float x[N * C], y[N * R], y1[R], ref[N * R], *d = malloc(N * C / 32 * sizeof(float));
+	float *scr = malloc(3 * ENG_MM_TR * C * sizeof(float)); /* widened rows, 3 workers */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
 	struct eng_pool *p = eng_pool_new(3);
-	CHECK(w && d && q && p);
+	CHECK(w && d && q && p && scr);
 	for (int i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
 	for (size_t t = 0; t < sizeof(types) / sizeof(*types); t++) {
@@ -311,7 +312,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
 			if (!k)
 				continue;
-			struct eng_act a = {x, N, C, C, q, d};
+			struct eng_act a = {x, N, C, C, q, d, scr, ENG_MM_TR * C};
 			struct eng_mm mm = {&wt, y, R};
 			eng_matmul_run(p, k, &a, &mm, 1);
 			if (lv == ENG_SIMD_SCALAR)
@@ -319,7 +320,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			for (int i = 0; i < N * R; i++)
 				CHECK(isfinite(y[i]) && fabsf(y[i] - ref[i]) <= 1e-4f * (1 + fabsf(ref[i])));
 			for (int tok = 0; tok < N; tok++) { /* one row alone: the same bits */
-				struct eng_act a1 = {x + tok * C, 1, C, C, q, d};
+				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0};
 				struct eng_mm m1 = {&wt, y1, 0};
 				eng_matmul_run(p, k, &a1, &m1, 1);
 				CHECK(!memcmp(y1, y + tok * R, sizeof(y1)));
@@ -330,6 +331,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 	free(w);
 	free(d);
 	free(q);
+	free(scr);
 }
 
 /* A prompt run as one batch gives the logits of the same prompt run token
