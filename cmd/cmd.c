@@ -57,7 +57,7 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
 
 int cmd_error(struct cmd_env *env, enum hm_err err)
 {
-	cmd_progress_end();
+	cmd_progress_end(env);
 	fprintf(stderr, "hubmirror: error: %s\n", env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err));
 	if (err == HM_ERR_USAGE)
 		return 2;
@@ -211,50 +211,4 @@ const char *cmd_rate(double bps, char *buf, size_t len)
 	char h[32];
 	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
 	return buf;
-}
-
-static int bar_drawn;
-
-void cmd_progress_event(void *ud, const struct hm_event *ev)
-{
-	struct cmd_env *env = ud;
-	char a[32], b[32], r[32], line[200];
-	(void)env;
-	if (ev->kind == HM_EV_RETRY) {
-		if (bar_drawn)
-			fputc('\n', stderr);
-		fprintf(stderr, "hubmirror: retrying '%s': %s\n", ev->name ? ev->name : "", ev->msg ? ev->msg : "");
-		bar_drawn = 0;
-		return;
-	}
-	if (ev->kind != HM_EV_PROGRESS || !ev->total)
-		return;
-	int width = 30, fill = (int)((double)width * (double)ev->done / (double)ev->total);
-	if (fill > width)
-		fill = width;
-	char bar[64];
-	for (int i = 0; i < width; i++)
-		bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
-	bar[width] = 0;
-	char eta[32] = "";
-	if (ev->rate > 0 && ev->done < ev->total) {
-		int s = (int)((double)(ev->total - ev->done) / ev->rate);
-		snprintf(eta, sizeof(eta), " eta %d:%02d", s / 60, s % 60);
-	}
-	snprintf(line, sizeof(line), "\r[%s] %3d%% %s/%s %s%s", bar,
-		 (int)(100.0 * (double)ev->done / (double)ev->total), util_human_size(ev->done, a, sizeof(a)),
-		 util_human_size(ev->total, b, sizeof(b)), ev->rate > 0 ? cmd_rate(ev->rate, r, sizeof(r)) : "",
-		 eta);
-	fprintf(stderr, "%-78s", line);
-	fflush(stderr);
-	bar_drawn = 1;
-}
-
-void cmd_progress_end(void)
-{
-	if (bar_drawn) {
-		fprintf(stderr, "\r%-78s\r", "");
-		fflush(stderr);
-		bar_drawn = 0;
-	}
 }

@@ -29,6 +29,16 @@ struct cmd_args {
 	const struct cmd_opt *opts;
 };
 
+/* How progress is shown on stderr (cmd/progress.c). */
+enum cmd_progress_mode { CMD_PROGRESS_NONE, CMD_PROGRESS_BAR, CMD_PROGRESS_PLAIN };
+struct cmd_progress {
+	enum cmd_progress_mode mode; /* none (-q, HF_HUB_DISABLE_PROGRESS_BARS), bar (tty), plain lines */
+	int drawn;                   /* a bar is on screen: erase it before printing */
+	double t_start, last_plain, interval;
+	char label[300];             /* what is being pulled: [datasets/]org/name */
+	int files_here, files_total; /* of the revision being pulled (HM_EV_INFO "files") */
+};
+
 /* Everything a command needs from the global options. */
 struct cmd_env {
 	struct hm_ctx ctx;
@@ -36,7 +46,8 @@ struct cmd_env {
 	const char *endpoint;    /* NULL = HF_ENDPOINT or default */
 	const char *token_arg;   /* --token */
 	int json, quiet;
-	int progress;            /* draw progress on stderr */
+	int progress;            /* a progress bar is drawn on stderr (a tty) */
+	struct cmd_progress prog;
 };
 
 struct cmd {
@@ -85,9 +96,17 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 		  const char *conv, int smoke, char *verdict, size_t vlen);
 /* Prints a JSON value on stdout (and frees it). */
 void cmd_print_json(json_t *j);
-/* Progress bar on stderr (a tty), driven by hm_event. */
+/* Progress on stderr, driven by hm_event (cmd/progress.c): sets the mode
+ * from -q, HF_HUB_DISABLE_PROGRESS_BARS and whether stderr is a tty, the
+ * request log from --verbose / HF_DEBUG, and installs the event handler. */
+void cmd_progress_init(struct cmd_env *env, int verbose);
+/* Names what the next progress line is about. */
+void cmd_progress_label(struct cmd_env *env, const char *type, const char *repo);
 void cmd_progress_event(void *ud, const struct hm_event *ev);
-void cmd_progress_end(void);
+/* Erases a drawn bar (before printing anything else). */
+void cmd_progress_end(struct cmd_env *env);
+/* Columns of the terminal (TIOCGWINSZ on stderr or stdout, else $COLUMNS, else 80). */
+int cmd_term_width(void);
 const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
 
 extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync, cmd_run, cmd_smoke;

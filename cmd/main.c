@@ -29,7 +29,8 @@ static const struct cmd_opt global_opts[] = {
 	{"endpoint", 0, "URL", 0, "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"},
 	{"token", 0, "TOKEN", 0, "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"},
 	{"json", 0, NULL, 0, "machine-readable output on stdout"},
-	{"quiet", 'q', NULL, 0, "no progress or summaries"},
+	{"quiet", 'q', NULL, 0, "no progress or summaries (errors only)"},
+	{"verbose", 'v', NULL, 0, "log each HTTP request on stderr (also HF_DEBUG=1)"},
 	{"help", 'h', NULL, 0, "show help"},
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -248,7 +249,7 @@ int main(int argc, char **argv)
 	}
 	a->opts = c ? c->opts : NULL;
 	g->opts = global_opts;
-	if (g->nval[5]) { /* --help */
+	if (cmd_flag(g, "help")) {
 		if (c)
 			cmd_help(c, stdout);
 		else
@@ -259,17 +260,13 @@ int main(int argc, char **argv)
 		main_help(stderr);
 		return 2;
 	}
-	env.store_dir = g->nval[0] ? g->val[0][g->nval[0] - 1] : default_store(storebuf, sizeof(storebuf));
-	env.endpoint = g->nval[1] ? g->val[1][g->nval[1] - 1] : NULL;
-	env.token_arg = g->nval[2] ? g->val[2][g->nval[2] - 1] : NULL;
-	env.json = g->nval[3] > 0;
-	env.quiet = g->nval[4] > 0;
-	env.progress = !env.quiet && isatty(2);
+	env.store_dir = cmd_opt(g, "store") ? cmd_opt(g, "store") : default_store(storebuf, sizeof(storebuf));
+	env.endpoint = cmd_opt(g, "endpoint");
+	env.token_arg = cmd_opt(g, "token");
+	env.json = cmd_flag(g, "json");
+	env.quiet = cmd_flag(g, "quiet");
 	env.ctx.cancel = &cancel_flag;
-	if (env.progress) {
-		env.ctx.on_event = cmd_progress_event;
-		env.ctx.event_ud = &env;
-	}
+	cmd_progress_init(&env, cmd_flag(g, "verbose"));
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
@@ -277,7 +274,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	rc = c->run(&env, a);
-	cmd_progress_end();
+	cmd_progress_end(&env);
 	if (cancel_flag && rc)
 		rc = 130;
 	return rc;

@@ -61,8 +61,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	cmd_progress_label(env, o.type, o.repo);
 	err = mirror_pull(&env->ctx, st, fc, &o, &res);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (env->json && res.commit[0])
 		cmd_print_json(result_json(o.type, o.repo, &res));
 	if (err) {

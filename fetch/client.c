@@ -304,6 +304,31 @@ enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, con
 	return e;
 }
 
+void fetch_log_http(struct hm_ctx *ctx, const char *method, const char *url, long status, double seconds)
+{
+	char clean[1024];
+	const char *p = strstr(url, "://"), *at, *host;
+	size_t n = 0;
+	if (!ctx || !ctx->verbose)
+		return;
+	host = p ? p + 3 : url;
+	/* drop user:password@ before the host */
+	at = strchr(host, '@');
+	if (at && at < host + strcspn(host, "/?#"))
+		host = at + 1;
+	if (p) {
+		n = (size_t)(p + 3 - url);
+		memcpy(clean, url, n < sizeof(clean) ? n : 0);
+	}
+	size_t rest = strcspn(host, "?#");
+	if (n + rest >= sizeof(clean))
+		rest = sizeof(clean) - n - 1;
+	memcpy(clean + n, host, rest);
+	clean[n + rest] = 0;
+	struct hm_event ev = {.kind = HM_EV_HTTP, .name = clean, .method = method, .status = status, .seconds = seconds};
+	hm_emit(ctx, &ev);
+}
+
 int fetch_status_retryable(long status)
 {
 	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||

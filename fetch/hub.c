@@ -78,15 +78,23 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout) * 1000 * 4));
+		double t_req = util_now();
 		rc = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
+		fetch_log_http(ctx, "GET", url, rc == CURLE_OK ? r.status : 0, util_now() - t_req);
 		if (bd.too_big) {
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is larger than %u MiB: refusing it", what, API_MAX_BODY >> 20);
 			goto out;
 		}
 		if (rc != CURLE_OK) {
 			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
-				sleep_s(fetch_backoff(failures, NULL));
+				double wait = fetch_backoff(failures, NULL);
+				struct hm_ctx tmp = {0};
+				(void)fetch_curl_err(&tmp, rc, url, errbuf);
+				struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = tmp.errmsg,
+						      .attempt = failures, .attempts = c->retries, .backoff = wait};
+				hm_emit(ctx, &ev);
+				sleep_s(wait);
 				continue;
 			}
 			err = fetch_curl_err(ctx, rc, url, errbuf);
@@ -105,7 +113,10 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		}
 		if (fetch_status_retryable(r.status) && ++failures <= c->retries) {
 			double wait = fetch_backoff(failures, &r);
-			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = "api"};
+			char m[64];
+			snprintf(m, sizeof(m), "HTTP %ld", r.status);
+			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = m, .attempt = failures,
+					      .attempts = c->retries, .backoff = wait, .status = r.status};
 			hm_emit(ctx, &ev);
 			sleep_s(wait);
 			continue;

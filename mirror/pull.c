@@ -316,6 +316,13 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 	}
 
 	{
+		/* progress counts files over the whole revision: say how many are here already */
+		size_t nhere = 0;
+		for (size_t i = 0; i < res->nfiles; i++)
+			nhere += job_of[i] == SIZE_MAX;
+		struct hm_event fev = {.kind = HM_EV_INFO, .msg = "files", .files_done = (int)nhere,
+				       .files_total = (int)(nhere + njobs)};
+		hm_emit(ctx, &fev);
 		struct fetch_callbacks cb = {job_begin, job_done, o->on_progress ? job_progress : NULL, &p};
 		enum hm_err derr = fetch_download(ctx, fc, jp, njobs, &cb);
 		enum hm_err ferr = flush(&p);
