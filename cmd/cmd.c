@@ -37,7 +37,9 @@ int cmd_values(const struct cmd_args *a, const char *name, const char ***vals)
 	return a->nval[i];
 }
 
-int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
+/* Parses an int option into *out; on error the message goes into msg. */
+static int int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out, char *msg,
+		   size_t mlen)
 {
 	const char *v = cmd_opt(a, name);
 	char *end;
@@ -48,22 +50,70 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < min || n > max) {
-		fprintf(stderr, "hubmirror: --%s must be a number from %d to %d, not '%s'\n", name, min, max, v);
+		snprintf(msg, mlen, "--%s must be a number from %d to %d, not '%s'", name, min, max, v);
 		return -1;
 	}
 	*out = (int)n;
 	return 0;
 }
 
+int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
+{
+	char msg[512];
+	if (int_opt(a, name, def, min, max, out, msg, sizeof(msg))) {
+		fprintf(stderr, "hubmirror: %s\n", msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Stable machine names of the errors, for {"error": {"code": ...}}. */
+const char *cmd_err_code(enum hm_err err)
+{
+	static const char *const codes[HM_ERR__COUNT] = {
+		[HM_OK] = "ok", [HM_ERR_NOMEM] = "out_of_memory", [HM_ERR_IO] = "io", [HM_ERR_NOSPC] = "no_space",
+		[HM_ERR_USAGE] = "usage", [HM_ERR_BAD_INPUT] = "bad_input", [HM_ERR_NET] = "network",
+		[HM_ERR_UNREACHABLE] = "unreachable", [HM_ERR_HTTP] = "http", [HM_ERR_REPO_NOT_FOUND] = "repo_not_found",
+		[HM_ERR_REV_NOT_FOUND] = "revision_not_found", [HM_ERR_ENTRY_NOT_FOUND] = "file_not_found",
+		[HM_ERR_GATED] = "gated", [HM_ERR_AUTH] = "auth", [HM_ERR_RATE_LIMITED] = "rate_limited",
+		[HM_ERR_CORRUPT] = "corrupt", [HM_ERR_DB] = "index", [HM_ERR_NOT_FOUND] = "not_found",
+		[HM_ERR_CANCELLED] = "interrupted", [HM_ERR_LOCKED] = "locked",
+	};
+	return (unsigned)err < HM_ERR__COUNT && codes[err] ? codes[err] : "error";
+}
+
+void cmd_json_error(const char *code, const char *message)
+{
+	cmd_print_json(json_pack("{s:i, s:{s:s, s:o}}", "schema", CMD_JSON_SCHEMA, "error", "code", code, "message",
+				 cmd_json_text(message, strlen(message))));
+}
+
 int cmd_error(struct cmd_env *env, enum hm_err err)
 {
+	const char *msg = env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err);
 	cmd_progress_end(env);
-	fprintf(stderr, "hubmirror: error: %s\n", env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err));
+	fprintf(stderr, "hubmirror: error: %s\n", msg);
+	/* --json: a command that fails as a whole still answers in JSON */
+	if (env->json && !env->json_done)
+		cmd_json_error(cmd_err_code(err), msg);
+	env->json_done = 1;
 	if (err == HM_ERR_USAGE)
 		return 2;
 	if (err == HM_ERR_CANCELLED)
 		return 130;
 	return 1;
+}
+
+void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo)
+{
+	struct hm_ctx q = {0};
+	char commit[41];
+	const char *other = strcmp(type, "dataset") ? "dataset" : "model";
+	size_t n = strlen(env->ctx.errmsg);
+	if (!st || store_resolve(&q, st, other, repo, NULL, commit))
+		return;
+	snprintf(env->ctx.errmsg + n, sizeof(env->ctx.errmsg) - n, "; a %s of that name is stored: %s%s", other,
+		 strcmp(other, "dataset") ? "" : "datasets/", repo);
 }
 
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st)
@@ -122,9 +172,11 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 	int conns, retries, timeout;
 	enum hm_err err;
 
-	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
-		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
+	/* one line for a bad value: the message is the error */
+	if (int_opt(a, "connections", 8, 1, 64, &conns, env->ctx.errmsg, sizeof(env->ctx.errmsg)) ||
+	    int_opt(a, "retries", 5, 0, 100, &retries, env->ctx.errmsg, sizeof(env->ctx.errmsg)) ||
+	    int_opt(a, "timeout", 30, 1, 3600, &timeout, env->ctx.errmsg, sizeof(env->ctx.errmsg)))
+		return HM_ERR_USAGE;
 	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
 	token = cmd_token(env);
 	o.token = token;
@@ -197,6 +249,13 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
 
 void cmd_print_json(json_t *j)
 {
+	/* every object a command prints carries the schema version first */
+	if (json_is_object(j) && !json_object_get(j, "schema")) {
+		json_t *o = json_pack("{s:i}", "schema", CMD_JSON_SCHEMA);
+		json_object_update(o, j);
+		json_decref(j);
+		j = o;
+	}
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	if (s) {
 		fputs(s, stdout);

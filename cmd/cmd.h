@@ -46,6 +46,7 @@ struct cmd_env {
 	const char *endpoint;    /* NULL = HF_ENDPOINT or default */
 	const char *token_arg;   /* --token */
 	int json, quiet;
+	int json_done;           /* a JSON answer (or error object) is on stdout */
 	int progress;            /* a progress bar is drawn on stderr (a tty) */
 	struct cmd_progress prog;
 };
@@ -72,6 +73,9 @@ int cmd_error(struct cmd_env *env, enum hm_err err);
 int cmd_usage_error(const struct cmd *c, const char *fmt, ...) HM_PRINTF(2, 3);
 
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st) HM_MUST_CHECK;
+/* After "not found in the store": appends "; a dataset of that name is
+ * stored: datasets/org/name" (or a model) to the message when one is. */
+void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo);
 /* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
  * HF_TOKEN_PATH, $HF_HOME/token). */
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
@@ -94,8 +98,15 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
  * exit code (0 when everything asked for passed). */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen);
-/* Prints a JSON value on stdout (and frees it). */
+/* Version of every command's JSON (docs/json.md); each object printed
+ * carries it as "schema". Raise it when a key changes meaning or goes. */
+#define CMD_JSON_SCHEMA 2
+/* Prints a JSON value on stdout (and frees it); an object gets "schema". */
 void cmd_print_json(json_t *j);
+/* Stable machine name of an error ("repo_not_found", "gated", ...). */
+const char *cmd_err_code(enum hm_err err);
+/* Prints {"schema": N, "error": {"code": code, "message": message}} on stdout. */
+void cmd_json_error(const char *code, const char *message);
 /* Progress on stderr, driven by hm_event (cmd/progress.c): sets the mode
  * from -q, HF_HUB_DISABLE_PROGRESS_BARS and whether stderr is a tty, the
  * request log from --verbose / HF_DEBUG, and installs the event handler. */

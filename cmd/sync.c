@@ -89,7 +89,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		json_t *arr = json_array();
 		for (size_t i = 0; i < r.n; i++)
 			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "repo", m.v[i].repo,
-							     "type", m.v[i].type, "revision", r.v[i].commit, "status",
+							     "repo_type", m.v[i].type, "revision", r.v[i].commit, "status",
 							     r.v[i].status, "detail", r.v[i].detail, "files",
 							     (json_int_t)r.v[i].nfiles, "files_downloaded",
 							     (json_int_t)r.v[i].files_downloaded, "bytes_downloaded",

@@ -27,6 +27,7 @@ struct fetch_resp {
 	int has_content_range;
 	uint64_t cr_start, cr_end, cr_total; /* Content-Range */
 	int64_t content_length;   /* -1 if absent */
+	int www_authenticate;     /* the server asks for credentials (401 + WWW-Authenticate) */
 };
 
 void fetch_resp_reset(struct fetch_resp *r);

@@ -195,6 +195,12 @@ char *fetch_resolve_url(const struct fetch_client *c, const char *type, const ch
 enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			       const char *repo, const char *rev, char commit[41])
 {
+	return fetch_hub_revision_info(ctx, c, type, repo, rev, commit, NULL);
+}
+
+enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+				    const char *repo, const char *rev, char commit[41], int *gated)
+{
 	char *erev, *url, what[256];
 	json_t *j = NULL;
 	enum hm_err err;
@@ -225,6 +231,10 @@ enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s has no valid commit 'sha'", what);
 	}
 	memcpy(commit, sha, 41);
+	if (gated) {
+		json_t *g = json_object_get(j, "gated");
+		*gated = json_is_string(g) || json_is_true(g);
+	}
 	json_decref(j);
 	return HM_OK;
 }

@@ -164,6 +164,9 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 	}
 	if (err == HM_ERR_NOSPC || err == HM_ERR_DB)
 		return err;
+	if (fj->err == HM_ERR_GATED || fj->err == HM_ERR_AUTH)
+		/* every other file would be refused the same way: stop, one message */
+		return hm_fail(p->ctx, fj->err, "%s", fj->errmsg);
 	if (e2)
 		return e2;
 	if (p->nheld >= FLUSH_EVERY_FILES || util_now() - p->last_flush >= FLUSH_EVERY_S)
@@ -187,6 +190,26 @@ void mirror_pull_result_release(struct mirror_pull_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
+/* One line for a gated repo whose files were refused (the access page from
+ * the hub's message when it gave one, else the repo's page on the endpoint). */
+static enum hm_err gated_message(struct hm_ctx *ctx, struct fetch_client *fc, const struct mirror_pull_opts *o)
+{
+	char url[600] = "";
+	const char *u = strstr(ctx->errmsg, "request access at http");
+	if (u) {
+		u += strlen("request access at ");
+		snprintf(url, sizeof(url), "%.*s", (int)strcspn(u, " ,;"), u);
+	} else {
+		snprintf(url, sizeof(url), "%s/%s%s", fetch_client_endpoint(fc), strcmp(o->type, "dataset") ? "" : "datasets/",
+			 o->repo);
+	}
+	if (fetch_client_has_token(fc))
+		return hm_fail(ctx, HM_ERR_GATED, "the token has no access to gated '%s%s': request access at %s",
+			       strcmp(o->type, "dataset") ? "" : "datasets/", o->repo, url);
+	return hm_fail(ctx, HM_ERR_GATED, "'%s%s' is gated: request access at %s, then set HF_TOKEN",
+		       strcmp(o->type, "dataset") ? "" : "datasets/", o->repo, url);
+}
+
 static int is_commit(const char *rev)
 {
 	return rev && util_is_hex(rev, 40);
@@ -204,6 +227,7 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 	struct pull p = {ctx, st, fc, o, res->commit, NULL, NULL, 0, 0, util_now(), HM_OK};
 	enum hm_err err;
 	double t0 = util_now();
+	int gated = 0;
 
 	memset(res, 0, sizeof(*res));
 	p.commit = res->commit;
@@ -229,7 +253,7 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 			}
 		}
 	} else {
-		err = fetch_hub_revision(ctx, fc, o->type, o->repo, o->revision, res->commit);
+		err = fetch_hub_revision_info(ctx, fc, o->type, o->repo, o->revision, res->commit, &gated);
 		if (err)
 			goto out;
 		err = fetch_hub_tree(ctx, fc, o->type, o->repo, res->commit, &ents, &nents);
@@ -276,6 +300,7 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 		err = present(ctx, st, e, f->sha256, &yes);
 		if (err)
 			goto out;
+		f->present = yes;
 		if (yes)
 			continue;
 		/* one job per distinct content: identical files share it */
@@ -316,6 +341,8 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 	}
 
 	{
+		if (o->dry_run)
+			goto out;
 		/* progress counts files over the whole revision: say how many are here already */
 		size_t nhere = 0;
 		for (size_t i = 0; i < res->nfiles; i++)
@@ -329,6 +356,8 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 		if (!derr)
 			derr = ferr;
 		err = derr;
+		if (err == HM_ERR_GATED || (gated && err == HM_ERR_AUTH))
+			err = gated_message(ctx, fc, o);
 	}
 
 	for (size_t i = 0; i < res->nfiles; i++) {

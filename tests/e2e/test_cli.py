@@ -189,3 +189,124 @@ def test_cli_quiet_sync_and_repair(t):
     check(r.rc == 0 and r.out == "" and r.err == "", "verify --repair -q printed: %r" % r)
     r = t.ok("verify")
     check("ok" in r.out, "not repaired: %r" % r)
+
+
+# ---- messages -------------------------------------------------------------------
+
+GATED = "org/gated-many"
+GOOD = "hf_GoodSecretToken0123456789abcdef"
+OTHER = "hf_OtherUserToken9876543210fedcba"
+
+
+def many_files_repo(repo, n=40, **kw):
+    files = {"f%03d.txt" % i: "file %d\n" % i for i in range(n)}
+    spec = {"type": "model", "id": repo, "commits": [{"files": files, "refs": ["main"]}]}
+    spec.update(kw)
+    return spec
+
+
+def hm_lines(r):
+    return [l for l in r.err.splitlines() if l.startswith("hubmirror")]
+
+
+def test_cli_gated_one_line(t):
+    emu = t.emu([many_files_repo(GATED, gated="manual", tokens=[GOOD])], tokens=[OTHER])
+    r = t.fails("pull", GATED, words=["gated"])
+    lines = hm_lines(r)
+    check(len(lines) == 1, "a gated repo of 40 files should give one line: %r" % r)
+    check("request access at http" in lines[0] and "then set HF_TOKEN" in lines[0],
+          "no access URL / HF_TOKEN advice: %r" % lines[0])
+    check("resume" not in r.err, "a resume hint cannot help here: %r" % r)
+    check(len(emu.file_gets()) <= 8, "asked for %d files after the first refusal" % len(emu.file_gets()))
+    r = t.fails("pull", GATED, "--token", OTHER, words=["no access"])
+    lines = hm_lines(r)
+    check(len(lines) == 1 and "the token has no access to gated 'org/gated-many'" in lines[0]
+          and "https://huggingface.co/org/gated-many" in lines[0], "with a token: %r" % r)
+    check(OTHER not in r.err, "the token was printed")
+    r = t.hm("pull", GATED, "--json", "--token", OTHER)
+    check(r.rc == 1 and r.json()["error"]["code"] == "gated", "--json error object: %r" % r)
+
+
+def test_cli_token_required(t):
+    emu = t.emu([many_files_repo("org/open", n=2)], tokens=[GOOD], extra={"require_token": True})
+    r = t.fails("pull", "org/open", words=["requires a token"])
+    check("this endpoint requires a token" in r.err and "not found" not in r.err,
+          "the server's own message should show: %r" % r)
+    t.ok("pull", "org/open", env={"HF_TOKEN": GOOD})
+
+
+def test_cli_usage_messages(t):
+    r = t.hm("pull", "org/x", "-c", "many", store=True, endpoint=False)
+    check(r.rc == 2 and len(r.err.strip().splitlines()) == 1 and "--connections" in r.err,
+          "one line for a bad option value: %r" % r)
+    r = t.hm("help", "nosuch", store=False, endpoint=False)
+    check(r.rc == 2 and "unknown command 'nosuch'" in r.err, "help nosuch: %r" % r)
+    r = t.hm("pul", "org/x", store=False, endpoint=False)
+    check(r.rc == 2 and "did you mean pull?" in r.err, "no suggestion: %r" % r)
+    r = t.hm("download", "org/x", store=False, endpoint=False)
+    check(r.rc == 2 and "did you mean pull?" in r.err, "no suggestion for download: %r" % r)
+    for opt, word in (("--max-workers", "--connections"), ("--cache-dir", "--store"),
+                      ("--force-download", "verify --repair")):
+        args = ["pull", "org/x", opt] + (["4"] if opt != "--force-download" else [])
+        r = t.hm(*args, endpoint=False)
+        check(r.rc == 2 and word in r.err, "%s should point to %s: %r" % (opt, word, r))
+    r = t.hm("pull", "spaces/org/app", endpoint=False)
+    check(r.rc == 2 and "Spaces are not supported" in r.err, "spaces: %r" % r)
+    with open(os.path.join(t.tmp, "notes.txt"), "w") as fh:
+        fh.write("plain text, long enough to have eight bytes of header\n")
+    r = t.fails("inspect", os.path.join(t.tmp, "notes.txt"), words=["neither a safetensors nor a GGUF"])
+    check("header length" not in r.err, "inspect: %r" % r)
+    r = t.hm("pull", "org/x", "--json", "-c", "0", endpoint=False)
+    check(r.rc == 2, "usage error rc: %r" % r)
+    j = r.json()
+    check(j["error"]["code"] == "usage" and "schema" in j, "usage error JSON: %r" % r)
+
+
+# ---- Hugging Face habits ------------------------------------------------------------
+
+def test_cli_repo_at_rev_everywhere(t):
+    emu = t.emu([lib.sample_repo()])
+    commit = lib.commit_id(lib.SAMPLE_REPO, 0)
+    r = t.ok("pull", "hf://%s@main" % lib.SAMPLE_REPO, "--json")
+    check(r.json()["revision"] == commit and r.json()["schema"] >= 1, "pull hf://...@main: %r" % r)
+    t.ok("pull", "%s@%s" % (lib.SAMPLE_REPO, commit[:12]) if False else "%s@%s" % (lib.SAMPLE_REPO, commit))
+    r = t.ok("ls", "%s@%s" % (lib.SAMPLE_REPO, commit[:10]), "--json")
+    check(r.json()["revision"] == commit and r.json()["repo"] == lib.SAMPLE_REPO
+          and r.json()["repo_type"] == "model", "ls REPO@REV: %r" % r)
+    out = os.path.join(t.tmp, "co")
+    r = t.ok("checkout", "hf://%s@main" % lib.SAMPLE_REPO, "--to", out, "--layout", "hf-cache")
+    check("HF_HUB_CACHE=%s " % os.path.realpath(out) in r.out, "checkout hint: %r" % r)
+    r = t.ok("inspect", "%s@main" % lib.SAMPLE_REPO, "--json")
+    r = t.hm("ls", "%s@main" % lib.SAMPLE_REPO, "--revision", "other")
+    check(r.rc == 2 and "two revisions" in r.err, "conflicting revisions: %r" % r)
+    r = t.ok("rm", "%s@main" % lib.SAMPLE_REPO, "--json")
+    check(r.json()["revision"] == commit, "rm REPO@REV: %r" % r)
+
+
+def test_cli_dataset_hint(t):
+    emu = t.emu([dict(lib.sample_repo("lab/tiny-data"), type="dataset")])
+    t.ok("pull", "datasets/lab/tiny-data")
+    r = t.fails("ls", "lab/tiny-data", words=["datasets/lab/tiny-data"])
+    check("a dataset of that name is stored" in r.err, "dataset hint: %r" % r)
+    r = t.fails("checkout", "lab/tiny-data", "--to", os.path.join(t.tmp, "x"), words=["dataset"])
+
+
+def test_cli_pull_files_to_and_dry_run(t):
+    emu = t.emu([lib.sample_repo()])
+    r = t.ok("pull", lib.SAMPLE_REPO, "--dry-run")
+    check("would download" in r.out and "model.safetensors" in r.out, "dry run: %r" % r)
+    check(not emu.file_gets(), "--dry-run downloaded bytes")
+    r = t.ok("pull", lib.SAMPLE_REPO, "--dry-run", "--json")
+    j = r.json()
+    check(j["dry_run"] and j["files_to_download"] == len(j["files"]) and j["bytes_to_download"] > 0,
+          "dry-run JSON: %r" % j)
+    out = os.path.join(t.tmp, "local")
+    r = t.ok("pull", lib.SAMPLE_REPO, "config.json", "--local-dir", out, "-q")
+    check(r.out.strip() == os.path.realpath(out), "-q prints only the path: %r" % r)
+    check(os.listdir(out) == ["config.json"], "only the named file: %r" % os.listdir(out))
+    cache = os.path.join(t.tmp, "cache")
+    r = t.ok("pull", lib.SAMPLE_REPO, "--to", cache, "--layout", "hf-cache")
+    snap = r.out.strip().splitlines()[-1]
+    check(os.path.isfile(os.path.join(snap, "config.json")) and "/snapshots/" in snap,
+          "the snapshot path at the end: %r" % r)
+    r = t.fails("pull", lib.SAMPLE_REPO, "no-such-file.bin", rc=2, words=["no file"])
