@@ -13,6 +13,7 @@ static const struct cmd_opt opts[] = {
 	{"exclude", 'x', "GLOB", 1, "skip files matching GLOB"},
 	{"convert", 0, "TYPE", 0, "then convert to GGUF of TYPE (f32|f16|bf16|q8_0|q4_0), stored"},
 	{"smoke", 0, NULL, 0, "then smoke-test the model (the conversion, with --convert)"},
+	{"force", 0, NULL, 0, "pull even when the store's disk looks too small for it"},
 	{"to", 'o', "DIR", 0, "also check the revision out under DIR (hard links) and print its path"},
 	{"layout", 0, "LAYOUT", 0, "with --to: files (default) or hf-cache (DIR is a HF_HUB_CACHE)"},
 	{"local-dir", 0, "DIR", 0, "the same as --to DIR --layout files (hf download's name)"},
@@ -54,8 +55,8 @@ static int resumable(enum hm_err e)
 static void report_failures(struct cmd_env *env, enum hm_err err, const char *label, const struct mirror_pull_result *r)
 {
 	size_t shown = 0, max = 5;
-	if (err == HM_ERR_GATED || err == HM_ERR_AUTH || !r->nfailed)
-		return; /* the error says it all, once */
+	if (err == HM_ERR_GATED || err == HM_ERR_AUTH || err == HM_ERR_NOSPC || !r->nfailed)
+		return; /* one cause for every file: the error says it all, once */
 	for (size_t i = 0; i < r->nfiles; i++) {
 		const struct mirror_file *f = &r->files[i];
 		if (!f->errmsg || f->err == HM_ERR_CANCELLED || !strcmp(f->errmsg, "not started"))
@@ -179,6 +180,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.nexclude = (size_t)cmd_values(a, "exclude", &exc);
 	o.exclude = exc;
 	o.dry_run = cmd_flag(a, "dry-run");
+	o.force = cmd_flag(a, "force");
 	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store(env, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -252,6 +254,11 @@ const struct cmd cmd_pull = {
 	"LFS files, git blob SHA-1 otherwise) before it enters the store. A second pull\n"
 	"of the same revision downloads nothing. --to DIR also checks the revision out\n"
 	"(hard links) and prints the path at the end (with -q, only the path).\n"
-	"--dry-run lists what would be downloaded, and its size. --json: docs/json.md.",
+	"--dry-run lists what would be downloaded, and its size.\n"
+	"Before the first byte, pull checks that the store's filesystem has room for\n"
+	"what it will download and refuses with the numbers otherwise (--force tries\n"
+	"anyway). A disk that fills up mid-pull stops it with one line naming the\n"
+	"store; what is stored stays intact and the same pull resumes later.\n"
+	"--json: see docs/json.md.",
 	opts, run,
 };
