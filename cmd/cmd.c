@@ -92,7 +92,8 @@ int cmd_error(struct cmd_env *env, enum hm_err err)
 {
 	const char *msg = env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err);
 	cmd_progress_end(env);
-	fprintf(stderr, "hubmirror: error: %s\n", msg);
+	if (!env->error_printed)
+		fprintf(stderr, "hubmirror: error: %s\n", msg);
 	/* --json: a command that fails as a whole still answers in JSON */
 	if (env->json && !env->json_done)
 		cmd_json_error(cmd_err_code(err), msg);
@@ -165,25 +166,69 @@ char *cmd_token(const struct cmd_env *env)
 	return token;
 }
 
+/* A number of seconds from the environment (HF_HUB_*_TIMEOUT): 0 if unset. */
+static int env_seconds(const char *name, double *out)
+{
+	const char *v = getenv(name);
+	char *end;
+	double d;
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	d = strtod(v, &end);
+	if (end == v || *end || !(d > 0) || d > 86400) {
+		fprintf(stderr, "hubmirror: %s must be a number of seconds, not '%s'\n", name, v);
+		return -1;
+	}
+	*out = d;
+	return 0;
+}
+
+int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
+{
+	int conns, retries, timeout, meta;
+	double env_dl, env_meta;
+	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
+	    env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", &env_dl) || env_seconds("HF_HUB_ETAG_TIMEOUT", &env_meta))
+		return -1;
+	o->connections = conns;
+	o->retries = retries;
+	o->timeout = timeout;
+	o->timeout_from = "--timeout, default 30 s";
+	if (cmd_opt(a, "timeout"))
+		o->timeout_from = "--timeout";
+	else if (env_dl > 0) {
+		o->timeout = env_dl;
+		o->timeout_from = "HF_HUB_DOWNLOAD_TIMEOUT";
+	}
+	o->meta_timeout = meta;
+	o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT or --metadata-timeout, default 10 s";
+	if (cmd_opt(a, "metadata-timeout"))
+		o->meta_timeout_from = "--metadata-timeout";
+	else if (env_meta > 0) {
+		o->meta_timeout = env_meta;
+		o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT";
+	}
+	o->allow_private_redirects = cmd_flag(a, "allow-private-redirects");
+	return 0;
+}
+
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
 {
 	struct fetch_client_opts o = {0};
 	char *token;
-	int conns, retries, timeout;
 	enum hm_err err;
 
-	/* one line for a bad value: the message is the error */
-	if (int_opt(a, "connections", 8, 1, 64, &conns, env->ctx.errmsg, sizeof(env->ctx.errmsg)) ||
-	    int_opt(a, "retries", 5, 0, 100, &retries, env->ctx.errmsg, sizeof(env->ctx.errmsg)) ||
-	    int_opt(a, "timeout", 30, 1, 3600, &timeout, env->ctx.errmsg, sizeof(env->ctx.errmsg)))
-		return HM_ERR_USAGE;
+	if (cmd_net_opts(a, &o)) {
+		/* cmd_net_opts said what is wrong, in one line */
+		env->error_printed = 1;
+		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
+	}
 	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
+	o.endpoint_from = env->endpoint ? "--endpoint" : getenv("HF_ENDPOINT") ? "HF_ENDPOINT" : "the default";
 	token = cmd_token(env);
 	o.token = token;
-	o.connections = conns;
-	o.retries = retries;
-	o.timeout = timeout;
-	o.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 	err = fetch_client_new(&env->ctx, &o, fc);
 	if (token) {
 		memset(token, 0, strlen(token));

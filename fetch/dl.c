@@ -48,6 +48,7 @@ struct seg {
 	struct fetch_resp resp;
 	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
+	long os_errno;                /* CURLINFO_OS_ERRNO of the last transfer */
 	char *url;                    /* URL of the current request */
 	int redirects;
 	int checked;                  /* status of this response looked at */
@@ -873,7 +874,7 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 		xfer_fail(g, x, ge, tmp.errmsg);
 		return;
 	}
-	enum hm_err e = fetch_curl_err(&tmp, rc, s->url, s->errbuf);
+	enum hm_err e = fetch_curl_err(&tmp, g->c, rc, s->os_errno, s->url, 0);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
 		/* a redirect target may be the dead one: start from the resolve URL next time */
 		free(s->url);
@@ -1103,8 +1104,11 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 				continue;
 			struct seg *s = NULL;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-			if (s)
+			if (s) {
+				s->os_errno = 0;
+				curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &s->os_errno);
 				seg_done(&g, s, m->data.result);
+			}
 		}
 		post_process(&g, util_now());
 		if (now - last_ev >= 0.2) {
