@@ -60,6 +60,7 @@ struct seg {
 	int fails;                    /* failures in a row */
 	int progressed;               /* data arrived in this attempt */
 	double wait_until;
+	double t_req;                 /* when the current request started (for the request log) */
 };
 
 enum x_state { X_PENDING, X_RUNNING, X_FINISHED };
@@ -107,6 +108,8 @@ struct dl {
 	char fatal_msg[512];
 	char boot[FETCH_BOOT_ID_MAX]; /* resume states are tagged with it */
 	uint64_t total, done_bytes;
+	uint64_t base_bytes;          /* of done_bytes: on disk before this run (resumed, present) */
+	size_t nfinished;             /* files finished (done, skipped or failed) */
 	/* threads */
 	pthread_t hasher, syncer;
 	int threads_started;
@@ -560,6 +563,7 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "cannot start a transfer");
 	}
 	s->state = SEG_ACTIVE;
+	s->t_req = util_now();
 	x->active++;
 	g->active++;
 	if (x->active > x->job->connections)
@@ -662,6 +666,7 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 	}
 	free(r);
 	g->done_bytes += j->bytes_resumed;
+	g->base_bytes += j->bytes_resumed;
 	advance_frontier(g, x);
 	hash_resume(g, x);
 	return HM_OK;
@@ -684,6 +689,8 @@ static void xfer_close(struct dl *g, struct xfer *x)
 	x->nsynced = 0;
 	free(x->eff_url);
 	x->eff_url = NULL;
+	if (x->state != X_FINISHED)
+		g->nfinished++;
 	x->state = X_FINISHED;
 	x->job->seconds = util_now() - x->t_start;
 }
@@ -742,6 +749,8 @@ static void xfer_verify(struct dl *g, struct xfer *x)
 		x->eff_url = NULL;
 		x->norange = x->ranges_ok = 0;
 		g->done_bytes -= x->size < g->done_bytes ? x->size : g->done_bytes;
+		g->base_bytes -= x->job->bytes_resumed < g->base_bytes ? x->job->bytes_resumed : g->base_bytes;
+		x->job->bytes_resumed = 0;
 		enum hm_err e = xfer_reset(g, x);
 		if (e) {
 			set_job_err(x, e, g->ctx->errmsg);
@@ -790,8 +799,10 @@ static void seg_retry(struct dl *g, struct seg *s, const struct fetch_resp *r, e
 		return;
 	}
 	s->state = SEG_WAIT;
-	s->wait_until = util_now() + (s->progressed && !r ? 0 : fetch_backoff(s->fails, r));
-	struct hm_event ev = {.kind = HM_EV_RETRY, .name = x->job->name, .msg = msg};
+	double wait = s->progressed && !r ? 0 : fetch_backoff(s->fails, r);
+	s->wait_until = util_now() + wait;
+	struct hm_event ev = {.kind = HM_EV_RETRY, .name = x->job->name, .msg = msg, .attempt = s->fails,
+			      .attempts = g->c->retries, .backoff = wait, .status = r ? r->status : 0};
 	hm_emit(g->ctx, &ev);
 }
 
@@ -802,6 +813,8 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	char msg[512], what[600];
 	int was_cut = s->cut;
 
+	if (g->ctx->verbose && s->url)
+		fetch_log_http(g->ctx, "GET", s->url, rc == CURLE_OK || was_cut ? r.status : 0, util_now() - s->t_req);
 	seg_stop(g, s);
 	if (x->state != X_RUNNING || x->failed)
 		return;
@@ -977,7 +990,9 @@ static void schedule(struct dl *g, double now)
 		}
 		if (b == 1) {
 			x->state = X_FINISHED;
+			g->nfinished++;
 			g->done_bytes += x->job->size;
+			g->base_bytes += x->job->size;
 			continue;
 		}
 		x->state = X_RUNNING;
@@ -1057,7 +1072,7 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 {
 	struct dl g;
 	enum hm_err err = HM_OK;
-	double last_ev = 0, rate_t = util_now();
+	double last_ev = 0, t0 = util_now(), rate_t = t0;
 	uint64_t rate_b = 0;
 	double rate = 0;
 
@@ -1125,13 +1140,21 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		}
 		post_process(&g, util_now());
 		if (now - last_ev >= 0.2) {
-			double dt = now - rate_t;
-			if (dt >= 1.0) {
-				rate = (double)(g.done_bytes - rate_b) / dt;
-				rate_b = g.done_bytes;
+			/* the rate counts this run's bytes only: a resumed part or a file
+			 * already present is no speed (an exponential average over ~3 s) */
+			uint64_t fresh = g.done_bytes > g.base_bytes ? g.done_bytes - g.base_bytes : 0;
+			double dt = now - rate_t, elapsed = now - t0;
+			if (dt >= 1.0 || (!rate && elapsed >= 0.5 && fresh)) {
+				double inst = (double)(fresh - rate_b) / (dt > 0 ? dt : 1);
+				if (fresh < rate_b) /* a file started over */
+					inst = 0;
+				rate = rate ? 0.7 * rate + 0.3 * inst : inst;
+				rate_b = fresh;
 				rate_t = now;
 			}
-			struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g.done_bytes, .total = g.total, .rate = rate};
+			struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g.done_bytes, .total = g.total, .rate = rate,
+					      .resumed = g.base_bytes, .files_done = (int)g.nfinished,
+					      .files_total = (int)g.nx, .active = g.active};
 			hm_emit(ctx, &ev);
 			last_ev = now;
 		}
