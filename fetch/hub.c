@@ -37,6 +37,15 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
+/* A status line while the API is retried: "... retrying in 4 s, 2/5". */
+static void retry_line(struct hm_ctx *ctx, const char *what, const char *why, double wait, int n, int max)
+{
+	char m[1500];
+	snprintf(m, sizeof(m), "%.300s: %.1000s; retrying in %.*f s, %d/%d", what, why, wait < 1 ? 1 : 0, wait, n, max);
+	struct hm_event ev = {.kind = HM_EV_RETRY, .name = NULL, .msg = m};
+	hm_emit(ctx, &ev);
+}
+
 /* GETs url (following redirects under the token rule, retrying transient
  * failures) and parses the JSON body. what names the subject in errors. */
 static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, const char *url_in,
@@ -47,6 +56,7 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 	CURL *h = curl_easy_init();
 	struct body bd = {UTIL_BUF_INIT, 0};
 	struct fetch_resp r;
+	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
 	int failures = 0, redirects = 0;
 
@@ -69,7 +79,7 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		bd.too_big = 0;
 		fetch_resp_reset(&r);
 		errbuf[0] = 0;
-		err = fetch_easy_setup(ctx, c, h, url, &hdrs);
+		err = fetch_easy_setup(ctx, c, h, url, &hdrs, &guard);
 		if (err)
 			goto out;
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
@@ -77,36 +87,48 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetch_header_cb);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout) * 1000 * 4));
+		/* metadata: a short limit to connect and to wait for data (HF_HUB_ETAG_TIMEOUT) */
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->meta_timeout * 1000));
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->meta_timeout < 1 ? 1 : c->meta_timeout));
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout + c->meta_timeout) * 1000 * 4));
 		rc = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
 		if (bd.too_big) {
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is larger than %u MiB: refusing it", what, API_MAX_BODY >> 20);
 			goto out;
 		}
+		if (rc != CURLE_OK && guard.refused) {
+			err = fetch_guard_err(ctx, &guard, what);
+			goto out;
+		}
 		if (rc != CURLE_OK) {
+			long os_errno = 0;
+			struct hm_ctx why = {0};
+			curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+			err = fetch_curl_err(&why, c, rc, os_errno, url, 1);
 			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
-				sleep_s(fetch_backoff(failures, NULL));
+				double wait = fetch_backoff(failures, NULL);
+				retry_line(ctx, what, why.errmsg, wait, failures, c->retries);
+				sleep_s(wait);
+				err = HM_OK;
 				continue;
 			}
-			err = fetch_curl_err(ctx, rc, url, errbuf);
+			err = hm_fail(ctx, err, "%s", why.errmsg);
 			goto out;
 		}
 		if (r.status >= 300 && r.status < 400 && r.location[0]) {
-			char *nu = fetch_url_join(url, r.location);
-			if (!nu || ++redirects > API_MAX_REDIRECTS) {
-				free(nu);
-				err = hm_fail(ctx, HM_ERR_HTTP, "bad or too many redirects for %s", what);
+			char *nu;
+			if ((err = fetch_follow(ctx, url, r.location, &redirects, API_MAX_REDIRECTS, what, &nu)))
 				goto out;
-			}
 			free(url);
 			url = nu;
 			continue;
 		}
 		if (fetch_status_retryable(r.status) && ++failures <= c->retries) {
 			double wait = fetch_backoff(failures, &r);
-			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = "api"};
-			hm_emit(ctx, &ev);
+			char m[64];
+			snprintf(m, sizeof(m), "the hub answered HTTP %ld", r.status);
+			retry_line(ctx, what, m, wait, failures, c->retries);
 			sleep_s(wait);
 			continue;
 		}
