@@ -201,7 +201,7 @@ static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir,
 	if (!out)
 		return cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory"));
 	err = conv_to_gguf(&env->ctx, &src, o, out, &res);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (!err)
 		report(env, dir, NULL, conv_type_name(o->type), &res, out, NULL, 0);
 	free(out);
@@ -266,7 +266,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 			goto out;
 		}
 		err = mirror_convert_file(&env->ctx, rs.st, type, repo, commit, &o, cmd_opt(a, "output"), &res);
-		cmd_progress_end();
+		cmd_progress_end(env);
 		if (err)
 			goto out;
 		report(env, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
@@ -274,7 +274,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	err = mirror_convert(&env->ctx, rs.st, type, repo, commit, &o, cmd_flag(a, "force"), &ma);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (err)
 		goto out;
 	if (cmd_opt(a, "output") && (err = store_artifact_export(&env->ctx, rs.st, ma.sha256, cmd_opt(a, "output"))))

@@ -40,8 +40,10 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 	env->ctx.errmsg[0] = 0;
 	err = store_resolve(&env->ctx, *stp, type, repo, rev, commit);
 	if (err) {
-		if (err == HM_ERR_NOT_FOUND)
+		if (err == HM_ERR_NOT_FOUND) {
 			hm_fail(&env->ctx, err, "'%s' is not a file, and not found in the store (pull it first)", model);
+			cmd_hint_type(env, *stp, type, repo);
+		}
 		return err;
 	}
 	snprintf(label, llen, "%s@%s", repo, commit);
@@ -294,7 +296,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 			goto out;
 		}
 		enum hm_err err = mirror_convert(&env->ctx, st, type, repo, commit, &co, 0, &art);
-		cmd_progress_end();
+		cmd_progress_end(env);
 		if (err) {
 			if (verdict)
 				snprintf(verdict, vlen, "conversion to %s failed: %s", conv, env->ctx.errmsg);

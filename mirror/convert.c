@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include "mirror.h"
 #include "../util/util.h"
@@ -106,7 +105,7 @@ enum hm_err mirror_convert_repair(struct hm_ctx *ctx, struct store *st, const ch
 	struct conv_options o = {0};
 	struct store_artifact *arts = NULL;
 	size_t n = 0;
-	char tname[16], want[64], path[4096];
+	char tname[16], want[64];
 	int conv = -1;
 	enum hm_err err;
 
@@ -123,10 +122,11 @@ enum hm_err mirror_convert_repair(struct hm_ctx *ctx, struct store *st, const ch
 	for (size_t i = 0; i < n; i++)
 		if (!strcmp(arts[i].commit, commit) && !strcmp(arts[i].format, "gguf") &&
 		    !strcmp(arts[i].options, options)) {
-			store_blob_path(st, arts[i].sha256, path, sizeof(path));
-			chmod(path, 0644);
-			unlink(path);
+			if (!err)
+				err = store_blob_discard(ctx, st, arts[i].sha256);
 		}
 	store_artifacts_free(arts, n);
+	if (err)
+		return err;
 	return mirror_convert(ctx, st, type, repo, commit, &o, 1, out);
 }

@@ -41,22 +41,29 @@ struct vitem {
 	uint64_t size;
 };
 
-/* NULL when blob sha256 is there with this size and content, else the problem. */
-static const char *check_blob(struct store *st, const char *sha256, uint64_t want)
+/* *problem: NULL when blob sha256 is there with this size and content, else
+ * what is wrong ("missing" | "corrupt"). */
+static enum hm_err check_blob(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t want,
+			      const char **problem)
 {
 	char path[4096], sha[65], oid[41];
 	uint64_t size = 0;
 	struct stat sb;
 	struct hm_ctx quiet = {0};
+	*problem = NULL;
+	if (store_is_remote(st)) /* an S3 store: the object in the bucket is what counts */
+		return store_blob_check(ctx, st, sha256, want, problem);
 	store_blob_path(st, sha256, path, sizeof(path));
-	if (stat(path, &sb) != 0)
-		return "missing";
+	if (stat(path, &sb) != 0) {
+		*problem = "missing";
+		return HM_OK;
+	}
 	enum hm_err e2 = verify_file(&quiet, path, 0, sha, oid, &size);
 	if (e2 == HM_ERR_IO && errno == ENOENT)
-		return "missing";
-	if (e2 || strcmp(sha, sha256) || size != want)
-		return "corrupt";
-	return NULL;
+		*problem = "missing";
+	else if (e2 || strcmp(sha, sha256) || size != want)
+		*problem = "corrupt";
+	return HM_OK;
 }
 
 /* The stored conversions of the repos verified: their blobs re-hashed. */
@@ -81,7 +88,9 @@ static enum hm_err verify_artifacts(struct hm_ctx *ctx, struct store *st, const 
 				break;
 			}
 			(*checked)++;
-			if (!(problem = check_blob(st, a[k].sha256, a[k].size)))
+			if ((err = check_blob(ctx, st, a[k].sha256, a[k].size, &problem)))
+				break;
+			if (!problem)
 				continue;
 			(*nbad)++;
 			snprintf(label, sizeof(label), "%s %s", a[k].format, a[k].options);
@@ -191,7 +200,8 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 			goto out;
 		}
-		problem = check_blob(st, it[i].sha256, it[i].size);
+		if ((err = check_blob(ctx, st, it[i].sha256, it[i].size, &problem)))
+			goto out;
 		done += it[i].size;
 		struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = done, .total = total};
 		hm_emit(ctx, &ev);
