@@ -78,7 +78,7 @@ static enum hm_err checkout_to(struct cmd_env *env, struct store *st, const stru
 	const char *ref = o->revision && !util_is_hex(o->revision, strlen(o->revision)) ? o->revision
 			  : (o->revision ? NULL : "main");
 	char abs[4096];
-	enum hm_err err = store_checkout(&env->ctx, st, o->type, o->repo, commit, ref, to, l, copy);
+	enum hm_err err = mirror_checkout(&env->ctx, st, o->type, o->repo, commit, ref, to, l, copy);
 	if (err)
 		return err;
 	if (!realpath(to, abs))

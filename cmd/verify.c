@@ -17,6 +17,7 @@ struct bad {
 	char type[16];
 	char *repo, *path;
 	char *conversion; /* options of a stored conversion, NULL for a file */
+	char *checkout;   /* a recorded checkout holding other bytes than the blob */
 	char commit[41], sha256[65];
 	const char *problem;
 	int repaired;
@@ -45,12 +46,16 @@ static void on_problem(void *ud, const struct mirror_problem *p)
 	x->repo = strdup(p->repo);
 	x->path = strdup(p->path);
 	x->conversion = p->conversion ? strdup(p->conversion) : NULL;
+	x->checkout = p->checkout ? strdup(p->checkout) : NULL;
 	memcpy(x->commit, p->commit, 41);
 	memcpy(x->sha256, p->sha256, 65);
 	x->problem = p->problem;
 	if (!b->env->json && !b->env->quiet) {
 		cmd_progress_end(b->env);
-		if (p->conversion)
+		if (p->checkout)
+			printf("%s: checkout %s: %s holds other bytes than the store (revision %.12s)\n", p->problem,
+			       p->checkout, p->path, p->commit);
+		else if (p->conversion)
 			printf("%s: %s conversion %s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path,
 			       p->commit, p->sha256);
 		else
@@ -67,19 +72,19 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 	if (err)
 		return err;
 	for (size_t i = 0; i < b->n; i++)
-		if ((err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
+		if (!b->v[i].checkout && (err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
 			fetch_client_free(fc);
 			return err;
 		}
 	for (size_t i = 0; i < b->n; i++) {
-		if (b->v[i].repaired || b->v[i].conversion)
+		if (b->v[i].repaired || b->v[i].conversion || b->v[i].checkout)
 			continue;
 		const char **only = calloc(b->n, sizeof(*only));
 		size_t nonly = 0;
 		if (!only)
 			return hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory");
 		for (size_t k = i; k < b->n; k++)
-			if (!b->v[k].conversion && !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			if (!b->v[k].conversion && !b->v[k].checkout && !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
 			    !strcmp(b->v[k].commit, b->v[i].commit)) {
 				int dup = 0;
 				for (size_t q = 0; q < nonly; q++)
@@ -109,6 +114,30 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 		free(only);
 		if (err == HM_ERR_CANCELLED)
 			break;
+	}
+	/* hard-linked checkouts of repaired revisions, and stale ones, linked again */
+	for (size_t i = 0; i < b->n && first != HM_ERR_CANCELLED; i++) {
+		size_t nre = 0;
+		int done = 0;
+		if (b->v[i].conversion || (!b->v[i].checkout && b->v[i].repaired != 1))
+			continue;
+		for (size_t k = 0; k < i && !done; k++)
+			done = !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			       !strcmp(b->v[k].commit, b->v[i].commit) && !b->v[k].conversion &&
+			       (b->v[k].checkout || b->v[k].repaired == 1);
+		if (!done) {
+			err = mirror_relink_checkouts(&env->ctx, st, b->v[i].type, b->v[i].repo, b->v[i].commit, &nre);
+			if (err) {
+				fprintf(stderr, "hubmirror: cannot link the checkouts of %s at %.12s again: %s\n", b->v[i].repo,
+					b->v[i].commit, env->ctx.errmsg);
+				if (!first)
+					first = err;
+			} else if (nre && !env->json && !env->quiet) {
+				printf("re-linked: %zu checkout(s) of %s at %.12s\n", nre, b->v[i].repo, b->v[i].commit);
+			}
+		}
+		if (b->v[i].checkout)
+			b->v[i].repaired = !err;
 	}
 	/* conversions last: made again from their (repaired) source revision */
 	for (size_t i = 0; i < b->n && first != HM_ERR_CANCELLED; i++) {
@@ -188,6 +217,7 @@ out:
 		free(b.v[i].repo);
 		free(b.v[i].path);
 		free(b.v[i].conversion);
+		free(b.v[i].checkout);
 	}
 	free(b.v);
 	store_close(st);

@@ -74,6 +74,8 @@ struct mirror_problem {
 	const char *problem;    /* "missing" | "corrupt" */
 	const char *conversion; /* a stored conversion's options ("type=q8_0 conv=1"; path is
 				   then "gguf <options>"), NULL for a file of the revision */
+	const char *checkout;   /* a recorded checkout (its dir) whose copy of path holds
+				   other bytes than the blob ("stale"), else NULL */
 };
 /* Re-hashes the blobs of the given stored repos ("type:name" or "name";
  * all when n == 0) and of their stored conversions, calling on_problem for
@@ -110,6 +112,25 @@ enum hm_err mirror_convert_file(struct hm_ctx *ctx, struct store *st, const char
 				struct conv_result *res) HM_MUST_CHECK;
 /* The options string a conversion is recorded under (its cache key). */
 void mirror_convert_options(const struct conv_options *o, char *buf, size_t len);
+
+/* Checks out a stored revision into dir (store_checkout's layouts) after
+ * making sure every blob is there (else HM_ERR_NOT_FOUND naming `verify
+ * --repair`, nothing written). A new files tree is built in a temp dir
+ * beside dir and renamed into place; an existing one (or an HF cache) is
+ * updated file by file. A hard-linked checkout is recorded in the index. */
+enum hm_err mirror_checkout(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			    const char *commit, const char *ref, const char *dir, enum store_layout layout,
+			    int copy) HM_MUST_CHECK;
+/* Reports ("stale", with p->checkout) every file of a recorded hard-linked
+ * checkout (of repo; all when type and repo are NULL) that shares neither
+ * the blob's inode nor its content. Trees removed since are skipped. */
+enum hm_err mirror_verify_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
+				    size_t *checked, size_t *nbad) HM_MUST_CHECK;
+/* Links the recorded hard-linked checkouts of a revision to its blobs again
+ * (after a repair replaced a blob); *nrelinked counts the trees. */
+enum hm_err mirror_relink_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    const char *commit, size_t *nrelinked) HM_MUST_CHECK;
 
 /* Makes a stored conversion again from its source revision (after verify
  * found its blob corrupt or missing: the bad blob is removed first), under
