@@ -189,11 +189,17 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		unrepaired += b.v[i].repaired != 1;
 	if (env->json) {
 		json_t *arr = json_array();
-		for (size_t i = 0; i < b.n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "repo_type", b.v[i].type,
-							     "repo", b.v[i].repo, "revision", b.v[i].commit, "path",
-							     b.v[i].path, "sha256", b.v[i].sha256, "problem", b.v[i].problem,
-							     "repaired", b.v[i].repaired == 1));
+		for (size_t i = 0; i < b.n; i++) {
+			json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "repo_type", b.v[i].type, "repo",
+					      b.v[i].repo, "revision", b.v[i].commit, "path", b.v[i].path, "sha256",
+					      b.v[i].sha256, "problem", b.v[i].problem, "repaired", b.v[i].repaired == 1);
+			/* what holds the bad bytes, when it is not the file's blob */
+			if (b.v[i].conversion)
+				json_object_set_new(p, "conversion", json_string(b.v[i].conversion));
+			if (b.v[i].checkout)
+				json_object_set_new(p, "checkout", json_string(b.v[i].checkout));
+			json_array_append_new(arr, p);
+		}
 		cmd_print_json(json_pack("{s:I, s:I, s:o, s:b}", "checked", (json_int_t)checked, "bad",
 					 (json_int_t)nbad, "problems", arr, "ok", !unrepaired));
 	} else if (!nbad) {
