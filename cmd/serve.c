@@ -17,6 +17,7 @@ static const struct cmd_opt opts[] = {
 	{"max-connections", 0, "N", 0, "concurrent connections (default 1024)"},
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
+	{"no-ui", 0, NULL, 0, "no web pages (by default / and /ui/ show the mirror in a browser)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -125,6 +126,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.max_connections = maxc;
 	o.timeout = ctimeout;
 	o.page_size = page;
+	o.no_ui = cmd_flag(a, "no-ui");
 	o.on_listening = on_listening;
 	env->ctx.on_event = NULL; /* no progress bar in a server */
 	err = srv_run(&env->ctx, &o);
@@ -151,7 +153,9 @@ const struct cmd cmd_serve = {
 	"answered from the index. With --upstream, what the store lacks is pulled through:\n"
 	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
 	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
-	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
-	"gracefully.",
+	"is Prometheus text. A browser at http://host:port/ shows the mirror: repos, files,\n"
+	"commands to use them, statistics and activity (--token-file protects the pages too:\n"
+	"a login form or the bearer token; --no-ui turns them off). Prints 'listening on\n"
+	"URL' once ready; SIGTERM/SIGINT stop it gracefully.",
 	opts, run,
 };

@@ -21,6 +21,7 @@ struct srv_opts {
 	int max_connections;           /* default 1024 */
 	int timeout;                   /* idle client timeout, seconds (default 60) */
 	int page_size;                 /* tree page size (default 1000) */
+	int no_ui;                     /* no web pages at / and /ui/ */
 	/* called once listening, with the bound address ("http://127.0.0.1:PORT") */
 	void (*on_listening)(void *ud, const char *url);
 	void *ud;

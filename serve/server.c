@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "serve-int.h"
+#include "ui.h"
 
 #define MAX_POST_BODY (1u << 20)
 
@@ -177,6 +178,14 @@ static int same_secret(const char *a, const char *b)
 	return d == 0;
 }
 
+int srv_token_ok(const struct srv *s, const char *tok)
+{
+	int ok = 0;
+	for (size_t i = 0; i < s->o->ntokens; i++)
+		ok |= same_secret(tok, s->o->tokens[i]);
+	return ok;
+}
+
 static int authorized(struct srv *s, struct MHD_Connection *c)
 {
 	const char *h;
@@ -188,10 +197,7 @@ static int authorized(struct srv *s, struct MHD_Connection *c)
 	h += 7;
 	while (*h == ' ')
 		h++;
-	int ok = 0;
-	for (size_t i = 0; i < s->o->ntokens; i++)
-		ok |= same_secret(h, s->o->tokens[i]);
-	return ok;
+	return srv_token_ok(s, h);
 }
 
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -235,6 +241,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (srv_ui_claims(s, url)) /* the web pages authenticate themselves */
+		return srv_ui_handle(q, c, url, method);
 	if (strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "POST"))
 		return srv_send_error(q, c, 405, NULL, "method not allowed");
 	if (!authorized(s, c))
@@ -284,7 +292,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	if (!strcmp(q->method, "HEAD"))
 		bytes = 0;
 	if (q->status) {
-		srv_metrics_record(s, q, bytes, secs);
+		if (!q->ui) { /* page views are not mirror traffic */
+			srv_metrics_record(s, q, bytes, secs);
+			srv_ui_log(s, q, bytes, secs);
+		}
 		if (s->o->access_log) {
 			char when[40];
 			srv_iso_time(q->started_at, when, sizeof(when));
@@ -378,7 +389,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if ((err = store_open(ctx, o->store_dir, &st)))
 		goto out;
 	srv_store_put(&s, st);
-	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)))
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))))
 		goto out;
 	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
 			       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -433,6 +444,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 out:
 	if (s.d)
 		MHD_stop_daemon(s.d);
+	srv_ui_free(&s);
 	srv_up_free(&s);
 	srv_metrics_free(&s);
 	srv_api_cache_clear();

@@ -41,7 +41,8 @@ enum hm_err store_list_repos(struct hm_ctx *ctx, struct store *st,
 				 "SELECT r.type, r.name,"
 				 " (SELECT count(*) FROM revisions v WHERE v.repo_id = r.id),"
 				 " (SELECT coalesce(sum(f.size), 0) FROM files f JOIN revisions v"
-				 "  ON f.revision_id = v.id WHERE v.repo_id = r.id)"
+				 "  ON f.revision_id = v.id WHERE v.repo_id = r.id),"
+				 " (SELECT coalesce(max(pulled_at), 0) FROM revisions v WHERE v.repo_id = r.id)"
 				 " FROM repos r ORDER BY r.type, r.name", &q)))
 		goto out;
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -54,6 +55,7 @@ enum hm_err store_list_repos(struct hm_ctx *ctx, struct store *st,
 			goto nomem;
 		r->nrevisions = (size_t)sqlite3_column_int64(q, 2);
 		r->bytes = (uint64_t)sqlite3_column_int64(q, 3);
+		r->last_pulled = sqlite3_column_int64(q, 4);
 		len++;
 	}
 	if (rc != SQLITE_DONE) {

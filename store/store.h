@@ -46,6 +46,7 @@ struct store_repo_info {
 	char *name;
 	size_t nrevisions;
 	uint64_t bytes;         /* sum of file sizes of all revisions (logical) */
+	int64_t last_pulled;    /* newest revision's pulled_at (pull or pull-through); 0 if none */
 };
 
 struct store_rev_info {
@@ -352,5 +353,22 @@ enum hm_err store_artifact_tmp(struct hm_ctx *ctx, struct store *st, const char 
  * the filesystem can), atomically: temp beside dst, fsync, rename. */
 enum hm_err store_artifact_export(struct hm_ctx *ctx, struct store *st, const char *sha256,
 				  const char *dst) HM_MUST_CHECK;
+
+/* ---- charts (chart.c): standalone SVG documents, for `stats --chart` and `serve`'s pages ---- */
+
+struct util_buf;
+/* Appends the chart of days (STORE_BY_DAY rows, oldest first): bytes per day
+ * as bars and each day's median throughput as a line. Returns 0, or -1 when
+ * out of memory. */
+int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle) HM_MUST_CHECK;
+/* One row of a bar chart; value2 is the second series' (when there is one). */
+struct store_chart_bar {
+	const char *label;
+	uint64_t value, value2;
+};
+/* Appends horizontal bars, one row per item (two bars a row when name2 is
+ * non-NULL), values as sizes when bytes is set, else counts. 0 or -1 (memory). */
+int store_chart_bars(struct util_buf *b, const char *title, const char *name1, const char *name2, int bytes,
+		     const struct store_chart_bar *v, size_t n) HM_MUST_CHECK;
 
 #endif
