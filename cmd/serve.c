@@ -110,6 +110,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		up.connections = conns;
 		up.retries = retries;
 		up.timeout = timeout;
+		up.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 		uptoken = cmd_token(env);
 		up.token = uptoken;
 		o.upstream = &up;

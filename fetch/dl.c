@@ -46,6 +46,7 @@ struct seg {
 	CURL *h;
 	struct curl_slist *hdrs;
 	struct fetch_resp resp;
+	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
 	char *url;                    /* URL of the current request */
 	int redirects;
@@ -506,7 +507,7 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 	} else if (!(h = curl_easy_init())) {
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	err = fetch_easy_setup(g->ctx, g->c, h, s->url, &s->hdrs);
+	err = fetch_easy_setup(g->ctx, g->c, h, s->url, &s->hdrs, &s->guard);
 	if (err) {
 		curl_easy_cleanup(h);
 		return err;
@@ -798,11 +799,12 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	}
 	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && was_cut)) {
 		if (r.status >= 300 && r.status < 400) {
-			char *nu = r.location[0] ? fetch_url_join(s->url, r.location) : NULL;
-			if (!nu || ++s->redirects > MAX_REDIRECTS) {
-				free(nu);
-				snprintf(msg, sizeof(msg), "bad or too many redirects for '%s'", x->job->name);
-				xfer_fail(g, x, HM_ERR_HTTP, msg);
+			struct hm_ctx tmp = {0};
+			char *nu = NULL;
+			enum hm_err e = r.location[0] ? fetch_follow(&tmp, s->url, r.location, &s->redirects, MAX_REDIRECTS, what, &nu)
+						      : hm_fail(&tmp, HM_ERR_HTTP, "a redirect without a Location for %s", what);
+			if (e) {
+				xfer_fail(g, x, e, tmp.errmsg);
 				return;
 			}
 			free(s->url);
@@ -850,6 +852,12 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	if (rc == CURLE_WRITE_ERROR && g->fatal)
 		return;
 	struct hm_ctx tmp = {0};
+	if (s->guard.refused) {
+		/* never retried: the hub pointed at an address it must not */
+		enum hm_err ge = fetch_guard_err(&tmp, &s->guard, what);
+		xfer_fail(g, x, ge, tmp.errmsg);
+		return;
+	}
 	enum hm_err e = fetch_curl_err(&tmp, rc, s->url, s->errbuf);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
 		/* a redirect target may be the dead one: start from the resolve URL next time */
@@ -920,8 +928,9 @@ static void schedule(struct dl *g, double now)
 				break;
 			if (x->eff_url && !x->ranges_ok && x->active > 0)
 				break;
-			if (seg_start(g, s)) {
-				xfer_fail(g, x, HM_ERR_NOMEM, g->ctx->errmsg);
+			enum hm_err se = seg_start(g, s);
+			if (se) {
+				xfer_fail(g, x, se, g->ctx->errmsg);
 				break;
 			}
 		}
@@ -957,8 +966,9 @@ static void schedule(struct dl *g, double now)
 		}
 		for (size_t k = 0; k < x->nsegs && g->active < g->c->connections; k++)
 			if (x->segs[k]->state == SEG_IDLE) {
-				if (seg_start(g, x->segs[k]))
-					xfer_fail(g, x, HM_ERR_NOMEM, g->ctx->errmsg);
+				enum hm_err se = seg_start(g, x->segs[k]);
+				if (se)
+					xfer_fail(g, x, se, g->ctx->errmsg);
 				break; /* one request first, to learn the location */
 			}
 	}

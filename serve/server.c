@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -364,12 +365,36 @@ static enum hm_err parse_listen(struct hm_ctx *ctx, const char *l, struct sockad
 	return HM_OK;
 }
 
+/* Binds the listening socket ourselves: SO_REUSEADDR (a restart is not held
+ * up by TIME_WAIT) but never SO_REUSEPORT, so a second server on a port in
+ * use fails instead of sharing it (and answering at random). */
+static enum hm_err open_listener(struct hm_ctx *ctx, const char *l, const struct sockaddr_storage *ss, int *out)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
+	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	*out = -1;
+	if (fd < 0)
+		return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", l, strerror(errno));
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 511) != 0) {
+		int e = errno;
+		close(fd);
+		if (e == EADDRINUSE)
+			return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': address already in use (is another server running there?)", l);
+		return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", l, strerror(e));
+	}
+	*out = fd;
+	return HM_OK;
+}
+
 enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 {
 	struct srv s;
 	struct sockaddr_storage ss;
 	enum hm_err err;
 	struct store *st = NULL;
+	int lfd = -1;
+	const char *listen_at = o->listen ? o->listen : "127.0.0.1:8080";
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 			 MHD_USE_ITC;
 
@@ -381,7 +406,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.o = o;
 	pthread_mutex_init(&s.pool_mu, NULL);
 	pthread_mutex_init(&s.log_mu, NULL);
-	if ((err = parse_listen(ctx, o->listen ? o->listen : "127.0.0.1:8080", &ss)))
+	if ((err = parse_listen(ctx, listen_at, &ss)))
 		goto out;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -389,22 +414,21 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if ((err = store_open(ctx, o->store_dir, &st)))
 		goto out;
 	srv_store_put(&s, st);
-	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))))
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
+	    (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
 	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
-			       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+			       MHD_OPTION_LISTEN_SOCKET, lfd,
 			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
 			       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o->timeout > 0 ? o->timeout : 60),
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 << 10),
 			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 << 10),
-			       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
 			       MHD_OPTION_NOTIFY_COMPLETED, completed, &s,
 			       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
 			       MHD_OPTION_END);
 	if (!s.d) {
-		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", o->listen ? o->listen : "127.0.0.1:8080",
-			      strerror(errno));
+		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", listen_at, strerror(errno));
 		goto out;
 	}
 	{
@@ -425,7 +449,10 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	}
 	/* graceful: stop accepting, let answers in progress finish (bounded by
 	 * the client timeout), then close what is left (idle keep-alives) */
-	MHD_quiesce_daemon(s.d);
+	if (MHD_quiesce_daemon(s.d) == lfd && lfd >= 0) {
+		close(lfd); /* ours: MHD no longer uses it */
+		lfd = -1;
+	}
 	{
 		double deadline = util_now() + (o->timeout > 0 ? o->timeout : 60);
 		for (;;) {
@@ -444,6 +471,8 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 out:
 	if (s.d)
 		MHD_stop_daemon(s.d);
+	else if (lfd >= 0 && err)
+		close(lfd);
 	srv_ui_free(&s);
 	srv_up_free(&s);
 	srv_metrics_free(&s);
