@@ -28,11 +28,27 @@ struct srv_ui {
 	pthread_mutex_t mu;
 	struct ui_logent ring[UI_RING];
 	size_t head, count;      /* next slot, slots filled */
-	/* the store's usage, walked at most every few seconds */
-	double du_at;
-	int du_ok;
+	/* The home page's data, under cache_mu (a home page is rendered under
+	 * it): the repo list, reread when the index version changes; the files
+	 * served per repo, reread after UI_SERVED_TTL; the store's usage, after
+	 * UI_DU_TTL or a version change. A store of 10,000 repos takes a few
+	 * hundred milliseconds to read, and renders from here in a few. */
+	pthread_mutex_t cache_mu;
+	pthread_t warm;          /* reads the cache once at start, so the first visitor need not */
+	int warm_started;
+	int have_repos, have_served, have_du;
+	uint64_t version;
+	struct store_repo_info *repos;
+	size_t nrepos;
+	double served_at, du_at;
+	struct store_report served;
+	const struct store_served_row **sv;  /* served rows with a key, sorted by key */
+	size_t nsv;
 	uint64_t du_disk, du_logical, du_unique, du_saved, du_blobs;
 };
+
+#define UI_SERVED_TTL 2.0
+#define UI_DU_TTL 30.0
 
 /* A page being written. Writes never fail one by one: the first out of
  * memory sets err and ui_send answers 500. */
@@ -87,8 +103,10 @@ long ui_arg_long(struct MHD_Connection *c, const char *name, long def, long max)
 /* The Host header when it is a plain host[:port], else NULL. */
 const char *ui_host(struct MHD_Connection *c);
 
-/* The store's usage (cached a few seconds); 0 when it could not be read. */
-int ui_du(struct srv *s, uint64_t *disk, uint64_t *logical, uint64_t *unique, uint64_t *saved, uint64_t *blobs);
+/* Reads the home page's data into the cache (the warm-up thread). */
+void ui_warm(struct srv *s);
+/* Releases the home page's cached data (at shutdown). */
+void ui_cache_release(struct srv_ui *u);
 
 /* Pages. */
 enum MHD_Result ui_home(struct ui_page *p);

@@ -16,12 +16,17 @@
 
 #define COOKIE "hm_ui"
 #define MAX_TOKEN 1024
-#define DU_TTL 5.0
 
 static const char csp[] = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self';"
 			  " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /* ---- state ---- */
+
+static void *warm_main(void *arg)
+{
+	ui_warm(arg);
+	return NULL;
+}
 
 enum hm_err srv_ui_init(struct srv *s)
 {
@@ -29,7 +34,9 @@ enum hm_err srv_ui_init(struct srv *s)
 	if (!u)
 		return hm_fail(s->ctx, HM_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&u->mu, NULL);
+	pthread_mutex_init(&u->cache_mu, NULL);
 	s->ui = u;
+	u->warm_started = !pthread_create(&u->warm, NULL, warm_main, s);
 	return HM_OK;
 }
 
@@ -37,7 +44,11 @@ void srv_ui_free(struct srv *s)
 {
 	if (!s->ui)
 		return;
+	if (s->ui->warm_started)
+		pthread_join(s->ui->warm, NULL);
+	ui_cache_release(s->ui);
 	pthread_mutex_destroy(&s->ui->mu);
+	pthread_mutex_destroy(&s->ui->cache_mu);
 	free(s->ui);
 	s->ui = NULL;
 }
@@ -63,38 +74,6 @@ void srv_ui_log(struct srv *s, const struct srv_req *q, uint64_t bytes, double s
 	e->seconds = seconds;
 	snprintf(e->cache, sizeof(e->cache), "%s", q->cache ? q->cache : "");
 	pthread_mutex_unlock(&u->mu);
-}
-
-int ui_du(struct srv *s, uint64_t *disk, uint64_t *logical, uint64_t *unique, uint64_t *saved, uint64_t *blobs)
-{
-	struct srv_ui *u = s->ui;
-	int ok;
-	pthread_mutex_lock(&u->mu);
-	if (!u->du_ok || util_now() - u->du_at > DU_TTL) {
-		struct hm_ctx quiet = {0};
-		struct store *st = srv_store_take(s);
-		struct store_du d;
-		memset(&d, 0, sizeof(d));
-		u->du_ok = st && !store_du(&quiet, st, 1, &d);
-		if (u->du_ok) {
-			u->du_disk = d.disk;
-			u->du_logical = d.logical;
-			u->du_unique = d.unique;
-			u->du_saved = d.saved;
-			u->du_blobs = d.nblobs;
-		}
-		store_du_release(&d);
-		srv_store_put(s, st);
-		u->du_at = util_now();
-	}
-	ok = u->du_ok;
-	*disk = u->du_disk;
-	*logical = u->du_logical;
-	*unique = u->du_unique;
-	*saved = u->du_saved;
-	*blobs = u->du_blobs;
-	pthread_mutex_unlock(&u->mu);
-	return ok;
 }
 
 /* ---- writing HTML ---- */

@@ -99,10 +99,11 @@ static void card_size(struct ui_page *p, const char *label, uint64_t n, const ch
 static void home_status(struct ui_page *p, size_t nrepos)
 {
 	struct srv *s = p->q->s;
+	struct srv_ui *u = s->ui;
 	const struct srv_opts *o = s->o;
-	uint64_t disk = 0, logical = 0, unique = 0, saved = 0, blobs = 0;
+	uint64_t disk = u->du_disk, logical = u->du_logical, saved = u->du_saved;
 	struct statvfs vf;
-	int du = ui_du(s, &disk, &logical, &unique, &saved, &blobs);
+	int du = u->have_du;
 
 	ui_raw(p, "<div class=\"cards\">");
 	ui_fmt(p, "<div class=\"card\" id=\"nrepos\" data-v=\"%zu\"><b>%zu</b><span>repositories%s</span></div>", nrepos,
@@ -145,17 +146,98 @@ static void home_status(struct ui_page *p, size_t nrepos)
 		  "<span id=\"objstore\">object storage: not configured (blobs on the local disk)</span></div>");
 }
 
+void ui_cache_release(struct srv_ui *u)
+{
+	store_repo_info_free(u->repos, u->nrepos);
+	u->repos = NULL;
+	u->nrepos = 0;
+	store_report_release(&u->served);
+	free(u->sv);
+	u->sv = NULL;
+	u->nsv = 0;
+	u->have_repos = u->have_served = u->have_du = 0;
+}
+
+/* Brings the cached home data up to date (under cache_mu). */
+static enum hm_err refresh(struct srv *s, struct hm_ctx *ctx)
+{
+	struct srv_ui *u = s->ui;
+	struct store *st = srv_store_take(s);
+	uint64_t version;
+	double now = util_now();
+	enum hm_err err;
+
+	if (!st)
+		return hm_fail(ctx, HM_ERR_DB, "cannot open the store");
+	if ((err = store_repos_version(ctx, st, &version)))
+		goto out;
+	if (!u->have_repos || version != u->version) {
+		store_repo_info_free(u->repos, u->nrepos);
+		u->repos = NULL;
+		u->nrepos = 0;
+		u->have_repos = 0;
+		if ((err = store_list_repos(ctx, st, &u->repos, &u->nrepos)))
+			goto out;
+		u->have_repos = 1;
+		u->version = version;
+	}
+	if (!u->have_served || now - u->served_at > UI_SERVED_TTL) {
+		struct store_stats_query sq = {NULL, INT64_MIN, INT64_MAX, 0, 0, 0, 1, STORE_SCAN_AUTO};
+		store_report_release(&u->served);
+		free(u->sv);
+		u->sv = NULL;
+		u->nsv = 0;
+		u->have_served = 0;
+		if ((err = store_report(ctx, st, &sq, &u->served)))
+			goto out;
+		if (!(u->sv = calloc(u->served.nserved + 1, sizeof(*u->sv)))) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < u->served.nserved; i++)
+			if (u->served.served[i].key)
+				u->sv[u->nsv++] = &u->served.served[i];
+		qsort(u->sv, u->nsv, sizeof(*u->sv), cmp_served_key);
+		u->have_served = 1;
+		u->served_at = now;
+	}
+	/* usage by time only: a walk of blobs/ is the slow part */
+	if (!u->have_du || now - u->du_at > UI_DU_TTL) {
+		struct store_du d;
+		struct hm_ctx quiet = {0};
+		memset(&d, 0, sizeof(d));
+		/* usage is shown when it can be read; the page works without */
+		u->have_du = !store_du(&quiet, st, 1, &d);
+		u->du_disk = d.disk;
+		u->du_logical = d.logical;
+		u->du_unique = d.unique;
+		u->du_saved = d.saved;
+		u->du_blobs = d.nblobs;
+		u->du_at = now;
+		store_du_release(&d);
+	}
+out:
+	srv_store_put(s, st);
+	return err;
+}
+
+void ui_warm(struct srv *s)
+{
+	struct hm_ctx quiet = {0};
+	pthread_mutex_lock(&s->ui->cache_mu);
+	if (refresh(s, &quiet)) {
+		/* the first page view tries again and shows the error */
+	}
+	pthread_mutex_unlock(&s->ui->cache_mu);
+}
+
 enum MHD_Result ui_home(struct ui_page *p)
 {
 	struct srv *s = p->q->s;
+	struct srv_ui *u = s->ui;
 	struct hm_ctx ctx = {0};
-	struct store *st = srv_store_take(s);
-	struct store_repo_info *ri = NULL;
-	struct store_report rep;
-	struct store_stats_query sq = {NULL, INT64_MIN, INT64_MAX, 0, 0, 0, 1, STORE_SCAN_AUTO};
-	const struct store_served_row **sv = NULL;
 	struct home_row *rows = NULL;
-	size_t n = 0, nrows = 0, nsv = 0;
+	size_t nrows = 0;
 	char qbuf[256], tbuf[16], sbuf[16], h[40];
 	const char *qs = ui_arg(p->c, "q", qbuf, sizeof(qbuf)), *type = ui_arg(p->c, "type", tbuf, sizeof(tbuf)),
 		   *sort = ui_arg(p->c, "sort", sbuf, sizeof(sbuf));
@@ -164,7 +246,6 @@ enum MHD_Result ui_home(struct ui_page *p)
 	enum hm_err err;
 	enum MHD_Result ret;
 
-	memset(&rep, 0, sizeof(rep));
 	if (!qs)
 		qs = "";
 	if (!type || (strcmp(type, "model") && strcmp(type, "dataset")))
@@ -172,29 +253,18 @@ enum MHD_Result ui_home(struct ui_page *p)
 	for (size_t i = 0; sort && i < sizeof(sorts) / sizeof(sorts[0]); i++)
 		if (!strcmp(sort, sorts[i].name))
 			si = i;
-	if (!st) {
-		ret = ui_message(p, 500, "Store unavailable", "cannot open the store");
-		goto out;
-	}
-	err = store_list_repos(&ctx, st, &ri, &n);
-	if (!err)
-		err = store_report(&ctx, st, &sq, &rep);
-	srv_store_put(s, st);
-	if (err) {
+	pthread_mutex_lock(&u->cache_mu);
+	if ((err = refresh(s, &ctx))) {
 		ret = ui_message(p, 500, "Store unavailable", ctx.errmsg[0] ? ctx.errmsg : hm_strerror(err));
 		goto out;
 	}
-	/* downloads served per repo: one report, looked up by "type:name" */
-	sv = calloc(rep.nserved + 1, sizeof(*sv));
-	rows = calloc(n + 1, sizeof(*rows));
-	if (!sv || !rows) {
+	const struct store_repo_info *ri = u->repos;
+	const struct store_served_row **sv = u->sv;
+	size_t n = u->nrepos, nsv = u->nsv;
+	if (!(rows = calloc(n + 1, sizeof(*rows)))) {
 		ret = srv_send_error(p->q, p->c, 500, NULL, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < rep.nserved; i++)
-		if (rep.served[i].key)
-			sv[nsv++] = &rep.served[i];
-	qsort(sv, nsv, sizeof(*sv), cmp_served_key);
 	size_t nvisible = 0;
 	for (size_t i = 0; i < n; i++) {
 		char key[256];
@@ -284,10 +354,8 @@ enum MHD_Result ui_home(struct ui_page *p)
 	ui_end(p);
 	ret = ui_send(p, 200);
 out:
-	free(sv);
+	pthread_mutex_unlock(&u->cache_mu);
 	free(rows);
-	store_report_release(&rep);
-	store_repo_info_free(ri, n);
 	return ret;
 }
 

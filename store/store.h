@@ -135,6 +135,9 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 			     const char *repo, const char *commit,
 			     struct store_file **out, size_t *n) HM_MUST_CHECK;
 void store_repo_info_free(struct store_repo_info *v, size_t n);
+/* A number that changes when repos or revisions are added, removed or
+ * pulled again (what store_list_repos returns may then differ): for caches. */
+enum hm_err store_repos_version(struct hm_ctx *ctx, struct store *st, uint64_t *v) HM_MUST_CHECK;
 /* One file of a stored revision (out->path owned by the caller, free it);
  * HM_ERR_NOT_FOUND when the repo, revision or path isn't stored. */
 enum hm_err store_find_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,

@@ -143,6 +143,7 @@ def test_ui_pages_in_chromium(t):
     check(srv.get(HOSTILE_URL).status == 404, "hostile path answered 404")
     stats = wait_served(t, 4)
     ls = t.ok("ls", "--json").json()["repos"]
+    time.sleep(2.2)  # the home page rereads files served per repo after 2 s (UI_SERVED_TTL)
 
     b = Browser(t)
     shots = os.path.join(t.tmp, "shots")
