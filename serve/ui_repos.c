@@ -757,6 +757,32 @@ static void downloads_section(struct ui_page *p, const char *key, const struct s
 	ui_raw(p, "\">All statistics of this repository</a></p>");
 }
 
+/* The cards under the title: the revision shown, its files and size, downloads. */
+static void summary(struct ui_page *p, const char *commit, const struct store_rev_info *rv, size_t nrv,
+		    const struct store_report *r)
+{
+	char h[32], w[40];
+	uint64_t served = 0;
+	for (size_t i = 0; i < r->nserved; i++)
+		if (r->served[i].key)
+			served = r->served[i].files;
+	ui_raw(p, "<div class=\"cards\">");
+	for (size_t i = 0; i < nrv; i++) {
+		if (strcmp(rv[i].commit, commit))
+			continue;
+		ui_raw(p, "<div class=\"card\"><b class=\"mono\">");
+		ui_textn(p, commit, 12);
+		ui_raw(p, "</b><span>");
+		ui_text(p, rv[i].refs && *rv[i].refs ? rv[i].refs : "revision");
+		ui_fmt(p, "</span></div><div class=\"card\"><b>%zu</b><span>files</span></div>"
+			  "<div class=\"card\"><b>%s</b><span>size</span></div>"
+			  "<div class=\"card\"><b>%s</b><span>pulled</span></div>",
+		       rv[i].nfiles, util_human_size(rv[i].bytes, h, sizeof(h)), ui_time(rv[i].pulled_at, w, sizeof(w)));
+	}
+	ui_fmt(p, "<div class=\"card\"><b>%zu</b><span>revisions stored</span></div>"
+		  "<div class=\"card\"><b>%" PRIu64 "</b><span>files served</span></div></div>", nrv, served);
+}
+
 enum MHD_Result ui_repo(struct ui_page *p, const char *rest)
 {
 	struct srv *s = p->q->s;
@@ -819,6 +845,7 @@ enum MHD_Result ui_repo(struct ui_page *p, const char *rest)
 	ui_fmt(p, "<h1><span class=\"badge\">%s</span> ", !strcmp(type, "dataset") ? "dataset" : "model");
 	ui_text(p, name);
 	ui_raw(p, "</h1>");
+	summary(p, commit, rv, nrv, &rep);
 	commands(p, type, name, rev);
 	revisions_section(p, type, name, commit, rv, nrv);
 	files_section(p, type, name, commit, rev ? rev : commit, dir, f, nf);

@@ -9,6 +9,7 @@ Hub API is taken."""
 
 import json
 import os
+import re
 import sqlite3
 import time
 
@@ -351,3 +352,41 @@ def test_ui_sign_in_allow_and_no_ui(t):
         r = srv.get(p)
         check(r.status == 404 and "json" in (r.h("Content-Type") or ""), "--no-ui %s: %r" % (p, r))
     check(srv.get("/api/models/" + MODEL).status == 200, "--no-ui: the API still answers")
+
+
+@serving(timeout=60)
+def test_ui_activity_shows_pull_through_in_flight(t):
+    """A pull-through stalled half way shows on the activity page with its
+    progress; once done, it is gone and the request is in the list."""
+    size = 2 * 1000 * 1000
+    big = "demo-org/big"
+    emu = t.emu([{"type": "model", "id": big,
+                  "commits": [{"files": {"slow.bin": {"random": size, "seed": 4}}, "refs": ["main"]}]}])
+    emu.faults([{"match": "slow.bin", "kind": "stall", "after": size // 2, "seconds": 4, "times": -1}])
+    srv = Server(t, "--upstream", emu.url)
+    c = srv.conn(30)
+    c.request("GET", "/%s/resolve/main/slow.bin" % big)
+    r = c.getresponse()
+    check(r.status == 200, "status %d" % r.status)
+    first = r.read1(65536)
+    check(first, "first bytes")
+    page = srv.get("/ui/activity?refresh=0")
+    check(page.status == 200, "activity: %r" % page)
+    m = re.search(rb'<table id="pulls">.*?</table>', page.body, re.S)
+    check(m and big.encode() in m.group(0) and b"slow.bin" in m.group(0), "pull-through row: %r" % page.body[-3000:])
+    prog = re.search(rb'<progress max="(\d+)" value="(\d+)">', m.group(0))
+    check(prog and int(prog.group(1)) == size and 0 < int(prog.group(2)) <= size,
+          "progress of the pull-through: %r" % m.group(0))
+    check(b'id="npull" data-v="1"' in page.body, "one pull-through in flight")
+    rest = r.read()
+    c.close()
+    check(len(first) + len(rest) == size, "the whole file")
+    deadline = time.time() + 20
+    while True:
+        page = srv.get("/ui/activity?refresh=0")
+        if b'id="npull" data-v="0"' in page.body or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(b'id="npull" data-v="0"' in page.body, "the pull-through is gone once done")
+    check(("GET /%s/resolve/main/slow.bin" % big).encode() in page.body, "the request is listed")
+    check(b"miss" in page.body, "as a cache miss")
