@@ -115,23 +115,66 @@ char *cmd_token(const struct cmd_env *env)
 	return token;
 }
 
+/* A number of seconds from the environment (HF_HUB_*_TIMEOUT): 0 if unset. */
+static int env_seconds(const char *name, double *out)
+{
+	const char *v = getenv(name);
+	char *end;
+	double d;
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	d = strtod(v, &end);
+	if (end == v || *end || !(d > 0) || d > 86400) {
+		fprintf(stderr, "hubmirror: %s must be a number of seconds, not '%s'\n", name, v);
+		return -1;
+	}
+	*out = d;
+	return 0;
+}
+
+int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
+{
+	int conns, retries, timeout, meta;
+	double env_dl, env_meta;
+	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
+	    env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", &env_dl) || env_seconds("HF_HUB_ETAG_TIMEOUT", &env_meta))
+		return -1;
+	o->connections = conns;
+	o->retries = retries;
+	o->timeout = timeout;
+	o->timeout_from = "--timeout, default 30 s";
+	if (cmd_opt(a, "timeout"))
+		o->timeout_from = "--timeout";
+	else if (env_dl > 0) {
+		o->timeout = env_dl;
+		o->timeout_from = "HF_HUB_DOWNLOAD_TIMEOUT";
+	}
+	o->meta_timeout = meta;
+	o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT or --metadata-timeout, default 10 s";
+	if (cmd_opt(a, "metadata-timeout"))
+		o->meta_timeout_from = "--metadata-timeout";
+	else if (env_meta > 0) {
+		o->meta_timeout = env_meta;
+		o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT";
+	}
+	o->allow_private_redirects = cmd_flag(a, "allow-private-redirects");
+	return 0;
+}
+
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
 {
 	struct fetch_client_opts o = {0};
 	char *token;
-	int conns, retries, timeout;
 	enum hm_err err;
 
-	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+	if (cmd_net_opts(a, &o))
 		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
 	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
+	o.endpoint_from = env->endpoint ? "--endpoint" : getenv("HF_ENDPOINT") ? "HF_ENDPOINT" : "the default";
 	token = cmd_token(env);
 	o.token = token;
-	o.connections = conns;
-	o.retries = retries;
-	o.timeout = timeout;
-	o.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 	err = fetch_client_new(&env->ctx, &o, fc);
 	if (token) {
 		memset(token, 0, strlen(token));
@@ -220,15 +263,17 @@ void cmd_progress_event(void *ud, const struct hm_event *ev)
 {
 	struct cmd_env *env = ud;
 	char a[32], b[32], r[32], line[200];
-	(void)env;
 	if (ev->kind == HM_EV_RETRY) {
 		if (bar_drawn)
 			fputc('\n', stderr);
-		fprintf(stderr, "hubmirror: retrying '%s': %s\n", ev->name ? ev->name : "", ev->msg ? ev->msg : "");
+		if (ev->name)
+			fprintf(stderr, "hubmirror: retrying '%s': %s\n", ev->name, ev->msg ? ev->msg : "");
+		else
+			fprintf(stderr, "hubmirror: %s\n", ev->msg ? ev->msg : "retrying");
 		bar_drawn = 0;
 		return;
 	}
-	if (ev->kind != HM_EV_PROGRESS || !ev->total)
+	if (ev->kind != HM_EV_PROGRESS || !ev->total || !env || !env->progress)
 		return;
 	int width = 30, fill = (int)((double)width * (double)ev->done / (double)ev->total);
 	if (fill > width)

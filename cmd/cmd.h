@@ -69,6 +69,12 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 char *cmd_token(const struct cmd_env *env);
 /* Parses a positive int option; returns -1 and prints on error. */
 int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
+/* Fills the network options of CMD_NET_OPTS (and their sources, for
+ * messages): --connections, --retries, --timeout / HF_HUB_DOWNLOAD_TIMEOUT,
+ * --metadata-timeout / HF_HUB_ETAG_TIMEOUT, --allow-private-redirects.
+ * Returns 0, or -1 after printing what is wrong. */
+struct fetch_client_opts;
+int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o);
 
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
@@ -100,7 +106,8 @@ extern const struct cmd cmd_du;
 #define CMD_NET_OPTS                                                                                       \
 	{"connections", 'c', "N", 0, "parallel connections in total (default 8)"},                          \
 	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
-	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"},        \
+	{"timeout", 0, "SECS", 0, "replace a download connection that sends nothing for SECS (default 30; HF_HUB_DOWNLOAD_TIMEOUT)"}, \
+	{"metadata-timeout", 0, "SECS", 0, "retry an API call that connects or answers nothing for SECS (default 10; HF_HUB_ETAG_TIMEOUT)"}, \
 	{"allow-private-redirects", 0, NULL, 0, "follow redirects to loopback/private addresses the endpoint is not in"}
 
 #endif

@@ -266,7 +266,8 @@ int main(int argc, char **argv)
 	env.quiet = g->nval[4] > 0;
 	env.progress = !env.quiet && isatty(2);
 	env.ctx.cancel = &cancel_flag;
-	if (env.progress) {
+	if (!env.quiet) {
+		/* retry status lines always; the bar only on a terminal */
 		env.ctx.on_event = cmd_progress_event;
 		env.ctx.event_ud = &env;
 	}

@@ -2,6 +2,7 @@
  * origins, redirects, the token rule, headers and error mapping. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -302,6 +303,11 @@ enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts 
 	c->retries = opts->retries >= 0 ? opts->retries : 5;
 	c->timeout = opts->timeout > 0 ? opts->timeout : 30;
 	c->connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : 10;
+	c->meta_timeout = opts->meta_timeout > 0 ? opts->meta_timeout : 10;
+	snprintf(c->endpoint_from, sizeof(c->endpoint_from), "%s", opts->endpoint_from ? opts->endpoint_from : "--endpoint");
+	snprintf(c->timeout_from, sizeof(c->timeout_from), "%s", opts->timeout_from ? opts->timeout_from : "--timeout");
+	snprintf(c->meta_timeout_from, sizeof(c->meta_timeout_from), "%s",
+		 opts->meta_timeout_from ? opts->meta_timeout_from : "HF_HUB_ETAG_TIMEOUT");
 	c->allow_private = opts->allow_private_redirects;
 	if (!c->user_agent || (opts->token && *opts->token && !c->token)) {
 		fetch_client_free(c);
@@ -497,23 +503,57 @@ enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h
 	return HM_OK;
 }
 
-enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf)
+enum hm_err fetch_curl_err(struct hm_ctx *ctx, const struct fetch_client *c, CURLcode rc, long os_errno,
+			   const char *url, int api)
 {
 	char *origin = fetch_origin_of(url);
-	const char *where = origin ? origin : "server";
-	const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+	const char *where = origin ? origin : "the server";
+	int ep = origin && !strcmp(origin, c->origin);
+	const char *who = ep ? "the hub at" : "the download server at";
+	char from[160] = "";
 	enum hm_err e;
+	if (ep)
+		snprintf(from, sizeof(from), " (the endpoint comes from %s)", c->endpoint_from);
 	switch (rc) {
-	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
+		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot find %s '%s': the host name does not resolve%s", who, where, from);
+		break;
 	case CURLE_COULDNT_RESOLVE_PROXY:
-		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to '%s': %s (server unreachable)", where, why);
+		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot find the proxy's host (check http_proxy, https_proxy, ALL_PROXY)");
+		break;
+	case CURLE_COULDNT_CONNECT:
+		if (os_errno == ECONNREFUSED)
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': connection refused, nothing listens there%s",
+				    who, where, from);
+		else if (os_errno == ETIMEDOUT || !os_errno)
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': no answer within %g s (%s)%s", who, where,
+				    api ? c->meta_timeout : c->connect_timeout,
+				    api ? c->meta_timeout_from : "the connect timeout", from);
+		else
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': %s%s", who, where, strerror((int)os_errno), from);
 		break;
 	case CURLE_OPERATION_TIMEDOUT:
-		e = hm_fail(ctx, HM_ERR_NET, "'%s' stopped sending data: %s", where, why);
+		if (api)
+			e = hm_fail(ctx, HM_ERR_NET, "%s '%s' sent no answer within %g s (%s)%s", who, where, c->meta_timeout,
+				    c->meta_timeout_from, from);
+		else
+			e = hm_fail(ctx, HM_ERR_NET, "%s '%s' stopped sending data for %g s (%s)", who, where, c->timeout,
+				    c->timeout_from);
+		break;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		e = hm_fail(ctx, HM_ERR_NET, "cannot make a TLS connection to '%s': the certificate or TLS setup was refused (%s)",
+			    where, curl_easy_strerror(rc));
+		break;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		e = hm_fail(ctx, HM_ERR_NET, "%s '%s' closed the connection early", who, where);
 		break;
 	default:
-		e = hm_fail(ctx, HM_ERR_NET, "transfer from '%s' failed: %s", where, why);
+		e = hm_fail(ctx, HM_ERR_NET, "transfer from '%s' failed: %s", where, curl_easy_strerror(rc));
 	}
 	free(origin);
 	return e;

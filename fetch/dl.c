@@ -48,6 +48,7 @@ struct seg {
 	struct fetch_resp resp;
 	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
+	long os_errno;                /* CURLINFO_OS_ERRNO of the last transfer */
 	char *url;                    /* URL of the current request */
 	int redirects;
 	int checked;                  /* status of this response looked at */
@@ -349,6 +350,8 @@ static int seg_flush(struct dl *g, struct seg *s)
 				g->fatal = errno == ENOSPC || errno == EDQUOT ? HM_ERR_NOSPC : HM_ERR_IO;
 				snprintf(g->fatal_msg, sizeof(g->fatal_msg), "cannot write '%s': %s",
 					 x->job->part_path, strerror(errno));
+				/* this job's own error; the others stop without naming its file */
+				set_job_err(x, g->fatal, g->fatal_msg);
 			}
 			s->wlen = 0;
 			return -1;
@@ -858,7 +861,7 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 		xfer_fail(g, x, ge, tmp.errmsg);
 		return;
 	}
-	enum hm_err e = fetch_curl_err(&tmp, rc, s->url, s->errbuf);
+	enum hm_err e = fetch_curl_err(&tmp, g->c, rc, s->os_errno, s->url, 0);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
 		/* a redirect target may be the dead one: start from the resolve URL next time */
 		free(s->url);
@@ -1086,8 +1089,11 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 				continue;
 			struct seg *s = NULL;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-			if (s)
+			if (s) {
+				s->os_errno = 0;
+				curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &s->os_errno);
 				seg_done(&g, s, m->data.result);
+			}
 		}
 		post_process(&g, util_now());
 		if (now - last_ev >= 0.2) {
@@ -1114,7 +1120,10 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		struct xfer *x = &g.xs[i];
 		if (x->state == X_RUNNING) {
 			char why[512];
-			msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
+			if (g.fatal && !x->job->err)
+				snprintf(why, sizeof(why), "stopped before the end: %s", hm_strerror(g.fatal));
+			else
+				msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
 			xfer_fail(&g, x, err ? err : HM_ERR_CANCELLED, why);
 		} else if (x->state == X_PENDING) {
 			set_job_err(x, err ? err : HM_ERR_CANCELLED, "not started");

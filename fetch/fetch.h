@@ -14,8 +14,11 @@ struct fetch_client_opts {
 	const char *token;      /* may be NULL; sent only to the endpoint's own origin */
 	int connections;        /* total parallel connections (default 8) */
 	int retries;            /* failures in a row tolerated per transfer (default 5) */
-	double timeout;         /* seconds without progress before a connection is replaced (default 30) */
+	double timeout;         /* seconds without progress before a download connection is replaced (default 30) */
 	double connect_timeout; /* seconds (default 10) */
+	double meta_timeout;    /* API calls: seconds to connect, and without data, before a retry (default 10) */
+	/* where the values came from, for messages ("--endpoint", "HF_HUB_ETAG_TIMEOUT" ...); may be NULL */
+	const char *endpoint_from, *timeout_from, *meta_timeout_from;
 	int allow_private_redirects; /* follow redirects to loopback/private addresses
 				      * even when the endpoint is not in those ranges */
 };

@@ -37,6 +37,15 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
+/* A status line while the API is retried: "... retrying in 4 s, 2/5". */
+static void retry_line(struct hm_ctx *ctx, const char *what, const char *why, double wait, int n, int max)
+{
+	char m[1500];
+	snprintf(m, sizeof(m), "%.300s: %.1000s; retrying in %.*f s, %d/%d", what, why, wait < 1 ? 1 : 0, wait, n, max);
+	struct hm_event ev = {.kind = HM_EV_RETRY, .name = NULL, .msg = m};
+	hm_emit(ctx, &ev);
+}
+
 /* GETs url (following redirects under the token rule, retrying transient
  * failures) and parses the JSON body. what names the subject in errors. */
 static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, const char *url_in,
@@ -78,7 +87,10 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetch_header_cb);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout) * 1000 * 4));
+		/* metadata: a short limit to connect and to wait for data (HF_HUB_ETAG_TIMEOUT) */
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->meta_timeout * 1000));
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->meta_timeout < 1 ? 1 : c->meta_timeout));
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout + c->meta_timeout) * 1000 * 4));
 		rc = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
 		if (bd.too_big) {
@@ -90,11 +102,18 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 			goto out;
 		}
 		if (rc != CURLE_OK) {
+			long os_errno = 0;
+			struct hm_ctx why = {0};
+			curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+			err = fetch_curl_err(&why, c, rc, os_errno, url, 1);
 			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
-				sleep_s(fetch_backoff(failures, NULL));
+				double wait = fetch_backoff(failures, NULL);
+				retry_line(ctx, what, why.errmsg, wait, failures, c->retries);
+				sleep_s(wait);
+				err = HM_OK;
 				continue;
 			}
-			err = fetch_curl_err(ctx, rc, url, errbuf);
+			err = hm_fail(ctx, err, "%s", why.errmsg);
 			goto out;
 		}
 		if (r.status >= 300 && r.status < 400 && r.location[0]) {
@@ -107,8 +126,9 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		}
 		if (fetch_status_retryable(r.status) && ++failures <= c->retries) {
 			double wait = fetch_backoff(failures, &r);
-			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = "api"};
-			hm_emit(ctx, &ev);
+			char m[64];
+			snprintf(m, sizeof(m), "the hub answered HTTP %ld", r.status);
+			retry_line(ctx, what, m, wait, failures, c->retries);
 			sleep_s(wait);
 			continue;
 		}

@@ -153,8 +153,10 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	uint64_t from = 0, len;
 	int ranged, fd;
 
-	if (!st)
-		return srv_send_error(q, c, 500, NULL, "cannot open the store");
+	if (!st) {
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the store is busy or cannot be opened: try again");
+	}
 	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 	if (!err)
 		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
@@ -227,8 +229,9 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 		len = sf.size;
 	fd = open(blob, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
+		int e = errno;
 		free(sf.path);
-		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+		return srv_open_error(q, c, e);
 	}
 	/* MHD sends it with sendfile and closes fd when done */
 	struct MHD_Response *resp = len ? MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)from)
@@ -244,6 +247,18 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
 	free(sf.path);
 	return ret;
+}
+
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e)
+{
+	if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+		/* out of descriptors: a moment later the request may well work */
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the server is out of file descriptors (%s): try again", strerror(e));
+	}
+	if (e == ENOENT)
+		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+	return srv_send_error(q, c, 500, NULL, "cannot open the stored blob: %s", strerror(e));
 }
 
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,

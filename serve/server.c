@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,14 +23,33 @@
 struct store *srv_store_take(struct srv *s)
 {
 	struct store *st = NULL;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool)
+	while (!s->npool && s->nopen >= SRV_STORE_POOL)
+		if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT)
+			break;
+	if (s->npool) {
 		st = s->pool[--s->npool];
+		pthread_mutex_unlock(&s->pool_mu);
+		return st;
+	}
+	if (s->nopen >= SRV_STORE_POOL) {
+		pthread_mutex_unlock(&s->pool_mu);
+		return NULL;
+	}
+	s->nopen++;
 	pthread_mutex_unlock(&s->pool_mu);
-	if (!st) {
-		struct hm_ctx quiet = {0};
-		if (store_open(&quiet, s->o->store_dir, &st))
-			st = NULL;
+	struct hm_ctx quiet = {0};
+	if (store_open(&quiet, s->o->store_dir, &st)) {
+		int e = errno;
+		st = NULL;
+		pthread_mutex_lock(&s->pool_mu);
+		s->nopen--;
+		pthread_cond_signal(&s->pool_cv);
+		pthread_mutex_unlock(&s->pool_mu);
+		errno = e;
 	}
 	return st;
 }
@@ -39,16 +59,12 @@ void srv_store_put(struct srv *s, struct store *st)
 	if (!st)
 		return;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool >= SRV_STORE_POOL) {
-		/* a burst of requests opened more: don't keep their file handles */
-		pthread_mutex_unlock(&s->pool_mu);
-		store_close(st);
-		return;
-	}
 	if (s->npool == s->cappool) {
 		size_t nc = s->cappool ? s->cappool * 2 : 16;
 		struct store **np = realloc(s->pool, nc * sizeof(*np));
 		if (!np) {
+			s->nopen--;
+			pthread_cond_signal(&s->pool_cv);
 			pthread_mutex_unlock(&s->pool_mu);
 			store_close(st);
 			return;
@@ -57,7 +73,42 @@ void srv_store_put(struct srv *s, struct store *st)
 		s->cappool = nc;
 	}
 	s->pool[s->npool++] = st;
+	pthread_cond_signal(&s->pool_cv);
 	pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* Raises the soft file limit to the hard one; if that still cannot hold a
+ * socket and a blob per connection, lowers --max-connections (with a
+ * warning event): out of descriptors, every request would fail. */
+static void fd_budget(struct srv *s)
+{
+	struct rlimit rl;
+	int want = s->o->max_connections > 0 ? s->o->max_connections : 1024;
+	s->max_conns = want;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit up = rl;
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return;
+	/* per connection a socket and the blob it sends, for the reserve too;
+	 * plus the store handles (index, WAL, shm, lock), logs and upstream */
+	long fixed = 64 + 4L * SRV_STORE_POOL, per = 2;
+	long need = per * (want + want / 8 + 16) + fixed;
+	if ((long)rl.rlim_cur >= need)
+		return;
+	long fit = (((long)rl.rlim_cur - fixed) / per - 16) * 8 / 9;
+	s->max_conns = fit < 1 ? 1 : (int)fit;
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+		 "the file limit (ulimit -n) is %llu: --max-connections lowered from %d to %d (raise the limit to serve more)",
+		 (unsigned long long)rl.rlim_cur, want, s->max_conns);
+	struct hm_event ev = {.kind = HM_EV_INFO, .msg = msg};
+	hm_emit(s->ctx, &ev);
 }
 
 const char *srv_iso_time(int64_t t, char *buf, size_t len)
@@ -134,6 +185,10 @@ enum MHD_Result srv_send_error(struct srv_req *q, struct MHD_Connection *c, int 
 	MHD_add_response_header(resp, "X-Error-Message", msg);
 	if (status == 401)
 		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+	if (status == 503)
+		MHD_add_response_header(resp, "Retry-After", q->retry_after[0] ? q->retry_after : "5");
+	if (q->conn && q->conn->over)
+		MHD_add_response_header(resp, "Connection", "close");
 	q->status = status;
 	q->planned = strlen(txt);
 	ret = MHD_queue_response(c, (unsigned)status, resp);
@@ -201,6 +256,111 @@ static int authorized(struct srv *s, struct MHD_Connection *c)
 	return srv_token_ok(s, h);
 }
 
+/* ---- connections: the header deadline and the per-address cap ---- */
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t cap)
+{
+	buf[0] = 0;
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, (socklen_t)cap);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, (socklen_t)cap);
+}
+
+static int max_conns(const struct srv *s)
+{
+	return s->max_conns > 0 ? s->max_conns : 1024;
+}
+
+/* Connections per client address; 0 = no cap. */
+static int per_client(const struct srv *s)
+{
+	return s->o->max_per_client == 0 ? 64 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
+}
+
+static double header_timeout(const struct srv *s)
+{
+	return s->o->header_timeout > 0 ? s->o->header_timeout : 10;
+}
+
+static double idle_timeout(const struct srv *s)
+{
+	return s->o->timeout > 0 ? s->o->timeout : 60;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct srv *s = cls;
+	struct srv_conn *k = *socket_context;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci;
+		int same = 0;
+		k = calloc(1, sizeof(*k));
+		if (!k)
+			return;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k->fd = ci ? ci->connect_fd : -1;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		addr_text(ci ? ci->client_addr : NULL, k->addr, sizeof(k->addr));
+		k->deadline = util_now() + header_timeout(s);
+		pthread_mutex_lock(&s->conn_mu);
+		if (per_client(s))
+			for (struct srv_conn *o = s->conns; o; o = o->next)
+				same += !strcmp(o->addr, k->addr);
+		s->nconns++;
+		k->over = s->nconns > max_conns(s) ? 1 : per_client(s) && same >= per_client(s) ? 2 : 0;
+		k->next = s->conns;
+		if (s->conns)
+			s->conns->prev = k;
+		s->conns = k;
+		pthread_mutex_unlock(&s->conn_mu);
+		*socket_context = k;
+	} else if (k) {
+		pthread_mutex_lock(&s->conn_mu);
+		if (k->prev)
+			k->prev->next = k->next;
+		else
+			s->conns = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		s->nconns--;
+		pthread_mutex_unlock(&s->conn_mu);
+		free(k);
+		*socket_context = NULL;
+	}
+}
+
+/* Cuts connections whose request line and headers did not all arrive in
+ * time (MHD's own timeout counts only idle time, so a client trickling a
+ * byte at a time would hold its thread for ever: slowloris). */
+static void *watchdog_main(void *arg)
+{
+	struct srv *s = arg;
+	pthread_mutex_lock(&s->conn_mu);
+	while (!s->watchdog_stop) {
+		double now = util_now();
+		for (struct srv_conn *k = s->conns; k; k = k->next)
+			if (k->deadline > 0 && now > k->deadline && !k->cut && k->fd >= 0) {
+				/* the connection's thread sees end of input and closes it */
+				shutdown(k->fd, SHUT_RDWR);
+				k->cut = 1;
+			}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &ts);
+	}
+	pthread_mutex_unlock(&s->conn_mu);
+	return NULL;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			       const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -221,18 +381,25 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		q->path = util_strndup(url, 2048);
 		q->url = util_strndup(url, 2048);
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-		if (ci && ci->client_addr) {
-			const struct sockaddr *sa = ci->client_addr;
-			if (sa->sa_family == AF_INET)
-				inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, q->client, sizeof(q->client));
-			else if (sa->sa_family == AF_INET6)
-				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, q->client, sizeof(q->client));
-		}
+		addr_text(ci ? ci->client_addr : NULL, q->client, sizeof(q->client));
 		*con_cls = q;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		if (ci && ci->socket_context) {
+			q->conn = ci->socket_context;
+			pthread_mutex_lock(&s->conn_mu);
+			q->conn->deadline = 0; /* the headers are in */
+			pthread_mutex_unlock(&s->conn_mu);
+		}
 		pthread_mutex_lock(&s->log_mu);
 		s->inflight_requests++;
 		pthread_mutex_unlock(&s->log_mu);
 		return MHD_YES;
+	}
+	if (q->conn && q->conn->over) {
+		if (q->conn->over == 2)
+			return srv_send_error(q, c, 503, NULL, "too many connections from %s (at most %d per client address)",
+					      q->conn->addr, per_client(s));
+		return srv_send_error(q, c, 503, NULL, "too many connections (at most %d)", max_conns(s));
 	}
 	if (!strcmp(method, "POST") && *upload_size) {
 		if (q->body.len + *upload_size > MAX_POST_BODY)
@@ -314,6 +481,12 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	pthread_mutex_lock(&s->log_mu);
 	s->inflight_requests--;
 	pthread_mutex_unlock(&s->log_mu);
+	if (q->conn) {
+		/* keep-alive: the next request gets the idle time, then the header deadline */
+		pthread_mutex_lock(&s->conn_mu);
+		q->conn->deadline = util_now() + idle_timeout(s) + header_timeout(s);
+		pthread_mutex_unlock(&s->conn_mu);
+	}
 	util_buf_release(&q->body);
 	free(q->path);
 	free(q->url);
@@ -405,7 +578,10 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.ctx = ctx;
 	s.o = o;
 	pthread_mutex_init(&s.pool_mu, NULL);
+	pthread_cond_init(&s.pool_cv, NULL);
 	pthread_mutex_init(&s.log_mu, NULL);
+	pthread_mutex_init(&s.conn_mu, NULL);
+	pthread_cond_init(&s.conn_cv, NULL);
 	if ((err = parse_listen(ctx, listen_at, &ss)))
 		goto out;
 	if (ss.ss_family == AF_INET6)
@@ -413,13 +589,23 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	/* open (and migrate) the store once up front: a broken store fails here */
 	if ((err = store_open(ctx, o->store_dir, &st)))
 		goto out;
+	s.nopen = 1;
 	srv_store_put(&s, st);
+	fd_budget(&s);
 	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
 	    (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
+	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "cannot start a thread");
+		goto out;
+	}
+	s.watchdog_on = 1;
+	/* connections over --max-connections (up to a reserve) are accepted to
+	 * be answered 503; past the reserve MHD closes them at once */
 	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
 			       MHD_OPTION_LISTEN_SOCKET, lfd,
-			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
+			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conns(&s) + max_conns(&s) / 8 + 16),
+			       MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
 			       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o->timeout > 0 ? o->timeout : 60),
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 << 10),
@@ -473,6 +659,13 @@ out:
 		MHD_stop_daemon(s.d);
 	else if (lfd >= 0 && err)
 		close(lfd);
+	if (s.watchdog_on) {
+		pthread_mutex_lock(&s.conn_mu);
+		s.watchdog_stop = 1;
+		pthread_cond_broadcast(&s.conn_cv);
+		pthread_mutex_unlock(&s.conn_mu);
+		pthread_join(s.watchdog, NULL);
+	}
 	srv_ui_free(&s);
 	srv_up_free(&s);
 	srv_metrics_free(&s);
@@ -481,6 +674,9 @@ out:
 		store_close(s.pool[i]);
 	free(s.pool);
 	pthread_mutex_destroy(&s.pool_mu);
+	pthread_cond_destroy(&s.pool_cv);
 	pthread_mutex_destroy(&s.log_mu);
+	pthread_mutex_destroy(&s.conn_mu);
+	pthread_cond_destroy(&s.conn_cv);
 	return err;
 }
