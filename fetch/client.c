@@ -334,6 +334,11 @@ void fetch_client_free(struct fetch_client *c)
 	free(c);
 }
 
+int fetch_client_has_token(const struct fetch_client *c)
+{
+	return c && c->token != NULL;
+}
+
 const char *fetch_client_endpoint(const struct fetch_client *c)
 {
 	return c->endpoint;
@@ -419,6 +424,8 @@ size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud)
 		hdr_copy(r->error_code, sizeof(r->error_code), v, vl);
 	else if (hdr_is(buf, len, "x-error-message", &v, &vl))
 		hdr_copy(r->error_message, sizeof(r->error_message), v, vl);
+	else if (hdr_is(buf, len, "www-authenticate", &v, &vl))
+		r->www_authenticate = 1;
 	else if (hdr_is(buf, len, "content-type", &v, &vl))
 		hdr_copy(r->content_type, sizeof(r->content_type), v, vl);
 	else if (hdr_is(buf, len, "link", &v, &vl)) {
@@ -559,6 +566,31 @@ enum hm_err fetch_curl_err(struct hm_ctx *ctx, const struct fetch_client *c, CUR
 	return e;
 }
 
+void fetch_log_http(struct hm_ctx *ctx, const char *method, const char *url, long status, double seconds)
+{
+	char clean[1024];
+	const char *p = strstr(url, "://"), *at, *host;
+	size_t n = 0;
+	if (!ctx || !ctx->verbose)
+		return;
+	host = p ? p + 3 : url;
+	/* drop user:password@ before the host */
+	at = strchr(host, '@');
+	if (at && at < host + strcspn(host, "/?#"))
+		host = at + 1;
+	if (p) {
+		n = (size_t)(p + 3 - url);
+		memcpy(clean, url, n < sizeof(clean) ? n : 0);
+	}
+	size_t rest = strcspn(host, "?#");
+	if (n + rest >= sizeof(clean))
+		rest = sizeof(clean) - n - 1;
+	memcpy(clean + n, host, rest);
+	clean[n + rest] = 0;
+	struct hm_event ev = {.kind = HM_EV_HTTP, .name = clean, .method = method, .status = status, .seconds = seconds};
+	hm_emit(ctx, &ev);
+}
+
 int fetch_status_retryable(long status)
 {
 	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
@@ -591,10 +623,32 @@ enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, con
 		}
 		msg[j] = 0;
 	}
-	if (!strcmp(code, "GatedRepo"))
-		return hm_fail(ctx, HM_ERR_GATED,
-			       "%s is gated: request access on the hub, then pass a token with access (--token or HF_TOKEN)%s",
-			       what, have_token ? " - the token given has no access" : "");
+	if (!strcmp(code, "GatedRepo")) {
+		/* the Hub's 403 names the page where access is requested */
+		char url[256] = "";
+		const char *u = strstr(r->error_message, "https://");
+		if (!u)
+			u = strstr(r->error_message, "http://");
+		if (u) {
+			size_t n = strcspn(u, " \t\"'<>");
+			while (n && (u[n - 1] == '.' || u[n - 1] == ','))
+				n--;
+			snprintf(url, sizeof(url), "%.*s", (int)(n < sizeof(url) ? n : sizeof(url) - 1), u);
+			for (char *p = url; *p; p++)
+				if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+					*p = '?';
+		}
+		if (have_token)
+			return hm_fail(ctx, HM_ERR_GATED, "the token has no access to gated %s: request access at %s",
+				       what, url[0] ? url : "the repository's page on the hub");
+		return hm_fail(ctx, HM_ERR_GATED, "%s is gated: request access at %s, then set HF_TOKEN", what,
+			       url[0] ? url : "the repository's page on the hub");
+	}
+	if (r->status == 401 && r->www_authenticate && strcmp(code, "RepoNotFound"))
+		/* a private mirror wants a token: its own words say so */
+		return hm_fail(ctx, HM_ERR_AUTH, "%s: the server requires a token (HTTP 401)%s%s", what,
+			       have_token ? ", and refused the one given" : "; set HF_TOKEN or save it in $HF_HOME/token",
+			       msg);
 	if (!strcmp(code, "RepoNotFound") || (!code[0] && r->status == 401 && !have_token))
 		return hm_fail(ctx, HM_ERR_REPO_NOT_FOUND,
 			       "%s not found: check the name and --repo-type%s", what,

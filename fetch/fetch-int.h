@@ -43,6 +43,7 @@ struct fetch_resp {
 	int has_content_range;
 	uint64_t cr_start, cr_end, cr_total; /* Content-Range */
 	int64_t content_length;   /* -1 if absent */
+	int www_authenticate;     /* the server asks for credentials (401 + WWW-Authenticate) */
 };
 
 void fetch_resp_reset(struct fetch_resp *r);
@@ -76,6 +77,10 @@ enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, con
 			     int have_token);
 /* Seconds to wait before retry number n (1-based), honouring Retry-After. */
 double fetch_backoff(int n, const struct fetch_resp *r);
+/* The request log (--verbose, HF_DEBUG=1): emits HM_EV_HTTP with the URL
+ * cut before its query (signed CDN URLs carry credentials there) and without
+ * userinfo. status 0: no HTTP answer. */
+void fetch_log_http(struct hm_ctx *ctx, const char *method, const char *url, long status, double seconds);
 /* Whether a status is worth retrying. */
 int fetch_status_retryable(long status);
 

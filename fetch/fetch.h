@@ -38,6 +38,13 @@ const char *fetch_client_endpoint(const struct fetch_client *c);
 enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			       const char *repo, const char *rev, char commit[41]) HM_MUST_CHECK;
 
+/* fetch_hub_revision, and whether the hub says the repo is gated (its
+ * "gated" field is "auto" or "manual"); gated may be NULL. */
+enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+				    const char *repo, const char *rev, char commit[41], int *gated) HM_MUST_CHECK;
+/* Whether the client sends a token to its endpoint. */
+int fetch_client_has_token(const struct fetch_client *c);
+
 struct fetch_entry {
 	char *path;          /* validated with util_path_is_safe */
 	uint64_t size;
