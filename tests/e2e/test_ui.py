@@ -157,14 +157,14 @@ def test_ui_pages_in_chromium(t):
     got = {r[0]: r[1:] for r in rows(b, "#repotable tbody tr[data-repo]",
                                        "[r.dataset.repo, +r.cells[2].dataset.v, +r.cells[3].dataset.v,"
                                        " r.cells[1].textContent, +r.cells[5].dataset.v]")}
-    want = {"%s:%s" % (r["type"], r["id"]): r for r in ls}
+    want = {"%s:%s" % (r["repo_type"], r["repo"]): r for r in ls}
     check(set(got) == set(shown(k) for k in want), "home rows %s, ls --json %s" % (sorted(got), sorted(want)))
     served = {"%s:%s" % (e["repo_type"], e["repo"]): e for e in stats["served"]["repos"]}
     for key, r in want.items():
         g = got[shown(key)]
         check(g[0] == len(r["revisions"]) and g[1] == r["bytes"],
               "%s: revisions/bytes %s, ls --json %d/%d" % (key, g, len(r["revisions"]), r["bytes"]))
-        check(g[2] == shown(r["id"]), "%s: the name shown is %r" % (key, g[2]))
+        check(g[2] == shown(r["repo"]), "%s: the name shown is %r" % (key, g[2]))
         check(g[3] == (served[key]["files"] if key in served else 0), "%s: files served %s" % (key, g[3]))
     check(got["model:" + MODEL][3] == 3 and got["dataset:" + DATASET][3] == 1, "files served: %s" % got)
     cards = json.loads(b.eval("JSON.stringify(Object.fromEntries([...document.querySelectorAll('.card[id]')]"
