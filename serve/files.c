@@ -160,6 +160,22 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 	if (!err)
 		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	if (err == HM_ERR_NOT_FOUND && store_is_remote(st) && !store_remote_sync(&ctx, st, 1.0)) {
+		/* an S3 store: another node may have pulled it since */
+		ctx.errmsg[0] = 0;
+		err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
+		if (!err)
+			err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	}
+	if (!err && store_is_remote(st)) {
+		/* HEAD and LFS GETs are answered here; the rest comes from the local cache */
+		enum MHD_Result ret;
+		if (srv_s3_file(q, c, st, commit, &sf, &ret)) {
+			srv_store_put(s, st);
+			free(sf.path);
+			return ret;
+		}
+	}
 	if (!err)
 		store_blob_path(st, sf.sha256, blob, sizeof(blob));
 	srv_store_put(s, st);
@@ -246,6 +262,17 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	}
 	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
 	free(sf.path);
+	return ret;
+}
+
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status)
+{
+	enum MHD_Result ret;
+	file_headers(resp, commit, f);
+	q->status = status;
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
 	return ret;
 }
 

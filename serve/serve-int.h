@@ -144,6 +144,15 @@ enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int 
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);
 
+/* Queues resp (no Range handling) with the file headers and status. */
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status);
+/* An S3 store's answer for a stored file (s3redirect.c): returns 1 with
+ * *ret set when it answered (HEAD, 302 for LFS GETs, errors), 0 when the file
+ * is now in the local cache for the usual answer. */
+int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, const char *commit,
+		const struct store_file *sf, enum MHD_Result *ret);
+
 /* Pull-through (upstream.c). */
 enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;
 void srv_up_free(struct srv *s);
