@@ -45,6 +45,9 @@ struct srv_ui {
 	const struct store_served_row **sv;  /* served rows with a key, sorted by key */
 	size_t nsv;
 	uint64_t du_disk, du_logical, du_unique, du_saved, du_blobs;
+	int remote;              /* blobs in an S3 bucket (store_is_remote) */
+	char store_name[512];    /* the directory or the s3:// URI */
+	char local_dir[4096];    /* where the index (and, for S3, the cache) lives: for free disk */
 };
 
 #define UI_SERVED_TTL 2.0

@@ -109,12 +109,12 @@ static void home_status(struct ui_page *p, size_t nrepos)
 	ui_fmt(p, "<div class=\"card\" id=\"nrepos\" data-v=\"%zu\"><b>%zu</b><span>repositories%s</span></div>", nrepos,
 	       nrepos, o->nallow ? " (shown by --allow)" : "");
 	if (du) {
-		card_size(p, "store on disk", disk, "disk");
+		card_size(p, u->remote ? "local cache on disk" : "store on disk", disk, "disk");
 		card_size(p, "files in all revisions", logical, "logical");
 		card_size(p, "saved by deduplication", saved, "saved");
 	}
-	if (!statvfs(o->store_dir, &vf))
-		card_size(p, "free disk", (uint64_t)vf.f_bavail * vf.f_frsize, "free");
+	if (!statvfs(u->local_dir[0] ? u->local_dir : o->store_dir, &vf))
+		card_size(p, u->remote ? "free disk (cache)" : "free disk", (uint64_t)vf.f_bavail * vf.f_frsize, "free");
 	ui_raw(p, "</div><div class=\"cards\">");
 	ui_raw(p, "<div class=\"card\" id=\"upstream\"><b>");
 	if (o->upstream && o->upstream->endpoint && !o->offline)
@@ -138,12 +138,19 @@ static void home_status(struct ui_page *p, size_t nrepos)
 		ui_raw(p, "</b><span>served repos (--allow)</span></div>");
 	}
 	ui_raw(p, "</div>");
-	/* Scale-out state goes here: the P2P swarm (issue 11: torrents seeded,
-	 * peers) and the object-storage backend (issue 12: bucket, objects)
-	 * once serve knows them. */
+	/* Scale-out state: the object-storage backend (an s3:// store), and the
+	 * place for the P2P swarm's (issue 11: torrents seeded, peers) once
+	 * serve runs one. */
 	ui_raw(p, "<div class=\"scaleout\" id=\"scaleout\"><b>Scale-out</b>: "
-		  "<span id=\"p2p\">P2P swarm: not part of this server</span>; "
-		  "<span id=\"objstore\">object storage: not configured (blobs on the local disk)</span></div>");
+		  "<span id=\"p2p\">P2P swarm: not part of this server</span>; <span id=\"objstore\">object storage: ");
+	if (u->remote) {
+		ui_raw(p, "<code>");
+		ui_text(p, u->store_name);
+		ui_raw(p, "</code> (blobs in the bucket, LFS files sent as presigned redirects; this node's index is a "
+			  "cache of it)</span></div>");
+	} else {
+		ui_raw(p, "not configured (blobs on the local disk)</span></div>");
+	}
 }
 
 void ui_cache_release(struct srv_ui *u)
@@ -171,6 +178,9 @@ static enum hm_err refresh(struct srv *s, struct hm_ctx *ctx)
 		return hm_fail(ctx, HM_ERR_DB, "cannot open the store");
 	if ((err = store_repos_version(ctx, st, &version)))
 		goto out;
+	u->remote = store_is_remote(st);
+	snprintf(u->store_name, sizeof(u->store_name), "%s", store_name(st));
+	snprintf(u->local_dir, sizeof(u->local_dir), "%s", store_dir(st));
 	if (!u->have_repos || version != u->version) {
 		store_repo_info_free(u->repos, u->nrepos);
 		u->repos = NULL;
