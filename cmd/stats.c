@@ -166,29 +166,32 @@ static int row_cells(const struct store_agg *a, enum store_by by, int human, cha
 	return lead;
 }
 
-static void print_table(const struct store_report *r, enum store_by by)
+static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
 {
 	static char c[NCOLS][CELL];
-	int w[NCOLS] = {0}, n = 0, lead = 0;
+	int n = 0, lead = 0;
 	size_t nrows = r->nby[by];
+	struct cmd_table tab = {0};
+	const char *row[NCOLS];
+	char align[NCOLS + 1], flex[NCOLS + 1];
 
-	/* pass 0 measures, pass 1 prints: header, rows, total */
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < nrows + 2; i++) {
-			const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
-			lead = row_cells(a, by, 1, c, &n);
-			for (int j = 0; j < n; j++) {
-				int len = (int)strlen(c[j]);
-				if (pass == 0) {
-					if (len > w[j])
-						w[j] = len;
-					continue;
-				}
-				printf(j < lead ? "%-*s" : "%*s", w[j], c[j]);
-				printf(j + 1 < n ? "  " : "\n");
-			}
+	/* header, rows, total; the names (lead columns) give way to a narrow terminal */
+	for (size_t i = 0; i < nrows + 2; i++) {
+		const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
+		lead = row_cells(a, by, 1, c, &n);
+		for (int j = 0; j < n && j < NCOLS; j++) {
+			row[j] = c[j];
+			align[j] = j < lead ? 'l' : 'r';
+			flex[j] = j < lead ? 'y' : 'n';
 		}
+		align[n] = flex[n] = 0;
+		if (i == 0)
+			cmd_table_init(&tab, n, row, align, flex);
+		else
+			cmd_table_row(&tab, row);
 	}
+	cmd_table_print(env, &tab, stdout);
+	cmd_table_release(&tab);
 	if (r->nkeys[by] > nrows)
 		printf("(%zu more %ss; --top N shows more, --top 0 all)\n", r->nkeys[by] - nrows, by_names[by]);
 }
@@ -520,7 +523,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	} else if (csv) {
 		print_csv(&rep, by);
 	} else {
-		print_table(&rep, by);
+		print_table(env, &rep, by);
 		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)
 			printf("\nchart written to %s\n", chart);
