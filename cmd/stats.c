@@ -50,27 +50,6 @@ static json_t *served_json(const struct store_served_row *v, size_t n)
 	return json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos);
 }
 
-static json_t *pulls_json(const struct store_stats_row *rows, size_t n, json_t **total)
-{
-	json_t *repos = json_array();
-	*total = NULL;
-	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:I, s:I}", "files", (json_int_t)rows[i].files, "bytes",
-				      (json_int_t)rows[i].bytes, "seconds", rows[i].seconds, "rate",
-				      rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0.0,
-				      "failures", (json_int_t)rows[i].failures, "retries", (json_int_t)rows[i].retries);
-		if (rows[i].key) {
-			stats_set_repo(o, rows[i].key);
-			json_array_append_new(repos, o);
-		} else {
-			*total = o;
-		}
-	}
-	if (!*total)
-		*total = json_object();
-	return repos;
-}
-
 static json_t *agg_json(const struct store_agg *a, enum store_by by)
 {
 	json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I}", "count", (json_int_t)a->count,
@@ -164,6 +143,12 @@ static int row_cells(const struct store_agg *a, enum store_by by, int human, cha
 	snprintf(c[k++], CELL, "%" PRIu64, a->misses);
 	*ncols = k;
 	return lead;
+}
+
+static int by_date(const void *a, const void *b)
+{
+	int64_t x = ((const struct store_agg *)a)->day, y = ((const struct store_agg *)b)->day;
+	return x < y ? -1 : x > y;
 }
 
 static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
@@ -500,13 +485,16 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	/* --top keeps the days with the most bytes; they read in date order */
+	if (rep.by[STORE_BY_DAY])
+		qsort(rep.by[STORE_BY_DAY], rep.nby[STORE_BY_DAY], sizeof(*rep.by[STORE_BY_DAY]), by_date);
 	if (chart && (rc = write_chart(env, st, &q, chart)))
 		goto out;
 	if (env->json) {
-		json_t *total, *repos = pulls_json(rep.pulls, rep.npulls, &total), *o;
-		o = json_pack("{s:o, s:o, s:o, s:o, s:I}", "total", total, "repos", repos, "served",
-			      served_json(rep.served, rep.nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
-			      (json_int_t)q.top);
+		/* schema 2: the pull-only "total" and "repos" of older versions are
+		 * gone; by_repo and overall say the same for every transfer */
+		json_t *o = json_pack("{s:o, s:o, s:I}", "overall", agg_json(&rep.total, STORE_BY_REPO), "served",
+				      served_json(rep.served, rep.nserved), "top", (json_int_t)q.top);
 		for (int b = 0; b < STORE_BY_N; b++) {
 			json_t *list = json_array();
 			char name[32];
