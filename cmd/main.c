@@ -196,6 +196,18 @@ int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv
 	return rc;
 }
 
+/* A usage error with --json on the line: also a JSON error object on
+ * stdout (the message is on stderr already). */
+static int json_usage(int argc, char **argv, int rc)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--json")) {
+			cmd_json_error("usage", "invalid command line (see stderr)");
+			break;
+		}
+	return rc;
+}
+
 /* Levenshtein distance of two short words (capped at 32 characters). */
 static int distance(const char *a, const char *b)
 {
@@ -332,7 +344,7 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (!c)
-			return unknown_command(argv[ci]);
+			return json_usage(argc, argv, unknown_command(argv[ci]));
 	}
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--man")) {
@@ -354,12 +366,12 @@ int main(int argc, char **argv)
 		rc = parse(c, n, rest, a, g);
 		free(rest);
 		if (rc)
-			return rc;
+			return json_usage(argc, argv, rc);
 	}
 	a->opts = c ? c->opts : NULL;
 	g->opts = global_opts;
 	if (c && (rc = repo_habits(c, a, repobuf, sizeof(repobuf))))
-		return rc;
+		return json_usage(argc, argv, rc);
 	if (cmd_flag(g, "help")) {
 		if (c)
 			cmd_help(c, stdout);

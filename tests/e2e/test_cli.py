@@ -389,3 +389,28 @@ def test_cli_tables_fit_the_terminal(t):
           "--no-truncate cut the name: %s" % tm.everything())
     r = t.ok("ls", env={"COLUMNS": "40"})
     check(long_repo in r.out, "piped output must not be cut: %r" % r)
+
+
+def test_cli_json_schema_everywhere(t):
+    emu = t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    out = os.path.join(t.tmp, "co")
+    bundle = os.path.join(t.tmp, "b.tar")
+    runs = [("pull", repo), ("ls",), ("ls", repo), ("verify",), ("checkout", repo, "--to", out), ("du",),
+            ("stats",), ("inspect", repo), ("export", repo, "-o", bundle), ("import", bundle), ("gc",),
+            ("rm", repo)]
+    for args in runs:
+        j = t.ok(*(list(args) + ["--json"])).json()
+        check(j.get("schema") == 2, "%s --json has no schema 2: %s" % (args[0], list(j)))
+        check("id" not in j and "type" not in j, "%s --json uses id/type: %s" % (args[0], list(j)))
+        if args[0] in ("pull", "checkout", "rm") or args == ("ls", repo):
+            check(j["repo"] == repo and j["repo_type"] == "model", "%s --json repo keys: %s" % (args[0], j))
+    # a command that fails as a whole still answers in JSON
+    for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
+                           (("pull", "org/no-such-repo"), "repo_not_found", 1),
+                           (("frobnicate",), "usage", 2)):
+        r = t.hm(*(list(args) + ["--json"]))
+        check(r.rc == rc, "rc of %s: %r" % (args, r))
+        j = r.json()
+        check(j["schema"] == 2 and j["error"]["code"] == code and j["error"]["message"],
+              "%s --json error object: %s" % (args, j))
