@@ -47,7 +47,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS = $(PKG_LIBS) -pthread -lm
 
-LIB_DIRS = util verify store fetch mirror serve bundle formats convert engine
+LIB_DIRS = util verify store fetch s3 mirror serve bundle formats convert engine
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:.c=.o)
 CMD_SRC := $(wildcard cmd/*.c)
@@ -105,23 +105,13 @@ demo: hubmirror
 	@sh tests/demo.sh
 
 # The man page and completions come from the command table, as --help does.
-gen/hubmirror.1: hubmirror
-	@mkdir -p gen
-	./hubmirror --man > $@
-gen/hubmirror.bash: hubmirror
-	@mkdir -p gen
-	./hubmirror completion bash > $@
-gen/_hubmirror: hubmirror
-	@mkdir -p gen
-	./hubmirror completion zsh > $@
-
-install: hubmirror gen/hubmirror.1 gen/hubmirror.bash gen/_hubmirror
+install: hubmirror
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 	install -m 755 hubmirror $(DESTDIR)$(BINDIR)/hubmirror
-	install -m 644 gen/hubmirror.1 $(DESTDIR)$(MANDIR)/man1/hubmirror.1
-	install -m 644 gen/hubmirror.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hubmirror
-	install -m 644 gen/_hubmirror $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_hubmirror
+	./hubmirror --man > $(DESTDIR)$(MANDIR)/man1/hubmirror.1
+	./hubmirror completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hubmirror
+	./hubmirror completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_hubmirror
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/hubmirror $(DESTDIR)$(MANDIR)/man1/hubmirror.1 \
@@ -138,7 +128,6 @@ bench: hubmirror
 
 clean:
 	rm -f hubmirror libhubmirror.a tests/unit/unit-tests .build-flags $(FUZZ_REPLAY)
-	rm -rf gen
 	rm -rf tests/fuzz/out
 	find . -name '*.o' -delete -o -name '*.d' -delete
 

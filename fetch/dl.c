@@ -28,7 +28,8 @@
 #define SPLIT_ALIGN (64ull << 10)
 #define BUFFER_SIZE (512L << 10)
 #define HASH_CHUNK (4ull << 20)
-#define CHECKPOINT_EVERY 1.0       /* seconds between resume-state saves */
+#define CHECKPOINT_EVERY 0.1       /* seconds between records of the written ranges (no fsync) */
+#define SYNC_EVERY 1.0             /* seconds between fdatasyncs (ranges that survive a reboot) */
 #define MAX_REDIRECTS 10
 #define MAX_RESTARTS 1             /* whole-file restarts after a digest mismatch */
 
@@ -85,6 +86,10 @@ struct xfer {
 	int hash_busy, hash_err, complete, hashed;
 	/* shared with the syncer (g->mu) */
 	int sync_busy;
+	/* the syncer's own (or after quiesce): the ranges last fdatasync'd */
+	struct fetch_range *synced;
+	size_t nsynced;
+	double last_sync;
 };
 
 struct dl {
@@ -101,6 +106,7 @@ struct dl {
 	size_t neasy, nbuf;           /* both pools hold at most `connections` */
 	enum hm_err fatal;
 	char fatal_msg[512];
+	char boot[FETCH_BOOT_ID_MAX]; /* resume states are tagged with it */
 	uint64_t total, done_bytes;
 	uint64_t base_bytes;          /* of done_bytes: on disk before this run (resumed, present) */
 	size_t nfinished;             /* files finished (done, skipped or failed) */
@@ -190,11 +196,26 @@ static void *syncer_main(void *arg)
 			continue;
 		}
 		struct sync_item it = g->sync_q[--g->sync_n];
+		struct xfer *x = it.x;
 		it.x->sync_busy = 1;
 		pthread_mutex_unlock(&g->mu);
-		/* data first, then the record of it: a range is listed only once durable */
-		if (fdatasync(it.x->fd) == 0)
-			(void)fetch_state_save(it.x->job->state_path, it.x->size, it.r, it.n);
+		/* every time: the written ranges (a kill -9 keeps them in the page
+		 * cache); every SYNC_EVERY: data first, then the record of it, so
+		 * a range is listed as done only once durable */
+		double now = util_now();
+		int durable = 0;
+		if (now - x->last_sync >= SYNC_EVERY && fdatasync(x->fd) == 0) {
+			struct fetch_range *c = malloc((it.n ? it.n : 1) * sizeof(*c));
+			if (c) {
+				memcpy(c, it.r, it.n * sizeof(*c));
+				free(x->synced);
+				x->synced = c;
+				x->nsynced = it.n;
+				durable = 1;
+			}
+			x->last_sync = now;
+		}
+		(void)fetch_state_save(x->job->state_path, x->size, g->boot, x->synced, x->nsynced, it.r, it.n, durable);
 		free(it.r);
 		pthread_mutex_lock(&g->mu);
 		it.x->sync_busy = 0;
@@ -589,6 +610,9 @@ static enum hm_err xfer_reset(struct dl *g, struct xfer *x)
 	if (ftruncate(x->fd, 0) != 0)
 		return hm_fail(g->ctx, HM_ERR_IO, "cannot truncate '%s': %s", x->job->part_path, strerror(errno));
 	unlink(x->job->state_path);
+	free(x->synced);
+	x->synced = NULL;
+	x->nsynced = 0;
 	verify_hasher_free(x->hasher);
 	x->hasher = verify_hasher_new(x->job->expect_git_oid ? (int64_t)x->size : -1);
 	if (!x->hasher || add_gap(g, x, 0, x->size))
@@ -619,7 +643,7 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 	x->hasher = verify_hasher_new(j->expect_git_oid ? (int64_t)x->size : -1);
 	if (!x->hasher)
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
-	if (fstat(x->fd, &st) == 0 && st.st_size > 0 && fetch_state_load(j->state_path, x->size, &r, &nr) == 0) {
+	if (fstat(x->fd, &st) == 0 && st.st_size > 0 && fetch_state_load(j->state_path, x->size, g->boot, &r, &nr) == 0) {
 		/* trust only ranges the part file actually reaches */
 		while (nr && r[nr - 1].end > (uint64_t)st.st_size)
 			nr--;
@@ -660,6 +684,9 @@ static void xfer_close(struct dl *g, struct xfer *x)
 	x->fd = -1;
 	verify_hasher_free(x->hasher);
 	x->hasher = NULL;
+	free(x->synced);
+	x->synced = NULL;
+	x->nsynced = 0;
 	free(x->eff_url);
 	x->eff_url = NULL;
 	if (x->state != X_FINISHED)
@@ -686,7 +713,7 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 			struct fetch_range *r = snapshot(x, &n);
 			quiesce(g, x);
 			if (r && fdatasync(x->fd) == 0)
-				(void)fetch_state_save(j->state_path, x->size, r, n);
+				(void)fetch_state_save(j->state_path, x->size, g->boot, r, n, r, n, 1);
 			free(r);
 		}
 	}
@@ -1064,6 +1091,7 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		goto out;
 	}
 	g.nx = n;
+	fetch_boot_id(g.boot);
 	for (size_t i = 0; i < n; i++) {
 		g.xs[i].job = jobs[i];
 		g.xs[i].g = &g;
@@ -1176,6 +1204,7 @@ out:
 			if (g.xs[i].fd >= 0)
 				close(g.xs[i].fd);
 			verify_hasher_free(g.xs[i].hasher);
+			free(g.xs[i].synced);
 			free(g.xs[i].eff_url);
 		}
 	for (size_t i = 0; i < g.sync_n; i++)
