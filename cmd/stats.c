@@ -50,27 +50,6 @@ static json_t *served_json(const struct store_served_row *v, size_t n)
 	return json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos);
 }
 
-static json_t *pulls_json(const struct store_stats_row *rows, size_t n, json_t **total)
-{
-	json_t *repos = json_array();
-	*total = NULL;
-	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:I, s:I}", "files", (json_int_t)rows[i].files, "bytes",
-				      (json_int_t)rows[i].bytes, "seconds", rows[i].seconds, "rate",
-				      rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0.0,
-				      "failures", (json_int_t)rows[i].failures, "retries", (json_int_t)rows[i].retries);
-		if (rows[i].key) {
-			stats_set_repo(o, rows[i].key);
-			json_array_append_new(repos, o);
-		} else {
-			*total = o;
-		}
-	}
-	if (!*total)
-		*total = json_object();
-	return repos;
-}
-
 static json_t *agg_json(const struct store_agg *a, enum store_by by)
 {
 	json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:I}", "count", (json_int_t)a->count,
@@ -166,29 +145,38 @@ static int row_cells(const struct store_agg *a, enum store_by by, int human, cha
 	return lead;
 }
 
-static void print_table(const struct store_report *r, enum store_by by)
+static int by_date(const void *a, const void *b)
+{
+	int64_t x = ((const struct store_agg *)a)->day, y = ((const struct store_agg *)b)->day;
+	return x < y ? -1 : x > y;
+}
+
+static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
 {
 	static char c[NCOLS][CELL];
-	int w[NCOLS] = {0}, n = 0, lead = 0;
+	int n = 0, lead = 0;
 	size_t nrows = r->nby[by];
+	struct cmd_table tab = {0};
+	const char *row[NCOLS];
+	char align[NCOLS + 1], flex[NCOLS + 1];
 
-	/* pass 0 measures, pass 1 prints: header, rows, total */
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < nrows + 2; i++) {
-			const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
-			lead = row_cells(a, by, 1, c, &n);
-			for (int j = 0; j < n; j++) {
-				int len = (int)strlen(c[j]);
-				if (pass == 0) {
-					if (len > w[j])
-						w[j] = len;
-					continue;
-				}
-				printf(j < lead ? "%-*s" : "%*s", w[j], c[j]);
-				printf(j + 1 < n ? "  " : "\n");
-			}
+	/* header, rows, total; the names (lead columns) give way to a narrow terminal */
+	for (size_t i = 0; i < nrows + 2; i++) {
+		const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
+		lead = row_cells(a, by, 1, c, &n);
+		for (int j = 0; j < n && j < NCOLS; j++) {
+			row[j] = c[j];
+			align[j] = j < lead ? 'l' : 'r';
+			flex[j] = j < lead ? 'y' : 'n';
 		}
+		align[n] = flex[n] = 0;
+		if (i == 0)
+			cmd_table_init(&tab, n, row, align, flex);
+		else
+			cmd_table_row(&tab, row);
 	}
+	cmd_table_print(env, &tab, stdout);
+	cmd_table_release(&tab);
 	if (r->nkeys[by] > nrows)
 		printf("(%zu more %ss; --top N shows more, --top 0 all)\n", r->nkeys[by] - nrows, by_names[by]);
 }
@@ -497,13 +485,16 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	/* --top keeps the days with the most bytes; they read in date order */
+	if (rep.by[STORE_BY_DAY])
+		qsort(rep.by[STORE_BY_DAY], rep.nby[STORE_BY_DAY], sizeof(*rep.by[STORE_BY_DAY]), by_date);
 	if (chart && (rc = write_chart(env, st, &q, chart)))
 		goto out;
 	if (env->json) {
-		json_t *total, *repos = pulls_json(rep.pulls, rep.npulls, &total), *o;
-		o = json_pack("{s:o, s:o, s:o, s:o, s:I}", "total", total, "repos", repos, "served",
-			      served_json(rep.served, rep.nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
-			      (json_int_t)q.top);
+		/* schema 2: the pull-only "total" and "repos" of older versions are
+		 * gone; by_repo and overall say the same for every transfer */
+		json_t *o = json_pack("{s:o, s:o, s:I}", "overall", agg_json(&rep.total, STORE_BY_REPO), "served",
+				      served_json(rep.served, rep.nserved), "top", (json_int_t)q.top);
 		for (int b = 0; b < STORE_BY_N; b++) {
 			json_t *list = json_array();
 			char name[32];
@@ -520,7 +511,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	} else if (csv) {
 		print_csv(&rep, by);
 	} else {
-		print_table(&rep, by);
+		print_table(env, &rep, by);
 		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)
 			printf("\nchart written to %s\n", chart);
