@@ -187,6 +187,8 @@ def case_serve(t, ceph, want):
               h3.get("Content-Length") == str(len(data)), "HEAD: %s %r" % (st, h3))
         st, _, _ = http("HEAD", loc)
         check(st == 403, "HEAD on a GET-presigned URL answered %s" % st)
+        st, _, _ = http("GET", srv.url + path, {"If-None-Match": '"%s"' % sha})
+        check(st == 304, "If-None-Match with the file's ETag: %s" % st)
         # small non-LFS files are streamed through
         st, h4, got = http("GET", srv.url + "/%s/resolve/main/small.txt" % BIG)
         check(st == 200 and got == b"small\n" and h4.get("X-Repo-Commit") == commit, "small file: %s %r" % (st, got))
