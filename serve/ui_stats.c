@@ -350,7 +350,8 @@ static void agg_table(struct ui_page *p, const struct store_report *rep, enum st
 				ui_raw(p, "<a href=\"");
 				ui_repo_href(p, type, colon + 1);
 				ui_raw(p, "\">");
-				ui_text(p, !strcmp(type, "dataset") ? a->key : colon + 1);
+				ui_raw(p, !strcmp(type, "dataset") ? "datasets/" : "");
+				ui_text(p, colon + 1);
 				ui_raw(p, "</a>");
 			} else {
 				ui_text(p, a->key);
