@@ -98,7 +98,7 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 struct mirror_artifact {
 	int64_t id;             /* its artifacts row */
 	char sha256[65];        /* its blob */
-	char path[4096];        /* the blob's path */
+	char path[4096];        /* the blob's path (in the local cache for an S3 store) */
 	const char *type;       /* the tensor type ("f16", "q8_0" ...; static) */
 	char options[64];       /* the cache key it is recorded under */
 	uint64_t size;

@@ -262,6 +262,9 @@ enum store_by { STORE_BY_REPO, STORE_BY_FILE, STORE_BY_DAY, STORE_BY_ENDPOINT, S
  * TABLES reads every row from its table; CACHE always reads the cache. */
 enum store_scan { STORE_SCAN_AUTO, STORE_SCAN_TABLES, STORE_SCAN_CACHE };
 
+/* Which transfers a report counts (the legacy served rows are every request either way). */
+enum store_source { STORE_SOURCE_ALL, STORE_SOURCE_PULLS, STORE_SOURCE_SERVED };
+
 /* What a report covers. Transfers are downloads rows (pulls) and served
  * rows of kind "file" answered to a GET (`serve`). */
 struct store_stats_query {
@@ -272,6 +275,7 @@ struct store_stats_query {
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
 	int legacy;             /* also fill the report's pulls and served rows */
 	enum store_scan scan;   /* how to read the transfers (the same numbers either way) */
+	enum store_source source; /* which transfers: all (0), pulls only, files served only */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
