@@ -74,7 +74,7 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	if ((err = bundle_export(&env->ctx, st, specs, n, out, (enum bundle_compress)comp, &r)))
 		goto fail;
-	cmd_progress_end();
+	cmd_progress_end(env);
 	{
 		/* with -o -, stdout is the archive: the summary goes to stderr */
 		FILE *f = strcmp(out, "-") ? stdout : stderr;
@@ -83,6 +83,10 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 			json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "output", out, "repos", (json_int_t)r.nrepos,
 					      "revisions", (json_int_t)r.nrevisions, "files", (json_int_t)r.nfiles,
 					      "blobs", (json_int_t)r.nblobs, "bytes", (json_int_t)r.bytes);
+			json_t *o = json_pack("{s:i}", "schema", CMD_JSON_SCHEMA);
+			json_object_update(o, j);
+			json_decref(j);
+			j = o;
 			char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 			if (s)
 				fprintf(f, "%s\n", s);
@@ -149,7 +153,7 @@ static int import_run(struct cmd_env *env, struct cmd_args *a)
 		store_close(st);
 		return rc;
 	}
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (env->json) {
 		json_t *revs = json_array();
 		for (size_t i = 0; i < r.nrevs; i++)

@@ -14,8 +14,10 @@ static const struct cmd_opt opts[] = {
 	{"allow", 'a', "GLOB", 1, "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"},
 	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
 	{"access-log", 0, "FILE", 0, "append one line per request to FILE ('-' = stderr, the default)"},
-	{"max-connections", 0, "N", 0, "concurrent connections (default 1024)"},
+	{"max-connections", 0, "N", 0, "concurrent connections (default 1024); more are answered 503"},
+	{"max-connections-per-client", 0, "N", 0, "concurrent connections from one client address (default 64; 0 = no cap); more are answered 503"},
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
+	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
 	{"p2p", 0, NULL, 0, "seed stored blobs to the lab over BitTorrent v2 and run its tracker"},
 	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},
@@ -27,9 +29,19 @@ static const struct cmd_opt opts[] = {
 	{"tracker-whitelist", 0, "FILE", 0, "with --tracker: the tracker's whitelist, appended to"},
 	{"tracker-pidfile", 0, "FILE", 0, "with --tracker: its pid file (SIGHUP after each append)"},
 	{"tracker-user", 0, "USER", 0, "user opentracker runs as when serve runs as root (default nobody)"},
+	{"no-ui", 0, NULL, 0, "no web pages (by default / and /ui/ show the mirror in a browser)"},
+	{"presign-expiry", 0, "SECS", 0, "on an s3:// store, LFS files redirect to URLs valid this long (default 300)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
+
+/* The server's only event: a warning at start-up (a lowered limit). */
+static void on_event(void *ud, const struct hm_event *ev)
+{
+	(void)ud;
+	if (ev->kind == HM_EV_INFO && ev->msg)
+		fprintf(stderr, "hubmirror: warning: %s\n", ev->msg);
+}
 
 static void on_listening(void *ud, const char *url)
 {
@@ -74,16 +86,19 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	size_t ntoks = 0;
 	FILE *log = stderr;
 	enum hm_err err;
-	int rc = 0, maxc, ctimeout, page, conns, retries, timeout, p2p_port, p2p_stall;
+	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout, presign, p2p_port, p2p_stall;
 	char p2p_listen[300];
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
 	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
+	    cmd_int_opt(a, "max-connections-per-client", 64, 0, 100000, &maxpc) ||
+	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) ||
-	    cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &p2p_stall))
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &timeout) ||
+	    cmd_int_opt(a, "presign-expiry", 300, 1, 604800, &presign) ||
+	    cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) || cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &p2p_stall))
 		return 2;
 	if (cmd_opt(a, "p2p-upload-rate") && (o.p2p_upload_rate = cmd_parse_rate(cmd_opt(a, "p2p-upload-rate"))) < 0)
 		return cmd_usage_error(&cmd_serve, "--p2p-upload-rate wants bytes/s like 40M, not '%s'",
@@ -132,10 +147,12 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 			goto out;
 		}
 		fetch_client_free(probe);
+		if (cmd_net_opts(a, &up)) {
+			rc = 2;
+			goto out;
+		}
 		up.endpoint = cmd_opt(a, "upstream");
-		up.connections = conns;
-		up.retries = retries;
-		up.timeout = timeout;
+		up.endpoint_from = "--upstream";
 		uptoken = cmd_token(env);
 		up.token = uptoken;
 		o.upstream = &up;
@@ -150,10 +167,14 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.allow = allow;
 	o.access_log = env->quiet ? NULL : log;
 	o.max_connections = maxc;
+	o.max_per_client = maxpc ? maxpc : -1;
+	o.header_timeout = htimeout;
 	o.timeout = ctimeout;
 	o.page_size = page;
+	o.no_ui = cmd_flag(a, "no-ui");
+	o.presign_expires = presign;
 	o.on_listening = on_listening;
-	env->ctx.on_event = NULL; /* no progress bar in a server */
+	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
 	err = srv_run(&env->ctx, &o);
 	if (err)
 		rc = cmd_error(env, err);
@@ -178,16 +199,24 @@ const struct cmd cmd_serve = {
 	"answered from the index. With --upstream, what the store lacks is pulled through:\n"
 	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
 	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
-	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
-	"gracefully.\n"
+	"is Prometheus text. A browser at http://host:port/ shows the mirror: repos, files,\n"
+	"commands to use them, statistics and activity (--token-file protects the pages too:\n"
+	"a login form or the bearer token; --no-ui turns them off). Prints 'listening on\n"
+	"URL' once ready; SIGTERM/SIGINT stop it gracefully.\n"
+	"On an s3:// store (--store s3://BUCKET[/PREFIX], AWS_* variables) the node is\n"
+	"stateless: LFS files are answered with 302 to a presigned URL of the blob\n"
+	"(--presign-expiry), carrying X-Repo-Commit, X-Linked-Etag, X-Linked-Size and ETag;\n"
+	"HEAD is answered by the node; small files are streamed through. Any number of\n"
+	"nodes on one bucket give the same answers.\n"
 	"With --p2p the mirror is the lab's BitTorrent v2 seeder: GET\n"
 	"/api/hubmirror/torrents/SHA256 answers a blob's torrent (one v2 torrent per blob,\n"
 	"4 MiB pieces, made once and kept in the index) and /api/models/REPO/torrents/REV\n"
 	"a revision's list; each blob handed out is seeded from the store in place\n"
-	"(super-seeding, --p2p-upload-rate enforced). It runs opentracker (whitelist mode,\n"
+	"(anti-leech choking, --p2p-upload-rate enforced). It runs opentracker (whitelist mode,\n"
 	"as --tracker-user when root) on --tracker-listen, or announces to --tracker.\n"
 	"Only blobs of stored, allowed repos enter the swarm; with --token-file or an\n"
 	"upstream token, none unless --p2p-private. With --upstream and --p2p (a lab\n"
 	"machine's edge), pulled-through blobs come from the swarm and are seeded.",
+
 	opts, run,
 };

@@ -9,6 +9,7 @@ static const struct cmd_opt opts[] = {
 	{"layout", 0, "LAYOUT", 0, "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"},
 	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
 	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
+	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1)"},
 	CMD_NET_OPTS,
 	CMD_P2P_OPTS,
 	{NULL, 0, NULL, 0, NULL},
@@ -52,6 +53,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_sync, a->npos ? "sync takes one manifest" : "missing MANIFEST");
 	so.to = cmd_opt(a, "to");
+	so.offline = cmd_offline(a);
 	so.layout = STORE_LAYOUT_FILES;
 	if (layout && !strcmp(layout, "hf-cache"))
 		so.layout = STORE_LAYOUT_HF_CACHE;
@@ -75,7 +77,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	so.post = post;
 	so.post_ud = &pc;
 	err = sync_run(&env->ctx, st, fc, &m, locked ? &lock : NULL, &so, &r);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	/* a lock describes what a full, successful run installed */
 	if (!locked && !r.nfailed && !err) {
 		enum hm_err e2 = sync_lock_write(&env->ctx, lockpath, &m, &r);
@@ -94,7 +96,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		json_t *arr = json_array();
 		for (size_t i = 0; i < r.n; i++)
 			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "repo", m.v[i].repo,
-							     "type", m.v[i].type, "revision", r.v[i].commit, "status",
+							     "repo_type", m.v[i].type, "revision", r.v[i].commit, "status",
 							     r.v[i].status, "detail", r.v[i].detail, "files",
 							     (json_int_t)r.v[i].nfiles, "files_downloaded",
 							     (json_int_t)r.v[i].files_downloaded, "bytes_downloaded",
@@ -103,13 +105,26 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		cmd_print_json(json_pack("{s:o, s:I, s:I, s:I, s:s, s:b}", "models", arr, "failed", (json_int_t)r.nfailed,
 					 "files_downloaded", (json_int_t)downloaded, "bytes_downloaded", (json_int_t)bytes,
 					 "lockfile", lockpath, "locked", locked));
-	} else if (!env->quiet || r.nfailed) {
-		char h[32];
-		printf("%-40s %-12s %-12s %7s %10s  %s\n", "MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL");
+	} else if (env->quiet) {
+		/* errors only: the models that failed */
 		for (size_t i = 0; i < r.n; i++)
-			printf("%-40s %-12.12s %-12s %7zu %10s  %s\n", m.v[i].repo, r.v[i].commit[0] ? r.v[i].commit : "-",
-			       r.v[i].status, r.v[i].nfiles, util_human_size(r.v[i].bytes_downloaded, h, sizeof(h)),
-			       r.v[i].detail);
+			if (!strcmp(r.v[i].status, "failed"))
+				fprintf(stderr, "hubmirror: %s: %s: %s\n", m.v[i].repo, r.v[i].status, r.v[i].detail);
+	} else {
+		char h[32];
+		struct cmd_table tab;
+		static const char *const heads[] = {"MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL"};
+		cmd_table_init(&tab, 6, heads, "lllrrl", "y....y");
+		for (size_t i = 0; i < r.n; i++) {
+			char rev[16], nf[32];
+			snprintf(rev, sizeof(rev), "%.12s", r.v[i].commit[0] ? r.v[i].commit : "-");
+			snprintf(nf, sizeof(nf), "%zu", r.v[i].nfiles);
+			const char *row[] = {m.v[i].repo, rev, r.v[i].status, nf,
+					     util_human_size(r.v[i].bytes_downloaded, h, sizeof(h)), r.v[i].detail};
+			cmd_table_row(&tab, row);
+		}
+		cmd_table_print(env, &tab, stdout);
+		cmd_table_release(&tab);
 		if (!r.nfailed && !downloaded)
 			printf("everything is up to date: nothing was downloaded\n");
 		else

@@ -33,6 +33,7 @@ enum hm_err fetch_blob_torrent(struct hm_ctx *ctx, struct fetch_client *c, const
 	struct tbody bd = {UTIL_BUF_INIT, max, 0};
 	struct fetch_resp r;
 	struct curl_slist *hdrs = NULL;
+	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char *url = NULL;
 	CURLcode rc;
@@ -47,7 +48,8 @@ enum hm_err fetch_blob_torrent(struct hm_ctx *ctx, struct fetch_client *c, const
 		goto out;
 	}
 	fetch_resp_reset(&r);
-	if ((err = fetch_easy_setup(ctx, c, h, url, &hdrs)))
+	memset(&guard, 0, sizeof(guard));
+	if ((err = fetch_easy_setup(ctx, c, h, url, &hdrs, &guard)))
 		goto out;
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, tbody_cb);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &bd);
@@ -61,8 +63,14 @@ enum hm_err fetch_blob_torrent(struct hm_ctx *ctx, struct fetch_client *c, const
 		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the torrent of %.12s is larger than %zu bytes: refusing it", sha256, max);
 		goto out;
 	}
+	if (rc != CURLE_OK && guard.refused) {
+		err = fetch_guard_err(ctx, &guard, "a torrent");
+		goto out;
+	}
 	if (rc != CURLE_OK) {
-		err = fetch_curl_err(ctx, rc, url, errbuf);
+		long os_errno = 0;
+		curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+		err = fetch_curl_err(ctx, c, rc, os_errno, url, 1);
 		goto out;
 	}
 	if (r.status != 200) {

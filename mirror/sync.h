@@ -59,6 +59,7 @@ struct sync_opts {
 	int (*post)(void *ud, const struct sync_entry *e, const char *commit, char *verdict, size_t vlen);
 	void *post_ud;
 	struct mirror_swarm *swarm; /* sync --p2p: blobs from the lab's swarm (NULL: HTTP only) */
+	int offline;             /* only the store (HF_HUB_OFFLINE=1, --offline) */
 };
 
 struct sync_result_model {

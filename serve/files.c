@@ -6,34 +6,68 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "serve-int.h"
 
-/* Parses a single "bytes=" range against size. Returns 0 with no/ignored
- * Range (serve all), 1 with [*from, *from + *len), -1 unsatisfiable. */
+/* Reads decimal digits at *p (no sign, no space: strtoull would take "-5"
+ * and " 5"), saturating at UINT64_MAX. Returns 0 and advances, or -1. */
+static int read_pos(const char **p, uint64_t *out)
+{
+	const char *q = *p;
+	uint64_t v = 0;
+	int n = 0;
+	while (*q >= '0' && *q <= '9') {
+		uint64_t d = (uint64_t)(*q++ - '0');
+		n++;
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	if (!n)
+		return -1;
+	*p = q;
+	*out = v;
+	return 0;
+}
+
+/* Parses a single "bytes=" range against size (RFC 9110 14.1.1). Returns 0
+ * with no Range or one to ignore (other unit, several ranges, bad syntax:
+ * the whole body), 1 with [*from, *from + *len), -1 unsatisfiable. */
 static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
 {
-	unsigned long long a = 0, b = 0;
+	uint64_t a = 0, b = 0;
+	int has_b = 0;
 	const char *p;
-	char *end;
 	if (!h)
 		return 0;
-	while (*h == ' ')
+	while (*h == ' ' || *h == '\t')
 		h++;
-	if (strncmp(h, "bytes=", 6))
-		return 0; /* an unknown unit is ignored, as RFC 9110 says */
+	if (strncasecmp(h, "bytes=", 6))
+		return 0; /* an unknown unit is ignored */
 	p = h + 6;
 	if (strchr(p, ','))
 		return 0; /* several ranges: answer with the whole body */
-	while (*p == ' ')
+	while (*p == ' ' || *p == '\t')
 		p++;
 	if (*p == '-') {
 		/* suffix: the last N bytes */
-		errno = 0;
-		b = strtoull(p + 1, &end, 10);
-		if (errno || end == p + 1 || (*end && *end != ' '))
-			return -1;
+		p++;
+		if (read_pos(&p, &b))
+			return 0;
+	} else {
+		if (read_pos(&p, &a) || *p++ != '-')
+			return 0;
+		if (*p >= '0' && *p <= '9') {
+			if (read_pos(&p, &b))
+				return 0;
+			has_b = 1;
+		}
+	}
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p)
+		return 0; /* trailing garbage: not a valid range */
+	if (h[6 + strspn(h + 6, " \t")] == '-') {
 		if (!b || !size)
 			return -1;
 		if (b > size)
@@ -42,22 +76,11 @@ static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *l
 		*len = b;
 		return 1;
 	}
-	errno = 0;
-	a = strtoull(p, &end, 10);
-	if (errno || end == p || *end != '-')
+	if (has_b && a > b)
+		return 0; /* last < first is invalid syntax: ignored */
+	if (a >= size)
 		return -1;
-	p = end + 1;
-	if (!*p || *p == ' ') {
-		b = size ? size - 1 : 0;
-	} else {
-		errno = 0;
-		b = strtoull(p, &end, 10);
-		if (errno || end == p || (*end && *end != ' '))
-			return -1;
-	}
-	if (a > b || a >= size)
-		return -1;
-	if (b >= size)
+	if (!has_b || b >= size)
 		b = size - 1;
 	*from = a;
 	*len = b - a + 1;
@@ -82,6 +105,76 @@ static void file_headers(struct MHD_Response *resp, const char *commit, const st
 	MHD_add_response_header(resp, "ETag", etag);
 }
 
+/* Cache-Control for HTTP caches in front of the server: an answer for a
+ * commit never changes; one for a branch or tag may, so it is reused
+ * briefly and then revalidated by ETag; an answer that needed a token is
+ * for that client only. */
+static const char *cache_control(const struct srv_req *q)
+{
+	const struct srv *s = q->s;
+	if (s->o->ntokens || (s->o->forward_token && q->client_token))
+		return "private";
+	if (util_is_hex(q->revision, 40))
+		return "public, max-age=31536000, immutable";
+	return "public, max-age=30, must-revalidate";
+}
+
+/* Whether If-None-Match names etag (quoted), or is "*". Weak forms compare
+ * equal (RFC 9110 13.1.2 uses the weak comparison here). */
+static int etag_matches(struct MHD_Connection *c, const char *etag)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	size_t el = strlen(etag);
+	if (!h)
+		return 0;
+	while (*h) {
+		while (*h == ' ' || *h == '\t' || *h == ',')
+			h++;
+		if (!*h)
+			break;
+		const char *e = strchr(h, ',');
+		size_t n = e ? (size_t)(e - h) : strlen(h);
+		while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+			n--;
+		const char *t = h;
+		if (n > 2 && t[0] == 'W' && t[1] == '/') {
+			t += 2;
+			n -= 2;
+		}
+		if ((n == 1 && *t == '*') || (n == el && !memcmp(t, etag, n)))
+			return 1;
+		h = e ? e + 1 : h + strlen(h);
+	}
+	return 0;
+}
+
+static void file_etag(const struct srv_file *f, char *etag, size_t cap)
+{
+	snprintf(etag, cap, "\"%s\"", f->lfs ? f->sha256 : f->oid);
+}
+
+int srv_not_modified(struct srv_req *q, struct MHD_Connection *c, const char *commit, const struct srv_file *f,
+		     enum MHD_Result *ret)
+{
+	char etag[80];
+	struct MHD_Response *resp;
+	file_etag(f, etag, sizeof(etag));
+	if ((strcmp(q->method, "GET") && strcmp(q->method, "HEAD")) || !etag_matches(c, etag))
+		return 0;
+	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		*ret = MHD_NO;
+		return 1;
+	}
+	file_headers(resp, commit, f);
+	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
+	q->status = 304;
+	q->planned = 0;
+	*ret = MHD_queue_response(c, 304, resp);
+	MHD_destroy_response(resp);
+	return 1;
+}
+
 /* Sends a file answer whose body comes from resp (already created). */
 static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 				  const char *commit, const struct srv_file *f, int ranged, uint64_t from,
@@ -89,7 +182,12 @@ static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, s
 {
 	enum MHD_Result ret;
 	int status = ranged ? 206 : 200;
+	if (srv_not_modified(q, c, commit, f, &ret)) {
+		MHD_destroy_response(resp); /* closes its file */
+		return ret;
+	}
 	file_headers(resp, commit, f);
+	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
 	if (ranged) {
 		char cr[96];
 		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from,
@@ -130,11 +228,29 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	uint64_t from = 0, len;
 	int ranged, fd;
 
-	if (!st)
-		return srv_send_error(q, c, 500, NULL, "cannot open the store");
+	if (!st) {
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the store is busy or cannot be opened: try again");
+	}
 	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 	if (!err)
 		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	if (err == HM_ERR_NOT_FOUND && store_is_remote(st) && !store_remote_sync(&ctx, st, 1.0)) {
+		/* an S3 store: another node may have pulled it since */
+		ctx.errmsg[0] = 0;
+		err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
+		if (!err)
+			err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	}
+	if (!err && store_is_remote(st)) {
+		/* HEAD and LFS GETs are answered here; the rest comes from the local cache */
+		enum MHD_Result ret;
+		if (srv_s3_file(q, c, st, commit, &sf, &ret)) {
+			srv_store_put(s, st);
+			free(sf.path);
+			return ret;
+		}
+	}
 	if (!err)
 		store_blob_path(st, sf.sha256, blob, sizeof(blob));
 	srv_store_put(s, st);
@@ -204,8 +320,9 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 		len = sf.size;
 	fd = open(blob, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
+		int e = errno;
 		free(sf.path);
-		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+		return srv_open_error(q, c, e);
 	}
 	/* MHD sends it with sendfile and closes fd when done */
 	struct MHD_Response *resp = len ? MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)from)
@@ -221,6 +338,31 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
 	free(sf.path);
 	return ret;
+}
+
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status)
+{
+	enum MHD_Result ret;
+	file_headers(resp, commit, f);
+	if (status != 302)
+		MHD_add_response_header(resp, "Cache-Control", cache_control(q));
+	q->status = status;
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e)
+{
+	if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+		/* out of descriptors: a moment later the request may well work */
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the server is out of file descriptors (%s): try again", strerror(e));
+	}
+	if (e == ENOENT)
+		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+	return srv_send_error(q, c, 500, NULL, "cannot open the stored blob: %s", strerror(e));
 }
 
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,

@@ -12,9 +12,20 @@
 #include "../util/util.h"
 
 #define SRV_MAX_SEGS 64
-#define SRV_STORE_POOL 16  /* store handles kept open between requests */
+#define SRV_STORE_POOL 16  /* store handles open at most */
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
+
+/* One client connection (MHD's socket context), tracked for the header
+ * deadline and the per-address cap. Under srv.conn_mu. */
+struct srv_conn {
+	int fd;
+	char addr[64];
+	double deadline;         /* the next request's headers must be in by then (0: in a request) */
+	int over;                /* over a limit: answer 503 (1 all connections, 2 per address) */
+	int cut;                 /* shut down by the watchdog */
+	struct srv_conn *prev, *next;
+};
 struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */
 struct srv_p2p;        /* the BitTorrent seeder and tracker (torrent.c) */
 
@@ -24,13 +35,25 @@ struct srv {
 	struct MHD_Daemon *d;
 	/* store handles: a struct store is for one thread at a time */
 	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
 	struct store **pool;
 	size_t npool, cappool;
+	size_t nopen;            /* handles in existence (at most SRV_STORE_POOL): bounds the fds on index.db */
+	int max_conns;           /* --max-connections, clamped to the file limit */
 	struct srv_upstream *up;
 	struct srv_metrics *m;
 	struct srv_p2p *p2p;     /* NULL without --p2p */
+	struct srv_ui *ui;       /* the web pages' state (ui.c); NULL with --no-ui */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
+	/* connections (conn_mu) and the watchdog that enforces header deadlines */
+	pthread_mutex_t conn_mu;
+	pthread_cond_t conn_cv;
+	struct srv_conn *conns;
+	int nconns;
+	int watchdog_stop;
+	pthread_t watchdog;
+	int watchdog_on;
 };
 
 /* A request being answered (MHD's con_cls). */
@@ -54,6 +77,9 @@ struct srv_req {
 	int body_too_big;
 	char client[64];
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
+	int ui;                  /* a web page's request: not recorded as mirror traffic */
+	struct srv_conn *conn;   /* its connection (may be NULL) */
+	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
 };
 
 /* A parsed request path. */
@@ -72,7 +98,8 @@ struct srv_route {
 /* Percent-decodes the raw path into segments and classifies it. */
 void srv_route_parse(const char *url, struct srv_route *r);
 
-/* Store handle pool. */
+/* Store handle pool: at most SRV_STORE_POOL handles exist; take waits for
+ * one (up to 30 s) when all are in use. NULL when none could be had. */
 struct store *srv_store_take(struct srv *s);
 void srv_store_put(struct srv *s, struct store *st);
 
@@ -115,9 +142,26 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 /* Drops the rendered-answer cache (at shutdown). */
 void srv_api_cache_clear(void);
 enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
-/* Queues a file answer (headers, Content-Range) with the body in resp. */
+/* Answers a failed open() of a blob by its errno: out of descriptors is 503
+ * with Retry-After, a missing blob 500 naming verify --repair. */
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e);
+/* Answers 304 when If-None-Match names the file's ETag (GET/HEAD): returns
+ * 1 with *ret set, else 0 (nothing sent). */
+int srv_not_modified(struct srv_req *q, struct MHD_Connection *c, const char *commit, const struct srv_file *f,
+		     enum MHD_Result *ret);
+/* Queues a file answer (headers, Content-Range, Cache-Control; 304 when the
+ * client's copy is current) with the body in resp. */
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);
+
+/* Queues resp (no Range handling) with the file headers and status. */
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status);
+/* An S3 store's answer for a stored file (s3redirect.c): returns 1 with
+ * *ret set when it answered (HEAD, 302 for LFS GETs, errors), 0 when the file
+ * is now in the local cache for the usual answer. */
+int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, const char *commit,
+		const struct store_file *sf, enum MHD_Result *ret);
 
 /* Pull-through (upstream.c). */
 enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;
@@ -135,6 +179,15 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 				  const struct fetch_entry *all, size_t nall, const char *ref,
 				  uint64_t from, uint64_t len, int ranged);
 
+/* Pull-throughs in flight, for the activity page: at most max, newest first. */
+struct srv_up_progress {
+	char type[16], repo[200], path[512];  /* path cut at 511 bytes */
+	uint64_t size, done;                  /* done: contiguous bytes written so far */
+	int64_t started;                      /* unix seconds */
+	int readers;                          /* clients waiting on it */
+};
+size_t srv_up_progress(struct srv *s, struct srv_up_progress *out, size_t max);
+
 /* Metrics and the served-request log (metrics.c). */
 enum hm_err srv_metrics_init(struct srv *s) HM_MUST_CHECK;
 void srv_metrics_free(struct srv *s);   /* flushes the log */
@@ -150,6 +203,8 @@ struct mirror_swarm *srv_p2p_swarm(const struct srv *s);
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents);
 enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 enum MHD_Result srv_p2p_rev_torrents(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* 1 when tok is one of the accepted tokens (constant time per token). */
+int srv_token_ok(const struct srv *s, const char *tok);
 const char *srv_iso_time(int64_t t, char *buf, size_t len);
 
 #endif

@@ -165,7 +165,17 @@ static const char *const migrations[] = {
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
 	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
-	/* v7: the BitTorrent v2 torrent of a blob (p2p/, torrents.c): the
+	/* v7: checkouts of stored revisions (checkouts.c), so that verify can
+	 * check the hard-linked ones and --repair re-link them */
+	"CREATE TABLE checkouts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,"
+	"  dir TEXT NOT NULL,"
+	"  layout TEXT NOT NULL,"
+	"  copy INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE(revision_id, dir, layout));",
+	/* v8: the BitTorrent v2 torrent of a blob (p2p/, torrents.c): the
 	 * bencoded torrent (info dict and piece layers, no announce URL) and
 	 * its v2 info-hash, made once per blob and piece size. */
 	"CREATE TABLE torrents ("
@@ -423,6 +433,9 @@ enum hm_err store_record_revision(struct hm_ctx *ctx, struct store *st, const ch
 	if (ref && (err = record_ref(ctx, st, repo_id, ref, commit, now)))
 		goto out;
 	err = store_exec(ctx, st, "COMMIT");
+	/* an S3 store: the revision object goes up after all of its blobs */
+	if (!err && st->remote && !store_remote_syncing(st))
+		err = store_remote_put_revision(ctx, st, type, repo, commit, ref);
 out:
 	sqlite3_finalize(q);
 	if (err)
@@ -530,6 +543,8 @@ enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
 	sqlite3_stmt *q = NULL;
 	int64_t repo_id;
 
+	if (st->remote && !store_remote_syncing(st) && (err = store_remote_rm(ctx, st, type, repo, commit)))
+		return err;
 	if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 		return err;
 	if ((err = store_repo_id(ctx, st, type, repo, &repo_id)))

@@ -46,6 +46,7 @@ struct store_repo_info {
 	char *name;
 	size_t nrevisions;
 	uint64_t bytes;         /* sum of file sizes of all revisions (logical) */
+	int64_t last_pulled;    /* newest revision's pulled_at (pull or pull-through); 0 if none */
 };
 
 struct store_rev_info {
@@ -66,6 +67,34 @@ struct store_stats_row {
  * index.db in WAL mode with a busy timeout, runs pending migrations.
  * On success *out is owned by the caller (store_close). */
 enum hm_err store_open(struct hm_ctx *ctx, const char *dir, struct store **out) HM_MUST_CHECK;
+/* dir may also be "s3://BUCKET[/PREFIX]" (credentials and endpoint from the
+ * AWS_* environment, see s3/s3.h): blobs and revision metadata then live in
+ * the bucket, and the index is a cache in a local directory
+ * ($HUBMIRROR_S3_CACHE, else $XDG_CACHE_HOME/hubmirror/s3/HOST/BUCKET/PREFIX)
+ * that is brought up to date from the bucket when the store is opened. */
+
+/* 1 when the store keeps its blobs in an S3 bucket. */
+int store_is_remote(const struct store *st);
+/* The store as the user named it: the directory, or the s3:// URI. */
+const char *store_name(const struct store *st);
+/* Refreshes the index cache of an S3 store from the bucket (revisions added
+ * or removed by other nodes, refs), unless it was refreshed less than
+ * min_age seconds ago. A no-op for a local store. */
+enum hm_err store_remote_sync(struct hm_ctx *ctx, struct store *st, double min_age) HM_MUST_CHECK;
+/* A presigned GET URL of a blob of an S3 store, valid for expires seconds
+ * (caller frees); NULL for a local store or when out of memory. */
+char *store_blob_url(struct store *st, const char *sha256, int expires);
+/* Makes sure the blob's file is at store_blob_path: for an S3 store it is
+ * downloaded into the local cache and verified (SHA-256 and size). A no-op
+ * for a local store. */
+enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size) HM_MUST_CHECK;
+/* Re-hashes a blob where it is kept: *problem = NULL (good), "missing" or "corrupt". */
+enum hm_err store_blob_check(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+			     const char **problem) HM_MUST_CHECK;
+/* Throws a bad blob away so the next pull fetches it again: the file (and
+ * for an S3 store the object). Its rows stay. */
+enum hm_err store_blob_discard(struct hm_ctx *ctx, struct store *st, const char *sha256) HM_MUST_CHECK;
+
 /* Flushes pending rows (store_flush) and closes. Accepts NULL. */
 void store_close(struct store *st);
 const char *store_dir(const struct store *st);
@@ -134,6 +163,9 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 			     const char *repo, const char *commit,
 			     struct store_file **out, size_t *n) HM_MUST_CHECK;
 void store_repo_info_free(struct store_repo_info *v, size_t n);
+/* A number that changes when repos or revisions are added, removed or
+ * pulled again (what store_list_repos returns may then differ): for caches. */
+enum hm_err store_repos_version(struct hm_ctx *ctx, struct store *st, uint64_t *v) HM_MUST_CHECK;
 /* One file of a stored revision (out->path owned by the caller, free it);
  * HM_ERR_NOT_FOUND when the repo, revision or path isn't stored. */
 enum hm_err store_find_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
@@ -166,6 +198,27 @@ enum store_layout { STORE_LAYOUT_FILES, STORE_LAYOUT_HF_CACHE };
 enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *type,
 			   const char *repo, const char *commit, const char *ref,
 			   const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
+
+/* A checkout of a stored revision, as recorded (mirror_checkout). */
+struct store_checkout_info {
+	char type[16];
+	char *repo;
+	char commit[41];
+	char *dir;              /* absolute: the tree (files) or the HF_HUB_CACHE (hf-cache) */
+	enum store_layout layout;
+	int copy;               /* independent copies: nothing to keep in step */
+};
+/* Records a checkout of a stored revision into dir (absolute); a files
+ * checkout replaces the record of an earlier one into the same dir.
+ * HM_ERR_NOT_FOUND when the revision is not stored. */
+enum hm_err store_record_checkout(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				  const char *commit, const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
+/* The recorded checkouts of a repo (type and repo NULL: of all), oldest
+ * first; *out freed with store_checkouts_free. Removing a revision (rm)
+ * forgets its checkouts. */
+enum hm_err store_list_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				 struct store_checkout_info **out, size_t *n) HM_MUST_CHECK;
+void store_checkouts_free(struct store_checkout_info *v, size_t n);
 
 /* Frees the per-repo rows of a report (store_report). */
 void store_stats_free(struct store_stats_row *v, size_t n);
@@ -209,6 +262,9 @@ enum store_by { STORE_BY_REPO, STORE_BY_FILE, STORE_BY_DAY, STORE_BY_ENDPOINT, S
  * TABLES reads every row from its table; CACHE always reads the cache. */
 enum store_scan { STORE_SCAN_AUTO, STORE_SCAN_TABLES, STORE_SCAN_CACHE };
 
+/* Which transfers a report counts (the legacy served rows are every request either way). */
+enum store_source { STORE_SOURCE_ALL, STORE_SOURCE_PULLS, STORE_SOURCE_SERVED };
+
 /* What a report covers. Transfers are downloads rows (pulls) and served
  * rows of kind "file" answered to a GET (`serve`). */
 struct store_stats_query {
@@ -219,6 +275,7 @@ struct store_stats_query {
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
 	int legacy;             /* also fill the report's pulls and served rows */
 	enum store_scan scan;   /* how to read the transfers (the same numbers either way) */
+	enum store_source source; /* which transfers: all (0), pulls only, files served only */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
@@ -319,6 +376,7 @@ void store_smoke_rows_free(struct store_smoke_row *v, size_t n);
 
 /* One conversion, as recorded. Strings are owned (store_artifact_release). */
 struct store_artifact {
+	int64_t id;             /* the row */
 	char *repo_type, *repo;
 	char commit[41];        /* the source revision */
 	char *format;           /* "gguf" */
@@ -371,5 +429,21 @@ void store_strings_free(char **v, size_t n);
  * revision lists (*sha malloc'd, the caller's). */
 enum hm_err store_torrents_listed(struct hm_ctx *ctx, struct store *st, int piece_size, char (**sha)[65],
 				  size_t *n) HM_MUST_CHECK;
+/* ---- charts (chart.c): standalone SVG documents, for `stats --chart` and `serve`'s pages ---- */
+
+struct util_buf;
+/* Appends the chart of days (STORE_BY_DAY rows, oldest first): bytes per day
+ * as bars and each day's median throughput as a line. Returns 0, or -1 when
+ * out of memory. */
+int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle) HM_MUST_CHECK;
+/* One row of a bar chart; value2 is the second series' (when there is one). */
+struct store_chart_bar {
+	const char *label;
+	uint64_t value, value2;
+};
+/* Appends horizontal bars, one row per item (two bars a row when name2 is
+ * non-NULL), values as sizes when bytes is set, else counts. 0 or -1 (memory). */
+int store_chart_bars(struct util_buf *b, const char *title, const char *name1, const char *name2, int bytes,
+		     const struct store_chart_bar *v, size_t n) HM_MUST_CHECK;
 
 #endif
