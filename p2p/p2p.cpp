@@ -88,7 +88,11 @@ struct p2p {
 					std::fprintf(debug, "%s: %s\n", a->what(), a->message().c_str());
 					std::fflush(debug);
 				}
-				if (auto *r = lt::alert_cast<lt::torrent_removed_alert>(a)) {
+				if (auto *te = lt::alert_cast<lt::tracker_error_alert>(a)) {
+					// a whitelist not reloaded yet, a tracker restarting:
+					// ask again in 2 s, not after libtorrent's backoff (minutes)
+					te->handle.force_reannounce(2, -1, lt::torrent_handle::ignore_min_interval);
+				} else if (auto *r = lt::alert_cast<lt::torrent_removed_alert>(a)) {
 					std::string h = hex(r->info_hashes.v2.data(), 32);
 					std::lock_guard<std::mutex> g(mu);
 					removing.erase(h);
@@ -236,7 +240,7 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		const char *dbg = std::getenv("HUBMIRROR_P2P_DEBUG");
 		sp.set_int(lt::settings_pack::alert_mask, dbg && *dbg ? lt::alert_category::all
 							: lt::alert_category::error | lt::alert_category::status |
-								  lt::alert_category::storage);
+								  lt::alert_category::storage | lt::alert_category::tracker);
 		lt::session_params params(std::move(sp));
 		auto *p = new struct p2p(std::move(params));
 		p->origin = o->origin != 0;

@@ -268,10 +268,9 @@ static void announce_url(struct srv *s, struct MHD_Connection *c, char *out, siz
 		 s->p2p->tracker_port);
 }
 
-/* Whether our tracker accepts announces of ihash yet (it reloads its
- * whitelist on SIGHUP in a thread of its own): an announce with
- * event=stopped, which registers no peer. */
-static int tracker_accepts(const struct srv_p2p *p, const char *ihash)
+/* One announce of ihash to our tracker (event "" or "stopped"); 1 when it
+ * was accepted. */
+static int tracker_announce(const struct srv_p2p *p, const char *ihash, const char *event)
 {
 	struct sockaddr_in sa = {0};
 	char req[512], resp[1024], *w = req;
@@ -286,7 +285,8 @@ static int tracker_accepts(const struct srv_p2p *p, const char *ihash)
 	w += sprintf(w, "GET /announce?info_hash=");
 	for (int i = 0; i < 20; i++)
 		w += sprintf(w, "%%%.2s", ihash + 2 * i);
-	w += sprintf(w, "&peer_id=hubmirror-whitelist&port=1&left=0&event=stopped&numwant=0 HTTP/1.0\r\n\r\n");
+	w += sprintf(w, "&peer_id=hubmirror-whitelist&port=1&left=0&numwant=0%s%s HTTP/1.0\r\n\r\n",
+		     *event ? "&event=" : "", event);
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return 1;
@@ -301,6 +301,18 @@ static int tracker_accepts(const struct srv_p2p *p, const char *ihash)
 	}
 	close(fd);
 	return ok;
+}
+
+/* Whether our tracker accepts announces of ihash yet (it reloads its
+ * whitelist on SIGHUP in a thread of its own). A plain announce (opentracker
+ * answers event=stopped without looking at the whitelist), then a stopped one
+ * to take the probe's peer out again. */
+static int tracker_accepts(const struct srv_p2p *p, const char *ihash)
+{
+	if (!tracker_announce(p, ihash, ""))
+		return 0;
+	tracker_announce(p, ihash, "stopped");
+	return 1;
 }
 
 /* Lets the tracker accept announces of ihash (its first 40 hex: v2 torrents
