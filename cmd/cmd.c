@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "cmd.h"
 
@@ -139,6 +140,29 @@ static char *read_token_file(const char *path)
 	memset(data, 0, len);
 	free(data);
 	return t;
+}
+
+const char *cmd_hf_cache_dir(char *buf, size_t len)
+{
+	const char *c = getenv("HF_HUB_CACHE"), *old = getenv("HUGGINGFACE_HUB_CACHE"), *hf = getenv("HF_HOME");
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	if (c && *c)
+		snprintf(buf, len, "%s", c);
+	else if (old && *old)
+		snprintf(buf, len, "%s", old);
+	else if (hf && *hf)
+		snprintf(buf, len, "%s/hub", hf);
+	else if (xdg && *xdg)
+		snprintf(buf, len, "%s/huggingface/hub", xdg);
+	else
+		snprintf(buf, len, "%s/.cache/huggingface/hub", home && *home ? home : ".");
+	return buf;
+}
+
+int cmd_offline(void)
+{
+	const char *v = getenv("HF_HUB_OFFLINE");
+	return v && *v && strcmp(v, "0") && strcasecmp(v, "false") && strcasecmp(v, "no") && strcasecmp(v, "off");
 }
 
 char *cmd_token(const struct cmd_env *env)

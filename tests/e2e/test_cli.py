@@ -414,3 +414,24 @@ def test_cli_json_schema_everywhere(t):
         j = r.json()
         check(j["schema"] == 2 and j["error"]["code"] == code and j["error"]["message"],
               "%s --json error object: %s" % (args, j))
+
+
+def test_cli_hf_environment(t):
+    emu = t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    r = t.hm("pull", repo, env={"HF_HUB_OFFLINE": "1"})
+    check(r.rc == 1 and "HF_HUB_OFFLINE" in r.err, "offline pull of a missing repo: %r" % r)
+    check(not [e for e in emu.log() if e["host"] == "api" and e["path"].startswith("/api/")],
+          "HF_HUB_OFFLINE=1 used the network")
+    t.ok("pull", repo)
+    emu.reset_log()
+    cache = os.path.join(t.tmp, "hf-cache")
+    r = t.ok("pull", repo, "--layout", "hf-cache", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": cache})
+    check("offline" in r.out and not [e for e in emu.log() if e["path"].startswith("/api/")],
+          "offline pull of a stored repo: %r" % r)
+    snap = r.out.strip().splitlines()[-1]
+    check(snap.startswith(os.path.realpath(cache) + "/models--demo-org--tiny-llama/snapshots/"),
+          "--layout hf-cache writes into $HF_HUB_CACHE: %r" % r)
+    r = t.ok("checkout", repo, "--layout", "hf-cache", env={"HF_HOME": os.path.join(t.tmp, "hfh")})
+    check(os.path.isdir(os.path.join(t.tmp, "hfh", "hub", "models--demo-org--tiny-llama")),
+          "checkout --layout hf-cache without --to uses $HF_HOME/hub: %r" % r)
