@@ -238,6 +238,14 @@ int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
 	return 0;
 }
 
+int cmd_offline(const struct cmd_args *a)
+{
+	const char *v = getenv("HF_HUB_OFFLINE");
+	if (cmd_flag(a, "offline"))
+		return 1;
+	return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
+}
+
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
 {
 	struct fetch_client_opts o = {0};

@@ -97,6 +97,8 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
  * Returns 0, or -1 after printing what is wrong. */
 struct fetch_client_opts;
 int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o);
+/* --offline, or HF_HUB_OFFLINE set to 1/true/yes/on (as huggingface_hub reads it). */
+int cmd_offline(const struct cmd_args *a);
 
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */

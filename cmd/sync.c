@@ -9,6 +9,7 @@ static const struct cmd_opt opts[] = {
 	{"layout", 0, "LAYOUT", 0, "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"},
 	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
 	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
+	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -50,6 +51,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_sync, a->npos ? "sync takes one manifest" : "missing MANIFEST");
 	so.to = cmd_opt(a, "to");
+	so.offline = cmd_offline(a);
 	so.layout = STORE_LAYOUT_FILES;
 	if (layout && !strcmp(layout, "hf-cache"))
 		so.layout = STORE_LAYOUT_HF_CACHE;
