@@ -159,12 +159,6 @@ const char *cmd_hf_cache_dir(char *buf, size_t len)
 	return buf;
 }
 
-int cmd_offline(void)
-{
-	const char *v = getenv("HF_HUB_OFFLINE");
-	return v && *v && strcmp(v, "0") && strcasecmp(v, "false") && strcasecmp(v, "no") && strcasecmp(v, "off");
-}
-
 char *cmd_token(const struct cmd_env *env)
 {
 	char *token = NULL, path[4096];

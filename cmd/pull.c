@@ -136,31 +136,6 @@ static int dry_run_report(struct cmd_env *env, const struct mirror_pull_opts *o,
 	return 0;
 }
 
-/* HF_HUB_OFFLINE=1: no network, as with hf: the stored revision or an error. */
-static int pull_offline(struct cmd_env *env, struct store *st, const struct mirror_pull_opts *o, const char *label,
-			const char *to, enum store_layout l, int copy)
-{
-	char commit[41], path[4096] = "";
-	enum hm_err err = store_resolve(&env->ctx, st, o->type, o->repo, o->revision, commit);
-	if (err == HM_ERR_NOT_FOUND)
-		hm_fail(&env->ctx, err, "HF_HUB_OFFLINE is set: no network, and '%s'%s%s is not in the store", label,
-			o->revision ? " at " : "", o->revision ? o->revision : "");
-	if (err || (to && (err = checkout_to(env, st, o, commit, to, l, copy, path, sizeof(path)))))
-		return cmd_error(env, err);
-	if (env->json) {
-		json_t *j = json_pack("{s:s, s:s, s:s, s:b}", "repo", o->repo, "repo_type", o->type, "revision", commit,
-				      "offline", 1);
-		if (to)
-			json_object_set_new(j, "path", json_string(path));
-		cmd_print_json(j);
-	} else if (!env->quiet) {
-		printf("offline (HF_HUB_OFFLINE): %s@%.12s is in the store; nothing downloaded\n", label, commit);
-	}
-	if (to && !env->json)
-		printf("%s\n", path);
-	return 0;
-}
-
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
@@ -216,10 +191,6 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	cmd_progress_label(env, o.type, o.repo);
-	if (cmd_offline()) {
-		rc = pull_offline(env, st, &o, label, to, l, cmd_flag(a, "copy"));
-		goto out;
-	}
 	err = mirror_pull(&env->ctx, st, fc, &o, &res);
 	cmd_progress_end(env);
 	if (res.stale[0] && !env->quiet)
