@@ -76,6 +76,10 @@ struct srv_req {
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
 	struct srv_conn *conn;   /* its connection (may be NULL) */
 	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
+	/* for the access log (Combined Log Format) */
+	struct timespec wall0;   /* when the request came, wall clock */
+	char version[12];        /* HTTP/1.1 */
+	char user_agent[200], referer[200];
 };
 
 /* A parsed request path. */

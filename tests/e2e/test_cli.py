@@ -2,6 +2,7 @@
 a real terminal (tmux) at 60, 80 and 120 columns, plain progress lines and
 retries in a log, quiet modes, messages, help."""
 
+import json
 import os
 import re
 import time
@@ -435,3 +436,52 @@ def test_cli_hf_environment(t):
     r = t.ok("checkout", repo, "--layout", "hf-cache", env={"HF_HOME": os.path.join(t.tmp, "hfh")})
     check(os.path.isdir(os.path.join(t.tmp, "hfh", "hub", "models--demo-org--tiny-llama")),
           "checkout --layout hf-cache without --to uses $HF_HOME/hub: %r" % r)
+
+
+def test_cli_run_prompt_forms(t):
+    import subprocess
+    t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    t.ok("pull", repo, "-q")
+    want = t.ok("run", repo, "-p", "Hello world", "-n", "6", "--json").json()["tokens"]
+    got = t.ok("run", repo, "Hello", "world", "-n", "6", "--json").json()["tokens"]
+    check(got == want, "positional prompt: %r vs %r" % (got, want))
+    argv = [lib.BIN] + t.argv(["run", repo, "-n", "6", "--json"])
+    p = subprocess.run(argv, input=b"Hello world\n", capture_output=True, env=t.environ(), timeout=120)
+    check(p.returncode == 0 and json.loads(p.stdout)["tokens"] == want, "prompt from stdin: %r" % (p,))
+    r = t.hm("run", repo, "Hello", "-p", "world")
+    check(r.rc == 2 and "once" in r.err, "two prompts: %r" % r)
+    # interactive, in a terminal: a line in, a generation out, /bye ends
+    tm = term.Tmux(t, 80)
+    tm.run("run", repo, "-n", "2")
+    t0 = time.time()
+    while ">>> " not in tm.screen() and time.time() - t0 < 120:
+        time.sleep(0.1)
+    tm.tmux("send-keys", "Hello world", "Enter")
+    while tm.screen().count(">>> ") < 2 and time.time() - t0 < 120:
+        time.sleep(0.1)
+    tm.tmux("send-keys", "/bye", "Enter")
+    check(tm.wait_done(120) == 0, "interactive run: %s" % tm.everything())
+    check(tm.everything().count(">>> ") >= 2, "no second prompt after a generation: %s" % tm.everything())
+
+
+def test_cli_bar_follows_a_resize(t):
+    progress_emu(t, big=4_000_000, rate=500_000)
+    tm = term.Tmux(t, 120)
+    tm.run("pull", REPO, "-c", "2")
+    t0 = time.time()
+    while not bar_lines(tm.screen()) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    check(bar_lines(tm.screen()), "no bar at 120 columns")
+    tm.tmux("resize-window", "-x", "60", "-y", "30")
+    time.sleep(1.0)  # a few redraws
+    tm.tmux("clear-history")
+    seen = []
+    while not tm.done() and time.time() - t0 < 90:
+        seen += [l.rstrip() for l in bar_lines(tm.screen())]
+        time.sleep(0.15)
+    check(tm.wait_done() == 0, "pull failed: %s" % tm.everything())
+    check(seen, "no bar after the resize")
+    for l in seen:
+        check(len(l) < 60, "after a resize to 60 columns the bar is %d wide: %r" % (len(l), l))
+test_cli_run_prompt_forms.timeout = 300
