@@ -53,9 +53,12 @@ struct repo_src {
 static enum hm_err resolve_repo(struct hm_ctx *ctx, void *ud, const char *name, char *buf, size_t len)
 {
 	struct repo_src *r = ud;
-	(void)ctx;
 	for (size_t i = 0; i < r->n; i++)
 		if (!strcmp(r->f[i].path, name)) {
+			/* an S3 store: read through the local cache */
+			enum hm_err err = store_blob_local(ctx, r->st, r->f[i].sha256, r->f[i].size);
+			if (err)
+				return err;
 			store_blob_path(r->st, r->f[i].sha256, buf, len);
 			return HM_OK;
 		}
