@@ -127,6 +127,11 @@ static const char *run_prompt(const struct cmd_args *a, char **owned, int *bad)
 				goto nomem;
 		while (b.len && (b.buf[b.len - 1] == '\n' || b.buf[b.len - 1] == '\r'))
 			b.len--;
+		if (!b.len) {
+			util_buf_release(&b);
+			*bad = 3; /* stdin was empty */
+			return NULL;
+		}
 	} else {
 		return NULL; /* interactive */
 	}
@@ -197,6 +202,8 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_run, "give the prompt once: -p TEXT or words after MODEL");
 	if (bad == 2)
 		return cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "the prompt is over 16 MiB"));
+	if (bad == 3)
+		return cmd_usage_error(&cmd_run, "missing prompt: -p TEXT, words after MODEL, or text on stdin");
 	if (!prompt && env->json) {
 		free(owned);
 		return cmd_usage_error(&cmd_run, "--json needs a prompt (-p TEXT, words after MODEL, or stdin)");

@@ -455,14 +455,14 @@ def test_cli_run_prompt_forms(t):
     tm = term.Tmux(t, 80)
     tm.run("run", repo, "-n", "2")
     t0 = time.time()
-    while ">>> " not in tm.screen() and time.time() - t0 < 120:
+    while ">>>" not in tm.screen() and time.time() - t0 < 120:
         time.sleep(0.1)
     tm.tmux("send-keys", "Hello world", "Enter")
-    while tm.screen().count(">>> ") < 2 and time.time() - t0 < 120:
+    while tm.screen().count(">>>") < 2 and time.time() - t0 < 120:
         time.sleep(0.1)
     tm.tmux("send-keys", "/bye", "Enter")
     check(tm.wait_done(120) == 0, "interactive run: %s" % tm.everything())
-    check(tm.everything().count(">>> ") >= 2, "no second prompt after a generation: %s" % tm.everything())
+    check(tm.everything().count(">>>") >= 2, "no second prompt after a generation: %s" % tm.everything())
 
 
 def test_cli_bar_follows_a_resize(t):
@@ -484,4 +484,4 @@ def test_cli_bar_follows_a_resize(t):
     check(seen, "no bar after the resize")
     for l in seen:
         check(len(l) < 60, "after a resize to 60 columns the bar is %d wide: %r" % (len(l), l))
-test_cli_run_prompt_forms.timeout = 300
+
