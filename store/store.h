@@ -46,6 +46,7 @@ struct store_repo_info {
 	char *name;
 	size_t nrevisions;
 	uint64_t bytes;         /* sum of file sizes of all revisions (logical) */
+	int64_t last_pulled;    /* newest revision's pulled_at (pull or pull-through); 0 if none */
 };
 
 struct store_rev_info {
@@ -162,6 +163,9 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 			     const char *repo, const char *commit,
 			     struct store_file **out, size_t *n) HM_MUST_CHECK;
 void store_repo_info_free(struct store_repo_info *v, size_t n);
+/* A number that changes when repos or revisions are added, removed or
+ * pulled again (what store_list_repos returns may then differ): for caches. */
+enum hm_err store_repos_version(struct hm_ctx *ctx, struct store *st, uint64_t *v) HM_MUST_CHECK;
 /* One file of a stored revision (out->path owned by the caller, free it);
  * HM_ERR_NOT_FOUND when the repo, revision or path isn't stored. */
 enum hm_err store_find_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
@@ -237,6 +241,9 @@ enum store_by { STORE_BY_REPO, STORE_BY_FILE, STORE_BY_DAY, STORE_BY_ENDPOINT, S
  * TABLES reads every row from its table; CACHE always reads the cache. */
 enum store_scan { STORE_SCAN_AUTO, STORE_SCAN_TABLES, STORE_SCAN_CACHE };
 
+/* Which transfers a report counts (the legacy served rows are every request either way). */
+enum store_source { STORE_SOURCE_ALL, STORE_SOURCE_PULLS, STORE_SOURCE_SERVED };
+
 /* What a report covers. Transfers are downloads rows (pulls) and served
  * rows of kind "file" answered to a GET (`serve`). */
 struct store_stats_query {
@@ -247,6 +254,7 @@ struct store_stats_query {
 	int by_key;             /* order breakdowns by key (day: oldest first) instead of bytes */
 	int legacy;             /* also fill the report's pulls and served rows */
 	enum store_scan scan;   /* how to read the transfers (the same numbers either way) */
+	enum store_source source; /* which transfers: all (0), pulls only, files served only */
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
@@ -380,5 +388,22 @@ enum hm_err store_artifact_tmp(struct hm_ctx *ctx, struct store *st, const char 
  * the filesystem can), atomically: temp beside dst, fsync, rename. */
 enum hm_err store_artifact_export(struct hm_ctx *ctx, struct store *st, const char *sha256,
 				  const char *dst) HM_MUST_CHECK;
+
+/* ---- charts (chart.c): standalone SVG documents, for `stats --chart` and `serve`'s pages ---- */
+
+struct util_buf;
+/* Appends the chart of days (STORE_BY_DAY rows, oldest first): bytes per day
+ * as bars and each day's median throughput as a line. Returns 0, or -1 when
+ * out of memory. */
+int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle) HM_MUST_CHECK;
+/* One row of a bar chart; value2 is the second series' (when there is one). */
+struct store_chart_bar {
+	const char *label;
+	uint64_t value, value2;
+};
+/* Appends horizontal bars, one row per item (two bars a row when name2 is
+ * non-NULL), values as sizes when bytes is set, else counts. 0 or -1 (memory). */
+int store_chart_bars(struct util_buf *b, const char *title, const char *name1, const char *name2, int bytes,
+		     const struct store_chart_bar *v, size_t n) HM_MUST_CHECK;
 
 #endif

@@ -185,7 +185,7 @@ static int cache_agrees(struct hm_ctx *ctx, struct store *st, struct store_stats
 
 static struct store_stats_query query(const char *repo, int64_t since, int64_t until)
 {
-	struct store_stats_query q = {repo, since, until, 0, (1u << STORE_BY_N) - 1, 0, 1, STORE_SCAN_AUTO};
+	struct store_stats_query q = {repo, since, until, 0, (1u << STORE_BY_N) - 1, 0, 1, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 	return q;
 }
 
