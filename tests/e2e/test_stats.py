@@ -469,6 +469,12 @@ def test_stats_after_pull(t):
     hosts = {x["endpoint"] for x in j["by_endpoint"]}
     check(all(x["source"] == "pull" for x in j["by_endpoint"]) and hosts and
           all("127.0.0." in h for h in hosts), "by_endpoint: %s" % j["by_endpoint"])
+    # the host that sent the bytes: LFS files come from the CDN (127.0.0.2), not the hub
+    cdn = emu.cdn.split("//")[1].split(":")[0]
+    lfs = sum(len(d) for p, d in src.items() if p in lib.SAMPLE_LFS)
+    by_host = {x["endpoint"]: x["bytes"] for x in j["by_endpoint"]}
+    check(any(cdn in h and b == lfs for h, b in by_host.items()),
+          "the CDN (%s) should have sent the %d LFS bytes: %s" % (cdn, lfs, by_host))
     check(j["overall"]["median_rate"] > 0 and j["overall"]["p95_rate"] >= j["overall"]["median_rate"],
           "rates: %s" % j["overall"])
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
