@@ -29,6 +29,7 @@ struct plan {
 	enum fmt_dtype dtype;       /* F32, F16 or BF16 */
 	uint64_t nelem, rowlen, nrows;
 	uint64_t perm_heads;        /* 0: rows as they are; else heads of the Q/K permutation */
+	int add_one;                /* Gemma norms: 1 + w (rounded to the source's precision, as torch adds) */
 	uint64_t out_bytes;
 	const unsigned char *map_base; /* the source's mapping (to drop pages), NULL for synth */
 };
@@ -46,6 +47,7 @@ struct model {
 	int qwen2;                  /* q/k/v biases, always */
 	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
 	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
+	int gemma;                  /* 2 or 3: sandwich norms stored as 1 + w, tied embeddings, NEOX rope */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -161,20 +163,23 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 		ok |= !strcmp(arch, llama_archs[i]);
 	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
 	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
-	ok |= m->smollm3;
-	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM");
-	m->neox = m->qwen2 || m->qk_norm;
+	m->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strcmp(arch, "Gemma3ForCausalLM") ? 3 : 0;
+	ok |= m->smollm3 || m->gemma;
+	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3;
+	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM");
 	if (!ok && !m->neox)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
 			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
-			       " SmolLM3ForCausalLM)", arch);
-	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : "llama";
+			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : m->qk_norm ? "qwen3"
+		  : m->smollm3 ? "smollm3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
 	    (err = cfg_u64(ctx, m->config, "num_key_value_heads", m->n_head, 0, &m->n_kv)) ||
 	    (err = cfg_u64(ctx, m->config, "intermediate_size", 0, 1, &m->n_ff)) ||
-	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", 0, 1, &m->ctx_len)) ||
+	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", m->gemma == 3 ? 131072 : 0, m->gemma != 3,
+			   &m->ctx_len)) ||
 	    (err = cfg_u64(ctx, m->config, "head_dim", m->dim / m->n_head, 0, &m->head_dim)))
 		return err;
 	if (m->n_layer > 4096 || m->n_kv > m->n_head || m->n_head % m->n_kv || m->head_dim % 2)
@@ -185,7 +190,8 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	if (m->smollm3 && (err = check_nope(ctx, m)))
 		return err;
 	tie = json_object_get(m->config, "tie_word_embeddings");
-	m->tied = json_is_true(tie);
+	/* Gemma ties its classifier (llama.cpp reuses token_embd; an lm_head is dropped) */
+	m->tied = json_is_true(tie) || m->gemma;
 	return HM_OK;
 }
 
@@ -219,6 +225,29 @@ static const struct map_rule layer_rules[] = {
 	{"mlp.down_proj.bias", "ffn_down.bias", 0, 'N'},
 };
 #define NRULES (sizeof(layer_rules) / sizeof(layer_rules[0]))
+
+/* Gemma 2/3 (convert_hf_to_gguf's tensor map): norms around attention and FFN. */
+static const struct map_rule gemma_rules[] = {
+	{"input_layernorm.weight", "attn_norm.weight", 0, 'n'},
+	{"self_attn.q_proj.weight", "attn_q.weight", 0, 'q'},
+	{"self_attn.k_proj.weight", "attn_k.weight", 0, 'k'},
+	{"self_attn.v_proj.weight", "attn_v.weight", 0, 'k'},
+	{"self_attn.o_proj.weight", "attn_output.weight", 0, 'o'},
+	{"self_attn.q_norm.weight", "attn_q_norm.weight", 0, 'h'},
+	{"self_attn.k_norm.weight", "attn_k_norm.weight", 0, 'h'},
+	{"post_attention_layernorm.weight", "post_attention_norm.weight", 0, 'n'},
+	{"pre_feedforward_layernorm.weight", "ffn_norm.weight", 0, 'n'},
+	{"post_feedforward_layernorm.weight", "post_ffw_norm.weight", 0, 'n'},
+	{"mlp.gate_proj.weight", "ffn_gate.weight", 0, 'f'},
+	{"mlp.up_proj.weight", "ffn_up.weight", 0, 'f'},
+	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+};
+
+static const struct map_rule *rules_of(const struct model *m, size_t *n)
+{
+	*n = m->gemma ? sizeof(gemma_rules) / sizeof(gemma_rules[0]) : NRULES;
+	return m->gemma ? gemma_rules : layer_rules;
+}
 
 static int ends_with(const char *s, const char *suf)
 {
@@ -328,9 +357,11 @@ static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 		    !strcmp(n, "lm_head.weight") || ends_with(n, ".rotary_emb.inv_freq") ||
 		    ends_with(n, ".attention.masked_bias") || ends_with(n, ".attention.bias"))
 			continue;
+		size_t nr;
+		const struct map_rule *rules = rules_of(m, &nr);
 		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer)
-			for (size_t r = 0; r < NRULES; r++)
-				ok |= !strcmp(n + pos, layer_rules[r].hf) && rule_applies(m, &layer_rules[r]);
+			for (size_t r = 0; r < nr; r++)
+				ok |= !strcmp(n + pos, rules[r].hf) && rule_applies(m, &rules[r]);
 		if (!ok)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot map tensor '%.200s' to GGUF", n);
 	}
@@ -403,24 +434,26 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (!m->neox && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (!m->neox && !m->gemma && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
 		return err;
+	size_t nr;
+	const struct map_rule *rules = rules_of(m, &nr);
 	for (uint64_t l = 0; l < m->n_layer; l++)
-		for (size_t r = 0; r < NRULES; r++) {
+		for (size_t r = 0; r < nr; r++) {
 			char hf[256], gg[FMT_GGUF_MAX_NAME];
 			uint64_t shape[2];
-			int nd = 2, bias = layer_rules[r].rows >= 'A' && layer_rules[r].rows <= 'Z';
-			if (!rule_applies(m, &layer_rules[r]))
+			int nd = 2, bias = rules[r].rows >= 'A' && rules[r].rows <= 'Z';
+			if (!rule_applies(m, &rules[r]))
 				continue;
-			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, layer_rules[r].hf);
-			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, layer_rules[r].gguf);
+			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, rules[r].hf);
+			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, rules[r].gguf);
 			t = fmt_st_set_find(m->set, hf);
 			/* optional for llama; qwen2's q/k/v always have them */
 			if (!t && bias && !m->qwen2)
 				continue;
 			if ((err = need(ctx, m, hf, &t)))
 				return err;
-			switch (layer_rules[r].rows) {
+			switch (rules[r].rows) {
 			case 'n': nd = 1; shape[0] = m->dim; break;
 			case 'h': nd = 1; shape[0] = m->head_dim; break;
 			case 'q': shape[0] = q; shape[1] = m->dim; break;
@@ -434,12 +467,14 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
 			/* qwen2/3 rope NEOX-style (half-split): HF row order is kept */
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox ? 0 : layer_rules[r].perm)))
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox || m->gemma ? 0 : rules[r].perm)))
 				return err;
+			m->t[m->n - 1].add_one = m->gemma && ends_with(gg, "norm.weight");
 		}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
 	    (err = add_plan(ctx, m, "output_norm.weight", t, (uint64_t[]){m->dim}, 1, 0)))
 		return err;
+	m->t[m->n - 1].add_one = m->gemma != 0;
 	t = fmt_st_set_find(m->set, "lm_head.weight");
 	if (!t && !m->tied && json_object_get(m->config, "tie_word_embeddings"))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no lm_head.weight and its embeddings are not tied");
@@ -522,6 +557,58 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 	return HM_OK;
 }
 
+/* gemma2 / gemma3: what convert_hf_to_gguf.py's Gemma2Model / Gemma3Model
+ * write. Gemma 2 needs head_dim, the soft-capping values and sliding_window
+ * in config.json; Gemma 3 has defaults for most. */
+static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
+				    const char *rtype)
+{
+	enum hm_err err;
+	char k[96];
+	double eps = 1e-6, theta = 1e6, local, acap = 0, fcap = 0, win = 0, pattern = 6, f;
+	int g2 = m->gemma == 2;
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	if (g2 && (!json_object_get(m->config, "head_dim") || !cfg_num(m->config, "attn_logit_softcapping", &acap) ||
+		   !cfg_num(m->config, "final_logit_softcapping", &fcap) || !cfg_num(m->config, "sliding_window", &win)))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Gemma 2 needs head_dim, attn_logit_softcapping,"
+			       " final_logit_softcapping and sliding_window");
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim)))
+		return err;
+	if (g2) {
+		if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attn_logit_softcapping"), (float)acap)) ||
+		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "final_logit_softcapping"), (float)fcap)) ||
+		    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+			return err;
+		return HM_OK;
+	}
+	cfg_num(m->config, "rope_theta", &theta);
+	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
+		return err;
+	if (cfg_num(m->config, "rope_local_base_freq", &local) &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base_swa"), (float)local)))
+		return err;
+	if (cfg_num(m->config, "final_logit_softcapping", &fcap) && fcap != 0 &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "final_logit_softcapping"), (float)fcap)))
+		return err;
+	cfg_num(m->config, "sliding_window_pattern", &pattern);
+	if (pattern != 1 && cfg_num(m->config, "sliding_window", &win) &&
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+		return err;
+	if (rtype && !strcmp(rtype, "linear") && cfg_num(rs, "factor", &f) &&
+	    ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
+	     (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f))))
+		return err;
+	return HM_OK;
+}
+
 static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src, struct model *m,
 			      const struct conv_options *opt, struct fmt_gguf_writer *w, struct conv_result *res)
 {
@@ -540,8 +627,8 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
-	if (m->neox) {
-		if ((err = write_meta_qwen2(ctx, m, w, rs, rtype)) ||
+	if (m->neox || m->gemma) {
+		if ((err = (m->gemma ? write_meta_gemma : write_meta_qwen2)(ctx, m, w, rs, rtype)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 			return err;
@@ -622,6 +709,9 @@ static void load_src(const struct plan *p, uint64_t a, uint64_t b, float *x)
 		if (n > b - a)
 			n = b - a;
 		conv_load_f32(p->data + (src_row(p, r) * p->rowlen + c) * es, p->dtype, (size_t)n, x);
+		for (uint64_t i = 0; p->add_one && i < n; i++)
+			x[i] = p->dtype == FMT_BF16 ? conv_bf16_to_f32(conv_f32_to_bf16(x[i] + 1.0f))
+			       : p->dtype == FMT_F16 ? conv_f16_to_f32(conv_f32_to_f16(x[i] + 1.0f)) : x[i] + 1.0f;
 		x += n;
 		a += n;
 	}

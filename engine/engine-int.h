@@ -23,6 +23,8 @@ struct eng_layer {
 	float *bq, *bk, *bv, *bo;    /* projection biases (Qwen2: q/k/v), owned; NULL when absent */
 	float *q_norm, *k_norm;      /* head_dim, per-head RMSNorm of q and k (Qwen3), owned; else NULL */
 	int nope;                    /* no rope on this layer (SmolLM3) */
+	int swa;                     /* a sliding-window layer (Gemma) */
+	float *post_attn_norm, *post_ffn_norm; /* dim, Gemma's extra norms, owned; else NULL */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -34,6 +36,7 @@ struct eng_model {
 	float *out_norm;            /* dim, owned */
 	struct eng_layer *layers;   /* n_layer, owned */
 	double *inv_freq;           /* head_dim/2 rope frequencies, scaling applied */
+	double *inv_freq_swa;       /* those of sliding-window layers (Gemma 3); NULL: inv_freq */
 };
 
 /* Dot products of one weight row (raw bytes, any alignment) with n floats. */

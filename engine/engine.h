@@ -36,8 +36,10 @@
 
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
-#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3"
-#define ENG_HF_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM"
+#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3, gemma2, gemma3"
+#define ENG_HF_ARCHS                                                                                                   \
+	"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, "                \
+	"Gemma2ForCausalLM, Gemma3ForCausalLM"
 
 /* The configuration of an open model. */
 struct eng_config {
@@ -58,6 +60,17 @@ struct eng_config {
 	int qkv_bias;          /* q/k/v projections must have biases (Qwen2) */
 	int qk_norm;           /* per-head RMSNorm of q and k before rope (Qwen3) */
 	uint32_t nope_step;    /* GGUF smollm3: layers l with (l + 1) % nope_step == 0 skip rope (0: none) */
+	/* Gemma 2/3 (0 elsewhere); their norm weights are held as 1 + w */
+	int gemma;             /* 2 or 3 */
+	float emb_scale;       /* embeddings times this (sqrt(dim)); 0: none */
+	int gelu;              /* GeGLU (tanh GELU) instead of SwiGLU */
+	int sandwich;          /* post-attention, pre- and post-FFN norms */
+	float attn_scale;      /* scores times this; 0: 1/sqrt(head_dim) */
+	float attn_softcap;    /* scores = cap * tanh(scores / cap); 0: none */
+	float final_softcap;   /* the same for the logits */
+	uint32_t swa_window;   /* sliding-window layers see the last swa_window positions (0: none) */
+	uint32_t swa_period;   /* layer l slides when l % swa_period < swa_period - 1 */
+	float rope_theta_swa;  /* rope base of sliding layers (Gemma 3), unscaled */
 	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
@@ -67,7 +80,7 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success

@@ -1,6 +1,6 @@
 /* forward.c - the decoding state and the forward pass over a batch of
  * tokens (a prompt, or one generated token): RMSNorm,
- * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
+ * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3, Gemma 3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
  * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
  * tied or untied classifier. */
 #include <math.h>
@@ -25,7 +25,7 @@ struct eng_state {
 	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
 	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
-	float *cs;                           /* cos, sin per row (head_dim each) */
+	float *cs, *cs_swa;                  /* cos, sin per row (head_dim each); of sliding layers (Gemma 3) */
 	uint64_t kv_bytes;
 };
 
@@ -67,6 +67,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	    !(s->hb = malloc(B * c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc(B * c->ffn_dim * sizeof(float))) ||
 	    !(s->aq = malloc(B * widest)) || !(s->ad = malloc(B * (widest / ENG_QK + 1) * sizeof(float))) ||
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
+	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
@@ -97,6 +98,7 @@ void eng_state_free(struct eng_state *s)
 	free(s->ad);
 	free(s->wscr);
 	free(s->cs);
+	free(s->cs_swa);
 	free(s->att);
 	free(s->kc);
 	free(s->vc);
@@ -176,18 +178,21 @@ static void attn_task(void *arg, size_t task, int worker)
 	const size_t qd = (size_t)c->n_head * hd, base = (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd;
 	const float *q = s->q + row * qd + h * hd;
 	float *att = s->att + (size_t)worker * s->ctx_len, *o = s->xb + row * qd + h * hd, max = -INFINITY, sum = 0;
-	const float scale = 1.0f / sqrtf((float)hd);
+	const float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), cap = c->attn_softcap;
+	/* a sliding-window layer sees the last swa_window positions, itself included */
+	const uint32_t t0 = s->m->layers[j->layer].swa && pos >= c->swa_window ? pos - c->swa_window + 1 : 0;
 	eng_dot_fn dot = s->k->dot[0];
 
-	for (uint32_t t = 0; t <= pos; t++) {
-		att[t] = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
+	for (uint32_t t = t0; t <= pos; t++) {
+		float a = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
+		att[t] = cap > 0 ? cap * tanhf(a / cap) : a;
 		if (att[t] > max)
 			max = att[t];
 	}
-	for (uint32_t t = 0; t <= pos; t++)
+	for (uint32_t t = t0; t <= pos; t++)
 		sum += att[t] = expf(att[t] - max);
 	memset(o, 0, hd * sizeof(float));
-	for (uint32_t t = 0; t <= pos; t++) {
+	for (uint32_t t = t0; t <= pos; t++) {
 		const float *v = s->vc + base + (size_t)t * kvd, a = att[t] / sum;
 		for (uint32_t i = 0; i < hd; i++)
 			o[i] += a * v[i];
@@ -206,11 +211,19 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		if (eng_dequantize(m->tok_embd.type, m->tok_embd.data + (size_t)tok[i] * m->tok_embd.row_bytes,
 				   s->x + (size_t)i * dim, dim))
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "token embedding type %u cannot be decoded", m->tok_embd.type);
-		float *cs = s->cs + (size_t)i * hd;
+		if (c->emb_scale > 0)
+			for (uint32_t e = 0; e < dim; e++)
+				s->x[(size_t)i * dim + e] *= c->emb_scale;
+		float *cs = s->cs + (size_t)i * hd, *cw = s->cs_swa + (size_t)i * hd;
 		for (uint32_t j = 0; j < half; j++) {
 			double a = (double)(pos0 + i) * m->inv_freq[j];
 			cs[j] = (float)cos(a);
 			cs[half + j] = (float)sin(a);
+			if (m->inv_freq_swa) {
+				a = (double)(pos0 + i) * m->inv_freq_swa[j];
+				cw[j] = (float)cos(a);
+				cw[half + j] = (float)sin(a);
+			}
 		}
 	}
 	for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -234,8 +247,9 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 					rmsnorm(ki + (size_t)h * hd, ki + (size_t)h * hd, y->k_norm, hd, c->norm_eps);
 			}
 			if (!y->nope) {
-				rope(s, s->cs + (size_t)i * hd, qi, c->n_head);
-				rope(s, s->cs + (size_t)i * hd, ki, c->n_kv_head);
+				const float *cs = (y->swa && m->inv_freq_swa ? s->cs_swa : s->cs) + (size_t)i * hd;
+				rope(s, cs, qi, c->n_head);
+				rope(s, cs, ki, c->n_kv_head);
 			}
 		}
 		struct attn_job aj = {s, l, pos0, n};
@@ -246,6 +260,8 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		for (uint32_t i = 0; i < n; i++) {
 			float *xi = s->x + i * (size_t)dim, *oi = s->xb2 + i * (size_t)dim;
 			add_bias(oi, y->bo, dim);
+			if (y->post_attn_norm)
+				rmsnorm(oi, oi, y->post_attn_norm, dim, c->norm_eps);
 			for (uint32_t e = 0; e < dim; e++)
 				xi[e] += oi[e];
 			rmsnorm(s->xb + i * (size_t)dim, xi, y->ffn_norm, dim, c->norm_eps);
@@ -253,13 +269,22 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
-		for (size_t e = 0; e < (size_t)n * ffn; e++) {
-			float g = s->hb[e];
-			s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
-		}
+		if (c->gelu)
+			for (size_t e = 0; e < (size_t)n * ffn; e++) { /* GELU, tanh approximation */
+				float g = s->hb[e];
+				s->hb[e] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * s->hb2[e];
+			}
+		else
+			for (size_t e = 0; e < (size_t)n * ffn; e++) {
+				float g = s->hb[e];
+				s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
+			}
 		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);
+		if (y->post_ffn_norm)
+			for (uint32_t i = 0; i < n; i++)
+				rmsnorm(s->xb2 + i * (size_t)dim, s->xb2 + i * (size_t)dim, y->post_ffn_norm, dim, c->norm_eps);
 		for (size_t e = 0; e < (size_t)n * dim; e++)
 			s->x[e] += s->xb2[e];
 		if (hm_cancelled(ctx))
@@ -296,6 +321,9 @@ enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uin
 	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0};
 	struct eng_mm cls = {&m->output, logits, 0};
 	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
+	if (c->final_softcap > 0)
+		for (uint32_t v = 0; v < c->vocab; v++)
+			logits[v] = c->final_softcap * tanhf(logits[v] / c->final_softcap);
 	return hm_cancelled(ctx) ? hm_fail(ctx, HM_ERR_CANCELLED, "cancelled") : HM_OK;
 }
 

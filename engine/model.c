@@ -194,6 +194,12 @@ static enum hm_err check_config(struct loader *L)
 	return HM_OK;
 }
 
+static void plus_one(float *v, uint32_t n)
+{
+	for (uint32_t i = 0; v && i < n; i++)
+		v[i] += 1.0f;
+}
+
 /* Binds every tensor by the naming scheme (GGUF or HF). */
 static enum hm_err bind_all(struct loader *L)
 {
@@ -272,11 +278,35 @@ static enum hm_err bind_all(struct loader *L)
 		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
 		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
 			return err;
-		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
-			 l);
-		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-			return err;
+		if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
+				return err;
+		} else {
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
+				 l);
+			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+				return err;
+		}
+		if (c->swa_period)
+			y->swa = l % c->swa_period < c->swa_period - 1;
+		if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
+			plus_one(y->attn_norm, c->dim);
+			plus_one(y->ffn_norm, c->dim);
+			plus_one(y->post_attn_norm, c->dim);
+			plus_one(y->post_ffn_norm, c->dim);
+			plus_one(y->q_norm, c->head_dim);
+			plus_one(y->k_norm, c->head_dim);
+		}
 	}
+	if (c->gemma && !g)
+		plus_one(m->out_norm, c->dim);
 	c->weight_type = m->layers[0].wq.type;
 	return HM_OK;
 }
@@ -298,6 +328,15 @@ static enum hm_err set_rope(struct loader *L, const float *factors)
 			f /= factors[i];
 		}
 		L->m->inv_freq[i] = f / c->rope_scale;
+	}
+	if (c->rope_theta_swa > 0) {
+		if (!(c->rope_theta_swa < 1e12f))
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': sliding-window rope theta %g is out of range", L->path,
+				       (double)c->rope_theta_swa);
+		if (!(L->m->inv_freq_swa = malloc(half * sizeof(double))))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		for (uint32_t i = 0; i < half; i++)
+			L->m->inv_freq_swa[i] = pow((double)c->rope_theta_swa, -2.0 * i / c->head_dim);
 	}
 	c->rope_llama3 = factors != NULL;
 	return HM_OK;
@@ -367,6 +406,31 @@ static const char *akey(char *buf, size_t len, const char *arch, const char *wha
 }
 #define AK(what) akey(key, sizeof(key), c->arch, what)
 
+/* Gemma 2/3 keys, with llama.cpp's defaults and query scaling (1/sqrt(head
+ * dim), or 1/sqrt(dim / heads) for the 27B shapes: 46 layers for Gemma 2, 62
+ * for Gemma 3). */
+static enum hm_err gemma_gguf(struct loader *L)
+{
+	char key[96];
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	int g2 = c->gemma == 2;
+	c->emb_scale = sqrtf((float)c->dim);
+	if ((err = kv_f32(L, AK("final_logit_softcapping"), 0, g2 ? 30.0f : 0.0f, &c->final_softcap)) ||
+	    (err = kv_f32(L, AK("attn_logit_softcapping"), 0, g2 ? 50.0f : 0.0f, &c->attn_softcap)) ||
+	    (err = kv_u32(L, AK("attention.sliding_window"), 0, g2 ? 4096 : 0, &c->swa_window)) ||
+	    (err = kv_u32(L, AK("attention.sliding_window_pattern"), 0, g2 ? 2 : 6, &c->swa_period)) ||
+	    (err = kv_f32(L, AK("rope.freq_base_swa"), 0, g2 ? c->rope_theta : 10000.0f, &c->rope_theta_swa)))
+		return err;
+	if (!c->swa_window)
+		c->swa_period = 0;
+	if (c->n_layer == (g2 ? 46u : 62u))
+		c->attn_scale = 1.0f / sqrtf((float)(c->dim / c->n_head));
+	if (!(c->final_softcap >= 0 && c->final_softcap < 1e6f) || !(c->attn_softcap >= 0 && c->attn_softcap < 1e6f))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': soft-capping value out of range", L->path);
+	return HM_OK;
+}
+
 static enum hm_err open_gguf(struct loader *L)
 {
 	char key[96];
@@ -399,6 +463,12 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "smollm3";
 		c->interleaved_rope = 1;
 		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
+	} else if (kv_str_is(k, "gemma2") || kv_str_is(k, "gemma3")) {
+		c->arch = kv_str_is(k, "gemma2") ? "gemma2" : "gemma3";
+		c->gemma = c->arch[5] - '0';
+		c->interleaved_rope = 0;
+		c->gelu = c->sandwich = 1;
+		c->qk_norm = c->gemma == 3;
 	} else {
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
 			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
@@ -451,6 +521,8 @@ static enum hm_err open_gguf(struct loader *L)
 			       (unsigned long long)(k->v.type == FMT_GGUF_ARRAY ? k->v.count : 0), c->vocab);
 	if (vl != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
+	if (c->gemma && (err = gemma_gguf(L)))
+		return err;
 	if (rot != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
 			       kl);
@@ -531,6 +603,40 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 	return HM_OK;
 }
 
+/* Gemma 2/3 fields of config.json (transformers' Gemma2Config, Gemma3TextConfig). */
+static enum hm_err gemma_hf(struct loader *L, json_t *cfg, const char *cfgpath)
+{
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	double qs, acap, fcap, local;
+	uint32_t win, period;
+	const char *act = json_string_value(json_object_get(cfg, "hidden_activation"));
+	if (!act)
+		act = json_string_value(json_object_get(cfg, "hidden_act"));
+	if (act && strcmp(act, "gelu_pytorch_tanh"))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden activation '%.32s' is not supported"
+			       " (gelu_pytorch_tanh is)", cfgpath, act);
+	c->gelu = c->sandwich = 1;
+	c->emb_scale = sqrtf((float)c->dim);
+	if ((err = js_num(L, cfg, "query_pre_attn_scalar", c->head_dim, &qs)) ||
+	    (err = js_num(L, cfg, "attn_logit_softcapping", 0, &acap)) ||
+	    (err = js_num(L, cfg, "final_logit_softcapping", 0, &fcap)) ||
+	    (err = js_num(L, cfg, "rope_local_base_freq", 10000, &local)) ||
+	    (err = js_u32(L, cfg, "sliding_window", 0, 0, &win)) ||
+	    (err = js_u32(L, cfg, "sliding_window_pattern", 0, c->gemma == 2 ? 2 : 6, &period)))
+		return err;
+	if (!(qs > 0 && qs < 1e9) || !(acap >= 0 && acap < 1e6) || !(fcap >= 0 && fcap < 1e6) || period < 1)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': query_pre_attn_scalar, soft-capping or"
+			       " sliding_window_pattern out of range", cfgpath);
+	c->attn_scale = (float)(1.0 / sqrt(qs));
+	c->attn_softcap = (float)acap;
+	c->final_softcap = (float)fcap;
+	c->swa_window = win;
+	c->swa_period = win ? period : 0;
+	c->rope_theta_swa = c->gemma == 2 ? c->rope_theta : (float)local;
+	return HM_OK;
+}
+
 /* A directory with PyTorch weights only: pytorch_model.bin(.index.json),
  * mapped in place like safetensors. */
 static enum hm_err open_torch_dir(struct loader *L, struct eng_config *c)
@@ -564,7 +670,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	enum hm_err err = HM_OK;
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
-	json_t *cfg = NULL, *j, *rs, *nope = NULL;
+	json_t *cfg = NULL, *j, *rs, *nope = NULL, *lt;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -604,6 +710,13 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
 		c->arch = "smollm3";
 		nope = json_object_get(cfg, "no_rope_layers");
+	} else if (arch ? !strcmp(arch, "Gemma2ForCausalLM") : mt && !strcmp(mt, "gemma2")) {
+		c->arch = "gemma2";
+		c->gemma = 2;
+	} else if (arch ? !strcmp(arch, "Gemma3ForCausalLM") : mt && !strcmp(mt, "gemma3_text")) {
+		c->arch = "gemma3";
+		c->gemma = 3;
+		c->qk_norm = 1;
 	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
 				  strcmp(arch, "MistralForCausalLM")
 			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
@@ -662,6 +775,8 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 			goto out;
 		}
 	}
+	if (c->gemma && (err = gemma_hf(L, cfg, cfgpath)))
+		goto out;
 	j = json_object_get(cfg, "tie_word_embeddings");
 	c->tied = json_is_true(j);
 	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
@@ -685,6 +800,23 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
 	if ((err = check_config(L)) || (err = bind_all(L)))
 		goto out;
+	lt = c->gemma ? json_object_get(cfg, "layer_types") : NULL;
+	if (lt && !json_is_null(lt)) { /* newer Gemma configs list each layer's attention */
+		if (!json_is_array(lt) || json_array_size(lt) != c->n_layer) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types is not a list of %u layers", cfgpath,
+				      c->n_layer);
+			goto out;
+		}
+		for (uint32_t l = 0; l < c->n_layer; l++) {
+			const char *ty = json_string_value(json_array_get(lt, l));
+			if (!ty || (strcmp(ty, "sliding_attention") && strcmp(ty, "full_attention"))) {
+				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types[%u] is not sliding_attention or"
+					      " full_attention", cfgpath, l);
+				goto out;
+			}
+			m->layers[l].swa = c->swa_window && !strcmp(ty, "sliding_attention");
+		}
+	}
 	if (nope && !json_is_null(nope)) { /* SmolLM3: 1 = rope, 0 = none, per layer */
 		if (!json_is_array(nope) || json_array_size(nope) != c->n_layer) {
 			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers is not a list of %u layers", cfgpath,
@@ -767,10 +899,13 @@ void eng_model_close(struct eng_model *m)
 			free(m->layers[l].bo);
 			free(m->layers[l].q_norm);
 			free(m->layers[l].k_norm);
+			free(m->layers[l].post_attn_norm);
+			free(m->layers[l].post_ffn_norm);
 		}
 	free(m->layers);
 	free(m->out_norm);
 	free(m->inv_freq);
+	free(m->inv_freq_swa);
 	fmt_gguf_close(m->gguf);
 	fmt_st_set_close(m->st);
 	free(m);
