@@ -40,6 +40,7 @@ struct model {
 	struct plan *t;
 	size_t n, cap;
 	float *rope_freqs;
+	float *rope_long_short;     /* phi3 LongRoPE: long factors, then short (rot/2 each) */
 	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
 	int tied;
 	const char *arch;           /* GGUF general.architecture: "llama", "qwen2" or "qwen3" */
@@ -48,6 +49,7 @@ struct model {
 	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
 	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
 	int gemma;                  /* 2 or 3: sandwich norms stored as 1 + w, tied embeddings, NEOX rope */
+	int phi3;                   /* fused qkv and gate_up kept fused (attn_qkv, ffn_up), NEOX rope, LongRoPE */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -164,15 +166,16 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
 	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
 	m->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strcmp(arch, "Gemma3ForCausalLM") ? 3 : 0;
-	ok |= m->smollm3 || m->gemma;
+	m->phi3 = !strcmp(arch, "Phi3ForCausalLM");
+	ok |= m->smollm3 || m->gemma || m->phi3;
 	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3;
 	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM");
 	if (!ok && !m->neox)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
 			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
-			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM)", arch);
+			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)", arch);
 	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : m->qk_norm ? "qwen3"
-		  : m->smollm3 ? "smollm3" : "llama";
+		  : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -243,8 +246,23 @@ static const struct map_rule gemma_rules[] = {
 	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
 };
 
+/* Phi-3/Phi-4: q/k/v and gate/up stay fused, as llama.cpp's phi3 reads them
+ * (attn_qkv rows: q, k, v; ffn_up rows: gate, then up). */
+static const struct map_rule phi3_rules[] = {
+	{"input_layernorm.weight", "attn_norm.weight", 0, 'n'},
+	{"self_attn.qkv_proj.weight", "attn_qkv.weight", 0, 'Y'},
+	{"self_attn.o_proj.weight", "attn_output.weight", 0, 'o'},
+	{"post_attention_layernorm.weight", "ffn_norm.weight", 0, 'n'},
+	{"mlp.gate_up_proj.weight", "ffn_up.weight", 0, 'U'},
+	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+};
+
 static const struct map_rule *rules_of(const struct model *m, size_t *n)
 {
+	if (m->phi3) {
+		*n = sizeof(phi3_rules) / sizeof(phi3_rules[0]);
+		return phi3_rules;
+	}
 	*n = m->gemma ? sizeof(gemma_rules) / sizeof(gemma_rules[0]) : NRULES;
 	return m->gemma ? gemma_rules : layer_rules;
 }
@@ -368,6 +386,53 @@ static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 	return HM_OK;
 }
 
+/* An F32 vector tensor whose values the converter computed (owned by m). */
+static enum hm_err add_synth(struct hm_ctx *ctx, struct model *m, const char *name, const float *v, uint64_t n)
+{
+	if (m->n == m->cap) {
+		void *np = realloc(m->t, (m->cap + 1) * sizeof(*m->t));
+		if (!np)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		m->t = np;
+		m->cap++;
+	}
+	struct plan *p = &m->t[m->n++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->ndim = 1;
+	p->ne[0] = n;
+	p->ne[1] = p->ne[2] = p->ne[3] = 1;
+	p->data = (const unsigned char *)v;
+	p->dtype = FMT_F32;
+	p->nelem = p->rowlen = n;
+	p->nrows = 1;
+	return HM_OK;
+}
+
+/* Phi-3 LongRoPE (Phi3MiniModel.generate_extra_tensors): rope_factors_long
+ * and rope_factors_short, head_dim/2 each, from rope_scaling. */
+static enum hm_err rope_longrope(struct hm_ctx *ctx, struct model *m, json_t *rs)
+{
+	json_t *lf = json_object_get(rs, "long_factor"), *sf = json_object_get(rs, "short_factor");
+	uint64_t n = m->head_dim / 2;
+	enum hm_err err;
+	if (!json_is_array(lf) || !json_is_array(sf) || json_array_size(lf) != n || json_array_size(sf) != n)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling needs long_factor and short_factor of"
+			       " %llu values each", (unsigned long long)n);
+	if (!(m->rope_long_short = malloc(2 * n * sizeof(float))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint64_t i = 0; i < 2 * n; i++) {
+		json_t *v = json_array_get(i < n ? lf : sf, i % n);
+		if (!json_is_number(v) || !(json_number_value(v) > 0))
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling %s_factor[%llu] is not a positive"
+				       " number", i < n ? "long" : "short", (unsigned long long)(i % n));
+		m->rope_long_short[i] = (float)json_number_value(v);
+	}
+	if ((err = add_synth(ctx, m, "rope_factors_long.weight", m->rope_long_short, n)))
+		return err;
+	return add_synth(ctx, m, "rope_factors_short.weight", m->rope_long_short + n, n);
+}
+
 /* rope_freqs.weight for rope_scaling type "llama3" (LlamaModel.generate_extra_tensors). */
 static enum hm_err rope_llama3(struct hm_ctx *ctx, struct model *m, json_t *rs)
 {
@@ -434,7 +499,9 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (!m->neox && !m->gemma && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (m->phi3 && rtype && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su")) && (err = rope_longrope(ctx, m, rs)))
+		return err;
+	if (!m->neox && !m->gemma && !m->phi3 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
 		return err;
 	size_t nr;
 	const struct map_rule *rules = rules_of(m, &nr);
@@ -456,6 +523,8 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			switch (rules[r].rows) {
 			case 'n': nd = 1; shape[0] = m->dim; break;
 			case 'h': nd = 1; shape[0] = m->head_dim; break;
+			case 'Y': shape[0] = q + 2 * kv; shape[1] = m->dim; break;
+			case 'U': shape[0] = 2 * m->n_ff; shape[1] = m->dim; break;
 			case 'q': shape[0] = q; shape[1] = m->dim; break;
 			case 'k': shape[0] = kv; shape[1] = m->dim; break;
 			case 'o': shape[0] = m->dim; shape[1] = q; break;
@@ -467,7 +536,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
 			/* qwen2/3 rope NEOX-style (half-split): HF row order is kept */
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox || m->gemma ? 0 : rules[r].perm)))
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox || m->gemma || m->phi3 ? 0 : rules[r].perm)))
 				return err;
 			m->t[m->n - 1].add_one = m->gemma && ends_with(gg, "norm.weight");
 		}
@@ -609,6 +678,41 @@ static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct 
 	return HM_OK;
 }
 
+/* phi3: what convert_hf_to_gguf.py's Phi3MiniModel writes. */
+static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
+				   const char *rtype)
+{
+	enum hm_err err;
+	char k[96];
+	double eps = 1e-5, theta = 10000, orig = 0, win = 0, rot = 1;
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	cfg_num(m->config, "rope_theta", &theta);
+	cfg_num(m->config, "sliding_window", &win);
+	if (!cfg_num(m->config, "original_max_position_embeddings", &orig) && !cfg_num(rs, "original_max_position_embeddings", &orig))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Phi-3 needs original_max_position_embeddings");
+	if (cfg_num(m->config, "partial_rotary_factor", &rot) && rot != 1)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor %g is not supported", rot);
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.scaling.original_context_length"), (uint32_t)orig)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+		return err;
+	if (m->rope_long_short) {
+		double scale = (double)m->ctx_len / orig, af = scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0;
+		(void)rtype;
+		if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.attn_factor"), (float)af)))
+			return err;
+	}
+	return HM_OK;
+}
+
 static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src, struct model *m,
 			      const struct conv_options *opt, struct fmt_gguf_writer *w, struct conv_result *res)
 {
@@ -627,8 +731,8 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
-	if (m->neox || m->gemma) {
-		if ((err = (m->gemma ? write_meta_gemma : write_meta_qwen2)(ctx, m, w, rs, rtype)) ||
+	if (m->neox || m->gemma || m->phi3) {
+		if ((err = (m->gemma ? write_meta_gemma : m->phi3 ? write_meta_phi3 : write_meta_qwen2)(ctx, m, w, rs, rtype)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 			return err;
@@ -1158,5 +1262,6 @@ out:
 	json_decref(m.config);
 	free(m.t);
 	free(m.rope_freqs);
+	free(m.rope_long_short);
 	return err;
 }

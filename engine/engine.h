@@ -36,10 +36,10 @@
 
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
-#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3, gemma2, gemma3"
+#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3"
 #define ENG_HF_ARCHS                                                                                                   \
 	"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, "                \
-	"Gemma2ForCausalLM, Gemma3ForCausalLM"
+	"Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM"
 
 /* The configuration of an open model. */
 struct eng_config {
@@ -71,6 +71,9 @@ struct eng_config {
 	uint32_t swa_window;   /* sliding-window layers see the last swa_window positions (0: none) */
 	uint32_t swa_period;   /* layer l slides when l % swa_period < swa_period - 1 */
 	float rope_theta_swa;  /* rope base of sliding layers (Gemma 3), unscaled */
+	int fused;             /* Phi-3: q/k/v and gate/up are rows of two fused matrices */
+	int rope_longrope;     /* Phi-3 LongRoPE factors in use (long or short, by the default context) */
+	float rope_mscale;     /* cos and sin times this (LongRoPE attention factor; 1 = none) */
 	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
@@ -80,7 +83,7 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text, Phi-3/Phi-4). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success

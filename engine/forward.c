@@ -217,8 +217,8 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		float *cs = s->cs + (size_t)i * hd, *cw = s->cs_swa + (size_t)i * hd;
 		for (uint32_t j = 0; j < half; j++) {
 			double a = (double)(pos0 + i) * m->inv_freq[j];
-			cs[j] = (float)cos(a);
-			cs[half + j] = (float)sin(a);
+			cs[j] = (float)cos(a) * c->rope_mscale;
+			cs[half + j] = (float)sin(a) * c->rope_mscale;
 			if (m->inv_freq_swa) {
 				a = (double)(pos0 + i) * m->inv_freq_swa[j];
 				cw[j] = (float)cos(a);

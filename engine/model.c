@@ -241,12 +241,31 @@ static enum hm_err bind_all(struct loader *L)
 			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
 		};
 		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
+			if (c->fused && i != 3 && i != 6)
+				continue; /* Phi-3: below */
 			if (g)
 				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
 			else
 				snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
 			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
 				return err;
+		}
+		if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
+			struct eng_weight qkv, gu;
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
+			if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
+			if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
+				return err;
+			y->wq = y->wk = y->wv = qkv;
+			y->wq.rows = qd;
+			y->wk.rows = y->wv.rows = kvd;
+			y->wk.data += qd * qkv.row_bytes;
+			y->wv.data += (qd + kvd) * qkv.row_bytes;
+			y->w_gate = y->w_up = gu;
+			y->w_gate.rows = y->w_up.rows = c->ffn_dim;
+			y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
 		}
 		/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
 		struct {
@@ -338,7 +357,9 @@ static enum hm_err set_rope(struct loader *L, const float *factors)
 		for (uint32_t i = 0; i < half; i++)
 			L->m->inv_freq_swa[i] = pow((double)c->rope_theta_swa, -2.0 * i / c->head_dim);
 	}
-	c->rope_llama3 = factors != NULL;
+	c->rope_llama3 = factors != NULL && !c->rope_longrope;
+	if (c->rope_mscale == 0)
+		c->rope_mscale = 1;
 	return HM_OK;
 }
 
@@ -431,6 +452,40 @@ static enum hm_err gemma_gguf(struct loader *L)
 	return HM_OK;
 }
 
+/* The context the engine runs a model at by default (eng_state_new with 0). */
+static uint32_t default_ctx(const struct eng_config *c)
+{
+	return c->ctx_len < ENG_DEFAULT_CTX ? c->ctx_len : ENG_DEFAULT_CTX;
+}
+
+/* Phi-3 LongRoPE from GGUF: rope_factors_long / _short (llama.cpp takes the
+ * long ones when the context is past the original one: here the default
+ * context) and the attention factor that scales cos and sin. */
+static enum hm_err longrope_gguf(struct loader *L, float **factors)
+{
+	char key[96];
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	uint32_t orig;
+	if ((err = kv_u32(L, AK("rope.scaling.original_context_length"), 0, c->ctx_len, &orig)) ||
+	    (err = kv_f32(L, AK("rope.scaling.attn_factor"), 0, 1.0f, &c->rope_mscale)))
+		return err;
+	if (!(c->rope_mscale > 0 && c->rope_mscale < 100))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope attention factor %g is out of range", L->path,
+			       (double)c->rope_mscale);
+	const char *name = default_ctx(c) > orig ? "rope_factors_long.weight" : "rope_factors_short.weight";
+	const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(L->m->gguf, name);
+	if (!t)
+		return HM_OK;
+	if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s must be F32 {%u}", L->path, name, c->head_dim / 2);
+	if (!(*factors = malloc(t->nbytes)))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	memcpy(*factors, t->data, t->nbytes);
+	c->rope_longrope = 1;
+	return HM_OK;
+}
+
 static enum hm_err open_gguf(struct loader *L)
 {
 	char key[96];
@@ -463,6 +518,10 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "smollm3";
 		c->interleaved_rope = 1;
 		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
+	} else if (kv_str_is(k, "phi3")) {
+		c->arch = "phi3";
+		c->interleaved_rope = 0;
+		c->fused = 1;
 	} else if (kv_str_is(k, "gemma2") || kv_str_is(k, "gemma3")) {
 		c->arch = kv_str_is(k, "gemma2") ? "gemma2" : "gemma3";
 		c->gemma = c->arch[5] - '0';
@@ -530,7 +589,9 @@ static enum hm_err open_gguf(struct loader *L)
 		return err;
 	for (uint32_t l = 0; c->nope_step && l < c->n_layer; l++)
 		m->layers[l].nope = (l + 1) % c->nope_step == 0;
-	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
+	if (c->fused && (err = longrope_gguf(L, &factors)))
+		return err;
+	t = factors ? NULL : fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
 		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
 			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_freqs.weight must be F32 {%u}", L->path,
@@ -603,6 +664,41 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 	return HM_OK;
 }
 
+/* Phi-3 LongRoPE from config.json (transformers' longrope parameters): the
+ * long factors past original_max_position_embeddings (here: when the default
+ * context is), else the short ones; attention factor sqrt(1 + ln(s) / ln(orig))
+ * for s = max_position_embeddings / orig > 1, unless given. */
+static enum hm_err longrope_hf(struct loader *L, json_t *cfg, json_t *rs, const char *cfgpath, float **factors)
+{
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	double orig, af;
+	uint32_t n = c->head_dim / 2;
+	if ((err = js_num(L, cfg, "original_max_position_embeddings", 0, &orig)))
+		return err;
+	if (!(orig >= 1) && ((err = js_num(L, rs, "original_max_position_embeddings", 0, &orig)) || !(orig >= 1)))
+		return err ? err : hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': longrope needs original_max_position_embeddings",
+					   cfgpath);
+	double scale = (double)c->ctx_len / orig;
+	if ((err = js_num(L, rs, "attention_factor", scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0, &af)))
+		return err;
+	json_t *fa = json_object_get(rs, default_ctx(c) > orig ? "long_factor" : "short_factor");
+	if (!json_is_array(fa) || json_array_size(fa) != n)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling long_factor/short_factor must hold %u values",
+			       cfgpath, n);
+	if (!(af > 0 && af < 100))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope attention factor %g is out of range", cfgpath, af);
+	if (!(*factors = malloc(n * sizeof(float))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		json_t *v = json_array_get(fa, i);
+		(*factors)[i] = json_is_number(v) ? (float)json_number_value(v) : -1.0f; /* set_rope refuses <= 0 */
+	}
+	c->rope_mscale = (float)af;
+	c->rope_longrope = 1;
+	return HM_OK;
+}
+
 /* Gemma 2/3 fields of config.json (transformers' Gemma2Config, Gemma3TextConfig). */
 static enum hm_err gemma_hf(struct loader *L, json_t *cfg, const char *cfgpath)
 {
@@ -671,6 +767,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
 	json_t *cfg = NULL, *j, *rs, *nope = NULL, *lt;
+	int longrope = 0;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -710,6 +807,9 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
 		c->arch = "smollm3";
 		nope = json_object_get(cfg, "no_rope_layers");
+	} else if (arch ? !strcmp(arch, "Phi3ForCausalLM") : mt && !strcmp(mt, "phi3")) {
+		c->arch = "phi3";
+		c->fused = 1;
 	} else if (arch ? !strcmp(arch, "Gemma2ForCausalLM") : mt && !strcmp(mt, "gemma2")) {
 		c->arch = "gemma2";
 		c->gemma = 2;
@@ -769,6 +869,8 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 			if ((err = js_num(L, rs, "factor", 1, &d)))
 				goto out;
 			c->rope_scale = (float)d;
+		} else if (rtype && c->fused && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su"))) {
+			longrope = 1;
 		} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling type '%.32s' is not supported", cfgpath,
 				      rtype);
@@ -832,7 +934,9 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 			m->layers[l].nope = json_integer_value(v) == 0;
 		}
 	}
-	if (rtype && !strcmp(rtype, "llama3")) {
+	if (longrope && (err = longrope_hf(L, cfg, rs, cfgpath, &factors)))
+		goto out;
+	if (!longrope && rtype && !strcmp(rtype, "llama3")) {
 		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
 			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;

@@ -80,6 +80,13 @@ def make_weights(fam, cfg, seed):
         w[p + "mlp.gate_proj.weight"] = mat(F, D)
         w[p + "mlp.up_proj.weight"] = mat(F, D)
         w[p + "mlp.down_proj.weight"] = mat(D, F)
+    if fam.get("fused"):  # Phi-3: q/k/v and gate/up as single matrices
+        for l in range(L):
+            p = "model.layers.%d." % l
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate([w.pop(p + "self_attn.%s_proj.weight" % x)
+                                                                 for x in "qkv"])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([w.pop(p + "mlp.gate_proj.weight"),
+                                                               w.pop(p + "mlp.up_proj.weight")])
     w["model.norm.weight"] = norm(D)
     if not cfg.get("tie_word_embeddings") and not fam.get("gemma"):
         w["lm_head.weight"] = mat(V, D, 2.0)
@@ -134,6 +141,14 @@ def forward(fam, w, cfg, tokens):
         rs = cfg.get("rope_scaling") or {}
         if rs.get("rope_type", rs.get("type")) == "linear":
             inv = inv / rs["factor"]
+    mscale = 1.0
+    rs = cfg.get("rope_scaling") or {}
+    if fam.get("fused") and rs.get("type", rs.get("rope_type")) in ("longrope", "su"):
+        # transformers' longrope: short factors up to original_max_position_embeddings
+        orig = cfg["original_max_position_embeddings"]
+        inv = inv / np.array(rs["short_factor"], dtype=np.float64)
+        ratio = cfg["max_position_embeddings"] / orig
+        mscale = np.sqrt(1 + np.log(ratio) / np.log(orig)) if ratio > 1 else 1.0
     scale = cfg.get("query_pre_attn_scalar", hd) ** -0.5 if gemma else 1 / np.sqrt(hd)
     acap = cfg.get("attn_logit_softcapping") if gemma else None
     fcap = cfg.get("final_logit_softcapping") if gemma else None
@@ -142,7 +157,7 @@ def forward(fam, w, cfg, tokens):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (plus1 + g)
 
     def rope(v, pos, inv):
-        c, s = np.cos(pos * inv), np.sin(pos * inv)
+        c, s = np.cos(pos * inv) * mscale, np.sin(pos * inv) * mscale
         a, b = v[..., :half], v[..., half:]
         return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
 
@@ -156,9 +171,14 @@ def forward(fam, w, cfg, tokens):
         for l in range(L):
             p = "model.layers.%d." % l
             xb = rms(x, f[p + "input_layernorm.weight"])
-            q = (f[p + "self_attn.q_proj.weight"] @ xb).reshape(H, hd)
-            k = (f[p + "self_attn.k_proj.weight"] @ xb).reshape(KV, hd)
-            v = (f[p + "self_attn.v_proj.weight"] @ xb).reshape(KV, hd)
+            if fam.get("fused"):
+                qkv = f[p + "self_attn.qkv_proj.weight"] @ xb
+                q, k, v = (qkv[:H * hd].reshape(H, hd), qkv[H * hd:(H + KV) * hd].reshape(KV, hd),
+                           qkv[(H + KV) * hd:].reshape(KV, hd))
+            else:
+                q = (f[p + "self_attn.q_proj.weight"] @ xb).reshape(H, hd)
+                k = (f[p + "self_attn.k_proj.weight"] @ xb).reshape(KV, hd)
+                v = (f[p + "self_attn.v_proj.weight"] @ xb).reshape(KV, hd)
             if fam.get("qk_norm"):
                 q = rms(q, f[p + "self_attn.q_norm.weight"])
                 k = rms(k, f[p + "self_attn.k_norm.weight"])
@@ -184,7 +204,11 @@ def forward(fam, w, cfg, tokens):
             else:
                 x = x + o
                 xb = rms(x, f[p + "post_attention_layernorm.weight"])
-            gt, up = f[p + "mlp.gate_proj.weight"] @ xb, f[p + "mlp.up_proj.weight"] @ xb
+            if fam.get("fused"):
+                gu = f[p + "mlp.gate_up_proj.weight"] @ xb
+                gt, up = gu[:len(gu) // 2], gu[len(gu) // 2:]
+            else:
+                gt, up = f[p + "mlp.gate_proj.weight"] @ xb, f[p + "mlp.up_proj.weight"] @ xb
             if gemma:
                 act = 0.5 * gt * (1 + np.tanh(np.sqrt(2 / np.pi) * (gt + 0.044715 * gt ** 3)))
                 x = x + rms(f[p + "mlp.down_proj.weight"] @ (act * up), f[p + "post_feedforward_layernorm.weight"])
