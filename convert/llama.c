@@ -30,6 +30,8 @@ struct plan {
 	uint64_t nelem, rowlen, nrows;
 	uint64_t perm_heads;        /* 0: rows as they are; else heads of the Q/K permutation */
 	int add_one;                /* Gemma norms: 1 + w (rounded to the source's precision, as torch adds) */
+	const unsigned char **parts; /* stacked experts: part_rows rows from each (owned), else NULL */
+	uint64_t part_rows;
 	uint64_t out_bytes;
 	const unsigned char *map_base; /* the source's mapping (to drop pages), NULL for synth */
 };
@@ -50,6 +52,9 @@ struct model {
 	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
 	int gemma;                  /* 2 or 3: sandwich norms stored as 1 + w, tied embeddings, NEOX rope */
 	int phi3;                   /* fused qkv and gate_up kept fused (attn_qkv, ffn_up), NEOX rope, LongRoPE */
+	/* mixtures of experts (Qwen3-MoE, Mixtral): router and experts per layer */
+	uint64_t n_expert, n_used, n_ff_exp;
+	const char *moe, *e_gate, *e_up, *e_down; /* HF names: "mlp", "gate_proj"... or "block_sparse_moe", "w1"... */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -167,15 +172,17 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
 	m->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strcmp(arch, "Gemma3ForCausalLM") ? 3 : 0;
 	m->phi3 = !strcmp(arch, "Phi3ForCausalLM");
-	ok |= m->smollm3 || m->gemma || m->phi3;
-	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3;
-	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM");
+	int qwen3moe = !strcmp(arch, "Qwen3MoeForCausalLM"), mixtral = !strcmp(arch, "MixtralForCausalLM");
+	ok |= m->smollm3 || m->gemma || m->phi3 || mixtral;
+	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3 || qwen3moe;
+	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM") || qwen3moe;
 	if (!ok && !m->neox)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
 			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
-			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM)", arch);
-	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : m->qk_norm ? "qwen3"
-		  : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
+			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM,"
+			       " MixtralForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : qwen3moe ? "qwen3moe"
+		  : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -192,6 +199,24 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 			       (unsigned long long)m->head_dim);
 	if (m->smollm3 && (err = check_nope(ctx, m)))
 		return err;
+	if (qwen3moe || mixtral) {
+		json_t *step = json_object_get(m->config, "decoder_sparse_step"), *dense = json_object_get(m->config, "mlp_only_layers");
+		m->moe = qwen3moe ? "mlp" : "block_sparse_moe";
+		m->e_gate = qwen3moe ? "gate_proj" : "w1";
+		m->e_up = qwen3moe ? "up_proj" : "w3";
+		m->e_down = qwen3moe ? "down_proj" : "w2";
+		if ((err = cfg_u64(ctx, m->config, qwen3moe ? "num_experts" : "num_local_experts", 0, 1, &m->n_expert)) ||
+		    (err = cfg_u64(ctx, m->config, "num_experts_per_tok", 0, 1, &m->n_used)) ||
+		    (err = cfg_u64(ctx, m->config, qwen3moe ? "moe_intermediate_size" : "intermediate_size", 0, 1,
+				   &m->n_ff_exp)))
+			return err;
+		if (m->n_expert < 1 || m->n_expert > 1024 || m->n_used < 1 || m->n_used > m->n_expert)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: %llu experts, %llu used per token is unusable",
+				       (unsigned long long)m->n_expert, (unsigned long long)m->n_used);
+		if ((step && json_integer_value(step) != 1) || json_array_size(dense) > 0)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: dense layers among the expert layers"
+				       " (decoder_sparse_step, mlp_only_layers) are not supported");
+	}
 	tie = json_object_get(m->config, "tie_word_embeddings");
 	/* Gemma ties its classifier (llama.cpp reuses token_embd; an lm_head is dropped) */
 	m->tied = json_is_true(tie) || m->gemma;
@@ -277,6 +302,8 @@ static int ends_with(const char *s, const char *suf)
  * any. Only qwen3 has q/k norms. */
 static int rule_applies(const struct model *m, const struct map_rule *r)
 {
+	if (m->n_expert && !strncmp(r->hf, "mlp.", 4))
+		return 0; /* experts instead of the dense FFN */
 	if (r->rows == 'h')
 		return m->qk_norm;
 	if (!ends_with(r->hf, ".bias"))
@@ -287,7 +314,8 @@ static int rule_applies(const struct model *m, const struct map_rule *r)
 /* The output type of a tensor (convert_hf_to_gguf's rules). */
 static enum conv_out_type pick_type(const struct plan *p, enum conv_type want, size_t *fallback)
 {
-	if (p->ndim <= 1 || ends_with(p->name, "_norm.weight") || !ends_with(p->name, ".weight"))
+	if (p->ndim <= 1 || ends_with(p->name, "_norm.weight") || !ends_with(p->name, ".weight") ||
+	    ends_with(p->name, ".ffn_gate_inp.weight")) /* the router stays F32, as llama.cpp keeps it */
 		return CONV_OUT_F32;
 	switch (want) {
 	case CONV_F32: return CONV_OUT_F32;
@@ -364,6 +392,72 @@ static enum hm_err need(struct hm_ctx *ctx, const struct model *m, const char *n
 	return *t ? HM_OK : hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no tensor '%s'", name);
 }
 
+/* The experts' matrices of one kind in layer l stacked into one 3-D tensor
+ * {cols, rows, n_expert}, as llama.cpp stacks them (ffn_*_exps). */
+static enum hm_err add_experts(struct hm_ctx *ctx, struct model *m, uint64_t l, const char *hfname, const char *gguf,
+			       uint64_t rows, uint64_t cols)
+{
+	const struct fmt_st_tensor *t = NULL, *first = NULL;
+	char name[256], gg[FMT_GGUF_MAX_NAME];
+	enum hm_err err;
+	const unsigned char **parts = calloc(m->n_expert, sizeof(*parts));
+	if (!parts)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint64_t e = 0; e < m->n_expert; e++) {
+		snprintf(name, sizeof(name), "model.layers.%llu.%s.experts.%llu.%s.weight", (unsigned long long)l, m->moe,
+			 (unsigned long long)e, hfname);
+		if ((err = need(ctx, m, name, &t)))
+			goto fail;
+		if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols || (first && t->dtype != first->dtype)) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tensor '%s' is not [%llu, %llu] %s like the other experts", name,
+				      (unsigned long long)rows, (unsigned long long)cols,
+				      fmt_dtype_name(first ? first->dtype : t->dtype));
+			goto fail;
+		}
+		parts[e] = t->data;
+		if (!first)
+			first = t;
+	}
+	snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, gguf);
+	if ((err = add_plan(ctx, m, gg, first, (uint64_t[]){rows, cols}, 2, 0)))
+		goto fail;
+	struct plan *p = &m->t[m->n - 1];
+	p->ndim = 3;
+	p->ne[2] = m->n_expert;
+	p->nelem = rows * cols * m->n_expert;
+	p->nrows = rows * m->n_expert;
+	p->parts = parts;
+	p->part_rows = rows;
+	p->data = NULL;
+	p->map_base = NULL; /* pages of many tensors: left to the kernel */
+	return HM_OK;
+fail:
+	free(parts);
+	return err;
+}
+
+/* "<moe>.gate.weight" or "<moe>.experts.E.<gate|up|down>.weight" with E < n_expert. */
+static int is_expert_tensor(const struct model *m, const char *n)
+{
+	size_t ml = strlen(m->moe);
+	unsigned long e;
+	int pos = 0;
+	if (strncmp(n, m->moe, ml) || n[ml] != '.')
+		return 0;
+	n += ml + 1;
+	if (!strcmp(n, "gate.weight"))
+		return 1;
+	if (sscanf(n, "experts.%lu.%n", &e, &pos) != 1 || pos == 0 || e >= m->n_expert)
+		return 0;
+	n += pos;
+	for (const char *const *x = (const char *const[]){m->e_gate, m->e_up, m->e_down, NULL}; *x; x++) {
+		size_t xl = strlen(*x);
+		if (!strncmp(n, *x, xl) && !strcmp(n + xl, ".weight"))
+			return 1;
+	}
+	return 0;
+}
+
 /* Every source tensor must be used or known to be droppable. */
 static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 {
@@ -377,9 +471,12 @@ static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 			continue;
 		size_t nr;
 		const struct map_rule *rules = rules_of(m, &nr);
-		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer)
+		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer) {
 			for (size_t r = 0; r < nr; r++)
 				ok |= !strcmp(n + pos, rules[r].hf) && rule_applies(m, &rules[r]);
+			if (m->n_expert)
+				ok |= is_expert_tensor(m, n + pos);
+		}
 		if (!ok)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot map tensor '%.200s' to GGUF", n);
 	}
@@ -540,6 +637,17 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 				return err;
 			m->t[m->n - 1].add_one = m->gemma && ends_with(gg, "norm.weight");
 		}
+	for (uint64_t l = 0; m->n_expert && l < m->n_layer; l++) {
+		char hf[256], gg[FMT_GGUF_MAX_NAME];
+		snprintf(hf, sizeof(hf), "model.layers.%llu.%s.gate.weight", (unsigned long long)l, m->moe);
+		snprintf(gg, sizeof(gg), "blk.%llu.ffn_gate_inp.weight", (unsigned long long)l);
+		if ((err = need(ctx, m, hf, &t)) ||
+		    (err = add_plan(ctx, m, gg, t, (uint64_t[]){m->n_expert, m->dim}, 2, 0)) ||
+		    (err = add_experts(ctx, m, l, m->e_gate, "ffn_gate_exps.weight", m->n_ff_exp, m->dim)) ||
+		    (err = add_experts(ctx, m, l, m->e_down, "ffn_down_exps.weight", m->dim, m->n_ff_exp)) ||
+		    (err = add_experts(ctx, m, l, m->e_up, "ffn_up_exps.weight", m->n_ff_exp, m->dim)))
+			return err;
+	}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
 	    (err = add_plan(ctx, m, "output_norm.weight", t, (uint64_t[]){m->dim}, 1, 0)))
 		return err;
@@ -611,6 +719,11 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 	if (json_object_get(m->config, "head_dim") &&
 	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
+		return err;
+	if (m->n_expert &&
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_count"), (uint32_t)m->n_expert)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_used_count"), (uint32_t)m->n_used)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_feed_forward_length"), (uint32_t)m->n_ff_exp))))
 		return err;
 	if (rtype && !strcmp(rtype, "yarn") && cfg_num(rs, "factor", &f)) {
 		double orig = 0;
@@ -766,6 +879,10 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);
 	}
+	if (m->n_expert &&
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_count"), (uint32_t)m->n_expert)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_used_count"), (uint32_t)m->n_used))))
+		return err;
 	if ((err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 		return err;
 	return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
@@ -812,7 +929,9 @@ static void load_src(const struct plan *p, uint64_t a, uint64_t b, float *x)
 		uint64_t r = a / p->rowlen, c = a % p->rowlen, n = p->rowlen - c;
 		if (n > b - a)
 			n = b - a;
-		conv_load_f32(p->data + (src_row(p, r) * p->rowlen + c) * es, p->dtype, (size_t)n, x);
+		const unsigned char *src = p->parts ? p->parts[r / p->part_rows] + ((r % p->part_rows) * p->rowlen + c) * es
+						    : p->data + (src_row(p, r) * p->rowlen + c) * es;
+		conv_load_f32(src, p->dtype, (size_t)n, x);
 		for (uint64_t i = 0; p->add_one && i < n; i++)
 			x[i] = p->dtype == FMT_BF16 ? conv_bf16_to_f32(conv_f32_to_bf16(x[i] + 1.0f))
 			       : p->dtype == FMT_F16 ? conv_f16_to_f32(conv_f32_to_f16(x[i] + 1.0f)) : x[i] + 1.0f;
@@ -1260,6 +1379,8 @@ out:
 	free(ch);
 	fmt_st_set_close(m.set);
 	json_decref(m.config);
+	for (size_t i = 0; m.t && i < m.n; i++)
+		free(m.t[i].parts);
 	free(m.t);
 	free(m.rope_freqs);
 	free(m.rope_long_short);

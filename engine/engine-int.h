@@ -25,6 +25,8 @@ struct eng_layer {
 	int nope;                    /* no rope on this layer (SmolLM3) */
 	int swa;                     /* a sliding-window layer (Gemma) */
 	float *post_attn_norm, *post_ffn_norm; /* dim, Gemma's extra norms, owned; else NULL */
+	struct eng_weight router;    /* n_expert x dim (MoE) */
+	struct eng_weight *e_gate, *e_up, *e_down; /* n_expert each (views), owned arrays; NULL when dense */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 

@@ -30,16 +30,17 @@
 #define ENG_MAX_HEAD_DIM 1024
 #define ENG_MAX_FFN (1u << 20)
 #define ENG_MAX_VOCAB (1u << 24)
+#define ENG_MAX_EXPERTS 1024
 #define ENG_MAX_CTX (1u << 20)
 /* The context eng_state_new uses when asked for 0 and the model's is larger. */
 #define ENG_DEFAULT_CTX 4096
 
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
-#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3"
+#define ENG_GGUF_ARCHS "llama (Llama, Mistral, Mixtral), qwen2, qwen3, qwen3moe, smollm3, gemma2, gemma3, phi3"
 #define ENG_HF_ARCHS                                                                                                   \
 	"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, "                \
-	"Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM"
+	"Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM"
 
 /* The configuration of an open model. */
 struct eng_config {
@@ -74,6 +75,10 @@ struct eng_config {
 	int fused;             /* Phi-3: q/k/v and gate/up are rows of two fused matrices */
 	int rope_longrope;     /* Phi-3 LongRoPE factors in use (long or short, by the default context) */
 	float rope_mscale;     /* cos and sin times this (LongRoPE attention factor; 1 = none) */
+	/* mixtures of experts (Qwen3-MoE, Mixtral): a router picks n_expert_used
+	 * of n_expert SwiGLU experts of width expert_ffn per token (softmax, top-k,
+	 * weights renormalized over the k); only their weights are read */
+	uint32_t n_expert, n_expert_used, expert_ffn;
 	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
@@ -83,7 +88,8 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3, Gemma 2, Gemma 3 text, Phi-3/Phi-4). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen3-MoE, SmolLM3, Gemma 2, Gemma 3 text,
+ * Phi-3/Phi-4). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success

@@ -22,6 +22,10 @@ struct eng_state {
 	int8_t *aq;                          /* 8-bit activations (widest row) */
 	float *ad;                           /* their block scales */
 	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
+	/* experts: router probabilities, the picks and weights of each row, the
+	 * rows routed to one expert gathered, their outputs */
+	float *probs, *pickw, *mx, *my;
+	uint32_t *pick, *rows;
 	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
 	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
@@ -36,7 +40,8 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	struct eng_state *s = NULL;
 	size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_kv_head * c->head_dim;
 	size_t wide = qd > c->dim ? qd : c->dim, kv, B = ENG_BATCH;
-	size_t widest = wide > c->ffn_dim ? wide : c->ffn_dim;
+	size_t ffn = c->ffn_dim > c->expert_ffn ? c->ffn_dim : c->expert_ffn;
+	size_t widest = wide > ffn ? wide : ffn;
 
 	*out = NULL;
 	if (ctx_len == 0)
@@ -64,7 +69,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	 * not reached, batch rows a generation step does not use) cost no memory */
 	if (!(s->x = malloc(B * c->dim * sizeof(float))) || !(s->xb = malloc(B * wide * sizeof(float))) ||
 	    !(s->xb2 = malloc(B * c->dim * sizeof(float))) || !(s->q = malloc(B * qd * sizeof(float))) ||
-	    !(s->hb = malloc(B * c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc(B * c->ffn_dim * sizeof(float))) ||
+	    !(s->hb = malloc(B * ffn * sizeof(float))) || !(s->hb2 = malloc(B * ffn * sizeof(float))) ||
 	    !(s->aq = malloc(B * widest)) || !(s->ad = malloc(B * (widest / ENG_QK + 1) * sizeof(float))) ||
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
@@ -74,6 +79,13 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory for a context of %u (KV cache of %llu bytes)", ctx_len,
 			       (unsigned long long)s->kv_bytes);
+	}
+	if (c->n_expert &&
+	    (!(s->probs = malloc(B * c->n_expert * sizeof(float))) || !(s->pickw = malloc(B * c->n_expert_used * sizeof(float))) ||
+	     !(s->pick = malloc(B * c->n_expert_used * sizeof(uint32_t))) || !(s->rows = malloc(B * sizeof(uint32_t))) ||
+	     !(s->mx = malloc(B * c->dim * sizeof(float))) || !(s->my = malloc(B * c->dim * sizeof(float))))) {
+		eng_state_free(s);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
 	if (!(s->pool = eng_pool_new(threads))) {
 		eng_state_free(s);
@@ -97,6 +109,12 @@ void eng_state_free(struct eng_state *s)
 	free(s->aq);
 	free(s->ad);
 	free(s->wscr);
+	free(s->probs);
+	free(s->pickw);
+	free(s->pick);
+	free(s->rows);
+	free(s->mx);
+	free(s->my);
 	free(s->cs);
 	free(s->cs_swa);
 	free(s->att);
@@ -199,6 +217,80 @@ static void attn_task(void *arg, size_t task, int worker)
 	}
 }
 
+static void swiglu(float *g, const float *u, size_t n)
+{
+	for (size_t e = 0; e < n; e++)
+		g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+}
+
+/* The experts' FFN of the n rows of s->xb into s->xb2: router softmax, the
+ * top n_expert_used (ties to the lower index), their weights renormalized;
+ * each expert runs once over the rows routed to it, so an expert no row
+ * picked is never read. A row's sum runs in expert order whatever the batch. */
+static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
+{
+	const struct eng_config *c = &s->m->cfg;
+	const uint32_t E = c->n_expert, K = c->n_expert_used, dim = c->dim, ff = c->expert_ffn;
+	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+	struct eng_mm r = {&y->router, s->probs, E};
+	eng_matmul_run(s->pool, s->k, &a, &r, 1);
+	for (uint32_t t = 0; t < n; t++) {
+		float *p = s->probs + (size_t)t * E, max = -INFINITY, sum = 0, wsum = 0;
+		uint32_t *pk = s->pick + (size_t)t * K;
+		float *pw = s->pickw + (size_t)t * K;
+		for (uint32_t e = 0; e < E; e++)
+			max = p[e] > max ? p[e] : max;
+		for (uint32_t e = 0; e < E; e++)
+			sum += p[e] = expf(p[e] - max);
+		for (uint32_t k = 0; k < K; k++) { /* selection: K is small */
+			uint32_t best = UINT32_MAX;
+			for (uint32_t e = 0; e < E; e++) {
+				int taken = 0;
+				for (uint32_t j = 0; j < k; j++)
+					taken |= pk[j] == e;
+				if (!taken && (best == UINT32_MAX || p[e] > p[best]))
+					best = e;
+			}
+			pk[k] = best;
+			pw[k] = p[best] / sum;
+			wsum += pw[k];
+		}
+		for (uint32_t k = 0; k < K; k++)
+			pw[k] /= wsum;
+	}
+	memset(s->xb2, 0, (size_t)n * dim * sizeof(float));
+	for (uint32_t e = 0; e < E; e++) {
+		uint32_t m = 0;
+		for (uint32_t t = 0; t < n; t++)
+			for (uint32_t k = 0; k < K; k++)
+				if (s->pick[(size_t)t * K + k] == e) {
+					s->rows[m] = t;
+					memcpy(s->mx + (size_t)m * dim, s->xb + (size_t)t * dim, dim * sizeof(float));
+					m++;
+				}
+		if (!m)
+			continue;
+		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm gu[2] = {{&y->e_gate[e], s->hb, ff}, {&y->e_up[e], s->hb2, ff}};
+		eng_matmul_run(s->pool, s->k, &ax, gu, 2);
+		swiglu(s->hb, s->hb2, (size_t)m * ff);
+		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm d = {&y->e_down[e], s->my, dim};
+		eng_matmul_run(s->pool, s->k, &ah, &d, 1);
+		for (uint32_t j = 0; j < m; j++) {
+			uint32_t t = s->rows[j];
+			float w = 0;
+			for (uint32_t k = 0; k < K; k++)
+				if (s->pick[(size_t)t * K + k] == e)
+					w = s->pickw[(size_t)t * K + k];
+			float *o = s->xb2 + (size_t)t * dim;
+			const float *v = s->my + (size_t)j * dim;
+			for (uint32_t i = 0; i < dim; i++)
+				o[i] += w * v[i];
+		}
+	}
+}
+
 /* Runs n <= ENG_BATCH tokens at positions pos0.. through every layer. */
 static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint32_t *tok, uint32_t n, uint32_t pos0)
 {
@@ -266,6 +358,14 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				xi[e] += oi[e];
 			rmsnorm(s->xb + i * (size_t)dim, xi, y->ffn_norm, dim, c->norm_eps);
 		}
+		if (y->e_gate) {
+			moe_ffn(s, y, n);
+			for (size_t e = 0; e < (size_t)n * dim; e++)
+				s->x[e] += s->xb2[e];
+			if (hm_cancelled(ctx))
+				return hm_fail(ctx, HM_ERR_CANCELLED, "cancelled");
+			continue;
+		}
 		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
@@ -275,10 +375,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				s->hb[e] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * s->hb2[e];
 			}
 		else
-			for (size_t e = 0; e < (size_t)n * ffn; e++) {
-				float g = s->hb[e];
-				s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
-			}
+			swiglu(s->hb, s->hb2, (size_t)n * ffn);
 		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);

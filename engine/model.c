@@ -194,10 +194,77 @@ static enum hm_err check_config(struct loader *L)
 	return HM_OK;
 }
 
+/* The router and the experts of layer l: GGUF ffn_gate_inp and the stacked
+ * ffn_{gate,up,down}_exps (one slab per expert, used in place); HF
+ * <moe>.gate and <moe>.experts.E.<gate|up|down> (Qwen3-MoE: mlp, gate_proj,
+ * up_proj, down_proj; Mixtral: block_sparse_moe, w1, w3, w2). */
+static enum hm_err bind_experts(struct loader *L, uint32_t l, struct eng_layer *y)
+{
+	struct eng_model *m = L->m;
+	const struct eng_config *c = &m->cfg;
+	const int g = m->gguf != NULL, mix = !strcmp(c->arch, "llama");
+	const char *moe = mix ? "block_sparse_moe" : "mlp";
+	char name[160];
+	enum hm_err err;
+	snprintf(name, sizeof(name), g ? "blk.%u.ffn_gate_inp.weight" : "model.layers.%u.%s.gate.weight", l, moe);
+	if ((err = bind_mat(L, name, c->n_expert, c->dim, 0, &y->router, NULL)))
+		return err;
+	if (!(y->e_gate = calloc(c->n_expert, sizeof(*y->e_gate))) || !(y->e_up = calloc(c->n_expert, sizeof(*y->e_up))) ||
+	    !(y->e_down = calloc(c->n_expert, sizeof(*y->e_down))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	struct {
+		const char *gn, *hn, *hm;
+		uint64_t rows, cols;
+		struct eng_weight *w;
+	} k[] = {{"ffn_gate_exps", "gate_proj", "w1", c->expert_ffn, c->dim, y->e_gate},
+		 {"ffn_up_exps", "up_proj", "w3", c->expert_ffn, c->dim, y->e_up},
+		 {"ffn_down_exps", "down_proj", "w2", c->dim, c->expert_ffn, y->e_down}};
+	for (size_t i = 0; i < 3; i++) {
+		if (!g) {
+			for (uint32_t e = 0; e < c->n_expert; e++) {
+				snprintf(name, sizeof(name), "model.layers.%u.%s.experts.%u.%s.weight", l, moe, e, mix ? k[i].hm : k[i].hn);
+				if ((err = bind_mat(L, name, k[i].rows, k[i].cols, 0, &k[i].w[e], NULL)))
+					return err;
+			}
+			continue;
+		}
+		snprintf(name, sizeof(name), "blk.%u.%s.weight", l, k[i].gn);
+		const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(m->gguf, name);
+		if (!t)
+			return bad(L, "missing tensor '%s'", name);
+		if (t->ne[0] != k[i].cols || t->ne[1] != k[i].rows || t->ne[2] != c->n_expert || t->ne[3] != 1)
+			return bad(L, "tensor '%s' has dims {%llu, %llu, %llu, %llu}, expected {%llu, %llu, %u}", name,
+				   U(t->ne[0]), U(t->ne[1]), U(t->ne[2]), U(t->ne[3]), U(k[i].cols), U(k[i].rows), c->n_expert);
+		if (!eng_type_supported(t->type))
+			return bad(L, "tensor '%s' has type %s, which the engine does not compute with", name,
+				   fmt_ggml_type_name(t->type) ? fmt_ggml_type_name(t->type) : "unknown");
+		uint32_t bs = fmt_ggml_block_size(t->type), ts = fmt_ggml_type_size(t->type);
+		size_t rb = (size_t)(k[i].cols / bs * ts);
+		if (!bs || k[i].cols % bs || rb * k[i].rows * c->n_expert != t->nbytes)
+			return bad(L, "tensor '%s' has %llu bytes, not %u experts of %llu x %llu", name, U(t->nbytes),
+				   c->n_expert, U(k[i].rows), U(k[i].cols));
+		for (uint32_t e = 0; e < c->n_expert; e++)
+			k[i].w[e] = (struct eng_weight){t->type, k[i].rows, k[i].cols, rb, t->data + (size_t)e * k[i].rows * rb};
+		m->cfg.weight_bytes += t->nbytes;
+	}
+	return HM_OK;
+}
+
 static void plus_one(float *v, uint32_t n)
 {
 	for (uint32_t i = 0; v && i < n; i++)
 		v[i] += 1.0f;
+}
+
+static enum hm_err check_experts(struct loader *L)
+{
+	const struct eng_config *c = &L->m->cfg;
+	if (!strcmp(c->arch, "qwen3moe") && !c->n_expert)
+		return bad(L, "a qwen3moe model without experts");
+	if (c->n_expert && (c->n_expert > ENG_MAX_EXPERTS || c->n_expert_used < 1 || c->n_expert_used > c->n_expert ||
+			    c->expert_ffn < 1 || c->expert_ffn > ENG_MAX_FFN))
+		return bad(L, "%u experts, %u used, of width %u: out of range", c->n_expert, c->n_expert_used, c->expert_ffn);
+	return HM_OK;
 }
 
 /* Binds every tensor by the naming scheme (GGUF or HF). */
@@ -241,8 +308,8 @@ static enum hm_err bind_all(struct loader *L)
 			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
 		};
 		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
-			if (c->fused && i != 3 && i != 6)
-				continue; /* Phi-3: below */
+			if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
+				continue; /* Phi-3, experts: below */
 			if (g)
 				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
 			else
@@ -250,6 +317,8 @@ static enum hm_err bind_all(struct loader *L)
 			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
 				return err;
 		}
+		if (c->n_expert && (err = bind_experts(L, l, y)))
+			return err;
 		if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
 			struct eng_weight qkv, gu;
 			snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
@@ -518,6 +587,10 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "smollm3";
 		c->interleaved_rope = 1;
 		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
+	} else if (kv_str_is(k, "qwen3moe")) {
+		c->arch = "qwen3moe";
+		c->interleaved_rope = 0;
+		c->qk_norm = 1;
 	} else if (kv_str_is(k, "phi3")) {
 		c->arch = "phi3";
 		c->interleaved_rope = 0;
@@ -581,6 +654,11 @@ static enum hm_err open_gguf(struct loader *L)
 	if (vl != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
 	if (c->gemma && (err = gemma_gguf(L)))
+		return err;
+	if ((err = kv_u32(L, AK("expert_count"), 0, 0, &c->n_expert)) ||
+	    (err = kv_u32(L, AK("expert_used_count"), !!c->n_expert, 0, &c->n_expert_used)) ||
+	    (err = kv_u32(L, AK("expert_feed_forward_length"), 0, c->ffn_dim, &c->expert_ffn)) ||
+	    (err = check_experts(L)))
 		return err;
 	if (rot != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
@@ -767,7 +845,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
 	json_t *cfg = NULL, *j, *rs, *nope = NULL, *lt;
-	int longrope = 0;
+	int longrope = 0, moe = 0;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -807,6 +885,13 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
 		c->arch = "smollm3";
 		nope = json_object_get(cfg, "no_rope_layers");
+	} else if (arch ? !strcmp(arch, "Qwen3MoeForCausalLM") : mt && !strcmp(mt, "qwen3_moe")) {
+		c->arch = "qwen3moe";
+		c->qk_norm = 1;
+		moe = 1;
+	} else if (arch ? !strcmp(arch, "MixtralForCausalLM") : mt && !strcmp(mt, "mixtral")) {
+		c->arch = "llama";
+		moe = 2;
 	} else if (arch ? !strcmp(arch, "Phi3ForCausalLM") : mt && !strcmp(mt, "phi3")) {
 		c->arch = "phi3";
 		c->fused = 1;
@@ -879,6 +964,18 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	}
 	if (c->gemma && (err = gemma_hf(L, cfg, cfgpath)))
 		goto out;
+	if (moe && ((err = js_u32(L, cfg, moe == 1 ? "num_experts" : "num_local_experts", 1, 0, &c->n_expert)) ||
+		    (err = js_u32(L, cfg, "num_experts_per_tok", 1, 0, &c->n_expert_used)) ||
+		    (err = js_u32(L, cfg, moe == 1 ? "moe_intermediate_size" : "intermediate_size", 1, 0, &c->expert_ffn)) ||
+		    (err = check_experts(L))))
+		goto out;
+	if (moe == 1 && (json_integer_value(json_object_get(cfg, "decoder_sparse_step")) > 1 ||
+			 json_array_size(json_object_get(cfg, "mlp_only_layers")) > 0 ||
+			 json_is_false(json_object_get(cfg, "norm_topk_prob")))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': dense layers among the experts, or unnormalized top-k"
+			      " weights, are not supported", cfgpath);
+		goto out;
+	}
 	j = json_object_get(cfg, "tie_word_embeddings");
 	c->tied = json_is_true(j);
 	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
@@ -1005,6 +1102,9 @@ void eng_model_close(struct eng_model *m)
 			free(m->layers[l].k_norm);
 			free(m->layers[l].post_attn_norm);
 			free(m->layers[l].post_ffn_norm);
+			free(m->layers[l].e_gate);
+			free(m->layers[l].e_up);
+			free(m->layers[l].e_down);
 		}
 	free(m->layers);
 	free(m->out_norm);

@@ -77,9 +77,17 @@ def make_weights(fam, cfg, seed):
         if fam.get("sandwich"):
             w[p + "pre_feedforward_layernorm.weight"] = norm(D)
             w[p + "post_feedforward_layernorm.weight"] = norm(D)
-        w[p + "mlp.gate_proj.weight"] = mat(F, D)
-        w[p + "mlp.up_proj.weight"] = mat(F, D)
-        w[p + "mlp.down_proj.weight"] = mat(D, F)
+        if fam.get("moe"):  # router and experts (Qwen3-MoE: mlp.*_proj; Mixtral: block_sparse_moe.w1/w3/w2)
+            E, Fe = moe_shape(fam, cfg)
+            mp = p + fam["moe"] + "."
+            w[mp + "gate.weight"] = mat(E, D, 3.0)
+            for e in range(E):
+                for nm, shape in zip(fam["names"], ((Fe, D), (Fe, D), (D, Fe))):
+                    w[mp + "experts.%d.%s.weight" % (e, nm)] = mat(*shape)
+        else:
+            w[p + "mlp.gate_proj.weight"] = mat(F, D)
+            w[p + "mlp.up_proj.weight"] = mat(F, D)
+            w[p + "mlp.down_proj.weight"] = mat(D, F)
     if fam.get("fused"):  # Phi-3: q/k/v and gate/up as single matrices
         for l in range(L):
             p = "model.layers.%d." % l
@@ -91,6 +99,31 @@ def make_weights(fam, cfg, seed):
     if not cfg.get("tie_word_embeddings") and not fam.get("gemma"):
         w["lm_head.weight"] = mat(V, D, 2.0)
     return w
+
+
+def moe_shape(fam, cfg):
+    if fam["moe"] == "mlp":
+        return cfg["num_experts"], cfg["moe_intermediate_size"]
+    return cfg["num_local_experts"], cfg["intermediate_size"]
+
+
+def moe(fam, f, cfg, p, xb):
+    """transformers' Qwen3MoeSparseMoeBlock / MixtralSparseMoeBlock: softmax
+    over the router logits, the top num_experts_per_tok, renormalized."""
+    E, _ = moe_shape(fam, cfg)
+    mp = p + fam["moe"] + "."
+    lg = f[mp + "gate.weight"] @ xb
+    pr = np.exp(lg - lg.max())
+    pr /= pr.sum()
+    top = np.argsort(-pr, kind="stable")[:cfg["num_experts_per_tok"]]
+    wts = pr[top] / pr[top].sum()
+    out = np.zeros_like(xb)
+    g, u, dn = fam["names"]
+    for e, wt in zip(top, wts):
+        gt = f[mp + "experts.%d.%s.weight" % (e, g)] @ xb
+        up = f[mp + "experts.%d.%s.weight" % (e, u)] @ xb
+        out += wt * (f[mp + "experts.%d.%s.weight" % (e, dn)] @ (gt / (1 + np.exp(-gt)) * up))
+    return out
 
 
 def write_model(d, w, cfg, tok, tcfg):
@@ -204,6 +237,9 @@ def forward(fam, w, cfg, tokens):
             else:
                 x = x + o
                 xb = rms(x, f[p + "post_attention_layernorm.weight"])
+            if fam.get("moe"):
+                x = x + moe(fam, f, cfg, p, xb)
+                continue
             if fam.get("fused"):
                 gu = f[p + "mlp.gate_up_proj.weight"] @ xb
                 gt, up = gu[:len(gu) // 2], gu[len(gu) // 2:]
