@@ -59,12 +59,11 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 	enum hm_err err = cmd_client(env, a, &fc), first = HM_OK;
 	if (err)
 		return err;
-	for (size_t i = 0; i < b->n; i++) {
-		char path[4096];
-		store_blob_path(st, b->v[i].sha256, path, sizeof(path));
-		chmod(path, 0644);
-		unlink(path);
-	}
+	for (size_t i = 0; i < b->n; i++)
+		if ((err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
+			fetch_client_free(fc);
+			return err;
+		}
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->v[i].repaired)
 			continue;

@@ -270,6 +270,8 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_resul
 	if (exclusive)
 		gc_scratch(st, r);
 	err = gc_partials(ctx, st, exclusive, r);
+	if (!err && st->remote)
+		err = store_remote_gc(ctx, st, r);
 out:
 	flock(st->gc_fd, LOCK_SH);
 	return err;
