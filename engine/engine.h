@@ -35,6 +35,11 @@
 /* The context eng_state_new uses when asked for 0 and the model's is larger. */
 #define ENG_DEFAULT_CTX 4096
 
+/* The engine's version, recorded with smoke results: bumped whenever what
+ * it computes for some model changes (a new architecture, different
+ * arithmetic), so that a later engine knows which results to re-check. */
+#define ENG_VERSION "2"
+
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
 #define ENG_GGUF_ARCHS "llama (Llama, Mistral, Mixtral), qwen2, qwen3, qwen3moe, smollm3, gemma2, gemma3, phi3"

@@ -165,6 +165,10 @@ static const char *const migrations[] = {
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
 	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
+	/* v7: what a smoke test ran: the model's architecture and the engine's
+	 * version (a later engine can tell which results to re-check) */
+	"ALTER TABLE smoke_results ADD COLUMN architecture TEXT;"
+	"ALTER TABLE smoke_results ADD COLUMN engine_version TEXT;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
