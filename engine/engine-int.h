@@ -64,7 +64,12 @@ struct eng_mm_args {
 	float *y;
 	size_t ystride;
 	float *scr; /* the worker's scratch: ENG_MM_TR rows of cols floats; NULL when none */
+	const unsigned char *xt; /* the rows' ENG_XT_BYTES(cols) prepared by kernels->prep, or NULL */
 };
+
+/* What a level's prep may store per activation row (AVX-512 VNNI: per pair
+ * of blocks, the -128 * sum correction and the two scales, 64 bytes each). */
+#define ENG_XT_BYTES(cols) ((((cols) / 32 + 1) / 2) * 128)
 
 #define ENG_MM_TR 4 /* rows per register tile */
 
@@ -73,6 +78,9 @@ struct eng_mm_kernels {
 	void (*quant)(const float *x, size_t n, int8_t *q, float *d);
 	void (*int8)(const struct eng_mm_args *a);  /* Q8_0, Q4_0 weights */
 	void (*flt)(const struct eng_mm_args *a);   /* F32, F16, BF16 weights */
+	/* optional: what the int8 kernel needs per activation row, computed once
+	 * per product from its 8-bit form (NULL: nothing) */
+	void (*prep)(const int8_t *q, const float *d, size_t n, unsigned char *out);
 };
 extern const struct eng_mm_kernels eng_mm_c;
 #if defined(__x86_64__) || defined(__i386__)
@@ -107,6 +115,7 @@ struct eng_act {
 	float *d;
 	float *scr;      /* per-worker scratch, scr_len floats each (>= ENG_MM_TR * cols); may be NULL */
 	size_t scr_len;
+	unsigned char *xt; /* n * ENG_XT_BYTES(cols) for the kernels' prep; may be NULL */
 };
 /* A product Y = X W^T: y[t * ystride + r] for every row r of w. */
 struct eng_mm {

@@ -22,6 +22,7 @@ struct eng_state {
 	int8_t *aq;                          /* 8-bit activations (widest row) */
 	float *ad;                           /* their block scales */
 	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
+	unsigned char *xt;                   /* ENG_XT_BYTES(widest) per row: the kernels' prep */
 	/* experts: router probabilities, the picks and weights of each row, the
 	 * rows routed to one expert gathered, their outputs */
 	float *probs, *pickw, *mx, *my;
@@ -74,6 +75,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
+	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
@@ -109,6 +111,7 @@ void eng_state_free(struct eng_state *s)
 	free(s->aq);
 	free(s->ad);
 	free(s->wscr);
+	free(s->xt);
 	free(s->probs);
 	free(s->pickw);
 	free(s->pick);
@@ -231,7 +234,7 @@ static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
 {
 	const struct eng_config *c = &s->m->cfg;
 	const uint32_t E = c->n_expert, K = c->n_expert_used, dim = c->dim, ff = c->expert_ffn;
-	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 	struct eng_mm r = {&y->router, s->probs, E};
 	eng_matmul_run(s->pool, s->k, &a, &r, 1);
 	for (uint32_t t = 0; t < n; t++) {
@@ -270,11 +273,11 @@ static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
 				}
 		if (!m)
 			continue;
-		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm gu[2] = {{&y->e_gate[e], s->hb, ff}, {&y->e_up[e], s->hb2, ff}};
 		eng_matmul_run(s->pool, s->k, &ax, gu, 2);
 		swiglu(s->hb, s->hb2, (size_t)m * ff);
-		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm d = {&y->e_down[e], s->my, dim};
 		eng_matmul_run(s->pool, s->k, &ah, &d, 1);
 		for (uint32_t j = 0; j < m; j++) {
@@ -324,7 +327,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 
 		for (uint32_t i = 0; i < n; i++)
 			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
-		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, kc, kvd}, {&y->wv, vc, kvd}};
 		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
 		for (uint32_t i = 0; i < n; i++) {
@@ -346,7 +349,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		}
 		struct attn_job aj = {s, l, pos0, n};
 		eng_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
-		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len};
+		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm o = {&y->wo, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &o, 1);
 		for (uint32_t i = 0; i < n; i++) {
@@ -366,7 +369,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				return hm_fail(ctx, HM_ERR_CANCELLED, "cancelled");
 			continue;
 		}
-		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
 		if (c->gelu)
@@ -376,7 +379,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 			}
 		else
 			swiglu(s->hb, s->hb2, (size_t)n * ffn);
-		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
+		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);
 		if (y->post_ffn_norm)
@@ -415,7 +418,7 @@ enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uin
 		return HM_OK;
 	float *x = s->x + (size_t)(nb - 1) * c->dim;
 	rmsnorm(s->xb, x, m->out_norm, c->dim, c->norm_eps);
-	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0};
+	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0, s->xt};
 	struct eng_mm cls = {&m->output, logits, 0};
 	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
 	if (c->final_softcap > 0)
