@@ -1,5 +1,6 @@
-/* engine.h - the bundled inference engine: Llama-family decoders (Llama 2/3,
- * Mistral, SmolLM, TinyLlama) loaded from GGUF or safetensors checkpoints.
+/* engine.h - the bundled inference engine: decoder-only transformers (Llama
+ * 2/3, Mistral, Mixtral, SmolLM 1-3, TinyLlama, Qwen2/3/3-MoE, Gemma 2/3,
+ * Phi-3/4) loaded from GGUF or safetensors checkpoints.
  *
  * Weights are never copied: matrices are used in place in the readers'
  * read-only mappings (only the small norm vectors are decoded into owned

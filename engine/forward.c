@@ -1,8 +1,10 @@
 /* forward.c - the decoding state and the forward pass over a batch of
- * tokens (a prompt, or one generated token): RMSNorm,
- * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3, Gemma 3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
- * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
- * tied or untied classifier. */
+ * tokens (a prompt, or one generated token): RMSNorm, projection biases
+ * (Qwen2), per-head q/k RMSNorm (Qwen3, Gemma 3), rope (interleaved for GGUF
+ * llama, half-split for HF order and the NEOX families; skipped on SmolLM3's
+ * NoPE layers; per-layer bases and LongRoPE factors), grouped-query attention
+ * over a KV cache (sliding windows, soft-capping), SwiGLU or GeGLU, Gemma's
+ * extra norms, mixtures of experts, tied or untied classifier. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

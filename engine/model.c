@@ -1,5 +1,5 @@
-/* model.c - opens a Llama-family or Qwen2 model from GGUF, or safetensors or PyTorch .bin (+ config.json),
- * checks every tensor the forward pass will touch against the configuration,
+/* model.c - opens a model of the families of ENG_GGUF_ARCHS / ENG_HF_ARCHS
+ * from GGUF, or safetensors or PyTorch .bin (+ config.json), checks every tensor the forward pass will touch against the configuration,
  * and binds the matrices in place in the readers' mappings. */
 #include <errno.h>
 #include <fcntl.h>
