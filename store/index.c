@@ -165,7 +165,17 @@ static const char *const migrations[] = {
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
 	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
-	/* v7: what a smoke test ran: the model's architecture and the engine's
+	/* v7: checkouts of stored revisions (checkouts.c), so that verify can
+	 * check the hard-linked ones and --repair re-link them */
+	"CREATE TABLE checkouts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,"
+	"  dir TEXT NOT NULL,"
+	"  layout TEXT NOT NULL,"
+	"  copy INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE(revision_id, dir, layout));",
+	/* v8: what a smoke test ran: the model's architecture and the engine's
 	 * version (a later engine can tell which results to re-check) */
 	"ALTER TABLE smoke_results ADD COLUMN architecture TEXT;"
 	"ALTER TABLE smoke_results ADD COLUMN engine_version TEXT;",
