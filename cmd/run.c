@@ -352,7 +352,8 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	if (st && sd.repo[0]) {
 		/* a stored revision's result goes into the index, for `ls` */
 		struct store_smoke rec = {sd.type, sd.repo, sd.commit, NULL, label, res.pass, res.reason, res.load_s,
-					  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+					  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL,
+					  ENG_VERSION};
 		enum hm_err e2 = store_record_smoke(&env->ctx, st, &rec);
 		if (e2)
 			rc = cmd_error(env, e2);
@@ -429,7 +430,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 		goto out;
 	}
 	struct store_smoke rec = {type, repo, commit, conv ? art.sha256 : NULL, label, res.pass, res.reason, res.load_s,
-				  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+				  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL, ENG_VERSION};
 	if ((err = store_record_smoke(&env->ctx, st, &rec)))
 		rc = cmd_error(env, err);
 	if (!quiet)
