@@ -277,7 +277,7 @@ static int max_conns(const struct srv *s)
 /* Connections per client address; 0 = no cap. */
 static int per_client(const struct srv *s)
 {
-	return s->o->max_per_client == 0 ? 64 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
+	return s->o->max_per_client == 0 ? 256 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
 }
 
 static double header_timeout(const struct srv *s)

@@ -348,7 +348,7 @@ def test_idle_connections(t):
     try:
         for i in range(1000):
             try:
-                # from 20 loopback addresses: one address may hold 64 connections
+                # from 20 loopback addresses: one address may hold 256 connections (the default cap)
                 s = socket.create_connection((srv.host, srv.port), timeout=5,
                                              source_address=("127.0.0.%d" % (10 + i % 20), 0))
             except OSError as e:
