@@ -60,7 +60,14 @@ int cmd_error(struct cmd_env *env, enum hm_err err);
 /* Prints a usage error for cmd and returns 2. */
 int cmd_usage_error(const struct cmd *c, const char *fmt, ...) HM_PRINTF(2, 3);
 
+/* Opens the store of --store for a command that writes an existing store
+ * (a directory that is not a store is an error); cmd_open_store_mode for
+ * reading (STORE_READ) or creating (STORE_CREATE: pull, import, sync). */
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st) HM_MUST_CHECK;
+enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struct store **st) HM_MUST_CHECK;
+/* The line a listing starts with in human output: "store: DIR" (plus
+ * "(read-only)" when opened so). */
+void cmd_print_store(const struct cmd_env *env, const struct store *st);
 /* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
  * HF_TOKEN_PATH, $HF_HOME/token). */
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
@@ -95,6 +102,7 @@ extern const struct cmd cmd_export, cmd_import;
 extern const struct cmd cmd_inspect;
 extern const struct cmd cmd_convert;
 extern const struct cmd cmd_du;
+extern const struct cmd cmd_rebuild_index;
 
 /* Options every command accepts (shared with pull-like commands). */
 #define CMD_NET_OPTS                                                                                       \

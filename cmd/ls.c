@@ -49,6 +49,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 	json_t *out = env->json ? json_array() : NULL;
 	if (err)
 		return cmd_error(env, err);
+	cmd_print_store(env, st);
 	if (!env->json && !n)
 		printf("the store is empty: 'hubmirror pull ORG/NAME' mirrors a repository\n");
 	if (!env->json && n)
@@ -81,7 +82,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 		return cmd_error(env, err);
 	}
 	if (env->json)
-		cmd_print_json(json_pack("{s:o}", "repos", out));
+		cmd_print_json(json_pack("{s:s, s:o}", "store", store_dir(st), "repos", out));
 	return 0;
 }
 
@@ -126,10 +127,11 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 							      "format", art[i].format, "options", art[i].options, "sha256",
 							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
 							      when(art[i].created_at, w, sizeof(w))));
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "type", type, "id", repo, "revision",
-					 commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_dir(st), "type", type,
+					 "id", repo, "revision", commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
 					 smoke));
 	} else {
+		cmd_print_store(env, st);
 		printf("%s %s\n", type, repo);
 		for (size_t i = 0; i < nrv; i++)
 			printf("  %s %s%s%s%s  %zu files, %s, pulled %s\n", !strcmp(rv[i].commit, commit) ? "*" : " ",
@@ -170,7 +172,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	int rc;
 	if (a->npos > 1)
 		return cmd_usage_error(&cmd_ls, "ls takes at most one repository");
-	if ((err = cmd_open_store(env, &st)))
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)))
 		return cmd_error(env, err);
 	if (!a->npos) {
 		rc = list_all(env, st);

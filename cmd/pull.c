@@ -57,7 +57,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.nexclude = (size_t)cmd_values(a, "exclude", &exc);
 	o.include = inc;
 	o.exclude = exc;
-	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store(env, &st))) {
+	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}

@@ -71,6 +71,12 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			  void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
 			  size_t *checked, size_t *nbad) HM_MUST_CHECK;
 
+/* Hashes every blob file the index does not know and indexes those whose
+ * content matches their name (store_rebuild_index); on_bad (may be NULL)
+ * hears of each that does not. Open the store with STORE_REBUILD. */
+enum hm_err mirror_rebuild_index(struct hm_ctx *ctx, struct store *st, void (*on_bad)(void *ud, const char *path),
+				 void *ud, struct store_rebuild_result *res) HM_MUST_CHECK;
+
 /* Parses "name", "org/name", "model:org/name", "dataset:org/name" or
  * "datasets/org/name" into type and repo (pointing into buf). */
 enum hm_err mirror_parse_repo(struct hm_ctx *ctx, const char *arg, const char *default_type,

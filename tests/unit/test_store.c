@@ -394,13 +394,13 @@ UNIT_TEST(store_gc_removes_garbage)
 
 	/* while another handle has the store open, fresh blobs and orphans stay */
 	CHECK(store_open(&ctx, test_store_dir(), &other) == HM_OK);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.blobs_removed == 0);
 	CHECK(r.partials_removed == 1);
 	CHECK(exists(orphan));
 	store_close(other);
 
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.blobs_removed == 3); /* README, loose, orphan */
 	CHECK(r.bytes_removed == files[2].size + loose.size + 4);
 	CHECK(r.partials_removed == 0);
@@ -424,12 +424,12 @@ UNIT_TEST(store_gc_removes_garbage)
 
 	/* once the download lets go, its partial is garbage too */
 	store_unlock(st, "held1", fd);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.partials_removed == 1 && r.blobs_removed == 0);
 	CHECK(!exists(part));
 	/* what is still referenced still checks out */
 	CHECK(add_blob(&ctx, st, "fresh", 0, &fresh) == HM_OK);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK); /* flushes first; fresh is unreferenced */
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK); /* flushes first; fresh is unreferenced */
 	CHECK(r.blobs_removed == 1);
 	store_close(st);
 }

@@ -1,0 +1,168 @@
+"""test_store_safety.py - a lost index never costs blobs (rebuild-index), a
+typo in --store creates nothing, and every listing names its store."""
+
+import json
+import os
+import sqlite3
+
+import lib
+from lib import check, SAMPLE_REPO
+
+
+def pulled(t):
+    emu = t.emu()
+    r = t.ok("pull", SAMPLE_REPO, "--json")
+    return emu, r.json()
+
+
+def blob_files(store):
+    blobs, _ = lib.store_blobs(store)
+    return blobs
+
+
+def drop_index(store, truncate=False):
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(os.path.join(store, "index.db" + suffix)):
+            os.unlink(os.path.join(store, "index.db" + suffix))
+    path = os.path.join(store, "index.db")
+    if truncate:
+        open(path, "w").close()
+    else:
+        os.unlink(path)
+
+
+def check_lost_index(t, truncate):
+    emu, _ = pulled(t)
+    before = blob_files(t.store)
+    check(before, "the pull stored no blobs")
+    drop_index(t.store, truncate)
+    # every command refuses, naming the way back; nothing is deleted
+    for args in (["ls"], ["verify"], ["gc"], ["stats"], ["du"], ["pull", SAMPLE_REPO]):
+        r = t.fails(*args, words=["rebuild-index"])
+        check("missing or empty" in r.err, "the refusal should say what is wrong: %r" % r)
+    check(blob_files(t.store) == before, "blobs went while the index was lost")
+    check(not os.path.exists(os.path.join(t.store, "index.db")) or
+          os.path.getsize(os.path.join(t.store, "index.db")) == 0, "a command made a new index")
+
+    r = t.ok("rebuild-index", "--json")
+    j = r.json()
+    check(j["blobs_added"] == len(before) and j["blobs_corrupt"] == 0, "rebuild-index: %r" % r)
+    check(j["store"] == t.store, "rebuild-index names its store: %r" % r)
+    # the index knows the blobs, but no revision: gc refuses to delete them
+    r = t.fails("gc", words=["--force"])
+    check("no revision" in r.err, "gc refusal: %r" % r)
+    check(blob_files(t.store) == before, "gc removed blobs of a rebuilt index")
+    # pulling again records the revision and downloads nothing
+    emu.reset_log()
+    t.ok("pull", SAMPLE_REPO)
+    check(emu.bytes_served() == 0, "the pull after rebuild-index downloaded %d bytes" % emu.bytes_served())
+    t.ok("verify")
+    t.ok("gc")
+    check(blob_files(t.store) == before, "gc after the pull removed blobs")
+    lib.check_store_consistent(t.store)
+
+
+def test_missing_index_refuses_and_rebuilds(t):
+    check_lost_index(t, truncate=False)
+
+
+def test_empty_index_refuses_and_rebuilds(t):
+    check_lost_index(t, truncate=True)
+
+
+def test_gc_force_without_revisions(t):
+    """The twin: gc --force does delete what no revision uses."""
+    pulled(t)
+    t.ok("rm", SAMPLE_REPO)
+    t.fails("gc", words=["--force"])
+    check(blob_files(t.store), "refused gc removed blobs")
+    r = t.ok("gc", "--dry-run", "--force")
+    check("would remove" in r.out and blob_files(t.store), "gc --dry-run --force: %r" % r)
+    t.ok("gc", "--force")
+    check(not blob_files(t.store), "gc --force left blobs")
+
+
+def test_rebuild_index_reports_corrupt_blob(t):
+    pulled(t)
+    blobs = blob_files(t.store)
+    sha, path = sorted(blobs.items())[0]
+    drop_index(t.store)
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        b = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    r = t.hm("rebuild-index", "--json")
+    check(r.rc == 1, "rebuild-index with a corrupt blob should exit 1: %r" % r)
+    j = r.json()
+    check(j["blobs_corrupt"] == 1 and j["blobs_added"] == len(blobs) - 1, "rebuild-index: %r" % r)
+    rows = {x["sha256"] for x in t.db("SELECT sha256 FROM blobs")}
+    check(sha not in rows and len(rows) == len(blobs) - 1, "corrupt blob indexed: %s" % rows)
+
+
+def test_verify_reports_unindexed_blobs(t):
+    pulled(t)
+    t.ok("verify")
+    data = b"a blob nobody indexed\n"
+    sha = lib.sha256_bytes(data)
+    os.makedirs(os.path.dirname(t.blob(sha)), exist_ok=True)
+    with open(t.blob(sha), "wb") as fh:
+        fh.write(data)
+    # reported (a killed pull leaves such blobs too: they cost nothing, so
+    # the exit status stays 0)
+    r = t.ok("verify")
+    check(sha in r.out and "rebuild-index" in r.err and "not in the index" in r.err,
+          "verify with an unindexed blob: %r" % r)
+    j = t.ok("verify", "--json").json()
+    check([u["path"] for u in j["unindexed"]] == [t.blob(sha)], "verify --json: %s" % j)
+    t.ok("rebuild-index")
+    r = t.ok("verify")
+    check("not in the index" not in r.text, "verify after rebuild-index: %r" % r)
+    check(t.db("SELECT size FROM blobs WHERE sha256 = ?", (sha,)) == [{"size": len(data)}],
+          "rebuild-index did not index the blob")
+
+
+def test_verify_runs_quick_check(t):
+    pulled(t)
+    con = sqlite3.connect(os.path.join(t.store, "index.db"))
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    root = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'smoke_results'").fetchone()[0]
+    con.close()
+    check(not os.path.exists(os.path.join(t.store, "index.db-wal")), "a WAL was left behind")
+    with open(os.path.join(t.store, "index.db"), "r+b") as fh:
+        fh.seek((root - 1) * page)
+        fh.write(b"\xff" * 8)
+    r = t.hm("verify")
+    check(r.rc == 1 and "quick_check" in r.err, "verify of a damaged index.db: %r" % r)
+    j = t.hm("verify", "--json").json()
+    check(j["index_ok"] is False and j["index_problems"], "verify --json: %s" % j)
+
+
+def test_store_typo_creates_nothing(t):
+    pulled(t)
+    typo = t.store + "-typo"
+    for args in (["ls"], ["ls", SAMPLE_REPO], ["stats"], ["du"], ["verify"],
+                 ["checkout", SAMPLE_REPO, "--to", os.path.join(t.tmp, "co")],
+                 ["export", SAMPLE_REPO, "-o", os.path.join(t.tmp, "b.tar")],
+                 ["gc"], ["rm", SAMPLE_REPO]):
+        t.fails(*args, store=typo, words=["not a hubmirror store"])
+        check(not os.path.exists(typo), "%s created %s" % (args, typo))
+    # an existing directory that is not a store is refused too, and left alone
+    os.makedirs(typo)
+    t.fails("ls", store=typo, words=["not a hubmirror store"])
+    check(os.listdir(typo) == [], "ls wrote into a directory that is not a store: %s" % os.listdir(typo))
+    # writing commands create one
+    r = t.ok("pull", SAMPLE_REPO, store=typo)
+    check(os.path.exists(os.path.join(typo, "index.db")), "pull did not create the store")
+    t.ok("ls", store=typo)
+
+
+def test_listings_name_their_store(t):
+    pulled(t)
+    for args in (["ls"], ["ls", SAMPLE_REPO], ["stats"], ["du"]):
+        r = t.ok(*args)
+        check(r.out.splitlines()[0] == "store: %s" % t.store, "%s does not start with its store: %r" % (args, r))
+        j = t.ok(*(args + ["--json"])).json()
+        check(j.get("store") == t.store, "%s --json has no store key: %s" % (args, json.dumps(j)[:300]))
+    j = t.ok("verify", "--json").json()
+    check(j.get("store") == t.store, "verify --json: %s" % j)
