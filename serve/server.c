@@ -26,7 +26,7 @@ struct store *srv_store_take(struct srv *s)
 	pthread_mutex_unlock(&s->pool_mu);
 	if (!st) {
 		struct hm_ctx quiet = {0};
-		if (store_open(&quiet, s->o->store_dir, &st))
+		if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st))
 			st = NULL;
 	}
 	return st;
@@ -375,8 +375,12 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* open (and migrate) the store once up front: a broken store fails here */
-	if ((err = store_open(ctx, o->store_dir, &st)))
+	if ((err = store_open_mode(ctx, o->store_dir, STORE_READ, &st)))
 		goto out;
+	/* a store this user cannot write is served as it is */
+	if (store_readonly(st) && o->access_log)
+		fprintf(o->access_log, "hubmirror: note: the store '%s' is read-only for this user: serving it"
+			" without recording statistics%s\n", o->store_dir, o->upstream ? " or pulling through" : "");
 	srv_store_put(&s, st);
 	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)))
 		goto out;

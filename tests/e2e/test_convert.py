@@ -418,7 +418,10 @@ def test_convert_store_cache_ls_gc_rm(t):
     check(os.path.exists(blob), "gc keeps an artifact's blob")
     t.ok("rm", SAMPLE_REPO)
     check(t.db("SELECT * FROM artifacts") == [], "rm drops the repo's artifacts")
-    t.ok("gc")
+    # with no revision left, gc deletes blobs only when told to
+    t.fails("gc", words=["--force"])
+    check(os.path.exists(blob), "a refused gc removed the blob")
+    t.ok("gc", "--force")
     check(not os.path.exists(blob), "gc then removes the blob")
     lib.check_store_consistent(t.store)
     t.fails("convert", SAMPLE_REPO, words=("not found", "neither"))
@@ -536,7 +539,7 @@ def test_convert_refuses(t):
     t.fails("convert", d, "--to", "onnx", rc=2, words=("unknown --to",))
     t.fails("convert", os.path.join(d, "config.json"), rc=2, words=("not a directory",))
     t.fails("convert", d, "--to", "safetensors", rc=2, words=("-o",))
-    t.fails("convert", "nobody/nothing", words=("neither", "not found"))
+    t.fails("convert", "nobody/nothing", words=("neither", "not found", "not a hubmirror store"))
     bad = sample_copy(t, "neox", architectures=["GPTNeoXForCausalLM"])
     t.fails("convert", bad, "-o", out, words=("not supported",))
     # Qwen2 is supported, but a Llama checkpoint has no q/k/v biases

@@ -166,3 +166,38 @@ def test_listings_name_their_store(t):
         check(j.get("store") == t.store, "%s --json has no store key: %s" % (args, json.dumps(j)[:300]))
     j = t.ok("verify", "--json").json()
     check(j.get("store") == t.store, "verify --json: %s" % j)
+
+
+def many_files_repo(repo_id, n):
+    return {"type": "model", "id": repo_id, "commits": [{"files": {
+        "f%03d.txt" % i: "file %d of %s\n" % (i, repo_id) for i in range(n)}, "refs": ["main"]}]}
+
+
+def test_concurrent_pulls_of_one_repo_wait(t):
+    """Two pulls of one repo at once: neither fails with 'database is
+    locked'; the one that comes second waits and fetches nothing twice."""
+    n = 150
+    emu = t.emu([many_files_repo("org/many", n)])
+    for round_ in range(3):
+        if round_:
+            t.ok("rm", "org/many")
+            t.ok("gc", "--force")
+        emu.reset_log()
+        procs = [t.spawn("pull", "org/many", "--json") for _ in range(2)]
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=120)
+            except Exception:
+                raise lib.Fail("a concurrent pull did not finish in 120 s")
+            check(p.returncode == 0 and b"locked" not in err,
+                  "round %d: a concurrent pull failed: rc %s\n  stderr: %s" % (round_, p.returncode, err[-1500:]))
+        gets = {}
+        for g in emu.file_gets():
+            gets[g.get("file")] = gets.get(g.get("file"), 0) + 1
+        twice = {k: v for k, v in gets.items() if v > 1}
+        check(not twice, "round %d: files fetched more than once: %s" % (round_, sorted(twice)[:5]))
+        check(len(gets) == n, "round %d: %d of %d files fetched" % (round_, len(gets), n))
+        lib.check_store_consistent(t.store)
+
+
+test_concurrent_pulls_of_one_repo_wait.timeout = 300
