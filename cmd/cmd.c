@@ -142,6 +142,7 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 	o.connections = conns;
 	o.retries = retries;
 	o.timeout = timeout;
+	o.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 	err = fetch_client_new(&env->ctx, &o, fc);
 	if (token) {
 		memset(token, 0, strlen(token));

@@ -108,6 +108,7 @@ extern const struct cmd cmd_rebuild_index;
 #define CMD_NET_OPTS                                                                                       \
 	{"connections", 'c', "N", 0, "parallel connections in total (default 8)"},                          \
 	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
-	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"}
+	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"},        \
+	{"allow-private-redirects", 0, NULL, 0, "follow redirects to loopback/private addresses the endpoint is not in"}
 
 #endif

@@ -11,6 +11,7 @@ static const struct cmd_opt opts[] = {
 	{"exclude", 'x', "GLOB", 1, "skip files matching GLOB"},
 	{"convert", 0, "TYPE", 0, "then convert to GGUF of TYPE (f32|f16|bf16|q8_0|q4_0), stored"},
 	{"smoke", 0, NULL, 0, "then smoke-test the model (the conversion, with --convert)"},
+	{"force", 0, NULL, 0, "pull even when the store's disk looks too small for it"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -57,6 +58,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.nexclude = (size_t)cmd_values(a, "exclude", &exc);
 	o.include = inc;
 	o.exclude = exc;
+	o.force = cmd_flag(a, "force");
 	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -65,6 +67,11 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	cmd_progress_end();
 	if (env->json && res.commit[0])
 		cmd_print_json(result_json(o.type, o.repo, &res));
+	if (err == HM_ERR_NOSPC) {
+		/* one cause for every file: one line, naming the store */
+		rc = cmd_error(env, err);
+		goto out;
+	}
 	if (err) {
 		for (size_t i = 0; i < res.nfiles; i++)
 			if (res.files[i].errmsg)
@@ -104,6 +111,10 @@ const struct cmd cmd_pull = {
 	"split over several connections; an interrupted pull resumes where it stopped.\n"
 	"Every file is checked (SHA-256 for LFS files, git blob SHA-1 otherwise) before it\n"
 	"enters the store. A second pull of the same revision downloads nothing.\n"
+	"Before the first byte, pull checks that the store's filesystem has room for\n"
+	"what it will download and refuses with the numbers otherwise (--force tries\n"
+	"anyway). A disk that fills up mid-pull stops it with one line naming the\n"
+	"store; what is stored stays intact and the same pull resumes later.\n"
 	"With --json: {repo, repo_type, revision, files: [{path, size, sha256, lfs,\n"
 	"downloaded}], bytes_downloaded, ...}.",
 	opts, run,

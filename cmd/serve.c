@@ -14,12 +14,22 @@ static const struct cmd_opt opts[] = {
 	{"allow", 'a', "GLOB", 1, "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"},
 	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
 	{"access-log", 0, "FILE", 0, "append one line per request to FILE ('-' = stderr, the default)"},
-	{"max-connections", 0, "N", 0, "concurrent connections (default 1024)"},
+	{"max-connections", 0, "N", 0, "concurrent connections (default 1024); more are answered 503"},
+	{"max-connections-per-client", 0, "N", 0, "concurrent connections from one client address (default 64; 0 = no cap); more are answered 503"},
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
+	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
+
+/* The server's only event: a warning at start-up (a lowered limit). */
+static void on_event(void *ud, const struct hm_event *ev)
+{
+	(void)ud;
+	if (ev->kind == HM_EV_INFO && ev->msg)
+		fprintf(stderr, "hubmirror: warning: %s\n", ev->msg);
+}
 
 static void on_listening(void *ud, const char *url)
 {
@@ -64,11 +74,13 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	size_t ntoks = 0;
 	FILE *log = stderr;
 	enum hm_err err;
-	int rc = 0, maxc, ctimeout, page, conns, retries, timeout;
+	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout;
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
 	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
+	    cmd_int_opt(a, "max-connections-per-client", 64, 0, 100000, &maxpc) ||
+	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
 	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
@@ -109,6 +121,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		up.connections = conns;
 		up.retries = retries;
 		up.timeout = timeout;
+		up.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 		uptoken = cmd_token(env);
 		up.token = uptoken;
 		o.upstream = &up;
@@ -123,10 +136,12 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.allow = allow;
 	o.access_log = env->quiet ? NULL : log;
 	o.max_connections = maxc;
+	o.max_per_client = maxpc ? maxpc : -1;
+	o.header_timeout = htimeout;
 	o.timeout = ctimeout;
 	o.page_size = page;
 	o.on_listening = on_listening;
-	env->ctx.on_event = NULL; /* no progress bar in a server */
+	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
 	err = srv_run(&env->ctx, &o);
 	if (err)
 		rc = cmd_error(env, err);

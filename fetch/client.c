@@ -1,11 +1,14 @@
 /* client.c - the client object and the pieces every request shares:
  * origins, redirects, the token rule, headers and error mapping. */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include "fetch-int.h"
 
 #define HM_VERSION "0.1.0"
@@ -61,6 +64,204 @@ char *fetch_url_join(const char *base, const char *location)
 	return out;
 }
 
+/* ---- the redirect guard (SSRF) ---- */
+
+enum addr_class { AC_PUBLIC = 0, AC_LOOPBACK = 1, AC_PRIVATE = 2, AC_LINKLOCAL = 4, AC_SPECIAL = 8 };
+
+static enum addr_class class_v4(const unsigned char *a)
+{
+	if (a[0] == 127)
+		return AC_LOOPBACK;
+	if (a[0] == 169 && a[1] == 254)
+		return AC_LINKLOCAL;
+	if (a[0] == 10 || (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+	    (a[0] == 100 && (a[1] & 0xc0) == 64)) /* RFC 1918 and CGNAT */
+		return AC_PRIVATE;
+	if (a[0] == 0 || a[0] >= 224) /* "this network" (reaches the host), multicast, reserved */
+		return AC_SPECIAL;
+	return AC_PUBLIC;
+}
+
+static enum addr_class class_of(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return class_v4((const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr);
+	if (sa->sa_family == AF_INET6) {
+		const unsigned char *a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const unsigned char zero[16] = {0};
+		if (!memcmp(a, mapped, 12)) /* ::ffff:a.b.c.d */
+			return class_v4(a + 12);
+		if (!memcmp(a, zero, 15))
+			return a[15] == 1 ? AC_LOOPBACK : AC_SPECIAL; /* ::1, :: */
+		if (!memcmp(a, zero, 12)) /* ::a.b.c.d (deprecated compatible form) */
+			return class_v4(a + 12);
+		if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
+			return AC_LINKLOCAL; /* fe80::/10 */
+		if ((a[0] & 0xfe) == 0xfc || (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0))
+			return AC_PRIVATE; /* fc00::/7 unique local, fec0::/10 site-local */
+		if (a[0] == 0xff)
+			return AC_SPECIAL; /* multicast */
+		return AC_PUBLIC;
+	}
+	return AC_SPECIAL;
+}
+
+/* Why an address may not be used for a redirect target; NULL if it may. */
+static const char *refusal(struct fetch_client *c, enum addr_class k)
+{
+	int ep = __atomic_load_n(&c->ep_classes, __ATOMIC_RELAXED);
+	switch (k) {
+	case AC_PUBLIC:
+		return NULL;
+	case AC_LINKLOCAL:
+		return "a link-local address (cloud metadata services live there)";
+	case AC_SPECIAL:
+		return "an unspecified, multicast or reserved address";
+	case AC_LOOPBACK:
+		return c->allow_private || (ep & AC_LOOPBACK) ? NULL : "a loopback address";
+	case AC_PRIVATE:
+		return c->allow_private || (ep & AC_PRIVATE) ? NULL : "a private-network address";
+	}
+	return "an unknown address";
+}
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t cap)
+{
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, (socklen_t)cap);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, (socklen_t)cap);
+	else
+		snprintf(buf, cap, "(family %d)", sa->sa_family);
+}
+
+/* curl's open-socket callback: the resolved address, before any connect. */
+static curl_socket_t guard_open(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct fetch_guard *g = ud;
+	(void)purpose;
+	enum addr_class k = class_of(&a->addr);
+	if (!g->foreign) {
+		/* the endpoint's own ranges become allowed redirect targets */
+		if (k == AC_LOOPBACK || k == AC_PRIVATE)
+			__atomic_fetch_or(&g->c->ep_classes, (int)k, __ATOMIC_RELAXED);
+	} else if (!g->proxied) {
+		const char *why = refusal(g->c, k);
+		if (why) {
+			g->refused = 1;
+			g->why = why;
+			addr_text(&a->addr, g->addr, sizeof(g->addr));
+			return CURL_SOCKET_BAD;
+		}
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* With a proxy the proxy resolves names: only literal addresses can be checked. */
+static int proxy_in_env(const char *url)
+{
+	static const char *const https[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL};
+	static const char *const http[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+	const char *const *list = !strncasecmp(url, "https:", 6) ? https : http;
+	for (; *list; list++) {
+		const char *e = getenv(*list);
+		if (e && *e)
+			return 1;
+	}
+	return 0;
+}
+
+/* Checks a literal address in the host of url (the proxy case). Returns 1 if refused. */
+static int guard_literal(struct fetch_guard *g, const char *url)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	int refused = 0;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		struct sockaddr_storage ss;
+		char h[128];
+		size_t n = strlen(host);
+		memset(&ss, 0, sizeof(ss));
+		if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(h)) {
+			memcpy(h, host + 1, n - 2);
+			h[n - 2] = 0;
+			if (inet_pton(AF_INET6, h, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1)
+				ss.ss_family = AF_INET6;
+		} else if (n < sizeof(h) && inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+			ss.ss_family = AF_INET;
+		}
+		if (ss.ss_family) {
+			const char *why = refusal(g->c, class_of((struct sockaddr *)&ss));
+			if (why) {
+				g->refused = refused = 1;
+				g->why = why;
+				addr_text((struct sockaddr *)&ss, g->addr, sizeof(g->addr));
+			}
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return refused;
+}
+
+/* Printable, bounded copy of an untrusted URL for a message. */
+static void quote_url(char *dst, size_t cap, const char *s)
+{
+	size_t j = 0;
+	for (; *s && j + 4 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+		dst[j++] = ch >= 0x21 && ch < 0x7f && ch != '\'' ? (char)ch : '?';
+	}
+	if (*s && j + 4 <= cap) {
+		memcpy(dst + j, "...", 3);
+		j += 3;
+	}
+	dst[j] = 0;
+}
+
+enum hm_err fetch_guard_err(struct hm_ctx *ctx, const struct fetch_guard *g, const char *what)
+{
+	return hm_fail(ctx, HM_ERR_BAD_INPUT,
+		       "refusing to follow the redirect%s%s to '%s': it resolves to %s, %s%s", what ? " for " : "",
+		       what ? what : "", g->target, g->addr, g->why ? g->why : "a refused address",
+		       g->why && strstr(g->why, "link-local") ? ""
+		       : g->why && (strstr(g->why, "loopback") || strstr(g->why, "private"))
+			       ? " (--allow-private-redirects allows it)"
+			       : "");
+}
+
+enum hm_err fetch_follow(struct hm_ctx *ctx, const char *base, const char *location, int *count, int max,
+			 const char *what, char **out)
+{
+	char q[300];
+	*out = NULL;
+	quote_url(q, sizeof(q), location);
+	if (++*count > max)
+		return hm_fail(ctx, HM_ERR_HTTP, "too many redirects for %s (more than %d)", what, max);
+	*out = fetch_url_join(base, location);
+	if (*out)
+		return HM_OK;
+	{
+		/* name what was refused: a scheme other than http(s), or garbage */
+		CURLU *u = curl_url();
+		char *scheme = NULL;
+		enum hm_err e;
+		if (u && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+		    curl_url_set(u, CURLUPART_URL, location, 0) == CURLUE_OK &&
+		    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK)
+			e = hm_fail(ctx, HM_ERR_BAD_INPUT,
+				    "refusing to follow the redirect for %s to '%s': scheme '%s' is not http or https",
+				    what, q, scheme);
+		else
+			e = hm_fail(ctx, HM_ERR_BAD_INPUT, "bad redirect for %s: cannot use 'Location: %s'", what, q);
+		curl_free(scheme);
+		curl_url_cleanup(u);
+		return e;
+	}
+}
+
 enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts *opts,
 			     struct fetch_client **out)
 {
@@ -101,6 +302,7 @@ enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts 
 	c->retries = opts->retries >= 0 ? opts->retries : 5;
 	c->timeout = opts->timeout > 0 ? opts->timeout : 30;
 	c->connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : 10;
+	c->allow_private = opts->allow_private_redirects;
 	if (!c->user_agent || (opts->token && *opts->token && !c->token)) {
 		fetch_client_free(c);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
@@ -242,7 +444,7 @@ size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud)
 }
 
 enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h, const char *url,
-			     struct curl_slist **hdrs)
+			     struct curl_slist **hdrs, struct fetch_guard *guard)
 {
 	char *origin = fetch_origin_of(url);
 	struct curl_slist *l = NULL, *t;
@@ -261,6 +463,19 @@ enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->timeout < 1 ? 1 : c->timeout));
 	curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	memset(guard, 0, sizeof(*guard));
+	guard->c = c;
+	guard->foreign = strcmp(origin, c->origin) != 0;
+	snprintf(guard->target, sizeof(guard->target), "%s", origin);
+	if (guard->foreign && proxy_in_env(url)) {
+		guard->proxied = 1;
+		if (guard_literal(guard, url)) {
+			free(origin);
+			return fetch_guard_err(ctx, guard, NULL);
+		}
+	}
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, guard_open);
+	curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, guard);
 	if (c->token && !strcmp(origin, c->origin)) {
 		char *a = util_asprintf("Authorization: Bearer %s", c->token);
 		if (!a) {

@@ -46,6 +46,7 @@ struct seg {
 	CURL *h;
 	struct curl_slist *hdrs;
 	struct fetch_resp resp;
+	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
 	char *url;                    /* URL of the current request */
 	int redirects;
@@ -348,6 +349,8 @@ static int seg_flush(struct dl *g, struct seg *s)
 				g->fatal = errno == ENOSPC || errno == EDQUOT ? HM_ERR_NOSPC : HM_ERR_IO;
 				snprintf(g->fatal_msg, sizeof(g->fatal_msg), "cannot write '%s': %s",
 					 x->job->part_path, strerror(errno));
+				/* this job's own error; the others stop without naming its file */
+				set_job_err(x, g->fatal, g->fatal_msg);
 			}
 			s->wlen = 0;
 			return -1;
@@ -506,7 +509,7 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 	} else if (!(h = curl_easy_init())) {
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	err = fetch_easy_setup(g->ctx, g->c, h, s->url, &s->hdrs);
+	err = fetch_easy_setup(g->ctx, g->c, h, s->url, &s->hdrs, &s->guard);
 	if (err) {
 		curl_easy_cleanup(h);
 		return err;
@@ -798,11 +801,12 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	}
 	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && was_cut)) {
 		if (r.status >= 300 && r.status < 400) {
-			char *nu = r.location[0] ? fetch_url_join(s->url, r.location) : NULL;
-			if (!nu || ++s->redirects > MAX_REDIRECTS) {
-				free(nu);
-				snprintf(msg, sizeof(msg), "bad or too many redirects for '%s'", x->job->name);
-				xfer_fail(g, x, HM_ERR_HTTP, msg);
+			struct hm_ctx tmp = {0};
+			char *nu = NULL;
+			enum hm_err e = r.location[0] ? fetch_follow(&tmp, s->url, r.location, &s->redirects, MAX_REDIRECTS, what, &nu)
+						      : hm_fail(&tmp, HM_ERR_HTTP, "a redirect without a Location for %s", what);
+			if (e) {
+				xfer_fail(g, x, e, tmp.errmsg);
 				return;
 			}
 			free(s->url);
@@ -850,6 +854,12 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	if (rc == CURLE_WRITE_ERROR && g->fatal)
 		return;
 	struct hm_ctx tmp = {0};
+	if (s->guard.refused) {
+		/* never retried: the hub pointed at an address it must not */
+		enum hm_err ge = fetch_guard_err(&tmp, &s->guard, what);
+		xfer_fail(g, x, ge, tmp.errmsg);
+		return;
+	}
 	enum hm_err e = fetch_curl_err(&tmp, rc, s->url, s->errbuf);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
 		/* a redirect target may be the dead one: start from the resolve URL next time */
@@ -920,8 +930,9 @@ static void schedule(struct dl *g, double now)
 				break;
 			if (x->eff_url && !x->ranges_ok && x->active > 0)
 				break;
-			if (seg_start(g, s)) {
-				xfer_fail(g, x, HM_ERR_NOMEM, g->ctx->errmsg);
+			enum hm_err se = seg_start(g, s);
+			if (se) {
+				xfer_fail(g, x, se, g->ctx->errmsg);
 				break;
 			}
 		}
@@ -957,8 +968,9 @@ static void schedule(struct dl *g, double now)
 		}
 		for (size_t k = 0; k < x->nsegs && g->active < g->c->connections; k++)
 			if (x->segs[k]->state == SEG_IDLE) {
-				if (seg_start(g, x->segs[k]))
-					xfer_fail(g, x, HM_ERR_NOMEM, g->ctx->errmsg);
+				enum hm_err se = seg_start(g, x->segs[k]);
+				if (se)
+					xfer_fail(g, x, se, g->ctx->errmsg);
 				break; /* one request first, to learn the location */
 			}
 	}
@@ -1104,7 +1116,10 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		struct xfer *x = &g.xs[i];
 		if (x->state == X_RUNNING) {
 			char why[512];
-			msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
+			if (g.fatal && !x->job->err)
+				snprintf(why, sizeof(why), "stopped before the end: %s", hm_strerror(g.fatal));
+			else
+				msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
 			xfer_fail(&g, x, err ? err : HM_ERR_CANCELLED, why);
 		} else if (x->state == X_PENDING) {
 			set_job_err(x, err ? err : HM_ERR_CANCELLED, "not started");

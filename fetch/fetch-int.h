@@ -13,6 +13,21 @@ struct fetch_client {
 	char *user_agent;
 	int connections, retries;
 	double timeout, connect_timeout;
+	int allow_private;    /* --allow-private-redirects */
+	int ep_classes;       /* address classes the endpoint was reached at (atomic bits) */
+};
+
+/* Per-transfer guard against redirects to internal addresses (SSRF): the
+ * address a connection is about to use is checked after name resolution,
+ * in curl's open-socket callback. Lives as long as the transfer. */
+struct fetch_guard {
+	struct fetch_client *c;
+	int foreign;              /* the URL is not on the endpoint's origin */
+	int proxied;              /* a proxy resolves names: the host string is checked instead */
+	int refused;              /* a connection was refused */
+	char addr[64];            /* the refused address */
+	const char *why;          /* "a link-local address" ... */
+	char target[256];         /* scheme://host:port of the refused URL */
 };
 
 /* Headers of one HTTP response that the client reads. */
@@ -36,11 +51,19 @@ size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud);
 char *fetch_origin_of(const char *url);
 /* Resolves location against base (relative or absolute). Caller frees; NULL if invalid. */
 char *fetch_url_join(const char *base, const char *location);
+/* Follows a redirect: location resolved against base, counted in *count
+ * (at most max). *out (caller frees) is the new URL; on error the message
+ * names the subject (what) and the refused target (non-http schemes too). */
+enum hm_err fetch_follow(struct hm_ctx *ctx, const char *base, const char *location, int *count, int max,
+			 const char *what, char **out) HM_MUST_CHECK;
+/* The error of a transfer the guard stopped (g->refused). */
+enum hm_err fetch_guard_err(struct hm_ctx *ctx, const struct fetch_guard *g, const char *what);
 /* Applies common options (user agent, timeouts, proxies from env, no
- * automatic redirects) and the Authorization header when url is on the
- * endpoint's origin. *hdrs receives the list to free after the transfer. */
+ * automatic redirects, the address guard) and the Authorization header when
+ * url is on the endpoint's origin. *hdrs receives the list to free after
+ * the transfer; guard (caller's storage) must outlive the transfer. */
 enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h, const char *url,
-			     struct curl_slist **hdrs) HM_MUST_CHECK;
+			     struct curl_slist **hdrs, struct fetch_guard *guard) HM_MUST_CHECK;
 /* Maps a curl error to ours, with a message naming the URL (token-free). */
 enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf);
 /* Maps an error status + X-Error-Code to ours with a one-line message. what names the subject. */

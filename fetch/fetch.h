@@ -16,6 +16,8 @@ struct fetch_client_opts {
 	int retries;            /* failures in a row tolerated per transfer (default 5) */
 	double timeout;         /* seconds without progress before a connection is replaced (default 30) */
 	double connect_timeout; /* seconds (default 10) */
+	int allow_private_redirects; /* follow redirects to loopback/private addresses
+				      * even when the endpoint is not in those ranges */
 };
 
 /* Creates a client. *out is owned by the caller (fetch_client_free). The

@@ -47,6 +47,7 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 	CURL *h = curl_easy_init();
 	struct body bd = {UTIL_BUF_INIT, 0};
 	struct fetch_resp r;
+	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
 	int failures = 0, redirects = 0;
 
@@ -69,7 +70,7 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		bd.too_big = 0;
 		fetch_resp_reset(&r);
 		errbuf[0] = 0;
-		err = fetch_easy_setup(ctx, c, h, url, &hdrs);
+		err = fetch_easy_setup(ctx, c, h, url, &hdrs, &guard);
 		if (err)
 			goto out;
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_cb);
@@ -84,6 +85,10 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is larger than %u MiB: refusing it", what, API_MAX_BODY >> 20);
 			goto out;
 		}
+		if (rc != CURLE_OK && guard.refused) {
+			err = fetch_guard_err(ctx, &guard, what);
+			goto out;
+		}
 		if (rc != CURLE_OK) {
 			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
 				sleep_s(fetch_backoff(failures, NULL));
@@ -93,12 +98,9 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 			goto out;
 		}
 		if (r.status >= 300 && r.status < 400 && r.location[0]) {
-			char *nu = fetch_url_join(url, r.location);
-			if (!nu || ++redirects > API_MAX_REDIRECTS) {
-				free(nu);
-				err = hm_fail(ctx, HM_ERR_HTTP, "bad or too many redirects for %s", what);
+			char *nu;
+			if ((err = fetch_follow(ctx, url, r.location, &redirects, API_MAX_REDIRECTS, what, &nu)))
 				goto out;
-			}
 			free(url);
 			url = nu;
 			continue;

@@ -21,6 +21,7 @@ struct mirror_pull_opts {
 	size_t nexclude;
 	const char *const *only;     /* exact paths (repair); NULL = all */
 	size_t nonly;
+	int force;                   /* skip the free-space check */
 	/* Optional, for a server: a listing already fetched for `commit`
 	 * (skips resolving and listing again), and byte progress per file. */
 	const char *commit;
@@ -53,9 +54,12 @@ struct mirror_pull_result {
 
 /* Pulls a revision: resolves it, lists it, downloads what the store lacks
  * (deduplicated, locked against concurrent pulls, verified), and records the
- * revision once every selected file is in the store. On error the result
- * still says which files failed. Release the result with
- * mirror_pull_result_release whatever the return. */
+ * revision once every selected file is in the store. Before the first byte
+ * it refuses (HM_ERR_NOSPC, with the numbers) a download the store's
+ * filesystem has no room for, unless o->force. A disk that fills up anyway
+ * gives HM_ERR_NOSPC with one message naming the store. On error the result
+ * still says which files failed, each with its own message. Release the
+ * result with mirror_pull_result_release whatever the return. */
 enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc,
 			const struct mirror_pull_opts *o, struct mirror_pull_result *res) HM_MUST_CHECK;
 void mirror_pull_result_release(struct mirror_pull_result *res);

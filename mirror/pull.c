@@ -1,9 +1,13 @@
-/* pull.c - pull one revision of a repo into the store: resolve, list, skip
- * what is stored, download the rest (one job per distinct content), adopt
- * verified blobs, record transfers, then record the revision. */
+/* pull.c - pull one revision of a repo into the store, in four steps: plan
+ * (select files, skip what is stored, one job per distinct content, check
+ * free space), download (fetch, adopt verified blobs, record transfers),
+ * collect (per-file results) and record (the revision). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "mirror.h"
 #include "../util/util.h"
@@ -11,16 +15,15 @@
 #define FLUSH_EVERY_S 0.5
 #define FLUSH_EVERY_FILES 256
 #define DURABLE_MIN (1u << 20) /* smaller blobs are synced in batches by store_flush */
-
-struct pull;
+#define CANCEL_EVERY 1024      /* entries between looks at the cancel flag */
 
 struct pull_job {
 	struct fetch_job fj;
-	struct pull *p;
 	char key[80];
 	char *url, *part, *state;
 	int lockfd;
 	int skipped;            /* found in the store once locked */
+	int credited;           /* its transfer is counted on one file already */
 	char present_sha[65];
 	int64_t started_at;
 };
@@ -31,21 +34,32 @@ struct pull {
 	struct fetch_client *fc;
 	const struct mirror_pull_opts *o;
 	const char *commit;
-	int *held;              /* locks waiting for the next flush */
+	const char **only;      /* o->only, sorted (for bsearch) */
+	struct fetch_entry *ents;
+	size_t nents;
+	struct pull_job *jobs;
+	struct fetch_job **jp;
+	size_t njobs;
+	size_t *job_of;         /* file index -> job index, or SIZE_MAX when present */
+	size_t *slots;          /* open addressing over job keys: job index + 1, 0 = free */
+	size_t nslots;
+	int *held;              /* locks of finished jobs, released by the next flush */
 	char (*held_keys)[80];
 	size_t nheld, capheld;
 	double last_flush;
-	enum hm_err flush_err;
+	enum hm_err flush_err;  /* a flush that failed outside job_done */
 };
 
-static int selected(const struct mirror_pull_opts *o, const char *path)
+static int cmp_str(const void *a, const void *b)
 {
-	if (o->only) {
-		for (size_t i = 0; i < o->nonly; i++)
-			if (!strcmp(o->only[i], path))
-				return 1;
-		return 0;
-	}
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int selected(const struct pull *p, const char *path)
+{
+	const struct mirror_pull_opts *o = p->o;
+	if (o->only)
+		return bsearch(&path, p->only, o->nonly, sizeof(*p->only), cmp_str) != NULL;
 	if (o->ninclude) {
 		int any = 0;
 		for (size_t i = 0; i < o->ninclude && !any; i++)
@@ -101,8 +115,17 @@ static int job_begin(void *ud, struct fetch_job *fj)
 	struct fetch_entry e = {0};
 	int yes = 0;
 
-	if (store_lock_try(p->ctx, p->st, j->key, &j->lockfd) == HM_ERR_LOCKED)
-		return 2; /* another process is fetching it: look again soon */
+	if (store_lock_try(p->ctx, p->st, j->key, &j->lockfd) == HM_ERR_LOCKED) {
+		/* another process is fetching it: look again soon, but never wait
+		 * while holding locks of our own finished jobs (that process may be
+		 * waiting for one of them: a deadlock) */
+		if (p->nheld) {
+			enum hm_err err = flush(p);
+			if (err && !p->flush_err)
+				p->flush_err = err;
+		}
+		return 2;
+	}
 	e.lfs = fj->expect_sha256 != NULL;
 	e.size = fj->size;
 	if (e.lfs)
@@ -119,11 +142,33 @@ static int job_begin(void *ud, struct fetch_job *fj)
 	return 0;
 }
 
+/* Keeps a finished job's lock until its rows are flushed. */
+static enum hm_err hold_lock(struct pull *p, struct pull_job *j)
+{
+	if (p->nheld == p->capheld) {
+		size_t nc = p->capheld ? p->capheld * 2 : 64;
+		int *nh = realloc(p->held, nc * sizeof(*nh));
+		char(*nk)[80] = nh ? realloc(p->held_keys, nc * sizeof(*nk)) : NULL;
+		if (nh)
+			p->held = nh;
+		if (nk)
+			p->held_keys = nk;
+		if (!nh || !nk)
+			return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+		p->capheld = nc;
+	}
+	p->held[p->nheld] = j->lockfd;
+	memcpy(p->held_keys[p->nheld], j->key, sizeof(j->key));
+	p->nheld++;
+	j->lockfd = -1;
+	return HM_OK;
+}
+
 static enum hm_err job_done(void *ud, struct fetch_job *fj)
 {
 	struct pull_job *j = fj->user;
 	struct pull *p = ud;
-	enum hm_err err = HM_OK;
+	enum hm_err err = HM_OK, e2;
 	struct store_download d = {
 		.repo_type = p->o->type, .repo = p->o->repo, .revision = p->commit, .path = fj->name,
 		.size = fj->size, .bytes = fj->bytes_wire, .seconds = fj->seconds,
@@ -131,41 +176,27 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		.endpoint = fetch_client_endpoint(p->fc), .started_at = j->started_at,
 	};
 	if (!fj->err) {
-		err = store_blob_adopt(p->ctx, p->st, j->part, fj->sha256, fj->size,
+		/* this job's own message, whatever else writes the context's */
+		struct hm_ctx jc = {.cancel = p->ctx->cancel};
+		err = store_blob_adopt(&jc, p->st, j->part, fj->sha256, fj->size,
 				       fj->expect_git_oid ? fj->git_oid : NULL, fj->size >= DURABLE_MIN);
 		if (err) {
 			fj->err = err;
-			size_t ml = strnlen(p->ctx->errmsg, sizeof(fj->errmsg) - 1);
-			memcpy(fj->errmsg, p->ctx->errmsg, ml);
-			fj->errmsg[ml] = 0;
+			snprintf(fj->errmsg, sizeof(fj->errmsg), "%.*s", (int)sizeof(fj->errmsg) - 1, jc.errmsg);
 		}
 	}
 	d.sha256 = fj->err ? NULL : fj->sha256;
 	d.result = fj->err ? "failed" : "ok";
 	d.error = fj->err ? fj->errmsg : NULL;
-	enum hm_err e2 = store_record_download(p->ctx, p->st, &d);
-	if (j->lockfd >= 0) {
-		if (p->nheld == p->capheld) {
-			size_t nc = p->capheld ? p->capheld * 2 : 64;
-			int *nh = realloc(p->held, nc * sizeof(*nh));
-			char(*nk)[80] = nh ? realloc(p->held_keys, nc * sizeof(*nk)) : NULL;
-			if (nh)
-				p->held = nh;
-			if (nk)
-				p->held_keys = nk;
-			if (!nh || !nk)
-				return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
-			p->capheld = nc;
-		}
-		p->held[p->nheld] = j->lockfd;
-		memcpy(p->held_keys[p->nheld], j->key, sizeof(j->key));
-		p->nheld++;
-		j->lockfd = -1;
-	}
+	e2 = store_record_download(p->ctx, p->st, &d);
+	if (!e2 && j->lockfd >= 0)
+		e2 = hold_lock(p, j);
 	if (err == HM_ERR_NOSPC || err == HM_ERR_DB)
-		return err;
+		return hm_fail(p->ctx, err, "%s", fj->errmsg);
 	if (e2)
 		return e2;
+	if (p->flush_err)
+		return p->flush_err;
 	if (p->nheld >= FLUSH_EVERY_FILES || util_now() - p->last_flush >= FLUSH_EVERY_S)
 		return flush(p);
 	return HM_OK;
@@ -192,144 +223,204 @@ static int is_commit(const char *rev)
 	return rev && util_is_hex(rev, 40);
 }
 
-enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc,
-			const struct mirror_pull_opts *o, struct mirror_pull_result *res)
+static size_t key_hash(const char *key)
 {
-	struct fetch_entry *ents = NULL;
-	size_t nents = 0, nsel = 0, njobs = 0;
-	struct pull_job *jobs = NULL;
-	struct fetch_job **jp = NULL;
-	size_t *job_of = NULL; /* file index -> job index, or SIZE_MAX when present */
-	struct store_file *sf = NULL;
-	struct pull p = {ctx, st, fc, o, res->commit, NULL, NULL, 0, 0, util_now(), HM_OK};
-	enum hm_err err;
-	double t0 = util_now();
+	size_t h = 1469598103934665603ULL;
+	for (; *key; key++)
+		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+	return h;
+}
 
-	memset(res, 0, sizeof(*res));
-	p.commit = res->commit;
-	if (o->commit && o->entries) {
-		const struct fetch_entry *given = o->entries;
-		if (!util_is_hex(o->commit, 40)) {
-			err = hm_fail(ctx, HM_ERR_USAGE, "invalid commit '%s'", o->commit);
-			goto out;
-		}
-		memcpy(res->commit, o->commit, 41);
-		/* a private copy: this function frees its listing */
-		ents = calloc(o->nentries ? o->nentries : 1, sizeof(*ents));
-		if (!ents) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		for (; nents < o->nentries; nents++) {
-			ents[nents] = given[nents];
-			ents[nents].path = util_strdup(given[nents].path);
-			if (!ents[nents].path) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-		}
-	} else {
-		err = fetch_hub_revision(ctx, fc, o->type, o->repo, o->revision, res->commit);
-		if (err)
-			goto out;
-		err = fetch_hub_tree(ctx, fc, o->type, o->repo, res->commit, &ents, &nents);
-		if (err)
-			goto out;
+/* The job of key: found, or a new one (*added = 1) at index p->njobs. */
+static size_t job_slot(struct pull *p, const char *key, int *added)
+{
+	size_t mask = p->nslots - 1, i = key_hash(key) & mask;
+	*added = 0;
+	for (; p->slots[i]; i = (i + 1) & mask)
+		if (!strcmp(p->jobs[p->slots[i] - 1].key, key))
+			return p->slots[i] - 1;
+	p->slots[i] = p->njobs + 1;
+	*added = 1;
+	return p->njobs;
+}
+
+/* The listing: the one given (copied), or resolved and listed from the hub. */
+static enum hm_err pull_list(struct pull *p, struct mirror_pull_result *res)
+{
+	const struct mirror_pull_opts *o = p->o;
+	enum hm_err err;
+	if (!(o->commit && o->entries)) {
+		err = fetch_hub_revision(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit);
+		if (!err)
+			err = fetch_hub_tree(p->ctx, p->fc, o->type, o->repo, res->commit, &p->ents, &p->nents);
+		return err;
 	}
-	for (size_t i = 0; i < nents; i++)
-		nsel += (size_t)selected(o, ents[i].path);
-	if (o->only && nsel != o->nonly) {
-		err = hm_fail(ctx, HM_ERR_ENTRY_NOT_FOUND, "some files to repair are no longer in '%s' at %s",
-			      o->repo, res->commit);
-		goto out;
+	if (!util_is_hex(o->commit, 40))
+		return hm_fail(p->ctx, HM_ERR_USAGE, "invalid commit '%s'", o->commit);
+	memcpy(res->commit, o->commit, 41);
+	/* a private copy: this function frees its listing */
+	p->ents = calloc(o->nentries ? o->nentries : 1, sizeof(*p->ents));
+	if (!p->ents)
+		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+	for (; p->nents < o->nentries; p->nents++) {
+		p->ents[p->nents] = o->entries[p->nents];
+		p->ents[p->nents].path = util_strdup(o->entries[p->nents].path);
+		if (!p->ents[p->nents].path)
+			return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	if (!nsel && nents && (o->ninclude || o->nexclude)) {
-		err = hm_fail(ctx, HM_ERR_USAGE, "no file of '%s' matches the --include/--exclude patterns", o->repo);
-		goto out;
+	return HM_OK;
+}
+
+static enum hm_err job_init(struct pull *p, struct pull_job *j, const char *key, const struct fetch_entry *e,
+			    const char *name)
+{
+	char part[4096], state[4096];
+	memcpy(j->key, key, sizeof(j->key));
+	j->lockfd = -1;
+	store_part_paths(p->st, key, part, state, sizeof(part));
+	j->part = util_strdup(part);
+	j->state = util_strdup(state);
+	j->url = fetch_resolve_url(p->fc, p->o->type, p->o->repo, p->commit, e->path);
+	if (!j->part || !j->state || !j->url)
+		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+	j->fj.name = name;
+	j->fj.url = j->url;
+	j->fj.size = e->size;
+	j->fj.part_path = j->part;
+	j->fj.state_path = j->state;
+	j->fj.expect_sha256 = e->lfs ? e->sha256 : NULL;
+	j->fj.expect_git_oid = e->lfs ? NULL : e->oid;
+	j->fj.user = j;
+	return HM_OK;
+}
+
+static enum hm_err cancelled(struct hm_ctx *ctx, size_t i)
+{
+	if (i % CANCEL_EVERY == 0 && hm_cancelled(ctx))
+		return hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	return HM_OK;
+}
+
+/* Refuses a pull the store's filesystem cannot hold (unless forced): the
+ * sizes are known before the first byte. Partial downloads count as done. */
+static enum hm_err check_space(struct pull *p)
+{
+	struct statvfs vf;
+	uint64_t need = 0, have, blk;
+	if (p->o->force || !p->njobs || statvfs(store_dir(p->st), &vf) != 0)
+		return HM_OK;
+	blk = vf.f_frsize ? vf.f_frsize : 4096;
+	for (size_t k = 0; k < p->njobs; k++) {
+		struct stat sb;
+		uint64_t size = p->jobs[k].fj.size, done = 0;
+		if (stat(p->jobs[k].part, &sb) == 0 && sb.st_size > 0)
+			done = (uint64_t)sb.st_size < size ? (uint64_t)sb.st_size : size;
+		/* every file takes whole blocks */
+		need += (size + blk - 1) / blk * blk - (done / blk * blk);
 	}
+	have = (uint64_t)vf.f_bavail * blk;
+	if (need <= have)
+		return HM_OK;
+	char h1[32], h2[32];
+	return hm_fail(p->ctx, HM_ERR_NOSPC,
+		       "not enough space for '%s': %s to download, %s free in the store '%s' (--force tries anyway)",
+		       p->o->repo, util_human_size(need, h1, sizeof(h1)), util_human_size(have, h2, sizeof(h2)),
+		       store_dir(p->st));
+}
+
+/* Step 1: which files, which of them the store lacks, one job per content. */
+static enum hm_err pull_plan(struct pull *p, struct mirror_pull_result *res)
+{
+	const struct mirror_pull_opts *o = p->o;
+	struct hm_ctx *ctx = p->ctx;
+	size_t nsel = 0;
+	enum hm_err err;
+
+	for (size_t i = 0; i < p->nents; i++) {
+		if ((err = cancelled(ctx, i)))
+			return err;
+		nsel += (size_t)selected(p, p->ents[i].path);
+	}
+	if (o->only && nsel != o->nonly)
+		return hm_fail(ctx, HM_ERR_ENTRY_NOT_FOUND, "some files to repair are no longer in '%s' at %s",
+			       o->repo, res->commit);
+	if (!nsel && p->nents && (o->ninclude || o->nexclude))
+		return hm_fail(ctx, HM_ERR_USAGE, "no file of '%s' matches the --include/--exclude patterns", o->repo);
+	p->nslots = 16;
+	while (p->nslots < 2 * nsel)
+		p->nslots *= 2;
 	res->files = calloc(nsel ? nsel : 1, sizeof(*res->files));
-	jobs = calloc(nsel ? nsel : 1, sizeof(*jobs));
-	jp = calloc(nsel ? nsel : 1, sizeof(*jp));
-	job_of = calloc(nsel ? nsel : 1, sizeof(*job_of));
-	if (!res->files || !jobs || !jp || !job_of) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	for (size_t i = 0; i < nents; i++) {
-		const struct fetch_entry *e = &ents[i];
+	p->jobs = calloc(nsel ? nsel : 1, sizeof(*p->jobs));
+	p->jp = calloc(nsel ? nsel : 1, sizeof(*p->jp));
+	p->job_of = calloc(nsel ? nsel : 1, sizeof(*p->job_of));
+	p->slots = calloc(p->nslots, sizeof(*p->slots));
+	if (!res->files || !p->jobs || !p->jp || !p->job_of || !p->slots)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < p->nents; i++) {
+		const struct fetch_entry *e = &p->ents[i];
 		struct mirror_file *f;
-		int yes;
-		if (!selected(o, e->path))
+		int yes, added;
+		char key[80];
+		if ((err = cancelled(ctx, i)))
+			return err;
+		if (!selected(p, e->path))
 			continue;
 		f = &res->files[res->nfiles];
 		f->path = util_strdup(e->path);
-		if (!f->path) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
+		if (!f->path)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		f->size = e->size;
 		f->lfs = e->lfs;
 		memcpy(f->git_oid, e->oid, 41);
 		res->bytes_total += e->size;
-		job_of[res->nfiles] = SIZE_MAX;
-		res->nfiles++;
-		err = present(ctx, st, e, f->sha256, &yes);
-		if (err)
-			goto out;
+		p->job_of[res->nfiles++] = SIZE_MAX;
+		if ((err = present(ctx, p->st, e, f->sha256, &yes)))
+			return err;
 		if (yes)
 			continue;
 		/* one job per distinct content: identical files share it */
-		char key[80];
 		if (e->lfs)
 			snprintf(key, sizeof(key), "%s", e->sha256);
 		else
 			snprintf(key, sizeof(key), "git-%s", e->oid);
-		size_t k;
-		for (k = 0; k < njobs; k++)
-			if (!strcmp(jobs[k].key, key))
-				break;
-		job_of[res->nfiles - 1] = k;
-		if (k < njobs)
+		size_t k = job_slot(p, key, &added);
+		p->job_of[res->nfiles - 1] = k;
+		if (!added)
 			continue;
-		struct pull_job *j = &jobs[njobs++];
-		char part[4096], state[4096];
-		memcpy(j->key, key, sizeof(key));
-		j->p = &p;
-		j->lockfd = -1;
-		store_part_paths(st, key, part, state, sizeof(part));
-		j->part = util_strdup(part);
-		j->state = util_strdup(state);
-		j->url = fetch_resolve_url(fc, o->type, o->repo, res->commit, e->path);
-		if (!j->part || !j->state || !j->url) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		j->fj.name = f->path;
-		j->fj.url = j->url;
-		j->fj.size = e->size;
-		j->fj.part_path = j->part;
-		j->fj.state_path = j->state;
-		j->fj.expect_sha256 = e->lfs ? ents[i].sha256 : NULL;
-		j->fj.expect_git_oid = e->lfs ? NULL : ents[i].oid;
-		j->fj.user = j;
-		jp[njobs - 1] = &j->fj;
+		p->njobs++;
+		p->jp[k] = &p->jobs[k].fj;
+		if ((err = job_init(p, &p->jobs[k], key, e, f->path)))
+			return err;
 	}
+	return check_space(p);
+}
 
-	{
-		struct fetch_callbacks cb = {job_begin, job_done, o->on_progress ? job_progress : NULL, &p};
-		enum hm_err derr = fetch_download(ctx, fc, jp, njobs, &cb);
-		enum hm_err ferr = flush(&p);
-		if (!derr)
-			derr = ferr;
-		err = derr;
-	}
+/* Step 2: fetch every job (locked against other processes, verified,
+ * adopted into the store), then flush. */
+static enum hm_err pull_download(struct pull *p)
+{
+	struct fetch_callbacks cb = {job_begin, job_done, p->o->on_progress ? job_progress : NULL, p};
+	enum hm_err err = fetch_download(p->ctx, p->fc, p->jp, p->njobs, &cb);
+	enum hm_err ferr = flush(p);
+	if (!err)
+		err = p->flush_err ? p->flush_err : ferr;
+	if (err == HM_ERR_NOSPC)
+		err = hm_fail(p->ctx, err,
+			      "no space left on the device of the store '%s': nothing stored is damaged; "
+			      "free some space and run the same pull again to resume", store_dir(p->st));
+	return err;
+}
 
+/* Step 3: each file's result from its job (a shared job's transfer is
+ * credited to its first file). */
+static void pull_collect(struct pull *p, struct mirror_pull_result *res)
+{
 	for (size_t i = 0; i < res->nfiles; i++) {
 		struct mirror_file *f = &res->files[i];
-		size_t k = job_of[i];
+		size_t k = p->job_of[i];
 		if (k == SIZE_MAX)
 			continue;
-		struct pull_job *j = &jobs[k];
+		struct pull_job *j = &p->jobs[k];
 		if (j->skipped) {
 			memcpy(f->sha256, j->present_sha, 65);
 		} else if (j->fj.err) {
@@ -338,11 +429,8 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 			res->nfailed++;
 		} else {
 			memcpy(f->sha256, j->fj.sha256, 65);
-			/* the first file of a shared job carries its transfer */
-			int first = 1;
-			for (size_t q = 0; q < i && first; q++)
-				first = job_of[q] != k;
-			if (first) {
+			if (!j->credited) {
+				j->credited = 1;
 				f->downloaded = 1;
 				f->bytes = j->fj.bytes_wire;
 				res->bytes_downloaded += j->fj.bytes_wire;
@@ -350,44 +438,79 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 			}
 		}
 	}
-	if (!err && res->nfailed)
-		err = hm_fail(ctx, res->files[0].err ? res->files[0].err : HM_ERR_NET, "%zu file(s) failed", res->nfailed);
-	if (err)
-		goto out;
-	if (!o->only) {
-		sf = calloc(res->nfiles ? res->nfiles : 1, sizeof(*sf));
-		if (!sf) {
+}
+
+/* Step 4: the revision, once every file is in the store. */
+static enum hm_err pull_record(struct pull *p, struct mirror_pull_result *res)
+{
+	const struct mirror_pull_opts *o = p->o;
+	struct store_file *sf = calloc(res->nfiles ? res->nfiles : 1, sizeof(*sf));
+	if (!sf)
+		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < res->nfiles; i++) {
+		sf[i].path = res->files[i].path;
+		sf[i].size = res->files[i].size;
+		sf[i].lfs = res->files[i].lfs;
+		memcpy(sf[i].sha256, res->files[i].sha256, 65);
+		memcpy(sf[i].git_oid, res->files[i].git_oid, 41);
+	}
+	const char *ref = is_commit(o->revision) ? NULL : (o->revision ? o->revision : "main");
+	enum hm_err err = store_record_revision(p->ctx, p->st, o->type, o->repo, res->commit, ref, sf, res->nfiles);
+	free(sf);
+	return err;
+}
+
+enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc,
+			const struct mirror_pull_opts *o, struct mirror_pull_result *res)
+{
+	struct pull p = {.ctx = ctx, .st = st, .fc = fc, .o = o, .last_flush = util_now()};
+	enum hm_err err;
+	double t0 = util_now();
+
+	memset(res, 0, sizeof(*res));
+	p.commit = res->commit;
+	if (o->only) {
+		p.only = malloc((o->nonly ? o->nonly : 1) * sizeof(*p.only));
+		if (!p.only) {
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		for (size_t i = 0; i < res->nfiles; i++) {
-			sf[i].path = res->files[i].path;
-			sf[i].size = res->files[i].size;
-			sf[i].lfs = res->files[i].lfs;
-			memcpy(sf[i].sha256, res->files[i].sha256, 65);
-			memcpy(sf[i].git_oid, res->files[i].git_oid, 41);
-		}
-		const char *ref = is_commit(o->revision) ? NULL : (o->revision ? o->revision : "main");
-		err = store_record_revision(ctx, st, o->type, o->repo, res->commit, ref, sf, res->nfiles);
+		memcpy(p.only, o->only, o->nonly * sizeof(*p.only));
+		qsort(p.only, o->nonly, sizeof(*p.only), cmp_str);
 	}
+	if ((err = pull_list(&p, res)) || (err = pull_plan(&p, res)))
+		goto out;
+	err = pull_download(&p);
+	pull_collect(&p, res);
+	if (!err && res->nfailed) {
+		enum hm_err first = HM_ERR_NET;
+		for (size_t i = 0; i < res->nfiles; i++)
+			if (res->files[i].err) {
+				first = res->files[i].err;
+				break;
+			}
+		err = hm_fail(ctx, first, "%zu file(s) failed", res->nfailed);
+	}
+	if (!err && !o->only)
+		err = pull_record(&p, res);
 out:
 	res->seconds = util_now() - t0;
 	for (size_t i = 0; i < p.nheld; i++)
 		store_unlock(st, p.held_keys[i], p.held[i]);
-	if (jobs)
-		for (size_t k = 0; k < njobs; k++) {
-			if (jobs[k].lockfd >= 0)
-				store_unlock(st, jobs[k].key, jobs[k].lockfd);
-			free(jobs[k].url);
-			free(jobs[k].part);
-			free(jobs[k].state);
-		}
+	for (size_t k = 0; k < p.njobs; k++) {
+		if (p.jobs[k].lockfd >= 0)
+			store_unlock(st, p.jobs[k].key, p.jobs[k].lockfd);
+		free(p.jobs[k].url);
+		free(p.jobs[k].part);
+		free(p.jobs[k].state);
+	}
 	free(p.held);
 	free(p.held_keys);
-	free(jobs);
-	free(jp);
-	free(job_of);
-	free(sf);
-	fetch_entries_free(ents, nents);
+	free(p.jobs);
+	free(p.jp);
+	free(p.job_of);
+	free(p.slots);
+	free(p.only);
+	fetch_entries_free(p.ents, p.nents);
 	return err;
 }

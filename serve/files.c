@@ -6,34 +6,68 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "serve-int.h"
 
-/* Parses a single "bytes=" range against size. Returns 0 with no/ignored
- * Range (serve all), 1 with [*from, *from + *len), -1 unsatisfiable. */
+/* Reads decimal digits at *p (no sign, no space: strtoull would take "-5"
+ * and " 5"), saturating at UINT64_MAX. Returns 0 and advances, or -1. */
+static int read_pos(const char **p, uint64_t *out)
+{
+	const char *q = *p;
+	uint64_t v = 0;
+	int n = 0;
+	while (*q >= '0' && *q <= '9') {
+		uint64_t d = (uint64_t)(*q++ - '0');
+		n++;
+		v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d;
+	}
+	if (!n)
+		return -1;
+	*p = q;
+	*out = v;
+	return 0;
+}
+
+/* Parses a single "bytes=" range against size (RFC 9110 14.1.1). Returns 0
+ * with no Range or one to ignore (other unit, several ranges, bad syntax:
+ * the whole body), 1 with [*from, *from + *len), -1 unsatisfiable. */
 static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
 {
-	unsigned long long a = 0, b = 0;
+	uint64_t a = 0, b = 0;
+	int has_b = 0;
 	const char *p;
-	char *end;
 	if (!h)
 		return 0;
-	while (*h == ' ')
+	while (*h == ' ' || *h == '\t')
 		h++;
-	if (strncmp(h, "bytes=", 6))
-		return 0; /* an unknown unit is ignored, as RFC 9110 says */
+	if (strncasecmp(h, "bytes=", 6))
+		return 0; /* an unknown unit is ignored */
 	p = h + 6;
 	if (strchr(p, ','))
 		return 0; /* several ranges: answer with the whole body */
-	while (*p == ' ')
+	while (*p == ' ' || *p == '\t')
 		p++;
 	if (*p == '-') {
 		/* suffix: the last N bytes */
-		errno = 0;
-		b = strtoull(p + 1, &end, 10);
-		if (errno || end == p + 1 || (*end && *end != ' '))
-			return -1;
+		p++;
+		if (read_pos(&p, &b))
+			return 0;
+	} else {
+		if (read_pos(&p, &a) || *p++ != '-')
+			return 0;
+		if (*p >= '0' && *p <= '9') {
+			if (read_pos(&p, &b))
+				return 0;
+			has_b = 1;
+		}
+	}
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p)
+		return 0; /* trailing garbage: not a valid range */
+	if (h[6 + strspn(h + 6, " \t")] == '-') {
 		if (!b || !size)
 			return -1;
 		if (b > size)
@@ -42,22 +76,11 @@ static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *l
 		*len = b;
 		return 1;
 	}
-	errno = 0;
-	a = strtoull(p, &end, 10);
-	if (errno || end == p || *end != '-')
+	if (has_b && a > b)
+		return 0; /* last < first is invalid syntax: ignored */
+	if (a >= size)
 		return -1;
-	p = end + 1;
-	if (!*p || *p == ' ') {
-		b = size ? size - 1 : 0;
-	} else {
-		errno = 0;
-		b = strtoull(p, &end, 10);
-		if (errno || end == p || (*end && *end != ' '))
-			return -1;
-	}
-	if (a > b || a >= size)
-		return -1;
-	if (b >= size)
+	if (!has_b || b >= size)
 		b = size - 1;
 	*from = a;
 	*len = b - a + 1;
@@ -130,8 +153,10 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	uint64_t from = 0, len;
 	int ranged, fd;
 
-	if (!st)
-		return srv_send_error(q, c, 500, NULL, "cannot open the store");
+	if (!st) {
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the store is busy or cannot be opened: try again");
+	}
 	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 	if (!err)
 		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
@@ -204,8 +229,9 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 		len = sf.size;
 	fd = open(blob, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
+		int e = errno;
 		free(sf.path);
-		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+		return srv_open_error(q, c, e);
 	}
 	/* MHD sends it with sendfile and closes fd when done */
 	struct MHD_Response *resp = len ? MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)from)
@@ -221,6 +247,18 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
 	free(sf.path);
 	return ret;
+}
+
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e)
+{
+	if (e == EMFILE || e == ENFILE || e == ENOMEM) {
+		/* out of descriptors: a moment later the request may well work */
+		snprintf(q->retry_after, sizeof(q->retry_after), "1");
+		return srv_send_error(q, c, 503, NULL, "the server is out of file descriptors (%s): try again", strerror(e));
+	}
+	if (e == ENOENT)
+		return srv_send_error(q, c, 500, NULL, "the stored blob is missing: run 'hubmirror verify --repair'");
+	return srv_send_error(q, c, 500, NULL, "cannot open the stored blob: %s", strerror(e));
 }
 
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,

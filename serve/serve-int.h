@@ -12,9 +12,20 @@
 #include "../util/util.h"
 
 #define SRV_MAX_SEGS 64
-#define SRV_STORE_POOL 16  /* store handles kept open between requests */
+#define SRV_STORE_POOL 16  /* store handles open at most */
 
 struct srv_upstream;   /* pull-through state (upstream.c) */
+
+/* One client connection (MHD's socket context), tracked for the header
+ * deadline and the per-address cap. Under srv.conn_mu. */
+struct srv_conn {
+	int fd;
+	char addr[64];
+	double deadline;         /* the next request's headers must be in by then (0: in a request) */
+	int over;                /* over a limit: answer 503 (1 all connections, 2 per address) */
+	int cut;                 /* shut down by the watchdog */
+	struct srv_conn *prev, *next;
+};
 struct srv_metrics;    /* counters, histogram, served-row queue (metrics.c) */
 
 struct srv {
@@ -23,12 +34,23 @@ struct srv {
 	struct MHD_Daemon *d;
 	/* store handles: a struct store is for one thread at a time */
 	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
 	struct store **pool;
 	size_t npool, cappool;
+	size_t nopen;            /* handles in existence (at most SRV_STORE_POOL): bounds the fds on index.db */
+	int max_conns;           /* --max-connections, clamped to the file limit */
 	struct srv_upstream *up;
 	struct srv_metrics *m;
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
+	/* connections (conn_mu) and the watchdog that enforces header deadlines */
+	pthread_mutex_t conn_mu;
+	pthread_cond_t conn_cv;
+	struct srv_conn *conns;
+	int nconns;
+	int watchdog_stop;
+	pthread_t watchdog;
+	int watchdog_on;
 };
 
 /* A request being answered (MHD's con_cls). */
@@ -52,6 +74,8 @@ struct srv_req {
 	int body_too_big;
 	char client[64];
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
+	struct srv_conn *conn;   /* its connection (may be NULL) */
+	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
 };
 
 /* A parsed request path. */
@@ -67,7 +91,8 @@ struct srv_route {
 /* Percent-decodes the raw path into segments and classifies it. */
 void srv_route_parse(const char *url, struct srv_route *r);
 
-/* Store handle pool. */
+/* Store handle pool: at most SRV_STORE_POOL handles exist; take waits for
+ * one (up to 30 s) when all are in use. NULL when none could be had. */
 struct store *srv_store_take(struct srv *s);
 void srv_store_put(struct srv *s, struct store *st);
 
@@ -110,6 +135,9 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 /* Drops the rendered-answer cache (at shutdown). */
 void srv_api_cache_clear(void);
 enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* Answers a failed open() of a blob by its errno: out of descriptors is 503
+ * with Retry-After, a missing blob 500 naming verify --repair. */
+enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e);
 /* Queues a file answer (headers, Content-Range) with the body in resp. */
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);

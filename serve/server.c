@@ -4,12 +4,14 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,14 +22,33 @@
 struct store *srv_store_take(struct srv *s)
 {
 	struct store *st = NULL;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 30;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool)
+	while (!s->npool && s->nopen >= SRV_STORE_POOL)
+		if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT)
+			break;
+	if (s->npool) {
 		st = s->pool[--s->npool];
+		pthread_mutex_unlock(&s->pool_mu);
+		return st;
+	}
+	if (s->nopen >= SRV_STORE_POOL) {
+		pthread_mutex_unlock(&s->pool_mu);
+		return NULL;
+	}
+	s->nopen++;
 	pthread_mutex_unlock(&s->pool_mu);
-	if (!st) {
-		struct hm_ctx quiet = {0};
-		if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st))
-			st = NULL;
+	struct hm_ctx quiet = {0};
+	if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st)) {
+		int e = errno;
+		st = NULL;
+		pthread_mutex_lock(&s->pool_mu);
+		s->nopen--;
+		pthread_cond_signal(&s->pool_cv);
+		pthread_mutex_unlock(&s->pool_mu);
+		errno = e;
 	}
 	return st;
 }
@@ -37,16 +58,12 @@ void srv_store_put(struct srv *s, struct store *st)
 	if (!st)
 		return;
 	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool >= SRV_STORE_POOL) {
-		/* a burst of requests opened more: don't keep their file handles */
-		pthread_mutex_unlock(&s->pool_mu);
-		store_close(st);
-		return;
-	}
 	if (s->npool == s->cappool) {
 		size_t nc = s->cappool ? s->cappool * 2 : 16;
 		struct store **np = realloc(s->pool, nc * sizeof(*np));
 		if (!np) {
+			s->nopen--;
+			pthread_cond_signal(&s->pool_cv);
 			pthread_mutex_unlock(&s->pool_mu);
 			store_close(st);
 			return;
@@ -55,7 +72,42 @@ void srv_store_put(struct srv *s, struct store *st)
 		s->cappool = nc;
 	}
 	s->pool[s->npool++] = st;
+	pthread_cond_signal(&s->pool_cv);
 	pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* Raises the soft file limit to the hard one; if that still cannot hold a
+ * socket and a blob per connection, lowers --max-connections (with a
+ * warning event): out of descriptors, every request would fail. */
+static void fd_budget(struct srv *s)
+{
+	struct rlimit rl;
+	int want = s->o->max_connections > 0 ? s->o->max_connections : 1024;
+	s->max_conns = want;
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit up = rl;
+		up.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY)
+		return;
+	/* per connection a socket and the blob it sends, for the reserve too;
+	 * plus the store handles (index, WAL, shm, lock), logs and upstream */
+	long fixed = 64 + 4L * SRV_STORE_POOL, per = 2;
+	long need = per * (want + want / 8 + 16) + fixed;
+	if ((long)rl.rlim_cur >= need)
+		return;
+	long fit = (((long)rl.rlim_cur - fixed) / per - 16) * 8 / 9;
+	s->max_conns = fit < 1 ? 1 : (int)fit;
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+		 "the file limit (ulimit -n) is %llu: --max-connections lowered from %d to %d (raise the limit to serve more)",
+		 (unsigned long long)rl.rlim_cur, want, s->max_conns);
+	struct hm_event ev = {.kind = HM_EV_INFO, .msg = msg};
+	hm_emit(s->ctx, &ev);
 }
 
 const char *srv_iso_time(int64_t t, char *buf, size_t len)
@@ -132,6 +184,10 @@ enum MHD_Result srv_send_error(struct srv_req *q, struct MHD_Connection *c, int 
 	MHD_add_response_header(resp, "X-Error-Message", msg);
 	if (status == 401)
 		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+	if (status == 503)
+		MHD_add_response_header(resp, "Retry-After", q->retry_after[0] ? q->retry_after : "5");
+	if (q->conn && q->conn->over)
+		MHD_add_response_header(resp, "Connection", "close");
 	q->status = status;
 	q->planned = strlen(txt);
 	ret = MHD_queue_response(c, (unsigned)status, resp);
@@ -194,6 +250,111 @@ static int authorized(struct srv *s, struct MHD_Connection *c)
 	return ok;
 }
 
+/* ---- connections: the header deadline and the per-address cap ---- */
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t cap)
+{
+	buf[0] = 0;
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf, (socklen_t)cap);
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf, (socklen_t)cap);
+}
+
+static int max_conns(const struct srv *s)
+{
+	return s->max_conns > 0 ? s->max_conns : 1024;
+}
+
+/* Connections per client address; 0 = no cap. */
+static int per_client(const struct srv *s)
+{
+	return s->o->max_per_client == 0 ? 64 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
+}
+
+static double header_timeout(const struct srv *s)
+{
+	return s->o->header_timeout > 0 ? s->o->header_timeout : 10;
+}
+
+static double idle_timeout(const struct srv *s)
+{
+	return s->o->timeout > 0 ? s->o->timeout : 60;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct srv *s = cls;
+	struct srv_conn *k = *socket_context;
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci;
+		int same = 0;
+		k = calloc(1, sizeof(*k));
+		if (!k)
+			return;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		k->fd = ci ? ci->connect_fd : -1;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		addr_text(ci ? ci->client_addr : NULL, k->addr, sizeof(k->addr));
+		k->deadline = util_now() + header_timeout(s);
+		pthread_mutex_lock(&s->conn_mu);
+		if (per_client(s))
+			for (struct srv_conn *o = s->conns; o; o = o->next)
+				same += !strcmp(o->addr, k->addr);
+		s->nconns++;
+		k->over = s->nconns > max_conns(s) ? 1 : per_client(s) && same >= per_client(s) ? 2 : 0;
+		k->next = s->conns;
+		if (s->conns)
+			s->conns->prev = k;
+		s->conns = k;
+		pthread_mutex_unlock(&s->conn_mu);
+		*socket_context = k;
+	} else if (k) {
+		pthread_mutex_lock(&s->conn_mu);
+		if (k->prev)
+			k->prev->next = k->next;
+		else
+			s->conns = k->next;
+		if (k->next)
+			k->next->prev = k->prev;
+		s->nconns--;
+		pthread_mutex_unlock(&s->conn_mu);
+		free(k);
+		*socket_context = NULL;
+	}
+}
+
+/* Cuts connections whose request line and headers did not all arrive in
+ * time (MHD's own timeout counts only idle time, so a client trickling a
+ * byte at a time would hold its thread for ever: slowloris). */
+static void *watchdog_main(void *arg)
+{
+	struct srv *s = arg;
+	pthread_mutex_lock(&s->conn_mu);
+	while (!s->watchdog_stop) {
+		double now = util_now();
+		for (struct srv_conn *k = s->conns; k; k = k->next)
+			if (k->deadline > 0 && now > k->deadline && !k->cut && k->fd >= 0) {
+				/* the connection's thread sees end of input and closes it */
+				shutdown(k->fd, SHUT_RDWR);
+				k->cut = 1;
+			}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &ts);
+	}
+	pthread_mutex_unlock(&s->conn_mu);
+	return NULL;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 			       const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -214,18 +375,25 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		q->path = util_strndup(url, 2048);
 		q->url = util_strndup(url, 2048);
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-		if (ci && ci->client_addr) {
-			const struct sockaddr *sa = ci->client_addr;
-			if (sa->sa_family == AF_INET)
-				inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, q->client, sizeof(q->client));
-			else if (sa->sa_family == AF_INET6)
-				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, q->client, sizeof(q->client));
-		}
+		addr_text(ci ? ci->client_addr : NULL, q->client, sizeof(q->client));
 		*con_cls = q;
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		if (ci && ci->socket_context) {
+			q->conn = ci->socket_context;
+			pthread_mutex_lock(&s->conn_mu);
+			q->conn->deadline = 0; /* the headers are in */
+			pthread_mutex_unlock(&s->conn_mu);
+		}
 		pthread_mutex_lock(&s->log_mu);
 		s->inflight_requests++;
 		pthread_mutex_unlock(&s->log_mu);
 		return MHD_YES;
+	}
+	if (q->conn && q->conn->over) {
+		if (q->conn->over == 2)
+			return srv_send_error(q, c, 503, NULL, "too many connections from %s (at most %d per client address)",
+					      q->conn->addr, per_client(s));
+		return srv_send_error(q, c, 503, NULL, "too many connections (at most %d)", max_conns(s));
 	}
 	if (!strcmp(method, "POST") && *upload_size) {
 		if (q->body.len + *upload_size > MAX_POST_BODY)
@@ -302,6 +470,12 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	pthread_mutex_lock(&s->log_mu);
 	s->inflight_requests--;
 	pthread_mutex_unlock(&s->log_mu);
+	if (q->conn) {
+		/* keep-alive: the next request gets the idle time, then the header deadline */
+		pthread_mutex_lock(&s->conn_mu);
+		q->conn->deadline = util_now() + idle_timeout(s) + header_timeout(s);
+		pthread_mutex_unlock(&s->conn_mu);
+	}
 	util_buf_release(&q->body);
 	free(q->path);
 	free(q->url);
@@ -353,12 +527,36 @@ static enum hm_err parse_listen(struct hm_ctx *ctx, const char *l, struct sockad
 	return HM_OK;
 }
 
+/* Binds the listening socket ourselves: SO_REUSEADDR (a restart is not held
+ * up by TIME_WAIT) but never SO_REUSEPORT, so a second server on a port in
+ * use fails instead of sharing it (and answering at random). */
+static enum hm_err open_listener(struct hm_ctx *ctx, const char *l, const struct sockaddr_storage *ss, int *out)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
+	socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	*out = -1;
+	if (fd < 0)
+		return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", l, strerror(errno));
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 511) != 0) {
+		int e = errno;
+		close(fd);
+		if (e == EADDRINUSE)
+			return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': address already in use (is another server running there?)", l);
+		return hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", l, strerror(e));
+	}
+	*out = fd;
+	return HM_OK;
+}
+
 enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 {
 	struct srv s;
 	struct sockaddr_storage ss;
 	enum hm_err err;
 	struct store *st = NULL;
+	int lfd = -1;
+	const char *listen_at = o->listen ? o->listen : "127.0.0.1:8080";
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
 			 MHD_USE_ITC;
 
@@ -369,8 +567,11 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.ctx = ctx;
 	s.o = o;
 	pthread_mutex_init(&s.pool_mu, NULL);
+	pthread_cond_init(&s.pool_cv, NULL);
 	pthread_mutex_init(&s.log_mu, NULL);
-	if ((err = parse_listen(ctx, o->listen ? o->listen : "127.0.0.1:8080", &ss)))
+	pthread_mutex_init(&s.conn_mu, NULL);
+	pthread_cond_init(&s.conn_cv, NULL);
+	if ((err = parse_listen(ctx, listen_at, &ss)))
 		goto out;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -381,23 +582,31 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if (store_readonly(st) && o->access_log)
 		fprintf(o->access_log, "hubmirror: note: the store '%s' is read-only for this user: serving it"
 			" without recording statistics%s\n", o->store_dir, o->upstream ? " or pulling through" : "");
+	s.nopen = 1;
 	srv_store_put(&s, st);
-	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)))
+	fd_budget(&s);
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
+	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "cannot start a thread");
+		goto out;
+	}
+	s.watchdog_on = 1;
+	/* connections over --max-connections (up to a reserve) are accepted to
+	 * be answered 503; past the reserve MHD closes them at once */
 	s.d = MHD_start_daemon(flags, 0, NULL, NULL, handler, &s,
-			       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(o->max_connections > 0 ? o->max_connections : 1024),
+			       MHD_OPTION_LISTEN_SOCKET, lfd,
+			       MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conns(&s) + max_conns(&s) / 8 + 16),
+			       MHD_OPTION_NOTIFY_CONNECTION, on_connection, &s,
 			       MHD_OPTION_PER_IP_CONNECTION_LIMIT, 0u,
 			       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)(o->timeout > 0 ? o->timeout : 60),
 			       MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 << 10),
 			       MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 << 10),
-			       MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
 			       MHD_OPTION_NOTIFY_COMPLETED, completed, &s,
 			       MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL,
 			       MHD_OPTION_END);
 	if (!s.d) {
-		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", o->listen ? o->listen : "127.0.0.1:8080",
-			      strerror(errno));
+		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", listen_at, strerror(errno));
 		goto out;
 	}
 	{
@@ -418,7 +627,10 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	}
 	/* graceful: stop accepting, let answers in progress finish (bounded by
 	 * the client timeout), then close what is left (idle keep-alives) */
-	MHD_quiesce_daemon(s.d);
+	if (MHD_quiesce_daemon(s.d) == lfd && lfd >= 0) {
+		close(lfd); /* ours: MHD no longer uses it */
+		lfd = -1;
+	}
 	{
 		double deadline = util_now() + (o->timeout > 0 ? o->timeout : 60);
 		for (;;) {
@@ -437,6 +649,15 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 out:
 	if (s.d)
 		MHD_stop_daemon(s.d);
+	else if (lfd >= 0 && err)
+		close(lfd);
+	if (s.watchdog_on) {
+		pthread_mutex_lock(&s.conn_mu);
+		s.watchdog_stop = 1;
+		pthread_cond_broadcast(&s.conn_cv);
+		pthread_mutex_unlock(&s.conn_mu);
+		pthread_join(s.watchdog, NULL);
+	}
 	srv_up_free(&s);
 	srv_metrics_free(&s);
 	srv_api_cache_clear();
@@ -444,6 +665,9 @@ out:
 		store_close(s.pool[i]);
 	free(s.pool);
 	pthread_mutex_destroy(&s.pool_mu);
+	pthread_cond_destroy(&s.pool_cv);
 	pthread_mutex_destroy(&s.log_mu);
+	pthread_mutex_destroy(&s.conn_mu);
+	pthread_cond_destroy(&s.conn_cv);
 	return err;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "serve-int.h"
 #include "../mirror/mirror.h"
@@ -16,6 +17,7 @@
 #define REF_TTL 30.0        /* seconds a branch -> commit answer is reused */
 #define MAX_TREES 32
 #define READ_WAIT_S 0.5
+#define FIRST_BYTE_WAIT_S 30.0 /* the status line waits this long for the first body byte */
 
 struct ref_cache {
 	char key[512];
@@ -41,6 +43,7 @@ struct inflight {
 	int gen;                 /* bumped when the download starts over */
 	int done;
 	enum hm_err err;
+	char errmsg[512];        /* why it failed (set with done) */
 	int refs;
 	struct inflight *next;
 };
@@ -346,6 +349,8 @@ static void *download_main(void *arg)
 	else if (!err)
 		err = HM_ERR_NOT_FOUND;
 	j->f->err = err;
+	if (err)
+		snprintf(j->f->errmsg, sizeof(j->f->errmsg), "%.500s", ctx.errmsg[0] ? ctx.errmsg : hm_strerror(err));
 	j->f->done = 1;
 	pthread_cond_broadcast(&u->cv);
 	pthread_mutex_unlock(&u->mu);
@@ -612,6 +617,8 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 			}
 			return srv_queue_file(q, c, resp, commit, &f, ranged, from, len);
 		}
+		if (errno == EMFILE || errno == ENFILE)
+			return srv_open_error(q, c, errno); /* stored: no download for want of a descriptor */
 	}
 	if (!strcmp(q->method, "HEAD")) {
 		/* headers from the listing; no download for a HEAD */
@@ -621,9 +628,71 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 		q->cache = "miss";
 		return srv_queue_file(q, c, resp, commit, &f, ranged, from, len);
 	}
+	/* the size is known: a store that cannot take the file says so now */
+	{
+		struct statvfs vfs;
+		int running = 0;
+		char key[80];
+		if (e->lfs)
+			snprintf(key, sizeof(key), "%s", e->sha256);
+		else
+			snprintf(key, sizeof(key), "git-%s", e->oid);
+		pthread_mutex_lock(&s->up->mu);
+		for (struct inflight *x = s->up->inflight; x; x = x->next)
+			running |= !strcmp(x->key, key);
+		pthread_mutex_unlock(&s->up->mu);
+		if (!running && statvfs(s->o->store_dir, &vfs) == 0) {
+			uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+			if (avail < e->size) {
+				if (s->o->access_log)
+					fprintf(s->o->access_log, "hubmirror: pull-through of %s/%s refused: %llu bytes free in '%s', it needs %llu\n",
+						repo, e->path, (unsigned long long)avail, s->o->store_dir, (unsigned long long)e->size);
+				return srv_send_error(q, c, 507, NULL,
+						      "the mirror cannot store '%s': no space left on its disk (%llu MiB free, the file needs %llu MiB)",
+						      e->path, (unsigned long long)(avail >> 20), (unsigned long long)((e->size + (1 << 20) - 1) >> 20));
+			}
+		}
+	}
 	struct inflight *fl = start_download(s, q, type, repo, commit, e, all, nall, ref);
 	if (!fl)
 		return srv_send_error(q, c, 503, NULL, "cannot start the pull-through of '%s'", e->path);
+	/* The status line waits for the first body byte (or the failure): a
+	 * store that cannot take the file, an upstream that refuses, must not
+	 * become 200 followed by nothing. */
+	{
+		struct srv_upstream *u = s->up;
+		double until = util_now() + FIRST_BYTE_WAIT_S;
+		enum hm_err ferr = HM_OK;
+		char why[512] = "";
+		pthread_mutex_lock(&u->mu);
+		while (!fl->done && fl->avail == 0 && !u->cancel && util_now() < until) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000 * 1000;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+		}
+		if (fl->done && fl->err) {
+			ferr = fl->err;
+			snprintf(why, sizeof(why), "%s", fl->errmsg);
+		}
+		if (ferr && --fl->refs == 0)
+			free(fl);
+		pthread_mutex_unlock(&u->mu);
+		if (ferr == HM_ERR_NOSPC)
+			return srv_send_error(q, c, 507, NULL, "the mirror cannot store '%s': %s", e->path, why);
+		if (ferr == HM_ERR_IO || ferr == HM_ERR_NOMEM) {
+			snprintf(q->retry_after, sizeof(q->retry_after), "30");
+			return srv_send_error(q, c, 503, NULL, "the mirror cannot store '%s': %s", e->path, why);
+		}
+		if (ferr == HM_ERR_BAD_INPUT) /* the upstream sent what we refuse (a redirect, a name) */
+			return srv_send_error(q, c, 502, NULL, "upstream: %s", why);
+		if (ferr)
+			return srv_send_err(q, c, ferr, why);
+	}
 	struct reader *r = calloc(1, sizeof(*r));
 	if (!r) {
 		pthread_mutex_lock(&s->up->mu);

@@ -126,7 +126,7 @@ class Resp:
 class Server:
     """A running `hubmirror serve`; its stdout and stderr go to files."""
 
-    def __init__(self, t, *args, store=True, env=None, wait=20):
+    def __init__(self, t, *args, store=True, env=None, wait=20, preexec=None):
         self.t = t
         self.dir = tempfile.mkdtemp(prefix="serve-", dir=t.tmp)
         self.out_path = os.path.join(self.dir, "stdout")
@@ -137,7 +137,8 @@ class Server:
             raise Fail("%s does not exist (run make)" % lib.BIN)
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen([lib.BIN] + self.argv, stdout=out, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=t.environ(env), cwd=t.cwd)
+                                         stdin=subprocess.DEVNULL, env=t.environ(env), cwd=t.cwd,
+                                         preexec_fn=preexec)
         t.procs.append(self.proc)
         self.stopped_rc = None
         deadline = time.time() + wait

@@ -188,3 +188,25 @@ def test_bad_bodies_and_methods(t):
     # the store is untouched
     t.ok("verify")
     srv.check_works("bad bodies and methods")
+
+
+@serving()
+def test_invalid_ranges_ignored(t):
+    """RFC 9110 14.2: a Range that does not parse is ignored (200, whole
+    file); bytes=--5 is no suffix range (it once gave 206 of the whole file)."""
+    sl.prefill(t)
+    srv = Server(t)
+    data = lib.sample_files()["config.json"]
+    url = sl.resolve_url(MODEL, "main", "config.json")
+    for spec in ("bytes=abc", "bytes=--5", "bytes=--1", "bytes=5-2", "bytes=", "bytes=-",
+                 "bytes=+1-2", "bytes=1-2-3", "bytes=0-0x10", "bytes=1 -2"):
+        r = srv.get(url, headers={"Range": spec})
+        check(r.status == 200 and r.body == data and r.h("Content-Range") is None,
+              "Range: %s must be ignored (200, whole file): %r" % (spec, r))
+    # twins: valid ranges still work, unsatisfiable ones are 416
+    r = srv.get(url, headers={"Range": "bytes=-5"})
+    check(r.status == 206 and r.body == data[-5:], "bytes=-5: %r" % r)
+    r = srv.get(url, headers={"Range": "bytes=-0"})
+    check(r.status == 416, "bytes=-0 is unsatisfiable: %r" % r)
+    r = srv.get(url, headers={"Range": "bytes=%d-" % len(data)})
+    check(r.status == 416, "a range past the end is unsatisfiable: %r" % r)

@@ -342,7 +342,9 @@ def test_idle_connections(t):
     try:
         for i in range(1000):
             try:
-                s = socket.create_connection((srv.host, srv.port), timeout=5)
+                # from 20 loopback addresses: one address may hold 64 connections
+                s = socket.create_connection((srv.host, srv.port), timeout=5,
+                                             source_address=("127.0.0.%d" % (10 + i % 20), 0))
             except OSError as e:
                 raise lib.Fail("connection %d refused: %s (server alive: %s)" % (i, e, srv.alive()))
             if i % 2:
@@ -454,3 +456,25 @@ def test_sigterm_with_idle_and_stuck_clients(t):
               "(--client-timeout 3)" % srv.stop_seconds)
     finally:
         s.close()
+
+
+def test_port_in_use_by_another_server(t):
+    """A second server on the port of a running one fails (no SO_REUSEPORT
+    sharing, where identical requests got 200 or 404 at random)."""
+    first = Server(t)
+    r = t.hm("serve", "--listen", "127.0.0.1:%d" % first.port, timeout=10)
+    check(r.rc == 1, "a second server on a port in use must exit 1: %r" % r)
+    lib.clean_error(r, ["address already in use"])
+    first.check_alive("a second server tried its port")
+    # twin: a listener that allows port sharing does not lure us into it
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    try:
+        r = t.hm("serve", "--listen", "127.0.0.1:%d" % s.getsockname()[1], timeout=10)
+        check(r.rc == 1, "serve on a SO_REUSEPORT listener's port must exit 1: %r" % r)
+        lib.clean_error(r, ["address already in use"])
+    finally:
+        s.close()
+    first.stop()

@@ -55,7 +55,7 @@ Faults: [{"match": GLOB, "kind": K, "times": N (default 1, -1 forever), ...}]
   URL path); "resolve" or "resolve:GLOB" for the /resolve/ endpoint:
     status, ratelimit, drop, badjson (truncated JSON), hugejson ("size" bytes,
     default 200 MB, streamed; "lie": true announces a huge Content-Length and
-    closes early).
+    closes early), redirect ("status" 302 with Location: "location").
 """
 
 import argparse
@@ -324,7 +324,7 @@ class Emu:
 
 
 FILE_FAULTS = ("drop", "status", "ratelimit", "stall", "corrupt", "norange", "slow")
-API_FAULTS = ("drop", "status", "ratelimit", "badjson", "hugejson", "stall", "slow")
+API_FAULTS = ("drop", "status", "ratelimit", "badjson", "hugejson", "stall", "slow", "redirect")
 
 
 class Closed(Exception):
@@ -663,7 +663,7 @@ class ApiHandler(Handler):
             i = segs.index("resolve")
             repo_id = "/".join(unquote(s) for s in segs[:i])
             fl = self.emu.take_faults(["resolve", "resolve:" + "/".join(segs[i + 2:])],
-                                      ("status", "ratelimit"))
+                                      ("status", "ratelimit", "redirect"))
             if fl and self.apply_status_fault(fl):
                 return
             return self.resolve(rtype, repo_id, segs[i + 1:])
@@ -679,6 +679,10 @@ class ApiHandler(Handler):
             if x["kind"] == "status":
                 self.hub_error(int(x.get("status", 503)), x.get("code"),
                                x.get("message", "service unavailable"))
+                return True
+            if x["kind"] == "redirect":
+                self.send_plain(int(x.get("status", 302)), b"Found",
+                                [("Location", x["location"])])
                 return True
         return False
 
