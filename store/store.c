@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "store-int.h"
 #include "../util/util.h"
@@ -32,8 +33,32 @@ enum hm_err store_db_fail(struct hm_ctx *ctx, struct store *st, const char *what
 	int code = sqlite3_extended_errcode(st->db) & 0xff;
 	enum hm_err err = code == SQLITE_FULL ? HM_ERR_NOSPC :
 			  code == SQLITE_NOMEM ? HM_ERR_NOMEM : HM_ERR_DB;
-	return hm_fail(ctx, err, "cannot %s in '%s/index.db': %s", what, st->dir,
-		       sqlite3_errmsg(st->db));
+	char holders[160] = "";
+
+	/* after the busy timeout: say who else has the store open */
+	if (code == SQLITE_BUSY)
+		store_holders(st, holders, sizeof(holders));
+	return hm_fail(ctx, err, "cannot %s in '%s/index.db': %s%s%s%s", what, st->dir, sqlite3_errmsg(st->db),
+		       holders[0] ? " (the store is open in " : "", holders, holders[0] ? ")" : "");
+}
+
+/* Switches index.db to WAL. Changing the journal mode takes an exclusive
+ * lock without SQLite's busy handler, so stores opened by several
+ * processes at once (the first pulls into a new store) wait here. */
+static enum hm_err set_wal(struct hm_ctx *ctx, struct store *st)
+{
+	double deadline = util_now() + 30;
+	for (;;) {
+		int rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) & 0xff;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		if (rc == SQLITE_OK)
+			return HM_OK;
+		if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || util_now() > deadline)
+			return store_db_fail(ctx, st, "switch to WAL mode");
+		if (hm_cancelled(ctx))
+			return hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+		nanosleep(&ts, NULL);
+	}
 }
 
 enum hm_err store_prepare(struct hm_ctx *ctx, struct store *st, const char *sql,
@@ -312,7 +337,7 @@ enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode
 	}
 	/* NORMAL is safe in WAL mode: a power loss may drop the last commits but
 	 * never corrupts, and blobs are on disk before their rows anyway. */
-	if ((err = store_exec(ctx, st, "PRAGMA journal_mode=WAL")) ||
+	if ((err = set_wal(ctx, st)) ||
 	    (err = store_exec(ctx, st, "PRAGMA synchronous=NORMAL")) ||
 	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")))
 		goto out;

@@ -201,3 +201,28 @@ def test_concurrent_pulls_of_one_repo_wait(t):
 
 
 test_concurrent_pulls_of_one_repo_wait.timeout = 300
+
+
+def test_first_open_waits_for_a_writer_of_the_new_index(t):
+    """Switching a new index.db to WAL needs an exclusive lock; when the
+    other process's commit is waiting for our shared lock, SQLite answers
+    'database is locked' at once instead of calling the busy handler (two
+    first pulls into one new store failed so). The open now lets go and
+    tries again."""
+    import sqlite3
+    import time
+    os.makedirs(t.store)
+    con = sqlite3.connect(os.path.join(t.store, "index.db"), isolation_level=None, timeout=20)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("CREATE TABLE other_writer(a)")
+        p = t.spawn("rebuild-index")
+        time.sleep(1.0)
+        if p.poll() is not None:
+            raise lib.Fail("the open did not wait for the writer: rc %s %s" % (p.returncode, p.communicate()))
+        con.execute("COMMIT")  # waits for the open's shared lock
+    finally:
+        con.close()
+    out, err = p.communicate(timeout=60)
+    check(p.returncode == 0, "the open failed: rc %s %s" % (p.returncode, err.decode()[-500:]))
+    t.ok("ls")
