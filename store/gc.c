@@ -353,10 +353,7 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 		}
 		if (!v[i].files) {
 			/* a lock file alone is debris (a process killed holding it) */
-			if (o->dry_run)
-				close(fd);
-			else
-				store_unlock_path(lock, fd);
+			store_unlock_path(lock, fd);
 			continue;
 		}
 		if (o->keep_partials_s > 0 && now - v[i].mtime < o->keep_partials_s) {
@@ -365,17 +362,16 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 			snprintf(why, sizeof(why), "younger than %s: the same pull resumes it",
 				 days(o->keep_partials_s, age, sizeof(age)));
 			tell(o, "partial", path, v[i].bytes, 0, why);
-			close(fd); /* the lock file stays with its partial */
+			/* (a lock file is no data: a dry run removes it as well) */
+			store_unlock_path(lock, fd);
 			continue;
 		}
 		if (!o->dry_run) {
 			store_part_paths(st, v[i].key, part, state, sizeof(part));
 			unlink(part);
 			unlink(state);
-			store_unlock_path(lock, fd);
-		} else {
-			close(fd);
 		}
+		store_unlock_path(lock, fd);
 		r->partials_removed++;
 		r->partial_bytes_removed += v[i].bytes;
 		snprintf(why, sizeof(why), "%s no download is using it",

@@ -226,3 +226,113 @@ def test_first_open_waits_for_a_writer_of_the_new_index(t):
     out, err = p.communicate(timeout=60)
     check(p.returncode == 0, "the open failed: rc %s %s" % (p.returncode, err.decode()[-500:]))
     t.ok("ls")
+
+
+# ---- gc: partial downloads, dry runs, reasons ------------------------------
+
+BIG = 24 * 1024 * 1024
+
+
+def big_and_small_repos():
+    return [{"type": "model", "id": "org/big", "commits": [{"files": {
+                "README.md": "# big\n", "big.bin": {"random": BIG, "seed": 7}}, "refs": ["main"]}]},
+            {"type": "model", "id": "org/small", "commits": [{"files": {"a.txt": "a\n"}, "refs": ["main"]}]}]
+
+
+def partials(store):
+    d = os.path.join(store, "tmp")
+    return sorted(n for n in os.listdir(d) if n.endswith((".part", ".state")))
+
+
+def test_gc_keeps_a_fresh_partial_that_pull_resumes(t):
+    import signal
+    import time
+    emu = t.emu(big_and_small_repos())
+    t.ok("pull", "org/small")
+    emu.faults([{"match": "big.bin", "kind": "slow", "rate": 2000000, "times": -1}])
+    p = t.spawn("pull", "org/big")
+    t0 = time.time()
+    # killed once a third is in and its resume state saved
+    while (emu.bytes_in_flight("big.bin") + emu.bytes_served("big.bin") < BIG // 3 or
+           not any(n.endswith(".state") for n in partials(t.store))):
+        check(p.poll() is None and time.time() - t0 < 60, "the pull ended or stalled before the kill")
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    before = partials(t.store)
+    check(len(before) == 2, "no partial after the kill: %s" % before)
+    size = sum(os.path.getsize(os.path.join(t.store, "tmp", n)) for n in before)
+    # gc keeps it and says why; a dry run with age 0 lists it with its size
+    r = t.ok("gc")
+    check("kept 1 partial download(s)" in r.out and "resumes" in r.out, "gc does not say it kept the partial: %r" % r)
+    check(partials(t.store) == before, "gc removed a fresh partial: %s -> %s" % (before, partials(t.store)))
+    j = t.ok("gc", "--dry-run", "--keep-partials-days", "0", "--json").json()
+    check(j["dry_run"] and j["partials_removed"] == 1 and j["partial_bytes_removed"] == size,
+          "dry run counts: %s (on disk %d)" % (j, size))
+    items = [i for i in j["items"] if i["kind"] == "partial"]
+    check(len(items) == 1 and items[0]["action"] == "would remove" and items[0]["bytes"] == size,
+          "dry run items: %s" % items)
+    check(partials(t.store) == before, "a dry run removed the partial")
+    # the same pull resumes it
+    emu.faults([])
+    emu.wait_idle()
+    emu.reset_log()
+    t.ok("pull", "org/big")
+    again = emu.bytes_served("big.bin")
+    check(again < BIG * 0.8, "the pull after gc fetched %d of %d bytes: not resumed" % (again, BIG))
+    lib.check_store_consistent(t.store)
+
+
+test_gc_keeps_a_fresh_partial_that_pull_resumes.timeout = 150
+
+
+def test_gc_counts_old_partials_and_lock_debris(t):
+    """The twin: old unused partials go, each counted once with its bytes
+    (.part and .state), whatever order the directory lists them in."""
+    import time
+    emu = t.emu(big_and_small_repos())
+    t.ok("pull", "org/small")
+    tmp = os.path.join(t.store, "tmp")
+    old = time.time() - 10 * 86400
+    want = 0
+    for key, n in (("a" * 64, 1000), ("git-" + "b" * 40, 5000)):
+        for ext, k in ((".part", n), (".state", 100)):
+            path = os.path.join(tmp, key + ext)
+            with open(path, "wb") as fh:
+                fh.write(b"x" * k)
+            os.utime(path, (old, old))
+            want += k
+        open(os.path.join(tmp, key + ".lock"), "w").close()
+    open(os.path.join(tmp, "c" * 64 + ".lock"), "w").close()  # a lock alone
+    fresh = os.path.join(tmp, "d" * 64 + ".part")
+    with open(fresh, "wb") as fh:
+        fh.write(b"y" * 300)
+    r = t.ok("gc", "--json")
+    j = r.json()
+    check(j["partials_removed"] == 2 and j["partial_bytes_removed"] == want, "gc counts: %s (want 2, %d)" % (j, want))
+    check(j["kept"]["partials_young"] == 1 and j["kept"]["partial_bytes_young"] == 300, "kept: %s" % j["kept"])
+    left = sorted(os.listdir(tmp))
+    check(left == ["d" * 64 + ".part"] or left == ["d" * 64 + ".part", "gc.lock"],
+          "tmp/ after gc: %s" % left)
+
+
+def test_gc_says_why_it_kept_blobs_of_a_shared_store(t):
+    """While another process has the store open, gc keeps unreferenced blobs
+    added in the last hour and names who has it open."""
+    import fcntl
+    emu = t.emu(big_and_small_repos())
+    emu.faults([])
+    t.ok("pull", "org/small")
+    t.ok("pull", "org/big")
+    t.ok("rm", "org/big")
+    with open(os.path.join(t.store, "tmp", "gc.lock")) as lk:
+        fcntl.flock(lk, fcntl.LOCK_SH)  # as an open store does
+        r = t.ok("gc")
+        check("kept 2 unreferenced blob(s)" in r.out and "another process has the store open" in r.out
+              and "pid %d" % os.getpid() in r.out, "gc does not say why it kept blobs: %r" % r)
+        check(os.path.exists(t.blob(lib.sha256_bytes(b"# big\n"))), "gc removed a blob of a shared store")
+        j = t.ok("gc", "--json").json()
+        check(j["kept"]["blobs_in_use_elsewhere"] == 2 and j["blobs_removed"] == 0, "gc --json: %s" % j)
+    r = t.ok("gc")
+    check("removed 2 unreferenced blob(s)" in r.out and "kept" not in r.out, "gc alone: %r" % r)
+    check(not os.path.exists(t.blob(lib.sha256_bytes(b"# big\n"))), "gc alone left the blob")
