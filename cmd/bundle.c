@@ -74,7 +74,7 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	if ((err = bundle_export(&env->ctx, st, specs, n, out, (enum bundle_compress)comp, &r)))
 		goto fail;
-	cmd_progress_end();
+	cmd_progress_end(env);
 	{
 		/* with -o -, stdout is the archive: the summary goes to stderr */
 		FILE *f = strcmp(out, "-") ? stdout : stderr;
@@ -149,7 +149,7 @@ static int import_run(struct cmd_env *env, struct cmd_args *a)
 		store_close(st);
 		return rc;
 	}
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (env->json) {
 		json_t *revs = json_array();
 		for (size_t i = 0; i < r.nrevs; i++)

@@ -37,7 +37,9 @@ int cmd_values(const struct cmd_args *a, const char *name, const char ***vals)
 	return a->nval[i];
 }
 
-int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
+/* Parses an int option into *out; on error the message goes into msg. */
+static int int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out, char *msg,
+		   size_t mlen)
 {
 	const char *v = cmd_opt(a, name);
 	char *end;
@@ -48,22 +50,71 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
 	errno = 0;
 	n = strtol(v, &end, 10);
 	if (errno || end == v || *end || n < min || n > max) {
-		fprintf(stderr, "hubmirror: --%s must be a number from %d to %d, not '%s'\n", name, min, max, v);
+		snprintf(msg, mlen, "--%s must be a number from %d to %d, not '%s'", name, min, max, v);
 		return -1;
 	}
 	*out = (int)n;
 	return 0;
 }
 
+int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
+{
+	char msg[512];
+	if (int_opt(a, name, def, min, max, out, msg, sizeof(msg))) {
+		fprintf(stderr, "hubmirror: %s\n", msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Stable machine names of the errors, for {"error": {"code": ...}}. */
+const char *cmd_err_code(enum hm_err err)
+{
+	static const char *const codes[HM_ERR__COUNT] = {
+		[HM_OK] = "ok", [HM_ERR_NOMEM] = "out_of_memory", [HM_ERR_IO] = "io", [HM_ERR_NOSPC] = "no_space",
+		[HM_ERR_USAGE] = "usage", [HM_ERR_BAD_INPUT] = "bad_input", [HM_ERR_NET] = "network",
+		[HM_ERR_UNREACHABLE] = "unreachable", [HM_ERR_HTTP] = "http", [HM_ERR_REPO_NOT_FOUND] = "repo_not_found",
+		[HM_ERR_REV_NOT_FOUND] = "revision_not_found", [HM_ERR_ENTRY_NOT_FOUND] = "file_not_found",
+		[HM_ERR_GATED] = "gated", [HM_ERR_AUTH] = "auth", [HM_ERR_RATE_LIMITED] = "rate_limited",
+		[HM_ERR_CORRUPT] = "corrupt", [HM_ERR_DB] = "index", [HM_ERR_NOT_FOUND] = "not_found",
+		[HM_ERR_CANCELLED] = "interrupted", [HM_ERR_LOCKED] = "locked",
+	};
+	return (unsigned)err < HM_ERR__COUNT && codes[err] ? codes[err] : "error";
+}
+
+void cmd_json_error(const char *code, const char *message)
+{
+	cmd_print_json(json_pack("{s:i, s:{s:s, s:o}}", "schema", CMD_JSON_SCHEMA, "error", "code", code, "message",
+				 cmd_json_text(message, strlen(message))));
+}
+
 int cmd_error(struct cmd_env *env, enum hm_err err)
 {
-	cmd_progress_end();
-	fprintf(stderr, "hubmirror: error: %s\n", env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err));
+	const char *msg = env->ctx.errmsg[0] ? env->ctx.errmsg : hm_strerror(err);
+	cmd_progress_end(env);
+	if (!env->error_printed)
+		fprintf(stderr, "hubmirror: error: %s\n", msg);
+	/* --json: a command that fails as a whole still answers in JSON */
+	if (env->json && !env->json_done)
+		cmd_json_error(cmd_err_code(err), msg);
+	env->json_done = 1;
 	if (err == HM_ERR_USAGE)
 		return 2;
 	if (err == HM_ERR_CANCELLED)
 		return 130;
 	return 1;
+}
+
+void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo)
+{
+	struct hm_ctx q = {0};
+	char commit[41];
+	const char *other = strcmp(type, "dataset") ? "dataset" : "model";
+	size_t n = strlen(env->ctx.errmsg);
+	if (!st || store_resolve(&q, st, other, repo, NULL, commit))
+		return;
+	snprintf(env->ctx.errmsg + n, sizeof(env->ctx.errmsg) - n, "; a %s of that name is stored: %s%s", other,
+		 strcmp(other, "dataset") ? "" : "datasets/", repo);
 }
 
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st)
@@ -126,23 +177,69 @@ char *cmd_token(const struct cmd_env *env)
 	return token;
 }
 
+/* A number of seconds from the environment (HF_HUB_*_TIMEOUT): 0 if unset. */
+static int env_seconds(const char *name, double *out)
+{
+	const char *v = getenv(name);
+	char *end;
+	double d;
+	*out = 0;
+	if (!v || !*v)
+		return 0;
+	d = strtod(v, &end);
+	if (end == v || *end || !(d > 0) || d > 86400) {
+		fprintf(stderr, "hubmirror: %s must be a number of seconds, not '%s'\n", name, v);
+		return -1;
+	}
+	*out = d;
+	return 0;
+}
+
+int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
+{
+	int conns, retries, timeout, meta;
+	double env_dl, env_meta;
+	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
+	    env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", &env_dl) || env_seconds("HF_HUB_ETAG_TIMEOUT", &env_meta))
+		return -1;
+	o->connections = conns;
+	o->retries = retries;
+	o->timeout = timeout;
+	o->timeout_from = "--timeout, default 30 s";
+	if (cmd_opt(a, "timeout"))
+		o->timeout_from = "--timeout";
+	else if (env_dl > 0) {
+		o->timeout = env_dl;
+		o->timeout_from = "HF_HUB_DOWNLOAD_TIMEOUT";
+	}
+	o->meta_timeout = meta;
+	o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT or --metadata-timeout, default 10 s";
+	if (cmd_opt(a, "metadata-timeout"))
+		o->meta_timeout_from = "--metadata-timeout";
+	else if (env_meta > 0) {
+		o->meta_timeout = env_meta;
+		o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT";
+	}
+	o->allow_private_redirects = cmd_flag(a, "allow-private-redirects");
+	return 0;
+}
+
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
 {
 	struct fetch_client_opts o = {0};
 	char *token;
-	int conns, retries, timeout;
 	enum hm_err err;
 
-	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+	if (cmd_net_opts(a, &o)) {
+		/* cmd_net_opts said what is wrong, in one line */
+		env->error_printed = 1;
 		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");
+	}
 	o.endpoint = env->endpoint ? env->endpoint : getenv("HF_ENDPOINT");
+	o.endpoint_from = env->endpoint ? "--endpoint" : getenv("HF_ENDPOINT") ? "HF_ENDPOINT" : "the default";
 	token = cmd_token(env);
 	o.token = token;
-	o.connections = conns;
-	o.retries = retries;
-	o.timeout = timeout;
-	o.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 	err = fetch_client_new(&env->ctx, &o, fc);
 	if (token) {
 		memset(token, 0, strlen(token));
@@ -209,6 +306,13 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
 
 void cmd_print_json(json_t *j)
 {
+	/* every object a command prints carries the schema version first */
+	if (json_is_object(j) && !json_object_get(j, "schema")) {
+		json_t *o = json_pack("{s:i}", "schema", CMD_JSON_SCHEMA);
+		json_object_update(o, j);
+		json_decref(j);
+		j = o;
+	}
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 	if (s) {
 		fputs(s, stdout);
@@ -223,50 +327,4 @@ const char *cmd_rate(double bps, char *buf, size_t len)
 	char h[32];
 	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
 	return buf;
-}
-
-static int bar_drawn;
-
-void cmd_progress_event(void *ud, const struct hm_event *ev)
-{
-	struct cmd_env *env = ud;
-	char a[32], b[32], r[32], line[200];
-	(void)env;
-	if (ev->kind == HM_EV_RETRY) {
-		if (bar_drawn)
-			fputc('\n', stderr);
-		fprintf(stderr, "hubmirror: retrying '%s': %s\n", ev->name ? ev->name : "", ev->msg ? ev->msg : "");
-		bar_drawn = 0;
-		return;
-	}
-	if (ev->kind != HM_EV_PROGRESS || !ev->total)
-		return;
-	int width = 30, fill = (int)((double)width * (double)ev->done / (double)ev->total);
-	if (fill > width)
-		fill = width;
-	char bar[64];
-	for (int i = 0; i < width; i++)
-		bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
-	bar[width] = 0;
-	char eta[32] = "";
-	if (ev->rate > 0 && ev->done < ev->total) {
-		int s = (int)((double)(ev->total - ev->done) / ev->rate);
-		snprintf(eta, sizeof(eta), " eta %d:%02d", s / 60, s % 60);
-	}
-	snprintf(line, sizeof(line), "\r[%s] %3d%% %s/%s %s%s", bar,
-		 (int)(100.0 * (double)ev->done / (double)ev->total), util_human_size(ev->done, a, sizeof(a)),
-		 util_human_size(ev->total, b, sizeof(b)), ev->rate > 0 ? cmd_rate(ev->rate, r, sizeof(r)) : "",
-		 eta);
-	fprintf(stderr, "%-78s", line);
-	fflush(stderr);
-	bar_drawn = 1;
-}
-
-void cmd_progress_end(void)
-{
-	if (bar_drawn) {
-		fprintf(stderr, "\r%-78s\r", "");
-		fflush(stderr);
-		bar_drawn = 0;
-	}
 }

@@ -29,6 +29,16 @@ struct cmd_args {
 	const struct cmd_opt *opts;
 };
 
+/* How progress is shown on stderr (cmd/progress.c). */
+enum cmd_progress_mode { CMD_PROGRESS_NONE, CMD_PROGRESS_BAR, CMD_PROGRESS_PLAIN };
+struct cmd_progress {
+	enum cmd_progress_mode mode; /* none (-q, HF_HUB_DISABLE_PROGRESS_BARS), bar (tty), plain lines */
+	int drawn;                   /* a bar is on screen: erase it before printing */
+	double t_start, last_plain, interval;
+	char label[300];             /* what is being pulled: [datasets/]org/name */
+	int files_here, files_total; /* of the revision being pulled (HM_EV_INFO "files") */
+};
+
 /* Everything a command needs from the global options. */
 struct cmd_env {
 	struct hm_ctx ctx;
@@ -36,7 +46,10 @@ struct cmd_env {
 	const char *endpoint;    /* NULL = HF_ENDPOINT or default */
 	const char *token_arg;   /* --token */
 	int json, quiet;
-	int progress;            /* draw progress on stderr */
+	int json_done;           /* a JSON answer (or error object) is on stdout */
+	int error_printed;       /* the error's line is on stderr already */
+	int progress;            /* a progress bar is drawn on stderr (a tty) */
+	struct cmd_progress prog;
 };
 
 struct cmd {
@@ -68,6 +81,9 @@ enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struc
 /* The line a listing starts with in human output: "store: DIR" (plus
  * "(read-only)" when opened so). */
 void cmd_print_store(const struct cmd_env *env, const struct store *st);
+/* After "not found in the store": appends "; a dataset of that name is
+ * stored: datasets/org/name" (or a model) to the message when one is. */
+void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo);
 /* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
  * HF_TOKEN_PATH, $HF_HOME/token). */
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
@@ -76,6 +92,12 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 char *cmd_token(const struct cmd_env *env);
 /* Parses a positive int option; returns -1 and prints on error. */
 int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
+/* Fills the network options of CMD_NET_OPTS (and their sources, for
+ * messages): --connections, --retries, --timeout / HF_HUB_DOWNLOAD_TIMEOUT,
+ * --metadata-timeout / HF_HUB_ETAG_TIMEOUT, --allow-private-redirects.
+ * Returns 0, or -1 after printing what is wrong. */
+struct fetch_client_opts;
+int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o);
 
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
@@ -90,11 +112,26 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
  * exit code (0 when everything asked for passed). */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen);
-/* Prints a JSON value on stdout (and frees it). */
+/* Version of every command's JSON (docs/json.md); each object printed
+ * carries it as "schema". Raise it when a key changes meaning or goes. */
+#define CMD_JSON_SCHEMA 2
+/* Prints a JSON value on stdout (and frees it); an object gets "schema". */
 void cmd_print_json(json_t *j);
-/* Progress bar on stderr (a tty), driven by hm_event. */
+/* Stable machine name of an error ("repo_not_found", "gated", ...). */
+const char *cmd_err_code(enum hm_err err);
+/* Prints {"schema": N, "error": {"code": code, "message": message}} on stdout. */
+void cmd_json_error(const char *code, const char *message);
+/* Progress on stderr, driven by hm_event (cmd/progress.c): sets the mode
+ * from -q, HF_HUB_DISABLE_PROGRESS_BARS and whether stderr is a tty, the
+ * request log from --verbose / HF_DEBUG, and installs the event handler. */
+void cmd_progress_init(struct cmd_env *env, int verbose);
+/* Names what the next progress line is about. */
+void cmd_progress_label(struct cmd_env *env, const char *type, const char *repo);
 void cmd_progress_event(void *ud, const struct hm_event *ev);
-void cmd_progress_end(void);
+/* Erases a drawn bar (before printing anything else). */
+void cmd_progress_end(struct cmd_env *env);
+/* Columns of the terminal (TIOCGWINSZ on stderr or stdout, else $COLUMNS, else 80). */
+int cmd_term_width(void);
 const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
 
 extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync, cmd_run, cmd_smoke;
@@ -108,7 +145,8 @@ extern const struct cmd cmd_rebuild_index;
 #define CMD_NET_OPTS                                                                                       \
 	{"connections", 'c', "N", 0, "parallel connections in total (default 8)"},                          \
 	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
-	{"timeout", 0, "SECS", 0, "replace a connection that sends nothing for SECS (default 30)"},        \
+	{"timeout", 0, "SECS", 0, "replace a download connection that sends nothing for SECS (default 30; HF_HUB_DOWNLOAD_TIMEOUT)"}, \
+	{"metadata-timeout", 0, "SECS", 0, "retry an API call that connects or answers nothing for SECS (default 10; HF_HUB_ETAG_TIMEOUT)"}, \
 	{"allow-private-redirects", 0, NULL, 0, "follow redirects to loopback/private addresses the endpoint is not in"}
 
 #endif

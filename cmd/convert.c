@@ -204,7 +204,7 @@ static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir,
 	if (!out)
 		return cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory"));
 	err = conv_to_gguf(&env->ctx, &src, o, out, &res);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (!err)
 		report(env, dir, NULL, conv_type_name(o->type), &res, out, NULL, 0);
 	free(out);
@@ -278,7 +278,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	} else if (o.name) {
 		struct conv_source src = {resolve_repo, &rs, repo};
 		err = conv_to_gguf(&env->ctx, &src, &o, cmd_opt(a, "output"), &res);
-		cmd_progress_end();
+		cmd_progress_end(env);
 		if (err)
 			goto out;
 		report(env, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
@@ -290,7 +290,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		if ((err = store_artifact_tmp(&env->ctx, rs.st, ".gguf", tmp, sizeof(tmp))))
 			goto out;
 		err = conv_to_gguf(&env->ctx, &src, &o, tmp, &res);
-		cmd_progress_end();
+		cmd_progress_end(env);
 		if (err || (err = store_blob_adopt(&env->ctx, rs.st, tmp, res.sha256, res.size, NULL, 1)))
 			goto out;
 		tmp[0] = '\0';

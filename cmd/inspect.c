@@ -289,6 +289,23 @@ static int is_gguf(const char *path)
 }
 
 /* Opens one checkpoint at path (a file or directory) into *out. */
+/* A safetensors file starts with an 8-byte little-endian header length
+ * that fits the file, then '{'. */
+static int looks_safetensors(const char *path, const struct stat *st)
+{
+	unsigned char b[9];
+	uint64_t n = 0;
+	FILE *f = fopen(path, "rb");
+	size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
+	if (f)
+		fclose(f);
+	if (got < sizeof(b))
+		return 0;
+	for (int i = 7; i >= 0; i--)
+		n = n << 8 | b[i];
+	return n >= 2 && n <= (uint64_t)st->st_size - 8 && b[8] == '{';
+}
+
 static enum hm_err report_path(struct hm_ctx *ctx, const char *path, const char *label, json_t **out)
 {
 	struct stat st;
@@ -303,6 +320,10 @@ static enum hm_err report_path(struct hm_ctx *ctx, const char *path, const char 
 	} else {
 		struct fmt_st_set *set = NULL;
 		const char *base = strrchr(label, '/');
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".json") && !looks_safetensors(path, &st))
+			return hm_fail(ctx, HM_ERR_BAD_INPUT,
+				       "'%s' is neither a safetensors nor a GGUF file (inspect reads .safetensors, .gguf, "
+				       "a model.safetensors.index.json or a model directory)", label);
 		int direct = stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".index.json");
 		if ((err = fmt_st_open_dir(ctx, path, &set)))
 			return err;
@@ -401,8 +422,11 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 	    (err = cmd_open_store_mode(env, STORE_READ, &rf.st)))
 		goto out;
 	err = store_resolve(&env->ctx, rf.st, type, repo, cmd_opt(a, "revision"), commit);
-	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
-		hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
+	if (err == HM_ERR_NOT_FOUND) {
+		if (!env->ctx.errmsg[0])
+			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
+		cmd_hint_type(env, rf.st, type, repo);
+	}
 	if (err || (err = store_list_files(&env->ctx, rf.st, type, repo, commit, &rf.f, &rf.n)))
 		goto out;
 	if (!(rf.used = calloc(rf.n + 1, 1))) {
@@ -416,7 +440,7 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:O}", "type", type, "repo", repo, "revision", commit,
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:O}", "repo", repo, "repo_type", type, "revision", commit,
 					 "checkpoints", list));
 	} else {
 		json_t *r;

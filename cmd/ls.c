@@ -62,7 +62,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 		if (err)
 			break;
 		if (env->json) {
-			json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:o}", "type", ri[i].type, "id", ri[i].name,
+			json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:o}", "repo", ri[i].name, "repo_type", ri[i].type,
 							     "bytes", (json_int_t)ri[i].bytes, "revisions", revs_json(rv, nrv)));
 		} else {
 			char refs[512] = "";
@@ -98,8 +98,11 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 	int rc = 1;
 
 	err = store_resolve(&env->ctx, st, type, repo, rev, commit);
-	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
-		hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
+	if (err == HM_ERR_NOT_FOUND) {
+		if (!env->ctx.errmsg[0])
+			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
+		cmd_hint_type(env, st, type, repo);
+	}
 	if (err || (err = store_list_revisions(&env->ctx, st, type, repo, &rv, &nrv)) ||
 	    (err = store_list_files(&env->ctx, st, type, repo, commit, &f, &nf)) ||
 	    (err = store_list_artifacts(&env->ctx, st, type, repo, &art, &nart)) ||
@@ -127,8 +130,9 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 							      "format", art[i].format, "options", art[i].options, "sha256",
 							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
 							      when(art[i].created_at, w, sizeof(w))));
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_dir(st), "type", type,
-					 "id", repo, "revision", commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_dir(st), "repo", repo,
+					 "repo_type", type, "revision", commit, "revisions", revs_json(rv, nrv), "files", files,
+					 "artifacts", arts, "smoke",
 					 smoke));
 	} else {
 		cmd_print_store(env, st);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "cmd.h"
 
@@ -29,7 +30,8 @@ static const struct cmd_opt global_opts[] = {
 	{"endpoint", 0, "URL", 0, "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"},
 	{"token", 0, "TOKEN", 0, "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"},
 	{"json", 0, NULL, 0, "machine-readable output on stdout"},
-	{"quiet", 'q', NULL, 0, "no progress or summaries"},
+	{"quiet", 'q', NULL, 0, "no progress or summaries (errors only)"},
+	{"verbose", 'v', NULL, 0, "log each HTTP request on stderr (also HF_DEBUG=1)"},
 	{"help", 'h', NULL, 0, "show help"},
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -98,6 +100,16 @@ static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name,
 	return NULL;
 }
 
+/* Options of `hf download` / huggingface-cli with an equivalent here. */
+static const char *const hf_habits[][2] = {
+	{"cache-dir", "the store is set with --store DIR (or HUBMIRROR_HOME); for a Hugging Face cache use --to DIR --layout hf-cache"},
+	{"max-workers", "use --connections N (parallel connections in total)"},
+	{"force-download", "every file is verified already; to fetch a file again use 'hubmirror verify --repair', or 'hubmirror rm' then pull"},
+	{"local-dir-use-symlinks", "checked out files are hard links to the store; use --copy for independent copies"},
+	{"resume-download", "downloads always resume"},
+	{"repo-id", "the repository is the first argument: hubmirror pull ORG/NAME"},
+};
+
 /* Parses argv for one command: its own options and the global ones. */
 static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a, struct cmd_args *g)
 {
@@ -126,6 +138,10 @@ static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a,
 				o = find_opt(global_opts, name, nlen, 0, &idx);
 				into = g;
 			}
+			for (size_t k = 0; !o && k < sizeof(hf_habits) / sizeof(hf_habits[0]); k++)
+				if (strlen(hf_habits[k][0]) == nlen && !strncmp(name, hf_habits[k][0], nlen))
+					return cmd_usage_error(c, "--%s is not an option of hubmirror: %s", hf_habits[k][0],
+							       hf_habits[k][1]);
 			if (!o)
 				return cmd_usage_error(c, "unknown option '--%.*s'", (int)nlen, name);
 			if (eq) {
@@ -177,6 +193,86 @@ int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv
 	return rc;
 }
 
+/* Levenshtein distance of two short words (capped at 32 characters). */
+static int distance(const char *a, const char *b)
+{
+	int la = (int)strnlen(a, 32), lb = (int)strnlen(b, 32), d[33][33];
+	for (int i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (int j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (int i = 1; i <= la; i++)
+		for (int j = 1; j <= lb; j++) {
+			int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]), del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+			d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+		}
+	return d[la][lb];
+}
+
+/* "unknown command 'x'", with the nearest one when it is near (git's help.autocorrect). */
+static int unknown_command(const char *name)
+{
+	static const char *const aliases[][2] = {
+		{"download", "pull"}, {"get", "pull"}, {"fetch", "pull"}, {"list", "ls"}, {"remove", "rm"},
+		{"delete", "rm"}, {"check", "verify"}, {"fsck", "verify"}, {"scan-cache", "ls"}, {"cache", "ls"},
+	};
+	const char *best = NULL;
+	int bd = 99;
+	for (size_t k = 0; k < sizeof(aliases) / sizeof(aliases[0]); k++)
+		if (!strcmp(name, aliases[k][0]))
+			best = aliases[k][1], bd = 0;
+	for (size_t k = 0; k < NCOMMANDS && bd; k++) {
+		int d = distance(name, commands[k]->name);
+		if (d < bd)
+			bd = d, best = commands[k]->name;
+	}
+	if (best && (bd == 0 || bd <= 2 || (bd <= 3 && strlen(name) > 5)))
+		fprintf(stderr, "hubmirror: unknown command '%s'; did you mean %s?\n(see 'hubmirror --help')\n", name, best);
+	else
+		fprintf(stderr, "hubmirror: unknown command '%s'\n(see 'hubmirror --help')\n", name);
+	return 2;
+}
+
+/* Hugging Face habits for a command whose first argument is a repo:
+ * hf://[datasets/]org/name, REPO@REV (as --revision REV), and a word for
+ * Spaces. A local path (inspect, run, convert) is left alone. */
+static int repo_habits(const struct cmd *c, struct cmd_args *a, char *buf, size_t len)
+{
+	static const char *const takes_repo[] = {"pull", "ls", "checkout", "rm", "inspect", "convert", "run", "smoke"};
+	const char *s, *at;
+	struct stat sb;
+	int is = 0, ri = -1;
+	for (size_t k = 0; k < sizeof(takes_repo) / sizeof(takes_repo[0]); k++)
+		is |= !strcmp(c->name, takes_repo[k]);
+	if (!is || !a->npos || stat(a->pos[0], &sb) == 0)
+		return 0;
+	s = a->pos[0];
+	if (!strncmp(s, "hf://", 5))
+		s += 5;
+	if (!strncmp(s, "spaces/", 7) || !strncmp(s, "space:", 6))
+		return cmd_usage_error(c, "Spaces are not supported: hubmirror mirrors models and datasets ('%s')", a->pos[0]);
+	if (strlen(s) >= len)
+		return cmd_usage_error(c, "repository name too long");
+	snprintf(buf, len, "%s", s);
+	a->pos[0] = buf;
+	at = strrchr(s, '@');
+	if (!at)
+		return 0;
+	buf[at - s] = 0;
+	for (int i = 0; c->opts && c->opts[i].name; i++)
+		if (!strcmp(c->opts[i].name, "revision"))
+			ri = i;
+	if (ri < 0)
+		return 0;
+	if (!at[1])
+		return cmd_usage_error(c, "nothing after '@' in '%s': expected REPO@REVISION", a->pos[0]);
+	if (a->nval[ri] && strcmp(a->val[ri][a->nval[ri] - 1], at + 1))
+		return cmd_usage_error(c, "two revisions: '@%s' and --revision %s", at + 1, a->val[ri][a->nval[ri] - 1]);
+	if (!a->nval[ri])
+		a->val[ri][a->nval[ri]++] = at + 1;
+	return 0;
+}
+
 static const char *default_store(char *buf, size_t len)
 {
 	const char *h = getenv("HUBMIRROR_HOME"), *x = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
@@ -196,7 +292,7 @@ int main(int argc, char **argv)
 	struct cmd_args *a = &args, *g = &gargs;
 	struct cmd_env env;
 	const struct cmd *c = NULL;
-	char storebuf[4096];
+	char storebuf[4096], repobuf[512];
 	int rc, ci = -1;
 	struct sigaction sa;
 
@@ -215,17 +311,19 @@ int main(int argc, char **argv)
 			if (!strcmp(commands[k]->name, argv[ci]))
 				c = commands[k];
 		if (!strcmp(argv[ci], "help")) {
-			if (ci + 1 < argc)
+			if (ci + 1 < argc) {
 				for (size_t k = 0; k < NCOMMANDS; k++)
 					if (!strcmp(commands[k]->name, argv[ci + 1])) {
 						cmd_help(commands[k], stdout);
 						return 0;
 					}
+				return unknown_command(argv[ci + 1]);
+			}
 			main_help(stdout);
 			return 0;
 		}
 		if (!c)
-			return cmd_usage_error(NULL, "unknown command '%s'", argv[ci]);
+			return unknown_command(argv[ci]);
 	}
 	for (int i = 1; i < argc; i++)
 		if (!strcmp(argv[i], "--version")) {
@@ -248,7 +346,9 @@ int main(int argc, char **argv)
 	}
 	a->opts = c ? c->opts : NULL;
 	g->opts = global_opts;
-	if (g->nval[5]) { /* --help */
+	if (c && (rc = repo_habits(c, a, repobuf, sizeof(repobuf))))
+		return rc;
+	if (cmd_flag(g, "help")) {
 		if (c)
 			cmd_help(c, stdout);
 		else
@@ -259,17 +359,13 @@ int main(int argc, char **argv)
 		main_help(stderr);
 		return 2;
 	}
-	env.store_dir = g->nval[0] ? g->val[0][g->nval[0] - 1] : default_store(storebuf, sizeof(storebuf));
-	env.endpoint = g->nval[1] ? g->val[1][g->nval[1] - 1] : NULL;
-	env.token_arg = g->nval[2] ? g->val[2][g->nval[2] - 1] : NULL;
-	env.json = g->nval[3] > 0;
-	env.quiet = g->nval[4] > 0;
-	env.progress = !env.quiet && isatty(2);
+	env.store_dir = cmd_opt(g, "store") ? cmd_opt(g, "store") : default_store(storebuf, sizeof(storebuf));
+	env.endpoint = cmd_opt(g, "endpoint");
+	env.token_arg = cmd_opt(g, "token");
+	env.json = cmd_flag(g, "json");
+	env.quiet = cmd_flag(g, "quiet");
 	env.ctx.cancel = &cancel_flag;
-	if (env.progress) {
-		env.ctx.on_event = cmd_progress_event;
-		env.ctx.event_ud = &env;
-	}
+	cmd_progress_init(&env, cmd_flag(g, "verbose"));
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
@@ -277,7 +373,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	rc = c->run(&env, a);
-	cmd_progress_end();
+	cmd_progress_end(&env);
 	if (cancel_flag && rc)
 		rc = 130;
 	return rc;

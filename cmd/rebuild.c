@@ -8,7 +8,7 @@ static const struct cmd_opt opts[] = {{NULL, 0, NULL, 0, NULL}};
 static void on_bad(void *ud, const char *path)
 {
 	struct cmd_env *env = ud;
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (!env->json)
 		printf("corrupt: %s (its content does not match its name; not indexed)\n", path);
 }

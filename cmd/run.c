@@ -40,8 +40,10 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 	env->ctx.errmsg[0] = 0;
 	err = store_resolve(&env->ctx, *stp, type, repo, rev, commit);
 	if (err) {
-		if (err == HM_ERR_NOT_FOUND)
+		if (err == HM_ERR_NOT_FOUND) {
 			hm_fail(&env->ctx, err, "'%s' is not a file, and not found in the store (pull it first)", model);
+			cmd_hint_type(env, *stp, type, repo);
+		}
 		return err;
 	}
 	snprintf(label, llen, "%s@%s", repo, commit);

@@ -83,7 +83,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout))
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &timeout))
 		return 2;
 	if (tf) {
 		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
@@ -117,11 +117,12 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 			goto out;
 		}
 		fetch_client_free(probe);
+		if (cmd_net_opts(a, &up)) {
+			rc = 2;
+			goto out;
+		}
 		up.endpoint = cmd_opt(a, "upstream");
-		up.connections = conns;
-		up.retries = retries;
-		up.timeout = timeout;
-		up.allow_private_redirects = cmd_flag(a, "allow-private-redirects");
+		up.endpoint_from = "--upstream";
 		uptoken = cmd_token(env);
 		up.token = uptoken;
 		o.upstream = &up;

@@ -1,5 +1,7 @@
 /* store_cmds.c - the small store commands: checkout, rm, gc. */
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
@@ -25,9 +27,12 @@ static enum hm_err resolve(struct cmd_env *env, struct store *st, const char *ty
 {
 	env->ctx.errmsg[0] = 0;
 	enum hm_err err = store_resolve(&env->ctx, st, type, repo, rev, commit);
-	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
-		hm_fail(&env->ctx, err, rev ? "revision '%s' of '%s' not found in the store" : "%s'%s' not found in the store",
-			rev ? rev : "", repo);
+	if (err == HM_ERR_NOT_FOUND) {
+		if (!env->ctx.errmsg[0])
+			hm_fail(&env->ctx, err, rev ? "revision '%s' of '%s' not found in the store" : "%s'%s' not found in the store",
+				rev ? rev : "", repo);
+		cmd_hint_type(env, st, type, repo);
+	}
 	return err;
 }
 
@@ -80,10 +85,15 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 	if (env->json)
 		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:s}", "repo", repo, "repo_type", type, "revision", commit,
 					 "to", to, "layout", l == STORE_LAYOUT_FILES ? "files" : "hf-cache"));
-	else if (!env->quiet)
-		printf("checked out %s@%.12s into %s (%s layout)%s\n", repo, commit, to,
-		       l == STORE_LAYOUT_FILES ? "files" : "hf-cache",
-		       l == STORE_LAYOUT_HF_CACHE ? "\nuse it with: HF_HUB_CACHE=<dir> HF_HUB_OFFLINE=1" : "");
+	else if (!env->quiet) {
+		char abs[4096];
+		if (!realpath(to, abs))
+			snprintf(abs, sizeof(abs), "%s", to);
+		printf("checked out %s@%.12s into %s (%s layout)\n", repo, commit, abs,
+		       l == STORE_LAYOUT_FILES ? "files" : "hf-cache");
+		if (l == STORE_LAYOUT_HF_CACHE)
+			printf("use it with: HF_HUB_CACHE=%s HF_HUB_OFFLINE=1\n", abs);
+	}
 out:
 	store_close(st);
 	return rc;
@@ -124,8 +134,10 @@ static int rm_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	if ((rev && (err = resolve(env, st, type, repo, rev, commit))) ||
 	    (err = store_rm(&env->ctx, st, type, repo, rev ? commit : NULL))) {
-		if (err == HM_ERR_NOT_FOUND && !rev)
+		if (err == HM_ERR_NOT_FOUND && !rev) {
 			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
+			cmd_hint_type(env, st, type, repo);
+		}
 		rc = cmd_error(env, err);
 		goto out;
 	}

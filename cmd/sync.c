@@ -70,7 +70,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	so.post = post;
 	so.post_ud = &pc;
 	err = sync_run(&env->ctx, st, fc, &m, locked ? &lock : NULL, &so, &r);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	/* a lock describes what a full, successful run installed */
 	if (!locked && !r.nfailed && !err) {
 		enum hm_err e2 = sync_lock_write(&env->ctx, lockpath, &m, &r);
@@ -89,7 +89,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		json_t *arr = json_array();
 		for (size_t i = 0; i < r.n; i++)
 			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b}", "repo", m.v[i].repo,
-							     "type", m.v[i].type, "revision", r.v[i].commit, "status",
+							     "repo_type", m.v[i].type, "revision", r.v[i].commit, "status",
 							     r.v[i].status, "detail", r.v[i].detail, "files",
 							     (json_int_t)r.v[i].nfiles, "files_downloaded",
 							     (json_int_t)r.v[i].files_downloaded, "bytes_downloaded",
@@ -98,7 +98,12 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		cmd_print_json(json_pack("{s:o, s:I, s:I, s:I, s:s, s:b}", "models", arr, "failed", (json_int_t)r.nfailed,
 					 "files_downloaded", (json_int_t)downloaded, "bytes_downloaded", (json_int_t)bytes,
 					 "lockfile", lockpath, "locked", locked));
-	} else if (!env->quiet || r.nfailed) {
+	} else if (env->quiet) {
+		/* errors only: the models that failed */
+		for (size_t i = 0; i < r.n; i++)
+			if (!strcmp(r.v[i].status, "failed"))
+				fprintf(stderr, "hubmirror: %s: %s: %s\n", m.v[i].repo, r.v[i].status, r.v[i].detail);
+	} else {
 		char h[32];
 		printf("%-40s %-12s %-12s %7s %10s  %s\n", "MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL");
 		for (size_t i = 0; i < r.n; i++)

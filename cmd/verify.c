@@ -46,8 +46,8 @@ static void on_problem(void *ud, const struct mirror_problem *p)
 	memcpy(x->commit, p->commit, 41);
 	memcpy(x->sha256, p->sha256, 65);
 	x->problem = p->problem;
-	if (!b->env->json) {
-		cmd_progress_end();
+	if (!b->env->json && !b->env->quiet) {
+		cmd_progress_end(b->env);
 		printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit, p->sha256);
 	}
 }
@@ -85,17 +85,18 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 		struct mirror_pull_opts o = {.type = b->v[i].type, .repo = b->v[i].repo, .revision = b->v[i].commit,
 					     .only = only, .nonly = nonly};
 		struct mirror_pull_result res;
+		cmd_progress_label(env, o.type, o.repo);
 		err = mirror_pull(&env->ctx, st, fc, &o, &res);
 		for (size_t k = i; k < b->n; k++)
 			if (b->v[k].repaired == -1)
 				b->v[k].repaired = err ? 0 : 1;
 		if (err) {
-			cmd_progress_end();
+			cmd_progress_end(env);
 			fprintf(stderr, "hubmirror: cannot repair %s at %.12s: %s\n", b->v[i].repo, b->v[i].commit,
 				env->ctx.errmsg);
 			if (!first)
 				first = err;
-		} else if (!env->json) {
+		} else if (!env->json && !env->quiet) {
 			printf("repaired: %zu file(s) of %s at %.12s\n", nonly, b->v[i].repo, b->v[i].commit);
 		}
 		mirror_pull_result_release(&res);
@@ -119,7 +120,7 @@ static void on_unknown(void *ud, const char *path, uint64_t size)
 	char h[32];
 	if (x->unknown)
 		json_array_append_new(x->unknown, json_pack("{s:s, s:I}", "path", path, "bytes", (json_int_t)size));
-	else
+	else if (!x->env->quiet)
 		printf("unindexed: %s (%s): a blob the index does not know\n",
 		       path, util_human_size(size, h, sizeof(h)));
 }
@@ -147,7 +148,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if ((err = cmd_open_store_mode(env, cmd_flag(a, "repair") ? STORE_WRITE : STORE_READ, &st)))
 		return cmd_error(env, err);
 	err = mirror_verify(&env->ctx, st, a->pos, (size_t)a->npos, on_problem, &b, &checked, &nbad);
-	cmd_progress_end();
+	cmd_progress_end(env);
 	if (err) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -181,11 +182,18 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 					 x.unknown, "index_ok", db_ok, "index_problems", x.db,
 					 "ok", !unrepaired && db_ok));
 	} else {
-		if (!nbad && !env->quiet)
+		if (!nbad && !env->quiet) {
 			printf("ok: %zu files verified\n", checked);
-		else if (nbad)
-			fprintf(stderr, "hubmirror: %zu of %zu files %s\n", nbad, checked,
-				unrepaired ? "are corrupt or missing" : "were corrupt or missing and are repaired");
+		} else if (nbad) {
+			/* -q: errors only, so the files still bad, on stderr */
+			for (size_t i = 0; env->quiet && i < b.n; i++)
+				if (b.v[i].repaired != 1)
+					fprintf(stderr, "hubmirror: %s: %s/%s (revision %.12s)\n", b.v[i].problem,
+						b.v[i].repo, b.v[i].path, b.v[i].commit);
+			if (unrepaired || !env->quiet)
+				fprintf(stderr, "hubmirror: %zu of %zu files %s\n", nbad, checked,
+					unrepaired ? "are corrupt or missing" : "were corrupt or missing and are repaired");
+		}
 		if (nunknown)
 			fprintf(stderr, "hubmirror: note: %llu blob(s) in '%s' are not in the index (left by an"
 				" interrupted pull, or the index was replaced by an older one): 'hubmirror gc' removes"

@@ -1,5 +1,5 @@
 /* llama.c - LlamaForCausalLM / MistralForCausalLM checkpoints to GGUF
- * "llama", Qwen2ForCausalLM to "qwen2": the tensor plan (names, shapes,
+ * "llama", Qwen2ForCausalLM to "qwen2", Qwen3ForCausalLM to "qwen3": the tensor plan (names, shapes,
  * types, Q/K permutation for llama), the model metadata, the streaming
  * conversion and the check of the output. */
 #include <errno.h>
@@ -41,8 +41,11 @@ struct model {
 	float *rope_freqs;
 	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
 	int tied;
-	const char *arch;           /* GGUF general.architecture: "llama" or "qwen2" */
-	int qwen2;                  /* no Q/K permutation (NEOX rope); q/k/v biases */
+	const char *arch;           /* GGUF general.architecture: "llama", "qwen2" or "qwen3" */
+	int neox;                   /* qwen2, qwen3: no Q/K permutation (NEOX rope), TextModel metadata */
+	int qwen2;                  /* q/k/v biases, always */
+	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
+	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -122,7 +125,27 @@ static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint6
 }
 
 static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
-static const char *const qwen2_archs[] = {"Qwen2ForCausalLM"};
+
+/* SmolLM3's no_rope_layers (1: rope, 0: none) must be what llama.cpp
+ * computes from the layer number alone (no rope when (layer + 1) % 4 == 0):
+ * GGUF has no key for another pattern. */
+static enum hm_err check_nope(struct hm_ctx *ctx, const struct model *m)
+{
+	json_t *a = json_object_get(m->config, "no_rope_layers");
+	if (!a || json_is_null(a))
+		return HM_OK;
+	if (!json_is_array(a) || json_array_size(a) != m->n_layer)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers is not a list of %llu layers",
+			       (unsigned long long)m->n_layer);
+	for (size_t i = 0; i < m->n_layer; i++) {
+		json_t *v = json_array_get(a, i);
+		int want = (i + 1) % 4 != 0;
+		if (!json_is_integer(v) || json_integer_value(v) != want)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers[%zu] is not %d: llama.cpp's smollm3"
+				       " skips rope on every 4th layer and GGUF cannot say otherwise", i, want);
+	}
+	return HM_OK;
+}
 
 static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
 {
@@ -136,12 +159,16 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 	snprintf(res->arch, sizeof(res->arch), "%s", arch);
 	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
 		ok |= !strcmp(arch, llama_archs[i]);
-	for (size_t i = 0; i < sizeof(qwen2_archs) / sizeof(qwen2_archs[0]); i++)
-		m->qwen2 |= !strcmp(arch, qwen2_archs[i]);
-	if (!ok && !m->qwen2)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "architecture '%.64s' is not supported (LlamaForCausalLM,"
-			       " MistralForCausalLM and Qwen2ForCausalLM are)", arch);
-	m->arch = m->qwen2 ? "qwen2" : "llama";
+	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
+	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
+	ok |= m->smollm3;
+	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM");
+	m->neox = m->qwen2 || m->qk_norm;
+	if (!ok && !m->neox)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
+			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
+			       " SmolLM3ForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
@@ -155,6 +182,8 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 			       " %llu kv heads, head_dim %llu)", (unsigned long long)m->n_layer,
 			       (unsigned long long)m->n_head, (unsigned long long)m->n_kv,
 			       (unsigned long long)m->head_dim);
+	if (m->smollm3 && (err = check_nope(ctx, m)))
+		return err;
 	tie = json_object_get(m->config, "tie_word_embeddings");
 	m->tied = json_is_true(tie);
 	return HM_OK;
@@ -165,7 +194,7 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 struct map_rule {
 	const char *hf, *gguf;
 	int perm;           /* 1: q (n_head), 2: k (n_kv) */
-	int rows;           /* expected PyTorch shape: 'q','k','o','f','d','n' */
+	int rows;           /* expected PyTorch shape: 'q','k','o','f','d','n', 'h' (head_dim) */
 };
 
 static const struct map_rule layer_rules[] = {
@@ -178,6 +207,8 @@ static const struct map_rule layer_rules[] = {
 	{"mlp.gate_proj.weight", "ffn_gate.weight", 0, 'f'},
 	{"mlp.up_proj.weight", "ffn_up.weight", 0, 'f'},
 	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+	{"self_attn.q_norm.weight", "attn_q_norm.weight", 0, 'h'},
+	{"self_attn.k_norm.weight", "attn_k_norm.weight", 0, 'h'},
 	/* biases (attention_bias / mlp_bias configs) */
 	{"self_attn.q_proj.bias", "attn_q.bias", 1, 'Q'},
 	{"self_attn.k_proj.bias", "attn_k.bias", 2, 'K'},
@@ -195,10 +226,15 @@ static int ends_with(const char *s, const char *suf)
 	return a >= b && !strcmp(s + a - b, suf);
 }
 
-/* qwen2 has q/k/v biases (always) and no other; llama may have any. */
+/* qwen2 has q/k/v biases (always) and no other; qwen3 none; llama may have
+ * any. Only qwen3 has q/k norms. */
 static int rule_applies(const struct model *m, const struct map_rule *r)
 {
-	return !m->qwen2 || !ends_with(r->hf, ".bias") || r->rows == 'Q' || r->rows == 'K';
+	if (r->rows == 'h')
+		return m->qk_norm;
+	if (!ends_with(r->hf, ".bias"))
+		return 1;
+	return m->qwen2 ? r->rows == 'Q' || r->rows == 'K' : !m->qk_norm;
 }
 
 /* The output type of a tensor (convert_hf_to_gguf's rules). */
@@ -367,7 +403,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (!m->qwen2 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (!m->neox && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
 		return err;
 	for (uint64_t l = 0; l < m->n_layer; l++)
 		for (size_t r = 0; r < NRULES; r++) {
@@ -386,6 +422,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 				return err;
 			switch (layer_rules[r].rows) {
 			case 'n': nd = 1; shape[0] = m->dim; break;
+			case 'h': nd = 1; shape[0] = m->head_dim; break;
 			case 'q': shape[0] = q; shape[1] = m->dim; break;
 			case 'k': shape[0] = kv; shape[1] = m->dim; break;
 			case 'o': shape[0] = m->dim; shape[1] = q; break;
@@ -396,8 +433,8 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			case 'N': nd = 1; shape[0] = m->dim; break;
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
-			/* qwen2 ropes NEOX-style (half-split): HF row order is kept */
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->qwen2 ? 0 : layer_rules[r].perm)))
+			/* qwen2/3 rope NEOX-style (half-split): HF row order is kept */
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox ? 0 : layer_rules[r].perm)))
 				return err;
 		}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
@@ -443,7 +480,7 @@ static const char *akey(char *buf, size_t len, const struct model *m, const char
 	return buf;
 }
 
-/* qwen2: what convert_hf_to_gguf.py's Qwen2Model writes (TextModel's
+/* qwen2, qwen3: what convert_hf_to_gguf.py's Qwen2Model / Qwen3Model write (TextModel's
  * parameters, YaRN rope scaling; no vocab_size or rope.dimension_count,
  * which llama.cpp derives). */
 static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
@@ -490,7 +527,7 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 {
 	enum hm_err err;
 	double eps = 1e-5, theta;
-	char name[256];
+	char name[256], k[96];
 	const char *label = src->label ? src->label : "model", *slash = strrchr(label, '/');
 	json_t *rs = json_object_get(m->config, "rope_scaling");
 	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
@@ -503,37 +540,37 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
-	if (m->qwen2) {
+	if (m->neox) {
 		if ((err = write_meta_qwen2(ctx, m, w, rs, rtype)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 			return err;
 		return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
 	}
-	if ((err = fmt_gguf_writer_u32(w, "llama.block_count", (uint32_t)m->n_layer)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.context_length", (uint32_t)m->ctx_len)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.embedding_length", (uint32_t)m->dim)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.feed_forward_length", (uint32_t)m->n_ff)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count", (uint32_t)m->n_head)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.attention.head_count_kv", (uint32_t)m->n_kv)))
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)))
 		return err;
-	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, "llama.rope.freq_base", (float)theta)))
+	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
 		return err;
-	if ((err = fmt_gguf_writer_f32(w, "llama.attention.layer_norm_rms_epsilon", (float)eps)))
+	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)))
 		return err;
 	if (json_object_get(m->config, "head_dim") &&
-	    ((err = fmt_gguf_writer_u32(w, "llama.attention.key_length", (uint32_t)m->head_dim)) ||
-	     (err = fmt_gguf_writer_u32(w, "llama.attention.value_length", (uint32_t)m->head_dim))))
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
 		return err;
 	if ((err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.vocab_size", (uint32_t)m->n_vocab)) ||
-	    (err = fmt_gguf_writer_u32(w, "llama.rope.dimension_count", (uint32_t)m->head_dim)))
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "vocab_size"), (uint32_t)m->n_vocab)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)))
 		return err;
 	if (rtype && !strcmp(rtype, "linear")) {
 		double f = 1;
 		cfg_num(rs, "factor", &f);
-		if ((err = fmt_gguf_writer_str(w, "llama.rope.scaling.type", "linear")) ||
-		    (err = fmt_gguf_writer_f32(w, "llama.rope.scaling.factor", (float)f)))
+		if ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
+		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f)))
 			return err;
 	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);

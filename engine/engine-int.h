@@ -21,6 +21,8 @@ struct eng_weight {
 struct eng_layer {
 	float *attn_norm, *ffn_norm; /* dim, owned */
 	float *bq, *bk, *bv, *bo;    /* projection biases (Qwen2: q/k/v), owned; NULL when absent */
+	float *q_norm, *k_norm;      /* head_dim, per-head RMSNorm of q and k (Qwen3), owned; else NULL */
+	int nope;                    /* no rope on this layer (SmolLM3) */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -40,7 +42,39 @@ typedef float (*eng_dot_fn)(const unsigned char *w, const float *x, size_t n);
 struct eng_kernels {
 	enum eng_simd level;
 	eng_dot_fn dot[5]; /* by eng_type_slot() */
+	const struct eng_mm_kernels *mm;
 };
+
+/* One piece of a matrix product: rows r0..r1 of w times n activation rows,
+ * into y[t * ystride + r]. x (F32, xstride apart) for float weights; xq
+ * (n x cols int8) and xd (n x cols/32 scales) for Q8_0/Q4_0 weights. */
+struct eng_mm_args {
+	const struct eng_kernels *k;
+	const struct eng_weight *w;
+	size_t r0, r1, n, cols;
+	const float *x;
+	size_t xstride;
+	const int8_t *xq;
+	const float *xd;
+	float *y;
+	size_t ystride;
+	float *scr; /* the worker's scratch: ENG_MM_TR rows of cols floats; NULL when none */
+};
+
+#define ENG_MM_TR 4 /* rows per register tile */
+
+struct eng_mm_kernels {
+	/* n (a multiple of 32) floats to int8 blocks: d = max|x|/127, q = round(x/d) */
+	void (*quant)(const float *x, size_t n, int8_t *q, float *d);
+	void (*int8)(const struct eng_mm_args *a);  /* Q8_0, Q4_0 weights */
+	void (*flt)(const struct eng_mm_args *a);   /* F32, F16, BF16 weights */
+};
+extern const struct eng_mm_kernels eng_mm_c;
+#if defined(__x86_64__) || defined(__i386__)
+extern const struct eng_mm_kernels eng_mm_avx2, eng_mm_vnni;
+#endif
+/* 1 for the types computed against 8-bit activations (Q8_0, Q4_0). */
+int eng_type_int8(uint32_t t);
 
 /* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise. */
 int eng_type_slot(uint32_t t);
@@ -58,12 +92,25 @@ int eng_pool_size(const struct eng_pool *p);
 void eng_pool_run(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n);
 void eng_pool_free(struct eng_pool *p);
 
-/* Up to three matrix-vector products y_i = W_i x_i run as one batch. */
-struct eng_matvec {
-	const struct eng_weight *w;
+/* Activation rows shared by up to three products: n rows of cols floats,
+ * stride apart; q (n * cols) and d (n * cols / 32) are scratch for their
+ * 8-bit form, filled when a weight needs it. */
+struct eng_act {
 	const float *x;
-	float *y;
+	size_t n, cols, stride;
+	int8_t *q;
+	float *d;
+	float *scr;      /* per-worker scratch, scr_len floats each (>= ENG_MM_TR * cols); may be NULL */
+	size_t scr_len;
 };
-void eng_matvec_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_matvec *mv, int n);
+/* A product Y = X W^T: y[t * ystride + r] for every row r of w. */
+struct eng_mm {
+	const struct eng_weight *w;
+	float *y;
+	size_t ystride;
+};
+/* Runs up to three products of the same activations as one batch of tasks. */
+void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
+		    int n);
 
 #endif

@@ -7,9 +7,10 @@
  * GGUF models ("llama" architecture) carry Q/K rows permuted for the
  * interleaved rope of llama.cpp; safetensors models keep Hugging Face order
  * and use the half-split (rotate_half) rope. Matrix types: F32, F16, BF16,
- * Q8_0 and Q4_0 (GGUF), F32, F16, BF16 (safetensors). Quantized weights are
- * dequantized on the fly and dotted with F32 activations, so the only error
- * against an F32 forward pass over the dequantized weights is rounding.
+ * Q8_0 and Q4_0 (GGUF), F32, F16, BF16 (safetensors). As in llama.cpp,
+ * Q8_0/Q4_0 matrices multiply activations quantized to 8 bits (Q8_0 blocks
+ * of 32, scale max|x|/127, round to nearest even) in integer arithmetic;
+ * F32/F16/BF16 matrices multiply F32 activations.
  *
  * Every file is untrusted: a successful open means every tensor the forward
  * pass touches is present with the right shape and a supported type, and
@@ -33,6 +34,11 @@
 /* The context eng_state_new uses when asked for 0 and the model's is larger. */
 #define ENG_DEFAULT_CTX 4096
 
+/* What eng_model_open runs: GGUF general.architecture values, and
+ * config.json architectures. */
+#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3"
+#define ENG_HF_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM"
+
 /* The configuration of an open model. */
 struct eng_config {
 	uint32_t dim;          /* embedding length (hidden_size) */
@@ -50,7 +56,9 @@ struct eng_config {
 	int tied;              /* classifier is the token embedding */
 	int interleaved_rope;  /* 1: GGUF llama (permuted Q/K); 0: half-split (HF order, GGUF qwen2) */
 	int qkv_bias;          /* q/k/v projections must have biases (Qwen2) */
-	const char *arch;      /* "llama" or "qwen2" */
+	int qk_norm;           /* per-head RMSNorm of q and k before rope (Qwen3) */
+	uint32_t nope_step;    /* GGUF smollm3: layers l with (l + 1) % nope_step == 0 skip rope (0: none) */
+	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
 	const char *format;    /* "gguf", "safetensors" or "pytorch" */
@@ -59,7 +67,7 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success
@@ -70,9 +78,11 @@ void eng_model_close(struct eng_model *m);
 /* The model's configuration (owned by the model). */
 const struct eng_config *eng_model_config(const struct eng_model *m);
 
-/* SIMD levels of the matrix-vector kernels. */
-enum eng_simd { ENG_SIMD_AUTO = 0, ENG_SIMD_SCALAR, ENG_SIMD_AVX2, ENG_SIMD_AVX512 };
-/* "scalar", "avx2", "avx512" ("auto" for AUTO); NULL out of range. */
+/* SIMD levels of the kernels, chosen at run time from what the CPU has:
+ * AVX2 (+FMA, F16C), AVX-512F, and AVX-512 with BW, VL and VNNI (integer
+ * dot products of 8-bit weights and activations). */
+enum eng_simd { ENG_SIMD_AUTO = 0, ENG_SIMD_SCALAR, ENG_SIMD_AVX2, ENG_SIMD_AVX512, ENG_SIMD_AVX512VNNI };
+/* "scalar", "avx2", "avx512", "avx512vnni" ("auto" for AUTO); NULL out of range. */
 const char *eng_simd_name(enum eng_simd s);
 /* The best level this CPU runs (never AUTO). */
 enum eng_simd eng_simd_best(void);
@@ -101,6 +111,14 @@ uint64_t eng_state_kv_bytes(const struct eng_state *s);
  * the cache). HM_ERR_USAGE for a token >= vocab or pos >= ctx_len. */
 enum hm_err eng_forward(struct hm_ctx *ctx, struct eng_state *s, uint32_t token, uint32_t pos,
 			float *logits) HM_MUST_CHECK;
+
+/* Runs n tokens at positions pos0..pos0+n-1 as a batch (each layer's
+ * products over all of them at once, causal attention within the batch),
+ * the same arithmetic as n calls of eng_forward, so the same logits to the
+ * bit; logits (may be NULL) are those of the last token. HM_ERR_USAGE for
+ * n = 0, a token >= vocab or a position >= ctx_len. */
+enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uint32_t *tokens, size_t n,
+			      uint32_t pos0, float *logits) HM_MUST_CHECK;
 
 /* ---- sampling ---- */
 

@@ -1,5 +1,6 @@
-/* forward.c - the decoding state and one token's forward pass: RMSNorm,
- * projection biases (Qwen2), rope (interleaved for GGUF llama, half-split
+/* forward.c - the decoding state and the forward pass over a batch of
+ * tokens (a prompt, or one generated token): RMSNorm,
+ * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
  * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
  * tied or untied classifier. */
 #include <math.h>
@@ -8,15 +9,23 @@
 #include <unistd.h>
 #include "engine-int.h"
 
+/* Prompt tokens run through each layer together, ENG_BATCH at a time. */
+#define ENG_BATCH 256
+
 struct eng_state {
 	const struct eng_model *m;
 	const struct eng_kernels *k;
 	struct eng_pool *pool;
 	uint32_t ctx_len;
-	float *x, *xb, *xb2, *q, *hb, *hb2; /* activations */
+	/* activations, ENG_BATCH rows each */
+	float *x, *xb, *xb2, *q, *hb, *hb2;
+	int8_t *aq;                          /* 8-bit activations (widest row) */
+	float *ad;                           /* their block scales */
+	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
+	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
 	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
-	float *cs;                           /* cos, sin of the current position (head_dim) */
+	float *cs;                           /* cos, sin per row (head_dim each) */
 	uint64_t kv_bytes;
 };
 
@@ -26,7 +35,8 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	const struct eng_config *c = &m->cfg;
 	struct eng_state *s = NULL;
 	size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_kv_head * c->head_dim;
-	size_t wide = qd > c->dim ? qd : c->dim, kv;
+	size_t wide = qd > c->dim ? qd : c->dim, kv, B = ENG_BATCH;
+	size_t widest = wide > c->ffn_dim ? wide : c->ffn_dim;
 
 	*out = NULL;
 	if (ctx_len == 0)
@@ -43,17 +53,21 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	s->m = m;
 	s->ctx_len = ctx_len;
+	s->wscr_len = ENG_MM_TR * widest;
 	if (!(s->k = eng_kernels_get(simd))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_USAGE, "this CPU cannot run the %s kernels", eng_simd_name(simd) ? eng_simd_name(simd) : "?");
 	}
 	kv = (size_t)c->n_layer * ctx_len * kvd;
 	s->kv_bytes = 2 * (uint64_t)kv * sizeof(float);
-	/* big buffers are mmapped by malloc: untouched cache pages cost no memory */
-	if (!(s->x = malloc(c->dim * sizeof(float))) || !(s->xb = malloc(wide * sizeof(float))) ||
-	    !(s->xb2 = malloc(c->dim * sizeof(float))) || !(s->q = malloc(qd * sizeof(float))) ||
-	    !(s->hb = malloc((size_t)c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc((size_t)c->ffn_dim * sizeof(float))) ||
-	    !(s->cs = malloc((size_t)c->head_dim * sizeof(float))) ||
+	/* big buffers are mmapped by malloc: untouched pages (cache positions
+	 * not reached, batch rows a generation step does not use) cost no memory */
+	if (!(s->x = malloc(B * c->dim * sizeof(float))) || !(s->xb = malloc(B * wide * sizeof(float))) ||
+	    !(s->xb2 = malloc(B * c->dim * sizeof(float))) || !(s->q = malloc(B * qd * sizeof(float))) ||
+	    !(s->hb = malloc(B * c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc(B * c->ffn_dim * sizeof(float))) ||
+	    !(s->aq = malloc(B * widest)) || !(s->ad = malloc(B * (widest / ENG_QK + 1) * sizeof(float))) ||
+	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
+	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
@@ -79,6 +93,9 @@ void eng_state_free(struct eng_state *s)
 	free(s->q);
 	free(s->hb);
 	free(s->hb2);
+	free(s->aq);
+	free(s->ad);
+	free(s->wscr);
 	free(s->cs);
 	free(s->att);
 	free(s->kc);
@@ -128,15 +145,15 @@ static void add_bias(float *v, const float *b, size_t n)
 			v[i] += b[i];
 }
 
-/* Rotates each head of v (nh heads) by the angles in s->cs. */
-static void rope(const struct eng_state *s, float *v, uint32_t nh)
+/* Rotates each head of v (nh heads) by the angles in cs (cos, sin). */
+static void rope(const struct eng_state *s, const float *cs, float *v, uint32_t nh)
 {
 	const uint32_t hd = s->m->cfg.head_dim, half = hd / 2;
 	const int inter = s->m->cfg.interleaved_rope;
 	for (uint32_t h = 0; h < nh; h++, v += hd)
 		for (uint32_t i = 0; i < half; i++) {
 			uint32_t a = inter ? 2 * i : i, b = inter ? 2 * i + 1 : i + half;
-			float c = s->cs[i], sn = s->cs[half + i], x0 = v[a], x1 = v[b];
+			float c = cs[i], sn = cs[half + i], x0 = v[a], x1 = v[b];
 			v[a] = x0 * c - x1 * sn;
 			v[b] = x0 * sn + x1 * c;
 		}
@@ -144,91 +161,145 @@ static void rope(const struct eng_state *s, float *v, uint32_t nh)
 
 struct attn_job {
 	struct eng_state *s;
-	uint32_t layer, pos;
+	uint32_t layer, pos0, n;
 };
 
-/* One query head: scores against cached keys 0..pos, softmax, mix of values. */
-static void attn_task(void *arg, size_t h, int worker)
+/* One query head of one batch row: scores against cached keys 0..pos,
+ * softmax, mix of values (the same operations for a row alone or in a batch). */
+static void attn_task(void *arg, size_t task, int worker)
 {
 	const struct attn_job *j = arg;
 	struct eng_state *s = j->s;
 	const struct eng_config *c = &s->m->cfg;
-	const uint32_t hd = c->head_dim, kvd = c->n_kv_head * hd, kvh = (uint32_t)h / (c->n_head / c->n_kv_head);
-	const size_t base = (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd;
-	const float *q = s->q + h * hd;
-	float *att = s->att + (size_t)worker * s->ctx_len, *o = s->xb + h * hd, max = -INFINITY, sum = 0;
+	const uint32_t h = (uint32_t)(task % c->n_head), row = (uint32_t)(task / c->n_head), pos = j->pos0 + row;
+	const uint32_t hd = c->head_dim, kvd = c->n_kv_head * hd, kvh = h / (c->n_head / c->n_kv_head);
+	const size_t qd = (size_t)c->n_head * hd, base = (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd;
+	const float *q = s->q + row * qd + h * hd;
+	float *att = s->att + (size_t)worker * s->ctx_len, *o = s->xb + row * qd + h * hd, max = -INFINITY, sum = 0;
 	const float scale = 1.0f / sqrtf((float)hd);
 	eng_dot_fn dot = s->k->dot[0];
 
-	for (uint32_t t = 0; t <= j->pos; t++) {
+	for (uint32_t t = 0; t <= pos; t++) {
 		att[t] = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
 		if (att[t] > max)
 			max = att[t];
 	}
-	for (uint32_t t = 0; t <= j->pos; t++)
+	for (uint32_t t = 0; t <= pos; t++)
 		sum += att[t] = expf(att[t] - max);
 	memset(o, 0, hd * sizeof(float));
-	for (uint32_t t = 0; t <= j->pos; t++) {
+	for (uint32_t t = 0; t <= pos; t++) {
 		const float *v = s->vc + base + (size_t)t * kvd, a = att[t] / sum;
 		for (uint32_t i = 0; i < hd; i++)
 			o[i] += a * v[i];
 	}
 }
 
-enum hm_err eng_forward(struct hm_ctx *ctx, struct eng_state *s, uint32_t token, uint32_t pos, float *logits)
+/* Runs n <= ENG_BATCH tokens at positions pos0.. through every layer. */
+static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint32_t *tok, uint32_t n, uint32_t pos0)
 {
 	const struct eng_model *m = s->m;
 	const struct eng_config *c = &m->cfg;
-	const uint32_t dim = c->dim, hd = c->head_dim, half = hd / 2;
-	const size_t kvd = (size_t)c->n_kv_head * hd;
+	const uint32_t dim = c->dim, hd = c->head_dim, half = hd / 2, ffn = c->ffn_dim;
+	const size_t kvd = (size_t)c->n_kv_head * hd, qd = (size_t)c->n_head * hd;
 
-	if (token >= c->vocab)
-		return hm_fail(ctx, HM_ERR_USAGE, "token %u is out of the vocabulary (%u)", token, c->vocab);
-	if (pos >= s->ctx_len)
-		return hm_fail(ctx, HM_ERR_USAGE, "position %u is past the context length %u", pos, s->ctx_len);
-	if (eng_dequantize(m->tok_embd.type, m->tok_embd.data + (size_t)token * m->tok_embd.row_bytes, s->x, dim))
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "token embedding type %u cannot be decoded", m->tok_embd.type);
-	for (uint32_t i = 0; i < half; i++) {
-		double a = (double)pos * m->inv_freq[i];
-		s->cs[i] = (float)cos(a);
-		s->cs[half + i] = (float)sin(a);
+	for (uint32_t i = 0; i < n; i++) {
+		if (eng_dequantize(m->tok_embd.type, m->tok_embd.data + (size_t)tok[i] * m->tok_embd.row_bytes,
+				   s->x + (size_t)i * dim, dim))
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "token embedding type %u cannot be decoded", m->tok_embd.type);
+		float *cs = s->cs + (size_t)i * hd;
+		for (uint32_t j = 0; j < half; j++) {
+			double a = (double)(pos0 + i) * m->inv_freq[j];
+			cs[j] = (float)cos(a);
+			cs[half + j] = (float)sin(a);
+		}
 	}
 	for (uint32_t l = 0; l < c->n_layer; l++) {
 		const struct eng_layer *y = &m->layers[l];
-		float *kc = s->kc + ((size_t)l * s->ctx_len + pos) * kvd, *vc = s->vc + ((size_t)l * s->ctx_len + pos) * kvd;
+		float *kc = s->kc + ((size_t)l * s->ctx_len + pos0) * kvd, *vc = s->vc + ((size_t)l * s->ctx_len + pos0) * kvd;
 
-		rmsnorm(s->xb, s->x, y->attn_norm, dim, c->norm_eps);
-		struct eng_matvec qkv[3] = {{&y->wq, s->xb, s->q}, {&y->wk, s->xb, kc}, {&y->wv, s->xb, vc}};
-		eng_matvec_run(s->pool, s->k, qkv, 3);
-		add_bias(s->q, y->bq, (size_t)c->n_head * hd);
-		add_bias(kc, y->bk, kvd);
-		add_bias(vc, y->bv, kvd);
-		rope(s, s->q, c->n_head);
-		rope(s, kc, c->n_kv_head);
-		struct attn_job aj = {s, l, pos};
-		eng_pool_run(s->pool, attn_task, &aj, c->n_head);
-		struct eng_matvec o = {&y->wo, s->xb, s->xb2};
-		eng_matvec_run(s->pool, s->k, &o, 1);
-		add_bias(s->xb2, y->bo, dim);
-		for (uint32_t i = 0; i < dim; i++)
-			s->x[i] += s->xb2[i];
-
-		rmsnorm(s->xb, s->x, y->ffn_norm, dim, c->norm_eps);
-		struct eng_matvec gu[2] = {{&y->w_gate, s->xb, s->hb}, {&y->w_up, s->xb, s->hb2}};
-		eng_matvec_run(s->pool, s->k, gu, 2);
-		for (uint32_t i = 0; i < c->ffn_dim; i++) {
-			float g = s->hb[i];
-			s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+		for (uint32_t i = 0; i < n; i++)
+			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
+		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, kc, kvd}, {&y->wv, vc, kvd}};
+		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
+		for (uint32_t i = 0; i < n; i++) {
+			float *qi = s->q + i * qd, *ki = kc + i * kvd;
+			add_bias(qi, y->bq, qd);
+			add_bias(ki, y->bk, kvd);
+			add_bias(vc + i * kvd, y->bv, kvd);
+			if (y->q_norm) {
+				for (uint32_t h = 0; h < c->n_head; h++)
+					rmsnorm(qi + (size_t)h * hd, qi + (size_t)h * hd, y->q_norm, hd, c->norm_eps);
+				for (uint32_t h = 0; h < c->n_kv_head; h++)
+					rmsnorm(ki + (size_t)h * hd, ki + (size_t)h * hd, y->k_norm, hd, c->norm_eps);
+			}
+			if (!y->nope) {
+				rope(s, s->cs + (size_t)i * hd, qi, c->n_head);
+				rope(s, s->cs + (size_t)i * hd, ki, c->n_kv_head);
+			}
 		}
-		struct eng_matvec d = {&y->w_down, s->hb, s->xb2};
-		eng_matvec_run(s->pool, s->k, &d, 1);
-		for (uint32_t i = 0; i < dim; i++)
-			s->x[i] += s->xb2[i];
+		struct attn_job aj = {s, l, pos0, n};
+		eng_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
+		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm o = {&y->wo, s->xb2, dim};
+		eng_matmul_run(s->pool, s->k, &a, &o, 1);
+		for (uint32_t i = 0; i < n; i++) {
+			float *xi = s->x + i * (size_t)dim, *oi = s->xb2 + i * (size_t)dim;
+			add_bias(oi, y->bo, dim);
+			for (uint32_t e = 0; e < dim; e++)
+				xi[e] += oi[e];
+			rmsnorm(s->xb + i * (size_t)dim, xi, y->ffn_norm, dim, c->norm_eps);
+		}
+		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
+		eng_matmul_run(s->pool, s->k, &a, gu, 2);
+		for (size_t e = 0; e < (size_t)n * ffn; e++) {
+			float g = s->hb[e];
+			s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
+		}
+		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_mm d = {&y->w_down, s->xb2, dim};
+		eng_matmul_run(s->pool, s->k, &a, &d, 1);
+		for (size_t e = 0; e < (size_t)n * dim; e++)
+			s->x[e] += s->xb2[e];
+		if (hm_cancelled(ctx))
+			return hm_fail(ctx, HM_ERR_CANCELLED, "cancelled");
+	}
+	return HM_OK;
+}
+
+enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uint32_t *tokens, size_t n,
+			      uint32_t pos0, float *logits)
+{
+	const struct eng_model *m = s->m;
+	const struct eng_config *c = &m->cfg;
+	enum hm_err err;
+
+	if (n == 0)
+		return hm_fail(ctx, HM_ERR_USAGE, "no tokens to run");
+	for (size_t i = 0; i < n; i++)
+		if (tokens[i] >= c->vocab)
+			return hm_fail(ctx, HM_ERR_USAGE, "token %u is out of the vocabulary (%u)", tokens[i], c->vocab);
+	if (pos0 >= s->ctx_len || n > s->ctx_len - pos0)
+		return hm_fail(ctx, HM_ERR_USAGE, "position %llu is past the context length %u",
+			       (unsigned long long)(pos0 + n - 1), s->ctx_len);
+	uint32_t nb = 0;
+	for (size_t i = 0; i < n; i += nb) {
+		nb = n - i < ENG_BATCH ? (uint32_t)(n - i) : ENG_BATCH;
+		if ((err = run_batch(ctx, s, tokens + i, nb, pos0 + (uint32_t)i)))
+			return err;
 	}
 	if (!logits)
 		return HM_OK;
-	rmsnorm(s->x, s->x, m->out_norm, dim, c->norm_eps);
-	struct eng_matvec cls = {&m->output, s->x, logits};
-	eng_matvec_run(s->pool, s->k, &cls, 1);
+	float *x = s->x + (size_t)(nb - 1) * c->dim;
+	rmsnorm(s->xb, x, m->out_norm, c->dim, c->norm_eps);
+	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0};
+	struct eng_mm cls = {&m->output, logits, 0};
+	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
 	return hm_cancelled(ctx) ? hm_fail(ctx, HM_ERR_CANCELLED, "cancelled") : HM_OK;
+}
+
+enum hm_err eng_forward(struct hm_ctx *ctx, struct eng_state *s, uint32_t token, uint32_t pos, float *logits)
+{
+	return eng_forward_batch(ctx, s, &token, 1, pos, logits);
 }

@@ -168,7 +168,7 @@ static float dot_q4_0_c(const unsigned char *w, const float *x, size_t n)
 }
 
 static const struct eng_kernels kernels_c = {
-	ENG_SIMD_SCALAR, {dot_f32_c, dot_f16_c, dot_bf16_c, dot_q8_0_c, dot_q4_0_c}};
+	ENG_SIMD_SCALAR, {dot_f32_c, dot_f16_c, dot_bf16_c, dot_q8_0_c, dot_q4_0_c}, &eng_mm_c};
 
 #ifdef ENG_X86
 /* ---- AVX2 + FMA + F16C ---- */
@@ -301,7 +301,7 @@ AVX2 static float dot_q4_0_avx2(const unsigned char *w, const float *x, size_t n
 }
 
 static const struct eng_kernels kernels_avx2 = {
-	ENG_SIMD_AVX2, {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2}};
+	ENG_SIMD_AVX2, {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2}, &eng_mm_avx2};
 
 /* ---- AVX-512F ---- */
 #define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -400,7 +400,11 @@ AVX512 static float dot_q4_0_avx512(const unsigned char *w, const float *x, size
 }
 
 static const struct eng_kernels kernels_avx512 = {
-	ENG_SIMD_AVX512, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512}};
+	ENG_SIMD_AVX512, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512}, &eng_mm_avx2};
+/* the dot products of AVX-512F; the matrix products of AVX-512 VNNI */
+static const struct eng_kernels kernels_vnni = {
+	ENG_SIMD_AVX512VNNI, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512},
+	&eng_mm_vnni};
 
 /* F16C through cpuid: clang's __builtin_cpu_supports has no "f16c". */
 static int have_f16c(void)
@@ -419,11 +423,19 @@ static int have_avx512(void)
 {
 	return have_avx2() && __builtin_cpu_supports("avx512f");
 }
+
+static int have_vnni(void)
+{
+	return have_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+	       __builtin_cpu_supports("avx512vnni");
+}
 #endif
 
 enum eng_simd eng_simd_best(void)
 {
 #ifdef ENG_X86
+	if (have_vnni())
+		return ENG_SIMD_AVX512VNNI;
 	if (have_avx512())
 		return ENG_SIMD_AVX512;
 	if (have_avx2())
@@ -434,7 +446,7 @@ enum eng_simd eng_simd_best(void)
 
 const char *eng_simd_name(enum eng_simd s)
 {
-	static const char *const names[] = {"auto", "scalar", "avx2", "avx512"};
+	static const char *const names[] = {"auto", "scalar", "avx2", "avx512", "avx512vnni"};
 	return (unsigned)s < sizeof(names) / sizeof(*names) ? names[s] : NULL;
 }
 
@@ -448,10 +460,9 @@ const struct eng_kernels *eng_kernels_get(enum eng_simd level)
 	if (level > best)
 		return NULL;
 #ifdef ENG_X86
-	if (level == ENG_SIMD_AVX2)
-		return &kernels_avx2;
-	if (level == ENG_SIMD_AVX512)
-		return &kernels_avx512;
-#endif
+	return level == ENG_SIMD_AVX2 ? &kernels_avx2 : level == ENG_SIMD_AVX512 ? &kernels_avx512
+	       : level == ENG_SIMD_AVX512VNNI ? &kernels_vnni : NULL;
+#else
 	return NULL;
+#endif
 }

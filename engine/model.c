@@ -261,6 +261,14 @@ static enum hm_err bind_all(struct loader *L)
 			if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
 				return err;
 		}
+		if (c->qk_norm) {
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
+			if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
+			if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
+				return err;
+		}
 		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
 		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
 			return err;
@@ -383,9 +391,17 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "qwen2";
 		c->interleaved_rope = 0; /* NEOX rope on HF row order */
 		c->qkv_bias = 1;
+	} else if (kv_str_is(k, "qwen3")) {
+		c->arch = "qwen3";
+		c->interleaved_rope = 0;
+		c->qk_norm = 1;
+	} else if (kv_str_is(k, "smollm3")) {
+		c->arch = "smollm3";
+		c->interleaved_rope = 1;
+		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
 	} else {
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.*s' is not supported (llama or qwen2"
-			       " expected)", L->path, (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str);
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
+			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
 	}
 	if ((err = kv_u32(L, AK("block_count"), 1, 0, &c->n_layer)) ||
 	    (err = kv_u32(L, AK("context_length"), 1, 0, &c->ctx_len)) ||
@@ -440,6 +456,8 @@ static enum hm_err open_gguf(struct loader *L)
 			       kl);
 	if ((err = bind_all(L)))
 		return err;
+	for (uint32_t l = 0; c->nope_step && l < c->n_layer; l++)
+		m->layers[l].nope = (l + 1) % c->nope_step == 0;
 	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
 		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
@@ -546,7 +564,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	enum hm_err err = HM_OK;
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
-	json_t *cfg = NULL, *j, *rs;
+	json_t *cfg = NULL, *j, *rs, *nope = NULL;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -580,11 +598,17 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	if (arch ? !strcmp(arch, "Qwen2ForCausalLM") : mt && !strcmp(mt, "qwen2")) {
 		c->arch = "qwen2";
 		c->qkv_bias = 1;
+	} else if (arch ? !strcmp(arch, "Qwen3ForCausalLM") : mt && !strcmp(mt, "qwen3")) {
+		c->arch = "qwen3";
+		c->qk_norm = 1;
+	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
+		c->arch = "smollm3";
+		nope = json_object_get(cfg, "no_rope_layers");
 	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
 				  strcmp(arch, "MistralForCausalLM")
 			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': architecture '%.64s' is not supported (a Llama, Mistral or"
-			      " Qwen2 decoder expected)", cfgpath, arch ? arch : mt ? mt : "none");
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.64s (supported: %s)", cfgpath,
+			      arch ? arch : mt ? mt : "none", ENG_HF_ARCHS);
 		goto out;
 	} else {
 		c->arch = "llama";
@@ -661,6 +685,21 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
 	if ((err = check_config(L)) || (err = bind_all(L)))
 		goto out;
+	if (nope && !json_is_null(nope)) { /* SmolLM3: 1 = rope, 0 = none, per layer */
+		if (!json_is_array(nope) || json_array_size(nope) != c->n_layer) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers is not a list of %u layers", cfgpath,
+				      c->n_layer);
+			goto out;
+		}
+		for (uint32_t l = 0; l < c->n_layer; l++) {
+			json_t *v = json_array_get(nope, l);
+			if (!json_is_integer(v) || (json_integer_value(v) != 0 && json_integer_value(v) != 1)) {
+				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers[%u] is not 0 or 1", cfgpath, l);
+				goto out;
+			}
+			m->layers[l].nope = json_integer_value(v) == 0;
+		}
+	}
 	if (rtype && !strcmp(rtype, "llama3")) {
 		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
 			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
@@ -726,6 +765,8 @@ void eng_model_close(struct eng_model *m)
 			free(m->layers[l].bk);
 			free(m->layers[l].bv);
 			free(m->layers[l].bo);
+			free(m->layers[l].q_norm);
+			free(m->layers[l].k_norm);
 		}
 	free(m->layers);
 	free(m->out_norm);

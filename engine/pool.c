@@ -136,45 +136,60 @@ void eng_pool_free(struct eng_pool *p)
 	free(p);
 }
 
-/* ---- matrix-vector products ---- */
+/* ---- matrix products ---- */
 
-struct mv_job {
+struct mm_job {
 	const struct eng_kernels *k;
-	const struct eng_matvec *mv;
+	const struct eng_act *a;
+	const struct eng_mm *mm;
 	size_t first[4]; /* first task of each product; first[n] = total */
 	size_t chunk[3];
 	int n;
 };
 
-static void mv_task(void *arg, size_t task, int worker)
+static void quant_task(void *arg, size_t t, int worker)
 {
-	const struct mv_job *j = arg;
-	int i = 0;
+	const struct mm_job *j = arg;
 	(void)worker;
-	while (i + 1 < j->n && task >= j->first[i + 1])
-		i++;
-	const struct eng_weight *w = j->mv[i].w;
-	eng_dot_fn dot = j->k->dot[eng_type_slot(w->type)];
-	uint64_t r0 = (task - j->first[i]) * j->chunk[i], r1 = r0 + j->chunk[i];
-	if (r1 > w->rows)
-		r1 = w->rows;
-	for (uint64_t r = r0; r < r1; r++)
-		j->mv[i].y[r] = dot(w->data + r * w->row_bytes, j->mv[i].x, (size_t)w->cols);
+	j->k->mm->quant(j->a->x + t * j->a->stride, j->a->cols, j->a->q + t * j->a->cols,
+			j->a->d + t * (j->a->cols / ENG_QK));
 }
 
-void eng_matvec_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_matvec *mv, int n)
+static void mm_task(void *arg, size_t task, int worker)
 {
-	struct mv_job j = {k, mv, {0}, {0}, n};
+	const struct mm_job *j = arg;
+	int i = 0;
+	while (i + 1 < j->n && task >= j->first[i + 1])
+		i++;
+	const struct eng_weight *w = j->mm[i].w;
+	struct eng_mm_args a = {j->k, w, (task - j->first[i]) * j->chunk[i], 0, j->a->n, j->a->cols, j->a->x,
+				j->a->stride, j->a->q, j->a->d, j->mm[i].y, j->mm[i].ystride,
+				j->a->scr && j->a->scr_len >= ENG_MM_TR * j->a->cols ? j->a->scr + (size_t)worker * j->a->scr_len : NULL};
+	a.r1 = a.r0 + j->chunk[i] < w->rows ? a.r0 + j->chunk[i] : w->rows;
+	if (eng_type_int8(w->type))
+		j->k->mm->int8(&a);
+	else
+		j->k->mm->flt(&a);
+}
+
+void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
+		    int n)
+{
+	struct mm_job j = {k, a, mm, {0}, {0}, n};
 	size_t tasks = 0;
+	int int8 = 0;
 	for (int i = 0; i < n; i++) {
-		/* about 8 chunks per participant, at least 4 rows each */
-		size_t rows = (size_t)mv[i].w->rows, c = rows / ((size_t)p->n * 8);
+		/* about 8 chunks per participant, a multiple of 4 rows (the kernels' tile) */
+		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)p->n * 8) / 4 * 4;
 		if (c < 4)
 			c = 4;
 		j.chunk[i] = c;
 		j.first[i] = tasks;
 		tasks += (rows + c - 1) / c;
+		int8 |= eng_type_int8(mm[i].w->type);
 	}
 	j.first[n] = tasks;
-	eng_pool_run(p, mv_task, &j, tasks);
+	if (int8)
+		eng_pool_run(p, quant_task, &j, a->n);
+	eng_pool_run(p, mm_task, &j, tasks);
 }

@@ -129,9 +129,9 @@ enum hm_err eng_generate(struct hm_ctx *ctx, struct eng_state *s, struct eng_sam
 		return hm_fail(ctx, HM_ERR_USAGE, "the sampler is for %u tokens, the model has %u", smp->vocab, c->vocab);
 	if (!(logits = malloc((size_t)c->vocab * sizeof(float))))
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-	for (; pos < n_prompt; pos++)
-		if ((err = eng_forward(ctx, s, prompt[pos], pos, pos + 1 == n_prompt ? logits : NULL)))
-			goto out;
+	if ((err = eng_forward_batch(ctx, s, prompt, n_prompt, 0, logits)))
+		goto out;
+	pos = (uint32_t)n_prompt;
 	while (*n_out < opts->max_new) {
 		uint32_t tok = eng_sample(smp, logits);
 		out[(*n_out)++] = tok;

@@ -104,15 +104,16 @@ enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct
 	if ((err = eng_sampler_new(ctx, c->vocab, temperature, top_p, seed, &smp)))
 		goto out;
 	t0 = util_now();
-	for (size_t i = 0; i < r->nprompt; i++, pos++) {
+	for (size_t i = 0; i < r->nprompt; i++)
 		if (r->prompt[i] < 0 || (uint32_t)r->prompt[i] >= c->vocab) {
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "token id %d is outside the model's vocabulary (%u)", r->prompt[i],
 				      c->vocab);
 			goto out;
 		}
-		if ((err = eng_forward(ctx, s, (uint32_t)r->prompt[i], pos, i + 1 == r->nprompt ? logits : NULL)))
-			goto out;
-	}
+	/* int32 ids checked non-negative: the same bits as uint32 */
+	if ((err = eng_forward_batch(ctx, s, (const uint32_t *)(const void *)r->prompt, r->nprompt, 0, logits)))
+		goto out;
+	pos = (uint32_t)r->nprompt;
 	r->prompt_s = util_now() - t0;
 	t0 = util_now();
 	for (size_t k = 0; k < max_new; k++) {

@@ -2,6 +2,7 @@
  * origins, redirects, the token rule, headers and error mapping. */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -302,6 +303,11 @@ enum hm_err fetch_client_new(struct hm_ctx *ctx, const struct fetch_client_opts 
 	c->retries = opts->retries >= 0 ? opts->retries : 5;
 	c->timeout = opts->timeout > 0 ? opts->timeout : 30;
 	c->connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : 10;
+	c->meta_timeout = opts->meta_timeout > 0 ? opts->meta_timeout : 10;
+	snprintf(c->endpoint_from, sizeof(c->endpoint_from), "%s", opts->endpoint_from ? opts->endpoint_from : "--endpoint");
+	snprintf(c->timeout_from, sizeof(c->timeout_from), "%s", opts->timeout_from ? opts->timeout_from : "--timeout");
+	snprintf(c->meta_timeout_from, sizeof(c->meta_timeout_from), "%s",
+		 opts->meta_timeout_from ? opts->meta_timeout_from : "HF_HUB_ETAG_TIMEOUT");
 	c->allow_private = opts->allow_private_redirects;
 	if (!c->user_agent || (opts->token && *opts->token && !c->token)) {
 		fetch_client_free(c);
@@ -326,6 +332,11 @@ void fetch_client_free(struct fetch_client *c)
 	}
 	free(c->user_agent);
 	free(c);
+}
+
+int fetch_client_has_token(const struct fetch_client *c)
+{
+	return c && c->token != NULL;
 }
 
 const char *fetch_client_endpoint(const struct fetch_client *c)
@@ -413,6 +424,8 @@ size_t fetch_header_cb(char *buf, size_t size, size_t n, void *ud)
 		hdr_copy(r->error_code, sizeof(r->error_code), v, vl);
 	else if (hdr_is(buf, len, "x-error-message", &v, &vl))
 		hdr_copy(r->error_message, sizeof(r->error_message), v, vl);
+	else if (hdr_is(buf, len, "www-authenticate", &v, &vl))
+		r->www_authenticate = 1;
 	else if (hdr_is(buf, len, "content-type", &v, &vl))
 		hdr_copy(r->content_type, sizeof(r->content_type), v, vl);
 	else if (hdr_is(buf, len, "link", &v, &vl)) {
@@ -497,26 +510,85 @@ enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h
 	return HM_OK;
 }
 
-enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf)
+enum hm_err fetch_curl_err(struct hm_ctx *ctx, const struct fetch_client *c, CURLcode rc, long os_errno,
+			   const char *url, int api)
 {
 	char *origin = fetch_origin_of(url);
-	const char *where = origin ? origin : "server";
-	const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+	const char *where = origin ? origin : "the server";
+	int ep = origin && !strcmp(origin, c->origin);
+	const char *who = ep ? "the hub at" : "the download server at";
+	char from[160] = "";
 	enum hm_err e;
+	if (ep)
+		snprintf(from, sizeof(from), " (the endpoint comes from %s)", c->endpoint_from);
 	switch (rc) {
-	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
+		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot find %s '%s': the host name does not resolve%s", who, where, from);
+		break;
 	case CURLE_COULDNT_RESOLVE_PROXY:
-		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to '%s': %s (server unreachable)", where, why);
+		e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot find the proxy's host (check http_proxy, https_proxy, ALL_PROXY)");
+		break;
+	case CURLE_COULDNT_CONNECT:
+		if (os_errno == ECONNREFUSED)
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': connection refused, nothing listens there%s",
+				    who, where, from);
+		else if (os_errno == ETIMEDOUT || !os_errno)
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': no answer within %g s (%s)%s", who, where,
+				    api ? c->meta_timeout : c->connect_timeout,
+				    api ? c->meta_timeout_from : "the connect timeout", from);
+		else
+			e = hm_fail(ctx, HM_ERR_UNREACHABLE, "cannot connect to %s '%s': %s%s", who, where, strerror((int)os_errno), from);
 		break;
 	case CURLE_OPERATION_TIMEDOUT:
-		e = hm_fail(ctx, HM_ERR_NET, "'%s' stopped sending data: %s", where, why);
+		if (api)
+			e = hm_fail(ctx, HM_ERR_NET, "%s '%s' sent no answer within %g s (%s)%s", who, where, c->meta_timeout,
+				    c->meta_timeout_from, from);
+		else
+			e = hm_fail(ctx, HM_ERR_NET, "%s '%s' stopped sending data for %g s (%s)", who, where, c->timeout,
+				    c->timeout_from);
+		break;
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+		e = hm_fail(ctx, HM_ERR_NET, "cannot make a TLS connection to '%s': the certificate or TLS setup was refused (%s)",
+			    where, curl_easy_strerror(rc));
+		break;
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		e = hm_fail(ctx, HM_ERR_NET, "%s '%s' closed the connection early", who, where);
 		break;
 	default:
-		e = hm_fail(ctx, HM_ERR_NET, "transfer from '%s' failed: %s", where, why);
+		e = hm_fail(ctx, HM_ERR_NET, "transfer from '%s' failed: %s", where, curl_easy_strerror(rc));
 	}
 	free(origin);
 	return e;
+}
+
+void fetch_log_http(struct hm_ctx *ctx, const char *method, const char *url, long status, double seconds)
+{
+	char clean[1024];
+	const char *p = strstr(url, "://"), *at, *host;
+	size_t n = 0;
+	if (!ctx || !ctx->verbose)
+		return;
+	host = p ? p + 3 : url;
+	/* drop user:password@ before the host */
+	at = strchr(host, '@');
+	if (at && at < host + strcspn(host, "/?#"))
+		host = at + 1;
+	if (p) {
+		n = (size_t)(p + 3 - url);
+		memcpy(clean, url, n < sizeof(clean) ? n : 0);
+	}
+	size_t rest = strcspn(host, "?#");
+	if (n + rest >= sizeof(clean))
+		rest = sizeof(clean) - n - 1;
+	memcpy(clean + n, host, rest);
+	clean[n + rest] = 0;
+	struct hm_event ev = {.kind = HM_EV_HTTP, .name = clean, .method = method, .status = status, .seconds = seconds};
+	hm_emit(ctx, &ev);
 }
 
 int fetch_status_retryable(long status)
@@ -551,10 +623,32 @@ enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, con
 		}
 		msg[j] = 0;
 	}
-	if (!strcmp(code, "GatedRepo"))
-		return hm_fail(ctx, HM_ERR_GATED,
-			       "%s is gated: request access on the hub, then pass a token with access (--token or HF_TOKEN)%s",
-			       what, have_token ? " - the token given has no access" : "");
+	if (!strcmp(code, "GatedRepo")) {
+		/* the Hub's 403 names the page where access is requested */
+		char url[256] = "";
+		const char *u = strstr(r->error_message, "https://");
+		if (!u)
+			u = strstr(r->error_message, "http://");
+		if (u) {
+			size_t n = strcspn(u, " \t\"'<>");
+			while (n && (u[n - 1] == '.' || u[n - 1] == ','))
+				n--;
+			snprintf(url, sizeof(url), "%.*s", (int)(n < sizeof(url) ? n : sizeof(url) - 1), u);
+			for (char *p = url; *p; p++)
+				if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+					*p = '?';
+		}
+		if (have_token)
+			return hm_fail(ctx, HM_ERR_GATED, "the token has no access to gated %s: request access at %s",
+				       what, url[0] ? url : "the repository's page on the hub");
+		return hm_fail(ctx, HM_ERR_GATED, "%s is gated: request access at %s, then set HF_TOKEN", what,
+			       url[0] ? url : "the repository's page on the hub");
+	}
+	if (r->status == 401 && r->www_authenticate && strcmp(code, "RepoNotFound"))
+		/* a private mirror wants a token: its own words say so */
+		return hm_fail(ctx, HM_ERR_AUTH, "%s: the server requires a token (HTTP 401)%s%s", what,
+			       have_token ? ", and refused the one given" : "; set HF_TOKEN or save it in $HF_HOME/token",
+			       msg);
 	if (!strcmp(code, "RepoNotFound") || (!code[0] && r->status == 401 && !have_token))
 		return hm_fail(ctx, HM_ERR_REPO_NOT_FOUND,
 			       "%s not found: check the name and --repo-type%s", what,

@@ -28,7 +28,8 @@
 #define SPLIT_ALIGN (64ull << 10)
 #define BUFFER_SIZE (512L << 10)
 #define HASH_CHUNK (4ull << 20)
-#define CHECKPOINT_EVERY 1.0       /* seconds between resume-state saves */
+#define CHECKPOINT_EVERY 0.1       /* seconds between records of the written ranges (no fsync) */
+#define SYNC_EVERY 1.0             /* seconds between fdatasyncs (ranges that survive a reboot) */
 #define MAX_REDIRECTS 10
 #define MAX_RESTARTS 1             /* whole-file restarts after a digest mismatch */
 
@@ -48,6 +49,7 @@ struct seg {
 	struct fetch_resp resp;
 	struct fetch_guard guard;
 	char errbuf[CURL_ERROR_SIZE];
+	long os_errno;                /* CURLINFO_OS_ERRNO of the last transfer */
 	char *url;                    /* URL of the current request */
 	int redirects;
 	int checked;                  /* status of this response looked at */
@@ -58,6 +60,7 @@ struct seg {
 	int fails;                    /* failures in a row */
 	int progressed;               /* data arrived in this attempt */
 	double wait_until;
+	double t_req;                 /* when the current request started (for the request log) */
 };
 
 enum x_state { X_PENDING, X_RUNNING, X_FINISHED };
@@ -83,6 +86,10 @@ struct xfer {
 	int hash_busy, hash_err, complete, hashed;
 	/* shared with the syncer (g->mu) */
 	int sync_busy;
+	/* the syncer's own (or after quiesce): the ranges last fdatasync'd */
+	struct fetch_range *synced;
+	size_t nsynced;
+	double last_sync;
 };
 
 struct dl {
@@ -99,7 +106,10 @@ struct dl {
 	size_t neasy, nbuf;           /* both pools hold at most `connections` */
 	enum hm_err fatal;
 	char fatal_msg[512];
+	char boot[FETCH_BOOT_ID_MAX]; /* resume states are tagged with it */
 	uint64_t total, done_bytes;
+	uint64_t base_bytes;          /* of done_bytes: on disk before this run (resumed, present) */
+	size_t nfinished;             /* files finished (done, skipped or failed) */
 	/* threads */
 	pthread_t hasher, syncer;
 	int threads_started;
@@ -186,11 +196,26 @@ static void *syncer_main(void *arg)
 			continue;
 		}
 		struct sync_item it = g->sync_q[--g->sync_n];
+		struct xfer *x = it.x;
 		it.x->sync_busy = 1;
 		pthread_mutex_unlock(&g->mu);
-		/* data first, then the record of it: a range is listed only once durable */
-		if (fdatasync(it.x->fd) == 0)
-			(void)fetch_state_save(it.x->job->state_path, it.x->size, it.r, it.n);
+		/* every time: the written ranges (a kill -9 keeps them in the page
+		 * cache); every SYNC_EVERY: data first, then the record of it, so
+		 * a range is listed as done only once durable */
+		double now = util_now();
+		int durable = 0;
+		if (now - x->last_sync >= SYNC_EVERY && fdatasync(x->fd) == 0) {
+			struct fetch_range *c = malloc((it.n ? it.n : 1) * sizeof(*c));
+			if (c) {
+				memcpy(c, it.r, it.n * sizeof(*c));
+				free(x->synced);
+				x->synced = c;
+				x->nsynced = it.n;
+				durable = 1;
+			}
+			x->last_sync = now;
+		}
+		(void)fetch_state_save(x->job->state_path, x->size, g->boot, x->synced, x->nsynced, it.r, it.n, durable);
 		free(it.r);
 		pthread_mutex_lock(&g->mu);
 		it.x->sync_busy = 0;
@@ -538,6 +563,7 @@ static enum hm_err seg_start(struct dl *g, struct seg *s)
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "cannot start a transfer");
 	}
 	s->state = SEG_ACTIVE;
+	s->t_req = util_now();
 	x->active++;
 	g->active++;
 	if (x->active > x->job->connections)
@@ -584,6 +610,9 @@ static enum hm_err xfer_reset(struct dl *g, struct xfer *x)
 	if (ftruncate(x->fd, 0) != 0)
 		return hm_fail(g->ctx, HM_ERR_IO, "cannot truncate '%s': %s", x->job->part_path, strerror(errno));
 	unlink(x->job->state_path);
+	free(x->synced);
+	x->synced = NULL;
+	x->nsynced = 0;
 	verify_hasher_free(x->hasher);
 	x->hasher = verify_hasher_new(x->job->expect_git_oid ? (int64_t)x->size : -1);
 	if (!x->hasher || add_gap(g, x, 0, x->size))
@@ -614,7 +643,7 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 	x->hasher = verify_hasher_new(j->expect_git_oid ? (int64_t)x->size : -1);
 	if (!x->hasher)
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
-	if (fstat(x->fd, &st) == 0 && st.st_size > 0 && fetch_state_load(j->state_path, x->size, &r, &nr) == 0) {
+	if (fstat(x->fd, &st) == 0 && st.st_size > 0 && fetch_state_load(j->state_path, x->size, g->boot, &r, &nr) == 0) {
 		/* trust only ranges the part file actually reaches */
 		while (nr && r[nr - 1].end > (uint64_t)st.st_size)
 			nr--;
@@ -637,6 +666,7 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 	}
 	free(r);
 	g->done_bytes += j->bytes_resumed;
+	g->base_bytes += j->bytes_resumed;
 	advance_frontier(g, x);
 	hash_resume(g, x);
 	return HM_OK;
@@ -654,8 +684,13 @@ static void xfer_close(struct dl *g, struct xfer *x)
 	x->fd = -1;
 	verify_hasher_free(x->hasher);
 	x->hasher = NULL;
+	free(x->synced);
+	x->synced = NULL;
+	x->nsynced = 0;
 	free(x->eff_url);
 	x->eff_url = NULL;
+	if (x->state != X_FINISHED)
+		g->nfinished++;
 	x->state = X_FINISHED;
 	x->job->seconds = util_now() - x->t_start;
 }
@@ -678,7 +713,7 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 			struct fetch_range *r = snapshot(x, &n);
 			quiesce(g, x);
 			if (r && fdatasync(x->fd) == 0)
-				(void)fetch_state_save(j->state_path, x->size, r, n);
+				(void)fetch_state_save(j->state_path, x->size, g->boot, r, n, r, n, 1);
 			free(r);
 		}
 	}
@@ -714,6 +749,8 @@ static void xfer_verify(struct dl *g, struct xfer *x)
 		x->eff_url = NULL;
 		x->norange = x->ranges_ok = 0;
 		g->done_bytes -= x->size < g->done_bytes ? x->size : g->done_bytes;
+		g->base_bytes -= x->job->bytes_resumed < g->base_bytes ? x->job->bytes_resumed : g->base_bytes;
+		x->job->bytes_resumed = 0;
 		enum hm_err e = xfer_reset(g, x);
 		if (e) {
 			set_job_err(x, e, g->ctx->errmsg);
@@ -762,8 +799,10 @@ static void seg_retry(struct dl *g, struct seg *s, const struct fetch_resp *r, e
 		return;
 	}
 	s->state = SEG_WAIT;
-	s->wait_until = util_now() + (s->progressed && !r ? 0 : fetch_backoff(s->fails, r));
-	struct hm_event ev = {.kind = HM_EV_RETRY, .name = x->job->name, .msg = msg};
+	double wait = s->progressed && !r ? 0 : fetch_backoff(s->fails, r);
+	s->wait_until = util_now() + wait;
+	struct hm_event ev = {.kind = HM_EV_RETRY, .name = x->job->name, .msg = msg, .attempt = s->fails,
+			      .attempts = g->c->retries, .backoff = wait, .status = r ? r->status : 0};
 	hm_emit(g->ctx, &ev);
 }
 
@@ -774,6 +813,8 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 	char msg[512], what[600];
 	int was_cut = s->cut;
 
+	if (g->ctx->verbose && s->url)
+		fetch_log_http(g->ctx, "GET", s->url, rc == CURLE_OK || was_cut ? r.status : 0, util_now() - s->t_req);
 	seg_stop(g, s);
 	if (x->state != X_RUNNING || x->failed)
 		return;
@@ -860,7 +901,7 @@ static void seg_done(struct dl *g, struct seg *s, CURLcode rc)
 		xfer_fail(g, x, ge, tmp.errmsg);
 		return;
 	}
-	enum hm_err e = fetch_curl_err(&tmp, rc, s->url, s->errbuf);
+	enum hm_err e = fetch_curl_err(&tmp, g->c, rc, s->os_errno, s->url, 0);
 	if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST) {
 		/* a redirect target may be the dead one: start from the resolve URL next time */
 		free(s->url);
@@ -949,7 +990,9 @@ static void schedule(struct dl *g, double now)
 		}
 		if (b == 1) {
 			x->state = X_FINISHED;
+			g->nfinished++;
 			g->done_bytes += x->job->size;
+			g->base_bytes += x->job->size;
 			continue;
 		}
 		x->state = X_RUNNING;
@@ -1029,7 +1072,7 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 {
 	struct dl g;
 	enum hm_err err = HM_OK;
-	double last_ev = 0, rate_t = util_now();
+	double last_ev = 0, t0 = util_now(), rate_t = t0;
 	uint64_t rate_b = 0;
 	double rate = 0;
 
@@ -1048,6 +1091,7 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		goto out;
 	}
 	g.nx = n;
+	fetch_boot_id(g.boot);
 	for (size_t i = 0; i < n; i++) {
 		g.xs[i].job = jobs[i];
 		g.xs[i].g = &g;
@@ -1088,18 +1132,29 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 				continue;
 			struct seg *s = NULL;
 			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-			if (s)
+			if (s) {
+				s->os_errno = 0;
+				curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &s->os_errno);
 				seg_done(&g, s, m->data.result);
+			}
 		}
 		post_process(&g, util_now());
 		if (now - last_ev >= 0.2) {
-			double dt = now - rate_t;
-			if (dt >= 1.0) {
-				rate = (double)(g.done_bytes - rate_b) / dt;
-				rate_b = g.done_bytes;
+			/* the rate counts this run's bytes only: a resumed part or a file
+			 * already present is no speed (an exponential average over ~3 s) */
+			uint64_t fresh = g.done_bytes > g.base_bytes ? g.done_bytes - g.base_bytes : 0;
+			double dt = now - rate_t, elapsed = now - t0;
+			if (dt >= 1.0 || (!rate && elapsed >= 0.5 && fresh)) {
+				double inst = (double)(fresh - rate_b) / (dt > 0 ? dt : 1);
+				if (fresh < rate_b) /* a file started over */
+					inst = 0;
+				rate = rate ? 0.7 * rate + 0.3 * inst : inst;
+				rate_b = fresh;
 				rate_t = now;
 			}
-			struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g.done_bytes, .total = g.total, .rate = rate};
+			struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g.done_bytes, .total = g.total, .rate = rate,
+					      .resumed = g.base_bytes, .files_done = (int)g.nfinished,
+					      .files_total = (int)g.nx, .active = g.active};
 			hm_emit(ctx, &ev);
 			last_ev = now;
 		}
@@ -1149,6 +1204,7 @@ out:
 			if (g.xs[i].fd >= 0)
 				close(g.xs[i].fd);
 			verify_hasher_free(g.xs[i].hasher);
+			free(g.xs[i].synced);
 			free(g.xs[i].eff_url);
 		}
 	for (size_t i = 0; i < g.sync_n; i++)

@@ -12,7 +12,8 @@ struct fetch_client {
 	char *token;          /* NULL if none */
 	char *user_agent;
 	int connections, retries;
-	double timeout, connect_timeout;
+	double timeout, connect_timeout, meta_timeout;
+	char endpoint_from[64], timeout_from[64], meta_timeout_from[64];
 	int allow_private;    /* --allow-private-redirects */
 	int ep_classes;       /* address classes the endpoint was reached at (atomic bits) */
 };
@@ -42,6 +43,7 @@ struct fetch_resp {
 	int has_content_range;
 	uint64_t cr_start, cr_end, cr_total; /* Content-Range */
 	int64_t content_length;   /* -1 if absent */
+	int www_authenticate;     /* the server asks for credentials (401 + WWW-Authenticate) */
 };
 
 void fetch_resp_reset(struct fetch_resp *r);
@@ -64,13 +66,21 @@ enum hm_err fetch_guard_err(struct hm_ctx *ctx, const struct fetch_guard *g, con
  * the transfer; guard (caller's storage) must outlive the transfer. */
 enum hm_err fetch_easy_setup(struct hm_ctx *ctx, struct fetch_client *c, CURL *h, const char *url,
 			     struct curl_slist **hdrs, struct fetch_guard *guard) HM_MUST_CHECK;
-/* Maps a curl error to ours, with a message naming the URL (token-free). */
-enum hm_err fetch_curl_err(struct hm_ctx *ctx, CURLcode rc, const char *url, const char *errbuf);
+/* Maps a curl error to ours with a message in plain words naming the
+ * server (token-free) and, for timeouts, the setting that chose the limit.
+ * os_errno: CURLINFO_OS_ERRNO of the transfer; api: an API call (metadata
+ * timeout) rather than a download (stall timeout). */
+enum hm_err fetch_curl_err(struct hm_ctx *ctx, const struct fetch_client *c, CURLcode rc, long os_errno,
+			   const char *url, int api);
 /* Maps an error status + X-Error-Code to ours with a one-line message. what names the subject. */
 enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, const char *what,
 			     int have_token);
 /* Seconds to wait before retry number n (1-based), honouring Retry-After. */
 double fetch_backoff(int n, const struct fetch_resp *r);
+/* The request log (--verbose, HF_DEBUG=1): emits HM_EV_HTTP with the URL
+ * cut before its query (signed CDN URLs carry credentials there) and without
+ * userinfo. status 0: no HTTP answer. */
+void fetch_log_http(struct hm_ctx *ctx, const char *method, const char *url, long status, double seconds);
 /* Whether a status is worth retrying. */
 int fetch_status_retryable(long status);
 

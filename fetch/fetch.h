@@ -14,8 +14,11 @@ struct fetch_client_opts {
 	const char *token;      /* may be NULL; sent only to the endpoint's own origin */
 	int connections;        /* total parallel connections (default 8) */
 	int retries;            /* failures in a row tolerated per transfer (default 5) */
-	double timeout;         /* seconds without progress before a connection is replaced (default 30) */
+	double timeout;         /* seconds without progress before a download connection is replaced (default 30) */
 	double connect_timeout; /* seconds (default 10) */
+	double meta_timeout;    /* API calls: seconds to connect, and without data, before a retry (default 10) */
+	/* where the values came from, for messages ("--endpoint", "HF_HUB_ETAG_TIMEOUT" ...); may be NULL */
+	const char *endpoint_from, *timeout_from, *meta_timeout_from;
 	int allow_private_redirects; /* follow redirects to loopback/private addresses
 				      * even when the endpoint is not in those ranges */
 };
@@ -34,6 +37,13 @@ const char *fetch_client_endpoint(const struct fetch_client *c);
  * (type "model" or "dataset") to a 40-hex commit. */
 enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			       const char *repo, const char *rev, char commit[41]) HM_MUST_CHECK;
+
+/* fetch_hub_revision, and whether the hub says the repo is gated (its
+ * "gated" field is "auto" or "manual"); gated may be NULL. */
+enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+				    const char *repo, const char *rev, char commit[41], int *gated) HM_MUST_CHECK;
+/* Whether the client sends a token to its endpoint. */
+int fetch_client_has_token(const struct fetch_client *c);
 
 struct fetch_entry {
 	char *path;          /* validated with util_path_is_safe */

@@ -37,6 +37,14 @@ static void sleep_s(double s)
 	nanosleep(&ts, NULL);
 }
 
+/* A retry of an API call, for the command to print ("retrying X in 4 s (2/5): why"). */
+static void retry_line(struct hm_ctx *ctx, const char *what, const char *why, double wait, int n, int max, long status)
+{
+	struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = why, .attempt = n, .attempts = max,
+			      .backoff = wait, .status = status};
+	hm_emit(ctx, &ev);
+}
+
 /* GETs url (following redirects under the token rule, retrying transient
  * failures) and parses the JSON body. what names the subject in errors. */
 static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, const char *url_in,
@@ -78,9 +86,14 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetch_header_cb);
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
 		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout) * 1000 * 4));
+		/* metadata: a short limit to connect and to wait for data (HF_HUB_ETAG_TIMEOUT) */
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->meta_timeout * 1000));
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(c->meta_timeout < 1 ? 1 : c->meta_timeout));
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)((c->timeout + c->connect_timeout + c->meta_timeout) * 1000 * 4));
+		double t_req = util_now();
 		rc = curl_easy_perform(h);
 		curl_slist_free_all(hdrs);
+		fetch_log_http(ctx, "GET", url, rc == CURLE_OK ? r.status : 0, util_now() - t_req);
 		if (bd.too_big) {
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s is larger than %u MiB: refusing it", what, API_MAX_BODY >> 20);
 			goto out;
@@ -90,11 +103,18 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 			goto out;
 		}
 		if (rc != CURLE_OK) {
+			long os_errno = 0;
+			struct hm_ctx why = {0};
+			curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+			err = fetch_curl_err(&why, c, rc, os_errno, url, 1);
 			if (rc != CURLE_COULDNT_RESOLVE_HOST && ++failures <= c->retries) {
-				sleep_s(fetch_backoff(failures, NULL));
+				double wait = fetch_backoff(failures, NULL);
+				retry_line(ctx, what, why.errmsg, wait, failures, c->retries, 0);
+				sleep_s(wait);
+				err = HM_OK;
 				continue;
 			}
-			err = fetch_curl_err(ctx, rc, url, errbuf);
+			err = hm_fail(ctx, err, "%s", why.errmsg);
 			goto out;
 		}
 		if (r.status >= 300 && r.status < 400 && r.location[0]) {
@@ -107,8 +127,9 @@ static enum hm_err api_get_json(struct hm_ctx *ctx, struct fetch_client *c, cons
 		}
 		if (fetch_status_retryable(r.status) && ++failures <= c->retries) {
 			double wait = fetch_backoff(failures, &r);
-			struct hm_event ev = {.kind = HM_EV_RETRY, .name = what, .msg = "api"};
-			hm_emit(ctx, &ev);
+			char m[64];
+			snprintf(m, sizeof(m), "the hub answered HTTP %ld", r.status);
+			retry_line(ctx, what, m, wait, failures, c->retries, r.status);
 			sleep_s(wait);
 			continue;
 		}
@@ -186,6 +207,12 @@ char *fetch_resolve_url(const struct fetch_client *c, const char *type, const ch
 enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			       const char *repo, const char *rev, char commit[41])
 {
+	return fetch_hub_revision_info(ctx, c, type, repo, rev, commit, NULL);
+}
+
+enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
+				    const char *repo, const char *rev, char commit[41], int *gated)
+{
 	char *erev, *url, what[256];
 	json_t *j = NULL;
 	enum hm_err err;
@@ -216,6 +243,10 @@ enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the hub's answer for %s has no valid commit 'sha'", what);
 	}
 	memcpy(commit, sha, 41);
+	if (gated) {
+		json_t *g = json_object_get(j, "gated");
+		*gated = json_is_string(g) || json_is_true(g);
+	}
 	json_decref(j);
 	return HM_OK;
 }

@@ -29,6 +29,9 @@ struct mirror_pull_opts {
 	size_t nentries;
 	void (*on_progress)(void *ud, const char *path, uint64_t contiguous);
 	void *progress_ud;
+	/* Resolve and list only: the result says which files are present;
+	 * nothing is downloaded or recorded. */
+	int dry_run;
 };
 
 struct mirror_file {
@@ -38,6 +41,7 @@ struct mirror_file {
 	char git_oid[41];
 	int lfs;
 	int downloaded;      /* transferred in this run */
+	int present;         /* in the store before this run */
 	uint64_t bytes;      /* bytes over the wire in this run */
 	enum hm_err err;
 	char *errmsg;        /* NULL when ok */

@@ -48,6 +48,8 @@ struct pull {
 	size_t nheld, capheld;
 	double last_flush;
 	enum hm_err flush_err;  /* a flush that failed outside job_done */
+	int gated;              /* the hub says the repo is gated (its revision answer) */
+	char refused[512];      /* the first file refused for want of access (401/403) */
 };
 
 static int cmp_str(const void *a, const void *b)
@@ -193,6 +195,11 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		e2 = hold_lock(p, j);
 	if (err == HM_ERR_NOSPC || err == HM_ERR_DB)
 		return hm_fail(p->ctx, err, "%s", fj->errmsg);
+	if ((fj->err == HM_ERR_GATED || fj->err == HM_ERR_AUTH) && !p->refused[0]) {
+		/* every other file would be refused the same way: stop, one message */
+		snprintf(p->refused, sizeof(p->refused), "%s", fj->errmsg);
+		return hm_fail(p->ctx, fj->err, "%s", fj->errmsg);
+	}
 	if (e2)
 		return e2;
 	if (p->flush_err)
@@ -216,6 +223,26 @@ void mirror_pull_result_release(struct mirror_pull_result *res)
 	}
 	free(res->files);
 	memset(res, 0, sizeof(*res));
+}
+
+/* One line for a gated repo whose files were refused (the access page from
+ * the hub's message when it gave one, else the repo's page on the endpoint). */
+static enum hm_err gated_message(struct hm_ctx *ctx, struct fetch_client *fc, const struct mirror_pull_opts *o,
+				 const char *refused)
+{
+	char url[600] = "";
+	const char *u = strstr(refused, "request access at http");
+	const char *ds = strcmp(o->type, "dataset") ? "" : "datasets/";
+	if (u) {
+		u += strlen("request access at ");
+		snprintf(url, sizeof(url), "%.*s", (int)strcspn(u, " ,;"), u);
+	} else {
+		snprintf(url, sizeof(url), "%s/%s%s", fetch_client_endpoint(fc), ds, o->repo);
+	}
+	if (fetch_client_has_token(fc))
+		return hm_fail(ctx, HM_ERR_GATED, "the token has no access to gated '%s%s': request access at %s", ds,
+			       o->repo, url);
+	return hm_fail(ctx, HM_ERR_GATED, "'%s%s' is gated: request access at %s, then set HF_TOKEN", ds, o->repo, url);
 }
 
 static int is_commit(const char *rev)
@@ -250,7 +277,7 @@ static enum hm_err pull_list(struct pull *p, struct mirror_pull_result *res)
 	const struct mirror_pull_opts *o = p->o;
 	enum hm_err err;
 	if (!(o->commit && o->entries)) {
-		err = fetch_hub_revision(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit);
+		err = fetch_hub_revision_info(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit, &p->gated);
 		if (!err)
 			err = fetch_hub_tree(p->ctx, p->fc, o->type, o->repo, res->commit, &p->ents, &p->nents);
 		return err;
@@ -376,6 +403,7 @@ static enum hm_err pull_plan(struct pull *p, struct mirror_pull_result *res)
 		p->job_of[res->nfiles++] = SIZE_MAX;
 		if ((err = present(ctx, p->st, e, f->sha256, &yes)))
 			return err;
+		f->present = yes;
 		if (yes)
 			continue;
 		/* one job per distinct content: identical files share it */
@@ -478,9 +506,20 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 		memcpy(p.only, o->only, o->nonly * sizeof(*p.only));
 		qsort(p.only, o->nonly, sizeof(*p.only), cmp_str);
 	}
-	if ((err = pull_list(&p, res)) || (err = pull_plan(&p, res)))
+	if ((err = pull_list(&p, res)) || (err = pull_plan(&p, res)) || o->dry_run)
 		goto out;
+	{
+		/* progress counts files over the whole revision: say how many are here already */
+		size_t nhere = 0;
+		for (size_t i = 0; i < res->nfiles; i++)
+			nhere += p.job_of[i] == SIZE_MAX;
+		struct hm_event fev = {.kind = HM_EV_INFO, .msg = "files", .files_done = (int)nhere,
+				       .files_total = (int)(nhere + p.njobs)};
+		hm_emit(ctx, &fev);
+	}
 	err = pull_download(&p);
+	if (err == HM_ERR_GATED || (p.gated && err == HM_ERR_AUTH))
+		err = gated_message(ctx, fc, o, p.refused);
 	pull_collect(&p, res);
 	if (!err && res->nfailed) {
 		enum hm_err first = HM_ERR_NET;

@@ -43,8 +43,10 @@ enum hm_event_kind {
 	HM_EV_FILE_START,  /* name, total */
 	HM_EV_PROGRESS,    /* done/total over all work, rate */
 	HM_EV_FILE_DONE,   /* name, total; err set on failure */
-	HM_EV_RETRY,       /* name; detail in msg */
-	HM_EV_INFO         /* msg */
+	HM_EV_RETRY,       /* name; detail in msg; attempt/attempts, backoff, status */
+	HM_EV_INFO,        /* msg */
+	HM_EV_HTTP         /* one finished HTTP request, only when ctx->verbose:
+			      method, name = URL without its query, status, seconds */
 };
 
 struct hm_event {
@@ -52,8 +54,20 @@ struct hm_event {
 	const char *name;
 	const char *msg;
 	uint64_t done, total;
-	double rate; /* bytes/s */
+	double rate; /* bytes/s, from this run's transfers only */
 	enum hm_err err;
+	/* HM_EV_PROGRESS of a download: bytes that were on disk before this run
+	 * (resumed parts, files present), files finished of files, connections
+	 * in use now. */
+	uint64_t resumed;
+	int files_done, files_total, active;
+	/* HM_EV_RETRY: this was failure `attempt` of `attempts` tolerated; the
+	 * next try comes in `backoff` seconds; status is the HTTP status (0 if
+	 * the transfer failed below HTTP). HM_EV_HTTP: status and seconds. */
+	int attempt, attempts;
+	double backoff, seconds;
+	long status;
+	const char *method;
 };
 
 /* The context passed down through every layer (no mutable globals). */

@@ -218,7 +218,7 @@ def test_dataset(t):
     t.ok("export", "datasets/org/data", "-o", out)
     t.ok("import", out, store=dest(t))
     r = t.ok("ls", "datasets/org/data", "--json", store=dest(t)).json()
-    check(r["type"] == "dataset", "ls: %s" % r)
+    check(r["repo_type"] == "dataset", "ls: %s" % r)
 
 
 def test_usage(t):

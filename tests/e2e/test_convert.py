@@ -541,7 +541,7 @@ def test_convert_refuses(t):
     t.fails("convert", d, "--to", "safetensors", rc=2, words=("-o",))
     t.fails("convert", "nobody/nothing", words=("neither", "not found", "not a hubmirror store"))
     bad = sample_copy(t, "neox", architectures=["GPTNeoXForCausalLM"])
-    t.fails("convert", bad, "-o", out, words=("not supported",))
+    t.fails("convert", bad, "-o", out, words=("unsupported architecture GPTNeoXForCausalLM (supported: ",))
     # Qwen2 is supported, but a Llama checkpoint has no q/k/v biases
     bad = sample_copy(t, "qwen", architectures=["Qwen2ForCausalLM"])
     t.fails("convert", bad, "-o", out, words=("q_proj.bias",))
@@ -582,7 +582,8 @@ def ensure_node():
     node = shutil.which("node")
     if not node:
         raise Fail("node is not installed: the llama.cpp test needs Node.js >= 18 and npm")
-    pkg = os.path.join(JS, "node_modules", "node-llama-cpp", "package.json")
+    # the last dependency added: an older node_modules without it is reinstalled
+    pkg = os.path.join(JS, "node_modules", "@huggingface", "gguf", "package.json")
     with open(os.path.join(JS, "package.json")) as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         done = os.path.exists(os.path.join(JS, "node_modules", ".package-lock.json")) and os.path.exists(pkg)

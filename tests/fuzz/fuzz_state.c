@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	fwrite(data, 1, size, f);
 	fclose(f);
-	if (fetch_state_load(path, 1000000, &r, &n) == 0) {
+	if (fetch_state_load(path, 1000000, (size & 1) ? "fuzz-boot" : "", &r, &n) == 0) {
 		/* what is accepted is sorted, in bounds and disjoint */
 		for (size_t i = 0; i < n; i++)
 			if (r[i].start >= r[i].end || r[i].end > 1000000 || (i && r[i].start < r[i - 1].end))

@@ -34,6 +34,8 @@ to the config file's directory when not absolute.
 
 Control endpoints (API host): GET /_emu/log, POST /_emu/reset-log,
 GET|POST /_emu/faults, POST /_emu/settings {"page_size": N, ...},
+(settings: "require_token": true answers 401 with WWW-Authenticate to any
+API-host request without a valid token),
 POST /_emu/set-ref {"type", "repo", "ref", "commit": index|hex},
 GET /_emu/repos (what the emulator serves, with digests),
 GET /_emu/inflight (requests being served now, with bytes sent so far).
@@ -265,6 +267,7 @@ class Emu:
         self.secret = os.urandom(16)
         self.page_size = int(page_size or config.get("page_size", 1000))
         self.cdn_reject_auth = bool(config.get("cdn_reject_auth", False))
+        self.require_token = bool(config.get("require_token", False))
         self.user_tokens = set(config.get("tokens", []))
         self.repos = {}
         self.blobs = {}  # sha256 -> File (LFS)
@@ -642,6 +645,10 @@ class ApiHandler(Handler):
         p = self.raw_path
         if p.startswith("/_emu/"):
             return self.control(p[len("/_emu/"):])
+        if self.emu.require_token and self.token() not in self.emu.user_tokens:
+            # a private mirror: no anonymous access (nginx auth_request, hubmirror serve --token)
+            return self.hub_error(401, None, "this endpoint requires a token",
+                                  [("WWW-Authenticate", 'Bearer realm="hubemu"')])
         segs = p.split("/")[1:]
         if segs[:2] == ["api", "resolve-cache"]:
             return self.resolve_cache(segs[2:])
@@ -966,6 +973,8 @@ class ApiHandler(Handler):
                 emu.page_size = max(1, int(body["page_size"]))
             if "cdn_reject_auth" in body:
                 emu.cdn_reject_auth = bool(body["cdn_reject_auth"])
+            if "require_token" in body:
+                emu.require_token = bool(body["require_token"])
             return self.send_json(200, {"ok": True, "page_size": emu.page_size})
         if what == "set-ref" and self.method == "POST":
             r = emu.repos.get((body.get("type", "model"), body["repo"]))

@@ -1,0 +1,340 @@
+/* matmul.c - matrix products of a weight matrix with a batch of activation
+ * rows (a prompt's tokens, or the one token of a generation step), the way
+ * llama.cpp's CPU backend computes them: Q8_0/Q4_0 weights are dotted with
+ * activations quantized once per product to 8 bits in blocks of 32 (scale
+ * max|x|/127, round to nearest even), in integer arithmetic (AVX-512 VNNI
+ * dpbusd, AVX2 maddubs, or plain C); F32/F16/BF16 weights with F32
+ * activations. Weights stay in their blocked layout in the read-only mapping.
+ *
+ * Every output element is computed by the same sequence of operations
+ * whatever the batch size, its place in a register tile or the number of
+ * threads, so a prompt run as one batch gives bit for bit the logits of the
+ * same prompt run token by token, and runs repeat exactly. */
+#include <math.h>
+#include <string.h>
+#include "engine-int.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define ENG_X86 1
+#include <immintrin.h>
+#endif
+
+static inline uint16_t ld16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+int eng_type_int8(uint32_t t)
+{
+	return t == FMT_GGML_Q8_0 || t == FMT_GGML_Q4_0;
+}
+
+/* ---- portable ---- */
+
+static void quant_c(const float *x, size_t n, int8_t *q, float *d)
+{
+	for (size_t b = 0; b < n / ENG_QK; b++, x += ENG_QK, q += ENG_QK) {
+		float amax = 0;
+		for (int j = 0; j < ENG_QK; j++)
+			amax = fmaxf(amax, fabsf(x[j]));
+		float s = amax / 127.0f, id = s != 0 ? 1.0f / s : 0.0f;
+		d[b] = s;
+		for (int j = 0; j < ENG_QK; j++)
+			q[j] = (int8_t)nearbyintf(x[j] * id);
+	}
+}
+
+/* Unpacks one weight block (Q8_0 or Q4_0) to 32 signed values; returns its scale. */
+static inline float wblock_c(uint32_t type, const unsigned char *w, int8_t *v)
+{
+	if (type == FMT_GGML_Q8_0) {
+		memcpy(v, w + 2, ENG_QK);
+	} else {
+		for (int j = 0; j < ENG_QK / 2; j++) {
+			v[j] = (int8_t)((w[2 + j] & 0x0f) - 8);
+			v[j + ENG_QK / 2] = (int8_t)((w[2 + j] >> 4) - 8);
+		}
+	}
+	return eng_f16_to_f32(ld16(w));
+}
+
+static void mm_int8_c(const struct eng_mm_args *a)
+{
+	const size_t nb = a->cols / ENG_QK, bs = a->w->type == FMT_GGML_Q8_0 ? 34 : 18;
+	int8_t v[ENG_QK];
+	for (size_t r = a->r0; r < a->r1; r++)
+		for (size_t t = 0; t < a->n; t++) {
+			const unsigned char *w = a->w->data + r * a->w->row_bytes;
+			const int8_t *x = a->xq + t * a->cols;
+			const float *xd = a->xd + t * nb;
+			float acc = 0;
+			for (size_t b = 0; b < nb; b++, w += bs, x += ENG_QK) {
+				float dw = wblock_c(a->w->type, w, v);
+				int32_t s = 0;
+				for (int j = 0; j < ENG_QK; j++)
+					s += v[j] * x[j];
+				acc += (float)s * (dw * xd[b]);
+			}
+			a->y[t * a->ystride + r] = acc;
+		}
+}
+
+/* F32/F16/BF16 weights: one dot product per output through the level's dot kernel. */
+static void mm_float_dot(const struct eng_mm_args *a)
+{
+	eng_dot_fn dot = a->k->dot[eng_type_slot(a->w->type)];
+	for (size_t r = a->r0; r < a->r1; r++)
+		for (size_t t = 0; t < a->n; t++)
+			a->y[t * a->ystride + r] = dot(a->w->data + r * a->w->row_bytes, a->x + t * a->xstride, a->cols);
+}
+
+const struct eng_mm_kernels eng_mm_c = {quant_c, mm_int8_c, mm_float_dot};
+
+#ifdef ENG_X86
+/* ---- AVX2: the sign trick (|w| unsigned times x with w's sign, maddubs) ---- */
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static void quant_avx2(const float *x, size_t n, int8_t *q, float *d)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	for (size_t b = 0; b < n / ENG_QK; b++, x += ENG_QK, q += ENG_QK) {
+		__m256 v[4], m;
+		for (int i = 0; i < 4; i++)
+			v[i] = _mm256_loadu_ps(x + 8 * i);
+		m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+				  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+		__m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+		h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+		h = _mm_max_ss(h, _mm_movehdup_ps(h));
+		float amax = _mm_cvtss_f32(h), s = amax / 127.0f, id = s != 0 ? 1.0f / s : 0.0f;
+		d[b] = s;
+		__m256 vid = _mm256_set1_ps(id);
+		__m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], vid));
+		__m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], vid));
+		/* packs interleave 128-bit lanes: undo with a permute */
+		__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+		p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+		_mm256_storeu_si256((__m256i *)(void *)q, p);
+	}
+}
+
+AVX2 static inline __m256i wblock_avx2(uint32_t type, const unsigned char *w)
+{
+	if (type == FMT_GGML_Q8_0)
+		return _mm256_loadu_si256((const __m256i *)(const void *)(w + 2));
+	__m128i q = _mm_loadu_si128((const __m128i *)(const void *)(w + 2)), m4 = _mm_set1_epi8(0x0f);
+	__m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+	return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+AVX2 static inline float scale_f16(const unsigned char *p)
+{
+	return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(ld16(p))));
+}
+
+AVX2 static inline float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+AVX2 static void mm_int8_avx2(const struct eng_mm_args *a)
+{
+	const size_t nb = a->cols / ENG_QK, bs = a->w->type == FMT_GGML_Q8_0 ? 34 : 18;
+	const __m256i ones = _mm256_set1_epi16(1);
+	for (size_t r = a->r0; r < a->r1; r++)
+		for (size_t t = 0; t < a->n; t++) {
+			const unsigned char *w = a->w->data + r * a->w->row_bytes;
+			const int8_t *x = a->xq + t * a->cols;
+			const float *xd = a->xd + t * nb;
+			__m256 acc = _mm256_setzero_ps();
+			for (size_t b = 0; b < nb; b++, w += bs, x += ENG_QK) {
+				__m256i wv = wblock_avx2(a->w->type, w);
+				__m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)x);
+				__m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+				acc = _mm256_fmadd_ps(_mm256_set1_ps(scale_f16(w) * xd[b]), _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
+			}
+			a->y[t * a->ystride + r] = hsum8(acc);
+		}
+}
+
+const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_dot};
+
+/* ---- AVX-512 VNNI: register tiles of 4 rows x up to 4 tokens ----
+ * dpbusd multiplies unsigned by signed bytes: the weights go in as w + 128
+ * (unsigned) against the signed activations, and the accumulator starts at
+ * -128 * (sum of the activations), computed once per token and block pair. */
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define TR ENG_MM_TR
+
+VNNI static void quant_vnni(const float *x, size_t n, int8_t *q, float *d)
+{
+	for (size_t b = 0; b < n / ENG_QK; b++, x += ENG_QK, q += ENG_QK) {
+		__m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+		float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+		float s = amax / 127.0f, id = s != 0 ? 1.0f / s : 0.0f;
+		d[b] = s;
+		__m512 vid = _mm512_set1_ps(id);
+		_mm_storeu_si128((__m128i *)(void *)q, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, vid))));
+		_mm_storeu_si128((__m128i *)(void *)(q + 16), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, vid))));
+	}
+}
+
+/* Two weight blocks (b, b+1; only b when one) as unsigned bytes w + 128
+ * (a missing second block meets zero activations). */
+VNNI static inline __m512i wpair_vnni(uint32_t type, const unsigned char *w, size_t bs, int one)
+{
+	if (type == FMT_GGML_Q8_0) {
+		__m256i lo = _mm256_loadu_si256((const __m256i *)(const void *)(w + 2));
+		__m256i hi = one ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(const void *)(w + bs + 2));
+		__m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+		return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+	}
+	__m128i q0 = _mm_loadu_si128((const __m128i *)(const void *)(w + 2));
+	__m128i q1 = one ? _mm_set1_epi8(0x00) : _mm_loadu_si128((const __m128i *)(const void *)(w + bs + 2));
+	__m256i a = _mm256_set_m128i(_mm_srli_epi16(q0, 4), q0), b = _mm256_set_m128i(_mm_srli_epi16(q1, 4), q1);
+	__m512i v = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1), _mm512_set1_epi8(0x0f));
+	return _mm512_add_epi8(v, _mm512_set1_epi8(120)); /* nibble - 8 + 128 */
+}
+
+/* The scales of the two blocks, each in 8 lanes. */
+VNNI static inline __m512 wscale_vnni(const unsigned char *w, size_t bs, int one)
+{
+	uint32_t h = ld16(w) | (one ? 0u : (uint32_t)ld16(w + bs) << 16);
+	__m512 s = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)h)));
+	return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1), s);
+}
+
+VNNI static inline __m512 xscale_vnni(const float *d, int one)
+{
+	__m128 s = one ? _mm_load_ss(d) : _mm_castpd_ps(_mm_load_sd((const double *)(const void *)d));
+	return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+				     _mm512_castps128_ps512(s));
+}
+
+/* y[t][r] for TR rows from r and NT tokens from t. */
+VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const struct eng_mm_args *a, size_t r,
+									 size_t t, const int NT)
+{
+	const uint32_t type = a->w->type;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
+	const __m512i x80 = _mm512_set1_epi8((char)0x80);
+	const unsigned char *wr[TR];
+	__m512 acc[TR][4];
+	for (int i = 0; i < TR; i++) {
+		size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+		wr[i] = a->w->data + rr * a->w->row_bytes;
+		for (int j = 0; j < NT; j++)
+			acc[i][j] = _mm512_setzero_ps();
+	}
+	for (size_t b = 0; b < nb; b += 2) {
+		const int one = b + 1 == nb;
+		__m512i wv[TR];
+		__m512 ws[TR];
+		for (int i = 0; i < TR; i++) {
+			wv[i] = wpair_vnni(type, wr[i] + b * bs, bs, one);
+			ws[i] = wscale_vnni(wr[i] + b * bs, bs, one);
+		}
+		for (int j = 0; j < NT; j++) {
+			const int8_t *xp = a->xq + (t + (size_t)j) * a->cols + b * ENG_QK;
+			__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp);
+			__m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv));
+			__m512 xs = xscale_vnni(a->xd + (t + (size_t)j) * nb + b, one);
+			for (int i = 0; i < TR; i++) {
+				__m512i p = _mm512_dpbusd_epi32(neg, wv[i], xv);
+				acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws[i], xs), acc[i][j]);
+			}
+		}
+	}
+	for (int i = 0; i < TR && r + (size_t)i < a->r1; i++)
+		for (int j = 0; j < NT; j++)
+			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+VNNI static void mm_int8_vnni(const struct eng_mm_args *a)
+{
+	for (size_t r = a->r0; r < a->r1; r += TR) {
+		size_t t = 0;
+		for (; t + 4 <= a->n; t += 4)
+			tile_int8_vnni(a, r, t, 4);
+		switch (a->n - t) {
+		case 3: tile_int8_vnni(a, r, t, 3); break;
+		case 2: tile_int8_vnni(a, r, t, 2); break;
+		case 1: tile_int8_vnni(a, r, t, 1); break;
+		}
+	}
+}
+
+/* Float weights: 16 columns at a time, converted once per row for all tokens of the tile. */
+VNNI static inline __m512 wload16(uint32_t type, const unsigned char *w, size_t i, __mmask16 m)
+{
+	if (type == FMT_GGML_F32)
+		return _mm512_maskz_loadu_ps(m, w + 4 * i);
+	__m256i h = _mm256_maskz_loadu_epi16(m, w + 2 * i);
+	if (type == FMT_GGML_F16)
+		return _mm512_cvtph_ps(h);
+	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const struct eng_mm_args *a,
+									  const unsigned char *const *wr, uint32_t type,
+									  size_t r, size_t t, const int NT)
+{
+	__m512 acc[TR][4];
+	for (int i = 0; i < TR; i++)
+		for (int j = 0; j < NT; j++)
+			acc[i][j] = _mm512_setzero_ps();
+	for (size_t c = 0; c < a->cols; c += 16) {
+		__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
+		__m512 wv[TR];
+		for (int i = 0; i < TR; i++)
+			wv[i] = wload16(type, wr[i], c, m);
+		for (int j = 0; j < NT; j++) {
+			__m512 xv = _mm512_maskz_loadu_ps(m, a->x + (t + (size_t)j) * a->xstride + c);
+			for (int i = 0; i < TR; i++)
+				acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+		}
+	}
+	for (int i = 0; i < TR && r + (size_t)i < a->r1; i++)
+		for (int j = 0; j < NT; j++)
+			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+/* With more than one token tile, F16/BF16 rows are widened to F32 once into
+ * the worker's scratch (exactly: the same values, the same sums) instead of
+ * once per tile. */
+VNNI static void mm_float_vnni(const struct eng_mm_args *a)
+{
+	for (size_t r = a->r0; r < a->r1; r += TR) {
+		const unsigned char *wr[TR];
+		uint32_t type = a->w->type;
+		for (int i = 0; i < TR; i++) {
+			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+			wr[i] = a->w->data + rr * a->w->row_bytes;
+		}
+		if (a->scr && a->n > 4 && type != FMT_GGML_F32) {
+			for (int i = 0; i < TR; i++) {
+				float *o = a->scr + (size_t)i * a->cols;
+				for (size_t c = 0; c < a->cols; c += 16) {
+					__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
+					_mm512_mask_storeu_ps(o + c, m, wload16(type, wr[i], c, m));
+				}
+				wr[i] = (const unsigned char *)o;
+			}
+			type = FMT_GGML_F32;
+		}
+		size_t t = 0;
+		for (; t + 4 <= a->n; t += 4)
+			tile_float_vnni(a, wr, type, r, t, 4);
+		switch (a->n - t) {
+		case 3: tile_float_vnni(a, wr, type, r, t, 3); break;
+		case 2: tile_float_vnni(a, wr, type, r, t, 2); break;
+		case 1: tile_float_vnni(a, wr, type, r, t, 1); break;
+		}
+	}
+}
+
+const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni};
+#endif
