@@ -423,7 +423,8 @@ static uint64_t path_bytes(const char *path, int depth)
 	return sum;
 }
 
-/* The owner of tmp/convert-<pid>-<tag>...: 1 gone, 0 alive (or cannot tell).
+/* The owner of tmp/convert-<pid>-<tag>...: 1 gone, 0 alive (its lock is
+ * held), -1 cannot tell (no lock, and its pid is alive or unreadable).
  * *lockfd receives its lock (taken) when it has one. */
 static int convert_owner_gone(struct store *st, const char *dir, const char *name, int *lockfd, char *lock,
 			      size_t len)
@@ -434,18 +435,18 @@ static int convert_owner_gone(struct store *st, const char *dir, const char *nam
 
 	*lockfd = -1;
 	if (!dash || strlen(dash + 1) < 16)
-		return 0;
+		return -1;
 	pid = strtol(p, &end, 10);
 	if (end != dash || pid <= 0)
-		return 0;
+		return -1;
 	if (snprintf(lock, len, "%s/%.*s.lock", dir, (int)(dash + 17 - name), name) >= (int)len)
-		return 0;
+		return -1;
 	if (store_lock_path(st, lock, 0, lockfd) == 0)
 		return 1;
 	if (errno != ENOENT)
 		return 0;
 	/* no lock file: a temp made before locks, or its lock already swept */
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH ? 1 : -1;
 }
 
 void store_sweep_scratch(struct store *st, int all, const struct store_gc_opts *o, struct store_gc_result *r)
@@ -470,8 +471,13 @@ void store_sweep_scratch(struct store *st, int all, const struct store_gc_opts *
 			continue;
 		if (snprintf(p, sizeof(p), "%s/%s", dir, e->d_name) >= (int)sizeof(p))
 			continue;
-		if (!is_run && !convert_owner_gone(st, dir, e->d_name, &lockfd, lock, sizeof(lock)) && !all)
-			continue;
+		if (!is_run) {
+			/* a held lock keeps its temp even from a gc alone: its owner
+			 * may live in another pid namespace */
+			int gone = convert_owner_gone(st, dir, e->d_name, &lockfd, lock, sizeof(lock));
+			if (gone == 0 || (gone < 0 && !all))
+				continue;
+		}
 		bytes = path_bytes(p, 0);
 		if (!dry)
 			nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

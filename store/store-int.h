@@ -58,8 +58,9 @@ int store_lock_path(struct store *st, const char *path, int create, int *fd);
 void store_unlock_path(const char *path, int fd);
 /* Removes the temp files in tmp/ of conversions whose process is gone
  * (their lock tmp/convert-<pid>-<tag>.lock is free, or without one their
- * pid is dead); with all set (gc holding the store alone) every one, and
- * the engine's tmp/run checkouts. Counts into r and tells o when non-NULL. */
+ * pid is dead); with all set (gc holding the store alone) also those
+ * without a lock whatever their pid, and the engine's tmp/run checkouts. A
+ * held lock always keeps its temp. Counts into r and tells o when non-NULL. */
 void store_sweep_scratch(struct store *st, int all, const struct store_gc_opts *o, struct store_gc_result *r);
 /* The error a write to a read-only store gives. */
 enum hm_err store_ro_fail(struct hm_ctx *ctx, struct store *st, const char *what);

@@ -253,6 +253,11 @@ enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory opening store '%s'", dir);
 		goto out;
 	}
+	if (have_index && mode != STORE_READ && (access(dir, W_OK) < 0 || access(path, W_OK) < 0)) {
+		err = hm_fail(ctx, HM_ERR_IO, "cannot write the store '%s': %s (this command changes it; 'ls',"
+			      " 'stats', 'du', 'verify', 'checkout --copy' and 'serve' only read)", dir, strerror(errno));
+		goto out;
+	}
 	/* a reader that cannot write (another user's store, a read-only
 	 * filesystem) takes no lock and makes nothing */
 	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);

@@ -336,3 +336,159 @@ def test_gc_says_why_it_kept_blobs_of_a_shared_store(t):
     r = t.ok("gc")
     check("removed 2 unreferenced blob(s)" in r.out and "kept" not in r.out, "gc alone: %r" % r)
     check(not os.path.exists(t.blob(lib.sha256_bytes(b"# big\n"))), "gc alone left the blob")
+
+
+# ---- a store this user can read but not write ------------------------------
+
+NOBODY = 65534
+
+
+def as_nobody():
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def open_to_others(t):
+    """Lets another user reach the store: the test's temp dirs are 0700."""
+    d = t.store
+    while True:
+        d = os.path.dirname(d)
+        if d in ("/", "/tmp", ""):
+            break
+        os.chmod(d, os.stat(d).st_mode | 0o005)
+
+
+def nobody(t, *args, store=True):
+    import subprocess
+    import time
+    argv = t.argv([str(a) for a in args], store, False)
+    t0 = time.time()
+    p = subprocess.run([lib.BIN] + argv, capture_output=True, env=t.environ(), cwd=t.tmp,
+                       preexec_fn=as_nobody, timeout=60)
+    return lib.Result(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                      p.stderr.decode("utf-8", "replace"), time.time() - t0)
+
+
+def files_of(store, uid):
+    return [os.path.join(d, n) for d, _, ns in os.walk(store) for n in ns
+            if os.lstat(os.path.join(d, n)).st_uid == uid]
+
+
+def test_read_only_user_reads_a_shared_store(t):
+    import serve_lib as sl
+    emu, j = pulled(t)
+    src = lib.sample_files()
+    open_to_others(t)
+    for args in (["ls"], ["ls", SAMPLE_REPO], ["stats"], ["du"], ["verify"], ["ls", "--json"]):
+        r = nobody(t, *args)
+        check(r.rc == 0, "as another user: %r" % r)
+        if "--json" not in args and args != ["verify"]:
+            check(r.out.startswith("store: %s (read-only)" % t.store), "%s does not say read-only: %r" % (args, r))
+    check("ok: %d files verified" % len(src) in nobody(t, "verify").out, "verify as another user")
+    # a writing command says why it cannot, in one line
+    for args in (["verify", "--repair"], ["gc"], ["rm", SAMPLE_REPO]):
+        r = nobody(t, *args)
+        check(r.rc == 1, "%s as another user: %r" % (args, r))
+        lib.clean_error(r, ["cannot write the store"])
+    # checkout --copy into the user's own directory
+    out = os.path.join(t.tmp, "co")
+    os.makedirs(out)
+    os.chown(out, NOBODY, NOBODY)
+    r = nobody(t, "checkout", SAMPLE_REPO, "--copy", "--to", out)
+    check(r.rc == 0, "checkout --copy as another user: %r" % r)
+    for path, data in src.items():
+        check(lib.read(os.path.join(out, path)) == data, "checked out %s differs" % path)
+    # serve: files answered, statistics off with a note
+    before = len(t.db("SELECT * FROM served"))
+    srv = sl.Server(t, preexec=as_nobody)
+    r = srv.get(sl.resolve_url(SAMPLE_REPO, "main", "config.json"))
+    check(r.status == 200 and r.body == src["config.json"], "serve as another user: %r" % r)
+    srv.stop()
+    check("read-only" in srv.stderr() and "statistics" in srv.stderr(), "serve gives no note: %s" % srv.stderr())
+    check(len(t.db("SELECT * FROM served")) == before, "a read-only serve recorded requests")
+    # and nothing in the store belongs to the reader
+    check(not files_of(t.store, NOBODY), "the reader wrote into the store: %s" % files_of(t.store, NOBODY))
+
+
+def test_read_only_filesystem_store(t):
+    """A store on a read-only mount (bind-mounted read-only in a private
+    mount namespace) is read without its lock file."""
+    import subprocess
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        print("skipped: no mount namespaces here")
+        return
+    pulled(t)
+    script = ('mount --bind -o ro "$1" "$1" || exit 99; shift; for c in ls stats du verify; do '
+              '"$0" --store "$STORE" $c || exit $?; done; "$0" --store "$STORE" gc; echo "gc rc=$?"')
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script, lib.BIN, t.store], capture_output=True,
+                       env=dict(t.environ(), STORE=t.store), timeout=120)
+    out, err = p.stdout.decode(), p.stderr.decode()
+    check(p.returncode != 99, "cannot bind-mount read-only: %s" % err)
+    check(p.returncode == 0, "reading a read-only filesystem store failed: rc %d\n%s\n%s" % (p.returncode, out, err))
+    check("store: %s (read-only)" % t.store in out and "gc rc=1" in out and "Read-only file system" in err,
+          "output: %s %s" % (out, err))
+
+
+def test_serve_refuses_a_directory_that_is_not_a_store(t):
+    import serve_lib as sl
+    try:
+        sl.Server(t, store=t.store + "-typo")
+    except sl.NotStarted as e:
+        check(e.rc == 1 and "not a hubmirror store" in e.stderr, "serve on a typo: %s" % e)
+    else:
+        raise lib.Fail("serve started on a directory that is not a store")
+    check(not os.path.exists(t.store + "-typo"), "serve created the typo directory")
+
+
+# ---- debris: lock files, temps of killed conversions -----------------------
+
+def tmp_entries(t):
+    return sorted(os.listdir(os.path.join(t.store, "tmp")))
+
+
+def test_pull_leaves_no_lock_files(t):
+    pulled(t)
+    locks = [n for n in tmp_entries(t) if n.endswith(".lock") and n != "gc.lock"]
+    check(not locks, "a pull left %d lock file(s) in tmp/: %s" % (len(locks), locks[:3]))
+    # a second pull of the same files (all present) neither
+    t.ok("pull", SAMPLE_REPO)
+    check(tmp_entries(t) in ([], ["gc.lock"]), "tmp/ after two pulls: %s" % tmp_entries(t))
+
+
+def test_convert_sweeps_temps_of_dead_conversions(t):
+    import fcntl
+    import subprocess
+    pulled(t)
+    tmp = os.path.join(t.store, "tmp")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = "0123456789abcdef"
+    # a killed conversion: its temp and its lock, nobody holding it
+    killed = "convert-%d-%s" % (dead.pid, tag)
+    with open(os.path.join(tmp, killed + ".gguf"), "wb") as fh:
+        fh.write(b"g" * 100000)
+    open(os.path.join(tmp, killed + ".lock"), "w").close()
+    # an older one without a lock whose process is gone, as a directory
+    old = "convert-%d-%s.d" % (dead.pid, "fedcba9876543210")
+    os.makedirs(os.path.join(tmp, old, "sub"))
+    open(os.path.join(tmp, old, "sub", "x"), "w").close()
+    # a live conversion (this process) holding its lock
+    live = "convert-%d-%s" % (os.getpid(), "aaaaaaaaaaaaaaaa")
+    with open(os.path.join(tmp, live + ".gguf"), "wb") as fh:
+        fh.write(b"l" * 10)
+    lk = open(os.path.join(tmp, live + ".lock"), "w")
+    fcntl.flock(lk, fcntl.LOCK_EX)
+    try:
+        t.ok("convert", SAMPLE_REPO, "--type", "f16")
+        left = [n for n in tmp_entries(t) if n.startswith("convert-")]
+        check(sorted(left) == sorted([live + ".gguf", live + ".lock"]),
+              "convert-* in tmp/ after the next convert: %s" % left)
+        # gc alone would take everything; held open elsewhere it keeps the live one
+        r = t.ok("gc", "--dry-run")
+        check(live not in r.out, "gc --dry-run would remove a live conversion's temp: %r" % r)
+    finally:
+        lk.close()
+    r = t.ok("gc")
+    check("1 interrupted conversion(s)" in r.out, "gc after the conversion died: %r" % r)
+    check(not [n for n in tmp_entries(t) if n.startswith("convert-")], "tmp/ after gc: %s" % tmp_entries(t))
