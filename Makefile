@@ -32,7 +32,7 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 LIBS = $(PKG_LIBS) -pthread -lm
 
-LIB_DIRS = util verify store fetch mirror serve bundle formats convert engine
+LIB_DIRS = util verify store fetch s3 mirror serve bundle formats convert engine
 LIB_SRC := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJ := $(LIB_SRC:.c=.o)
 CMD_SRC := $(wildcard cmd/*.c)

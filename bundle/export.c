@@ -266,6 +266,9 @@ enum hm_err bundle_export(struct hm_ctx *ctx, struct store *st, const struct bun
 		goto out;
 	}
 	for (size_t i = 0; i < m->nblobs; i++) {
+		/* an S3 store: from the bucket through the local cache */
+		if ((err = store_blob_local(ctx, st, m->blobs[i].sha256, m->blobs[i].size)))
+			goto out;
 		store_blob_path(st, m->blobs[i].sha256, src, sizeof(src));
 		snprintf(name, sizeof(name), "blobs/sha256/%s", m->blobs[i].sha256);
 		if ((err = write_blob(ctx, a, src, name, m->blobs[i].size, m->created_at, buf, &done, m->blob_bytes, t0,

@@ -130,7 +130,7 @@ enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struc
 void cmd_print_store(const struct cmd_env *env, const struct store *st)
 {
 	if (!env->json && !env->quiet)
-		printf("store: %s%s\n", store_dir(st), store_readonly(st) ? " (read-only)" : "");
+		printf("store: %s%s\n", store_name(st), store_readonly(st) ? " (read-only)" : "");
 }
 
 /* Reads a token file: first line, trimmed. */

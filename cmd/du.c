@@ -54,7 +54,7 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "store", store_dir(st),
+		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "store", store_name(st),
 					 "disk", (json_int_t)d.disk,
 					 "blobs", (json_int_t)d.nblobs, "logical", (json_int_t)d.logical, "unique",
 					 (json_int_t)d.unique, "saved", (json_int_t)d.saved, "partial",
@@ -69,7 +69,7 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		       "unique         %10s (distinct contents in use)\n"
 		       "dedup saves    %10s\n"
 		       "partial        %10s in %llu download(s) in tmp/ ('gc' removes unused ones older than a week)\n",
-		       store_dir(st), store_readonly(st) ? " (read-only)" : "", util_human_size(d.disk, h[0], sizeof(h[0])), (unsigned long long)d.nblobs,
+		       store_name(st), store_readonly(st) ? " (read-only)" : "", util_human_size(d.disk, h[0], sizeof(h[0])), (unsigned long long)d.nblobs,
 		       util_human_size(d.logical, h[1], sizeof(h[1])), util_human_size(d.unique, h[2], sizeof(h[2])),
 		       util_human_size(d.saved, h[3], sizeof(h[3])), util_human_size(d.partial, h[4], sizeof(h[4])),
 		       (unsigned long long)d.npartial);

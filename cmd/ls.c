@@ -82,7 +82,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 		return cmd_error(env, err);
 	}
 	if (env->json)
-		cmd_print_json(json_pack("{s:s, s:o}", "store", store_dir(st), "repos", out));
+		cmd_print_json(json_pack("{s:s, s:o}", "store", store_name(st), "repos", out));
 	return 0;
 }
 
@@ -130,7 +130,7 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 							      "format", art[i].format, "options", art[i].options, "sha256",
 							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
 							      when(art[i].created_at, w, sizeof(w))));
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_dir(st), "repo", repo,
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_name(st), "repo", repo,
 					 "repo_type", type, "revision", commit, "revisions", revs_json(rv, nrv), "files", files,
 					 "artifacts", arts, "smoke",
 					 smoke));

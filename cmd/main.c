@@ -26,7 +26,7 @@ static void on_signal(int sig)
 }
 
 static const struct cmd_opt global_opts[] = {
-	{"store", 0, "DIR", 0, "store directory (default $HUBMIRROR_HOME, $XDG_DATA_HOME/hubmirror, ~/.local/share/hubmirror)"},
+	{"store", 0, "DIR", 0, "store directory or s3://BUCKET[/PREFIX] (default $HUBMIRROR_HOME, $XDG_DATA_HOME/hubmirror, ~/.local/share/hubmirror)"},
 	{"endpoint", 0, "URL", 0, "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"},
 	{"token", 0, "TOKEN", 0, "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"},
 	{"json", 0, NULL, 0, "machine-readable output on stdout"},

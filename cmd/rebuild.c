@@ -29,7 +29,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	if (env->json)
-		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I}", "store", store_dir(st), "blobs_added",
+		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I}", "store", store_name(st), "blobs_added",
 					 (json_int_t)r.blobs_added, "bytes_added", (json_int_t)r.bytes_added, "blobs_known",
 					 (json_int_t)r.blobs_known, "blobs_corrupt", (json_int_t)r.blobs_bad));
 	else if (!env->quiet)

@@ -19,6 +19,7 @@ static const struct cmd_opt opts[] = {
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
 	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
+	{"presign-expiry", 0, "SECS", 0, "on an s3:// store, LFS files redirect to URLs valid this long (default 300)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -74,7 +75,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	size_t ntoks = 0;
 	FILE *log = stderr;
 	enum hm_err err;
-	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout;
+	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout, presign;
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
@@ -83,7 +84,8 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &timeout))
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &timeout) ||
+	    cmd_int_opt(a, "presign-expiry", 300, 1, 604800, &presign))
 		return 2;
 	if (tf) {
 		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
@@ -141,6 +143,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.header_timeout = htimeout;
 	o.timeout = ctimeout;
 	o.page_size = page;
+	o.presign_expires = presign;
 	o.on_listening = on_listening;
 	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
 	err = srv_run(&env->ctx, &o);
@@ -168,6 +171,11 @@ const struct cmd cmd_serve = {
 	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
 	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
 	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
-	"gracefully.",
+	"gracefully.\n"
+	"On an s3:// store (--store s3://BUCKET[/PREFIX], AWS_* variables) the node is\n"
+	"stateless: LFS files are answered with 302 to a presigned URL of the blob\n"
+	"(--presign-expiry), carrying X-Repo-Commit, X-Linked-Etag, X-Linked-Size and ETag;\n"
+	"HEAD is answered by the node; small files are streamed through. Any number of\n"
+	"nodes on one bucket give the same answers.",
 	opts, run,
 };

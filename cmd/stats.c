@@ -512,7 +512,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 			snprintf(name, sizeof(name), "by_%s", by_names[b]);
 			json_object_set_new(o, name, list);
 		}
-		json_object_set_new(o, "store", json_string(store_dir(st)));
+		json_object_set_new(o, "store", json_string(store_name(st)));
 		json_object_set_new(o, "since", q.since == INT64_MIN ? json_null() : json_integer(q.since));
 		json_object_set_new(o, "until", q.until == INT64_MAX ? json_null() : json_integer(q.until));
 		if (chart)

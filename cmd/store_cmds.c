@@ -220,7 +220,7 @@ static int gc_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	if (env->json) {
 		json_t *j = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:s?}}",
-				      "store", store_dir(st), "dry_run", g.dry, "blobs_removed", (json_int_t)r.blobs_removed,
+				      "store", store_name(st), "dry_run", g.dry, "blobs_removed", (json_int_t)r.blobs_removed,
 				      "bytes_removed", (json_int_t)r.bytes_removed, "partials_removed",
 				      (json_int_t)r.partials_removed, "partial_bytes_removed", (json_int_t)r.partial_bytes_removed,
 				      "scratch_removed", (json_int_t)r.scratch_removed, "scratch_bytes_removed",

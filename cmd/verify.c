@@ -59,12 +59,11 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 	enum hm_err err = cmd_client(env, a, &fc), first = HM_OK;
 	if (err)
 		return err;
-	for (size_t i = 0; i < b->n; i++) {
-		char path[4096];
-		store_blob_path(st, b->v[i].sha256, path, sizeof(path));
-		chmod(path, 0644);
-		unlink(path);
-	}
+	for (size_t i = 0; i < b->n; i++)
+		if ((err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
+			fetch_client_free(fc);
+			return err;
+		}
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->v[i].repaired)
 			continue;
@@ -177,7 +176,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 							     "repo", b.v[i].repo, "revision", b.v[i].commit, "path",
 							     b.v[i].path, "sha256", b.v[i].sha256, "problem", b.v[i].problem,
 							     "repaired", b.v[i].repaired == 1));
-		cmd_print_json(json_pack("{s:s, s:I, s:I, s:o, s:O, s:b, s:O, s:b}", "store", store_dir(st), "checked",
+		cmd_print_json(json_pack("{s:s, s:I, s:I, s:o, s:O, s:b, s:O, s:b}", "store", store_name(st), "checked",
 					 (json_int_t)checked, "bad", (json_int_t)nbad, "problems", arr, "unindexed",
 					 x.unknown, "index_ok", db_ok, "index_problems", x.db,
 					 "ok", !unrepaired && db_ok));
@@ -198,7 +197,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 			fprintf(stderr, "hubmirror: note: %llu blob(s) in '%s' are not in the index (left by an"
 				" interrupted pull, or the index was replaced by an older one): 'hubmirror gc' removes"
 				" them, 'hubmirror rebuild-index' keeps them\n", (unsigned long long)nunknown,
-				store_dir(st));
+				store_name(st));
 		if (!db_ok)
 			fprintf(stderr, "hubmirror: '%s/index.db' fails SQLite's quick_check: restore it from a backup,"
 				" or move it away and run 'hubmirror rebuild-index'\n", store_dir(st));

@@ -607,6 +607,19 @@ double fetch_backoff(int n, const struct fetch_resp *r)
 	return d > 8 ? 8 : d;
 }
 
+int fetch_http_retryable(long status)
+{
+	return fetch_status_retryable(status);
+}
+
+double fetch_retry_delay(int n, double retry_after)
+{
+	struct fetch_resp r;
+	fetch_resp_reset(&r);
+	r.retry_after = retry_after;
+	return fetch_backoff(n, &r);
+}
+
 enum hm_err fetch_status_err(struct hm_ctx *ctx, const struct fetch_resp *r, const char *what,
 			     int have_token)
 {

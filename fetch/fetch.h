@@ -113,4 +113,10 @@ struct fetch_callbacks {
 enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
 			   size_t n, const struct fetch_callbacks *cb) HM_MUST_CHECK;
 
+/* The retry policy, shared with the S3 client: whether an HTTP status is
+ * worth another try, and the seconds to wait before retry n (1-based);
+ * retry_after < 0 when the server sent none. */
+int fetch_http_retryable(long status);
+double fetch_retry_delay(int n, double retry_after);
+
 #endif

@@ -141,7 +141,11 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			goto out;
 		}
 		store_blob_path(st, it[i].sha256, path, sizeof(path));
-		if (stat(path, &sb) != 0) {
+		if (store_is_remote(st)) {
+			/* an S3 store: the object in the bucket is what counts */
+			if ((err = store_blob_check(ctx, st, it[i].sha256, it[i].size, &problem)))
+				goto out;
+		} else if (stat(path, &sb) != 0) {
 			problem = "missing";
 		} else {
 			struct hm_ctx quiet = {0};

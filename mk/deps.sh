@@ -6,7 +6,7 @@ set -u
 want=$1
 pkgs="pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libarchive-dev libjansson-dev libmicrohttpd-dev libpcre2-dev zlib1g-dev"
 case "$want" in
-test) pkgs="$pkgs python3 python3-numpy chromium" ;;
+test) pkgs="$pkgs python3 python3-numpy chromium ceph-mon ceph-osd radosgw ceph-common s3cmd curl nginx" ;;
 bench) pkgs="$pkgs python3 nginx aria2 curl" ;;
 esac
 missing=""

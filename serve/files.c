@@ -105,6 +105,76 @@ static void file_headers(struct MHD_Response *resp, const char *commit, const st
 	MHD_add_response_header(resp, "ETag", etag);
 }
 
+/* Cache-Control for HTTP caches in front of the server: an answer for a
+ * commit never changes; one for a branch or tag may, so it is reused
+ * briefly and then revalidated by ETag; an answer that needed a token is
+ * for that client only. */
+static const char *cache_control(const struct srv_req *q)
+{
+	const struct srv *s = q->s;
+	if (s->o->ntokens || (s->o->forward_token && q->client_token))
+		return "private";
+	if (util_is_hex(q->revision, 40))
+		return "public, max-age=31536000, immutable";
+	return "public, max-age=30, must-revalidate";
+}
+
+/* Whether If-None-Match names etag (quoted), or is "*". Weak forms compare
+ * equal (RFC 9110 13.1.2 uses the weak comparison here). */
+static int etag_matches(struct MHD_Connection *c, const char *etag)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+	size_t el = strlen(etag);
+	if (!h)
+		return 0;
+	while (*h) {
+		while (*h == ' ' || *h == '\t' || *h == ',')
+			h++;
+		if (!*h)
+			break;
+		const char *e = strchr(h, ',');
+		size_t n = e ? (size_t)(e - h) : strlen(h);
+		while (n && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+			n--;
+		const char *t = h;
+		if (n > 2 && t[0] == 'W' && t[1] == '/') {
+			t += 2;
+			n -= 2;
+		}
+		if ((n == 1 && *t == '*') || (n == el && !memcmp(t, etag, n)))
+			return 1;
+		h = e ? e + 1 : h + strlen(h);
+	}
+	return 0;
+}
+
+static void file_etag(const struct srv_file *f, char *etag, size_t cap)
+{
+	snprintf(etag, cap, "\"%s\"", f->lfs ? f->sha256 : f->oid);
+}
+
+int srv_not_modified(struct srv_req *q, struct MHD_Connection *c, const char *commit, const struct srv_file *f,
+		     enum MHD_Result *ret)
+{
+	char etag[80];
+	struct MHD_Response *resp;
+	file_etag(f, etag, sizeof(etag));
+	if ((strcmp(q->method, "GET") && strcmp(q->method, "HEAD")) || !etag_matches(c, etag))
+		return 0;
+	resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		*ret = MHD_NO;
+		return 1;
+	}
+	file_headers(resp, commit, f);
+	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
+	q->status = 304;
+	q->planned = 0;
+	*ret = MHD_queue_response(c, 304, resp);
+	MHD_destroy_response(resp);
+	return 1;
+}
+
 /* Sends a file answer whose body comes from resp (already created). */
 static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 				  const char *commit, const struct srv_file *f, int ranged, uint64_t from,
@@ -112,7 +182,12 @@ static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, s
 {
 	enum MHD_Result ret;
 	int status = ranged ? 206 : 200;
+	if (srv_not_modified(q, c, commit, f, &ret)) {
+		MHD_destroy_response(resp); /* closes its file */
+		return ret;
+	}
 	file_headers(resp, commit, f);
+	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
 	if (ranged) {
 		char cr[96];
 		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from,
@@ -160,6 +235,22 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 	if (!err)
 		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	if (err == HM_ERR_NOT_FOUND && store_is_remote(st) && !store_remote_sync(&ctx, st, 1.0)) {
+		/* an S3 store: another node may have pulled it since */
+		ctx.errmsg[0] = 0;
+		err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
+		if (!err)
+			err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	}
+	if (!err && store_is_remote(st)) {
+		/* HEAD and LFS GETs are answered here; the rest comes from the local cache */
+		enum MHD_Result ret;
+		if (srv_s3_file(q, c, st, commit, &sf, &ret)) {
+			srv_store_put(s, st);
+			free(sf.path);
+			return ret;
+		}
+	}
 	if (!err)
 		store_blob_path(st, sf.sha256, blob, sizeof(blob));
 	srv_store_put(s, st);
@@ -246,6 +337,17 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 	}
 	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
 	free(sf.path);
+	return ret;
+}
+
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status)
+{
+	enum MHD_Result ret;
+	file_headers(resp, commit, f);
+	q->status = status;
+	ret = MHD_queue_response(c, (unsigned)status, resp);
+	MHD_destroy_response(resp);
 	return ret;
 }
 

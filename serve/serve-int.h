@@ -138,9 +138,23 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 /* Answers a failed open() of a blob by its errno: out of descriptors is 503
  * with Retry-After, a missing blob 500 naming verify --repair. */
 enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e);
-/* Queues a file answer (headers, Content-Range) with the body in resp. */
+/* Answers 304 when If-None-Match names the file's ETag (GET/HEAD): returns
+ * 1 with *ret set, else 0 (nothing sent). */
+int srv_not_modified(struct srv_req *q, struct MHD_Connection *c, const char *commit, const struct srv_file *f,
+		     enum MHD_Result *ret);
+/* Queues a file answer (headers, Content-Range, Cache-Control; 304 when the
+ * client's copy is current) with the body in resp. */
 enum MHD_Result srv_queue_file(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 			       const char *commit, const struct srv_file *f, int ranged, uint64_t from, uint64_t len);
+
+/* Queues resp (no Range handling) with the file headers and status. */
+enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
+				       const char *commit, const struct srv_file *f, int status);
+/* An S3 store's answer for a stored file (s3redirect.c): returns 1 with
+ * *ret set when it answered (HEAD, 302 for LFS GETs, errors), 0 when the file
+ * is now in the local cache for the usual answer. */
+int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, const char *commit,
+		const struct store_file *sf, enum MHD_Result *ret);
 
 /* Pull-through (upstream.c). */
 enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;

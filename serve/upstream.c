@@ -584,7 +584,13 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 	struct hm_ctx ctx = {0};
 	char sha[65] = "", blob[4096];
 	int yes = 0;
+	enum MHD_Result nm;
 
+	/* a cache revalidating its copy needs no download */
+	if (srv_not_modified(q, c, commit, &f, &nm)) {
+		srv_store_put(s, st);
+		return nm;
+	}
 	/* the content may already be stored (another repo or revision has it) */
 	if (st) {
 		if (e->lfs) {

@@ -162,6 +162,9 @@ static enum hm_err checkout_files(struct hm_ctx *ctx, struct store *st, const ch
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsafe path '%s'", files[i].path);
 		if (snprintf(dst, sizeof(dst), "%s/%s", dir, files[i].path) >= (int)sizeof(dst))
 			return hm_fail(ctx, HM_ERR_USAGE, "path '%s/%s' is too long", dir, files[i].path);
+		/* an S3 store: the blob is copied into the local cache first */
+		if ((err = store_blob_local(ctx, st, files[i].sha256, files[i].size)))
+			return err;
 		store_blob_path(st, files[i].sha256, blob, sizeof(blob));
 		if ((err = place_blob(ctx, blob, dst, copy)))
 			return err;
@@ -201,6 +204,8 @@ static enum hm_err checkout_hf_cache(struct hm_ctx *ctx, struct store *st, const
 			return hm_fail(ctx, HM_ERR_CANCELLED, "checkout interrupted");
 		if (!util_path_is_safe(f->path))
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsafe path '%s'", f->path);
+		if ((err = store_blob_local(ctx, st, f->sha256, f->size)))
+			return err;
 		store_blob_path(st, f->sha256, blob, sizeof(blob));
 		if (snprintf(dst, sizeof(dst), "%s/blobs/%s", root, etag) >= (int)sizeof(dst))
 			return hm_fail(ctx, HM_ERR_USAGE, "path '%s' is too long", root);

@@ -568,6 +568,8 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc
 		goto out;
 	store_sweep_scratch(st, exclusive, o, r);
 	err = gc_partials(ctx, st, o, r);
+	if (!err && st->remote)
+		err = store_remote_gc(ctx, st, r);
 out:
 	flock(st->gc_fd, LOCK_SH);
 	return err;

@@ -415,6 +415,9 @@ enum hm_err store_record_revision(struct hm_ctx *ctx, struct store *st, const ch
 	if (ref && (err = record_ref(ctx, st, repo_id, ref, commit, now)))
 		goto out;
 	err = store_exec(ctx, st, "COMMIT");
+	/* an S3 store: the revision object goes up after all of its blobs */
+	if (!err && st->remote && !store_remote_syncing(st))
+		err = store_remote_put_revision(ctx, st, type, repo, commit, ref);
 out:
 	sqlite3_finalize(q);
 	if (err)
@@ -522,6 +525,8 @@ enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
 	sqlite3_stmt *q = NULL;
 	int64_t repo_id;
 
+	if (st->remote && !store_remote_syncing(st) && (err = store_remote_rm(ctx, st, type, repo, commit)))
+		return err;
 	if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 		return err;
 	if ((err = store_repo_id(ctx, st, type, repo, &repo_id)))

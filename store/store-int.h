@@ -19,8 +19,11 @@ struct store_pending_dl {
 	char *strs[8];
 };
 
+struct store_remote; /* remote.c: the S3 bucket behind an s3:// store */
+
 struct store {
 	char *dir;
+	struct store_remote *remote; /* NULL for a local store */
 	sqlite3 *db;
 	int schema;
 	int blobs_fd;  /* blobs/sha256, for syncfs before rows of non-durable blobs */
@@ -94,6 +97,36 @@ struct store_kmap {
 /* Index of key k[0..n) (*added = 1 when it was new); -1 when out of memory. */
 int64_t store_kmap_get(struct store_kmap *m, const char *k, size_t n, int *added);
 void store_kmap_release(struct store_kmap *m);
+
+/* ---- the S3 blob backend (remote.c) ---- */
+
+/* Opens an s3://BUCKET[/PREFIX] store: its index is a cache in a local
+ * directory, refreshed from the bucket's revision objects. */
+enum hm_err store_remote_open(struct hm_ctx *ctx, const char *uri, struct store **out) HM_MUST_CHECK;
+void store_remote_free(struct store_remote *r);
+/* Remote side of store_blob_has (index, else a HEAD of the object). */
+enum hm_err store_remote_blob_has(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+				  int *present) HM_MUST_CHECK;
+/* Uploads a verified temp file as the blob's object (before it is adopted locally). */
+enum hm_err store_remote_upload(struct hm_ctx *ctx, struct store *st, const char *tmp_path, const char *sha256,
+				uint64_t size) HM_MUST_CHECK;
+/* Writes the revision object (and the ref's) after the revision is recorded. */
+enum hm_err store_remote_put_revision(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				      const char *commit, const char *ref) HM_MUST_CHECK;
+/* Deletes the revision objects (all of the repo's when commit is NULL) and
+ * the refs pointing at them, before the index rows go. */
+enum hm_err store_remote_rm(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			    const char *commit) HM_MUST_CHECK;
+/* Bucket side of gc: unreferenced blob objects and stale multipart uploads. */
+enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
+/* 1 while the index is being refreshed from the bucket (nothing is written back). */
+int store_remote_syncing(const struct store *st);
+/* Queues a blobs row (as store_blob_adopt does) for the next flush. */
+enum hm_err store_queue_blob(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+			     const char *git_oid) HM_MUST_CHECK;
+/* Whether a blobs row (queued or stored) has this sha256 and size. */
+enum hm_err store_blob_indexed(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+			       int *yes) HM_MUST_CHECK;
 
 /* Copies src to a new file dst (mode 0444); used when hard links cannot cross filesystems. */
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;

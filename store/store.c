@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include "store-int.h"
 #include "../util/util.h"
+#include "../s3/s3.h"
 
 enum hm_err store_errno_err(int e)
 {
@@ -216,6 +217,8 @@ enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode
 	int have_index, version = 0;
 
 	*out = NULL;
+	if (s3_is_uri(dir))
+		return store_remote_open(ctx, dir, out);
 	if (!dir || !*dir || strlen(dir) > PATH_MAX - 200)
 		return hm_fail(ctx, HM_ERR_USAGE, "store path '%s' is empty or too long", dir ? dir : "");
 	snprintf(path, sizeof(path), "%s/index.db", dir);
@@ -378,6 +381,7 @@ void store_close(struct store *st)
 		pending_dl_release(&st->dls[i]);
 	free(st->dls);
 	free(st->blobs);
+	store_remote_free(st->remote);
 	if (st->blobs_fd >= 0)
 		close(st->blobs_fd);
 	if (st->gc_fd >= 0)
@@ -428,6 +432,8 @@ enum hm_err store_blob_has(struct hm_ctx *ctx, struct store *st, const char *sha
 	*present = 0;
 	if (!util_is_hex(sha256, 64))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "invalid sha256 '%s'", sha256);
+	if (st->remote)
+		return store_remote_blob_has(ctx, st, sha256, size, present);
 	if (pending_blob(st, sha256)) {
 		indexed = pending_blob(st, sha256)->size == size;
 	} else {
@@ -607,6 +613,10 @@ enum hm_err store_blob_adopt(struct hm_ctx *ctx, struct store *st, const char *t
 		return store_ro_fail(ctx, st, "add a blob");
 	if (git_oid && *git_oid && !util_is_hex(git_oid, 40))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "invalid git oid '%s'", git_oid);
+	/* an S3 store: the object first (visible only when complete and
+	 * matching); the file stays in the local cache */
+	if (st->remote && (err = store_remote_upload(ctx, st, tmp_path, sha256, size)))
+		return err;
 	if (st->nblobs == st->capblobs) {
 		size_t cap = st->capblobs ? st->capblobs * 2 : 64;
 		void *p = realloc(st->blobs, cap * sizeof(*st->blobs));
@@ -822,4 +832,46 @@ enum hm_err store_flush(struct hm_ctx *ctx, struct store *st)
 	st->ndls = 0;
 	st->nblobs = 0;
 	return HM_OK;
+}
+
+enum hm_err store_queue_blob(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+			     const char *git_oid)
+{
+	if (pending_blob(st, sha256))
+		return HM_OK;
+	if (st->nblobs == st->capblobs) {
+		size_t cap = st->capblobs ? st->capblobs * 2 : 64;
+		void *p = realloc(st->blobs, cap * sizeof(*st->blobs));
+		if (!p)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		st->blobs = p;
+		st->capblobs = cap;
+	}
+	struct store_pending_blob *pb = &st->blobs[st->nblobs++];
+	memcpy(pb->sha256, sha256, 65);
+	snprintf(pb->git_oid, sizeof(pb->git_oid), "%s", git_oid ? git_oid : "");
+	pb->size = size;
+	return HM_OK;
+}
+
+enum hm_err store_blob_indexed(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size, int *yes)
+{
+	enum hm_err err = HM_OK;
+	sqlite3_stmt *q = NULL;
+	int rc;
+	*yes = 0;
+	if (pending_blob(st, sha256)) {
+		*yes = pending_blob(st, sha256)->size == size;
+		return HM_OK;
+	}
+	if ((err = store_prepare(ctx, st, "SELECT size FROM blobs WHERE sha256 = ?1", &q)))
+		return err;
+	sqlite3_bind_text(q, 1, sha256, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		*yes = (uint64_t)sqlite3_column_int64(q, 0) == size;
+	else if (rc != SQLITE_DONE)
+		err = store_db_fail(ctx, st, "look up a blob");
+	sqlite3_finalize(q);
+	return err;
 }

@@ -123,6 +123,34 @@ enum hm_err store_check_index(struct hm_ctx *ctx, struct store *st,
 			      void (*on_unknown)(void *ud, const char *path, uint64_t size),
 			      void (*on_db)(void *ud, const char *line), void *ud, uint64_t *nunknown,
 			      int *db_ok) HM_MUST_CHECK;
+/* dir may also be "s3://BUCKET[/PREFIX]" (credentials and endpoint from the
+ * AWS_* environment, see s3/s3.h): blobs and revision metadata then live in
+ * the bucket, and the index is a cache in a local directory
+ * ($HUBMIRROR_S3_CACHE, else $XDG_CACHE_HOME/hubmirror/s3/HOST/BUCKET/PREFIX)
+ * that is brought up to date from the bucket when the store is opened. */
+
+/* 1 when the store keeps its blobs in an S3 bucket. */
+int store_is_remote(const struct store *st);
+/* The store as the user named it: the directory, or the s3:// URI. */
+const char *store_name(const struct store *st);
+/* Refreshes the index cache of an S3 store from the bucket (revisions added
+ * or removed by other nodes, refs), unless it was refreshed less than
+ * min_age seconds ago. A no-op for a local store. */
+enum hm_err store_remote_sync(struct hm_ctx *ctx, struct store *st, double min_age) HM_MUST_CHECK;
+/* A presigned GET URL of a blob of an S3 store, valid for expires seconds
+ * (caller frees); NULL for a local store or when out of memory. */
+char *store_blob_url(struct store *st, const char *sha256, int expires);
+/* Makes sure the blob's file is at store_blob_path: for an S3 store it is
+ * downloaded into the local cache and verified (SHA-256 and size). A no-op
+ * for a local store. */
+enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size) HM_MUST_CHECK;
+/* Re-hashes a blob where it is kept: *problem = NULL (good), "missing" or "corrupt". */
+enum hm_err store_blob_check(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+			     const char **problem) HM_MUST_CHECK;
+/* Throws a bad blob away so the next pull fetches it again: the file (and
+ * for an S3 store the object). Its rows stay. */
+enum hm_err store_blob_discard(struct hm_ctx *ctx, struct store *st, const char *sha256) HM_MUST_CHECK;
+
 /* Flushes pending rows (store_flush) and closes. Accepts NULL. */
 void store_close(struct store *st);
 const char *store_dir(const struct store *st);

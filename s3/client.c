@@ -1,0 +1,1063 @@
+/* client.c - S3 requests signed by libcurl's CURLOPT_AWS_SIGV4, with the
+ * workarounds Debian's curl 7.88 needs (x-amz-content-sha256 sent by us,
+ * valueless query keys written "uploads=", query parameters pre-sorted and
+ * encoded: 7.88 signs the query as written), retries with fetch's backoff on
+ * 5xx/SlowDown and dropped connections, uploads with digest checks. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include "s3-int.h"
+#include "../fetch/fetch.h"
+
+#define MIB (1024ull * 1024)
+#define S3_MIN_PART (5 * MIB)
+#define S3_MAX_PARTS 10000
+#define S3_MAX_SINGLE (5ull * 1024 * MIB)
+#define ERR_BODY_MAX (64 * 1024)
+
+/* ---- client ---- */
+
+static char *dup_or(const char *s)
+{
+	return s ? util_strdup(s) : NULL;
+}
+
+enum hm_err s3_client_new(struct hm_ctx *ctx, const struct s3_config *cfg, struct s3_client **out)
+{
+	struct s3_client *c = calloc(1, sizeof(*c));
+	*out = NULL;
+	if (!c)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	c->cfg = *cfg;
+	c->cfg.endpoint = dup_or(cfg->endpoint);
+	c->cfg.region = dup_or(cfg->region);
+	c->cfg.access_key = dup_or(cfg->access_key);
+	c->cfg.secret_key = dup_or(cfg->secret_key);
+	c->cfg.session_token = dup_or(cfg->session_token);
+	c->cfg.bucket = dup_or(cfg->bucket);
+	c->cfg.prefix = dup_or(cfg->prefix ? cfg->prefix : "");
+	if (!c->cfg.part_size)
+		c->cfg.part_size = 16 * MIB;
+	if (c->cfg.part_size < S3_MIN_PART)
+		c->cfg.part_size = S3_MIN_PART;
+	if (!c->cfg.single_max)
+		c->cfg.single_max = 64 * MIB;
+	if (c->cfg.single_max > S3_MAX_SINGLE)
+		c->cfg.single_max = S3_MAX_SINGLE;
+	if (c->cfg.retries <= 0)
+		c->cfg.retries = 5;
+	c->sigv4 = util_asprintf("aws:amz:%s:s3", cfg->region);
+	c->userpwd = util_asprintf("%s:%s", cfg->access_key, cfg->secret_key);
+	if (!c->cfg.endpoint || !c->cfg.region || !c->cfg.access_key || !c->cfg.secret_key || !c->cfg.bucket ||
+	    !c->cfg.prefix || (cfg->session_token && !c->cfg.session_token) || !c->sigv4 || !c->userpwd) {
+		s3_client_free(c);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	*out = c;
+	return HM_OK;
+}
+
+void s3_client_free(struct s3_client *c)
+{
+	if (!c)
+		return;
+	s3_config_release(&c->cfg);
+	free(c->sigv4);
+	if (c->userpwd) {
+		OPENSSL_cleanse(c->userpwd, strlen(c->userpwd));
+		free(c->userpwd);
+	}
+	free(c);
+}
+
+const struct s3_config *s3_client_config(const struct s3_client *c)
+{
+	return &c->cfg;
+}
+
+void s3_key(const struct s3_client *c, const char *rest, char *buf, size_t len)
+{
+	if (*c->cfg.prefix)
+		snprintf(buf, len, "%s/%s", c->cfg.prefix, rest);
+	else
+		snprintf(buf, len, "%s", rest);
+}
+
+/* ---- one request ---- */
+
+struct req {
+	const char *method;         /* GET PUT POST DELETE HEAD */
+	const char *key;            /* "" = the bucket */
+	const char *query;          /* canonical query or NULL */
+	const char *range;          /* "bytes=..." or NULL */
+	/* body from a file region ... */
+	int fd;
+	uint64_t off, len;
+	/* ... or from memory */
+	const char *buf;
+	size_t buflen;
+	const char *payload_sha;    /* x-amz-content-sha256 value; NULL: UNSIGNED-PAYLOAD */
+	const EVP_MD_CTX *sha_base; /* digests of the file body sent: reset from base each try */
+	EVP_MD_CTX *sha, *md5;
+	/* response body: to sink, else collected (up to body_max) */
+	int (*sink)(void *ud, const void *data, size_t n);
+	void *ud;
+	size_t body_max;
+	/* out */
+	long status;
+	struct util_buf body;
+	char etag[128];
+	int64_t content_length;
+	uint64_t delivered;         /* bytes given to sink (a retry resumes after them) */
+	uint64_t pos;               /* upload position in this try */
+	int sink_stopped, too_big;
+};
+
+static size_t read_cb(char *dst, size_t size, size_t nmemb, void *ud)
+{
+	struct req *r = ud;
+	size_t want = size * nmemb;
+	uint64_t left = r->len - r->pos;
+	ssize_t got;
+	if (want > left)
+		want = (size_t)left;
+	if (!want)
+		return 0;
+	if (r->buf) {
+		memcpy(dst, r->buf + r->pos, want);
+		got = (ssize_t)want;
+	} else {
+		do
+			got = pread(r->fd, dst, want, (off_t)(r->off + r->pos));
+		while (got < 0 && errno == EINTR);
+		if (got <= 0)
+			return CURL_READFUNC_ABORT;
+		if (r->sha)
+			EVP_DigestUpdate(r->sha, dst, (size_t)got);
+		if (r->md5)
+			EVP_DigestUpdate(r->md5, dst, (size_t)got);
+	}
+	r->pos += (uint64_t)got;
+	return (size_t)got;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
+{
+	struct req *r = ud;
+	size_t n = size * nmemb;
+	/* only a successful answer's body goes to the sink */
+	if (r->sink && r->status >= 200 && r->status < 300) {
+		if (r->sink(r->ud, data, n)) {
+			r->sink_stopped = 1;
+			return 0;
+		}
+		r->delivered += n;
+		return n;
+	}
+	size_t max = r->sink || r->status >= 300 ? ERR_BODY_MAX : r->body_max;
+	if (r->body.len + n > max) {
+		r->too_big = 1;
+		return 0;
+	}
+	if (util_buf_add(&r->body, data, n))
+		return 0;
+	return n;
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nmemb, void *ud)
+{
+	struct req *r = ud;
+	size_t n = size * nmemb;
+	if (n >= 5 && !memcmp(buf, "HTTP/", 5)) {
+		/* a new response (after 100 Continue or a retry): forget the old one */
+		const char *sp = memchr(buf, ' ', n);
+		r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		r->etag[0] = 0;
+		r->content_length = -1;
+		return n;
+	}
+	if (n > 5 && !strncasecmp(buf, "ETag:", 5)) {
+		size_t i = 5, j = 0;
+		while (i < n && (buf[i] == ' ' || buf[i] == '"'))
+			i++;
+		while (i < n && buf[i] != '"' && buf[i] != '\r' && buf[i] != '\n' && j + 1 < sizeof(r->etag))
+			r->etag[j++] = buf[i++];
+		r->etag[j] = 0;
+	} else if (n > 15 && !strncasecmp(buf, "Content-Length:", 15)) {
+		r->content_length = strtoll(buf + 15, NULL, 10);
+	}
+	return n;
+}
+
+/* S3's error Code and Message from an error body. */
+static void error_words(const struct req *r, char *code, size_t clen, char *msg, size_t mlen)
+{
+	size_t pos = 0;
+	code[0] = msg[0] = 0;
+	if (!r->body.len)
+		return;
+	s3_xml_next(r->body.buf, r->body.len, &pos, "Code", code, clen);
+	pos = 0;
+	s3_xml_next(r->body.buf, r->body.len, &pos, "Message", msg, mlen);
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	for (char *p = code; *p; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+			*p = '?';
+}
+
+static enum hm_err status_err(struct hm_ctx *ctx, const struct s3_client *c, const struct req *r)
+{
+	char code[64], msg[200], what[1200];
+	error_words(r, code, sizeof(code), msg, sizeof(msg));
+	if (r->key && *r->key)
+		snprintf(what, sizeof(what), "s3://%s/%s", c->cfg.bucket, r->key);
+	else
+		snprintf(what, sizeof(what), "s3://%s", c->cfg.bucket);
+	if (!strcmp(code, "NoSuchBucket"))
+		return hm_fail(ctx, HM_ERR_NOT_FOUND, "bucket '%s' does not exist at %s", c->cfg.bucket,
+			       c->cfg.endpoint);
+	if (r->status == 404 || !strcmp(code, "NoSuchKey") || !strcmp(code, "NoSuchUpload"))
+		return hm_fail(ctx, HM_ERR_NOT_FOUND, "%s not found%s%s", what, code[0] ? ": " : "", code);
+	if (r->status == 401 || r->status == 403 || !strcmp(code, "InvalidAccessKeyId") ||
+	    !strcmp(code, "SignatureDoesNotMatch") || !strcmp(code, "AccessDenied"))
+		return hm_fail(ctx, HM_ERR_AUTH,
+			       "access to %s denied (HTTP %ld%s%s): check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
+			       what, r->status, code[0] ? " " : "", code);
+	if (!strcmp(code, "BadDigest") || !strcmp(code, "XAmzContentSHA256Mismatch") ||
+	    !strcmp(code, "InvalidDigest"))
+		return hm_fail(ctx, HM_ERR_CORRUPT, "%s: the server received other bytes than were sent (%s)", what,
+			       code);
+	if (r->status == 507 || !strcmp(code, "QuotaExceeded") || !strcmp(code, "EntityTooLarge"))
+		return hm_fail(ctx, HM_ERR_NOSPC, "%s: the object store refused the data (%s)", what,
+			       code[0] ? code : "HTTP 507");
+	return hm_fail(ctx, HM_ERR_HTTP, "unexpected HTTP %ld from the object store for %s%s%s%s%s", r->status, what,
+		       code[0] ? " (" : "", code, code[0] ? ")" : "", msg[0] ? "" : "");
+}
+
+static int retryable(const struct req *r)
+{
+	char code[64], msg[8];
+	if (fetch_http_retryable(r->status))
+		return 1;
+	error_words(r, code, sizeof(code), msg, sizeof(msg));
+	return !strcmp(code, "SlowDown") || !strcmp(code, "InternalError") || !strcmp(code, "RequestTimeout");
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Runs r with retries on handle h (reused for keep-alive). An HTTP status
+ * >= 300 is an error (HM_ERR_NOT_FOUND for 404 ...), except that the caller
+ * can read r->status when it returns HM_OK. */
+static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct req *r)
+{
+	enum hm_err err = HM_OK;
+	struct util_buf url = UTIL_BUF_INIT;
+	struct curl_slist *hdrs = NULL;
+	char errbuf[CURL_ERROR_SIZE], *base = NULL;
+	int attempt = 0;
+
+	base = s3_object_url(&c->cfg, r->key ? r->key : "", NULL);
+	if (!base || util_buf_adds(&url, base) ||
+	    (r->query && (util_buf_adds(&url, "?") || util_buf_adds(&url, r->query)))) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		struct curl_slist *t;
+		char hv[1200], range[64];
+		CURLcode rc;
+		double wait;
+
+		curl_slist_free_all(hdrs);
+		hdrs = NULL;
+		curl_easy_reset(h);
+		r->status = 0;
+		r->pos = 0;
+		r->etag[0] = 0;
+		r->content_length = -1;
+		r->too_big = r->sink_stopped = 0;
+		util_buf_release(&r->body);
+		if (r->sha && r->sha_base)
+			EVP_MD_CTX_copy_ex(r->sha, r->sha_base);
+		if (r->md5)
+			EVP_DigestInit_ex(r->md5, EVP_md5(), NULL);
+		snprintf(hv, sizeof(hv), "x-amz-content-sha256: %s", r->payload_sha ? r->payload_sha : "UNSIGNED-PAYLOAD");
+		t = curl_slist_append(hdrs, hv);
+		if (t)
+			hdrs = t;
+		if (t && c->cfg.session_token) {
+			snprintf(hv, sizeof(hv), "x-amz-security-token: %s", c->cfg.session_token);
+			t = curl_slist_append(hdrs, hv);
+			OPENSSL_cleanse(hv, sizeof(hv));
+			if (t)
+				hdrs = t;
+		}
+		if (t && (r->range || r->delivered)) {
+			if (r->delivered)
+				snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)r->delivered);
+			else
+				snprintf(range, sizeof(range), "Range: %s", r->range);
+			t = curl_slist_append(hdrs, range);
+			if (t)
+				hdrs = t;
+		}
+		/* no "Expect:" override: curl 7.88 signs the empty header it then drops */
+		if (!t) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		errbuf[0] = 0;
+		curl_easy_setopt(h, CURLOPT_URL, url.buf);
+		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+		curl_easy_setopt(h, CURLOPT_USERAGENT, "hubmirror-s3");
+		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
+		curl_easy_setopt(h, CURLOPT_USERPWD, c->userpwd);
+		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+		curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+		if (!strcmp(r->method, "HEAD")) {
+			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+		} else if (!strcmp(r->method, "PUT")) {
+			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+			curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+			curl_easy_setopt(h, CURLOPT_READDATA, r);
+			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
+			if (c->cfg.send_rate)
+				curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
+		} else if (!strcmp(r->method, "POST")) {
+			curl_easy_setopt(h, CURLOPT_POST, 1L);
+			curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->buf ? r->buf : "");
+			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
+		} else if (strcmp(r->method, "GET")) {
+			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
+		}
+		rc = curl_easy_perform(h);
+		attempt++;
+		if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
+			err = HM_OK;
+			break;
+		}
+		if (r->sink_stopped) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "stopped reading s3://%s/%s", c->cfg.bucket, r->key);
+			break;
+		}
+		if (rc == CURLE_OK && r->status >= 300 && !retryable(r)) {
+			err = status_err(ctx, c, r);
+			break;
+		}
+		if (r->too_big) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "s3://%s/%s is larger than expected", c->cfg.bucket,
+				      r->key);
+			break;
+		}
+		if (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR) {
+			err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload to s3://%s/%s: %s", c->cfg.bucket,
+				      r->key, strerror(errno));
+			break;
+		}
+		if (hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+			break;
+		}
+		if (attempt > c->cfg.retries) {
+			if (rc != CURLE_OK)
+				err = hm_fail(ctx, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
+							   ? HM_ERR_UNREACHABLE : HM_ERR_NET,
+					      "object store %s: %s (after %d tries)", c->cfg.endpoint,
+					      errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt);
+			else
+				err = status_err(ctx, c, r);
+			break;
+		}
+		wait = fetch_retry_delay(attempt, -1);
+		{
+			char m[256];
+			snprintf(m, sizeof(m), "object store: %s, retrying in %.1fs",
+				 rc != CURLE_OK ? curl_easy_strerror(rc) : "server busy", wait);
+			struct hm_event ev = {.kind = HM_EV_RETRY, .name = r->key, .msg = m};
+			hm_emit(ctx, &ev);
+		}
+		sleep_s(wait);
+	}
+out:
+	curl_slist_free_all(hdrs);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_USERPWD, NULL);
+	free(base);
+	util_buf_release(&url);
+	return err;
+}
+
+static void req_init(struct req *r, const char *method, const char *key)
+{
+	memset(r, 0, sizeof(*r));
+	r->method = method;
+	r->key = key;
+	r->fd = -1;
+	r->body_max = 16 * MIB;
+	r->content_length = -1;
+}
+
+/* One-shot request on a fresh handle. */
+static enum hm_err run(struct hm_ctx *ctx, struct s3_client *c, struct req *r)
+{
+	CURL *h = curl_easy_init();
+	enum hm_err err;
+	if (!h)
+		return hm_fail(ctx, HM_ERR_NOMEM, "cannot create a curl handle");
+	err = perform(ctx, c, h, r);
+	curl_easy_cleanup(h);
+	return err;
+}
+
+static enum hm_err check_key(struct hm_ctx *ctx, const char *key)
+{
+	if (!s3_key_ok(key))
+		return hm_fail(ctx, HM_ERR_USAGE, "invalid object key '%s'", key ? key : "");
+	return HM_OK;
+}
+
+/* ---- objects ---- */
+
+enum hm_err s3_put_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key, const void *data, size_t len)
+{
+	struct req r;
+	char sha[65];
+	enum hm_err err;
+	if ((err = check_key(ctx, key)))
+		return err;
+	s3_sha256_hex(data, len, sha);
+	req_init(&r, "PUT", key);
+	r.buf = data ? data : "";
+	r.len = r.buflen = len;
+	r.payload_sha = sha;
+	err = run(ctx, c, &r);
+	util_buf_release(&r.body);
+	return err;
+}
+
+enum hm_err s3_get_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key, size_t max, char **out,
+		       size_t *len)
+{
+	struct req r;
+	enum hm_err err;
+	*out = NULL;
+	*len = 0;
+	if ((err = check_key(ctx, key)))
+		return err;
+	req_init(&r, "GET", key);
+	r.body_max = max;
+	err = run(ctx, c, &r);
+	if (!err) {
+		if (!r.body.buf && util_buf_add(&r.body, "", 0)) {
+			util_buf_release(&r.body);
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		}
+		*len = r.body.len;
+		*out = util_buf_detach(&r.body);
+	}
+	util_buf_release(&r.body);
+	return err;
+}
+
+enum hm_err s3_get(struct hm_ctx *ctx, struct s3_client *c, const char *key,
+		   int (*fn)(void *ud, const void *data, size_t n), void *ud, uint64_t *size)
+{
+	struct req r;
+	enum hm_err err;
+	if ((err = check_key(ctx, key)))
+		return err;
+	req_init(&r, "GET", key);
+	r.sink = fn;
+	r.ud = ud;
+	err = run(ctx, c, &r);
+	if (!err && size)
+		*size = r.delivered;
+	util_buf_release(&r.body);
+	return err;
+}
+
+enum hm_err s3_head(struct hm_ctx *ctx, struct s3_client *c, const char *key, int *exists, uint64_t *size)
+{
+	struct req r;
+	enum hm_err err;
+	*exists = 0;
+	if ((err = check_key(ctx, key)))
+		return err;
+	req_init(&r, "HEAD", key);
+	err = run(ctx, c, &r);
+	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
+		ctx->errmsg[0] = 0;
+		err = HM_OK;
+	} else if (!err) {
+		*exists = 1;
+		if (size)
+			*size = r.content_length >= 0 ? (uint64_t)r.content_length : 0;
+	}
+	util_buf_release(&r.body);
+	return err;
+}
+
+enum hm_err s3_delete(struct hm_ctx *ctx, struct s3_client *c, const char *key)
+{
+	struct req r;
+	enum hm_err err;
+	if ((err = check_key(ctx, key)))
+		return err;
+	req_init(&r, "DELETE", key);
+	err = run(ctx, c, &r);
+	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
+		char code[64], msg[8];
+		error_words(&r, code, sizeof(code), msg, sizeof(msg));
+		if (strcmp(code, "NoSuchBucket")) {
+			ctx->errmsg[0] = 0;
+			err = HM_OK;
+		}
+	}
+	util_buf_release(&r.body);
+	return err;
+}
+
+enum hm_err s3_check_bucket(struct hm_ctx *ctx, struct s3_client *c)
+{
+	struct req r;
+	enum hm_err err;
+	req_init(&r, "GET", "");
+	r.query = "list-type=2&max-keys=1";
+	err = run(ctx, c, &r);
+	util_buf_release(&r.body);
+	return err;
+}
+
+/* ---- listing ---- */
+
+enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
+		    int (*fn)(void *ud, const struct s3_object *o), void *ud)
+{
+	enum hm_err err = HM_OK;
+	struct util_buf q = UTIL_BUF_INIT;
+	char token[1024] = "", *item = NULL;
+	CURL *h = curl_easy_init();
+	struct req r;
+
+	req_init(&r, "GET", "");
+	item = malloc(8192);
+	if (!h || !item) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		size_t pos = 0;
+		char truncated[16] = "";
+		q.len = 0;
+		if (q.buf)
+			q.buf[0] = 0;
+		if ((token[0] && (util_buf_adds(&q, "continuation-token=") || s3_uri_encode(&q, token, 0) ||
+				  util_buf_adds(&q, "&"))) ||
+		    util_buf_adds(&q, "list-type=2&prefix=") || s3_uri_encode(&q, prefix, 0)) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		req_init(&r, "GET", "");
+		r.query = q.buf;
+		if ((err = perform(ctx, c, h, &r)))
+			goto out;
+		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Contents", item, 8192)) {
+			char key[1100] = "", lm[64] = "", etag[128] = "", size[32] = "";
+			size_t ip = 0, n = strlen(item);
+			struct s3_object o;
+			s3_xml_next(item, n, &ip, "Key", key, sizeof(key));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "LastModified", lm, sizeof(lm));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "ETag", etag, sizeof(etag));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "Size", size, sizeof(size));
+			{
+				/* ETags are listed with quotes */
+				char *e = etag;
+				size_t el;
+				while (*e == '"')
+					e++;
+				el = strlen(e);
+				while (el && e[el - 1] == '"')
+					e[--el] = 0;
+				o.etag = e;
+			}
+			o.key = key;
+			o.size = strtoull(size, NULL, 10);
+			o.mtime = s3_parse_time(lm);
+			if (fn(ud, &o))
+				goto out;
+		}
+		pos = 0;
+		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
+		pos = 0;
+		if (strcmp(truncated, "true") ||
+		    !s3_xml_next(r.body.buf, r.body.len, &pos, "NextContinuationToken", token, sizeof(token)) ||
+		    !token[0])
+			break;
+		util_buf_release(&r.body);
+	}
+out:
+	util_buf_release(&r.body);
+	util_buf_release(&q);
+	free(item);
+	if (h)
+		curl_easy_cleanup(h);
+	return err;
+}
+
+enum hm_err s3_list_uploads(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
+			    int (*fn)(void *ud, const struct s3_upload *u), void *ud)
+{
+	enum hm_err err = HM_OK;
+	struct util_buf q = UTIL_BUF_INIT;
+	char kmark[1100] = "", umark[512] = "", item[4096];
+	CURL *h = curl_easy_init();
+	struct req r;
+
+	req_init(&r, "GET", "");
+	if (!h)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (;;) {
+		size_t pos = 0;
+		char truncated[16] = "";
+		q.len = 0;
+		/* sorted: key-marker, prefix, upload-id-marker, uploads */
+		if ((kmark[0] && (util_buf_adds(&q, "key-marker=") || s3_uri_encode(&q, kmark, 0) ||
+				  util_buf_adds(&q, "&"))) ||
+		    util_buf_adds(&q, "prefix=") || s3_uri_encode(&q, prefix, 0) ||
+		    (umark[0] && (util_buf_adds(&q, "&upload-id-marker=") || s3_uri_encode(&q, umark, 0))) ||
+		    util_buf_adds(&q, "&uploads=")) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		req_init(&r, "GET", "");
+		r.query = q.buf;
+		if ((err = perform(ctx, c, h, &r)))
+			goto out;
+		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Upload", item, sizeof(item))) {
+			char key[1100] = "", id[512] = "", init[64] = "";
+			size_t ip = 0, n = strlen(item);
+			struct s3_upload u;
+			s3_xml_next(item, n, &ip, "Key", key, sizeof(key));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "UploadId", id, sizeof(id));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "Initiated", init, sizeof(init));
+			u.key = key;
+			u.upload_id = id;
+			u.initiated = s3_parse_time(init);
+			if (key[0] && id[0] && fn(ud, &u))
+				goto out;
+		}
+		pos = 0;
+		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
+		if (strcmp(truncated, "true"))
+			break;
+		pos = 0;
+		s3_xml_next(r.body.buf, r.body.len, &pos, "NextKeyMarker", kmark, sizeof(kmark));
+		pos = 0;
+		s3_xml_next(r.body.buf, r.body.len, &pos, "NextUploadIdMarker", umark, sizeof(umark));
+		if (!kmark[0])
+			break;
+		util_buf_release(&r.body);
+	}
+out:
+	util_buf_release(&r.body);
+	util_buf_release(&q);
+	curl_easy_cleanup(h);
+	return err;
+}
+
+static int upload_query(struct util_buf *q, int part, const char *upload_id)
+{
+	q->len = 0;
+	if (q->buf)
+		q->buf[0] = 0;
+	if (part > 0 && util_buf_printf(q, "partNumber=%d&", part))
+		return -1;
+	return util_buf_adds(q, "uploadId=") || s3_uri_encode(q, upload_id, 0) ? -1 : 0;
+}
+
+enum hm_err s3_abort_upload(struct hm_ctx *ctx, struct s3_client *c, const char *key, const char *upload_id)
+{
+	struct util_buf q = UTIL_BUF_INIT;
+	struct req r;
+	enum hm_err err;
+	if ((err = check_key(ctx, key)))
+		return err;
+	if (upload_query(&q, 0, upload_id)) {
+		util_buf_release(&q);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	req_init(&r, "DELETE", key);
+	r.query = q.buf;
+	err = run(ctx, c, &r);
+	if (err == HM_ERR_NOT_FOUND) {
+		ctx->errmsg[0] = 0;
+		err = HM_OK;
+	}
+	util_buf_release(&r.body);
+	util_buf_release(&q);
+	return err;
+}
+
+/* ---- uploads ---- */
+
+struct part {
+	char etag[128];
+	uint64_t size;
+};
+
+struct find_upload {
+	const char *key;
+	char id[512];
+	int64_t initiated;
+};
+
+static int find_upload_cb(void *ud, const struct s3_upload *u)
+{
+	struct find_upload *f = ud;
+	if (!strcmp(u->key, f->key) && (!f->id[0] || u->initiated >= f->initiated)) {
+		snprintf(f->id, sizeof(f->id), "%s", u->upload_id);
+		f->initiated = u->initiated;
+	}
+	return 0;
+}
+
+/* The parts an unfinished upload already has (ListParts, all pages). */
+static enum hm_err list_parts(struct hm_ctx *ctx, struct s3_client *c, CURL *h, const char *key,
+			      const char *id, struct part *parts, int nparts)
+{
+	enum hm_err err = HM_OK;
+	struct util_buf q = UTIL_BUF_INIT;
+	char marker[32] = "", item[1024];
+	struct req r;
+
+	req_init(&r, "GET", key);
+	for (;;) {
+		size_t pos = 0;
+		char truncated[16] = "";
+		q.len = 0;
+		if ((marker[0] && util_buf_printf(&q, "part-number-marker=%s&", marker)) ||
+		    util_buf_adds(&q, "uploadId=") || s3_uri_encode(&q, id, 0)) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		req_init(&r, "GET", key);
+		r.query = q.buf;
+		if ((err = perform(ctx, c, h, &r)))
+			goto out;
+		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Part", item, sizeof(item))) {
+			char num[16] = "", etag[128] = "", size[32] = "";
+			size_t ip = 0, n = strlen(item);
+			long pn;
+			s3_xml_next(item, n, &ip, "PartNumber", num, sizeof(num));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "ETag", etag, sizeof(etag));
+			ip = 0;
+			s3_xml_next(item, n, &ip, "Size", size, sizeof(size));
+			pn = strtol(num, NULL, 10);
+			if (pn >= 1 && pn <= nparts) {
+				char *e = etag;
+				size_t el;
+				while (*e == '"')
+					e++;
+				el = strlen(e);
+				while (el && e[el - 1] == '"')
+					e[--el] = 0;
+				snprintf(parts[pn - 1].etag, sizeof(parts[pn - 1].etag), "%s", e);
+				parts[pn - 1].size = strtoull(size, NULL, 10);
+			}
+		}
+		pos = 0;
+		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
+		pos = 0;
+		if (strcmp(truncated, "true") ||
+		    !s3_xml_next(r.body.buf, r.body.len, &pos, "NextPartNumberMarker", marker, sizeof(marker)))
+			break;
+		util_buf_release(&r.body);
+	}
+out:
+	util_buf_release(&r.body);
+	util_buf_release(&q);
+	return err;
+}
+
+/* MD5 (hex) and SHA-256 update of a file region, read locally. */
+static enum hm_err hash_region(struct hm_ctx *ctx, int fd, uint64_t off, uint64_t len, EVP_MD_CTX *sha,
+			       char md5hex[33])
+{
+	EVP_MD_CTX *m = EVP_MD_CTX_new();
+	unsigned char *buf = malloc(1 << 20), d[16];
+	enum hm_err err = HM_OK;
+	if (!m || !buf) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	EVP_DigestInit_ex(m, EVP_md5(), NULL);
+	while (len) {
+		size_t want = len > (1 << 20) ? (1 << 20) : (size_t)len;
+		ssize_t got = pread(fd, buf, want, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload: %s",
+				      got < 0 ? strerror(errno) : "file shrank");
+			goto out;
+		}
+		EVP_DigestUpdate(m, buf, (size_t)got);
+		EVP_DigestUpdate(sha, buf, (size_t)got);
+		off += (uint64_t)got;
+		len -= (uint64_t)got;
+	}
+	EVP_DigestFinal_ex(m, d, NULL);
+	util_hex(d, 16, md5hex);
+out:
+	EVP_MD_CTX_free(m);
+	free(buf);
+	return err;
+}
+
+static void final_hex(EVP_MD_CTX *m, char *out, size_t n)
+{
+	unsigned char d[32];
+	unsigned int l = 0;
+	EVP_DigestFinal_ex(m, d, &l);
+	util_hex(d, l < n ? l : n, out);
+}
+
+static uint64_t part_size_for(const struct s3_client *c, uint64_t size)
+{
+	uint64_t p = c->cfg.part_size;
+	uint64_t need = (size + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
+	if (p < need)
+		p = (need + MIB - 1) / MIB * MIB;
+	return p < S3_MIN_PART ? S3_MIN_PART : p;
+}
+
+static enum hm_err put_multipart(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd,
+				 uint64_t size, const char *sha256, uint64_t *sent)
+{
+	enum hm_err err = HM_OK;
+	uint64_t psize = part_size_for(c, size);
+	int nparts = (int)((size + psize - 1) / psize);
+	struct part *parts = calloc((size_t)nparts, sizeof(*parts));
+	struct find_upload fu = {.key = key};
+	struct util_buf q = UTIL_BUF_INIT, body = UTIL_BUF_INIT;
+	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *work = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
+	CURL *h = curl_easy_init();
+	char got[65];
+	struct req r;
+	int created = 0;
+
+	req_init(&r, "POST", key);
+	if (!parts || !sha || !work || !md5 || !h) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
+	/* an unfinished upload of this key (a killed pull) is resumed */
+	if ((err = s3_list_uploads(ctx, c, key, find_upload_cb, &fu)))
+		goto out;
+	if (fu.id[0]) {
+		if ((err = list_parts(ctx, c, h, key, fu.id, parts, nparts))) {
+			if (err != HM_ERR_NOT_FOUND)
+				goto out;
+			/* aborted meanwhile: start over */
+			ctx->errmsg[0] = 0;
+			err = HM_OK;
+			fu.id[0] = 0;
+			memset(parts, 0, (size_t)nparts * sizeof(*parts));
+		}
+	}
+	if (!fu.id[0]) {
+		req_init(&r, "POST", key);
+		r.query = "uploads=";
+		if ((err = perform(ctx, c, h, &r)))
+			goto out;
+		size_t pos = 0;
+		if (!s3_xml_next(r.body.buf, r.body.len, &pos, "UploadId", fu.id, sizeof(fu.id)) || !fu.id[0]) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the object store sent no UploadId for s3://%s/%s",
+				      c->cfg.bucket, key);
+			goto out;
+		}
+		util_buf_release(&r.body);
+		created = 1;
+	}
+	for (int i = 0; i < nparts; i++) {
+		uint64_t off = (uint64_t)i * psize, len = size - off < psize ? size - off : psize;
+		char md5hex[33];
+		if (hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+			goto out;
+		}
+		if (parts[i].etag[0] && parts[i].size == len) {
+			/* a finished part: reuse it when its MD5 is ours */
+			if (!EVP_MD_CTX_copy_ex(work, sha)) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+			if ((err = hash_region(ctx, fd, off, len, work, md5hex)))
+				goto out;
+			if (!strcasecmp(md5hex, parts[i].etag)) {
+				EVP_MD_CTX_copy_ex(sha, work);
+				continue;
+			}
+		}
+		if (upload_query(&q, i + 1, fu.id)) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		req_init(&r, "PUT", key);
+		r.query = q.buf;
+		r.fd = fd;
+		r.off = off;
+		r.len = len;
+		r.sha_base = sha;
+		r.sha = work;
+		r.md5 = md5;
+		if ((err = perform(ctx, c, h, &r)))
+			goto out;
+		final_hex(md5, md5hex, 16);
+		if (strcasecmp(md5hex, r.etag)) {
+			err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: part %d arrived damaged (ETag %s, sent MD5 %s)",
+				      c->cfg.bucket, key, i + 1, r.etag, md5hex);
+			goto out;
+		}
+		snprintf(parts[i].etag, sizeof(parts[i].etag), "%s", r.etag);
+		parts[i].size = len;
+		EVP_MD_CTX_copy_ex(sha, work);
+		if (sent)
+			*sent += len;
+		util_buf_release(&r.body);
+	}
+	final_hex(sha, got, 32);
+	if (strcmp(got, sha256)) {
+		err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: the data has SHA-256 %s, expected %s; upload aborted",
+			      c->cfg.bucket, key, got, sha256);
+		goto out;
+	}
+	if (util_buf_adds(&body, "<CompleteMultipartUpload>")) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < nparts; i++)
+		if (util_buf_printf(&body, "<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1,
+				    parts[i].etag)) {
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+	if (util_buf_adds(&body, "</CompleteMultipartUpload>") || upload_query(&q, 0, fu.id)) {
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	req_init(&r, "POST", key);
+	r.query = q.buf;
+	r.buf = body.buf;
+	r.buflen = body.len;
+	if ((err = perform(ctx, c, h, &r)))
+		goto out;
+	{
+		/* CompleteMultipartUpload can fail with 200 and an Error body */
+		size_t pos = 0;
+		char code[64] = "";
+		if (s3_xml_next(r.body.buf, r.body.len, &pos, "Code", code, sizeof(code)) && code[0]) {
+			err = hm_fail(ctx, HM_ERR_HTTP, "s3://%s/%s: completing the upload failed (%s)", c->cfg.bucket,
+				      key, code);
+			goto out;
+		}
+	}
+	fu.id[0] = 0; /* done: nothing to abort */
+out:
+	/* a digest mismatch must never become visible; other failures keep the
+	 * parts for the next try (gc aborts stale uploads) */
+	if (err == HM_ERR_CORRUPT && fu.id[0]) {
+		struct hm_ctx quiet = {0};
+		if (s3_abort_upload(&quiet, c, key, fu.id))
+			quiet.errmsg[0] = 0;
+	}
+	(void)created;
+	util_buf_release(&r.body);
+	util_buf_release(&q);
+	util_buf_release(&body);
+	EVP_MD_CTX_free(sha);
+	EVP_MD_CTX_free(work);
+	EVP_MD_CTX_free(md5);
+	free(parts);
+	if (h)
+		curl_easy_cleanup(h);
+	return err;
+}
+
+enum hm_err s3_put_file(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd, uint64_t size,
+			const char *sha256, uint64_t *sent)
+{
+	enum hm_err err;
+	if (sent)
+		*sent = 0;
+	if ((err = check_key(ctx, key)))
+		return err;
+	if (!sha256 || !util_is_hex(sha256, 64))
+		return hm_fail(ctx, HM_ERR_USAGE, "an upload needs the content's SHA-256");
+	if (size > c->cfg.single_max)
+		return put_multipart(ctx, c, key, fd, size, sha256, sent);
+	/* x-amz-content-sha256 carries the digest: the server refuses other bytes */
+	struct req r;
+	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *base = EVP_MD_CTX_new();
+	char got[65];
+	if (!sha || !base) {
+		EVP_MD_CTX_free(sha);
+		EVP_MD_CTX_free(base);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	EVP_DigestInit_ex(base, EVP_sha256(), NULL);
+	req_init(&r, "PUT", key);
+	r.fd = fd;
+	r.len = size;
+	r.payload_sha = sha256;
+	r.sha_base = base;
+	r.sha = sha;
+	err = run(ctx, c, &r);
+	if (!err) {
+		final_hex(sha, got, 32);
+		if (strcmp(got, sha256)) {
+			/* the server took bytes that are not the blob: take it back */
+			struct hm_ctx quiet = {0};
+			if (s3_delete(&quiet, c, key))
+				quiet.errmsg[0] = 0;
+			err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: the data has SHA-256 %s, expected %s",
+				      c->cfg.bucket, key, got, sha256);
+		} else if (sent) {
+			*sent = size;
+		}
+	}
+	util_buf_release(&r.body);
+	EVP_MD_CTX_free(sha);
+	EVP_MD_CTX_free(base);
+	return err;
+}
