@@ -163,7 +163,7 @@ const struct cmd cmd_rm = {
 static const struct cmd_opt gc_opts[] = {
 	{"dry-run", 'n', NULL, 0, "remove nothing: list what would go and what stays, and why"},
 	{"keep-partials-days", 0, "DAYS", 0, "keep partial downloads written to in the last DAYS days (default 7; 0 removes every unused one)"},
-	{"force", 0, NULL, 0, "collect even when the index knows no revision (a lost index.db looks like that)"},
+	{"force", 0, NULL, 0, "collect even when the index knows no revision and no pull (a lost index.db looks like that)"},
 	{NULL, 0, NULL, 0, NULL},
 };
 
@@ -264,8 +264,8 @@ const struct cmd cmd_gc = {
 	"temp files of conversions whose process is gone are removed. While another\n"
 	"process has the store open, blobs added in the last hour and files without\n"
 	"index rows stay (a pull may be about to record them); gc says so.\n"
-	"gc refuses when the index knows no revision but blobs exist (what a lost\n"
-	"index.db looks like): 'hubmirror rebuild-index' indexes the blobs again;\n"
-	"--force deletes them.",
+	"gc refuses when the index knows no revision and no pull while blobs exist\n"
+	"(what a lost or replaced index.db looks like): 'hubmirror rebuild-index'\n"
+	"indexes the blobs again; --force deletes them.",
 	gc_opts, gc_run,
 };

@@ -576,7 +576,14 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* open (and migrate) the store once up front: a broken store fails here */
-	if ((err = store_open_mode(ctx, o->store_dir, STORE_READ, &st)))
+	/* a directory that is not a store is refused (a typo), unless the
+	 * server pulls through: that is a pull, which makes the store */
+	err = store_open_mode(ctx, o->store_dir, STORE_READ, &st);
+	if (err == HM_ERR_NOT_FOUND && o->upstream && !o->offline) {
+		ctx->errmsg[0] = '\0';
+		err = store_open_mode(ctx, o->store_dir, STORE_CREATE, &st);
+	}
+	if (err)
 		goto out;
 	/* a store this user cannot write is served as it is */
 	if (store_readonly(st) && o->access_log)

@@ -271,6 +271,27 @@ static const char *days(int64_t s, char *buf, size_t len)
 	return buf;
 }
 
+/* 1 when key names the temp of a running import or S3 transfer
+ * ("bundle-<pid>-<n>", "s3-<sha256>-<pid>"): those take no per-key lock,
+ * their pid says whether they are in use. */
+static int temp_owner_alive(const char *key)
+{
+	const char *p = NULL;
+	char *end;
+	long pid;
+
+	if (!strncmp(key, "bundle-", 7))
+		p = key + 7;
+	else if (!strncmp(key, "s3-", 3) && strrchr(key, '-') > key + 2)
+		p = strrchr(key, '-') + 1;
+	if (!p)
+		return 0;
+	pid = strtol(p, &end, 10);
+	if (end == p || pid <= 0 || (*end && *end != '-'))
+		return 0;
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
 /* Partials (.part/.state) whose per-key lock is free belong to no running
  * download; they go once older than o->keep_partials_s. A lock file alone
  * goes too (taken first, so no download is using it). */
@@ -344,7 +365,7 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 		if (snprintf(lock, sizeof(lock), "%s/%s.lock", dir, v[i].key) >= (int)sizeof(lock))
 			continue;
 		snprintf(path, sizeof(path), "tmp/%s.part", v[i].key);
-		if (store_lock_path(st, lock, 1, &fd) < 0) {
+		if (temp_owner_alive(v[i].key) || store_lock_path(st, lock, 1, &fd) < 0) {
 			if (v[i].files) {
 				r->partials_busy++;
 				tell(o, "partial", path, v[i].bytes, 0, "a running download is using it");
@@ -511,7 +532,9 @@ void store_sweep_scratch(struct store *st, int all, const struct store_gc_opts *
 	closedir(d);
 }
 
-/* 1 when the index knows no revision; *blobs says whether blobs exist anyway. */
+/* *none = 1 when the index knows no revision and recorded no transfer
+ * ever: a new, rebuilt or replaced index (after 'rm' of everything that was
+ * pulled, the transfers stay); *blobs counts its blob rows. */
 static enum hm_err no_revisions(struct hm_ctx *ctx, struct store *st, int *none, uint64_t *blobs)
 {
 	sqlite3_stmt *q = NULL;
@@ -519,7 +542,8 @@ static enum hm_err no_revisions(struct hm_ctx *ctx, struct store *st, int *none,
 
 	*none = 0;
 	*blobs = 0;
-	if ((err = store_prepare(ctx, st, "SELECT (SELECT count(*) FROM revisions), (SELECT count(*) FROM blobs)", &q)))
+	if ((err = store_prepare(ctx, st, "SELECT EXISTS (SELECT 1 FROM revisions) OR EXISTS (SELECT 1 FROM downloads),"
+				 " (SELECT count(*) FROM blobs)", &q)))
 		return err;
 	if (sqlite3_step(q) != SQLITE_ROW) {
 		err = store_db_fail(ctx, st, "count revisions");
@@ -553,10 +577,10 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc
 	if (norev && exclusive) {
 		flock(st->gc_fd, LOCK_SH);
 		return hm_fail(ctx, HM_ERR_DB,
-			       "the index of '%s' knows no revision but the store holds blobs: gc would delete them"
-			       " all (a lost or replaced index.db looks like this). 'hubmirror rebuild-index' indexes"
-			       " them and pulling the repos again records their revisions without downloading;"
-			       " 'hubmirror gc --force' deletes them", st->dir);
+			       "the index of '%s' knows no revision and no pull but the store holds blobs: gc would"
+			       " delete them all (a lost or replaced index.db looks like this). 'hubmirror"
+			       " rebuild-index' indexes them and pulling the repos again records their revisions"
+			       " without downloading; 'hubmirror gc --force' deletes them", st->dir);
 	}
 	if (!exclusive)
 		store_holders(st, r->holders, sizeof(r->holders));

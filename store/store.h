@@ -268,8 +268,10 @@ struct store_gc_result {
  * hears each item. While another process has the store open, unreferenced
  * blobs younger than an hour and files without rows stay (a pull may be
  * about to record them). Refuses (HM_ERR_DB, nothing removed) when the
- * index knows no revision but blobs exist, unless o->force: that is what
- * a lost or replaced index looks like, and gc would delete everything
+ * index knows no revision and recorded no transfer (pull, import) but blobs
+ * exist, unless o->force: that is what a lost, rebuilt or replaced index
+ * looks like (after 'rm' of all that was pulled, the transfers stay), and
+ * gc would delete everything
  * (while another process has the store open - a first pull - blobs are
  * left alone instead, and the rest collected). */
 enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc_opts *o,

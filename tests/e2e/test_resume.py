@@ -71,9 +71,10 @@ def test_kill9_then_verify_and_gc(t):
     p.wait()
     lib.check_store_consistent(t.store)
     t.ok("verify")
-    # the killed pull recorded no revision, which gc refuses without --force
-    # (a lost index looks the same); its partial is fresh, which gc keeps
-    # unless told otherwise
+    # the killed first pull recorded nothing yet, so blobs on disk next to an
+    # index without a revision or a pull look like a lost index: gc wants
+    # --force. Its partial is fresh, which gc keeps (a pull resumes it)
+    # unless told otherwise.
     t.fails("gc", words=["--force"])
     r = t.ok("gc", "--keep-partials-days", "0", "--force")
     check("1 partial download(s)" in r.out, "gc does not count the partial: %r" % r)

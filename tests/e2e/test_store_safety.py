@@ -71,15 +71,22 @@ def test_empty_index_refuses_and_rebuilds(t):
 
 
 def test_gc_force_without_revisions(t):
-    """The twin: gc --force does delete what no revision uses."""
+    """The twin of gc's refusal: --force deletes what no revision uses; and
+    after 'rm' of everything pulled (the index remembers the pulls) gc needs
+    no --force."""
     pulled(t)
-    t.ok("rm", SAMPLE_REPO)
+    drop_index(t.store)
+    t.ok("rebuild-index")
     t.fails("gc", words=["--force"])
     check(blob_files(t.store), "refused gc removed blobs")
     r = t.ok("gc", "--dry-run", "--force")
-    check("would remove" in r.out and blob_files(t.store), "gc --dry-run --force: %r" % r)
+    check("would remove blob" in r.out and blob_files(t.store), "gc --dry-run --force: %r" % r)
     t.ok("gc", "--force")
     check(not blob_files(t.store), "gc --force left blobs")
+    t.ok("pull", SAMPLE_REPO)
+    t.ok("rm", SAMPLE_REPO)
+    t.ok("gc")
+    check(not blob_files(t.store), "gc after rm left blobs")
 
 
 def test_rebuild_index_reports_corrupt_blob(t):
