@@ -2,6 +2,8 @@
 #   make                  build ./hubmirror
 #   make check            build, then every test (unit + end-to-end)
 #   make demo             build, then the main job end to end on a local sample
+#   make install          the binary, its man page and bash/zsh completions
+#                         under PREFIX (default /usr/local; DESTDIR for staging)
 #   make bench            benchmarks against peers (not part of check)
 #   make DEVELOPER=1      strict warnings as errors
 #   make check SANITIZE=address,undefined
@@ -10,11 +12,24 @@ CC ?= cc
 PKGS = libcurl libcrypto sqlite3 libarchive jansson libmicrohttpd libpcre2-8 zlib
 PYTHON ?= /usr/bin/python3
 
-# Install missing Debian packages before pkg-config is asked anything.
+# Install missing Debian packages before pkg-config is asked anything; never
+# for `make clean` / `make uninstall`, nor under `make -n` (a dry run runs nothing).
+NO_DEPS_GOALS := clean uninstall
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
+NEED_DEPS := $(if $(MAKECMDGOALS),$(filter-out $(NO_DEPS_GOALS),$(MAKECMDGOALS)),all)
+ifneq ($(DRY_RUN),)
+DEPS_OK := yes
+else ifeq ($(NEED_DEPS),)
+DEPS_OK := yes
+else
 DEPS_OK := $(shell mk/deps.sh build >&2 && echo yes)
+endif
 ifneq ($(DEPS_OK),yes)
 $(error missing build dependencies; see the apt-get line above)
 endif
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS := $(shell pkg-config --libs $(PKGS))
@@ -84,8 +99,24 @@ test-deps:
 check: hubmirror tests/unit/unit-tests $(FUZZ_REPLAY) test-deps
 	@$(PYTHON) tests/run.py
 
-demo: hubmirror test-deps
+# the demo needs python3 only (not the browsers and numpy of the tests)
+demo: hubmirror
+	@mk/deps.sh demo
 	@sh tests/demo.sh
+
+# The man page and completions come from the command table, as --help does.
+install: hubmirror
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	install -m 755 hubmirror $(DESTDIR)$(BINDIR)/hubmirror
+	./hubmirror --man > $(DESTDIR)$(MANDIR)/man1/hubmirror.1
+	./hubmirror completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/hubmirror
+	./hubmirror completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_hubmirror
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/hubmirror $(DESTDIR)$(MANDIR)/man1/hubmirror.1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/hubmirror \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_hubmirror
 
 bench: hubmirror
 	@mk/deps.sh bench
@@ -101,5 +132,5 @@ clean:
 	find . -name '*.o' -delete -o -name '*.d' -delete
 
 FORCE:
-.PHONY: all check demo bench clean test-deps fuzz FORCE
+.PHONY: all check demo bench clean test-deps fuzz install uninstall FORCE
 -include $(LIB_OBJ:.o=.d) $(CMD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)

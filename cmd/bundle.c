@@ -83,6 +83,10 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 			json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "output", out, "repos", (json_int_t)r.nrepos,
 					      "revisions", (json_int_t)r.nrevisions, "files", (json_int_t)r.nfiles,
 					      "blobs", (json_int_t)r.nblobs, "bytes", (json_int_t)r.bytes);
+			json_t *o = json_pack("{s:i}", "schema", CMD_JSON_SCHEMA);
+			json_object_update(o, j);
+			json_decref(j);
+			j = o;
 			char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 			if (s)
 				fprintf(f, "%s\n", s);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include "cmd.h"
 
@@ -223,6 +224,14 @@ int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
 	}
 	o->allow_private_redirects = cmd_flag(a, "allow-private-redirects");
 	return 0;
+}
+
+int cmd_offline(const struct cmd_args *a)
+{
+	const char *v = getenv("HF_HUB_OFFLINE");
+	if (cmd_flag(a, "offline"))
+		return 1;
+	return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
 }
 
 enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)

@@ -48,6 +48,7 @@ struct cmd_env {
 	int json, quiet;
 	int json_done;           /* a JSON answer (or error object) is on stdout */
 	int error_printed;       /* the error's line is on stderr already */
+	int no_truncate;         /* tables show long cells whole */
 	int progress;            /* a progress bar is drawn on stderr (a tty) */
 	struct cmd_progress prog;
 };
@@ -98,6 +99,8 @@ int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, in
  * Returns 0, or -1 after printing what is wrong. */
 struct fetch_client_opts;
 int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o);
+/* --offline, or HF_HUB_OFFLINE set to 1/true/yes/on (as huggingface_hub reads it). */
+int cmd_offline(const struct cmd_args *a);
 
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
@@ -133,6 +136,27 @@ void cmd_progress_end(struct cmd_env *env);
 /* Columns of the terminal (TIOCGWINSZ on stderr or stdout, else $COLUMNS, else 80). */
 int cmd_term_width(void);
 const char *cmd_rate(double bytes_per_s, char *buf, size_t len);
+
+/* A table that fits the terminal (cmd/table.c): 'r' in align right-aligns a
+ * column, 'y' in flex lets it be cut with "..." when the line is too wide
+ * for the terminal (never when piped, nor with --no-truncate). */
+#define CMD_TABLE_MAXCOLS 16
+struct cmd_table {
+	int ncols;
+	int right[CMD_TABLE_MAXCOLS], flex[CMD_TABLE_MAXCOLS];
+	char **cells; /* row-major; row 0 is the header */
+	size_t nrows, cap;
+};
+void cmd_table_init(struct cmd_table *t, int ncols, const char *const *heads, const char *align, const char *flex);
+int cmd_table_row(struct cmd_table *t, const char *const *cells);
+void cmd_table_print(const struct cmd_env *env, struct cmd_table *t, FILE *f);
+void cmd_table_release(struct cmd_table *t);
+
+/* The man page and bash/zsh completions from the command table (doc.c);
+ * cmd_doc_completion returns -1 for an unknown shell. */
+void cmd_doc_man(FILE *f, const struct cmd *const *cmds, size_t n, const struct cmd_opt *global, const char *version);
+int cmd_doc_completion(FILE *f, const char *shell, const struct cmd *const *cmds, size_t n,
+		       const struct cmd_opt *global);
 
 extern const struct cmd cmd_pull, cmd_ls, cmd_verify, cmd_checkout, cmd_rm, cmd_gc, cmd_stats, cmd_serve, cmd_sync, cmd_run, cmd_smoke;
 extern const struct cmd cmd_export, cmd_import;

@@ -47,13 +47,14 @@ static int list_all(struct cmd_env *env, struct store *st)
 	size_t n = 0;
 	enum hm_err err = store_list_repos(&env->ctx, st, &ri, &n);
 	json_t *out = env->json ? json_array() : NULL;
+	struct cmd_table tab;
+	static const char *const heads[] = {"REPO", "TYPE", "REVISIONS", "SIZE", "REFS"};
 	if (err)
 		return cmd_error(env, err);
 	cmd_print_store(env, st);
 	if (!env->json && !n)
 		printf("the store is empty: 'hubmirror pull ORG/NAME' mirrors a repository\n");
-	if (!env->json && n)
-		printf("%-8s %-40s %9s %10s  %s\n", "TYPE", "REPO", "REVISIONS", "SIZE", "REFS");
+	cmd_table_init(&tab, 5, heads, "llrrl", "yny.y");
 	for (size_t i = 0; i < n; i++) {
 		struct store_rev_info *rv = NULL;
 		size_t nrv = 0;
@@ -65,18 +66,23 @@ static int list_all(struct cmd_env *env, struct store *st)
 			json_array_append_new(out, json_pack("{s:s, s:s, s:I, s:o}", "repo", ri[i].name, "repo_type", ri[i].type,
 							     "bytes", (json_int_t)ri[i].bytes, "revisions", revs_json(rv, nrv)));
 		} else {
-			char refs[512] = "";
+			char refs[512] = "", nrev[32], name[300];
 			for (size_t k = 0; k < nrv; k++)
 				if (rv[k].refs && *rv[k].refs) {
 					size_t l = strlen(refs);
 					snprintf(refs + l, sizeof(refs) - l, "%s%s->%.7s", l ? " " : "", rv[k].refs, rv[k].commit);
 				}
-			printf("%-8s %-40s %9zu %10s  %s\n", ri[i].type, ri[i].name, nrv,
-			       util_human_size(ri[i].bytes, h, sizeof(h)), refs);
+			snprintf(nrev, sizeof(nrev), "%zu", nrv);
+			snprintf(name, sizeof(name), "%s%s", strcmp(ri[i].type, "dataset") ? "" : "datasets/", ri[i].name);
+			const char *row[] = {name, ri[i].type, nrev, util_human_size(ri[i].bytes, h, sizeof(h)), refs};
+			cmd_table_row(&tab, row);
 		}
 		store_rev_info_free(rv, nrv);
 	}
 	store_repo_info_free(ri, n);
+	if (!err && !env->json && n)
+		cmd_table_print(env, &tab, stdout);
+	cmd_table_release(&tab);
 	if (err) {
 		json_decref(out);
 		return cmd_error(env, err);

@@ -32,6 +32,7 @@ static const struct cmd_opt global_opts[] = {
 	{"json", 0, NULL, 0, "machine-readable output on stdout"},
 	{"quiet", 'q', NULL, 0, "no progress or summaries (errors only)"},
 	{"verbose", 'v', NULL, 0, "log each HTTP request on stderr (also HF_DEBUG=1)"},
+	{"no-truncate", 0, NULL, 0, "tables show long names whole (default: cut to the terminal's width)"},
 	{"help", 'h', NULL, 0, "show help"},
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -58,8 +59,10 @@ static void main_help(FILE *f)
 		fprintf(f, "  %-13s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(f, "\nglobal options (any command):\n");
 	print_opts(f, global_opts);
+	fprintf(f, "  %-10s %s\n", "completion", "print a bash or zsh completion script (hubmirror completion bash)");
 	fprintf(f, "\nexit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n"
-		   "'hubmirror <command> --help' shows a command's options.\n");
+		   "'hubmirror <command> --help' shows a command's options; 'hubmirror --man' prints\n"
+		   "the man page. The token: HF_TOKEN or $HF_HOME/token (--token stays in shell history).\n");
 }
 
 static void cmd_help(const struct cmd *c, FILE *f)
@@ -193,6 +196,18 @@ int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv
 	return rc;
 }
 
+/* A usage error with --json on the line: also a JSON error object on
+ * stdout (the message is on stderr already). */
+static int json_usage(int argc, char **argv, int rc)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--json")) {
+			cmd_json_error("usage", "invalid command line (see stderr)");
+			break;
+		}
+	return rc;
+}
+
 /* Levenshtein distance of two short words (capped at 32 characters). */
 static int distance(const char *a, const char *b)
 {
@@ -310,6 +325,12 @@ int main(int argc, char **argv)
 		for (size_t k = 0; k < NCOMMANDS; k++)
 			if (!strcmp(commands[k]->name, argv[ci]))
 				c = commands[k];
+		if (!strcmp(argv[ci], "completion")) {
+			if (ci + 1 < argc && !cmd_doc_completion(stdout, argv[ci + 1], commands, NCOMMANDS, global_opts))
+				return 0;
+			fprintf(stderr, "hubmirror: usage: hubmirror completion bash|zsh\n");
+			return 2;
+		}
 		if (!strcmp(argv[ci], "help")) {
 			if (ci + 1 < argc) {
 				for (size_t k = 0; k < NCOMMANDS; k++)
@@ -323,10 +344,13 @@ int main(int argc, char **argv)
 			return 0;
 		}
 		if (!c)
-			return unknown_command(argv[ci]);
+			return json_usage(argc, argv, unknown_command(argv[ci]));
 	}
 	for (int i = 1; i < argc; i++)
-		if (!strcmp(argv[i], "--version")) {
+		if (!strcmp(argv[i], "--man")) {
+			cmd_doc_man(stdout, commands, NCOMMANDS, global_opts, HM_VERSION);
+			return 0;
+		} else if (!strcmp(argv[i], "--version")) {
 			printf("hubmirror %s\n", HM_VERSION);
 			return 0;
 		}
@@ -342,12 +366,12 @@ int main(int argc, char **argv)
 		rc = parse(c, n, rest, a, g);
 		free(rest);
 		if (rc)
-			return rc;
+			return json_usage(argc, argv, rc);
 	}
 	a->opts = c ? c->opts : NULL;
 	g->opts = global_opts;
 	if (c && (rc = repo_habits(c, a, repobuf, sizeof(repobuf))))
-		return rc;
+		return json_usage(argc, argv, rc);
 	if (cmd_flag(g, "help")) {
 		if (c)
 			cmd_help(c, stdout);
@@ -364,6 +388,7 @@ int main(int argc, char **argv)
 	env.token_arg = cmd_opt(g, "token");
 	env.json = cmd_flag(g, "json");
 	env.quiet = cmd_flag(g, "quiet");
+	env.no_truncate = cmd_flag(g, "no-truncate");
 	env.ctx.cancel = &cancel_flag;
 	cmd_progress_init(&env, cmd_flag(g, "verbose"));
 	memset(&sa, 0, sizeof(sa));

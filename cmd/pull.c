@@ -19,6 +19,7 @@ static const struct cmd_opt opts[] = {
 	{"local-dir", 0, "DIR", 0, "the same as --to DIR --layout files (hf download's name)"},
 	{"copy", 0, NULL, 0, "with --to: independent copies instead of hard links"},
 	{"dry-run", 'n', NULL, 0, "list what would be downloaded and its size; download nothing"},
+	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1); what is not stored is an error"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -181,13 +182,19 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.exclude = exc;
 	o.dry_run = cmd_flag(a, "dry-run");
 	o.force = cmd_flag(a, "force");
-	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
+	o.offline = cmd_offline(a);
+	/* a pull makes the store; an offline one only reads what is there */
+	if ((err = cmd_client(env, a, &fc)) ||
+	    (err = cmd_open_store_mode(env, o.offline ? STORE_WRITE : STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	cmd_progress_label(env, o.type, o.repo);
 	err = mirror_pull(&env->ctx, st, fc, &o, &res);
 	cmd_progress_end(env);
+	if (res.stale[0] && !env->quiet)
+		fprintf(stderr, "hubmirror: warning: %s; using the stored revision %.12s of '%s'\n", res.stale, res.commit,
+			label);
 	if (!err && o.dry_run) {
 		rc = dry_run_report(env, &o, label, &res);
 		goto out;

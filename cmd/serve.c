@@ -19,6 +19,7 @@ static const struct cmd_opt opts[] = {
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
 	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
+	{"no-ui", 0, NULL, 0, "no web pages (by default / and /ui/ show the mirror in a browser)"},
 	{"presign-expiry", 0, "SECS", 0, "on an s3:// store, LFS files redirect to URLs valid this long (default 300)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
@@ -143,6 +144,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.header_timeout = htimeout;
 	o.timeout = ctimeout;
 	o.page_size = page;
+	o.no_ui = cmd_flag(a, "no-ui");
 	o.presign_expires = presign;
 	o.on_listening = on_listening;
 	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
@@ -170,8 +172,10 @@ const struct cmd cmd_serve = {
 	"answered from the index. With --upstream, what the store lacks is pulled through:\n"
 	"fetched once (verified, into the store) however many clients ask, and streamed to\n"
 	"them as it arrives. Every request is recorded for 'hubmirror stats'; GET /metrics\n"
-	"is Prometheus text. Prints 'listening on URL' once ready; SIGTERM/SIGINT stop it\n"
-	"gracefully.\n"
+	"is Prometheus text. A browser at http://host:port/ shows the mirror: repos, files,\n"
+	"commands to use them, statistics and activity (--token-file protects the pages too:\n"
+	"a login form or the bearer token; --no-ui turns them off). Prints 'listening on\n"
+	"URL' once ready; SIGTERM/SIGINT stop it gracefully.\n"
 	"On an s3:// store (--store s3://BUCKET[/PREFIX], AWS_* variables) the node is\n"
 	"stateless: LFS files are answered with 302 to a presigned URL of the blob\n"
 	"(--presign-expiry), carrying X-Repo-Commit, X-Linked-Etag, X-Linked-Size and ETag;\n"

@@ -1,7 +1,6 @@
 /* stats.c - `hubmirror stats`: transfer statistics as a table, JSON, CSV or an SVG chart. */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,27 +47,6 @@ static json_t *served_json(const struct store_served_row *v, size_t n)
 		}
 	}
 	return json_pack("{s:o, s:o}", "total", total ? total : json_object(), "repos", repos);
-}
-
-static json_t *pulls_json(const struct store_stats_row *rows, size_t n, json_t **total)
-{
-	json_t *repos = json_array();
-	*total = NULL;
-	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:I, s:I, s:f, s:f, s:I, s:I}", "files", (json_int_t)rows[i].files, "bytes",
-				      (json_int_t)rows[i].bytes, "seconds", rows[i].seconds, "rate",
-				      rows[i].seconds > 0 ? (double)rows[i].bytes / rows[i].seconds : 0.0,
-				      "failures", (json_int_t)rows[i].failures, "retries", (json_int_t)rows[i].retries);
-		if (rows[i].key) {
-			stats_set_repo(o, rows[i].key);
-			json_array_append_new(repos, o);
-		} else {
-			*total = o;
-		}
-	}
-	if (!*total)
-		*total = json_object();
-	return repos;
 }
 
 static json_t *agg_json(const struct store_agg *a, enum store_by by)
@@ -166,29 +144,38 @@ static int row_cells(const struct store_agg *a, enum store_by by, int human, cha
 	return lead;
 }
 
-static void print_table(const struct store_report *r, enum store_by by)
+static int by_date(const void *a, const void *b)
+{
+	int64_t x = ((const struct store_agg *)a)->day, y = ((const struct store_agg *)b)->day;
+	return x < y ? -1 : x > y;
+}
+
+static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
 {
 	static char c[NCOLS][CELL];
-	int w[NCOLS] = {0}, n = 0, lead = 0;
+	int n = 0, lead = 0;
 	size_t nrows = r->nby[by];
+	struct cmd_table tab = {0};
+	const char *row[NCOLS];
+	char align[NCOLS + 1], flex[NCOLS + 1];
 
-	/* pass 0 measures, pass 1 prints: header, rows, total */
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < nrows + 2; i++) {
-			const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
-			lead = row_cells(a, by, 1, c, &n);
-			for (int j = 0; j < n; j++) {
-				int len = (int)strlen(c[j]);
-				if (pass == 0) {
-					if (len > w[j])
-						w[j] = len;
-					continue;
-				}
-				printf(j < lead ? "%-*s" : "%*s", w[j], c[j]);
-				printf(j + 1 < n ? "  " : "\n");
-			}
+	/* header, rows, total; the names (lead columns) give way to a narrow terminal */
+	for (size_t i = 0; i < nrows + 2; i++) {
+		const struct store_agg *a = i == 0 ? NULL : i <= nrows ? &r->by[by][i - 1] : &r->total;
+		lead = row_cells(a, by, 1, c, &n);
+		for (int j = 0; j < n && j < NCOLS; j++) {
+			row[j] = c[j];
+			align[j] = j < lead ? 'l' : 'r';
+			flex[j] = j < lead ? 'y' : 'n';
 		}
+		align[n] = flex[n] = 0;
+		if (i == 0)
+			cmd_table_init(&tab, n, row, align, flex);
+		else
+			cmd_table_row(&tab, row);
 	}
+	cmd_table_print(env, &tab, stdout);
+	cmd_table_release(&tab);
 	if (r->nkeys[by] > nrows)
 		printf("(%zu more %ss; --top N shows more, --top 0 all)\n", r->nkeys[by] - nrows, by_names[by]);
 }
@@ -257,150 +244,6 @@ static void served_print(const struct store_served_row *v, size_t n)
 	}
 }
 
-/* ---- the SVG chart ---- */
-
-#define SVG_W 900
-#define SVG_H 700
-#define PX0 100.0
-#define PX1 870.0
-
-/* Appends s as XML text: markup characters escaped, control and non-ASCII bytes as '?'. */
-static int svg_text(struct util_buf *b, const char *s)
-{
-	for (; *s; s++) {
-		const char *e = NULL;
-		char one[2] = {*s, 0};
-		switch (*s) {
-		case '&': e = "&amp;"; break;
-		case '<': e = "&lt;"; break;
-		case '>': e = "&gt;"; break;
-		case '"': e = "&quot;"; break;
-		case '\'': e = "&apos;"; break;
-		default:
-			if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
-				one[0] = '?';
-			e = one;
-		}
-		if (util_buf_adds(b, e))
-			return -1;
-	}
-	return 0;
-}
-
-/* 1, 2 or 5 times a power of ten, at least v. */
-static double nice_ceil(double v)
-{
-	double e, f;
-	if (!(v > 0))
-		return 1;
-	e = pow(10, floor(log10(v)));
-	f = v / e;
-	return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * e;
-}
-
-/* One panel: frame, grid with y labels, x labels every step days; the
- * caller draws the data in [top, bottom]. */
-static int svg_axes(struct util_buf *b, double top, double bottom, double ymax, int bytes_axis,
-		    const char *ytitle, const struct store_agg *days, size_t nd, int64_t first, int64_t span)
-{
-	int e = 0;
-	int64_t step = span / 8 + 1;
-	e |= util_buf_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#fafafa\""
-			     " stroke=\"#333\"/>\n", PX0, top, PX1 - PX0, bottom - top);
-	for (int i = 0; i <= 4; i++) {
-		double v = ymax * i / 4, y = bottom - (bottom - top) * i / 4;
-		char lab[32];
-		if (bytes_axis)
-			util_human_size((uint64_t)v, lab, sizeof(lab));
-		else
-			snprintf(lab, sizeof(lab), "%g", v);
-		e |= util_buf_printf(b, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
-				     "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%s</text>\n",
-				     PX0, y, PX1, y, PX0 - 6, y + 4, lab);
-	}
-	e |= util_buf_printf(b, "<text transform=\"translate(18 %.0f) rotate(-90)\" font-size=\"12\""
-			     " text-anchor=\"middle\">", (top + bottom) / 2);
-	e |= svg_text(b, ytitle);
-	e |= util_buf_adds(b, "</text>\n");
-	/* date labels from the rows themselves, every step days */
-	for (size_t i = 0; i < nd; i++) {
-		int64_t d = (days[i].day / 86400) - first;
-		double x = PX0 + (PX1 - PX0) * ((double)d + 0.5) / (double)span;
-		if (d % step)
-			continue;
-		e |= util_buf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">",
-				     x, bottom + 16);
-		e |= svg_text(b, days[i].key);
-		e |= util_buf_adds(b, "</text>\n");
-	}
-	return e ? -1 : 0;
-}
-
-/* The chart of days (oldest first) as a standalone SVG document in b. */
-static int svg_chart(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle)
-{
-	const double t1 = 90, b1 = 330, t2 = 410, b2 = 640;
-	int64_t first = nd ? days[0].day / 86400 : 0, span = nd ? days[nd - 1].day / 86400 - first + 1 : 1;
-	double maxb = 0, maxr = 0, unit, slot = (PX1 - PX0) / (double)span;
-	int e = 0, npts = 0;
-
-	for (size_t i = 0; i < nd; i++) {
-		if ((double)days[i].bytes > maxb)
-			maxb = (double)days[i].bytes;
-		if (days[i].median_rate / 1e6 > maxr)
-			maxr = days[i].median_rate / 1e6;
-	}
-	/* byte ticks at round numbers of KiB, MiB, GiB ... */
-	for (unit = 1; maxb >= unit * 1024; unit *= 1024)
-		;
-	maxb = nice_ceil(maxb / unit) * unit;
-	maxr = nice_ceil(maxr);
-	e |= util_buf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-			     "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\""
-			     " font-family=\"sans-serif\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"#fff\"/>\n"
-			     "<text x=\"%d\" y=\"30\" font-size=\"18\" text-anchor=\"middle\" font-weight=\"bold\">"
-			     "hubmirror: bytes per day and throughput</text>\n"
-			     "<text x=\"%d\" y=\"52\" font-size=\"12\" text-anchor=\"middle\" fill=\"#555\">",
-			     SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2, SVG_W / 2);
-	e |= svg_text(b, subtitle);
-	e |= util_buf_adds(b, "</text>\n<text x=\"100\" y=\"80\" font-size=\"13\" font-weight=\"bold\">"
-			   "Bytes per day (pulls and served files)</text>\n");
-	e |= svg_axes(b, t1, b1, maxb, 1, "bytes per day", days, nd, first, span);
-	for (size_t i = 0; i < nd; i++) {
-		double x = PX0 + slot * (double)(days[i].day / 86400 - first), h = (b1 - t1) * (double)days[i].bytes / maxb;
-		double w = slot * 0.8 < 1 ? 1 : slot * 0.8;
-		e |= util_buf_printf(b, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"#3b7dd8\">"
-				     "<title>", x + (slot - w) / 2, b1 - h, w, h);
-		e |= svg_text(b, days[i].key);
-		e |= util_buf_printf(b, ": %" PRIu64 " bytes</title></rect>\n", days[i].bytes);
-	}
-	e |= util_buf_adds(b, "<text x=\"100\" y=\"400\" font-size=\"13\" font-weight=\"bold\">"
-			   "Throughput over time (median of each day&apos;s transfers, MB/s)</text>\n");
-	e |= svg_axes(b, t2, b2, maxr, 0, "median MB/s", days, nd, first, span);
-	e |= util_buf_adds(b, "<polyline fill=\"none\" stroke=\"#d8553b\" stroke-width=\"2\" points=\"");
-	for (size_t i = 0; i < nd; i++) {
-		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
-		if (!days[i].nrates)
-			continue;
-		e |= util_buf_printf(b, "%s%.2f,%.2f", npts++ ? " " : "", x,
-				     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
-	}
-	e |= util_buf_adds(b, "\"/>\n");
-	for (size_t i = 0; i < nd && span <= 120; i++) {
-		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
-		if (days[i].nrates)
-			e |= util_buf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"#d8553b\"/>\n", x,
-					     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
-	}
-	e |= util_buf_printf(b, "<text x=\"%.0f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">day (UTC)</text>\n",
-			     (PX0 + PX1) / 2, SVG_H - 22);
-	if (!nd)
-		e |= util_buf_adds(b, "<text x=\"485\" y=\"215\" font-size=\"14\" text-anchor=\"middle\""
-				   " fill=\"#888\">no transfers in this range</text>\n");
-	e |= util_buf_adds(b, "</svg>\n");
-	return e ? -1 : 0;
-}
-
 static const char *time_text(int64_t t, char *buf, size_t len)
 {
 	time_t tt = (time_t)t;
@@ -433,7 +276,7 @@ static int write_chart(struct cmd_env *env, struct store *st, const struct store
 	if (util_buf_printf(&sub, "%s%s%s .. %s", q.repo ? q.repo : "all repositories", ", ",
 			    q.since == INT64_MIN ? "the beginning" : time_text(q.since, t1, sizeof(t1)),
 			    q.until == INT64_MAX ? "now" : time_text(q.until, t2, sizeof(t2))) ||
-	    svg_chart(&b, r.by[STORE_BY_DAY], r.nby[STORE_BY_DAY], sub.buf)) {
+	    store_chart_days(&b, r.by[STORE_BY_DAY], r.nby[STORE_BY_DAY], sub.buf)) {
 		rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory drawing the chart"));
 	} else if (util_write_file_atomic(file, b.buf, b.len) < 0) {
 		rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_IO, "cannot write '%s': %s", file, strerror(errno)));
@@ -497,13 +340,16 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
+	/* --top keeps the days with the most bytes; they read in date order */
+	if (rep.by[STORE_BY_DAY])
+		qsort(rep.by[STORE_BY_DAY], rep.nby[STORE_BY_DAY], sizeof(*rep.by[STORE_BY_DAY]), by_date);
 	if (chart && (rc = write_chart(env, st, &q, chart)))
 		goto out;
 	if (env->json) {
-		json_t *total, *repos = pulls_json(rep.pulls, rep.npulls, &total), *o;
-		o = json_pack("{s:o, s:o, s:o, s:o, s:I}", "total", total, "repos", repos, "served",
-			      served_json(rep.served, rep.nserved), "overall", agg_json(&rep.total, STORE_BY_REPO), "top",
-			      (json_int_t)q.top);
+		/* schema 2: the pull-only "total" and "repos" of older versions are
+		 * gone; by_repo and overall say the same for every transfer */
+		json_t *o = json_pack("{s:o, s:o, s:I}", "overall", agg_json(&rep.total, STORE_BY_REPO), "served",
+				      served_json(rep.served, rep.nserved), "top", (json_int_t)q.top);
 		for (int b = 0; b < STORE_BY_N; b++) {
 			json_t *list = json_array();
 			char name[32];
@@ -522,7 +368,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		print_csv(&rep, by);
 	} else {
 		cmd_print_store(env, st);
-		print_table(&rep, by);
+		print_table(env, &rep, by);
 		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)
 			printf("\nchart written to %s\n", chart);

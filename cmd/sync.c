@@ -9,6 +9,7 @@ static const struct cmd_opt opts[] = {
 	{"layout", 0, "LAYOUT", 0, "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"},
 	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
 	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
+	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1)"},
 	CMD_NET_OPTS,
 	{NULL, 0, NULL, 0, NULL},
 };
@@ -50,6 +51,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_sync, a->npos ? "sync takes one manifest" : "missing MANIFEST");
 	so.to = cmd_opt(a, "to");
+	so.offline = cmd_offline(a);
 	so.layout = STORE_LAYOUT_FILES;
 	if (layout && !strcmp(layout, "hf-cache"))
 		so.layout = STORE_LAYOUT_HF_CACHE;
@@ -105,11 +107,19 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 				fprintf(stderr, "hubmirror: %s: %s: %s\n", m.v[i].repo, r.v[i].status, r.v[i].detail);
 	} else {
 		char h[32];
-		printf("%-40s %-12s %-12s %7s %10s  %s\n", "MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL");
-		for (size_t i = 0; i < r.n; i++)
-			printf("%-40s %-12.12s %-12s %7zu %10s  %s\n", m.v[i].repo, r.v[i].commit[0] ? r.v[i].commit : "-",
-			       r.v[i].status, r.v[i].nfiles, util_human_size(r.v[i].bytes_downloaded, h, sizeof(h)),
-			       r.v[i].detail);
+		struct cmd_table tab;
+		static const char *const heads[] = {"MODEL", "REVISION", "STATUS", "FILES", "DOWNLOADED", "DETAIL"};
+		cmd_table_init(&tab, 6, heads, "lllrrl", "y....y");
+		for (size_t i = 0; i < r.n; i++) {
+			char rev[16], nf[32];
+			snprintf(rev, sizeof(rev), "%.12s", r.v[i].commit[0] ? r.v[i].commit : "-");
+			snprintf(nf, sizeof(nf), "%zu", r.v[i].nfiles);
+			const char *row[] = {m.v[i].repo, rev, r.v[i].status, nf,
+					     util_human_size(r.v[i].bytes_downloaded, h, sizeof(h)), r.v[i].detail};
+			cmd_table_row(&tab, row);
+		}
+		cmd_table_print(env, &tab, stdout);
+		cmd_table_release(&tab);
 		if (!r.nfailed && !downloaded)
 			printf("everything is up to date: nothing was downloaded\n");
 		else

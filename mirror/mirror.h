@@ -32,6 +32,12 @@ struct mirror_pull_opts {
 	/* Resolve and list only: the result says which files are present;
 	 * nothing is downloaded or recorded. */
 	int dry_run;
+	/* Offline (HF_HUB_OFFLINE=1, --offline): the revision and its files come
+	 * from the store only; what is not there is an error naming it. */
+	int offline;
+	/* The revision is a pinned commit (a lockfile): when the store lists it
+	 * with every selected file, no network is used. */
+	int prefer_store;
 };
 
 struct mirror_file {
@@ -54,6 +60,9 @@ struct mirror_pull_result {
 	uint64_t bytes_downloaded, bytes_total;
 	size_t nfailed, ndownloaded;
 	double seconds;
+	/* Set when the hub could not be reached and the stored revision was used
+	 * instead (as `hf download` does): why, in one line. */
+	char stale[512];
 };
 
 /* Pulls a revision: resolves it, lists it, downloads what the store lacks

@@ -271,15 +271,98 @@ static size_t job_slot(struct pull *p, const char *key, int *added)
 	return p->njobs;
 }
 
-/* The listing: the one given (copied), or resolved and listed from the hub. */
+/* The listing of a stored revision (offline, or the hub out of reach). */
+static enum hm_err list_stored(struct pull *p, struct mirror_pull_result *res)
+{
+	const struct mirror_pull_opts *o = p->o;
+	struct store_file *sf = NULL;
+	size_t n = 0;
+	enum hm_err err = store_resolve(p->ctx, p->st, o->type, o->repo, o->revision ? o->revision : "main", res->commit);
+	if (!err)
+		err = store_list_files(p->ctx, p->st, o->type, o->repo, res->commit, &sf, &n);
+	if (err)
+		return err;
+	p->ents = calloc(n ? n : 1, sizeof(*p->ents));
+	if (!p->ents) {
+		store_files_free(sf, n);
+		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	for (; p->nents < n; p->nents++) {
+		struct fetch_entry *e = &p->ents[p->nents];
+		e->path = util_strdup(sf[p->nents].path);
+		e->size = sf[p->nents].size;
+		e->lfs = sf[p->nents].lfs;
+		memcpy(e->oid, sf[p->nents].git_oid, 41);
+		if (e->lfs)
+			memcpy(e->sha256, sf[p->nents].sha256, 65);
+		if (!e->path) {
+			store_files_free(sf, n);
+			return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+		}
+	}
+	store_files_free(sf, n);
+	return HM_OK;
+}
+
+/* Whether every file the pull selects is in the stored listing. */
+static int stored_has_selection(struct pull *p)
+{
+	size_t nsel = 0;
+	for (size_t i = 0; i < p->nents; i++)
+		nsel += (size_t)selected(p, p->ents[i].path);
+	return p->o->only ? nsel == p->o->nonly : nsel > 0;
+}
+
+static void drop_listing(struct pull *p)
+{
+	fetch_entries_free(p->ents, p->nents);
+	p->ents = NULL;
+	p->nents = 0;
+}
+
+/* The listing: the one given (copied), the stored one (offline, a pinned
+ * commit the store holds, or the hub out of reach), or from the hub. */
 static enum hm_err pull_list(struct pull *p, struct mirror_pull_result *res)
 {
 	const struct mirror_pull_opts *o = p->o;
 	enum hm_err err;
 	if (!(o->commit && o->entries)) {
+		if (o->offline) {
+			if ((err = list_stored(p, res)) == HM_ERR_NOT_FOUND)
+				return hm_fail(p->ctx, err, "offline (HF_HUB_OFFLINE or --offline): revision '%s' of '%s' is not in the store",
+					       o->revision ? o->revision : "main", o->repo);
+			return err;
+		}
+		if (o->prefer_store && o->revision && is_commit(o->revision)) {
+			struct hm_ctx quiet = {0};
+			struct hm_ctx *real = p->ctx;
+			p->ctx = &quiet;
+			err = list_stored(p, res);
+			p->ctx = real;
+			if (!err && stored_has_selection(p))
+				return HM_OK; /* pinned and stored: no network */
+			drop_listing(p);
+		}
 		err = fetch_hub_revision_info(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit, &p->gated);
 		if (!err)
 			err = fetch_hub_tree(p->ctx, p->fc, o->type, o->repo, res->commit, &p->ents, &p->nents);
+		if (err == HM_ERR_UNREACHABLE || err == HM_ERR_NET) {
+			/* as `hf download` does: the hub is out of reach, the revision is stored */
+			char why[sizeof(res->stale)];
+			struct hm_ctx quiet = {0};
+			struct hm_ctx *real = p->ctx;
+			snprintf(why, sizeof(why), "%.500s", p->ctx->errmsg);
+			drop_listing(p);
+			p->ctx = &quiet;
+			enum hm_err e2 = list_stored(p, res);
+			p->ctx = real;
+			if (!e2 && stored_has_selection(p)) {
+				snprintf(res->stale, sizeof(res->stale), "%s", why);
+				return HM_OK;
+			}
+			drop_listing(p);
+			res->commit[0] = 0;
+		}
 		return err;
 	}
 	if (!util_is_hex(o->commit, 40))
@@ -508,6 +591,19 @@ enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_clien
 	}
 	if ((err = pull_list(&p, res)) || (err = pull_plan(&p, res)) || o->dry_run)
 		goto out;
+	if ((o->offline || res->stale[0]) && p.njobs) {
+		/* offline: nothing may be downloaded; name what is missing */
+		const char *miss = "";
+		for (size_t i = 0; i < res->nfiles; i++)
+			if (p.job_of[i] != SIZE_MAX) {
+				miss = res->files[i].path;
+				break;
+			}
+		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "%s: %zu file(s) of '%s' at %.12s are not in the store (e.g. '%s')",
+			      o->offline ? "offline (HF_HUB_OFFLINE or --offline)" : res->stale, p.njobs, o->repo,
+			      res->commit, miss);
+		goto out;
+	}
 	{
 		/* progress counts files over the whole revision: say how many are here already */
 		size_t nhere = 0;

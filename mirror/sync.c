@@ -346,6 +346,7 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 		.type = e->type, .repo = e->repo, .revision = e->rev,
 		.include = (const char *const *)e->include, .ninclude = e->ninclude,
 		.exclude = (const char *const *)e->exclude, .nexclude = e->nexclude,
+		.offline = so->offline,
 	};
 	if (lk) {
 		only = calloc(lk->nfiles ? lk->nfiles : 1, sizeof(*only));
@@ -360,6 +361,7 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 		o.ninclude = o.nexclude = 0;
 		o.only = only;
 		o.nonly = lk->nfiles;
+		o.prefer_store = 1; /* pinned: a store that holds it needs no network */
 	}
 	err = mirror_pull(ctx, st, fc, &o, &res);
 	if (res.commit[0])

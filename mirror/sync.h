@@ -58,6 +58,7 @@ struct sync_opts {
 	 * as unsupported. */
 	int (*post)(void *ud, const struct sync_entry *e, const char *commit, char *verdict, size_t vlen);
 	void *post_ud;
+	int offline;             /* only the store (HF_HUB_OFFLINE=1, --offline) */
 };
 
 struct sync_result_model {

@@ -1,12 +1,13 @@
 #!/bin/sh
 # deps.sh - makes sure the Debian packages hubmirror builds and tests with are
 # installed; installs the missing ones with apt-get (as root or via sudo).
-# Usage: mk/deps.sh build|test|bench
+# Usage: mk/deps.sh build|test|demo|bench
 set -u
 want=$1
 pkgs="pkg-config libcurl4-openssl-dev libssl-dev libsqlite3-dev libarchive-dev libjansson-dev libmicrohttpd-dev libpcre2-dev zlib1g-dev"
 case "$want" in
-test) pkgs="$pkgs python3 python3-numpy chromium ceph-mon ceph-osd radosgw ceph-common s3cmd curl nginx" ;;
+test) pkgs="$pkgs python3 python3-numpy chromium ceph-mon ceph-osd radosgw ceph-common s3cmd curl nginx tmux" ;;
+demo) pkgs="$pkgs python3" ;;
 bench) pkgs="$pkgs python3 nginx aria2 curl" ;;
 esac
 missing=""

@@ -41,6 +41,7 @@ struct srv {
 	int max_conns;           /* --max-connections, clamped to the file limit */
 	struct srv_upstream *up;
 	struct srv_metrics *m;
+	struct srv_ui *ui;       /* the web pages' state (ui.c); NULL with --no-ui */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
 	/* connections (conn_mu) and the watchdog that enforces header deadlines */
@@ -74,6 +75,7 @@ struct srv_req {
 	int body_too_big;
 	char client[64];
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
+	int ui;                  /* a web page's request: not recorded as mirror traffic */
 	struct srv_conn *conn;   /* its connection (may be NULL) */
 	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
 };
@@ -172,6 +174,15 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 				  const struct fetch_entry *all, size_t nall, const char *ref,
 				  uint64_t from, uint64_t len, int ranged);
 
+/* Pull-throughs in flight, for the activity page: at most max, newest first. */
+struct srv_up_progress {
+	char type[16], repo[200], path[512];  /* path cut at 511 bytes */
+	uint64_t size, done;                  /* done: contiguous bytes written so far */
+	int64_t started;                      /* unix seconds */
+	int readers;                          /* clients waiting on it */
+};
+size_t srv_up_progress(struct srv *s, struct srv_up_progress *out, size_t max);
+
 /* Metrics and the served-request log (metrics.c). */
 enum hm_err srv_metrics_init(struct srv *s) HM_MUST_CHECK;
 void srv_metrics_free(struct srv *s);   /* flushes the log */
@@ -179,6 +190,8 @@ void srv_metrics_record(struct srv *s, const struct srv_req *q, uint64_t bytes, 
 enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c);
 
 int srv_repo_allowed(const struct srv *s, const char *repo);
+/* 1 when tok is one of the accepted tokens (constant time per token). */
+int srv_token_ok(const struct srv *s, const char *tok);
 const char *srv_iso_time(int64_t t, char *buf, size_t len);
 
 #endif

@@ -23,6 +23,7 @@ struct srv_opts {
 	int timeout;                   /* idle client timeout, seconds (default 60) */
 	int header_timeout;            /* request line + headers must arrive within this (default 10 s) */
 	int page_size;                 /* tree page size (default 1000) */
+	int no_ui;                     /* no web pages at / and /ui/ */
 	int presign_expires;           /* S3 store: seconds a redirect's presigned URL lives (default 300) */
 	/* called once listening, with the bound address ("http://127.0.0.1:PORT") */
 	void (*on_listening)(void *ud, const char *url);

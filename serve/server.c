@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "serve-int.h"
+#include "ui.h"
 
 #define MAX_POST_BODY (1u << 20)
 
@@ -233,6 +234,14 @@ static int same_secret(const char *a, const char *b)
 	return d == 0;
 }
 
+int srv_token_ok(const struct srv *s, const char *tok)
+{
+	int ok = 0;
+	for (size_t i = 0; i < s->o->ntokens; i++)
+		ok |= same_secret(tok, s->o->tokens[i]);
+	return ok;
+}
+
 static int authorized(struct srv *s, struct MHD_Connection *c)
 {
 	const char *h;
@@ -244,10 +253,7 @@ static int authorized(struct srv *s, struct MHD_Connection *c)
 	h += 7;
 	while (*h == ' ')
 		h++;
-	int ok = 0;
-	for (size_t i = 0; i < s->o->ntokens; i++)
-		ok |= same_secret(h, s->o->tokens[i]);
-	return ok;
+	return srv_token_ok(s, h);
 }
 
 /* ---- connections: the header deadline and the per-address cap ---- */
@@ -403,6 +409,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (srv_ui_claims(s, url)) /* the web pages authenticate themselves */
+		return srv_ui_handle(q, c, url, method);
 	if (strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "POST"))
 		return srv_send_error(q, c, 405, NULL, "method not allowed");
 	if (!authorized(s, c))
@@ -452,7 +460,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 	if (!strcmp(q->method, "HEAD"))
 		bytes = 0;
 	if (q->status) {
-		srv_metrics_record(s, q, bytes, secs);
+		if (!q->ui) { /* page views are not mirror traffic */
+			srv_metrics_record(s, q, bytes, secs);
+			srv_ui_log(s, q, bytes, secs);
+		}
 		if (s->o->access_log) {
 			char when[40];
 			srv_iso_time(q->started_at, when, sizeof(when));
@@ -592,7 +603,8 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.nopen = 1;
 	srv_store_put(&s, st);
 	fd_budget(&s);
-	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (err = open_listener(ctx, listen_at, &ss, &lfd)))
+	if ((err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
+	    (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
 	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "cannot start a thread");
@@ -665,6 +677,7 @@ out:
 		pthread_mutex_unlock(&s.conn_mu);
 		pthread_join(s.watchdog, NULL);
 	}
+	srv_ui_free(&s);
 	srv_up_free(&s);
 	srv_metrics_free(&s);
 	srv_api_cache_clear();

@@ -45,6 +45,10 @@ struct inflight {
 	enum hm_err err;
 	char errmsg[512];        /* why it failed (set with done) */
 	int refs;
+	/* for the activity page (srv_up_progress) */
+	char type[16], repo[200], path[512];
+	uint64_t size;
+	int64_t started;
 	struct inflight *next;
 };
 
@@ -424,6 +428,11 @@ static struct inflight *start_download(struct srv *s, struct srv_req *q, const c
 	if (!f || !j)
 		goto fail;
 	memcpy(f->key, key, sizeof(key));
+	snprintf(f->type, sizeof(f->type), "%s", type);
+	snprintf(f->repo, sizeof(f->repo), "%s", repo);
+	snprintf(f->path, sizeof(f->path), "%s", e->path);
+	f->size = e->size;
+	f->started = util_unix_time();
 	{
 		struct store *st = srv_store_take(s);
 		if (!st)
@@ -473,6 +482,26 @@ fail:
 	}
 	free(f);
 	return NULL;
+}
+
+size_t srv_up_progress(struct srv *s, struct srv_up_progress *out, size_t max)
+{
+	struct srv_upstream *u = s->up;
+	size_t n = 0;
+	if (!u)
+		return 0;
+	pthread_mutex_lock(&u->mu);
+	for (struct inflight *f = u->inflight; f && n < max; f = f->next, n++) {
+		memcpy(out[n].type, f->type, sizeof(out[n].type));
+		memcpy(out[n].repo, f->repo, sizeof(out[n].repo));
+		memcpy(out[n].path, f->path, sizeof(out[n].path));
+		out[n].size = f->size;
+		out[n].done = f->avail;
+		out[n].started = f->started;
+		out[n].readers = f->refs - 1;
+	}
+	pthread_mutex_unlock(&u->mu);
+	return n;
 }
 
 struct reader {

@@ -38,11 +38,14 @@ enum hm_err store_list_repos(struct hm_ctx *ctx, struct store *st,
 	*out = NULL;
 	*n = 0;
 	if ((err = store_prepare(ctx, st,
-				 "SELECT r.type, r.name,"
-				 " (SELECT count(*) FROM revisions v WHERE v.repo_id = r.id),"
-				 " (SELECT coalesce(sum(f.size), 0) FROM files f JOIN revisions v"
-				 "  ON f.revision_id = v.id WHERE v.repo_id = r.id)"
-				 " FROM repos r ORDER BY r.type, r.name", &q)))
+				 /* one pass over revisions and files, not one per repo */
+				 "SELECT r.type, r.name, coalesce(a.n, 0), coalesce(b.bytes, 0), coalesce(a.last, 0)"
+				 " FROM repos r"
+				 " LEFT JOIN (SELECT repo_id, count(*) AS n, max(pulled_at) AS last FROM revisions"
+				 "  GROUP BY repo_id) a ON a.repo_id = r.id"
+				 " LEFT JOIN (SELECT v.repo_id, sum(f.size) AS bytes FROM files f JOIN revisions v"
+				 "  ON f.revision_id = v.id GROUP BY v.repo_id) b ON b.repo_id = r.id"
+				 " ORDER BY r.type, r.name", &q)))
 		goto out;
 	while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
 		if (grow((void **)&v, &cap, len, sizeof(*v)) < 0)
@@ -54,6 +57,7 @@ enum hm_err store_list_repos(struct hm_ctx *ctx, struct store *st,
 			goto nomem;
 		r->nrevisions = (size_t)sqlite3_column_int64(q, 2);
 		r->bytes = (uint64_t)sqlite3_column_int64(q, 3);
+		r->last_pulled = sqlite3_column_int64(q, 4);
 		len++;
 	}
 	if (rc != SQLITE_DONE) {
@@ -69,6 +73,30 @@ nomem:
 out:
 	sqlite3_finalize(q);
 	store_repo_info_free(v, len);
+	return err;
+}
+
+enum hm_err store_repos_version(struct hm_ctx *ctx, struct store *st, uint64_t *v)
+{
+	sqlite3_stmt *q = NULL;
+	enum hm_err err;
+	*v = 0;
+	if ((err = store_prepare(ctx, st,
+				 "SELECT (SELECT count(*) FROM repos), (SELECT coalesce(max(id), 0) FROM repos),"
+				 " count(*), coalesce(max(id), 0), coalesce(sum(pulled_at), 0) FROM revisions", &q)))
+		return err;
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		uint64_t h = 1469598103934665603ull; /* FNV-1a over the five numbers */
+		for (int i = 0; i < 5; i++) {
+			uint64_t x = (uint64_t)sqlite3_column_int64(q, i);
+			for (int k = 0; k < 8; k++, x >>= 8)
+				h = (h ^ (x & 0xff)) * 1099511628211ull;
+		}
+		*v = h;
+	} else {
+		err = store_db_fail(ctx, st, "read the index version");
+	}
+	sqlite3_finalize(q);
 	return err;
 }
 

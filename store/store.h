@@ -46,6 +46,7 @@ struct store_repo_info {
 	char *name;
 	size_t nrevisions;
 	uint64_t bytes;         /* sum of file sizes of all revisions (logical) */
+	int64_t last_pulled;    /* newest revision's pulled_at (pull or pull-through); 0 if none */
 };
 
 struct store_rev_info {
@@ -220,6 +221,9 @@ enum hm_err store_list_files(struct hm_ctx *ctx, struct store *st, const char *t
 			     const char *repo, const char *commit,
 			     struct store_file **out, size_t *n) HM_MUST_CHECK;
 void store_repo_info_free(struct store_repo_info *v, size_t n);
+/* A number that changes when repos or revisions are added, removed or
+ * pulled again (what store_list_repos returns may then differ): for caches. */
+enum hm_err store_repos_version(struct hm_ctx *ctx, struct store *st, uint64_t *v) HM_MUST_CHECK;
 /* One file of a stored revision (out->path owned by the caller, free it);
  * HM_ERR_NOT_FOUND when the repo, revision or path isn't stored. */
 enum hm_err store_find_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
@@ -475,5 +479,22 @@ enum hm_err store_artifact_tmp(struct hm_ctx *ctx, struct store *st, const char 
  * the filesystem can), atomically: temp beside dst, fsync, rename. */
 enum hm_err store_artifact_export(struct hm_ctx *ctx, struct store *st, const char *sha256,
 				  const char *dst) HM_MUST_CHECK;
+
+/* ---- charts (chart.c): standalone SVG documents, for `stats --chart` and `serve`'s pages ---- */
+
+struct util_buf;
+/* Appends the chart of days (STORE_BY_DAY rows, oldest first): bytes per day
+ * as bars and each day's median throughput as a line. Returns 0, or -1 when
+ * out of memory. */
+int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle) HM_MUST_CHECK;
+/* One row of a bar chart; value2 is the second series' (when there is one). */
+struct store_chart_bar {
+	const char *label;
+	uint64_t value, value2;
+};
+/* Appends horizontal bars, one row per item (two bars a row when name2 is
+ * non-NULL), values as sizes when bytes is set, else counts. 0 or -1 (memory). */
+int store_chart_bars(struct util_buf *b, const char *title, const char *name1, const char *name2, int bytes,
+		     const struct store_chart_bar *v, size_t n) HM_MUST_CHECK;
 
 #endif

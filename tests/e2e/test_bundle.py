@@ -176,7 +176,7 @@ def test_stats_show_bundle(t):
     check({r["endpoint"] for r in rows} == {"bundle:model.tar"} and {r["result"] for r in rows} == {"ok"},
           "downloads rows: %s" % rows)
     s = t.ok("stats", "--json", store=dest(t)).json()
-    check(s["total"]["files"] == len(lib.sample_files()), "stats: %s" % s["total"])
+    check(s["overall"]["count"] == len(lib.sample_files()), "stats: %s" % s["overall"])
 
 
 def test_export_json_and_revisions(t):

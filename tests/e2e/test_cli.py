@@ -310,3 +310,107 @@ def test_cli_pull_files_to_and_dry_run(t):
     check(os.path.isfile(os.path.join(snap, "config.json")) and "/snapshots/" in snap,
           "the snapshot path at the end: %r" % r)
     r = t.fails("pull", lib.SAMPLE_REPO, "no-such-file.bin", rc=2, words=["no file"])
+
+
+# ---- set-up -------------------------------------------------------------------------
+
+def fake_apt(t):
+    """A PATH where dpkg-query and apt-get only write down that they ran."""
+    bindir = os.path.join(t.tmp, "fakebin")
+    log = os.path.join(t.tmp, "apt.log")
+    os.makedirs(bindir)
+    for name in ("dpkg-query", "apt-get", "sudo"):
+        p = os.path.join(bindir, name)
+        with open(p, "w") as fh:
+            fh.write("#!/bin/sh\necho %s \"$@\" >> %s\nexit 1\n" % (name, log))
+        os.chmod(p, 0o755)
+    return bindir, log
+
+
+def test_cli_make_clean_and_dry_run_install_nothing(t):
+    import shutil
+    import subprocess
+    bindir, log = fake_apt(t)
+    tree = os.path.join(t.tmp, "tree")
+    os.makedirs(tree)
+    shutil.copy(os.path.join(lib.ROOT, "Makefile"), tree)
+    shutil.copytree(os.path.join(lib.ROOT, "mk"), os.path.join(tree, "mk"))
+    env = dict(os.environ, PATH=bindir + ":" + os.environ["PATH"])
+    for args in (["clean"], ["-n"], ["-n", "all"], ["-n", "clean"]):
+        p = subprocess.run(["make", "-C", tree] + args, env=env, capture_output=True, text=True, timeout=60)
+        check(not os.path.exists(log), "make %s ran %s" % (" ".join(args), open(log).read() if os.path.exists(log) else ""))
+    # the demo asks for python3 only
+    p = subprocess.run(["sh", os.path.join(tree, "mk", "deps.sh"), "demo"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    asked = open(log).read() if os.path.exists(log) else ""
+    check("chromium" not in asked and "numpy" not in asked and "python3" in asked,
+          "make demo's packages: %r" % asked)
+
+
+def test_cli_make_install(t):
+    import subprocess
+    prefix = os.path.join(t.tmp, "prefix")
+    p = subprocess.run(["make", "-s", "-C", lib.ROOT, "-o", "hubmirror", "install", "PREFIX=" + prefix],
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, "make install: %s %s" % (p.stdout, p.stderr))
+    for rel in ("bin/hubmirror", "share/man/man1/hubmirror.1",
+                "share/bash-completion/completions/hubmirror", "share/zsh/site-functions/_hubmirror"):
+        check(os.path.isfile(os.path.join(prefix, rel)), "make install did not write %s" % rel)
+    man = open(os.path.join(prefix, "share/man/man1/hubmirror.1")).read()
+    bash = open(os.path.join(prefix, "share/bash-completion/completions/hubmirror")).read()
+    help_ = t.ok("pull", "--help", store=False, endpoint=False).out
+    # one command table: every option --help shows is in the man page and the completion
+    for opt in re.findall(r"--([a-z][a-z-]+)", help_):
+        check(opt.replace("-", "\\-") in man, "--%s missing from the man page" % opt)
+        check("--" + opt in bash, "--%s missing from the bash completion" % opt)
+    p = subprocess.run(["bash", "-c", "source %s; COMP_WORDS=(hubmirror pu); COMP_CWORD=1; _hubmirror; "
+                        "echo ${COMPREPLY[@]}" % os.path.join(prefix, "share/bash-completion/completions/hubmirror")],
+                       capture_output=True, text=True, timeout=30)
+    check(p.stdout.strip() == "pull", "bash completes 'pu' to %r" % p.stdout)
+
+
+def test_cli_tables_fit_the_terminal(t):
+    long_repo = "a-rather-long-organisation-name/an-even-longer-model-name-for-tables-v2"
+    t.emu([many_files_repo(long_repo, n=2)])
+    t.ok("pull", long_repo)
+    for width in (60, 80):
+        tm = term.Tmux(t, width)
+        tm.run("ls")
+        check(tm.wait_done() == 0, "ls failed: %s" % tm.everything())
+        lines = [l.rstrip() for l in tm.everything().splitlines() if l.strip()]
+        check(len(lines) == 2, "ls at %d columns wrapped or lost a row: %r" % (width, lines))
+        check(all(len(l) < width for l in lines), "a line as wide as the terminal: %r" % lines)
+        check("..." in lines[1] and "main->" in lines[1], "the name should be cut, not the refs: %r" % lines)
+        tm.kill()
+    tm = term.Tmux(t, 60)
+    tm.run("ls", "--no-truncate")
+    check(tm.wait_done() == 0, "ls failed")
+    check(long_repo in tm.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-"),
+          "--no-truncate cut the name: %s" % tm.everything())
+    r = t.ok("ls", env={"COLUMNS": "40"})
+    check(long_repo in r.out, "piped output must not be cut: %r" % r)
+
+
+def test_cli_json_schema_everywhere(t):
+    emu = t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    out = os.path.join(t.tmp, "co")
+    bundle = os.path.join(t.tmp, "b.tar")
+    runs = [("pull", repo), ("ls",), ("ls", repo), ("verify",), ("checkout", repo, "--to", out), ("du",),
+            ("stats",), ("inspect", repo), ("export", repo, "-o", bundle), ("import", bundle), ("gc",),
+            ("rm", repo)]
+    for args in runs:
+        j = t.ok(*(list(args) + ["--json"])).json()
+        check(j.get("schema") == 2, "%s --json has no schema 2: %s" % (args[0], list(j)))
+        check("id" not in j and "type" not in j, "%s --json uses id/type: %s" % (args[0], list(j)))
+        if args[0] in ("pull", "checkout", "rm") or args == ("ls", repo):
+            check(j["repo"] == repo and j["repo_type"] == "model", "%s --json repo keys: %s" % (args[0], j))
+    # a command that fails as a whole still answers in JSON
+    for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
+                           (("pull", "org/no-such-repo"), "repo_not_found", 1),
+                           (("frobnicate",), "usage", 2)):
+        r = t.hm(*(list(args) + ["--json"]))
+        check(r.rc == rc, "rc of %s: %r" % (args, r))
+        j = r.json()
+        check(j["schema"] == 2 and j["error"]["code"] == code and j["error"]["message"],
+              "%s --json error object: %s" % (args, j))

@@ -165,6 +165,10 @@ def case_serve(t, ceph, want):
     commit = lib.commit_id(BIG, 0)
     data = want["big.bin"]
     path = "/%s/resolve/main/big.bin" % BIG
+    # the web page names the bucket as the object storage, and lists the repos
+    st, h, body = http("GET", a.url + "/")
+    check(st == 200 and b'<span id="objstore">object storage: <code>' + STORE.encode() in body and
+          BIG.encode() in body, "home page of an S3 node: %s %r" % (st, body[-2000:]))
     answers = []
     for srv in (a, b):
         st, h, body = http("GET", srv.url + path)

@@ -237,11 +237,11 @@ def test_stats_json(t):
     src = lib.sample_files()
     r = t.ok("stats", "--json")
     s = r.json()
-    total = s.get("total") or {}
-    check(total.get("files") == len(src), "stats total.files %r, pulled %d" % (total.get("files"), len(src)))
+    total = s.get("overall") or {}
+    check(total.get("count") == len(src), "stats overall.count %r, pulled %d" % (total.get("count"), len(src)))
     check(total.get("bytes") == sum(len(d) for d in src.values()),
-          "stats total.bytes %r, pulled %d" % (total.get("bytes"), sum(len(d) for d in src.values())))
-    repos = s.get("repos") or []
+          "stats overall.bytes %r, pulled %d" % (total.get("bytes"), sum(len(d) for d in src.values())))
+    repos = s.get("by_repo") or []
     mine = [x for x in repos if SAMPLE_REPO in str(x.get("repo"))]
     check(len(mine) == 1, "stats repos: %s" % repos)
     check(mine[0].get("bytes") == total["bytes"], "stats repo bytes %r" % mine[0].get("bytes"))
