@@ -324,10 +324,10 @@ enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode
 	}
 	sqlite3_busy_timeout(st->db, 30000);
 	sqlite3_extended_result_codes(st->db, 1);
-	/* an index without our schema (just created, or emptied) next to blobs
-	 * is a lost index, not a new store */
-	/* a store being created has index.db before its schema: wait for the
-	 * creator's transaction (the write lock) before judging */
+	/* A store being created has index.db before its schema: wait for the
+	 * creator's transaction (the write lock) before judging. An index
+	 * without our schema (just created, or emptied) next to blobs is a lost
+	 * index, not a new store. */
 	if (mode != STORE_REBUILD && mode != STORE_CREATE && read_version(st->db) == 0 &&
 	    (err = store_exec(ctx, st, "BEGIN IMMEDIATE")) == HM_OK)
 		err = store_exec(ctx, st, "COMMIT");
