@@ -293,7 +293,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
 	struct store_report rep;
-	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 10, 0, 0, 0, STORE_SCAN_AUTO};
+	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 10, 0, 0, 0, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 	enum hm_err err;
 	enum store_by by = STORE_BY_REPO;
 	char key[300];

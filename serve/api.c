@@ -32,6 +32,11 @@ static enum hm_err local_rev(struct srv *s, const char *type, const char *repo, 
 	if (rev && !strcmp(rev, "HEAD"))
 		rev = NULL;
 	err = store_resolve(&ctx, st, type, repo, rev, out->commit);
+	if (err == HM_ERR_NOT_FOUND && store_is_remote(st) && !store_remote_sync(&ctx, st, 1.0)) {
+		/* an S3 store: another node may have pulled it since */
+		ctx.errmsg[0] = 0;
+		err = store_resolve(&ctx, st, type, repo, rev, out->commit);
+	}
 	if (!err)
 		err = store_list_files(&ctx, st, type, repo, out->commit, &out->sf, &out->nsf);
 	if (!err && !store_list_revisions(&ctx, st, type, repo, &rv, &nrv))

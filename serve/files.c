@@ -345,6 +345,8 @@ enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection 
 {
 	enum MHD_Result ret;
 	file_headers(resp, commit, f);
+	if (status != 302)
+		MHD_add_response_header(resp, "Cache-Control", cache_control(q));
 	q->status = status;
 	ret = MHD_queue_response(c, (unsigned)status, resp);
 	MHD_destroy_response(resp);

@@ -27,6 +27,9 @@ int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, c
 	int expires = q->s->o->presign_expires > 0 ? q->s->o->presign_expires : 300;
 
 	q->cache = "hit";
+	/* a client that has the file (If-None-Match) gets 304 from the node */
+	if (srv_not_modified(q, c, commit, &f, ret))
+		return 1;
 	if (!strcmp(q->method, "HEAD")) {
 		/* the size for Content-Length; MHD sends no body to a HEAD */
 		resp = MHD_create_response_from_callback(sf->size, 4096, no_body, NULL, NULL);

@@ -192,7 +192,7 @@ static enum hm_err refresh(struct srv *s, struct hm_ctx *ctx)
 		u->version = version;
 	}
 	if (!u->have_served || now - u->served_at > UI_SERVED_TTL) {
-		struct store_stats_query sq = {NULL, INT64_MIN, INT64_MAX, 0, 0, 0, 1, STORE_SCAN_AUTO};
+		struct store_stats_query sq = {NULL, INT64_MIN, INT64_MAX, 0, 0, 0, 1, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 		store_report_release(&u->served);
 		free(u->sv);
 		u->sv = NULL;
@@ -744,8 +744,9 @@ static void downloads_section(struct ui_page *p, const char *key, const struct s
 		  "</b><span>cache hits / misses</span></div>", r->total.hits, r->total.hits, r->total.misses);
 	ui_fmt(p, "<div class=\"card\"><b>%s</b><span>median throughput</span></div></div>",
 	       util_human_size((uint64_t)r->total.median_rate, rt, sizeof(rt)));
-	ui_raw(p, "<p><img class=\"chart\" width=\"900\" height=\"700\" alt=\"bytes per day and throughput of this "
-		  "repository\" src=\"/ui/chart.svg?k=days&amp;repo=");
+	ui_raw(p, "<h3>Files served per day (bytes and throughput)</h3><p><img class=\"chart\" id=\"chart-served\" "
+		  "width=\"900\" height=\"700\" alt=\"bytes this mirror served per day, and throughput, for this "
+		  "repository\" src=\"/ui/chart.svg?k=days&amp;source=served&amp;repo=");
 	ui_url(p, key, 0);
 	ui_raw(p, "\"></p>");
 	if (r->nby[STORE_BY_FILE]) {
@@ -843,7 +844,7 @@ enum MHD_Result ui_repo(struct ui_page *p, const char *rest)
 	if (!err)
 		err = store_list_smoke(&ctx, st, type, name, &sm, &nsm);
 	if (!err) {
-		struct store_stats_query sq = {key, INT64_MIN, INT64_MAX, 10, 1u << STORE_BY_FILE, 0, 1, STORE_SCAN_AUTO};
+		struct store_stats_query sq = {key, INT64_MIN, INT64_MAX, 10, 1u << STORE_BY_FILE, 0, 1, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 		err = store_report(&ctx, st, &sq, &rep);
 	}
 	srv_store_put(s, st);

@@ -12,7 +12,7 @@
 
 /* The range and repo of a statistics request. Returns 0, or -1 with msg set. */
 struct range {
-	char since[64], until[64], repo[300], key[300];
+	char since[64], until[64], repo[300], key[300], source[16];
 	long top;
 	struct store_stats_query q;
 };
@@ -38,6 +38,9 @@ static int parse_range(struct ui_page *p, struct range *r, char *msg, size_t len
 		snprintf(msg, len, "until (to): %s", ctx.errmsg);
 		return -1;
 	}
+	if ((v = ui_arg(p->c, "source", r->source, sizeof(r->source))) && *v)
+		r->q.source = !strcmp(v, "pulls") ? STORE_SOURCE_PULLS : !strcmp(v, "served") ? STORE_SOURCE_SERVED
+											   : STORE_SOURCE_ALL;
 	if (r->q.since >= r->q.until) {
 		snprintf(msg, len, "the start of the range must be before its end");
 		return -1;
@@ -143,6 +146,67 @@ static char *repo_label(const char *key, const char *path)
 	return util_asprintf("%s%s%s%s", ds ? "datasets/" : "", name, path ? ": " : "", path ? path : "");
 }
 
+#define SOURCE_DAYS 31
+
+/* Pulled vs served: the whole range (from the endpoint rows of rep), then
+ * each of the last SOURCE_DAYS days with transfers, two bars a row. */
+static int sources_chart(struct srv *s, const struct range *r, const struct store_report *rep, struct util_buf *b)
+{
+	struct store_report by[2];
+	struct store_chart_bar *bars = NULL;
+	size_t nb = 0, i = 0, k = 0, n0, n1;
+	char msg[1100];
+	int e = -1;
+
+	memset(by, 0, sizeof(by));
+	for (int src = 0; src < 2; src++) {
+		struct store_stats_query q = r->q;
+		q.want = 1u << STORE_BY_DAY;
+		q.top = 0;
+		q.by_key = 1;
+		q.legacy = 0;
+		q.source = src ? STORE_SOURCE_SERVED : STORE_SOURCE_PULLS;
+		if (report(s, &q, &by[src], msg, sizeof(msg)))
+			goto out;
+	}
+	n0 = by[0].nby[STORE_BY_DAY];
+	n1 = by[1].nby[STORE_BY_DAY];
+	if (!(bars = calloc(n0 + n1 + 1, sizeof(*bars))))
+		goto out;
+	bars[nb++] = (struct store_chart_bar){"whole range", 0, 0};
+	for (size_t j = 0; j < rep->nby[STORE_BY_ENDPOINT]; j++) {
+		const struct store_agg *a = &rep->by[STORE_BY_ENDPOINT][j];
+		if (a->source && !strcmp(a->source, "serve"))
+			bars[0].value2 += a->bytes;
+		else
+			bars[0].value += a->bytes;
+	}
+	/* both lists are oldest first: merge them by day */
+	while (i < n0 || k < n1) {
+		const struct store_agg *x = i < n0 ? &by[0].by[STORE_BY_DAY][i] : NULL,
+				       *y = k < n1 ? &by[1].by[STORE_BY_DAY][k] : NULL;
+		int c = !x ? 1 : !y ? -1 : strcmp(x->key, y->key);
+		bars[nb].label = c <= 0 ? x->key : y->key;
+		bars[nb].value = c <= 0 ? x->bytes : 0;
+		bars[nb].value2 = c >= 0 ? y->bytes : 0;
+		nb++;
+		i += c <= 0;
+		k += c >= 0;
+	}
+	if (nb - 1 > SOURCE_DAYS) { /* keep the newest days */
+		memmove(bars + 1, bars + nb - SOURCE_DAYS, SOURCE_DAYS * sizeof(*bars));
+		nb = 1 + SOURCE_DAYS;
+	}
+	e = store_chart_bars(b, nb - 1 >= SOURCE_DAYS ? "Pulled vs served (bytes; the last 31 days with transfers)"
+						       : "Pulled vs served (bytes, per day UTC)",
+			     "pulled from upstream hubs", "served to clients", 1, bars, nb);
+out:
+	free(bars);
+	store_report_release(&by[0]);
+	store_report_release(&by[1]);
+	return e;
+}
+
 enum MHD_Result ui_chart(struct srv_req *q, struct MHD_Connection *c)
 {
 	struct ui_page p0 = {q, c, UTIL_BUF_INIT, 0, 0, NULL}, *p = &p0;
@@ -173,7 +237,8 @@ enum MHD_Result ui_chart(struct srv_req *q, struct MHD_Connection *c)
 		store_report_release(&rep);
 		return srv_send_error(q, c, 500, NULL, "%s", msg);
 	}
-	snprintf(sub, sizeof(sub), "%s, %s .. %s", r.q.repo ? key_name(r.q.repo) : "all repositories",
+	snprintf(sub, sizeof(sub), "%s%s, %s .. %s", r.q.repo ? key_name(r.q.repo) : "all repositories",
+		 r.q.source == STORE_SOURCE_SERVED ? " (files served)" : r.q.source == STORE_SOURCE_PULLS ? " (pulls)" : "",
 		 r.since[0] ? r.since : "the beginning", r.until[0] ? r.until : "now");
 	if (kind == 0) {
 		e = store_chart_days(&b, rep.by[STORE_BY_DAY], rep.nby[STORE_BY_DAY], sub);
@@ -186,20 +251,7 @@ enum MHD_Result ui_chart(struct srv_req *q, struct MHD_Connection *c)
 			goto done;
 		}
 		if (kind == 3) {
-			/* pulled vs served: the endpoint rows summed by source */
-			bars[0].label = "pulled from upstream";
-			bars[1].label = "served to clients";
-			for (size_t i = 0; i < n; i++) {
-				const struct store_agg *a = &rep.by[by][i];
-				int sv = a->source && !strcmp(a->source, "serve");
-				bars[sv].value += a->bytes;
-				bars[sv].value2 += a->count;
-			}
-			nb = 2;
-			/* value2 is the count: drawn as a second chart series would mix units */
-			for (size_t i = 0; i < nb; i++)
-				bars[i].value2 = 0;
-			e = store_chart_bars(&b, "Pulled vs served (bytes)", "bytes", NULL, 1, bars, nb);
+			e = sources_chart(q->s, &r, &rep, &b);
 			goto done;
 		}
 		if (kind == 4) {
@@ -298,7 +350,8 @@ static void agg_table(struct ui_page *p, const struct store_report *rep, enum st
 				ui_raw(p, "<a href=\"");
 				ui_repo_href(p, type, colon + 1);
 				ui_raw(p, "\">");
-				ui_text(p, !strcmp(type, "dataset") ? a->key : colon + 1);
+				ui_raw(p, !strcmp(type, "dataset") ? "datasets/" : "");
+				ui_text(p, colon + 1);
 				ui_raw(p, "</a>");
 			} else {
 				ui_text(p, a->key);
@@ -420,7 +473,10 @@ enum MHD_Result ui_stats(struct ui_page *p)
 	chart_img(p, &r, "days", "bytes per day and throughput over time", 700);
 	chart_img(p, &r, "repos", "top repositories by bytes", (int)(100 + 30 * (rep.nby[STORE_BY_REPO] ? rep.nby[STORE_BY_REPO] : 1)));
 	chart_img(p, &r, "files", "top files by bytes", (int)(100 + 30 * (rep.nby[STORE_BY_FILE] ? rep.nby[STORE_BY_FILE] : 1)));
-	chart_img(p, &r, "sources", "bytes pulled vs served", 160);
+	{
+		size_t days = rep.nkeys[STORE_BY_DAY] < SOURCE_DAYS ? rep.nkeys[STORE_BY_DAY] : SOURCE_DAYS;
+		chart_img(p, &r, "sources", "bytes pulled vs served, per day", (int)(100 + 30 * (days + 1)));
+	}
 	chart_img(p, &r, "cache", "cache hits vs misses", (int)(130 + 30 * rep.nby[STORE_BY_REPO]));
 	ui_raw(p, "</div><h2>By repository</h2>");
 	agg_table(p, &rep, STORE_BY_REPO);

@@ -6,6 +6,8 @@
  *   revisions/<type>/<repo>/<commit>.json      a revision's file list, written
  *                                              after every blob it names
  *   refs/<type>/<repo>/<hex of the ref name>   {"ref", "commit", "updated_at"}
+ *   artifacts/<type>/<repo>/<commit>/<sha256>  a conversion's blob (kept by gc
+ *                                              while its revision exists)
  * The local directory holds index.db (the cache plus this node's statistics)
  * and copies of the blobs this node pulled or read. Opening the store lists
  * revisions/ and refs/ and brings the cache up to date, so a node started on
@@ -437,6 +439,24 @@ out:
 	return err;
 }
 
+enum hm_err store_remote_put_artifact(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				      const char *commit, const char *format, const char *options,
+				      const char *sha256, uint64_t size)
+{
+	char rest[600], key[1200], *text;
+	json_t *doc = json_pack("{s:s, s:s, s:I}", "format", format, "options", options, "size", (json_int_t)size);
+	enum hm_err err;
+	text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	if (!text)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	snprintf(rest, sizeof(rest), "artifacts/%s/%s/%s/%s", type, repo, commit, sha256);
+	s3_key(st->remote->s3, rest, key, sizeof(key));
+	err = s3_put_buf(ctx, st->remote->s3, key, text, strlen(text));
+	free(text);
+	return err;
+}
+
 /* Keys under a prefix, collected. */
 struct keys {
 	char **v;
@@ -509,6 +529,9 @@ enum hm_err store_remote_rm(struct hm_ctx *ctx, struct store *st, const char *ty
 		snprintf(rest, sizeof(rest), "revisions/%s/%s/", type, repo);
 		if ((err = list_keys(ctx, st, rest, &k)))
 			goto out;
+		snprintf(rest, sizeof(rest), "artifacts/%s/%s/", type, repo);
+		if ((err = list_keys(ctx, st, rest, &k)))
+			goto out;
 		/* refs first: a ref never names a revision that is gone */
 		for (size_t i = 0; i < k.n && !err; i++)
 			err = s3_delete(ctx, st->remote->s3, k.v[i]);
@@ -539,7 +562,16 @@ enum hm_err store_remote_rm(struct hm_ctx *ctx, struct store *st, const char *ty
 			goto out;
 	}
 	rev_key(st, type, repo, commit, key, sizeof(key));
-	err = s3_delete(ctx, st->remote->s3, key);
+	if ((err = s3_delete(ctx, st->remote->s3, key)))
+		goto out;
+	{
+		char rest[600];
+		snprintf(rest, sizeof(rest), "artifacts/%s/%s/%s/", type, repo, commit);
+		if ((err = list_keys(ctx, st, rest, &k)))
+			goto out;
+		for (size_t i = 0; i < k.n && !err; i++)
+			err = s3_delete(ctx, st->remote->s3, k.v[i]);
+	}
 out:
 	keys_release(&k);
 	return err;
@@ -581,7 +613,8 @@ static enum hm_err import_revision(struct hm_ctx *ctx, struct store *st, const c
 	}
 	doc = json_loadb(text, len, 0, &je);
 	files = doc ? json_object_get(doc, "files") : NULL;
-	if (!doc || !json_is_array(files) || strcmp(json_string_value(json_object_get(doc, "commit")) ?: "", commit)) {
+	if (!doc || !json_is_array(files) || !json_is_string(json_object_get(doc, "commit")) ||
+	    strcmp(json_string_value(json_object_get(doc, "commit")), commit)) {
 		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "malformed revision object '%s' in %s", key, st->remote->uri);
 		goto out;
 	}
@@ -867,7 +900,8 @@ static int64_t gc_grace(void)
 enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r)
 {
 	enum hm_err err;
-	struct keys k = {0};
+	struct keys k = {0}, arts = {0};
+	struct store_kmap live = {0};
 	struct stale_uploads su = {0};
 	sqlite3_stmt *q = NULL;
 	char prefix[1200];
@@ -877,6 +911,49 @@ enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_g
 	/* the bucket decides what is referenced: refresh first */
 	if ((err = store_remote_sync(ctx, st, 0)))
 		return err;
+	/* artifacts of revisions that exist keep their blobs, whichever node converted */
+	if ((err = list_keys(ctx, st, "artifacts/", &arts)))
+		goto out;
+	{
+		char ap[1200];
+		size_t al;
+		s3_key(st->remote->s3, "artifacts/", ap, sizeof(ap));
+		al = strlen(ap);
+		for (size_t i = 0; i < arts.n; i++) {
+			char type[16], repo[256], last[600], commit[41];
+			const char *rest = arts.v[i] + al, *slash;
+			int have = 0, added;
+			/* <type>/<repo>/<commit>/<sha256>: split off the sha256, then the commit */
+			slash = strrchr(rest, '/');
+			if (strncmp(arts.v[i], ap, al) || !slash || strlen(slash + 1) != 64 ||
+			    !util_is_hex(slash + 1, 64) || (size_t)(slash - rest) >= sizeof(last))
+				continue;
+			memcpy(last, rest, (size_t)(slash - rest));
+			last[slash - rest] = 0;
+			{
+				char t2[16], r2[256], c2[600];
+				if (!split_meta_key(last, t2, r2, c2) || strlen(c2) != 40 || !util_is_hex(c2, 40))
+					continue;
+				strcpy(type, t2);
+				strcpy(repo, r2);
+				strcpy(commit, c2);
+			}
+			{
+				struct store_rev_info *rv = NULL;
+				size_t nrv = 0;
+				if (!store_list_revisions(ctx, st, type, repo, &rv, &nrv))
+					for (size_t j = 0; j < nrv; j++)
+						have |= !strcmp(rv[j].commit, commit);
+				else
+					ctx->errmsg[0] = 0;
+				store_rev_info_free(rv, nrv);
+			}
+			if (have && store_kmap_get(&live, slash + 1, 64, &added) < 0) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+		}
+	}
 	if ((err = list_keys(ctx, st, "blobs/sha256/", &k)))
 		goto out;
 	s3_key(st->remote->s3, "blobs/sha256/", prefix, sizeof(prefix));
@@ -895,6 +972,17 @@ enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_g
 		sha = rest + 3;
 		if (!util_is_hex(sha, 64))
 			continue;
+		{
+			int added = 0;
+			size_t before = live.n;
+			if (store_kmap_get(&live, sha, 64, &added) < 0) {
+				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
+			if (!added)
+				continue;
+			(void)before;
+		}
 		sqlite3_reset(q);
 		sqlite3_bind_text(q, 1, sha, -1, SQLITE_TRANSIENT);
 		rc = sqlite3_step(q);
@@ -927,5 +1015,7 @@ out:
 	free(su.keys);
 	free(su.ids);
 	keys_release(&k);
+	keys_release(&arts);
+	store_kmap_release(&live);
 	return err;
 }

@@ -387,6 +387,8 @@ static int scan_reserve(struct scan *s, size_t n)
 static int scan_add(struct scan *s, struct xfer *x)
 {
 	int rated = x->bytes > 0 && x->seconds > 0;
+	if ((s->q->source == STORE_SOURCE_PULLS && x->serve) || (s->q->source == STORE_SOURCE_SERVED && !x->serve))
+		return 0;
 	if (rated && s->nrates == s->caprates && scan_reserve(s, s->caprates ? s->caprates * 2 : 4096))
 		return -1;
 	for (int b = 0; b < STORE_BY_N; b++) {

@@ -117,6 +117,10 @@ enum hm_err store_remote_put_revision(struct hm_ctx *ctx, struct store *st, cons
  * the refs pointing at them, before the index rows go. */
 enum hm_err store_remote_rm(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
 			    const char *commit) HM_MUST_CHECK;
+/* Records an artifact in the bucket: artifacts/<type>/<repo>/<commit>/<sha256>. */
+enum hm_err store_remote_put_artifact(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				      const char *commit, const char *format, const char *options,
+				      const char *sha256, uint64_t size) HM_MUST_CHECK;
 /* Bucket side of gc: unreferenced blob objects and stale multipart uploads. */
 enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
 /* 1 while the index is being refreshed from the bucket (nothing is written back). */

@@ -246,3 +246,73 @@ if __name__ == "__main__":
         if len(sys.argv) > 1:
             time.sleep(float(sys.argv[1]))
     print("stopped")
+
+
+class FaultProxy:
+    """An HTTP proxy in front of RGW that answers the first matching requests
+    with a fault instead of forwarding them: ("503", method) sends 503
+    SlowDown, ("drop", method) closes the connection without an answer. The
+    Host header is forwarded as sent, so SigV4 signatures stay valid."""
+
+    def __init__(self, target_port, faults):
+        import http.client
+        import http.server
+        import threading
+        self.faults = list(faults)
+        self.fired = []
+        self.lock = threading.Lock()
+        proxy = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                with proxy.lock:
+                    fault = next((f for f in proxy.faults if f[1] == self.command), None)
+                    if fault:
+                        proxy.faults.remove(fault)
+                        proxy.fired.append(fault)
+                if fault and fault[0] == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault and fault[0] == "503":
+                    msg = b"<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>slow</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
+                c.request(self.command, self.path, body=body if n or self.command in ("PUT", "POST") else None,
+                          headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                c.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -191,6 +191,8 @@ def case_serve(t, ceph, want):
               h3.get("Content-Length") == str(len(data)), "HEAD: %s %r" % (st, h3))
         st, _, _ = http("HEAD", loc)
         check(st == 403, "HEAD on a GET-presigned URL answered %s" % st)
+        st, _, _ = http("GET", srv.url + path, {"If-None-Match": '"%s"' % sha})
+        check(st == 304, "If-None-Match with the file's ETag: %s" % st)
         # small non-LFS files are streamed through
         st, h4, got = http("GET", srv.url + "/%s/resolve/main/small.txt" % BIG)
         check(st == 200 and got == b"small\n" and h4.get("X-Repo-Commit") == commit, "small file: %s %r" % (st, got))
@@ -313,6 +315,50 @@ def case_export_import(t, want):
         check(lib.read(lib.blob_path(local, lib.sha256_bytes(data))) == data, "%s: not byte-identical" % path)
 
 
+def case_faults(t, ceph, conf, want):
+    """Retries: 503 SlowDown on an upload and a dropped connection are retried."""
+    proxy = ceph_lib.FaultProxy(ceph.port, [("503", "PUT"), ("drop", "PUT"), ("503", "POST"), ("drop", "GET")])
+    try:
+        env = dict(node_env(t, "faults"), AWS_ENDPOINT_URL=proxy.url)
+        r = t.hm("pull", BIG, store="s3://%s/faults" % BUCKET, env=env, timeout=120)
+        check(r.rc == 0, "pull through 503s and dropped connections: %r" % r)
+        check(not proxy.faults, "faults that never fired: %s (fired %s)" % (proxy.faults, proxy.fired))
+    finally:
+        proxy.stop()
+    sha = lib.sha256_bytes(want["big.bin"])
+    got = s3_get(ceph, conf, "faults/blobs/sha256/%s/%s" % (sha[:2], sha), os.path.join(t.tmp, "faults.get"))
+    check(got == want["big.bin"], "the object written through faults is not byte-exact")
+    # the object store down: a clear one-line error
+    env = dict(node_env(t, "down"), AWS_ENDPOINT_URL="http://127.0.0.1:%d" % lib.free_port())
+    r = t.hm("ls", store="s3://%s/faults" % BUCKET, env=env, timeout=120)
+    check(r.rc == 1, "object store down: %r" % r)
+    lib.clean_error(r, ("object store", "connect"))
+
+
+def case_pull_through(t, ceph, emu, want):
+    """serve --upstream on an S3 store writes into the bucket; another node then redirects."""
+    store = "s3://%s/pt" % BUCKET
+    a = Server(t, "--upstream", emu.url, store=store, env=node_env(t, "pta"))
+    st, h, body = http("GET", a.url + "/%s/resolve/main/big.bin" % BIG)
+    check(st == 200 and body == want["big.bin"], "pull-through on an S3 store: %s, %d bytes" % (st, len(body)))
+    # the revision is recorded (and its object written) once all of its files are stored
+    st, h, body = http("GET", a.url + "/%s/resolve/main/small.txt" % BIG)
+    check(st == 200 and body == b"small\n", "pull-through of the small file: %s" % st)
+    b = Server(t, store=store, env=node_env(t, "ptb"))
+    deadline = time.time() + 30
+    while True:
+        st, h, _ = http("GET", b.url + "/%s/resolve/main/big.bin" % BIG)
+        if st == 302 or time.time() > deadline:
+            break
+        time.sleep(0.3)   # the revision object is written once the pull-through is recorded
+    check(st == 302, "the second node after a pull-through on the first: %s" % st)
+    st, _, got = http("GET", h["Location"])
+    check(st == 200 and got == want["big.bin"], "the pulled-through object: %s" % st)
+    for s in (a, b):
+        s.proc.kill()
+        s.proc.wait()
+
+
 def case_rm_gc(t, ceph, conf, want):
     env = dict(node_env(t, "a"), HUBMIRROR_S3_GC_GRACE="0")
     # an unreferenced object and a stale multipart upload
@@ -363,6 +409,8 @@ def test_s3_store(t):
         srv = case_serve(t, ceph, want)
         case_js(t, srv, want)
         case_kill_multipart(t, ceph, conf, want)
+        case_faults(t, ceph, conf, want)
+        case_pull_through(t, ceph, emu, want)
         case_verify_repair(t, ceph, conf, emu, want)
         case_export_import(t, want)
         case_rm_gc(t, ceph, conf, want)

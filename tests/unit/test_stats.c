@@ -74,7 +74,7 @@ static int fill(struct hm_ctx *ctx, struct store *st)
 
 static struct store_stats_query all_query(void)
 {
-	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 0, (1u << STORE_BY_N) - 1, 0, 1, STORE_SCAN_AUTO};
+	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 0, (1u << STORE_BY_N) - 1, 0, 1, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 	return q;
 }
 
@@ -417,5 +417,36 @@ UNIT_TEST(stats_du)
 	CHECK(d.nrepos == 2 && d.nby_unique == 1 && d.nby_logical == 1);
 	store_du_release(&d);
 	store_du_release(&d);
+	store_close(st);
+}
+
+/* source: pulls only and files served only add up to every transfer, by
+ * either way of reading (the cache, the tables). */
+UNIT_TEST(stats_report_source_filter)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = NULL;
+	struct store_report r;
+	struct store_stats_query q = all_query();
+	static const enum store_scan scans[] = {STORE_SCAN_TABLES, STORE_SCAN_CACHE};
+
+	memset(&r, 0, sizeof(r));
+	CHECK(store_open(&ctx, stats_store(), &st) == HM_OK);
+	CHECK(fill(&ctx, st) == 0);
+	for (size_t i = 0; i < sizeof(scans) / sizeof(scans[0]); i++) {
+		q.scan = scans[i];
+		q.source = STORE_SOURCE_PULLS;
+		CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
+		/* 5 pulls: 1000 + 3000 + 500 + 0 + 8000 bytes, rates 1000 3000 1000 4000 */
+		CHECK(row_is(&r.total, 5, 12500, 3, 1, 0, 0, 2000, 4000));
+		CHECK(r.nby[STORE_BY_ENDPOINT] == 2);
+		store_report_release(&r);
+		q.source = STORE_SOURCE_SERVED;
+		CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
+		/* 3 file GETs served: 2000 + 6000 + 0 bytes, rates 4000 2000 */
+		CHECK(row_is(&r.total, 3, 8000, 0, 1, 1, 1, 3000, 4000));
+		CHECK(r.nby[STORE_BY_DAY] == 2 && r.by[STORE_BY_DAY][0].bytes == 6000 && r.by[STORE_BY_DAY][1].bytes == 2000);
+		store_report_release(&r);
+	}
 	store_close(st);
 }
