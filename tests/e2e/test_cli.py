@@ -379,6 +379,10 @@ def test_cli_tables_fit_the_terminal(t):
         tm.run("ls")
         check(tm.wait_done() == 0, "ls failed: %s" % tm.everything())
         lines = [l.rstrip() for l in tm.everything().splitlines() if l.strip()]
+        # the first line names the store; a long path may wrap
+        head = "store: %s" % t.store
+        check("".join(lines).startswith(head), "ls does not name its store first: %r" % lines)
+        lines = lines[(len(head) + width - 1) // width:]
         check(len(lines) == 2, "ls at %d columns wrapped or lost a row: %r" % (width, lines))
         check(all(len(l) < width for l in lines), "a line as wide as the terminal: %r" % lines)
         check("..." in lines[1] and "main->" in lines[1], "the name should be cut, not the refs: %r" % lines)
@@ -409,7 +413,7 @@ def test_cli_json_schema_everywhere(t):
     # a command that fails as a whole still answers in JSON
     for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
                            (("pull", "org/no-such-repo"), "repo_not_found", 1),
-                           (("frobnicate",), "usage", 2)):
+                           (("frobnicate",), "usage", 2), (("pull",), "usage", 2)):
         r = t.hm(*(list(args) + ["--json"]))
         check(r.rc == rc, "rc of %s: %r" % (args, r))
         j = r.json()
