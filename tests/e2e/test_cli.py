@@ -409,7 +409,7 @@ def test_cli_json_schema_everywhere(t):
     # a command that fails as a whole still answers in JSON
     for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
                            (("pull", "org/no-such-repo"), "repo_not_found", 1),
-                           (("frobnicate",), "usage", 2)):
+                           (("frobnicate",), "usage", 2), (("pull",), "usage", 2)):
         r = t.hm(*(list(args) + ["--json"]))
         check(r.rc == rc, "rc of %s: %r" % (args, r))
         j = r.json()
