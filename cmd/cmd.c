@@ -120,7 +120,18 @@ void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, cons
 
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st)
 {
-	return store_open(&env->ctx, env->store_dir, st);
+	return store_open_mode(&env->ctx, env->store_dir, STORE_WRITE, st);
+}
+
+enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struct store **st)
+{
+	return store_open_mode(&env->ctx, env->store_dir, mode, st);
+}
+
+void cmd_print_store(const struct cmd_env *env, const struct store *st)
+{
+	if (!env->json && !env->quiet)
+		printf("store: %s%s\n", store_name(st), store_readonly(st) ? " (read-only)" : "");
 }
 
 /* Reads a token file: first line, trimmed. */
@@ -140,6 +151,23 @@ static char *read_token_file(const char *path)
 	memset(data, 0, len);
 	free(data);
 	return t;
+}
+
+const char *cmd_hf_cache_dir(char *buf, size_t len)
+{
+	const char *c = getenv("HF_HUB_CACHE"), *old = getenv("HUGGINGFACE_HUB_CACHE"), *hf = getenv("HF_HOME");
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	if (c && *c)
+		snprintf(buf, len, "%s", c);
+	else if (old && *old)
+		snprintf(buf, len, "%s", old);
+	else if (hf && *hf)
+		snprintf(buf, len, "%s/hub", hf);
+	else if (xdg && *xdg)
+		snprintf(buf, len, "%s/huggingface/hub", xdg);
+	else
+		snprintf(buf, len, "%s/.cache/huggingface/hub", home && *home ? home : ".");
+	return buf;
 }
 
 char *cmd_token(const struct cmd_env *env)

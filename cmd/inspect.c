@@ -320,7 +320,9 @@ static enum hm_err report_path(struct hm_ctx *ctx, const char *path, const char 
 	} else {
 		struct fmt_st_set *set = NULL;
 		const char *base = strrchr(label, '/');
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".json") && !looks_safetensors(path, &st))
+		/* a file named .safetensors gets the reader's own diagnosis */
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".json") &&
+		    !ends_with(path, ".safetensors") && !looks_safetensors(path, &st))
 			return hm_fail(ctx, HM_ERR_BAD_INPUT,
 				       "'%s' is neither a safetensors nor a GGUF file (inspect reads .safetensors, .gguf, "
 				       "a model.safetensors.index.json or a model directory)", label);
@@ -419,7 +421,7 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 	int rc = 1;
 
 	if ((err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo)) ||
-	    (err = cmd_open_store(env, &rf.st)))
+	    (err = cmd_open_store_mode(env, STORE_READ, &rf.st)))
 		goto out;
 	err = store_resolve(&env->ctx, rf.st, type, repo, cmd_opt(a, "revision"), commit);
 	if (err == HM_ERR_NOT_FOUND) {

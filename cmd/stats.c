@@ -336,7 +336,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	q.want = env->json ? (1u << STORE_BY_N) - 1 : 1u << by;
 	q.legacy = !csv;
-	if ((err = cmd_open_store(env, &st)) || (err = store_report(&env->ctx, st, &q, &rep))) {
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_report(&env->ctx, st, &q, &rep))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -358,6 +358,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 			snprintf(name, sizeof(name), "by_%s", by_names[b]);
 			json_object_set_new(o, name, list);
 		}
+		json_object_set_new(o, "store", json_string(store_name(st)));
 		json_object_set_new(o, "since", q.since == INT64_MIN ? json_null() : json_integer(q.since));
 		json_object_set_new(o, "until", q.until == INT64_MAX ? json_null() : json_integer(q.until));
 		if (chart)
@@ -366,6 +367,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	} else if (csv) {
 		print_csv(&rep, by);
 	} else {
+		cmd_print_store(env, st);
 		print_table(env, &rep, by);
 		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)
@@ -391,6 +393,7 @@ const struct cmd cmd_stats = {
 	"totals of older versions ('total', 'repos') and the served requests ('served').\n"
 	"TIME is unix seconds, YYYY-MM-DD (UTC), 2024-05-01T12:00:00Z or +02:00, or a span\n"
 	"back from now: 90s, 30m, 24h, 7d, 2w. --chart draws an SVG of bytes per day and\n"
-	"the daily median throughput; it opens in any browser.",
+	"each day's throughput (bytes over transfer seconds, MiB/s); any browser opens it.\n"
+	"--by day is in date order; a pull's endpoint is the host that sent the bytes.",
 	stats_opts, stats_run,
 };

@@ -42,7 +42,7 @@ struct store *srv_store_take(struct srv *s)
 	s->nopen++;
 	pthread_mutex_unlock(&s->pool_mu);
 	struct hm_ctx quiet = {0};
-	if (store_open(&quiet, s->o->store_dir, &st)) {
+	if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st)) {
 		int e = errno;
 		st = NULL;
 		pthread_mutex_lock(&s->pool_mu);
@@ -277,7 +277,7 @@ static int max_conns(const struct srv *s)
 /* Connections per client address; 0 = no cap. */
 static int per_client(const struct srv *s)
 {
-	return s->o->max_per_client == 0 ? 64 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
+	return s->o->max_per_client == 0 ? 256 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
 }
 
 static double header_timeout(const struct srv *s)
@@ -367,8 +367,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	struct srv *s = cls;
 	struct srv_req *q = *con_cls;
 	struct srv_route r;
-	(void)version;
-
 	if (!q) {
 		q = calloc(1, sizeof(*q));
 		if (!q)
@@ -376,6 +374,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		q->s = s;
 		q->t0 = util_now();
 		q->started_at = util_unix_time();
+		clock_gettime(CLOCK_REALTIME, &q->wall0);
+		snprintf(q->version, sizeof(q->version), "%.11s", version ? version : "-");
+		const char *hv = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+		snprintf(q->user_agent, sizeof(q->user_agent), "%s", hv ? hv : "-");
+		hv = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_REFERER);
+		snprintf(q->referer, sizeof(q->referer), "%s", hv ? hv : "-");
 		q->kind = "other";
 		snprintf(q->method, sizeof(q->method), "%.7s", method);
 		q->path = util_strndup(url, 2048);
@@ -452,6 +456,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	return srv_api(q, c, &r);
 }
 
+/* Text from the network, escaped for a log line: no quotes, backslashes or
+ * control bytes, and no spaces unless the field is quoted. */
+static void log_escaped(FILE *f, const char *s, int spaces)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		fprintf(f, (*p < (spaces ? 0x20 : 0x21) || *p >= 0x7f || *p == '"' || *p == '\\') ? "\\x%02x" : "%c", *p);
+}
+
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	struct srv *s = cls;
@@ -469,15 +481,22 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 			srv_ui_log(s, q, bytes, secs);
 		}
 		if (s->o->access_log) {
-			char when[40];
-			srv_iso_time(q->started_at, when, sizeof(when));
+			/* the Combined Log Format (Apache, nginx), the time to the
+			 * millisecond, then the seconds taken and the cache result */
+			char when[64], ms[24];
+			struct tm tm;
+			gmtime_r(&q->wall0.tv_sec, &tm);
+			strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S", &tm);
+			snprintf(ms, sizeof(ms), "%03d", (int)(q->wall0.tv_nsec / 1000000) % 1000);
 			pthread_mutex_lock(&s->log_mu);
-			/* the path is printed escaped: it came from the network */
-			fprintf(s->o->access_log, "%s %s %s \"", when, q->client[0] ? q->client : "-", q->method);
-			for (const unsigned char *p = (const unsigned char *)(q->url ? q->url : ""); *p; p++)
-				fprintf(s->o->access_log, (*p < 0x21 || *p >= 0x7f || *p == '"' || *p == '\\') ? "\\x%02x" : "%c", *p);
-			fprintf(s->o->access_log, "\" %d %llu %.3f %s%s\n", q->status, (unsigned long long)bytes, secs,
-				q->cache ? q->cache : "-", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+			fprintf(s->o->access_log, "%s - - [%s.%s +0000] \"%s ", q->client[0] ? q->client : "-", when, ms, q->method);
+			log_escaped(s->o->access_log, q->url ? q->url : "", 0);
+			fprintf(s->o->access_log, " %s\" %d %llu \"", q->version, q->status, (unsigned long long)bytes);
+			log_escaped(s->o->access_log, q->referer, 1);
+			fputs("\" \"", s->o->access_log);
+			log_escaped(s->o->access_log, q->user_agent, 1);
+			fprintf(s->o->access_log, "\" %.3f %s%s\n", secs, q->cache ? q->cache : "-",
+				toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
 			fflush(s->o->access_log);
 			pthread_mutex_unlock(&s->log_mu);
 		}
@@ -591,8 +610,19 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* open (and migrate) the store once up front: a broken store fails here */
-	if ((err = store_open(ctx, o->store_dir, &st)))
+	/* a directory that is not a store is refused (a typo), unless the
+	 * server pulls through: that is a pull, which makes the store */
+	err = store_open_mode(ctx, o->store_dir, STORE_READ, &st);
+	if (err == HM_ERR_NOT_FOUND && o->upstream && !o->offline) {
+		ctx->errmsg[0] = '\0';
+		err = store_open_mode(ctx, o->store_dir, STORE_CREATE, &st);
+	}
+	if (err)
 		goto out;
+	/* a store this user cannot write is served as it is */
+	if (store_readonly(st) && o->access_log)
+		fprintf(o->access_log, "hubmirror: note: the store '%s' is read-only for this user: serving it"
+			" without recording statistics%s\n", o->store_dir, o->upstream ? " or pulling through" : "");
 	s.nopen = 1;
 	srv_store_put(&s, st);
 	fd_budget(&s);

@@ -175,7 +175,11 @@ static const char *const migrations[] = {
 	"  copy INTEGER NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
 	"  UNIQUE(revision_id, dir, layout));",
-	/* v8: the BitTorrent v2 torrent of a blob (p2p/, torrents.c): the
+	/* v8: what a smoke test ran: the model's architecture and the engine's
+	 * version (a later engine can tell which results to re-check) */
+	"ALTER TABLE smoke_results ADD COLUMN architecture TEXT;"
+	"ALTER TABLE smoke_results ADD COLUMN engine_version TEXT;",
+	/* v9: the BitTorrent v2 torrent of a blob (p2p/, torrents.c): the
 	 * bencoded torrent (info dict and piece layers, no announce URL) and
 	 * its v2 info-hash, made once per blob and piece size. */
 	"CREATE TABLE torrents ("
