@@ -50,21 +50,6 @@ struct repo_src {
 	size_t n;
 };
 
-static enum hm_err resolve_repo(struct hm_ctx *ctx, void *ud, const char *name, char *buf, size_t len)
-{
-	struct repo_src *r = ud;
-	for (size_t i = 0; i < r->n; i++)
-		if (!strcmp(r->f[i].path, name)) {
-			/* an S3 store: read through the local cache */
-			enum hm_err err = store_blob_local(ctx, r->st, r->f[i].sha256, r->f[i].size);
-			if (err)
-				return err;
-			store_blob_path(r->st, r->f[i].sha256, buf, len);
-			return HM_OK;
-		}
-	return HM_ERR_NOT_FOUND;
-}
-
 static int has_file(const struct repo_src *r, const char *name)
 {
 	for (size_t i = 0; i < r->n; i++)
@@ -130,6 +115,15 @@ static void report(struct cmd_env *env, const char *source, const char *commit, 
 		printf("stored: %s\n", blob);
 	if (output)
 		printf("wrote %s\n", output);
+}
+
+void cmd_report_artifact(struct cmd_env *env, const char *repo, const char *commit, const struct mirror_artifact *a,
+			 const char *output)
+{
+	struct conv_result res = a->res;
+	memcpy(res.sha256, a->sha256, sizeof(res.sha256));
+	res.size = a->size;
+	report(env, repo, commit, a->type, &res, output, a->path, a->cached);
 }
 
 /* The default -o for a local directory: NAME-TYPE.gguf in the current directory. */
@@ -219,13 +213,13 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	const char *to = cmd_opt(a, "to"), *tname = cmd_opt(a, "type"), *src_arg;
 	struct conv_options o = {.type = CONV_F16};
 	struct repo_src rs = {0};
-	struct store_artifact art = {0};
+	struct mirror_artifact ma;
 	struct conv_result res = {0};
 	struct stat sb;
-	char buf[256], commit[41], options[64], tmp[PATH_MAX] = "", blob[PATH_MAX];
+	char buf[256], commit[41];
 	const char *type, *repo;
 	enum hm_err err;
-	int rc = 1, found = 0, threads;
+	int rc = 1, threads;
 
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_convert, "convert takes one SOURCE (a stored REPO or a directory)");
@@ -265,53 +259,31 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = to_safetensors(env, a, NULL, rs.st, &rs, type, repo, commit);
 		goto out;
 	}
-	/* the cache key: what decides the bytes of the output */
-	snprintf(options, sizeof(options), "type=%s conv=%d%s%s", conv_type_name(o.type), CONV_VERSION,
-		 o.name ? " name=" : "", o.name ? "custom" : "");
-	if (!o.name && !cmd_flag(a, "force") &&
-	    (err = store_find_artifact(&env->ctx, rs.st, type, repo, commit, "gguf", options, &art, &found)))
-		goto out;
-	if (o.name && !cmd_opt(a, "output")) {
-		err = hm_fail(&env->ctx, HM_ERR_USAGE, "--name makes a conversion that is not cached: give -o FILE");
-		goto out;
-	}
-	if (found) {
-		memcpy(res.sha256, art.sha256, sizeof(res.sha256));
-		res.size = art.size;
-	} else if (o.name) {
-		struct conv_source src = {resolve_repo, &rs, repo};
-		err = conv_to_gguf(&env->ctx, &src, &o, cmd_opt(a, "output"), &res);
+	if (o.name) {
+		/* a custom name is not cached: the conversion goes to -o only */
+		if (!cmd_opt(a, "output")) {
+			err = hm_fail(&env->ctx, HM_ERR_USAGE, "--name makes a conversion that is not cached: give -o FILE");
+			goto out;
+		}
+		err = mirror_convert_file(&env->ctx, rs.st, type, repo, commit, &o, cmd_opt(a, "output"), &res);
 		cmd_progress_end(env);
 		if (err)
 			goto out;
 		report(env, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
 		rc = 0;
 		goto out;
-	} else {
-		struct conv_source src = {resolve_repo, &rs, repo};
-		o.no_sha256 = 0;
-		if ((err = store_artifact_tmp(&env->ctx, rs.st, ".gguf", tmp, sizeof(tmp))))
-			goto out;
-		err = conv_to_gguf(&env->ctx, &src, &o, tmp, &res);
-		cmd_progress_end(env);
-		if (err || (err = store_blob_adopt(&env->ctx, rs.st, tmp, res.sha256, res.size, NULL, 1)))
-			goto out;
-		tmp[0] = '\0';
-		if ((err = store_record_artifact(&env->ctx, rs.st, type, repo, commit, "gguf", options, res.sha256,
-						 res.size)))
-			goto out;
 	}
-	store_blob_path(rs.st, res.sha256, blob, sizeof(blob));
-	if (cmd_opt(a, "output") && (err = store_artifact_export(&env->ctx, rs.st, res.sha256, cmd_opt(a, "output"))))
+	err = mirror_convert(&env->ctx, rs.st, type, repo, commit, &o, cmd_flag(a, "force"), &ma);
+	cmd_progress_end(env);
+	if (err)
 		goto out;
-	report(env, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), blob, found);
+	if (cmd_opt(a, "output") && (err = store_artifact_export(&env->ctx, rs.st, ma.sha256, cmd_opt(a, "output"))))
+		goto out;
+	cmd_report_artifact(env, repo, commit, &ma, cmd_opt(a, "output"));
 	rc = 0;
 out:
 	if (err)
 		rc = cmd_error(env, err);
-	if (tmp[0])
-		unlink(tmp);
-	store_artifact_release(&art);
 	store_files_free(rs.f, rs.n);
 	store_close(rs.st);
 	return rc;

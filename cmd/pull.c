@@ -56,7 +56,7 @@ static int resumable(enum hm_err e)
 static void report_failures(struct cmd_env *env, enum hm_err err, const char *label, const struct mirror_pull_result *r)
 {
 	size_t shown = 0, max = 5;
-	if (err == HM_ERR_GATED || err == HM_ERR_AUTH || err == HM_ERR_NOSPC || !r->nfailed)
+	if (err == HM_ERR_GATED || err == HM_ERR_AUTH || err == HM_ERR_NOSPC || err == HM_ERR_CANCELLED || !r->nfailed)
 		return; /* one cause for every file: the error says it all, once */
 	for (size_t i = 0; i < r->nfiles; i++) {
 		const struct mirror_file *f = &r->files[i];
@@ -79,7 +79,7 @@ static enum hm_err checkout_to(struct cmd_env *env, struct store *st, const stru
 	const char *ref = o->revision && !util_is_hex(o->revision, strlen(o->revision)) ? o->revision
 			  : (o->revision ? NULL : "main");
 	char abs[4096];
-	enum hm_err err = store_checkout(&env->ctx, st, o->type, o->repo, commit, ref, to, l, copy);
+	enum hm_err err = mirror_checkout(&env->ctx, st, o->type, o->repo, commit, ref, to, l, copy);
 	if (err)
 		return err;
 	if (!realpath(to, abs))

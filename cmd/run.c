@@ -280,45 +280,39 @@ const struct cmd cmd_smoke = {
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen)
 {
-	char target[4096], label[512], sha[65] = "";
+	char target[4096], label[512];
+	struct mirror_artifact art = {0};
 	int rc = 0, json = env->json, quiet = env->quiet;
 
 	env->json = 0; /* pull's --json stays one object: the steps below speak on stderr */
 	env->quiet = quiet || json;
 	if (conv) {
-		enum conv_type ct;
-		if (conv_type_parse(conv, &ct) < 0) {
+		struct conv_options co = {0};
+		if (conv_type_parse(conv, &co.type) < 0) {
 			if (verdict)
 				snprintf(verdict, vlen, "unknown conversion type '%s' (f32, f16, bf16, q8_0, q4_0)", conv);
 			rc = cmd_error(env, hm_fail(&env->ctx, HM_ERR_USAGE,
 						    "unknown conversion type '%s': expected f32, f16, bf16, q8_0 or q4_0", conv));
 			goto out;
 		}
-		char *argv[] = {(char *)repo, "--to", "gguf", "--type", (char *)conv, "--revision", (char *)commit,
-				"--repo-type", (char *)type};
-		rc = cmd_dispatch(env, &cmd_convert, 9, argv);
-		if (rc)
+		enum hm_err err = mirror_convert(&env->ctx, st, type, repo, commit, &co, 0, &art);
+		cmd_progress_end(env);
+		if (err) {
+			if (verdict)
+				snprintf(verdict, vlen, "conversion to %s failed: %s", conv, env->ctx.errmsg);
+			rc = cmd_error(env, err);
 			goto out;
+		}
+		cmd_report_artifact(env, repo, commit, &art, NULL);
 	}
 	if (verdict && conv)
 		snprintf(verdict, vlen, "converted to %s", conv);
 	if (!smoke)
 		goto out;
 	if (conv) {
-		/* the conversion just made (or found): the newest gguf artifact of this commit */
-		struct store_artifact *art = NULL;
-		size_t n = 0;
-		enum hm_err err = store_list_artifacts(&env->ctx, st, type, repo, &art, &n);
-		for (size_t i = 0; !err && i < n && !sha[0]; i++)
-			if (!strcmp(art[i].commit, commit) && !strcmp(art[i].format, "gguf"))
-				snprintf(sha, sizeof(sha), "%s", art[i].sha256);
-		store_artifacts_free(art, n);
-		if (err || !sha[0]) {
-			rc = cmd_error(env, err ? err : hm_fail(&env->ctx, HM_ERR_NOT_FOUND, "the conversion is not in the store"));
-			goto out;
-		}
-		store_blob_path(st, sha, target, sizeof(target));
-		snprintf(label, sizeof(label), "%s@%s (gguf %s)", repo, commit, conv);
+		/* exactly the conversion made (or found) above */
+		snprintf(target, sizeof(target), "%s", art.path);
+		snprintf(label, sizeof(label), "%s@%s (gguf %s)", repo, commit, art.type);
 	} else {
 		snprintf(label, sizeof(label), "%s@%s", repo, commit);
 		enum hm_err err = cmd_model_dir(env, st, type, repo, commit, target, sizeof(target));
@@ -337,7 +331,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	struct store_smoke rec = {type, repo, commit, conv ? sha : NULL, label, res.pass, res.reason, res.load_s,
+	struct store_smoke rec = {type, repo, commit, conv ? art.sha256 : NULL, label, res.pass, res.reason, res.load_s,
 				  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
 	if ((err = store_record_smoke(&env->ctx, st, &rec)))
 		rc = cmd_error(env, err);

@@ -76,7 +76,7 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 		if (store_resolve(&q, st, type, repo, "main", mc) || strcmp(mc, commit))
 			ref = NULL;
 	}
-	err = store_checkout(&env->ctx, st, type, repo, commit, ref, to, l, cmd_flag(a, "copy"));
+	err = mirror_checkout(&env->ctx, st, type, repo, commit, ref, to, l, cmd_flag(a, "copy"));
 	if (err) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -101,6 +101,10 @@ out:
 const struct cmd cmd_checkout = {
 	"checkout", "REPO [--revision REV] --to DIR [--layout files|hf-cache]",
 	"Materialize a stored revision as plain files or as a Hugging Face cache.",
+	"Every blob must be in the store first (else: run 'verify --repair'); a new\n"
+	"tree is built beside DIR and renamed into place, so nothing is half-written.\n"
+	"Hard-linked checkouts are recorded: 'verify' checks they still hold the\n"
+	"stored bytes and 'verify --repair' links them again after a repair.\n"
 	"Files are hard links to the store's read-only blobs (copies across filesystems):\n"
 	"do not make them writable and edit them in place ('verify' would report the\n"
 	"blob corrupt); use --copy for a tree you will edit.\n"

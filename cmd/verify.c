@@ -16,6 +16,8 @@ static const struct cmd_opt opts[] = {
 struct bad {
 	char type[16];
 	char *repo, *path;
+	char *conversion; /* options of a stored conversion, NULL for a file */
+	char *checkout;   /* a recorded checkout holding other bytes than the blob */
 	char commit[41], sha256[65];
 	const char *problem;
 	int repaired;
@@ -43,12 +45,22 @@ static void on_problem(void *ud, const struct mirror_problem *p)
 	snprintf(x->type, sizeof(x->type), "%s", p->repo_type);
 	x->repo = strdup(p->repo);
 	x->path = strdup(p->path);
+	x->conversion = p->conversion ? strdup(p->conversion) : NULL;
+	x->checkout = p->checkout ? strdup(p->checkout) : NULL;
 	memcpy(x->commit, p->commit, 41);
 	memcpy(x->sha256, p->sha256, 65);
 	x->problem = p->problem;
 	if (!b->env->json && !b->env->quiet) {
 		cmd_progress_end(b->env);
-		printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit, p->sha256);
+		if (p->checkout)
+			printf("%s: checkout %s: %s holds other bytes than the store (revision %.12s)\n", p->problem,
+			       p->checkout, p->path, p->commit);
+		else if (p->conversion)
+			printf("%s: %s conversion %s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path,
+			       p->commit, p->sha256);
+		else
+			printf("%s: %s/%s (revision %.12s, blob %.16s...)\n", p->problem, p->repo, p->path, p->commit,
+			       p->sha256);
 	}
 }
 
@@ -60,19 +72,19 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 	if (err)
 		return err;
 	for (size_t i = 0; i < b->n; i++)
-		if ((err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
+		if (!b->v[i].checkout && (err = store_blob_discard(&env->ctx, st, b->v[i].sha256))) {
 			fetch_client_free(fc);
 			return err;
 		}
 	for (size_t i = 0; i < b->n; i++) {
-		if (b->v[i].repaired)
+		if (b->v[i].repaired || b->v[i].conversion || b->v[i].checkout)
 			continue;
 		const char **only = calloc(b->n, sizeof(*only));
 		size_t nonly = 0;
 		if (!only)
 			return hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory");
 		for (size_t k = i; k < b->n; k++)
-			if (!strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			if (!b->v[k].conversion && !b->v[k].checkout && !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
 			    !strcmp(b->v[k].commit, b->v[i].commit)) {
 				int dup = 0;
 				for (size_t q = 0; q < nonly; q++)
@@ -90,7 +102,7 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 			if (b->v[k].repaired == -1)
 				b->v[k].repaired = err ? 0 : 1;
 		if (err) {
-			cmd_progress_end(env);
+			cmd_progress_end(b->env);
 			fprintf(stderr, "hubmirror: cannot repair %s at %.12s: %s\n", b->v[i].repo, b->v[i].commit,
 				env->ctx.errmsg);
 			if (!first)
@@ -102,6 +114,49 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 		free(only);
 		if (err == HM_ERR_CANCELLED)
 			break;
+	}
+	/* hard-linked checkouts of repaired revisions, and stale ones, linked again */
+	for (size_t i = 0; i < b->n && first != HM_ERR_CANCELLED; i++) {
+		size_t nre = 0;
+		int done = 0;
+		if (b->v[i].conversion || (!b->v[i].checkout && b->v[i].repaired != 1))
+			continue;
+		for (size_t k = 0; k < i && !done; k++)
+			done = !strcmp(b->v[k].repo, b->v[i].repo) && !strcmp(b->v[k].type, b->v[i].type) &&
+			       !strcmp(b->v[k].commit, b->v[i].commit) && !b->v[k].conversion &&
+			       (b->v[k].checkout || b->v[k].repaired == 1);
+		if (!done) {
+			err = mirror_relink_checkouts(&env->ctx, st, b->v[i].type, b->v[i].repo, b->v[i].commit, &nre);
+			if (err) {
+				fprintf(stderr, "hubmirror: cannot link the checkouts of %s at %.12s again: %s\n", b->v[i].repo,
+					b->v[i].commit, env->ctx.errmsg);
+				if (!first)
+					first = err;
+			} else if (nre && !env->json && !env->quiet) {
+				printf("re-linked: %zu checkout(s) of %s at %.12s\n", nre, b->v[i].repo, b->v[i].commit);
+			}
+		}
+		if (b->v[i].checkout)
+			b->v[i].repaired = !err;
+	}
+	/* conversions last: made again from their (repaired) source revision */
+	for (size_t i = 0; i < b->n && first != HM_ERR_CANCELLED; i++) {
+		struct mirror_artifact art;
+		if (!b->v[i].conversion)
+			continue;
+		err = mirror_convert_repair(&env->ctx, st, b->v[i].type, b->v[i].repo, b->v[i].commit,
+					    b->v[i].conversion, &art);
+		cmd_progress_end(b->env);
+		b->v[i].repaired = !err;
+		if (err) {
+			fprintf(stderr, "hubmirror: cannot convert %s at %.12s again: %s\n", b->v[i].repo, b->v[i].commit,
+				env->ctx.errmsg);
+			if (!first)
+				first = err;
+		} else if (!env->json) {
+			printf("repaired: conversion %s of %s at %.12s, converted again\n", b->v[i].conversion, b->v[i].repo,
+			       b->v[i].commit);
+		}
 	}
 	fetch_client_free(fc);
 	return first;
@@ -134,11 +189,17 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		unrepaired += b.v[i].repaired != 1;
 	if (env->json) {
 		json_t *arr = json_array();
-		for (size_t i = 0; i < b.n; i++)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "repo_type", b.v[i].type,
-							     "repo", b.v[i].repo, "revision", b.v[i].commit, "path",
-							     b.v[i].path, "sha256", b.v[i].sha256, "problem", b.v[i].problem,
-							     "repaired", b.v[i].repaired == 1));
+		for (size_t i = 0; i < b.n; i++) {
+			json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "repo_type", b.v[i].type, "repo",
+					      b.v[i].repo, "revision", b.v[i].commit, "path", b.v[i].path, "sha256",
+					      b.v[i].sha256, "problem", b.v[i].problem, "repaired", b.v[i].repaired == 1);
+			/* what holds the bad bytes, when it is not the file's blob */
+			if (b.v[i].conversion)
+				json_object_set_new(p, "conversion", json_string(b.v[i].conversion));
+			if (b.v[i].checkout)
+				json_object_set_new(p, "checkout", json_string(b.v[i].checkout));
+			json_array_append_new(arr, p);
+		}
 		cmd_print_json(json_pack("{s:I, s:I, s:o, s:b}", "checked", (json_int_t)checked, "bad",
 					 (json_int_t)nbad, "problems", arr, "ok", !unrepaired));
 	} else if (!nbad) {
@@ -161,6 +222,8 @@ out:
 	for (size_t i = 0; i < b.n; i++) {
 		free(b.v[i].repo);
 		free(b.v[i].path);
+		free(b.v[i].conversion);
+		free(b.v[i].checkout);
 	}
 	free(b.v);
 	store_close(st);
@@ -170,7 +233,9 @@ out:
 const struct cmd cmd_verify = {
 	"verify", "[REPO]... [--repair]",
 	"Re-hash stored files; exit 1 naming each corrupt or missing one.",
-	"Every blob is hashed again and compared with its SHA-256 name. With --repair,\n"
-	"bad files are downloaded again from the endpoint (their revision's commit).",
+	"Every blob is hashed again and compared with its SHA-256 name, the blobs of\n"
+	"stored conversions (GGUF artifacts) too. With --repair, bad files are\n"
+	"downloaded again from the endpoint (their revision's commit) and bad\n"
+	"conversions are made again from their source revision.",
 	opts, run,
 };

@@ -99,6 +99,12 @@ struct dl {
 	CURLM *multi;
 	struct xfer *xs;
 	size_t nx;
+	/* the loops visit only files that are running, and look for new and
+	 * unfinished ones from where they stopped: with 100,000 files, a scan
+	 * of every file per turn would be quadratic */
+	struct xfer **run;            /* running files, in start order (g->mu for changes) */
+	size_t nrun;
+	size_t next_pending, first_unfinished;
 	int active;                   /* connections in use overall */
 	/* reused between pieces: no allocation churn per request */
 	CURL **easy_pool;
@@ -150,8 +156,8 @@ static void *hasher_main(void *arg)
 	pthread_mutex_lock(&g->mu);
 	while (!g->stop) {
 		struct xfer *w = NULL;
-		for (size_t i = 0; i < g->nx; i++) {
-			struct xfer *x = &g->xs[i];
+		for (size_t i = 0; i < g->nrun; i++) {
+			struct xfer *x = g->run[i];
 			if (x->hash_on && !x->hashed && !x->hash_err &&
 			    (x->frontier > x->hash_pos || (x->complete && x->hash_pos == x->size))) {
 				w = x;
@@ -919,8 +925,8 @@ static int try_split(struct dl *g)
 	struct xfer *bx = NULL;
 	size_t bi = 0;
 	uint64_t best_left = 0;
-	for (size_t i = 0; i < g->nx; i++) {
-		struct xfer *x = &g->xs[i];
+	for (size_t i = 0; i < g->nrun; i++) {
+		struct xfer *x = g->run[i];
 		if (x->state != X_RUNNING || !x->ranges_ok || x->norange || !x->eff_url || x->failed)
 			continue;
 		for (size_t k = 0; k < x->nsegs; k++) {
@@ -956,8 +962,8 @@ static int try_split(struct dl *g)
 static void schedule(struct dl *g, double now)
 {
 	/* 1. waiting and idle segments of running files */
-	for (size_t i = 0; i < g->nx && g->active < g->c->connections; i++) {
-		struct xfer *x = &g->xs[i];
+	for (size_t i = 0; i < g->nrun && g->active < g->c->connections; i++) {
+		struct xfer *x = g->run[i];
 		if (x->state != X_RUNNING || x->failed)
 			continue;
 		for (size_t k = 0; k < x->nsegs && g->active < g->c->connections; k++) {
@@ -979,7 +985,9 @@ static void schedule(struct dl *g, double now)
 		}
 	}
 	/* 2. new files */
-	for (size_t i = 0; i < g->nx && g->active < g->c->connections && !g->fatal; i++) {
+	while (g->next_pending < g->nx && g->xs[g->next_pending].state != X_PENDING)
+		g->next_pending++;
+	for (size_t i = g->next_pending; i < g->nx && g->active < g->c->connections && !g->fatal; i++) {
 		struct xfer *x = &g->xs[i];
 		if (x->state != X_PENDING || x->retry_begin_at > now)
 			continue;
@@ -996,6 +1004,9 @@ static void schedule(struct dl *g, double now)
 			continue;
 		}
 		x->state = X_RUNNING;
+		pthread_mutex_lock(&g->mu);
+		g->run[g->nrun++] = x;
+		pthread_mutex_unlock(&g->mu);
 		x->t_start = now;
 		x->last_ckpt = now;
 		struct hm_event ev = {.kind = HM_EV_FILE_START, .name = x->job->name, .total = x->job->size};
@@ -1022,10 +1033,22 @@ static void schedule(struct dl *g, double now)
 		;
 }
 
+/* Drops finished files from the running list (keeping the order). */
+static void run_compact(struct dl *g)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&g->mu);
+	for (size_t i = 0; i < g->nrun; i++)
+		if (g->run[i]->state == X_RUNNING)
+			g->run[k++] = g->run[i];
+	g->nrun = k;
+	pthread_mutex_unlock(&g->mu);
+}
+
 static void post_process(struct dl *g, double now)
 {
-	for (size_t i = 0; i < g->nx; i++) {
-		struct xfer *x = &g->xs[i];
+	for (size_t i = 0; i < g->nrun; i++) {
+		struct xfer *x = g->run[i];
 		if (x->state != X_RUNNING)
 			continue;
 		if (x->collapse) {
@@ -1057,14 +1080,14 @@ static void post_process(struct dl *g, double now)
 		if (now - x->last_ckpt >= CHECKPOINT_EVERY && x->size > 0)
 			checkpoint(g, x);
 	}
+	run_compact(g);
 }
 
 static int all_finished(struct dl *g)
 {
-	for (size_t i = 0; i < g->nx; i++)
-		if (g->xs[i].state != X_FINISHED)
-			return 0;
-	return 1;
+	while (g->first_unfinished < g->nx && g->xs[g->first_unfinished].state == X_FINISHED)
+		g->first_unfinished++;
+	return g->first_unfinished == g->nx;
 }
 
 enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
@@ -1083,10 +1106,11 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 	if (!n)
 		return HM_OK;
 	g.xs = calloc(n, sizeof(*g.xs));
+	g.run = calloc(n, sizeof(*g.run));
 	g.multi = curl_multi_init();
 	g.easy_pool = calloc((size_t)c->connections, sizeof(*g.easy_pool));
 	g.buf_pool = calloc((size_t)c->connections, sizeof(*g.buf_pool));
-	if (!g.xs || !g.multi || !g.easy_pool || !g.buf_pool) {
+	if (!g.xs || !g.run || !g.multi || !g.easy_pool || !g.buf_pool) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -1225,5 +1249,6 @@ out:
 		pthread_cond_destroy(&g.cv_idle);
 	}
 	free(g.xs);
+	free(g.run);
 	return err;
 }

@@ -10,6 +10,7 @@
 #include "../util/hm.h"
 #include "../fetch/fetch.h"
 #include "../store/store.h"
+#include "../convert/convert.h"
 
 struct mirror_pull_opts {
 	const char *type;            /* "model" | "dataset" */
@@ -79,14 +80,72 @@ void mirror_pull_result_release(struct mirror_pull_result *res);
 
 struct mirror_problem {
 	const char *repo_type, *repo, *commit, *path, *sha256;
-	const char *problem; /* "missing" | "corrupt" */
+	const char *problem;    /* "missing" | "corrupt" */
+	const char *conversion; /* a stored conversion's options ("type=q8_0 conv=1"; path is
+				   then "gguf <options>"), NULL for a file of the revision */
+	const char *checkout;   /* a recorded checkout (its dir) whose copy of path holds
+				   other bytes than the blob ("stale"), else NULL */
 };
 /* Re-hashes the blobs of the given stored repos ("type:name" or "name";
- * all when n == 0), calling on_problem for each bad file (a blob shared by
- * several files is hashed once). *checked counts files checked; *nbad bad ones. */
+ * all when n == 0) and of their stored conversions, calling on_problem for
+ * each bad one (a blob shared by several files is hashed once). *checked
+ * counts files and conversions checked; *nbad bad ones. */
 enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *const *repos, size_t n,
 			  void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
 			  size_t *checked, size_t *nbad) HM_MUST_CHECK;
+
+/* A stored revision's conversion, as stored. */
+struct mirror_artifact {
+	int64_t id;             /* its artifacts row */
+	char sha256[65];        /* its blob */
+	char path[4096];        /* the blob's path (in the local cache for an S3 store) */
+	const char *type;       /* the tensor type ("f16", "q8_0" ...; static) */
+	char options[64];       /* the cache key it is recorded under */
+	uint64_t size;
+	int cached;             /* found stored (res is then empty) */
+	struct conv_result res; /* the conversion's details when made now */
+};
+
+/* Converts stored revision (type, repo, commit) to GGUF as o says, stores
+ * the output as a blob and records it as the revision's artifact for these
+ * options; *out is exactly that artifact. A recorded artifact whose blob is
+ * present with its size is returned as is (out->cached) unless force. No
+ * custom name (o->name): those are not stored (mirror_convert_file). */
+enum hm_err mirror_convert(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			   const char *commit, const struct conv_options *o, int force,
+			   struct mirror_artifact *out) HM_MUST_CHECK;
+/* Converts stored revision (type, repo, commit) to a GGUF file at out_path
+ * (not stored). */
+enum hm_err mirror_convert_file(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				const char *commit, const struct conv_options *o, const char *out_path,
+				struct conv_result *res) HM_MUST_CHECK;
+/* The options string a conversion is recorded under (its cache key). */
+void mirror_convert_options(const struct conv_options *o, char *buf, size_t len);
+
+/* Checks out a stored revision into dir (store_checkout's layouts) after
+ * making sure every blob is there (else HM_ERR_NOT_FOUND naming `verify
+ * --repair`, nothing written). A new files tree is built in a temp dir
+ * beside dir and renamed into place; an existing one (or an HF cache) is
+ * updated file by file. A hard-linked checkout is recorded in the index. */
+enum hm_err mirror_checkout(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			    const char *commit, const char *ref, const char *dir, enum store_layout layout,
+			    int copy) HM_MUST_CHECK;
+/* Reports ("stale", with p->checkout) every file of a recorded hard-linked
+ * checkout (of repo; all when type and repo are NULL) that shares neither
+ * the blob's inode nor its content. Trees removed since are skipped. */
+enum hm_err mirror_verify_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
+				    size_t *checked, size_t *nbad) HM_MUST_CHECK;
+/* Links the recorded hard-linked checkouts of a revision to its blobs again
+ * (after a repair replaced a blob); *nrelinked counts the trees. */
+enum hm_err mirror_relink_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    const char *commit, size_t *nrelinked) HM_MUST_CHECK;
+
+/* Makes a stored conversion again from its source revision (after verify
+ * found its blob corrupt or missing: the bad blob is removed first), under
+ * the same options. HM_ERR_USAGE for options it cannot read. */
+enum hm_err mirror_convert_repair(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				  const char *commit, const char *options, struct mirror_artifact *out) HM_MUST_CHECK;
 
 /* Parses "name", "org/name", "model:org/name", "dataset:org/name" or
  * "datasets/org/name" into type and repo (pointing into buf). */

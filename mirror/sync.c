@@ -329,6 +329,11 @@ static void set_status(struct sync_result_model *rm, const char *status, const c
 	rm->detail[n] = 0;
 }
 
+static int cmp_file_path(const void *a, const void *b)
+{
+	return strcmp((*(const struct mirror_file *const *)a)->path, (*(const struct mirror_file *const *)b)->path);
+}
+
 /* One model: pull (as listed or as locked), check the lock, check out. */
 static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc, const struct sync_entry *e,
 		     const struct sync_locked *lk, const struct sync_opts *so, struct sync_result_model *rm)
@@ -367,17 +372,25 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 	if (res.commit[0])
 		memcpy(rm->commit, res.commit, 41);
 	if (!err && lk) {
-		/* the hub must still serve exactly what was locked */
+		/* the hub must still serve exactly what was locked (looked up in
+		 * the pulled files sorted by path: a repo may hold 100,000) */
+		const struct mirror_file **byp = calloc(res.nfiles ? res.nfiles : 1, sizeof(*byp));
+		if (!byp)
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		for (size_t q = 0; byp && q < res.nfiles; q++)
+			byp[q] = &res.files[q];
+		if (byp)
+			qsort(byp, res.nfiles, sizeof(*byp), cmp_file_path);
 		for (size_t k = 0; k < lk->nfiles && !err; k++) {
 			const struct sync_locked_file *lf = &lk->files[k];
-			int ok = 0;
-			for (size_t q = 0; q < res.nfiles; q++)
-				if (!strcmp(res.files[q].path, lf->path))
-					ok = res.files[q].size == lf->size && !strcmp(res.files[q].sha256, lf->sha256);
+			struct mirror_file key = {.path = lf->path};
+			const struct mirror_file *kp = &key, **hit = bsearch(&kp, byp, res.nfiles, sizeof(*byp), cmp_file_path);
+			int ok = hit && (*hit)->size == lf->size && !strcmp((*hit)->sha256, lf->sha256);
 			if (!ok)
 				err = hm_fail(ctx, HM_ERR_CORRUPT, "'%s' of %s at %.12s differs from the lock", lf->path, e->repo,
 					      lk->commit);
 		}
+		free(byp);
 		if (!err) {
 			/* a locked install records the revision under the locked name too */
 			struct store_file *sf = calloc(res.nfiles ? res.nfiles : 1, sizeof(*sf));
@@ -430,7 +443,7 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 		else
 			snprintf(dir, sizeof(dir), "%s/%s%s", so->to, !strcmp(e->type, "dataset") ? "datasets/" : "", e->repo);
 		const char *ref = e->rev ? (util_is_hex(e->rev, 40) ? NULL : e->rev) : "main";
-		err = store_checkout(ctx, st, e->type, e->repo, rm->commit, ref, dir, so->layout, 0);
+		err = mirror_checkout(ctx, st, e->type, e->repo, rm->commit, ref, dir, so->layout, 0);
 		if (err) {
 			set_status(rm, "failed", ctx->errmsg);
 			return;

@@ -54,12 +54,13 @@ static enum hm_err read_row(struct hm_ctx *ctx, sqlite3_stmt *q, struct store_ar
 	snprintf(a->sha256, sizeof(a->sha256), "%s", h ? (const char *)h : "");
 	a->size = (uint64_t)sqlite3_column_int64(q, 6);
 	a->created_at = sqlite3_column_int64(q, 7);
+	a->id = sqlite3_column_int64(q, 8);
 	if (!a->repo_type || !a->repo || !a->format || !a->options)
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	return HM_OK;
 }
 
-#define ART_COLS "repo_type, repo, commit_sha, format, options, sha256, size, created_at"
+#define ART_COLS "repo_type, repo, commit_sha, format, options, sha256, size, created_at, id"
 
 enum hm_err store_find_artifact(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
 				const char *commit, const char *format, const char *options,

@@ -165,6 +165,16 @@ static const char *const migrations[] = {
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= OLD.id; END;"
 	"CREATE TRIGGER served_stats_upd AFTER UPDATE ON served"
 	"  BEGIN DELETE FROM stats_chunks WHERE tbl = 1 AND last_id >= min(OLD.id, NEW.id); END;",
+	/* v7: checkouts of stored revisions (checkouts.c), so that verify can
+	 * check the hard-linked ones and --repair re-link them */
+	"CREATE TABLE checkouts ("
+	"  id INTEGER PRIMARY KEY,"
+	"  revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,"
+	"  dir TEXT NOT NULL,"
+	"  layout TEXT NOT NULL,"
+	"  copy INTEGER NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE(revision_id, dir, layout));",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

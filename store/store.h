@@ -199,6 +199,27 @@ enum hm_err store_checkout(struct hm_ctx *ctx, struct store *st, const char *typ
 			   const char *repo, const char *commit, const char *ref,
 			   const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
 
+/* A checkout of a stored revision, as recorded (mirror_checkout). */
+struct store_checkout_info {
+	char type[16];
+	char *repo;
+	char commit[41];
+	char *dir;              /* absolute: the tree (files) or the HF_HUB_CACHE (hf-cache) */
+	enum store_layout layout;
+	int copy;               /* independent copies: nothing to keep in step */
+};
+/* Records a checkout of a stored revision into dir (absolute); a files
+ * checkout replaces the record of an earlier one into the same dir.
+ * HM_ERR_NOT_FOUND when the revision is not stored. */
+enum hm_err store_record_checkout(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				  const char *commit, const char *dir, enum store_layout layout, int copy) HM_MUST_CHECK;
+/* The recorded checkouts of a repo (type and repo NULL: of all), oldest
+ * first; *out freed with store_checkouts_free. Removing a revision (rm)
+ * forgets its checkouts. */
+enum hm_err store_list_checkouts(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				 struct store_checkout_info **out, size_t *n) HM_MUST_CHECK;
+void store_checkouts_free(struct store_checkout_info *v, size_t n);
+
 /* Frees the per-repo rows of a report (store_report). */
 void store_stats_free(struct store_stats_row *v, size_t n);
 
@@ -355,6 +376,7 @@ void store_smoke_rows_free(struct store_smoke_row *v, size_t n);
 
 /* One conversion, as recorded. Strings are owned (store_artifact_release). */
 struct store_artifact {
+	int64_t id;             /* the row */
 	char *repo_type, *repo;
 	char commit[41];        /* the source revision */
 	char *format;           /* "gguf" */

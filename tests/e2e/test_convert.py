@@ -673,3 +673,78 @@ def test_convert_loads_in_llama_cpp(t):
 
 
 test_convert_loads_in_llama_cpp.timeout = NPM_TIMEOUT + 120
+
+
+def test_pull_convert_smoke_tests_the_conversion_it_made(t):
+    """pull --convert f16 --smoke after an f16 and then a q8_0 conversion of
+    the same commit smoke-tests (and records) the f16 artifact, not the
+    newest one."""
+    t.emu()
+    t.ok("pull", SAMPLE_REPO)
+    f16 = t.ok("convert", SAMPLE_REPO, "--type", "f16", "--json").json()
+    q8 = t.ok("convert", SAMPLE_REPO, "--type", "q8_0", "--json").json()
+    check(f16["sha256"] != q8["sha256"], "f16 and q8_0 conversions are the same blob")
+    r = t.ok("pull", SAMPLE_REPO, "--convert", "f16", "--smoke")
+    check("gguf f16" in r.err, "the smoke line should name the f16 conversion: %r" % r)
+    rows = t.db("SELECT artifact_sha256, model, pass FROM smoke_results")
+    check(len(rows) == 1, "smoke rows %r" % rows)
+    check(rows[0]["artifact_sha256"] == f16["sha256"],
+          "smoke tested %s, the f16 conversion is %s (q8_0 %s)" % (rows[0]["artifact_sha256"], f16["sha256"],
+                                                                  q8["sha256"]))
+    check("f16" in rows[0]["model"], "recorded as %r" % rows[0]["model"])
+    # the twin: a conversion type that does not exist fails before smoke, recording nothing
+    r = t.hm("pull", SAMPLE_REPO, "--convert", "q5_k", "--smoke")
+    check(r.rc != 0, "an unknown conversion type passed: %r" % r)
+    check(len(t.db("SELECT * FROM smoke_results")) == 1, "a failed conversion recorded a smoke result")
+
+
+def flip_byte(path, offset):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    os.chmod(path, 0o444)
+
+
+def test_verify_checks_and_repairs_stored_conversions(t):
+    """A flipped byte in a stored GGUF is reported by verify (naming the
+    conversion) and --repair makes it again from the source revision."""
+    t.emu()
+    t.ok("pull", SAMPLE_REPO)
+    j = t.ok("convert", SAMPLE_REPO, "--type", "q8_0", "--json").json()
+    blob = t.blob(j["sha256"])
+    flip_byte(blob, os.path.getsize(blob) // 2)
+    r = t.hm("verify")
+    check(r.rc == 1, "verify passed a corrupt conversion: %r" % r)
+    check("conversion" in r.out and "q8_0" in r.out and "corrupt" in r.out, "verify output: %r" % r)
+    r = t.ok("verify", "--repair")
+    check("converted again" in r.out, "repair output: %r" % r)
+    check(lib.sha256_file(blob) == j["sha256"], "the repaired conversion differs")
+    t.ok("verify")
+    j2 = t.ok("convert", SAMPLE_REPO, "--type", "q8_0", "--json").json()
+    check(j2["cached"] and j2["sha256"] == j["sha256"], "after repair: %r" % j2)
+
+
+def test_missing_or_resized_conversion_is_no_cache_hit(t):
+    """The twin: a missing conversion blob is reported missing; one whose size
+    changed is no cache hit (convert makes it again)."""
+    t.emu()
+    t.ok("pull", SAMPLE_REPO)
+    j = t.ok("convert", SAMPLE_REPO, "--type", "q8_0", "--json").json()
+    blob = t.blob(j["sha256"])
+    os.chmod(blob, 0o644)
+    with open(blob, "ab") as fh:
+        fh.write(b"x")
+    os.chmod(blob, 0o444)
+    r = t.hm("verify")
+    check(r.rc == 1 and "conversion" in r.out, "verify passed a resized conversion: %r" % r)
+    j2 = t.ok("convert", SAMPLE_REPO, "--type", "q8_0", "--json").json()
+    check(not j2["cached"], "a conversion of the wrong size was a cache hit: %r" % j2)
+    os.chmod(blob, 0o644)
+    os.unlink(blob)
+    r = t.hm("verify")
+    check(r.rc == 1 and "missing" in r.out and "conversion" in r.out, "verify of a missing conversion: %r" % r)
+    t.ok("verify", "--repair")
+    check(lib.sha256_file(blob) == j["sha256"], "the repaired conversion differs")

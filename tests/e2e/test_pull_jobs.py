@@ -224,3 +224,118 @@ def test_disk_full_mid_pull_one_line_then_resume(t):
         t.ok("verify", store=store)
     finally:
         fs.close()
+
+
+# ---- many files -------------------------------------------------------------------
+
+def test_sigint_while_planning_a_huge_tree(t):
+    """A 200,000-entry tree: once listed, SIGINT stops the pull with exit 130
+    within seconds (the plan is linear and looks at the cancel flag)."""
+    import signal
+    n = 200000
+    files = {"d%03d/f%06d.txt" % (i // 1000, i): "%d\n" % i for i in range(n)}
+    emu = t.emu([{"type": "model", "id": "org/huge", "commits": [{"files": files}]}], page_size=20000)
+    p = t.spawn("pull", "org/huge")
+    pages = (n + 200) // 20000 + 1
+    t0 = time.time()
+    while True:
+        if p.poll() is not None:
+            raise lib.Fail("the pull ended before it was interrupted: %s" % p.communicate()[1][-500:])
+        check(time.time() - t0 < 120, "the tree was not listed within 120 s")
+        gets = [e for e in emu.log() if "/tree/" in e["path"] and e.get("status") == 200]
+        if len(gets) >= pages:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    t1 = time.time()
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise lib.Fail("pull still running 30 s after SIGINT")
+    check(p.returncode == 130, "exit status after SIGINT is %s (want 130): %s" % (p.returncode, err[-500:]))
+    check(b"interrupted" in err, "no 'interrupted' message: %s" % err[-500:])
+    lib.check_store_consistent(t.store)
+    print("exit 130 %.1f s after SIGINT" % (time.time() - t1))
+
+
+test_sigint_while_planning_a_huge_tree.timeout = 240
+
+
+# ---- checkouts ----------------------------------------------------------------------
+
+def corrupt_in_place(path):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as fh:
+        b = fh.read(1)
+        fh.seek(0)
+        fh.write(bytes([b[0] ^ 0x55]))
+    os.chmod(path, 0o444)
+
+
+def test_checkout_with_a_missing_blob_writes_nothing(t):
+    import glob
+    t.emu()
+    t.ok("pull", lib.SAMPLE_REPO)
+    src = lib.sample_files()
+    gone = lib.sha256_bytes(src["config.json"])
+    os.chmod(t.blob(gone), 0o644)
+    os.unlink(t.blob(gone))
+    dest = os.path.join(t.tmp, "out", "model")
+    r = t.fails("checkout", lib.SAMPLE_REPO, "--to", dest, words=["verify --repair"])
+    check("config.json" in r.err, "the error should name the file: %r" % r)
+    if os.path.exists(dest):
+        raise lib.Fail("a half model tree was left at %s: %s" % (dest, os.listdir(dest)))
+    check(not glob.glob(dest + ".hm-tmp-*"), "temp trees left: %s" % glob.glob(dest + ".hm-tmp-*"))
+    t.ok("verify", "--repair", "--endpoint", t.endpoint)
+    t.ok("checkout", lib.SAMPLE_REPO, "--to", dest)
+    for p, data in src.items():
+        check(lib.read(os.path.join(dest, p)) == data, "%s not checked out" % p)
+
+
+def test_verify_repair_relinks_hard_linked_checkouts(t):
+    """A corrupt blob corrupts its hard-linked checkouts too; --repair replaces
+    the blob (a new inode) and links the recorded checkouts to it again."""
+    t.emu()
+    t.ok("pull", lib.SAMPLE_REPO)
+    src = lib.sample_files()
+    dest = os.path.join(t.tmp, "co")
+    t.ok("checkout", lib.SAMPLE_REPO, "--to", dest)
+    rows = t.db("SELECT dir, layout, copy FROM checkouts")
+    check(len(rows) == 1 and rows[0]["dir"] == os.path.realpath(dest) and rows[0]["copy"] == 0,
+          "checkout not recorded: %r" % rows)
+    sha = lib.sha256_bytes(src["config.json"])
+    corrupt_in_place(t.blob(sha))
+    check(lib.read(os.path.join(dest, "config.json")) != src["config.json"], "the checkout is no hard link")
+    t.fails("verify", words=["corrupt"])
+    r = t.ok("verify", "--repair", "--endpoint", t.endpoint)
+    check("re-linked" in r.out, "repair output: %r" % r)
+    got = os.path.join(dest, "config.json")
+    check(lib.read(got) == src["config.json"], "the checkout still holds the corrupt bytes after --repair")
+    check(os.stat(got).st_ino == os.stat(t.blob(sha)).st_ino, "the checkout is not linked to the new blob")
+    t.ok("verify")
+
+
+def test_verify_reports_a_stale_checkout(t):
+    """The twin: a recorded checkout whose file holds other bytes (an old
+    inode) is reported, and --repair links it again; a --copy checkout is
+    the user's and is not checked."""
+    t.emu()
+    t.ok("pull", lib.SAMPLE_REPO)
+    src = lib.sample_files()
+    dest = os.path.join(t.tmp, "co")
+    mine = os.path.join(t.tmp, "mine")
+    t.ok("checkout", lib.SAMPLE_REPO, "--to", dest)
+    t.ok("checkout", lib.SAMPLE_REPO, "--to", mine, "--copy")
+    for d in (dest, mine):
+        p = os.path.join(d, "config.json")
+        os.chmod(p, 0o644)
+        os.unlink(p)
+        with open(p, "wb") as fh:
+            fh.write(b"{}\n")
+    r = t.hm("verify")
+    check(r.rc == 1 and "stale" in r.out and dest in r.out, "verify of a stale checkout: %r" % r)
+    check(mine not in r.out, "a --copy checkout was checked: %r" % r)
+    t.ok("verify", "--repair")
+    check(lib.read(os.path.join(dest, "config.json")) == src["config.json"], "not re-linked")
+    check(lib.read(os.path.join(mine, "config.json")) == b"{}\n", "the user's copy was touched")
+    t.ok("verify")
