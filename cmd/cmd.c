@@ -142,6 +142,23 @@ static char *read_token_file(const char *path)
 	return t;
 }
 
+const char *cmd_hf_cache_dir(char *buf, size_t len)
+{
+	const char *c = getenv("HF_HUB_CACHE"), *old = getenv("HUGGINGFACE_HUB_CACHE"), *hf = getenv("HF_HOME");
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	if (c && *c)
+		snprintf(buf, len, "%s", c);
+	else if (old && *old)
+		snprintf(buf, len, "%s", old);
+	else if (hf && *hf)
+		snprintf(buf, len, "%s/hub", hf);
+	else if (xdg && *xdg)
+		snprintf(buf, len, "%s/huggingface/hub", xdg);
+	else
+		snprintf(buf, len, "%s/.cache/huggingface/hub", home && *home ? home : ".");
+	return buf;
+}
+
 char *cmd_token(const struct cmd_env *env)
 {
 	char *token = NULL, path[4096];

@@ -84,6 +84,9 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 /* The token from --token, HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token; NULL if
  * none. The caller wipes and frees it. */
 char *cmd_token(const struct cmd_env *env);
+/* The Hugging Face cache your tools read: $HF_HUB_CACHE, else $HF_HOME/hub,
+ * else ~/.cache/huggingface/hub (what --layout hf-cache writes without --to). */
+const char *cmd_hf_cache_dir(char *buf, size_t len);
 /* Parses a positive int option; returns -1 and prints on error. */
 int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
 /* Fills the network options of CMD_NET_OPTS (and their sources, for

@@ -291,7 +291,7 @@ out:
 
 const struct cmd cmd_convert = {
 	"convert", "SOURCE [--to gguf] [--type f32|f16|bf16|q8_0|q4_0] [-o FILE] [--revision REV]",
-	"Convert a Llama/Mistral/Qwen2 checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
+	"Convert a Llama-family, Qwen, Gemma, Phi-3 or MoE checkpoint (a stored repo or a directory) to GGUF for llama.cpp.",
 	"SOURCE is a stored REPO (its --revision) or a directory holding config.json,\n"
 	"model.safetensors (or model.safetensors.index.json and shards) or else PyTorch\n"
 	"pytorch_model.bin (or pytorch_model.bin.index.json and shards), tokenizer.json\n"
@@ -300,13 +300,17 @@ const struct cmd cmd_convert = {
 	"that never executes anything, every zip entry's CRC-32 checked; safetensors\n"
 	"are preferred when a model has both (the output is the same).\n"
 	"\n"
-	"LlamaForCausalLM and MistralForCausalLM (GGUF \"llama\") and Qwen2ForCausalLM\n"
-	"(\"qwen2\") with F32, F16 or BF16 weights convert the way llama.cpp's\n"
-	"convert_hf_to_gguf.py does: its tensor names and metadata keys, Q/K rows\n"
-	"permuted for llama's rope (qwen2 keeps HF order: NEOX rope), norms and biases\n"
-	"kept F32, tied embeddings left out, tokenizer metadata (SentencePiece-style and\n"
-	"byte-level BPE). Q8_0 and Q4_0 use ggml's reference quantizers; rows not a\n"
-	"multiple of 32 stay F16.\n"
+	"LlamaForCausalLM, MistralForCausalLM and MixtralForCausalLM (GGUF \"llama\"),\n"
+	"Qwen2ForCausalLM (\"qwen2\"), Qwen3ForCausalLM (\"qwen3\"), Qwen3MoeForCausalLM\n"
+	"(\"qwen3moe\"), SmolLM3ForCausalLM (\"smollm3\"), Gemma2ForCausalLM (\"gemma2\"),\n"
+	"Gemma3ForCausalLM (\"gemma3\") and Phi3ForCausalLM (\"phi3\") with F32, F16 or\n"
+	"BF16 weights convert the way llama.cpp's convert_hf_to_gguf.py does: its tensor\n"
+	"names and metadata keys, Q/K rows permuted for llama's rope (llama, smollm3;\n"
+	"the others keep HF order: NEOX rope), Gemma's norms stored as 1 + w, Phi-3's\n"
+	"fused qkv and gate_up kept fused, LongRoPE factors, experts stacked into\n"
+	"ffn_*_exps, norms, biases and routers kept F32, tied embeddings left out,\n"
+	"tokenizer metadata (SentencePiece-style and byte-level BPE). Q8_0 and Q4_0 use\n"
+	"ggml's reference quantizers; rows not a multiple of 32 stay F16.\n"
 	"\n"
 	"Every conversion is checked before it is kept: every value is compared with\n"
 	"the source as it is converted (exact for F32/F16/BF16, within the block's\n"

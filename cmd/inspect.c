@@ -320,7 +320,9 @@ static enum hm_err report_path(struct hm_ctx *ctx, const char *path, const char 
 	} else {
 		struct fmt_st_set *set = NULL;
 		const char *base = strrchr(label, '/');
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".json") && !looks_safetensors(path, &st))
+		/* a file named .safetensors gets the reader's own diagnosis */
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && !ends_with(path, ".json") &&
+		    !ends_with(path, ".safetensors") && !looks_safetensors(path, &st))
 			return hm_fail(ctx, HM_ERR_BAD_INPUT,
 				       "'%s' is neither a safetensors nor a GGUF file (inspect reads .safetensors, .gguf, "
 				       "a model.safetensors.index.json or a model directory)", label);

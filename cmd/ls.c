@@ -91,6 +91,15 @@ static int list_all(struct cmd_env *env, struct store *st)
 	return 0;
 }
 
+/* The newest smoke result of a stored conversion (rows are newest first), or NULL. */
+static const struct store_smoke_row *artifact_smoke(const struct store_smoke_row *sm, size_t n, const char *sha)
+{
+	for (size_t i = 0; i < n; i++)
+		if (sm[i].artifact_sha256 && !strcmp(sm[i].artifact_sha256, sha))
+			return &sm[i];
+	return NULL;
+}
+
 static int list_repo(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *rev)
 {
 	struct store_rev_info *rv = NULL;
@@ -118,23 +127,27 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 	if (env->json) {
 		json_t *smoke = json_array();
 		for (size_t i = 0; i < nsm; i++)
-			json_array_append_new(smoke, json_pack("{s:s, s:s?, s:s, s:b, s:s?, s:f, s:f, s:f, s:I, s:s}", "commit",
-							       sm[i].commit, "artifact", sm[i].artifact_sha256, "model",
-							       sm[i].model, "pass", sm[i].pass, "reason", sm[i].reason,
+			json_array_append_new(smoke, json_pack("{s:s, s:s?, s:s, s:b, s:s?, s:f, s:f, s:f, s:I, s:s, s:s?, s:s?}",
+							       "commit", sm[i].commit, "artifact", sm[i].artifact_sha256,
+							       "model", sm[i].model, "pass", sm[i].pass, "reason", sm[i].reason,
 							       "load_s", sm[i].load_s, "prompt_tps", sm[i].prompt_tps,
 							       "gen_tps", sm[i].gen_tps, "peak_rss", (json_int_t)sm[i].peak_rss,
-							       "date", when(sm[i].created_at, w, sizeof(w))));
+							       "date", when(sm[i].created_at, w, sizeof(w)), "architecture",
+							       sm[i].architecture, "engine_version", sm[i].engine_version));
 		json_t *files = json_array();
 		for (size_t i = 0; i < nf; i++)
 			json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s, s:b}", "path", f[i].path, "size",
 							       (json_int_t)f[i].size, "sha256", f[i].sha256, "git_oid",
 							       f[i].git_oid, "lfs", f[i].lfs));
 		json_t *arts = json_array();
-		for (size_t i = 0; i < nart; i++)
-			json_array_append_new(arts, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "revision", art[i].commit,
+		for (size_t i = 0; i < nart; i++) {
+			const struct store_smoke_row *r = artifact_smoke(sm, nsm, art[i].sha256);
+			json_array_append_new(arts, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "revision", art[i].commit,
 							      "format", art[i].format, "options", art[i].options, "sha256",
 							      art[i].sha256, "size", (json_int_t)art[i].size, "created_at",
-							      when(art[i].created_at, w, sizeof(w))));
+							      when(art[i].created_at, w, sizeof(w)), "smoke",
+							      !r ? "untested" : r->pass ? "pass" : "fail"));
+		}
 		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "repo", repo, "repo_type", type, "revision",
 					 commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
 					 smoke));
@@ -151,15 +164,22 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 			       f[i].path, f[i].lfs ? "  (lfs)" : "");
 		if (nart)
 			printf("\nconversions (hubmirror convert):\n");
-		for (size_t i = 0; i < nart; i++)
-			printf("  %10s  %s  %s %s of %.12s, %s\n", util_human_size(art[i].size, h, sizeof(h)),
+		for (size_t i = 0; i < nart; i++) {
+			const struct store_smoke_row *r = artifact_smoke(sm, nsm, art[i].sha256);
+			printf("  %10s  %s  %s %s of %.12s, %s  smoke: %s%s%s%s\n", util_human_size(art[i].size, h, sizeof(h)),
 			       art[i].sha256, art[i].format, art[i].options, art[i].commit,
-			       when(art[i].created_at, w, sizeof(w)));
+			       when(art[i].created_at, w, sizeof(w)), !r ? "untested" : r->pass ? "PASS" : "FAIL",
+			       r && r->engine_version ? " (engine " : "", r && r->engine_version ? r->engine_version : "",
+			       r && r->engine_version ? ")" : "");
+		}
 		if (nsm)
 			printf("\nsmoke tests (hubmirror smoke):\n");
 		for (size_t i = 0; i < nsm; i++)
-			printf("  %s  %.12s%s%.12s  load %.2fs, %.1f tok/s  %s%s%s\n", sm[i].pass ? "PASS" : "FAIL", sm[i].commit,
-			       sm[i].artifact_sha256 ? " gguf " : "", sm[i].artifact_sha256 ? sm[i].artifact_sha256 : "",
+			printf("  %s  %.12s%s%.12s  %s%s%s%s%sload %.2fs, %.1f tok/s  %s%s%s\n", sm[i].pass ? "PASS" : "FAIL",
+			       sm[i].commit, sm[i].artifact_sha256 ? " gguf " : "",
+			       sm[i].artifact_sha256 ? sm[i].artifact_sha256 : "", sm[i].architecture ? sm[i].architecture : "",
+			       sm[i].architecture ? ", " : "", sm[i].engine_version ? "engine " : "",
+			       sm[i].engine_version ? sm[i].engine_version : "", sm[i].engine_version ? ", " : "",
 			       sm[i].load_s, sm[i].gen_tps, when(sm[i].created_at, w, sizeof(w)), sm[i].reason ? "  " : "",
 			       sm[i].reason ? sm[i].reason : "");
 	}

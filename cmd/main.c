@@ -399,6 +399,9 @@ int main(int argc, char **argv)
 
 	rc = c->run(&env, a);
 	cmd_progress_end(&env);
+	/* a usage error found by the command itself: --json still gets an answer */
+	if (rc == 2 && env.json && !env.json_done)
+		cmd_json_error("usage", "invalid command line (see stderr)");
 	if (cancel_flag && rc)
 		rc = 130;
 	return rc;

@@ -163,6 +163,9 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		l = STORE_LAYOUT_HF_CACHE;
 	else if (layout && strcmp(layout, "files"))
 		return cmd_usage_error(&cmd_pull, "unknown layout '%s': expected files or hf-cache", layout);
+	char cachedir[4096];
+	if (!to && l == STORE_LAYOUT_HF_CACHE)
+		to = cmd_hf_cache_dir(cachedir, sizeof(cachedir)); /* the cache your tools read */
 	if (layout && !to)
 		return cmd_usage_error(&cmd_pull, "--layout needs --to DIR");
 	err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &o.type, &o.repo);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include "cmd.h"
 #include "../engine/smoke.h"
 #include "../mirror/mirror.h"
@@ -56,7 +57,7 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 /* ---- run ---- */
 
 static const struct cmd_opt run_opts[] = {
-	{"prompt", 'p', "TEXT", 0, "the prompt (required)"},
+	{"prompt", 'p', "TEXT", 0, "the prompt (or words after MODEL, or stdin)"},
 	{"tokens", 'n', "N", 0, "tokens to generate at most (default 64)"},
 	{"temp", 0, "T", 0, "temperature (default 0: greedy)"},
 	{"top-p", 0, "P", 0, "nucleus sampling mass (default 1: off)"},
@@ -99,9 +100,90 @@ static int parse_float(const char *v, const char *name, float lo, float hi, floa
 	return 0;
 }
 
+/* The prompt: -p TEXT, the words after MODEL (as `ollama run MODEL PROMPT`),
+ * or stdin when it is not a terminal (or PROMPT is "-"). *owned is freed by
+ * the caller. NULL with *owned NULL: no prompt given (interactive). */
+static const char *run_prompt(const struct cmd_args *a, char **owned, int *bad)
+{
+	const char *p = cmd_opt(a, "prompt");
+	struct util_buf b = UTIL_BUF_INIT;
+	*owned = NULL;
+	*bad = 0;
+	if (p && a->npos > 1) {
+		*bad = 1;
+		return NULL;
+	}
+	if (p)
+		return p;
+	if (a->npos > 2 || (a->npos == 2 && strcmp(a->pos[1], "-"))) {
+		for (int i = 1; i < a->npos; i++)
+			if ((i > 1 && util_buf_add(&b, " ", 1)) || util_buf_add(&b, a->pos[i], strlen(a->pos[i])))
+				goto nomem;
+	} else if ((a->npos == 2 && !strcmp(a->pos[1], "-")) || !isatty(0)) {
+		char chunk[4096];
+		size_t n;
+		while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
+			if (b.len + n > (16u << 20) || util_buf_add(&b, chunk, n))
+				goto nomem;
+		while (b.len && (b.buf[b.len - 1] == '\n' || b.buf[b.len - 1] == '\r'))
+			b.len--;
+		if (!b.len) {
+			util_buf_release(&b);
+			*bad = 3; /* stdin was empty */
+			return NULL;
+		}
+	} else {
+		return NULL; /* interactive */
+	}
+	if (util_buf_add(&b, "", 1))
+		goto nomem;
+	*owned = b.buf;
+	return b.buf;
+nomem:
+	util_buf_release(&b);
+	*bad = 2;
+	return NULL;
+}
+
+/* `ollama run` without a prompt: one generation per line typed, until
+ * /bye or end of input. Each line is a prompt of its own (no history). */
+static int interactive(struct cmd_env *env, struct eng_state *s, const struct eng_tok *t, size_t n, float temp,
+		       float top_p, uint64_t seed)
+{
+	char line[8192];
+	fprintf(stderr, "hubmirror: interactive: type a prompt and Enter; /bye or Ctrl-D ends\n");
+	for (;;) {
+		struct eng_run r = {0};
+		struct stream sm = {t, -1, 0};
+		size_t len;
+		fputs(">>> ", stderr);
+		fflush(stderr);
+		if (!fgets(line, sizeof(line), stdin))
+			break;
+		len = strcspn(line, "\r\n");
+		line[len] = 0;
+		if (!strcmp(line, "/bye") || !strcmp(line, "/exit"))
+			break;
+		if (!len)
+			continue;
+		enum hm_err err = eng_run_prompt(&env->ctx, s, t, line, n, temp, top_p, seed, on_token, &sm, &r);
+		eng_run_release(&r);
+		printf("\n");
+		fflush(stdout);
+		if (err == HM_ERR_CANCELLED || hm_cancelled(&env->ctx))
+			break;
+		if (err)
+			return cmd_error(env, err);
+	}
+	fputc('\n', stderr);
+	return 0;
+}
+
 static int run_run(struct cmd_env *env, struct cmd_args *a)
 {
-	const char *prompt = cmd_opt(a, "prompt");
+	char *owned = NULL;
+	int bad;
+	const char *prompt = run_prompt(a, &owned, &bad);
 	char path[4096], label[512];
 	struct store *st = NULL;
 	struct eng_model *m = NULL;
@@ -114,10 +196,18 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 	enum hm_err err;
 	double t0;
 
-	if (a->npos != 1)
-		return cmd_usage_error(&cmd_run, a->npos ? "run takes one model" : "missing MODEL");
-	if (!prompt)
-		return cmd_usage_error(&cmd_run, "missing --prompt TEXT");
+	if (!a->npos)
+		return cmd_usage_error(&cmd_run, "missing MODEL");
+	if (bad == 1)
+		return cmd_usage_error(&cmd_run, "give the prompt once: -p TEXT or words after MODEL");
+	if (bad == 2)
+		return cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "the prompt is over 16 MiB"));
+	if (bad == 3)
+		return cmd_usage_error(&cmd_run, "missing prompt: -p TEXT, words after MODEL, or text on stdin");
+	if (!prompt && env->json) {
+		free(owned);
+		return cmd_usage_error(&cmd_run, "--json needs a prompt (-p TEXT, words after MODEL, or stdin)");
+	}
 	if (cmd_int_opt(a, "tokens", 64, 0, 1 << 20, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads) ||
 	    cmd_int_opt(a, "seed", 1, 0, 0x7fffffff, &seed) ||
 	    (cmd_opt(a, "temp") && parse_float(cmd_opt(a, "temp"), "temp", 0, 100, &temp)) ||
@@ -133,6 +223,10 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	double load_s = util_now() - t0;
 	struct stream sm = {t, -1, env->json};
+	if (!prompt) {
+		rc = interactive(env, s, t, (size_t)n, temp, top_p, (uint64_t)seed);
+		goto out;
+	}
 	err = eng_run_prompt(&env->ctx, s, t, prompt, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm, &r);
 	if (err) {
 		rc = cmd_error(env, err);
@@ -176,16 +270,19 @@ out:
 	eng_tok_free(t);
 	eng_model_close(m);
 	store_close(st);
+	free(owned);
 	return rc;
 }
 
 const struct cmd cmd_run = {
-	"run", "MODEL -p PROMPT [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]",
+	"run", "MODEL [PROMPT...|-p PROMPT|-] [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]",
 	"Run a model with the bundled engine and stream the generated text.",
 	"MODEL is a .gguf or .safetensors file, a directory (config.json, tokenizer.json,\n"
 	"safetensors), or a repo in the store. Greedy by default; --temp and --top-p sample\n"
-	"(reproducibly for a given --seed). --json prints {tokens, text, prompt_tokens,\n"
-	"timings}.",
+	"(reproducibly for a given --seed). The prompt is -p TEXT, the words after MODEL,\n"
+	"or stdin ('-', or when stdin is not a terminal); without one, on a terminal, run\n"
+	"is interactive: each line typed is a prompt (/bye ends). --json prints {tokens,\n"
+	"text, prompt_tokens, timings}.",
 	run_opts, run_run,
 };
 
@@ -255,7 +352,8 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	if (st && sd.repo[0]) {
 		/* a stored revision's result goes into the index, for `ls` */
 		struct store_smoke rec = {sd.type, sd.repo, sd.commit, NULL, label, res.pass, res.reason, res.load_s,
-					  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+					  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL,
+					  ENG_VERSION};
 		enum hm_err e2 = store_record_smoke(&env->ctx, st, &rec);
 		if (e2)
 			rc = cmd_error(env, e2);
@@ -332,7 +430,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 		goto out;
 	}
 	struct store_smoke rec = {type, repo, commit, conv ? art.sha256 : NULL, label, res.pass, res.reason, res.load_s,
-				  res.prompt_tps, res.gen_tps, res.peak_rss, 0};
+				  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL, ENG_VERSION};
 	if ((err = store_record_smoke(&env->ctx, st, &rec)))
 		rc = cmd_error(env, err);
 	if (!quiet)

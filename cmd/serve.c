@@ -15,7 +15,7 @@ static const struct cmd_opt opts[] = {
 	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
 	{"access-log", 0, "FILE", 0, "append one line per request to FILE ('-' = stderr, the default)"},
 	{"max-connections", 0, "N", 0, "concurrent connections (default 1024); more are answered 503"},
-	{"max-connections-per-client", 0, "N", 0, "concurrent connections from one client address (default 64; 0 = no cap); more are answered 503"},
+	{"max-connections-per-client", 0, "N", 0, "concurrent connections from one client address (default 256; 0 = no cap); more are answered 503"},
 	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
 	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
 	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
@@ -81,7 +81,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
 	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
-	    cmd_int_opt(a, "max-connections-per-client", 64, 0, 100000, &maxpc) ||
+	    cmd_int_opt(a, "max-connections-per-client", 256, 0, 100000, &maxpc) ||
 	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||

@@ -391,6 +391,7 @@ const struct cmd cmd_stats = {
 	"totals of older versions ('total', 'repos') and the served requests ('served').\n"
 	"TIME is unix seconds, YYYY-MM-DD (UTC), 2024-05-01T12:00:00Z or +02:00, or a span\n"
 	"back from now: 90s, 30m, 24h, 7d, 2w. --chart draws an SVG of bytes per day and\n"
-	"the daily median throughput; it opens in any browser.",
+	"each day's throughput (bytes over transfer seconds, MiB/s); any browser opens it.\n"
+	"--by day is in date order; a pull's endpoint is the host that sent the bytes.",
 	stats_opts, stats_run,
 };

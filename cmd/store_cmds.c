@@ -41,7 +41,7 @@ static enum hm_err resolve(struct cmd_env *env, struct store *st, const char *ty
 static const struct cmd_opt checkout_opts[] = {
 	{"revision", 'r', "REV", 0, "ref, commit or commit prefix (default main, else the latest)"},
 	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"to", 'o', "DIR", 0, "where to write (required)"},
+	{"to", 'o', "DIR", 0, "where to write (required, except with --layout hf-cache: default $HF_HUB_CACHE)"},
 	{"layout", 0, "LAYOUT", 0, "files (default: plain tree) or hf-cache (Hugging Face cache layout)"},
 	{"copy", 0, NULL, 0, "independent writable copies instead of hard links (for files you will edit)"},
 	{NULL, 0, NULL, 0, NULL},
@@ -58,6 +58,9 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 
 	if (parse_one_repo(env, &cmd_checkout, a, buf, sizeof(buf), &type, &repo, &rc))
 		return rc;
+	char cachedir[4096];
+	if (!to && layout && !strcmp(layout, "hf-cache"))
+		to = cmd_hf_cache_dir(cachedir, sizeof(cachedir)); /* the cache your tools read */
 	if (!to)
 		return cmd_usage_error(&cmd_checkout, "missing --to DIR");
 	if (layout && !strcmp(layout, "hf-cache"))

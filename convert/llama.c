@@ -29,6 +29,9 @@ struct plan {
 	enum fmt_dtype dtype;       /* F32, F16 or BF16 */
 	uint64_t nelem, rowlen, nrows;
 	uint64_t perm_heads;        /* 0: rows as they are; else heads of the Q/K permutation */
+	int add_one;                /* Gemma norms: 1 + w (rounded to the source's precision, as torch adds) */
+	const unsigned char **parts; /* stacked experts: part_rows rows from each (owned), else NULL */
+	uint64_t part_rows;
 	uint64_t out_bytes;
 	const unsigned char *map_base; /* the source's mapping (to drop pages), NULL for synth */
 };
@@ -39,6 +42,7 @@ struct model {
 	struct plan *t;
 	size_t n, cap;
 	float *rope_freqs;
+	float *rope_long_short;     /* phi3 LongRoPE: long factors, then short (rot/2 each) */
 	uint64_t dim, n_layer, n_head, n_kv, n_ff, n_vocab, head_dim, ctx_len;
 	int tied;
 	const char *arch;           /* GGUF general.architecture: "llama", "qwen2" or "qwen3" */
@@ -46,6 +50,11 @@ struct model {
 	int qwen2;                  /* q/k/v biases, always */
 	int qk_norm;                /* qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) */
 	int smollm3;                /* llama layout; every 4th layer without rope (llama.cpp's fixed step) */
+	int gemma;                  /* 2 or 3: sandwich norms stored as 1 + w, tied embeddings, NEOX rope */
+	int phi3;                   /* fused qkv and gate_up kept fused (attn_qkv, ffn_up), NEOX rope, LongRoPE */
+	/* mixtures of experts (Qwen3-MoE, Mixtral): router and experts per layer */
+	uint64_t n_expert, n_used, n_ff_exp;
+	const char *moe, *e_gate, *e_up, *e_down; /* HF names: "mlp", "gate_proj"... or "block_sparse_moe", "w1"... */
 };
 
 const char *conv_type_name(enum conv_type t)
@@ -161,20 +170,26 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 		ok |= !strcmp(arch, llama_archs[i]);
 	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
 	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
-	ok |= m->smollm3;
-	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM");
-	m->neox = m->qwen2 || m->qk_norm;
+	m->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strcmp(arch, "Gemma3ForCausalLM") ? 3 : 0;
+	m->phi3 = !strcmp(arch, "Phi3ForCausalLM");
+	int qwen3moe = !strcmp(arch, "Qwen3MoeForCausalLM"), mixtral = !strcmp(arch, "MixtralForCausalLM");
+	ok |= m->smollm3 || m->gemma || m->phi3 || mixtral;
+	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3 || qwen3moe;
+	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM") || qwen3moe;
 	if (!ok && !m->neox)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
 			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
-			       " SmolLM3ForCausalLM)", arch);
-	m->arch = m->qwen2 ? "qwen2" : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : "llama";
+			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM,"
+			       " MixtralForCausalLM)", arch);
+	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : qwen3moe ? "qwen3moe"
+		  : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
 	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
 	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
 	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
 	    (err = cfg_u64(ctx, m->config, "num_key_value_heads", m->n_head, 0, &m->n_kv)) ||
 	    (err = cfg_u64(ctx, m->config, "intermediate_size", 0, 1, &m->n_ff)) ||
-	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", 0, 1, &m->ctx_len)) ||
+	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", m->gemma == 3 ? 131072 : 0, m->gemma != 3,
+			   &m->ctx_len)) ||
 	    (err = cfg_u64(ctx, m->config, "head_dim", m->dim / m->n_head, 0, &m->head_dim)))
 		return err;
 	if (m->n_layer > 4096 || m->n_kv > m->n_head || m->n_head % m->n_kv || m->head_dim % 2)
@@ -184,8 +199,27 @@ static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_
 			       (unsigned long long)m->head_dim);
 	if (m->smollm3 && (err = check_nope(ctx, m)))
 		return err;
+	if (qwen3moe || mixtral) {
+		json_t *step = json_object_get(m->config, "decoder_sparse_step"), *dense = json_object_get(m->config, "mlp_only_layers");
+		m->moe = qwen3moe ? "mlp" : "block_sparse_moe";
+		m->e_gate = qwen3moe ? "gate_proj" : "w1";
+		m->e_up = qwen3moe ? "up_proj" : "w3";
+		m->e_down = qwen3moe ? "down_proj" : "w2";
+		if ((err = cfg_u64(ctx, m->config, qwen3moe ? "num_experts" : "num_local_experts", 0, 1, &m->n_expert)) ||
+		    (err = cfg_u64(ctx, m->config, "num_experts_per_tok", 0, 1, &m->n_used)) ||
+		    (err = cfg_u64(ctx, m->config, qwen3moe ? "moe_intermediate_size" : "intermediate_size", 0, 1,
+				   &m->n_ff_exp)))
+			return err;
+		if (m->n_expert < 1 || m->n_expert > 1024 || m->n_used < 1 || m->n_used > m->n_expert)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: %llu experts, %llu used per token is unusable",
+				       (unsigned long long)m->n_expert, (unsigned long long)m->n_used);
+		if ((step && json_integer_value(step) != 1) || json_array_size(dense) > 0)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: dense layers among the expert layers"
+				       " (decoder_sparse_step, mlp_only_layers) are not supported");
+	}
 	tie = json_object_get(m->config, "tie_word_embeddings");
-	m->tied = json_is_true(tie);
+	/* Gemma ties its classifier (llama.cpp reuses token_embd; an lm_head is dropped) */
+	m->tied = json_is_true(tie) || m->gemma;
 	return HM_OK;
 }
 
@@ -220,6 +254,44 @@ static const struct map_rule layer_rules[] = {
 };
 #define NRULES (sizeof(layer_rules) / sizeof(layer_rules[0]))
 
+/* Gemma 2/3 (convert_hf_to_gguf's tensor map): norms around attention and FFN. */
+static const struct map_rule gemma_rules[] = {
+	{"input_layernorm.weight", "attn_norm.weight", 0, 'n'},
+	{"self_attn.q_proj.weight", "attn_q.weight", 0, 'q'},
+	{"self_attn.k_proj.weight", "attn_k.weight", 0, 'k'},
+	{"self_attn.v_proj.weight", "attn_v.weight", 0, 'k'},
+	{"self_attn.o_proj.weight", "attn_output.weight", 0, 'o'},
+	{"self_attn.q_norm.weight", "attn_q_norm.weight", 0, 'h'},
+	{"self_attn.k_norm.weight", "attn_k_norm.weight", 0, 'h'},
+	{"post_attention_layernorm.weight", "post_attention_norm.weight", 0, 'n'},
+	{"pre_feedforward_layernorm.weight", "ffn_norm.weight", 0, 'n'},
+	{"post_feedforward_layernorm.weight", "post_ffw_norm.weight", 0, 'n'},
+	{"mlp.gate_proj.weight", "ffn_gate.weight", 0, 'f'},
+	{"mlp.up_proj.weight", "ffn_up.weight", 0, 'f'},
+	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+};
+
+/* Phi-3/Phi-4: q/k/v and gate/up stay fused, as llama.cpp's phi3 reads them
+ * (attn_qkv rows: q, k, v; ffn_up rows: gate, then up). */
+static const struct map_rule phi3_rules[] = {
+	{"input_layernorm.weight", "attn_norm.weight", 0, 'n'},
+	{"self_attn.qkv_proj.weight", "attn_qkv.weight", 0, 'Y'},
+	{"self_attn.o_proj.weight", "attn_output.weight", 0, 'o'},
+	{"post_attention_layernorm.weight", "ffn_norm.weight", 0, 'n'},
+	{"mlp.gate_up_proj.weight", "ffn_up.weight", 0, 'U'},
+	{"mlp.down_proj.weight", "ffn_down.weight", 0, 'd'},
+};
+
+static const struct map_rule *rules_of(const struct model *m, size_t *n)
+{
+	if (m->phi3) {
+		*n = sizeof(phi3_rules) / sizeof(phi3_rules[0]);
+		return phi3_rules;
+	}
+	*n = m->gemma ? sizeof(gemma_rules) / sizeof(gemma_rules[0]) : NRULES;
+	return m->gemma ? gemma_rules : layer_rules;
+}
+
 static int ends_with(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
@@ -230,6 +302,8 @@ static int ends_with(const char *s, const char *suf)
  * any. Only qwen3 has q/k norms. */
 static int rule_applies(const struct model *m, const struct map_rule *r)
 {
+	if (m->n_expert && !strncmp(r->hf, "mlp.", 4))
+		return 0; /* experts instead of the dense FFN */
 	if (r->rows == 'h')
 		return m->qk_norm;
 	if (!ends_with(r->hf, ".bias"))
@@ -240,7 +314,8 @@ static int rule_applies(const struct model *m, const struct map_rule *r)
 /* The output type of a tensor (convert_hf_to_gguf's rules). */
 static enum conv_out_type pick_type(const struct plan *p, enum conv_type want, size_t *fallback)
 {
-	if (p->ndim <= 1 || ends_with(p->name, "_norm.weight") || !ends_with(p->name, ".weight"))
+	if (p->ndim <= 1 || ends_with(p->name, "_norm.weight") || !ends_with(p->name, ".weight") ||
+	    ends_with(p->name, ".ffn_gate_inp.weight")) /* the router stays F32, as llama.cpp keeps it */
 		return CONV_OUT_F32;
 	switch (want) {
 	case CONV_F32: return CONV_OUT_F32;
@@ -317,6 +392,72 @@ static enum hm_err need(struct hm_ctx *ctx, const struct model *m, const char *n
 	return *t ? HM_OK : hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no tensor '%s'", name);
 }
 
+/* The experts' matrices of one kind in layer l stacked into one 3-D tensor
+ * {cols, rows, n_expert}, as llama.cpp stacks them (ffn_*_exps). */
+static enum hm_err add_experts(struct hm_ctx *ctx, struct model *m, uint64_t l, const char *hfname, const char *gguf,
+			       uint64_t rows, uint64_t cols)
+{
+	const struct fmt_st_tensor *t = NULL, *first = NULL;
+	char name[256], gg[FMT_GGUF_MAX_NAME];
+	enum hm_err err;
+	const unsigned char **parts = calloc(m->n_expert, sizeof(*parts));
+	if (!parts)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint64_t e = 0; e < m->n_expert; e++) {
+		snprintf(name, sizeof(name), "model.layers.%llu.%s.experts.%llu.%s.weight", (unsigned long long)l, m->moe,
+			 (unsigned long long)e, hfname);
+		if ((err = need(ctx, m, name, &t)))
+			goto fail;
+		if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols || (first && t->dtype != first->dtype)) {
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tensor '%s' is not [%llu, %llu] %s like the other experts", name,
+				      (unsigned long long)rows, (unsigned long long)cols,
+				      fmt_dtype_name(first ? first->dtype : t->dtype));
+			goto fail;
+		}
+		parts[e] = t->data;
+		if (!first)
+			first = t;
+	}
+	snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, gguf);
+	if ((err = add_plan(ctx, m, gg, first, (uint64_t[]){rows, cols}, 2, 0)))
+		goto fail;
+	struct plan *p = &m->t[m->n - 1];
+	p->ndim = 3;
+	p->ne[2] = m->n_expert;
+	p->nelem = rows * cols * m->n_expert;
+	p->nrows = rows * m->n_expert;
+	p->parts = parts;
+	p->part_rows = rows;
+	p->data = NULL;
+	p->map_base = NULL; /* pages of many tensors: left to the kernel */
+	return HM_OK;
+fail:
+	free(parts);
+	return err;
+}
+
+/* "<moe>.gate.weight" or "<moe>.experts.E.<gate|up|down>.weight" with E < n_expert. */
+static int is_expert_tensor(const struct model *m, const char *n)
+{
+	size_t ml = strlen(m->moe);
+	unsigned long e;
+	int pos = 0;
+	if (strncmp(n, m->moe, ml) || n[ml] != '.')
+		return 0;
+	n += ml + 1;
+	if (!strcmp(n, "gate.weight"))
+		return 1;
+	if (sscanf(n, "experts.%lu.%n", &e, &pos) != 1 || pos == 0 || e >= m->n_expert)
+		return 0;
+	n += pos;
+	for (const char *const *x = (const char *const[]){m->e_gate, m->e_up, m->e_down, NULL}; *x; x++) {
+		size_t xl = strlen(*x);
+		if (!strncmp(n, *x, xl) && !strcmp(n + xl, ".weight"))
+			return 1;
+	}
+	return 0;
+}
+
 /* Every source tensor must be used or known to be droppable. */
 static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 {
@@ -328,13 +469,65 @@ static enum hm_err check_all_mapped(struct hm_ctx *ctx, const struct model *m)
 		    !strcmp(n, "lm_head.weight") || ends_with(n, ".rotary_emb.inv_freq") ||
 		    ends_with(n, ".attention.masked_bias") || ends_with(n, ".attention.bias"))
 			continue;
-		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer)
-			for (size_t r = 0; r < NRULES; r++)
-				ok |= !strcmp(n + pos, layer_rules[r].hf) && rule_applies(m, &layer_rules[r]);
+		size_t nr;
+		const struct map_rule *rules = rules_of(m, &nr);
+		if (sscanf(n, "model.layers.%lu.%n", &layer, &pos) == 1 && pos > 0 && layer < m->n_layer) {
+			for (size_t r = 0; r < nr; r++)
+				ok |= !strcmp(n + pos, rules[r].hf) && rule_applies(m, &rules[r]);
+			if (m->n_expert)
+				ok |= is_expert_tensor(m, n + pos);
+		}
 		if (!ok)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot map tensor '%.200s' to GGUF", n);
 	}
 	return HM_OK;
+}
+
+/* An F32 vector tensor whose values the converter computed (owned by m). */
+static enum hm_err add_synth(struct hm_ctx *ctx, struct model *m, const char *name, const float *v, uint64_t n)
+{
+	if (m->n == m->cap) {
+		void *np = realloc(m->t, (m->cap + 1) * sizeof(*m->t));
+		if (!np)
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		m->t = np;
+		m->cap++;
+	}
+	struct plan *p = &m->t[m->n++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->ndim = 1;
+	p->ne[0] = n;
+	p->ne[1] = p->ne[2] = p->ne[3] = 1;
+	p->data = (const unsigned char *)v;
+	p->dtype = FMT_F32;
+	p->nelem = p->rowlen = n;
+	p->nrows = 1;
+	return HM_OK;
+}
+
+/* Phi-3 LongRoPE (Phi3MiniModel.generate_extra_tensors): rope_factors_long
+ * and rope_factors_short, head_dim/2 each, from rope_scaling. */
+static enum hm_err rope_longrope(struct hm_ctx *ctx, struct model *m, json_t *rs)
+{
+	json_t *lf = json_object_get(rs, "long_factor"), *sf = json_object_get(rs, "short_factor");
+	uint64_t n = m->head_dim / 2;
+	enum hm_err err;
+	if (!json_is_array(lf) || !json_is_array(sf) || json_array_size(lf) != n || json_array_size(sf) != n)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling needs long_factor and short_factor of"
+			       " %llu values each", (unsigned long long)n);
+	if (!(m->rope_long_short = malloc(2 * n * sizeof(float))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint64_t i = 0; i < 2 * n; i++) {
+		json_t *v = json_array_get(i < n ? lf : sf, i % n);
+		if (!json_is_number(v) || !(json_number_value(v) > 0))
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling %s_factor[%llu] is not a positive"
+				       " number", i < n ? "long" : "short", (unsigned long long)(i % n));
+		m->rope_long_short[i] = (float)json_number_value(v);
+	}
+	if ((err = add_synth(ctx, m, "rope_factors_long.weight", m->rope_long_short, n)))
+		return err;
+	return add_synth(ctx, m, "rope_factors_short.weight", m->rope_long_short + n, n);
 }
 
 /* rope_freqs.weight for rope_scaling type "llama3" (LlamaModel.generate_extra_tensors). */
@@ -403,26 +596,32 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (!m->neox && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (m->phi3 && rtype && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su")) && (err = rope_longrope(ctx, m, rs)))
 		return err;
+	if (!m->neox && !m->gemma && !m->phi3 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+		return err;
+	size_t nr;
+	const struct map_rule *rules = rules_of(m, &nr);
 	for (uint64_t l = 0; l < m->n_layer; l++)
-		for (size_t r = 0; r < NRULES; r++) {
+		for (size_t r = 0; r < nr; r++) {
 			char hf[256], gg[FMT_GGUF_MAX_NAME];
 			uint64_t shape[2];
-			int nd = 2, bias = layer_rules[r].rows >= 'A' && layer_rules[r].rows <= 'Z';
-			if (!rule_applies(m, &layer_rules[r]))
+			int nd = 2, bias = rules[r].rows >= 'A' && rules[r].rows <= 'Z';
+			if (!rule_applies(m, &rules[r]))
 				continue;
-			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, layer_rules[r].hf);
-			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, layer_rules[r].gguf);
+			snprintf(hf, sizeof(hf), "model.layers.%llu.%s", (unsigned long long)l, rules[r].hf);
+			snprintf(gg, sizeof(gg), "blk.%llu.%s", (unsigned long long)l, rules[r].gguf);
 			t = fmt_st_set_find(m->set, hf);
 			/* optional for llama; qwen2's q/k/v always have them */
 			if (!t && bias && !m->qwen2)
 				continue;
 			if ((err = need(ctx, m, hf, &t)))
 				return err;
-			switch (layer_rules[r].rows) {
+			switch (rules[r].rows) {
 			case 'n': nd = 1; shape[0] = m->dim; break;
 			case 'h': nd = 1; shape[0] = m->head_dim; break;
+			case 'Y': shape[0] = q + 2 * kv; shape[1] = m->dim; break;
+			case 'U': shape[0] = 2 * m->n_ff; shape[1] = m->dim; break;
 			case 'q': shape[0] = q; shape[1] = m->dim; break;
 			case 'k': shape[0] = kv; shape[1] = m->dim; break;
 			case 'o': shape[0] = m->dim; shape[1] = q; break;
@@ -434,12 +633,25 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 			default: nd = 1; shape[0] = m->n_ff; break;
 			}
 			/* qwen2/3 rope NEOX-style (half-split): HF row order is kept */
-			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox ? 0 : layer_rules[r].perm)))
+			if ((err = add_plan(ctx, m, gg, t, shape, nd, m->neox || m->gemma || m->phi3 ? 0 : rules[r].perm)))
 				return err;
+			m->t[m->n - 1].add_one = m->gemma && ends_with(gg, "norm.weight");
 		}
+	for (uint64_t l = 0; m->n_expert && l < m->n_layer; l++) {
+		char hf[256], gg[FMT_GGUF_MAX_NAME];
+		snprintf(hf, sizeof(hf), "model.layers.%llu.%s.gate.weight", (unsigned long long)l, m->moe);
+		snprintf(gg, sizeof(gg), "blk.%llu.ffn_gate_inp.weight", (unsigned long long)l);
+		if ((err = need(ctx, m, hf, &t)) ||
+		    (err = add_plan(ctx, m, gg, t, (uint64_t[]){m->n_expert, m->dim}, 2, 0)) ||
+		    (err = add_experts(ctx, m, l, m->e_gate, "ffn_gate_exps.weight", m->n_ff_exp, m->dim)) ||
+		    (err = add_experts(ctx, m, l, m->e_down, "ffn_down_exps.weight", m->dim, m->n_ff_exp)) ||
+		    (err = add_experts(ctx, m, l, m->e_up, "ffn_up_exps.weight", m->n_ff_exp, m->dim)))
+			return err;
+	}
 	if ((err = need(ctx, m, "model.norm.weight", &t)) ||
 	    (err = add_plan(ctx, m, "output_norm.weight", t, (uint64_t[]){m->dim}, 1, 0)))
 		return err;
+	m->t[m->n - 1].add_one = m->gemma != 0;
 	t = fmt_st_set_find(m->set, "lm_head.weight");
 	if (!t && !m->tied && json_object_get(m->config, "tie_word_embeddings"))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no lm_head.weight and its embeddings are not tied");
@@ -508,6 +720,11 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
 		return err;
+	if (m->n_expert &&
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_count"), (uint32_t)m->n_expert)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_used_count"), (uint32_t)m->n_used)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_feed_forward_length"), (uint32_t)m->n_ff_exp))))
+		return err;
 	if (rtype && !strcmp(rtype, "yarn") && cfg_num(rs, "factor", &f)) {
 		double orig = 0;
 		if (!cfg_num(rs, "original_max_position_embeddings", &orig) || orig < 1 || orig > (double)(1u << 30))
@@ -517,6 +734,93 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f)) ||
 		    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.scaling.original_context_length"),
 					       (uint32_t)orig)))
+			return err;
+	}
+	return HM_OK;
+}
+
+/* gemma2 / gemma3: what convert_hf_to_gguf.py's Gemma2Model / Gemma3Model
+ * write. Gemma 2 needs head_dim, the soft-capping values and sliding_window
+ * in config.json; Gemma 3 has defaults for most. */
+static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
+				    const char *rtype)
+{
+	enum hm_err err;
+	char k[96];
+	double eps = 1e-6, theta = 1e6, local, acap = 0, fcap = 0, win = 0, pattern = 6, f;
+	int g2 = m->gemma == 2;
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	if (g2 && (!json_object_get(m->config, "head_dim") || !cfg_num(m->config, "attn_logit_softcapping", &acap) ||
+		   !cfg_num(m->config, "final_logit_softcapping", &fcap) || !cfg_num(m->config, "sliding_window", &win)))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Gemma 2 needs head_dim, attn_logit_softcapping,"
+			       " final_logit_softcapping and sliding_window");
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim)))
+		return err;
+	if (g2) {
+		if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attn_logit_softcapping"), (float)acap)) ||
+		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "final_logit_softcapping"), (float)fcap)) ||
+		    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+			return err;
+		return HM_OK;
+	}
+	cfg_num(m->config, "rope_theta", &theta);
+	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
+		return err;
+	if (cfg_num(m->config, "rope_local_base_freq", &local) &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base_swa"), (float)local)))
+		return err;
+	if (cfg_num(m->config, "final_logit_softcapping", &fcap) && fcap != 0 &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "final_logit_softcapping"), (float)fcap)))
+		return err;
+	cfg_num(m->config, "sliding_window_pattern", &pattern);
+	if (pattern != 1 && cfg_num(m->config, "sliding_window", &win) &&
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+		return err;
+	if (rtype && !strcmp(rtype, "linear") && cfg_num(rs, "factor", &f) &&
+	    ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
+	     (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f))))
+		return err;
+	return HM_OK;
+}
+
+/* phi3: what convert_hf_to_gguf.py's Phi3MiniModel writes. */
+static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
+				   const char *rtype)
+{
+	enum hm_err err;
+	char k[96];
+	double eps = 1e-5, theta = 10000, orig = 0, win = 0, rot = 1;
+	cfg_num(m->config, "rms_norm_eps", &eps);
+	cfg_num(m->config, "rope_theta", &theta);
+	cfg_num(m->config, "sliding_window", &win);
+	if (!cfg_num(m->config, "original_max_position_embeddings", &orig) && !cfg_num(rs, "original_max_position_embeddings", &orig))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Phi-3 needs original_max_position_embeddings");
+	if (cfg_num(m->config, "partial_rotary_factor", &rot) && rot != 1)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor %g is not supported", rot);
+	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.scaling.original_context_length"), (uint32_t)orig)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)) ||
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
+		return err;
+	if (m->rope_long_short) {
+		double scale = (double)m->ctx_len / orig, af = scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0;
+		(void)rtype;
+		if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.attn_factor"), (float)af)))
 			return err;
 	}
 	return HM_OK;
@@ -540,8 +844,8 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
-	if (m->neox) {
-		if ((err = write_meta_qwen2(ctx, m, w, rs, rtype)) ||
+	if (m->neox || m->gemma || m->phi3) {
+		if ((err = (m->gemma ? write_meta_gemma : m->phi3 ? write_meta_phi3 : write_meta_qwen2)(ctx, m, w, rs, rtype)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 			return err;
@@ -575,6 +879,10 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);
 	}
+	if (m->n_expert &&
+	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_count"), (uint32_t)m->n_expert)) ||
+	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_used_count"), (uint32_t)m->n_used))))
+		return err;
 	if ((err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 		return err;
 	return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
@@ -621,7 +929,12 @@ static void load_src(const struct plan *p, uint64_t a, uint64_t b, float *x)
 		uint64_t r = a / p->rowlen, c = a % p->rowlen, n = p->rowlen - c;
 		if (n > b - a)
 			n = b - a;
-		conv_load_f32(p->data + (src_row(p, r) * p->rowlen + c) * es, p->dtype, (size_t)n, x);
+		const unsigned char *src = p->parts ? p->parts[r / p->part_rows] + ((r % p->part_rows) * p->rowlen + c) * es
+						    : p->data + (src_row(p, r) * p->rowlen + c) * es;
+		conv_load_f32(src, p->dtype, (size_t)n, x);
+		for (uint64_t i = 0; p->add_one && i < n; i++)
+			x[i] = p->dtype == FMT_BF16 ? conv_bf16_to_f32(conv_f32_to_bf16(x[i] + 1.0f))
+			       : p->dtype == FMT_F16 ? conv_f16_to_f32(conv_f32_to_f16(x[i] + 1.0f)) : x[i] + 1.0f;
 		x += n;
 		a += n;
 	}
@@ -1066,7 +1379,10 @@ out:
 	free(ch);
 	fmt_st_set_close(m.set);
 	json_decref(m.config);
+	for (size_t i = 0; m.t && i < m.n; i++)
+		free(m.t[i].parts);
 	free(m.t);
 	free(m.rope_freqs);
+	free(m.rope_long_short);
 	return err;
 }

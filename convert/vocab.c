@@ -87,6 +87,33 @@ static void scan_pre(json_t *pt, void *ud)
 	}
 }
 
+/* 1 when a normalizer (or one of a Sequence) prepends U+2581 (the legacy
+ * SentencePiece dummy prefix). */
+static int normalizer_prepends(json_t *n, int depth)
+{
+	const char *t = json_string_value(json_object_get(n, "type"));
+	json_t *e;
+	size_t i;
+	if (!t || depth > 8)
+		return 0;
+	if (!strcmp(t, "Prepend"))
+		return 1;
+	json_array_foreach(json_object_get(n, "normalizers"), i, e)
+		if (normalizer_prepends(e, depth + 1))
+			return 1;
+	return 0;
+}
+
+/* 1 when a Metaspace pre-tokenizer adds a prefix space. */
+static void scan_prefix(json_t *pt, void *ud)
+{
+	const char *type = json_string_value(json_object_get(pt, "type"));
+	const char *scheme = json_string_value(json_object_get(pt, "prepend_scheme"));
+	json_t *aps = json_object_get(pt, "add_prefix_space");
+	if (!strcmp(type, "Metaspace") && (scheme ? strcmp(scheme, "never") != 0 : !aps || json_is_true(aps)))
+		*(int *)ud = 1;
+}
+
 /* 1 when a decoder (or one of a Sequence) has this type. */
 static int has_decoder(json_t *d, const char *type)
 {
@@ -430,8 +457,13 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	    (err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)v.tok, v.n)))
 		goto out;
 	if (spm) {
+		int prefix = normalizer_prepends(json_object_get(tok, "normalizer"), 0);
+		walk_pre(json_object_get(tok, "pre_tokenizer"), scan_prefix, &prefix);
 		if ((err = spm_scores(ctx, &v, vocab_obj, merges)) ||
 		    (err = fmt_gguf_writer_arr(w, "tokenizer.ggml.scores", FMT_GGUF_F32, v.score, v.n)))
+			goto out;
+		/* no dummy prefix (Gemma): llama.cpp's loader assumes one unless told */
+		if (!prefix && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_space_prefix", 0)))
 			goto out;
 	}
 	if ((err = fmt_gguf_writer_arr(w, "tokenizer.ggml.token_type", FMT_GGUF_I32, v.type, v.n)))

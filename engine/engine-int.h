@@ -23,6 +23,10 @@ struct eng_layer {
 	float *bq, *bk, *bv, *bo;    /* projection biases (Qwen2: q/k/v), owned; NULL when absent */
 	float *q_norm, *k_norm;      /* head_dim, per-head RMSNorm of q and k (Qwen3), owned; else NULL */
 	int nope;                    /* no rope on this layer (SmolLM3) */
+	int swa;                     /* a sliding-window layer (Gemma) */
+	float *post_attn_norm, *post_ffn_norm; /* dim, Gemma's extra norms, owned; else NULL */
+	struct eng_weight router;    /* n_expert x dim (MoE) */
+	struct eng_weight *e_gate, *e_up, *e_down; /* n_expert each (views), owned arrays; NULL when dense */
 	struct eng_weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -34,6 +38,7 @@ struct eng_model {
 	float *out_norm;            /* dim, owned */
 	struct eng_layer *layers;   /* n_layer, owned */
 	double *inv_freq;           /* head_dim/2 rope frequencies, scaling applied */
+	double *inv_freq_swa;       /* those of sliding-window layers (Gemma 3); NULL: inv_freq */
 };
 
 /* Dot products of one weight row (raw bytes, any alignment) with n floats. */
@@ -59,7 +64,12 @@ struct eng_mm_args {
 	float *y;
 	size_t ystride;
 	float *scr; /* the worker's scratch: ENG_MM_TR rows of cols floats; NULL when none */
+	const unsigned char *xt; /* the rows' ENG_XT_BYTES(cols) prepared by kernels->prep, or NULL */
 };
+
+/* What a level's prep may store per activation row (AVX-512 VNNI: per pair
+ * of blocks, the -128 * sum correction and the two scales, 64 bytes each). */
+#define ENG_XT_BYTES(cols) ((((cols) / 32 + 1) / 2) * 128)
 
 #define ENG_MM_TR 4 /* rows per register tile */
 
@@ -68,6 +78,9 @@ struct eng_mm_kernels {
 	void (*quant)(const float *x, size_t n, int8_t *q, float *d);
 	void (*int8)(const struct eng_mm_args *a);  /* Q8_0, Q4_0 weights */
 	void (*flt)(const struct eng_mm_args *a);   /* F32, F16, BF16 weights */
+	/* optional: what the int8 kernel needs per activation row, computed once
+	 * per product from its 8-bit form (NULL: nothing) */
+	void (*prep)(const int8_t *q, const float *d, size_t n, unsigned char *out);
 };
 extern const struct eng_mm_kernels eng_mm_c;
 #if defined(__x86_64__) || defined(__i386__)
@@ -102,6 +115,7 @@ struct eng_act {
 	float *d;
 	float *scr;      /* per-worker scratch, scr_len floats each (>= ENG_MM_TR * cols); may be NULL */
 	size_t scr_len;
+	unsigned char *xt; /* n * ENG_XT_BYTES(cols) for the kernels' prep; may be NULL */
 };
 /* A product Y = X W^T: y[t * ystride + r] for every row r of w. */
 struct eng_mm {

@@ -1,5 +1,6 @@
-/* engine.h - the bundled inference engine: Llama-family decoders (Llama 2/3,
- * Mistral, SmolLM, TinyLlama) loaded from GGUF or safetensors checkpoints.
+/* engine.h - the bundled inference engine: decoder-only transformers (Llama
+ * 2/3, Mistral, Mixtral, SmolLM 1-3, TinyLlama, Qwen2/3/3-MoE, Gemma 2/3,
+ * Phi-3/4) loaded from GGUF or safetensors checkpoints.
  *
  * Weights are never copied: matrices are used in place in the readers'
  * read-only mappings (only the small norm vectors are decoded into owned
@@ -30,14 +31,22 @@
 #define ENG_MAX_HEAD_DIM 1024
 #define ENG_MAX_FFN (1u << 20)
 #define ENG_MAX_VOCAB (1u << 24)
+#define ENG_MAX_EXPERTS 1024
 #define ENG_MAX_CTX (1u << 20)
 /* The context eng_state_new uses when asked for 0 and the model's is larger. */
 #define ENG_DEFAULT_CTX 4096
 
+/* The engine's version, recorded with smoke results: bumped whenever what
+ * it computes for some model changes (a new architecture, different
+ * arithmetic), so that a later engine knows which results to re-check. */
+#define ENG_VERSION "2"
+
 /* What eng_model_open runs: GGUF general.architecture values, and
  * config.json architectures. */
-#define ENG_GGUF_ARCHS "llama, qwen2, qwen3, smollm3"
-#define ENG_HF_ARCHS "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM"
+#define ENG_GGUF_ARCHS "llama (Llama, Mistral, Mixtral), qwen2, qwen3, qwen3moe, smollm3, gemma2, gemma3, phi3"
+#define ENG_HF_ARCHS                                                                                                   \
+	"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, SmolLM3ForCausalLM, "                \
+	"Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM, MixtralForCausalLM"
 
 /* The configuration of an open model. */
 struct eng_config {
@@ -58,6 +67,24 @@ struct eng_config {
 	int qkv_bias;          /* q/k/v projections must have biases (Qwen2) */
 	int qk_norm;           /* per-head RMSNorm of q and k before rope (Qwen3) */
 	uint32_t nope_step;    /* GGUF smollm3: layers l with (l + 1) % nope_step == 0 skip rope (0: none) */
+	/* Gemma 2/3 (0 elsewhere); their norm weights are held as 1 + w */
+	int gemma;             /* 2 or 3 */
+	float emb_scale;       /* embeddings times this (sqrt(dim)); 0: none */
+	int gelu;              /* GeGLU (tanh GELU) instead of SwiGLU */
+	int sandwich;          /* post-attention, pre- and post-FFN norms */
+	float attn_scale;      /* scores times this; 0: 1/sqrt(head_dim) */
+	float attn_softcap;    /* scores = cap * tanh(scores / cap); 0: none */
+	float final_softcap;   /* the same for the logits */
+	uint32_t swa_window;   /* sliding-window layers see the last swa_window positions (0: none) */
+	uint32_t swa_period;   /* layer l slides when l % swa_period < swa_period - 1 */
+	float rope_theta_swa;  /* rope base of sliding layers (Gemma 3), unscaled */
+	int fused;             /* Phi-3: q/k/v and gate/up are rows of two fused matrices */
+	int rope_longrope;     /* Phi-3 LongRoPE factors in use (long or short, by the default context) */
+	float rope_mscale;     /* cos and sin times this (LongRoPE attention factor; 1 = none) */
+	/* mixtures of experts (Qwen3-MoE, Mixtral): a router picks n_expert_used
+	 * of n_expert SwiGLU experts of width expert_ffn per token (softmax, top-k,
+	 * weights renormalized over the k); only their weights are read */
+	uint32_t n_expert, n_expert_used, expert_ffn;
 	const char *arch;      /* GGUF architecture name: one of ENG_GGUF_ARCHS */
 	uint32_t weight_type;  /* ggml type id of the attention/FFN matrices (layer 0 q) */
 	uint64_t weight_bytes; /* bytes of all tensors used */
@@ -67,7 +94,8 @@ struct eng_config {
 struct eng_model;
 struct eng_state;
 
-/* Opens a model (Llama, Mistral, Qwen2, Qwen3, SmolLM3). path: a .gguf file; or a directory
+/* Opens a model (Llama, Mistral, Mixtral, Qwen2, Qwen3, Qwen3-MoE, SmolLM3, Gemma 2, Gemma 3 text,
+ * Phi-3/Phi-4). path: a .gguf file; or a directory
  * holding config.json and model.safetensors (or model.safetensors.index.json
  * and its shards, or else PyTorch pytorch_model.bin(.index.json)); or a
  * .safetensors / *.index.json file with config.json beside it. On success

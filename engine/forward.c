@@ -1,8 +1,10 @@
 /* forward.c - the decoding state and the forward pass over a batch of
- * tokens (a prompt, or one generated token): RMSNorm,
- * projection biases (Qwen2), per-head q/k RMSNorm (Qwen3), rope (skipped on SmolLM3's NoPE layers) (interleaved for GGUF llama, half-split
- * for HF order and qwen2), grouped-query attention over a KV cache, SwiGLU,
- * tied or untied classifier. */
+ * tokens (a prompt, or one generated token): RMSNorm, projection biases
+ * (Qwen2), per-head q/k RMSNorm (Qwen3, Gemma 3), rope (interleaved for GGUF
+ * llama, half-split for HF order and the NEOX families; skipped on SmolLM3's
+ * NoPE layers; per-layer bases and LongRoPE factors), grouped-query attention
+ * over a KV cache (sliding windows, soft-capping), SwiGLU or GeGLU, Gemma's
+ * extra norms, mixtures of experts, tied or untied classifier. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +24,15 @@ struct eng_state {
 	int8_t *aq;                          /* 8-bit activations (widest row) */
 	float *ad;                           /* their block scales */
 	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
+	unsigned char *xt;                   /* ENG_XT_BYTES(widest) per row: the kernels' prep */
+	/* experts: router probabilities, the picks and weights of each row, the
+	 * rows routed to one expert gathered, their outputs */
+	float *probs, *pickw, *mx, *my;
+	uint32_t *pick, *rows;
 	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
 	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
-	float *cs;                           /* cos, sin per row (head_dim each) */
+	float *cs, *cs_swa;                  /* cos, sin per row (head_dim each); of sliding layers (Gemma 3) */
 	uint64_t kv_bytes;
 };
 
@@ -36,7 +43,8 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	struct eng_state *s = NULL;
 	size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_kv_head * c->head_dim;
 	size_t wide = qd > c->dim ? qd : c->dim, kv, B = ENG_BATCH;
-	size_t widest = wide > c->ffn_dim ? wide : c->ffn_dim;
+	size_t ffn = c->ffn_dim > c->expert_ffn ? c->ffn_dim : c->expert_ffn;
+	size_t widest = wide > ffn ? wide : ffn;
 
 	*out = NULL;
 	if (ctx_len == 0)
@@ -64,15 +72,24 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	 * not reached, batch rows a generation step does not use) cost no memory */
 	if (!(s->x = malloc(B * c->dim * sizeof(float))) || !(s->xb = malloc(B * wide * sizeof(float))) ||
 	    !(s->xb2 = malloc(B * c->dim * sizeof(float))) || !(s->q = malloc(B * qd * sizeof(float))) ||
-	    !(s->hb = malloc(B * c->ffn_dim * sizeof(float))) || !(s->hb2 = malloc(B * c->ffn_dim * sizeof(float))) ||
+	    !(s->hb = malloc(B * ffn * sizeof(float))) || !(s->hb2 = malloc(B * ffn * sizeof(float))) ||
 	    !(s->aq = malloc(B * widest)) || !(s->ad = malloc(B * (widest / ENG_QK + 1) * sizeof(float))) ||
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
+	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
+	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory for a context of %u (KV cache of %llu bytes)", ctx_len,
 			       (unsigned long long)s->kv_bytes);
+	}
+	if (c->n_expert &&
+	    (!(s->probs = malloc(B * c->n_expert * sizeof(float))) || !(s->pickw = malloc(B * c->n_expert_used * sizeof(float))) ||
+	     !(s->pick = malloc(B * c->n_expert_used * sizeof(uint32_t))) || !(s->rows = malloc(B * sizeof(uint32_t))) ||
+	     !(s->mx = malloc(B * c->dim * sizeof(float))) || !(s->my = malloc(B * c->dim * sizeof(float))))) {
+		eng_state_free(s);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
 	if (!(s->pool = eng_pool_new(threads))) {
 		eng_state_free(s);
@@ -96,7 +113,15 @@ void eng_state_free(struct eng_state *s)
 	free(s->aq);
 	free(s->ad);
 	free(s->wscr);
+	free(s->xt);
+	free(s->probs);
+	free(s->pickw);
+	free(s->pick);
+	free(s->rows);
+	free(s->mx);
+	free(s->my);
 	free(s->cs);
+	free(s->cs_swa);
 	free(s->att);
 	free(s->kc);
 	free(s->vc);
@@ -176,21 +201,98 @@ static void attn_task(void *arg, size_t task, int worker)
 	const size_t qd = (size_t)c->n_head * hd, base = (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd;
 	const float *q = s->q + row * qd + h * hd;
 	float *att = s->att + (size_t)worker * s->ctx_len, *o = s->xb + row * qd + h * hd, max = -INFINITY, sum = 0;
-	const float scale = 1.0f / sqrtf((float)hd);
+	const float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), cap = c->attn_softcap;
+	/* a sliding-window layer sees the last swa_window positions, itself included */
+	const uint32_t t0 = s->m->layers[j->layer].swa && pos >= c->swa_window ? pos - c->swa_window + 1 : 0;
 	eng_dot_fn dot = s->k->dot[0];
 
-	for (uint32_t t = 0; t <= pos; t++) {
-		att[t] = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
+	for (uint32_t t = t0; t <= pos; t++) {
+		float a = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
+		att[t] = cap > 0 ? cap * tanhf(a / cap) : a;
 		if (att[t] > max)
 			max = att[t];
 	}
-	for (uint32_t t = 0; t <= pos; t++)
+	for (uint32_t t = t0; t <= pos; t++)
 		sum += att[t] = expf(att[t] - max);
 	memset(o, 0, hd * sizeof(float));
-	for (uint32_t t = 0; t <= pos; t++) {
+	for (uint32_t t = t0; t <= pos; t++) {
 		const float *v = s->vc + base + (size_t)t * kvd, a = att[t] / sum;
 		for (uint32_t i = 0; i < hd; i++)
 			o[i] += a * v[i];
+	}
+}
+
+static void swiglu(float *g, const float *u, size_t n)
+{
+	for (size_t e = 0; e < n; e++)
+		g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+}
+
+/* The experts' FFN of the n rows of s->xb into s->xb2: router softmax, the
+ * top n_expert_used (ties to the lower index), their weights renormalized;
+ * each expert runs once over the rows routed to it, so an expert no row
+ * picked is never read. A row's sum runs in expert order whatever the batch. */
+static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
+{
+	const struct eng_config *c = &s->m->cfg;
+	const uint32_t E = c->n_expert, K = c->n_expert_used, dim = c->dim, ff = c->expert_ffn;
+	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+	struct eng_mm r = {&y->router, s->probs, E};
+	eng_matmul_run(s->pool, s->k, &a, &r, 1);
+	for (uint32_t t = 0; t < n; t++) {
+		float *p = s->probs + (size_t)t * E, max = -INFINITY, sum = 0, wsum = 0;
+		uint32_t *pk = s->pick + (size_t)t * K;
+		float *pw = s->pickw + (size_t)t * K;
+		for (uint32_t e = 0; e < E; e++)
+			max = p[e] > max ? p[e] : max;
+		for (uint32_t e = 0; e < E; e++)
+			sum += p[e] = expf(p[e] - max);
+		for (uint32_t k = 0; k < K; k++) { /* selection: K is small */
+			uint32_t best = UINT32_MAX;
+			for (uint32_t e = 0; e < E; e++) {
+				int taken = 0;
+				for (uint32_t j = 0; j < k; j++)
+					taken |= pk[j] == e;
+				if (!taken && (best == UINT32_MAX || p[e] > p[best]))
+					best = e;
+			}
+			pk[k] = best;
+			pw[k] = p[best] / sum;
+			wsum += pw[k];
+		}
+		for (uint32_t k = 0; k < K; k++)
+			pw[k] /= wsum;
+	}
+	memset(s->xb2, 0, (size_t)n * dim * sizeof(float));
+	for (uint32_t e = 0; e < E; e++) {
+		uint32_t m = 0;
+		for (uint32_t t = 0; t < n; t++)
+			for (uint32_t k = 0; k < K; k++)
+				if (s->pick[(size_t)t * K + k] == e) {
+					s->rows[m] = t;
+					memcpy(s->mx + (size_t)m * dim, s->xb + (size_t)t * dim, dim * sizeof(float));
+					m++;
+				}
+		if (!m)
+			continue;
+		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		struct eng_mm gu[2] = {{&y->e_gate[e], s->hb, ff}, {&y->e_up[e], s->hb2, ff}};
+		eng_matmul_run(s->pool, s->k, &ax, gu, 2);
+		swiglu(s->hb, s->hb2, (size_t)m * ff);
+		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		struct eng_mm d = {&y->e_down[e], s->my, dim};
+		eng_matmul_run(s->pool, s->k, &ah, &d, 1);
+		for (uint32_t j = 0; j < m; j++) {
+			uint32_t t = s->rows[j];
+			float w = 0;
+			for (uint32_t k = 0; k < K; k++)
+				if (s->pick[(size_t)t * K + k] == e)
+					w = s->pickw[(size_t)t * K + k];
+			float *o = s->xb2 + (size_t)t * dim;
+			const float *v = s->my + (size_t)j * dim;
+			for (uint32_t i = 0; i < dim; i++)
+				o[i] += w * v[i];
+		}
 	}
 }
 
@@ -206,11 +308,19 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 		if (eng_dequantize(m->tok_embd.type, m->tok_embd.data + (size_t)tok[i] * m->tok_embd.row_bytes,
 				   s->x + (size_t)i * dim, dim))
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "token embedding type %u cannot be decoded", m->tok_embd.type);
-		float *cs = s->cs + (size_t)i * hd;
+		if (c->emb_scale > 0)
+			for (uint32_t e = 0; e < dim; e++)
+				s->x[(size_t)i * dim + e] *= c->emb_scale;
+		float *cs = s->cs + (size_t)i * hd, *cw = s->cs_swa + (size_t)i * hd;
 		for (uint32_t j = 0; j < half; j++) {
 			double a = (double)(pos0 + i) * m->inv_freq[j];
-			cs[j] = (float)cos(a);
-			cs[half + j] = (float)sin(a);
+			cs[j] = (float)cos(a) * c->rope_mscale;
+			cs[half + j] = (float)sin(a) * c->rope_mscale;
+			if (m->inv_freq_swa) {
+				a = (double)(pos0 + i) * m->inv_freq_swa[j];
+				cw[j] = (float)cos(a);
+				cw[half + j] = (float)sin(a);
+			}
 		}
 	}
 	for (uint32_t l = 0; l < c->n_layer; l++) {
@@ -219,7 +329,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 
 		for (uint32_t i = 0; i < n; i++)
 			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
-		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, kc, kvd}, {&y->wv, vc, kvd}};
 		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
 		for (uint32_t i = 0; i < n; i++) {
@@ -234,32 +344,49 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 					rmsnorm(ki + (size_t)h * hd, ki + (size_t)h * hd, y->k_norm, hd, c->norm_eps);
 			}
 			if (!y->nope) {
-				rope(s, s->cs + (size_t)i * hd, qi, c->n_head);
-				rope(s, s->cs + (size_t)i * hd, ki, c->n_kv_head);
+				const float *cs = (y->swa && m->inv_freq_swa ? s->cs_swa : s->cs) + (size_t)i * hd;
+				rope(s, cs, qi, c->n_head);
+				rope(s, cs, ki, c->n_kv_head);
 			}
 		}
 		struct attn_job aj = {s, l, pos0, n};
 		eng_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
-		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len};
+		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm o = {&y->wo, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &o, 1);
 		for (uint32_t i = 0; i < n; i++) {
 			float *xi = s->x + i * (size_t)dim, *oi = s->xb2 + i * (size_t)dim;
 			add_bias(oi, y->bo, dim);
+			if (y->post_attn_norm)
+				rmsnorm(oi, oi, y->post_attn_norm, dim, c->norm_eps);
 			for (uint32_t e = 0; e < dim; e++)
 				xi[e] += oi[e];
 			rmsnorm(s->xb + i * (size_t)dim, xi, y->ffn_norm, dim, c->norm_eps);
 		}
-		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len};
+		if (y->e_gate) {
+			moe_ffn(s, y, n);
+			for (size_t e = 0; e < (size_t)n * dim; e++)
+				s->x[e] += s->xb2[e];
+			if (hm_cancelled(ctx))
+				return hm_fail(ctx, HM_ERR_CANCELLED, "cancelled");
+			continue;
+		}
+		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
-		for (size_t e = 0; e < (size_t)n * ffn; e++) {
-			float g = s->hb[e];
-			s->hb[e] = g / (1.0f + expf(-g)) * s->hb2[e];
-		}
-		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len};
+		if (c->gelu)
+			for (size_t e = 0; e < (size_t)n * ffn; e++) { /* GELU, tanh approximation */
+				float g = s->hb[e];
+				s->hb[e] = 0.5f * g * (1.0f + tanhf(0.7978845608f * (g + 0.044715f * g * g * g))) * s->hb2[e];
+			}
+		else
+			swiglu(s->hb, s->hb2, (size_t)n * ffn);
+		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);
+		if (y->post_ffn_norm)
+			for (uint32_t i = 0; i < n; i++)
+				rmsnorm(s->xb2 + i * (size_t)dim, s->xb2 + i * (size_t)dim, y->post_ffn_norm, dim, c->norm_eps);
 		for (size_t e = 0; e < (size_t)n * dim; e++)
 			s->x[e] += s->xb2[e];
 		if (hm_cancelled(ctx))
@@ -293,9 +420,12 @@ enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uin
 		return HM_OK;
 	float *x = s->x + (size_t)(nb - 1) * c->dim;
 	rmsnorm(s->xb, x, m->out_norm, c->dim, c->norm_eps);
-	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0};
+	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0, s->xt};
 	struct eng_mm cls = {&m->output, logits, 0};
 	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
+	if (c->final_softcap > 0)
+		for (uint32_t v = 0; v < c->vocab; v++)
+			logits[v] = c->final_softcap * tanhf(logits[v] / c->final_softcap);
 	return hm_cancelled(ctx) ? hm_fail(ctx, HM_ERR_CANCELLED, "cancelled") : HM_OK;
 }
 

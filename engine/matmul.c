@@ -88,7 +88,7 @@ static void mm_float_dot(const struct eng_mm_args *a)
 			a->y[t * a->ystride + r] = dot(a->w->data + r * a->w->row_bytes, a->x + t * a->xstride, a->cols);
 }
 
-const struct eng_mm_kernels eng_mm_c = {quant_c, mm_int8_c, mm_float_dot};
+const struct eng_mm_kernels eng_mm_c = {quant_c, mm_int8_c, mm_float_dot, NULL};
 
 #ifdef ENG_X86
 /* ---- AVX2: the sign trick (|w| unsigned times x with w's sign, maddubs) ---- */
@@ -160,7 +160,7 @@ AVX2 static void mm_int8_avx2(const struct eng_mm_args *a)
 		}
 }
 
-const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_dot};
+const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_dot, NULL};
 
 /* ---- AVX-512 VNNI: register tiles of 4 rows x up to 4 tokens ----
  * dpbusd multiplies unsigned by signed bytes: the weights go in as w + 128
@@ -214,34 +214,81 @@ VNNI static inline __m512 xscale_vnni(const float *d, int one)
 				     _mm512_castps128_ps512(s));
 }
 
-/* y[t][r] for TR rows from r and NT tokens from t. */
-VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const struct eng_mm_args *a, size_t r,
-									 size_t t, const int NT)
+/* Per pair of blocks of an activation row: -128 * (sum of each 4 values),
+ * then the two scales in 8 lanes each (ENG_XT_BYTES). */
+VNNI static void prep_vnni(const int8_t *q, const float *d, size_t n, unsigned char *out)
+{
+	const size_t nb = n / ENG_QK;
+	for (size_t b = 0; b < nb; b += 2, out += 128) {
+		const int one = b + 1 == nb;
+		__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, q + b * ENG_QK) : _mm512_loadu_si512(q + b * ENG_QK);
+		__m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(),
+					       _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), xv));
+		_mm512_storeu_si512(out, neg);
+		_mm512_storeu_ps(out + 64, xscale_vnni(d + b, one));
+	}
+}
+
+/* A weight row tile laid out for the inner loop (rows of the prompt's
+ * products are read by every token tile): per row, the pairs of blocks as
+ * unsigned bytes, then their scales in 8 lanes each, 64 bytes per pair. */
+VNNI static void prep_rows_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, unsigned char *o)
 {
 	const uint32_t type = a->w->type;
-	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18, np = (nb + 1) / 2;
+	for (int i = 0; i < TR; i++, o += np * 128)
+		for (size_t b = 0; b < nb; b += 2) {
+			const int one = b + 1 == nb;
+			_mm512_storeu_si512(o + b / 2 * 64, wpair_vnni(type, wr[i] + b * bs, bs, one));
+			_mm512_storeu_ps(o + np * 64 + b / 2 * 64, wscale_vnni(wr[i] + b * bs, bs, one));
+		}
+}
+
+/* y[t][r] for TR rows from r and NT tokens from t; pw: the rows prepared by
+ * prep_rows_vnni, or NULL (then read in place). The same values either way. */
+VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const struct eng_mm_args *a,
+									 const unsigned char *const *wr,
+									 const unsigned char *pw, size_t r, size_t t,
+									 const int NT)
+{
+	const uint32_t type = a->w->type;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18, np = (nb + 1) / 2;
+	const size_t xtb = ENG_XT_BYTES(a->cols);
 	const __m512i x80 = _mm512_set1_epi8((char)0x80);
-	const unsigned char *wr[TR];
 	__m512 acc[TR][4];
-	for (int i = 0; i < TR; i++) {
-		size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
-		wr[i] = a->w->data + rr * a->w->row_bytes;
+	_Pragma("GCC unroll 4")
+	for (int i = 0; i < TR; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			acc[i][j] = _mm512_setzero_ps();
-	}
 	for (size_t b = 0; b < nb; b += 2) {
 		const int one = b + 1 == nb;
 		__m512i wv[TR];
 		__m512 ws[TR];
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < TR; i++) {
-			wv[i] = wpair_vnni(type, wr[i] + b * bs, bs, one);
-			ws[i] = wscale_vnni(wr[i] + b * bs, bs, one);
+			if (pw) {
+				wv[i] = _mm512_loadu_si512(pw + (size_t)i * np * 128 + b / 2 * 64);
+				ws[i] = _mm512_loadu_ps(pw + (size_t)i * np * 128 + np * 64 + b / 2 * 64);
+			} else {
+				wv[i] = wpair_vnni(type, wr[i] + b * bs, bs, one);
+				ws[i] = wscale_vnni(wr[i] + b * bs, bs, one);
+			}
 		}
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			const int8_t *xp = a->xq + (t + (size_t)j) * a->cols + b * ENG_QK;
-			__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp);
-			__m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv));
-			__m512 xs = xscale_vnni(a->xd + (t + (size_t)j) * nb + b, one);
+			__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp), neg;
+			__m512 xs;
+			if (a->xt) {
+				const unsigned char *e = a->xt + (t + (size_t)j) * xtb + b / 2 * 128;
+				neg = _mm512_loadu_si512(e);
+				xs = _mm512_loadu_ps(e + 64);
+			} else {
+				neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv));
+				xs = xscale_vnni(a->xd + (t + (size_t)j) * nb + b, one);
+			}
+			_Pragma("GCC unroll 4")
 			for (int i = 0; i < TR; i++) {
 				__m512i p = _mm512_dpbusd_epi32(neg, wv[i], xv);
 				acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws[i], xs), acc[i][j]);
@@ -249,20 +296,31 @@ VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const stru
 		}
 	}
 	for (int i = 0; i < TR && r + (size_t)i < a->r1; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
 VNNI static void mm_int8_vnni(const struct eng_mm_args *a)
 {
+	const size_t np = (a->cols / ENG_QK + 1) / 2;
+	/* the scratch holds ENG_MM_TR * cols floats: enough for TR prepared rows */
+	unsigned char *pw = a->scr && a->n > 4 && TR * np * 128 <= TR * a->cols * sizeof(float) ? (unsigned char *)a->scr
+														    : NULL;
 	for (size_t r = a->r0; r < a->r1; r += TR) {
+		const unsigned char *wr[TR];
+		for (int i = 0; i < TR; i++) {
+			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+			wr[i] = a->w->data + rr * a->w->row_bytes;
+		}
+		if (pw)
+			prep_rows_vnni(a, wr, pw);
 		size_t t = 0;
-		for (; t + 4 <= a->n; t += 4)
-			tile_int8_vnni(a, r, t, 4);
+		for (; t + 3 <= a->n; t += 3)
+			tile_int8_vnni(a, wr, pw, r, t, 3);
 		switch (a->n - t) {
-		case 3: tile_int8_vnni(a, r, t, 3); break;
-		case 2: tile_int8_vnni(a, r, t, 2); break;
-		case 1: tile_int8_vnni(a, r, t, 1); break;
+		case 2: tile_int8_vnni(a, wr, pw, r, t, 2); break;
+		case 1: tile_int8_vnni(a, wr, pw, r, t, 1); break;
 		}
 	}
 }
@@ -283,21 +341,27 @@ VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const str
 									  size_t r, size_t t, const int NT)
 {
 	__m512 acc[TR][4];
+	_Pragma("GCC unroll 4")
 	for (int i = 0; i < TR; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			acc[i][j] = _mm512_setzero_ps();
 	for (size_t c = 0; c < a->cols; c += 16) {
 		__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
 		__m512 wv[TR];
+		_Pragma("GCC unroll 4")
 		for (int i = 0; i < TR; i++)
 			wv[i] = wload16(type, wr[i], c, m);
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
 			__m512 xv = _mm512_maskz_loadu_ps(m, a->x + (t + (size_t)j) * a->xstride + c);
+			_Pragma("GCC unroll 4")
 			for (int i = 0; i < TR; i++)
 				acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
 		}
 	}
 	for (int i = 0; i < TR && r + (size_t)i < a->r1; i++)
+		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++)
 			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
 }
@@ -336,5 +400,5 @@ VNNI static void mm_float_vnni(const struct eng_mm_args *a)
 	}
 }
 
-const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni};
+const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni, prep_vnni};
 #endif

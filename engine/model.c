@@ -1,5 +1,5 @@
-/* model.c - opens a Llama-family or Qwen2 model from GGUF, or safetensors or PyTorch .bin (+ config.json),
- * checks every tensor the forward pass will touch against the configuration,
+/* model.c - opens a model of the families of ENG_GGUF_ARCHS / ENG_HF_ARCHS
+ * from GGUF, or safetensors or PyTorch .bin (+ config.json), checks every tensor the forward pass will touch against the configuration,
  * and binds the matrices in place in the readers' mappings. */
 #include <errno.h>
 #include <fcntl.h>
@@ -194,6 +194,79 @@ static enum hm_err check_config(struct loader *L)
 	return HM_OK;
 }
 
+/* The router and the experts of layer l: GGUF ffn_gate_inp and the stacked
+ * ffn_{gate,up,down}_exps (one slab per expert, used in place); HF
+ * <moe>.gate and <moe>.experts.E.<gate|up|down> (Qwen3-MoE: mlp, gate_proj,
+ * up_proj, down_proj; Mixtral: block_sparse_moe, w1, w3, w2). */
+static enum hm_err bind_experts(struct loader *L, uint32_t l, struct eng_layer *y)
+{
+	struct eng_model *m = L->m;
+	const struct eng_config *c = &m->cfg;
+	const int g = m->gguf != NULL, mix = !strcmp(c->arch, "llama");
+	const char *moe = mix ? "block_sparse_moe" : "mlp";
+	char name[160];
+	enum hm_err err;
+	snprintf(name, sizeof(name), g ? "blk.%u.ffn_gate_inp.weight" : "model.layers.%u.%s.gate.weight", l, moe);
+	if ((err = bind_mat(L, name, c->n_expert, c->dim, 0, &y->router, NULL)))
+		return err;
+	if (!(y->e_gate = calloc(c->n_expert, sizeof(*y->e_gate))) || !(y->e_up = calloc(c->n_expert, sizeof(*y->e_up))) ||
+	    !(y->e_down = calloc(c->n_expert, sizeof(*y->e_down))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	struct {
+		const char *gn, *hn, *hm;
+		uint64_t rows, cols;
+		struct eng_weight *w;
+	} k[] = {{"ffn_gate_exps", "gate_proj", "w1", c->expert_ffn, c->dim, y->e_gate},
+		 {"ffn_up_exps", "up_proj", "w3", c->expert_ffn, c->dim, y->e_up},
+		 {"ffn_down_exps", "down_proj", "w2", c->dim, c->expert_ffn, y->e_down}};
+	for (size_t i = 0; i < 3; i++) {
+		if (!g) {
+			for (uint32_t e = 0; e < c->n_expert; e++) {
+				snprintf(name, sizeof(name), "model.layers.%u.%s.experts.%u.%s.weight", l, moe, e, mix ? k[i].hm : k[i].hn);
+				if ((err = bind_mat(L, name, k[i].rows, k[i].cols, 0, &k[i].w[e], NULL)))
+					return err;
+			}
+			continue;
+		}
+		snprintf(name, sizeof(name), "blk.%u.%s.weight", l, k[i].gn);
+		const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(m->gguf, name);
+		if (!t)
+			return bad(L, "missing tensor '%s'", name);
+		if (t->ne[0] != k[i].cols || t->ne[1] != k[i].rows || t->ne[2] != c->n_expert || t->ne[3] != 1)
+			return bad(L, "tensor '%s' has dims {%llu, %llu, %llu, %llu}, expected {%llu, %llu, %u}", name,
+				   U(t->ne[0]), U(t->ne[1]), U(t->ne[2]), U(t->ne[3]), U(k[i].cols), U(k[i].rows), c->n_expert);
+		if (!eng_type_supported(t->type))
+			return bad(L, "tensor '%s' has type %s, which the engine does not compute with", name,
+				   fmt_ggml_type_name(t->type) ? fmt_ggml_type_name(t->type) : "unknown");
+		uint32_t bs = fmt_ggml_block_size(t->type), ts = fmt_ggml_type_size(t->type);
+		size_t rb = (size_t)(k[i].cols / bs * ts);
+		if (!bs || k[i].cols % bs || rb * k[i].rows * c->n_expert != t->nbytes)
+			return bad(L, "tensor '%s' has %llu bytes, not %u experts of %llu x %llu", name, U(t->nbytes),
+				   c->n_expert, U(k[i].rows), U(k[i].cols));
+		for (uint32_t e = 0; e < c->n_expert; e++)
+			k[i].w[e] = (struct eng_weight){t->type, k[i].rows, k[i].cols, rb, t->data + (size_t)e * k[i].rows * rb};
+		m->cfg.weight_bytes += t->nbytes;
+	}
+	return HM_OK;
+}
+
+static void plus_one(float *v, uint32_t n)
+{
+	for (uint32_t i = 0; v && i < n; i++)
+		v[i] += 1.0f;
+}
+
+static enum hm_err check_experts(struct loader *L)
+{
+	const struct eng_config *c = &L->m->cfg;
+	if (!strcmp(c->arch, "qwen3moe") && !c->n_expert)
+		return bad(L, "a qwen3moe model without experts");
+	if (c->n_expert && (c->n_expert > ENG_MAX_EXPERTS || c->n_expert_used < 1 || c->n_expert_used > c->n_expert ||
+			    c->expert_ffn < 1 || c->expert_ffn > ENG_MAX_FFN))
+		return bad(L, "%u experts, %u used, of width %u: out of range", c->n_expert, c->n_expert_used, c->expert_ffn);
+	return HM_OK;
+}
+
 /* Binds every tensor by the naming scheme (GGUF or HF). */
 static enum hm_err bind_all(struct loader *L)
 {
@@ -235,12 +308,33 @@ static enum hm_err bind_all(struct loader *L)
 			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
 		};
 		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
+			if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
+				continue; /* Phi-3, experts: below */
 			if (g)
 				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
 			else
 				snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
 			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
 				return err;
+		}
+		if (c->n_expert && (err = bind_experts(L, l, y)))
+			return err;
+		if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
+			struct eng_weight qkv, gu;
+			snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
+			if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
+			if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
+				return err;
+			y->wq = y->wk = y->wv = qkv;
+			y->wq.rows = qd;
+			y->wk.rows = y->wv.rows = kvd;
+			y->wk.data += qd * qkv.row_bytes;
+			y->wv.data += (qd + kvd) * qkv.row_bytes;
+			y->w_gate = y->w_up = gu;
+			y->w_gate.rows = y->w_up.rows = c->ffn_dim;
+			y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
 		}
 		/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
 		struct {
@@ -272,11 +366,35 @@ static enum hm_err bind_all(struct loader *L)
 		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
 		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
 			return err;
-		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
-			 l);
-		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-			return err;
+		if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
+				return err;
+			snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
+			if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
+				return err;
+		} else {
+			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
+				 l);
+			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+				return err;
+		}
+		if (c->swa_period)
+			y->swa = l % c->swa_period < c->swa_period - 1;
+		if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
+			plus_one(y->attn_norm, c->dim);
+			plus_one(y->ffn_norm, c->dim);
+			plus_one(y->post_attn_norm, c->dim);
+			plus_one(y->post_ffn_norm, c->dim);
+			plus_one(y->q_norm, c->head_dim);
+			plus_one(y->k_norm, c->head_dim);
+		}
 	}
+	if (c->gemma && !g)
+		plus_one(m->out_norm, c->dim);
 	c->weight_type = m->layers[0].wq.type;
 	return HM_OK;
 }
@@ -299,7 +417,18 @@ static enum hm_err set_rope(struct loader *L, const float *factors)
 		}
 		L->m->inv_freq[i] = f / c->rope_scale;
 	}
-	c->rope_llama3 = factors != NULL;
+	if (c->rope_theta_swa > 0) {
+		if (!(c->rope_theta_swa < 1e12f))
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': sliding-window rope theta %g is out of range", L->path,
+				       (double)c->rope_theta_swa);
+		if (!(L->m->inv_freq_swa = malloc(half * sizeof(double))))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		for (uint32_t i = 0; i < half; i++)
+			L->m->inv_freq_swa[i] = pow((double)c->rope_theta_swa, -2.0 * i / c->head_dim);
+	}
+	c->rope_llama3 = factors != NULL && !c->rope_longrope;
+	if (c->rope_mscale == 0)
+		c->rope_mscale = 1;
 	return HM_OK;
 }
 
@@ -367,6 +496,65 @@ static const char *akey(char *buf, size_t len, const char *arch, const char *wha
 }
 #define AK(what) akey(key, sizeof(key), c->arch, what)
 
+/* Gemma 2/3 keys, with llama.cpp's defaults and query scaling (1/sqrt(head
+ * dim), or 1/sqrt(dim / heads) for the 27B shapes: 46 layers for Gemma 2, 62
+ * for Gemma 3). */
+static enum hm_err gemma_gguf(struct loader *L)
+{
+	char key[96];
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	int g2 = c->gemma == 2;
+	c->emb_scale = sqrtf((float)c->dim);
+	if ((err = kv_f32(L, AK("final_logit_softcapping"), 0, g2 ? 30.0f : 0.0f, &c->final_softcap)) ||
+	    (err = kv_f32(L, AK("attn_logit_softcapping"), 0, g2 ? 50.0f : 0.0f, &c->attn_softcap)) ||
+	    (err = kv_u32(L, AK("attention.sliding_window"), 0, g2 ? 4096 : 0, &c->swa_window)) ||
+	    (err = kv_u32(L, AK("attention.sliding_window_pattern"), 0, g2 ? 2 : 6, &c->swa_period)) ||
+	    (err = kv_f32(L, AK("rope.freq_base_swa"), 0, g2 ? c->rope_theta : 10000.0f, &c->rope_theta_swa)))
+		return err;
+	if (!c->swa_window)
+		c->swa_period = 0;
+	if (c->n_layer == (g2 ? 46u : 62u))
+		c->attn_scale = 1.0f / sqrtf((float)(c->dim / c->n_head));
+	if (!(c->final_softcap >= 0 && c->final_softcap < 1e6f) || !(c->attn_softcap >= 0 && c->attn_softcap < 1e6f))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': soft-capping value out of range", L->path);
+	return HM_OK;
+}
+
+/* The context the engine runs a model at by default (eng_state_new with 0). */
+static uint32_t default_ctx(const struct eng_config *c)
+{
+	return c->ctx_len < ENG_DEFAULT_CTX ? c->ctx_len : ENG_DEFAULT_CTX;
+}
+
+/* Phi-3 LongRoPE from GGUF: rope_factors_long / _short (llama.cpp takes the
+ * long ones when the context is past the original one: here the default
+ * context) and the attention factor that scales cos and sin. */
+static enum hm_err longrope_gguf(struct loader *L, float **factors)
+{
+	char key[96];
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	uint32_t orig;
+	if ((err = kv_u32(L, AK("rope.scaling.original_context_length"), 0, c->ctx_len, &orig)) ||
+	    (err = kv_f32(L, AK("rope.scaling.attn_factor"), 0, 1.0f, &c->rope_mscale)))
+		return err;
+	if (!(c->rope_mscale > 0 && c->rope_mscale < 100))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope attention factor %g is out of range", L->path,
+			       (double)c->rope_mscale);
+	const char *name = default_ctx(c) > orig ? "rope_factors_long.weight" : "rope_factors_short.weight";
+	const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(L->m->gguf, name);
+	if (!t)
+		return HM_OK;
+	if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s must be F32 {%u}", L->path, name, c->head_dim / 2);
+	if (!(*factors = malloc(t->nbytes)))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	memcpy(*factors, t->data, t->nbytes);
+	c->rope_longrope = 1;
+	return HM_OK;
+}
+
 static enum hm_err open_gguf(struct loader *L)
 {
 	char key[96];
@@ -399,6 +587,20 @@ static enum hm_err open_gguf(struct loader *L)
 		c->arch = "smollm3";
 		c->interleaved_rope = 1;
 		c->nope_step = 4; /* llama.cpp: no rope when (layer + 1) % 4 == 0 */
+	} else if (kv_str_is(k, "qwen3moe")) {
+		c->arch = "qwen3moe";
+		c->interleaved_rope = 0;
+		c->qk_norm = 1;
+	} else if (kv_str_is(k, "phi3")) {
+		c->arch = "phi3";
+		c->interleaved_rope = 0;
+		c->fused = 1;
+	} else if (kv_str_is(k, "gemma2") || kv_str_is(k, "gemma3")) {
+		c->arch = kv_str_is(k, "gemma2") ? "gemma2" : "gemma3";
+		c->gemma = c->arch[5] - '0';
+		c->interleaved_rope = 0;
+		c->gelu = c->sandwich = 1;
+		c->qk_norm = c->gemma == 3;
 	} else {
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
 			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
@@ -451,6 +653,13 @@ static enum hm_err open_gguf(struct loader *L)
 			       (unsigned long long)(k->v.type == FMT_GGUF_ARRAY ? k->v.count : 0), c->vocab);
 	if (vl != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': key length %u differs from value length %u", L->path, kl, vl);
+	if (c->gemma && (err = gemma_gguf(L)))
+		return err;
+	if ((err = kv_u32(L, AK("expert_count"), 0, 0, &c->n_expert)) ||
+	    (err = kv_u32(L, AK("expert_used_count"), !!c->n_expert, 0, &c->n_expert_used)) ||
+	    (err = kv_u32(L, AK("expert_feed_forward_length"), 0, c->ffn_dim, &c->expert_ffn)) ||
+	    (err = check_experts(L)))
+		return err;
 	if (rot != kl)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
 			       kl);
@@ -458,7 +667,9 @@ static enum hm_err open_gguf(struct loader *L)
 		return err;
 	for (uint32_t l = 0; c->nope_step && l < c->n_layer; l++)
 		m->layers[l].nope = (l + 1) % c->nope_step == 0;
-	t = fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
+	if (c->fused && (err = longrope_gguf(L, &factors)))
+		return err;
+	t = factors ? NULL : fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
 		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
 			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_freqs.weight must be F32 {%u}", L->path,
@@ -531,6 +742,75 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 	return HM_OK;
 }
 
+/* Phi-3 LongRoPE from config.json (transformers' longrope parameters): the
+ * long factors past original_max_position_embeddings (here: when the default
+ * context is), else the short ones; attention factor sqrt(1 + ln(s) / ln(orig))
+ * for s = max_position_embeddings / orig > 1, unless given. */
+static enum hm_err longrope_hf(struct loader *L, json_t *cfg, json_t *rs, const char *cfgpath, float **factors)
+{
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	double orig, af;
+	uint32_t n = c->head_dim / 2;
+	if ((err = js_num(L, cfg, "original_max_position_embeddings", 0, &orig)))
+		return err;
+	if (!(orig >= 1) && ((err = js_num(L, rs, "original_max_position_embeddings", 0, &orig)) || !(orig >= 1)))
+		return err ? err : hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': longrope needs original_max_position_embeddings",
+					   cfgpath);
+	double scale = (double)c->ctx_len / orig;
+	if ((err = js_num(L, rs, "attention_factor", scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0, &af)))
+		return err;
+	json_t *fa = json_object_get(rs, default_ctx(c) > orig ? "long_factor" : "short_factor");
+	if (!json_is_array(fa) || json_array_size(fa) != n)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling long_factor/short_factor must hold %u values",
+			       cfgpath, n);
+	if (!(af > 0 && af < 100))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope attention factor %g is out of range", cfgpath, af);
+	if (!(*factors = malloc(n * sizeof(float))))
+		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		json_t *v = json_array_get(fa, i);
+		(*factors)[i] = json_is_number(v) ? (float)json_number_value(v) : -1.0f; /* set_rope refuses <= 0 */
+	}
+	c->rope_mscale = (float)af;
+	c->rope_longrope = 1;
+	return HM_OK;
+}
+
+/* Gemma 2/3 fields of config.json (transformers' Gemma2Config, Gemma3TextConfig). */
+static enum hm_err gemma_hf(struct loader *L, json_t *cfg, const char *cfgpath)
+{
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	double qs, acap, fcap, local;
+	uint32_t win, period;
+	const char *act = json_string_value(json_object_get(cfg, "hidden_activation"));
+	if (!act)
+		act = json_string_value(json_object_get(cfg, "hidden_act"));
+	if (act && strcmp(act, "gelu_pytorch_tanh"))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden activation '%.32s' is not supported"
+			       " (gelu_pytorch_tanh is)", cfgpath, act);
+	c->gelu = c->sandwich = 1;
+	c->emb_scale = sqrtf((float)c->dim);
+	if ((err = js_num(L, cfg, "query_pre_attn_scalar", c->head_dim, &qs)) ||
+	    (err = js_num(L, cfg, "attn_logit_softcapping", 0, &acap)) ||
+	    (err = js_num(L, cfg, "final_logit_softcapping", 0, &fcap)) ||
+	    (err = js_num(L, cfg, "rope_local_base_freq", 10000, &local)) ||
+	    (err = js_u32(L, cfg, "sliding_window", 0, 0, &win)) ||
+	    (err = js_u32(L, cfg, "sliding_window_pattern", 0, c->gemma == 2 ? 2 : 6, &period)))
+		return err;
+	if (!(qs > 0 && qs < 1e9) || !(acap >= 0 && acap < 1e6) || !(fcap >= 0 && fcap < 1e6) || period < 1)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': query_pre_attn_scalar, soft-capping or"
+			       " sliding_window_pattern out of range", cfgpath);
+	c->attn_scale = (float)(1.0 / sqrt(qs));
+	c->attn_softcap = (float)acap;
+	c->final_softcap = (float)fcap;
+	c->swa_window = win;
+	c->swa_period = win ? period : 0;
+	c->rope_theta_swa = c->gemma == 2 ? c->rope_theta : (float)local;
+	return HM_OK;
+}
+
 /* A directory with PyTorch weights only: pytorch_model.bin(.index.json),
  * mapped in place like safetensors. */
 static enum hm_err open_torch_dir(struct loader *L, struct eng_config *c)
@@ -564,7 +844,8 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	enum hm_err err = HM_OK;
 	char *cfgpath = NULL, *data = NULL, *dir = NULL;
 	size_t len;
-	json_t *cfg = NULL, *j, *rs, *nope = NULL;
+	json_t *cfg = NULL, *j, *rs, *nope = NULL, *lt;
+	int longrope = 0, moe = 0;
 	json_error_t je;
 	double d;
 	float *factors = NULL;
@@ -604,6 +885,23 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
 		c->arch = "smollm3";
 		nope = json_object_get(cfg, "no_rope_layers");
+	} else if (arch ? !strcmp(arch, "Qwen3MoeForCausalLM") : mt && !strcmp(mt, "qwen3_moe")) {
+		c->arch = "qwen3moe";
+		c->qk_norm = 1;
+		moe = 1;
+	} else if (arch ? !strcmp(arch, "MixtralForCausalLM") : mt && !strcmp(mt, "mixtral")) {
+		c->arch = "llama";
+		moe = 2;
+	} else if (arch ? !strcmp(arch, "Phi3ForCausalLM") : mt && !strcmp(mt, "phi3")) {
+		c->arch = "phi3";
+		c->fused = 1;
+	} else if (arch ? !strcmp(arch, "Gemma2ForCausalLM") : mt && !strcmp(mt, "gemma2")) {
+		c->arch = "gemma2";
+		c->gemma = 2;
+	} else if (arch ? !strcmp(arch, "Gemma3ForCausalLM") : mt && !strcmp(mt, "gemma3_text")) {
+		c->arch = "gemma3";
+		c->gemma = 3;
+		c->qk_norm = 1;
 	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
 				  strcmp(arch, "MistralForCausalLM")
 			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
@@ -656,11 +954,27 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 			if ((err = js_num(L, rs, "factor", 1, &d)))
 				goto out;
 			c->rope_scale = (float)d;
+		} else if (rtype && c->fused && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su"))) {
+			longrope = 1;
 		} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
 			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling type '%.32s' is not supported", cfgpath,
 				      rtype);
 			goto out;
 		}
+	}
+	if (c->gemma && (err = gemma_hf(L, cfg, cfgpath)))
+		goto out;
+	if (moe && ((err = js_u32(L, cfg, moe == 1 ? "num_experts" : "num_local_experts", 1, 0, &c->n_expert)) ||
+		    (err = js_u32(L, cfg, "num_experts_per_tok", 1, 0, &c->n_expert_used)) ||
+		    (err = js_u32(L, cfg, moe == 1 ? "moe_intermediate_size" : "intermediate_size", 1, 0, &c->expert_ffn)) ||
+		    (err = check_experts(L))))
+		goto out;
+	if (moe == 1 && (json_integer_value(json_object_get(cfg, "decoder_sparse_step")) > 1 ||
+			 json_array_size(json_object_get(cfg, "mlp_only_layers")) > 0 ||
+			 json_is_false(json_object_get(cfg, "norm_topk_prob")))) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': dense layers among the experts, or unnormalized top-k"
+			      " weights, are not supported", cfgpath);
+		goto out;
 	}
 	j = json_object_get(cfg, "tie_word_embeddings");
 	c->tied = json_is_true(j);
@@ -685,6 +999,23 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
 	if ((err = check_config(L)) || (err = bind_all(L)))
 		goto out;
+	lt = c->gemma ? json_object_get(cfg, "layer_types") : NULL;
+	if (lt && !json_is_null(lt)) { /* newer Gemma configs list each layer's attention */
+		if (!json_is_array(lt) || json_array_size(lt) != c->n_layer) {
+			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types is not a list of %u layers", cfgpath,
+				      c->n_layer);
+			goto out;
+		}
+		for (uint32_t l = 0; l < c->n_layer; l++) {
+			const char *ty = json_string_value(json_array_get(lt, l));
+			if (!ty || (strcmp(ty, "sliding_attention") && strcmp(ty, "full_attention"))) {
+				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types[%u] is not sliding_attention or"
+					      " full_attention", cfgpath, l);
+				goto out;
+			}
+			m->layers[l].swa = c->swa_window && !strcmp(ty, "sliding_attention");
+		}
+	}
 	if (nope && !json_is_null(nope)) { /* SmolLM3: 1 = rope, 0 = none, per layer */
 		if (!json_is_array(nope) || json_array_size(nope) != c->n_layer) {
 			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers is not a list of %u layers", cfgpath,
@@ -700,7 +1031,9 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 			m->layers[l].nope = json_integer_value(v) == 0;
 		}
 	}
-	if (rtype && !strcmp(rtype, "llama3")) {
+	if (longrope && (err = longrope_hf(L, cfg, rs, cfgpath, &factors)))
+		goto out;
+	if (!longrope && rtype && !strcmp(rtype, "llama3")) {
 		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
 			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
@@ -767,10 +1100,16 @@ void eng_model_close(struct eng_model *m)
 			free(m->layers[l].bo);
 			free(m->layers[l].q_norm);
 			free(m->layers[l].k_norm);
+			free(m->layers[l].post_attn_norm);
+			free(m->layers[l].post_ffn_norm);
+			free(m->layers[l].e_gate);
+			free(m->layers[l].e_up);
+			free(m->layers[l].e_down);
 		}
 	free(m->layers);
 	free(m->out_norm);
 	free(m->inv_freq);
+	free(m->inv_freq_swa);
 	fmt_gguf_close(m->gguf);
 	fmt_st_set_close(m->st);
 	free(m);

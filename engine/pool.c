@@ -153,6 +153,9 @@ static void quant_task(void *arg, size_t t, int worker)
 	(void)worker;
 	j->k->mm->quant(j->a->x + t * j->a->stride, j->a->cols, j->a->q + t * j->a->cols,
 			j->a->d + t * (j->a->cols / ENG_QK));
+	if (j->a->xt && j->k->mm->prep)
+		j->k->mm->prep(j->a->q + t * j->a->cols, j->a->d + t * (j->a->cols / ENG_QK), j->a->cols,
+			       j->a->xt + t * ENG_XT_BYTES(j->a->cols));
 }
 
 static void mm_task(void *arg, size_t task, int worker)
@@ -164,7 +167,8 @@ static void mm_task(void *arg, size_t task, int worker)
 	const struct eng_weight *w = j->mm[i].w;
 	struct eng_mm_args a = {j->k, w, (task - j->first[i]) * j->chunk[i], 0, j->a->n, j->a->cols, j->a->x,
 				j->a->stride, j->a->q, j->a->d, j->mm[i].y, j->mm[i].ystride,
-				j->a->scr && j->a->scr_len >= ENG_MM_TR * j->a->cols ? j->a->scr + (size_t)worker * j->a->scr_len : NULL};
+				j->a->scr && j->a->scr_len >= ENG_MM_TR * j->a->cols ? j->a->scr + (size_t)worker * j->a->scr_len : NULL,
+				j->k->mm->prep ? j->a->xt : NULL};
 	a.r1 = a.r0 + j->chunk[i] < w->rows ? a.r0 + j->chunk[i] : w->rows;
 	if (eng_type_int8(w->type))
 		j->k->mm->int8(&a);

@@ -167,6 +167,7 @@ enum hm_err eng_smoke(struct hm_ctx *ctx, const char *path, const struct eng_smo
 		return err;
 	const struct eng_config *c = eng_model_config(m);
 	snprintf(res->model_format, sizeof(res->model_format), "%s", c->format ? c->format : "");
+	snprintf(res->arch, sizeof(res->arch), "%s", c->arch ? c->arch : "");
 	res->weight_type = c->weight_type;
 	if ((err = eng_state_new(ctx, m, 0, o->threads, ENG_SIMD_AUTO, &s)))
 		goto out;

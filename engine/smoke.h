@@ -41,6 +41,7 @@ struct eng_smoke_result {
 	size_t prompt_tokens, gen_tokens;
 	char *text;              /* greedy output (caller frees via release) */
 	char model_format[16];
+	char arch[16];           /* eng_config.arch of the model, "" when it did not load */
 	uint32_t weight_type;
 };
 

@@ -175,7 +175,8 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		.repo_type = p->o->type, .repo = p->o->repo, .revision = p->commit, .path = fj->name,
 		.size = fj->size, .bytes = fj->bytes_wire, .seconds = fj->seconds,
 		.connections = fj->connections, .retries = fj->retries,
-		.endpoint = fetch_client_endpoint(p->fc), .started_at = j->started_at,
+		/* the host that sent the bytes (the CDN of an LFS file), not the hub that redirected */
+		.endpoint = fj->host[0] ? fj->host : fetch_client_endpoint(p->fc), .started_at = j->started_at,
 	};
 	if (!fj->err) {
 		/* this job's own message, whatever else writes the context's */

@@ -78,6 +78,10 @@ struct srv_req {
 	int ui;                  /* a web page's request: not recorded as mirror traffic */
 	struct srv_conn *conn;   /* its connection (may be NULL) */
 	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
+	/* for the access log (Combined Log Format) */
+	struct timespec wall0;   /* when the request came, wall clock */
+	char version[12];        /* HTTP/1.1 */
+	char user_agent[200], referer[200];
 };
 
 /* A parsed request path. */

@@ -19,7 +19,7 @@ struct srv_opts {
 	size_t nallow;
 	FILE *access_log;              /* one line per request; may be NULL */
 	int max_connections;           /* default 1024; more get 503 */
-	int max_per_client;            /* connections per client address (default 64; <0: no cap); more get 503 */
+	int max_per_client;            /* connections per client address (default 256; <0: no cap); more get 503 */
 	int timeout;                   /* idle client timeout, seconds (default 60) */
 	int header_timeout;            /* request line + headers must arrive within this (default 10 s) */
 	int page_size;                 /* tree page size (default 1000) */

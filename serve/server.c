@@ -277,7 +277,7 @@ static int max_conns(const struct srv *s)
 /* Connections per client address; 0 = no cap. */
 static int per_client(const struct srv *s)
 {
-	return s->o->max_per_client == 0 ? 64 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
+	return s->o->max_per_client == 0 ? 256 : s->o->max_per_client < 0 ? 0 : s->o->max_per_client;
 }
 
 static double header_timeout(const struct srv *s)
@@ -367,8 +367,6 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	struct srv *s = cls;
 	struct srv_req *q = *con_cls;
 	struct srv_route r;
-	(void)version;
-
 	if (!q) {
 		q = calloc(1, sizeof(*q));
 		if (!q)
@@ -376,6 +374,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 		q->s = s;
 		q->t0 = util_now();
 		q->started_at = util_unix_time();
+		clock_gettime(CLOCK_REALTIME, &q->wall0);
+		snprintf(q->version, sizeof(q->version), "%.11s", version ? version : "-");
+		const char *hv = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+		snprintf(q->user_agent, sizeof(q->user_agent), "%s", hv ? hv : "-");
+		hv = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_REFERER);
+		snprintf(q->referer, sizeof(q->referer), "%s", hv ? hv : "-");
 		q->kind = "other";
 		snprintf(q->method, sizeof(q->method), "%.7s", method);
 		q->path = util_strndup(url, 2048);
@@ -448,6 +452,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 	return srv_api(q, c, &r);
 }
 
+/* Text from the network, escaped for a log line: no quotes, backslashes or
+ * control bytes, and no spaces unless the field is quoted. */
+static void log_escaped(FILE *f, const char *s, int spaces)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		fprintf(f, (*p < (spaces ? 0x20 : 0x21) || *p >= 0x7f || *p == '"' || *p == '\\') ? "\\x%02x" : "%c", *p);
+}
+
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
 	struct srv *s = cls;
@@ -465,15 +477,22 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 			srv_ui_log(s, q, bytes, secs);
 		}
 		if (s->o->access_log) {
-			char when[40];
-			srv_iso_time(q->started_at, when, sizeof(when));
+			/* the Combined Log Format (Apache, nginx), the time to the
+			 * millisecond, then the seconds taken and the cache result */
+			char when[64], ms[24];
+			struct tm tm;
+			gmtime_r(&q->wall0.tv_sec, &tm);
+			strftime(when, sizeof(when), "%d/%b/%Y:%H:%M:%S", &tm);
+			snprintf(ms, sizeof(ms), "%03d", (int)(q->wall0.tv_nsec / 1000000) % 1000);
 			pthread_mutex_lock(&s->log_mu);
-			/* the path is printed escaped: it came from the network */
-			fprintf(s->o->access_log, "%s %s %s \"", when, q->client[0] ? q->client : "-", q->method);
-			for (const unsigned char *p = (const unsigned char *)(q->url ? q->url : ""); *p; p++)
-				fprintf(s->o->access_log, (*p < 0x21 || *p >= 0x7f || *p == '"' || *p == '\\') ? "\\x%02x" : "%c", *p);
-			fprintf(s->o->access_log, "\" %d %llu %.3f %s%s\n", q->status, (unsigned long long)bytes, secs,
-				q->cache ? q->cache : "-", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+			fprintf(s->o->access_log, "%s - - [%s.%s +0000] \"%s ", q->client[0] ? q->client : "-", when, ms, q->method);
+			log_escaped(s->o->access_log, q->url ? q->url : "", 0);
+			fprintf(s->o->access_log, " %s\" %d %llu \"", q->version, q->status, (unsigned long long)bytes);
+			log_escaped(s->o->access_log, q->referer, 1);
+			fputs("\" \"", s->o->access_log);
+			log_escaped(s->o->access_log, q->user_agent, 1);
+			fprintf(s->o->access_log, "\" %.3f %s%s\n", secs, q->cache ? q->cache : "-",
+				toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
 			fflush(s->o->access_log);
 			pthread_mutex_unlock(&s->log_mu);
 		}

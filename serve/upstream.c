@@ -660,7 +660,7 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 		resp = MHD_create_response_from_callback(len, 4096, no_body, NULL, NULL);
 		if (!resp)
 			return MHD_NO;
-		q->cache = "miss";
+		q->cache = NULL; /* nothing pulled through: not a cache miss (metrics, stats, log) */
 		return srv_queue_file(q, c, resp, commit, &f, ranged, from, len);
 	}
 	/* the size is known: a store that cannot take the file says so now */

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include "store.h"
 #include "../util/util.h"
 
@@ -72,18 +73,28 @@ static int svg_axes(struct util_buf *b, double top, double bottom, double ymax, 
 			     " text-anchor=\"middle\">", (top + bottom) / 2);
 	e |= svg_text(b, ytitle);
 	e |= util_buf_adds(b, "</text>\n");
-	/* date labels from the rows themselves, every step days */
-	for (size_t i = 0; i < nd; i++) {
-		int64_t d = (days[i].day / 86400) - first;
+	/* date labels every step days of the calendar (evenly spaced, whether
+	 * or not a day had transfers) */
+	(void)days;
+	for (int64_t d = 0; nd && d < span; d += step) {
 		double x = PX0 + (PX1 - PX0) * ((double)d + 0.5) / (double)span;
-		if (d % step)
-			continue;
-		e |= util_buf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">",
-				     x, bottom + 16);
-		e |= svg_text(b, days[i].key);
-		e |= util_buf_adds(b, "</text>\n");
+		time_t tt = (time_t)((first + d) * 86400);
+		struct tm tm;
+		char lab[16];
+		gmtime_r(&tt, &tm);
+		strftime(lab, sizeof(lab), "%Y-%m-%d", &tm);
+		e |= util_buf_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n",
+				     x, bottom + 16, lab);
 	}
 	return e ? -1 : 0;
+}
+
+/* A day's throughput in MiB/s (the tables' unit): its bytes over the
+ * seconds its transfers took, so large files weigh by their bytes and a
+ * thousand fast small files cannot hide a slow link. */
+static double day_rate(const struct store_agg *d)
+{
+	return d->seconds > 0 ? (double)d->bytes / d->seconds / 1048576.0 : 0;
 }
 
 int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd, const char *subtitle)
@@ -96,8 +107,8 @@ int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd
 	for (size_t i = 0; i < nd; i++) {
 		if ((double)days[i].bytes > maxb)
 			maxb = (double)days[i].bytes;
-		if (days[i].median_rate / 1e6 > maxr)
-			maxr = days[i].median_rate / 1e6;
+		if (day_rate(&days[i]) > maxr)
+			maxr = day_rate(&days[i]);
 	}
 	/* byte ticks at round numbers of KiB, MiB, GiB ... */
 	for (unit = 1; maxb >= unit * 1024; unit *= 1024)
@@ -124,22 +135,21 @@ int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd
 		e |= util_buf_printf(b, ": %" PRIu64 " bytes</title></rect>\n", days[i].bytes);
 	}
 	e |= util_buf_adds(b, "<text x=\"100\" y=\"400\" font-size=\"13\" font-weight=\"bold\">"
-			   "Throughput over time (median of each day&apos;s transfers, MB/s)</text>\n");
-	e |= svg_axes(b, t2, b2, maxr, 0, "median MB/s", days, nd, first, span);
+			   "Throughput over time (each day&apos;s bytes over its transfer seconds, MiB/s)</text>\n");
+	e |= svg_axes(b, t2, b2, maxr, 0, "MiB/s", days, nd, first, span);
 	e |= util_buf_adds(b, "<polyline fill=\"none\" stroke=\"#d8553b\" stroke-width=\"2\" points=\"");
 	for (size_t i = 0; i < nd; i++) {
 		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
 		if (!days[i].nrates)
 			continue;
-		e |= util_buf_printf(b, "%s%.2f,%.2f", npts++ ? " " : "", x,
-				     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
+		e |= util_buf_printf(b, "%s%.2f,%.2f", npts++ ? " " : "", x, b2 - (b2 - t2) * day_rate(&days[i]) / maxr);
 	}
 	e |= util_buf_adds(b, "\"/>\n");
 	for (size_t i = 0; i < nd && span <= 120; i++) {
 		double x = PX0 + slot * ((double)(days[i].day / 86400 - first) + 0.5);
 		if (days[i].nrates)
 			e |= util_buf_printf(b, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"#d8553b\"/>\n", x,
-					     b2 - (b2 - t2) * days[i].median_rate / 1e6 / maxr);
+					     b2 - (b2 - t2) * day_rate(&days[i]) / maxr);
 	}
 	e |= util_buf_printf(b, "<text x=\"%.0f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">day (UTC)</text>\n",
 			     (PX0 + PX1) / 2, SVG_H - 22);

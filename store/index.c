@@ -175,6 +175,10 @@ static const char *const migrations[] = {
 	"  copy INTEGER NOT NULL,"
 	"  created_at INTEGER NOT NULL,"
 	"  UNIQUE(revision_id, dir, layout));",
+	/* v8: what a smoke test ran: the model's architecture and the engine's
+	 * version (a later engine can tell which results to re-check) */
+	"ALTER TABLE smoke_results ADD COLUMN architecture TEXT;"
+	"ALTER TABLE smoke_results ADD COLUMN engine_version TEXT;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -13,8 +13,8 @@ enum hm_err store_record_smoke(struct hm_ctx *ctx, struct store *st, const struc
 		return hm_fail(ctx, HM_ERR_USAGE, "a smoke result needs a repo, a commit and a model");
 	if ((err = store_prepare(ctx, st,
 				 "INSERT INTO smoke_results (repo_type, repo, commit_sha, artifact_sha256, model, pass,"
-				 " reason, load_s, prompt_tps, gen_tps, peak_rss, created_at)"
-				 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", &q)))
+				 " reason, load_s, prompt_tps, gen_tps, peak_rss, created_at, architecture, engine_version)"
+				 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", &q)))
 		return err;
 	sqlite3_bind_text(q, 1, s->repo_type, -1, SQLITE_STATIC);
 	sqlite3_bind_text(q, 2, s->repo, -1, SQLITE_STATIC);
@@ -30,6 +30,10 @@ enum hm_err store_record_smoke(struct hm_ctx *ctx, struct store *st, const struc
 	sqlite3_bind_double(q, 10, s->gen_tps);
 	sqlite3_bind_int64(q, 11, (sqlite3_int64)s->peak_rss);
 	sqlite3_bind_int64(q, 12, s->created_at ? s->created_at : util_unix_time());
+	if (s->architecture)
+		sqlite3_bind_text(q, 13, s->architecture, -1, SQLITE_STATIC);
+	if (s->engine_version)
+		sqlite3_bind_text(q, 14, s->engine_version, -1, SQLITE_STATIC);
 	if (sqlite3_step(q) != SQLITE_DONE)
 		err = store_db_fail(ctx, st, "record a smoke test");
 	sqlite3_finalize(q);
@@ -55,7 +59,8 @@ enum hm_err store_list_smoke(struct hm_ctx *ctx, struct store *st, const char *t
 	*n = 0;
 	if ((err = store_prepare(ctx, st,
 				 "SELECT commit_sha, artifact_sha256, model, reason, pass, load_s, prompt_tps, gen_tps,"
-				 " peak_rss, created_at FROM smoke_results WHERE repo_type = ?1 AND repo = ?2"
+				 " peak_rss, created_at, architecture, engine_version FROM smoke_results"
+				 " WHERE repo_type = ?1 AND repo = ?2"
 				 " ORDER BY created_at DESC, id DESC", &q)))
 		return err;
 	sqlite3_bind_text(q, 1, type, -1, SQLITE_STATIC);
@@ -82,6 +87,8 @@ enum hm_err store_list_smoke(struct hm_ctx *ctx, struct store *st, const char *t
 		r->gen_tps = sqlite3_column_double(q, 7);
 		r->peak_rss = (uint64_t)sqlite3_column_int64(q, 8);
 		r->created_at = sqlite3_column_int64(q, 9);
+		r->architecture = dup_col(q, 10);
+		r->engine_version = dup_col(q, 11);
 		if (!r->model)
 			goto nomem;
 	}
@@ -108,6 +115,8 @@ void store_smoke_rows_free(struct store_smoke_row *v, size_t n)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].artifact_sha256);
+		free(v[i].architecture);
+		free(v[i].engine_version);
 		free(v[i].model);
 		free(v[i].reason);
 	}

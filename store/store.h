@@ -355,6 +355,8 @@ struct store_smoke {
 	double load_s, prompt_tps, gen_tps;
 	uint64_t peak_rss;
 	int64_t created_at;
+	const char *architecture;      /* the engine's name for it ("qwen3", ...), or NULL */
+	const char *engine_version;    /* ENG_VERSION of the engine that ran it, or NULL */
 };
 enum hm_err store_record_smoke(struct hm_ctx *ctx, struct store *st, const struct store_smoke *s) HM_MUST_CHECK;
 
@@ -362,6 +364,7 @@ struct store_smoke_row {
 	char commit[41];
 	char *artifact_sha256;         /* NULL for the revision itself */
 	char *model, *reason;
+	char *architecture, *engine_version; /* NULL for results recorded before they were */
 	int pass;
 	double load_s, prompt_tps, gen_tps;
 	uint64_t peak_rss;

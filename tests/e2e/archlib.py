@@ -77,13 +77,53 @@ def make_weights(fam, cfg, seed):
         if fam.get("sandwich"):
             w[p + "pre_feedforward_layernorm.weight"] = norm(D)
             w[p + "post_feedforward_layernorm.weight"] = norm(D)
-        w[p + "mlp.gate_proj.weight"] = mat(F, D)
-        w[p + "mlp.up_proj.weight"] = mat(F, D)
-        w[p + "mlp.down_proj.weight"] = mat(D, F)
+        if fam.get("moe"):  # router and experts (Qwen3-MoE: mlp.*_proj; Mixtral: block_sparse_moe.w1/w3/w2)
+            E, Fe = moe_shape(fam, cfg)
+            mp = p + fam["moe"] + "."
+            w[mp + "gate.weight"] = mat(E, D, 3.0)
+            for e in range(E):
+                for nm, shape in zip(fam["names"], ((Fe, D), (Fe, D), (D, Fe))):
+                    w[mp + "experts.%d.%s.weight" % (e, nm)] = mat(*shape)
+        else:
+            w[p + "mlp.gate_proj.weight"] = mat(F, D)
+            w[p + "mlp.up_proj.weight"] = mat(F, D)
+            w[p + "mlp.down_proj.weight"] = mat(D, F)
+    if fam.get("fused"):  # Phi-3: q/k/v and gate/up as single matrices
+        for l in range(L):
+            p = "model.layers.%d." % l
+            w[p + "self_attn.qkv_proj.weight"] = np.concatenate([w.pop(p + "self_attn.%s_proj.weight" % x)
+                                                                 for x in "qkv"])
+            w[p + "mlp.gate_up_proj.weight"] = np.concatenate([w.pop(p + "mlp.gate_proj.weight"),
+                                                               w.pop(p + "mlp.up_proj.weight")])
     w["model.norm.weight"] = norm(D)
-    if not cfg.get("tie_word_embeddings"):
+    if not cfg.get("tie_word_embeddings") and not fam.get("gemma"):
         w["lm_head.weight"] = mat(V, D, 2.0)
     return w
+
+
+def moe_shape(fam, cfg):
+    if fam["moe"] == "mlp":
+        return cfg["num_experts"], cfg["moe_intermediate_size"]
+    return cfg["num_local_experts"], cfg["intermediate_size"]
+
+
+def moe(fam, f, cfg, p, xb):
+    """transformers' Qwen3MoeSparseMoeBlock / MixtralSparseMoeBlock: softmax
+    over the router logits, the top num_experts_per_tok, renormalized."""
+    E, _ = moe_shape(fam, cfg)
+    mp = p + fam["moe"] + "."
+    lg = f[mp + "gate.weight"] @ xb
+    pr = np.exp(lg - lg.max())
+    pr /= pr.sum()
+    top = np.argsort(-pr, kind="stable")[:cfg["num_experts_per_tok"]]
+    wts = pr[top] / pr[top].sum()
+    out = np.zeros_like(xb)
+    g, u, dn = fam["names"]
+    for e, wt in zip(top, wts):
+        gt = f[mp + "experts.%d.%s.weight" % (e, g)] @ xb
+        up = f[mp + "experts.%d.%s.weight" % (e, u)] @ xb
+        out += wt * (f[mp + "experts.%d.%s.weight" % (e, dn)] @ (gt / (1 + np.exp(-gt)) * up))
+    return out
 
 
 def write_model(d, w, cfg, tok, tcfg):
@@ -99,9 +139,24 @@ def write_model(d, w, cfg, tok, tcfg):
 
 # ---- the reference forward pass -------------------------------------------------------
 
+def swa_layers(fam, cfg):
+    """Which layers use sliding-window attention (transformers' layer_types)."""
+    L = cfg["num_hidden_layers"]
+    if not fam.get("gemma") or not cfg.get("sliding_window"):
+        return [False] * L
+    if cfg.get("layer_types"):
+        return [t == "sliding_attention" for t in cfg["layer_types"]]
+    n = cfg.get("sliding_window_pattern", 2 if fam["gemma"] == 2 else 6)
+    return [(i + 1) % n != 0 for i in range(L)]
+
+
 def forward(fam, w, cfg, tokens):
     """Logits at every position, float64, from the HF modeling code of the
-    family: LlamaForCausalLM plus the family's features."""
+    family: LlamaForCausalLM plus the family's features (Qwen3 q/k norms,
+    SmolLM3 NoPE layers; Gemma 2/3: (1 + w) norms, sqrt(dim) embedding
+    scale, norms after attention and around the FFN, GeGLU with tanh GELU,
+    query_pre_attn_scalar, attention and final soft-capping, sliding-window
+    layers, Gemma 3's local rope base and global linear rope scaling)."""
     D, L, H, KV = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or D // H
     eps = cfg["rms_norm_eps"]
@@ -111,12 +166,31 @@ def forward(fam, w, cfg, tokens):
     theta = cfg.get("rope_theta", 10000.0)
     inv = theta ** (-2.0 * np.arange(half) / hd)
     rope_layers = cfg.get("no_rope_layers") or [1] * L
+    gemma = fam.get("gemma")
+    swa = swa_layers(fam, cfg)
+    inv_local = inv
+    if gemma == 3:
+        inv_local = cfg.get("rope_local_base_freq", 10000.0) ** (-2.0 * np.arange(half) / hd)
+        rs = cfg.get("rope_scaling") or {}
+        if rs.get("rope_type", rs.get("type")) == "linear":
+            inv = inv / rs["factor"]
+    mscale = 1.0
+    rs = cfg.get("rope_scaling") or {}
+    if fam.get("fused") and rs.get("type", rs.get("rope_type")) in ("longrope", "su"):
+        # transformers' longrope: short factors up to original_max_position_embeddings
+        orig = cfg["original_max_position_embeddings"]
+        inv = inv / np.array(rs["short_factor"], dtype=np.float64)
+        ratio = cfg["max_position_embeddings"] / orig
+        mscale = np.sqrt(1 + np.log(ratio) / np.log(orig)) if ratio > 1 else 1.0
+    scale = cfg.get("query_pre_attn_scalar", hd) ** -0.5 if gemma else 1 / np.sqrt(hd)
+    acap = cfg.get("attn_logit_softcapping") if gemma else None
+    fcap = cfg.get("final_logit_softcapping") if gemma else None
 
     def rms(x, g):
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (plus1 + g)
 
-    def rope(v, pos):
-        c, s = np.cos(pos * inv), np.sin(pos * inv)
+    def rope(v, pos, inv):
+        c, s = np.cos(pos * inv) * mscale, np.sin(pos * inv) * mscale
         a, b = v[..., :half], v[..., half:]
         return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
 
@@ -125,33 +199,62 @@ def forward(fam, w, cfg, tokens):
     out = []
     for pos, tok in enumerate(tokens):
         x = f["model.embed_tokens.weight"][tok]
+        if gemma:
+            x = x * np.float32(np.sqrt(D))
         for l in range(L):
             p = "model.layers.%d." % l
             xb = rms(x, f[p + "input_layernorm.weight"])
-            q = (f[p + "self_attn.q_proj.weight"] @ xb).reshape(H, hd)
-            k = (f[p + "self_attn.k_proj.weight"] @ xb).reshape(KV, hd)
-            v = (f[p + "self_attn.v_proj.weight"] @ xb).reshape(KV, hd)
+            if fam.get("fused"):
+                qkv = f[p + "self_attn.qkv_proj.weight"] @ xb
+                q, k, v = (qkv[:H * hd].reshape(H, hd), qkv[H * hd:(H + KV) * hd].reshape(KV, hd),
+                           qkv[(H + KV) * hd:].reshape(KV, hd))
+            else:
+                q = (f[p + "self_attn.q_proj.weight"] @ xb).reshape(H, hd)
+                k = (f[p + "self_attn.k_proj.weight"] @ xb).reshape(KV, hd)
+                v = (f[p + "self_attn.v_proj.weight"] @ xb).reshape(KV, hd)
             if fam.get("qk_norm"):
                 q = rms(q, f[p + "self_attn.q_norm.weight"])
                 k = rms(k, f[p + "self_attn.k_norm.weight"])
             if rope_layers[l]:
-                q, k = rope(q, pos), rope(k, pos)
+                q, k = rope(q, pos, inv_local if swa[l] else inv), rope(k, pos, inv_local if swa[l] else inv)
             kc[l].append(k)
             vc[l].append(v)
             K, Vv = np.stack(kc[l]), np.stack(vc[l])
             att = np.empty((H, hd))
+            t0 = max(0, pos - cfg["sliding_window"] + 1) if swa[l] else 0
             for h in range(H):
                 g = h // (H // KV)
-                sc = K[:, g, :] @ q[h] / np.sqrt(hd)
+                sc = K[t0:, g, :] @ q[h] * scale
+                if acap:
+                    sc = np.tanh(sc / acap) * acap
                 pr = np.exp(sc - sc.max())
                 pr /= pr.sum()
-                att[h] = pr @ Vv[:, g, :]
-            x = x + f[p + "self_attn.o_proj.weight"] @ att.reshape(-1)
-            xb = rms(x, f[p + "post_attention_layernorm.weight"])
-            gt, up = f[p + "mlp.gate_proj.weight"] @ xb, f[p + "mlp.up_proj.weight"] @ xb
-            x = x + f[p + "mlp.down_proj.weight"] @ (gt / (1 + np.exp(-gt)) * up)
-        head = f.get("lm_head.weight", f["model.embed_tokens.weight"])
-        out.append(head @ rms(x, f["model.norm.weight"]))
+                att[h] = pr @ Vv[t0:, g, :]
+            o = f[p + "self_attn.o_proj.weight"] @ att.reshape(-1)
+            if gemma:
+                x = x + rms(o, f[p + "post_attention_layernorm.weight"])
+                xb = rms(x, f[p + "pre_feedforward_layernorm.weight"])
+            else:
+                x = x + o
+                xb = rms(x, f[p + "post_attention_layernorm.weight"])
+            if fam.get("moe"):
+                x = x + moe(fam, f, cfg, p, xb)
+                continue
+            if fam.get("fused"):
+                gu = f[p + "mlp.gate_up_proj.weight"] @ xb
+                gt, up = gu[:len(gu) // 2], gu[len(gu) // 2:]
+            else:
+                gt, up = f[p + "mlp.gate_proj.weight"] @ xb, f[p + "mlp.up_proj.weight"] @ xb
+            if gemma:
+                act = 0.5 * gt * (1 + np.tanh(np.sqrt(2 / np.pi) * (gt + 0.044715 * gt ** 3)))
+                x = x + rms(f[p + "mlp.down_proj.weight"] @ (act * up), f[p + "post_feedforward_layernorm.weight"])
+            else:
+                x = x + f[p + "mlp.down_proj.weight"] @ (gt / (1 + np.exp(-gt)) * up)
+        head = f.get("lm_head.weight", f["model.embed_tokens.weight"]) if not gemma else f["model.embed_tokens.weight"]
+        lg = head @ rms(x, f["model.norm.weight"])
+        if fcap:
+            lg = np.tanh(lg / fcap) * fcap
+        out.append(lg)
     return np.stack(out)
 
 

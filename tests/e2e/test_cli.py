@@ -2,6 +2,7 @@
 a real terminal (tmux) at 60, 80 and 120 columns, plain progress lines and
 retries in a log, quiet modes, messages, help."""
 
+import json
 import os
 import re
 import time
@@ -408,9 +409,79 @@ def test_cli_json_schema_everywhere(t):
     # a command that fails as a whole still answers in JSON
     for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
                            (("pull", "org/no-such-repo"), "repo_not_found", 1),
-                           (("frobnicate",), "usage", 2)):
+                           (("frobnicate",), "usage", 2), (("pull",), "usage", 2)):
         r = t.hm(*(list(args) + ["--json"]))
         check(r.rc == rc, "rc of %s: %r" % (args, r))
         j = r.json()
         check(j["schema"] == 2 and j["error"]["code"] == code and j["error"]["message"],
               "%s --json error object: %s" % (args, j))
+
+
+def test_cli_hf_environment(t):
+    emu = t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    r = t.hm("pull", repo, env={"HF_HUB_OFFLINE": "1"})
+    check(r.rc == 1 and "HF_HUB_OFFLINE" in r.err, "offline pull of a missing repo: %r" % r)
+    check(not [e for e in emu.log() if e["host"] == "api" and e["path"].startswith("/api/")],
+          "HF_HUB_OFFLINE=1 used the network")
+    t.ok("pull", repo)
+    emu.reset_log()
+    cache = os.path.join(t.tmp, "hf-cache")
+    r = t.ok("pull", repo, "--layout", "hf-cache", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": cache})
+    check(not [e for e in emu.log() if e["path"].startswith("/api/")],
+          "offline pull of a stored repo: %r" % r)
+    snap = r.out.strip().splitlines()[-1]
+    check(snap.startswith(os.path.realpath(cache) + "/models--demo-org--tiny-llama/snapshots/"),
+          "--layout hf-cache writes into $HF_HUB_CACHE: %r" % r)
+    r = t.ok("checkout", repo, "--layout", "hf-cache", env={"HF_HOME": os.path.join(t.tmp, "hfh")})
+    check(os.path.isdir(os.path.join(t.tmp, "hfh", "hub", "models--demo-org--tiny-llama")),
+          "checkout --layout hf-cache without --to uses $HF_HOME/hub: %r" % r)
+
+
+def test_cli_run_prompt_forms(t):
+    import subprocess
+    t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    t.ok("pull", repo, "-q")
+    want = t.ok("run", repo, "-p", "Hello world", "-n", "6", "--json").json()["tokens"]
+    got = t.ok("run", repo, "Hello", "world", "-n", "6", "--json").json()["tokens"]
+    check(got == want, "positional prompt: %r vs %r" % (got, want))
+    argv = [lib.BIN] + t.argv(["run", repo, "-n", "6", "--json"])
+    p = subprocess.run(argv, input=b"Hello world\n", capture_output=True, env=t.environ(), timeout=120)
+    check(p.returncode == 0 and json.loads(p.stdout)["tokens"] == want, "prompt from stdin: %r" % (p,))
+    r = t.hm("run", repo, "Hello", "-p", "world")
+    check(r.rc == 2 and "once" in r.err, "two prompts: %r" % r)
+    # interactive, in a terminal: a line in, a generation out, /bye ends
+    tm = term.Tmux(t, 80)
+    tm.run("run", repo, "-n", "2")
+    t0 = time.time()
+    while ">>>" not in tm.screen() and time.time() - t0 < 120:
+        time.sleep(0.1)
+    tm.tmux("send-keys", "Hello world", "Enter")
+    while tm.screen().count(">>>") < 2 and time.time() - t0 < 120:
+        time.sleep(0.1)
+    tm.tmux("send-keys", "/bye", "Enter")
+    check(tm.wait_done(120) == 0, "interactive run: %s" % tm.everything())
+    check(tm.everything().count(">>>") >= 2, "no second prompt after a generation: %s" % tm.everything())
+
+
+def test_cli_bar_follows_a_resize(t):
+    progress_emu(t, big=4_000_000, rate=500_000)
+    tm = term.Tmux(t, 120)
+    tm.run("pull", REPO, "-c", "2")
+    t0 = time.time()
+    while not bar_lines(tm.screen()) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    check(bar_lines(tm.screen()), "no bar at 120 columns")
+    tm.tmux("resize-window", "-x", "60", "-y", "30")
+    time.sleep(1.0)  # a few redraws
+    tm.tmux("clear-history")
+    seen = []
+    while not tm.done() and time.time() - t0 < 90:
+        seen += [l.rstrip() for l in bar_lines(tm.screen())]
+        time.sleep(0.15)
+    check(tm.wait_done() == 0, "pull failed: %s" % tm.everything())
+    check(seen, "no bar after the resize")
+    for l in seen:
+        check(len(l) < 60, "after a resize to 60 columns the bar is %d wide: %r" % (len(l), l))
+

@@ -701,7 +701,7 @@ def test_engine_hostile_gguf(t):
     case("ctx", ["context length", "out of range"], kv=gguf_kvs(cfg, llama__context_length=(4, 1 << 30)))
     case("kvheads", ["do not divide"], kv=gguf_kvs(cfg, llama__attention__head_count_kv=(4, 3)))
     case("heads", ["not a multiple of 3 heads"], kv=gguf_kvs(cfg, llama__attention__head_count=(4, 3)))
-    case("arch", ["unsupported architecture gpt2 (supported: llama, qwen2, qwen3"], kv=gguf_kvs(cfg, general__architecture=(8, "gpt2")))
+    case("arch", ["unsupported architecture gpt2 (supported: llama (Llama, Mistral, Mixtral), qwen2, qwen3, qwen3moe"], kv=gguf_kvs(cfg, general__architecture=(8, "gpt2")))
     case("noeps", ["layer_norm_rms_epsilon"], kv=gguf_kvs(cfg, llama__attention__layer_norm_rms_epsilon=None))
     case("eps", ["epsilon", "out of range"], kv=gguf_kvs(cfg, llama__attention__layer_norm_rms_epsilon=(6, -1.0)))
     case("rot", ["partial rope"], kv=gguf_kvs(cfg, llama__rope__dimension_count=(4, 8)))

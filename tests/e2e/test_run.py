@@ -101,14 +101,19 @@ def test_smoke_results_recorded_and_listed(t):
     pulled(t)
     t.ok("smoke", SAMPLE_REPO, "-q")
     t.fails("smoke", SAMPLE_REPO, "--expect", "never ever")
-    rows = t.db("SELECT pass, reason, model, commit_sha FROM smoke_results ORDER BY id")
+    rows = t.db("SELECT pass, reason, model, commit_sha, architecture, engine_version FROM smoke_results ORDER BY id")
     check(len(rows) == 2 and rows[0]["pass"] == 1 and rows[1]["pass"] == 0, "smoke rows: %r" % rows)
+    # what ran: the architecture and the engine's version, for a later engine to re-check
+    check(all(r["architecture"] == "llama" and r["engine_version"] for r in rows), "smoke rows: %r" % rows)
     check("never ever" in rows[1]["reason"], "reason not recorded: %r" % rows[1])
     j = t.ok("ls", SAMPLE_REPO, "--json").json()
     check([s["pass"] for s in j["smoke"]] == [False, True], "ls --json smoke: %r" % j["smoke"])
     check(j["smoke"][0]["commit"] == j["revision"], "smoke commit: %r" % j["smoke"][0])
+    check(j["smoke"][0]["architecture"] == "llama" and j["smoke"][0]["engine_version"] == rows[0]["engine_version"],
+          "ls --json smoke: %r" % j["smoke"][0])
     r = t.ok("ls", SAMPLE_REPO)
     check("smoke tests" in r.out and "PASS" in r.out and "FAIL" in r.out, "ls text: %r" % r.out)
+    check("llama, engine %s" % rows[0]["engine_version"] in r.out, "ls text: %r" % r.out)
     # a model given as a path is tested but not recorded (it is not in the store)
     dest = os.path.join(t.tmp, "m")
     t.ok("checkout", SAMPLE_REPO, "--to", dest)
@@ -127,6 +132,13 @@ def test_pull_convert_smoke_in_one_command(t):
     rows = t.db("SELECT pass, artifact_sha256 FROM smoke_results")
     check(len(rows) == 1 and rows[0]["pass"] == 1 and rows[0]["artifact_sha256"] == arts[0]["sha256"],
           "smoke of the conversion not recorded: %r" % rows)
+    # ls shows which stored conversions passed
+    j = t.ok("ls", SAMPLE_REPO, "--json").json()
+    check([a["smoke"] for a in j["artifacts"]] == ["pass"], "ls --json artifacts: %r" % j["artifacts"])
+    check("smoke: PASS (engine " in t.ok("ls", SAMPLE_REPO).out, "ls text shows no verdict of the conversion")
+    t.ok("convert", SAMPLE_REPO, "--type", "f16", "-q")
+    j = t.ok("ls", SAMPLE_REPO, "--json").json()
+    check(sorted(a["smoke"] for a in j["artifacts"]) == ["pass", "untested"], "ls --json: %r" % j["artifacts"])
     # the plain form smokes the pulled checkpoint itself
     t.ok("pull", SAMPLE_REPO, "--smoke", "-q")
     rows = t.db("SELECT pass, artifact_sha256 FROM smoke_results ORDER BY id")

@@ -217,7 +217,7 @@ def test_access_log(t):
     srv = Server(t, "--access-log", log)
     cfg = config_bytes()
     u1 = sl.resolve_url(MODEL, "main", CONFIG)
-    check(srv.get(u1).status == 200, "GET config.json")
+    check(srv.get(u1, headers={"User-Agent": "huggingface_hub/0.30 \"quoted\""}).status == 200, "GET config.json")
     # the line is written promptly (tail -f), not at exit
     got = sl.wait_for(lambda: os.path.exists(log) and lib.read(log).count(b"\n") >= 1, timeout=4)
     check(got, "nothing in the access log 4 s after a request")
@@ -235,6 +235,12 @@ def test_access_log(t):
         check(method in ln and url in ln and str(status) in ln and "127.0.0.1" in ln,
               "access-log line %r should name the client, %s, %s and %d" % (ln, method, url, status))
     check(str(len(cfg)) in lines[0], "access-log line %r lacks the %d bytes sent" % (lines[0], len(cfg)))
+    # the Combined Log Format, the time to the millisecond, then seconds taken and cache result
+    clf = re.compile(r'^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\.\d{3} \+0000\] '
+                     r'"(GET|HEAD) \S+ HTTP/1\.[01]" \d{3} \d+ "[^"]*" "[^"]*" \d+\.\d{3} (hit|miss|-)( aborted)?$')
+    for ln in lines:
+        check(clf.match(ln), "not the Combined Log Format: %r" % ln)
+    check('"huggingface_hub/0.30 \\x22quoted\\x22"' in lines[0], "the user agent, escaped, in %r" % lines[0])
 
 
 @serving()
@@ -342,7 +348,7 @@ def test_idle_connections(t):
     try:
         for i in range(1000):
             try:
-                # from 20 loopback addresses: one address may hold 64 connections
+                # from 20 loopback addresses: one address may hold 256 connections (the default cap)
                 s = socket.create_connection((srv.host, srv.port), timeout=5,
                                              source_address=("127.0.0.%d" % (10 + i % 20), 0))
             except OSError as e:

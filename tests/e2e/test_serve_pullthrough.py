@@ -448,3 +448,21 @@ def test_chained_pull_through(t):
         t.ok("verify", store=st)
         lib.check_store_consistent(st)
     check(not emu.log(), "the origin hub was asked: %s" % [e["path"] for e in emu.log()][:5])
+
+
+@serving(timeout=60)
+def test_head_is_not_a_cache_miss(t):
+    emu = t.emu(sl.fixture_repos())
+    srv = upstream_server(t, emu)
+
+    def misses():
+        for ln in srv.get("/metrics").body.decode().splitlines():
+            if ln.startswith('hubmirror_cache_total{result="miss"}'):
+                return int(float(ln.split()[-1]))
+        return 0
+    before = misses()
+    r = srv.head(sl.resolve_url(MODEL, "main", "model.safetensors"))
+    check(r.status == 200, "HEAD through the server: %r" % r)
+    check(misses() == before, "a HEAD counted as a cache miss")
+    r = srv.get(sl.resolve_url(MODEL, "main", "config.json"))
+    check(r.status == 200 and misses() == before + 1, "a GET pulled through is a miss")

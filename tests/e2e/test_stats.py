@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import sqlite3
 import struct
@@ -420,7 +421,7 @@ def test_stats_chart_svg_renders(t):
     check(len(lines) == 1 and len(lines[0].get("points").split()) == 28, "throughput line: %s" %
           [l.attrib for l in lines])
     texts = " ".join("".join(x.itertext()) for x in root.iter(ns + "text"))
-    for want in ("hubmirror", "Bytes per day", "Throughput", "2022-01-08", "org/a", "MB/s", "day (UTC)"):
+    for want in ("hubmirror", "Bytes per day", "Throughput", "2022-01-08", "org/a", "MiB/s", "day (UTC)"):
         check(want in texts, "chart text lacks %r: %s" % (want, texts[:500]))
 
     # an empty range still gives a valid chart
@@ -469,6 +470,12 @@ def test_stats_after_pull(t):
     hosts = {x["endpoint"] for x in j["by_endpoint"]}
     check(all(x["source"] == "pull" for x in j["by_endpoint"]) and hosts and
           all("127.0.0." in h for h in hosts), "by_endpoint: %s" % j["by_endpoint"])
+    # the host that sent the bytes: LFS files come from the CDN (127.0.0.2), not the hub
+    cdn = emu.cdn.split("//")[1].split(":")[0]
+    lfs = sum(len(d) for p, d in src.items() if p in lib.SAMPLE_LFS)
+    by_host = {x["endpoint"]: x["bytes"] for x in j["by_endpoint"]}
+    check(any(cdn in h and b == lfs for h, b in by_host.items()),
+          "the CDN (%s) should have sent the %d LFS bytes: %s" % (cdn, lfs, by_host))
     check(j["overall"]["median_rate"] > 0 and j["overall"]["p95_rate"] >= j["overall"]["median_rate"],
           "rates: %s" % j["overall"])
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
@@ -503,3 +510,40 @@ def test_du(t):
         check(want in r.out, "du output lacks %r: %r" % (want, r))
     r = t.ok("du", "--help", store=False)
     check("--top" in r.out, "du --help: %r" % r)
+
+
+def test_stats_chart_shows_a_slowdown(t):
+    """A planted 3x slowdown of the large transfers (while many small files stay
+    fast) shows in the chart's throughput line; MiB/s as in the tables; date
+    ticks evenly spaced."""
+    new_store(t)
+    pulls = []
+    mib = 1 << 20
+    for day in range(42):
+        rate = 30 * mib if day < 21 else 10 * mib
+        when = D0 + day * DAY + 3600
+        if day % 5 == 3:  # some days have no transfers: ticks stay evenly spaced
+            continue
+        pulls.append(("model", "org/big", "model-%02d.safetensors" % day, 600 * mib, 600 * mib / rate, 0, "ok",
+                      "cdn.example", when))
+        for k in range(50):  # many small, fast files
+            pulls.append(("model", "org/big", "small-%d.json" % k, 2000, 0.0001, 0, "ok", "hub.example", when + k))
+    insert(t, pulls)
+    svg = os.path.join(t.tmp, "chart.svg")
+    t.ok("stats", "--chart", svg)
+    root = ET.parse(svg).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [e.text or "" for e in root.iter(ns + "text")]
+    check(any("MiB/s" in x for x in texts) and not any("MB/s" in x for x in texts), "units: %s" % texts)
+    line = [e for e in root.iter(ns + "polyline")][0]
+    pts = [tuple(map(float, p.split(","))) for p in line.get("points").split()]
+    ys = [y for _, y in pts]
+    bottom = max(float(e.get("y")) + float(e.get("height")) for e in root.iter(ns + "rect")
+                 if e.get("fill") == "#fafafa")
+    before = sum(bottom - y for y in ys[:len(ys) // 3]) / (len(ys) // 3)
+    after = sum(bottom - y for y in ys[-len(ys) // 3:]) / (len(ys) // 3)
+    check(2.4 < before / after < 3.6, "the 3x slowdown is not visible: heights %.1f then %.1f" % (before, after))
+    ticks = sorted({float(e.get("x")) for e in root.iter(ns + "text")
+                    if re.fullmatch(r"\d{4}-\d\d-\d\d", e.text or "")})
+    gaps = {round(b - a, 1) for a, b in zip(ticks, ticks[1:])}
+    check(len(ticks) >= 4 and len({round(g) for g in gaps}) == 1, "date ticks not evenly spaced: %s" % ticks)

@@ -287,10 +287,11 @@ UNIT_TEST(engine_matmul_levels_agree)
 	unsigned char *w = malloc(R * C * 4);
 	float x[N * C], y[N * R], y1[R], ref[N * R], *d = malloc(N * C / 32 * sizeof(float));
 	float *scr = malloc(3 * ENG_MM_TR * C * sizeof(float)); /* widened rows, 3 workers */
+	unsigned char *xt = malloc(N * ENG_XT_BYTES(C));         /* prepared activations */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
 	struct eng_pool *p = eng_pool_new(3);
-	CHECK(w && d && q && p && scr);
+	CHECK(w && d && q && p && scr && xt);
 	for (int i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
 	for (size_t t = 0; t < sizeof(types) / sizeof(*types); t++) {
@@ -312,7 +313,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
 			if (!k)
 				continue;
-			struct eng_act a = {x, N, C, C, q, d, scr, ENG_MM_TR * C};
+			struct eng_act a = {x, N, C, C, q, d, scr, ENG_MM_TR * C, xt};
 			struct eng_mm mm = {&wt, y, R};
 			eng_matmul_run(p, k, &a, &mm, 1);
 			if (lv == ENG_SIMD_SCALAR)
@@ -320,7 +321,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			for (int i = 0; i < N * R; i++)
 				CHECK(isfinite(y[i]) && fabsf(y[i] - ref[i]) <= 1e-4f * (1 + fabsf(ref[i])));
 			for (int tok = 0; tok < N; tok++) { /* one row alone: the same bits */
-				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0};
+				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0, NULL};
 				struct eng_mm m1 = {&wt, y1, 0};
 				eng_matmul_run(p, k, &a1, &m1, 1);
 				CHECK(!memcmp(y1, y + tok * R, sizeof(y1)));
@@ -332,6 +333,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 	free(d);
 	free(q);
 	free(scr);
+	free(xt);
 }
 
 /* A prompt run as one batch gives the logits of the same prompt run token
