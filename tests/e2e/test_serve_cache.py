@@ -92,7 +92,9 @@ http {
 
 
 def served_file_requests(srv):
-    return len(re.findall(r' GET "/[^"]*/resolve/[^"]*" 20[06] ', srv.stderr()))
+    """File answers in serve's access log (either log format)."""
+    return len(re.findall(r'"GET /[^" ]*/resolve/[^" ]*[^"]*" 20[06] | GET "/[^"]*/resolve/[^"]*" 20[06] ',
+                          srv.stderr()))
 
 
 @serving(timeout=90)
