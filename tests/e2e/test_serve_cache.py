@@ -92,7 +92,8 @@ http {
 
 
 def served_file_requests(srv):
-    return len(re.findall(r' GET "/[^"]*/resolve/[^"]*" 20[06] ', srv.stderr()))
+    # the access log is in the Combined Log Format: "GET /path HTTP/1.1" 200
+    return len(re.findall(r'"GET /[^" ]*/resolve/[^" ]* HTTP/[\d.]+" 20[06] ', srv.stderr()))
 
 
 @serving(timeout=90)
