@@ -59,7 +59,7 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 		specs[n].all = all;
 		n++;
 	}
-	if ((err = cmd_open_store(env, &st)))
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)))
 		goto fail;
 	if (!n) {
 		if ((err = store_list_repos(&env->ctx, st, &repos, &nrepos)))
@@ -140,7 +140,7 @@ static int import_run(struct cmd_env *env, struct cmd_args *a)
 	if (!strcmp(path, "-") && isatty(0))
 		return cmd_usage_error(&cmd_import, "stdin is a terminal: pipe a bundle in, or name the FILE");
 	label = strcmp(path, "-") ? (strrchr(path, '/') ? strrchr(path, '/') + 1 : path) : "stdin";
-	if ((err = cmd_open_store(env, &st))) {
+	if ((err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		store_close(st);
 		return cmd_error(env, err);
 	}

@@ -120,7 +120,18 @@ void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, cons
 
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st)
 {
-	return store_open(&env->ctx, env->store_dir, st);
+	return store_open_mode(&env->ctx, env->store_dir, STORE_WRITE, st);
+}
+
+enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struct store **st)
+{
+	return store_open_mode(&env->ctx, env->store_dir, mode, st);
+}
+
+void cmd_print_store(const struct cmd_env *env, const struct store *st)
+{
+	if (!env->json && !env->quiet)
+		printf("store: %s%s\n", store_name(st), store_readonly(st) ? " (read-only)" : "");
 }
 
 /* Reads a token file: first line, trimmed. */

@@ -74,7 +74,14 @@ int cmd_error(struct cmd_env *env, enum hm_err err);
 /* Prints a usage error for cmd and returns 2. */
 int cmd_usage_error(const struct cmd *c, const char *fmt, ...) HM_PRINTF(2, 3);
 
+/* Opens the store of --store for a command that writes an existing store
+ * (a directory that is not a store is an error); cmd_open_store_mode for
+ * reading (STORE_READ) or creating (STORE_CREATE: pull, import, sync). */
 enum hm_err cmd_open_store(struct cmd_env *env, struct store **st) HM_MUST_CHECK;
+enum hm_err cmd_open_store_mode(struct cmd_env *env, enum store_mode mode, struct store **st) HM_MUST_CHECK;
+/* The line a listing starts with in human output: "store: DIR" (plus
+ * "(read-only)" when opened so). */
+void cmd_print_store(const struct cmd_env *env, const struct store *st);
 /* After "not found in the store": appends "; a dataset of that name is
  * stored: datasets/org/name" (or a model) to the message when one is. */
 void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo);
@@ -163,6 +170,7 @@ extern const struct cmd cmd_export, cmd_import;
 extern const struct cmd cmd_inspect;
 extern const struct cmd cmd_convert;
 extern const struct cmd cmd_du;
+extern const struct cmd cmd_rebuild_index;
 
 /* Options every command accepts (shared with pull-like commands). */
 #define CMD_NET_OPTS                                                                                       \

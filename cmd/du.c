@@ -49,12 +49,13 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_du, "du takes no arguments");
 	if (cmd_int_opt(a, "top", 10, 0, 1000000000, &top))
 		return 2;
-	if ((err = cmd_open_store(env, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d))) {
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "disk", (json_int_t)d.disk,
+		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "store", store_name(st),
+					 "disk", (json_int_t)d.disk,
 					 "blobs", (json_int_t)d.nblobs, "logical", (json_int_t)d.logical, "unique",
 					 (json_int_t)d.unique, "saved", (json_int_t)d.saved, "partial",
 					 (json_int_t)d.partial, "partials", (json_int_t)d.npartial, "repos",
@@ -62,13 +63,13 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 					 "by_logical", du_repos_json(d.by_logical, d.nby_logical)));
 	} else {
 		char h[5][32];
-		printf("store %s\n"
+		printf("store: %s%s\n"
 		       "on disk        %10s in %llu blob(s)\n"
 		       "logical        %10s (every file of every revision)\n"
 		       "unique         %10s (distinct contents in use)\n"
 		       "dedup saves    %10s\n"
-		       "partial        %10s in %llu download(s) in tmp/ ('gc' removes abandoned ones)\n",
-		       store_dir(st), util_human_size(d.disk, h[0], sizeof(h[0])), (unsigned long long)d.nblobs,
+		       "partial        %10s in %llu download(s) in tmp/ ('gc' removes unused ones older than a week)\n",
+		       store_name(st), store_readonly(st) ? " (read-only)" : "", util_human_size(d.disk, h[0], sizeof(h[0])), (unsigned long long)d.nblobs,
 		       util_human_size(d.logical, h[1], sizeof(h[1])), util_human_size(d.unique, h[2], sizeof(h[2])),
 		       util_human_size(d.saved, h[3], sizeof(h[3])), util_human_size(d.partial, h[4], sizeof(h[4])),
 		       (unsigned long long)d.npartial);

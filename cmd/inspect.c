@@ -421,7 +421,7 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 	int rc = 1;
 
 	if ((err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo)) ||
-	    (err = cmd_open_store(env, &rf.st)))
+	    (err = cmd_open_store_mode(env, STORE_READ, &rf.st)))
 		goto out;
 	err = store_resolve(&env->ctx, rf.st, type, repo, cmd_opt(a, "revision"), commit);
 	if (err == HM_ERR_NOT_FOUND) {

@@ -51,6 +51,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 	static const char *const heads[] = {"REPO", "TYPE", "REVISIONS", "SIZE", "REFS"};
 	if (err)
 		return cmd_error(env, err);
+	cmd_print_store(env, st);
 	if (!env->json && !n)
 		printf("the store is empty: 'hubmirror pull ORG/NAME' mirrors a repository\n");
 	cmd_table_init(&tab, 5, heads, "llrrl", "yny.y");
@@ -87,7 +88,7 @@ static int list_all(struct cmd_env *env, struct store *st)
 		return cmd_error(env, err);
 	}
 	if (env->json)
-		cmd_print_json(json_pack("{s:o}", "repos", out));
+		cmd_print_json(json_pack("{s:s, s:o}", "store", store_name(st), "repos", out));
 	return 0;
 }
 
@@ -148,10 +149,12 @@ static int list_repo(struct cmd_env *env, struct store *st, const char *type, co
 							      when(art[i].created_at, w, sizeof(w)), "smoke",
 							      !r ? "untested" : r->pass ? "pass" : "fail"));
 		}
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "repo", repo, "repo_type", type, "revision",
-					 commit, "revisions", revs_json(rv, nrv), "files", files, "artifacts", arts, "smoke",
+		cmd_print_json(json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o}", "store", store_name(st), "repo", repo,
+					 "repo_type", type, "revision", commit, "revisions", revs_json(rv, nrv), "files", files,
+					 "artifacts", arts, "smoke",
 					 smoke));
 	} else {
+		cmd_print_store(env, st);
 		printf("%s %s\n", type, repo);
 		for (size_t i = 0; i < nrv; i++)
 			printf("  %s %s%s%s%s  %zu files, %s, pulled %s\n", !strcmp(rv[i].commit, commit) ? "*" : " ",
@@ -199,7 +202,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	int rc;
 	if (a->npos > 1)
 		return cmd_usage_error(&cmd_ls, "ls takes at most one repository");
-	if ((err = cmd_open_store(env, &st)))
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)))
 		return cmd_error(env, err);
 	if (!a->npos) {
 		rc = list_all(env, st);

@@ -13,7 +13,7 @@
 
 static const struct cmd *const commands[] = {
 	&cmd_pull, &cmd_ls, &cmd_verify, &cmd_checkout, &cmd_rm, &cmd_gc, &cmd_stats, &cmd_du, &cmd_serve, &cmd_sync,
-	&cmd_export, &cmd_import, &cmd_inspect, &cmd_convert, &cmd_run, &cmd_smoke,
+	&cmd_export, &cmd_import, &cmd_inspect, &cmd_convert, &cmd_run, &cmd_smoke, &cmd_rebuild_index,
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -56,7 +56,7 @@ static void main_help(FILE *f)
 		   "A Hugging Face Hub mirror and download manager: verified, resumable,\n"
 		   "parallel downloads into a content-addressed store.\n\ncommands:\n");
 	for (size_t i = 0; i < NCOMMANDS; i++)
-		fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
+		fprintf(f, "  %-13s %s\n", commands[i]->name, commands[i]->summary);
 	fprintf(f, "\nglobal options (any command):\n");
 	print_opts(f, global_opts);
 	fprintf(f, "  %-10s %s\n", "completion", "print a bash or zsh completion script (hubmirror completion bash)");

@@ -186,7 +186,8 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.dry_run = cmd_flag(a, "dry-run");
 	o.force = cmd_flag(a, "force");
 	o.offline = cmd_offline(a);
-	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store(env, &st))) {
+	/* a pull makes the store */
+	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}

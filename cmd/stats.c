@@ -336,7 +336,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	}
 	q.want = env->json ? (1u << STORE_BY_N) - 1 : 1u << by;
 	q.legacy = !csv;
-	if ((err = cmd_open_store(env, &st)) || (err = store_report(&env->ctx, st, &q, &rep))) {
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_report(&env->ctx, st, &q, &rep))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -358,6 +358,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 			snprintf(name, sizeof(name), "by_%s", by_names[b]);
 			json_object_set_new(o, name, list);
 		}
+		json_object_set_new(o, "store", json_string(store_name(st)));
 		json_object_set_new(o, "since", q.since == INT64_MIN ? json_null() : json_integer(q.since));
 		json_object_set_new(o, "until", q.until == INT64_MAX ? json_null() : json_integer(q.until));
 		if (chart)
@@ -366,6 +367,7 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 	} else if (csv) {
 		print_csv(&rep, by);
 	} else {
+		cmd_print_store(env, st);
 		print_table(env, &rep, by);
 		served_print(rep.served, rep.nserved);
 		if (chart && !env->quiet)

@@ -67,7 +67,8 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 		l = STORE_LAYOUT_HF_CACHE;
 	else if (layout && strcmp(layout, "files"))
 		return cmd_usage_error(&cmd_checkout, "unknown layout '%s': expected files or hf-cache", layout);
-	if ((err = cmd_open_store(env, &st)) || (err = resolve(env, st, type, repo, rev, commit))) {
+	/* reading is enough: a user who cannot write the store checks out --copy */
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = resolve(env, st, type, repo, rev, commit))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -134,7 +135,11 @@ static int rm_run(struct cmd_env *env, struct cmd_args *a)
 
 	if (parse_one_repo(env, &cmd_rm, a, buf, sizeof(buf), &type, &repo, &rc))
 		return rc;
-	if ((err = cmd_open_store(env, &st)) || (rev && (err = resolve(env, st, type, repo, rev, commit))) ||
+	if ((err = cmd_open_store(env, &st))) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if ((rev && (err = resolve(env, st, type, repo, rev, commit))) ||
 	    (err = store_rm(&env->ctx, st, type, repo, rev ? commit : NULL))) {
 		if (err == HM_ERR_NOT_FOUND && !rev) {
 			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
@@ -162,34 +167,112 @@ const struct cmd cmd_rm = {
 
 /* ---- gc ---- */
 
-static const struct cmd_opt no_opts[] = {{NULL, 0, NULL, 0, NULL}};
+static const struct cmd_opt gc_opts[] = {
+	{"dry-run", 'n', NULL, 0, "remove nothing: list what would go and what stays, and why"},
+	{"keep-partials-days", 0, "DAYS", 0, "keep partial downloads written to in the last DAYS days (default 7; 0 removes every unused one)"},
+	{"force", 0, NULL, 0, "collect even when the index knows no revision and no pull (a lost index.db looks like that)"},
+	{NULL, 0, NULL, 0, NULL},
+};
+
+struct gc_print {
+	struct cmd_env *env;
+	json_t *items;
+	int dry;
+};
+
+static void gc_item(void *ud, const struct store_gc_item *it)
+{
+	struct gc_print *g = ud;
+	char h[32];
+	if (g->items) {
+		json_array_append_new(g->items, json_pack("{s:s, s:s, s:I, s:s, s:s}", "kind", it->kind, "path", it->name,
+							  "bytes", (json_int_t)it->bytes, "action",
+							  it->removed ? (g->dry ? "would remove" : "removed") : "kept",
+							  "why", it->why));
+		return;
+	}
+	/* a real run lists nothing per item: the summary says what and why */
+	if (!g->dry || g->env->quiet)
+		return;
+	printf("%s %s %s (%s): %s\n", it->removed ? "would remove" : "keep", it->kind, it->name,
+	       util_human_size(it->bytes, h, sizeof(h)), it->why);
+}
 
 static int gc_run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
 	struct store_gc_result r = {0};
+	struct store_gc_opts o = {0};
+	struct gc_print g = {env, NULL, cmd_flag(a, "dry-run")};
 	enum hm_err err;
-	char h[32];
+	char h[32], h2[32], h3[32];
+	int keep_days;
+	const char *would = g.dry ? "would remove" : "removed";
+
 	if (a->npos)
 		return cmd_usage_error(&cmd_gc, "gc takes no arguments");
-	if ((err = cmd_open_store(env, &st)) || (err = store_gc(&env->ctx, st, &r))) {
+	if (cmd_int_opt(a, "keep-partials-days", 7, 0, 36500, &keep_days))
+		return 2;
+	o.dry_run = g.dry;
+	o.force = cmd_flag(a, "force");
+	o.keep_partials_s = (int64_t)keep_days * 86400;
+	o.on_item = gc_item;
+	o.ud = &g;
+	if (env->json && g.dry)
+		g.items = json_array();
+	if ((err = cmd_open_store(env, &st)) || (err = store_gc(&env->ctx, st, &o, &r))) {
+		json_decref(g.items);
 		store_close(st);
 		return cmd_error(env, err);
 	}
-	if (env->json)
-		cmd_print_json(json_pack("{s:I, s:I, s:I}", "blobs_removed", (json_int_t)r.blobs_removed,
-					 "bytes_removed", (json_int_t)r.bytes_removed, "partials_removed",
-					 (json_int_t)r.partials_removed));
-	else if (!env->quiet)
-		printf("removed %llu unreferenced blob(s) (%s) and %llu stale partial download(s)\n",
-		       (unsigned long long)r.blobs_removed, util_human_size(r.bytes_removed, h, sizeof(h)),
-		       (unsigned long long)r.partials_removed);
+	if (env->json) {
+		json_t *j = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:s?}}",
+				      "store", store_name(st), "dry_run", g.dry, "blobs_removed", (json_int_t)r.blobs_removed,
+				      "bytes_removed", (json_int_t)r.bytes_removed, "partials_removed",
+				      (json_int_t)r.partials_removed, "partial_bytes_removed", (json_int_t)r.partial_bytes_removed,
+				      "scratch_removed", (json_int_t)r.scratch_removed, "scratch_bytes_removed",
+				      (json_int_t)r.scratch_bytes_removed, "kept", "blobs_in_use_elsewhere",
+				      (json_int_t)r.blobs_kept, "blob_bytes_in_use_elsewhere", (json_int_t)r.bytes_kept,
+				      "orphans_in_use_elsewhere", (json_int_t)r.orphans_kept, "partials_young",
+				      (json_int_t)r.partials_young, "partial_bytes_young", (json_int_t)r.partial_bytes_young,
+				      "partials_busy", (json_int_t)r.partials_busy, "holders", r.holders[0] ? r.holders : NULL);
+		if (g.items)
+			json_object_set_new(j, "items", g.items);
+		cmd_print_json(j);
+	} else if (!env->quiet) {
+		printf("%s %llu unreferenced blob(s) (%s), %llu partial download(s) (%s) and %llu interrupted"
+		       " conversion(s) (%s)\n", would, (unsigned long long)r.blobs_removed,
+		       util_human_size(r.bytes_removed, h, sizeof(h)), (unsigned long long)r.partials_removed,
+		       util_human_size(r.partial_bytes_removed, h2, sizeof(h2)), (unsigned long long)r.scratch_removed,
+		       util_human_size(r.scratch_bytes_removed, h3, sizeof(h3)));
+		if (r.partials_young)
+			printf("kept %llu partial download(s) (%s) younger than %d day(s): the same pull resumes them"
+			       " ('gc --keep-partials-days 0' removes them)\n", (unsigned long long)r.partials_young,
+			       util_human_size(r.partial_bytes_young, h, sizeof(h)), keep_days);
+		if (r.partials_busy)
+			printf("kept %llu partial download(s) a running download is using\n",
+			       (unsigned long long)r.partials_busy);
+		if (r.blobs_kept || r.orphans_kept)
+			printf("kept %llu unreferenced blob(s) (%s) added in the last hour and %llu file(s) without"
+			       " index rows: another process has the store open%s%s%s, and a pull may be about to record"
+			       " them; run gc again when it is done\n", (unsigned long long)r.blobs_kept,
+			       util_human_size(r.bytes_kept, h, sizeof(h)), (unsigned long long)r.orphans_kept,
+			       r.holders[0] ? " (" : "", r.holders, r.holders[0] ? ")" : "");
+	}
 	store_close(st);
 	return 0;
 }
 
 const struct cmd cmd_gc = {
-	"gc", "",
+	"gc", "[--dry-run] [--keep-partials-days DAYS] [--force]",
 	"Remove blobs no revision references, and abandoned partial downloads.",
-	NULL, no_opts, gc_run,
+	"Unreferenced blobs, partial downloads no running pull uses and that are\n"
+	"older than --keep-partials-days (default 7: 'pull' resumes younger ones), and\n"
+	"temp files of conversions whose process is gone are removed. While another\n"
+	"process has the store open, blobs added in the last hour and files without\n"
+	"index rows stay (a pull may be about to record them); gc says so.\n"
+	"gc refuses when the index knows no revision and no pull while blobs exist\n"
+	"(what a lost or replaced index.db looks like): 'hubmirror rebuild-index'\n"
+	"indexes the blobs again; --force deletes them.",
+	gc_opts, gc_run,
 };

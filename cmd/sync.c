@@ -64,7 +64,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		snprintf(lockpath, sizeof(lockpath), "%s.lock", a->pos[0]);
 	if ((err = sync_manifest_load(&env->ctx, a->pos[0], &m)) ||
 	    (locked && (err = sync_lock_load(&env->ctx, lockpath, &lock))) || (err = cmd_client(env, a, &fc)) ||
-	    (err = cmd_open_store(env, &st))) {
+	    (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}

@@ -162,19 +162,56 @@ static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct 
 	return first;
 }
 
+/* What the index itself looks like: blob files it does not know, and SQLite's quick_check. */
+struct index_report {
+	struct cmd_env *env;
+	json_t *unknown, *db;
+};
+
+static void on_unknown(void *ud, const char *path, uint64_t size)
+{
+	struct index_report *x = ud;
+	char h[32];
+	if (x->unknown)
+		json_array_append_new(x->unknown, json_pack("{s:s, s:I}", "path", path, "bytes", (json_int_t)size));
+	else if (!x->env->quiet)
+		printf("unindexed: %s (%s): a blob the index does not know\n",
+		       path, util_human_size(size, h, sizeof(h)));
+}
+
+static void on_db(void *ud, const char *line)
+{
+	struct index_report *x = ud;
+	if (x->db)
+		json_array_append_new(x->db, json_string(line));
+	else
+		printf("index.db: %s\n", line);
+}
+
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct store *st = NULL;
 	struct bads b = {NULL, 0, 0, env};
+	struct index_report x = {env, NULL, NULL};
 	size_t checked = 0, nbad = 0;
+	uint64_t nunknown = 0;
 	enum hm_err err;
-	int rc = 1, unrepaired = 0;
+	int rc = 1, unrepaired = 0, db_ok = 1;
 
-	if ((err = cmd_open_store(env, &st)))
+	/* only --repair writes: anyone who can read the store can verify it */
+	if ((err = cmd_open_store_mode(env, cmd_flag(a, "repair") ? STORE_WRITE : STORE_READ, &st)))
 		return cmd_error(env, err);
 	err = mirror_verify(&env->ctx, st, a->pos, (size_t)a->npos, on_problem, &b, &checked, &nbad);
 	cmd_progress_end(env);
 	if (err) {
+		rc = cmd_error(env, err);
+		goto out;
+	}
+	if (env->json) {
+		x.unknown = json_array();
+		x.db = json_array();
+	}
+	if (!a->npos && (err = store_check_index(&env->ctx, st, on_unknown, on_db, &x, &nunknown, &db_ok))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -200,25 +237,37 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 				json_object_set_new(p, "checkout", json_string(b.v[i].checkout));
 			json_array_append_new(arr, p);
 		}
-		cmd_print_json(json_pack("{s:I, s:I, s:o, s:b}", "checked", (json_int_t)checked, "bad",
-					 (json_int_t)nbad, "problems", arr, "ok", !unrepaired));
-	} else if (!nbad) {
-		if (!env->quiet)
-			printf("ok: %zu files verified\n", checked);
+		cmd_print_json(json_pack("{s:s, s:I, s:I, s:o, s:O, s:b, s:O, s:b}", "store", store_name(st), "checked",
+					 (json_int_t)checked, "bad", (json_int_t)nbad, "problems", arr, "unindexed",
+					 x.unknown, "index_ok", db_ok, "index_problems", x.db,
+					 "ok", !unrepaired && db_ok));
 	} else {
-		/* -q: errors only, so the files still bad, on stderr */
-		for (size_t i = 0; env->quiet && i < b.n; i++)
-			if (b.v[i].repaired != 1)
-				fprintf(stderr, "hubmirror: %s: %s/%s (revision %.12s)\n", b.v[i].problem, b.v[i].repo,
-					b.v[i].path, b.v[i].commit);
-		if (!unrepaired && env->quiet)
-			goto done;
-		fprintf(stderr, "hubmirror: %zu of %zu files %s\n", nbad, checked,
-			unrepaired ? "are corrupt or missing" : "were corrupt or missing and are repaired");
+		if (!nbad && !env->quiet) {
+			printf("ok: %zu files verified\n", checked);
+		} else if (nbad) {
+			/* -q: errors only, so the files still bad, on stderr */
+			for (size_t i = 0; env->quiet && i < b.n; i++)
+				if (b.v[i].repaired != 1)
+					fprintf(stderr, "hubmirror: %s: %s/%s (revision %.12s)\n", b.v[i].problem,
+						b.v[i].repo, b.v[i].path, b.v[i].commit);
+			if (unrepaired || !env->quiet)
+				fprintf(stderr, "hubmirror: %zu of %zu files %s\n", nbad, checked,
+					unrepaired ? "are corrupt or missing" : "were corrupt or missing and are repaired");
+		}
+		if (nunknown)
+			fprintf(stderr, "hubmirror: note: %llu blob(s) in '%s' are not in the index (left by an"
+				" interrupted pull, or the index was replaced by an older one): 'hubmirror gc' removes"
+				" them, 'hubmirror rebuild-index' keeps them\n", (unsigned long long)nunknown,
+				store_name(st));
+		if (!db_ok)
+			fprintf(stderr, "hubmirror: '%s/index.db' fails SQLite's quick_check: restore it from a backup,"
+				" or move it away and run 'hubmirror rebuild-index'\n", store_dir(st));
 	}
-done:
-	rc = unrepaired ? 1 : 0;
+	/* blobs without rows lose nothing (a killed pull leaves them): reported, not failed */
+	rc = unrepaired || !db_ok ? 1 : 0;
 out:
+	json_decref(x.unknown);
+	json_decref(x.db);
 	for (size_t i = 0; i < b.n; i++) {
 		free(b.v[i].repo);
 		free(b.v[i].path);
@@ -236,6 +285,9 @@ const struct cmd cmd_verify = {
 	"Every blob is hashed again and compared with its SHA-256 name, the blobs of\n"
 	"stored conversions (GGUF artifacts) too. With --repair, bad files are\n"
 	"downloaded again from the endpoint (their revision's commit) and bad\n"
-	"conversions are made again from their source revision.",
+	"conversions are made again from their source revision.\n"
+	"Without REPO arguments it also runs SQLite's quick_check on index.db and lists\n"
+	"blob files the index does not know ('rebuild-index' indexes them). Without\n"
+	"--repair it only reads: a user who cannot write the store can run it.",
 	opts, run,
 };

@@ -94,6 +94,12 @@ enum hm_err mirror_verify(struct hm_ctx *ctx, struct store *st, const char *cons
 			  void (*on_problem)(void *ud, const struct mirror_problem *p), void *ud,
 			  size_t *checked, size_t *nbad) HM_MUST_CHECK;
 
+/* Hashes every blob file the index does not know and indexes those whose
+ * content matches their name (store_rebuild_index); on_bad (may be NULL)
+ * hears of each that does not. Open the store with STORE_REBUILD. */
+enum hm_err mirror_rebuild_index(struct hm_ctx *ctx, struct store *st, void (*on_bad)(void *ud, const char *path),
+				 void *ud, struct store_rebuild_result *res) HM_MUST_CHECK;
+
 /* A stored revision's conversion, as stored. */
 struct mirror_artifact {
 	int64_t id;             /* its artifacts row */

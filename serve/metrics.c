@@ -51,7 +51,7 @@ static void flush_rows(struct srv *s, struct row *rows, size_t n)
 		return;
 	v = calloc(n, sizeof(*v));
 	st = srv_store_take(s);
-	if (v && st) {
+	if (v && st && !store_readonly(st)) {
 		for (size_t i = 0; i < n; i++)
 			v[i] = rows[i].r;
 		if (store_record_served(&quiet, st, v, n) && s->o->access_log)

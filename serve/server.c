@@ -42,7 +42,7 @@ struct store *srv_store_take(struct srv *s)
 	s->nopen++;
 	pthread_mutex_unlock(&s->pool_mu);
 	struct hm_ctx quiet = {0};
-	if (store_open(&quiet, s->o->store_dir, &st)) {
+	if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st)) {
 		int e = errno;
 		st = NULL;
 		pthread_mutex_lock(&s->pool_mu);
@@ -606,8 +606,19 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* open (and migrate) the store once up front: a broken store fails here */
-	if ((err = store_open(ctx, o->store_dir, &st)))
+	/* a directory that is not a store is refused (a typo), unless the
+	 * server pulls through: that is a pull, which makes the store */
+	err = store_open_mode(ctx, o->store_dir, STORE_READ, &st);
+	if (err == HM_ERR_NOT_FOUND && o->upstream && !o->offline) {
+		ctx->errmsg[0] = '\0';
+		err = store_open_mode(ctx, o->store_dir, STORE_CREATE, &st);
+	}
+	if (err)
 		goto out;
+	/* a store this user cannot write is served as it is */
+	if (store_readonly(st) && o->access_log)
+		fprintf(o->access_log, "hubmirror: note: the store '%s' is read-only for this user: serving it"
+			" without recording statistics%s\n", o->store_dir, o->upstream ? " or pulling through" : "");
 	s.nopen = 1;
 	srv_store_put(&s, st);
 	fd_budget(&s);

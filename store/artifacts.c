@@ -220,8 +220,32 @@ enum hm_err store_artifact_tmp(struct hm_ctx *ctx, struct store *st, const char 
 		tag[2 * i + 1] = hex[r[i] & 15];
 	}
 	tag[16] = '\0';
+	if (st->readonly)
+		return store_ro_fail(ctx, st, "make a temp file");
 	if (snprintf(buf, len, "%s/tmp/convert-%ld-%s%s", st->dir, (long)getpid(), tag, suffix) >= (int)len)
 		return hm_fail(ctx, HM_ERR_IO, "store path too long");
+	/* debris of conversions that were killed goes first */
+	store_sweep_scratch(st, 0, NULL, NULL);
+	/* The temp's lock, held until store_close, says its owner is alive; a
+	 * pid alone could be reused or live in another pid namespace. */
+	char *lock = util_asprintf("%s/tmp/convert-%ld-%s.lock", st->dir, (long)getpid(), tag);
+	int *fds = realloc(st->tmp_locks, (st->ntmp_locks + 1) * sizeof(*fds));
+	if (fds)
+		st->tmp_locks = fds;
+	char **paths = fds ? realloc(st->tmp_lock_paths, (st->ntmp_locks + 1) * sizeof(*paths)) : NULL;
+	if (paths)
+		st->tmp_lock_paths = paths;
+	if (!lock || !fds || !paths) {
+		free(lock);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	if (store_lock_path(st, lock, 1, &fd) < 0) {
+		enum hm_err err = hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", lock, strerror(errno));
+		free(lock);
+		return err;
+	}
+	st->tmp_locks[st->ntmp_locks] = fd;
+	st->tmp_lock_paths[st->ntmp_locks++] = lock;
 	return HM_OK;
 }
 

@@ -20,6 +20,10 @@ enum hm_err store_record_checkout(struct hm_ctx *ctx, struct store *st, const ch
 	enum hm_err err;
 	int rc;
 
+	/* a reader who cannot write the store gets copies (no hard links into
+	 * it), which need no record */
+	if (st->readonly)
+		return HM_OK;
 	if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 		return err;
 	/* a plain tree holds one revision: a newer checkout there replaces the record */

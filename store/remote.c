@@ -132,7 +132,8 @@ enum hm_err store_remote_open(struct hm_ctx *ctx, const char *uri, struct store 
 	if ((err = s3_client_new(ctx, &cfg, &r->s3)) || (err = s3_check_bucket(ctx, r->s3)) ||
 	    (err = cache_dir(ctx, &cfg, dir, sizeof(dir))))
 		goto out;
-	if ((err = store_open(ctx, dir, &st)))
+	/* the local index is a cache the bucket refills: a lost one is no loss */
+	if ((err = store_open_mode(ctx, dir, STORE_REBUILD, &st)))
 		goto out;
 	st->remote = r;
 	r = NULL;

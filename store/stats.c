@@ -1127,9 +1127,9 @@ static int finish_served(struct scan *s, struct store_report *r)
  * read transaction, so both tables come from the same snapshot. */
 static enum hm_err open_reader(struct hm_ctx *ctx, struct store *st, sqlite3 **db)
 {
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/index.db", st->dir);
-	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+	/* the store's own name for index.db: an immutable URI when read-only */
+	const char *path = st->db_name;
+	if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | st->db_flags, NULL) != SQLITE_OK ||
 	    sqlite3_busy_timeout(*db, 30000) != SQLITE_OK ||
 	    sqlite3_exec(*db, "PRAGMA mmap_size = 1073741824; BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
 		enum hm_err err = hm_fail(ctx, HM_ERR_DB, "cannot read '%s': %s", path,
@@ -1166,7 +1166,7 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	cached = q->scan == STORE_SCAN_CACHE || (q->scan == STORE_SCAN_AUTO && (!name || nrepo >= STATS_FEW));
 	/* pack what no chunk holds yet (after a migration or a bulk insert);
 	 * without it the report is as right, and slower */
-	if (cached && (err = store_stats_pack(ctx, st, NULL))) {
+	if (cached && !st->readonly && (err = store_stats_pack(ctx, st, NULL))) {
 		if (err == HM_ERR_CANCELLED)
 			goto out;
 		ctx->errmsg[0] = '\0';

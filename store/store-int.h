@@ -27,7 +27,13 @@ struct store {
 	sqlite3 *db;
 	int schema;
 	int blobs_fd;  /* blobs/sha256, for syncfs before rows of non-durable blobs */
-	int gc_fd;     /* tmp/gc.lock, held shared while open; gc wants it exclusive */
+	int gc_fd;     /* tmp/gc.lock, held shared while open; gc wants it exclusive (-1 read-only) */
+	int readonly;  /* opened read-only (store_readonly) */
+	int *tmp_locks; /* held locks of this process's temp files (tmp/convert-*.lock) */
+	char **tmp_lock_paths;
+	size_t ntmp_locks;
+	char *db_name; /* what a second read connection opens: index.db's path, or its immutable URI */
+	int db_flags;  /* SQLITE_OPEN_URI for the URI */
 	int need_sync; /* a non-durable blob was adopted since the last flush */
 	struct store_pending_blob *blobs;
 	size_t nblobs, capblobs;
@@ -45,6 +51,24 @@ enum hm_err store_prepare(struct hm_ctx *ctx, struct store *st, const char *sql,
 /* Runs a statement without data (BEGIN, COMMIT, schema). */
 enum hm_err store_exec(struct hm_ctx *ctx, struct store *st, const char *sql) HM_MUST_CHECK;
 void store_rollback(struct store *st);
+/* Takes the lock file path exclusively without blocking (creating it when
+ * create is set): 0 and *fd on success; -1 with errno (EWOULDBLOCK: held,
+ * ENOENT: no such lock) otherwise. Lock files are removed on release
+ * (store_unlock_path), so a lock on an inode the path no longer names is
+ * retried. */
+int store_lock_path(struct store *st, const char *path, int create, int *fd);
+/* Removes the lock file and releases it. Accepts fd -1. */
+void store_unlock_path(const char *path, int fd);
+/* Removes the temp files in tmp/ of conversions whose process is gone
+ * (their lock tmp/convert-<pid>-<tag>.lock is free, or without one their
+ * pid is dead); with all set (gc holding the store alone) also those
+ * without a lock whatever their pid, and the engine's tmp/run checkouts. A
+ * held lock always keeps its temp. Counts into r and tells o when non-NULL. */
+void store_sweep_scratch(struct store *st, int all, const struct store_gc_opts *o, struct store_gc_result *r);
+/* The error a write to a read-only store gives. */
+enum hm_err store_ro_fail(struct hm_ctx *ctx, struct store *st, const char *what);
+/* 1 when blobs/sha256/<2 hex>/ under dir holds at least one file named by 64 hex digits. */
+int store_has_blob_files(const char *dir);
 /* Creates the schema or brings it up to date (index.c). */
 enum hm_err store_migrate(struct hm_ctx *ctx, struct store *st) HM_MUST_CHECK;
 /* id of repo (type, name); HM_ERR_NOT_FOUND when it isn't stored. */

@@ -7,6 +7,7 @@
  *
  * A struct store belongs to one thread at a time (its row queues have no lock);
  * processes share a store through SQLite locking and flock. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "store-int.h"
 #include "../util/util.h"
@@ -32,8 +34,32 @@ enum hm_err store_db_fail(struct hm_ctx *ctx, struct store *st, const char *what
 	int code = sqlite3_extended_errcode(st->db) & 0xff;
 	enum hm_err err = code == SQLITE_FULL ? HM_ERR_NOSPC :
 			  code == SQLITE_NOMEM ? HM_ERR_NOMEM : HM_ERR_DB;
-	return hm_fail(ctx, err, "cannot %s in '%s/index.db': %s", what, st->dir,
-		       sqlite3_errmsg(st->db));
+	char holders[160] = "";
+
+	/* after the busy timeout: say who else has the store open */
+	if (code == SQLITE_BUSY)
+		store_holders(st, holders, sizeof(holders));
+	return hm_fail(ctx, err, "cannot %s in '%s/index.db': %s%s%s%s", what, st->dir, sqlite3_errmsg(st->db),
+		       holders[0] ? " (the store is open in " : "", holders, holders[0] ? ")" : "");
+}
+
+/* Switches index.db to WAL. Changing the journal mode takes an exclusive
+ * lock without SQLite's busy handler, so stores opened by several
+ * processes at once (the first pulls into a new store) wait here. */
+static enum hm_err set_wal(struct hm_ctx *ctx, struct store *st)
+{
+	double deadline = util_now() + 30;
+	for (;;) {
+		int rc = sqlite3_exec(st->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) & 0xff;
+		struct timespec ts = {0, 20 * 1000 * 1000};
+		if (rc == SQLITE_OK)
+			return HM_OK;
+		if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || util_now() > deadline)
+			return store_db_fail(ctx, st, "switch to WAL mode");
+		if (hm_cancelled(ctx))
+			return hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+		nanosleep(&ts, NULL);
+	}
 }
 
 enum hm_err store_prepare(struct hm_ctx *ctx, struct store *st, const char *sql,
@@ -74,55 +100,252 @@ static enum hm_err mkdir_in(struct hm_ctx *ctx, const char *dir, const char *sub
 	return HM_OK;
 }
 
+int store_has_blob_files(const char *dir)
+{
+	char top[PATH_MAX], sub[PATH_MAX];
+	struct dirent *e, *se;
+	int found = 0;
+	DIR *d, *sd;
+
+	if (snprintf(top, sizeof(top), "%s/blobs/sha256", dir) >= (int)sizeof(top) || !(d = opendir(top)))
+		return 0;
+	while (!found && (e = readdir(d))) {
+		if (!util_is_hex(e->d_name, 2) ||
+		    snprintf(sub, sizeof(sub), "%s/%s", top, e->d_name) >= (int)sizeof(sub) || !(sd = opendir(sub)))
+			continue;
+		while (!found && (se = readdir(sd)))
+			found = util_is_hex(se->d_name, 64);
+		closedir(sd);
+	}
+	closedir(d);
+	return found;
+}
+
+enum hm_err store_ro_fail(struct hm_ctx *ctx, struct store *st, const char *what)
+{
+	return hm_fail(ctx, HM_ERR_IO, "cannot %s: the store '%s' is read-only for this user", what, st->dir);
+}
+
+int store_readonly(const struct store *st)
+{
+	return st->readonly;
+}
+
+/* The refusal for a store whose index is gone while its blobs are not. */
+static enum hm_err lost_index(struct hm_ctx *ctx, const char *dir)
+{
+	return hm_fail(ctx, HM_ERR_DB,
+		       "'%s/index.db' is missing or empty but the store holds blobs: not opening it, as an empty"
+		       " index would let gc delete them all; run 'hubmirror --store %s rebuild-index' to index the"
+		       " blobs again (pulling the repos afterwards downloads nothing), or restore index.db from a"
+		       " backup", dir, dir);
+}
+
+static enum hm_err not_a_store(struct hm_ctx *ctx, const char *dir, const char *why)
+{
+	return hm_fail(ctx, HM_ERR_NOT_FOUND,
+		       "'%s' is not a hubmirror store (%s): check --store or $HUBMIRROR_HOME; 'pull', 'import'"
+		       " and 'sync' create a store", dir, why);
+}
+
+/* Reads PRAGMA user_version; -1 when the database cannot be read. */
+static int read_version(sqlite3 *db)
+{
+	sqlite3_stmt *q = NULL;
+	int v = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		v = sqlite3_column_int(q, 0);
+	sqlite3_finalize(q);
+	return v;
+}
+
+/* Opens index.db read-only. Without write access to the directory SQLite
+ * cannot make the WAL index (-shm); when no writer left a WAL behind the
+ * file is complete on its own, and opening it immutable needs neither. */
+static enum hm_err open_db_readonly(struct hm_ctx *ctx, struct store *st, const char *path, int *version)
+{
+	struct util_buf uri = UTIL_BUF_INIT;
+	char wal[PATH_MAX];
+	int ok;
+
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    (*version = read_version(st->db)) >= 0)
+		return HM_OK;
+	sqlite3_close_v2(st->db);
+	st->db = NULL;
+	if (snprintf(wal, sizeof(wal), "%s-wal", path) >= (int)sizeof(wal) || access(wal, F_OK) == 0)
+		return hm_fail(ctx, HM_ERR_DB, "cannot read '%s' read-only while a writer's '%s' exists and its"
+			       " index cannot be made: try again when the writer is done", path, wal);
+	ok = !util_buf_adds(&uri, "file:");
+	for (const unsigned char *c = (const unsigned char *)path; ok && *c; c++) {
+		if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+		    strchr("/-._~", *c))
+			ok = !util_buf_add(&uri, c, 1);
+		else
+			ok = !util_buf_printf(&uri, "%%%02X", *c);
+	}
+	ok = ok && !util_buf_adds(&uri, "?immutable=1");
+	if (!ok) {
+		util_buf_release(&uri);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory opening '%s'", path);
+	}
+	if (sqlite3_open_v2(uri.buf, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL) != SQLITE_OK ||
+	    (*version = read_version(st->db)) < 0) {
+		enum hm_err err = hm_fail(ctx, HM_ERR_DB, "cannot read '%s': %s", path,
+					  st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		util_buf_release(&uri);
+		return err;
+	}
+	free(st->db_name);
+	st->db_name = util_buf_detach(&uri);
+	st->db_flags = SQLITE_OPEN_URI;
+	return HM_OK;
+}
+
 enum hm_err store_open(struct hm_ctx *ctx, const char *dir, struct store **out)
 {
-	enum hm_err err;
+	return store_open_mode(ctx, dir, STORE_CREATE, out);
+}
+
+enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode mode, struct store **out)
+{
+	enum hm_err err = HM_OK;
 	struct store *st;
-	char path[PATH_MAX];
+	char path[PATH_MAX], tmp[PATH_MAX], *db_name = NULL;
+	struct stat sb;
+	int have_index, version = 0;
 
 	*out = NULL;
 	if (s3_is_uri(dir))
 		return store_remote_open(ctx, dir, out);
 	if (!dir || !*dir || strlen(dir) > PATH_MAX - 200)
 		return hm_fail(ctx, HM_ERR_USAGE, "store path '%s' is empty or too long", dir ? dir : "");
-	st = calloc(1, sizeof(*st));
-	if (!st)
+	snprintf(path, sizeof(path), "%s/index.db", dir);
+	if (!(db_name = util_strdup(path)))
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory opening store '%s'", dir);
+	/* (a 0-byte index.db next to no blobs may be a store being created:
+	 * its schema is judged below, once its creator is done) */
+	if (stat(path, &sb) == 0)
+		have_index = S_ISREG(sb.st_mode) && (sb.st_size > 0 || !store_has_blob_files(dir));
+	else if (errno == ENOENT || errno == ENOTDIR)
+		have_index = 0;
+	else
+		have_index = -1;
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		free(db_name);
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory opening store '%s'", dir);
+	}
 	st->blobs_fd = st->gc_fd = -1;
+	st->db_name = db_name;
+	if (have_index < 0) {
+		err = hm_fail(ctx, HM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	if (!have_index && mode != STORE_REBUILD && store_has_blob_files(dir)) {
+		err = lost_index(ctx, dir);
+		goto out;
+	}
+	if (!have_index && (mode == STORE_WRITE || mode == STORE_READ)) {
+		err = not_a_store(ctx, dir, stat(dir, &sb) == 0 ? "it has no index.db" : "no such directory");
+		goto out;
+	}
 	st->dir = util_strdup(dir);
 	if (!st->dir) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory opening store '%s'", dir);
 		goto out;
 	}
-	if ((err = mkdir_in(ctx, dir, "blobs/sha256")) || (err = mkdir_in(ctx, dir, "tmp")))
-		goto out;
-
-	snprintf(path, sizeof(path), "%s/blobs/sha256", dir);
-	st->blobs_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (st->blobs_fd < 0) {
-		err = hm_fail(ctx, HM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+	if (have_index && mode != STORE_READ && (access(dir, W_OK) < 0 || access(path, W_OK) < 0)) {
+		err = hm_fail(ctx, HM_ERR_IO, "cannot write the store '%s': %s (this command changes it; 'ls',"
+			      " 'stats', 'du', 'verify', 'checkout --copy' and 'serve' only read)", dir, strerror(errno));
 		goto out;
 	}
+	/* a reader that cannot write (another user's store, a read-only
+	 * filesystem) takes no lock and makes nothing */
+	snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+	if (mode == STORE_READ &&
+	    (access(dir, W_OK) < 0 || access(path, W_OK) < 0 || (access(tmp, W_OK) < 0 && errno != ENOENT)))
+		st->readonly = 1;
+
+	if (!st->readonly && ((err = mkdir_in(ctx, dir, "blobs/sha256")) || (err = mkdir_in(ctx, dir, "tmp"))))
+		goto out;
+	snprintf(tmp, sizeof(tmp), "%s/blobs/sha256", dir);
+	st->blobs_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->blobs_fd < 0 && !(st->readonly && errno == ENOENT)) {
+		err = hm_fail(ctx, HM_ERR_IO, "cannot open '%s': %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (st->readonly) {
+		if ((err = open_db_readonly(ctx, st, path, &version)))
+			goto out;
+		sqlite3_busy_timeout(st->db, 30000);
+		sqlite3_extended_result_codes(st->db, 1);
+		if (version == 0) {
+			err = not_a_store(ctx, dir, "its index.db has no hubmirror schema");
+			goto out;
+		}
+		if (version > store_schema_latest()) {
+			err = hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d, newer than this hubmirror knows (%d)",
+				      path, version, store_schema_latest());
+			goto out;
+		}
+		if (version < store_schema_latest()) {
+			err = hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d and this hubmirror needs %d, which a"
+				      " read-only user cannot upgrade: run any writing command (e.g. 'hubmirror gc"
+				      " --dry-run') as a user who can write the store", path, version,
+				      store_schema_latest());
+			goto out;
+		}
+		st->schema = version;
+		*out = st;
+		st = NULL;
+		goto out;
+	}
+
 	/* Every open store holds gc.lock shared, so gc can tell whether a pull
-	 * might be between adopting a blob and recording the revision. */
-	snprintf(path, sizeof(path), "%s/tmp/gc.lock", dir);
-	st->gc_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	 * might be between adopting a blob and recording the revision. flock
+	 * needs no write access: a read-only descriptor does for a file of
+	 * another user's. */
+	snprintf(tmp, sizeof(tmp), "%s/tmp/gc.lock", dir);
+	st->gc_fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (st->gc_fd < 0 && errno == EACCES)
+		st->gc_fd = open(tmp, O_RDONLY | O_CLOEXEC);
 	if (st->gc_fd < 0 || flock(st->gc_fd, LOCK_SH) < 0) {
-		err = hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", path, strerror(errno));
+		err = hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", tmp, strerror(errno));
 		goto out;
 	}
 
-	snprintf(path, sizeof(path), "%s/index.db", dir);
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | (mode == STORE_CREATE || mode == STORE_REBUILD ?
+								      SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
 		err = hm_fail(ctx, HM_ERR_DB, "cannot open '%s': %s", path,
 			      st->db ? sqlite3_errmsg(st->db) : "out of memory");
 		goto out;
 	}
 	sqlite3_busy_timeout(st->db, 30000);
 	sqlite3_extended_result_codes(st->db, 1);
+	/* A store being created has index.db before its schema: wait for the
+	 * creator's transaction (the write lock) before judging. An index
+	 * without our schema (just created, or emptied) next to blobs is a lost
+	 * index, not a new store. */
+	if (mode != STORE_REBUILD && mode != STORE_CREATE && read_version(st->db) == 0 &&
+	    (err = store_exec(ctx, st, "BEGIN IMMEDIATE")) == HM_OK)
+		err = store_exec(ctx, st, "COMMIT");
+	if (err)
+		goto out;
+	if (mode != STORE_REBUILD && (version = read_version(st->db)) == 0) {
+		if (store_has_blob_files(dir)) {
+			err = lost_index(ctx, dir);
+			goto out;
+		}
+		if (mode != STORE_CREATE) {
+			err = not_a_store(ctx, dir, "its index.db has no hubmirror schema");
+			goto out;
+		}
+	}
 	/* NORMAL is safe in WAL mode: a power loss may drop the last commits but
 	 * never corrupts, and blobs are on disk before their rows anyway. */
-	if ((err = store_exec(ctx, st, "PRAGMA journal_mode=WAL")) ||
+	if ((err = set_wal(ctx, st)) ||
 	    (err = store_exec(ctx, st, "PRAGMA synchronous=NORMAL")) ||
 	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")))
 		goto out;
@@ -163,6 +386,13 @@ void store_close(struct store *st)
 		close(st->blobs_fd);
 	if (st->gc_fd >= 0)
 		close(st->gc_fd);
+	for (size_t i = 0; i < st->ntmp_locks; i++) {
+		store_unlock_path(st->tmp_lock_paths[i], st->tmp_locks[i]);
+		free(st->tmp_lock_paths[i]);
+	}
+	free(st->tmp_locks);
+	free(st->tmp_lock_paths);
+	free(st->db_name);
 	free(st->dir);
 	free(st);
 }
@@ -293,39 +523,80 @@ void store_part_paths(const struct store *st, const char *key, char *part, char 
 		snprintf(state, len, "%s/tmp/%s.state", st->dir, key);
 }
 
+int store_lock_path(struct store *st, const char *path, int create, int *fd)
+{
+	struct stat a, b;
+	int lfd;
+
+	*fd = -1;
+	for (;;) {
+		lfd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
+		if (lfd < 0)
+			return -1;
+		while (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno;
+			if (e == EINTR)
+				continue;
+			close(lfd);
+			errno = e;
+			return -1;
+		}
+		/* The holder before us removes the file when it lets go, so the
+		 * inode we locked may be one nobody else can find any more: only a
+		 * lock on the file the path names now excludes anyone. */
+		if (fstat(lfd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+			break;
+		close(lfd);
+		if (!create) {
+			errno = ENOENT;
+			return -1;
+		}
+	}
+	(void)st;
+	*fd = lfd;
+	return 0;
+}
+
+void store_unlock_path(const char *path, int fd)
+{
+	/* unlinked while still held: whoever opened the old inode in the
+	 * meantime notices (store_lock_path) and opens the path again */
+	if (fd < 0)
+		return;
+	unlink(path);
+	close(fd);
+}
+
 enum hm_err store_lock_try(struct hm_ctx *ctx, struct store *st, const char *key, int *fd)
 {
 	char path[PATH_MAX];
-	int lfd;
 
 	*fd = -1;
 	if (!key_ok(key))
 		return hm_fail(ctx, HM_ERR_USAGE, "invalid lock key '%s'", key ? key : "");
+	if (st->readonly)
+		return store_ro_fail(ctx, st, "lock a download");
 	snprintf(path, sizeof(path), "%s/tmp/%s.lock", st->dir, key);
-	lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (lfd < 0)
-		return hm_fail(ctx, store_errno_err(errno), "cannot open '%s': %s", path, strerror(errno));
-	while (flock(lfd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		if (e == EINTR)
-			continue;
-		close(lfd);
-		if (e == EWOULDBLOCK)
-			return hm_fail(ctx, HM_ERR_LOCKED, "'%s' is locked by another process", key);
-		return hm_fail(ctx, HM_ERR_IO, "cannot lock '%s': %s", path, strerror(e));
-	}
-	*fd = lfd;
-	return HM_OK;
+	if (store_lock_path(st, path, 1, fd) == 0)
+		return HM_OK;
+	if (errno == EWOULDBLOCK)
+		return hm_fail(ctx, HM_ERR_LOCKED, "'%s' is locked by another process", key);
+	return hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", path, strerror(errno));
 }
 
 void store_unlock(struct store *st, const char *key, int fd)
 {
-	/* The lock file stays: unlinking it would let a waiter lock a fresh
-	 * inode while another still holds the old one. gc removes it. */
-	(void)st;
-	(void)key;
-	if (fd >= 0)
+	char path[PATH_MAX];
+
+	if (fd < 0)
+		return;
+	if (!key_ok(key)) {
 		close(fd);
+		return;
+	}
+	/* no lock file outlives its use: one per blob would pile up until gc */
+	snprintf(path, sizeof(path), "%s/tmp/%s.lock", st->dir, key);
+	store_unlock_path(path, fd);
 }
 
 enum hm_err store_blob_adopt(struct hm_ctx *ctx, struct store *st, const char *tmp_path,
@@ -338,6 +609,8 @@ enum hm_err store_blob_adopt(struct hm_ctx *ctx, struct store *st, const char *t
 
 	if (!util_is_hex(sha256, 64))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "invalid sha256 '%s'", sha256 ? sha256 : "");
+	if (st->readonly)
+		return store_ro_fail(ctx, st, "add a blob");
 	if (git_oid && *git_oid && !util_is_hex(git_oid, 40))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "invalid git oid '%s'", git_oid);
 	/* an S3 store: the object first (visible only when complete and
@@ -537,6 +810,8 @@ enum hm_err store_flush(struct hm_ctx *ctx, struct store *st)
 
 	if (!st->nblobs && !st->ndls)
 		return HM_OK;
+	if (st->readonly)
+		return store_ro_fail(ctx, st, "record downloads");
 	/* rows may only name blobs whose bytes are durable */
 	if (st->need_sync) {
 		if (syncfs(st->blobs_fd) < 0)

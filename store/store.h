@@ -63,10 +63,67 @@ struct store_stats_row {
 	double seconds;
 };
 
-/* Opens (creating if needed) the store at dir: makes the layout, opens
- * index.db in WAL mode with a busy timeout, runs pending migrations.
- * On success *out is owned by the caller (store_close). */
+/* How a store is opened (store_open_mode).
+ *   CREATE   read-write; a directory that is not a store yet becomes one
+ *            (pull, import, sync).
+ *   WRITE    read-write; dir must be a store (gc, rm, convert ...).
+ *   READ     dir must be a store; read-write when this user can write it
+ *            (so statistics caches stay current), else read-only: no lock
+ *            file, no directories made, index.db opened read-only (as an
+ *            immutable file when no writer left a WAL behind). Writes then
+ *            fail with HM_ERR_IO naming the store as read-only; store_readonly() tells.
+ *   REBUILD  read-write; also opens a store whose index.db is missing or
+ *            empty while blobs exist (store_rebuild_index then indexes them).
+ * Every mode refuses, with HM_ERR_DB and a message naming the recovery, a
+ * store whose index.db is missing or empty while blobs/ holds blobs: a new
+ * empty index would let gc delete every one of them. A directory that is
+ * not a store gives HM_ERR_NOT_FOUND ("not a hubmirror store") unless CREATE. */
+enum store_mode { STORE_CREATE, STORE_WRITE, STORE_READ, STORE_REBUILD };
+/* Opens the store at dir (see enum store_mode): makes the layout when
+ * writable, opens index.db in WAL mode with a busy timeout, runs pending
+ * migrations. On success *out is owned by the caller (store_close). */
+enum hm_err store_open_mode(struct hm_ctx *ctx, const char *dir, enum store_mode mode,
+			    struct store **out) HM_MUST_CHECK;
+/* store_open_mode(ctx, dir, STORE_CREATE, out). */
 enum hm_err store_open(struct hm_ctx *ctx, const char *dir, struct store **out) HM_MUST_CHECK;
+/* 1 when the store was opened read-only (STORE_READ on a store this user
+ * cannot write, or a read-only filesystem). */
+int store_readonly(const struct store *st);
+/* Describes the other processes that have the store open (holders of
+ * tmp/gc.lock other than this one), e.g. "pid 412 (hubmirror)", into buf;
+ * "" when none is known. Reads /proc/locks (Linux). */
+void store_holders(const struct store *st, char *buf, size_t len);
+
+/* ---- rebuilding the index (rebuild-index) ---- */
+
+/* A blob file whose name the caller must check: path is its file, sha256
+ * the name. The callback hashes it and returns 1 when the content has that
+ * SHA-256 (filling git_oid, the git blob oid, and size), 0 when not, -1 to
+ * stop (cancelled). The store never hashes (verify/ does). */
+typedef int (*store_blob_check_fn)(void *ud, const char *path, const char *sha256, char git_oid[41],
+				   uint64_t *size);
+struct store_rebuild_result {
+	uint64_t blobs_known;     /* already in the index */
+	uint64_t blobs_added, bytes_added;
+	uint64_t blobs_bad;       /* content does not match the name: left as they are, not indexed */
+};
+/* Indexes every blob file the index does not know (a store opened with
+ * STORE_REBUILD after its index.db was lost, or an index restored from an
+ * older backup): each is hashed through check, then gets its blobs row and
+ * git oid row, so a later pull finds it without downloading. Revisions are
+ * not recreated (pull them again: nothing is downloaded). on_bad (may be
+ * NULL) hears of each blob whose content does not match its name. */
+enum hm_err store_rebuild_index(struct hm_ctx *ctx, struct store *st, store_blob_check_fn check, void *ud,
+				void (*on_bad)(void *ud, const char *path), struct store_rebuild_result *r) HM_MUST_CHECK;
+/* Blob files under blobs/ the index has no row for (on_unknown hears each,
+ * with its path and size), and SQLite's PRAGMA quick_check of index.db
+ * (*db_ok = 0 and on_db hears each line it reports when it is not "ok").
+ * Blob files younger than an hour are skipped while another process has
+ * the store open: a pull may be about to record them. */
+enum hm_err store_check_index(struct hm_ctx *ctx, struct store *st,
+			      void (*on_unknown)(void *ud, const char *path, uint64_t size),
+			      void (*on_db)(void *ud, const char *line), void *ud, uint64_t *nunknown,
+			      int *db_ok) HM_MUST_CHECK;
 /* dir may also be "s3://BUCKET[/PREFIX]" (credentials and endpoint from the
  * AWS_* environment, see s3/s3.h): blobs and revision metadata then live in
  * the bucket, and the index is a cache in a local directory
@@ -120,6 +177,7 @@ void store_part_paths(const struct store *st, const char *key,
  * the store). Returns HM_ERR_LOCKED if another process holds it; on success
  * *fd is the lock to release with store_unlock. */
 enum hm_err store_lock_try(struct hm_ctx *ctx, struct store *st, const char *key, int *fd) HM_MUST_CHECK;
+/* Releases the lock and removes its file (no lock file outlives its use). */
 void store_unlock(struct store *st, const char *key, int fd);
 
 /* Moves a verified temp file (anywhere under the store) into place as blob
@@ -179,12 +237,49 @@ void store_files_free(struct store_file *v, size_t n);
 enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
 		     const char *repo, const char *commit) HM_MUST_CHECK;
 
-struct store_gc_result {
-	uint64_t blobs_removed, bytes_removed, partials_removed;
+/* One thing gc removed (or with dry_run would remove), or kept and why. */
+struct store_gc_item {
+	const char *kind;       /* "blob" (unreferenced), "orphan" (blob file without a row),
+				   "partial" (a download's .part/.state), "scratch" (tmp/convert-*, tmp/run),
+				   "lock" (a lock file left alone) */
+	const char *name;       /* path relative to the store */
+	uint64_t bytes;
+	int removed;            /* 1: removed (or would be); 0: kept */
+	const char *why;        /* why it goes or stays, in words */
 };
-/* Removes blob files and rows no file references, and partial downloads
- * (tmp/<key>.part, tmp/<key>.state) whose lock is free. */
-enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
+struct store_gc_opts {
+	int dry_run;            /* remove nothing; report what would go */
+	int force;              /* collect even when the index knows no revision */
+	int64_t keep_partials_s; /* keep partial downloads written to within this many seconds
+				   (a later pull resumes them); 0 removes every unused one */
+	void (*on_item)(void *ud, const struct store_gc_item *it); /* may be NULL */
+	void *ud;
+};
+struct store_gc_result {
+	uint64_t blobs_removed, bytes_removed;      /* blob files, orphans included */
+	uint64_t partials_removed, partial_bytes_removed; /* one per download (.part + .state) */
+	uint64_t scratch_removed, scratch_bytes_removed;  /* interrupted conversions, engine checkouts */
+	uint64_t blobs_kept, bytes_kept;            /* unreferenced, kept: another process has the store open */
+	uint64_t orphans_kept;                      /* files without rows, not touched for the same reason */
+	uint64_t partials_young, partial_bytes_young; /* kept: younger than keep_partials_s */
+	uint64_t partials_busy;                     /* kept: a running download holds them */
+	char holders[160];                          /* who else had the store open (store_holders) */
+};
+/* Removes blob files and rows no file or artifact references, partial
+ * downloads (tmp/<key>.part, tmp/<key>.state) whose lock is free and that
+ * are older than o->keep_partials_s, the debris of interrupted conversions
+ * and stale lock files; r counts what went and what stayed, and o->on_item
+ * hears each item. While another process has the store open, unreferenced
+ * blobs younger than an hour and files without rows stay (a pull may be
+ * about to record them). Refuses (HM_ERR_DB, nothing removed) when the
+ * index knows no revision and recorded no transfer (pull, import) but blobs
+ * exist, unless o->force: that is what a lost, rebuilt or replaced index
+ * looks like (after 'rm' of all that was pulled, the transfers stay), and
+ * gc would delete everything
+ * (while another process has the store open - a first pull - blobs are
+ * left alone instead, and the rest collected). */
+enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc_opts *o,
+		     struct store_gc_result *r) HM_MUST_CHECK;
 
 enum store_layout { STORE_LAYOUT_FILES, STORE_LAYOUT_HF_CACHE };
 /* Materializes a revision under dir. FILES: dir/<path> (hard links, copies

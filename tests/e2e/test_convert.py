@@ -536,7 +536,7 @@ def test_convert_refuses(t):
     t.fails("convert", d, "--to", "onnx", rc=2, words=("unknown --to",))
     t.fails("convert", os.path.join(d, "config.json"), rc=2, words=("not a directory",))
     t.fails("convert", d, "--to", "safetensors", rc=2, words=("-o",))
-    t.fails("convert", "nobody/nothing", words=("neither", "not found"))
+    t.fails("convert", "nobody/nothing", words=("neither", "not found", "not a hubmirror store"))
     bad = sample_copy(t, "neox", architectures=["GPTNeoXForCausalLM"])
     t.fails("convert", bad, "-o", out, words=("unsupported architecture GPTNeoXForCausalLM (supported: ",))
     # Qwen2 is supported, but a Llama checkpoint has no q/k/v biases

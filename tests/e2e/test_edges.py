@@ -123,6 +123,11 @@ def test_gc_during_pull(t):
     emu = t.emu([{"type": "model", "id": "org/racing", "commits": [{"files": files}]}])
     emu.faults([{"match": "big.bin", "kind": "slow", "rate": 1500000, "times": -1}])
     p = t.spawn("pull", "org/racing", "--json")
+    # gc refuses a directory that is not a store yet: wait for the pull to make it
+    for _ in range(1000):
+        if os.path.exists(os.path.join(t.store, "index.db")) or p.poll() is not None:
+            break
+        time.sleep(0.01)
     gcs = 0
     while p.poll() is None and gcs < 200:
         r = t.hm("gc")

@@ -82,6 +82,7 @@ def test_cli(t):
                 ["--max-connections", "-1"], ["--no-such-option"], ["extra-argument"]):
         t.fails("serve", *bad, rc=2, timeout=10)
     # a port that is taken: a clean error, not a crash or a silent exit 0
+    t.ok("rebuild-index")  # an empty store (serve refuses a directory that is not one)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(1)

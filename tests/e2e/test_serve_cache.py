@@ -92,8 +92,9 @@ http {
 
 
 def served_file_requests(srv):
-    # the access log is in the Combined Log Format: "GET /path HTTP/1.1" 200
-    return len(re.findall(r'"GET /[^" ]*/resolve/[^" ]* HTTP/[\d.]+" 20[06] ', srv.stderr()))
+    """File answers in serve's access log (either log format)."""
+    return len(re.findall(r'"GET /[^" ]*/resolve/[^" ]*[^"]*" 20[06] | GET "/[^"]*/resolve/[^"]*" 20[06] ',
+                          srv.stderr()))
 
 
 @serving(timeout=90)

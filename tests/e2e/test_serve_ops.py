@@ -467,6 +467,7 @@ def test_sigterm_with_idle_and_stuck_clients(t):
 def test_port_in_use_by_another_server(t):
     """A second server on the port of a running one fails (no SO_REUSEPORT
     sharing, where identical requests got 200 or 404 at random)."""
+    t.ok("rebuild-index")  # an empty store (serve refuses a directory that is not one)
     first = Server(t)
     r = t.hm("serve", "--listen", "127.0.0.1:%d" % first.port, timeout=10)
     check(r.rc == 1, "a second server on a port in use must exit 1: %r" % r)

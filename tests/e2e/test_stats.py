@@ -42,8 +42,9 @@ SERVED = [
 
 
 def new_store(t):
-    """An empty store at the current schema."""
-    t.ok("du")
+    """An empty store at the current schema (reading commands such as du
+    refuse a directory that is not a store; rebuild-index makes one)."""
+    t.ok("rebuild-index")
 
 
 def insert(t, pulls=(), served=()):
@@ -138,6 +139,8 @@ def test_stats_text_and_csv(t):
     insert(t, PULLS + [("model", "org/c", 'a,"b".txt', 77, 1.0, 0, "ok", "hub.example", D0 + 7)], SERVED)
     r = t.ok("stats")
     lines = r.out.splitlines()
+    check(lines[0] == "store: " + t.store, "the table does not name its store first: %r" % r)
+    lines = lines[1:]
     check(lines[0].split()[:3] == ["REPO", "COUNT", "BYTES"], "table header: %r" % r)
     check(any(l.startswith("model:org/b ") for l in lines), "no model:org/b row: %r" % r)
     check(any(l.startswith("total ") for l in lines), "no total line: %r" % r)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -394,13 +395,13 @@ UNIT_TEST(store_gc_removes_garbage)
 
 	/* while another handle has the store open, fresh blobs and orphans stay */
 	CHECK(store_open(&ctx, test_store_dir(), &other) == HM_OK);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.blobs_removed == 0);
 	CHECK(r.partials_removed == 1);
 	CHECK(exists(orphan));
 	store_close(other);
 
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.blobs_removed == 3); /* README, loose, orphan */
 	CHECK(r.bytes_removed == files[2].size + loose.size + 4);
 	CHECK(r.partials_removed == 0);
@@ -424,12 +425,12 @@ UNIT_TEST(store_gc_removes_garbage)
 
 	/* once the download lets go, its partial is garbage too */
 	store_unlock(st, "held1", fd);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK);
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK);
 	CHECK(r.partials_removed == 1 && r.blobs_removed == 0);
 	CHECK(!exists(part));
 	/* what is still referenced still checks out */
 	CHECK(add_blob(&ctx, st, "fresh", 0, &fresh) == HM_OK);
-	CHECK(store_gc(&ctx, st, &r) == HM_OK); /* flushes first; fresh is unreferenced */
+	CHECK(store_gc(&ctx, st, NULL, &r) == HM_OK); /* flushes first; fresh is unreferenced */
 	CHECK(r.blobs_removed == 1);
 	store_close(st);
 }
@@ -650,4 +651,32 @@ UNIT_TEST(store_concurrent_writers)
 	store_close(st);
 	CHECK(count_rows("SELECT count(*) FROM blobs") == NBLOB / 2 + NPROC * NBLOB / 2);
 	CHECK(count_rows("SELECT count(*) FROM files") == NPROC * NBLOB);
+}
+
+UNIT_TEST(store_lock_files_go_with_their_release)
+{
+	struct hm_ctx ctx = {0};
+	struct store *st = NULL;
+	char path[PATH_MAX];
+	int fd = -1, fd2 = -1, old;
+
+	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
+	snprintf(path, sizeof(path), "%s/tmp/k1.lock", test_store_dir());
+	CHECK(store_lock_try(&ctx, st, "k1", &fd) == HM_OK);
+	CHECK(access(path, F_OK) == 0);
+	CHECK(store_lock_try(&ctx, st, "k1", &fd2) == HM_ERR_LOCKED);
+	/* a waiter that opened the file before the holder let go */
+	old = open(path, O_RDWR);
+	CHECK(old >= 0);
+	store_unlock(st, "k1", fd);
+	CHECK(access(path, F_OK) < 0); /* no lock file outlives its use */
+	/* the waiter's inode is locked by nobody now, yet excludes nobody: a
+	 * new locker takes the path's new file, and the waiter must too */
+	CHECK(flock(old, LOCK_EX | LOCK_NB) == 0);
+	CHECK(store_lock_try(&ctx, st, "k1", &fd2) == HM_OK);
+	CHECK(store_lock_try(&ctx, st, "k1", &fd) == HM_ERR_LOCKED);
+	close(old);
+	store_unlock(st, "k1", fd2);
+	CHECK(access(path, F_OK) < 0);
+	store_close(st);
 }
