@@ -187,15 +187,61 @@ static json_t *dir_json(const char *path, size_t len)
 	return o;
 }
 
-/* Builds the whole listing under prefix (files sorted by path), directories first-seen. */
-static json_t *tree_list(const struct srv_rev *rv, const char *prefix, int recursive, int expand)
+/* Directories already listed: a hash set of path prefixes (pointers into
+ * the revision's paths), so that a listing costs the same per file whether
+ * the repo holds 100 files or 100,000. */
+struct dirset {
+	const char **p;
+	size_t *len;
+	size_t cap, n;
+};
+
+static size_t dir_hash(const char *p, size_t len)
 {
-	json_t *a = json_array();
-	size_t pl = strlen(prefix);
-	/* directories already emitted (paths are sorted, so a simple last-seen
-	 * check per depth does not suffice; keep a small array) */
-	char **seen = NULL;
-	size_t nseen = 0, capseen = 0;
+	size_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* 1 when (p, len) was not in the set (and now is), 0 when it was, -1 out of memory. */
+static int dirset_add(struct dirset *d, const char *p, size_t len)
+{
+	if (2 * (d->n + 1) > d->cap) {
+		struct dirset g = {NULL, NULL, d->cap ? d->cap * 2 : 64, 0};
+		g.p = calloc(g.cap, sizeof(*g.p));
+		g.len = calloc(g.cap, sizeof(*g.len));
+		if (!g.p || !g.len) {
+			free(g.p);
+			free(g.len);
+			return -1;
+		}
+		for (size_t i = 0; i < d->cap; i++)
+			if (d->p[i])
+				(void)dirset_add(&g, d->p[i], d->len[i]);
+		free(d->p);
+		free(d->len);
+		*d = g;
+	}
+	size_t i = dir_hash(p, len) & (d->cap - 1);
+	for (; d->p[i]; i = (i + 1) & (d->cap - 1))
+		if (d->len[i] == len && !memcmp(d->p[i], p, len))
+			return 0;
+	d->p[i] = p;
+	d->len[i] = len;
+	d->n++;
+	return 1;
+}
+
+/* Walks the listing under prefix (files sorted by path, each directory
+ * before its first file) and appends the entries [start, start + page) to
+ * out; returns how many entries the whole listing has. Only the page's
+ * entries are rendered. */
+static size_t tree_walk(const struct srv_rev *rv, const char *prefix, int recursive, int expand, size_t start,
+			size_t page, json_t *out)
+{
+	size_t pl = strlen(prefix), idx = 0;
+	struct dirset seen = {0};
 	for (size_t i = 0; i < rv->nfiles; i++) {
 		const char *p = rv->files[i].path;
 		if (pl && (strncmp(p, prefix, pl) || p[pl] != '/'))
@@ -204,31 +250,26 @@ static json_t *tree_list(const struct srv_rev *rv, const char *prefix, int recur
 		/* every directory between prefix and the file */
 		for (const char *sl = strchr(rest, '/'); sl; sl = recursive ? strchr(sl + 1, '/') : NULL) {
 			size_t dl = (size_t)(sl - p);
-			int dup = 0;
-			for (size_t k = 0; k < nseen && !dup; k++)
-				dup = strlen(seen[k]) == dl && !strncmp(seen[k], p, dl);
-			if (!dup) {
-				if (nseen == capseen) {
-					size_t nc = capseen ? capseen * 2 : 16;
-					char **ns = realloc(seen, nc * sizeof(*ns));
-					if (!ns)
-						break;
-					seen = ns;
-					capseen = nc;
-				}
-				seen[nseen++] = util_strndup(p, dl);
-				json_array_append_new(a, dir_json(p, dl));
+			int added = dirset_add(&seen, p, dl);
+			if (added < 0)
+				break;
+			if (added) {
+				if (idx >= start && idx - start < page)
+					json_array_append_new(out, dir_json(p, dl));
+				idx++;
 			}
 			if (!recursive)
 				break;
 		}
-		if (recursive || !strchr(rest, '/'))
-			json_array_append_new(a, entry_json(&rv->files[i], rv, expand));
+		if (recursive || !strchr(rest, '/')) {
+			if (idx >= start && idx - start < page)
+				json_array_append_new(out, entry_json(&rv->files[i], rv, expand));
+			idx++;
+		}
 	}
-	for (size_t k = 0; k < nseen; k++)
-		free(seen[k]);
-	free(seen);
-	return a;
+	free(seen.p);
+	free(seen.len);
+	return idx;
 }
 
 /* Host header, if it is a plain host[:port]; else NULL. */
@@ -251,32 +292,27 @@ static char *tree_page(struct MHD_Connection *c, const struct srv_route *r, cons
 {
 	int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
 	const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
-	size_t start = 0;
-	json_t *all = tree_list(rv, r->path, recursive, expand), *out;
+	size_t start = 0, total;
+	int bad = 0;
+	json_t *out;
 	char *txt;
 
 	*next = 0;
-	if (r->path[0] && !json_array_size(all)) {
-		json_decref(all);
-		*status = 404;
-		return NULL;
-	}
 	if (cur) {
 		char *end;
 		unsigned long long v = strtoull(cur, &end, 10);
-		if (end == cur || *end || v > json_array_size(all)) {
-			json_decref(all);
-			*status = 400;
-			return NULL;
-		}
-		start = (size_t)v;
+		bad = end == cur || *end;
+		start = bad ? 0 : (size_t)v;
 	}
 	out = json_array();
-	for (size_t i = start; i < json_array_size(all) && i < start + page; i++)
-		json_array_append(out, json_array_get(all, i));
-	if (start + page < json_array_size(all))
+	total = tree_walk(rv, r->path, recursive, expand, start, page, out);
+	if ((r->path[0] && !total) || bad || start > total) {
+		json_decref(out);
+		*status = r->path[0] && !total ? 404 : 400;
+		return NULL;
+	}
+	if (start + page < total)
 		*next = start + page;
-	json_decref(all);
 	txt = json_dumps(out, JSON_COMPACT);
 	json_decref(out);
 	*status = txt ? 200 : 500;

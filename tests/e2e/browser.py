@@ -204,6 +204,7 @@ class Browser:
             pass
 
     def viewport(self, width, height, mobile=False):
+        self.size = (width, height)
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                   mobile=mobile)
 
@@ -230,8 +231,12 @@ class Browser:
             raise Fail("evaluating %r: %s" % (expr[:200], r["exceptionDetails"]))
         return r["result"].get("value")
 
-    def screenshot(self, path):
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+    def screenshot(self, path, scale=1.0):
+        """The viewport as a PNG; scale < 1 makes it smaller (quicker to check)."""
+        params = {"format": "png"}
+        if scale != 1.0 and getattr(self, "size", None):
+            params["clip"] = {"x": 0, "y": 0, "width": self.size[0], "height": self.size[1], "scale": scale}
+        data = self.call("Page.captureScreenshot", **params)["data"]
         with open(path, "wb") as fh:
             fh.write(base64.b64decode(data))
         return path
