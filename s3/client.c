@@ -344,6 +344,8 @@ static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, str
 			curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
 			curl_easy_setopt(h, CURLOPT_READDATA, r);
 			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
+			/* fewer, larger reads and digest updates than the 64 KiB default */
+			curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
 			if (c->cfg.send_rate)
 				curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
 		} else if (!strcmp(r->method, "POST")) {
@@ -352,6 +354,8 @@ static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, str
 			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
 		} else if (strcmp(r->method, "GET")) {
 			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
+		} else if (r->sink) {
+			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
 		}
 		rc = curl_easy_perform(h);
 		attempt++;

@@ -260,6 +260,7 @@ class FaultProxy:
         import threading
         self.faults = list(faults)
         self.fired = []
+        self.log = []   # (method, path) of every request
         self.lock = threading.Lock()
         proxy = self
 
@@ -273,6 +274,7 @@ class FaultProxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 with proxy.lock:
+                    proxy.log.append((self.command, self.path))
                     fault = next((f for f in proxy.faults if f[1] == self.command), None)
                     if fault:
                         proxy.faults.remove(fault)

@@ -278,8 +278,17 @@ def case_kill_multipart(t, ceph, conf, want):
     check(key not in s3_objects(ceph, conf, "crash/"), "a killed multipart upload is visible (parts %s)" % parts)
     check(not [k for k in s3_objects(ceph, conf, "crash/") if "/revisions/" in k], "revision written")
     check(uploads(ceph, conf), "the killed upload should be left for reuse")
-    r = t.hm("pull", BIG, "--json", store=store, env=dict(env, HUBMIRROR_S3_SEND_RATE=None))
+    # the next pull completes, reusing the finished parts (ListParts): counted by a proxy
+    proxy = ceph_lib.FaultProxy(ceph.port, [])
+    try:
+        r = t.hm("pull", BIG, "--json", store=store,
+                 env=dict(env, HUBMIRROR_S3_SEND_RATE=None, AWS_ENDPOINT_URL=proxy.url))
+    finally:
+        proxy.stop()
     check(r.rc == 0, "pull after kill -9: %r" % r)
+    sent = [p for m, p in proxy.log if m == "PUT" and "partNumber=" in p]
+    check(len(sent) <= 2 and any(m == "GET" and "uploadId=" in p for m, p in proxy.log),
+          "the finished parts were not reused: parts sent %s" % sent)
     got = s3_get(ceph, conf, key, os.path.join(t.tmp, "crash.get"))
     check(got == want["big.bin"], "the completed object is not byte-exact")
     check(not uploads(ceph, conf), "uploads left after the pull completed: %s" % uploads(ceph, conf))
