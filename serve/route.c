@@ -4,7 +4,7 @@
 #include <string.h>
 #include "serve-int.h"
 
-static int hexval(int ch)
+int srv_hexval(int ch)
 {
 	if (ch >= '0' && ch <= '9')
 		return ch - '0';
@@ -15,19 +15,21 @@ static int hexval(int ch)
 	return -1;
 }
 
-/* Decodes [s, s+n) into out (cap bytes). Returns length or -1 (bad escape,
- * NUL, too long). */
-static int decode(const char *s, size_t n, char *out, size_t cap)
+/* Decodes [s, s+n) into out (cap bytes); with plus, '+' is a space (query
+ * strings and forms). Returns the length or -1 (bad escape, NUL, too long). */
+int srv_pct_decode(const char *s, size_t n, char *out, size_t cap, int plus)
 {
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++) {
 		int ch = (unsigned char)s[i];
-		if (ch == '%') {
+		if (ch == '+' && plus)
+			ch = ' ';
+		else if (ch == '%') {
 			int a, b;
 			if (i + 2 >= n)
 				return -1;
-			a = hexval((unsigned char)s[i + 1]);
-			b = hexval((unsigned char)s[i + 2]);
+			a = srv_hexval((unsigned char)s[i + 1]);
+			b = srv_hexval((unsigned char)s[i + 2]);
 			if (a < 0 || b < 0)
 				return -1;
 			ch = a * 16 + b;
@@ -81,7 +83,7 @@ void srv_route_parse(const char *url, struct srv_route *r)
 	while (*p) {
 		const char *e = strchr(p, '/');
 		size_t len = e ? (size_t)(e - p) : strlen(p);
-		if (n == SRV_MAX_SEGS || decode(p, len, segs[n], sizeof(segs[n])) < 0) {
+		if (n == SRV_MAX_SEGS || srv_pct_decode(p, len, segs[n], sizeof(segs[n]), 0) < 0) {
 			r->bad = 1;
 			return;
 		}

@@ -101,6 +101,12 @@ struct srv_route {
 
 /* Percent-decodes the raw path into segments and classifies it. */
 void srv_route_parse(const char *url, struct srv_route *r);
+/* Percent-decodes [s, s+n) into out (cap bytes, NUL-terminated); with plus,
+ * '+' is a space. Returns the length, or -1 for a bad escape, a NUL or an
+ * output longer than cap - 1. */
+int srv_pct_decode(const char *s, size_t n, char *out, size_t cap, int plus);
+/* The value of one hex digit, or -1. */
+int srv_hexval(int ch);
 
 /* Store handle pool: at most SRV_STORE_POOL handles exist; take waits for
  * one (up to 30 s) when all are in use. NULL when none could be had. */

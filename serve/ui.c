@@ -344,43 +344,11 @@ enum MHD_Result ui_message(struct ui_page *p, int status, const char *title, con
 
 /* ---- query arguments ---- */
 
-static int hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes s into buf ('+' as a space too with plus); NULL when
  * bad, holding a NUL, or too long. */
 static const char *url_decode(const char *s, size_t n, char *buf, size_t len, int plus)
 {
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		int ch = (unsigned char)s[i];
-		if (ch == '+' && plus)
-			ch = ' ';
-		else if (ch == '%') {
-			int a, b;
-			if (i + 2 >= n)
-				return NULL;
-			a = hexval((unsigned char)s[i + 1]);
-			b = hexval((unsigned char)s[i + 2]);
-			if (a < 0 || b < 0)
-				return NULL;
-			ch = a * 16 + b;
-			i += 2;
-		}
-		if (!ch || k + 1 >= len)
-			return NULL;
-		buf[k++] = (char)ch;
-	}
-	buf[k] = 0;
-	return buf;
+	return srv_pct_decode(s, n, buf, len, plus) < 0 ? NULL : buf;
 }
 
 const char *ui_arg(struct MHD_Connection *c, const char *name, char *buf, size_t len)
@@ -449,7 +417,7 @@ static int cookie_token(struct MHD_Connection *c, char *tok, size_t len)
 	if (!n || n % 2 || n / 2 >= len)
 		return 0;
 	for (size_t i = 0; i < n; i += 2) {
-		int a = hexval((unsigned char)v[i]), b = hexval((unsigned char)v[i + 1]);
+		int a = srv_hexval((unsigned char)v[i]), b = srv_hexval((unsigned char)v[i + 1]);
 		if (a < 0 || b < 0 || !(a | b))
 			return 0;
 		tok[k++] = (char)(a * 16 + b);
