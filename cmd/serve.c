@@ -86,7 +86,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	size_t ntoks = 0;
 	FILE *log = stderr;
 	enum hm_err err;
-	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout, presign, p2p_port, p2p_stall;
+	int rc = 0, maxc, maxpc, ctimeout, htimeout, page, conns, retries, timeout, meta, presign, p2p_port, p2p_stall;
 	char p2p_listen[300];
 
 	if (a->npos)
@@ -96,7 +96,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
 	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
 	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &timeout) ||
+	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
 	    cmd_int_opt(a, "presign-expiry", 300, 1, 604800, &presign) ||
 	    cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) || cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &p2p_stall))
 		return 2;
