@@ -387,7 +387,11 @@ def test_ui_activity_shows_pull_through_in_flight(t):
     deadline = time.time() + 20
     while True:
         page = srv.get("/ui/activity?refresh=0")
-        if b'id="npull" data-v="0"' in page.body or time.time() > deadline:
+        # the request is listed when the server has finished it, which may be
+        # a moment after the client read its last byte: wait for both
+        done = (b'id="npull" data-v="0"' in page.body and
+                ("GET /%s/resolve/main/slow.bin" % big).encode() in page.body)
+        if done or time.time() > deadline:
             break
         time.sleep(0.1)
     check(b'id="npull" data-v="0"' in page.body, "the pull-through is gone once done")
