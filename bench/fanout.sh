@@ -7,7 +7,11 @@
 # Not part of `make check`. Needs root (ip netns, tc).
 #
 #   sh bench/fanout.sh [NODES=16] [SIZE_MIB=1024] [RATE=100mbit] [FILES=4]
+#                      [MODES="single p2p http"] [SERVE_ARGS=...] [PULL_ARGS=...]
 #   e.g. NODES=16 SIZE_MIB=128 sh bench/fanout.sh   (a quicker run)
+#   MODES="single p2p" leaves out the plain-HTTP lab (it takes NODES x the
+#   single node's time); SERVE_ARGS / PULL_ARGS add options to the mirror's
+#   serve --p2p / the lab's pull --p2p (e.g. SERVE_ARGS="--p2p-upload-rate 20M").
 #
 # Everything lives in namespaces the script creates (hmf-br with the bridge,
 # hmf-0 the mirror, hmf-1..N the lab), with addresses 10.77.0.0/24 inside
@@ -17,8 +21,11 @@ NODES=${NODES:-16}
 SIZE_MIB=${SIZE_MIB:-1024}
 RATE=${RATE:-100mbit}
 FILES=${FILES:-4}
+MODES=${MODES:-single p2p http}
+SERVE_ARGS=${SERVE_ARGS:-}
+PULL_ARGS=${PULL_ARGS:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HM="$ROOT/hubmirror"
+HM=${HM:-"$ROOT/hubmirror"}
 W=$(mktemp -d /tmp/hm-fanout-XXXXXX)
 REPO=lab-org/fanout-model
 PIDS=""
@@ -33,7 +40,7 @@ cleanup() {
 	for p in $PIDS; do kill -9 "$p" 2>/dev/null || true; done
 	for i in $(seq 0 "$NODES"); do ip netns del "hmf-$i" 2>/dev/null || true; done
 	ip netns del hmf-br 2>/dev/null || true
-	rm -rf "$W"
+	[ -n "${KEEP:-}" ] && echo "fanout: kept $W" >&2 || rm -rf "$W"
 }
 trap cleanup EXIT INT TERM
 
@@ -82,12 +89,32 @@ EMU=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"])' "
 echo "fanout: filling the mirror's store with $SIZE_MIB MiB in $FILES files ..." >&2
 ip netns exec hmf-0 "$HM" pull "$REPO" --store "$W/mirror" --endpoint "$EMU" -q
 MODEL=$(du -sb "$W/mirror/blobs" | cut -f1)
-ip netns exec hmf-0 "$HM" serve --store "$W/mirror" --listen "$MIRROR:8080" --p2p --p2p-port 6881 \
-	--tracker-listen "$MIRROR:6969" >"$W/serve.out" 2>"$W/serve.err" &
-PIDS="$PIDS $!"
-while ! grep -q listening "$W/serve.out" 2>/dev/null; do sleep 0.1; done
-# the torrents are made once, on first request: make them before timing
-ip netns exec hmf-0 curl -s "http://$MIRROR:8080/api/models/$REPO/torrents/main" >/dev/null
+# start_serve N [ENV=VALUE]: (re)starts the mirror's serve --p2p, the Nth
+# time on fresh peer and tracker ports (no waiting for the old ones to close)
+SERVE_PID=""
+start_serve() {
+	n=$1
+	shift
+	if [ -n "$SERVE_PID" ]; then
+		kill "$SERVE_PID" 2>/dev/null || true
+		wait "$SERVE_PID" 2>/dev/null || true
+	fi
+	: >"$W/serve.out"
+	ip netns exec hmf-0 env "$@" "$HM" serve --store "$W/mirror" --listen "$MIRROR:$((8080 + n))" --p2p \
+		--p2p-port $((6881 + n)) --tracker-listen "$MIRROR:$((6969 + n))" $CAP_ARGS $SERVE_ARGS \
+		>"$W/serve.out" 2>>"$W/serve.err" &
+	SERVE_PID=$!
+	PIDS="$PIDS $!"
+	URL="http://$MIRROR:$((8080 + n))"
+	while ! grep -q listening "$W/serve.out" 2>/dev/null; do sleep 0.1; done
+	# the torrents are made once, on first request: make them before timing
+	ip netns exec hmf-0 curl -s "$URL/api/models/$REPO/torrents/main" >/dev/null
+}
+# the mirror's upload cap: MIRROR_CAP bytes/s, by default 3/4 of a node's rate
+CAP=${MIRROR_CAP:-$(echo "$(rate_bps "$RATE") * 3 / 4" | bc)}
+CAP_ARGS=""
+[ "$CAP" = 0 ] || CAP_ARGS="--p2p-upload-rate $CAP"
+start_serve 0 HM_BENCH=1
 
 tx() { ip netns exec hmf-0 cat /sys/class/net/eth0/statistics/tx_bytes; }
 
@@ -100,7 +127,7 @@ run() {
 	lp=""
 	for i in $(seq 1 "$n"); do
 		rm -rf "$W/lab$i"
-		( ip netns exec "hmf-$i" "$HM" pull "$REPO" --store "$W/lab$i" --endpoint "http://$MIRROR:8080" "$@" \
+		( ip netns exec "hmf-$i" "$HM" pull "$REPO" --store "$W/lab$i" --endpoint "$URL" "$@" \
 			>"$W/lab$i.out" 2>"$W/lab$i.err"; echo $? >"$W/lab$i.rc" ) &
 		lp="$lp $!"
 		PIDS="$PIDS $!"
@@ -125,6 +152,8 @@ run() {
 	for i in $(seq 1 "$n"); do
 		ip netns exec "hmf-$i" "$HM" verify --store "$W/lab$i" -q || { echo "fanout: lab $i: verify failed" >&2; exit 1; }
 	done
+	# every node holds a copy: the lingering seeders have nobody left to serve
+	for p in $lp; do pkill -TERM -P "$p" 2>/dev/null || true; done
 	wait $lp 2>/dev/null || true
 	rm -f "$W"/lab*.t "$W"/lab*.rc
 	echo "$(echo "$last - $t0" | bc) $sent"
@@ -132,19 +161,38 @@ run() {
 
 BPS=$(rate_bps "$RATE")
 IDEAL=$(echo "scale=1; $MODEL / $BPS" | bc)
-echo "fanout: one node alone over HTTP ..." >&2
-set -- $(run single 1)
-T1=$1
-echo "fanout: $NODES nodes over BitTorrent (pull --p2p) ..." >&2
-set -- $(run p2p "$NODES" --p2p --seed-time 30)
-TP=$1 SP=$2
-echo "fanout: $NODES nodes over plain HTTP ..." >&2
-set -- $(run http "$NODES")
-TH=$1 SH=$2
+T1=0 TH=- SH=- ROWS=""
+k=0
+for m in $MODES; do
+	case $m in
+	single)
+		echo "fanout: one node alone over HTTP ..." >&2
+		set -- $(run single 1)
+		T1=$1 ;;
+	p2p|p2p-superseed)
+		k=$((k + 1))
+		if [ "$m" = p2p-superseed ]; then start_serve "$k" HUBMIRROR_P2P_SUPER_SEED=1; else start_serve "$k" HM_BENCH=1; fi
+		echo "fanout: $NODES nodes over BitTorrent (pull --p2p, mirror: $m) ..." >&2
+		set -- $(run "$m" "$NODES" --p2p --seed-time 60 $PULL_ARGS)
+		ROWS="$ROWS $m:$1:$2" ;;
+	http)
+		echo "fanout: $NODES nodes over plain HTTP ..." >&2
+		set -- $(run http "$NODES")
+		TH=$1 SH=$2 ;;
+	*) echo "fanout: unknown mode '$m'" >&2; exit 2 ;;
+	esac
+done
 
-printf '\nfan-out of %s (%d files, %d bytes) to %d lab nodes, every link %s\n' "$REPO" "$FILES" "$MODEL" "$NODES" "$RATE"
+ratio() { [ "$1" = - ] && echo - || echo "scale=2; $1 / $2" | bc; }
+xs() { [ "$1" = - ] || [ "$T1" = 0 ] && echo - || echo "scale=2; $1 / $T1" | bc; }
+printf '\nfan-out of %s (%d files, %d bytes) to %d lab nodes, every link %s, mirror cap %s B/s\n' "$REPO" "$FILES" \
+	"$MODEL" "$NODES" "$RATE" "$CAP"
 printf '%-28s %12s %16s %14s\n' "mode" "all done (s)" "mirror sent/size" "x single node"
-printf '%-28s %12.1f %16s %14s\n' "ideal (size / node rate)" "$IDEAL" "-" "-"
-printf '%-28s %12.1f %16s %14s\n' "1 node, HTTP" "$T1" "-" "1.00"
-printf '%-28s %12.1f %16.2f %14.2f\n' "$NODES nodes, BitTorrent" "$TP" "$(echo "scale=4; $SP / $MODEL" | bc)" "$(echo "scale=4; $TP / $T1" | bc)"
-printf '%-28s %12.1f %16.2f %14.2f\n' "$NODES nodes, HTTP" "$TH" "$(echo "scale=4; $SH / $MODEL" | bc)" "$(echo "scale=4; $TH / $T1" | bc)"
+printf '%-28s %12s %16s %14s\n' "ideal (size / node rate)" "$IDEAL" "-" "-"
+printf '%-28s %12s %16s %14s\n' "1 node, HTTP" "$T1" "-" "1.00"
+for r in $ROWS; do
+	name=${r%%:*} rest=${r#*:}
+	printf '%-28s %12s %16s %14s\n' "$NODES nodes, $name" "${rest%%:*}" "$(ratio "${rest#*:}" "$MODEL")" \
+		"$(xs "${rest%%:*}")"
+done
+printf '%-28s %12s %16s %14s\n' "$NODES nodes, HTTP" "$TH" "$(ratio "$SH" "$MODEL")" "$(xs "$TH")"

@@ -65,6 +65,9 @@ void cmd_swarm_close(struct cmd_env *env, const struct cmd_args *a, struct mirro
 		return;
 	if (cmd_opt(a, "seed-time"))
 		seed = atoi(cmd_opt(a, "seed-time"));
+	/* the summary is out before the seeding: a script waiting for it (or
+	 * a pipe) sees the pull done when it is, not when the seeding ends */
+	fflush(stdout);
 	if (seed > 0) {
 		if (!env->quiet && !env->json)
 			fprintf(stderr, "hubmirror: seeding for %d s (--seed-time)\n", seed);

@@ -621,6 +621,8 @@ static enum hm_err xfer_reset(struct dl *g, struct xfer *x)
 	x->nsynced = 0;
 	verify_hasher_free(x->hasher);
 	x->hasher = verify_hasher_new(x->job->expect_git_oid ? (int64_t)x->size : -1);
+	if (x->hasher && x->job->merkle_piece > 0 && verify_hasher_want_merkle(x->hasher, x->job->merkle_piece))
+		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	if (!x->hasher || add_gap(g, x, 0, x->size))
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	pthread_mutex_lock(&g->mu);
@@ -647,7 +649,7 @@ static enum hm_err xfer_open(struct dl *g, struct xfer *x)
 		return hm_fail(g->ctx, errno == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot open '%s': %s",
 			       j->part_path, strerror(errno));
 	x->hasher = verify_hasher_new(j->expect_git_oid ? (int64_t)x->size : -1);
-	if (!x->hasher)
+	if (!x->hasher || (j->merkle_piece > 0 && verify_hasher_want_merkle(x->hasher, j->merkle_piece)))
 		return hm_fail(g->ctx, HM_ERR_NOMEM, "out of memory");
 	if (fstat(x->fd, &st) == 0 && st.st_size > 0 && fetch_state_load(j->state_path, x->size, g->boot, &r, &nr) == 0) {
 		/* trust only ranges the part file actually reaches */
@@ -766,6 +768,21 @@ static void xfer_verify(struct dl *g, struct xfer *x)
 	}
 	memcpy(j->sha256, sha, sizeof(sha));
 	memcpy(j->git_oid, oid, sizeof(oid));
+	if (!bad && verify_hasher_merkle(x->hasher)) {
+		/* the torrent's tree, from this same pass (no read of the blob later) */
+		const unsigned char *layer = NULL;
+		size_t ll = 0;
+		free(j->merkle_layer);
+		j->merkle_layer = NULL;
+		j->has_merkle = 0;
+		if (!verify_merkle_final(verify_hasher_merkle(x->hasher), j->merkle_root, &layer, &ll) &&
+		    (!ll || (j->merkle_layer = malloc(ll)))) {
+			if (ll)
+				memcpy(j->merkle_layer, layer, ll);
+			j->merkle_layer_len = ll;
+			j->has_merkle = 1;
+		}
+	}
 	if (bad) {
 		char m[512];
 		if (j->expect_sha256 && strcmp(sha, j->expect_sha256))

@@ -39,9 +39,13 @@ enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const
 			       const char *repo, const char *rev, char commit[41]) HM_MUST_CHECK;
 
 /* fetch_hub_revision, and whether the hub says the repo is gated (its
- * "gated" field is "auto" or "manual"); gated may be NULL. */
+ * "gated" field is "auto" or "manual"); gated may be NULL. restricted (may
+ * be NULL) gets 1 unless the answer says the repo is public ("private":
+ * false and "gated": false): a copy made with a token is then not for
+ * everyone. */
 enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
-				    const char *repo, const char *rev, char commit[41], int *gated) HM_MUST_CHECK;
+				    const char *repo, const char *rev, char commit[41], int *gated,
+				    int *restricted) HM_MUST_CHECK;
 /* Whether the client sends a token to its endpoint. */
 int fetch_client_has_token(const struct fetch_client *c);
 
@@ -78,6 +82,7 @@ struct fetch_job {
 	const char *state_path;  /* resume state: which ranges are on disk */
 	const char *expect_sha256; /* 64 hex or NULL */
 	const char *expect_git_oid; /* 40 hex or NULL (also computes git oid when set) */
+	int merkle_piece;        /* > 0: also the BitTorrent v2 tree for this piece size */
 	void *user;
 	/* out */
 	char sha256[65];
@@ -88,6 +93,10 @@ struct fetch_job {
 	int connections;         /* most connections used at once */
 	int retries;
 	char host[256];          /* scheme://host[:port] the bytes came from */
+	int has_merkle;          /* merkle_root/merkle_layer are set (verified file) */
+	unsigned char merkle_root[32];
+	unsigned char *merkle_layer; /* malloc'd, the caller frees it (NULL: none) */
+	size_t merkle_layer_len;
 	enum hm_err err;
 	char errmsg[512];
 };

@@ -207,11 +207,11 @@ char *fetch_resolve_url(const struct fetch_client *c, const char *type, const ch
 enum hm_err fetch_hub_revision(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
 			       const char *repo, const char *rev, char commit[41])
 {
-	return fetch_hub_revision_info(ctx, c, type, repo, rev, commit, NULL);
+	return fetch_hub_revision_info(ctx, c, type, repo, rev, commit, NULL, NULL);
 }
 
 enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, const char *type,
-				    const char *repo, const char *rev, char commit[41], int *gated)
+				    const char *repo, const char *rev, char commit[41], int *gated, int *restricted)
 {
 	char *erev, *url, what[256];
 	json_t *j = NULL;
@@ -247,6 +247,8 @@ enum hm_err fetch_hub_revision_info(struct hm_ctx *ctx, struct fetch_client *c, 
 		json_t *g = json_object_get(j, "gated");
 		*gated = json_is_string(g) || json_is_true(g);
 	}
+	if (restricted)
+		*restricted = !json_is_false(json_object_get(j, "private")) || !json_is_false(json_object_get(j, "gated"));
 	json_decref(j);
 	return HM_OK;
 }

@@ -183,8 +183,18 @@ int mirror_swarm_port(struct mirror_swarm *sw);
 /* Payload bytes to and from peers since start, peers connected, torrents. */
 void mirror_swarm_totals(struct mirror_swarm *sw, uint64_t *uploaded, uint64_t *downloaded, int *peers,
 			 size_t *torrents);
+/* The piece size of a blob's torrent (p2p_piece_size), for the tree a pull
+ * computes while it writes the blob (fetch_job.merkle_piece). */
+int mirror_torrent_piece_size(uint64_t size);
+/* Records the torrent of blob sha256 made from the v2 merkle tree computed
+ * while the blob was written and verified (root, piece layer: verify_merkle),
+ * so serve --p2p never reads the blob to make it. */
+enum hm_err mirror_torrent_from_tree(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+				     const unsigned char root[32], const unsigned char *layer,
+				     size_t layer_len) HM_MUST_CHECK;
 /* The torrent of stored blob sha256: from the index, else made now (reading
- * the blob once) and recorded. *buf malloc'd, the caller's. */
+ * the blob once: a store from before the tree was kept) and recorded. *buf
+ * malloc'd, the caller's. */
 enum hm_err mirror_blob_torrent(struct hm_ctx *ctx, struct store *st, const char *sha256, unsigned char **buf,
 				size_t *len, char ihash[65]) HM_MUST_CHECK;
 /* Seeds a stored blob, read in place; tracker: an announce URL to add (may be NULL). */

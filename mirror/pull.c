@@ -50,6 +50,8 @@ struct pull {
 	double last_flush;
 	enum hm_err flush_err;  /* a flush that failed outside job_done */
 	int gated;              /* the hub says the repo is gated (its revision answer) */
+	int restricted;         /* ... or private, or does not say it is public */
+	int asked;              /* the hub answered for this revision (not the store) */
 	char refused[512];      /* the first file refused for want of access (401/403) */
 };
 
@@ -187,7 +189,17 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		if (err) {
 			fj->err = err;
 			snprintf(fj->errmsg, sizeof(fj->errmsg), "%.*s", (int)sizeof(fj->errmsg) - 1, jc.errmsg);
+		} else if (fj->has_merkle) {
+			/* stored; the torrent is a bonus (serve --p2p makes it otherwise) */
+			struct hm_ctx tc = {0};
+			if (mirror_torrent_from_tree(&tc, p->st, fj->sha256, fj->size, fj->merkle_root, fj->merkle_layer,
+						     fj->merkle_layer_len)) {
+				/* made lazily from the file then */
+			}
 		}
+		free(fj->merkle_layer);
+		fj->merkle_layer = NULL;
+		fj->has_merkle = 0;
 	}
 	d.sha256 = fj->err ? NULL : fj->sha256;
 	d.result = fj->err ? "failed" : "ok";
@@ -345,7 +357,9 @@ static enum hm_err pull_list(struct pull *p, struct mirror_pull_result *res)
 				return HM_OK; /* pinned and stored: no network */
 			drop_listing(p);
 		}
-		err = fetch_hub_revision_info(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit, &p->gated);
+		err = fetch_hub_revision_info(p->ctx, p->fc, o->type, o->repo, o->revision, res->commit, &p->gated,
+					      &p->restricted);
+		p->asked = !err;
 		if (!err)
 			err = fetch_hub_tree(p->ctx, p->fc, o->type, o->repo, res->commit, &p->ents, &p->nents);
 		if (err == HM_ERR_UNREACHABLE || err == HM_ERR_NET) {
@@ -402,6 +416,8 @@ static enum hm_err job_init(struct pull *p, struct pull_job *j, const char *key,
 	j->fj.state_path = j->state;
 	j->fj.expect_sha256 = e->lfs ? e->sha256 : NULL;
 	j->fj.expect_git_oid = e->lfs ? NULL : e->oid;
+	/* the blob's BitTorrent v2 tree in the same pass as its SHA-256 */
+	j->fj.merkle_piece = e->lfs && e->size ? mirror_torrent_piece_size(e->size) : 0;
 	j->fj.user = j;
 	return HM_OK;
 }
@@ -637,6 +653,11 @@ static enum hm_err pull_record(struct pull *p, struct mirror_pull_result *res)
 	const char *ref = is_commit(o->revision) ? NULL : (o->revision ? o->revision : "main");
 	enum hm_err err = store_record_revision(p->ctx, p->st, o->type, o->repo, res->commit, ref, sf, res->nfiles);
 	free(sf);
+	/* a gated or private repo pulled with a token: serve --p2p keeps its
+	 * blobs out of the swarm unless told otherwise (--p2p-private) */
+	if (!err && p->asked)
+		err = store_repo_set_needs_token(p->ctx, p->st, o->type, o->repo,
+						 fetch_client_has_token(p->fc) && p->restricted);
 	return err;
 }
 
@@ -705,6 +726,7 @@ out:
 		if (p.jobs[k].lockfd >= 0)
 			store_unlock(st, p.jobs[k].key, p.jobs[k].lockfd);
 		free(p.jobs[k].url);
+		free(p.jobs[k].fj.merkle_layer);
 		free(p.jobs[k].part);
 		free(p.jobs[k].state);
 	}

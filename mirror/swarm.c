@@ -68,6 +68,25 @@ void mirror_swarm_totals(struct mirror_swarm *sw, uint64_t *uploaded, uint64_t *
 	*torrents = t.torrents;
 }
 
+int mirror_torrent_piece_size(uint64_t size)
+{
+	return p2p_piece_size(size);
+}
+
+enum hm_err mirror_torrent_from_tree(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+				     const unsigned char root[32], const unsigned char *layer, size_t layer_len)
+{
+	unsigned char *t = NULL;
+	size_t tl = 0;
+	char ih[65], perr[512] = "";
+	enum hm_err err;
+	if (p2p_torrent_from_tree(sha256, size, root, layer, layer_len, &t, &tl, ih, perr, sizeof(perr)))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "%s", perr);
+	err = store_torrent_put(ctx, st, sha256, p2p_piece_size(size), t, tl, ih);
+	free(t);
+	return err;
+}
+
 enum hm_err mirror_blob_torrent(struct hm_ctx *ctx, struct store *st, const char *sha256, unsigned char **buf,
 				size_t *len, char ihash[65])
 {

@@ -162,6 +162,57 @@ extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *o
 	}
 }
 
+extern "C" int p2p_torrent_from_tree(const char *name, uint64_t size, const unsigned char root[32],
+				     const unsigned char *layer, size_t layer_len, unsigned char **out, size_t *outlen,
+				     char ihash[65], char *err, size_t errlen)
+{
+	try {
+		uint64_t piece = (uint64_t)p2p_piece_size(size);
+		uint64_t npieces = (size + piece - 1) / piece;
+		if (!size || !name || !*name || std::strchr(name, '/')) {
+			set_err(err, errlen, "no torrent of an empty or unnamed file");
+			return -1;
+		}
+		if (npieces > 1 ? layer_len != npieces * 32 : layer_len != 0) {
+			set_err(err, errlen, "the piece layer does not match the file's size");
+			return -1;
+		}
+		// what create_torrent::generate writes for one file, v2 only
+		lt::entry e(lt::entry::dictionary_t);
+		lt::entry &info = e["info"];
+		lt::entry &leaf = info["file tree"][name][""];
+		leaf["length"] = (std::int64_t)size;
+		leaf["pieces root"] = std::string((const char *)root, 32);
+		info["meta version"] = 2;
+		info["name"] = name;
+		info["piece length"] = (std::int64_t)piece;
+		lt::entry &layers = e["piece layers"]; // there, if empty, as libtorrent writes it
+		layers = lt::entry(lt::entry::dictionary_t);
+		if (layer_len)
+			layers[std::string((const char *)root, 32)] = std::string((const char *)layer, layer_len);
+		std::vector<char> buf;
+		lt::bencode(std::back_inserter(buf), e);
+		lt::error_code ec;
+		lt::torrent_info ti(lt::span<char const>(buf.data(), (std::ptrdiff_t)buf.size()), ec, lt::from_span);
+		if (ec) {
+			set_err(err, errlen, "made a torrent libtorrent does not read back: " + ec.message());
+			return -1;
+		}
+		*out = (unsigned char *)std::malloc(buf.size());
+		if (!*out) {
+			set_err(err, errlen, "out of memory");
+			return -1;
+		}
+		std::memcpy(*out, buf.data(), buf.size());
+		*outlen = buf.size();
+		std::snprintf(ihash, 65, "%s", hex(ti.info_hashes().v2.data(), 32).c_str());
+		return 0;
+	} catch (std::exception const &ex) {
+		set_err(err, errlen, std::string("cannot make a torrent: ") + ex.what());
+		return -1;
+	}
+}
+
 static std::shared_ptr<lt::torrent_info> load(const unsigned char *buf, size_t len, char *err, size_t errlen)
 {
 	if (len > P2P_TORRENT_MAX) {

@@ -49,6 +49,14 @@ struct p2p_opts {
 int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
 		     char *err, size_t errlen);
 
+/* The same torrent as p2p_make_torrent, from the file's v2 merkle tree
+ * computed while it was written (verify_merkle: root, and the piece layer of
+ * p2p_piece_size(size) pieces, NULL/0 for a file of one piece or less): no
+ * read of the file. name is the file's base name (the blob's SHA-256). */
+int p2p_torrent_from_tree(const char *name, uint64_t size, const unsigned char root[32], const unsigned char *layer,
+			  size_t layer_len, unsigned char **out, size_t *outlen, char ihash[65], char *err,
+			  size_t errlen);
+
 /* Checks a torrent from a peer or a mirror: single file, v2 only, its name
  * 64 lowercase hex. Fills name, the file's size and the v2 info-hash.
  * Returns 0 or -1. */

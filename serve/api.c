@@ -138,7 +138,9 @@ static int query_flag(struct MHD_Connection *c, const char *name)
 	return v && (!strcasecmp(v, "true") || !strcmp(v, "1"));
 }
 
-static json_t *repo_info(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv)
+/* private: the mirror needs a token (--token-file, or an upstream token),
+ * so a client that pulls with one knows its copy is not public. */
+static json_t *repo_info(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv, int private_)
 {
 	char when[40];
 	int blobs = query_flag(c, "blobs");
@@ -158,7 +160,7 @@ static json_t *repo_info(struct MHD_Connection *c, const struct srv_route *r, co
 	}
 	srv_iso_time(rv->modified, when, sizeof(when));
 	json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:b, s:b, s:s, s:o, s:i, s:i, s:o}", "_id", rv->commit, "id", r->repo,
-			      "sha", rv->commit, "private", 0, "gated", 0, "disabled", 0, "lastModified", when,
+			      "sha", rv->commit, "private", private_, "gated", 0, "disabled", 0, "lastModified", when,
 			      "siblings", sib, "downloads", 0, "likes", 0, "tags", json_array());
 	if (!strcmp(r->type, "model"))
 		json_object_set_new(j, "modelId", json_string(r->repo));
@@ -609,7 +611,8 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 	switch (r->what) {
 	case R_REPO_INFO:
 	case R_REVISION: {
-		json_t *j = repo_info(c, r, &rv);
+		json_t *j = repo_info(c, r, &rv,
+				      q->s->o->ntokens || (q->s->o->upstream && q->s->o->upstream->token));
 		txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		status = txt ? 200 : 500;

@@ -7,6 +7,7 @@
  * Only blobs a stored revision lists, of allowed repos, and (without
  * --p2p-private) of a mirror that needs no token, enter the swarm. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -91,6 +92,39 @@ static int wait_listening(const char *host, int port, double secs)
 	return -1;
 }
 
+/* Removes the tracker directories that a serve --p2p killed without its
+ * cleanup (kill -9, a crash) left in tmp: only ours (owner, name, a pid file
+ * naming a process that is gone; one without a pid file only when empty). */
+static void clean_stale_tracker_dirs(const char *tmp)
+{
+	DIR *d = opendir(tmp);
+	struct dirent *e;
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char dir[4096], file[4200], *txt = NULL;
+		size_t n;
+		struct stat sb;
+		if (strncmp(e->d_name, "hubmirror-tracker-", 18) || strlen(e->d_name) != 24)
+			continue;
+		snprintf(dir, sizeof(dir), "%s/%s", tmp, e->d_name);
+		if (lstat(dir, &sb) || !S_ISDIR(sb.st_mode) || sb.st_uid != getuid())
+			continue;
+		snprintf(file, sizeof(file), "%s/pid", dir);
+		if (!util_read_file(file, 32, &txt, &n)) {
+			long pid = strtol(txt, NULL, 10);
+			free(txt);
+			if (pid <= 0 || (kill((pid_t)pid, 0) && errno == ESRCH)) {
+				unlink(file);
+				snprintf(file, sizeof(file), "%s/whitelist", dir);
+				unlink(file);
+			}
+		}
+		rmdir(dir); /* fails, as it should, while anything is left in it */
+	}
+	closedir(d);
+}
+
 /* Starts opentracker on addr:port in whitelist mode. As root it runs as
  * user (opentracker refuses root); it dies with us (PDEATHSIG). */
 static enum hm_err start_tracker(struct srv *s, struct srv_p2p *p, const char *host, int port)
@@ -103,12 +137,25 @@ static enum hm_err start_tracker(struct srv *s, struct srv_p2p *p, const char *h
 
 	if (getuid() == 0 && !(pw = getpwnam(user)))
 		return hm_fail(s->ctx, HM_ERR_USAGE, "no user '%s' to run the tracker as (--tracker-user)", user);
-	snprintf(p->tracker_dir, sizeof(p->tracker_dir), "%s/hubmirror-tracker-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!tmp || !*tmp)
+		tmp = "/tmp";
+	clean_stale_tracker_dirs(tmp);
+	snprintf(p->tracker_dir, sizeof(p->tracker_dir), "%s/hubmirror-tracker-XXXXXX", tmp);
 	if (!mkdtemp(p->tracker_dir)) {
 		p->tracker_dir[0] = 0;
 		return hm_fail(s->ctx, HM_ERR_IO, "cannot create a directory for the tracker: %s", strerror(errno));
 	}
 	chmod(p->tracker_dir, 0755);
+	{
+		/* who owns the directory, for clean_stale_tracker_dirs after a kill -9 */
+		char pidfile[300];
+		FILE *f;
+		snprintf(pidfile, sizeof(pidfile), "%s/pid", p->tracker_dir);
+		if ((f = fopen(pidfile, "w"))) {
+			fprintf(f, "%ld\n", (long)getpid());
+			fclose(f);
+		}
+	}
 	snprintf(p->whitelist, sizeof(p->whitelist), "%s/whitelist", p->tracker_dir);
 	fd = open(p->whitelist, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
@@ -215,6 +262,9 @@ void srv_p2p_free(struct srv *s)
 		}
 	}
 	if (p->tracker_dir[0]) {
+		char pidfile[300];
+		snprintf(pidfile, sizeof(pidfile), "%s/pid", p->tracker_dir);
+		unlink(pidfile);
 		unlink(p->whitelist);
 		rmdir(p->tracker_dir);
 	}
@@ -374,26 +424,28 @@ static void list_and_seed(struct srv *s, struct store *st, const char *sha256, c
 	p->nlisted++;
 }
 
-/* The torrent of a listed blob, seeded. status/msg say why not (0 = ok). */
-static int blob_torrent(struct srv *s, struct MHD_Connection *c, struct store *st, const char *sha256,
-			unsigned char **t, size_t *tlen, char ihash[65], char *msg, size_t mlen)
+/* Whether blob sha256 may enter the swarm: some allowed stored revision
+ * lists it and, without --p2p-private, neither the mirror nor all such
+ * repos need a token. 0, or the HTTP status with msg saying why. */
+static int swarm_allowed(struct srv *s, struct store *st, const char *sha256, char *msg, size_t mlen)
 {
 	struct hm_ctx q = {0};
-	char **repos = NULL, tracker[600];
-	size_t nrepos = 0, allowed = 0;
-	int yes = 0, status = 0;
-	uint64_t size = 0;
+	char **repos = NULL;
+	unsigned char *tok = NULL;
+	size_t nrepos = 0, allowed = 0, open_ = 0;
 
-	*t = NULL;
-	if (store_blob_repos(&q, st, sha256, &repos, &nrepos)) {
+	if (store_blob_repos(&q, st, sha256, &repos, &nrepos, &tok)) {
 		snprintf(msg, mlen, "%.300s", q.errmsg);
 		return 500;
 	}
 	for (size_t i = 0; i < nrepos; i++) {
 		const char *colon = strchr(repos[i], ':');
-		allowed += srv_repo_allowed(s, colon ? colon + 1 : repos[i]);
+		int ok = srv_repo_allowed(s, colon ? colon + 1 : repos[i]);
+		allowed += ok;
+		open_ += ok && !tok[i];
 	}
 	store_strings_free(repos, nrepos);
+	free(tok);
 	if (!allowed) {
 		snprintf(msg, mlen, "blob %.12s is not listed by this mirror", sha256);
 		return 404;
@@ -402,6 +454,28 @@ static int blob_torrent(struct srv *s, struct MHD_Connection *c, struct store *s
 		snprintf(msg, mlen, "this mirror needs a token: its blobs stay out of the swarm (serve --p2p-private)");
 		return 403;
 	}
+	if (!open_ && !s->o->p2p_private) {
+		/* pulled with a token from a gated or private repo: this mirror
+		 * may answer without one, but the swarm would answer anyone */
+		snprintf(msg, mlen, "blob %.12s belongs to a repo that needed a token upstream: it stays out of the "
+			 "swarm (serve --p2p-private)", sha256);
+		return 403;
+	}
+	return 0;
+}
+
+/* The torrent of a listed blob, seeded. status/msg say why not (0 = ok). */
+static int blob_torrent(struct srv *s, struct MHD_Connection *c, struct store *st, const char *sha256,
+			unsigned char **t, size_t *tlen, char ihash[65], char *msg, size_t mlen)
+{
+	struct hm_ctx q = {0};
+	char tracker[600];
+	int yes = 0, status = 0;
+	uint64_t size = 0;
+
+	*t = NULL;
+	if ((status = swarm_allowed(s, st, sha256, msg, mlen)))
+		return status;
 	{
 		/* the size as the index has it: the file must be complete */
 		struct hm_ctx q2 = {0};
@@ -433,6 +507,9 @@ static int blob_torrent(struct srv *s, struct MHD_Connection *c, struct store *s
 					size_t bl = 0;
 					char ih[65];
 					int found = 0;
+					char why[512];
+					if (swarm_allowed(s, st, shas[i], why, sizeof(why)))
+						continue; /* a policy that changed since */
 					if (!store_torrent_get(&q, st, shas[i], 0, &bt, &bl, ih, &found) && found)
 						list_and_seed(s, st, shas[i], bt, bl, ih, tracker);
 					free(bt);

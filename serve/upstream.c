@@ -320,7 +320,13 @@ static void record_if_complete(struct hm_ctx *ctx, struct store *st, struct dl_j
 	}
 	if (i == j->nall && store_record_revision(ctx, st, j->type, j->repo, j->commit, j->ref[0] ? j->ref : NULL, sf,
 						  j->nall) == HM_OK) {
-		/* nothing else to do */
+		/* fetched with a token: the copy is not for everyone, also after
+		 * a restart without it (serve --p2p keeps it out of the swarm) */
+		struct hm_ctx q = {0};
+		if (j->s->o->upstream && j->s->o->upstream->token &&
+		    store_repo_set_needs_token(&q, st, j->type, j->repo, 1)) {
+			/* the next pull with a token marks it again */
+		}
 	}
 	free(sf);
 }

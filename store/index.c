@@ -187,6 +187,9 @@ static const char *const migrations[] = {
 	"  info_hash TEXT NOT NULL,"
 	"  piece_size INTEGER NOT NULL,"
 	"  torrent BLOB NOT NULL);",
+	/* v10: a repo whose last pull needed a token (gated or private upstream):
+	 * serve --p2p keeps its blobs out of the swarm without --p2p-private */
+	"ALTER TABLE repos ADD COLUMN needs_token INTEGER NOT NULL DEFAULT 0;",
 };
 #define NMIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

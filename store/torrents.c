@@ -70,19 +70,24 @@ void store_strings_free(char **v, size_t n)
 	free(v);
 }
 
-enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *sha256, char ***repos, size_t *n)
+enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *sha256, char ***repos, size_t *n,
+			     unsigned char **needs_token)
 {
 	enum hm_err err;
 	sqlite3_stmt *q = NULL;
 	char **v = NULL;
+	unsigned char *nt = NULL;
 	size_t cap = 0;
 	int rc;
 
 	*repos = NULL;
 	*n = 0;
+	if (needs_token)
+		*needs_token = NULL;
 	if ((err = store_prepare(ctx, st,
-				 "SELECT DISTINCT p.type, p.name FROM files f JOIN revisions r ON r.id = f.revision_id"
-				 " JOIN repos p ON p.id = r.repo_id WHERE f.sha256 = ?1 ORDER BY p.type, p.name",
+				 "SELECT p.type, p.name, max(p.needs_token) FROM files f JOIN revisions r ON r.id = f.revision_id"
+				 " JOIN repos p ON p.id = r.repo_id WHERE f.sha256 = ?1 GROUP BY p.type, p.name"
+				 " ORDER BY p.type, p.name",
 				 &q)))
 		return err;
 	sqlite3_bind_text(q, 1, sha256, -1, SQLITE_STATIC);
@@ -92,13 +97,17 @@ enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *s
 		if (*n == cap) {
 			size_t nc = cap ? cap * 2 : 4;
 			char **nv = realloc(v, nc * sizeof(*nv));
-			if (!nv) {
+			unsigned char *nn = nv ? realloc(nt, nc) : NULL;
+			if (nv)
+				v = nv;
+			if (!nv || !nn) {
 				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 				break;
 			}
-			v = nv;
+			nt = nn;
 			cap = nc;
 		}
+		nt[*n] = sqlite3_column_int(q, 2) != 0;
 		if (!(v[*n] = util_strdup(key))) {
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			break;
@@ -110,11 +119,33 @@ enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *s
 	sqlite3_finalize(q);
 	if (err) {
 		store_strings_free(v, *n);
+		free(nt);
 		*n = 0;
 		return err;
 	}
 	*repos = v;
+	if (needs_token)
+		*needs_token = nt;
+	else
+		free(nt);
 	return HM_OK;
+}
+
+enum hm_err store_repo_set_needs_token(struct hm_ctx *ctx, struct store *st, const char *type, const char *name,
+				       int needs)
+{
+	enum hm_err err;
+	sqlite3_stmt *q = NULL;
+
+	if ((err = store_prepare(ctx, st, "UPDATE repos SET needs_token = ?3 WHERE type = ?1 AND name = ?2", &q)))
+		return err;
+	sqlite3_bind_text(q, 1, type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(q, 3, needs != 0);
+	if (sqlite3_step(q) != SQLITE_DONE)
+		err = store_db_fail(ctx, st, "record that a repo needs a token");
+	sqlite3_finalize(q);
+	return err;
 }
 
 enum hm_err store_torrents_listed(struct hm_ctx *ctx, struct store *st, int piece_size, char (**sha)[65], size_t *n)

@@ -17,6 +17,7 @@
 struct verify_hasher {
 	EVP_MD_CTX *sha256;
 	EVP_MD_CTX *sha1; /* NULL when the git digest is off */
+	struct verify_merkle *merkle; /* NULL unless asked for */
 };
 
 struct verify_hasher *verify_hasher_new(int64_t git_size)
@@ -48,6 +49,20 @@ void verify_hasher_update(struct verify_hasher *h, const void *data, size_t n)
 	EVP_DigestUpdate(h->sha256, data, n);
 	if (h->sha1)
 		EVP_DigestUpdate(h->sha1, data, n);
+	if (h->merkle)
+		verify_merkle_update(h->merkle, data, n);
+}
+
+int verify_hasher_want_merkle(struct verify_hasher *h, int piece_size)
+{
+	verify_merkle_free(h->merkle);
+	h->merkle = verify_merkle_new(piece_size);
+	return h->merkle ? 0 : -1;
+}
+
+struct verify_merkle *verify_hasher_merkle(struct verify_hasher *h)
+{
+	return h->merkle;
 }
 
 void verify_hasher_final(struct verify_hasher *h, char sha256[65], char git_oid[41])
@@ -72,6 +87,7 @@ void verify_hasher_free(struct verify_hasher *h)
 		return;
 	EVP_MD_CTX_free(h->sha256);
 	EVP_MD_CTX_free(h->sha1);
+	verify_merkle_free(h->merkle);
 	free(h);
 }
 

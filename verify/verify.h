@@ -40,4 +40,26 @@ enum hm_err verify_follower_finish(struct hm_ctx *ctx, struct verify_follower *f
 /* Stops and frees without a result; NULL is fine. */
 void verify_follower_abort(struct verify_follower *f);
 
+/* The BitTorrent v2 merkle tree of a file (merkle.c), fed its bytes in
+ * order: 16 KiB block hashes, the piece layer for piece_size (a power of two,
+ * at least 16 KiB) and the pieces root. NULL on a bad piece size or out of
+ * memory. */
+struct verify_merkle;
+struct verify_merkle *verify_merkle_new(int piece_size);
+void verify_merkle_update(struct verify_merkle *m, const void *data, size_t n);
+/* Finishes (no more updates): root gets the pieces root; *layer the piece
+ * layer (npieces x 32 bytes, owned by m, valid until verify_merkle_free),
+ * NULL with *len 0 for a file of one piece or less. -1 for an empty file
+ * or when out of memory. May be called again. */
+int verify_merkle_final(struct verify_merkle *m, unsigned char root[32], const unsigned char **layer, size_t *len);
+void verify_merkle_free(struct verify_merkle *m);
+
+/* Also computes the v2 merkle tree (piece_size as verify_merkle_new) in the
+ * same pass as the SHA-256; -1 when out of memory or a bad piece size. Call
+ * before the first update. */
+int verify_hasher_want_merkle(struct verify_hasher *h, int piece_size);
+/* The tree of the hashed bytes (after verify_hasher_final), NULL when not
+ * asked for; owned by h. */
+struct verify_merkle *verify_hasher_merkle(struct verify_hasher *h);
+
 #endif

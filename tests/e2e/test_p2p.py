@@ -6,8 +6,10 @@ is read from its /metrics and served rows, and every failure path has its
 test: kill -9 of a lab pull, a lab peer with a corrupted blob, the tracker
 down, the mirror restarted mid-swarm, the refusals."""
 
+import glob
 import os
 import re
+import sqlite3
 import signal
 import subprocess
 import time
@@ -266,3 +268,128 @@ def test_p2p_edge_js_client(t):
     check_store(t, edge_store, "the edge's store")
     m = metrics(edge)
     check(m.get("hubmirror_p2p_downloaded_bytes_total", 0) > 0, "the edge's /metrics show no bytes from peers: %r" % m)
+
+
+PRIV = "lab-org/private-fanout"
+GOOD = "hf_lab_good_token"
+
+
+@serving(timeout=120)
+def test_p2p_token_repo_stays_out(t):
+    """A private repo pulled with a token, then served with --p2p but no
+    --token-file: its blobs stay out of the swarm (the mirror answers
+    without a token, a swarm would answer anyone); a public repo pulled
+    with the same token does not; --p2p-private opts in."""
+    ports = Ports()
+    priv = dict(lab_repo(PRIV, seed=50), private=True, tokens=[GOOD])
+    t.emu([lab_repo(), priv], tokens=[GOOD])
+    t.ok("pull", REPO, "-q", "--token", GOOD)
+    t.ok("pull", PRIV, "-q", "--token", GOOD)
+    marked = {r["name"]: r["needs_token"] for r in lib.db_query(t.store, "SELECT name, needs_token FROM repos")}
+    check(marked == {REPO: 0, PRIV: 1}, "which repos needed a token: %r" % marked)
+    pub_sha = lib.sha256_bytes(lab_bytes()["model-00002.safetensors"])
+    priv_sha = lib.sha256_bytes(lab_bytes(seed=50)["model-00002.safetensors"])
+    tmpd = os.path.join(t.tmp, "tmpdir")
+    os.makedirs(tmpd)
+    srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get(),
+                 env={"TMPDIR": tmpd})
+    r = srv.get("/api/hubmirror/torrents/" + priv_sha)
+    check(r.status == 403 and b"needed a token" in r.body, "the torrent of a private repo's blob: %r" % r)
+    r = srv.get("/api/models/%s/torrents/main" % PRIV)
+    check(r.status == 403, "the torrents of a private repo: %r" % r)
+    r = srv.get("/api/hubmirror/torrents/" + pub_sha)
+    check(r.status == 200, "the torrent of a public repo's blob (pulled with the same token): %r" % r)
+    # the tracker was never told the private blob's info-hash
+    wl = glob.glob(os.path.join(tmpd, "hubmirror-tracker-*", "whitelist"))
+    check(len(wl) == 1, "the tracker's whitelist: %r" % wl)
+    ihs = {x["sha256"]: x["info_hash"] for x in srv.json("/api/models/%s/torrents/main" % REPO)["torrents"]}
+    check(ihs, "no torrents listed for the public repo")
+    priv_ih = lib.db_query(t.store, "SELECT info_hash FROM torrents WHERE sha256 = ?", (priv_sha,))
+    for path in wl:
+        text = lib.read(path).decode()
+        for row in priv_ih:
+            check(row["info_hash"][:40] not in text, "the private blob's info-hash is on a tracker whitelist")
+    # a lab pull of the private repo through this mirror: all over HTTP
+    store = lab_store(t, 0)
+    finish(t.spawn("pull", PRIV, "--p2p", "--p2p-port", ports.get(), "--seed-time", 0, store=store,
+                   endpoint=srv.url))
+    check(peer_bytes(store) == 0, "bytes of a private repo came from the swarm: %r" % swarm_rows(store))
+    srv.stop()
+    # the opt-in
+    srv2 = Server(t, "--p2p", "--p2p-private", "--p2p-port", ports.get(), "--tracker-listen",
+                  "127.0.0.1:%d" % ports.get())
+    r = srv2.get("/api/hubmirror/torrents/" + priv_sha)
+    check(r.status == 200, "--p2p-private: the torrent of a private repo's blob: %r" % r)
+
+
+@serving(timeout=120)
+def test_p2p_stale_tracker_dirs(t):
+    """serve --p2p killed with kill -9 leaves its tracker directory behind;
+    the next start removes it, and only it: not one whose serve is alive, not
+    one with files and no pid, not another program's."""
+    ports = Ports()
+    tmp = os.path.join(t.tmp, "tmpdir")
+    os.makedirs(tmp)
+    env = {"TMPDIR": tmp}
+    t.emu([lab_repo()])
+    t.ok("pull", REPO, "-q")
+
+    def tracker_dirs():
+        return sorted(os.path.basename(p) for p in glob.glob(os.path.join(tmp, "hubmirror-tracker-*")))
+
+    srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get(), env=env)
+    first = tracker_dirs()
+    check(len(first) == 1, "one tracker directory while serving: %r" % first)
+    srv.proc.kill()
+    srv.proc.wait()
+    srv.stopped_rc = -9
+    check(tracker_dirs() == first, "kill -9 should have left the directory (this test's premise): %r"
+          % tracker_dirs())
+    live = os.path.join(tmp, "hubmirror-tracker-live00")
+    os.makedirs(live)
+    with open(os.path.join(live, "pid"), "w") as fh:
+        fh.write("%d\n" % os.getpid())
+    keep = os.path.join(tmp, "hubmirror-tracker-keep12")
+    os.makedirs(keep)
+    with open(os.path.join(keep, "whitelist"), "w") as fh:
+        fh.write("x\n")
+    empty = os.path.join(tmp, "hubmirror-tracker-empty1")
+    os.makedirs(empty)
+    other = os.path.join(tmp, "someone-else-XXXX")
+    os.makedirs(other)
+    srv2 = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get(), env=env)
+    now = tracker_dirs()
+    check(first[0] not in now, "the killed serve's tracker directory is still there: %r" % now)
+    check("hubmirror-tracker-empty1" not in now, "an empty stale tracker directory is still there: %r" % now)
+    check("hubmirror-tracker-live00" in now and "hubmirror-tracker-keep12" in now,
+          "a directory that may be in use was removed: %r" % now)
+    check(os.path.isdir(other), "another program's directory was removed")
+    check(len(now) == 3, "the new serve's own tracker directory: %r" % now)
+    srv2.stop()
+    check(sorted(tracker_dirs()) == ["hubmirror-tracker-keep12", "hubmirror-tracker-live00"],
+          "after a clean stop: %r" % tracker_dirs())
+
+
+@serving(timeout=120)
+def test_p2p_torrent_made_in_pull(t):
+    """pull computes each LFS blob's v2 tree while it writes it: the torrent
+    is in the index before serve --p2p asks, and serve hands out that one;
+    a store from before (no torrent rows) gets the same torrent lazily."""
+    ports = Ports()
+    t.emu([lab_repo()])
+    t.ok("pull", REPO, "-q")
+    want = {lib.sha256_bytes(lab_bytes()[p]) for p in FILES}
+    rows = {r["sha256"]: r for r in lib.db_query(t.store, "SELECT sha256, info_hash, piece_size FROM torrents")}
+    check(set(rows) == want, "the torrents a pull recorded: %r" % sorted(rows))
+    srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get())
+    listed = {x["sha256"]: x["info_hash"] for x in srv.json("/api/models/%s/torrents/main" % REPO)["torrents"]}
+    check(listed == {s: rows[s]["info_hash"] for s in want}, "served %r, recorded %r" % (listed, rows))
+    srv.stop()
+    # the failure twin: no recorded tree, the same torrent from the file
+    con = sqlite3.connect(os.path.join(t.store, "index.db"), timeout=30)
+    con.execute("DELETE FROM torrents")
+    con.commit()
+    con.close()
+    srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get())
+    again = {x["sha256"]: x["info_hash"] for x in srv.json("/api/models/%s/torrents/main" % REPO)["torrents"]}
+    check(again == listed, "made from the file %r, from the pull %r" % (again, listed))
