@@ -10,7 +10,9 @@
 #                      [MODES="single p2p http"] [SERVE_ARGS=...] [PULL_ARGS=...]
 #   e.g. NODES=16 SIZE_MIB=128 sh bench/fanout.sh   (a quicker run)
 #   MODES="single p2p" leaves out the plain-HTTP lab (it takes NODES x the
-#   single node's time); SERVE_ARGS / PULL_ARGS add options to the mirror's
+#   single node's time); "p2p-superseed" adds a BitTorrent run whose mirror
+#   super-seeds (serve --p2p-super-seed), for comparison. MIRROR_CAP: the mirror's --p2p-upload-rate in
+#   bytes/s (default 3/4 of RATE; 0: none). SERVE_ARGS / PULL_ARGS add options to the mirror's
 #   serve --p2p / the lab's pull --p2p (e.g. SERVE_ARGS="--p2p-upload-rate 20M").
 #
 # Everything lives in namespaces the script creates (hmf-br with the bridge,
@@ -24,7 +26,7 @@ FILES=${FILES:-4}
 MODES=${MODES:-single p2p http}
 SERVE_ARGS=${SERVE_ARGS:-}
 PULL_ARGS=${PULL_ARGS:-}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 HM=${HM:-"$ROOT/hubmirror"}
 W=$(mktemp -d /tmp/hm-fanout-XXXXXX)
 REPO=lab-org/fanout-model
@@ -101,7 +103,7 @@ start_serve() {
 	fi
 	: >"$W/serve.out"
 	ip netns exec hmf-0 env "$@" "$HM" serve --store "$W/mirror" --listen "$MIRROR:$((8080 + n))" --p2p \
-		--p2p-port $((6881 + n)) --tracker-listen "$MIRROR:$((6969 + n))" $CAP_ARGS $SERVE_ARGS \
+		--p2p-port $((6881 + n)) --tracker-listen "$MIRROR:$((6969 + n))" $CAP_ARGS ${SS_ARGS:-} $SERVE_ARGS \
 		>"$W/serve.out" 2>>"$W/serve.err" &
 	SERVE_PID=$!
 	PIDS="$PIDS $!"
@@ -171,7 +173,9 @@ for m in $MODES; do
 		T1=$1 ;;
 	p2p|p2p-superseed)
 		k=$((k + 1))
-		if [ "$m" = p2p-superseed ]; then start_serve "$k" HUBMIRROR_P2P_SUPER_SEED=1; else start_serve "$k" HM_BENCH=1; fi
+		SS_ARGS=""
+		[ "$m" = p2p ] || SS_ARGS=--p2p-super-seed
+		start_serve "$k" HM_BENCH=1
 		echo "fanout: $NODES nodes over BitTorrent (pull --p2p, mirror: $m) ..." >&2
 		set -- $(run "$m" "$NODES" --p2p --seed-time 60 $PULL_ARGS)
 		ROWS="$ROWS $m:$1:$2" ;;

@@ -24,6 +24,7 @@ static const struct cmd_opt opts[] = {
 	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s to all peers, e.g. 40M (default none)"},
 	{"p2p-stall", 0, "SECS", 0, "with --upstream: HTTP takes over a swarm download idle SECS (default 30)"},
 	{"p2p-private", 0, NULL, 0, "also put blobs in the swarm when clients need a token (see README)"},
+	{"p2p-super-seed", 0, NULL, 0, "super-seed: send each piece about once (a lab started together; see README)"},
 	{"tracker", 0, "URL", 0, "announce URL of an external tracker instead of running opentracker"},
 	{"tracker-listen", 0, "ADDR:PORT", 0, "where our opentracker listens (default --listen's address, port 6969)"},
 	{"tracker-whitelist", 0, "FILE", 0, "with --tracker: the tracker's whitelist, appended to"},
@@ -110,6 +111,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	o.p2p_listen = p2p_listen;
 	o.p2p_stall = p2p_stall;
 	o.p2p_private = cmd_flag(a, "p2p-private");
+	o.p2p_super_seed = cmd_flag(a, "p2p-super-seed");
 	o.tracker = cmd_opt(a, "tracker");
 	o.tracker_listen = cmd_opt(a, "tracker-listen");
 	o.tracker_whitelist = cmd_opt(a, "tracker-whitelist");
@@ -212,7 +214,8 @@ const struct cmd cmd_serve = {
 	"/api/hubmirror/torrents/SHA256 answers a blob's torrent (one v2 torrent per blob,\n"
 	"4 MiB pieces, made once and kept in the index) and /api/models/REPO/torrents/REV\n"
 	"a revision's list; each blob handed out is seeded from the store in place\n"
-	"(anti-leech choking, --p2p-upload-rate enforced). It runs opentracker (whitelist mode,\n"
+	"(anti-leech choking, or super-seeding with --p2p-super-seed; --p2p-upload-rate\n"
+	"enforced). It runs opentracker (whitelist mode,\n"
 	"as --tracker-user when root) on --tracker-listen, or announces to --tracker.\n"
 	"Only blobs of stored, allowed repos enter the swarm; with --token-file or an\n"
 	"upstream token, none unless --p2p-private. With --upstream and --p2p (a lab\n"

@@ -172,6 +172,7 @@ struct mirror_swarm_opts {
 	const char *listen;        /* peer address, libtorrent style "0.0.0.0:6881" */
 	int64_t upload_rate;       /* bytes/s to all peers; 0 = no cap */
 	int origin;                /* the mirror: choke for spread (anti-leech) */
+	int super_seed;            /* the mirror super-seeds (p2p_opts.super_seed) */
 	double stall;              /* seconds without progress before HTTP takes over (0: default) */
 };
 /* Starts a BitTorrent session (closed swarm: peers only from trackers).

@@ -27,7 +27,7 @@ struct mirror_swarm {
 enum hm_err mirror_swarm_new(struct hm_ctx *ctx, const struct mirror_swarm_opts *o, struct mirror_swarm **out)
 {
 	char err[512] = "";
-	struct p2p_opts po = {o->listen, o->upload_rate, o->origin};
+	struct p2p_opts po = {o->listen, o->upload_rate, o->origin, o->super_seed};
 	struct mirror_swarm *sw = calloc(1, sizeof(*sw));
 	*out = NULL;
 	if (!sw)

@@ -76,6 +76,70 @@ struct p2p {
 
 	explicit p2p(lt::session_params &&sp) : ses(std::move(sp)) {}
 
+	// The mirror's super-seeding, per torrent: off when its uploads stopped
+	// for 3 s after they had begun while a peer still lacks pieces
+	// (libtorrent 2.0.8 leaves a lone peer without its last pieces: its
+	// get_piece_to_super_seed offers none), so the peers then get them as
+	// from any seed; on again when every peer has gone (the next lab).
+	struct ss_state {
+		std::int64_t up = 0;
+		std::chrono::steady_clock::time_point changed;
+	};
+	std::map<std::string, ss_state> ss;
+	std::chrono::steady_clock::time_point last_policy{};
+	bool super_seed = false;
+
+	void super_seed_policy(std::chrono::steady_clock::time_point now)
+	{
+		std::vector<std::pair<std::string, lt::torrent_handle>> v;
+		{
+			std::lock_guard<std::mutex> g(mu);
+			for (auto &kv : torrents)
+				v.push_back(kv);
+		}
+		for (auto &kv : v) {
+			lt::torrent_handle &th = kv.second;
+			lt::torrent_status s = th.status();
+			bool on = bool(th.flags() & lt::torrent_flags::super_seeding);
+			ss_state &st = ss[kv.first];
+			if (s.total_payload_upload != st.up) {
+				st.up = s.total_payload_upload;
+				st.changed = now;
+			}
+			if (!s.is_seeding)
+				continue;
+			std::vector<lt::peer_info> peers;
+			th.get_peer_info(peers);
+			if (peers.empty()) {
+				if (!on)
+					th.set_flags(lt::torrent_flags::super_seeding);
+				st.changed = now;
+				continue;
+			}
+			if (!on)
+				continue;
+			bool lacking = false;
+			for (auto &pi : peers)
+				lacking = lacking || !(pi.flags & lt::peer_info::seed);
+			if (debug) {
+				std::fprintf(debug, "super-seed policy %.12s: on %d up %lld lacking %d idle %lld ms\n",
+					     kv.first.c_str(), (int)on, (long long)st.up, (int)lacking,
+					     (long long)std::chrono::duration_cast<std::chrono::milliseconds>(now - st.changed).count());
+				std::fflush(debug);
+			}
+			if (lacking && st.up > 0 && now - st.changed >= std::chrono::seconds(3)) {
+				// a peer with no piece on offer is not told of the
+				// others when super-seeding ends (superseed_piece(-1)
+				// returns early): reconnect, and it gets the bitfield
+				th.unset_flags(lt::torrent_flags::super_seeding);
+				th.pause();
+				th.resume();
+				th.force_reannounce(0, -1, lt::torrent_handle::ignore_min_interval);
+				st.changed = now;
+			}
+		}
+	}
+
 	void alerts()
 	{
 		auto last_stats = std::chrono::steady_clock::now() - std::chrono::seconds(2);
@@ -111,6 +175,10 @@ struct p2p {
 			if (now - last_stats >= std::chrono::milliseconds(500)) {
 				ses.post_session_stats();
 				last_stats = now;
+			}
+			if (super_seed && now - last_policy >= std::chrono::seconds(1)) {
+				super_seed_policy(now);
+				last_policy = now;
 			}
 		}
 	}
@@ -295,6 +363,7 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		lt::session_params params(std::move(sp));
 		auto *p = new struct p2p(std::move(params));
 		p->origin = o->origin != 0;
+		p->super_seed = p->origin && o->super_seed;
 		if (dbg && *dbg)
 			p->debug = std::fopen(dbg, "a");
 		// LAN and loopback peers are in the "local" class, which rate limits
@@ -362,12 +431,13 @@ extern "C" int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, cons
 		atp.flags &= ~(lt::torrent_flags::auto_managed | lt::torrent_flags::paused);
 		if (seed) {
 			atp.flags |= lt::torrent_flags::seed_mode;
-			// Not super_seeding: libtorrent 2.0.8 never starts it for a
-			// fresh peer (write_bitfield's bootstrap calls superseed_piece,
-			// which returns while in_handshake()); such peers then see no
-			// piece at all and stall. The mirror's share is kept down by
-			// small pieces, anti-leech choking and the upload cap instead.
-			if (p->origin && std::getenv("HUBMIRROR_P2P_SUPER_SEED"))
+			// --p2p-super-seed: the mirror offers each peer one or two
+			// pieces no other peer has yet, the next only when that one
+			// came back (p2p_opts.super_seed says what it costs).
+			// libtorrent 2.0.8 cannot offer them during the handshake
+			// (superseed_piece returns while in_handshake()): a new peer
+			// gets its first from second_tick, ~10 s later.
+			if (p->super_seed)
 				atp.flags |= lt::torrent_flags::super_seeding;
 		}
 		if (tracker && *tracker)

@@ -30,6 +30,7 @@ struct srv_opts {
 	int64_t p2p_upload_rate;       /* bytes/s to all peers; 0 = no cap */
 	double p2p_stall;              /* edge: seconds before a stalled swarm falls back to HTTP */
 	int p2p_private;               /* also swarm blobs of a mirror that needs a token */
+	int p2p_super_seed;            /* the mirror super-seeds (p2p_opts.super_seed) */
 	const char *tracker;           /* external tracker's announce URL; NULL: run opentracker */
 	const char *tracker_listen;    /* ADDR:PORT of our opentracker (default: --listen's host, 6969) */
 	const char *tracker_whitelist; /* with --tracker: its whitelist file, appended to */

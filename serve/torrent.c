@@ -214,6 +214,7 @@ enum hm_err srv_p2p_init(struct srv *s)
 	so.listen = s->o->p2p_listen ? s->o->p2p_listen : "0.0.0.0:6881";
 	so.upload_rate = s->o->p2p_upload_rate;
 	so.origin = 1;
+	so.super_seed = s->o->p2p_super_seed && !s->o->upstream; /* an edge is a lab machine */
 	so.stall = s->o->p2p_stall;
 	if ((err = mirror_swarm_new(s->ctx, &so, &p->sw)))
 		return err;

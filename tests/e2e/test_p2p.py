@@ -38,10 +38,13 @@ def lab_bytes(seed=1):
 
 
 REPO_SIZE = sum(len(v) for v in lab_bytes().values())
-# The mirror's share for 8 lab machines on loopback. It measured 2.3-2.7x here
-# (2 loaded cores: the lab processes, not the links, limit how fast they trade);
-# the bound catches a swarm that does not trade (8x) without depending on load.
-LIMIT = 3.0
+# The mirror's share for 8 lab machines on loopback, in bytes (load slows a
+# swarm but a super-seeding mirror still sends each piece about once).
+# Measured here: 1.21x and 1.24x with --p2p-super-seed, so the issue's 2x
+# holds; 2.5x and 3.0x with the default anti-leech choking, whose bound only
+# tells a trading swarm from none (8x).
+LIMIT_SUPER_SEED = 2.0
+LIMIT = 3.5
 
 
 class Ports:
@@ -58,7 +61,7 @@ class Ports:
                 return p
 
 
-def mirror(t, ports, *extra, tracker=True, emu=None):
+def mirror(t, ports, *extra, tracker=True, emu=None, env=None):
     """Fills t.store from the emulator and starts `serve --p2p` on it."""
     if emu is None:
         emu = t.emu([lab_repo()])
@@ -67,7 +70,7 @@ def mirror(t, ports, *extra, tracker=True, emu=None):
     args = ["--p2p", "--p2p-port", ports.get()]
     if tracker:
         args += ["--tracker-listen", "127.0.0.1:%d" % tport]
-    srv = Server(t, *(args + list(extra)))
+    srv = Server(t, *(args + list(extra)), env=env)
     srv.tport = tport
     return emu, srv
 
@@ -124,10 +127,9 @@ def peer_bytes(store):
     return sum(r["bytes"] for r in swarm_rows(store) if r["endpoint"] == "swarm" and r["result"] == "ok")
 
 
-@serving(timeout=240)
-def test_p2p_eight_labs_at_once(t):
+def eight_labs(t, *mirror_args, limit):
     ports = Ports()
-    emu, srv = mirror(t, ports, "--p2p-upload-rate", "4M")
+    emu, srv = mirror(t, ports, "--p2p-upload-rate", "4M", *mirror_args)
     procs = [lab_pull(t, srv, i, ports) for i in range(8)]
     for i, p in enumerate(procs):
         finish(p, what="lab pull %d" % i)
@@ -137,10 +139,21 @@ def test_p2p_eight_labs_at_once(t):
     sent = m["hubmirror_p2p_uploaded_bytes_total"] + m["hubmirror_served_bytes_total"]
     total_peers = sum(peer_bytes(lab_store(t, i)) for i in range(8))
     check(total_peers > 0, "no lab machine got bytes from the swarm: %r" % [swarm_rows(lab_store(t, i)) for i in range(8)])
-    check(sent <= LIMIT * REPO_SIZE,
+    check(sent <= limit * REPO_SIZE,
           "the mirror sent %.2fx the repo (%d bytes over BitTorrent, %d over HTTP)"
           % (sent / REPO_SIZE, m["hubmirror_p2p_uploaded_bytes_total"], m["hubmirror_served_bytes_total"]))
     print("mirror sent %.2fx the repo size for 8 lab machines" % (sent / REPO_SIZE))
+
+
+@serving(timeout=240)
+def test_p2p_eight_labs_at_once(t):
+    eight_labs(t, limit=LIMIT)
+
+
+@serving(timeout=240)
+def test_p2p_eight_labs_super_seed(t):
+    """The issue's bound, at most 2x the repo, with the super-seeding mirror."""
+    eight_labs(t, "--p2p-super-seed", limit=LIMIT_SUPER_SEED)
 
 
 def blob_part(store, sha):
