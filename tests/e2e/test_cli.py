@@ -394,6 +394,20 @@ def test_cli_tables_fit_the_terminal(t):
           "--no-truncate cut the name: %s" % tm.everything())
     r = t.ok("ls", env={"COLUMNS": "40"})
     check(long_repo in r.out, "piped output must not be cut: %r" % r)
+    # du's repo lists too
+    tm = term.Tmux(t, 60)
+    tm.run("du")
+    check(tm.wait_done() == 0, "du failed: %s" % tm.everything())
+    rows = [l.rstrip() for l in tm.everything().splitlines() if "..." in l]
+    check(len(rows) == 2 and all(len(l) < 60 for l in rows),
+          "du's two repo rows should be cut to 60 columns: %r" % tm.everything())
+    tm.kill()
+    tm = term.Tmux(t, 60)
+    tm.run("du", "--no-truncate")
+    check(tm.wait_done() == 0, "du failed")
+    check(tm.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-").count(long_repo) == 2,
+          "du --no-truncate cut the name: %s" % tm.everything())
+    tm.kill()
 
 
 def test_cli_json_schema_everywhere(t):
