@@ -530,14 +530,15 @@ def case_pull_reresolve(t, ceph, want):
         proxy.stop()
 
 
-def case_read_faults(t, ceph, want):
+def case_read_faults(t, ceph, conf, want):
     """Reads from the bucket: 503 SlowDown, a dropped connection and a truncated
     body are retried (a fresh node's checkout completes byte-exact); wrong
     credentials and a missing bucket are one clear line and write nothing."""
     sha = lib.sha256_bytes(want["big.bin"])
     blob = "blobs/sha256/%s/%s" % (sha[:2], sha)
     proxy = ceph_lib.FaultProxy(ceph.port, [("503", "GET", blob), ("drop", "GET", blob), ("cut", "GET", blob),
-                                            ("503", "GET", "list-type=2")])
+                                            ("503", "GET", "list-type=2"), ("503", "GET", "/revisions/"),
+                                            ("drop", "GET", "/revisions/")])
     try:
         out = os.path.join(t.tmp, "co-faults")
         r = t.hm("checkout", BIG, "--to", out, "--copy", store=STORE, timeout=180,
@@ -559,6 +560,14 @@ def case_read_faults(t, ceph, want):
     r = t.hm("pull", lib.SAMPLE_REPO, store="s3://no-such-bucket-y/p", env=node_env(t, "rbad"))
     check(r.rc == 1, "pull into a missing bucket: %r" % r)
     lib.clean_error(r, ("does not exist",))
+    # a malformed revision object (untrusted): one clear line naming it
+    junk = os.path.join(t.tmp, "junk.json")
+    with open(junk, "wb") as fh:
+        fh.write(b"{not json")
+    ceph.s3cmd(conf, "put", junk, "s3://%s/junkrev/revisions/model/demo-org/x/%s.json" % (BUCKET, "ab" * 20))
+    r = t.hm("ls", store="s3://%s/junkrev" % BUCKET, env=node_env(t, "junk"))
+    check(r.rc == 1, "a malformed revision object: %r" % r)
+    lib.clean_error(r, ("malformed revision object",))
 
 
 def timed(name, fn, *args):
@@ -585,7 +594,7 @@ def test_s3_store(t):
         timed("pull_reresolve", case_pull_reresolve, t, ceph, want)
         timed("kill_multipart", case_kill_multipart, t, ceph, conf, want)
         timed("faults", case_faults, t, ceph, conf, want)
-        timed("read_faults", case_read_faults, t, ceph, want)
+        timed("read_faults", case_read_faults, t, ceph, conf, want)
         timed("pull_through", case_pull_through, t, ceph, emu, want)
         timed("verify_repair", case_verify_repair, t, ceph, conf, emu, want)
         timed("export_import", case_export_import, t, want)
