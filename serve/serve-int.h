@@ -211,6 +211,9 @@ enum hm_err srv_p2p_init(struct srv *s) HM_MUST_CHECK;
 void srv_p2p_free(struct srv *s);
 struct mirror_swarm *srv_p2p_swarm(const struct srv *s);
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents);
+/* The port of the opentracker serve runs (its listen address into host), or
+ * 0 when it runs none (no --p2p, an external --tracker, an edge). */
+int srv_p2p_own_tracker(const struct srv *s, char *host, size_t hl);
 enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 enum MHD_Result srv_p2p_rev_torrents(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 /* 1 when tok is one of the accepted tokens (constant time per token). */
