@@ -44,6 +44,7 @@ struct srv {
 	struct srv_metrics *m;
 	struct srv_p2p *p2p;     /* NULL without --p2p */
 	struct srv_ui *ui;       /* the web pages' state (ui.c); NULL with --no-ui */
+	struct srv_lists *lists; /* file lists of stored commits, shared by requests (api.c) */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
 	/* connections (conn_mu) and the watchdog that enforces header deadlines */
@@ -140,8 +141,13 @@ struct srv_rev {
 	size_t nsf;
 	struct fetch_entry *fe;  /* borrowed from the upstream cache (refcounted) */
 	void *fe_hold;
+	void *list_hold;         /* files borrowed from srv_lists (refcounted) */
 };
 void srv_rev_release(struct srv *s, struct srv_rev *r);
+/* The cache of stored commits' file lists (a commit's files never change):
+ * a big repo's tree pages and repo info cost one index read, not one each. */
+enum hm_err srv_lists_init(struct srv *s);
+void srv_lists_free(struct srv *s);
 
 /* Finds a revision locally, else (pull-through) upstream. On error the
  * answer has been sent (*sent = 1) or err says what to send. */
