@@ -58,7 +58,8 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_du, "du takes no arguments");
 	if (cmd_int_opt(a, &opt->top, 10, 0, 1000000000, &top))
 		return 2;
-	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d))) {
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d)) ||
+	    (err = store_du_bucket(&env->ctx, st, &d))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}

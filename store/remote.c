@@ -1201,11 +1201,14 @@ static int du_upload_cb(void *ud, const struct s3_upload *u)
 	return 0;
 }
 
-enum hm_err store_remote_du(struct hm_ctx *ctx, struct store *st, struct store_du *d)
+enum hm_err store_du_bucket(struct hm_ctx *ctx, struct store *st, struct store_du *d)
 {
 	struct du_acc a = {0, 0};
 	char prefix[1200];
 	enum hm_err err;
+
+	if (!st->remote)
+		return HM_OK;
 
 	s3_key(st->remote->s3, "blobs/", prefix, sizeof(prefix));
 	if ((err = s3_list(ctx, st->remote->s3, prefix, du_obj_cb, &a)))

@@ -121,8 +121,6 @@ enum hm_err store_remote_rm(struct hm_ctx *ctx, struct store *st, const char *ty
 enum hm_err store_remote_put_artifact(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
 				      const char *commit, const char *format, const char *options,
 				      const char *sha256, uint64_t size) HM_MUST_CHECK;
-/* Bucket side of du: the blob objects and unfinished multipart uploads. */
-enum hm_err store_remote_du(struct hm_ctx *ctx, struct store *st, struct store_du *d) HM_MUST_CHECK;
 /* Bucket side of gc: unreferenced blob objects and stale multipart uploads. */
 enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r) HM_MUST_CHECK;
 /* 1 while the index is being refreshed from the bucket (nothing is written back). */

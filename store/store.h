@@ -456,6 +456,11 @@ struct store_du {
 /* Store usage; top limits each repo list (0 = all). Release with store_du_release. */
 enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct store_du *out) HM_MUST_CHECK;
 void store_du_release(struct store_du *d);
+/* An S3 store's bucket side of du (bucket_bytes, bucket_blobs,
+ * bucket_uploads): lists every blob object, so it costs one request per
+ * 1,000 objects and is left out of store_du (which /metrics calls often).
+ * A no-op for a local store. */
+enum hm_err store_du_bucket(struct hm_ctx *ctx, struct store *st, struct store_du *d) HM_MUST_CHECK;
 
 /* ---- smoke tests (smoke.c; `hubmirror smoke`, shown by `ls REPO`) ---- */
 
