@@ -54,18 +54,31 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 	return cmd_model_dir(env, *stp, type, repo, commit, out, len);
 }
 
+/* A key of a stored MODEL for JSON: null when MODEL is a path. */
+static json_t *stored_json(const struct stored *sd, const char *s)
+{
+	return sd->repo[0] ? json_string(s) : json_null();
+}
+
 /* ---- run ---- */
 
+/* What the options of run_opts[] below set (a->o). */
+struct run_vals {
+	const char *prompt, *tokens, *temp, *top_p, *seed, *threads, *revision, *repo_type;
+	int raw;
+};
+
 static const struct cmd_opt run_opts[] = {
-	{"prompt", 'p', "TEXT", 0, "the prompt (or words after MODEL, or stdin)"},
-	{"tokens", 'n', "N", 0, "tokens to generate at most (default 64)"},
-	{"temp", 0, "T", 0, "temperature (default 0: greedy)"},
-	{"top-p", 0, "P", 0, "nucleus sampling mass (default 1: off)"},
-	{"seed", 0, "S", 0, "random seed for sampling (default 1)"},
-	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
-	{"revision", 'r', "REV", 0, "revision of a stored repo"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct run_vals, prompt, "prompt", 'p', "TEXT", "the prompt (or words after MODEL, or stdin)"),
+	CMD_OPT_STR(struct run_vals, tokens, "tokens", 'n', "N", "tokens to generate at most (default 64)"),
+	CMD_OPT_STR(struct run_vals, temp, "temp", 0, "T", "temperature (default 0: greedy)"),
+	CMD_OPT_STR(struct run_vals, top_p, "top-p", 0, "P", "nucleus sampling mass (default 1: off)"),
+	CMD_OPT_STR(struct run_vals, seed, "seed", 0, "S", "random seed for sampling (default 1)"),
+	CMD_OPT_STR(struct run_vals, threads, "threads", 0, "N", "threads (default: all CPUs)"),
+	CMD_OPT_STR(struct run_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
+	CMD_OPT_STR(struct run_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_FLAG(struct run_vals, raw, "raw", 0, "interactive: send each line as it is, without the model's chat template"),
+	CMD_OPT_END,
 };
 
 struct stream {
@@ -105,7 +118,8 @@ static int parse_float(const char *v, const char *name, float lo, float hi, floa
  * the caller. NULL with *owned NULL: no prompt given (interactive). */
 static const char *run_prompt(const struct cmd_args *a, char **owned, int *bad)
 {
-	const char *p = cmd_opt(a, "prompt");
+	const struct run_vals *opt = a->o;
+	const char *p = opt->prompt;
 	struct util_buf b = UTIL_BUF_INIT;
 	*owned = NULL;
 	*bad = 0;
@@ -145,42 +159,9 @@ nomem:
 	return NULL;
 }
 
-/* `ollama run` without a prompt: one generation per line typed, until
- * /bye or end of input. Each line is a prompt of its own (no history). */
-static int interactive(struct cmd_env *env, struct eng_state *s, const struct eng_tok *t, size_t n, float temp,
-		       float top_p, uint64_t seed)
-{
-	char line[8192];
-	fprintf(stderr, "hubmirror: interactive: type a prompt and Enter; /bye or Ctrl-D ends\n");
-	for (;;) {
-		struct eng_run r = {0};
-		struct stream sm = {t, -1, 0};
-		size_t len;
-		fputs(">>> ", stderr);
-		fflush(stderr);
-		if (!fgets(line, sizeof(line), stdin))
-			break;
-		len = strcspn(line, "\r\n");
-		line[len] = 0;
-		if (!strcmp(line, "/bye") || !strcmp(line, "/exit"))
-			break;
-		if (!len)
-			continue;
-		enum hm_err err = eng_run_prompt(&env->ctx, s, t, line, n, temp, top_p, seed, on_token, &sm, &r);
-		eng_run_release(&r);
-		printf("\n");
-		fflush(stdout);
-		if (err == HM_ERR_CANCELLED || hm_cancelled(&env->ctx))
-			break;
-		if (err)
-			return cmd_error(env, err);
-	}
-	fputc('\n', stderr);
-	return 0;
-}
-
 static int run_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct run_vals *opt = a->o;
 	char *owned = NULL;
 	int bad;
 	const char *prompt = run_prompt(a, &owned, &bad);
@@ -208,13 +189,13 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		free(owned);
 		return cmd_usage_error(&cmd_run, "--json needs a prompt (-p TEXT, words after MODEL, or stdin)");
 	}
-	if (cmd_int_opt(a, "tokens", 64, 0, 1 << 20, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads) ||
-	    cmd_int_opt(a, "seed", 1, 0, 0x7fffffff, &seed) ||
-	    (cmd_opt(a, "temp") && parse_float(cmd_opt(a, "temp"), "temp", 0, 100, &temp)) ||
-	    (cmd_opt(a, "top-p") && parse_float(cmd_opt(a, "top-p"), "top-p", 0, 1, &top_p)))
+	if (cmd_int_opt(a, &opt->tokens, 64, 0, 1 << 20, &n) || cmd_int_opt(a, &opt->threads, 0, 0, 64, &threads) ||
+	    cmd_int_opt(a, &opt->seed, 1, 0, 0x7fffffff, &seed) ||
+	    (opt->temp && parse_float(opt->temp, "temp", 0, 100, &temp)) ||
+	    (opt->top_p && parse_float(opt->top_p, "top-p", 0, 1, &top_p)))
 		return 2;
 	t0 = util_now();
-	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+	if ((err = model_path(env, a->pos[0], opt->revision, opt->repo_type, path, sizeof(path),
 			      label, sizeof(label), &st, &sd)) ||
 	    (err = eng_open_any(&env->ctx, path, &m, &t)) ||
 	    (err = eng_state_new(&env->ctx, m, 0, threads, ENG_SIMD_AUTO, &s))) {
@@ -224,7 +205,8 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 	double load_s = util_now() - t0;
 	struct stream sm = {t, -1, env->json};
 	if (!prompt) {
-		rc = interactive(env, s, t, (size_t)n, temp, top_p, (uint64_t)seed);
+		struct cmd_gen g = {(size_t)n, temp, top_p, (uint64_t)seed, opt->raw};
+		rc = cmd_interactive(env, path, s, t, &g);
 		goto out;
 	}
 	err = eng_run_prompt(&env->ctx, s, t, prompt, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm, &r);
@@ -248,8 +230,9 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 			goto out;
 		}
 		free(ids);
-		cmd_print_json(json_pack("{s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}", "model",
-					 cmd_json_text(label, strlen(label)), "tokens", toks, "text", cmd_json_text(text, tl),
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}",
+					 "model", cmd_json_text(label, strlen(label)), "repo", stored_json(&sd, sd.repo),
+					 "repo_type", stored_json(&sd, sd.type), "revision", stored_json(&sd, sd.commit), "tokens", toks, "text", cmd_json_text(text, tl),
 					 "prompt_tokens", (json_int_t)r.nprompt, "timings",
 					 "load_s", load_s, "prompt_s", r.prompt_s, "gen_s", r.gen_s, "prompt_tps",
 					 r.prompt_s > 0 ? (double)r.nprompt / r.prompt_s : 0.0, "gen_tps",
@@ -281,25 +264,35 @@ const struct cmd cmd_run = {
 	"safetensors), or a repo in the store. Greedy by default; --temp and --top-p sample\n"
 	"(reproducibly for a given --seed). The prompt is -p TEXT, the words after MODEL,\n"
 	"or stdin ('-', or when stdin is not a terminal); without one, on a terminal, run\n"
-	"is interactive: each line typed is a prompt (/bye ends). --json prints {tokens,\n"
-	"text, prompt_tokens, timings}.",
-	run_opts, run_run,
+	"is interactive, as 'ollama run' is: a model with a chat template (its\n"
+	"tokenizer_config.json, chat_template.jinja or GGUF tokenizer.chat_template)\n"
+	"chats, each line a user turn answered with the conversation so far (/clear\n"
+	"forgets it; the oldest turns go when it outgrows the context); without one, or\n"
+	"with --raw, each line is a prompt of its own. /bye or Ctrl-D ends. --json\n"
+	"prints {tokens, text, prompt_tokens, timings}.",
+	run_opts, sizeof(struct run_vals), run_run,
 };
 
 /* ---- smoke ---- */
 
+/* What the options of smoke_opts[] below set (a->o). */
+struct smoke_vals {
+	const char *prompt, *tokens, *expect, *threads, *revision, *repo_type;
+};
+
 static const struct cmd_opt smoke_opts[] = {
-	{"prompt", 'p', "TEXT", 0, "the prompt (default 'The capital of France is')"},
-	{"tokens", 'n', "N", 0, "tokens to generate (default 16)"},
-	{"expect", 'e', "TEXT", 0, "the greedy output must contain TEXT"},
-	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
-	{"revision", 'r', "REV", 0, "revision of a stored repo"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct smoke_vals, prompt, "prompt", 'p', "TEXT", "the prompt (default 'The capital of France is')"),
+	CMD_OPT_STR(struct smoke_vals, tokens, "tokens", 'n', "N", "tokens to generate (default 16)"),
+	CMD_OPT_STR(struct smoke_vals, expect, "expect", 'e', "TEXT", "the greedy output must contain TEXT"),
+	CMD_OPT_STR(struct smoke_vals, threads, "threads", 0, "N", "threads (default: all CPUs)"),
+	CMD_OPT_STR(struct smoke_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
+	CMD_OPT_STR(struct smoke_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_END,
 };
 
 static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct smoke_vals *opt = a->o;
 	char path[4096], label[512];
 	struct store *st = NULL;
 	struct eng_smoke_opts o = {0};
@@ -310,13 +303,13 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_smoke, a->npos ? "smoke takes one model" : "missing MODEL");
-	if (cmd_int_opt(a, "tokens", 16, 1, 4096, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads))
+	if (cmd_int_opt(a, &opt->tokens, 16, 1, 4096, &n) || cmd_int_opt(a, &opt->threads, 0, 0, 64, &threads))
 		return 2;
-	o.prompt = cmd_opt(a, "prompt");
+	o.prompt = opt->prompt;
 	o.tokens = (size_t)n;
-	o.expect = cmd_opt(a, "expect");
+	o.expect = opt->expect;
 	o.threads = threads;
-	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+	if ((err = model_path(env, a->pos[0], opt->revision, opt->repo_type, path, sizeof(path),
 			      label, sizeof(label), &st, &sd))) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -331,8 +324,9 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:I, s:I, s:I, s:s}", "model",
-					 cmd_json_text(label, strlen(label)), "pass", res.pass, "reason",
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:I, s:I, s:I, s:s}",
+					 "model", cmd_json_text(label, strlen(label)), "repo", stored_json(&sd, sd.repo),
+					 "repo_type", stored_json(&sd, sd.type), "revision", stored_json(&sd, sd.commit), "pass", res.pass, "reason",
 					 cmd_json_text(res.reason, strlen(res.reason)), "text",
 					 cmd_json_text(res.text ? res.text : "", res.text ? strlen(res.text) : 0), "load_s", res.load_s,
 					 "prompt_tps", res.prompt_tps, "gen_tps", res.gen_tps, "peak_rss",
@@ -371,7 +365,7 @@ const struct cmd cmd_smoke = {
 	"round-trips the prompt, logits are finite, greedy output is identical on two runs,\n"
 	"and --expect is found. Prints load time, prompt and generation tokens/s, peak\n"
 	"memory. Exit 0 pass, 1 fail with the reason.",
-	smoke_opts, run_smoke,
+	smoke_opts, sizeof(struct smoke_vals), run_smoke,
 };
 
 /* --convert and --smoke: the whole path, pull to tested model, in one command. */
@@ -401,7 +395,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 			rc = cmd_error(env, err);
 			goto out;
 		}
-		cmd_report_artifact(env, repo, commit, &art, NULL);
+		cmd_report_artifact(env, type, repo, commit, &art, NULL);
 	}
 	if (verdict && conv)
 		snprintf(verdict, vlen, "converted to %s", conv);

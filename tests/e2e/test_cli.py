@@ -394,6 +394,20 @@ def test_cli_tables_fit_the_terminal(t):
           "--no-truncate cut the name: %s" % tm.everything())
     r = t.ok("ls", env={"COLUMNS": "40"})
     check(long_repo in r.out, "piped output must not be cut: %r" % r)
+    # du's repo lists too
+    tm = term.Tmux(t, 60)
+    tm.run("du")
+    check(tm.wait_done() == 0, "du failed: %s" % tm.everything())
+    rows = [l.rstrip() for l in tm.everything().splitlines() if "..." in l]
+    check(len(rows) == 2 and all(len(l) < 60 for l in rows),
+          "du's two repo rows should be cut to 60 columns: %r" % tm.everything())
+    tm.kill()
+    tm = term.Tmux(t, 60)
+    tm.run("du", "--no-truncate")
+    check(tm.wait_done() == 0, "du failed")
+    check(tm.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-").count(long_repo) == 2,
+          "du --no-truncate cut the name: %s" % tm.everything())
+    tm.kill()
 
 
 def test_cli_json_schema_everywhere(t):
@@ -403,13 +417,17 @@ def test_cli_json_schema_everywhere(t):
     bundle = os.path.join(t.tmp, "b.tar")
     runs = [("pull", repo), ("ls",), ("ls", repo), ("verify",), ("checkout", repo, "--to", out), ("du",),
             ("stats",), ("inspect", repo), ("export", repo, "-o", bundle), ("import", bundle), ("gc",),
-            ("rm", repo)]
+            ("convert", repo), ("run", repo, "-p", "Hello", "-n", "2"), ("smoke", repo), ("rm", repo)]
     for args in runs:
         j = t.ok(*(list(args) + ["--json"])).json()
         check(j.get("schema") == 2, "%s --json has no schema 2: %s" % (args[0], list(j)))
-        check("id" not in j and "type" not in j, "%s --json uses id/type: %s" % (args[0], list(j)))
-        if args[0] in ("pull", "checkout", "rm") or args == ("ls", repo):
+        # convert's "type" is the GGUF tensor type (also "tensor_type"), kept while the schema is 2
+        check("id" not in j and ("type" not in j or j.get("tensor_type") == j["type"]),
+              "%s --json uses id/type: %s" % (args[0], list(j)))
+        if args[0] in ("pull", "checkout", "rm", "convert", "run", "smoke") or args == ("ls", repo):
             check(j["repo"] == repo and j["repo_type"] == "model", "%s --json repo keys: %s" % (args[0], j))
+        if args[0] in ("convert", "run", "smoke"):
+            check(re.fullmatch(r"[0-9a-f]{40}", j["revision"] or ""), "%s --json revision: %s" % (args[0], j))
     # a command that fails as a whole still answers in JSON
     for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
                            (("pull", "org/no-such-repo"), "repo_not_found", 1),
@@ -467,6 +485,55 @@ def test_cli_run_prompt_forms(t):
     tm.tmux("send-keys", "/bye", "Enter")
     check(tm.wait_done(120) == 0, "interactive run: %s" % tm.everything())
     check(tm.everything().count(">>>") >= 2, "no second prompt after a generation: %s" % tm.everything())
+
+
+def interact(t, args, lines, width, limit=120):
+    """Runs hubmirror ARGS in tmux (a server of its own per width), types each
+    line when the prompt is back; returns (exit status, everything on the terminal)."""
+    tm = term.Tmux(t, width)
+    tm.run(*args)
+    t0 = time.time()
+    for i, line in enumerate(lines):
+        while tm.screen().count(">>>") < i + 1 and not tm.done() and time.time() - t0 < limit:
+            time.sleep(0.1)
+        if tm.done():
+            break
+        tm.tmux("send-keys", line, "Enter")
+    rc = tm.wait_done(limit)
+    out = tm.everything()
+    tm.kill()
+    return rc, out
+
+
+def test_cli_run_chat_template(t):
+    """Interactive run applies the model's chat template to the conversation so
+    far (a template that raises on the second turn names both user turns);
+    --raw and /clear do without it."""
+    t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    t.ok("pull", repo, "-q")
+    model = os.path.join(t.tmp, "model")
+    t.ok("checkout", repo, "--to", model, "--copy")
+    with open(os.path.join(model, "chat_template.jinja"), "w") as fh:
+        fh.write("{% if messages|length > 2 %}{{ raise_exception('turns ' ~ (messages|length) ~ ': '"
+                 " ~ messages[0].content ~ ' | ' ~ messages[2].content) }}{% endif %}"
+                 "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "and again", "/bye"], 100)
+    check("interactive chat" in out, "no chat banner: %s" % out)
+    check(rc == 1 and "turns 3: Hello there | and again" in out,
+          "the second turn should render both user turns and the reply: rc %d %s" % (rc, out))
+    # /clear forgets the conversation: the next turn is a first one again
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "/clear", "and again", "/bye"], 101)
+    check(rc == 0 and "turns" not in out and out.count(">>>") >= 4, "/clear: rc %d %s" % (rc, out))
+    # --raw: each line a prompt of its own
+    rc, out = interact(t, ["run", model, "-n", "3", "--raw"], ["Hello there", "and again", "/bye"], 102)
+    check(rc == 0 and "interactive chat" not in out and out.count(">>>") >= 3, "--raw: rc %d %s" % (rc, out))
+    # a template that is not valid: one warning, then lines as they are
+    with open(os.path.join(model, "chat_template.jinja"), "w") as fh:
+        fh.write("{% for m in messages %}{{ m.content ")
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "/bye"], 103)
+    check(rc == 0 and "warning" in out and "interactive chat" not in out, "bad template: rc %d %s" % (rc, out))
 
 
 def test_cli_bar_follows_a_resize(t):
