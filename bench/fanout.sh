@@ -44,7 +44,20 @@ cleanup() {
 	ip netns del hmf-br 2>/dev/null || true
 	[ -n "${KEEP:-}" ] && echo "fanout: kept $W" >&2 || rm -rf "$W"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for SECS WHAT CMD...: polls CMD until it succeeds; gives up after SECS
+wait_for() {
+	secs=$1 what=$2
+	shift 2
+	n=0
+	until "$@"; do
+		n=$((n + 1))
+		[ "$n" -lt $((secs * 10)) ] || { echo "fanout: $what did not come up in $secs s" >&2; exit 1; }
+		sleep 0.1
+	done
+}
 
 rate_bps() { # 100mbit -> bytes/s
 	echo "$1" | awk '{ v = $1 + 0; u = tolower($1); sub(/^[0-9.]+/, "", u);
@@ -86,7 +99,7 @@ EOF
 ip netns exec hmf-0 python3 "$ROOT/tests/hubemu/hubemu.py" --config "$W/emu/config.json" --port 0 --cdn-port 0 \
 	--ready-file "$W/emu/ready.json" >"$W/emu/log" 2>&1 &
 PIDS="$PIDS $!"
-while [ ! -s "$W/emu/ready.json" ]; do sleep 0.1; done
+wait_for 60 "the hub emulator ($(tail -1 "$W/emu/log" 2>/dev/null))" test -s "$W/emu/ready.json"
 EMU=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api"])' "$W/emu/ready.json")
 echo "fanout: filling the mirror's store with $SIZE_MIB MiB in $FILES files ..." >&2
 ip netns exec hmf-0 "$HM" pull "$REPO" --store "$W/mirror" --endpoint "$EMU" -q
@@ -108,7 +121,7 @@ start_serve() {
 	SERVE_PID=$!
 	PIDS="$PIDS $!"
 	URL="http://$MIRROR:$((8080 + n))"
-	while ! grep -q listening "$W/serve.out" 2>/dev/null; do sleep 0.1; done
+	wait_for 60 "serve --p2p" grep -q listening "$W/serve.out"
 	# the torrents are made once, on first request: make them before timing
 	ip netns exec hmf-0 curl -s "$URL/api/models/$REPO/torrents/main" >/dev/null
 }
