@@ -369,13 +369,14 @@ UNIT_TEST(statcache_store_migrated_from_v5)
 	q.scan = STORE_SCAN_TABLES;
 	CHECK(store_report(&ctx, st, &q, &a) == HM_OK);
 	store_close(st);
-	/* v6 only adds objects, v7 a table, v8 two columns, v9 a table: without them, and
+	/* v6 only adds objects, v7 a table, v8 two columns, v9 a table, v10 a column: without them, and
 	 * at version 5, this is the store version 5 wrote */
 	CHECK(exec_sql("DROP TABLE stats_chunks; DROP TABLE stats_repos; DROP TABLE stats_files;"
 		       " DROP TABLE stats_peers; DROP TRIGGER downloads_stats_ins; DROP TRIGGER downloads_stats_del;"
 		       " DROP TRIGGER downloads_stats_upd; DROP TRIGGER served_stats_ins; DROP TRIGGER served_stats_del;"
 		       " DROP TRIGGER served_stats_upd; DROP TABLE checkouts; ALTER TABLE smoke_results DROP COLUMN architecture;"
 		       " ALTER TABLE smoke_results DROP COLUMN engine_version; DROP TABLE torrents;"
+		       " ALTER TABLE repos DROP COLUMN needs_token;"
 		       " PRAGMA user_version = 5") == 0);
 	CHECK(count_rows("SELECT count(*) FROM sqlite_master WHERE name LIKE 'stats_%' OR sql LIKE '%stats_chunks%'") == 0);
 	CHECK(store_open(&ctx, test_store_dir(), &st) == HM_OK);
