@@ -184,7 +184,9 @@ int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv
 	/* heap, not static: a command may dispatch another */
 	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
 	int rc = 1;
-	if (a && g) {
+	if (!a || !g)
+		fprintf(stderr, "hubmirror: error: out of memory\n");
+	else {
 		rc = parse(c, argc, argv, a, g);
 		if (!rc) {
 			a->opts = c->opts;
@@ -358,8 +360,10 @@ int main(int argc, char **argv)
 	{
 		char **rest = calloc((size_t)argc + 1, sizeof(*rest));
 		int n = 0;
-		if (!rest)
+		if (!rest) {
+			fprintf(stderr, "hubmirror: error: out of memory\n");
 			return 1;
+		}
 		for (int i = 1; i < argc; i++)
 			if (i != ci)
 				rest[n++] = argv[i];
