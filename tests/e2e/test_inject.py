@@ -21,6 +21,8 @@ import lib
 from lib import SAMPLE_REPO, check
 
 KINDS = ("write", "fsync", "rename", "malloc")
+# the full sweep is hundreds of rounds a command
+TIMEOUT = 7200 if os.environ.get("HM_FAULT_FULL") else 600
 SANITIZER = ("Sanitizer", "runtime error:", "Segmentation fault", "core dumped", "Aborted")
 
 
@@ -110,6 +112,7 @@ def loop(t, name, setup, run, after=None, partial=None):
                 fired += one_round(t, what, kind, n, store, extra, run, after, partial)
             except lib.Fail as e:
                 failures.append(str(e))
+                print("FAIL %s" % e, flush=True)
             tried += 1
             t_clean(store)
     check(not failures, "%d of %d rounds failed:\n  %s" % (len(failures), tried, "\n  ".join(failures)))
@@ -180,7 +183,7 @@ def test_inject_pull(t):
     loop(t, "pull", setup, run, after)
 
 
-test_inject_pull.timeout = 600
+test_inject_pull.timeout = TIMEOUT
 
 
 def test_inject_import(t):
@@ -203,7 +206,7 @@ def test_inject_import(t):
     loop(t, "import", setup, run, after)
 
 
-test_inject_import.timeout = 600
+test_inject_import.timeout = TIMEOUT
 
 
 def test_inject_convert(t):
@@ -225,7 +228,7 @@ def test_inject_convert(t):
     loop(t, "convert", setup, run, after)
 
 
-test_inject_convert.timeout = 600
+test_inject_convert.timeout = TIMEOUT
 
 
 def test_inject_sync(t):
@@ -264,7 +267,7 @@ def test_inject_sync(t):
     loop(t, "sync", setup, run, after, partial)
 
 
-test_inject_sync.timeout = 600
+test_inject_sync.timeout = TIMEOUT
 
 
 def test_inject_gc(t):
@@ -284,4 +287,4 @@ def test_inject_gc(t):
     loop(t, "gc", setup, run, after)
 
 
-test_inject_gc.timeout = 600
+test_inject_gc.timeout = TIMEOUT
