@@ -268,19 +268,39 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 	return k;
 }
 
+/* s[0..n) with each invalid UTF-8 byte as U+FFFD into b. */
+static int valid_text(struct util_buf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t k = utf8_len((const unsigned char *)s + i, n - i);
+		if (k ? util_buf_add(b, s + i, k) : util_buf_add(b, "\xef\xbf\xbd", 3))
+			return -1;
+		i += k ? k : 1;
+	}
+	return 0;
+}
+
+char *cmd_valid_text(const char *s, size_t n)
+{
+	struct util_buf b = UTIL_BUF_INIT;
+	char *out;
+	if (valid_text(&b, s, n) || !(out = malloc(b.len + 1))) {
+		util_buf_release(&b);
+		return NULL;
+	}
+	if (b.len)
+		memcpy(out, b.buf, b.len);
+	out[b.len] = 0;
+	util_buf_release(&b);
+	return out;
+}
+
 json_t *cmd_json_text(const char *s, size_t n)
 {
 	struct util_buf b = UTIL_BUF_INIT;
-	json_t *j;
-	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len((const unsigned char *)s + i, n - i);
-		if (k ? util_buf_add(&b, s + i, k) : util_buf_add(&b, "\xef\xbf\xbd", 3)) {
-			util_buf_release(&b);
-			return NULL;
-		}
-		i += k ? k : 1;
-	}
-	j = json_stringn(b.buf ? b.buf : "", b.len);
+	json_t *j = NULL;
+	if (!valid_text(&b, s, n))
+		j = json_stringn(b.buf ? b.buf : "", b.len);
 	util_buf_release(&b);
 	return j;
 }
