@@ -227,11 +227,12 @@ def case_serve(t, ceph, want):
     st, _, rest = http("GET", h["Location"], {"Range": "bytes=%d-" % n})
     check(st == 206 and first + rest == data, "resumed download through node b is not byte-exact")
 
-    # an expired URL is refused; resolving again gives one that works
-    c = Server(t, "--presign-expiry", "1", store=STORE, env=node_env(t, "sc"))
+    # an expired URL is refused; resolving again gives one that works (5 s,
+    # not 1: a loaded machine may take a second between the 302 and the GET)
+    c = Server(t, "--presign-expiry", "5", store=STORE, env=node_env(t, "sc"))
     st, h, _ = http("GET", c.url + path)
     loc = h["Location"]
-    time.sleep(2.5)
+    time.sleep(6.5)
     st, _, _ = http("GET", loc)
     check(st == 403, "an expired presigned URL answered %s" % st)
     st, h, _ = http("GET", c.url + path)
@@ -508,9 +509,10 @@ def case_du_stats(t, ceph, conf):
 def case_pull_reresolve(t, ceph, want):
     """`hubmirror pull` through serve: the presigned URL expires while the
     connection hangs and is cut; the retry is refused (403); pull resolves again."""
-    proxy = ceph_lib.FaultProxy(ceph.port, [("cut", "GET", "X-Amz-Signature=", 4.0)])
+    # expiry 5 s, the cut after 7 s: margin for a loaded machine between a 302 and its GET
+    proxy = ceph_lib.FaultProxy(ceph.port, [("cut", "GET", "X-Amz-Signature=", 7.0)])
     try:
-        srv = Server(t, "--presign-expiry", "2", store=STORE, wait=60,
+        srv = Server(t, "--presign-expiry", "5", store=STORE, wait=60,
                      env=dict(node_env(t, "rr"), AWS_ENDPOINT_URL=proxy.url))
         other = os.path.join(t.tmp, "store-rr")
         r = t.hm("pull", BIG, "--json", store=other, endpoint=srv.url, timeout=180,
