@@ -367,8 +367,11 @@ int main(int argc, char **argv)
 		/* freed by the exit: the command reads it to the end */
 		a->o = calloc(1, c && c->opts_size ? c->opts_size : 1);
 		a->opts = c ? c->opts : NULL;
-		if (!rest || !a->o)
+		if (!rest || !a->o) {
+			fprintf(stderr, "hubmirror: error: out of memory\n");
+			free(rest);
 			return 1;
+		}
 		for (int i = 1; i < argc; i++)
 			if (i != ci)
 				rest[n++] = argv[i];

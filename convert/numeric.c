@@ -1,6 +1,7 @@
 /* numeric.c - dtype conversion and the Q8_0/Q4_0 reference quantizers,
  * bit-exact with ggml (ggml-quants.c *_ref, ggml-impl.h fp16 conversion). */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 #include "convert-int.h"
 
@@ -365,32 +366,33 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const unsigned c
 }
 #endif
 
-static int have_avx2(void)
+/* What the CPU has, found once: pthread_once makes the one write visible to
+ * every pool thread (a plain static cache is a data race under C11). */
+static struct {
+	int avx2, f16c;
+} cpu;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+
+static void cpu_probe(void)
 {
 #ifdef HAVE_X86
-	static int cached = -1;
-	if (cached < 0)
-		cached = __builtin_cpu_supports("avx2");
-	return cached;
-#else
-	return 0;
+	unsigned a, b, c, d;
+	cpu.avx2 = __builtin_cpu_supports("avx2");
+	/* clang's __builtin_cpu_supports does not know "f16c": ask cpuid (leaf 1, ecx bit 29) */
+	cpu.f16c = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 #endif
+}
+
+static int have_avx2(void)
+{
+	pthread_once(&cpu_once, cpu_probe);
+	return cpu.avx2;
 }
 
 static int have_f16c(void)
 {
-#ifdef HAVE_X86
-	static int cached = -1; /* a benign race: every thread computes the same value */
-	if (cached < 0)
-	{
-		/* clang's __builtin_cpu_supports does not know "f16c": ask cpuid (leaf 1, ecx bit 29) */
-		unsigned a, b, c, d;
-		cached = __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-	}
-	return cached;
-#else
-	return 0;
-#endif
+	pthread_once(&cpu_once, cpu_probe);
+	return cpu.f16c;
 }
 
 void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float *out)

@@ -171,3 +171,13 @@ UNIT_TEST(util_files)
 	CHECK(util_now() > 0);
 	CHECK(util_unix_time() > 1600000000);
 }
+
+UNIT_TEST(util_json_depth_counts_brackets_outside_strings)
+{
+	static const char deep[] = "[[[[[[[[[[1]]]]]]]]]]";
+	CHECK(util_json_depth("", 0) == 0);
+	CHECK(util_json_depth("{\"paths\": [\"a\"]}", 16) == 2);
+	CHECK(util_json_depth("{\"p\": \"[[[[\\\"[[\"}", 17) == 1);
+	CHECK(util_json_depth(deep, sizeof(deep) - 1) == 10);
+	CHECK(util_json_depth("]]]}}[", 6) == 1);
+}
