@@ -1,12 +1,27 @@
 /* cmd.c - helpers every command shares: options, errors, the store and
  * client from the environment, JSON output, the progress bar. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 #include "cmd.h"
+
+int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "hubmirror: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (c)
+		fprintf(stderr, "\nusage: hubmirror %s %s\n(see 'hubmirror %s --help')\n", c->name, c->usage, c->name);
+	else
+		fprintf(stderr, "\n(see 'hubmirror --help')\n");
+	return 2;
+}
 
 static int opt_index(const struct cmd_args *a, const char *name)
 {
@@ -346,11 +361,4 @@ void cmd_print_json(json_t *j)
 		free(s);
 	}
 	json_decref(j);
-}
-
-const char *cmd_rate(double bps, char *buf, size_t len)
-{
-	char h[32];
-	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
-	return buf;
 }

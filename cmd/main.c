@@ -78,20 +78,6 @@ static void cmd_help(const struct cmd *c, FILE *f)
 	print_opts(f, global_opts);
 }
 
-int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "hubmirror: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	if (c)
-		fprintf(stderr, "\nusage: hubmirror %s %s\n(see 'hubmirror %s --help')\n", c->name, c->usage, c->name);
-	else
-		fprintf(stderr, "\n(see 'hubmirror --help')\n");
-	return 2;
-}
-
 static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name, size_t nlen, char shortname, int *idx)
 {
 	for (int i = 0; o && o[i].name; i++)
@@ -301,10 +287,9 @@ static const char *default_store(char *buf, size_t len)
 	return buf;
 }
 
-int main(int argc, char **argv)
+/* The command line in a (the command's options) and g (the global ones). */
+static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *g)
 {
-	static struct cmd_args args, gargs; /* 16 KiB each: not on the stack */
-	struct cmd_args *a = &args, *g = &gargs;
 	struct cmd_env env;
 	const struct cmd *c = NULL;
 	char storebuf[4096], repobuf[512];
@@ -404,5 +389,17 @@ int main(int argc, char **argv)
 		cmd_json_error("usage", "invalid command line (see stderr)");
 	if (cancel_flag && rc)
 		rc = 130;
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	/* 16 KiB each: on the heap, not the stack */
+	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
+	int rc = a && g ? run_main(argc, argv, a, g) : 1;
+	if (!a || !g)
+		fprintf(stderr, "hubmirror: error: out of memory\n");
+	free(a);
+	free(g);
 	return rc;
 }

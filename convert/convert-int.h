@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "convert.h"
 #include "../formats/formats.h"
+#include "../formats/half.h"
 
 /* The type one output tensor gets (ggml ids). */
 enum conv_out_type {

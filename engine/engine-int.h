@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "engine.h"
 #include "../formats/formats.h"
+#include "../formats/half.h"
 
 #define ENG_QK 32 /* elements per Q8_0/Q4_0 block */
 
@@ -89,8 +90,19 @@ extern const struct eng_mm_kernels eng_mm_avx2, eng_mm_vnni;
 /* 1 for the types computed against 8-bit activations (Q8_0, Q4_0). */
 int eng_type_int8(uint32_t t);
 
-/* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise. */
-int eng_type_slot(uint32_t t);
+/* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise (inline: kernels.c and
+ * matmul.c both index their tables with it). */
+static inline int eng_type_slot(uint32_t t)
+{
+	switch (t) {
+	case FMT_GGML_F32: return 0;
+	case FMT_GGML_F16: return 1;
+	case FMT_GGML_BF16: return 2;
+	case FMT_GGML_Q8_0: return 3;
+	case FMT_GGML_Q4_0: return 4;
+	default: return -1;
+	}
+}
 /* The kernels of a level the CPU supports, or NULL. AUTO = best. */
 const struct eng_kernels *eng_kernels_get(enum eng_simd level);
 

@@ -170,6 +170,7 @@ enum hm_err srv_p2p_init(struct srv *s)
 	so.stall = s->o->p2p_stall;
 	if ((err = mirror_swarm_new(s->ctx, &so, &p->sw)))
 		return err;
+	s->swarm = p->sw;
 	if (s->o->tracker) {
 		if (s->o->tracker_whitelist)
 			snprintf(p->whitelist, sizeof(p->whitelist), "%s", s->o->tracker_whitelist);
@@ -222,11 +223,7 @@ void srv_p2p_free(struct srv *s)
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	s->p2p = NULL;
-}
-
-struct mirror_swarm *srv_p2p_swarm(const struct srv *s)
-{
-	return s->p2p ? s->p2p->sw : NULL;
+	s->swarm = NULL;
 }
 
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents)
