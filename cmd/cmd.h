@@ -119,9 +119,10 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen);
 struct mirror_artifact;
-/* Prints what `convert` prints about a stored conversion (JSON with --json). */
-void cmd_report_artifact(struct cmd_env *env, const char *repo, const char *commit, const struct mirror_artifact *a,
-			 const char *output);
+/* Prints what `convert` prints about a stored conversion of (rtype, repo,
+ * commit) (JSON with --json). */
+void cmd_report_artifact(struct cmd_env *env, const char *rtype, const char *repo, const char *commit,
+			 const struct mirror_artifact *a, const char *output);
 /* Version of every command's JSON (docs/json.md); each object printed
  * carries it as "schema". Raise it when a key changes meaning or goes. */
 #define CMD_JSON_SCHEMA 2

@@ -60,7 +60,8 @@ static int has_file(const struct repo_src *r, const char *name)
 
 /* ---- output ---- */
 
-static void report(struct cmd_env *env, const char *source, const char *commit, const char *type,
+/* rtype: the repo type of a stored source (NULL for a directory). */
+static void report(struct cmd_env *env, const char *rtype, const char *source, const char *commit, const char *type,
 		   const struct conv_result *res, const char *output, const char *blob, int cached)
 {
 	char h[32];
@@ -68,6 +69,9 @@ static void report(struct cmd_env *env, const char *source, const char *commit, 
 		json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:I, s:b, s:b}", "source", source, "to", "gguf", "type", type,
 				      "sha256", res->sha256[0] ? json_string(res->sha256) : json_null(), "size",
 				      (json_int_t)res->size, "cached", cached, "stored", blob != NULL);
+		json_object_set_new(j, "tensor_type", json_string(type));
+		json_object_set_new(j, "repo", rtype ? json_string(source) : json_null());
+		json_object_set_new(j, "repo_type", rtype ? json_string(rtype) : json_null());
 		json_object_set_new(j, "revision", commit ? json_string(commit) : json_null());
 		json_object_set_new(j, "output", output ? json_string(output) : json_null());
 		json_object_set_new(j, "blob", blob ? json_string(blob) : json_null());
@@ -117,13 +121,13 @@ static void report(struct cmd_env *env, const char *source, const char *commit, 
 		printf("wrote %s\n", output);
 }
 
-void cmd_report_artifact(struct cmd_env *env, const char *repo, const char *commit, const struct mirror_artifact *a,
-			 const char *output)
+void cmd_report_artifact(struct cmd_env *env, const char *rtype, const char *repo, const char *commit,
+			 const struct mirror_artifact *a, const char *output)
 {
 	struct conv_result res = a->res;
 	memcpy(res.sha256, a->sha256, sizeof(res.sha256));
 	res.size = a->size;
-	report(env, repo, commit, a->type, &res, output, a->path, a->cached);
+	report(env, rtype, repo, commit, a->type, &res, output, a->path, a->cached);
 }
 
 /* The default -o for a local directory: NAME-TYPE.gguf in the current directory. */
@@ -171,8 +175,10 @@ static int to_safetensors(struct cmd_env *env, struct cmd_args *a, const char *s
 	if ((err = fmt_pt_to_safetensors(&env->ctx, srcpath, out, NULL, &res)))
 		goto out;
 	if (env->json)
-		cmd_print_json(json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "source", st ? repo : srcpath, "to",
-					 "safetensors", "output", out, "tensors", (json_int_t)res.tensors, "shards",
+		cmd_print_json(json_pack("{s:s, s:o, s:o, s:o, s:s, s:s, s:I, s:I, s:I}", "source", st ? repo : srcpath,
+					 "repo", st ? json_string(repo) : json_null(), "repo_type",
+					 st ? json_string(type) : json_null(), "revision", st ? json_string(commit) : json_null(),
+					 "to", "safetensors", "output", out, "tensors", (json_int_t)res.tensors, "shards",
 					 (json_int_t)res.shards, "bytes", (json_int_t)res.bytes));
 	else if (!env->quiet)
 		printf("converted %s to safetensors: %zu tensors in %zu file%s under %s\n", st ? repo : srcpath,
@@ -203,7 +209,7 @@ static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir,
 	err = conv_to_gguf(&env->ctx, &src, o, out, &res);
 	cmd_progress_end(env);
 	if (!err)
-		report(env, dir, NULL, conv_type_name(o->type), &res, out, NULL, 0);
+		report(env, NULL, dir, NULL, conv_type_name(o->type), &res, out, NULL, 0);
 	free(out);
 	return err ? cmd_error(env, err) : 0;
 }
@@ -269,7 +275,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		cmd_progress_end(env);
 		if (err)
 			goto out;
-		report(env, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
+		report(env, type, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
 		rc = 0;
 		goto out;
 	}
@@ -279,7 +285,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	if (cmd_opt(a, "output") && (err = store_artifact_export(&env->ctx, rs.st, ma.sha256, cmd_opt(a, "output"))))
 		goto out;
-	cmd_report_artifact(env, repo, commit, &ma, cmd_opt(a, "output"));
+	cmd_report_artifact(env, type, repo, commit, &ma, cmd_opt(a, "output"));
 	rc = 0;
 out:
 	if (err)

@@ -21,20 +21,23 @@ static json_t *du_repos_json(const struct store_du_repo *v, size_t n)
 	return list;
 }
 
-static void du_repos_print(const char *title, const struct store_du_repo *v, size_t n)
+static void du_repos_print(const struct cmd_env *env, const char *title, const struct store_du_repo *v, size_t n)
 {
-	int w = 4;
+	static const char *const heads[] = {"REPO", "UNIQUE", "LOGICAL", "REVISIONS"};
+	struct cmd_table tab;
 	if (!n)
 		return;
-	for (size_t i = 0; i < n; i++)
-		if ((int)strlen(v[i].key) > w)
-			w = (int)strlen(v[i].key);
-	printf("\n%s\n%-*s  %10s  %10s  %9s\n", title, w, "REPO", "UNIQUE", "LOGICAL", "REVISIONS");
+	cmd_table_init(&tab, 4, heads, "lrrr", "y...");
 	for (size_t i = 0; i < n; i++) {
-		char u[32], l[32];
-		printf("%-*s  %10s  %10s  %9zu\n", w, v[i].key, util_human_size(v[i].unique, u, sizeof(u)),
-		       util_human_size(v[i].logical, l, sizeof(l)), v[i].nrevisions);
+		char u[32], l[32], r[32];
+		const char *row[4] = {v[i].key, util_human_size(v[i].unique, u, sizeof(u)),
+				      util_human_size(v[i].logical, l, sizeof(l)), r};
+		snprintf(r, sizeof(r), "%zu", v[i].nrevisions);
+		cmd_table_row(&tab, row);
 	}
+	printf("\n%s\n", title);
+	cmd_table_print(env, &tab, stdout);
+	cmd_table_release(&tab);
 }
 
 static int du_run(struct cmd_env *env, struct cmd_args *a)
@@ -73,8 +76,8 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		       util_human_size(d.logical, h[1], sizeof(h[1])), util_human_size(d.unique, h[2], sizeof(h[2])),
 		       util_human_size(d.saved, h[3], sizeof(h[3])), util_human_size(d.partial, h[4], sizeof(h[4])),
 		       (unsigned long long)d.npartial);
-		du_repos_print("LARGEST REPOS BY UNIQUE BYTES", d.by_unique, d.nby_unique);
-		du_repos_print("LARGEST REPOS BY LOGICAL BYTES", d.by_logical, d.nby_logical);
+		du_repos_print(env, "LARGEST REPOS BY UNIQUE BYTES", d.by_unique, d.nby_unique);
+		du_repos_print(env, "LARGEST REPOS BY LOGICAL BYTES", d.by_logical, d.nby_logical);
 		if (d.nrepos > d.nby_unique)
 			printf("(%zu more repos; --top N shows more, --top 0 all)\n", d.nrepos - d.nby_unique);
 	}

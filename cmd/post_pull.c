@@ -34,7 +34,7 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 			rc = cmd_error(env, err);
 			goto out;
 		}
-		cmd_report_artifact(env, repo, commit, &art, NULL);
+		cmd_report_artifact(env, type, repo, commit, &art, NULL);
 	}
 	if (verdict && conv)
 		snprintf(verdict, vlen, "converted to %s", conv);

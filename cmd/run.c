@@ -54,6 +54,12 @@ static enum hm_err model_path(struct cmd_env *env, const char *model, const char
 	return cmd_model_dir(env, *stp, type, repo, commit, out, len);
 }
 
+/* A key of a stored MODEL for JSON: null when MODEL is a path. */
+static json_t *stored_json(const struct stored *sd, const char *s)
+{
+	return sd->repo[0] ? json_string(s) : json_null();
+}
+
 /* ---- run ---- */
 
 static const struct cmd_opt run_opts[] = {
@@ -248,8 +254,9 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 			goto out;
 		}
 		free(ids);
-		cmd_print_json(json_pack("{s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}", "model",
-					 cmd_json_text(label, strlen(label)), "tokens", toks, "text", cmd_json_text(text, tl),
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}",
+					 "model", cmd_json_text(label, strlen(label)), "repo", stored_json(&sd, sd.repo),
+					 "repo_type", stored_json(&sd, sd.type), "revision", stored_json(&sd, sd.commit), "tokens", toks, "text", cmd_json_text(text, tl),
 					 "prompt_tokens", (json_int_t)r.nprompt, "timings",
 					 "load_s", load_s, "prompt_s", r.prompt_s, "gen_s", r.gen_s, "prompt_tps",
 					 r.prompt_s > 0 ? (double)r.nprompt / r.prompt_s : 0.0, "gen_tps",
@@ -331,8 +338,9 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:I, s:I, s:I, s:s}", "model",
-					 cmd_json_text(label, strlen(label)), "pass", res.pass, "reason",
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:b, s:o, s:o, s:f, s:f, s:f, s:I, s:I, s:I, s:s}",
+					 "model", cmd_json_text(label, strlen(label)), "repo", stored_json(&sd, sd.repo),
+					 "repo_type", stored_json(&sd, sd.type), "revision", stored_json(&sd, sd.commit), "pass", res.pass, "reason",
 					 cmd_json_text(res.reason, strlen(res.reason)), "text",
 					 cmd_json_text(res.text ? res.text : "", res.text ? strlen(res.text) : 0), "load_s", res.load_s,
 					 "prompt_tps", res.prompt_tps, "gen_tps", res.gen_tps, "peak_rss",

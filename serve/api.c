@@ -8,13 +8,164 @@
 
 #define MAX_PATHS_INFO 10000
 
+/* ---- the file lists of stored commits ----
+ * Loading a commit's 100,000 files from the index takes a good part of a
+ * second; a client walking its tree pages (or a lab asking for the same
+ * model) would pay it on every request. A commit's files never change, so
+ * the last LISTS_SLOTS lists read are kept, refcounted, for LISTS_TTL (a
+ * revision removed with 'rm' stops being listed, as with the answer cache).
+ * Lists of more than LISTS_MAX_FILES in all are not kept. */
+#define LISTS_SLOTS 4
+#define LISTS_TTL 60.0
+#define LISTS_MAX_FILES 4000000
+
+struct srv_list {
+	char key[300];           /* type|repo|commit */
+	struct store_file *sf;
+	struct srv_file *files;
+	size_t n;
+	int64_t modified;
+	int refs;                /* the slot's own + one per borrower */
+	double at;
+};
+
+struct srv_lists {
+	pthread_mutex_t mu;
+	struct srv_list *slot[LISTS_SLOTS];
+};
+
+static void list_unref(struct srv_lists *l, struct srv_list *e)
+{
+	int last;
+	pthread_mutex_lock(&l->mu);
+	last = --e->refs == 0;
+	pthread_mutex_unlock(&l->mu);
+	if (last) {
+		store_files_free(e->sf, e->n);
+		free(e->files);
+		free(e);
+	}
+}
+
+enum hm_err srv_lists_init(struct srv *s)
+{
+	struct srv_lists *l = calloc(1, sizeof(*l));
+	if (!l)
+		return hm_fail(s->ctx, HM_ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&l->mu, NULL);
+	s->lists = l;
+	return HM_OK;
+}
+
+void srv_lists_free(struct srv *s)
+{
+	struct srv_lists *l = s->lists;
+	if (!l)
+		return;
+	for (int i = 0; i < LISTS_SLOTS; i++)
+		if (l->slot[i])
+			list_unref(l, l->slot[i]);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+	s->lists = NULL;
+}
+
+/* A borrowed list for key, or NULL. */
+static struct srv_list *lists_get(struct srv_lists *l, const char *key)
+{
+	struct srv_list *e = NULL;
+	double now = util_now();
+	if (!l)
+		return NULL;
+	pthread_mutex_lock(&l->mu);
+	for (int i = 0; i < LISTS_SLOTS; i++)
+		if (l->slot[i] && !strcmp(l->slot[i]->key, key) && now - l->slot[i]->at < LISTS_TTL) {
+			e = l->slot[i];
+			e->refs++;
+			break;
+		}
+	pthread_mutex_unlock(&l->mu);
+	return e;
+}
+
+/* Keeps e (taking one reference for the slot) in place of the oldest. */
+static void lists_put(struct srv_lists *l, struct srv_list *e)
+{
+	struct srv_list *old = NULL;
+	size_t total = e->n;
+	int victim = 0;
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->mu);
+	for (int i = 0; i < LISTS_SLOTS; i++) {
+		if (!l->slot[i] || !strcmp(l->slot[i]->key, e->key)) {
+			victim = i;
+			break;
+		}
+		if (l->slot[i]->at < l->slot[victim]->at)
+			victim = i;
+	}
+	for (int i = 0; i < LISTS_SLOTS; i++)
+		if (i != victim && l->slot[i])
+			total += l->slot[i]->n;
+	if (total <= LISTS_MAX_FILES) {
+		old = l->slot[victim];
+		l->slot[victim] = e;
+		e->refs++;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (old)
+		list_unref(l, old);
+}
+
 void srv_rev_release(struct srv *s, struct srv_rev *r)
 {
 	store_files_free(r->sf, r->nsf);
-	free(r->files);
+	if (r->list_hold)
+		list_unref(s->lists, r->list_hold);
+	else
+		free(r->files);
 	if (r->fe_hold)
 		srv_up_release(s, r->fe_hold);
 	memset(r, 0, sizeof(*r));
+}
+
+/* Reads the files of a resolved commit from the index into a new list
+ * (one reference, the caller's). */
+static enum hm_err list_load(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			     const char *commit, struct srv_list **out)
+{
+	struct store_rev_info *rv = NULL;
+	size_t nrv = 0;
+	enum hm_err err;
+	struct srv_list *e = calloc(1, sizeof(*e));
+
+	*out = NULL;
+	if (!e)
+		return HM_ERR_NOMEM;
+	e->refs = 1;
+	e->at = util_now();
+	snprintf(e->key, sizeof(e->key), "%s|%s|%s", type, repo, commit);
+	if ((err = store_list_files(ctx, st, type, repo, commit, &e->sf, &e->n))) {
+		free(e);
+		return err;
+	}
+	if (!store_list_revisions(ctx, st, type, repo, &rv, &nrv))
+		for (size_t i = 0; i < nrv; i++)
+			if (!strcmp(rv[i].commit, commit))
+				e->modified = rv[i].pulled_at;
+	store_rev_info_free(rv, nrv);
+	e->files = calloc(e->n ? e->n : 1, sizeof(*e->files));
+	if (!e->files) {
+		store_files_free(e->sf, e->n);
+		free(e);
+		return HM_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < e->n; i++)
+		e->files[i] = (struct srv_file){e->sf[i].path, e->sf[i].size, e->sf[i].sha256, e->sf[i].git_oid,
+						e->sf[i].lfs};
+	*out = e;
+	return HM_OK;
 }
 
 /* Local lookup: NULL or "HEAD" means main (else the latest pulled). */
@@ -23,8 +174,8 @@ static enum hm_err local_rev(struct srv *s, const char *type, const char *repo, 
 {
 	struct hm_ctx ctx = {0};
 	struct store *st = srv_store_take(s);
-	struct store_rev_info *rv = NULL;
-	size_t nrv = 0;
+	struct srv_list *e = NULL;
+	char key[300];
 	enum hm_err err;
 
 	if (!st)
@@ -37,24 +188,24 @@ static enum hm_err local_rev(struct srv *s, const char *type, const char *repo, 
 		ctx.errmsg[0] = 0;
 		err = store_resolve(&ctx, st, type, repo, rev, out->commit);
 	}
-	if (!err)
-		err = store_list_files(&ctx, st, type, repo, out->commit, &out->sf, &out->nsf);
-	if (!err && !store_list_revisions(&ctx, st, type, repo, &rv, &nrv))
-		for (size_t i = 0; i < nrv; i++)
-			if (!strcmp(rv[i].commit, out->commit))
-				out->modified = rv[i].pulled_at;
-	store_rev_info_free(rv, nrv);
+	if (!err && (size_t)snprintf(key, sizeof(key), "%s|%s|%s", type, repo, out->commit) >= sizeof(key))
+		key[0] = 0; /* not cached */
+	if (!err && !(key[0] && (e = lists_get(s->lists, key))) && !(err = list_load(&ctx, st, type, repo, out->commit, &e)) &&
+	    key[0])
+		lists_put(s->lists, e);
 	srv_store_put(s, st);
 	if (err)
 		return err;
-	out->files = calloc(out->nsf ? out->nsf : 1, sizeof(*out->files));
-	if (!out->files)
-		return HM_ERR_NOMEM;
-	for (size_t i = 0; i < out->nsf; i++)
-		out->files[i] = (struct srv_file){out->sf[i].path, out->sf[i].size, out->sf[i].sha256,
-						  out->sf[i].git_oid, out->sf[i].lfs};
-	out->nfiles = out->nsf;
+	out->files = e->files;
+	out->nfiles = e->n;
+	out->modified = e->modified;
+	out->list_hold = e;
 	return HM_OK;
+}
+
+static int file_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct srv_file *)a)->path, ((const struct srv_file *)b)->path);
 }
 
 enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, const char *repo,
@@ -87,6 +238,12 @@ enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, cons
 		out->files[i] = (struct srv_file){fe[i].path, fe[i].size, fe[i].lfs ? fe[i].sha256 : "", fe[i].oid,
 						  fe[i].lfs};
 	out->nfiles = n;
+	/* the tree walk wants them in path order, as the index keeps them */
+	for (size_t i = 1; i < n; i++)
+		if (strcmp(out->files[i - 1].path, out->files[i].path) > 0) {
+			qsort(out->files, n, sizeof(*out->files), file_cmp);
+			break;
+		}
 	return HM_OK;
 }
 
@@ -187,89 +344,120 @@ static json_t *dir_json(const char *path, size_t len)
 	return o;
 }
 
-/* Directories already listed: a hash set of path prefixes (pointers into
- * the revision's paths), so that a listing costs the same per file whether
- * the repo holds 100 files or 100,000. */
-struct dirset {
-	const char **p;
-	size_t *len;
-	size_t cap, n;
+/* ---- tree listings ----
+ * A revision's files are sorted by path (byte order), so the files under a
+ * directory are one run of them: a directory is new at a file when the file
+ * before it is not under it. A listing is the files' runs of entries: for
+ * each file, the directories that start there, then the file (recursive);
+ * or its top-level directory when it starts there, else the file itself
+ * (one level, the rest of the directory's run skipped). A page resumes at a
+ * cursor (file, entries of its run already sent) with no walk from the
+ * start, so a client paging through 100,000 files costs linear time. */
+#define CURSOR_RUN 65536 /* cursor = file * CURSOR_RUN + entries of its run sent */
+
+/* The first file in [lo, hi) whose path is >= (key, kl), by its first kl bytes. */
+static size_t lower_bound(const struct srv_file *f, size_t lo, size_t hi, const char *key, size_t kl)
+{
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strncmp(f[mid].path, key, kl) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The run of files under the directory (p, dl): [i, end). */
+static size_t dir_end(const struct srv_file *f, size_t i, size_t hi, const char *p, size_t dl)
+{
+	char key[4096];
+	if (dl + 1 >= sizeof(key)) { /* paths are shorter than this; walk for safety */
+		while (i < hi && !strncmp(f[i].path, p, dl) && f[i].path[dl] == '/')
+			i++;
+		return i;
+	}
+	memcpy(key, p, dl);
+	key[dl] = '/' + 1; /* the first string after every "p/..." */
+	return lower_bound(f, i, hi, key, dl + 1);
+}
+
+/* Whether file i (> lo) continues the directory (p, dl) of the file before. */
+static int under_prev(const struct srv_file *f, size_t i, size_t lo, const char *p, size_t dl)
+{
+	return i > lo && !strncmp(f[i - 1].path, p, dl) && f[i - 1].path[dl] == '/';
+}
+
+struct tree_walk {
+	const struct srv_rev *rv;
+	size_t pl;               /* prefix length (0: the root) */
+	int recursive, expand;
+	size_t lo, hi;           /* the files under the prefix */
 };
 
-static size_t dir_hash(const char *p, size_t len)
+/* Appends the entries of file i's run from entry skip on to out while out
+ * has fewer than page; returns how many of the run it appended, and sets
+ * *runlen and *next_file (the file after the run). */
+static size_t walk_run(const struct tree_walk *w, size_t i, size_t skip, size_t page, json_t *out, size_t *runlen,
+		       size_t *next_file)
 {
-	size_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-	return h;
-}
+	const struct srv_file *f = w->rv->files;
+	const char *p = f[i].path, *rest = p + (w->pl ? w->pl + 1 : 0);
+	size_t idx = 0, added = 0;
 
-/* 1 when (p, len) was not in the set (and now is), 0 when it was, -1 out of memory. */
-static int dirset_add(struct dirset *d, const char *p, size_t len)
-{
-	if (2 * (d->n + 1) > d->cap) {
-		struct dirset g = {NULL, NULL, d->cap ? d->cap * 2 : 64, 0};
-		g.p = calloc(g.cap, sizeof(*g.p));
-		g.len = calloc(g.cap, sizeof(*g.len));
-		if (!g.p || !g.len) {
-			free(g.p);
-			free(g.len);
-			return -1;
-		}
-		for (size_t i = 0; i < d->cap; i++)
-			if (d->p[i])
-				(void)dirset_add(&g, d->p[i], d->len[i]);
-		free(d->p);
-		free(d->len);
-		*d = g;
-	}
-	size_t i = dir_hash(p, len) & (d->cap - 1);
-	for (; d->p[i]; i = (i + 1) & (d->cap - 1))
-		if (d->len[i] == len && !memcmp(d->p[i], p, len))
-			return 0;
-	d->p[i] = p;
-	d->len[i] = len;
-	d->n++;
-	return 1;
-}
-
-/* Walks the listing under prefix (files sorted by path, each directory
- * before its first file) and appends the entries [start, start + page) to
- * out; returns how many entries the whole listing has. Only the page's
- * entries are rendered. */
-static size_t tree_walk(const struct srv_rev *rv, const char *prefix, int recursive, int expand, size_t start,
-			size_t page, json_t *out)
-{
-	size_t pl = strlen(prefix), idx = 0;
-	struct dirset seen = {0};
-	for (size_t i = 0; i < rv->nfiles; i++) {
-		const char *p = rv->files[i].path;
-		if (pl && (strncmp(p, prefix, pl) || p[pl] != '/'))
-			continue;
-		const char *rest = pl ? p + pl + 1 : p;
-		/* every directory between prefix and the file */
-		for (const char *sl = strchr(rest, '/'); sl; sl = recursive ? strchr(sl + 1, '/') : NULL) {
-			size_t dl = (size_t)(sl - p);
-			int added = dirset_add(&seen, p, dl);
-			if (added < 0)
-				break;
-			if (added) {
-				if (idx >= start && idx - start < page)
-					json_array_append_new(out, dir_json(p, dl));
-				idx++;
+	*next_file = i + 1;
+	for (const char *sl = strchr(rest, '/'); sl; sl = w->recursive ? strchr(sl + 1, '/') : NULL) {
+		size_t dl = (size_t)(sl - p);
+		if (!w->recursive)
+			*next_file = dir_end(f, i, w->hi, p, dl);
+		if (under_prev(f, i, w->lo, p, dl)) {
+			if (!w->recursive) { /* inside a directory already listed */
+				*runlen = idx;
+				return added;
 			}
-			if (!recursive)
-				break;
+			continue;
 		}
-		if (recursive || !strchr(rest, '/')) {
-			if (idx >= start && idx - start < page)
-				json_array_append_new(out, entry_json(&rv->files[i], rv, expand));
-			idx++;
+		if (idx >= skip && json_array_size(out) < page) {
+			json_array_append_new(out, dir_json(p, dl));
+			added++;
+		}
+		idx++;
+		if (!w->recursive) {
+			*runlen = idx;
+			return added;
 		}
 	}
-	free(seen.p);
-	free(seen.len);
-	return idx;
+	if (idx >= skip && json_array_size(out) < page) {
+		json_array_append_new(out, entry_json(&f[i], w->rv, w->expand));
+		added++;
+	}
+	*runlen = idx + 1;
+	return added;
+}
+
+/* Builds the page at cursor (file, skip) into out; *next gets the next
+ * page's cursor (0: none). Returns -1 for a cursor outside the listing. */
+static int tree_walk(const struct tree_walk *w, size_t file, size_t skip, size_t page, json_t *out, size_t *next)
+{
+	size_t i = file;
+	*next = 0;
+	if (i < w->lo || i > w->hi)
+		return -1;
+	while (i < w->hi) {
+		size_t runlen, nf, got;
+		if (json_array_size(out) >= page) {
+			*next = i * CURSOR_RUN + skip;
+			return 0;
+		}
+		got = walk_run(w, i, skip, page, out, &runlen, &nf);
+		if (skip + got < runlen) { /* the page filled inside this run */
+			*next = i * CURSOR_RUN + skip + got;
+			return 0;
+		}
+		skip = 0;
+		i = nf;
+	}
+	return 0;
 }
 
 /* Host header, if it is a plain host[:port]; else NULL. */
@@ -290,29 +478,45 @@ static const char *safe_host(struct MHD_Connection *c)
 static char *tree_page(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv, size_t page,
 		       size_t *next, int *status)
 {
-	int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
 	const char *cur = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cursor");
-	size_t start = 0, total;
-	int bad = 0;
+	struct tree_walk w = {rv, strlen(r->path), query_flag(c, "recursive"), query_flag(c, "expand"), 0, rv->nfiles};
+	size_t file = 0, skip = 0;
 	json_t *out;
 	char *txt;
 
 	*next = 0;
+	if (w.pl) {
+		char key[4096];
+		if (w.pl + 1 >= sizeof(key)) {
+			*status = 404;
+			return NULL;
+		}
+		memcpy(key, r->path, w.pl);
+		key[w.pl] = '/';
+		w.lo = lower_bound(rv->files, 0, rv->nfiles, key, w.pl + 1);
+		w.hi = dir_end(rv->files, w.lo, rv->nfiles, r->path, w.pl);
+		if (w.lo == w.hi) {
+			*status = 404;
+			return NULL;
+		}
+	}
+	file = w.lo;
 	if (cur) {
 		char *end;
 		unsigned long long v = strtoull(cur, &end, 10);
-		bad = end == cur || *end;
-		start = bad ? 0 : (size_t)v;
+		if (end == cur || *end || *cur == '-' || v / CURSOR_RUN > SIZE_MAX) {
+			*status = 400;
+			return NULL;
+		}
+		file = (size_t)(v / CURSOR_RUN);
+		skip = (size_t)(v % CURSOR_RUN);
 	}
 	out = json_array();
-	total = tree_walk(rv, r->path, recursive, expand, start, page, out);
-	if ((r->path[0] && !total) || bad || start > total) {
+	if (!out || tree_walk(&w, file, skip, page, out, next)) {
 		json_decref(out);
-		*status = r->path[0] && !total ? 404 : 400;
+		*status = out ? 400 : 500;
 		return NULL;
 	}
-	if (start + page < total)
-		*next = start + page;
 	txt = json_dumps(out, JSON_COMPACT);
 	json_decref(out);
 	*status = txt ? 200 : 500;

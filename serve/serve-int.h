@@ -46,6 +46,7 @@ struct srv {
 	struct mirror_swarm *swarm; /* p2p's swarm (set by srv_p2p_init) for pull-through: NULL without --p2p */
 	struct srv_ui *ui;       /* the web pages' state (ui.c); NULL with --no-ui */
 	struct srv_api_cache *api_cache; /* rendered API answers (api.c) */
+	struct srv_lists *lists; /* file lists of stored commits, shared by requests (api.c) */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
 	/* connections (conn_mu) and the watchdog that enforces header deadlines */
@@ -154,8 +155,13 @@ struct srv_rev {
 	size_t nsf;
 	struct fetch_entry *fe;  /* borrowed from the upstream cache (refcounted) */
 	void *fe_hold;
+	void *list_hold;         /* files borrowed from srv_lists (refcounted) */
 };
 void srv_rev_release(struct srv *s, struct srv_rev *r);
+/* The cache of stored commits' file lists (a commit's files never change):
+ * a big repo's tree pages and repo info cost one index read, not one each. */
+enum hm_err srv_lists_init(struct srv *s);
+void srv_lists_free(struct srv *s);
 
 /* Finds a revision locally, else (pull-through) upstream. On error the
  * answer has been sent (*sent = 1) or err says what to send. */
@@ -232,6 +238,9 @@ int srv_repo_allowed(const struct srv *s, const char *repo);
 enum hm_err srv_p2p_init(struct srv *s) HM_MUST_CHECK;
 void srv_p2p_free(struct srv *s);
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents);
+/* The port of the opentracker serve runs (its listen address into host), or
+ * 0 when it runs none (no --p2p, an external --tracker, an edge). */
+int srv_p2p_own_tracker(const struct srv *s, char *host, size_t hl);
 enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 enum MHD_Result srv_p2p_rev_torrents(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
 /* 1 when tok is one of the accepted tokens (constant time per token). */

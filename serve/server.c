@@ -438,7 +438,8 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.nopen = 1;
 	srv_store_put(&s, st);
 	fd_budget(&s);
-	if ((err = srv_api_init(&s)) || (err = srv_metrics_init(&s)) || (err = srv_up_init(&s)) || (err = srv_p2p_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
+	if ((err = srv_api_init(&s)) || (err = srv_metrics_init(&s)) || (err = srv_lists_init(&s)) ||
+	    (err = srv_up_init(&s)) || (err = srv_p2p_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
 	    (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
 	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
@@ -517,6 +518,7 @@ out:
 	srv_p2p_free(&s);
 	srv_metrics_free(&s);
 	srv_api_free(&s);
+	srv_lists_free(&s);
 	for (size_t i = 0; i < s.npool; i++)
 		store_close(s.pool[i]);
 	free(s.pool);

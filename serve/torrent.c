@@ -235,6 +235,14 @@ void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peer
 		mirror_swarm_totals(s->p2p->sw, up, down, peers, torrents);
 }
 
+int srv_p2p_own_tracker(const struct srv *s, char *host, size_t hl)
+{
+	if (!s->p2p || !s->p2p->tracker_pid)
+		return 0;
+	snprintf(host, hl, "%s", s->p2p->tracker_host);
+	return s->p2p->tracker_port;
+}
+
 /* The announce URL lab machines use: --tracker, else our tracker on the
  * host the client reached us by. "" when there is none (an edge). */
 static void announce_url(struct srv *s, struct MHD_Connection *c, char *out, size_t len)

@@ -96,6 +96,62 @@ static void card_size(struct ui_page *p, const char *label, uint64_t n, const ch
 	       (unsigned long long)n, (unsigned long long)n, util_human_size(n, h, sizeof(h)), label);
 }
 
+/* Only SCHEME://HOST[:PORT] of an external tracker's URL: its path may hold
+ * a passkey, and userinfo a password. */
+static void tracker_text(struct ui_page *p, const char *url)
+{
+	const char *h = strstr(url, "://"), *e, *at;
+	if (!h) {
+		ui_raw(p, "(external)");
+		return;
+	}
+	h += 3;
+	e = h + strcspn(h, "/?#");
+	at = memchr(h, '@', (size_t)(e - h));
+	ui_textn(p, url, (size_t)(h - url));
+	if (at)
+		h = at + 1;
+	ui_textn(p, h, (size_t)(e - h));
+}
+
+/* The P2P part of the scale-out line: off, or what the swarm does now. */
+static void p2p_state(struct ui_page *p)
+{
+	struct srv *s = p->q->s;
+	const struct srv_opts *o = s->o;
+	uint64_t up, down;
+	int peers, tport;
+	size_t torrents;
+	char h1[32], h2[32], thost[256];
+
+	if (!o->p2p) {
+		ui_raw(p, "<span id=\"p2p\" data-on=\"0\">P2P swarm: off (start serve with <code>--p2p</code> "
+			  "to seed blobs to lab machines over BitTorrent v2)</span>");
+		return;
+	}
+	srv_p2p_totals(s, &up, &down, &peers, &torrents);
+	ui_fmt(p, "<span id=\"p2p\" data-on=\"1\" data-torrents=\"%zu\" data-peers=\"%d\" data-up=\"%llu\" "
+		  "data-down=\"%llu\">P2P swarm: %s %zu blob%s to %d peer%s, %s sent, %s received", torrents, peers,
+	       (unsigned long long)up, (unsigned long long)down, o->upstream ? "edge, sharing" : "seeding", torrents,
+	       torrents == 1 ? "" : "s", peers, peers == 1 ? "" : "s", util_human_size(up, h1, sizeof(h1)),
+	       util_human_size(down, h2, sizeof(h2)));
+	if ((tport = srv_p2p_own_tracker(s, thost, sizeof(thost))) > 0) {
+		ui_raw(p, "; tracker: opentracker on <code>");
+		ui_text(p, thost[0] ? thost : "0.0.0.0");
+		ui_fmt(p, ":%d</code>", tport);
+	} else if (o->tracker) {
+		ui_raw(p, "; tracker: <code>");
+		tracker_text(p, o->tracker);
+		ui_raw(p, "</code>");
+	} else if (o->upstream) {
+		ui_raw(p, "; tracker: the upstream mirror's");
+	}
+	if (o->p2p_upload_rate > 0)
+		ui_fmt(p, "; upload capped at %s/s", util_human_size((uint64_t)o->p2p_upload_rate, h1, sizeof(h1)));
+	ui_raw(p, o->p2p_private ? "; gated repos shared too (--p2p-private)" : "");
+	ui_raw(p, "</span>");
+}
+
 static void home_status(struct ui_page *p, size_t nrepos)
 {
 	struct srv *s = p->q->s;
@@ -138,11 +194,11 @@ static void home_status(struct ui_page *p, size_t nrepos)
 		ui_raw(p, "</b><span>served repos (--allow)</span></div>");
 	}
 	ui_raw(p, "</div>");
-	/* Scale-out state: the object-storage backend (an s3:// store), and the
-	 * place for the P2P swarm's (issue 11: torrents seeded, peers) once
-	 * serve runs one. */
-	ui_raw(p, "<div class=\"scaleout\" id=\"scaleout\"><b>Scale-out</b>: "
-		  "<span id=\"p2p\">P2P swarm: not part of this server</span>; <span id=\"objstore\">object storage: ");
+	/* Scale-out state: the P2P swarm (torrents seeded, peers, bytes, the
+	 * tracker) and the object-storage backend (an s3:// store). */
+	ui_raw(p, "<div class=\"scaleout\" id=\"scaleout\"><b>Scale-out</b>: ");
+	p2p_state(p);
+	ui_raw(p, "; <span id=\"objstore\">object storage: ");
 	if (u->remote) {
 		ui_raw(p, "<code>");
 		ui_text(p, u->store_name);

@@ -394,6 +394,20 @@ def test_cli_tables_fit_the_terminal(t):
           "--no-truncate cut the name: %s" % tm.everything())
     r = t.ok("ls", env={"COLUMNS": "40"})
     check(long_repo in r.out, "piped output must not be cut: %r" % r)
+    # du's repo lists too
+    tm = term.Tmux(t, 60)
+    tm.run("du")
+    check(tm.wait_done() == 0, "du failed: %s" % tm.everything())
+    rows = [l.rstrip() for l in tm.everything().splitlines() if "..." in l]
+    check(len(rows) == 2 and all(len(l) < 60 for l in rows),
+          "du's two repo rows should be cut to 60 columns: %r" % tm.everything())
+    tm.kill()
+    tm = term.Tmux(t, 60)
+    tm.run("du", "--no-truncate")
+    check(tm.wait_done() == 0, "du failed")
+    check(tm.tmux("capture-pane", "-p", "-J", "-S", "-", "-E", "-").count(long_repo) == 2,
+          "du --no-truncate cut the name: %s" % tm.everything())
+    tm.kill()
 
 
 def test_cli_json_schema_everywhere(t):
@@ -403,13 +417,17 @@ def test_cli_json_schema_everywhere(t):
     bundle = os.path.join(t.tmp, "b.tar")
     runs = [("pull", repo), ("ls",), ("ls", repo), ("verify",), ("checkout", repo, "--to", out), ("du",),
             ("stats",), ("inspect", repo), ("export", repo, "-o", bundle), ("import", bundle), ("gc",),
-            ("rm", repo)]
+            ("convert", repo), ("run", repo, "-p", "Hello", "-n", "2"), ("smoke", repo), ("rm", repo)]
     for args in runs:
         j = t.ok(*(list(args) + ["--json"])).json()
         check(j.get("schema") == 2, "%s --json has no schema 2: %s" % (args[0], list(j)))
-        check("id" not in j and "type" not in j, "%s --json uses id/type: %s" % (args[0], list(j)))
-        if args[0] in ("pull", "checkout", "rm") or args == ("ls", repo):
+        # convert's "type" is the GGUF tensor type (also "tensor_type"), kept while the schema is 2
+        check("id" not in j and ("type" not in j or j.get("tensor_type") == j["type"]),
+              "%s --json uses id/type: %s" % (args[0], list(j)))
+        if args[0] in ("pull", "checkout", "rm", "convert", "run", "smoke") or args == ("ls", repo):
             check(j["repo"] == repo and j["repo_type"] == "model", "%s --json repo keys: %s" % (args[0], j))
+        if args[0] in ("convert", "run", "smoke"):
+            check(re.fullmatch(r"[0-9a-f]{40}", j["revision"] or ""), "%s --json revision: %s" % (args[0], j))
     # a command that fails as a whole still answers in JSON
     for args, code, rc in ((("ls", "org/never-pulled"), "not_found", 1),
                            (("pull", "org/no-such-repo"), "repo_not_found", 1),

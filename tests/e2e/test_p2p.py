@@ -194,7 +194,14 @@ def test_p2p_corrupt_peer(t):
 def test_p2p_tracker_down_falls_back(t):
     ports = Ports()
     dead = ports.get()
-    emu, srv = mirror(t, ports, "--tracker", "http://127.0.0.1:%d/announce" % dead, tracker=False)
+    emu, srv = mirror(t, ports, "--tracker", "http://lab:pw-s3cret@127.0.0.1:%d/pk-s3cret/announce" % dead,
+                      tracker=False)
+    # the home page names the external tracker, never its password or passkey
+    page = srv.get("/")
+    m = re.search(rb'<span id="p2p" data-on="1"[^>]*>(.*?)</span>', page.body, re.S)
+    check(page.status == 200 and m, "the P2P state on the home page: %r" % page.body[-2000:])
+    check(b"http://127.0.0.1:%d" % dead in m.group(1) and b"s3cret" not in page.body,
+          "the external tracker on the home page: %r" % m.group(1))
     store = lab_store(t, 0)
     out, err = finish(lab_pull(t, srv, 0, ports, "--p2p-stall", 3))
     check_store(t, store, "tracker down")
@@ -234,6 +241,15 @@ def test_p2p_refusals(t):
     listed = {x["path"]: x for x in r.json()["torrents"]}
     check(set(listed) == set(FILES), "the torrents of a revision: %r" % listed)
     check(listed["model-00002.safetensors"]["sha256"] == sha, "the torrents of a revision: %r" % listed)
+    # the home page shows the swarm: the blobs seeded and our tracker
+    page = srv.get("/")
+    m = re.search(rb'<span id="p2p" data-on="1" data-torrents="(\d+)" data-peers="(\d+)"[^>]*>(.*?)</span>',
+                  page.body, re.S)
+    check(page.status == 200 and m, "the P2P state on the home page: %r" % page.body[-2000:])
+    check(int(m.group(1)) == len(FILES) and b"seeding %d blobs" % len(FILES) in m.group(3),
+          "the blobs seeded, on the home page: %r" % m.group(0))
+    check(b"opentracker on <code>127.0.0.1:%d</code>" % srv.tport in m.group(3),
+          "our tracker on the home page: %r" % m.group(0))
     srv.stop()
     # a mirror that needs a token keeps its blobs out of the swarm
     tokfile = os.path.join(t.tmp, "tokens")

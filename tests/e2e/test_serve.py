@@ -231,8 +231,19 @@ def test_api_tree_pagination(t):
     check(sorted(e["path"] for e in entries)
           == sorted(set(sl.revs_files(1)) | {"nested", "nested/a"}),
           "paged tree of refs/pr/1: %s" % sorted(e["path"] for e in entries))
-    # the default page size (1000) puts everything on one page, without a Link
+    # a sub-directory, paged: the same entries as unpaged
     srv2 = Server(t)
+    sub = "/api/models/%s/tree/main/nested?recursive=true" % REVS
+    pages, entries = sl.follow_pages(srv, sub)
+    whole = srv2.get(sub).json()
+    check(entries == whole and len(whole) >= 3 and len(pages) == (len(whole) + 1) // 2,
+          "paged tree of a sub-directory: %s in %d pages, unpaged %s" % (entries, len(pages), whole))
+    # cursors the server did not hand out
+    base = "/api/models/%s/tree/main?recursive=true&cursor=" % MODEL
+    for bad in ("abc", "-1", "1e3", "99999999999999", "18446744073709551616"):
+        r = srv.get(base + bad)
+        check(r.status == 400, "cursor %r: %r" % (bad, r))
+    # the default page size (1000) puts everything on one page, without a Link
     r = srv2.get("/api/models/%s/tree/main?recursive=true" % MODEL)
     check(r.status == 200 and len(r.json()) == len(want), "unpaged tree: %r" % r)
     check(not r.h("Link"), "Link header on a complete listing: %r" % r.h("Link"))

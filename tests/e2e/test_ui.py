@@ -177,6 +177,8 @@ def test_ui_pages_in_chromium(t):
         check(int(cards[k]) == du[k], "card %s = %s, du --json %s" % (k, cards[k], du[k]))
     check(int(cards["free"]) > 0, "free disk: %s" % cards)
     check("not configured" in b.eval("document.getElementById('objstore').textContent"), "object storage state")
+    check(b.eval("document.getElementById('p2p').dataset.on") == "0" and
+          "off" in b.eval("document.getElementById('p2p').textContent"), "P2P state without --p2p")
     check_screenshot(b.screenshot(os.path.join(shots, "home-desktop.png"), SHOT_SCALE), "home desktop")
 
     # live filtering (JS) and the same with JS off (a GET form)
