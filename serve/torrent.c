@@ -457,7 +457,6 @@ static enum MHD_Result send_torrent(struct srv_req *q, struct MHD_Connection *c,
 {
 	struct util_buf b = UTIL_BUF_INIT;
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
 	int bad = 0;
 	char cd[128];
 
@@ -476,14 +475,11 @@ static enum MHD_Result send_torrent(struct srv_req *q, struct MHD_Connection *c,
 		util_buf_release(&b);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "Content-Type", "application/x-bittorrent");
 	snprintf(cd, sizeof(cd), "attachment; filename=\"%.64s.torrent\"", sha256);
-	MHD_add_response_header(resp, "Content-Disposition", cd);
-	q->status = 200;
 	q->planned = b.len;
-	ret = MHD_queue_response(c, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return srv_queue(q, c, 200, resp,
+			 srv_header(resp, "Content-Type", "application/x-bittorrent") |
+				 srv_header(resp, "Content-Disposition", cd));
 }
 
 enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)

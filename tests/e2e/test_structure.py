@@ -16,16 +16,10 @@ def run_check(*args):
     return subprocess.run([lib.PY, CHECK] + list(args), capture_output=True, text=True, timeout=120)
 
 
-# Folders whose cycles are still being broken (issue 14); empty when done.
-PENDING = ("store/", "serve/")
-
-
 def test_structure_no_file_cycles(t):
     r = run_check("--root", lib.ROOT, "cycles")
-    found = [l for l in r.stdout.splitlines()
-             if not any(l.startswith("cycle between " + p) for p in PENDING)]
-    check(r.returncode in (0, 1) and not found, "file-level cycles in the tree (move the helpers both sides use into a file"
-          " below them):\n%s%s" % ("\n".join(found), r.stderr))
+    check(r.returncode == 0, "file-level cycles in the tree (move the helpers both sides use into a file"
+          " below them):\n%s%s" % (r.stdout, r.stderr))
 
 
 def test_structure_no_mutable_globals(t):
