@@ -289,39 +289,14 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fet
 	return err;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	size_t k;
-	uint32_t cp;
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		k = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		k = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		k = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (k > n)
-		return 0;
-	for (size_t i = 1; i < k; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return k;
-}
-
 json_t *cmd_json_text(const char *s, size_t n)
 {
 	struct util_buf b = UTIL_BUF_INIT;
 	json_t *j;
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len((const unsigned char *)s + i, n - i);
+		size_t k;
+		if (util_utf8_next((const unsigned char *)s + i, n - i, &k) < 0)
+			k = 0;
 		if (k ? util_buf_add(&b, s + i, k) : util_buf_add(&b, "\xef\xbf\xbd", 3)) {
 			util_buf_release(&b);
 			return NULL;

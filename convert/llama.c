@@ -1080,7 +1080,7 @@ static enum hm_err check_failed(struct hm_ctx *ctx, const struct check_state *cs
  * k-1 is written; the file's pages are handed to the disk as they are
  * written (so the fsync at the end waits for little) and to the hashing
  * thread, which reads them back behind the writer. */
-static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool,
+static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct util_pool *pool,
 				 const struct chunk *ch, size_t nch, struct fmt_gguf_writer *w, float *scratch,
 				 const struct check_state *cs, uint64_t flip, struct verify_follower *fol)
 {
@@ -1111,7 +1111,7 @@ static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct con
 		struct pass *cur = &ps[k % 2], *prev = &ps[(k + 1) % 2];
 		if (k < nch) {
 			cur->c = &ch[k];
-			conv_pool_start(pool, task_convert, cur, ntasks(&ch[k]));
+			util_pool_start(pool, task_convert, cur, ntasks(&ch[k]));
 		}
 		if (k > 0) {
 			const struct plan *p = &m->t[prev->c->ti];
@@ -1126,7 +1126,7 @@ static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct con
 			drop_src(p, prev->c);
 		}
 		if (k < nch) {
-			conv_pool_wait(pool);
+			util_pool_wait(pool);
 			if (!err)
 				err = check_failed(ctx, cs, &m->t[ch[k].ti]);
 		}
@@ -1226,7 +1226,7 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 {
 	struct model m = {0};
 	struct fmt_gguf_writer *w = NULL;
-	struct conv_pool *pool = NULL;
+	struct util_pool *pool = NULL;
 	struct verify_follower *fol = NULL;
 	struct chunk *ch = NULL;
 	struct check_state cs = {0};
@@ -1252,13 +1252,13 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	    (err = make_chunks(ctx, &m, &ch, &nch)))
 		goto out;
 	/* the caller's thread works too: threads - 1 workers, plus one slot */
-	if (!(pool = conv_pool_new(threads > 1 ? threads - 1 : 1)) ||
-	    !(scratch = malloc((size_t)(conv_pool_size(pool) + 1) * 2 * PIECE_ELEMS * sizeof(float))) ||
+	if (!(pool = util_pool_new(threads > 1 ? threads : 2)) ||
+	    !(scratch = malloc((size_t)(util_pool_size(pool)) * 2 * PIECE_ELEMS * sizeof(float))) ||
 	    !(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	cs.nw = conv_pool_size(pool) + 1;
+	cs.nw = util_pool_size(pool);
 	cs.max_err = calloc((size_t)cs.nw, sizeof(double));
 	cs.bad = calloc((size_t)cs.nw, sizeof(int));
 	cs.bad_elem = calloc((size_t)cs.nw, sizeof(uint64_t));
@@ -1336,7 +1336,7 @@ out:
 	if (tmp)
 		unlink(tmp);
 	free(tmp);
-	conv_pool_free(pool);
+	util_pool_free(pool);
 	free(scratch);
 	free(cs.max_err);
 	free(cs.bad);

@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "../formats/formats.h"
 #include "../formats/half.h"
+#include "../util/pool.h"
 
 #define ENG_QK 32 /* elements per Q8_0/Q4_0 block */
 
@@ -106,17 +107,6 @@ static inline int eng_type_slot(uint32_t t)
 /* The kernels of a level the CPU supports, or NULL. AUTO = best. */
 const struct eng_kernels *eng_kernels_get(enum eng_simd level);
 
-/* A fixed pool of worker threads running batches of numbered tasks; the
- * caller's thread takes part. Tasks are handed out by an atomic counter. */
-struct eng_pool;
-typedef void (*eng_task_fn)(void *arg, size_t task, int worker);
-/* nthreads >= 1 participants (nthreads-1 workers). NULL on failure. */
-struct eng_pool *eng_pool_new(int nthreads);
-int eng_pool_size(const struct eng_pool *p);
-/* Runs tasks 0..n-1 of fn and returns when all are done. */
-void eng_pool_run(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n);
-void eng_pool_free(struct eng_pool *p);
-
 /* Activation rows shared by up to three products: n rows of cols floats,
  * stride apart; q (n * cols) and d (n * cols / 32) are scratch for their
  * 8-bit form, filled when a weight needs it. */
@@ -136,7 +126,7 @@ struct eng_mm {
 	size_t ystride;
 };
 /* Runs up to three products of the same activations as one batch of tasks. */
-void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
+void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
 		    int n);
 
 #endif

@@ -51,46 +51,6 @@ void ui_fmt(struct ui_page *p, const char *fmt, ...)
 	free(big);
 }
 
-/* Decodes one UTF-8 sequence at s (n bytes left): the code point, or -1
- * for an invalid one (overlong, surrogate, past U+10FFFF, cut short). */
-static long utf8_next(const unsigned char *s, size_t n, size_t *len)
-{
-	unsigned c = s[0];
-	long cp;
-	size_t k;
-	if (c < 0x80) {
-		*len = 1;
-		return c;
-	}
-	if (c >= 0xc2 && c <= 0xdf)
-		k = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		k = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		k = 4, cp = c & 0x07;
-	else {
-		*len = 1;
-		return -1;
-	}
-	if (k > n) {
-		*len = 1;
-		return -1;
-	}
-	for (size_t i = 1; i < k; i++) {
-		if ((s[i] & 0xc0) != 0x80) {
-			*len = 1;
-			return -1;
-		}
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	*len = k;
-	if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
-		*len = 1;
-		return -1;
-	}
-	return cp;
-}
-
 /* Characters that change how text around them is shown without showing
  * themselves: bidirectional overrides and marks, zero-width ones. */
 static int invisible(long cp)
@@ -106,7 +66,7 @@ void ui_textn(struct ui_page *p, const char *s, size_t n)
 	size_t i = 0, run = 0; /* run: bytes at u + i - run that need no escape */
 	while (i < n && !p->err) {
 		size_t len;
-		long cp = utf8_next(u + i, n - i, &len);
+		long cp = util_utf8_next(u + i, n - i, &len);
 		const char *e = NULL;
 		char tmp[24];
 		switch (cp) {

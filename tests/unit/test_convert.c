@@ -242,22 +242,22 @@ static void add_task(void *arg, size_t task, int worker)
 
 UNIT_TEST(convert_pool_batches)
 {
-	struct conv_pool *p = conv_pool_new(3);
+	struct util_pool *p = util_pool_new(4);
 	unsigned long sums[4];
 	CHECK(p);
 	for (int round = 0; round < 50; round++) {
 		size_t n = (size_t)(round * 37 % 1000);
 		unsigned long want = 0, got = 0;
 		memset(sums, 0, sizeof(sums));
-		conv_pool_start(p, add_task, sums, n);
-		conv_pool_wait(p);
+		util_pool_start(p, add_task, sums, n);
+		util_pool_wait(p);
 		for (size_t i = 0; i < n; i++)
 			want += i;
 		for (int i = 0; i < 4; i++)
 			got += sums[i];
 		CHECK(got == want);
 	}
-	conv_pool_free(p);
+	util_pool_free(p);
 }
 
 /* A 1-layer model (no tokenizer) written with the library's own writer. */

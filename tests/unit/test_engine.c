@@ -137,19 +137,19 @@ static void count_task(void *arg, size_t task, int worker)
 
 UNIT_TEST(engine_pool_runs_every_task_once)
 {
-	struct eng_pool *p = eng_pool_new(4);
+	struct util_pool *p = util_pool_new(4);
 	static struct count_arg a;
-	CHECK(p && eng_pool_size(p) == 4);
+	CHECK(p && util_pool_size(p) == 4);
 	for (int round = 0; round < 50; round++) {
 		for (int i = 0; i < 1000; i++)
 			atomic_store(&a.hits[i], 0);
 		size_t n = (size_t)(round * 20 % 1000);
-		eng_pool_run(p, count_task, &a, n);
+		util_pool_run(p, count_task, &a, n);
 		for (size_t i = 0; i < 1000; i++)
 			CHECK(atomic_load(&a.hits[i]) == (i < n));
 	}
-	eng_pool_free(p);
-	eng_pool_free(NULL);
+	util_pool_free(p);
+	util_pool_free(NULL);
 }
 
 UNIT_TEST(engine_sampler)
@@ -299,7 +299,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 	unsigned char *xt = malloc(N * ENG_XT_BYTES(C));         /* prepared activations */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
-	struct eng_pool *p = eng_pool_new(3);
+	struct util_pool *p = util_pool_new(3);
 	CHECK(w && d && q && p && scr && xt);
 	for (int i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
@@ -337,7 +337,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			}
 		}
 	}
-	eng_pool_free(p);
+	util_pool_free(p);
 	free(w);
 	free(d);
 	free(q);
