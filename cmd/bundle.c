@@ -9,17 +9,24 @@
 
 /* ---- export ---- */
 
+/* What the options of export_opts[] below set (a->o). */
+struct export_vals {
+	const char *output, *format, *repo_type;
+	int all;
+};
+
 static const struct cmd_opt export_opts[] = {
-	{"output", 'o', "FILE", 0, "archive to write: .tar, .tar.gz/.tgz or .tar.zst; '-' for stdout (required)"},
-	{"all", 0, NULL, 0, "every stored revision (of the REPOs given, else of every repo)"},
-	{"format", 0, "FMT", 0, "tar, tar.gz or tar.zst (default: by the name; tar for '-')"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct export_vals, output, "output", 'o', "FILE", "archive to write: .tar, .tar.gz/.tgz or .tar.zst; '-' for stdout (required)"),
+	CMD_OPT_FLAG(struct export_vals, all, "all", 0, "every stored revision (of the REPOs given, else of every repo)"),
+	CMD_OPT_STR(struct export_vals, format, "format", 0, "FMT", "tar, tar.gz or tar.zst (default: by the name; tar for '-')"),
+	CMD_OPT_STR(struct export_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_END,
 };
 
 static int export_run(struct cmd_env *env, struct cmd_args *a)
 {
-	const char *out = cmd_opt(a, "output"), *fmt = cmd_opt(a, "format");
+	const struct export_vals *opt = a->o;
+	const char *out = opt->output, *fmt = opt->format;
 	struct bundle_spec specs[CMD_MAX_VALUES];
 	char bufs[CMD_MAX_VALUES][256];
 	struct store_repo_info *repos = NULL;
@@ -27,7 +34,7 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 	struct bundle_export_result r;
 	struct store *st = NULL;
 	enum hm_err err;
-	int all = cmd_flag(a, "all"), comp, rc = 0;
+	int all = opt->all, comp, rc = 0;
 
 	if (!out)
 		return cmd_usage_error(&cmd_export, "missing -o FILE ('-' for stdout)");
@@ -52,7 +59,7 @@ static int export_run(struct cmd_env *env, struct cmd_args *a)
 			return cmd_usage_error(&cmd_export, "empty revision in '%s'", a->pos[i]);
 		if (at && all)
 			return cmd_usage_error(&cmd_export, "--all exports every revision: drop '@%s'", at + 1);
-		if ((err = mirror_parse_repo(&env->ctx, arg, cmd_opt(a, "repo-type"), bufs[n], sizeof(bufs[n]),
+		if ((err = mirror_parse_repo(&env->ctx, arg, opt->repo_type, bufs[n], sizeof(bufs[n]),
 					     &specs[n].type, &specs[n].repo)))
 			return cmd_error(env, err);
 		specs[n].rev = at ? at + 1 : NULL;
@@ -119,12 +126,12 @@ const struct cmd cmd_export = {
 	"--json, then go to stderr), e.g.\n"
 	"  hubmirror export org/name -o - | ssh host hubmirror import -\n"
 	"A failed export leaves no partial FILE behind.",
-	export_opts, export_run,
+	export_opts, sizeof(struct export_vals), export_run,
 };
 
 /* ---- import ---- */
 
-static const struct cmd_opt import_opts[] = {{NULL, 0, NULL, 0, NULL}};
+static const struct cmd_opt import_opts[] = {CMD_OPT_END};
 
 static int import_run(struct cmd_env *env, struct cmd_args *a)
 {
@@ -190,5 +197,5 @@ const struct cmd cmd_import = {
 	"records no revision: the store is as it was, except that blobs copied before\n"
 	"the failure stay unreferenced until 'hubmirror gc' removes them.\n"
 	"Importing a bundle again changes nothing.",
-	import_opts, import_run,
+	import_opts, 0, import_run,
 };

@@ -23,63 +23,29 @@ int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
 	return 2;
 }
 
-static int opt_index(const struct cmd_args *a, const char *name)
+const char *cmd_opt_name(const struct cmd_args *a, const void *field)
 {
 	for (int i = 0; a->opts && a->opts[i].name; i++)
-		if (!strcmp(a->opts[i].name, name))
-			return i;
-	return -1;
+		if ((const char *)a->o + a->opts[i].off == (const char *)field)
+			return a->opts[i].name;
+	return "?"; /* a field no option is bound to: a bug, but not a crash */
 }
 
-const char *cmd_opt(const struct cmd_args *a, const char *name)
+int cmd_int_opt(const struct cmd_args *a, const char *const *v, int def, int min, int max, int *out)
 {
-	int i = opt_index(a, name);
-	return i >= 0 && a->nval[i] ? a->val[i][a->nval[i] - 1] : NULL;
-}
-
-int cmd_flag(const struct cmd_args *a, const char *name)
-{
-	return cmd_opt(a, name) != NULL;
-}
-
-int cmd_values(const struct cmd_args *a, const char *name, const char ***vals)
-{
-	int i = opt_index(a, name);
-	if (i < 0) {
-		*vals = NULL;
-		return 0;
-	}
-	*vals = (const char **)a->val[i];
-	return a->nval[i];
-}
-
-/* Parses an int option into *out; on error the message goes into msg. */
-static int int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out, char *msg,
-		   size_t mlen)
-{
-	const char *v = cmd_opt(a, name);
 	char *end;
 	long n;
 	*out = def;
-	if (!v)
+	if (!*v)
 		return 0;
 	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno || end == v || *end || n < min || n > max) {
-		snprintf(msg, mlen, "--%s must be a number from %d to %d, not '%s'", name, min, max, v);
+	n = strtol(*v, &end, 10);
+	if (errno || end == *v || *end || n < min || n > max) {
+		fprintf(stderr, "hubmirror: --%s must be a number from %d to %d, not '%s'\n", cmd_opt_name(a, v), min,
+			max, *v);
 		return -1;
 	}
 	*out = (int)n;
-	return 0;
-}
-
-int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out)
-{
-	char msg[512];
-	if (int_opt(a, name, def, min, max, out, msg, sizeof(msg))) {
-		fprintf(stderr, "hubmirror: %s\n", msg);
-		return -1;
-	}
 	return 0;
 }
 
@@ -228,19 +194,19 @@ static int env_seconds(const char *name, double *out)
 	return 0;
 }
 
-int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
+int cmd_net_opts(const struct cmd_args *a, const struct cmd_net_vals *n, struct fetch_client_opts *o)
 {
 	int conns, retries, timeout, meta;
 	double env_dl, env_meta;
-	if (cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
+	if (cmd_int_opt(a, &n->connections, 8, 1, 64, &conns) || cmd_int_opt(a, &n->retries, 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, &n->timeout, 30, 1, 3600, &timeout) || cmd_int_opt(a, &n->metadata_timeout, 10, 1, 3600, &meta) ||
 	    env_seconds("HF_HUB_DOWNLOAD_TIMEOUT", &env_dl) || env_seconds("HF_HUB_ETAG_TIMEOUT", &env_meta))
 		return -1;
 	o->connections = conns;
 	o->retries = retries;
 	o->timeout = timeout;
 	o->timeout_from = "--timeout, default 30 s";
-	if (cmd_opt(a, "timeout"))
+	if (n->timeout)
 		o->timeout_from = "--timeout";
 	else if (env_dl > 0) {
 		o->timeout = env_dl;
@@ -248,31 +214,32 @@ int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o)
 	}
 	o->meta_timeout = meta;
 	o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT or --metadata-timeout, default 10 s";
-	if (cmd_opt(a, "metadata-timeout"))
+	if (n->metadata_timeout)
 		o->meta_timeout_from = "--metadata-timeout";
 	else if (env_meta > 0) {
 		o->meta_timeout = env_meta;
 		o->meta_timeout_from = "HF_HUB_ETAG_TIMEOUT";
 	}
-	o->allow_private_redirects = cmd_flag(a, "allow-private-redirects");
+	o->allow_private_redirects = n->allow_private_redirects;
 	return 0;
 }
 
-int cmd_offline(const struct cmd_args *a)
+int cmd_offline(int flag)
 {
 	const char *v = getenv("HF_HUB_OFFLINE");
-	if (cmd_flag(a, "offline"))
+	if (flag)
 		return 1;
 	return v && (!strcmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
 }
 
-enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc)
+enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, const struct cmd_net_vals *n,
+		       struct fetch_client **fc)
 {
 	struct fetch_client_opts o = {0};
 	char *token;
 	enum hm_err err;
 
-	if (cmd_net_opts(a, &o)) {
+	if (cmd_net_opts(a, n, &o)) {
 		/* cmd_net_opts said what is wrong, in one line */
 		env->error_printed = 1;
 		return hm_fail(&env->ctx, HM_ERR_USAGE, "invalid option value");

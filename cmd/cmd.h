@@ -9,24 +9,63 @@
 #include "../store/store.h"
 #include "../fetch/fetch.h"
 
+#include <stddef.h>
+
 #define CMD_MAX_VALUES 64
 
-/* One option of a command, declared once; --help is generated from it. */
+/* What an option's field holds (git's OPT_BOOL, OPT_STRING, OPT_STRING_LIST). */
+enum cmd_opt_type {
+	CMD_OPT_T_FLAG, /* int: 1 when given */
+	CMD_OPT_T_STR,  /* const char *: the value, NULL when not given */
+	CMD_OPT_T_LIST, /* struct cmd_list: every value, in order (repeatable) */
+};
+
+/* The values of a repeatable option. */
+struct cmd_list {
+	const char *v[CMD_MAX_VALUES];
+	int n;
+};
+
+/* One option of a command, declared once and bound to a field of the
+ * command's options struct; --help, the man page and the completions are
+ * generated from it. Declare them with CMD_OPT_FLAG / _STR / _LIST, which
+ * check the field's name and type when compiling. */
 struct cmd_opt {
 	const char *name;    /* long name without dashes */
 	char shortname;      /* 0 if none */
 	const char *arg;     /* argument name, NULL for a flag */
 	int repeat;          /* may be given several times */
 	const char *help;
+	enum cmd_opt_type type;
+	size_t off;          /* of its field in the options struct */
 };
 
+/* offsetof(T, f), and a compile error unless field f of T has type FT. */
+#define CMD_OFF(T, f, FT) (offsetof(T, f) + 0 * sizeof((FT *)0 - &((T *)0)->f))
+#define CMD_OPT_FLAG(T, f, name, sh, help) {name, sh, NULL, 0, help, CMD_OPT_T_FLAG, CMD_OFF(T, f, int)}
+#define CMD_OPT_STR(T, f, name, sh, arg, help) {name, sh, arg, 0, help, CMD_OPT_T_STR, CMD_OFF(T, f, const char *)}
+#define CMD_OPT_LIST(T, f, name, sh, arg, help) {name, sh, arg, 1, help, CMD_OPT_T_LIST, CMD_OFF(T, f, struct cmd_list)}
+#define CMD_OPT_END {NULL, 0, NULL, 0, NULL, CMD_OPT_T_FLAG, 0}
+
+/* A command's arguments: the positional ones, and its options struct (o,
+ * filled as opts says; the command casts it to its own type). */
 struct cmd_args {
 	const char *pos[CMD_MAX_VALUES];
 	int npos;
-	/* per option: the values given (flags get "1") */
-	const char *val[32][CMD_MAX_VALUES];
-	int nval[32];
+	void *o;
 	const struct cmd_opt *opts;
+};
+
+/* The network options (CMD_NET_OPTS) of pull, sync, verify and serve. */
+struct cmd_net_vals {
+	const char *connections, *retries, *timeout, *metadata_timeout;
+	int allow_private_redirects;
+};
+
+/* The BitTorrent options (CMD_P2P_OPTS) of pull and sync. */
+struct cmd_p2p_vals {
+	int p2p;
+	const char *port, *upload_rate, *stall, *seed_time;
 };
 
 /* How progress is shown on stderr (cmd/progress.c). */
@@ -59,16 +98,13 @@ struct cmd {
 	const char *summary;
 	const char *details;     /* extra help text, may be NULL */
 	const struct cmd_opt *opts;
+	size_t opts_size;        /* of the struct opts fills (a->o) */
 	int (*run)(struct cmd_env *env, struct cmd_args *a);
 };
 
-/* Value of an option (last given) or NULL; all values via cmd_values. */
-const char *cmd_opt(const struct cmd_args *a, const char *name);
-int cmd_flag(const struct cmd_args *a, const char *name);
-int cmd_values(const struct cmd_args *a, const char *name, const char ***vals);
+/* The name of the option bound to field (a pointer into a->o), for messages. */
+const char *cmd_opt_name(const struct cmd_args *a, const void *field);
 
-/* Runs command c with its own options from argv (as if typed after its name). */
-int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv);
 /* Prints "hubmirror: error: <ctx->errmsg or strerror>" and returns the exit code for err. */
 int cmd_error(struct cmd_env *env, enum hm_err err);
 /* Prints a usage error for cmd and returns 2. */
@@ -87,23 +123,25 @@ void cmd_print_store(const struct cmd_env *env, const struct store *st);
 void cmd_hint_type(struct cmd_env *env, struct store *st, const char *type, const char *repo);
 /* The client from --endpoint/HF_ENDPOINT and the token (--token, HF_TOKEN,
  * HF_TOKEN_PATH, $HF_HOME/token). */
-enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, struct fetch_client **fc) HM_MUST_CHECK;
+enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, const struct cmd_net_vals *n,
+		       struct fetch_client **fc) HM_MUST_CHECK;
 /* The token from --token, HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token; NULL if
  * none. The caller wipes and frees it. */
 char *cmd_token(const struct cmd_env *env);
 /* The Hugging Face cache your tools read: $HF_HUB_CACHE, else $HF_HOME/hub,
  * else ~/.cache/huggingface/hub (what --layout hf-cache writes without --to). */
 const char *cmd_hf_cache_dir(char *buf, size_t len);
-/* Parses a positive int option; returns -1 and prints on error. */
-int cmd_int_opt(const struct cmd_args *a, const char *name, int def, int min, int max, int *out);
+/* Parses the int option of field v (a pointer into a->o) into *out, def when
+ * not given; returns -1 and prints on error. */
+int cmd_int_opt(const struct cmd_args *a, const char *const *v, int def, int min, int max, int *out);
 /* Fills the network options of CMD_NET_OPTS (and their sources, for
  * messages): --connections, --retries, --timeout / HF_HUB_DOWNLOAD_TIMEOUT,
  * --metadata-timeout / HF_HUB_ETAG_TIMEOUT, --allow-private-redirects.
  * Returns 0, or -1 after printing what is wrong. */
 struct fetch_client_opts;
-int cmd_net_opts(const struct cmd_args *a, struct fetch_client_opts *o);
-/* --offline, or HF_HUB_OFFLINE set to 1/true/yes/on (as huggingface_hub reads it). */
-int cmd_offline(const struct cmd_args *a);
+int cmd_net_opts(const struct cmd_args *a, const struct cmd_net_vals *n, struct fetch_client_opts *o);
+/* The --offline flag, or HF_HUB_OFFLINE set to 1/true/yes/on (as huggingface_hub reads it). */
+int cmd_offline(int flag);
 
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
@@ -173,27 +211,29 @@ extern const struct cmd cmd_convert;
 extern const struct cmd cmd_du;
 extern const struct cmd cmd_rebuild_index;
 
-/* Options every command accepts (shared with pull-like commands). */
-#define CMD_NET_OPTS                                                                                       \
-	{"connections", 'c', "N", 0, "parallel connections in total (default 8)"},                          \
-	{"retries", 0, "N", 0, "failures in a row tolerated per transfer (default 5)"},                       \
-	{"timeout", 0, "SECS", 0, "replace a download connection that sends nothing for SECS (default 30; HF_HUB_DOWNLOAD_TIMEOUT)"}, \
-	{"metadata-timeout", 0, "SECS", 0, "retry an API call that connects or answers nothing for SECS (default 10; HF_HUB_ETAG_TIMEOUT)"}, \
-	{"allow-private-redirects", 0, NULL, 0, "follow redirects to loopback/private addresses the endpoint is not in"}
+/* The network options of a command whose options struct T has a
+ * struct cmd_net_vals net. */
+#define CMD_NET_OPTS(T)                                                                                    \
+	CMD_OPT_STR(T, net.connections, "connections", 'c', "N", "parallel connections in total (default 8)"), \
+	CMD_OPT_STR(T, net.retries, "retries", 0, "N", "failures in a row tolerated per transfer (default 5)"), \
+	CMD_OPT_STR(T, net.timeout, "timeout", 0, "SECS", "replace a download connection that sends nothing for SECS (default 30; HF_HUB_DOWNLOAD_TIMEOUT)"), \
+	CMD_OPT_STR(T, net.metadata_timeout, "metadata-timeout", 0, "SECS", "retry an API call that connects or answers nothing for SECS (default 10; HF_HUB_ETAG_TIMEOUT)"), \
+	CMD_OPT_FLAG(T, net.allow_private_redirects, "allow-private-redirects", 0, "follow redirects to loopback/private addresses the endpoint is not in")
 
-/* BitTorrent options of pull and sync (cmd/p2p.c). */
-#define CMD_P2P_OPTS                                                                                       \
-	{"p2p", 0, NULL, 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"},  \
-	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},                               \
-	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s sent to peers, e.g. 20M (default none)"},          \
-	{"p2p-stall", 0, "SECS", 0, "download over HTTP what makes no progress in the swarm for SECS (default 30)"}, \
-	{"seed-time", 0, "SECS", 0, "keep seeding SECS after finishing (default 45)"}
+/* BitTorrent options of pull and sync (cmd/p2p.c), for an options struct T
+ * with a struct cmd_p2p_vals p2p. */
+#define CMD_P2P_OPTS(T)                                                                                    \
+	CMD_OPT_FLAG(T, p2p.p2p, "p2p", 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"), \
+	CMD_OPT_STR(T, p2p.port, "p2p-port", 0, "PORT", "TCP port peers connect to (default 6881)"),        \
+	CMD_OPT_STR(T, p2p.upload_rate, "p2p-upload-rate", 0, "RATE", "cap on bytes/s sent to peers, e.g. 20M (default none)"), \
+	CMD_OPT_STR(T, p2p.stall, "p2p-stall", 0, "SECS", "download over HTTP what makes no progress in the swarm for SECS (default 30)"), \
+	CMD_OPT_STR(T, p2p.seed_time, "seed-time", 0, "SECS", "keep seeding SECS after finishing (default 45)")
 
 struct mirror_swarm;
 /* With --p2p: starts the swarm (*sw; NULL without --p2p). Returns an exit code (0 ok). */
-int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm **sw);
+int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, const struct cmd_p2p_vals *p, struct mirror_swarm **sw);
 /* Keeps seeding for --seed-time (unless interrupted), then stops the swarm. Accepts NULL. */
-void cmd_swarm_close(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm *sw);
+void cmd_swarm_close(struct cmd_env *env, const struct cmd_p2p_vals *p, struct mirror_swarm *sw);
 /* Parses a byte rate "N", "NK", "NM", "NG" (powers of 1024); -1 when malformed. */
 int64_t cmd_parse_rate(const char *s);
 

@@ -14,17 +14,23 @@
 #include "../formats/torch.h"
 #include "../mirror/mirror.h"
 
+/* What the options of opts[] below set (a->o). */
+struct convert_vals {
+	const char *to, *type, *output, *revision, *repo_type, *name, *threads;
+	int force, sha256;
+};
+
 static const struct cmd_opt opts[] = {
-	{"to", 0, "FORMAT", 0, "gguf (default) or safetensors (from PyTorch .bin checkpoints)"},
-	{"type", 0, "TYPE", 0, "GGUF tensor type: f32, f16 (default), bf16, q8_0 or q4_0"},
-	{"output", 'o', "FILE", 0, "also write the result here (a directory for --to safetensors)"},
-	{"revision", 'r', "REV", 0, "which revision of REPO (default main, else the latest)"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"name", 0, "NAME", 0, "general.name in the GGUF (default: the repo or directory name)"},
-	{"threads", 'j', "N", 0, "worker threads (default: one per CPU)"},
-	{"force", 'f', NULL, 0, "convert again even when the store has this conversion"},
-	{"sha256", 0, NULL, 0, "also print the SHA-256 of an output that is not stored (a directory's, --name)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct convert_vals, to, "to", 0, "FORMAT", "gguf (default) or safetensors (from PyTorch .bin checkpoints)"),
+	CMD_OPT_STR(struct convert_vals, type, "type", 0, "TYPE", "GGUF tensor type: f32, f16 (default), bf16, q8_0 or q4_0"),
+	CMD_OPT_STR(struct convert_vals, output, "output", 'o', "FILE", "also write the result here (a directory for --to safetensors)"),
+	CMD_OPT_STR(struct convert_vals, revision, "revision", 'r', "REV", "which revision of REPO (default main, else the latest)"),
+	CMD_OPT_STR(struct convert_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_STR(struct convert_vals, name, "name", 0, "NAME", "general.name in the GGUF (default: the repo or directory name)"),
+	CMD_OPT_STR(struct convert_vals, threads, "threads", 'j', "N", "worker threads (default: one per CPU)"),
+	CMD_OPT_FLAG(struct convert_vals, force, "force", 'f', "convert again even when the store has this conversion"),
+	CMD_OPT_FLAG(struct convert_vals, sha256, "sha256", 0, "also print the SHA-256 of an output that is not stored (a directory's, --name)"),
+	CMD_OPT_END,
 };
 
 /* ---- sources ---- */
@@ -150,15 +156,16 @@ static char *default_output(const char *dir, const char *type)
 static int to_safetensors(struct cmd_env *env, struct cmd_args *a, const char *srcpath, struct store *st,
 			  struct repo_src *rs, const char *type, const char *repo, const char *commit)
 {
+	const struct convert_vals *opt = a->o;
 	struct fmt_pt_convert_result res = {0};
-	const char *out = cmd_opt(a, "output");
+	const char *out = opt->output;
 	char tmpdir[PATH_MAX] = "";
 	enum hm_err err;
 	int rc = 1;
 
 	if (!out)
 		return cmd_usage_error(&cmd_convert, "--to safetensors needs -o DIR");
-	if (cmd_opt(a, "type"))
+	if (opt->type)
 		return cmd_usage_error(&cmd_convert, "--type applies to --to gguf");
 	if (st) {
 		/* the .bin files need names beside their index: a checkout of hard links */
@@ -199,10 +206,11 @@ out:
 
 static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir, const struct conv_options *o)
 {
+	const struct convert_vals *opt = a->o;
 	struct dir_src d = {dir};
 	struct conv_source src = {resolve_dir, &d, dir};
 	struct conv_result res;
-	char *out = cmd_opt(a, "output") ? util_strdup(cmd_opt(a, "output")) : default_output(dir, conv_type_name(o->type));
+	char *out = opt->output ? util_strdup(opt->output) : default_output(dir, conv_type_name(o->type));
 	enum hm_err err;
 	if (!out)
 		return cmd_error(env, hm_fail(&env->ctx, HM_ERR_NOMEM, "out of memory"));
@@ -216,7 +224,8 @@ static int convert_dir(struct cmd_env *env, struct cmd_args *a, const char *dir,
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
-	const char *to = cmd_opt(a, "to"), *tname = cmd_opt(a, "type"), *src_arg;
+	const struct convert_vals *opt = a->o;
+	const char *to = opt->to, *tname = opt->type, *src_arg;
 	struct conv_options o = {.type = CONV_F16};
 	struct repo_src rs = {0};
 	struct mirror_artifact ma;
@@ -234,29 +243,29 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_convert, "unknown --to '%s' (gguf or safetensors)", to);
 	if (tname && conv_type_parse(tname, &o.type) < 0)
 		return cmd_usage_error(&cmd_convert, "unknown --type '%s' (f32, f16, bf16, q8_0 or q4_0)", tname);
-	if (cmd_int_opt(a, "threads", 0, 1, 256, &threads) < 0)
+	if (cmd_int_opt(a, &opt->threads, 0, 1, 256, &threads) < 0)
 		return 2;
 	o.threads = threads;
-	o.name = cmd_opt(a, "name");
+	o.name = opt->name;
 	/* stored conversions are content-addressed, so always hashed; others on request */
-	o.no_sha256 = !cmd_flag(a, "sha256");
+	o.no_sha256 = !opt->sha256;
 
 	if (stat(src_arg, &sb) == 0) {
 		if (!S_ISDIR(sb.st_mode))
 			return cmd_usage_error(&cmd_convert, "'%s' is not a directory (SOURCE is a model directory or a"
 					       " stored REPO)", src_arg);
-		if (cmd_opt(a, "revision"))
+		if (opt->revision)
 			return cmd_usage_error(&cmd_convert, "--revision applies to a stored REPO, not a directory");
 		if (to && !strcmp(to, "safetensors"))
 			return to_safetensors(env, a, src_arg, NULL, NULL, NULL, NULL, NULL);
 		return convert_dir(env, a, src_arg, &o);
 	}
 
-	if ((err = mirror_parse_repo(&env->ctx, src_arg, cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo)))
+	if ((err = mirror_parse_repo(&env->ctx, src_arg, opt->repo_type, buf, sizeof(buf), &type, &repo)))
 		goto out;
 	if ((err = cmd_open_store(env, &rs.st)))
 		goto out;
-	err = store_resolve(&env->ctx, rs.st, type, repo, cmd_opt(a, "revision"), commit);
+	err = store_resolve(&env->ctx, rs.st, type, repo, opt->revision, commit);
 	if (err == HM_ERR_NOT_FOUND && !env->ctx.errmsg[0])
 		hm_fail(&env->ctx, err, "'%s' is neither a directory nor a repository in the store", src_arg);
 	if (err || (err = store_list_files(&env->ctx, rs.st, type, repo, commit, &rs.f, &rs.n)))
@@ -267,25 +276,25 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	}
 	if (o.name) {
 		/* a custom name is not cached: the conversion goes to -o only */
-		if (!cmd_opt(a, "output")) {
+		if (!opt->output) {
 			err = hm_fail(&env->ctx, HM_ERR_USAGE, "--name makes a conversion that is not cached: give -o FILE");
 			goto out;
 		}
-		err = mirror_convert_file(&env->ctx, rs.st, type, repo, commit, &o, cmd_opt(a, "output"), &res);
+		err = mirror_convert_file(&env->ctx, rs.st, type, repo, commit, &o, opt->output, &res);
 		cmd_progress_end(env);
 		if (err)
 			goto out;
-		report(env, type, repo, commit, conv_type_name(o.type), &res, cmd_opt(a, "output"), NULL, 0);
+		report(env, type, repo, commit, conv_type_name(o.type), &res, opt->output, NULL, 0);
 		rc = 0;
 		goto out;
 	}
-	err = mirror_convert(&env->ctx, rs.st, type, repo, commit, &o, cmd_flag(a, "force"), &ma);
+	err = mirror_convert(&env->ctx, rs.st, type, repo, commit, &o, opt->force, &ma);
 	cmd_progress_end(env);
 	if (err)
 		goto out;
-	if (cmd_opt(a, "output") && (err = store_artifact_export(&env->ctx, rs.st, ma.sha256, cmd_opt(a, "output"))))
+	if (opt->output && (err = store_artifact_export(&env->ctx, rs.st, ma.sha256, opt->output)))
 		goto out;
-	cmd_report_artifact(env, type, repo, commit, &ma, cmd_opt(a, "output"));
+	cmd_report_artifact(env, type, repo, commit, &ma, opt->output);
 	rc = 0;
 out:
 	if (err)
@@ -332,5 +341,5 @@ const struct cmd cmd_convert = {
 	"\n"
 	"--to safetensors rewrites PyTorch pytorch_model.bin checkpoints (single or\n"
 	"sharded) as safetensors under -o DIR.",
-	opts, run,
+	opts, sizeof(struct convert_vals), run,
 };

@@ -3,9 +3,14 @@
 #include <string.h>
 #include "cmd.h"
 
+/* What the options of du_opts[] below set (a->o). */
+struct du_vals {
+	const char *top;
+};
+
 static const struct cmd_opt du_opts[] = {
-	{"top", 'n', "N", 0, "repos in each list (default 10; 0 = all)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct du_vals, top, "top", 'n', "N", "repos in each list (default 10; 0 = all)"),
+	CMD_OPT_END,
 };
 
 static json_t *du_repos_json(const struct store_du_repo *v, size_t n)
@@ -42,6 +47,7 @@ static void du_repos_print(const struct cmd_env *env, const char *title, const s
 
 static int du_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct du_vals *opt = a->o;
 	struct store *st = NULL;
 	struct store_du d;
 	enum hm_err err;
@@ -50,7 +56,7 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 	memset(&d, 0, sizeof(d));
 	if (a->npos)
 		return cmd_usage_error(&cmd_du, "du takes no arguments");
-	if (cmd_int_opt(a, "top", 10, 0, 1000000000, &top))
+	if (cmd_int_opt(a, &opt->top, 10, 0, 1000000000, &top))
 		return 2;
 	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d))) {
 		rc = cmd_error(env, err);
@@ -95,5 +101,5 @@ const struct cmd cmd_du = {
 	"contents revisions use (on disk minus blobs nothing uses until 'gc').\n"
 	"A repo's unique bytes count contents it shares with other repos too.\n"
 	"Partial: downloads in progress or abandoned under tmp/.",
-	du_opts, du_run,
+	du_opts, sizeof(struct du_vals), du_run,
 };

@@ -16,11 +16,17 @@
 #define TEXT_ROWS 50   /* tensors shown without --all */
 #define ARRAY_HEAD 16  /* array items shown */
 
+/* What the options of opts[] below set (a->o). */
+struct inspect_vals {
+	const char *revision, *repo_type;
+	int all;
+};
+
 static const struct cmd_opt opts[] = {
-	{"revision", 'r', "REV", 0, "which revision of REPO (default main, else the latest)"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"all", 'a', NULL, 0, "list every tensor (text output shows the first 50)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct inspect_vals, revision, "revision", 'r', "REV", "which revision of REPO (default main, else the latest)"),
+	CMD_OPT_STR(struct inspect_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_FLAG(struct inspect_vals, all, "all", 'a', "list every tensor (text output shows the first 50)"),
+	CMD_OPT_END,
 };
 
 static int ends_with(const char *s, const char *suffix)
@@ -413,6 +419,7 @@ static enum hm_err report_repo(struct hm_ctx *ctx, struct repo_files *rf, json_t
 
 static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct inspect_vals *opt = a->o;
 	struct repo_files rf = {0};
 	char buf[256], commit[41];
 	const char *type, *repo;
@@ -420,10 +427,10 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 	enum hm_err err;
 	int rc = 1;
 
-	if ((err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo)) ||
+	if ((err = mirror_parse_repo(&env->ctx, a->pos[0], opt->repo_type, buf, sizeof(buf), &type, &repo)) ||
 	    (err = cmd_open_store_mode(env, STORE_READ, &rf.st)))
 		goto out;
-	err = store_resolve(&env->ctx, rf.st, type, repo, cmd_opt(a, "revision"), commit);
+	err = store_resolve(&env->ctx, rf.st, type, repo, opt->revision, commit);
 	if (err == HM_ERR_NOT_FOUND) {
 		if (!env->ctx.errmsg[0])
 			hm_fail(&env->ctx, err, "'%s' not found in the store", repo);
@@ -450,7 +457,7 @@ static int inspect_repo(struct cmd_env *env, struct cmd_args *a)
 		printf("%s %s at %.12s\n", type, repo, commit);
 		json_array_foreach(list, i, r) {
 			printf("\n");
-			print_report(r, cmd_flag(a, "all"));
+			print_report(r, opt->all);
 		}
 	}
 	rc = 0;
@@ -466,6 +473,7 @@ out:
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct inspect_vals *opt = a->o;
 	struct stat st;
 	json_t *r = NULL;
 	enum hm_err err;
@@ -485,7 +493,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	if (env->json)
 		cmd_print_json(r);
 	else {
-		print_report(r, cmd_flag(a, "all"));
+		print_report(r, opt->all);
 		json_decref(r);
 	}
 	return 0;
@@ -501,5 +509,5 @@ const struct cmd cmd_inspect = {
 	"--json prints everything: per tensor name, dtype, shape, bytes, offset; metadata\n"
 	"values with their types (arrays as type, count and the first 16 items).\n"
 	"A malformed file is an error (exit 1) naming the file and the problem.",
-	opts, run,
+	opts, sizeof(struct inspect_vals), run,
 };

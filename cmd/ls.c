@@ -5,10 +5,15 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
+/* What the options of opts[] below set (a->o). */
+struct ls_vals {
+	const char *repo_type, *revision;
+};
+
 static const struct cmd_opt opts[] = {
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"revision", 'r', "REV", 0, "which revision's files to list (default main, else the latest)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct ls_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_STR(struct ls_vals, revision, "revision", 'r', "REV", "which revision's files to list (default main, else the latest)"),
+	CMD_OPT_END,
 };
 
 static const char *when(int64_t t, char *buf, size_t len)
@@ -197,6 +202,7 @@ out:
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct ls_vals *opt = a->o;
 	struct store *st = NULL;
 	enum hm_err err;
 	int rc;
@@ -209,8 +215,8 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	} else {
 		char buf[256];
 		const char *type, *repo;
-		err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &type, &repo);
-		rc = err ? cmd_error(env, err) : list_repo(env, st, type, repo, cmd_opt(a, "revision"));
+		err = mirror_parse_repo(&env->ctx, a->pos[0], opt->repo_type, buf, sizeof(buf), &type, &repo);
+		rc = err ? cmd_error(env, err) : list_repo(env, st, type, repo, opt->revision);
 	}
 	store_close(st);
 	return rc;
@@ -219,5 +225,5 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 const struct cmd cmd_ls = {
 	"ls", "[REPO] [--revision REV]",
 	"List mirrored repositories, or one repository's revisions, refs and files.",
-	NULL, opts, run,
+	NULL, opts, sizeof(struct ls_vals), run,
 };

@@ -25,16 +25,22 @@ static void on_signal(int sig)
 	cancel_flag = 1;
 }
 
+/* The global options, any command's. */
+struct global_vals {
+	const char *store, *endpoint, *token;
+	int json, quiet, verbose, no_truncate, help;
+};
+
 static const struct cmd_opt global_opts[] = {
-	{"store", 0, "DIR", 0, "store directory or s3://BUCKET[/PREFIX] (default $HUBMIRROR_HOME, $XDG_DATA_HOME/hubmirror, ~/.local/share/hubmirror)"},
-	{"endpoint", 0, "URL", 0, "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"},
-	{"token", 0, "TOKEN", 0, "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"},
-	{"json", 0, NULL, 0, "machine-readable output on stdout"},
-	{"quiet", 'q', NULL, 0, "no progress or summaries (errors only)"},
-	{"verbose", 'v', NULL, 0, "log each HTTP request on stderr (also HF_DEBUG=1)"},
-	{"no-truncate", 0, NULL, 0, "tables show long names whole (default: cut to the terminal's width)"},
-	{"help", 'h', NULL, 0, "show help"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct global_vals, store, "store", 0, "DIR", "store directory or s3://BUCKET[/PREFIX] (default $HUBMIRROR_HOME, $XDG_DATA_HOME/hubmirror, ~/.local/share/hubmirror)"),
+	CMD_OPT_STR(struct global_vals, endpoint, "endpoint", 0, "URL", "hub to talk to (default $HF_ENDPOINT or https://huggingface.co)"),
+	CMD_OPT_STR(struct global_vals, token, "token", 0, "TOKEN", "access token (default $HF_TOKEN, $HF_TOKEN_PATH, $HF_HOME/token)"),
+	CMD_OPT_FLAG(struct global_vals, json, "json", 0, "machine-readable output on stdout"),
+	CMD_OPT_FLAG(struct global_vals, quiet, "quiet", 'q', "no progress or summaries (errors only)"),
+	CMD_OPT_FLAG(struct global_vals, verbose, "verbose", 'v', "log each HTTP request on stderr (also HF_DEBUG=1)"),
+	CMD_OPT_FLAG(struct global_vals, no_truncate, "no-truncate", 0, "tables show long names whole (default: cut to the terminal's width)"),
+	CMD_OPT_FLAG(struct global_vals, help, "help", 'h', "show help"),
+	CMD_OPT_END,
 };
 
 static void print_opts(FILE *f, const struct cmd_opt *o)
@@ -78,15 +84,37 @@ static void cmd_help(const struct cmd *c, FILE *f)
 	print_opts(f, global_opts);
 }
 
-static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name, size_t nlen, char shortname, int *idx)
+static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name, size_t nlen, char shortname)
 {
 	for (int i = 0; o && o[i].name; i++)
 		if ((name && strlen(o[i].name) == nlen && !strncmp(o[i].name, name, nlen)) ||
-		    (!name && shortname && o[i].shortname == shortname)) {
-			*idx = i;
+		    (!name && shortname && o[i].shortname == shortname))
 			return &o[i];
-		}
 	return NULL;
+}
+
+/* Stores val (NULL for a flag) into the field of option o in vals. */
+static int set_opt(const struct cmd *c, const struct cmd_opt *o, void *vals, const char *val)
+{
+	char *field = (char *)vals + o->off;
+	const char **str = (const char **)(void *)field;
+	struct cmd_list *list = (struct cmd_list *)(void *)field;
+	switch (o->type) {
+	case CMD_OPT_T_FLAG:
+		*(int *)(void *)field = 1;
+		break;
+	case CMD_OPT_T_STR:
+		if (*str && strcmp(*str, val))
+			return cmd_usage_error(c, "option '--%s' given twice", o->name);
+		*str = val;
+		break;
+	case CMD_OPT_T_LIST:
+		if (list->n == CMD_MAX_VALUES)
+			return cmd_usage_error(c, "option '--%s' given too many times", o->name);
+		list->v[list->n++] = val;
+		break;
+	}
+	return 0;
 }
 
 /* Options of `hf download` / huggingface-cli with an equivalent here. */
@@ -99,16 +127,15 @@ static const char *const hf_habits[][2] = {
 	{"repo-id", "the repository is the first argument: hubmirror pull ORG/NAME"},
 };
 
-/* Parses argv for one command: its own options and the global ones. */
-static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a, struct cmd_args *g)
+/* Parses argv for one command: its own options into a->o, the global ones into g. */
+static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a, struct global_vals *g)
 {
-	int only_pos = 0;
+	int only_pos = 0, rc;
 	for (int i = 0; i < argc; i++) {
 		char *s = argv[i];
 		const struct cmd_opt *o = NULL;
-		struct cmd_args *into = a;
+		void *into = a->o;
 		const char *val = NULL;
-		int idx = 0;
 		if (only_pos || s[0] != '-' || !s[1]) {
 			if (a->npos == CMD_MAX_VALUES)
 				return cmd_usage_error(c, "too many arguments");
@@ -122,9 +149,9 @@ static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a,
 		if (s[1] == '-') {
 			const char *name = s + 2, *eq = strchr(name, '=');
 			size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-			o = find_opt(c ? c->opts : NULL, name, nlen, 0, &idx);
+			o = find_opt(c ? c->opts : NULL, name, nlen, 0);
 			if (!o) {
-				o = find_opt(global_opts, name, nlen, 0, &idx);
+				o = find_opt(global_opts, name, nlen, 0);
 				into = g;
 			}
 			for (size_t k = 0; !o && k < sizeof(hf_habits) / sizeof(hf_habits[0]); k++)
@@ -141,9 +168,9 @@ static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a,
 		} else {
 			if (s[2])
 				return cmd_usage_error(c, "unknown option '%s' (combine no short options)", s);
-			o = find_opt(c ? c->opts : NULL, NULL, 0, s[1], &idx);
+			o = find_opt(c ? c->opts : NULL, NULL, 0, s[1]);
 			if (!o) {
-				o = find_opt(global_opts, NULL, 0, s[1], &idx);
+				o = find_opt(global_opts, NULL, 0, s[1]);
 				into = g;
 			}
 			if (!o)
@@ -154,32 +181,10 @@ static int parse(const struct cmd *c, int argc, char **argv, struct cmd_args *a,
 				return cmd_usage_error(c, "option '--%s' needs a value (%s)", o->name, o->arg);
 			val = argv[++i];
 		}
-		if (!o->arg)
-			val = "1";
-		if (into->nval[idx] && !o->repeat && o->arg && strcmp(into->val[idx][into->nval[idx] - 1], val))
-			return cmd_usage_error(c, "option '--%s' given twice", o->name);
-		if (into->nval[idx] == CMD_MAX_VALUES)
-			return cmd_usage_error(c, "option '--%s' given too many times", o->name);
-		into->val[idx][into->nval[idx]++] = val;
+		if ((rc = set_opt(c, o, into, val)))
+			return rc;
 	}
 	return 0;
-}
-
-int cmd_dispatch(struct cmd_env *env, const struct cmd *c, int argc, char **argv)
-{
-	/* heap, not static: a command may dispatch another */
-	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
-	int rc = 1;
-	if (a && g) {
-		rc = parse(c, argc, argv, a, g);
-		if (!rc) {
-			a->opts = c->opts;
-			rc = c->run(env, a);
-		}
-	}
-	free(a);
-	free(g);
-	return rc;
 }
 
 /* A usage error with --json on the line: also a JSON error object on
@@ -240,9 +245,9 @@ static int unknown_command(const char *name)
 static int repo_habits(const struct cmd *c, struct cmd_args *a, char *buf, size_t len)
 {
 	static const char *const takes_repo[] = {"pull", "ls", "checkout", "rm", "inspect", "convert", "run", "smoke"};
-	const char *s, *at;
+	const char *s, *at, **rev = NULL;
 	struct stat sb;
-	int is = 0, ri = -1;
+	int is = 0;
 	for (size_t k = 0; k < sizeof(takes_repo) / sizeof(takes_repo[0]); k++)
 		is |= !strcmp(c->name, takes_repo[k]);
 	if (!is || !a->npos || stat(a->pos[0], &sb) == 0)
@@ -261,16 +266,15 @@ static int repo_habits(const struct cmd *c, struct cmd_args *a, char *buf, size_
 		return 0;
 	buf[at - s] = 0;
 	for (int i = 0; c->opts && c->opts[i].name; i++)
-		if (!strcmp(c->opts[i].name, "revision"))
-			ri = i;
-	if (ri < 0)
+		if (!strcmp(c->opts[i].name, "revision") && c->opts[i].type == CMD_OPT_T_STR)
+			rev = (const char **)(void *)((char *)a->o + c->opts[i].off);
+	if (!rev)
 		return 0;
 	if (!at[1])
 		return cmd_usage_error(c, "nothing after '@' in '%s': expected REPO@REVISION", a->pos[0]);
-	if (a->nval[ri] && strcmp(a->val[ri][a->nval[ri] - 1], at + 1))
-		return cmd_usage_error(c, "two revisions: '@%s' and --revision %s", at + 1, a->val[ri][a->nval[ri] - 1]);
-	if (!a->nval[ri])
-		a->val[ri][a->nval[ri]++] = at + 1;
+	if (*rev && strcmp(*rev, at + 1))
+		return cmd_usage_error(c, "two revisions: '@%s' and --revision %s", at + 1, *rev);
+	*rev = at + 1;
 	return 0;
 }
 
@@ -287,9 +291,10 @@ static const char *default_store(char *buf, size_t len)
 	return buf;
 }
 
-/* The command line in a (the command's options) and g (the global ones). */
-static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *g)
+/* The command line: a holds the command's options. */
+static int run_main(int argc, char **argv, struct cmd_args *a)
 {
+	struct global_vals gv, *g = &gv;
 	struct cmd_env env;
 	const struct cmd *c = NULL;
 	char storebuf[4096], repobuf[512];
@@ -297,6 +302,7 @@ static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *
 	struct sigaction sa;
 
 	memset(&env, 0, sizeof(env));
+	memset(&gv, 0, sizeof(gv));
 	/* the command is the first argument that is not a global option */
 	for (int i = 1; i < argc; i++) {
 		if (argv[i][0] != '-') {
@@ -343,7 +349,10 @@ static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *
 	{
 		char **rest = calloc((size_t)argc + 1, sizeof(*rest));
 		int n = 0;
-		if (!rest)
+		/* freed by the exit: the command reads it to the end */
+		a->o = calloc(1, c && c->opts_size ? c->opts_size : 1);
+		a->opts = c ? c->opts : NULL;
+		if (!rest || !a->o)
 			return 1;
 		for (int i = 1; i < argc; i++)
 			if (i != ci)
@@ -353,11 +362,9 @@ static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *
 		if (rc)
 			return json_usage(argc, argv, rc);
 	}
-	a->opts = c ? c->opts : NULL;
-	g->opts = global_opts;
 	if (c && (rc = repo_habits(c, a, repobuf, sizeof(repobuf))))
 		return json_usage(argc, argv, rc);
-	if (cmd_flag(g, "help")) {
+	if (g->help) {
 		if (c)
 			cmd_help(c, stdout);
 		else
@@ -368,14 +375,14 @@ static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *
 		main_help(stderr);
 		return 2;
 	}
-	env.store_dir = cmd_opt(g, "store") ? cmd_opt(g, "store") : default_store(storebuf, sizeof(storebuf));
-	env.endpoint = cmd_opt(g, "endpoint");
-	env.token_arg = cmd_opt(g, "token");
-	env.json = cmd_flag(g, "json");
-	env.quiet = cmd_flag(g, "quiet");
-	env.no_truncate = cmd_flag(g, "no-truncate");
+	env.store_dir = g->store ? g->store : default_store(storebuf, sizeof(storebuf));
+	env.endpoint = g->endpoint;
+	env.token_arg = g->token;
+	env.json = g->json;
+	env.quiet = g->quiet;
+	env.no_truncate = g->no_truncate;
 	env.ctx.cancel = &cancel_flag;
-	cmd_progress_init(&env, cmd_flag(g, "verbose"));
+	cmd_progress_init(&env, g->verbose);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
@@ -394,12 +401,11 @@ static int run_main(int argc, char **argv, struct cmd_args *a, struct cmd_args *
 
 int main(int argc, char **argv)
 {
-	/* 16 KiB each: on the heap, not the stack */
-	struct cmd_args *a = calloc(1, sizeof(*a)), *g = calloc(1, sizeof(*g));
-	int rc = a && g ? run_main(argc, argv, a, g) : 1;
-	if (!a || !g)
+	/* large: on the heap, not the stack */
+	struct cmd_args *a = calloc(1, sizeof(*a));
+	int rc = a ? run_main(argc, argv, a) : 1;
+	if (!a)
 		fprintf(stderr, "hubmirror: error: out of memory\n");
 	free(a);
-	free(g);
 	return rc;
 }

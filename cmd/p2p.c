@@ -31,7 +31,7 @@ int64_t cmd_parse_rate(const char *s)
 	return (int64_t)v;
 }
 
-int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm **sw)
+int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, const struct cmd_p2p_vals *p, struct mirror_swarm **sw)
 {
 	struct mirror_swarm_opts o = {0};
 	char listen[64];
@@ -39,14 +39,13 @@ int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_
 	enum hm_err err;
 
 	*sw = NULL;
-	if (cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &port) || cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &stall) ||
-	    cmd_int_opt(a, "seed-time", SEED_TIME_DEFAULT, 0, 7 * 86400, &seed))
+	if (cmd_int_opt(a, &p->port, 6881, 0, 65535, &port) || cmd_int_opt(a, &p->stall, 30, 1, 86400, &stall) ||
+	    cmd_int_opt(a, &p->seed_time, SEED_TIME_DEFAULT, 0, 7 * 86400, &seed))
 		return 2;
-	if (!cmd_flag(a, "p2p"))
+	if (!p->p2p)
 		return 0;
-	if (cmd_opt(a, "p2p-upload-rate") && (o.upload_rate = cmd_parse_rate(cmd_opt(a, "p2p-upload-rate"))) < 0) {
-		fprintf(stderr, "hubmirror: error: --p2p-upload-rate wants bytes/s like 20M, not '%s'\n",
-			cmd_opt(a, "p2p-upload-rate"));
+	if (p->upload_rate && (o.upload_rate = cmd_parse_rate(p->upload_rate)) < 0) {
+		fprintf(stderr, "hubmirror: error: --p2p-upload-rate wants bytes/s like 20M, not '%s'\n", p->upload_rate);
 		return 2;
 	}
 	snprintf(listen, sizeof(listen), "0.0.0.0:%d", port);
@@ -58,13 +57,13 @@ int cmd_swarm_open(struct cmd_env *env, const struct cmd_args *a, struct mirror_
 	return 0;
 }
 
-void cmd_swarm_close(struct cmd_env *env, const struct cmd_args *a, struct mirror_swarm *sw)
+void cmd_swarm_close(struct cmd_env *env, const struct cmd_p2p_vals *p, struct mirror_swarm *sw)
 {
 	int seed = SEED_TIME_DEFAULT;
 	if (!sw)
 		return;
-	if (cmd_opt(a, "seed-time"))
-		seed = atoi(cmd_opt(a, "seed-time"));
+	if (p->seed_time)
+		seed = atoi(p->seed_time);
 	if (seed > 0) {
 		if (!env->quiet && !env->json)
 			fprintf(stderr, "hubmirror: seeding for %d s (--seed-time)\n", seed);

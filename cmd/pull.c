@@ -6,23 +6,32 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
+/* What the options of opts[] below set (a->o). */
+struct pull_vals {
+	const char *revision, *repo_type, *convert, *to, *layout, *local_dir;
+	struct cmd_list include, exclude;
+	int smoke, force, copy, dry_run, offline;
+	struct cmd_net_vals net;
+	struct cmd_p2p_vals p2p;
+};
+
 static const struct cmd_opt opts[] = {
-	{"revision", 'r', "REV", 0, "branch, tag, commit or refs/pr/N (default main)"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"include", 'i', "GLOB", 1, "only files matching GLOB ('*' crosses '/')"},
-	{"exclude", 'x', "GLOB", 1, "skip files matching GLOB"},
-	{"convert", 0, "TYPE", 0, "then convert to GGUF of TYPE (f32|f16|bf16|q8_0|q4_0), stored"},
-	{"smoke", 0, NULL, 0, "then smoke-test the model (the conversion, with --convert)"},
-	{"force", 0, NULL, 0, "pull even when the store's disk looks too small for it"},
-	{"to", 'o', "DIR", 0, "also check the revision out under DIR (hard links) and print its path"},
-	{"layout", 0, "LAYOUT", 0, "with --to: files (default) or hf-cache (DIR is a HF_HUB_CACHE)"},
-	{"local-dir", 0, "DIR", 0, "the same as --to DIR --layout files (hf download's name)"},
-	{"copy", 0, NULL, 0, "with --to: independent copies instead of hard links"},
-	{"dry-run", 'n', NULL, 0, "list what would be downloaded and its size; download nothing"},
-	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1); what is not stored is an error"},
-	CMD_NET_OPTS,
-	CMD_P2P_OPTS,
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct pull_vals, revision, "revision", 'r', "REV", "branch, tag, commit or refs/pr/N (default main)"),
+	CMD_OPT_STR(struct pull_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_LIST(struct pull_vals, include, "include", 'i', "GLOB", "only files matching GLOB ('*' crosses '/')"),
+	CMD_OPT_LIST(struct pull_vals, exclude, "exclude", 'x', "GLOB", "skip files matching GLOB"),
+	CMD_OPT_STR(struct pull_vals, convert, "convert", 0, "TYPE", "then convert to GGUF of TYPE (f32|f16|bf16|q8_0|q4_0), stored"),
+	CMD_OPT_FLAG(struct pull_vals, smoke, "smoke", 0, "then smoke-test the model (the conversion, with --convert)"),
+	CMD_OPT_FLAG(struct pull_vals, force, "force", 0, "pull even when the store's disk looks too small for it"),
+	CMD_OPT_STR(struct pull_vals, to, "to", 'o', "DIR", "also check the revision out under DIR (hard links) and print its path"),
+	CMD_OPT_STR(struct pull_vals, layout, "layout", 0, "LAYOUT", "with --to: files (default) or hf-cache (DIR is a HF_HUB_CACHE)"),
+	CMD_OPT_STR(struct pull_vals, local_dir, "local-dir", 0, "DIR", "the same as --to DIR --layout files (hf download's name)"),
+	CMD_OPT_FLAG(struct pull_vals, copy, "copy", 0, "with --to: independent copies instead of hard links"),
+	CMD_OPT_FLAG(struct pull_vals, dry_run, "dry-run", 'n', "list what would be downloaded and its size; download nothing"),
+	CMD_OPT_FLAG(struct pull_vals, offline, "offline", 0, "use only the store, no network (also HF_HUB_OFFLINE=1); what is not stored is an error"),
+	CMD_NET_OPTS(struct pull_vals),
+	CMD_P2P_OPTS(struct pull_vals),
+	CMD_OPT_END,
 };
 
 static json_t *result_json(const char *type, const char *repo, const struct mirror_pull_result *r)
@@ -139,14 +148,15 @@ static int dry_run_report(struct cmd_env *env, const struct mirror_pull_opts *o,
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct pull_vals *opt = a->o;
 	struct store *st = NULL;
 	struct fetch_client *fc = NULL;
 	struct mirror_pull_result res = {0};
 	struct mirror_pull_opts o = {0};
 	struct mirror_swarm *sw = NULL;
 	char buf[256], label[300], path[4096] = "";
-	const char **inc, **exc, *incs[CMD_MAX_VALUES * 2];
-	const char *to = cmd_opt(a, "to"), *layout = cmd_opt(a, "layout"), *local = cmd_opt(a, "local-dir");
+	const char *incs[CMD_MAX_VALUES * 2];
+	const char *to = opt->to, *layout = opt->layout, *local = opt->local_dir;
 	enum store_layout l = STORE_LAYOUT_FILES;
 	enum hm_err err;
 	int rc;
@@ -170,31 +180,31 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		to = cmd_hf_cache_dir(cachedir, sizeof(cachedir)); /* the cache your tools read */
 	if (layout && !to)
 		return cmd_usage_error(&cmd_pull, "--layout needs --to DIR");
-	err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, sizeof(buf), &o.type, &o.repo);
+	err = mirror_parse_repo(&env->ctx, a->pos[0], opt->repo_type, buf, sizeof(buf), &o.type, &o.repo);
 	if (err)
 		return cmd_error(env, err);
 	snprintf(label, sizeof(label), "%s%s", strcmp(o.type, "dataset") ? "" : "datasets/", o.repo);
-	o.revision = cmd_opt(a, "revision");
+	o.revision = opt->revision;
 	/* FILE... after the repo, as `hf download REPO FILE...`: each one is an include */
-	ninc = (size_t)cmd_values(a, "include", &inc);
+	ninc = (size_t)opt->include.n;
 	for (size_t i = 0; i < ninc; i++)
-		incs[i] = inc[i];
+		incs[i] = opt->include.v[i];
 	for (int i = 1; i < a->npos; i++)
 		incs[ninc++] = a->pos[i];
 	o.ninclude = ninc;
 	o.include = ninc ? incs : NULL;
-	o.nexclude = (size_t)cmd_values(a, "exclude", &exc);
-	o.exclude = exc;
-	o.dry_run = cmd_flag(a, "dry-run");
-	o.force = cmd_flag(a, "force");
-	o.offline = cmd_offline(a);
+	o.nexclude = (size_t)opt->exclude.n;
+	o.exclude = opt->exclude.v;
+	o.dry_run = opt->dry_run;
+	o.force = opt->force;
+	o.offline = cmd_offline(opt->offline);
 	/* a pull makes the store */
-	if ((err = cmd_client(env, a, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
+	if ((err = cmd_client(env, a, &opt->net, &fc)) || (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	cmd_progress_label(env, o.type, o.repo);
-	if ((rc = cmd_swarm_open(env, a, &sw)))
+	if ((rc = cmd_swarm_open(env, a, &opt->p2p, &sw)))
 		goto out;
 	o.swarm = sw;
 	err = mirror_pull(&env->ctx, st, fc, &o, &res);
@@ -227,7 +237,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	if (to && (err = checkout_to(env, st, &o, res.commit, to, l, cmd_flag(a, "copy"), path, sizeof(path)))) {
+	if (to && (err = checkout_to(env, st, &o, res.commit, to, l, opt->copy, path, sizeof(path)))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -249,10 +259,10 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		printf("%s\n", path); /* -q: only the path, for scripts */
 	}
 	rc = 0;
-	if (cmd_opt(a, "convert") || cmd_flag(a, "smoke"))
-		rc = cmd_post_pull(env, st, o.type, o.repo, res.commit, cmd_opt(a, "convert"), cmd_flag(a, "smoke"), NULL, 0);
+	if (opt->convert || opt->smoke)
+		rc = cmd_post_pull(env, st, o.type, o.repo, res.commit, opt->convert, opt->smoke, NULL, 0);
 out:
-	cmd_swarm_close(env, a, rc ? NULL : sw);
+	cmd_swarm_close(env, &opt->p2p, rc ? NULL : sw);
 	if (rc)
 		mirror_swarm_free(sw);
 	mirror_pull_result_release(&res);
@@ -282,5 +292,5 @@ const struct cmd cmd_pull = {
 	"blob SHA-256-checked before it enters the store; what makes no progress for\n"
 	"--p2p-stall seconds (tracker down, no peers) is downloaded over HTTP as usual.\n"
 	"The machine seeds while pulling and for --seed-time seconds after.",
-	opts, run,
+	opts, sizeof(struct pull_vals), run,
 };

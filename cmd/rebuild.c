@@ -3,7 +3,7 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
-static const struct cmd_opt opts[] = {{NULL, 0, NULL, 0, NULL}};
+static const struct cmd_opt opts[] = {CMD_OPT_END};
 
 static void on_bad(void *ud, const char *path)
 {
@@ -52,5 +52,5 @@ const struct cmd cmd_rebuild_index = {
 	"Revisions are not recreated: pull the repositories again (nothing is\n"
 	"downloaded). Blobs whose content does not match their name are listed and\n"
 	"left out (exit 1); 'gc' then removes them.",
-	opts, run,
+	opts, 0, run,
 };

@@ -62,16 +62,21 @@ static json_t *stored_json(const struct stored *sd, const char *s)
 
 /* ---- run ---- */
 
+/* What the options of run_opts[] below set (a->o). */
+struct run_vals {
+	const char *prompt, *tokens, *temp, *top_p, *seed, *threads, *revision, *repo_type;
+};
+
 static const struct cmd_opt run_opts[] = {
-	{"prompt", 'p', "TEXT", 0, "the prompt (or words after MODEL, or stdin)"},
-	{"tokens", 'n', "N", 0, "tokens to generate at most (default 64)"},
-	{"temp", 0, "T", 0, "temperature (default 0: greedy)"},
-	{"top-p", 0, "P", 0, "nucleus sampling mass (default 1: off)"},
-	{"seed", 0, "S", 0, "random seed for sampling (default 1)"},
-	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
-	{"revision", 'r', "REV", 0, "revision of a stored repo"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct run_vals, prompt, "prompt", 'p', "TEXT", "the prompt (or words after MODEL, or stdin)"),
+	CMD_OPT_STR(struct run_vals, tokens, "tokens", 'n', "N", "tokens to generate at most (default 64)"),
+	CMD_OPT_STR(struct run_vals, temp, "temp", 0, "T", "temperature (default 0: greedy)"),
+	CMD_OPT_STR(struct run_vals, top_p, "top-p", 0, "P", "nucleus sampling mass (default 1: off)"),
+	CMD_OPT_STR(struct run_vals, seed, "seed", 0, "S", "random seed for sampling (default 1)"),
+	CMD_OPT_STR(struct run_vals, threads, "threads", 0, "N", "threads (default: all CPUs)"),
+	CMD_OPT_STR(struct run_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
+	CMD_OPT_STR(struct run_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_END,
 };
 
 struct stream {
@@ -111,7 +116,8 @@ static int parse_float(const char *v, const char *name, float lo, float hi, floa
  * the caller. NULL with *owned NULL: no prompt given (interactive). */
 static const char *run_prompt(const struct cmd_args *a, char **owned, int *bad)
 {
-	const char *p = cmd_opt(a, "prompt");
+	const struct run_vals *opt = a->o;
+	const char *p = opt->prompt;
 	struct util_buf b = UTIL_BUF_INIT;
 	*owned = NULL;
 	*bad = 0;
@@ -187,6 +193,7 @@ static int interactive(struct cmd_env *env, struct eng_state *s, const struct en
 
 static int run_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct run_vals *opt = a->o;
 	char *owned = NULL;
 	int bad;
 	const char *prompt = run_prompt(a, &owned, &bad);
@@ -214,13 +221,13 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		free(owned);
 		return cmd_usage_error(&cmd_run, "--json needs a prompt (-p TEXT, words after MODEL, or stdin)");
 	}
-	if (cmd_int_opt(a, "tokens", 64, 0, 1 << 20, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads) ||
-	    cmd_int_opt(a, "seed", 1, 0, 0x7fffffff, &seed) ||
-	    (cmd_opt(a, "temp") && parse_float(cmd_opt(a, "temp"), "temp", 0, 100, &temp)) ||
-	    (cmd_opt(a, "top-p") && parse_float(cmd_opt(a, "top-p"), "top-p", 0, 1, &top_p)))
+	if (cmd_int_opt(a, &opt->tokens, 64, 0, 1 << 20, &n) || cmd_int_opt(a, &opt->threads, 0, 0, 64, &threads) ||
+	    cmd_int_opt(a, &opt->seed, 1, 0, 0x7fffffff, &seed) ||
+	    (opt->temp && parse_float(opt->temp, "temp", 0, 100, &temp)) ||
+	    (opt->top_p && parse_float(opt->top_p, "top-p", 0, 1, &top_p)))
 		return 2;
 	t0 = util_now();
-	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+	if ((err = model_path(env, a->pos[0], opt->revision, opt->repo_type, path, sizeof(path),
 			      label, sizeof(label), &st, &sd)) ||
 	    (err = eng_open_any(&env->ctx, path, &m, &t)) ||
 	    (err = eng_state_new(&env->ctx, m, 0, threads, ENG_SIMD_AUTO, &s))) {
@@ -290,23 +297,29 @@ const struct cmd cmd_run = {
 	"or stdin ('-', or when stdin is not a terminal); without one, on a terminal, run\n"
 	"is interactive: each line typed is a prompt (/bye ends). --json prints {tokens,\n"
 	"text, prompt_tokens, timings}.",
-	run_opts, run_run,
+	run_opts, sizeof(struct run_vals), run_run,
 };
 
 /* ---- smoke ---- */
 
+/* What the options of smoke_opts[] below set (a->o). */
+struct smoke_vals {
+	const char *prompt, *tokens, *expect, *threads, *revision, *repo_type;
+};
+
 static const struct cmd_opt smoke_opts[] = {
-	{"prompt", 'p', "TEXT", 0, "the prompt (default 'The capital of France is')"},
-	{"tokens", 'n', "N", 0, "tokens to generate (default 16)"},
-	{"expect", 'e', "TEXT", 0, "the greedy output must contain TEXT"},
-	{"threads", 0, "N", 0, "threads (default: all CPUs)"},
-	{"revision", 'r', "REV", 0, "revision of a stored repo"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct smoke_vals, prompt, "prompt", 'p', "TEXT", "the prompt (default 'The capital of France is')"),
+	CMD_OPT_STR(struct smoke_vals, tokens, "tokens", 'n', "N", "tokens to generate (default 16)"),
+	CMD_OPT_STR(struct smoke_vals, expect, "expect", 'e', "TEXT", "the greedy output must contain TEXT"),
+	CMD_OPT_STR(struct smoke_vals, threads, "threads", 0, "N", "threads (default: all CPUs)"),
+	CMD_OPT_STR(struct smoke_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
+	CMD_OPT_STR(struct smoke_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_END,
 };
 
 static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct smoke_vals *opt = a->o;
 	char path[4096], label[512];
 	struct store *st = NULL;
 	struct eng_smoke_opts o = {0};
@@ -317,13 +330,13 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_smoke, a->npos ? "smoke takes one model" : "missing MODEL");
-	if (cmd_int_opt(a, "tokens", 16, 1, 4096, &n) || cmd_int_opt(a, "threads", 0, 0, 64, &threads))
+	if (cmd_int_opt(a, &opt->tokens, 16, 1, 4096, &n) || cmd_int_opt(a, &opt->threads, 0, 0, 64, &threads))
 		return 2;
-	o.prompt = cmd_opt(a, "prompt");
+	o.prompt = opt->prompt;
 	o.tokens = (size_t)n;
-	o.expect = cmd_opt(a, "expect");
+	o.expect = opt->expect;
 	o.threads = threads;
-	if ((err = model_path(env, a->pos[0], cmd_opt(a, "revision"), cmd_opt(a, "repo-type"), path, sizeof(path),
+	if ((err = model_path(env, a->pos[0], opt->revision, opt->repo_type, path, sizeof(path),
 			      label, sizeof(label), &st, &sd))) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -379,5 +392,5 @@ const struct cmd cmd_smoke = {
 	"round-trips the prompt, logits are finite, greedy output is identical on two runs,\n"
 	"and --expect is found. Prints load time, prompt and generation tokens/s, peak\n"
 	"memory. Exit 0 pass, 1 fail with the reason.",
-	smoke_opts, run_smoke,
+	smoke_opts, sizeof(struct smoke_vals), run_smoke,
 };

@@ -6,33 +6,41 @@
 #include "cmd.h"
 #include "../serve/serve.h"
 
+/* What the options of opts[] below set (a->o). */
+struct serve_vals {
+	const char *listen, *upstream, *token_file, *access_log, *max_connections, *max_connections_per_client, *client_timeout, *header_timeout, *page_size, *p2p_port, *p2p_upload_rate, *p2p_stall, *tracker, *tracker_listen, *tracker_whitelist, *tracker_pidfile, *tracker_user, *presign_expiry;
+	struct cmd_list allow;
+	int offline, forward_token, p2p, p2p_private, no_ui;
+	struct cmd_net_vals net;
+};
+
 static const struct cmd_opt opts[] = {
-	{"listen", 'l', "ADDR:PORT", 0, "where to listen (default 127.0.0.1:8080; 0.0.0.0:8080 for a lab; port 0 = any)"},
-	{"upstream", 'u', "URL", 0, "pull what the store lacks from this hub (e.g. https://huggingface.co)"},
-	{"offline", 0, NULL, 0, "never contact the upstream (even if --upstream is given)"},
-	{"token-file", 0, "FILE", 0, "require 'Authorization: Bearer T' with T one of the lines of FILE"},
-	{"allow", 'a', "GLOB", 1, "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"},
-	{"forward-token", 0, NULL, 0, "send a client's bearer token upstream (cached files are then served to all clients)"},
-	{"access-log", 0, "FILE", 0, "append one line per request to FILE ('-' = stderr, the default)"},
-	{"max-connections", 0, "N", 0, "concurrent connections (default 1024); more are answered 503"},
-	{"max-connections-per-client", 0, "N", 0, "concurrent connections from one client address (default 256; 0 = no cap); more are answered 503"},
-	{"client-timeout", 0, "SECS", 0, "drop a client idle this long (default 60)"},
-	{"header-timeout", 0, "SECS", 0, "drop a client whose request line and headers take longer than this in all (default 10)"},
-	{"page-size", 0, "N", 0, "tree entries per page (default 1000, like the Hub)"},
-	{"p2p", 0, NULL, 0, "seed stored blobs to the lab over BitTorrent v2 and run its tracker"},
-	{"p2p-port", 0, "PORT", 0, "TCP port peers connect to (default 6881)"},
-	{"p2p-upload-rate", 0, "RATE", 0, "cap on bytes/s to all peers, e.g. 40M (default none)"},
-	{"p2p-stall", 0, "SECS", 0, "with --upstream: HTTP takes over a swarm download idle SECS (default 30)"},
-	{"p2p-private", 0, NULL, 0, "also put blobs in the swarm when clients need a token (see README)"},
-	{"tracker", 0, "URL", 0, "announce URL of an external tracker instead of running opentracker"},
-	{"tracker-listen", 0, "ADDR:PORT", 0, "where our opentracker listens (default --listen's address, port 6969)"},
-	{"tracker-whitelist", 0, "FILE", 0, "with --tracker: the tracker's whitelist, appended to"},
-	{"tracker-pidfile", 0, "FILE", 0, "with --tracker: its pid file (SIGHUP after each append)"},
-	{"tracker-user", 0, "USER", 0, "user opentracker runs as when serve runs as root (default nobody)"},
-	{"no-ui", 0, NULL, 0, "no web pages (by default / and /ui/ show the mirror in a browser)"},
-	{"presign-expiry", 0, "SECS", 0, "on an s3:// store, LFS files redirect to URLs valid this long (default 300)"},
-	CMD_NET_OPTS,
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct serve_vals, listen, "listen", 'l', "ADDR:PORT", "where to listen (default 127.0.0.1:8080; 0.0.0.0:8080 for a lab; port 0 = any)"),
+	CMD_OPT_STR(struct serve_vals, upstream, "upstream", 'u', "URL", "pull what the store lacks from this hub (e.g. https://huggingface.co)"),
+	CMD_OPT_FLAG(struct serve_vals, offline, "offline", 0, "never contact the upstream (even if --upstream is given)"),
+	CMD_OPT_STR(struct serve_vals, token_file, "token-file", 0, "FILE", "require 'Authorization: Bearer T' with T one of the lines of FILE"),
+	CMD_OPT_LIST(struct serve_vals, allow, "allow", 'a', "GLOB", "serve and pull through only repos matching GLOB (e.g. 'meta-llama/*')"),
+	CMD_OPT_FLAG(struct serve_vals, forward_token, "forward-token", 0, "send a client's bearer token upstream (cached files are then served to all clients)"),
+	CMD_OPT_STR(struct serve_vals, access_log, "access-log", 0, "FILE", "append one line per request to FILE ('-' = stderr, the default)"),
+	CMD_OPT_STR(struct serve_vals, max_connections, "max-connections", 0, "N", "concurrent connections (default 1024); more are answered 503"),
+	CMD_OPT_STR(struct serve_vals, max_connections_per_client, "max-connections-per-client", 0, "N", "concurrent connections from one client address (default 256; 0 = no cap); more are answered 503"),
+	CMD_OPT_STR(struct serve_vals, client_timeout, "client-timeout", 0, "SECS", "drop a client idle this long (default 60)"),
+	CMD_OPT_STR(struct serve_vals, header_timeout, "header-timeout", 0, "SECS", "drop a client whose request line and headers take longer than this in all (default 10)"),
+	CMD_OPT_STR(struct serve_vals, page_size, "page-size", 0, "N", "tree entries per page (default 1000, like the Hub)"),
+	CMD_OPT_FLAG(struct serve_vals, p2p, "p2p", 0, "seed stored blobs to the lab over BitTorrent v2 and run its tracker"),
+	CMD_OPT_STR(struct serve_vals, p2p_port, "p2p-port", 0, "PORT", "TCP port peers connect to (default 6881)"),
+	CMD_OPT_STR(struct serve_vals, p2p_upload_rate, "p2p-upload-rate", 0, "RATE", "cap on bytes/s to all peers, e.g. 40M (default none)"),
+	CMD_OPT_STR(struct serve_vals, p2p_stall, "p2p-stall", 0, "SECS", "with --upstream: HTTP takes over a swarm download idle SECS (default 30)"),
+	CMD_OPT_FLAG(struct serve_vals, p2p_private, "p2p-private", 0, "also put blobs in the swarm when clients need a token (see README)"),
+	CMD_OPT_STR(struct serve_vals, tracker, "tracker", 0, "URL", "announce URL of an external tracker instead of running opentracker"),
+	CMD_OPT_STR(struct serve_vals, tracker_listen, "tracker-listen", 0, "ADDR:PORT", "where our opentracker listens (default --listen's address, port 6969)"),
+	CMD_OPT_STR(struct serve_vals, tracker_whitelist, "tracker-whitelist", 0, "FILE", "with --tracker: the tracker's whitelist, appended to"),
+	CMD_OPT_STR(struct serve_vals, tracker_pidfile, "tracker-pidfile", 0, "FILE", "with --tracker: its pid file (SIGHUP after each append)"),
+	CMD_OPT_STR(struct serve_vals, tracker_user, "tracker-user", 0, "USER", "user opentracker runs as when serve runs as root (default nobody)"),
+	CMD_OPT_FLAG(struct serve_vals, no_ui, "no-ui", 0, "no web pages (by default / and /ui/ show the mirror in a browser)"),
+	CMD_OPT_STR(struct serve_vals, presign_expiry, "presign-expiry", 0, "SECS", "on an s3:// store, LFS files redirect to URLs valid this long (default 300)"),
+	CMD_NET_OPTS(struct serve_vals),
+	CMD_OPT_END,
 };
 
 /* The server's only event: a warning at start-up (a lowered limit). */
@@ -78,9 +86,10 @@ static int read_tokens(const char *path, char **data, const char ***toks, size_t
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct serve_vals *opt = a->o;
 	struct srv_opts o = {0};
 	struct fetch_client_opts up = {0};
-	const char *tf = cmd_opt(a, "token-file"), *al = cmd_opt(a, "access-log"), **allow;
+	const char *tf = opt->token_file, *al = opt->access_log;
 	char *tokdata = NULL, *uptoken = NULL;
 	const char **toks = NULL;
 	size_t ntoks = 0;
@@ -91,30 +100,30 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_serve, "serve takes no arguments");
-	if (cmd_int_opt(a, "max-connections", 1024, 1, 100000, &maxc) ||
-	    cmd_int_opt(a, "max-connections-per-client", 256, 0, 100000, &maxpc) ||
-	    cmd_int_opt(a, "header-timeout", 10, 1, 3600, &htimeout) ||
-	    cmd_int_opt(a, "client-timeout", 60, 1, 86400, &ctimeout) || cmd_int_opt(a, "page-size", 1000, 1, 100000, &page) ||
-	    cmd_int_opt(a, "connections", 8, 1, 64, &conns) || cmd_int_opt(a, "retries", 5, 0, 100, &retries) ||
-	    cmd_int_opt(a, "timeout", 30, 1, 3600, &timeout) || cmd_int_opt(a, "metadata-timeout", 10, 1, 3600, &meta) ||
-	    cmd_int_opt(a, "presign-expiry", 300, 1, 604800, &presign) ||
-	    cmd_int_opt(a, "p2p-port", 6881, 0, 65535, &p2p_port) || cmd_int_opt(a, "p2p-stall", 30, 1, 86400, &p2p_stall))
+	if (cmd_int_opt(a, &opt->max_connections, 1024, 1, 100000, &maxc) ||
+	    cmd_int_opt(a, &opt->max_connections_per_client, 256, 0, 100000, &maxpc) ||
+	    cmd_int_opt(a, &opt->header_timeout, 10, 1, 3600, &htimeout) ||
+	    cmd_int_opt(a, &opt->client_timeout, 60, 1, 86400, &ctimeout) || cmd_int_opt(a, &opt->page_size, 1000, 1, 100000, &page) ||
+	    cmd_int_opt(a, &opt->net.connections, 8, 1, 64, &conns) || cmd_int_opt(a, &opt->net.retries, 5, 0, 100, &retries) ||
+	    cmd_int_opt(a, &opt->net.timeout, 30, 1, 3600, &timeout) || cmd_int_opt(a, &opt->net.metadata_timeout, 10, 1, 3600, &meta) ||
+	    cmd_int_opt(a, &opt->presign_expiry, 300, 1, 604800, &presign) ||
+	    cmd_int_opt(a, &opt->p2p_port, 6881, 0, 65535, &p2p_port) || cmd_int_opt(a, &opt->p2p_stall, 30, 1, 86400, &p2p_stall))
 		return 2;
-	if (cmd_opt(a, "p2p-upload-rate") && (o.p2p_upload_rate = cmd_parse_rate(cmd_opt(a, "p2p-upload-rate"))) < 0)
+	if (opt->p2p_upload_rate && (o.p2p_upload_rate = cmd_parse_rate(opt->p2p_upload_rate)) < 0)
 		return cmd_usage_error(&cmd_serve, "--p2p-upload-rate wants bytes/s like 40M, not '%s'",
-				       cmd_opt(a, "p2p-upload-rate"));
-	if ((cmd_opt(a, "tracker-whitelist") || cmd_opt(a, "tracker-pidfile")) && !cmd_opt(a, "tracker"))
+				       opt->p2p_upload_rate);
+	if ((opt->tracker_whitelist || opt->tracker_pidfile) && !opt->tracker)
 		return cmd_usage_error(&cmd_serve, "--tracker-whitelist and --tracker-pidfile go with --tracker URL");
 	snprintf(p2p_listen, sizeof(p2p_listen), "0.0.0.0:%d", p2p_port);
-	o.p2p = cmd_flag(a, "p2p");
+	o.p2p = opt->p2p;
 	o.p2p_listen = p2p_listen;
 	o.p2p_stall = p2p_stall;
-	o.p2p_private = cmd_flag(a, "p2p-private");
-	o.tracker = cmd_opt(a, "tracker");
-	o.tracker_listen = cmd_opt(a, "tracker-listen");
-	o.tracker_whitelist = cmd_opt(a, "tracker-whitelist");
-	o.tracker_pidfile = cmd_opt(a, "tracker-pidfile");
-	o.tracker_user = cmd_opt(a, "tracker-user");
+	o.p2p_private = opt->p2p_private;
+	o.tracker = opt->tracker;
+	o.tracker_listen = opt->tracker_listen;
+	o.tracker_whitelist = opt->tracker_whitelist;
+	o.tracker_pidfile = opt->tracker_pidfile;
+	o.tracker_user = opt->tracker_user;
 	if (tf) {
 		if (read_tokens(tf, &tokdata, &toks, &ntoks)) {
 			fprintf(stderr, "hubmirror: error: cannot read the token file '%s': %s\n", tf, strerror(errno));
@@ -138,40 +147,40 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 			return 1;
 		}
 	}
-	if (cmd_opt(a, "upstream")) {
+	if (opt->upstream) {
 		/* the server's own credentials go upstream: --token, HF_TOKEN ... */
 		struct fetch_client *probe = NULL;
-		env->endpoint = cmd_opt(a, "upstream");
-		if ((err = cmd_client(env, a, &probe))) {
+		env->endpoint = opt->upstream;
+		if ((err = cmd_client(env, a, &opt->net, &probe))) {
 			rc = cmd_error(env, err);
 			goto out;
 		}
 		fetch_client_free(probe);
-		if (cmd_net_opts(a, &up)) {
+		if (cmd_net_opts(a, &opt->net, &up)) {
 			rc = 2;
 			goto out;
 		}
-		up.endpoint = cmd_opt(a, "upstream");
+		up.endpoint = opt->upstream;
 		up.endpoint_from = "--upstream";
 		uptoken = cmd_token(env);
 		up.token = uptoken;
 		o.upstream = &up;
 	}
 	o.store_dir = env->store_dir;
-	o.listen = cmd_opt(a, "listen");
-	o.offline = cmd_flag(a, "offline");
-	o.forward_token = cmd_flag(a, "forward-token");
+	o.listen = opt->listen;
+	o.offline = opt->offline;
+	o.forward_token = opt->forward_token;
 	o.tokens = toks;
 	o.ntokens = ntoks;
-	o.nallow = (size_t)cmd_values(a, "allow", &allow);
-	o.allow = allow;
+	o.nallow = (size_t)opt->allow.n;
+	o.allow = opt->allow.v;
 	o.access_log = env->quiet ? NULL : log;
 	o.max_connections = maxc;
 	o.max_per_client = maxpc ? maxpc : -1;
 	o.header_timeout = htimeout;
 	o.timeout = ctimeout;
 	o.page_size = page;
-	o.no_ui = cmd_flag(a, "no-ui");
+	o.no_ui = opt->no_ui;
 	o.presign_expires = presign;
 	o.on_listening = on_listening;
 	env->ctx.on_event = on_event; /* no progress bar in a server, warnings only */
@@ -218,5 +227,5 @@ const struct cmd cmd_serve = {
 	"upstream token, none unless --p2p-private. With --upstream and --p2p (a lab\n"
 	"machine's edge), pulled-through blobs come from the swarm and are seeded.",
 
-	opts, run,
+	opts, sizeof(struct serve_vals), run,
 };

@@ -8,15 +8,21 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
+/* What the options of stats_opts[] below set (a->o). */
+struct stats_vals {
+	const char *repo, *since, *until, *by, *top, *chart;
+	int csv;
+};
+
 static const struct cmd_opt stats_opts[] = {
-	{"repo", 0, "REPO", 0, "only this repository"},
-	{"since", 0, "TIME", 0, "transfers started at or after TIME (YYYY-MM-DD, ISO-8601, unix seconds, 7d, 24h)"},
-	{"until", 0, "TIME", 0, "transfers started before TIME (a YYYY-MM-DD includes that day)"},
-	{"by", 0, "WHAT", 0, "breakdown the table and --csv show: repo (default), file, day or endpoint"},
-	{"top", 'n', "N", 0, "rows per breakdown, most bytes first (default 10; 0 = all)"},
-	{"csv", 0, NULL, 0, "the breakdown as CSV (RFC 4180) instead of a table"},
-	{"chart", 0, "FILE.svg", 0, "also draw bytes per day and throughput over time as an SVG"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct stats_vals, repo, "repo", 0, "REPO", "only this repository"),
+	CMD_OPT_STR(struct stats_vals, since, "since", 0, "TIME", "transfers started at or after TIME (YYYY-MM-DD, ISO-8601, unix seconds, 7d, 24h)"),
+	CMD_OPT_STR(struct stats_vals, until, "until", 0, "TIME", "transfers started before TIME (a YYYY-MM-DD includes that day)"),
+	CMD_OPT_STR(struct stats_vals, by, "by", 0, "WHAT", "breakdown the table and --csv show: repo (default), file, day or endpoint"),
+	CMD_OPT_STR(struct stats_vals, top, "top", 'n', "N", "rows per breakdown, most bytes first (default 10; 0 = all)"),
+	CMD_OPT_FLAG(struct stats_vals, csv, "csv", 0, "the breakdown as CSV (RFC 4180) instead of a table"),
+	CMD_OPT_STR(struct stats_vals, chart, "chart", 0, "FILE.svg", "also draw bytes per day and throughput over time as an SVG"),
+	CMD_OPT_END,
 };
 
 static const char *const by_names[STORE_BY_N] = {"repo", "file", "day", "endpoint"};
@@ -291,20 +297,21 @@ static int write_chart(struct cmd_env *env, struct store *st, const struct store
 
 static int stats_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct stats_vals *opt = a->o;
 	struct store *st = NULL;
 	struct store_report rep;
 	struct store_stats_query q = {NULL, INT64_MIN, INT64_MAX, 10, 0, 0, 0, STORE_SCAN_AUTO, STORE_SOURCE_ALL};
 	enum hm_err err;
 	enum store_by by = STORE_BY_REPO;
 	char key[300];
-	const char *r = cmd_opt(a, "repo"), *bys = cmd_opt(a, "by"), *chart = cmd_opt(a, "chart");
-	int top, csv = cmd_flag(a, "csv"), rc = 0;
+	const char *r = opt->repo, *bys = opt->by, *chart = opt->chart;
+	int top, csv = opt->csv, rc = 0;
 	int64_t now = util_unix_time();
 
 	memset(&rep, 0, sizeof(rep));
 	if (a->npos)
 		return cmd_usage_error(&cmd_stats, "stats takes no arguments");
-	if (cmd_int_opt(a, "top", 10, 0, 1000000000, &top))
+	if (cmd_int_opt(a, &opt->top, 10, 0, 1000000000, &top))
 		return 2;
 	q.top = (size_t)top;
 	if (bys) {
@@ -321,8 +328,8 @@ static int stats_run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_stats, "--csv and --json: choose one");
 	if (chart && !*chart)
 		return cmd_usage_error(&cmd_stats, "--chart needs a file name");
-	if ((cmd_opt(a, "since") && store_parse_time(&env->ctx, cmd_opt(a, "since"), now, 0, &q.since)) ||
-	    (cmd_opt(a, "until") && store_parse_time(&env->ctx, cmd_opt(a, "until"), now, 1, &q.until)))
+	if ((opt->since && store_parse_time(&env->ctx, opt->since, now, 0, &q.since)) ||
+	    (opt->until && store_parse_time(&env->ctx, opt->until, now, 1, &q.until)))
 		return cmd_usage_error(&cmd_stats, "%s", env->ctx.errmsg);
 	if (q.since >= q.until)
 		return cmd_usage_error(&cmd_stats, "--since must be before --until");
@@ -385,15 +392,17 @@ const struct cmd cmd_stats = {
 	"Counts every transfer: each file a pull downloaded (or failed to), and each file\n"
 	"'hubmirror serve' sent for a GET. Per row: transfers, bytes, seconds, the median\n"
 	"and 95th percentile of the transfers' throughput (bytes/s of each transfer that\n"
-	"moved bytes), retries, failures (failed pulls, served status >= 400), cache hits\n"
-	"and misses of the server. The table shows one breakdown (--by) and a total line;\n"
+	"moved bytes, weighted by its bytes: the rate at or below which half, or 95%, of\n"
+	"the bytes moved, so that small files do not hide the large ones' rate),\n"
+	"retries, failures (failed pulls, served status >= 400), cache hits and misses\n"
+	"of the server. The table shows one breakdown (--by) and a total line;\n"
 	"below it every request the server answered (API calls too), per repo.\n"
 	"--json prints all four breakdowns (by_repo, by_file, by_day, by_endpoint: pulls\n"
-	"by endpoint host, served files by client address) with the per-repo download\n"
-	"totals of older versions ('total', 'repos') and the served requests ('served').\n"
+	"by endpoint host, served files by client address) and the served requests\n"
+	"('served').\n"
 	"TIME is unix seconds, YYYY-MM-DD (UTC), 2024-05-01T12:00:00Z or +02:00, or a span\n"
 	"back from now: 90s, 30m, 24h, 7d, 2w. --chart draws an SVG of bytes per day and\n"
 	"each day's throughput (bytes over transfer seconds, MiB/s); any browser opens it.\n"
 	"--by day is in date order; a pull's endpoint is the host that sent the bytes.",
-	stats_opts, stats_run,
+	stats_opts, sizeof(struct stats_vals), stats_run,
 };

@@ -6,15 +6,16 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
-static int parse_one_repo(struct cmd_env *env, const struct cmd *c, const struct cmd_args *a, char *buf,
-			  size_t len, const char **type, const char **repo, int *rc)
+/* The one REPO of checkout and rm, of --repo-type rtype (may be NULL). */
+static int parse_one_repo(struct cmd_env *env, const struct cmd *c, const struct cmd_args *a, const char *rtype,
+			  char *buf, size_t len, const char **type, const char **repo, int *rc)
 {
 	enum hm_err err;
 	if (a->npos != 1) {
 		*rc = cmd_usage_error(c, a->npos ? "%s takes one repository" : "missing repository", c->name);
 		return -1;
 	}
-	err = mirror_parse_repo(&env->ctx, a->pos[0], cmd_opt(a, "repo-type"), buf, len, type, repo);
+	err = mirror_parse_repo(&env->ctx, a->pos[0], rtype, buf, len, type, repo);
 	if (err) {
 		*rc = cmd_error(env, err);
 		return -1;
@@ -38,25 +39,32 @@ static enum hm_err resolve(struct cmd_env *env, struct store *st, const char *ty
 
 /* ---- checkout ---- */
 
+/* What the options of checkout_opts[] below set (a->o). */
+struct checkout_vals {
+	const char *revision, *repo_type, *to, *layout;
+	int copy;
+};
+
 static const struct cmd_opt checkout_opts[] = {
-	{"revision", 'r', "REV", 0, "ref, commit or commit prefix (default main, else the latest)"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{"to", 'o', "DIR", 0, "where to write (required, except with --layout hf-cache: default $HF_HUB_CACHE)"},
-	{"layout", 0, "LAYOUT", 0, "files (default: plain tree) or hf-cache (Hugging Face cache layout)"},
-	{"copy", 0, NULL, 0, "independent writable copies instead of hard links (for files you will edit)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct checkout_vals, revision, "revision", 'r', "REV", "ref, commit or commit prefix (default main, else the latest)"),
+	CMD_OPT_STR(struct checkout_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_STR(struct checkout_vals, to, "to", 'o', "DIR", "where to write (required, except with --layout hf-cache: default $HF_HUB_CACHE)"),
+	CMD_OPT_STR(struct checkout_vals, layout, "layout", 0, "LAYOUT", "files (default: plain tree) or hf-cache (Hugging Face cache layout)"),
+	CMD_OPT_FLAG(struct checkout_vals, copy, "copy", 0, "independent writable copies instead of hard links (for files you will edit)"),
+	CMD_OPT_END,
 };
 
 static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct checkout_vals *opt = a->o;
 	char buf[256], commit[41];
-	const char *type, *repo, *to = cmd_opt(a, "to"), *layout = cmd_opt(a, "layout"), *rev = cmd_opt(a, "revision");
+	const char *type, *repo, *to = opt->to, *layout = opt->layout, *rev = opt->revision;
 	struct store *st = NULL;
 	enum store_layout l = STORE_LAYOUT_FILES;
 	enum hm_err err;
 	int rc = 0;
 
-	if (parse_one_repo(env, &cmd_checkout, a, buf, sizeof(buf), &type, &repo, &rc))
+	if (parse_one_repo(env, &cmd_checkout, a, opt->repo_type, buf, sizeof(buf), &type, &repo, &rc))
 		return rc;
 	char cachedir[4096];
 	if (!to && layout && !strcmp(layout, "hf-cache"))
@@ -80,7 +88,7 @@ static int checkout_run(struct cmd_env *env, struct cmd_args *a)
 		if (store_resolve(&q, st, type, repo, "main", mc) || strcmp(mc, commit))
 			ref = NULL;
 	}
-	err = mirror_checkout(&env->ctx, st, type, repo, commit, ref, to, l, cmd_flag(a, "copy"));
+	err = mirror_checkout(&env->ctx, st, type, repo, commit, ref, to, l, opt->copy);
 	if (err) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -114,26 +122,32 @@ const struct cmd cmd_checkout = {
 	"blob corrupt); use --copy for a tree you will edit.\n"
 	"With --layout hf-cache, DIR is a HF_HUB_CACHE: set HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1\n"
 	"and transformers / huggingface_hub load the model without a network.",
-	checkout_opts, checkout_run,
+	checkout_opts, sizeof(struct checkout_vals), checkout_run,
 };
 
 /* ---- rm ---- */
 
+/* What the options of rm_opts[] below set (a->o). */
+struct rm_vals {
+	const char *revision, *repo_type;
+};
+
 static const struct cmd_opt rm_opts[] = {
-	{"revision", 'r', "REV", 0, "remove only this revision (default: the whole repo)"},
-	{"repo-type", 't', "TYPE", 0, "model (default) or dataset"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct rm_vals, revision, "revision", 'r', "REV", "remove only this revision (default: the whole repo)"),
+	CMD_OPT_STR(struct rm_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_END,
 };
 
 static int rm_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct rm_vals *opt = a->o;
 	char buf[256], commit[41];
-	const char *type, *repo, *rev = cmd_opt(a, "revision");
+	const char *type, *repo, *rev = opt->revision;
 	struct store *st = NULL;
 	enum hm_err err;
 	int rc = 0;
 
-	if (parse_one_repo(env, &cmd_rm, a, buf, sizeof(buf), &type, &repo, &rc))
+	if (parse_one_repo(env, &cmd_rm, a, opt->repo_type, buf, sizeof(buf), &type, &repo, &rc))
 		return rc;
 	if ((err = cmd_open_store(env, &st))) {
 		rc = cmd_error(env, err);
@@ -162,16 +176,22 @@ out:
 const struct cmd cmd_rm = {
 	"rm", "REPO [--revision REV]",
 	"Forget a repository (or one revision); 'gc' then frees unshared blobs.",
-	NULL, rm_opts, rm_run,
+	NULL, rm_opts, sizeof(struct rm_vals), rm_run,
 };
 
 /* ---- gc ---- */
 
+/* What the options of gc_opts[] below set (a->o). */
+struct gc_vals {
+	const char *keep_partials_days;
+	int dry_run, force;
+};
+
 static const struct cmd_opt gc_opts[] = {
-	{"dry-run", 'n', NULL, 0, "remove nothing: list what would go and what stays, and why"},
-	{"keep-partials-days", 0, "DAYS", 0, "keep partial downloads written to in the last DAYS days (default 7; 0 removes every unused one)"},
-	{"force", 0, NULL, 0, "collect even when the index knows no revision and no pull (a lost index.db looks like that)"},
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_FLAG(struct gc_vals, dry_run, "dry-run", 'n', "remove nothing: list what would go and what stays, and why"),
+	CMD_OPT_STR(struct gc_vals, keep_partials_days, "keep-partials-days", 0, "DAYS", "keep partial downloads written to in the last DAYS days (default 7; 0 removes every unused one)"),
+	CMD_OPT_FLAG(struct gc_vals, force, "force", 0, "collect even when the index knows no revision and no pull (a lost index.db looks like that)"),
+	CMD_OPT_END,
 };
 
 struct gc_print {
@@ -200,10 +220,11 @@ static void gc_item(void *ud, const struct store_gc_item *it)
 
 static int gc_run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct gc_vals *opt = a->o;
 	struct store *st = NULL;
 	struct store_gc_result r = {0};
 	struct store_gc_opts o = {0};
-	struct gc_print g = {env, NULL, cmd_flag(a, "dry-run")};
+	struct gc_print g = {env, NULL, opt->dry_run};
 	enum hm_err err;
 	char h[32], h2[32], h3[32];
 	int keep_days;
@@ -211,10 +232,10 @@ static int gc_run(struct cmd_env *env, struct cmd_args *a)
 
 	if (a->npos)
 		return cmd_usage_error(&cmd_gc, "gc takes no arguments");
-	if (cmd_int_opt(a, "keep-partials-days", 7, 0, 36500, &keep_days))
+	if (cmd_int_opt(a, &opt->keep_partials_days, 7, 0, 36500, &keep_days))
 		return 2;
 	o.dry_run = g.dry;
-	o.force = cmd_flag(a, "force");
+	o.force = opt->force;
 	o.keep_partials_s = (int64_t)keep_days * 86400;
 	o.on_item = gc_item;
 	o.ud = &g;
@@ -274,5 +295,5 @@ const struct cmd cmd_gc = {
 	"gc refuses when the index knows no revision and no pull while blobs exist\n"
 	"(what a lost or replaced index.db looks like): 'hubmirror rebuild-index'\n"
 	"indexes the blobs again; --force deletes them.",
-	gc_opts, gc_run,
+	gc_opts, sizeof(struct gc_vals), gc_run,
 };

@@ -4,15 +4,23 @@
 #include "cmd.h"
 #include "../mirror/sync.h"
 
+/* What the options of opts[] below set (a->o). */
+struct sync_vals {
+	const char *to, *layout, *lock;
+	int locked, offline;
+	struct cmd_net_vals net;
+	struct cmd_p2p_vals p2p;
+};
+
 static const struct cmd_opt opts[] = {
-	{"to", 'o', "DIR", 0, "also check every model out under DIR"},
-	{"layout", 0, "LAYOUT", 0, "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"},
-	{"locked", 0, NULL, 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"},
-	{"lock", 0, "FILE", 0, "the lockfile (default MANIFEST.lock)"},
-	{"offline", 0, NULL, 0, "use only the store, no network (also HF_HUB_OFFLINE=1)"},
-	CMD_NET_OPTS,
-	CMD_P2P_OPTS,
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_STR(struct sync_vals, to, "to", 'o', "DIR", "also check every model out under DIR"),
+	CMD_OPT_STR(struct sync_vals, layout, "layout", 0, "LAYOUT", "files (DIR/org/name, default) or hf-cache (DIR is a HF_HUB_CACHE)"),
+	CMD_OPT_FLAG(struct sync_vals, locked, "locked", 0, "install exactly MANIFEST.lock; fail if the hub no longer has it"),
+	CMD_OPT_STR(struct sync_vals, lock, "lock", 0, "FILE", "the lockfile (default MANIFEST.lock)"),
+	CMD_OPT_FLAG(struct sync_vals, offline, "offline", 0, "use only the store, no network (also HF_HUB_OFFLINE=1)"),
+	CMD_NET_OPTS(struct sync_vals),
+	CMD_P2P_OPTS(struct sync_vals),
+	CMD_OPT_END,
 };
 
 struct post_ctx {
@@ -38,6 +46,7 @@ static int post(void *ud, const struct sync_entry *e, const char *commit, char *
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct sync_vals *opt = a->o;
 	struct sync_manifest m = {0};
 	struct sync_lock lock = {0};
 	struct sync_result r = {0};
@@ -45,15 +54,15 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	struct store *st = NULL;
 	struct fetch_client *fc = NULL;
 	struct mirror_swarm *sw = NULL;
-	const char *layout = cmd_opt(a, "layout");
+	const char *layout = opt->layout;
 	char lockpath[4096];
 	enum hm_err err;
-	int rc = 0, locked = cmd_flag(a, "locked");
+	int rc = 0, locked = opt->locked;
 
 	if (a->npos != 1)
 		return cmd_usage_error(&cmd_sync, a->npos ? "sync takes one manifest" : "missing MANIFEST");
-	so.to = cmd_opt(a, "to");
-	so.offline = cmd_offline(a);
+	so.to = opt->to;
+	so.offline = cmd_offline(opt->offline);
 	so.layout = STORE_LAYOUT_FILES;
 	if (layout && !strcmp(layout, "hf-cache"))
 		so.layout = STORE_LAYOUT_HF_CACHE;
@@ -61,16 +70,16 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_sync, "unknown layout '%s': expected files or hf-cache", layout);
 	if (layout && !so.to)
 		return cmd_usage_error(&cmd_sync, "--layout needs --to DIR");
-	snprintf(lockpath, sizeof(lockpath), "%s", cmd_opt(a, "lock") ? cmd_opt(a, "lock") : "");
+	snprintf(lockpath, sizeof(lockpath), "%s", opt->lock ? opt->lock : "");
 	if (!lockpath[0])
 		snprintf(lockpath, sizeof(lockpath), "%s.lock", a->pos[0]);
 	if ((err = sync_manifest_load(&env->ctx, a->pos[0], &m)) ||
-	    (locked && (err = sync_lock_load(&env->ctx, lockpath, &lock))) || (err = cmd_client(env, a, &fc)) ||
+	    (locked && (err = sync_lock_load(&env->ctx, lockpath, &lock))) || (err = cmd_client(env, a, &opt->net, &fc)) ||
 	    (err = cmd_open_store_mode(env, STORE_CREATE, &st))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	if ((rc = cmd_swarm_open(env, a, &sw)))
+	if ((rc = cmd_swarm_open(env, a, &opt->p2p, &sw)))
 		goto out;
 	so.swarm = sw;
 	struct post_ctx pc = {env, st};
@@ -140,7 +149,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = 1;
 	}
 out:
-	cmd_swarm_close(env, a, rc ? NULL : sw);
+	cmd_swarm_close(env, &opt->p2p, rc ? NULL : sw);
 	if (rc)
 		mirror_swarm_free(sw);
 	sync_result_release(&r);
@@ -164,5 +173,5 @@ const struct cmd cmd_sync = {
 	"any failed. convert=TYPE stores a GGUF conversion; smoke=yes smoke-tests the\n"
 	"model (the conversion when there is one) and records the result.\n"
 	"--p2p takes LFS blobs from the lab's BitTorrent swarm, as 'pull --p2p' does.",
-	opts, run,
+	opts, sizeof(struct sync_vals), run,
 };

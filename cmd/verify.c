@@ -7,10 +7,16 @@
 #include "cmd.h"
 #include "../mirror/mirror.h"
 
+/* What the options of opts[] below set (a->o). */
+struct verify_vals {
+	int repair;
+	struct cmd_net_vals net;
+};
+
 static const struct cmd_opt opts[] = {
-	{"repair", 0, NULL, 0, "download corrupt or missing files again"},
-	CMD_NET_OPTS,
-	{NULL, 0, NULL, 0, NULL},
+	CMD_OPT_FLAG(struct verify_vals, repair, "repair", 0, "download corrupt or missing files again"),
+	CMD_NET_OPTS(struct verify_vals),
+	CMD_OPT_END,
 };
 
 struct bad {
@@ -67,8 +73,9 @@ static void on_problem(void *ud, const struct mirror_problem *p)
 /* Removes bad blobs and pulls the affected files again, per revision. */
 static enum hm_err repair(struct cmd_env *env, const struct cmd_args *a, struct store *st, struct bads *b)
 {
+	const struct verify_vals *opt = a->o;
 	struct fetch_client *fc = NULL;
-	enum hm_err err = cmd_client(env, a, &fc), first = HM_OK;
+	enum hm_err err = cmd_client(env, a, &opt->net, &fc), first = HM_OK;
 	if (err)
 		return err;
 	for (size_t i = 0; i < b->n; i++)
@@ -190,6 +197,7 @@ static void on_db(void *ud, const char *line)
 
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
+	const struct verify_vals *opt = a->o;
 	struct store *st = NULL;
 	struct bads b = {NULL, 0, 0, env};
 	struct index_report x = {env, NULL, NULL};
@@ -199,7 +207,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 	int rc = 1, unrepaired = 0, db_ok = 1;
 
 	/* only --repair writes: anyone who can read the store can verify it */
-	if ((err = cmd_open_store_mode(env, cmd_flag(a, "repair") ? STORE_WRITE : STORE_READ, &st)))
+	if ((err = cmd_open_store_mode(env, opt->repair ? STORE_WRITE : STORE_READ, &st)))
 		return cmd_error(env, err);
 	err = mirror_verify(&env->ctx, st, a->pos, (size_t)a->npos, on_problem, &b, &checked, &nbad);
 	cmd_progress_end(env);
@@ -215,7 +223,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	if (nbad && cmd_flag(a, "repair")) {
+	if (nbad && opt->repair) {
 		err = repair(env, a, st, &b);
 		if (err == HM_ERR_USAGE) {
 			rc = cmd_error(env, err);
@@ -289,5 +297,5 @@ const struct cmd cmd_verify = {
 	"Without REPO arguments it also runs SQLite's quick_check on index.db and lists\n"
 	"blob files the index does not know ('rebuild-index' indexes them). Without\n"
 	"--repair it only reads: a user who cannot write the store can run it.",
-	opts, run,
+	opts, sizeof(struct verify_vals), run,
 };

@@ -252,6 +252,7 @@ struct scan {
 	struct gmap pulls, served;
 	struct sums pulls_total, served_total;
 	double *rates;            /* per transfer with a rate, in scan order */
+	double *wts;              /* its bytes: the percentiles are weighted by them */
 	uint32_t *gid[STORE_BY_N];/* its group in each breakdown */
 	size_t nrates, caprates;
 	struct sums total;
@@ -373,6 +374,9 @@ static int scan_reserve(struct scan *s, size_t n)
 	if (!(p = realloc(s->rates, n * sizeof(*s->rates))))
 		return -1;
 	s->rates = p;
+	if (!(p = realloc(s->wts, n * sizeof(*s->wts))))
+		return -1;
+	s->wts = p;
 	for (int b = 0; b < STORE_BY_N; b++) {
 		if (!(s->q->want & (1u << b)))
 			continue;
@@ -409,8 +413,10 @@ static int scan_add(struct scan *s, struct xfer *x)
 		agg_add(&s->pulls_total, x, 0);
 	}
 	agg_add(&s->total, x, rated);
-	if (rated)
+	if (rated) {
+		s->wts[s->nrates] = (double)x->bytes;
 		s->rates[s->nrates++] = (double)x->bytes / x->seconds;
+	}
 	return 0;
 }
 
@@ -779,118 +785,57 @@ static enum hm_err count_repo(struct hm_ctx *ctx, sqlite3 *db, const char *name,
 	return HM_OK;
 }
 
-/* The k-th smallest of v[0..n) (0-based); reorders v so that v[i] <= v[k] for i < k. */
-static double kth(double *v, size_t n, size_t k)
+/* The smallest value x of v[0..n) such that the weights (w, parallel to v)
+ * of the values <= x add up to at least target (> 0, at most their sum);
+ * reorders both. Quickselect with a three-way partition: expected O(n). */
+static double wkth(double *v, double *w, size_t n, double target)
 {
 	size_t lo = 0, hi = n; /* the answer is in v[lo..hi) */
 	while (hi - lo > 1) {
-		double a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1], pivot, t;
+		double a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1], pivot, t, wl = 0, we = 0;
 		size_t lt = lo, i = lo, gt = hi;
 		/* median of three; a three-way partition copes with many equal values */
 		pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
 		while (i < gt) {
 			if (v[i] < pivot) {
 				t = v[i], v[i] = v[lt], v[lt] = t;
+				t = w[i], w[i] = w[lt], w[lt] = t;
+				wl += w[lt];
 				i++, lt++;
 			} else if (v[i] > pivot) {
 				gt--;
 				t = v[i], v[i] = v[gt], v[gt] = t;
+				t = w[i], w[i] = w[gt], w[gt] = t;
 			} else {
+				we += w[i];
 				i++;
 			}
 		}
-		if (k < lt)
+		if (target <= wl)
 			hi = lt;
-		else if (k >= gt)
-			lo = gt;
-		else
+		else if (target <= wl + we)
 			return pivot;
+		else
+			target -= wl + we, lo = gt;
 	}
-	return v[k];
+	return v[lo];
 }
 
-#define RADIX_BITS 16
-#define RADIX_MIN 32768 /* values below which quickselect alone is as quick */
-
-static uint32_t top_bits(double d)
+/* Median and p95 of the rates v weighted by the bytes w (nearest rank over
+ * the bytes): the smallest rate at or below which half (95%) of the bytes
+ * moved. Weighted so that many small files, whose rate is mostly latency,
+ * do not hide the rate of the large ones (a 15 MiB/s pull of one big file and
+ * a hundred small ones is 15 MiB/s, not the small files' KiB/s). */
+static void percentiles(double *v, double *w, size_t n, struct store_agg *a)
 {
-	uint64_t u;
-	memcpy(&u, &d, sizeof(u));
-	return (uint32_t)(u >> (64 - RADIX_BITS));
-}
-
-/* The values of ranks r[0..m) of v[0..n), all positive (the order of their
- * bits is theirs), into out: counting the top bits finds each rank's bucket;
- * quickselect finishes among that bucket's values alone. 0 when it cannot
- * help (a negative value, one bucket holding most values, no memory). */
-static int radix_ranks(const double *v, size_t n, const size_t *r, int m, double *out)
-{
-	size_t *h = calloc((size_t)1 << RADIX_BITS, sizeof(*h)), start[4], len[4];
-	uint32_t want[4];
-	double *part[4] = {NULL, NULL, NULL, NULL};
-	int ok = 0;
-
-	if (!h || m > 4)
-		goto out;
-	for (size_t i = 0; i < n; i++)
-		h[top_bits(v[i])]++;
-	for (int j = 0; j < m; j++) {
-		size_t below = 0;
-		uint32_t b = 0;
-		while (below + h[b] <= r[j])
-			below += h[b++];
-		/* positive doubles have the top bit clear */
-		if (b >> (RADIX_BITS - 1) || h[b] > n / 2)
-			goto out;
-		want[j] = b;
-		start[j] = below;
-		len[j] = 0;
-		if (!(part[j] = malloc(h[b] * sizeof(**part))))
-			goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint32_t b = top_bits(v[i]);
-		for (int j = 0; j < m; j++)
-			if (b == want[j])
-				part[j][len[j]++] = v[i];
-	}
-	for (int j = 0; j < m; j++)
-		out[j] = kth(part[j], len[j], r[j] - start[j]);
-	ok = 1;
-out:
-	for (int j = 0; j < 4; j++)
-		free(part[j]);
-	free(h);
-	return ok;
-}
-
-static void percentiles(double *v, size_t n, struct store_agg *a)
-{
-	size_t k, k95, r[3];
-	double x[3];
+	double total = 0;
 	a->median_rate = a->p95_rate = 0;
-	if (!n)
+	for (size_t i = 0; i < n; i++)
+		total += w[i];
+	if (!n || !(total > 0))
 		return;
-	/* nearest rank: the smallest value with at least 95% of values <= it;
-	 * the median: the middle value, or the mean of the middle two */
-	k95 = (95 * n + 99) / 100 - 1;
-	k = n / 2;
-	r[0] = k95, r[1] = k, r[2] = k ? k - 1 : 0;
-	if (n >= RADIX_MIN && radix_ranks(v, n, r, n % 2 ? 2 : 3, x)) {
-		a->p95_rate = x[0];
-		a->median_rate = n % 2 ? x[1] : (x[2] + x[1]) / 2;
-		return;
-	}
-	a->p95_rate = kth(v, n, k95);
-	/* the median is among the values kth left below the p95 */
-	a->median_rate = k < k95 ? kth(v, k95, k) : a->p95_rate;
-	if (n % 2 == 0) {
-		double below = v[0];
-		for (size_t i = 1; i < k; i++)
-			if (v[i] > below)
-				below = v[i];
-		a->median_rate = (below + a->median_rate) / 2;
-	}
+	a->p95_rate = wkth(v, w, n, 0.95 * total);
+	a->median_rate = wkth(v, w, n, 0.5 * total);
 }
 
 static int cmp_key(const struct grp *a, const struct grp *b, enum store_by by)
@@ -1007,7 +952,7 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 	struct gmap *m = &s->m[by];
 	uint32_t *idx = NULL, *slot = NULL;
 	size_t *off = NULL, k, total = 0;
-	double *tmp = NULL;
+	double *tmp = NULL, *tmpw = NULL;
 	int ret = -1;
 
 	gmap_settle(m);
@@ -1025,7 +970,7 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 	}
 	off[k] = total;
 	/* gather the rates of the chosen rows, each row's together */
-	if (!(tmp = malloc((total ? total : 1) * sizeof(*tmp))))
+	if (!(tmp = malloc((total ? total : 1) * sizeof(*tmp))) || !(tmpw = malloc((total ? total : 1) * sizeof(*tmpw))))
 		goto out;
 	{
 		size_t *pos = calloc(k + 1, sizeof(*pos));
@@ -1034,8 +979,10 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 		memcpy(pos, off, (k + 1) * sizeof(*pos));
 		for (size_t i = 0; i < s->nrates; i++) {
 			uint32_t sl = slot[s->gid[by][i]];
-			if (sl != NONE)
+			if (sl != NONE) {
+				tmpw[pos[sl]] = s->wts[i];
 				tmp[pos[sl]++] = s->rates[i];
+			}
 		}
 		free(pos);
 	}
@@ -1044,7 +991,7 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 		if (fill_row(&m->g[idx[i]], by, row))
 			goto out;
 		r->nby[by] = i + 1;
-		percentiles(tmp + off[i], off[i + 1] - off[i], row);
+		percentiles(tmp + off[i], tmpw + off[i], off[i + 1] - off[i], row);
 	}
 	ret = 0;
 out:
@@ -1052,6 +999,7 @@ out:
 	free(slot);
 	free(off);
 	free(tmp);
+	free(tmpw);
 	return ret;
 }
 
@@ -1190,7 +1138,7 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	if (q->legacy && (finish_pulls(&s, out) || finish_served(&s, out)))
 		goto nomem;
 	sums_to_agg(&s.total, &out->total);
-	percentiles(s.rates, s.nrates, &out->total);
+	percentiles(s.rates, s.wts, s.nrates, &out->total);
 	goto out;
 nomem:
 	err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory reading statistics");
@@ -1205,6 +1153,7 @@ out:
 	gmap_release(&s.pulls);
 	gmap_release(&s.served);
 	free(s.rates);
+	free(s.wts);
 	free(s.kbuf);
 	free(type);
 	return err;

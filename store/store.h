@@ -374,8 +374,9 @@ struct store_stats_query {
 };
 
 /* One aggregated row. Rates are bytes/s of each transfer with bytes > 0 and
- * seconds > 0: median (mean of the middle two when even) and p95 (nearest
- * rank), 0 when there is none. */
+ * seconds > 0; median and p95 are weighted by the transfers' bytes (the
+ * smallest rate at or below which half, or 95%, of the bytes moved), 0 when
+ * there is none. */
 struct store_agg {
 	char *key;              /* repo and file: "type:name"; day "YYYY-MM-DD" (UTC);
 				   endpoint: host (pulls) or client address (serve); NULL: total */

@@ -80,15 +80,16 @@ def test_stats_hand_computed(t):
     new_store(t)
     insert(t, PULLS, SERVED)
     j = stats_json(t, "--top", "0")
-    # 5 pulls + 3 served file GETs; rates 1000 3000 1000 4000 4000 2000
+    # 5 pulls + 3 served file GETs; rates (bytes) 1000 (1000), 3000 (3000), 1000 (500), 4000 (8000),
+    # 4000 (2000), 2000 (6000): weighted by bytes, half of the 20500 bytes moved at 3000 B/s or less
     check_row(j["overall"], dict(count=8, bytes=20500, retries=3, failures=2, hits=1, misses=1,
-                                 median_rate=2500.0, p95_rate=4000.0), "overall")
+                                 median_rate=3000.0, p95_rate=4000.0), "overall")
     r = j["by_repo"]
     check([(x["repo_type"], x["repo"]) for x in r] == [("model", "org/b"), ("model", "org/a"), ("dataset", "org/a")],
           "by_repo order: %s" % r)
-    check_row(r[0], dict(count=3, bytes=14000, retries=0, failures=1, hits=0, misses=1, median_rate=3000.0,
+    check_row(r[0], dict(count=3, bytes=14000, retries=0, failures=1, hits=0, misses=1, median_rate=4000.0,
                          p95_rate=4000.0), "by_repo org/b")
-    check_row(r[1], dict(count=4, bytes=6500, retries=3, failures=1, hits=1, misses=0, median_rate=2000.0,
+    check_row(r[1], dict(count=4, bytes=6500, retries=3, failures=1, hits=1, misses=0, median_rate=3000.0,
                          p95_rate=4000.0), "by_repo org/a")
     check_row(r[2], dict(count=1, bytes=0, median_rate=0.0, p95_rate=0.0), "by_repo dataset org/a")
     f = j["by_file"]
@@ -108,7 +109,7 @@ def test_stats_hand_computed(t):
     check([(x["source"], x["endpoint"]) for x in e] == [("pull", "hub.example"), ("serve", "10.0.0.2"),
                                                         ("pull", "cdn.example"), ("serve", "10.0.0.1")],
           "by_endpoint order: %s" % e)
-    check_row(e[0], dict(count=4, bytes=9500, retries=3, failures=1, median_rate=1000.0, p95_rate=4000.0),
+    check_row(e[0], dict(count=4, bytes=9500, retries=3, failures=1, median_rate=4000.0, p95_rate=4000.0),
               "by_endpoint hub.example")
     check_row(e[1], dict(count=2, bytes=6000, failures=1, misses=1, median_rate=2000.0), "by_endpoint 10.0.0.2")
     # schema 2: no legacy duplicates of by_repo/overall
@@ -183,13 +184,22 @@ def test_stats_usage_errors(t):
 
 
 def pct(v):
-    """median and p95 (nearest rank) as hubmirror defines them."""
+    """median and p95 of [(rate, bytes)] weighted by bytes, as hubmirror
+    defines them: the smallest rate at or below which half (95%) of the bytes
+    moved."""
     if not v:
         return 0.0, 0.0
     v = sorted(v)
-    n = len(v)
-    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-    return med, v[(95 * n + 99) // 100 - 1]
+    total = float(sum(b for _, b in v))
+
+    def at(q):
+        cum = 0
+        for r, b in v:
+            cum += b
+            if cum >= q * total:
+                return r
+        return v[-1][0]
+    return at(0.5), at(0.95)
 
 
 def expected(pulls, served):
@@ -214,7 +224,7 @@ def expected(pulls, served):
             r["hits"] += int(hit)
             r["misses"] += int(miss)
             if b > 0 and s > 0:
-                r["rates"].append(b / s)
+                r["rates"].append((b / s, b))
     for rows in out.values():
         for r in rows.values():
             r["median_rate"], r["p95_rate"] = pct(r.pop("rates"))
@@ -550,3 +560,21 @@ def test_stats_chart_shows_a_slowdown(t):
                     if re.fullmatch(r"\d{4}-\d\d-\d\d", e.text or "")})
     gaps = {round(b - a, 1) for a, b in zip(ticks, ticks[1:])}
     check(len(ticks) >= 4 and len({round(g) for g in gaps}) == 1, "date ticks not evenly spaced: %s" % ticks)
+
+
+def test_stats_median_weighted_by_bytes(t):
+    """A pull of one large file at 15 MiB/s and a hundred small files whose rate
+    is mostly latency (18 KiB/s) has a median of 15 MiB/s, not 18 KiB/s."""
+    new_store(t)
+    mib = 1 << 20
+    pulls = [("model", "org/big", "model.safetensors", 900 * mib, 60.0, 0, "ok", "cdn.example", D0 + 5)]
+    pulls += [("model", "org/big", "small-%03d.json" % i, 1800, 0.1, 0, "ok", "hub.example", D0 + 5)
+              for i in range(100)]
+    insert(t, pulls)
+    o = stats_json(t)["overall"]
+    check(same(o["median_rate"], 15.0 * mib) and same(o["p95_rate"], 15.0 * mib),
+          "median/p95 should be the large file's 15 MiB/s: %s" % o)
+    # and the small files alone still show theirs
+    o = stats_json(t, "--by", "file", "--top", "0")["by_file"]
+    small = [x for x in o if x["path"].startswith("small-")]
+    check(small and all(same(x["median_rate"], 18000.0) for x in small), "small files: %s" % small[:2])

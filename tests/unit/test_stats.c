@@ -92,16 +92,17 @@ UNIT_TEST(stats_report_breakdowns)
 	CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
 
 	/* every transfer: 5 pulls, 3 served GETs of files (not the HEAD, not the API call);
-	 * rates 1000 3000 1000 4000 (pulls) 4000 2000 (served): median (2000+3000)/2, p95 4000 */
-	CHECK(row_is(&r.total, 8, 20500, 3, 2, 1, 1, 2500, 4000));
+	 * rates (bytes) 1000 (1000) 3000 (3000) 1000 (500) 4000 (8000) (pulls), 4000 (2000) 2000 (6000)
+	 * (served); weighted by bytes: half of the 20500 bytes moved at 3000 B/s or less, 95% at 4000 */
+	CHECK(row_is(&r.total, 8, 20500, 3, 2, 1, 1, 3000, 4000));
 	CHECK(r.total.nrates == 6);
 
 	v = r.by[STORE_BY_REPO];
 	CHECK(r.nby[STORE_BY_REPO] == 3 && r.nkeys[STORE_BY_REPO] == 3);
 	CHECK_STR(v[0].key, "model:org/b");
-	CHECK(row_is(&v[0], 3, 14000, 0, 1, 0, 1, 3000, 4000));
+	CHECK(row_is(&v[0], 3, 14000, 0, 1, 0, 1, 4000, 4000));
 	CHECK_STR(v[1].key, "model:org/a");
-	CHECK(row_is(&v[1], 4, 6500, 3, 1, 1, 0, 2000, 4000));
+	CHECK(row_is(&v[1], 4, 6500, 3, 1, 1, 0, 3000, 4000));
 	CHECK_STR(v[2].key, "dataset:org/a");
 	CHECK(row_is(&v[2], 1, 0, 0, 0, 0, 0, 0, 0));
 
@@ -109,7 +110,7 @@ UNIT_TEST(stats_report_breakdowns)
 	CHECK(r.nby[STORE_BY_FILE] == 5);
 	CHECK_STR(v[0].key, "model:org/b");
 	CHECK_STR(v[0].path, "y.bin");
-	CHECK(row_is(&v[0], 2, 14000, 0, 0, 0, 1, 3000, 4000));
+	CHECK(row_is(&v[0], 2, 14000, 0, 0, 0, 1, 4000, 4000));
 	CHECK_STR(v[1].key, "model:org/a");
 	CHECK_STR(v[1].path, "w.bin");
 	CHECK(row_is(&v[1], 3, 6000, 1, 0, 1, 0, 3000, 4000));
@@ -126,7 +127,7 @@ UNIT_TEST(stats_report_breakdowns)
 	CHECK(r.nby[STORE_BY_DAY] == 3);
 	CHECK_STR(v[0].key, "2022-01-10");
 	CHECK(v[0].day == D0 + 2 * DAY);
-	CHECK(row_is(&v[0], 3, 14000, 0, 1, 0, 1, 3000, 4000));
+	CHECK(row_is(&v[0], 3, 14000, 0, 1, 0, 1, 4000, 4000));
 	CHECK_STR(v[1].key, "2022-01-08");
 	CHECK(row_is(&v[1], 3, 6000, 1, 0, 1, 0, 3000, 4000));
 	CHECK_STR(v[2].key, "2022-01-09");
@@ -136,7 +137,7 @@ UNIT_TEST(stats_report_breakdowns)
 	CHECK(r.nby[STORE_BY_ENDPOINT] == 4);
 	CHECK_STR(v[0].key, "hub.example");
 	CHECK_STR(v[0].source, "pull");
-	CHECK(row_is(&v[0], 4, 9500, 3, 1, 0, 0, 1000, 4000));
+	CHECK(row_is(&v[0], 4, 9500, 3, 1, 0, 0, 4000, 4000));
 	CHECK_STR(v[1].key, "10.0.0.2");
 	CHECK_STR(v[1].source, "serve");
 	CHECK(row_is(&v[1], 2, 6000, 0, 1, 0, 1, 2000, 2000));
@@ -192,7 +193,7 @@ UNIT_TEST(stats_report_filters_and_top)
 	q = all_query();
 	q.repo = "org/a";
 	CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
-	CHECK(row_is(&r.total, 5, 6500, 3, 1, 1, 0, 2000, 4000));
+	CHECK(row_is(&r.total, 5, 6500, 3, 1, 1, 0, 3000, 4000));
 	CHECK(r.nby[STORE_BY_REPO] == 2);
 	CHECK(r.nserved == 2 && r.served[1].requests == 3);
 	store_report_release(&r);
@@ -245,20 +246,36 @@ UNIT_TEST(stats_report_empty_store)
 	store_close(st);
 }
 
-static int cmp_double(const void *a, const void *b)
+struct rate_w {
+	double rate, bytes;
+};
+
+static int cmp_rate(const void *a, const void *b)
 {
-	double x = *(const double *)a, y = *(const double *)b;
+	double x = ((const struct rate_w *)a)->rate, y = ((const struct rate_w *)b)->rate;
 	return (x > y) - (x < y);
 }
 
-/* Percentiles of many transfers in one group against a sort, with ties. */
+/* The smallest rate at or below which q of the bytes moved, of v sorted by rate. */
+static double weighted_rank(const struct rate_w *v, int n, double q)
+{
+	double total = 0, cum = 0;
+	for (int i = 0; i < n; i++)
+		total += v[i].bytes;
+	for (int i = 0; i < n; i++)
+		if ((cum += v[i].bytes) >= q * total)
+			return v[i].rate;
+	return v[n - 1].rate;
+}
+
+/* Percentiles (weighted by bytes) of many transfers in one group against a sort, with ties. */
 UNIT_TEST(stats_percentiles_match_sorting)
 {
 	struct hm_ctx ctx = {0};
 	struct store *st = NULL;
 	struct store_report r;
 	struct store_stats_query q = all_query();
-	double *rates = NULL;
+	struct rate_w *rates = NULL;
 	unsigned seed = 12345;
 
 	CHECK(store_open(&ctx, stats_store(), &st) == HM_OK);
@@ -272,15 +289,16 @@ UNIT_TEST(stats_percentiles_match_sorting)
 			seed = seed * 1103515245 + 12345;
 			d.bytes = 1 + (seed >> 16) % 97; /* many ties */
 			d.seconds = 1.0 + (double)(i % 3);
-			rates[i] = (double)d.bytes / d.seconds;
+			rates[i].rate = (double)d.bytes / d.seconds;
+			rates[i].bytes = (double)d.bytes;
 			snprintf(path, sizeof(path), "f%d", i % 7);
 			CHECK(store_record_download(&ctx, st, &d) == HM_OK);
 		}
-		qsort(rates, (size_t)n, sizeof(*rates), cmp_double);
+		qsort(rates, (size_t)n, sizeof(*rates), cmp_rate);
 		CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
 		CHECK(r.total.nrates == (uint64_t)n);
-		CHECK(near(r.total.median_rate, n % 2 ? rates[n / 2] : (rates[n / 2 - 1] + rates[n / 2]) / 2));
-		CHECK(near(r.total.p95_rate, rates[(95 * n + 99) / 100 - 1]));
+		CHECK(near(r.total.median_rate, weighted_rank(rates, n, 0.5)));
+		CHECK(near(r.total.p95_rate, weighted_rank(rates, n, 0.95)));
 		store_report_release(&r);
 		free(rates);
 		rates = NULL;
@@ -437,14 +455,15 @@ UNIT_TEST(stats_report_source_filter)
 		q.scan = scans[i];
 		q.source = STORE_SOURCE_PULLS;
 		CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
-		/* 5 pulls: 1000 + 3000 + 500 + 0 + 8000 bytes, rates 1000 3000 1000 4000 */
-		CHECK(row_is(&r.total, 5, 12500, 3, 1, 0, 0, 2000, 4000));
+		/* 5 pulls: 1000 + 3000 + 500 + 0 + 8000 bytes, rates 1000 3000 1000 4000:
+		 * 8000 of the 12500 bytes at 4000 B/s */
+		CHECK(row_is(&r.total, 5, 12500, 3, 1, 0, 0, 4000, 4000));
 		CHECK(r.nby[STORE_BY_ENDPOINT] == 2);
 		store_report_release(&r);
 		q.source = STORE_SOURCE_SERVED;
 		CHECK(store_report(&ctx, st, &q, &r) == HM_OK);
 		/* 3 file GETs served: 2000 + 6000 + 0 bytes, rates 4000 2000 */
-		CHECK(row_is(&r.total, 3, 8000, 0, 1, 1, 1, 3000, 4000));
+		CHECK(row_is(&r.total, 3, 8000, 0, 1, 1, 1, 2000, 4000));
 		CHECK(r.nby[STORE_BY_DAY] == 2 && r.by[STORE_BY_DAY][0].bytes == 6000 && r.by[STORE_BY_DAY][1].bytes == 2000);
 		store_report_release(&r);
 	}
