@@ -395,6 +395,36 @@ static enum hm_err open_listener(struct hm_ctx *ctx, const char *l, const struct
 	return HM_OK;
 }
 
+/* Tells the caller (on_listening) the URL the daemon answers at. */
+static void announce(struct srv *s, const struct sockaddr_storage *ss)
+{
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	char addr[INET6_ADDRSTRLEN] = "127.0.0.1", url[200];
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, addr, sizeof(addr));
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, addr, sizeof(addr));
+	snprintf(url, sizeof(url), ss->ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", addr,
+		 di ? (unsigned)di->port : 0);
+	if (s->o->on_listening)
+		s->o->on_listening(s->o->ud, url);
+}
+
+/* Waits for the answers in progress to finish, at most the client timeout. */
+static void drain_requests(struct srv *s)
+{
+	double deadline = util_now() + (s->o->timeout > 0 ? s->o->timeout : 60);
+	for (;;) {
+		pthread_mutex_lock(&s->log_mu);
+		int busy = s->inflight_requests;
+		pthread_mutex_unlock(&s->log_mu);
+		if (!busy || util_now() > deadline)
+			break;
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 {
 	struct srv s;
@@ -464,18 +494,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", listen_at, strerror(errno));
 		goto out;
 	}
-	{
-		const union MHD_DaemonInfo *di = MHD_get_daemon_info(s.d, MHD_DAEMON_INFO_BIND_PORT);
-		char addr[INET6_ADDRSTRLEN] = "127.0.0.1", url[200];
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof(addr));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof(addr));
-		snprintf(url, sizeof(url), ss.ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", addr,
-			 di ? (unsigned)di->port : 0);
-		if (o->on_listening)
-			o->on_listening(o->ud, url);
-	}
+	announce(&s, &ss);
 	while (!hm_cancelled(ctx)) {
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -486,18 +505,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 		close(lfd); /* ours: MHD no longer uses it */
 		lfd = -1;
 	}
-	{
-		double deadline = util_now() + (o->timeout > 0 ? o->timeout : 60);
-		for (;;) {
-			pthread_mutex_lock(&s.log_mu);
-			int busy = s.inflight_requests;
-			pthread_mutex_unlock(&s.log_mu);
-			if (!busy || util_now() > deadline)
-				break;
-			struct timespec ts = {0, 50 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	drain_requests(&s);
 	srv_up_stop(&s);
 	MHD_stop_daemon(s.d);
 	s.d = NULL;

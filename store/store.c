@@ -124,6 +124,30 @@ static enum hm_err open_db_readonly(struct hm_ctx *ctx, struct store *st, const 
 	return HM_OK;
 }
 
+/* The index of a store this user cannot write, as it is: a schema too old
+ * (which only a writer could upgrade) or too new is refused. */
+static enum hm_err open_readonly(struct hm_ctx *ctx, struct store *st, const char *dir, const char *path)
+{
+	enum hm_err err;
+	int version = 0;
+
+	if ((err = open_db_readonly(ctx, st, path, &version)))
+		return err;
+	sqlite3_busy_timeout(st->db, 30000);
+	sqlite3_extended_result_codes(st->db, 1);
+	if (version == 0)
+		return not_a_store(ctx, dir, "its index.db has no hubmirror schema");
+	if (version > store_schema_latest())
+		return hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d, newer than this hubmirror knows (%d)", path,
+			       version, store_schema_latest());
+	if (version < store_schema_latest())
+		return hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d and this hubmirror needs %d, which a"
+			       " read-only user cannot upgrade: run any writing command (e.g. 'hubmirror gc"
+			       " --dry-run') as a user who can write the store", path, version, store_schema_latest());
+	st->schema = version;
+	return HM_OK;
+}
+
 enum hm_err store_open_local(struct hm_ctx *ctx, const char *dir, enum store_mode mode, struct store **out)
 {
 	enum hm_err err = HM_OK;
@@ -191,27 +215,8 @@ enum hm_err store_open_local(struct hm_ctx *ctx, const char *dir, enum store_mod
 		goto out;
 	}
 	if (st->readonly) {
-		if ((err = open_db_readonly(ctx, st, path, &version)))
+		if ((err = open_readonly(ctx, st, dir, path)))
 			goto out;
-		sqlite3_busy_timeout(st->db, 30000);
-		sqlite3_extended_result_codes(st->db, 1);
-		if (version == 0) {
-			err = not_a_store(ctx, dir, "its index.db has no hubmirror schema");
-			goto out;
-		}
-		if (version > store_schema_latest()) {
-			err = hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d, newer than this hubmirror knows (%d)",
-				      path, version, store_schema_latest());
-			goto out;
-		}
-		if (version < store_schema_latest()) {
-			err = hm_fail(ctx, HM_ERR_DB, "'%s' has schema version %d and this hubmirror needs %d, which a"
-				      " read-only user cannot upgrade: run any writing command (e.g. 'hubmirror gc"
-				      " --dry-run') as a user who can write the store", path, version,
-				      store_schema_latest());
-			goto out;
-		}
-		st->schema = version;
 		*out = st;
 		st = NULL;
 		goto out;
