@@ -256,21 +256,41 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, const stru
 	return err;
 }
 
-json_t *cmd_json_text(const char *s, size_t n)
+/* s[0..n) with each invalid UTF-8 byte as U+FFFD into b. */
+static int valid_text(struct util_buf *b, const char *s, size_t n)
 {
-	struct util_buf b = UTIL_BUF_INIT;
-	json_t *j;
 	for (size_t i = 0; i < n;) {
 		size_t k;
 		if (util_utf8_next((const unsigned char *)s + i, n - i, &k) < 0)
 			k = 0;
-		if (k ? util_buf_add(&b, s + i, k) : util_buf_add(&b, "\xef\xbf\xbd", 3)) {
-			util_buf_release(&b);
-			return NULL;
-		}
+		if (k ? util_buf_add(b, s + i, k) : util_buf_add(b, "\xef\xbf\xbd", 3))
+			return -1;
 		i += k ? k : 1;
 	}
-	j = json_stringn(b.buf ? b.buf : "", b.len);
+	return 0;
+}
+
+char *cmd_valid_text(const char *s, size_t n)
+{
+	struct util_buf b = UTIL_BUF_INIT;
+	char *out;
+	if (valid_text(&b, s, n) || !(out = malloc(b.len + 1))) {
+		util_buf_release(&b);
+		return NULL;
+	}
+	if (b.len)
+		memcpy(out, b.buf, b.len);
+	out[b.len] = 0;
+	util_buf_release(&b);
+	return out;
+}
+
+json_t *cmd_json_text(const char *s, size_t n)
+{
+	struct util_buf b = UTIL_BUF_INIT;
+	json_t *j = NULL;
+	if (!valid_text(&b, s, n))
+		j = json_stringn(b.buf ? b.buf : "", b.len);
 	util_buf_release(&b);
 	return j;
 }

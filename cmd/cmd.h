@@ -146,6 +146,8 @@ int cmd_offline(int flag);
 /* A JSON string of n bytes of text that may not be valid UTF-8 (model
  * output, untrusted names): invalid sequences become U+FFFD. */
 json_t *cmd_json_text(const char *s, size_t n);
+/* The same as a malloc'd NUL-terminated string (NULL: out of memory). */
+char *cmd_valid_text(const char *s, size_t n);
 /* A stored revision checked out (hard links) under the store's tmp/run/ for
  * the engine to mmap; out receives the directory. */
 enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *type, const char *repo,
@@ -156,6 +158,21 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
  * exit code (0 when everything asked for passed). */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen);
+/* How `run` generates: tokens at most, sampling, and --raw (no chat template). */
+struct cmd_gen {
+	size_t n;
+	float temp, top_p;
+	uint64_t seed;
+	int raw;
+};
+struct eng_state;
+struct eng_tok;
+/* `run` without a prompt on a terminal (cmd/chat.c): a conversation with the
+ * model at path (its chat template unless g->raw or it has none: then each
+ * line is a prompt of its own) until /bye or end of input. Returns the exit
+ * code. */
+int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
+		    const struct cmd_gen *g);
 struct mirror_artifact;
 /* Prints what `convert` prints about a stored conversion of (rtype, repo,
  * commit) (JSON with --json). */

@@ -65,6 +65,7 @@ static json_t *stored_json(const struct stored *sd, const char *s)
 /* What the options of run_opts[] below set (a->o). */
 struct run_vals {
 	const char *prompt, *tokens, *temp, *top_p, *seed, *threads, *revision, *repo_type;
+	int raw;
 };
 
 static const struct cmd_opt run_opts[] = {
@@ -76,6 +77,7 @@ static const struct cmd_opt run_opts[] = {
 	CMD_OPT_STR(struct run_vals, threads, "threads", 0, "N", "threads (default: all CPUs)"),
 	CMD_OPT_STR(struct run_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
 	CMD_OPT_STR(struct run_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
+	CMD_OPT_FLAG(struct run_vals, raw, "raw", 0, "interactive: send each line as it is, without the model's chat template"),
 	CMD_OPT_END,
 };
 
@@ -157,40 +159,6 @@ nomem:
 	return NULL;
 }
 
-/* `ollama run` without a prompt: one generation per line typed, until
- * /bye or end of input. Each line is a prompt of its own (no history). */
-static int interactive(struct cmd_env *env, struct eng_state *s, const struct eng_tok *t, size_t n, float temp,
-		       float top_p, uint64_t seed)
-{
-	char line[8192];
-	fprintf(stderr, "hubmirror: interactive: type a prompt and Enter; /bye or Ctrl-D ends\n");
-	for (;;) {
-		struct eng_run r = {0};
-		struct stream sm = {t, -1, 0};
-		size_t len;
-		fputs(">>> ", stderr);
-		fflush(stderr);
-		if (!fgets(line, sizeof(line), stdin))
-			break;
-		len = strcspn(line, "\r\n");
-		line[len] = 0;
-		if (!strcmp(line, "/bye") || !strcmp(line, "/exit"))
-			break;
-		if (!len)
-			continue;
-		enum hm_err err = eng_run_prompt(&env->ctx, s, t, line, n, temp, top_p, seed, on_token, &sm, &r);
-		eng_run_release(&r);
-		printf("\n");
-		fflush(stdout);
-		if (err == HM_ERR_CANCELLED || hm_cancelled(&env->ctx))
-			break;
-		if (err)
-			return cmd_error(env, err);
-	}
-	fputc('\n', stderr);
-	return 0;
-}
-
 static int run_run(struct cmd_env *env, struct cmd_args *a)
 {
 	const struct run_vals *opt = a->o;
@@ -237,7 +205,8 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 	double load_s = util_now() - t0;
 	struct stream sm = {t, -1, env->json};
 	if (!prompt) {
-		rc = interactive(env, s, t, (size_t)n, temp, top_p, (uint64_t)seed);
+		struct cmd_gen g = {(size_t)n, temp, top_p, (uint64_t)seed, opt->raw};
+		rc = cmd_interactive(env, path, s, t, &g);
 		goto out;
 	}
 	err = eng_run_prompt(&env->ctx, s, t, prompt, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm, &r);
@@ -295,8 +264,12 @@ const struct cmd cmd_run = {
 	"safetensors), or a repo in the store. Greedy by default; --temp and --top-p sample\n"
 	"(reproducibly for a given --seed). The prompt is -p TEXT, the words after MODEL,\n"
 	"or stdin ('-', or when stdin is not a terminal); without one, on a terminal, run\n"
-	"is interactive: each line typed is a prompt (/bye ends). --json prints {tokens,\n"
-	"text, prompt_tokens, timings}.",
+	"is interactive, as 'ollama run' is: a model with a chat template (its\n"
+	"tokenizer_config.json, chat_template.jinja or GGUF tokenizer.chat_template)\n"
+	"chats, each line a user turn answered with the conversation so far (/clear\n"
+	"forgets it; the oldest turns go when it outgrows the context); without one, or\n"
+	"with --raw, each line is a prompt of its own. /bye or Ctrl-D ends. --json\n"
+	"prints {tokens, text, prompt_tokens, timings}.",
 	run_opts, sizeof(struct run_vals), run_run,
 };
 

@@ -471,13 +471,29 @@ static enum hm_err add_synth(struct hm_ctx *ctx, struct model *m, const char *na
 	return HM_OK;
 }
 
+/* Phi-3/4 rotary dims: int(partial_rotary_factor * n_embd) // n_head, as
+ * llama.cpp's Phi3MiniModel writes rope.dimension_count (Phi-4-mini: 0.75);
+ * 0 when the factor gives no even count from 2 to head_dim. */
+static uint64_t phi3_rope_dims(const struct model *m)
+{
+	double rot = 1;
+	cfg_num(m->config, "partial_rotary_factor", &rot);
+	if (!(rot > 0 && rot <= 1))
+		return 0;
+	uint64_t n = (uint64_t)(rot * (double)m->dim) / m->n_head;
+	return n >= 2 && n % 2 == 0 && n <= m->head_dim ? n : 0;
+}
+
 /* Phi-3 LongRoPE (Phi3MiniModel.generate_extra_tensors): rope_factors_long
- * and rope_factors_short, head_dim/2 each, from rope_scaling. */
+ * and rope_factors_short, rope dims / 2 each, from rope_scaling. */
 static enum hm_err rope_longrope(struct hm_ctx *ctx, struct model *m, json_t *rs)
 {
 	json_t *lf = json_object_get(rs, "long_factor"), *sf = json_object_get(rs, "short_factor");
-	uint64_t n = m->head_dim / 2;
+	uint64_t n = phi3_rope_dims(m) / 2;
 	enum hm_err err;
+	if (!n)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor does not give an even number of"
+			       " rotary dims from 2 to head_dim");
 	if (!json_is_array(lf) || !json_is_array(sf) || json_array_size(lf) != n || json_array_size(sf) != n)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling needs long_factor and short_factor of"
 			       " %llu values each", (unsigned long long)n);
@@ -768,8 +784,9 @@ static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct f
 	cfg_num(m->config, "sliding_window", &win);
 	if (!cfg_num(m->config, "original_max_position_embeddings", &orig) && !cfg_num(rs, "original_max_position_embeddings", &orig))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Phi-3 needs original_max_position_embeddings");
-	if (cfg_num(m->config, "partial_rotary_factor", &rot) && rot != 1)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor %g is not supported", rot);
+	if (!(rot = (double)phi3_rope_dims(m)))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor does not give an even number of"
+			       " rotary dims from 2 to head_dim");
 	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.scaling.original_context_length"), (uint32_t)orig)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
@@ -778,7 +795,7 @@ static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct f
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)) ||
 	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)) ||
-	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)) ||
+	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)rot)) ||
 	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
 		return err;

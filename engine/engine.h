@@ -55,6 +55,8 @@ struct eng_config {
 	uint32_t n_head;
 	uint32_t n_kv_head;    /* grouped-query attention: divides n_head */
 	uint32_t head_dim;     /* q/k/v width per head (dim / n_head unless stated) */
+	uint32_t n_rot;        /* leading dims of each q/k head that rope rotates (partial_rotary_factor
+				* x head_dim, Phi-4-mini; head_dim elsewhere); the rest pass through */
 	uint32_t ffn_dim;      /* feed-forward (intermediate) width */
 	uint32_t vocab;        /* rows of the embedding and of the classifier */
 	uint32_t ctx_len;      /* the model's trained context length */

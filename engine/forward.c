@@ -170,10 +170,11 @@ static void add_bias(float *v, const float *b, size_t n)
 			v[i] += b[i];
 }
 
-/* Rotates each head of v (nh heads) by the angles in cs (cos, sin). */
+/* Rotates the leading n_rot dims of each head of v (nh heads) by the angles
+ * in cs (n_rot / 2 cos, then n_rot / 2 sin); the others pass through. */
 static void rope(const struct eng_state *s, const float *cs, float *v, uint32_t nh)
 {
-	const uint32_t hd = s->m->cfg.head_dim, half = hd / 2;
+	const uint32_t hd = s->m->cfg.head_dim, half = s->m->cfg.n_rot / 2;
 	const int inter = s->m->cfg.interleaved_rope;
 	for (uint32_t h = 0; h < nh; h++, v += hd)
 		for (uint32_t i = 0; i < half; i++) {
@@ -301,7 +302,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 {
 	const struct eng_model *m = s->m;
 	const struct eng_config *c = &m->cfg;
-	const uint32_t dim = c->dim, hd = c->head_dim, half = hd / 2, ffn = c->ffn_dim;
+	const uint32_t dim = c->dim, hd = c->head_dim, half = c->n_rot / 2, ffn = c->ffn_dim;
 	const size_t kvd = (size_t)c->n_kv_head * hd, qd = (size_t)c->n_head * hd;
 
 	for (uint32_t i = 0; i < n; i++) {

@@ -404,11 +404,11 @@ static enum hm_err bind_all(struct loader *L)
 static enum hm_err set_rope(struct loader *L, const float *factors)
 {
 	struct eng_config *c = &L->m->cfg;
-	uint32_t half = c->head_dim / 2;
+	uint32_t half = c->n_rot / 2;
 	if (!(L->m->inv_freq = malloc(half * sizeof(double))))
 		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 	for (uint32_t i = 0; i < half; i++) {
-		double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+		double f = pow((double)c->rope_theta, -2.0 * i / c->n_rot);
 		if (factors) {
 			if (!(factors[i] > 0) || !isfinite(factors[i]))
 				return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope frequency factor %u is %g", L->path, i,
@@ -424,7 +424,7 @@ static enum hm_err set_rope(struct loader *L, const float *factors)
 		if (!(L->m->inv_freq_swa = malloc(half * sizeof(double))))
 			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 		for (uint32_t i = 0; i < half; i++)
-			L->m->inv_freq_swa[i] = pow((double)c->rope_theta_swa, -2.0 * i / c->head_dim);
+			L->m->inv_freq_swa[i] = pow((double)c->rope_theta_swa, -2.0 * i / c->n_rot);
 	}
 	c->rope_llama3 = factors != NULL && !c->rope_longrope;
 	if (c->rope_mscale == 0)
@@ -546,8 +546,8 @@ static enum hm_err longrope_gguf(struct loader *L, float **factors)
 	const struct fmt_gguf_tensor *t = fmt_gguf_find_tensor(L->m->gguf, name);
 	if (!t)
 		return HM_OK;
-	if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s must be F32 {%u}", L->path, name, c->head_dim / 2);
+	if (t->type != FMT_GGML_F32 || t->nelem != c->n_rot / 2 || t->ne[0] != c->n_rot / 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': %s must be F32 {%u}", L->path, name, c->n_rot / 2);
 	if (!(*factors = malloc(t->nbytes)))
 		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 	memcpy(*factors, t->data, t->nbytes);
@@ -660,9 +660,10 @@ static enum hm_err open_gguf(struct loader *L)
 	    (err = kv_u32(L, AK("expert_feed_forward_length"), 0, c->ffn_dim, &c->expert_ffn)) ||
 	    (err = check_experts(L)))
 		return err;
-	if (rot != kl)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial rope (%u of %u dims) is not supported", L->path, rot,
-			       kl);
+	if (rot > kl || rot < 2 || rot % 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope dimension count %u is not an even number from 2 to "
+			       "the key length %u", L->path, rot, kl);
+	c->n_rot = rot;
 	if ((err = bind_all(L)))
 		return err;
 	for (uint32_t l = 0; c->nope_step && l < c->n_layer; l++)
@@ -671,9 +672,9 @@ static enum hm_err open_gguf(struct loader *L)
 		return err;
 	t = factors ? NULL : fmt_gguf_find_tensor(m->gguf, "rope_freqs.weight");
 	if (t) {
-		if (t->type != FMT_GGML_F32 || t->nelem != c->head_dim / 2 || t->ne[0] != c->head_dim / 2)
+		if (t->type != FMT_GGML_F32 || t->nelem != c->n_rot / 2 || t->ne[0] != c->n_rot / 2)
 			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_freqs.weight must be F32 {%u}", L->path,
-				       c->head_dim / 2);
+				       c->n_rot / 2);
 		if (!(factors = malloc(t->nbytes)))
 			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 		memcpy(factors, t->data, t->nbytes);
@@ -727,8 +728,8 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 		return err;
 	if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0) || factor > 1e6 || old > 1e9)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': llama3 rope_scaling parameters are out of range", L->path);
-	for (uint32_t i = 0; i < c->head_dim / 2; i++) {
-		float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+	for (uint32_t i = 0; i < c->n_rot / 2; i++) {
+		float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->n_rot);
 		double wavelen = 2 * M_PI / freq, lw = old / lo, hw = old / hi;
 		if (wavelen < hw)
 			f[i] = 1;
@@ -751,7 +752,7 @@ static enum hm_err longrope_hf(struct loader *L, json_t *cfg, json_t *rs, const 
 	struct eng_config *c = &L->m->cfg;
 	enum hm_err err;
 	double orig, af;
-	uint32_t n = c->head_dim / 2;
+	uint32_t n = c->n_rot / 2;
 	if ((err = js_num(L, cfg, "original_max_position_embeddings", 0, &orig)))
 		return err;
 	if (!(orig >= 1) && ((err = js_num(L, rs, "original_max_position_embeddings", 0, &orig)) || !(orig >= 1)))
@@ -934,7 +935,15 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		goto out;
 	}
 	if ((err = js_u32(L, cfg, "head_dim", 0, c->dim / c->n_head, &c->head_dim)) ||
-	    (err = js_num(L, cfg, "rope_theta", 10000, &d)))
+	    (err = js_num(L, cfg, "partial_rotary_factor", 1, &d)))
+		goto out;
+	/* transformers: int(head_dim * partial_rotary_factor) leading dims rotate */
+	if (!(d > 0 && d <= 1) || (c->n_rot = (uint32_t)((double)c->head_dim * d)) < 2 || c->n_rot % 2) {
+		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial_rotary_factor %g does not give an even number of "
+			      "rotary dims from 2 to head_dim %u", cfgpath, d, c->head_dim);
+		goto out;
+	}
+	if ((err = js_num(L, cfg, "rope_theta", 10000, &d)))
 		goto out;
 	c->rope_theta = (float)d;
 	if ((err = js_num(L, cfg, "rms_norm_eps", 1e-6, &d)))
@@ -1034,7 +1043,7 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 	if (longrope && (err = longrope_hf(L, cfg, rs, cfgpath, &factors)))
 		goto out;
 	if (!longrope && rtype && !strcmp(rtype, "llama3")) {
-		if (!(factors = malloc(c->head_dim / 2 * sizeof(float)))) {
+		if (!(factors = malloc(c->n_rot / 2 * sizeof(float)))) {
 			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}

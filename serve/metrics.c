@@ -10,6 +10,7 @@
 
 #define FLUSH_EVERY_S 1.0
 #define QUEUE_MAX 100000 /* beyond this, rows are dropped (and counted) rather than eat memory */
+#define STORE_SIZE_TTL_S 10.0 /* the store's size is a walk of blobs/: at most this often */
 
 static const double buckets[] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
@@ -34,6 +35,11 @@ struct srv_metrics {
 	/* the queue */
 	struct row *q;
 	size_t nq, capq;
+	/* the store's size, read at most every STORE_SIZE_TTL_S (under du_mu) */
+	pthread_mutex_t du_mu;
+	int have_du;
+	uint64_t store_bytes, store_blobs;
+	double du_at;
 };
 
 static void row_free(struct row *w)
@@ -104,6 +110,7 @@ enum hm_err srv_metrics_init(struct srv *s)
 	if (!m)
 		return hm_fail(s->ctx, HM_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&m->mu, NULL);
+	pthread_mutex_init(&m->du_mu, NULL);
 	pthread_cond_init(&m->cv, NULL);
 	s->m = m;
 	if (pthread_create(&m->th, NULL, flusher, s))
@@ -128,6 +135,7 @@ void srv_metrics_free(struct srv *s)
 		row_free(&m->q[i]);
 	free(m->q);
 	pthread_mutex_destroy(&m->mu);
+	pthread_mutex_destroy(&m->du_mu);
 	pthread_cond_destroy(&m->cv);
 	free(m);
 	s->m = NULL;
@@ -201,14 +209,45 @@ void srv_metrics_record(struct srv *s, const struct srv_req *q, uint64_t bytes, 
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* The store's bytes and files under blobs/ into *bytes, *blobs; 0 when they
+ * cannot be read (then the series are left out). */
+static int store_size(struct srv *s, uint64_t *bytes, uint64_t *blobs)
+{
+	struct srv_metrics *m = s->m;
+	int have;
+	pthread_mutex_lock(&m->du_mu);
+	if (!m->have_du || util_now() - m->du_at > STORE_SIZE_TTL_S) {
+		struct store *st = srv_store_take(s);
+		struct store_du d;
+		struct hm_ctx quiet = {0};
+		memset(&d, 0, sizeof(d));
+		m->have_du = st && !store_du(&quiet, st, 1, &d);
+		m->store_bytes = d.disk;
+		m->store_blobs = d.nblobs;
+		m->du_at = util_now();
+		store_du_release(&d);
+		srv_store_put(s, st);
+	}
+	have = m->have_du;
+	*bytes = m->store_bytes;
+	*blobs = m->store_blobs;
+	pthread_mutex_unlock(&m->du_mu);
+	return have;
+}
+
 enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c)
 {
 	struct srv_metrics *m = q->s->m;
 	struct util_buf b = UTIL_BUF_INIT;
 	struct MHD_Response *resp;
-	int bad = 0;
-	uint64_t cum = 0;
+	int bad = 0, inflight, pulling;
+	uint64_t cum = 0, up_bytes, up_errors, st_bytes, st_blobs;
+	int have_size = store_size(q->s, &st_bytes, &st_blobs);
 
+	srv_up_totals(q->s, &up_bytes, &up_errors, &pulling);
+	pthread_mutex_lock(&q->s->log_mu);
+	inflight = q->s->inflight_requests;
+	pthread_mutex_unlock(&q->s->log_mu);
 	pthread_mutex_lock(&m->mu);
 	bad |= util_buf_printf(&b,
 			       "# HELP hubmirror_requests_total Requests answered, by kind and status class.\n"
@@ -251,6 +290,29 @@ enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c)
 			       "hubmirror_request_duration_seconds_count %llu\n",
 			       (unsigned long long)m->hist_count, m->hist_sum, (unsigned long long)m->hist_count);
 	pthread_mutex_unlock(&m->mu);
+	bad |= util_buf_printf(&b,
+			       "# HELP hubmirror_requests_in_flight Requests being answered now (this one included).\n"
+			       "# TYPE hubmirror_requests_in_flight gauge\n"
+			       "hubmirror_requests_in_flight %d\n"
+			       "# HELP hubmirror_pull_throughs_in_flight Files being pulled through from the upstream now.\n"
+			       "# TYPE hubmirror_pull_throughs_in_flight gauge\n"
+			       "hubmirror_pull_throughs_in_flight %d\n"
+			       "# HELP hubmirror_upstream_bytes_total Bytes pull-throughs downloaded from the upstream.\n"
+			       "# TYPE hubmirror_upstream_bytes_total counter\n"
+			       "hubmirror_upstream_bytes_total %llu\n"
+			       "# HELP hubmirror_upstream_errors_total Pull-throughs that failed.\n"
+			       "# TYPE hubmirror_upstream_errors_total counter\n"
+			       "hubmirror_upstream_errors_total %llu\n",
+			       inflight, pulling, (unsigned long long)up_bytes, (unsigned long long)up_errors);
+	if (have_size)
+		bad |= util_buf_printf(&b,
+				       "# HELP hubmirror_store_bytes Bytes of the store's blobs on disk (read at most every %g s).\n"
+				       "# TYPE hubmirror_store_bytes gauge\n"
+				       "hubmirror_store_bytes %llu\n"
+				       "# HELP hubmirror_store_blobs Blob files in the store.\n"
+				       "# TYPE hubmirror_store_blobs gauge\n"
+				       "hubmirror_store_blobs %llu\n",
+				       STORE_SIZE_TTL_S, (unsigned long long)st_bytes, (unsigned long long)st_blobs);
 	if (q->s->p2p) {
 		uint64_t up, down;
 		int peers;

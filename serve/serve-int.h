@@ -203,6 +203,9 @@ int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, c
 
 /* Pull-through (upstream.c). */
 enum hm_err srv_up_init(struct srv *s) HM_MUST_CHECK;
+/* For /metrics: bytes pull-throughs took from the upstream, pull-throughs
+ * that failed, and those running now (all 0 without an upstream). */
+void srv_up_totals(struct srv *s, uint64_t *bytes, uint64_t *errors, int *running);
 void srv_up_free(struct srv *s);
 /* Cancels pull-through downloads (they keep their resume state). */
 void srv_up_stop(struct srv *s);

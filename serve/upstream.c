@@ -61,8 +61,25 @@ struct srv_upstream {
 	struct inflight *inflight;
 	int threads;             /* download threads running */
 	int stopping;
+	uint64_t bytes_total;    /* over the wire from the upstream by pull-throughs (/metrics) */
+	uint64_t errors_total;   /* pull-throughs that failed */
 	volatile sig_atomic_t cancel; /* stops the downloads: only at the very end */
 };
+
+void srv_up_totals(struct srv *s, uint64_t *bytes, uint64_t *errors, int *running)
+{
+	struct srv_upstream *u = s->up;
+	*bytes = *errors = 0;
+	*running = 0;
+	if (!u)
+		return;
+	pthread_mutex_lock(&u->mu);
+	*bytes = u->bytes_total;
+	*errors = u->errors_total;
+	for (struct inflight *x = u->inflight; x; x = x->next)
+		*running += !x->done;
+	pthread_mutex_unlock(&u->mu);
+}
 
 int srv_up_enabled(const struct srv *s)
 {
@@ -353,6 +370,8 @@ static void *download_main(void *arg)
 	else if (!err)
 		err = HM_ERR_NOT_FOUND;
 	j->f->err = err;
+	u->bytes_total += res.bytes_downloaded;
+	u->errors_total += err != HM_OK;
 	if (err)
 		snprintf(j->f->errmsg, sizeof(j->f->errmsg), "%.500s", ctx.errmsg[0] ? ctx.errmsg : hm_strerror(err));
 	j->f->done = 1;

@@ -160,17 +160,18 @@ def forward(fam, w, cfg, tokens):
     D, L, H, KV = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd = cfg.get("head_dim") or D // H
     eps = cfg["rms_norm_eps"]
-    half = hd // 2
+    rot = int(hd * cfg.get("partial_rotary_factor", 1.0))  # Phi-4-mini rotates the leading rot dims
+    half = rot // 2
     f = {k: v.astype(np.float64) for k, v in w.items()}
     plus1 = 1.0 if fam.get("norm_plus_one") else 0.0
     theta = cfg.get("rope_theta", 10000.0)
-    inv = theta ** (-2.0 * np.arange(half) / hd)
+    inv = theta ** (-2.0 * np.arange(half) / rot)
     rope_layers = cfg.get("no_rope_layers") or [1] * L
     gemma = fam.get("gemma")
     swa = swa_layers(fam, cfg)
     inv_local = inv
     if gemma == 3:
-        inv_local = cfg.get("rope_local_base_freq", 10000.0) ** (-2.0 * np.arange(half) / hd)
+        inv_local = cfg.get("rope_local_base_freq", 10000.0) ** (-2.0 * np.arange(half) / rot)
         rs = cfg.get("rope_scaling") or {}
         if rs.get("rope_type", rs.get("type")) == "linear":
             inv = inv / rs["factor"]
@@ -191,8 +192,8 @@ def forward(fam, w, cfg, tokens):
 
     def rope(v, pos, inv):
         c, s = np.cos(pos * inv) * mscale, np.sin(pos * inv) * mscale
-        a, b = v[..., :half], v[..., half:]
-        return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
+        a, b = v[..., :half], v[..., half:rot]
+        return np.concatenate([a * c - b * s, a * s + b * c, v[..., rot:]], axis=-1)
 
     kc = [[] for _ in range(L)]
     vc = [[] for _ in range(L)]

@@ -14,9 +14,15 @@ class Tmux:
     """One tmux server of the test's own (socket in the test's temp dir),
     stopped by t.close() through kill-server even when the test fails."""
 
+    count = 0
+
     def __init__(self, t, width, height=30):
         self.t = t
-        self.sock = os.path.join(t.tmp, "tmux-%d.sock" % width)
+        # a socket of its own per instance: a new server on the socket of one
+        # just killed can find it still going away ("server exited unexpectedly")
+        Tmux.count += 1
+        self.n = Tmux.count
+        self.sock = os.path.join(t.tmp, "tmux-%d-%d.sock" % (width, self.n))
         self.width, self.height = width, height
         self.started = False
         t.procs.append(self)  # t.close() calls poll() then kill()
@@ -48,7 +54,7 @@ class Tmux:
         full.pop("COLUMNS", None)
         exports = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(full.items())
                            if k.replace("_", "").isalnum())
-        rcfile = os.path.join(self.t.tmp, "tmux-rc-%d" % self.width)
+        rcfile = os.path.join(self.t.tmp, "tmux-rc-%d-%d" % (self.width, self.n))
         cmd = "cd %s && env -i %s %s; echo $? > %s" % (shlex.quote(self.t.cwd), exports,
                                                       " ".join(shlex.quote(a) for a in argv),
                                                       shlex.quote(rcfile))

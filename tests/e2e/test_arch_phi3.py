@@ -23,17 +23,19 @@ FAM = {"gguf": "phi3", "fused": True}
 ADDED = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
 
 
-def config(V, hd=16, **kw):
-    """The fields of Phi-3-mini-128k-instruct's config.json, shrunk."""
+def config(V, hd=16, rot=None, **kw):
+    """The fields of Phi-3-mini-128k-instruct's config.json, shrunk (rot:
+    the rotary dims of a partial_rotary_factor config, for the factors)."""
     r = np.random.default_rng(4)
+    rot = rot or hd
     c = {"architectures": ["Phi3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
          "bos_token_id": 1, "embd_pdrop": 0.0, "eos_token_id": 32000 if V > 32000 else V - 5,
          "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02, "intermediate_size": 128,
          "max_position_embeddings": 131072, "model_type": "phi3", "num_attention_heads": 4,
          "num_hidden_layers": 2, "num_key_value_heads": 4, "original_max_position_embeddings": 4096,
          "pad_token_id": V - 5, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
-         "rope_scaling": {"long_factor": [float(x) for x in 1 + r.random(hd // 2) * 20],
-                          "short_factor": [float(x) for x in 1 + r.random(hd // 2) * 2], "type": "longrope"},
+         "rope_scaling": {"long_factor": [float(x) for x in 1 + r.random(rot // 2) * 20],
+                          "short_factor": [float(x) for x in 1 + r.random(rot // 2) * 2], "type": "longrope"},
          "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": False,
          "torch_dtype": "float32", "transformers_version": "4.40.2", "use_cache": True, "vocab_size": V}
     c.update(kw)
@@ -83,6 +85,34 @@ def test_phi3_end_to_end(t):
     check(np.max(np.abs(a - b)) > 100 * archlib.TOL * np.max(np.abs(a)), "LongRoPE has no effect")
 
 
+def test_phi4_mini_partial_rotary_end_to_end(t):
+    """Phi-4-mini's shape, shrunk: partial_rotary_factor 0.75 (rope turns the
+    leading 12 of 16 dims of each head, its LongRoPE factors hold 6 values),
+    grouped KV heads and tied embeddings; llama.cpp reads rope.dimension_count
+    12 from our GGUF and agrees with the engine, and numpy with both."""
+    d, w, cfg = make(t, "phi4mini", seed=23, rot=12, partial_rotary_factor=0.75, num_key_value_heads=2,
+                     tie_word_embeddings=True, original_max_position_embeddings=4096)
+    check("lm_head.weight" not in w, "tied checkpoint has lm_head")
+    keys = {"phi3.rope.dimension_count": 12, "phi3.attention.head_count_kv": 2}
+    archlib.check_family(t, FAM, d, w, cfg, [1, 40, 77, 123, 9, 300, 51, 260, 18, 99], n_gen=6, keys=keys,
+                         tensors=["rope_factors_long.weight", "rope_factors_short.weight"])
+    # the partial rotary matters: the same weights with full rotary differ
+    full = dict(cfg, partial_rotary_factor=1.0,
+                rope_scaling=dict(cfg["rope_scaling"], short_factor=cfg["rope_scaling"]["short_factor"] + [1.0, 1.0]))
+    a = archlib.forward(FAM, w, cfg, [1, 40, 77, 123])
+    b = archlib.forward(FAM, w, full, [1, 40, 77, 123])
+    check(np.max(np.abs(a - b)) > 100 * archlib.TOL * np.max(np.abs(a)), "partial rotary has no effect")
+    # factors of the wrong length are refused
+    bad = dict(cfg, rope_scaling=dict(cfg["rope_scaling"], short_factor=cfg["rope_scaling"]["short_factor"] + [1.0]))
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump(bad, fh)
+    t.fails("convert", d, "-o", os.path.join(t.tmp, "x.gguf"), words=("factor",))
+    t.fails("smoke", d, words=("factor",))
+    with open(os.path.join(d, "config.json"), "w") as fh:
+        json.dump(dict(cfg, partial_rotary_factor=0.7), fh)  # 16 * 0.7 = 11 dims: odd
+    t.fails("smoke", d, words=("partial_rotary_factor",))
+
+
 def test_phi3_refuses(t):
     d, w, cfg = make(t)
     with open(os.path.join(d, "config.json"), "w") as fh:
@@ -119,4 +149,5 @@ def test_phi3_tokenizer_matches_huggingface(t):
 
 
 test_phi3_end_to_end.timeout = 400
+test_phi4_mini_partial_rotary_end_to_end.timeout = 400
 test_phi3_tokenizer_matches_huggingface.timeout = 300

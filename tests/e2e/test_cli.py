@@ -487,6 +487,55 @@ def test_cli_run_prompt_forms(t):
     check(tm.everything().count(">>>") >= 2, "no second prompt after a generation: %s" % tm.everything())
 
 
+def interact(t, args, lines, width, limit=120):
+    """Runs hubmirror ARGS in tmux (a server of its own per width), types each
+    line when the prompt is back; returns (exit status, everything on the terminal)."""
+    tm = term.Tmux(t, width)
+    tm.run(*args)
+    t0 = time.time()
+    for i, line in enumerate(lines):
+        while tm.screen().count(">>>") < i + 1 and not tm.done() and time.time() - t0 < limit:
+            time.sleep(0.1)
+        if tm.done():
+            break
+        tm.tmux("send-keys", line, "Enter")
+    rc = tm.wait_done(limit)
+    out = tm.everything()
+    tm.kill()
+    return rc, out
+
+
+def test_cli_run_chat_template(t):
+    """Interactive run applies the model's chat template to the conversation so
+    far (a template that raises on the second turn names both user turns);
+    --raw and /clear do without it."""
+    t.emu([lib.sample_repo()])
+    repo = lib.SAMPLE_REPO
+    t.ok("pull", repo, "-q")
+    model = os.path.join(t.tmp, "model")
+    t.ok("checkout", repo, "--to", model, "--copy")
+    with open(os.path.join(model, "chat_template.jinja"), "w") as fh:
+        fh.write("{% if messages|length > 2 %}{{ raise_exception('turns ' ~ (messages|length) ~ ': '"
+                 " ~ messages[0].content ~ ' | ' ~ messages[2].content) }}{% endif %}"
+                 "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "and again", "/bye"], 100)
+    check("interactive chat" in out, "no chat banner: %s" % out)
+    check(rc == 1 and "turns 3: Hello there | and again" in out,
+          "the second turn should render both user turns and the reply: rc %d %s" % (rc, out))
+    # /clear forgets the conversation: the next turn is a first one again
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "/clear", "and again", "/bye"], 101)
+    check(rc == 0 and "turns" not in out and out.count(">>>") >= 4, "/clear: rc %d %s" % (rc, out))
+    # --raw: each line a prompt of its own
+    rc, out = interact(t, ["run", model, "-n", "3", "--raw"], ["Hello there", "and again", "/bye"], 102)
+    check(rc == 0 and "interactive chat" not in out and out.count(">>>") >= 3, "--raw: rc %d %s" % (rc, out))
+    # a template that is not valid: one warning, then lines as they are
+    with open(os.path.join(model, "chat_template.jinja"), "w") as fh:
+        fh.write("{% for m in messages %}{{ m.content ")
+    rc, out = interact(t, ["run", model, "-n", "3"], ["Hello there", "/bye"], 103)
+    check(rc == 0 and "warning" in out and "interactive chat" not in out, "bad template: rc %d %s" % (rc, out))
+
+
 def test_cli_bar_follows_a_resize(t):
     progress_emu(t, big=4_000_000, rate=500_000)
     tm = term.Tmux(t, 120)

@@ -704,7 +704,8 @@ def test_engine_hostile_gguf(t):
     case("arch", ["unsupported architecture gpt2 (supported: llama (Llama, Mistral, Mixtral), qwen2, qwen3, qwen3moe"], kv=gguf_kvs(cfg, general__architecture=(8, "gpt2")))
     case("noeps", ["layer_norm_rms_epsilon"], kv=gguf_kvs(cfg, llama__attention__layer_norm_rms_epsilon=None))
     case("eps", ["epsilon", "out of range"], kv=gguf_kvs(cfg, llama__attention__layer_norm_rms_epsilon=(6, -1.0)))
-    case("rot", ["partial rope"], kv=gguf_kvs(cfg, llama__rope__dimension_count=(4, 8)))
+    case("rot", ["rope dimension count 7"], kv=gguf_kvs(cfg, llama__rope__dimension_count=(4, 7)))
+    case("rotbig", ["rope dimension count 1000"], kv=gguf_kvs(cfg, llama__rope__dimension_count=(4, 1000)))
     case("norm", ["blk.0.ffn_norm.weight", "vector of 64"],
          replace={"blk.0.ffn_norm.weight": ([32], F32, np.ones(32, np.float32).tobytes())})
     case("nan", ["non-finite"],

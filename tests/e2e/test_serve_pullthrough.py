@@ -466,3 +466,56 @@ def test_head_is_not_a_cache_miss(t):
     check(misses() == before, "a HEAD counted as a cache miss")
     r = srv.get(sl.resolve_url(MODEL, "main", "config.json"))
     check(r.status == 200 and misses() == before + 1, "a GET pulled through is a miss")
+
+
+def metric(srv, name):
+    """The value of an unlabelled series of /metrics (None when absent)."""
+    for ln in srv.get("/metrics").body.decode().splitlines():
+        if ln.startswith(name + " "):
+            return float(ln.split()[-1])
+    return None
+
+
+@serving(timeout=90)
+def test_metrics_of_pull_through(t):
+    """/metrics: bytes pulled through from the upstream, pull-throughs and
+    requests in flight, the store's size; a failed pull-through is counted
+    as an upstream error (the twin)."""
+    size = 3 * 1000 * 1000
+    emu = t.emu([big_repo(**{"slow.bin": (size, 11), "bad.bin": (1000, 12)})])
+    emu.faults([{"match": "slow.bin", "kind": "slow", "rate": 1500000, "times": -1},
+                {"match": "resolve:bad.bin", "kind": "redirect", "times": -1,
+                 "location": "http://169.254.169.254/latest/meta-data/"}])
+    srv = upstream_server(t, emu)
+    check(metric(srv, "hubmirror_upstream_bytes_total") == 0 and metric(srv, "hubmirror_upstream_errors_total") == 0,
+          "a fresh server has pulled nothing through")
+    check(metric(srv, "hubmirror_requests_in_flight") >= 1, "the /metrics request itself is in flight")
+    store0 = metric(srv, "hubmirror_store_bytes")
+    check(store0 is not None, "no hubmirror_store_bytes")
+    r = sl.Reader(srv, sl.resolve_url(BIG, "main", "slow.bin"), timeout=60)
+    r.start()
+    # about 2 s upstream: the download is seen in flight
+    seen, t0 = 0, time.time()
+    while not seen and r.is_alive() and time.time() - t0 < 30:
+        seen = metric(srv, "hubmirror_pull_throughs_in_flight") or 0
+        time.sleep(0.05)
+    r.join(60)
+    check(r.error is None and r.status == 200 and r.data == lib.random_bytes(size, 11), "slow.bin: %r" % r.error)
+    check(seen == 1, "hubmirror_pull_throughs_in_flight never showed the download")
+    # the download is done when the client has it all; its totals a moment later: wait for all of them
+    t0 = time.time()
+    while time.time() - t0 < 30:
+        up, running, store = (metric(srv, "hubmirror_upstream_bytes_total"),
+                              metric(srv, "hubmirror_pull_throughs_in_flight"), metric(srv, "hubmirror_store_bytes"))
+        if up >= size and running == 0 and store >= store0 + size:
+            break
+        time.sleep(0.2)
+    check(size <= up <= size + 4096, "hubmirror_upstream_bytes_total %r, %d bytes came from upstream" % (up, size))
+    check(running == 0, "a pull-through still in flight after it finished")
+    check(store >= store0 + size, "hubmirror_store_bytes %r did not grow by the %d-byte file (from %r)"
+          % (store, size, store0))
+    check(metric(srv, "hubmirror_upstream_errors_total") == 0, "an error counted for a good pull-through")
+    # the twin: a pull-through the server refuses (a redirect to the metadata address) is an upstream error
+    resp = srv.get(sl.resolve_url(BIG, "main", "bad.bin"), timeout=60)
+    check(resp.status == 502, "bad.bin: expected 502, got %r" % resp)
+    check(metric(srv, "hubmirror_upstream_errors_total") == 1, "the failed pull-through is not counted")
