@@ -114,6 +114,7 @@ def main():
     if not os.access(HM, os.X_OK):
         raise SystemExit("bench/s3: no hubmirror binary at %s: run make" % HM)
     src = big_file()
+    load0 = os.getloadavg()
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     emu = srv = None
@@ -224,6 +225,8 @@ def main():
              subprocess.run(["radosgw", "--version"], capture_output=True, text=True).stdout.split()[2]
              if shutil.which("radosgw") else "?", RUNS))
     fmt = "%-52s %12s %22s %7s %8s %s"
+    load1 = os.getloadavg()
+    print("load average (1 min) before %.1f, after %.1f" % (load0[0], load1[0]))
     print(fmt % ("case", "hubmirror", "peer", "ratio", "target", ""))
     print(fmt % ("1 pull %d MiB into the bucket (s)" % BIG_MIB, "%.1f" % res["pull_s"],
                  "s3cmd put %.1f" % res["s3cmd_put_s"], "%.2f" % r1, "<= 1.3", "ok" if ok1 else "MISSED"))
@@ -234,7 +237,9 @@ def main():
     print("  case 1: hubmirror's time includes downloading the file from the hub (nginx, loopback)")
     print("  and verifying it; s3cmd uploads a file already on disk. Clients, RGW and hubmirror share the CPUs.")
     os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
-    res.update({"pull_ratio": r1, "serve_ratio": r2, "big_mib": BIG_MIB, "clients": CLIENTS, "runs": RUNS})
+    res.update({"pull_ratio": r1, "serve_ratio": r2, "big_mib": BIG_MIB, "clients": CLIENTS, "runs": RUNS,
+                "load_before": load0[0], "load_after": load1[0],
+                "parallel": int(os.environ.get("HUBMIRROR_S3_PARALLEL") or 4)})
     json.dump(res, open(os.path.join(ROOT, "bench", "out", "s3.json"), "w"), indent=1)
     if not KEEP:
         shutil.rmtree(WORK, ignore_errors=True)

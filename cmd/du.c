@@ -58,18 +58,24 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		return cmd_usage_error(&cmd_du, "du takes no arguments");
 	if (cmd_int_opt(a, &opt->top, 10, 0, 1000000000, &top))
 		return 2;
-	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d))) {
+	if ((err = cmd_open_store_mode(env, STORE_READ, &st)) || (err = store_du(&env->ctx, st, (size_t)top, &d)) ||
+	    (err = store_du_bucket(&env->ctx, st, &d))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
 	if (env->json) {
-		cmd_print_json(json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "store", store_name(st),
+		json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "store", store_name(st),
 					 "disk", (json_int_t)d.disk,
 					 "blobs", (json_int_t)d.nblobs, "logical", (json_int_t)d.logical, "unique",
 					 (json_int_t)d.unique, "saved", (json_int_t)d.saved, "partial",
 					 (json_int_t)d.partial, "partials", (json_int_t)d.npartial, "repos",
 					 (json_int_t)d.nrepos, "by_unique", du_repos_json(d.by_unique, d.nby_unique),
-					 "by_logical", du_repos_json(d.by_logical, d.nby_logical)));
+					 "by_logical", du_repos_json(d.by_logical, d.nby_logical));
+		if (j && d.remote)
+			json_object_set_new(j, "bucket", json_pack("{s:I, s:I, s:I}", "bytes", (json_int_t)d.bucket_bytes,
+								  "blobs", (json_int_t)d.bucket_blobs, "uploads",
+								  (json_int_t)d.bucket_uploads));
+		cmd_print_json(j);
 	} else {
 		char h[5][32];
 		printf("store: %s%s\n"
@@ -82,6 +88,13 @@ static int du_run(struct cmd_env *env, struct cmd_args *a)
 		       util_human_size(d.logical, h[1], sizeof(h[1])), util_human_size(d.unique, h[2], sizeof(h[2])),
 		       util_human_size(d.saved, h[3], sizeof(h[3])), util_human_size(d.partial, h[4], sizeof(h[4])),
 		       (unsigned long long)d.npartial);
+		if (d.remote) {
+			char b[32];
+			printf("in the bucket  %10s in %llu blob object(s), %llu unfinished upload(s) ('gc' aborts stale ones)\n"
+			       "(on disk and partial: this node's local cache)\n",
+			       util_human_size(d.bucket_bytes, b, sizeof(b)), (unsigned long long)d.bucket_blobs,
+			       (unsigned long long)d.bucket_uploads);
+		}
 		du_repos_print(env, "LARGEST REPOS BY UNIQUE BYTES", d.by_unique, d.nby_unique);
 		du_repos_print(env, "LARGEST REPOS BY LOGICAL BYTES", d.by_logical, d.nby_logical);
 		if (d.nrepos > d.nby_unique)
@@ -100,6 +113,10 @@ const struct cmd cmd_du = {
 	"revision added up, as separate copies would take. Unique: the distinct\n"
 	"contents revisions use (on disk minus blobs nothing uses until 'gc').\n"
 	"A repo's unique bytes count contents it shares with other repos too.\n"
-	"Partial: downloads in progress or abandoned under tmp/.",
+	"Partial: downloads in progress or abandoned under tmp/.\n"
+	"On an S3 store (--store s3://...), on disk and partial are this node's\n"
+	"local cache, and 'in the bucket' lists the blob objects and unfinished\n"
+	"multipart uploads in the bucket; logical and unique come from the\n"
+	"revisions in the bucket, so every node shows the same figures.",
 	du_opts, sizeof(struct du_vals), du_run,
 };

@@ -189,6 +189,8 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 			snprintf(fj->errmsg, sizeof(fj->errmsg), "%.*s", (int)sizeof(fj->errmsg) - 1, jc.errmsg);
 		}
 	}
+	if (fj->expect_sha256) /* an upload that ran alongside a failed download */
+		store_blob_streaming_stop(p->st, fj->expect_sha256);
 	d.sha256 = fj->err ? NULL : fj->sha256;
 	d.result = fj->err ? "failed" : "ok";
 	d.error = fj->err ? fj->errmsg : NULL;
@@ -214,7 +216,11 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 static void job_progress(void *ud, struct fetch_job *fj, uint64_t contiguous)
 {
 	struct pull *p = ud;
-	p->o->on_progress(p->o->progress_ud, fj->name, contiguous);
+	/* an S3 store uploads a large file's parts while the rest downloads */
+	if (fj->expect_sha256)
+		store_blob_streaming(p->st, fj->expect_sha256, fj->size, fj->part_path, contiguous);
+	if (p->o->on_progress)
+		p->o->on_progress(p->o->progress_ud, fj->name, contiguous);
 }
 
 void mirror_pull_result_release(struct mirror_pull_result *res)
@@ -569,7 +575,8 @@ out:
  * adopted into the store), then flush. */
 static enum hm_err pull_download(struct pull *p)
 {
-	struct fetch_callbacks cb = {job_begin, job_done, p->o->on_progress ? job_progress : NULL, p};
+	struct fetch_callbacks cb = {job_begin, job_done,
+				     p->o->on_progress || store_is_remote(p->st) ? job_progress : NULL, p};
 	struct fetch_job **jp = p->jp;
 	size_t njp = p->njobs;
 	enum hm_err err = HM_OK;

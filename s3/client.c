@@ -92,33 +92,7 @@ void s3_key(const struct s3_client *c, const char *rest, char *buf, size_t len)
 
 /* ---- one request ---- */
 
-struct req {
-	const char *method;         /* GET PUT POST DELETE HEAD */
-	const char *key;            /* "" = the bucket */
-	const char *query;          /* canonical query or NULL */
-	const char *range;          /* "bytes=..." or NULL */
-	/* body from a file region ... */
-	int fd;
-	uint64_t off, len;
-	/* ... or from memory */
-	const char *buf;
-	size_t buflen;
-	const char *payload_sha;    /* x-amz-content-sha256 value; NULL: UNSIGNED-PAYLOAD */
-	const EVP_MD_CTX *sha_base; /* digests of the file body sent: reset from base each try */
-	EVP_MD_CTX *sha, *md5;
-	/* response body: to sink, else collected (up to body_max) */
-	int (*sink)(void *ud, const void *data, size_t n);
-	void *ud;
-	size_t body_max;
-	/* out */
-	long status;
-	struct util_buf body;
-	char etag[128];
-	int64_t content_length;
-	uint64_t delivered;         /* bytes given to sink (a retry resumes after them) */
-	uint64_t pos;               /* upload position in this try */
-	int sink_stopped, too_big;
-};
+
 
 static size_t read_cb(char *dst, size_t size, size_t nmemb, void *ud)
 {
@@ -169,6 +143,17 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 	if (util_buf_add(&r->body, data, n))
 		return 0;
 	return n;
+}
+
+/* A transfer stops when the caller's cancel flag is set (^C, or an upload
+ * given up: s3_mpu_free must not wait for a part to finish). */
+static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return hm_cancelled(ud) ? 1 : 0;
 }
 
 static size_t header_cb(char *buf, size_t size, size_t nmemb, void *ud)
@@ -262,7 +247,7 @@ static void sleep_s(double s)
 /* Runs r with retries on handle h (reused for keep-alive). An HTTP status
  * >= 300 is an error (HM_ERR_NOT_FOUND for 404 ...), except that the caller
  * can read r->status when it returns HM_OK. */
-static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct req *r)
+enum hm_err s3_perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct req *r)
 {
 	enum hm_err err = HM_OK;
 	struct util_buf url = UTIL_BUF_INIT;
@@ -337,6 +322,11 @@ static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, str
 		curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
 		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
 		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+		if (ctx->cancel) {
+			curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+			curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+			curl_easy_setopt(h, CURLOPT_XFERINFODATA, ctx);
+		}
 		if (!strcmp(r->method, "HEAD")) {
 			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 		} else if (!strcmp(r->method, "PUT")) {
@@ -361,6 +351,10 @@ static enum hm_err perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, str
 		attempt++;
 		if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
 			err = HM_OK;
+			break;
+		}
+		if (rc == CURLE_ABORTED_BY_CALLBACK && hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 			break;
 		}
 		if (r->sink_stopped) {
@@ -414,7 +408,7 @@ out:
 	return err;
 }
 
-static void req_init(struct req *r, const char *method, const char *key)
+void s3_req_init(struct req *r, const char *method, const char *key)
 {
 	memset(r, 0, sizeof(*r));
 	r->method = method;
@@ -431,12 +425,12 @@ static enum hm_err run(struct hm_ctx *ctx, struct s3_client *c, struct req *r)
 	enum hm_err err;
 	if (!h)
 		return hm_fail(ctx, HM_ERR_NOMEM, "cannot create a curl handle");
-	err = perform(ctx, c, h, r);
+	err = s3_perform(ctx, c, h, r);
 	curl_easy_cleanup(h);
 	return err;
 }
 
-static enum hm_err check_key(struct hm_ctx *ctx, const char *key)
+enum hm_err s3_check_key(struct hm_ctx *ctx, const char *key)
 {
 	if (!s3_key_ok(key))
 		return hm_fail(ctx, HM_ERR_USAGE, "invalid object key '%s'", key ? key : "");
@@ -450,10 +444,10 @@ enum hm_err s3_put_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 	struct req r;
 	char sha[65];
 	enum hm_err err;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
 	s3_sha256_hex(data, len, sha);
-	req_init(&r, "PUT", key);
+	s3_req_init(&r, "PUT", key);
 	r.buf = data ? data : "";
 	r.len = r.buflen = len;
 	r.payload_sha = sha;
@@ -469,9 +463,9 @@ enum hm_err s3_get_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 	enum hm_err err;
 	*out = NULL;
 	*len = 0;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
-	req_init(&r, "GET", key);
+	s3_req_init(&r, "GET", key);
 	r.body_max = max;
 	err = run(ctx, c, &r);
 	if (!err) {
@@ -491,9 +485,9 @@ enum hm_err s3_get(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 {
 	struct req r;
 	enum hm_err err;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
-	req_init(&r, "GET", key);
+	s3_req_init(&r, "GET", key);
 	r.sink = fn;
 	r.ud = ud;
 	err = run(ctx, c, &r);
@@ -508,9 +502,9 @@ enum hm_err s3_head(struct hm_ctx *ctx, struct s3_client *c, const char *key, in
 	struct req r;
 	enum hm_err err;
 	*exists = 0;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
-	req_init(&r, "HEAD", key);
+	s3_req_init(&r, "HEAD", key);
 	err = run(ctx, c, &r);
 	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
 		ctx->errmsg[0] = 0;
@@ -528,9 +522,9 @@ enum hm_err s3_delete(struct hm_ctx *ctx, struct s3_client *c, const char *key)
 {
 	struct req r;
 	enum hm_err err;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
-	req_init(&r, "DELETE", key);
+	s3_req_init(&r, "DELETE", key);
 	err = run(ctx, c, &r);
 	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
 		char code[64], msg[8];
@@ -548,7 +542,7 @@ enum hm_err s3_check_bucket(struct hm_ctx *ctx, struct s3_client *c)
 {
 	struct req r;
 	enum hm_err err;
-	req_init(&r, "GET", "");
+	s3_req_init(&r, "GET", "");
 	r.query = "list-type=2&max-keys=1";
 	err = run(ctx, c, &r);
 	util_buf_release(&r.body);
@@ -566,7 +560,7 @@ enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
 	CURL *h = curl_easy_init();
 	struct req r;
 
-	req_init(&r, "GET", "");
+	s3_req_init(&r, "GET", "");
 	item = malloc(8192);
 	if (!h || !item) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
@@ -584,9 +578,9 @@ enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		req_init(&r, "GET", "");
+		s3_req_init(&r, "GET", "");
 		r.query = q.buf;
-		if ((err = perform(ctx, c, h, &r)))
+		if ((err = s3_perform(ctx, c, h, &r)))
 			goto out;
 		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Contents", item, 8192)) {
 			char key[1100] = "", lm[64] = "", etag[128] = "", size[32] = "";
@@ -643,7 +637,7 @@ enum hm_err s3_list_uploads(struct hm_ctx *ctx, struct s3_client *c, const char 
 	CURL *h = curl_easy_init();
 	struct req r;
 
-	req_init(&r, "GET", "");
+	s3_req_init(&r, "GET", "");
 	if (!h)
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	for (;;) {
@@ -659,9 +653,9 @@ enum hm_err s3_list_uploads(struct hm_ctx *ctx, struct s3_client *c, const char 
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		req_init(&r, "GET", "");
+		s3_req_init(&r, "GET", "");
 		r.query = q.buf;
-		if ((err = perform(ctx, c, h, &r)))
+		if ((err = s3_perform(ctx, c, h, &r)))
 			goto out;
 		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Upload", item, sizeof(item))) {
 			char key[1100] = "", id[512] = "", init[64] = "";
@@ -697,7 +691,7 @@ out:
 	return err;
 }
 
-static int upload_query(struct util_buf *q, int part, const char *upload_id)
+int s3_upload_query(struct util_buf *q, int part, const char *upload_id)
 {
 	q->len = 0;
 	if (q->buf)
@@ -712,13 +706,13 @@ enum hm_err s3_abort_upload(struct hm_ctx *ctx, struct s3_client *c, const char 
 	struct util_buf q = UTIL_BUF_INIT;
 	struct req r;
 	enum hm_err err;
-	if ((err = check_key(ctx, key)))
+	if ((err = s3_check_key(ctx, key)))
 		return err;
-	if (upload_query(&q, 0, upload_id)) {
+	if (s3_upload_query(&q, 0, upload_id)) {
 		util_buf_release(&q);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	req_init(&r, "DELETE", key);
+	s3_req_init(&r, "DELETE", key);
 	r.query = q.buf;
 	err = run(ctx, c, &r);
 	if (err == HM_ERR_NOT_FOUND) {
@@ -730,338 +724,3 @@ enum hm_err s3_abort_upload(struct hm_ctx *ctx, struct s3_client *c, const char 
 	return err;
 }
 
-/* ---- uploads ---- */
-
-struct part {
-	char etag[128];
-	uint64_t size;
-};
-
-struct find_upload {
-	const char *key;
-	char id[512];
-	int64_t initiated;
-};
-
-static int find_upload_cb(void *ud, const struct s3_upload *u)
-{
-	struct find_upload *f = ud;
-	if (!strcmp(u->key, f->key) && (!f->id[0] || u->initiated >= f->initiated)) {
-		snprintf(f->id, sizeof(f->id), "%s", u->upload_id);
-		f->initiated = u->initiated;
-	}
-	return 0;
-}
-
-/* The parts an unfinished upload already has (ListParts, all pages). */
-static enum hm_err list_parts(struct hm_ctx *ctx, struct s3_client *c, CURL *h, const char *key,
-			      const char *id, struct part *parts, int nparts)
-{
-	enum hm_err err = HM_OK;
-	struct util_buf q = UTIL_BUF_INIT;
-	char marker[32] = "", item[1024];
-	struct req r;
-
-	req_init(&r, "GET", key);
-	for (;;) {
-		size_t pos = 0;
-		char truncated[16] = "";
-		q.len = 0;
-		if ((marker[0] && util_buf_printf(&q, "part-number-marker=%s&", marker)) ||
-		    util_buf_adds(&q, "uploadId=") || s3_uri_encode(&q, id, 0)) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		req_init(&r, "GET", key);
-		r.query = q.buf;
-		if ((err = perform(ctx, c, h, &r)))
-			goto out;
-		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Part", item, sizeof(item))) {
-			char num[16] = "", etag[128] = "", size[32] = "";
-			size_t ip = 0, n = strlen(item);
-			long pn;
-			s3_xml_next(item, n, &ip, "PartNumber", num, sizeof(num));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "ETag", etag, sizeof(etag));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "Size", size, sizeof(size));
-			pn = strtol(num, NULL, 10);
-			if (pn >= 1 && pn <= nparts) {
-				char *e = etag;
-				size_t el;
-				while (*e == '"')
-					e++;
-				el = strlen(e);
-				while (el && e[el - 1] == '"')
-					e[--el] = 0;
-				snprintf(parts[pn - 1].etag, sizeof(parts[pn - 1].etag), "%s", e);
-				parts[pn - 1].size = strtoull(size, NULL, 10);
-			}
-		}
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
-		pos = 0;
-		if (strcmp(truncated, "true") ||
-		    !s3_xml_next(r.body.buf, r.body.len, &pos, "NextPartNumberMarker", marker, sizeof(marker)))
-			break;
-		util_buf_release(&r.body);
-	}
-out:
-	util_buf_release(&r.body);
-	util_buf_release(&q);
-	return err;
-}
-
-/* MD5 (hex) and SHA-256 update of a file region, read locally. */
-static enum hm_err hash_region(struct hm_ctx *ctx, int fd, uint64_t off, uint64_t len, EVP_MD_CTX *sha,
-			       char md5hex[33])
-{
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	unsigned char *buf = malloc(1 << 20), d[16];
-	enum hm_err err = HM_OK;
-	if (!m || !buf) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	EVP_DigestInit_ex(m, EVP_md5(), NULL);
-	while (len) {
-		size_t want = len > (1 << 20) ? (1 << 20) : (size_t)len;
-		ssize_t got = pread(fd, buf, want, (off_t)off);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0) {
-			err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload: %s",
-				      got < 0 ? strerror(errno) : "file shrank");
-			goto out;
-		}
-		EVP_DigestUpdate(m, buf, (size_t)got);
-		EVP_DigestUpdate(sha, buf, (size_t)got);
-		off += (uint64_t)got;
-		len -= (uint64_t)got;
-	}
-	EVP_DigestFinal_ex(m, d, NULL);
-	util_hex(d, 16, md5hex);
-out:
-	EVP_MD_CTX_free(m);
-	free(buf);
-	return err;
-}
-
-static void final_hex(EVP_MD_CTX *m, char *out, size_t n)
-{
-	unsigned char d[32];
-	unsigned int l = 0;
-	EVP_DigestFinal_ex(m, d, &l);
-	util_hex(d, l < n ? l : n, out);
-}
-
-static uint64_t part_size_for(const struct s3_client *c, uint64_t size)
-{
-	uint64_t p = c->cfg.part_size;
-	uint64_t need = (size + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
-	if (p < need)
-		p = (need + MIB - 1) / MIB * MIB;
-	return p < S3_MIN_PART ? S3_MIN_PART : p;
-}
-
-static enum hm_err put_multipart(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd,
-				 uint64_t size, const char *sha256, uint64_t *sent)
-{
-	enum hm_err err = HM_OK;
-	uint64_t psize = part_size_for(c, size);
-	int nparts = (int)((size + psize - 1) / psize);
-	struct part *parts = calloc((size_t)nparts, sizeof(*parts));
-	struct find_upload fu = {.key = key};
-	struct util_buf q = UTIL_BUF_INIT, body = UTIL_BUF_INIT;
-	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *work = EVP_MD_CTX_new(), *md5 = EVP_MD_CTX_new();
-	CURL *h = curl_easy_init();
-	char got[65];
-	struct req r;
-	int created = 0;
-
-	req_init(&r, "POST", key);
-	if (!parts || !sha || !work || !md5 || !h) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
-	/* an unfinished upload of this key (a killed pull) is resumed */
-	if ((err = s3_list_uploads(ctx, c, key, find_upload_cb, &fu)))
-		goto out;
-	if (fu.id[0]) {
-		if ((err = list_parts(ctx, c, h, key, fu.id, parts, nparts))) {
-			if (err != HM_ERR_NOT_FOUND)
-				goto out;
-			/* aborted meanwhile: start over */
-			ctx->errmsg[0] = 0;
-			err = HM_OK;
-			fu.id[0] = 0;
-			memset(parts, 0, (size_t)nparts * sizeof(*parts));
-		}
-	}
-	if (!fu.id[0]) {
-		req_init(&r, "POST", key);
-		r.query = "uploads=";
-		if ((err = perform(ctx, c, h, &r)))
-			goto out;
-		size_t pos = 0;
-		if (!s3_xml_next(r.body.buf, r.body.len, &pos, "UploadId", fu.id, sizeof(fu.id)) || !fu.id[0]) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "the object store sent no UploadId for s3://%s/%s",
-				      c->cfg.bucket, key);
-			goto out;
-		}
-		util_buf_release(&r.body);
-		created = 1;
-	}
-	for (int i = 0; i < nparts; i++) {
-		uint64_t off = (uint64_t)i * psize, len = size - off < psize ? size - off : psize;
-		char md5hex[33];
-		if (hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			goto out;
-		}
-		if (parts[i].etag[0] && parts[i].size == len) {
-			/* a finished part: reuse it when its MD5 is ours */
-			if (!EVP_MD_CTX_copy_ex(work, sha)) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-			if ((err = hash_region(ctx, fd, off, len, work, md5hex)))
-				goto out;
-			if (!strcasecmp(md5hex, parts[i].etag)) {
-				EVP_MD_CTX_copy_ex(sha, work);
-				continue;
-			}
-		}
-		if (upload_query(&q, i + 1, fu.id)) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		req_init(&r, "PUT", key);
-		r.query = q.buf;
-		r.fd = fd;
-		r.off = off;
-		r.len = len;
-		r.sha_base = sha;
-		r.sha = work;
-		r.md5 = md5;
-		if ((err = perform(ctx, c, h, &r)))
-			goto out;
-		final_hex(md5, md5hex, 16);
-		if (strcasecmp(md5hex, r.etag)) {
-			err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: part %d arrived damaged (ETag %s, sent MD5 %s)",
-				      c->cfg.bucket, key, i + 1, r.etag, md5hex);
-			goto out;
-		}
-		snprintf(parts[i].etag, sizeof(parts[i].etag), "%s", r.etag);
-		parts[i].size = len;
-		EVP_MD_CTX_copy_ex(sha, work);
-		if (sent)
-			*sent += len;
-		util_buf_release(&r.body);
-	}
-	final_hex(sha, got, 32);
-	if (strcmp(got, sha256)) {
-		err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: the data has SHA-256 %s, expected %s; upload aborted",
-			      c->cfg.bucket, key, got, sha256);
-		goto out;
-	}
-	if (util_buf_adds(&body, "<CompleteMultipartUpload>")) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	for (int i = 0; i < nparts; i++)
-		if (util_buf_printf(&body, "<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1,
-				    parts[i].etag)) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-	if (util_buf_adds(&body, "</CompleteMultipartUpload>") || upload_query(&q, 0, fu.id)) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	req_init(&r, "POST", key);
-	r.query = q.buf;
-	r.buf = body.buf;
-	r.buflen = body.len;
-	if ((err = perform(ctx, c, h, &r)))
-		goto out;
-	{
-		/* CompleteMultipartUpload can fail with 200 and an Error body */
-		size_t pos = 0;
-		char code[64] = "";
-		if (s3_xml_next(r.body.buf, r.body.len, &pos, "Code", code, sizeof(code)) && code[0]) {
-			err = hm_fail(ctx, HM_ERR_HTTP, "s3://%s/%s: completing the upload failed (%s)", c->cfg.bucket,
-				      key, code);
-			goto out;
-		}
-	}
-	fu.id[0] = 0; /* done: nothing to abort */
-out:
-	/* a digest mismatch must never become visible; other failures keep the
-	 * parts for the next try (gc aborts stale uploads) */
-	if (err == HM_ERR_CORRUPT && fu.id[0]) {
-		struct hm_ctx quiet = {0};
-		if (s3_abort_upload(&quiet, c, key, fu.id))
-			quiet.errmsg[0] = 0;
-	}
-	(void)created;
-	util_buf_release(&r.body);
-	util_buf_release(&q);
-	util_buf_release(&body);
-	EVP_MD_CTX_free(sha);
-	EVP_MD_CTX_free(work);
-	EVP_MD_CTX_free(md5);
-	free(parts);
-	if (h)
-		curl_easy_cleanup(h);
-	return err;
-}
-
-enum hm_err s3_put_file(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd, uint64_t size,
-			const char *sha256, uint64_t *sent)
-{
-	enum hm_err err;
-	if (sent)
-		*sent = 0;
-	if ((err = check_key(ctx, key)))
-		return err;
-	if (!sha256 || !util_is_hex(sha256, 64))
-		return hm_fail(ctx, HM_ERR_USAGE, "an upload needs the content's SHA-256");
-	if (size > c->cfg.single_max)
-		return put_multipart(ctx, c, key, fd, size, sha256, sent);
-	/* x-amz-content-sha256 carries the digest: the server refuses other bytes */
-	struct req r;
-	EVP_MD_CTX *sha = EVP_MD_CTX_new(), *base = EVP_MD_CTX_new();
-	char got[65];
-	if (!sha || !base) {
-		EVP_MD_CTX_free(sha);
-		EVP_MD_CTX_free(base);
-		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-	}
-	EVP_DigestInit_ex(base, EVP_sha256(), NULL);
-	req_init(&r, "PUT", key);
-	r.fd = fd;
-	r.len = size;
-	r.payload_sha = sha256;
-	r.sha_base = base;
-	r.sha = sha;
-	err = run(ctx, c, &r);
-	if (!err) {
-		final_hex(sha, got, 32);
-		if (strcmp(got, sha256)) {
-			/* the server took bytes that are not the blob: take it back */
-			struct hm_ctx quiet = {0};
-			if (s3_delete(&quiet, c, key))
-				quiet.errmsg[0] = 0;
-			err = hm_fail(ctx, HM_ERR_CORRUPT, "s3://%s/%s: the data has SHA-256 %s, expected %s",
-				      c->cfg.bucket, key, got, sha256);
-		} else if (sent) {
-			*sent = size;
-		}
-	}
-	util_buf_release(&r.body);
-	EVP_MD_CTX_free(sha);
-	EVP_MD_CTX_free(base);
-	return err;
-}

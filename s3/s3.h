@@ -23,6 +23,7 @@ struct s3_config {
 	uint64_t part_size;     /* multipart part size (0: 16 MiB, raised to fit 10,000 parts) */
 	uint64_t single_max;    /* largest single PUT (0: 64 MiB; at most 5 GiB) */
 	uint64_t send_rate;     /* bytes/s cap per upload connection (0: none) */
+	int parallel;           /* multipart parts sent at once (0: 4) */
 	int retries;            /* failures in a row tolerated per request (0: 5) */
 };
 
@@ -31,7 +32,7 @@ struct s3_config {
  * AWS_REGION / AWS_DEFAULT_REGION (default us-east-1), AWS_ENDPOINT_URL_S3 /
  * AWS_ENDPOINT_URL (path-style; default https://s3.REGION.amazonaws.com,
  * virtual-hosted), and HUBMIRROR_S3_PART_SIZE, HUBMIRROR_S3_SINGLE_MAX,
- * HUBMIRROR_S3_SEND_RATE (bytes). HM_ERR_USAGE with a one-line message when
+ * HUBMIRROR_S3_SEND_RATE (bytes), HUBMIRROR_S3_PARALLEL (parts at once). HM_ERR_USAGE with a one-line message when
  * the URI or a variable is malformed or credentials are missing. */
 enum hm_err s3_config_from_env(struct hm_ctx *ctx, const char *uri, struct s3_config *cfg) HM_MUST_CHECK;
 void s3_config_release(struct s3_config *cfg);
@@ -72,6 +73,29 @@ void s3_sigv4_signature(const char *secret, const char *date8, const char *regio
  * (ListParts). *sent (may be NULL) receives the bytes sent this time. */
 enum hm_err s3_put_file(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd, uint64_t size,
 			const char *sha256, uint64_t *sent) HM_MUST_CHECK;
+/* A multipart upload that runs while its file is being written: parts are
+ * sent, cfg->parallel at once, as soon as s3_mpu_avail says their bytes are
+ * final; each part's MD5 is checked against its ETag and the file's SHA-256
+ * is computed as its prefix grows. It resumes an unfinished upload of the
+ * same key, reusing parts whose MD5 matches (ListParts). Memory is bounded
+ * (no part is held in memory). fd is duplicated: the caller keeps its own.
+ * Errors that happen in the background are reported by s3_mpu_finish.
+ * *out owned by the caller: s3_mpu_finish or s3_mpu_free. */
+struct s3_mpu;
+enum hm_err s3_mpu_start(struct hm_ctx *ctx, struct s3_client *c, const char *key, int fd, uint64_t size,
+			 struct s3_mpu **out) HM_MUST_CHECK;
+/* Bytes [0, written) of the file are final (it never goes back: a file
+ * that starts over needs a new s3_mpu). */
+void s3_mpu_avail(struct s3_mpu *m, uint64_t written);
+/* The whole file is written: waits for the parts, then completes the upload
+ * when the file's SHA-256 is sha256, else aborts it (HM_ERR_CORRUPT). Other
+ * failures keep the finished parts for the next try. Frees m in every case.
+ * *sent (may be NULL) receives the bytes sent this time. */
+enum hm_err s3_mpu_finish(struct hm_ctx *ctx, struct s3_mpu *m, const char *sha256, uint64_t *sent) HM_MUST_CHECK;
+/* Stops and frees m without completing it (its parts stay for a later try);
+ * NULL is fine. */
+void s3_mpu_free(struct s3_mpu *m);
+
 /* Puts a small object from memory (signed with its real payload digest). */
 enum hm_err s3_put_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key, const void *data,
 		       size_t len) HM_MUST_CHECK;

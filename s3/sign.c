@@ -308,6 +308,16 @@ enum hm_err s3_config_from_env(struct hm_ctx *ctx, const char *uri, struct s3_co
 	    (err = env_size(ctx, "HUBMIRROR_S3_SINGLE_MAX", &cfg->single_max)) ||
 	    (err = env_size(ctx, "HUBMIRROR_S3_SEND_RATE", &cfg->send_rate)))
 		goto out;
+	{
+		uint64_t par = 0;
+		if ((err = env_size(ctx, "HUBMIRROR_S3_PARALLEL", &par)))
+			goto out;
+		if (par > 64) {
+			err = hm_fail(ctx, HM_ERR_USAGE, "HUBMIRROR_S3_PARALLEL must be 1..64");
+			goto out;
+		}
+		cfg->parallel = (int)par;
+	}
 out:
 	if (err)
 		s3_config_release(cfg);

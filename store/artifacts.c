@@ -133,7 +133,7 @@ enum hm_err store_record_artifact(struct hm_ctx *ctx, struct store *st, const ch
 	else
 		err = store_exec(ctx, st, "COMMIT");
 	/* an S3 store: an object says the blob is used (gc on any node keeps it) */
-	if (!err && st->remote)
+	if (!err && st->remote && !store_remote_syncing(st))
 		err = store_remote_put_artifact(ctx, st, type, repo, commit, format, options, sha256, size);
 out:
 	sqlite3_finalize(q);

@@ -29,8 +29,18 @@
 #define META_MAX (64u << 20)      /* largest revision object read */
 #define GC_GRACE_S 3600           /* younger unreferenced objects/uploads are left to running pulls */
 
+/* An upload that runs while its blob downloads (store_blob_streaming). */
+struct stream {
+	char sha256[65];
+	char path[PATH_MAX];
+	uint64_t size, written;
+	struct s3_mpu *mpu;
+};
+
 struct store_remote {
 	struct s3_client *s3;
+	struct stream *streams;   /* a few at a time: one per large file downloading */
+	size_t nstreams;
 	char *uri;
 	double synced_at;         /* util_now() of the last refresh, 0 = never */
 	int syncing;
@@ -42,6 +52,9 @@ void store_remote_free(struct store_remote *r)
 {
 	if (!r)
 		return;
+	for (size_t i = 0; i < r->nstreams; i++)
+		s3_mpu_free(r->streams[i].mpu);
+	free(r->streams);
 	s3_client_free(r->s3);
 	free(r->uri);
 	free(r->discarded);
@@ -200,15 +213,97 @@ enum hm_err store_remote_blob_has(struct hm_ctx *ctx, struct store *st, const ch
 	return HM_OK;
 }
 
+static struct stream *find_stream(struct store_remote *r, const char *sha256)
+{
+	for (size_t i = 0; i < r->nstreams; i++)
+		if (!strcmp(r->streams[i].sha256, sha256))
+			return &r->streams[i];
+	return NULL;
+}
+
+/* Takes s out of the list; returns its upload (the caller's now). */
+static struct s3_mpu *stream_take(struct store_remote *r, struct stream *s)
+{
+	struct s3_mpu *m = s->mpu;
+	size_t i = (size_t)(s - r->streams);
+	memmove(&r->streams[i], &r->streams[i + 1], (r->nstreams - i - 1) * sizeof(*s));
+	r->nstreams--;
+	return m;
+}
+
+void store_blob_streaming(struct store *st, const char *sha256, uint64_t size, const char *part_path,
+			  uint64_t written)
+{
+	struct store_remote *r = st ? st->remote : NULL;
+	struct stream *s;
+	struct hm_ctx quiet = {0};
+	int fd;
+
+	if (!r || !sha256 || !util_is_hex(sha256, 64) || !part_path || !written ||
+	    size <= s3_client_config(r->s3)->single_max || strlen(part_path) >= sizeof(s->path))
+		return;
+	s = find_stream(r, sha256);
+	if (s && (strcmp(s->path, part_path) || written < s->written)) {
+		/* the file started over: so does the upload */
+		s3_mpu_free(stream_take(r, s));
+		s = NULL;
+	}
+	if (!s) {
+		char key[1200];
+		struct s3_mpu *m = NULL;
+		void *p = realloc(r->streams, (r->nstreams + 1) * sizeof(*r->streams));
+		if (!p)
+			return;
+		r->streams = p;
+		fd = open(part_path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			return;
+		blob_key(st, sha256, key, sizeof(key));
+		if (s3_mpu_start(&quiet, r->s3, key, fd, size, &m))
+			m = NULL;
+		close(fd);
+		if (!m)
+			return;
+		s = &r->streams[r->nstreams++];
+		memset(s, 0, sizeof(*s));
+		memcpy(s->sha256, sha256, 65);
+		snprintf(s->path, sizeof(s->path), "%s", part_path);
+		s->size = size;
+		s->mpu = m;
+	}
+	s->written = written;
+	s3_mpu_avail(s->mpu, written);
+}
+
+void store_blob_streaming_stop(struct store *st, const char *sha256)
+{
+	struct stream *s;
+	if (!st || !st->remote || !sha256 || !(s = find_stream(st->remote, sha256)))
+		return;
+	s3_mpu_free(stream_take(st->remote, s));
+}
+
 enum hm_err store_remote_upload(struct hm_ctx *ctx, struct store *st, const char *tmp_path, const char *sha256,
 				uint64_t size)
 {
 	enum hm_err err;
 	char key[1200];
-	int fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
+	int fd;
 	struct stat sb;
 	struct store_remote *r = st->remote;
+	struct stream *s = find_stream(r, sha256);
 
+	if (s) {
+		/* the upload ran while the file downloaded: wait for its last parts */
+		int same = !strcmp(s->path, tmp_path) && s->size == size;
+		struct s3_mpu *m = stream_take(r, s);
+		if (same) {
+			err = s3_mpu_finish(ctx, m, sha256, NULL);
+			goto done;
+		}
+		s3_mpu_free(m);
+	}
+	fd = open(tmp_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return hm_fail(ctx, store_errno_err(errno), "cannot open '%s': %s", tmp_path, strerror(errno));
 	if (fstat(fd, &sb) < 0 || (uint64_t)sb.st_size != size) {
@@ -219,6 +314,7 @@ enum hm_err store_remote_upload(struct hm_ctx *ctx, struct store *st, const char
 	blob_key(st, sha256, key, sizeof(key));
 	err = s3_put_file(ctx, r->s3, key, fd, size, sha256, NULL);
 	close(fd);
+done:
 	if (!err) {
 		for (size_t i = 0; i < r->ndiscarded; i++)
 			if (!strcmp(r->discarded[i], sha256)) {
@@ -604,6 +700,22 @@ static int split_meta_key(const char *rest, char type[16], char repo[256], char 
 	return store_type_ok(type) && util_repo_id_is_valid(repo);
 }
 
+/* Splits an artifact key's rest "<type>/<repo>/<commit>/<sha256>". */
+static int split_artifact_key(const char *rest, char type[16], char repo[256], char commit[41], char sha256[65])
+{
+	const char *slash = strrchr(rest, '/');
+	char last[600], c2[600];
+	if (!slash || strlen(slash + 1) != 64 || !util_is_hex(slash + 1, 64) || (size_t)(slash - rest) >= sizeof(last))
+		return 0;
+	memcpy(last, rest, (size_t)(slash - rest));
+	last[slash - rest] = 0;
+	if (!split_meta_key(last, type, repo, c2) || strlen(c2) != 40 || !util_is_hex(c2, 40))
+		return 0;
+	memcpy(commit, c2, 41);
+	memcpy(sha256, slash + 1, 65);
+	return 1;
+}
+
 /* Reads a revision object into a recorded revision (without writing back). */
 static enum hm_err import_revision(struct hm_ctx *ctx, struct store *st, const char *key, const char *type,
 				   const char *repo, const char *commit)
@@ -774,6 +886,68 @@ out:
 	return err;
 }
 
+/* Records the conversions other nodes stored (artifacts/ objects) whose
+ * revision this node's index has and whose row it lacks. */
+static enum hm_err sync_artifacts(struct hm_ctx *ctx, struct store *st)
+{
+	enum hm_err err;
+	struct keys k = {0};
+	char ap[1200];
+	size_t al;
+
+	if ((err = list_keys(ctx, st, "artifacts/", &k)))
+		return err;
+	s3_key(st->remote->s3, "artifacts/", ap, sizeof(ap));
+	al = strlen(ap);
+	for (size_t i = 0; i < k.n && !err; i++) {
+		char type[16], repo[256], commit[41], sha[65], *text = NULL;
+		struct store_artifact *v = NULL;
+		size_t nv = 0, len = 0;
+		int have = 0;
+		json_t *doc;
+		const char *format, *options;
+		json_int_t size;
+
+		if (strncmp(k.v[i], ap, al) || !split_artifact_key(k.v[i] + al, type, repo, commit, sha))
+			continue;
+		if (store_list_artifacts(ctx, st, type, repo, &v, &nv)) {
+			ctx->errmsg[0] = 0; /* the repo is not in this index */
+			continue;
+		}
+		for (size_t j = 0; j < nv; j++)
+			have |= !strcmp(v[j].sha256, sha) && !strcmp(v[j].commit, commit);
+		store_artifacts_free(v, nv);
+		if (have)
+			continue;
+		if ((err = s3_get_buf(ctx, st->remote->s3, k.v[i], 64 * 1024, &text, &len))) {
+			if (err != HM_ERR_NOT_FOUND)
+				break;
+			ctx->errmsg[0] = 0; /* removed meanwhile */
+			err = HM_OK;
+			continue;
+		}
+		/* untrusted: a malformed record is skipped, not fatal */
+		doc = json_loadb(text, len, 0, NULL);
+		free(text);
+		if (doc && !json_unpack(doc, "{s:s, s:s, s:I}", "format", &format, "options", &options, "size", &size) &&
+		    size >= 0 && strlen(format) < 32 && strlen(options) < 512) {
+			int present = 0;
+			/* the blob's row first (its object is written before the record) */
+			err = store_remote_blob_has(ctx, st, sha, (uint64_t)size, &present);
+			if (!err && present)
+				err = store_record_artifact(ctx, st, type, repo, commit, format, options, sha,
+							    (uint64_t)size);
+			if (err == HM_ERR_NOT_FOUND || err == HM_ERR_REV_NOT_FOUND) { /* not in this index */
+				ctx->errmsg[0] = 0;
+				err = HM_OK;
+			}
+		}
+		json_decref(doc);
+	}
+	keys_release(&k);
+	return err;
+}
+
 enum hm_err store_remote_sync(struct hm_ctx *ctx, struct store *st, double min_age)
 {
 	enum hm_err err = HM_OK;
@@ -856,7 +1030,7 @@ enum hm_err store_remote_sync(struct hm_ctx *ctx, struct store *st, double min_a
 		if (err)
 			goto out;
 	}
-	if ((err = sync_refs(ctx, st)))
+	if ((err = sync_refs(ctx, st)) || (err = sync_artifacts(ctx, st)))
 		goto out;
 	r->synced_at = util_now();
 out:
@@ -933,24 +1107,10 @@ enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_g
 		s3_key(st->remote->s3, "artifacts/", ap, sizeof(ap));
 		al = strlen(ap);
 		for (size_t i = 0; i < arts.n; i++) {
-			char type[16], repo[256], last[600], commit[41];
-			const char *rest = arts.v[i] + al, *slash;
+			char type[16], repo[256], commit[41], sha[65];
 			int have = 0, added;
-			/* <type>/<repo>/<commit>/<sha256>: split off the sha256, then the commit */
-			slash = strrchr(rest, '/');
-			if (strncmp(arts.v[i], ap, al) || !slash || strlen(slash + 1) != 64 ||
-			    !util_is_hex(slash + 1, 64) || (size_t)(slash - rest) >= sizeof(last))
+			if (strncmp(arts.v[i], ap, al) || !split_artifact_key(arts.v[i] + al, type, repo, commit, sha))
 				continue;
-			memcpy(last, rest, (size_t)(slash - rest));
-			last[slash - rest] = 0;
-			{
-				char t2[16], r2[256], c2[600];
-				if (!split_meta_key(last, t2, r2, c2) || strlen(c2) != 40 || !util_is_hex(c2, 40))
-					continue;
-				strcpy(type, t2);
-				strcpy(repo, r2);
-				strcpy(commit, c2);
-			}
 			{
 				struct store_rev_info *rv = NULL;
 				size_t nrv = 0;
@@ -961,7 +1121,7 @@ enum hm_err store_remote_gc(struct hm_ctx *ctx, struct store *st, struct store_g
 					ctx->errmsg[0] = 0;
 				store_rev_info_free(rv, nrv);
 			}
-			if (have && store_kmap_get(&live, slash + 1, 64, &added) < 0) {
+			if (have && store_kmap_get(&live, sha, 64, &added) < 0) {
 				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 				goto out;
 			}
@@ -1031,4 +1191,43 @@ out:
 	keys_release(&arts);
 	store_kmap_release(&live);
 	return err;
+}
+
+/* ---- usage ---- */
+
+struct du_acc {
+	uint64_t bytes, n;
+};
+
+static int du_obj_cb(void *ud, const struct s3_object *o)
+{
+	struct du_acc *a = ud;
+	a->bytes += o->size;
+	a->n++;
+	return 0;
+}
+
+static int du_upload_cb(void *ud, const struct s3_upload *u)
+{
+	(void)u;
+	(*(uint64_t *)ud)++;
+	return 0;
+}
+
+enum hm_err store_du_bucket(struct hm_ctx *ctx, struct store *st, struct store_du *d)
+{
+	struct du_acc a = {0, 0};
+	char prefix[1200];
+	enum hm_err err;
+
+	if (!st->remote)
+		return HM_OK;
+
+	s3_key(st->remote->s3, "blobs/", prefix, sizeof(prefix));
+	if ((err = s3_list(ctx, st->remote->s3, prefix, du_obj_cb, &a)))
+		return err;
+	d->bucket_bytes = a.bytes;
+	d->bucket_blobs = a.n;
+	s3_key(st->remote->s3, "", prefix, sizeof(prefix));
+	return s3_list_uploads(ctx, st->remote->s3, prefix, du_upload_cb, &d->bucket_uploads);
 }

@@ -1275,6 +1275,7 @@ enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct st
 	sum_files(path, 2, NULL, &out->disk, &out->nblobs);
 	snprintf(path, sizeof(path), "%s/tmp", st->dir);
 	sum_files(path, 0, ".part", &out->partial, &out->npartial);
+	out->remote = st->remote != NULL;
 	if ((err = store_exec(ctx, st, "BEGIN")))
 		return err;
 	if ((err = store_prepare(ctx, st, sql[0], &q)))

@@ -145,6 +145,18 @@ char *store_blob_url(struct store *st, const char *sha256, int expires);
  * downloaded into the local cache and verified (SHA-256 and size). A no-op
  * for a local store. */
 enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size) HM_MUST_CHECK;
+/* An S3 store: the part file at part_path, to become blob sha256 of size
+ * bytes, has its first written bytes final. Its multipart upload then runs
+ * while the rest downloads, and store_blob_adopt only waits for the last
+ * parts. Fewer bytes than before mean the file started over (the upload
+ * starts over too, reusing only parts whose MD5 still matches). Best effort:
+ * on any trouble the upload simply happens in store_blob_adopt. A no-op for a
+ * local store and for blobs small enough for one PUT. */
+void store_blob_streaming(struct store *st, const char *sha256, uint64_t size, const char *part_path,
+			  uint64_t written);
+/* Stops the upload store_blob_streaming started for sha256 (a failed
+ * download); the parts sent stay for a later try. A no-op when none runs. */
+void store_blob_streaming_stop(struct store *st, const char *sha256);
 /* Re-hashes a blob where it is kept: *problem = NULL (good), "missing" or "corrupt". */
 enum hm_err store_blob_check(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
 			     const char **problem) HM_MUST_CHECK;
@@ -433,12 +445,22 @@ struct store_du {
 	uint64_t saved;         /* logical - unique: what deduplication saves */
 	uint64_t partial;       /* bytes of partial downloads in tmp/ */
 	uint64_t npartial;
+	/* an S3 store: disk/nblobs/partial are its node's local cache, these the bucket's */
+	int remote;
+	uint64_t bucket_bytes;  /* blob objects under PREFIX/blobs/ */
+	uint64_t bucket_blobs;
+	uint64_t bucket_uploads; /* unfinished multipart uploads under PREFIX */
 	struct store_du_repo *by_unique, *by_logical; /* largest first, top of each */
 	size_t nby_unique, nby_logical, nrepos;
 };
 /* Store usage; top limits each repo list (0 = all). Release with store_du_release. */
 enum hm_err store_du(struct hm_ctx *ctx, struct store *st, size_t top, struct store_du *out) HM_MUST_CHECK;
 void store_du_release(struct store_du *d);
+/* An S3 store's bucket side of du (bucket_bytes, bucket_blobs,
+ * bucket_uploads): lists every blob object, so it costs one request per
+ * 1,000 objects and is left out of store_du (which /metrics calls often).
+ * A no-op for a local store. */
+enum hm_err store_du_bucket(struct hm_ctx *ctx, struct store *st, struct store_du *d) HM_MUST_CHECK;
 
 /* ---- smoke tests (smoke.c; `hubmirror smoke`, shown by `ls REPO`) ---- */
 

@@ -151,8 +151,8 @@ rgw_dns_name = 127.0.0.1
         self._daemon("mon", "ceph-mon", "-c", c, "-i", "a")
         self._wait("ceph-mon", lambda: self.ceph("-s", check=False) if False else
                    self._run("ceph", "-c", c, "--connect-timeout", "3", "-s", timeout=15,
-                             check=False).returncode == 0, 60)
-        self._run("ceph", "-c", c, "--connect-timeout", "5", "osd", "create", timeout=30)
+                             check=False).returncode == 0, 120)
+        self._run("ceph", "-c", c, "--connect-timeout", "5", "osd", "create", timeout=60)
         self._run("ceph-osd", "-c", c, "-i", "0", "--mkfs", timeout=60)
         # the OSD sometimes exits at once ("wrong fsid") when it asked before
         # the monitor had its map: start it again
@@ -170,7 +170,7 @@ rgw_dns_name = 127.0.0.1
             out = self._run("ceph", "-c", c, "--connect-timeout", "3", "osd", "stat", timeout=15,
                             check=False).stdout.decode()
             return "1 up" in out
-        self._wait("ceph-osd", osd_up, 60)
+        self._wait("ceph-osd", osd_up, 120)
         self._daemon("rgw", "radosgw", "-c", c, "-n", "client.rgw.a")
 
         def rgw_up():
@@ -179,13 +179,14 @@ rgw_dns_name = 127.0.0.1
             except urllib.error.HTTPError:
                 return True
             return True
-        self._wait("radosgw", rgw_up, 90)
+        # a loaded 2-core machine has taken 90 s and more to start radosgw
+        self._wait("radosgw", rgw_up, 240)
 
         def user():
             return self._run("radosgw-admin", "-c", c, "user", "create", "--uid", "hmtest",
                              "--display-name", "hmtest", "--access-key", self.access_key,
                              "--secret-key", self.secret_key, timeout=30, check=False).returncode == 0
-        self._wait("radosgw user", user, 60)
+        self._wait("radosgw user", user, 120)
 
     def stop(self):
         for p in reversed(self.procs):
@@ -251,8 +252,14 @@ if __name__ == "__main__":
 class FaultProxy:
     """An HTTP proxy in front of RGW that answers the first matching requests
     with a fault instead of forwarding them: ("503", method) sends 503
-    SlowDown, ("drop", method) closes the connection without an answer. The
-    Host header is forwarded as sent, so SigV4 signatures stay valid."""
+    SlowDown, ("drop", method) closes the connection without an answer,
+    ("cut", method) forwards the request but closes the connection after half
+    of the answer's body (after waiting the fault's 4th element, seconds, if
+    given), ("hang", method) reads the request and answers nothing for the
+    fault's 4th element seconds (default 120) or until the proxy stops. A
+    3rd element, when given, must be a substring of the path. The
+    Host header is forwarded as sent, so SigV4 signatures stay valid.
+    Every forwarded request's (method, path, status) is in .answers."""
 
     def __init__(self, target_port, faults):
         import http.client
@@ -261,6 +268,8 @@ class FaultProxy:
         self.faults = list(faults)
         self.fired = []
         self.log = []   # (method, path) of every request
+        self.answers = []
+        self.stopping = threading.Event()
         self.lock = threading.Lock()
         proxy = self
 
@@ -275,11 +284,17 @@ class FaultProxy:
                 body = self.rfile.read(n) if n else b""
                 with proxy.lock:
                     proxy.log.append((self.command, self.path))
-                    fault = next((f for f in proxy.faults if f[1] == self.command), None)
+                    fault = next((f for f in proxy.faults if f[1] == self.command and
+                                  (len(f) < 3 or f[2] in self.path)), None)
                     if fault:
                         proxy.faults.remove(fault)
                         proxy.fired.append(fault)
                 if fault and fault[0] == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault and fault[0] == "hang":
+                    proxy.stopping.wait(fault[3] if len(fault) > 3 else 120)
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -296,15 +311,25 @@ class FaultProxy:
                           headers=hdrs)
                 r = c.getresponse()
                 data = r.read()
+                with proxy.lock:
+                    proxy.answers.append((self.command, self.path, r.status))
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                c.close()
+                if fault and fault[0] == "cut" and self.command != "HEAD":
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    if len(fault) > 3:
+                        time.sleep(fault[3])
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                c.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
@@ -316,5 +341,6 @@ class FaultProxy:
         self.thread.start()
 
     def stop(self):
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -16,8 +16,17 @@ in one test so the ~15-30 s start is paid once:
   reusing the finished parts;
 - an object overwritten behind our back: verify names it, --repair fixes it;
 - export from the S3 store, import into a local one: byte-identical;
-- rm and gc: unreferenced objects and stale multipart uploads go."""
+- rm and gc: unreferenced objects and stale multipart uploads go;
+- sync from a manifest, import of a bundle and convert into the bucket, each
+  read back byte-exact by s3cmd or from a fresh node; du counts the bucket;
+- `hubmirror pull` through serve whose presigned URL expires mid-download
+  (the connection cut, the retry refused with 403): it resolves again;
+- failure twins of the reads from the bucket: 503 SlowDown, a dropped
+  connection and a truncated body are retried (checkout completes), wrong
+  credentials and a missing bucket on read paths give one clear line.
+Each case prints its time, so a slow one shows in the log."""
 
+import json
 import os
 import re
 import shutil
@@ -253,26 +262,30 @@ def case_js(t, srv, want):
 
 def case_kill_multipart(t, ceph, conf, want):
     store = "s3://%s/crash" % BUCKET
-    env = dict(node_env(t, "crash"), HUBMIRROR_S3_SEND_RATE="1M")
+    env = node_env(t, "crash")
+    # part 2 never gets an answer (its PUT hangs in a proxy), so the upload
+    # cannot complete: the pull is killed once the other parts are finished,
+    # whatever the machine's load (parts go up several at once)
+    hang = ceph_lib.FaultProxy(ceph.port, [("hang", "PUT", "partNumber=2&", 120)])
     t0 = time.time()
-    p = t.spawn("pull", BIG, store=store, env=env)
-    # killed once the upload has a finished part (ListParts, signed by curl: fast)
-    deadline = time.time() + 90
-    parts = []
-    seen = []
-    while time.time() < deadline and p.poll() is None and not parts:
-        body = s3curl(ceph, "/%s?prefix=crash%%2F&uploads=" % BUCKET)
-        if "<UploadId>" in body and not seen:
-            seen.append(time.time() - t0)
-        for key, uid in re.findall(r"<Key>([^<]*)</Key>\s*<UploadId>([^<]*)</UploadId>", body):
-            lp = s3curl(ceph, "/%s/%s?uploadId=%s" % (BUCKET, key, urllib.parse.quote(uid, safe="")))
-            parts = re.findall(r"<PartNumber>(\d+)</PartNumber>", lp)
-        time.sleep(0.1)
-    if p.poll() is not None or not parts:
-        check(False, "the pull ended before a part was uploaded: %s" % p.stderr.read()[-500:])
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    parts.append("killed after %.1fs, upload seen after %s" % (time.time() - t0, seen))
+    try:
+        p = t.spawn("pull", BIG, store=store, env=dict(env, AWS_ENDPOINT_URL=hang.url))
+        deadline = time.time() + 120
+        parts = []
+        while time.time() < deadline and p.poll() is None and (len(parts) < 2 or hang.faults):
+            body = s3curl(ceph, "/%s?prefix=crash%%2F&uploads=" % BUCKET)
+            for key, uid in re.findall(r"<Key>([^<]*)</Key>\s*<UploadId>([^<]*)</UploadId>", body):
+                lp = s3curl(ceph, "/%s/%s?uploadId=%s" % (BUCKET, key, urllib.parse.quote(uid, safe="")))
+                parts = re.findall(r"<PartNumber>(\d+)</PartNumber>", lp)
+            time.sleep(0.2)
+        if p.poll() is not None or len(parts) < 2 or hang.faults:
+            check(False, "the pull ended or stalled before parts 1 and 3 were uploaded (parts %s, hang %s): %s"
+                  % (parts, hang.fired, p.stderr.read()[-500:] if p.poll() is not None else "running"))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        hang.stop()
+    parts.append("killed after %.1fs" % (time.time() - t0))
     sha = lib.sha256_bytes(want["big.bin"])
     key = "crash/blobs/sha256/%s/%s" % (sha[:2], sha)
     check(key not in s3_objects(ceph, conf, "crash/"), "a killed multipart upload is visible (parts %s)" % parts)
@@ -281,13 +294,13 @@ def case_kill_multipart(t, ceph, conf, want):
     # the next pull completes, reusing the finished parts (ListParts): counted by a proxy
     proxy = ceph_lib.FaultProxy(ceph.port, [])
     try:
-        r = t.hm("pull", BIG, "--json", store=store,
-                 env=dict(env, HUBMIRROR_S3_SEND_RATE=None, AWS_ENDPOINT_URL=proxy.url))
+        r = t.hm("pull", BIG, "--json", store=store, env=dict(env, AWS_ENDPOINT_URL=proxy.url))
     finally:
         proxy.stop()
     check(r.rc == 0, "pull after kill -9: %r" % r)
     sent = [p for m, p in proxy.log if m == "PUT" and "partNumber=" in p]
-    check(len(sent) <= 2 and any(m == "GET" and "uploadId=" in p for m, p in proxy.log),
+    check(sent and all("partNumber=2&" in p for p in sent) and
+          any(m == "GET" and "uploadId=" in p for m, p in proxy.log),
           "the finished parts were not reused: parts sent %s" % sent)
     got = s3_get(ceph, conf, key, os.path.join(t.tmp, "crash.get"))
     check(got == want["big.bin"], "the completed object is not byte-exact")
@@ -403,6 +416,167 @@ def case_rm_gc(t, ceph, conf, want):
     check(r.rc == 0 and BIG not in r.out, "a second node still lists the removed repo: %r" % r)
 
 
+def case_sync(t, ceph, conf, want):
+    """sync into an S3 store: pulled into the bucket, checked out, locked; --locked on a fresh node."""
+    store = "s3://%s/sync" % BUCKET
+    m = os.path.join(t.tmp, "models.txt")
+    with open(m, "w") as fh:
+        fh.write("# the lab\n%s\n%s\n" % (lib.SAMPLE_REPO, BIG))
+    dest = os.path.join(t.tmp, "lab")
+    r = t.hm("sync", m, "--to", dest, store=store, endpoint=t.endpoint, env=node_env(t, "sy"), timeout=240)
+    check(r.rc == 0, "sync into the S3 store: %r" % r)
+    for path, data in want.items():
+        repo = BIG if path == "big.bin" else lib.SAMPLE_REPO
+        check(lib.read(os.path.join(dest, repo, path)) == data, "sync checkout of %s is not byte-exact" % path)
+    lock = json.load(open(m + ".lock"))
+    check({x["repo"] for x in lock["models"]} == {lib.SAMPLE_REPO, BIG}, "lock: %r" % lock)
+    objs = s3_objects(ceph, conf, "sync/")
+    for path, data in want.items():
+        sha = lib.sha256_bytes(data)
+        check(objs.get("sync/blobs/sha256/%s/%s" % (sha[:2], sha)) == len(data), "sync: %s not in the bucket" % path)
+    check(len([k for k in objs if k.startswith("sync/revisions/")]) == 2, "sync: revision objects %s" % sorted(objs))
+    sha = lib.sha256_bytes(want["big.bin"])
+    got = s3_get(ceph, conf, "sync/blobs/sha256/%s/%s" % (sha[:2], sha), os.path.join(t.tmp, "sync.get"))
+    check(got == want["big.bin"], "sync: the multipart object is not byte-exact")
+    # the lock replayed on a fresh node: everything comes from the bucket
+    dest2 = os.path.join(t.tmp, "lab2")
+    r = t.hm("sync", m, "--locked", "--to", dest2, store=store, endpoint=t.endpoint, env=node_env(t, "sy2"),
+             timeout=240)
+    check(r.rc == 0, "sync --locked on a fresh node: %r" % r)
+    check(lib.read(os.path.join(dest2, BIG, "big.bin")) == want["big.bin"], "sync --locked: not byte-exact")
+
+
+def case_import_s3(t, ceph, conf, want):
+    """A bundle made from a local store, imported into an S3 store, is read back by s3cmd and a fresh node."""
+    local = os.path.join(t.tmp, "store-src")
+    for repo in (lib.SAMPLE_REPO, BIG):
+        r = t.hm("pull", repo, store=local, env={"AWS_ACCESS_KEY_ID": None})
+        check(r.rc == 0, "local pull for the bundle: %r" % r)
+    bundle = os.path.join(t.tmp, "to-s3.tar")
+    r = t.hm("export", lib.SAMPLE_REPO, BIG, "-o", bundle, store=local)
+    check(r.rc == 0, "export from a local store: %r" % r)
+    store = "s3://%s/imp" % BUCKET
+    r = t.hm("import", bundle, store=store, env=node_env(t, "im"), timeout=180)
+    check(r.rc == 0, "import into the S3 store: %r" % r)
+    objs = s3_objects(ceph, conf, "imp/")
+    for path, data in want.items():
+        sha = lib.sha256_bytes(data)
+        check(objs.get("imp/blobs/sha256/%s/%s" % (sha[:2], sha)) == len(data), "import: %s not in the bucket" % path)
+    sha = lib.sha256_bytes(want["big.bin"])
+    check(s3_get(ceph, conf, "imp/blobs/sha256/%s/%s" % (sha[:2], sha), os.path.join(t.tmp, "imp.get")) ==
+          want["big.bin"], "import: the object is not byte-exact")
+    check(len([k for k in objs if k.startswith("imp/revisions/")]) == 2, "import: revision objects %s" % sorted(objs))
+    check(not uploads(ceph, conf), "import left unfinished uploads")
+    out = os.path.join(t.tmp, "co-imp")
+    r = t.hm("checkout", BIG, "--to", out, "--copy", store=store, env=node_env(t, "im2"))
+    check(r.rc == 0 and lib.read(os.path.join(out, "big.bin")) == want["big.bin"],
+          "checkout of the imported repo on a fresh node: %r" % r)
+
+
+def case_convert(t, ceph, conf):
+    """convert into the S3 store: the GGUF is an object in the bucket; a fresh node finds it (cache hit)."""
+    r = t.hm("convert", lib.SAMPLE_REPO, "--type", "q8_0", "--json", store=STORE, env=node_env(t, "a"), timeout=180)
+    check(r.rc == 0, "convert into the S3 store: %r" % r)
+    j = r.json()
+    check(j["stored"] is True and j["cached"] is False, "convert: %r" % j)
+    key = "mirror/blobs/sha256/%s/%s" % (j["sha256"][:2], j["sha256"])
+    objs = s3_objects(ceph, conf, "mirror/")
+    check(objs.get(key) == j["size"], "the GGUF is not in the bucket (%r)" % objs.get(key))
+    check(any(k.startswith("mirror/artifacts/model/%s/" % lib.SAMPLE_REPO) and k.endswith(j["sha256"])
+              for k in objs), "no artifact record in the bucket")
+    got = s3_get(ceph, conf, key, os.path.join(t.tmp, "gguf.get"))
+    check(lib.sha256_bytes(got) == j["sha256"] and got[:4] == b"GGUF", "the GGUF object is not byte-exact")
+    r = t.hm("convert", lib.SAMPLE_REPO, "--type", "q8_0", "--json", store=STORE, env=node_env(t, "cv2"))
+    check(r.rc == 0 and r.json()["cached"] is True and r.json()["sha256"] == j["sha256"],
+          "a fresh node converts again instead of using the bucket's: %r" % r)
+    return j
+
+
+def case_du_stats(t, ceph, conf):
+    objs = s3_objects(ceph, conf, "mirror/blobs/")
+    r = t.hm("du", "--json", store=STORE, env=node_env(t, "du"))
+    check(r.rc == 0, "du on the S3 store: %r" % r)
+    b = r.json().get("bucket") or {}
+    check(b.get("bytes") == sum(objs.values()) and b.get("blobs") == len(objs),
+          "du's bucket figures %r, s3cmd lists %d objects of %d bytes" % (b, len(objs), sum(objs.values())))
+    r = t.hm("du", store=STORE, env=node_env(t, "du"))
+    check(r.rc == 0 and "in the bucket" in r.out, "du text: %r" % r)
+    r = t.hm("stats", store=STORE, env=node_env(t, "a"))
+    check(r.rc == 0, "stats on the S3 store: %r" % r)
+
+
+def case_pull_reresolve(t, ceph, want):
+    """`hubmirror pull` through serve: the presigned URL expires while the
+    connection hangs and is cut; the retry is refused (403); pull resolves again."""
+    proxy = ceph_lib.FaultProxy(ceph.port, [("cut", "GET", "X-Amz-Signature=", 4.0)])
+    try:
+        srv = Server(t, "--presign-expiry", "2", store=STORE, wait=60,
+                     env=dict(node_env(t, "rr"), AWS_ENDPOINT_URL=proxy.url))
+        other = os.path.join(t.tmp, "store-rr")
+        r = t.hm("pull", BIG, "--json", store=other, endpoint=srv.url, timeout=180,
+                 env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None})
+        check(r.rc == 0, "pull through serve with an expiring URL: %r" % r)
+        check(lib.read(lib.blob_path(other, lib.sha256_bytes(want["big.bin"]))) == want["big.bin"],
+              "pull after re-resolving: not byte-exact")
+        check(not proxy.faults, "the cut never happened (requests %s)" % proxy.log[-10:])
+        refused = [a for a in proxy.answers if a[0] == "GET" and "X-Amz-Signature=" in a[1] and a[2] == 403]
+        sigs = {re.search(r"X-Amz-Signature=([0-9a-f]+)", p).group(1) for m, p in proxy.log
+                if "X-Amz-Signature=" in p}
+        check(refused and len(sigs) >= 2, "no expired URL refused (%d) or no second URL (%d): %s"
+              % (len(refused), len(sigs), proxy.answers[-10:]))
+        srv.proc.kill()
+        srv.proc.wait()
+    finally:
+        proxy.stop()
+
+
+def case_read_faults(t, ceph, conf, want):
+    """Reads from the bucket: 503 SlowDown, a dropped connection and a truncated
+    body are retried (a fresh node's checkout completes byte-exact); wrong
+    credentials and a missing bucket are one clear line and write nothing."""
+    sha = lib.sha256_bytes(want["big.bin"])
+    blob = "blobs/sha256/%s/%s" % (sha[:2], sha)
+    proxy = ceph_lib.FaultProxy(ceph.port, [("503", "GET", blob), ("drop", "GET", blob), ("cut", "GET", blob),
+                                            ("503", "GET", "list-type=2"), ("503", "GET", "/revisions/"),
+                                            ("drop", "GET", "/revisions/")])
+    try:
+        out = os.path.join(t.tmp, "co-faults")
+        r = t.hm("checkout", BIG, "--to", out, "--copy", store=STORE, timeout=180,
+                 env=dict(node_env(t, "rf"), AWS_ENDPOINT_URL=proxy.url))
+        check(r.rc == 0, "checkout through read faults: %r" % r)
+        check(not proxy.faults, "faults that never fired: %s (fired %s)" % (proxy.faults, proxy.fired))
+        check(lib.read(os.path.join(out, "big.bin")) == want["big.bin"], "checkout through faults: not byte-exact")
+    finally:
+        proxy.stop()
+    bad = dict(node_env(t, "rbad"), AWS_SECRET_ACCESS_KEY="not-the-secret-key-0000")
+    out = os.path.join(t.tmp, "co-bad")
+    for argv in (("checkout", BIG, "--to", out, "--copy"), ("verify",), ("du",)):
+        r = t.hm(*argv, store=STORE, env=bad)
+        check(r.rc == 1, "%s with a wrong secret: %r" % (argv[0], r))
+        lib.clean_error(r, ("denied", "AWS_SECRET_ACCESS_KEY"))
+        check("not-the-secret-key" not in r.out + r.err and ceph.secret_key not in r.out + r.err,
+              "a secret was printed: %r" % r)
+    check(not os.path.exists(out) or not os.listdir(out), "a checkout with a wrong secret wrote files")
+    r = t.hm("pull", lib.SAMPLE_REPO, store="s3://no-such-bucket-y/p", env=node_env(t, "rbad"))
+    check(r.rc == 1, "pull into a missing bucket: %r" % r)
+    lib.clean_error(r, ("does not exist",))
+    # a malformed revision object (untrusted): one clear line naming it
+    junk = os.path.join(t.tmp, "junk.json")
+    with open(junk, "wb") as fh:
+        fh.write(b"{not json")
+    ceph.s3cmd(conf, "put", junk, "s3://%s/junkrev/revisions/model/demo-org/x/%s.json" % (BUCKET, "ab" * 20))
+    r = t.hm("ls", store="s3://%s/junkrev" % BUCKET, env=node_env(t, "junk"))
+    check(r.rc == 1, "a malformed revision object: %r" % r)
+    lib.clean_error(r, ("malformed revision object",))
+
+
+def timed(name, fn, *args):
+    t0 = time.time()
+    res = fn(*args)
+    print("case %s: %.1fs" % (name, time.time() - t0), flush=True)
+    return res
+
+
 def test_s3_store(t):
     missing = ceph_lib.missing_binaries()
     check(not missing, "Ceph/s3cmd binaries missing (mk/deps.sh test installs them): %s" % missing)
@@ -412,21 +586,28 @@ def test_s3_store(t):
         ceph.s3cmd(conf, "mb", "s3://%s" % BUCKET)
         t.env.update({k: v for k, v in ceph.env().items() if v is not None})
         t.env.update({"HUBMIRROR_S3_SINGLE_MAX": "6M", "HUBMIRROR_S3_PART_SIZE": "5M"})
-        want = case_pull(t, ceph, conf, emu)
-        case_wrong_credentials(t, ceph, conf)
-        case_second_node(t, want)
-        srv = case_serve(t, ceph, want)
-        case_js(t, srv, want)
-        case_kill_multipart(t, ceph, conf, want)
-        case_faults(t, ceph, conf, want)
-        case_pull_through(t, ceph, emu, want)
-        case_verify_repair(t, ceph, conf, emu, want)
-        case_export_import(t, want)
-        case_rm_gc(t, ceph, conf, want)
+        want = timed("pull", case_pull, t, ceph, conf, emu)
+        timed("wrong_credentials", case_wrong_credentials, t, ceph, conf)
+        timed("second_node", case_second_node, t, want)
+        srv = timed("serve", case_serve, t, ceph, want)
+        timed("js", case_js, t, srv, want)
+        timed("pull_reresolve", case_pull_reresolve, t, ceph, want)
+        timed("kill_multipart", case_kill_multipart, t, ceph, conf, want)
+        timed("faults", case_faults, t, ceph, conf, want)
+        timed("read_faults", case_read_faults, t, ceph, conf, want)
+        timed("pull_through", case_pull_through, t, ceph, emu, want)
+        timed("verify_repair", case_verify_repair, t, ceph, conf, emu, want)
+        timed("export_import", case_export_import, t, want)
+        timed("import_s3", case_import_s3, t, ceph, conf, want)
+        timed("sync", case_sync, t, ceph, conf, want)
+        timed("convert", case_convert, t, ceph, conf)
+        timed("du_stats", case_du_stats, t, ceph, conf)
+        timed("rm_gc", case_rm_gc, t, ceph, conf, want)
         for s in getattr(t, "servers", []):
             if s.proc.poll() is None:
                 s.proc.kill()
                 s.proc.wait()
 
 
-test_s3_store.timeout = 420
+# one Ceph for every case: its start alone has taken 90 s and more on a loaded machine
+test_s3_store.timeout = 900
