@@ -546,7 +546,7 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc
 	store_sweep_scratch(st, exclusive, o, r);
 	err = gc_partials(ctx, st, o, r);
 	if (!err && st->remote)
-		err = store_remote_gc(ctx, st, r);
+		err = st->backend->gc(ctx, st, r);
 out:
 	flock(st->gc_fd, LOCK_SH);
 	return err;

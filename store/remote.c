@@ -124,12 +124,16 @@ static enum hm_err cache_dir(struct hm_ctx *ctx, const struct s3_config *cfg, ch
 /* What store.c and index.c call through st->backend: they sit below this
  * file (which opens a local store as the bucket's cache), so they reach it
  * only through the table, as SQLite's pager reaches a VFS. */
+static enum hm_err remote_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size);
 static const struct store_backend s3_backend = {
 	.free = store_remote_free,
 	.blob_has = store_remote_blob_has,
 	.upload = store_remote_upload,
 	.put_revision = store_remote_put_revision,
 	.rm = store_remote_rm,
+	.put_artifact = store_remote_put_artifact,
+	.blob_local = remote_blob_local,
+	.gc = store_remote_gc,
 	.syncing = store_remote_syncing,
 };
 
@@ -411,7 +415,7 @@ enum hm_err store_blob_check(struct hm_ctx *ctx, struct store *st, const char *s
 	return hash_object(ctx, st, sha256, size, -1, problem);
 }
 
-enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size)
+static enum hm_err remote_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size)
 {
 	enum hm_err err = HM_OK;
 	char path[PATH_MAX], tmp[PATH_MAX], dir[PATH_MAX];

@@ -22,7 +22,8 @@ struct store_pending_dl {
 struct store_remote; /* remote.c: the S3 bucket behind an s3:// store */
 
 /* A second blob backend behind a store (remote.c: an S3 bucket). store.c
- * and index.c call it through this table, never by name: the backend opens
+ * index.c, artifacts.c, checkout.c and gc.c call it through this table, never
+ * by name: the backend opens
  * a local store as its cache and so sits above them (SQLite's VFS is the
  * model). */
 struct store_backend {
@@ -38,6 +39,14 @@ struct store_backend {
 				    const char *commit, const char *ref);
 	enum hm_err (*rm)(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
 			  const char *commit);
+	/* store_blob_local of such a store */
+	enum hm_err (*blob_local)(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size);
+	/* the backend's side of gc */
+	enum hm_err (*gc)(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r);
+	/* after an artifact is recorded */
+	enum hm_err (*put_artifact)(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    const char *commit, const char *format, const char *options, const char *sha256,
+				    uint64_t size);
 	/* 1 while the index is refilled from the backend (nothing is written back) */
 	int (*syncing)(const struct store *st);
 };

@@ -488,3 +488,8 @@ out:
 		close(fd);
 	return err;
 }
+
+enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size)
+{
+	return st->remote ? st->backend->blob_local(ctx, st, sha256, size) : HM_OK;
+}
