@@ -352,8 +352,11 @@ static int run_main(int argc, char **argv, struct cmd_args *a)
 		/* freed by the exit: the command reads it to the end */
 		a->o = calloc(1, c && c->opts_size ? c->opts_size : 1);
 		a->opts = c ? c->opts : NULL;
-		if (!rest || !a->o)
+		if (!rest || !a->o) {
+			fprintf(stderr, "hubmirror: error: out of memory\n");
+			free(rest);
 			return 1;
+		}
 		for (int i = 1; i < argc; i++)
 			if (i != ci)
 				rest[n++] = argv[i];

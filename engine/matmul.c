@@ -209,7 +209,7 @@ VNNI static inline __m512 wscale_vnni(const unsigned char *w, size_t bs, int one
 
 VNNI static inline __m512 xscale_vnni(const float *d, int one)
 {
-	__m128 s = one ? _mm_load_ss(d) : _mm_castpd_ps(_mm_load_sd((const double *)(const void *)d));
+	__m128 s = one ? _mm_load_ss(d) : _mm_castsi128_ps(_mm_loadl_epi64((const __m128i_u *)(const void *)d));
 	return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
 				     _mm512_castps128_ps512(s));
 }

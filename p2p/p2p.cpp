@@ -90,8 +90,13 @@ struct p2p {
 				}
 				if (auto *te = lt::alert_cast<lt::tracker_error_alert>(a)) {
 					// a whitelist not reloaded yet, a tracker restarting:
-					// ask again in 2 s, not after libtorrent's backoff (minutes)
-					te->handle.force_reannounce(2, -1, lt::torrent_handle::ignore_min_interval);
+					// ask again in 2 s, not after libtorrent's backoff (minutes).
+					// The torrent may be removed by now: its handle then throws,
+					// and an exception out of this thread would abort the process.
+					try {
+						te->handle.force_reannounce(2, -1, lt::torrent_handle::ignore_min_interval);
+					} catch (std::exception const &) {
+					}
 				} else if (auto *r = lt::alert_cast<lt::torrent_removed_alert>(a)) {
 					std::string h = hex(r->info_hashes.v2.data(), 32);
 					std::lock_guard<std::mutex> g(mu);

@@ -559,8 +559,13 @@ static int paths_from_body(struct srv_req *q, struct MHD_Connection *c, char ***
 		return 0;
 	if (ct && strstr(ct, "json")) {
 		json_error_t je;
-		json_t *j = json_loadb(q->body.buf, q->body.len, 0, &je), *ps, *e;
+		json_t *j, *ps, *e;
 		size_t i;
+		/* a flat object; deep nesting would recurse through jansson on
+		 * this thread's 256 KiB stack (MHD_OPTION_THREAD_STACK_SIZE) */
+		if (util_json_depth(q->body.buf, q->body.len) > 8)
+			return -1;
+		j = json_loadb(q->body.buf, q->body.len, 0, &je);
 		if (!j)
 			return -1;
 		ps = json_object_get(j, "paths");

@@ -3,7 +3,10 @@
 of tests/e2e/test_*.py, each in its own process with a fresh temp dir, store
 and emulator, and a timeout.
 
-Usage: tests/run.py [-j N] [--keep] [--no-unit] [NAME_SUBSTRING...]
+Usage: tests/run.py [-j N] [--keep] [--no-unit] [--unit] [NAME_SUBSTRING...]
+(--unit: the unit tests too, when names select e2e tests.)
+Under sanitizers (make SANITIZE=...) the *SAN_OPTIONS below are the defaults;
+a hubmirror run that prints a sanitizer report fails its test (lib.py).
 Prints "ok NAME" / "FAIL NAME" (with the detail) per test and ends with one
 line "N passed, M failed"; exits 1 if anything failed.
 """
@@ -120,7 +123,9 @@ def run_unit():
         return 0, 0
     print("# unit tests (%s)" % os.path.relpath(UNIT), flush=True)
     try:
-        p = subprocess.run([UNIT], capture_output=True, timeout=300, cwd=os.path.dirname(HERE))
+        # generous: a guard against a hang, not a time limit (ThreadSanitizer
+        # runs the threaded unit tests many times slower)
+        p = subprocess.run([UNIT], capture_output=True, timeout=1800, cwd=os.path.dirname(HERE))
         out = p.stdout.decode("utf-8", "replace")
         err = p.stderr.decode("utf-8", "replace")
         rc = p.returncode
@@ -176,12 +181,27 @@ def run_fuzz_replays():
     return passed, failed
 
 
+def sanitizer_defaults():
+    """Options for binaries built with SANITIZE=: stop at the first report,
+    with a stack, and an exit code no command uses (1 and 2 are ours)."""
+    root = os.path.dirname(HERE)
+    defaults = {
+        "ASAN_OPTIONS": "exitcode=86:detect_leaks=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "TSAN_OPTIONS": "exitcode=66:halt_on_error=1:second_deadlock_stack=1:suppressions="
+                        + os.path.join(root, "tests", "tsan.supp"),
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--one")
     ap.add_argument("-j", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep temp dirs of failed tests")
     ap.add_argument("--no-unit", action="store_true")
+    ap.add_argument("--unit", action="store_true", help="the unit tests even with names")
     ap.add_argument("names", nargs="*")
     a = ap.parse_args()
     if a.one:
@@ -189,8 +209,10 @@ def main():
 
     t_start = time.time()
     passed = failed = 0
-    if not a.no_unit and not a.names:
+    sanitizer_defaults()
+    if not a.no_unit and (a.unit or not a.names):
         passed, failed = run_unit()
+    if not a.no_unit and not a.names:
         fp, ff = run_fuzz_replays()
         passed += fp
         failed += ff

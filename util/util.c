@@ -306,3 +306,26 @@ int64_t util_unix_time(void)
 {
 	return (int64_t)time(NULL);
 }
+
+size_t util_json_depth(const char *buf, size_t len)
+{
+	size_t depth = 0, max = 0;
+	int in_str = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max)
+				max = depth;
+		} else if ((c == ']' || c == '}') && depth) {
+			depth--;
+		}
+	}
+	return max;
+}

@@ -69,4 +69,10 @@ int util_glob_match(const char *pattern, const char *path);
 /* Human-readable size ("1.5 GiB") into buf. */
 const char *util_human_size(uint64_t n, char *buf, size_t len);
 
+/* The deepest nesting of arrays and objects in the JSON text buf[0..len)
+ * (brackets inside strings do not count). jansson parses and frees
+ * recursively, up to 2048 levels: a thread with a small stack checks the
+ * depth of untrusted JSON first. */
+size_t util_json_depth(const char *buf, size_t len);
+
 #endif

@@ -336,8 +336,10 @@ class T:
             raise Fail("`hubmirror %s` still running after %ss\n  stdout: %s\n  stderr: %s"
                        % (" ".join(argv), timeout, (e.stdout or b"")[-1000:],
                           (e.stderr or b"")[-1000:]))
-        return Result(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
-                      p.stderr.decode("utf-8", "replace"), time.time() - t0)
+        r = Result(argv, p.returncode, p.stdout.decode("utf-8", "replace"),
+                   p.stderr.decode("utf-8", "replace"), time.time() - t0)
+        no_sanitizer_report(r)
+        return r
 
     def spawn(self, *args, store=True, endpoint=True, env=None):
         """Starts ./hubmirror in the background; returns the Popen."""
@@ -369,6 +371,19 @@ class T:
 
     def blob(self, sha):
         return blob_path(self.store, sha)
+
+
+SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer",
+                     "ThreadSanitizer: ", "runtime error: ")
+
+
+def no_sanitizer_report(r):
+    """A run of a sanitized binary that reported anything fails its test,
+    whatever its exit code (make SANITIZE=...)."""
+    for w in SANITIZER_REPORTS:
+        if w in r.err:
+            raise Fail("sanitizer report from `hubmirror %s` (rc=%r):\n%s"
+                       % (" ".join(r.args), r.rc, r.err[:4000]))
 
 
 def clean_error(r, words=()):

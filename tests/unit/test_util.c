@@ -203,3 +203,13 @@ UNIT_TEST(util_utf8_reader)
 	CHECK(util_utf8_valid((const unsigned char *)"caf\xc3\xa9 \xe2\x82\xac", 9));
 	CHECK(!util_utf8_valid((const unsigned char *)"caf\xc3\xa9 \xe2\x82", 8));
 }
+
+UNIT_TEST(util_json_depth_counts_brackets_outside_strings)
+{
+	static const char deep[] = "[[[[[[[[[[1]]]]]]]]]]";
+	CHECK(util_json_depth("", 0) == 0);
+	CHECK(util_json_depth("{\"paths\": [\"a\"]}", 16) == 2);
+	CHECK(util_json_depth("{\"p\": \"[[[[\\\"[[\"}", 17) == 1);
+	CHECK(util_json_depth(deep, sizeof(deep) - 1) == 10);
+	CHECK(util_json_depth("]]]}}[", 6) == 1);
+}
