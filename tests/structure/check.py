@@ -34,7 +34,7 @@ ALLOWED_OBJECTS = {"util/fault.o"}
 # pthread_once_t controls are the sanctioned one-time initialisation.
 ALLOWED_STATE_RE = re.compile(r"_once(\.\d+)?$")
 # What sanitizers and the compiler add to instrumented objects is theirs, not ours.
-TOOL_STATE_RE = re.compile(r"^(\.L|_+(asan|ubsan|tsan|lsan|msan|sancov|gcov)|__llvm)")
+TOOL_STATE_RE = re.compile(r"^(\.L|_+(asan|ubsan|tsan|lsan|msan|sancov|gcov|odr_asan)|__llvm)")
 
 
 def objects(root, dirs=DIRS):
