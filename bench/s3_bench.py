@@ -165,6 +165,7 @@ def main():
                 ceph.s3cmd(conf, "del", "s3://%s/s3cmd/big-%d.bin" % (BUCKET, r))
                 if r + 1 < RUNS:
                     ceph.s3cmd(conf, "del", "--recursive", "--force", "%s/" % prefix)
+                ceph.gc()  # deleted data stays in RADOS (memstore: RAM) until RGW's gc runs
             res["pull_s"] = statistics.median(pull_t)
             res["s3cmd_put_s"] = statistics.median(put_t)
             res["pull_rss_mib"] = max(pull_rss)

@@ -158,7 +158,7 @@ static int by_date(const void *a, const void *b)
 
 static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
 {
-	static char c[NCOLS][CELL];
+	char c[NCOLS][CELL]; /* 5.6 KiB */
 	int n = 0, lead = 0;
 	size_t nrows = r->nby[by];
 	struct cmd_table tab = {0};
@@ -207,7 +207,7 @@ static void print_csv(const struct store_report *r, enum store_by by)
 {
 	static const char *const heads[STORE_BY_N] = {"repo_type,repo", "repo_type,repo,path", "day",
 						      "source,endpoint"};
-	static char c[NCOLS][CELL];
+	char c[NCOLS][CELL]; /* 5.6 KiB */
 	int n;
 
 	printf("%s,count,bytes,seconds,median_rate,p95_rate,retries,failures,hits,misses\r\n", heads[by]);
@@ -390,7 +390,9 @@ const struct cmd cmd_stats = {
 	"stats", "[--repo REPO] [--since TIME] [--until TIME] [--by repo|file|day|endpoint] [--top N] [--csv] [--chart FILE.svg]",
 	"Download and serving statistics: totals and breakdowns by repo, file, day, endpoint.",
 	"Counts every transfer: each file a pull downloaded (or failed to), and each file\n"
-	"'hubmirror serve' sent for a GET. Per row: transfers, bytes, seconds, the median\n"
+	"'hubmirror serve' sent for a GET. Per row: transfers, bytes, seconds (wall time:\n"
+	"while at least one of the row's transfers moved bytes, so parallel downloads\n"
+	"count once; bytes over seconds is the rate you saw), the median\n"
 	"and 95th percentile of the transfers' throughput (bytes/s of each transfer that\n"
 	"moved bytes, weighted by its bytes: the rate at or below which half, or 95%, of\n"
 	"the bytes moved, so that small files do not hide the large ones' rate),\n"
@@ -402,7 +404,7 @@ const struct cmd cmd_stats = {
 	"('served').\n"
 	"TIME is unix seconds, YYYY-MM-DD (UTC), 2024-05-01T12:00:00Z or +02:00, or a span\n"
 	"back from now: 90s, 30m, 24h, 7d, 2w. --chart draws an SVG of bytes per day and\n"
-	"each day's throughput (bytes over transfer seconds, MiB/s); any browser opens it.\n"
+	"each day's throughput (bytes over wall seconds, MiB/s); any browser opens it.\n"
 	"--by day is in date order; a pull's endpoint is the host that sent the bytes.",
 	stats_opts, sizeof(struct stats_vals), stats_run,
 };

@@ -135,7 +135,7 @@ int store_chart_days(struct util_buf *b, const struct store_agg *days, size_t nd
 		e |= util_buf_printf(b, ": %" PRIu64 " bytes</title></rect>\n", days[i].bytes);
 	}
 	e |= util_buf_adds(b, "<text x=\"100\" y=\"400\" font-size=\"13\" font-weight=\"bold\">"
-			   "Throughput over time (each day&apos;s bytes over its transfer seconds, MiB/s)</text>\n");
+			   "Throughput over time (each day&apos;s bytes over its wall time, MiB/s)</text>\n");
 	e |= svg_axes(b, t2, b2, maxr, 0, "MiB/s", days, nd, first, span);
 	e |= util_buf_adds(b, "<polyline fill=\"none\" stroke=\"#d8553b\" stroke-width=\"2\" points=\"");
 	for (size_t i = 0; i < nd; i++) {

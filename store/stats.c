@@ -253,6 +253,8 @@ struct scan {
 	struct sums pulls_total, served_total;
 	double *rates;            /* per transfer with a rate, in scan order */
 	double *wts;              /* its bytes: the percentiles are weighted by them */
+	int64_t *t0;              /* when it started (unix seconds) */
+	double *dur;              /* its seconds: [t0, t0 + dur) counts in the wall time */
 	uint32_t *gid[STORE_BY_N];/* its group in each breakdown */
 	size_t nrates, caprates;
 	struct sums total;
@@ -377,6 +379,12 @@ static int scan_reserve(struct scan *s, size_t n)
 	if (!(p = realloc(s->wts, n * sizeof(*s->wts))))
 		return -1;
 	s->wts = p;
+	if (!(p = realloc(s->t0, n * sizeof(*s->t0))))
+		return -1;
+	s->t0 = p;
+	if (!(p = realloc(s->dur, n * sizeof(*s->dur))))
+		return -1;
+	s->dur = p;
 	for (int b = 0; b < STORE_BY_N; b++) {
 		if (!(s->q->want & (1u << b)))
 			continue;
@@ -414,6 +422,8 @@ static int scan_add(struct scan *s, struct xfer *x)
 	}
 	agg_add(&s->total, x, rated);
 	if (rated) {
+		s->t0[s->nrates] = x->started_at;
+		s->dur[s->nrates] = x->seconds;
 		s->wts[s->nrates] = (double)x->bytes;
 		s->rates[s->nrates++] = (double)x->bytes / x->seconds;
 	}
@@ -947,7 +957,87 @@ static int fill_row(struct grp *g, enum store_by by, struct store_agg *out)
 	return (out->key = util_strndup(g->k, g->klen)) ? 0 : -1;
 }
 
-static int finish_breakdown(struct scan *s, enum store_by by, struct store_report *r)
+/* The order of the rated transfers by start (ties in scan order): an LSD
+ * radix sort of started_at, 16 bits a pass. NULL when out of memory. */
+static uint32_t *start_order(const struct scan *s)
+{
+	size_t n = s->nrates;
+	uint32_t *a = malloc((n ? n : 1) * sizeof(*a)), *b = malloc((n ? n : 1) * sizeof(*b)), *t;
+	size_t *cnt = malloc(((size_t)1 << 16) * sizeof(*cnt));
+	if (!a || !b || !cnt) {
+		free(a);
+		free(b);
+		free(cnt);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		a[i] = (uint32_t)i;
+	for (int shift = 0; shift < 64; shift += 16) {
+		size_t sum = 0;
+		memset(cnt, 0, ((size_t)1 << 16) * sizeof(*cnt));
+		/* the sign bit flipped: negative times sort first */
+		for (size_t i = 0; i < n; i++)
+			cnt[(((uint64_t)s->t0[a[i]] ^ ((uint64_t)1 << 63)) >> shift) & 0xffff]++;
+		for (size_t d = 0; d < ((size_t)1 << 16); d++) {
+			size_t c = cnt[d];
+			cnt[d] = sum;
+			sum += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			b[cnt[(((uint64_t)s->t0[a[i]] ^ ((uint64_t)1 << 63)) >> shift) & 0xffff]++] = a[i];
+		t = a, a = b, b = t;
+	}
+	free(b);
+	free(cnt);
+	return a;
+}
+
+/* A union of intervals fed in order of their starts. */
+struct wall {
+	double acc, run_s, run_e;
+	int open;
+};
+
+static void wall_add(struct wall *w, double a, double b)
+{
+	if (w->open && a <= w->run_e) {
+		if (b > w->run_e)
+			w->run_e = b;
+		return;
+	}
+	if (w->open)
+		w->acc += w->run_e - w->run_s;
+	w->run_s = a, w->run_e = b, w->open = 1;
+}
+
+static double wall_total(const struct wall *w)
+{
+	return w->acc + (w->open ? w->run_e - w->run_s : 0);
+}
+
+/* Seconds as wall time: the time during which at least one transfer of the
+ * row that moved bytes ran, so that bytes over seconds is the rate a user
+ * saw (eight parallel connections for ten seconds are ten seconds, not
+ * eighty). ord: the transfers by start (start_order); slot maps a group
+ * to its row of out (NONE: not shown); by < 0: the total. */
+static int wall_times(const struct scan *s, const uint32_t *ord, int by, const uint32_t *slot, size_t k,
+		      struct store_agg *out)
+{
+	struct wall *w = calloc(k ? k : 1, sizeof(*w));
+	if (!w)
+		return -1;
+	for (size_t j = 0; j < s->nrates; j++) {
+		uint32_t i = ord[j], sl = by < 0 ? 0 : slot[s->gid[by][i]];
+		if (sl != NONE)
+			wall_add(&w[sl], (double)s->t0[i], (double)s->t0[i] + s->dur[i]);
+	}
+	for (size_t i = 0; i < k; i++)
+		out[i].seconds = wall_total(&w[i]);
+	free(w);
+	return 0;
+}
+
+static int finish_breakdown(struct scan *s, const uint32_t *ord, enum store_by by, struct store_report *r)
 {
 	struct gmap *m = &s->m[by];
 	uint32_t *idx = NULL, *slot = NULL;
@@ -993,6 +1083,8 @@ static int finish_breakdown(struct scan *s, enum store_by by, struct store_repor
 		r->nby[by] = i + 1;
 		percentiles(tmp + off[i], tmpw + off[i], off[i + 1] - off[i], row);
 	}
+	if (wall_times(s, ord, (int)by, slot, k, r->by[by]))
+		goto out;
 	ret = 0;
 out:
 	free(idx);
@@ -1099,6 +1191,7 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	sqlite3 *db = NULL;
 	int64_t nrepo = 0;
 	int cached;
+	uint32_t *ord = NULL;
 
 	memset(out, 0, sizeof(*out));
 	memset(&s, 0, sizeof(s));
@@ -1132,12 +1225,16 @@ enum hm_err store_report(struct hm_ctx *ctx, struct store *st, const struct stor
 	sqlite3_close(db);
 	if (err)
 		goto out;
+	if (!(ord = start_order(&s)))
+		goto nomem;
 	for (int b = 0; b < STORE_BY_N; b++)
-		if ((q->want & (1u << b)) && finish_breakdown(&s, (enum store_by)b, out))
+		if ((q->want & (1u << b)) && finish_breakdown(&s, ord, (enum store_by)b, out))
 			goto nomem;
 	if (q->legacy && (finish_pulls(&s, out) || finish_served(&s, out)))
 		goto nomem;
 	sums_to_agg(&s.total, &out->total);
+	if (wall_times(&s, ord, -1, NULL, 1, &out->total))
+		goto nomem;
 	percentiles(s.rates, s.wts, s.nrates, &out->total);
 	goto out;
 nomem:
@@ -1154,6 +1251,9 @@ out:
 	gmap_release(&s.served);
 	free(s.rates);
 	free(s.wts);
+	free(s.t0);
+	free(s.dur);
+	free(ord);
 	free(s.kbuf);
 	free(type);
 	return err;

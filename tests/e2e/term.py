@@ -61,8 +61,20 @@ class Tmux:
         self.rcfile = rcfile
         if os.path.exists(rcfile):
             os.unlink(rcfile)
-        self.tmux("-f", "/dev/null", "new-session", "-d", "-x", str(self.width), "-y", str(self.height),
-                  "sh", "-c", cmd + "; sleep 600")
+        # A new tmux server can die before its client attaches ("server exited
+        # unexpectedly", seen next to sanitized binaries on a loaded machine):
+        # that is tmux starting, before hubmirror runs, so start another one
+        # on a fresh socket. hubmirror's own exit is in rcfile whatever happens.
+        for attempt in range(3):
+            p = subprocess.run(["tmux", "-S", self.sock, "-f", "/dev/null", "new-session", "-d", "-x",
+                                str(self.width), "-y", str(self.height), "sh", "-c", cmd + "; sleep 600"],
+                               capture_output=True, text=True, timeout=30)
+            if p.returncode == 0 or "server exited unexpectedly" not in p.stderr or attempt == 2:
+                break
+            self.tmux("kill-server", check_rc=False)
+            Tmux.count += 1
+            self.sock = os.path.join(self.t.tmp, "tmux-%d-%d.sock" % (self.width, Tmux.count))
+        check(p.returncode == 0, "tmux new-session failed: %s" % p.stderr)
         self.started = True
         self.tmux("set-option", "-g", "history-limit", "5000")
 

@@ -509,9 +509,10 @@ def case_du_stats(t, ceph, conf):
 def case_pull_reresolve(t, ceph, want):
     """`hubmirror pull` through serve: the presigned URL expires while the
     connection hangs and is cut; the retry is refused (403); pull resolves again."""
-    proxy = ceph_lib.FaultProxy(ceph.port, [("cut", "GET", "X-Amz-Signature=", 4.0)])
+    # expiry 5 s, the cut after 7 s: margin for a loaded machine between a 302 and its GET
+    proxy = ceph_lib.FaultProxy(ceph.port, [("cut", "GET", "X-Amz-Signature=", 7.0)])
     try:
-        srv = Server(t, "--presign-expiry", "2", store=STORE, wait=60,
+        srv = Server(t, "--presign-expiry", "5", store=STORE, wait=60,
                      env=dict(node_env(t, "rr"), AWS_ENDPOINT_URL=proxy.url))
         other = os.path.join(t.tmp, "store-rr")
         r = t.hm("pull", BIG, "--json", store=other, endpoint=srv.url, timeout=180,

@@ -578,3 +578,25 @@ def test_stats_median_weighted_by_bytes(t):
     o = stats_json(t, "--by", "file", "--top", "0")["by_file"]
     small = [x for x in o if x["path"].startswith("small-")]
     check(small and all(same(x["median_rate"], 18000.0) for x in small), "small files: %s" % small[:2])
+
+
+def test_stats_seconds_are_wall_time(t):
+    """Eight connections for ten seconds are ten seconds: a row's seconds are
+    the time during which at least one of its transfers ran, and its rate is
+    its bytes over that time."""
+    new_store(t)
+    mib = 1 << 20
+    # a pull of 8 files in parallel (each 10 s, the last starting 2 s later), then one alone 100 s on
+    pulls = [("model", "org/par", "f%d.bin" % i, 10 * mib, 10.0, 0, "ok", "hub.example", D0 + 50 + (2 if i == 7 else 0))
+             for i in range(8)]
+    pulls.append(("model", "org/par", "late.bin", 5 * mib, 5.0, 0, "ok", "hub.example", D0 + 200))
+    pulls.append(("model", "org/other", "x.bin", 1 * mib, 4.0, 0, "ok", "hub.example", D0 + 55))
+    insert(t, pulls)
+    j = stats_json(t, "--top", "0")
+    row = [x for x in j["by_repo"] if x["repo"] == "org/par"][0]
+    check(same(row["seconds"], 17.0), "org/par: 12 s of the parallel pull + 5 s, got %r" % row["seconds"])
+    check(same(row["rate"], 85.0 * mib / 17.0), "org/par rate: %r" % row["rate"])
+    # the total: org/other's transfer ran inside the parallel pull's time
+    check(same(j["overall"]["seconds"], 17.0), "overall seconds: %r" % j["overall"]["seconds"])
+    f = [x for x in j["by_file"] if x["path"] == "f0.bin"][0]
+    check(same(f["seconds"], 10.0), "one file's seconds: %r" % f["seconds"])
