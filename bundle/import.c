@@ -36,6 +36,7 @@ struct imp {
 	double t0, last;
 	char tmp[PATH_MAX];        /* temp file being written ("" when none) */
 	char lastname[128];        /* the last entry read whole, for messages */
+	unsigned seq;              /* temp files made so far */
 };
 
 static enum hm_err arch_err(struct imp *im, const char *entry)
@@ -190,10 +191,10 @@ static enum hm_err take_blob(struct imp *im, const char *name, size_t idx)
 	uint64_t written = 0;
 	char sha[65], oid[41], who[512];
 	double t0 = util_now();
-	static unsigned seq;
 	int fd = -1, r;
 
-	snprintf(im->tmp, sizeof(im->tmp), "%s/tmp/bundle-%ld-%u.part", store_dir(im->st), (long)getpid(), seq++);
+	snprintf(im->tmp, sizeof(im->tmp), "%s/tmp/bundle-%ld-%lx-%u.part", store_dir(im->st), (long)getpid(),
+		 (unsigned long)(uintptr_t)im, im->seq++);
 	fd = open(im->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		err = hm_fail(im->ctx, errno == ENOSPC ? HM_ERR_NOSPC : HM_ERR_IO, "cannot create '%s': %s", im->tmp,

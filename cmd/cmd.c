@@ -1,12 +1,27 @@
 /* cmd.c - helpers every command shares: options, errors, the store and
  * client from the environment, JSON output, the progress bar. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 #include "cmd.h"
+
+int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "hubmirror: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (c)
+		fprintf(stderr, "\nusage: hubmirror %s %s\n(see 'hubmirror %s --help')\n", c->name, c->usage, c->name);
+	else
+		fprintf(stderr, "\n(see 'hubmirror --help')\n");
+	return 2;
+}
 
 const char *cmd_opt_name(const struct cmd_args *a, const void *field)
 {
@@ -241,38 +256,13 @@ enum hm_err cmd_client(struct cmd_env *env, const struct cmd_args *a, const stru
 	return err;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-	size_t k;
-	uint32_t cp;
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		k = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		k = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		k = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (k > n)
-		return 0;
-	for (size_t i = 1; i < k; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((k == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return k;
-}
-
 /* s[0..n) with each invalid UTF-8 byte as U+FFFD into b. */
 static int valid_text(struct util_buf *b, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_len((const unsigned char *)s + i, n - i);
+		size_t k;
+		if (util_utf8_next((const unsigned char *)s + i, n - i, &k) < 0)
+			k = 0;
 		if (k ? util_buf_add(b, s + i, k) : util_buf_add(b, "\xef\xbf\xbd", 3))
 			return -1;
 		i += k ? k : 1;
@@ -333,11 +323,4 @@ void cmd_print_json(json_t *j)
 		free(s);
 	}
 	json_decref(j);
-}
-
-const char *cmd_rate(double bps, char *buf, size_t len)
-{
-	char h[32];
-	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
-	return buf;
 }

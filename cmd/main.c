@@ -84,20 +84,6 @@ static void cmd_help(const struct cmd *c, FILE *f)
 	print_opts(f, global_opts);
 }
 
-int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(stderr, "hubmirror: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	if (c)
-		fprintf(stderr, "\nusage: hubmirror %s %s\n(see 'hubmirror %s --help')\n", c->name, c->usage, c->name);
-	else
-		fprintf(stderr, "\n(see 'hubmirror --help')\n");
-	return 2;
-}
-
 static const struct cmd_opt *find_opt(const struct cmd_opt *o, const char *name, size_t nlen, char shortname)
 {
 	for (int i = 0; o && o[i].name; i++)
@@ -305,10 +291,9 @@ static const char *default_store(char *buf, size_t len)
 	return buf;
 }
 
-int main(int argc, char **argv)
+/* The command line: a holds the command's options. */
+static int run_main(int argc, char **argv, struct cmd_args *a)
 {
-	static struct cmd_args args; /* not on the stack */
-	struct cmd_args *a = &args;
 	struct global_vals gv, *g = &gv;
 	struct cmd_env env;
 	const struct cmd *c = NULL;
@@ -414,5 +399,16 @@ int main(int argc, char **argv)
 		cmd_json_error("usage", "invalid command line (see stderr)");
 	if (cancel_flag && rc)
 		rc = 130;
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	/* large: on the heap, not the stack */
+	struct cmd_args *a = calloc(1, sizeof(*a));
+	int rc = a ? run_main(argc, argv, a) : 1;
+	if (!a)
+		fprintf(stderr, "hubmirror: error: out of memory\n");
+	free(a);
 	return rc;
 }

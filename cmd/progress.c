@@ -269,3 +269,10 @@ void cmd_progress_end(struct cmd_env *env)
 		env->prog.drawn = 0;
 	}
 }
+
+const char *cmd_rate(double bps, char *buf, size_t len)
+{
+	char h[32];
+	snprintf(buf, len, "%s/s", util_human_size((uint64_t)(bps < 0 ? 0 : bps), h, sizeof(h)));
+	return buf;
+}

@@ -158,7 +158,7 @@ static int by_date(const void *a, const void *b)
 
 static void print_table(const struct cmd_env *env, const struct store_report *r, enum store_by by)
 {
-	static char c[NCOLS][CELL];
+	char c[NCOLS][CELL]; /* 5.6 KiB */
 	int n = 0, lead = 0;
 	size_t nrows = r->nby[by];
 	struct cmd_table tab = {0};
@@ -207,7 +207,7 @@ static void print_csv(const struct store_report *r, enum store_by by)
 {
 	static const char *const heads[STORE_BY_N] = {"repo_type,repo", "repo_type,repo,path", "day",
 						      "source,endpoint"};
-	static char c[NCOLS][CELL];
+	char c[NCOLS][CELL]; /* 5.6 KiB */
 	int n;
 
 	printf("%s,count,bytes,seconds,median_rate,p95_rate,retries,failures,hits,misses\r\n", heads[by]);

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include "convert.h"
 #include "../formats/formats.h"
+#include "../formats/half.h"
+#include "../util/pool.h"
 
 /* The type one output tensor gets (ggml ids). */
 enum conv_out_type {
@@ -36,18 +38,6 @@ int conv_check_quant(enum conv_out_type t, const float *x, const unsigned char *
 int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned char *in, size_t n, float *scratch,
 			    float *maxerr, size_t *bad);
 
-/* A fixed pool of worker threads running batches of numbered tasks. */
-struct conv_pool;
-typedef void (*conv_task_fn)(void *arg, size_t task, int worker);
-/* nthreads workers (>= 1). NULL when out of memory or threads fail. */
-struct conv_pool *conv_pool_new(int nthreads);
-int conv_pool_size(const struct conv_pool *p);
-/* Starts tasks 0..n-1 of fn on the workers and returns at once. One batch
- * at a time: the previous one must have been waited for. */
-void conv_pool_start(struct conv_pool *p, conv_task_fn fn, void *arg, size_t n);
-/* Helps with the batch's remaining tasks, then waits until all are done. */
-void conv_pool_wait(struct conv_pool *p);
-void conv_pool_free(struct conv_pool *p);
 
 /* Reads a JSON file of at most max bytes from the source; *out NULL (and
  * HM_OK) when the source has no such file and optional is set. */

@@ -76,14 +76,6 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 
 /* ---- numeric pieces (exposed for tests and the checker) ---- */
 
-/* IEEE binary16 from binary32, round to nearest even (ggml's
- * GGML_FP32_TO_FP16 / numpy astype), and back (exact). */
-uint16_t conv_f32_to_f16(float f);
-float conv_f16_to_f32(uint16_t h);
-/* bfloat16 from binary32: NaN -> quiet NaN, else round to nearest even. */
-uint16_t conv_f32_to_bf16(float f);
-float conv_bf16_to_f32(uint16_t h);
-
 #define CONV_QK 32 /* elements per Q8_0/Q4_0 block */
 /* ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref: n is a multiple
  * of 32; out gets n/32 blocks of 34 / 18 bytes. */

@@ -15,7 +15,6 @@
 #include "../util/util.h"
 #include "../verify/verify.h"
 
-#define MAX_JSON (64u << 20)      /* config/tokenizer JSON files */
 #define CHUNK_ELEMS (1u << 21)    /* elements per pipeline step (8 MiB of F32 at most) */
 #define PIECE_ELEMS (1u << 14)    /* elements per task: a multiple of 32 */
 
@@ -71,40 +70,6 @@ int conv_type_parse(const char *s, enum conv_type *out)
 			return 0;
 		}
 	return -1;
-}
-
-enum hm_err conv_read_json(struct hm_ctx *ctx, const struct conv_source *src, const char *name, int optional,
-			   json_t **out)
-{
-	char path[PATH_MAX];
-	char *data = NULL;
-	size_t len = 0;
-	json_error_t je;
-	enum hm_err err;
-
-	*out = NULL;
-	ctx->errmsg[0] = '\0';
-	err = src->resolve(ctx, src->ud, name, path, sizeof(path));
-	if (err == HM_ERR_NOT_FOUND && optional) {
-		ctx->errmsg[0] = '\0';
-		return HM_OK;
-	}
-	if (err == HM_ERR_NOT_FOUND)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no %s", src->label, name);
-	if (err)
-		return err;
-	if (util_read_file(path, MAX_JSON, &data, &len) < 0)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "cannot read %s of '%s' (missing, unreadable or over 64 MiB)",
-			       name, src->label);
-	*out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
-	free(data);
-	if (!*out || !json_is_object(*out)) {
-		json_decref(*out);
-		*out = NULL;
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "%s of '%s' is not a JSON object (line %d: %s)", name, src->label,
-			       je.line, je.text);
-	}
-	return HM_OK;
 }
 
 /* ---- config ---- */
@@ -950,8 +915,8 @@ static void load_src(const struct plan *p, uint64_t a, uint64_t b, float *x)
 						    : p->data + (src_row(p, r) * p->rowlen + c) * es;
 		conv_load_f32(src, p->dtype, (size_t)n, x);
 		for (uint64_t i = 0; p->add_one && i < n; i++)
-			x[i] = p->dtype == FMT_BF16 ? conv_bf16_to_f32(conv_f32_to_bf16(x[i] + 1.0f))
-			       : p->dtype == FMT_F16 ? conv_f16_to_f32(conv_f32_to_f16(x[i] + 1.0f)) : x[i] + 1.0f;
+			x[i] = p->dtype == FMT_BF16 ? fmt_bf16_to_f32(fmt_f32_to_bf16(x[i] + 1.0f))
+			       : p->dtype == FMT_F16 ? fmt_f16_to_f32(fmt_f32_to_f16(x[i] + 1.0f)) : x[i] + 1.0f;
 		x += n;
 		a += n;
 	}
@@ -1004,7 +969,7 @@ static void check_piece(struct pass *ps, const struct plan *p, uint64_t a, size_
 			/* exact round trip, or else the correctly rounded value */
 			uint16_t got = (uint16_t)(in[2 * i] | in[2 * i + 1] << 8);
 			ok = !memcmp(&x[i], &y[i], 4) || (isnan(x[i]) && isnan(y[i])) ||
-			     got == (p->type == CONV_OUT_F16 ? conv_f32_to_f16(x[i]) : conv_f32_to_bf16(x[i]));
+			     got == (p->type == CONV_OUT_F16 ? fmt_f32_to_f16(x[i]) : fmt_f32_to_bf16(x[i]));
 		}
 		if (!ok) {
 			if (!ps->bad[worker]) {
@@ -1132,7 +1097,7 @@ static enum hm_err check_failed(struct hm_ctx *ctx, const struct check_state *cs
  * k-1 is written; the file's pages are handed to the disk as they are
  * written (so the fsync at the end waits for little) and to the hashing
  * thread, which reads them back behind the writer. */
-static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct conv_pool *pool,
+static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct util_pool *pool,
 				 const struct chunk *ch, size_t nch, struct fmt_gguf_writer *w, float *scratch,
 				 const struct check_state *cs, uint64_t flip, struct verify_follower *fol)
 {
@@ -1163,7 +1128,7 @@ static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct con
 		struct pass *cur = &ps[k % 2], *prev = &ps[(k + 1) % 2];
 		if (k < nch) {
 			cur->c = &ch[k];
-			conv_pool_start(pool, task_convert, cur, ntasks(&ch[k]));
+			util_pool_start(pool, task_convert, cur, ntasks(&ch[k]));
 		}
 		if (k > 0) {
 			const struct plan *p = &m->t[prev->c->ti];
@@ -1178,7 +1143,7 @@ static enum hm_err write_tensors(struct hm_ctx *ctx, struct model *m, struct con
 			drop_src(p, prev->c);
 		}
 		if (k < nch) {
-			conv_pool_wait(pool);
+			util_pool_wait(pool);
 			if (!err)
 				err = check_failed(ctx, cs, &m->t[ch[k].ti]);
 		}
@@ -1278,7 +1243,7 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 {
 	struct model m = {0};
 	struct fmt_gguf_writer *w = NULL;
-	struct conv_pool *pool = NULL;
+	struct util_pool *pool = NULL;
 	struct verify_follower *fol = NULL;
 	struct chunk *ch = NULL;
 	struct check_state cs = {0};
@@ -1304,13 +1269,13 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	    (err = make_chunks(ctx, &m, &ch, &nch)))
 		goto out;
 	/* the caller's thread works too: threads - 1 workers, plus one slot */
-	if (!(pool = conv_pool_new(threads > 1 ? threads - 1 : 1)) ||
-	    !(scratch = malloc((size_t)(conv_pool_size(pool) + 1) * 2 * PIECE_ELEMS * sizeof(float))) ||
+	if (!(pool = util_pool_new(threads > 1 ? threads : 2)) ||
+	    !(scratch = malloc((size_t)(util_pool_size(pool)) * 2 * PIECE_ELEMS * sizeof(float))) ||
 	    !(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	cs.nw = conv_pool_size(pool) + 1;
+	cs.nw = util_pool_size(pool);
 	cs.max_err = calloc((size_t)cs.nw, sizeof(double));
 	cs.bad = calloc((size_t)cs.nw, sizeof(int));
 	cs.bad_elem = calloc((size_t)cs.nw, sizeof(uint64_t));
@@ -1388,7 +1353,7 @@ out:
 	if (tmp)
 		unlink(tmp);
 	free(tmp);
-	conv_pool_free(pool);
+	util_pool_free(pool);
 	free(scratch);
 	free(cs.max_err);
 	free(cs.bad);

@@ -4,64 +4,7 @@
 #include <pthread.h>
 #include <string.h>
 #include "convert-int.h"
-
-static inline uint32_t f32_bits(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static inline float f32_from(uint32_t u)
-{
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-/* The FP16 library's branch-free conversion (what ggml uses without F16C):
- * the float adds round to nearest even in hardware. */
-uint16_t conv_f32_to_f16(float f)
-{
-	const float scale_to_inf = 0x1.0p+112f, scale_to_zero = 0x1.0p-110f;
-	float base = (fabsf(f) * scale_to_inf) * scale_to_zero;
-	const uint32_t w = f32_bits(f), shl1_w = w + w, sign = w & 0x80000000u;
-	uint32_t bias = shl1_w & 0xFF000000u;
-	if (bias < 0x71000000u)
-		bias = 0x71000000u;
-	base = f32_from((bias >> 1) + 0x07800000u) + base;
-	const uint32_t bits = f32_bits(base);
-	const uint32_t exp_bits = (bits >> 13) & 0x00007C00u, mantissa_bits = bits & 0x00000FFFu;
-	const uint32_t nonsign = exp_bits + mantissa_bits;
-	return (uint16_t)((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
-}
-
-float conv_f16_to_f32(uint16_t h)
-{
-	const uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
-	const uint32_t exp_offset = 0xE0u << 23;
-	const float exp_scale = 0x1.0p-112f;
-	const float normalized = f32_from((two_w >> 4) + exp_offset) * exp_scale;
-	const uint32_t magic_mask = 126u << 23;
-	const float magic_bias = 0.5f;
-	const float denormalized = f32_from((two_w >> 17) | magic_mask) - magic_bias;
-	const uint32_t denormalized_cutoff = 1u << 27;
-	const uint32_t result = sign | (two_w < denormalized_cutoff ? f32_bits(denormalized) : f32_bits(normalized));
-	return f32_from(result);
-}
-
-uint16_t conv_f32_to_bf16(float f)
-{
-	uint32_t u = f32_bits(f);
-	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: force quiet */
-		return (uint16_t)((u >> 16) | 64);
-	return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
-}
-
-float conv_bf16_to_f32(uint16_t h)
-{
-	return f32_from((uint32_t)h << 16);
-}
+#include "../formats/half.h"
 
 static inline void put_f16(unsigned char *p, uint16_t v)
 {
@@ -99,7 +42,7 @@ void conv_quantize_q8_0(const float *x, unsigned char *out, size_t n)
 		}
 		const float d = amax / ((1 << 7) - 1);
 		const float id = d ? 1.0f / d : 0.0f;
-		put_f16(out, conv_f32_to_f16(d));
+		put_f16(out, fmt_f32_to_f16(d));
 		for (int j = 0; j < CONV_QK; j++)
 			out[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
 	}
@@ -118,7 +61,7 @@ void conv_quantize_q4_0(const float *x, unsigned char *out, size_t n)
 		}
 		const float d = max / -8;
 		const float id = d ? 1.0f / d : 0.0f;
-		put_f16(out, conv_f32_to_f16(d));
+		put_f16(out, fmt_f32_to_f16(d));
 		for (int j = 0; j < CONV_QK / 2; j++) {
 			const float x0 = x[j] * id, x1 = x[CONV_QK / 2 + j] * id;
 			int8_t a = (int8_t)(x0 + 8.5f), c = (int8_t)(x1 + 8.5f);
@@ -131,7 +74,7 @@ void conv_quantize_q4_0(const float *x, unsigned char *out, size_t n)
 void conv_dequantize_q8_0(const unsigned char *in, float *y, size_t n)
 {
 	for (size_t b = 0; b < n / CONV_QK; b++, in += 34, y += CONV_QK) {
-		const float d = conv_f16_to_f32(get_u16(in));
+		const float d = fmt_f16_to_f32(get_u16(in));
 		for (int j = 0; j < CONV_QK; j++)
 			y[j] = (float)(int8_t)in[2 + j] * d;
 	}
@@ -140,7 +83,7 @@ void conv_dequantize_q8_0(const unsigned char *in, float *y, size_t n)
 void conv_dequantize_q4_0(const unsigned char *in, float *y, size_t n)
 {
 	for (size_t b = 0; b < n / CONV_QK; b++, in += 18, y += CONV_QK) {
-		const float d = conv_f16_to_f32(get_u16(in));
+		const float d = fmt_f16_to_f32(get_u16(in));
 		for (int j = 0; j < CONV_QK / 2; j++) {
 			y[j] = (float)((in[2 + j] & 0x0F) - 8) * d;
 			y[j + CONV_QK / 2] = (float)((in[2 + j] >> 4) - 8) * d;
@@ -162,7 +105,7 @@ __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *x, 
 		_mm_storeu_si128((__m128i *)(y + i),
 				 _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 	for (; i < n; i++)
-		y[i] = conv_f32_to_f16(x[i]);
+		y[i] = fmt_f32_to_f16(x[i]);
 }
 
 __attribute__((target("avx2"))) static void bf16_to_f32_avx2(const unsigned char *x, float *y, size_t n)
@@ -173,7 +116,7 @@ __attribute__((target("avx2"))) static void bf16_to_f32_avx2(const unsigned char
 		_mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
 	}
 	for (; i < n; i++)
-		y[i] = f32_from((uint32_t)get_u16(x + 2 * i) << 16);
+		y[i] = fmt_bf16_to_f32(get_u16(x + 2 * i));
 }
 
 /* quantize_row_q8_0_ref, vectorized without changing a bit: the same float
@@ -314,7 +257,7 @@ __attribute__((target("avx2,f16c"))) static int check_quant_avx2(enum conv_out_t
 		const __m256 dd = _mm256_set1_ps(_cvtsh_ss(get_u16(in)));
 		const __m256 vlim = _mm256_set1_ps(quant_bound(t, amax));
 		/* the scale: blame the block's first element (F16C here; the scalar
-		 * check uses conv_f32_to_f16, and a unit test holds them equal) */
+		 * check uses fmt_f32_to_f16, and a unit test holds them equal) */
 		if (get_u16(in) != (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
 			fail |= 1;
 		for (int k = 0; k < 4; k++) {
@@ -362,12 +305,12 @@ __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const unsigned c
 	for (; i + 8 <= n; i += 8)
 		_mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + 2 * i))));
 	for (; i < n; i++)
-		y[i] = conv_f16_to_f32(get_u16(x + 2 * i));
+		y[i] = fmt_f16_to_f32(get_u16(x + 2 * i));
 }
 #endif
 
 /* What the CPU has, found once: pthread_once makes the one write visible to
- * every pool thread (a plain static cache is a data race under C11). */
+ * every thread (a lazily filled static would be a data race under C11). */
 static struct {
 	int avx2, f16c;
 } cpu;
@@ -409,7 +352,7 @@ void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float 
 		}
 #endif
 		for (size_t i = 0; i < n; i++)
-			out[i] = f32_from((uint32_t)get_u16(src + 2 * i) << 16);
+			out[i] = fmt_bf16_to_f32(get_u16(src + 2 * i));
 		break;
 	case FMT_F16:
 #ifdef HAVE_X86
@@ -419,7 +362,7 @@ void conv_load_f32(const unsigned char *src, enum fmt_dtype dt, size_t n, float 
 		}
 #endif
 		for (size_t i = 0; i < n; i++)
-			out[i] = conv_f16_to_f32(get_u16(src + 2 * i));
+			out[i] = fmt_f16_to_f32(get_u16(src + 2 * i));
 		break;
 	default:
 		memset(out, 0, n * 4);
@@ -440,11 +383,11 @@ void conv_store(enum conv_out_type t, const float *x, size_t n, unsigned char *o
 		}
 #endif
 		for (size_t i = 0; i < n; i++)
-			put_f16(out + 2 * i, conv_f32_to_f16(x[i]));
+			put_f16(out + 2 * i, fmt_f32_to_f16(x[i]));
 		break;
 	case CONV_OUT_BF16:
 		for (size_t i = 0; i < n; i++)
-			put_f16(out + 2 * i, conv_f32_to_bf16(x[i]));
+			put_f16(out + 2 * i, fmt_f32_to_bf16(x[i]));
 		break;
 	case CONV_OUT_Q8_0:
 #ifdef HAVE_X86
@@ -495,7 +438,7 @@ int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned
 		d = t == CONV_OUT_Q8_0 ? amax / ((1 << 7) - 1) : max / -8;
 		id = d ? 1.0f / d : 0.0f;
 		lim = quant_bound(t, amax);
-		if (get_u16(blk) != conv_f32_to_f16(d))
+		if (get_u16(blk) != fmt_f32_to_f16(d))
 			first = b;
 		for (size_t j = b; j < b + CONV_QK && first == SIZE_MAX; j++) {
 			size_t k = j - b;

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include "engine.h"
 #include "../formats/formats.h"
+#include "../formats/half.h"
+#include "../util/pool.h"
 
 #define ENG_QK 32 /* elements per Q8_0/Q4_0 block */
 
@@ -89,21 +91,21 @@ extern const struct eng_mm_kernels eng_mm_avx2, eng_mm_vnni;
 /* 1 for the types computed against 8-bit activations (Q8_0, Q4_0). */
 int eng_type_int8(uint32_t t);
 
-/* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise. */
-int eng_type_slot(uint32_t t);
+/* 0..4 for F32, F16, BF16, Q8_0, Q4_0; -1 otherwise (inline: kernels.c and
+ * matmul.c both index their tables with it). */
+static inline int eng_type_slot(uint32_t t)
+{
+	switch (t) {
+	case FMT_GGML_F32: return 0;
+	case FMT_GGML_F16: return 1;
+	case FMT_GGML_BF16: return 2;
+	case FMT_GGML_Q8_0: return 3;
+	case FMT_GGML_Q4_0: return 4;
+	default: return -1;
+	}
+}
 /* The kernels of a level the CPU supports, or NULL. AUTO = best. */
 const struct eng_kernels *eng_kernels_get(enum eng_simd level);
-
-/* A fixed pool of worker threads running batches of numbered tasks; the
- * caller's thread takes part. Tasks are handed out by an atomic counter. */
-struct eng_pool;
-typedef void (*eng_task_fn)(void *arg, size_t task, int worker);
-/* nthreads >= 1 participants (nthreads-1 workers). NULL on failure. */
-struct eng_pool *eng_pool_new(int nthreads);
-int eng_pool_size(const struct eng_pool *p);
-/* Runs tasks 0..n-1 of fn and returns when all are done. */
-void eng_pool_run(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n);
-void eng_pool_free(struct eng_pool *p);
 
 /* Activation rows shared by up to three products: n rows of cols floats,
  * stride apart; q (n * cols) and d (n * cols / 32) are scratch for their
@@ -124,7 +126,7 @@ struct eng_mm {
 	size_t ystride;
 };
 /* Runs up to three products of the same activations as one batch of tasks. */
-void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
+void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
 		    int n);
 
 #endif

@@ -190,8 +190,5 @@ int eng_type_supported(uint32_t t);
  * element j+16 (high nibble), value (nibble-8)*d. Returns -1 for an
  * unsupported type or a bad n. */
 int eng_dequantize(uint32_t t, const void *src, float *dst, size_t n);
-/* IEEE half and bfloat16 to float. */
-float eng_f16_to_f32(uint16_t h);
-float eng_bf16_to_f32(uint16_t h);
 
 #endif

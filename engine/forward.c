@@ -17,7 +17,7 @@
 struct eng_state {
 	const struct eng_model *m;
 	const struct eng_kernels *k;
-	struct eng_pool *pool;
+	struct util_pool *pool;
 	uint32_t ctx_len;
 	/* activations, ENG_BATCH rows each */
 	float *x, *xb, *xb2, *q, *hb, *hb2;
@@ -91,7 +91,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	if (!(s->pool = eng_pool_new(threads))) {
+	if (!(s->pool = util_pool_new(threads))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "cannot start %d threads", threads);
 	}
@@ -103,7 +103,7 @@ void eng_state_free(struct eng_state *s)
 {
 	if (!s)
 		return;
-	eng_pool_free(s->pool);
+	util_pool_free(s->pool);
 	free(s->x);
 	free(s->xb);
 	free(s->xb2);
@@ -140,7 +140,7 @@ uint32_t eng_state_ctx_len(const struct eng_state *s)
 
 int eng_state_threads(const struct eng_state *s)
 {
-	return eng_pool_size(s->pool);
+	return util_pool_size(s->pool);
 }
 
 enum eng_simd eng_state_simd(const struct eng_state *s)
@@ -351,7 +351,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 			}
 		}
 		struct attn_job aj = {s, l, pos0, n};
-		eng_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
+		util_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
 		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
 		struct eng_mm o = {&y->wo, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &o, 1);

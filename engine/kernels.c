@@ -24,50 +24,6 @@ static inline float ldf(const unsigned char *p)
 	return f;
 }
 
-float eng_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-	if (exp == 0x1f) {
-		u = sign | 0x7f800000u | (man << 13);
-	} else if (exp == 0) {
-		if (!man) {
-			u = sign;
-		} else { /* subnormal: normalize */
-			int e = -1;
-			do {
-				man <<= 1;
-				e++;
-			} while (!(man & 0x400));
-			u = sign | (uint32_t)(127 - 15 - e) << 23 | (man & 0x3ff) << 13;
-		}
-	} else {
-		u = sign | (exp + 112) << 23 | man << 13;
-	}
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-float eng_bf16_to_f32(uint16_t h)
-{
-	uint32_t u = (uint32_t)h << 16;
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
-int eng_type_slot(uint32_t t)
-{
-	switch (t) {
-	case FMT_GGML_F32: return 0;
-	case FMT_GGML_F16: return 1;
-	case FMT_GGML_BF16: return 2;
-	case FMT_GGML_Q8_0: return 3;
-	case FMT_GGML_Q4_0: return 4;
-	default: return -1;
-	}
-}
-
 int eng_type_supported(uint32_t t)
 {
 	return eng_type_slot(t) >= 0;
@@ -82,17 +38,17 @@ int eng_dequantize(uint32_t t, const void *src, float *dst, size_t n)
 		return 0;
 	case FMT_GGML_F16:
 		for (size_t i = 0; i < n; i++)
-			dst[i] = eng_f16_to_f32(ld16(p + 2 * i));
+			dst[i] = fmt_f16_to_f32(ld16(p + 2 * i));
 		return 0;
 	case FMT_GGML_BF16:
 		for (size_t i = 0; i < n; i++)
-			dst[i] = eng_bf16_to_f32(ld16(p + 2 * i));
+			dst[i] = fmt_bf16_to_f32(ld16(p + 2 * i));
 		return 0;
 	case FMT_GGML_Q8_0:
 		if (n % ENG_QK)
 			return -1;
 		for (size_t b = 0; b < n / ENG_QK; b++, p += 34, dst += ENG_QK) {
-			float d = eng_f16_to_f32(ld16(p));
+			float d = fmt_f16_to_f32(ld16(p));
 			for (int j = 0; j < ENG_QK; j++)
 				dst[j] = (float)(int8_t)p[2 + j] * d;
 		}
@@ -101,7 +57,7 @@ int eng_dequantize(uint32_t t, const void *src, float *dst, size_t n)
 		if (n % ENG_QK)
 			return -1;
 		for (size_t b = 0; b < n / ENG_QK; b++, p += 18, dst += ENG_QK) {
-			float d = eng_f16_to_f32(ld16(p));
+			float d = fmt_f16_to_f32(ld16(p));
 			for (int j = 0; j < ENG_QK / 2; j++) {
 				dst[j] = (float)((p[2 + j] & 0x0f) - 8) * d;
 				dst[j + ENG_QK / 2] = (float)((p[2 + j] >> 4) - 8) * d;
@@ -131,7 +87,7 @@ static float dot_f16_c(const unsigned char *w, const float *x, size_t n)
 {
 	float s = 0;
 	for (size_t i = 0; i < n; i++)
-		s += eng_f16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_f16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 
@@ -139,7 +95,7 @@ static float dot_bf16_c(const unsigned char *w, const float *x, size_t n)
 {
 	float s = 0;
 	for (size_t i = 0; i < n; i++)
-		s += eng_bf16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_bf16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 
@@ -150,7 +106,7 @@ static float dot_q8_0_c(const unsigned char *w, const float *x, size_t n)
 		float bs = 0;
 		for (int j = 0; j < ENG_QK; j++)
 			bs += (float)(int8_t)w[2 + j] * x[j];
-		s += bs * eng_f16_to_f32(ld16(w));
+		s += bs * fmt_f16_to_f32(ld16(w));
 	}
 	return s;
 }
@@ -162,7 +118,7 @@ static float dot_q4_0_c(const unsigned char *w, const float *x, size_t n)
 		float bs = 0;
 		for (int j = 0; j < ENG_QK / 2; j++)
 			bs += (float)((w[2 + j] & 0x0f) - 8) * x[j] + (float)((w[2 + j] >> 4) - 8) * x[j + ENG_QK / 2];
-		s += bs * eng_f16_to_f32(ld16(w));
+		s += bs * fmt_f16_to_f32(ld16(w));
 	}
 	return s;
 }
@@ -213,7 +169,7 @@ AVX2 static float dot_f16_avx2(const unsigned char *w, const float *x, size_t n)
 	}
 	float s = hsum256(_mm256_add_ps(a0, a1));
 	for (; i < n; i++)
-		s += eng_f16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_f16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 
@@ -233,7 +189,7 @@ AVX2 static float dot_bf16_avx2(const unsigned char *w, const float *x, size_t n
 	}
 	float s = hsum256(_mm256_add_ps(a0, a1));
 	for (; i < n; i++)
-		s += eng_bf16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_bf16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 
@@ -333,7 +289,7 @@ AVX512 static float dot_f16_avx512(const unsigned char *w, const float *x, size_
 	}
 	float s = _mm512_reduce_add_ps(a0);
 	for (; i < n; i++)
-		s += eng_f16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_f16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 
@@ -347,7 +303,7 @@ AVX512 static float dot_bf16_avx512(const unsigned char *w, const float *x, size
 	}
 	float s = _mm512_reduce_add_ps(a0);
 	for (; i < n; i++)
-		s += eng_bf16_to_f32(ld16(w + 2 * i)) * x[i];
+		s += fmt_bf16_to_f32(ld16(w + 2 * i)) * x[i];
 	return s;
 }
 

@@ -55,7 +55,7 @@ static inline float wblock_c(uint32_t type, const unsigned char *w, int8_t *v)
 			v[j + ENG_QK / 2] = (int8_t)((w[2 + j] >> 4) - 8);
 		}
 	}
-	return eng_f16_to_f32(ld16(w));
+	return fmt_f16_to_f32(ld16(w));
 }
 
 static void mm_int8_c(const struct eng_mm_args *a)

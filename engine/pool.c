@@ -1,140 +1,10 @@
-/* pool.c - a persistent pool of worker threads for the forward pass, and the
- * matrix-vector products that run on it (rows split in chunks handed out by
- * an atomic counter, so a slow core never holds up the others for long). */
+/* pool.c - the matrix-vector products of the forward pass on the thread
+ * pool (util/pool.c): rows split in chunks handed out by an atomic counter,
+ * so a slow core never holds up the others for long. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include "engine-int.h"
-
-struct eng_pool {
-	int n; /* participants, the caller included */
-	pthread_t *th;
-	int started;
-	pthread_mutex_t mu;
-	pthread_cond_t go, done;
-	uint64_t gen;
-	int stop, active;
-	eng_task_fn fn;
-	void *arg;
-	size_t ntasks;
-	atomic_size_t next;
-};
-
-struct worker_arg {
-	struct eng_pool *p;
-	int id;
-};
-
-static void drain(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n, int id)
-{
-	for (;;) {
-		size_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-		if (t >= n)
-			return;
-		fn(arg, t, id);
-	}
-}
-
-static void *worker(void *v)
-{
-	struct eng_pool *p = ((struct worker_arg *)v)->p;
-	int id = ((struct worker_arg *)v)->id;
-	uint64_t seen = 0;
-	free(v);
-	pthread_mutex_lock(&p->mu);
-	for (;;) {
-		while (p->gen == seen && !p->stop)
-			pthread_cond_wait(&p->go, &p->mu);
-		if (p->stop)
-			break;
-		seen = p->gen;
-		eng_task_fn fn = p->fn;
-		void *arg = p->arg;
-		size_t n = p->ntasks;
-		pthread_mutex_unlock(&p->mu);
-		drain(p, fn, arg, n, id);
-		pthread_mutex_lock(&p->mu);
-		if (--p->active == 0)
-			pthread_cond_signal(&p->done);
-	}
-	pthread_mutex_unlock(&p->mu);
-	return NULL;
-}
-
-struct eng_pool *eng_pool_new(int nthreads)
-{
-	struct eng_pool *p = calloc(1, sizeof(*p));
-	if (!p)
-		return NULL;
-	p->n = nthreads < 1 ? 1 : nthreads;
-	atomic_init(&p->next, 0);
-	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->go, NULL);
-	pthread_cond_init(&p->done, NULL);
-	if (p->n > 1 && !(p->th = calloc((size_t)p->n - 1, sizeof(*p->th))))
-		goto fail;
-	for (int i = 0; i < p->n - 1; i++) {
-		struct worker_arg *a = malloc(sizeof(*a));
-		if (!a)
-			goto fail;
-		a->p = p;
-		a->id = i + 1;
-		if (pthread_create(&p->th[i], NULL, worker, a)) {
-			free(a);
-			goto fail;
-		}
-		p->started++;
-	}
-	return p;
-fail:
-	eng_pool_free(p);
-	return NULL;
-}
-
-int eng_pool_size(const struct eng_pool *p)
-{
-	return p->n;
-}
-
-void eng_pool_run(struct eng_pool *p, eng_task_fn fn, void *arg, size_t n)
-{
-	if (p->started == 0 || n <= 1) {
-		for (size_t t = 0; t < n; t++)
-			fn(arg, t, 0);
-		return;
-	}
-	pthread_mutex_lock(&p->mu);
-	p->fn = fn;
-	p->arg = arg;
-	p->ntasks = n;
-	atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-	p->active = p->started;
-	p->gen++;
-	pthread_cond_broadcast(&p->go);
-	pthread_mutex_unlock(&p->mu);
-	drain(p, fn, arg, n, 0);
-	pthread_mutex_lock(&p->mu);
-	while (p->active > 0)
-		pthread_cond_wait(&p->done, &p->mu);
-	pthread_mutex_unlock(&p->mu);
-}
-
-void eng_pool_free(struct eng_pool *p)
-{
-	if (!p)
-		return;
-	pthread_mutex_lock(&p->mu);
-	p->stop = 1;
-	pthread_cond_broadcast(&p->go);
-	pthread_mutex_unlock(&p->mu);
-	for (int i = 0; i < p->started; i++)
-		pthread_join(p->th[i], NULL);
-	pthread_mutex_destroy(&p->mu);
-	pthread_cond_destroy(&p->go);
-	pthread_cond_destroy(&p->done);
-	free(p->th);
-	free(p);
-}
 
 /* ---- matrix products ---- */
 
@@ -176,7 +46,7 @@ static void mm_task(void *arg, size_t task, int worker)
 		j->k->mm->flt(&a);
 }
 
-void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
+void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const struct eng_act *a, const struct eng_mm *mm,
 		    int n)
 {
 	struct mm_job j = {k, a, mm, {0}, {0}, n};
@@ -184,7 +54,7 @@ void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struc
 	int int8 = 0;
 	for (int i = 0; i < n; i++) {
 		/* about 8 chunks per participant, a multiple of 4 rows (the kernels' tile) */
-		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)p->n * 8) / 4 * 4;
+		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)util_pool_size(p) * 8) / 4 * 4;
 		if (c < 4)
 			c = 4;
 		j.chunk[i] = c;
@@ -194,6 +64,6 @@ void eng_matmul_run(struct eng_pool *p, const struct eng_kernels *k, const struc
 	}
 	j.first[n] = tasks;
 	if (int8)
-		eng_pool_run(p, quant_task, &j, a->n);
-	eng_pool_run(p, mm_task, &j, tasks);
+		util_pool_run(p, quant_task, &j, a->n);
+	util_pool_run(p, mm_task, &j, tasks);
 }

@@ -49,8 +49,6 @@ enum hm_err fmt_out_commit(struct fmt_out *o) HM_MUST_CHECK;
 /* Closes and removes the temp file if not committed; frees. */
 void fmt_out_release(struct fmt_out *o);
 
-/* 1 when s[0..n) is valid UTF-8 (no overlongs, surrogates or > U+10FFFF). */
-int fmt_utf8_valid(const unsigned char *s, size_t n);
 
 static inline uint64_t fmt_le64(const unsigned char *p)
 {

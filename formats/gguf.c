@@ -210,7 +210,7 @@ static int read_name(struct cur *c, uint64_t max, char **out, uint64_t *len)
 	*len = n;
 	if (n > max || take(c, (size_t)n, &p))
 		return -1;
-	if (memchr(p, 0, (size_t)n) || !fmt_utf8_valid(p, (size_t)n))
+	if (memchr(p, 0, (size_t)n) || !util_utf8_valid(p, (size_t)n))
 		return -2;
 	*out = util_strndup((const char *)p, (size_t)n);
 	return *out ? 0 : -3;

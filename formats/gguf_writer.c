@@ -90,7 +90,7 @@ static enum hm_err begin_kv(struct fmt_gguf_writer *w, const char *key, enum fmt
 {
 	if (w->started)
 		return hm_fail(w->ctx, HM_ERR_USAGE, "'%s': header already written", w->out.path);
-	if (!fmt_utf8_valid((const unsigned char *)key, strlen(key)))
+	if (!util_utf8_valid((const unsigned char *)key, strlen(key)))
 		return hm_fail(w->ctx, HM_ERR_USAGE, "metadata key is not valid UTF-8");
 	for (size_t i = 0; i < w->nkeys; i++)
 		if (!strcmp(w->keys[i], key))
@@ -243,7 +243,7 @@ enum hm_err fmt_gguf_writer_add_tensor(struct fmt_gguf_writer *w, const char *na
 	uint64_t full[FMT_GGUF_MAX_DIMS] = {1, 1, 1, 1};
 	if (w->started)
 		return hm_fail(w->ctx, HM_ERR_USAGE, "'%s': header already written", w->out.path);
-	if (strlen(name) >= FMT_GGUF_MAX_NAME || !fmt_utf8_valid((const unsigned char *)name, strlen(name)))
+	if (strlen(name) >= FMT_GGUF_MAX_NAME || !util_utf8_valid((const unsigned char *)name, strlen(name)))
 		return hm_fail(w->ctx, HM_ERR_USAGE, "tensor name '%s' is too long or not UTF-8", name);
 	if (ndim < 1 || ndim > FMT_GGUF_MAX_DIMS)
 		return hm_fail(w->ctx, HM_ERR_USAGE, "tensor '%s': %d dimensions (1 to 4)", name, ndim);

@@ -780,7 +780,7 @@ static enum hm_err check_tensor(struct pk *P, const struct pk_val *key, const st
 			       kind_names[key->kind]);
 	name = shown(key->p.s, (size_t)key->u.len, nb, sizeof(nb));
 	if (!key->u.len || memchr(key->p.s, 0, (size_t)key->u.len) ||
-	    !fmt_utf8_valid((const unsigned char *)key->p.s, (size_t)key->u.len))
+	    !util_utf8_valid((const unsigned char *)key->p.s, (size_t)key->u.len))
 		return hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': tensor name '%s' is empty, holds a NUL or is not UTF-8",
 			       P->file, name);
 	if (val->kind != PK_TENSOR)

@@ -190,7 +190,7 @@ static enum hm_err parse(struct hm_ctx *ctx, struct fmt_st *st)
 		return bad(st, ctx, "header length %" PRIu64 " goes past the end of the file (%" PRIu64 " bytes)", n, size);
 	if (!n || p[8] != '{')
 		return bad(st, ctx, "header does not start with '{'");
-	if (!fmt_utf8_valid(p + 8, (size_t)n))
+	if (!util_utf8_valid(p + 8, (size_t)n))
 		return bad(st, ctx, "header is not valid UTF-8");
 	root = json_loadb((const char *)p + 8, (size_t)n, JSON_REJECT_DUPLICATES, &je);
 	if (!root)

@@ -65,7 +65,7 @@ enum hm_err fmt_st_writer_meta(struct fmt_st_writer *w, const char *key, const c
 	json_t *v;
 	if (w->started)
 		return too_late(w);
-	if (!(v = json_string(value)) || !fmt_utf8_valid((const unsigned char *)key, strlen(key))) {
+	if (!(v = json_string(value)) || !util_utf8_valid((const unsigned char *)key, strlen(key))) {
 		json_decref(v);
 		return hm_fail(w->ctx, HM_ERR_USAGE, "metadata '%s' is not valid UTF-8", key);
 	}
@@ -83,7 +83,7 @@ enum hm_err fmt_st_writer_add(struct fmt_st_writer *w, const char *name, enum fm
 		return too_late(w);
 	if (!bits || ndim < 0 || ndim > FMT_MAX_DIMS)
 		return hm_fail(w->ctx, HM_ERR_USAGE, "tensor '%s': bad dtype or rank", name);
-	if (!*name || !strcmp(name, "__metadata__") || !fmt_utf8_valid((const unsigned char *)name, strlen(name)))
+	if (!*name || !strcmp(name, "__metadata__") || !util_utf8_valid((const unsigned char *)name, strlen(name)))
 		return hm_fail(w->ctx, HM_ERR_USAGE, "tensor name '%s' is not allowed", name);
 	for (size_t i = 0; i < w->n; i++)
 		if (!strcmp(w->t[i].name, name))

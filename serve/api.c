@@ -529,12 +529,12 @@ static char *tree_page(struct MHD_Connection *c, const struct srv_route *r, cons
 static enum MHD_Result send_text(struct srv_req *q, struct MHD_Connection *c, char *txt, size_t next)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
-	enum MHD_Result ret;
+	int bad;
 	if (!resp) {
 		free(txt);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+	bad = srv_header(resp, "Content-Type", "application/json; charset=utf-8");
 	if (next) {
 		const char *host = safe_host(c), *qm = strchr(q->url ? q->url : "", '?');
 		char link[4400];
@@ -542,13 +542,10 @@ static enum MHD_Result send_text(struct srv_req *q, struct MHD_Connection *c, ch
 		snprintf(link, sizeof(link), "<%s%s%.*s?recursive=%s&expand=%s&cursor=%zu>; rel=\"next\"",
 			 host ? "http://" : "", host ? host : "", (int)(qm ? (size_t)(qm - q->url) : strlen(q->url ? q->url : "")),
 			 q->url ? q->url : "", recursive ? "true" : "false", expand ? "true" : "false", next);
-		MHD_add_response_header(resp, "Link", link);
+		bad |= srv_header(resp, "Link", link);
 	}
-	q->status = 200;
 	q->planned = strlen(txt);
-	ret = MHD_queue_response(c, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return srv_queue(q, c, 200, resp, bad);
 }
 
 /* Collects "paths" from a form body (paths=a&paths=b) or a JSON body. */
@@ -718,14 +715,38 @@ struct cached {
 	double at, used;
 };
 
-static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct cached cache[CACHE_SLOTS];
+struct srv_api_cache {
+	pthread_mutex_t mu;
+	struct cached slot[CACHE_SLOTS];
+};
 
-static char *cache_get(const char *key, size_t *next)
+enum hm_err srv_api_init(struct srv *s)
 {
+	if (!(s->api_cache = calloc(1, sizeof(*s->api_cache))))
+		return hm_fail(s->ctx, HM_ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&s->api_cache->mu, NULL);
+	return HM_OK;
+}
+
+void srv_api_free(struct srv *s)
+{
+	struct srv_api_cache *ac = s->api_cache;
+	if (!ac)
+		return;
+	for (int i = 0; i < CACHE_SLOTS; i++)
+		free(ac->slot[i].body);
+	pthread_mutex_destroy(&ac->mu);
+	free(ac);
+	s->api_cache = NULL;
+}
+
+static char *cache_get(struct srv *s, const char *key, size_t *next)
+{
+	struct srv_api_cache *ac = s->api_cache;
+	struct cached *cache = ac->slot;
 	char *out = NULL;
 	double now = util_now();
-	pthread_mutex_lock(&cache_mu);
+	pthread_mutex_lock(&ac->mu);
 	for (int i = 0; i < CACHE_SLOTS; i++)
 		if (cache[i].body && !strcmp(cache[i].key, key) && now - cache[i].at < CACHE_TTL) {
 			out = util_strdup(cache[i].body);
@@ -733,17 +754,19 @@ static char *cache_get(const char *key, size_t *next)
 			cache[i].used = now;
 			break;
 		}
-	pthread_mutex_unlock(&cache_mu);
+	pthread_mutex_unlock(&ac->mu);
 	return out;
 }
 
-static void cache_put(const char *key, const char *body, size_t next)
+static void cache_put(struct srv *s, const char *key, const char *body, size_t next)
 {
+	struct srv_api_cache *ac = s->api_cache;
+	struct cached *cache = ac->slot;
 	int victim = 0;
 	char *copy;
 	if (strlen(key) >= sizeof(cache[0].key) || strlen(body) > CACHE_MAX_BODY || !(copy = util_strdup(body)))
 		return;
-	pthread_mutex_lock(&cache_mu);
+	pthread_mutex_lock(&ac->mu);
 	for (int i = 0; i < CACHE_SLOTS; i++) {
 		if (!cache[i].body || !strcmp(cache[i].key, key)) {
 			victim = i;
@@ -757,17 +780,7 @@ static void cache_put(const char *key, const char *body, size_t next)
 	cache[victim].body = copy;
 	cache[victim].next = next;
 	cache[victim].at = cache[victim].used = util_now();
-	pthread_mutex_unlock(&cache_mu);
-}
-
-void srv_api_cache_clear(void)
-{
-	pthread_mutex_lock(&cache_mu);
-	for (int i = 0; i < CACHE_SLOTS; i++) {
-		free(cache[i].body);
-		cache[i].body = NULL;
-	}
-	pthread_mutex_unlock(&cache_mu);
+	pthread_mutex_unlock(&ac->mu);
 }
 
 /* The local commit for rev (NULL/HEAD: main, else latest), or "" if not stored. */
@@ -807,7 +820,7 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 				snprintf(key, sizeof(key), "%d|%s|%s|%s|b%d|r%d|e%d|%.300s|%.40s|%zu", r->what == R_TREE, r->type,
 					 r->repo, commit, query_flag(c, "blobs"), query_flag(c, "recursive"),
 					 query_flag(c, "expand"), sub, cur ? cur : "", page);
-				if ((txt = cache_get(key, &next)))
+				if ((txt = cache_get(q->s, key, &next)))
 					return send_text(q, c, txt, next);
 			}
 		}
@@ -839,7 +852,7 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 		status = 404;
 	}
 	if (txt && local && key[0] && !strcmp(rv.commit, commit))
-		cache_put(key, txt, next);
+		cache_put(q->s, key, txt, next);
 	if (!txt) {
 		char c40[41];
 		memcpy(c40, rv.commit, sizeof(c40));

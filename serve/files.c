@@ -1,6 +1,7 @@
-/* files.c - /resolve/: a stored file with the headers real clients read
- * (X-Repo-Commit, ETag, X-Linked-*, Content-Length, Accept-Ranges), byte
- * ranges, and the body sent straight from the blob with sendfile. */
+/* files.c - a file answer with the headers real clients read (X-Repo-Commit,
+ * ETag, X-Linked-*, Content-Length, Accept-Ranges), byte ranges, 304s and
+ * open errors: what resolve.c (stored files), upstream.c (pulled through)
+ * and s3redirect.c (presigned) all send with. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ static int read_pos(const char **p, uint64_t *out)
 /* Parses a single "bytes=" range against size (RFC 9110 14.1.1). Returns 0
  * with no Range or one to ignore (other unit, several ranges, bad syntax:
  * the whole body), 1 with [*from, *from + *len), -1 unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
+int srv_parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len)
 {
 	uint64_t a = 0, b = 0;
 	int has_b = 0;
@@ -87,22 +88,21 @@ static int parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *l
 	return 1;
 }
 
-/* The headers every file answer carries. */
-static void file_headers(struct MHD_Response *resp, const char *commit, const struct srv_file *f)
+/* The headers every file answer carries: 0, or -1 when one was refused. */
+static int file_headers(struct MHD_Response *resp, const char *commit, const struct srv_file *f)
 {
 	char etag[80], sz[32];
-	MHD_add_response_header(resp, "X-Repo-Commit", commit);
-	MHD_add_response_header(resp, "Accept-Ranges", "bytes");
-	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+	int bad = srv_header(resp, "X-Repo-Commit", commit) | srv_header(resp, "Accept-Ranges", "bytes") |
+		  srv_header(resp, "Content-Type", "application/octet-stream");
 	if (f->lfs) {
 		snprintf(etag, sizeof(etag), "\"%s\"", f->sha256);
-		MHD_add_response_header(resp, "X-Linked-Etag", etag);
+		bad |= srv_header(resp, "X-Linked-Etag", etag);
 		snprintf(sz, sizeof(sz), "%llu", (unsigned long long)f->size);
-		MHD_add_response_header(resp, "X-Linked-Size", sz);
+		bad |= srv_header(resp, "X-Linked-Size", sz);
 	} else {
 		snprintf(etag, sizeof(etag), "\"%s\"", f->oid);
 	}
-	MHD_add_response_header(resp, "ETag", etag);
+	return bad | srv_header(resp, "ETag", etag);
 }
 
 /* Cache-Control for HTTP caches in front of the server: an answer for a
@@ -166,12 +166,9 @@ int srv_not_modified(struct srv_req *q, struct MHD_Connection *c, const char *co
 		*ret = MHD_NO;
 		return 1;
 	}
-	file_headers(resp, commit, f);
-	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
-	q->status = 304;
 	q->planned = 0;
-	*ret = MHD_queue_response(c, 304, resp);
-	MHD_destroy_response(resp);
+	*ret = srv_queue(q, c, 304, resp,
+			 file_headers(resp, commit, f) | srv_header(resp, "Cache-Control", cache_control(q)));
 	return 1;
 }
 
@@ -181,176 +178,39 @@ static enum MHD_Result queue_file(struct srv_req *q, struct MHD_Connection *c, s
 				  uint64_t len)
 {
 	enum MHD_Result ret;
-	int status = ranged ? 206 : 200;
+	int bad;
 	if (srv_not_modified(q, c, commit, f, &ret)) {
 		MHD_destroy_response(resp); /* closes its file */
 		return ret;
 	}
-	file_headers(resp, commit, f);
-	MHD_add_response_header(resp, "Cache-Control", cache_control(q));
+	bad = file_headers(resp, commit, f) | srv_header(resp, "Cache-Control", cache_control(q));
 	if (ranged) {
 		char cr[96];
 		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from,
 			 (unsigned long long)(from + len - 1), (unsigned long long)f->size);
-		MHD_add_response_header(resp, "Content-Range", cr);
+		bad |= srv_header(resp, "Content-Range", cr);
 	}
-	q->status = status;
 	q->planned = len;
-	ret = MHD_queue_response(c, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return srv_queue(q, c, ranged ? 206 : 200, resp, bad);
 }
 
-static enum MHD_Result unsatisfiable(struct srv_req *q, struct MHD_Connection *c, uint64_t size)
+enum MHD_Result srv_unsatisfiable(struct srv_req *q, struct MHD_Connection *c, uint64_t size)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 	char cr[64];
-	enum MHD_Result ret;
 	if (!resp)
 		return MHD_NO;
 	snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
-	MHD_add_response_header(resp, "Content-Range", cr);
-	q->status = 416;
-	ret = MHD_queue_response(c, 416, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)
-{
-	struct srv *s = q->s;
-	struct store *st = srv_store_take(s);
-	struct hm_ctx ctx = {0};
-	struct store_file sf;
-	char commit[41], blob[4096];
-	const char *rev = !strcmp(r->rev, "HEAD") ? NULL : r->rev;
-	enum hm_err err;
-	uint64_t from = 0, len;
-	int ranged, fd;
-
-	if (!st) {
-		snprintf(q->retry_after, sizeof(q->retry_after), "1");
-		return srv_send_error(q, c, 503, NULL, "the store is busy or cannot be opened: try again");
-	}
-	err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
-	if (!err)
-		err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
-	if (err == HM_ERR_NOT_FOUND && store_is_remote(st) && !store_remote_sync(&ctx, st, 1.0)) {
-		/* an S3 store: another node may have pulled it since */
-		ctx.errmsg[0] = 0;
-		err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
-		if (!err)
-			err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
-	}
-	if (!err && store_is_remote(st)) {
-		/* HEAD and LFS GETs are answered here; the rest comes from the local cache */
-		enum MHD_Result ret;
-		if (srv_s3_file(q, c, st, commit, &sf, &ret)) {
-			srv_store_put(s, st);
-			free(sf.path);
-			return ret;
-		}
-	}
-	if (!err)
-		store_blob_path(st, sf.sha256, blob, sizeof(blob));
-	srv_store_put(s, st);
-	if (err) {
-		const struct fetch_entry *fe = NULL, *hit = NULL;
-		size_t n = 0;
-		void *hold = NULL;
-		enum MHD_Result ret;
-		if (err != HM_ERR_NOT_FOUND)
-			return srv_send_err(q, c, err, ctx.errmsg);
-		if (!srv_up_enabled(s)) {
-			/* which part is missing decides the error code */
-			struct srv_rev rv;
-			int local;
-			enum hm_err e2 = srv_get_rev(s, q, r->type, r->repo, r->rev, &rv, &local);
-			srv_rev_release(s, &rv);
-			if (e2 == HM_ERR_REV_NOT_FOUND) {
-				struct store *st2 = srv_store_take(s);
-				struct store_rev_info *ri = NULL;
-				size_t nri = 0;
-				if (st2 && store_list_revisions(&ctx, st2, r->type, r->repo, &ri, &nri))
-					nri = 0;
-				store_rev_info_free(ri, nri);
-				srv_store_put(s, st2);
-				if (!nri)
-					return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s", r->repo);
-				return srv_send_error(q, c, 404, "RevisionNotFound", "Invalid rev id: %s", r->rev);
-			}
-			return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, r->rev);
-		}
-		/* pull-through */
-		err = srv_up_rev(s, q, r->type, r->repo, rev ? rev : "main", commit, &fe, &n, &hold);
-		if (err) {
-			if (err == HM_ERR_REPO_NOT_FOUND)
-				return srv_send_error(q, c, 404, "RepoNotFound", "Repository not found: %s", r->repo);
-			if (err == HM_ERR_REV_NOT_FOUND)
-				return srv_send_error(q, c, 404, "RevisionNotFound", "Invalid rev id: %s", r->rev);
-			return srv_send_err(q, c, err, "the upstream hub failed");
-		}
-		for (size_t i = 0; i < n && !hit; i++)
-			if (!strcmp(fe[i].path, r->path))
-				hit = &fe[i];
-		if (!hit) {
-			srv_up_release(s, hold);
-			return srv_send_error(q, c, 404, "EntryNotFound", "%s does not exist on %s", r->path, r->rev);
-		}
-		ranged = parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"), hit->size, &from, &len);
-		if (ranged < 0) {
-			srv_up_release(s, hold);
-			return unsatisfiable(q, c, hit->size);
-		}
-		if (!ranged)
-			len = hit->size;
-		ret = srv_up_serve_file(q, c, r->type, r->repo, commit, hit, fe, n, rev && !util_is_hex(rev, 40) ? rev : (rev ? NULL : "main"),
-					from, len, ranged);
-		srv_up_release(s, hold);
-		return ret;
-	}
-	q->cache = "hit";
-	struct srv_file f = {sf.path, sf.size, sf.sha256, sf.git_oid, sf.lfs};
-	ranged = parse_range(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Range"), sf.size, &from, &len);
-	if (ranged < 0) {
-		free(sf.path);
-		return unsatisfiable(q, c, sf.size);
-	}
-	if (!ranged)
-		len = sf.size;
-	fd = open(blob, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		int e = errno;
-		free(sf.path);
-		return srv_open_error(q, c, e);
-	}
-	/* MHD sends it with sendfile and closes fd when done */
-	struct MHD_Response *resp = len ? MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)from)
-					: MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (!len)
-		close(fd);
-	if (!resp) {
-		if (len)
-			close(fd);
-		free(sf.path);
-		return MHD_NO;
-	}
-	enum MHD_Result ret = queue_file(q, c, resp, commit, &f, ranged, from, len);
-	free(sf.path);
-	return ret;
+	return srv_queue(q, c, 416, resp, srv_header(resp, "Content-Range", cr));
 }
 
 enum MHD_Result srv_queue_file_headers(struct srv_req *q, struct MHD_Connection *c, struct MHD_Response *resp,
 				       const char *commit, const struct srv_file *f, int status)
 {
-	enum MHD_Result ret;
-	file_headers(resp, commit, f);
+	int bad = file_headers(resp, commit, f);
 	if (status != 302)
-		MHD_add_response_header(resp, "Cache-Control", cache_control(q));
-	q->status = status;
-	ret = MHD_queue_response(c, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+		bad |= srv_header(resp, "Cache-Control", cache_control(q));
+	return srv_queue(q, c, (unsigned)status, resp, bad);
 }
 
 enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e)

@@ -240,7 +240,6 @@ enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c)
 	struct srv_metrics *m = q->s->m;
 	struct util_buf b = UTIL_BUF_INIT;
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
 	int bad = 0, inflight, pulling;
 	uint64_t cum = 0, up_bytes, up_errors, st_bytes, st_blobs;
 	int have_size = store_size(q->s, &st_bytes, &st_blobs);
@@ -346,8 +345,5 @@ enum MHD_Result srv_metrics_send(struct srv_req *q, struct MHD_Connection *c)
 		util_buf_release(&b);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-	ret = MHD_queue_response(c, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return srv_queue(q, c, 200, resp, srv_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8"));
 }

@@ -58,10 +58,14 @@ int srv_s3_file(struct srv_req *q, struct MHD_Connection *c, struct store *st, c
 		*ret = MHD_NO;
 		return 1;
 	}
-	MHD_add_response_header(resp, "Location", url);
 	/* the URL expires: caches must not keep the redirect longer than that */
-	MHD_add_response_header(resp, "Cache-Control", "private, max-age=0");
+	int bad = srv_header(resp, "Location", url) | srv_header(resp, "Cache-Control", "private, max-age=0");
 	free(url);
+	if (bad) {
+		MHD_destroy_response(resp);
+		*ret = srv_send_error(q, c, 500, NULL, "cannot set the response headers");
+		return 1;
+	}
 	*ret = srv_queue_file_headers(q, c, resp, commit, &f, 302);
 	return 1;
 }

@@ -43,7 +43,9 @@ struct srv {
 	struct srv_upstream *up;
 	struct srv_metrics *m;
 	struct srv_p2p *p2p;     /* NULL without --p2p */
+	struct mirror_swarm *swarm; /* p2p's swarm (set by srv_p2p_init) for pull-through: NULL without --p2p */
 	struct srv_ui *ui;       /* the web pages' state (ui.c); NULL with --no-ui */
+	struct srv_api_cache *api_cache; /* rendered API answers (api.c) */
 	struct srv_lists *lists; /* file lists of stored commits, shared by requests (api.c) */
 	pthread_mutex_t log_mu;
 	int inflight_requests;   /* under log_mu: requests not yet completed */
@@ -109,6 +111,18 @@ int srv_pct_decode(const char *s, size_t n, char *out, size_t cap, int plus);
 /* The value of one hex digit, or -1. */
 int srv_hexval(int ch);
 
+/* ---- respond.c: below every handler ---- */
+
+/* Adds the header name: value to resp: 0, or -1 when MHD refuses it (a CR
+ * or LF in the value, or no memory). A response missing a header it needs
+ * is not sent: callers answer 500 instead (or close, for an error answer). */
+int srv_header(struct MHD_Response *resp, const char *name, const char *value) HM_MUST_CHECK;
+/* Queues resp (status) and drops the caller's reference; hdr_failed (what
+ * srv_header calls returned, or-ed) answers 500 instead of a response
+ * missing a header. */
+enum MHD_Result srv_queue(struct srv_req *q, struct MHD_Connection *c, unsigned status, struct MHD_Response *resp,
+			  int hdr_failed);
+
 /* Store handle pool: at most SRV_STORE_POOL handles exist; take waits for
  * one (up to 30 s) when all are in use. NULL when none could be had. */
 struct store *srv_store_take(struct srv *s);
@@ -155,9 +169,17 @@ enum hm_err srv_get_rev(struct srv *s, struct srv_req *q, const char *type, cons
 			const char *rev, struct srv_rev *out, int *local) HM_MUST_CHECK;
 
 enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
-/* Drops the rendered-answer cache (at shutdown). */
-void srv_api_cache_clear(void);
+/* The cache of rendered answers (s->api_cache): made at start, dropped at
+ * shutdown; srv_api_free accepts a server without one. */
+enum hm_err srv_api_init(struct srv *s) HM_MUST_CHECK;
+void srv_api_free(struct srv *s);
 enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r);
+/* Parses a single "bytes=" Range header h against size (RFC 9110 14.1.1):
+ * 0 with none or one to ignore (the whole body), 1 with [*from, *from +
+ * *len), -1 unsatisfiable. */
+int srv_parse_range(const char *h, uint64_t size, uint64_t *from, uint64_t *len);
+/* Answers 416 with Content-Range: bytes * / size. */
+enum MHD_Result srv_unsatisfiable(struct srv_req *q, struct MHD_Connection *c, uint64_t size);
 /* Answers a failed open() of a blob by its errno: out of descriptors is 503
  * with Retry-After, a missing blob 500 naming verify --repair. */
 enum MHD_Result srv_open_error(struct srv_req *q, struct MHD_Connection *c, int e);
@@ -218,7 +240,6 @@ int srv_repo_allowed(const struct srv *s, const char *repo);
 /* BitTorrent (torrent.c); all no-ops without --p2p. */
 enum hm_err srv_p2p_init(struct srv *s) HM_MUST_CHECK;
 void srv_p2p_free(struct srv *s);
-struct mirror_swarm *srv_p2p_swarm(const struct srv *s);
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents);
 /* The port of the opentracker serve runs (its listen address into host), or
  * 0 when it runs none (no --p2p, an external --tracker, an edge). */

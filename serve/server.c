@@ -20,63 +20,6 @@
 
 #define MAX_POST_BODY (1u << 20)
 
-struct store *srv_store_take(struct srv *s)
-{
-	struct store *st = NULL;
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 30;
-	pthread_mutex_lock(&s->pool_mu);
-	while (!s->npool && s->nopen >= SRV_STORE_POOL)
-		if (pthread_cond_timedwait(&s->pool_cv, &s->pool_mu, &until) == ETIMEDOUT)
-			break;
-	if (s->npool) {
-		st = s->pool[--s->npool];
-		pthread_mutex_unlock(&s->pool_mu);
-		return st;
-	}
-	if (s->nopen >= SRV_STORE_POOL) {
-		pthread_mutex_unlock(&s->pool_mu);
-		return NULL;
-	}
-	s->nopen++;
-	pthread_mutex_unlock(&s->pool_mu);
-	struct hm_ctx quiet = {0};
-	if (store_open_mode(&quiet, s->o->store_dir, STORE_READ, &st)) {
-		int e = errno;
-		st = NULL;
-		pthread_mutex_lock(&s->pool_mu);
-		s->nopen--;
-		pthread_cond_signal(&s->pool_cv);
-		pthread_mutex_unlock(&s->pool_mu);
-		errno = e;
-	}
-	return st;
-}
-
-void srv_store_put(struct srv *s, struct store *st)
-{
-	if (!st)
-		return;
-	pthread_mutex_lock(&s->pool_mu);
-	if (s->npool == s->cappool) {
-		size_t nc = s->cappool ? s->cappool * 2 : 16;
-		struct store **np = realloc(s->pool, nc * sizeof(*np));
-		if (!np) {
-			s->nopen--;
-			pthread_cond_signal(&s->pool_cv);
-			pthread_mutex_unlock(&s->pool_mu);
-			store_close(st);
-			return;
-		}
-		s->pool = np;
-		s->cappool = nc;
-	}
-	s->pool[s->npool++] = st;
-	pthread_cond_signal(&s->pool_cv);
-	pthread_mutex_unlock(&s->pool_mu);
-}
-
 /* Raises the soft file limit to the hard one; if that still cannot hold a
  * socket and a blob per connection, lowers --max-connections (with a
  * warning event): out of descriptors, every request would fail. */
@@ -109,137 +52,6 @@ static void fd_budget(struct srv *s)
 		 (unsigned long long)rl.rlim_cur, want, s->max_conns);
 	struct hm_event ev = {.kind = HM_EV_INFO, .msg = msg};
 	hm_emit(s->ctx, &ev);
-}
-
-const char *srv_iso_time(int64_t t, char *buf, size_t len)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	gmtime_r(&tt, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
-	return buf;
-}
-
-int srv_repo_allowed(const struct srv *s, const char *repo)
-{
-	if (!s->o->nallow)
-		return 1;
-	for (size_t i = 0; i < s->o->nallow; i++)
-		if (util_glob_match(s->o->allow[i], repo))
-			return 1;
-	return 0;
-}
-
-enum MHD_Result srv_send_json(struct srv_req *q, struct MHD_Connection *c, int status, json_t *j)
-{
-	char *txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	json_decref(j);
-	if (!txt)
-		return MHD_NO;
-	size_t len = strlen(txt);
-	resp = MHD_create_response_from_buffer(len, txt, MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(txt);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
-	q->status = status;
-	q->planned = len;
-	ret = MHD_queue_response(c, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-enum MHD_Result srv_send_error(struct srv_req *q, struct MHD_Connection *c, int status, const char *code,
-			       const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	char *txt;
-	json_t *j;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	j = json_pack("{s:s}", "error", msg);
-	txt = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-	json_decref(j);
-	if (!txt)
-		return MHD_NO;
-	resp = MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(txt);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
-	if (code)
-		MHD_add_response_header(resp, "X-Error-Code", code);
-	/* header values must stay one printable line */
-	for (char *p = msg; *p; p++)
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-			*p = '?';
-	MHD_add_response_header(resp, "X-Error-Message", msg);
-	if (status == 401)
-		MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
-	if (status == 503)
-		MHD_add_response_header(resp, "Retry-After", q->retry_after[0] ? q->retry_after : "5");
-	if (q->conn && q->conn->over)
-		MHD_add_response_header(resp, "Connection", "close");
-	q->status = status;
-	q->planned = strlen(txt);
-	ret = MHD_queue_response(c, (unsigned)status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-enum MHD_Result srv_send_err(struct srv_req *q, struct MHD_Connection *c, enum hm_err err, const char *msg)
-{
-	switch (err) {
-	case HM_ERR_REPO_NOT_FOUND:
-		return srv_send_error(q, c, 404, "RepoNotFound", "%s", msg);
-	case HM_ERR_REV_NOT_FOUND:
-		return srv_send_error(q, c, 404, "RevisionNotFound", "%s", msg);
-	case HM_ERR_ENTRY_NOT_FOUND:
-		return srv_send_error(q, c, 404, "EntryNotFound", "%s", msg);
-	case HM_ERR_GATED:
-		return srv_send_error(q, c, 403, "GatedRepo", "%s", msg);
-	case HM_ERR_USAGE:
-	case HM_ERR_BAD_INPUT:
-		return srv_send_error(q, c, 400, NULL, "%s", msg);
-	case HM_ERR_RATE_LIMITED:
-		return srv_send_error(q, c, 429, NULL, "%s", msg);
-	case HM_ERR_UNREACHABLE:
-	case HM_ERR_NET:
-	case HM_ERR_HTTP:
-	case HM_ERR_CORRUPT:
-		return srv_send_error(q, c, 502, NULL, "upstream: %s", msg);
-	case HM_ERR_NOT_FOUND:
-		return srv_send_error(q, c, 404, "EntryNotFound", "%s", msg);
-	default:
-		return srv_send_error(q, c, 500, NULL, "%s", msg);
-	}
-}
-
-/* Constant-time comparison, so a wrong token leaks no timing. */
-static int same_secret(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char d = (unsigned char)(la != lb);
-	for (size_t i = 0; i < la; i++)
-		d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-	return d == 0;
-}
-
-int srv_token_ok(const struct srv *s, const char *tok)
-{
-	int ok = 0;
-	for (size_t i = 0; i < s->o->ntokens; i++)
-		ok |= same_secret(tok, s->o->tokens[i]);
-	return ok;
 }
 
 static int authorized(struct srv *s, struct MHD_Connection *c)
@@ -583,6 +395,36 @@ static enum hm_err open_listener(struct hm_ctx *ctx, const char *l, const struct
 	return HM_OK;
 }
 
+/* Tells the caller (on_listening) the URL the daemon answers at. */
+static void announce(struct srv *s, const struct sockaddr_storage *ss)
+{
+	const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+	char addr[INET6_ADDRSTRLEN] = "127.0.0.1", url[200];
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, addr, sizeof(addr));
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, addr, sizeof(addr));
+	snprintf(url, sizeof(url), ss->ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", addr,
+		 di ? (unsigned)di->port : 0);
+	if (s->o->on_listening)
+		s->o->on_listening(s->o->ud, url);
+}
+
+/* Waits for the answers in progress to finish, at most the client timeout. */
+static void drain_requests(struct srv *s)
+{
+	double deadline = util_now() + (s->o->timeout > 0 ? s->o->timeout : 60);
+	for (;;) {
+		pthread_mutex_lock(&s->log_mu);
+		int busy = s->inflight_requests;
+		pthread_mutex_unlock(&s->log_mu);
+		if (!busy || util_now() > deadline)
+			break;
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 {
 	struct srv s;
@@ -626,8 +468,8 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 	s.nopen = 1;
 	srv_store_put(&s, st);
 	fd_budget(&s);
-	if ((err = srv_metrics_init(&s)) || (err = srv_lists_init(&s)) || (err = srv_up_init(&s)) ||
-	    (err = srv_p2p_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
+	if ((err = srv_api_init(&s)) || (err = srv_metrics_init(&s)) || (err = srv_lists_init(&s)) ||
+	    (err = srv_up_init(&s)) || (err = srv_p2p_init(&s)) || (!o->no_ui && (err = srv_ui_init(&s))) ||
 	    (err = open_listener(ctx, listen_at, &ss, &lfd)))
 		goto out;
 	if (pthread_create(&s.watchdog, NULL, watchdog_main, &s)) {
@@ -652,18 +494,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 		err = hm_fail(ctx, HM_ERR_IO, "cannot listen on '%s': %s", listen_at, strerror(errno));
 		goto out;
 	}
-	{
-		const union MHD_DaemonInfo *di = MHD_get_daemon_info(s.d, MHD_DAEMON_INFO_BIND_PORT);
-		char addr[INET6_ADDRSTRLEN] = "127.0.0.1", url[200];
-		if (ss.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof(addr));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof(addr));
-		snprintf(url, sizeof(url), ss.ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", addr,
-			 di ? (unsigned)di->port : 0);
-		if (o->on_listening)
-			o->on_listening(o->ud, url);
-	}
+	announce(&s, &ss);
 	while (!hm_cancelled(ctx)) {
 		struct timespec ts = {0, 100 * 1000 * 1000};
 		nanosleep(&ts, NULL);
@@ -674,18 +505,7 @@ enum hm_err srv_run(struct hm_ctx *ctx, const struct srv_opts *o)
 		close(lfd); /* ours: MHD no longer uses it */
 		lfd = -1;
 	}
-	{
-		double deadline = util_now() + (o->timeout > 0 ? o->timeout : 60);
-		for (;;) {
-			pthread_mutex_lock(&s.log_mu);
-			int busy = s.inflight_requests;
-			pthread_mutex_unlock(&s.log_mu);
-			if (!busy || util_now() > deadline)
-				break;
-			struct timespec ts = {0, 50 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	drain_requests(&s);
 	srv_up_stop(&s);
 	MHD_stop_daemon(s.d);
 	s.d = NULL;
@@ -705,7 +525,7 @@ out:
 	srv_up_free(&s);
 	srv_p2p_free(&s);
 	srv_metrics_free(&s);
-	srv_api_cache_clear();
+	srv_api_free(&s);
 	srv_lists_free(&s);
 	for (size_t i = 0; i < s.npool; i++)
 		store_close(s.pool[i]);

@@ -218,6 +218,7 @@ enum hm_err srv_p2p_init(struct srv *s)
 	so.stall = s->o->p2p_stall;
 	if ((err = mirror_swarm_new(s->ctx, &so, &p->sw)))
 		return err;
+	s->swarm = p->sw;
 	if (s->o->tracker) {
 		if (s->o->tracker_whitelist)
 			snprintf(p->whitelist, sizeof(p->whitelist), "%s", s->o->tracker_whitelist);
@@ -273,11 +274,7 @@ void srv_p2p_free(struct srv *s)
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	s->p2p = NULL;
-}
-
-struct mirror_swarm *srv_p2p_swarm(const struct srv *s)
-{
-	return s->p2p ? s->p2p->sw : NULL;
+	s->swarm = NULL;
 }
 
 void srv_p2p_totals(const struct srv *s, uint64_t *up, uint64_t *down, int *peers, size_t *torrents)
@@ -538,7 +535,6 @@ static enum MHD_Result send_torrent(struct srv_req *q, struct MHD_Connection *c,
 {
 	struct util_buf b = UTIL_BUF_INIT;
 	struct MHD_Response *resp;
-	enum MHD_Result ret;
 	int bad = 0;
 	char cd[128];
 
@@ -557,14 +553,11 @@ static enum MHD_Result send_torrent(struct srv_req *q, struct MHD_Connection *c,
 		util_buf_release(&b);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, "Content-Type", "application/x-bittorrent");
 	snprintf(cd, sizeof(cd), "attachment; filename=\"%.64s.torrent\"", sha256);
-	MHD_add_response_header(resp, "Content-Disposition", cd);
-	q->status = 200;
 	q->planned = b.len;
-	ret = MHD_queue_response(c, 200, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return srv_queue(q, c, 200, resp,
+			 srv_header(resp, "Content-Type", "application/x-bittorrent") |
+				 srv_header(resp, "Content-Disposition", cd));
 }
 
 enum MHD_Result srv_p2p_torrent(struct srv_req *q, struct MHD_Connection *c, const struct srv_route *r)

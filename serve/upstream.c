@@ -366,7 +366,7 @@ static void *download_main(void *arg)
 		struct mirror_pull_opts o = {
 			.type = j->type, .repo = j->repo, .revision = j->commit, .only = only, .nonly = 1,
 			.commit = j->commit, .entries = j->all, .nentries = j->nall,
-			.on_progress = on_progress, .progress_ud = j, .swarm = srv_p2p_swarm(s),
+			.on_progress = on_progress, .progress_ud = j, .swarm = s->swarm,
 		};
 		err = mirror_pull(&ctx, st, j->fc, &o, &res);
 	}

@@ -133,8 +133,8 @@ enum hm_err store_record_artifact(struct hm_ctx *ctx, struct store *st, const ch
 	else
 		err = store_exec(ctx, st, "COMMIT");
 	/* an S3 store: an object says the blob is used (gc on any node keeps it) */
-	if (!err && st->remote && !store_remote_syncing(st))
-		err = store_remote_put_artifact(ctx, st, type, repo, commit, format, options, sha256, size);
+	if (!err && st->remote && !st->backend->syncing(st))
+		err = st->backend->put_artifact(ctx, st, type, repo, commit, format, options, sha256, size);
 out:
 	sqlite3_finalize(q);
 	if (err)
@@ -184,24 +184,6 @@ enum hm_err store_list_artifacts(struct hm_ctx *ctx, struct store *st, const cha
 	*out = v;
 	*n = cnt;
 	return HM_OK;
-}
-
-void store_artifact_release(struct store_artifact *a)
-{
-	if (!a)
-		return;
-	free(a->repo_type);
-	free(a->repo);
-	free(a->format);
-	free(a->options);
-	memset(a, 0, sizeof(*a));
-}
-
-void store_artifacts_free(struct store_artifact *v, size_t n)
-{
-	for (size_t i = 0; v && i < n; i++)
-		store_artifact_release(&v[i]);
-	free(v);
 }
 
 enum hm_err store_artifact_tmp(struct hm_ctx *ctx, struct store *st, const char *suffix, char *buf, size_t len)

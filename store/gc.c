@@ -41,53 +41,6 @@ static void tell(const struct store_gc_opts *o, const char *kind, const char *na
 		o->on_item(o->ud, &it);
 }
 
-void store_holders(const struct store *st, char *buf, size_t len)
-{
-	char path[PATH_MAX], line[512];
-	struct stat sb;
-	size_t used = 0;
-	FILE *f;
-
-	if (len)
-		buf[0] = '\0';
-	snprintf(path, sizeof(path), "%s/tmp/gc.lock", st->dir);
-	if (stat(path, &sb) < 0 || !(f = fopen("/proc/locks", "re")))
-		return;
-	/* "1: FLOCK  ADVISORY  READ  1234 08:01:5678 0 EOF" ("-> " marks a waiter) */
-	while (fgets(line, sizeof(line), f)) {
-		char *p = strchr(line, ':'), type[16], comm[64] = "";
-		unsigned maj, mnr;
-		unsigned long long ino;
-		long pid;
-		if (!p)
-			continue;
-		p++;
-		while (*p == ' ')
-			p++;
-		if (!strncmp(p, "->", 2))
-			continue;
-		if (sscanf(p, "%15s %*s %*s %ld %x:%x:%llu", type, &pid, &maj, &mnr, &ino) != 5 ||
-		    strcmp(type, "FLOCK") || ino != (unsigned long long)sb.st_ino || maj != major(sb.st_dev) ||
-		    mnr != minor(sb.st_dev) || pid == (long)getpid())
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-		FILE *c = fopen(path, "re");
-		if (c) {
-			if (fgets(comm, sizeof(comm), c))
-				comm[strcspn(comm, "\n")] = '\0';
-			fclose(c);
-		}
-		int n = snprintf(buf + used, len - used, "%spid %ld%s%s%s", used ? ", " : "", pid, *comm ? " (" : "",
-				 comm, *comm ? ")" : "");
-		if (n < 0 || (size_t)n >= len - used) {
-			buf[used] = '\0';
-			break;
-		}
-		used += (size_t)n;
-	}
-	fclose(f);
-}
-
 /* Deletes the rows of unreferenced blobs in one transaction, then their
  * files: a crash in between leaves files without rows, never the reverse. */
 static enum hm_err gc_blobs(struct hm_ctx *ctx, struct store *st, const struct store_gc_opts *o, int exclusive,
@@ -593,7 +546,7 @@ enum hm_err store_gc(struct hm_ctx *ctx, struct store *st, const struct store_gc
 	store_sweep_scratch(st, exclusive, o, r);
 	err = gc_partials(ctx, st, o, r);
 	if (!err && st->remote)
-		err = store_remote_gc(ctx, st, r);
+		err = st->backend->gc(ctx, st, r);
 out:
 	flock(st->gc_fd, LOCK_SH);
 	return err;

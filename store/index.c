@@ -441,8 +441,8 @@ enum hm_err store_record_revision(struct hm_ctx *ctx, struct store *st, const ch
 		goto out;
 	err = store_exec(ctx, st, "COMMIT");
 	/* an S3 store: the revision object goes up after all of its blobs */
-	if (!err && st->remote && !store_remote_syncing(st))
-		err = store_remote_put_revision(ctx, st, type, repo, commit, ref);
+	if (!err && st->remote && !st->backend->syncing(st))
+		err = st->backend->put_revision(ctx, st, type, repo, commit, ref);
 out:
 	sqlite3_finalize(q);
 	if (err)
@@ -550,7 +550,7 @@ enum hm_err store_rm(struct hm_ctx *ctx, struct store *st, const char *type,
 	sqlite3_stmt *q = NULL;
 	int64_t repo_id;
 
-	if (st->remote && !store_remote_syncing(st) && (err = store_remote_rm(ctx, st, type, repo, commit)))
+	if (st->remote && !st->backend->syncing(st) && (err = st->backend->rm(ctx, st, type, repo, commit)))
 		return err;
 	if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 		return err;

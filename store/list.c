@@ -242,3 +242,21 @@ void store_files_free(struct store_file *v, size_t n)
 		free(v[i].path);
 	free(v);
 }
+
+void store_artifact_release(struct store_artifact *a)
+{
+	if (!a)
+		return;
+	free(a->repo_type);
+	free(a->repo);
+	free(a->format);
+	free(a->options);
+	memset(a, 0, sizeof(*a));
+}
+
+void store_artifacts_free(struct store_artifact *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		store_artifact_release(&v[i]);
+	free(v);
+}

@@ -121,6 +121,22 @@ static enum hm_err cache_dir(struct hm_ctx *ctx, const struct s3_config *cfg, ch
 	return HM_OK;
 }
 
+/* What store.c and index.c call through st->backend: they sit below this
+ * file (which opens a local store as the bucket's cache), so they reach it
+ * only through the table, as SQLite's pager reaches a VFS. */
+static enum hm_err remote_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size);
+static const struct store_backend s3_backend = {
+	.free = store_remote_free,
+	.blob_has = store_remote_blob_has,
+	.upload = store_remote_upload,
+	.put_revision = store_remote_put_revision,
+	.rm = store_remote_rm,
+	.put_artifact = store_remote_put_artifact,
+	.blob_local = remote_blob_local,
+	.gc = store_remote_gc,
+	.syncing = store_remote_syncing,
+};
+
 enum hm_err store_remote_open(struct hm_ctx *ctx, const char *uri, struct store **out)
 {
 	enum hm_err err;
@@ -146,9 +162,10 @@ enum hm_err store_remote_open(struct hm_ctx *ctx, const char *uri, struct store 
 	    (err = cache_dir(ctx, &cfg, dir, sizeof(dir))))
 		goto out;
 	/* the local index is a cache the bucket refills: a lost one is no loss */
-	if ((err = store_open_mode(ctx, dir, STORE_REBUILD, &st)))
+	if ((err = store_open_local(ctx, dir, STORE_REBUILD, &st)))
 		goto out;
 	st->remote = r;
+	st->backend = &s3_backend;
 	r = NULL;
 	if ((err = store_remote_sync(ctx, st, 0)))
 		goto out;
@@ -398,7 +415,7 @@ enum hm_err store_blob_check(struct hm_ctx *ctx, struct store *st, const char *s
 	return hash_object(ctx, st, sha256, size, -1, problem);
 }
 
-enum hm_err store_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size)
+static enum hm_err remote_blob_local(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size)
 {
 	enum hm_err err = HM_OK;
 	char path[PATH_MAX], tmp[PATH_MAX], dir[PATH_MAX];

@@ -21,9 +21,40 @@ struct store_pending_dl {
 
 struct store_remote; /* remote.c: the S3 bucket behind an s3:// store */
 
+/* A second blob backend behind a store (remote.c: an S3 bucket). store.c
+ * index.c, artifacts.c, checkout.c and gc.c call it through this table, never
+ * by name: the backend opens
+ * a local store as its cache and so sits above them (SQLite's VFS is the
+ * model). */
+struct store_backend {
+	void (*free)(struct store_remote *r);
+	/* store_blob_has of such a store */
+	enum hm_err (*blob_has)(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size,
+				int *present);
+	/* a verified temp file into the backend, before it is adopted locally */
+	enum hm_err (*upload)(struct hm_ctx *ctx, struct store *st, const char *tmp_path, const char *sha256,
+			      uint64_t size);
+	/* after a revision is recorded, and before its rows go */
+	enum hm_err (*put_revision)(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    const char *commit, const char *ref);
+	enum hm_err (*rm)(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+			  const char *commit);
+	/* store_blob_local of such a store */
+	enum hm_err (*blob_local)(struct hm_ctx *ctx, struct store *st, const char *sha256, uint64_t size);
+	/* the backend's side of gc */
+	enum hm_err (*gc)(struct hm_ctx *ctx, struct store *st, struct store_gc_result *r);
+	/* after an artifact is recorded */
+	enum hm_err (*put_artifact)(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				    const char *commit, const char *format, const char *options, const char *sha256,
+				    uint64_t size);
+	/* 1 while the index is refilled from the backend (nothing is written back) */
+	int (*syncing)(const struct store *st);
+};
+
 struct store {
 	char *dir;
 	struct store_remote *remote; /* NULL for a local store */
+	const struct store_backend *backend; /* set with remote */
 	sqlite3 *db;
 	int schema;
 	int blobs_fd;  /* blobs/sha256, for syncfs before rows of non-durable blobs */
@@ -40,6 +71,8 @@ struct store {
 	struct store_pending_dl *dls;
 	size_t ndls, capdls;
 };
+
+/* ---- db.c: below every other file of store/ ---- */
 
 /* Records a SQLite failure (with what we were doing) on ctx; SQLITE_FULL is NOSPC. */
 enum hm_err store_db_fail(struct hm_ctx *ctx, struct store *st, const char *what);
@@ -97,6 +130,20 @@ struct store_kmap {
 /* Index of key k[0..n) (*added = 1 when it was new); -1 when out of memory. */
 int64_t store_kmap_get(struct store_kmap *m, const char *k, size_t n, int *added);
 void store_kmap_release(struct store_kmap *m);
+
+/* ---- store.c ---- */
+
+/* store_open_mode of a local directory (open.c sends s3:// URIs to
+ * store_remote_open, which opens its cache with this). */
+enum hm_err store_open_local(struct hm_ctx *ctx, const char *dir, enum store_mode mode,
+			     struct store **out) HM_MUST_CHECK;
+
+/* ---- rows.c: rows queued for store_flush ---- */
+
+/* The queued blobs row of sha256, or NULL. */
+struct store_pending_blob *store_pending_blob(struct store *st, const char *sha256);
+/* Frees the strings of a queued downloads row. */
+void store_pending_dl_release(struct store_pending_dl *p);
 
 /* ---- the S3 blob backend (remote.c) ---- */
 

@@ -137,28 +137,51 @@ int util_is_hex(const char *s, size_t n)
 	return s[n] == '\0';
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0 (overlongs, surrogates and
- * code points past U+10FFFF are invalid, as in RFC 3629). */
-static size_t utf8_seq_len(const unsigned char *s)
+long util_utf8_next(const unsigned char *s, size_t n, size_t *len)
 {
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
+	unsigned c = s[0];
+	long cp;
+	size_t k;
+	if (c < 0x80) {
+		*len = 1;
+		return c;
+	}
 	if (c >= 0xc2 && c <= 0xdf)
-		return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-		if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
-			return 0;
-		return 3;
+		k = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		k = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		k = 4, cp = c & 0x07;
+	else {
+		*len = 1;
+		return -1;
 	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-		if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-			return 0;
-		return 4;
+	if (k > n) {
+		*len = 1;
+		return -1;
 	}
-	return 0;
+	for (size_t i = 1; i < k; i++) {
+		if ((s[i] & 0xc0) != 0x80) {
+			*len = 1;
+			return -1;
+		}
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	*len = k;
+	if ((k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
+		*len = 1;
+		return -1;
+	}
+	return cp;
+}
+
+int util_utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t len;
+	for (size_t i = 0; i < n; i += len)
+		if (util_utf8_next(s + i, n - i, &len) < 0)
+			return 0;
+	return 1;
 }
 
 int util_path_is_safe(const char *path)
@@ -191,7 +214,9 @@ int util_path_is_safe(const char *path)
 		}
 		if (*p < 0x20 || *p == 0x7f || *p == '\\')
 			return 0;
-		size_t n = utf8_seq_len(p);
+		size_t n;
+		if (util_utf8_next(p, strnlen((const char *)p, 4), &n) < 0)
+			n = 0;
 		if (!n)
 			return 0;
 		p += n;

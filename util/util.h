@@ -31,6 +31,13 @@ char *util_asprintf(const char *fmt, ...) HM_PRINTF(1, 2);
 void util_hex(const unsigned char *in, size_t n, char *out);
 /* 1 when s is exactly n lowercase hex digits. */
 int util_is_hex(const char *s, size_t n);
+/* Decodes the UTF-8 sequence at s (n > 0 bytes left) into *len bytes: its
+ * code point, or -1 with *len = 1 for an invalid one (RFC 3629: no
+ * overlongs, surrogates or code points past U+10FFFF; cut short). The one
+ * UTF-8 reader of the tree. */
+long util_utf8_next(const unsigned char *s, size_t n, size_t *len);
+/* 1 when s[0..n) is valid UTF-8 (as util_utf8_next reads it). */
+int util_utf8_valid(const unsigned char *s, size_t n);
 
 /* Validates a repository-relative path from an untrusted source (hub tree,
  * archive, URL): non-empty, relative, no "." / ".." / empty components, no

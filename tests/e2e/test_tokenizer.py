@@ -111,6 +111,7 @@ int main(int argc, char **argv)
 	if (n > 5 && !strcmp(argv[1] + n - 5, ".gguf")) {
 		if (fmt_gguf_open(&ctx, argv[1], &g) || eng_tok_open_gguf(&ctx, g, &t)) {
 			fprintf(stderr, "error: %s\n", ctx.errmsg);
+			fmt_gguf_close(g); /* LeakSanitizer checks the driver too */
 			return 1;
 		}
 		fmt_gguf_close(g);

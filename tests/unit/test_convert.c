@@ -22,24 +22,24 @@ static float from_bits(uint32_t u)
 
 UNIT_TEST(convert_f16_rounding)
 {
-	CHECK(conv_f32_to_f16(1.0f) == 0x3C00);
-	CHECK(conv_f32_to_f16(-2.0f) == 0xC000);
-	CHECK(conv_f32_to_f16(65504.0f) == 0x7BFF);
-	CHECK(conv_f32_to_f16(65520.0f) == 0x7C00);          /* rounds up to inf */
-	CHECK(conv_f32_to_f16(65519.0f) == 0x7BFF);
-	CHECK(conv_f32_to_f16(ldexpf(1, -24)) == 0x0001);    /* smallest subnormal */
-	CHECK(conv_f32_to_f16(ldexpf(1, -25)) == 0x0000);    /* tie to even: 0 */
-	CHECK(conv_f32_to_f16(ldexpf(3, -25)) == 0x0002);    /* tie to even: 2 */
-	CHECK(conv_f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3C00); /* tie to even, down */
-	CHECK(conv_f32_to_f16(1.0f + ldexpf(3, -11)) == 0x3C02); /* tie to even, up */
-	CHECK((conv_f32_to_f16(NAN) & 0x7C00) == 0x7C00 && (conv_f32_to_f16(NAN) & 0x03FF));
+	CHECK(fmt_f32_to_f16(1.0f) == 0x3C00);
+	CHECK(fmt_f32_to_f16(-2.0f) == 0xC000);
+	CHECK(fmt_f32_to_f16(65504.0f) == 0x7BFF);
+	CHECK(fmt_f32_to_f16(65520.0f) == 0x7C00);          /* rounds up to inf */
+	CHECK(fmt_f32_to_f16(65519.0f) == 0x7BFF);
+	CHECK(fmt_f32_to_f16(ldexpf(1, -24)) == 0x0001);    /* smallest subnormal */
+	CHECK(fmt_f32_to_f16(ldexpf(1, -25)) == 0x0000);    /* tie to even: 0 */
+	CHECK(fmt_f32_to_f16(ldexpf(3, -25)) == 0x0002);    /* tie to even: 2 */
+	CHECK(fmt_f32_to_f16(1.0f + ldexpf(1, -11)) == 0x3C00); /* tie to even, down */
+	CHECK(fmt_f32_to_f16(1.0f + ldexpf(3, -11)) == 0x3C02); /* tie to even, up */
+	CHECK((fmt_f32_to_f16(NAN) & 0x7C00) == 0x7C00 && (fmt_f32_to_f16(NAN) & 0x03FF));
 	/* every finite half survives f16 -> f32 -> f16 */
 	for (uint32_t h = 0; h < 0x10000; h++) {
 		if ((h & 0x7C00) == 0x7C00 && (h & 0x03FF))
 			continue;
-		CHECK(conv_f32_to_f16(conv_f16_to_f32((uint16_t)h)) == h);
+		CHECK(fmt_f32_to_f16(fmt_f16_to_f32((uint16_t)h)) == h);
 	}
-	CHECK(conv_f16_to_f32(0x3555) == from_bits(0x3EAAA000));
+	CHECK(fmt_f16_to_f32(0x3555) == from_bits(0x3EAAA000));
 }
 
 UNIT_TEST(convert_f16_bulk_matches_scalar)
@@ -55,10 +55,10 @@ UNIT_TEST(convert_f16_bulk_matches_scalar)
 	}
 	conv_store(CONV_OUT_F16, x, N, out);
 	for (int i = 0; i < N; i++)
-		CHECK((uint16_t)(out[2 * i] | out[2 * i + 1] << 8) == conv_f32_to_f16(x[i]));
+		CHECK((uint16_t)(out[2 * i] | out[2 * i + 1] << 8) == fmt_f32_to_f16(x[i]));
 	conv_load_out(CONV_OUT_F16, out, N, back);
 	for (int i = 0; i < N; i++)
-		CHECK(back[i] == conv_f16_to_f32(conv_f32_to_f16(x[i])) || isnan(back[i]));
+		CHECK(back[i] == fmt_f16_to_f32(fmt_f32_to_f16(x[i])) || isnan(back[i]));
 	free(x);
 	free(out);
 	free(back);
@@ -66,13 +66,13 @@ UNIT_TEST(convert_f16_bulk_matches_scalar)
 
 UNIT_TEST(convert_bf16_rounding)
 {
-	CHECK(conv_f32_to_bf16(1.0f) == 0x3F80);
-	CHECK(conv_f32_to_bf16(from_bits(0x3F808000)) == 0x3F80); /* tie, even stays */
-	CHECK(conv_f32_to_bf16(from_bits(0x3F818000)) == 0x3F82); /* tie, odd rounds up */
-	CHECK(conv_f32_to_bf16(from_bits(0x3F808001)) == 0x3F81);
-	CHECK(conv_f32_to_bf16(from_bits(0x7F800001)) == 0x7FC0); /* signalling NaN made quiet */
-	CHECK(conv_f32_to_bf16(from_bits(0x7F7FFFFF)) == 0x7F80); /* max float rounds to inf */
-	CHECK(conv_bf16_to_f32(0xC040) == -3.0f);
+	CHECK(fmt_f32_to_bf16(1.0f) == 0x3F80);
+	CHECK(fmt_f32_to_bf16(from_bits(0x3F808000)) == 0x3F80); /* tie, even stays */
+	CHECK(fmt_f32_to_bf16(from_bits(0x3F818000)) == 0x3F82); /* tie, odd rounds up */
+	CHECK(fmt_f32_to_bf16(from_bits(0x3F808001)) == 0x3F81);
+	CHECK(fmt_f32_to_bf16(from_bits(0x7F800001)) == 0x7FC0); /* signalling NaN made quiet */
+	CHECK(fmt_f32_to_bf16(from_bits(0x7F7FFFFF)) == 0x7F80); /* max float rounds to inf */
+	CHECK(fmt_bf16_to_f32(0xC040) == -3.0f);
 }
 
 UNIT_TEST(convert_q8_0_reference)
@@ -94,7 +94,7 @@ UNIT_TEST(convert_q8_0_reference)
 	CHECK(q[0] == 0x00 && q[1] == 0x3C); /* d = 1.0 as f16 */
 	CHECK((int8_t)q[2] == 127 && (int8_t)q[3] == 3 && (int8_t)q[4] == -3 && (int8_t)q[5] == 0 &&
 	      (int8_t)q[6] == -127);
-	CHECK((uint16_t)(q[34] | q[35] << 8) == conv_f32_to_f16(16.0f / 127));
+	CHECK((uint16_t)(q[34] | q[35] << 8) == fmt_f32_to_f16(16.0f / 127));
 	CHECK((int8_t)q[36] == -127 && (int8_t)q[36 + 17] == 8 && (int8_t)q[36 + 18] == 16 &&
 	      (int8_t)q[36 + 31] == 119);
 	conv_dequantize_q8_0(q, y, 64);
@@ -242,22 +242,22 @@ static void add_task(void *arg, size_t task, int worker)
 
 UNIT_TEST(convert_pool_batches)
 {
-	struct conv_pool *p = conv_pool_new(3);
+	struct util_pool *p = util_pool_new(4);
 	unsigned long sums[4];
 	CHECK(p);
 	for (int round = 0; round < 50; round++) {
 		size_t n = (size_t)(round * 37 % 1000);
 		unsigned long want = 0, got = 0;
 		memset(sums, 0, sizeof(sums));
-		conv_pool_start(p, add_task, sums, n);
-		conv_pool_wait(p);
+		util_pool_start(p, add_task, sums, n);
+		util_pool_wait(p);
 		for (size_t i = 0; i < n; i++)
 			want += i;
 		for (int i = 0; i < 4; i++)
 			got += sums[i];
 		CHECK(got == want);
 	}
-	conv_pool_free(p);
+	util_pool_free(p);
 }
 
 /* A 1-layer model (no tokenizer) written with the library's own writer. */
@@ -295,7 +295,7 @@ static void tiny_model(const char *dir)
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		uint64_t n = t[i].r * (t[i].c ? t[i].c : 1);
 		for (uint64_t k = 0; k < n; k++) {
-			uint16_t v = conv_f32_to_bf16((float)((k * 2654435761u + i) % 1000) / 4000.0f - 0.12f);
+			uint16_t v = fmt_f32_to_bf16((float)((k * 2654435761u + i) % 1000) / 4000.0f - 0.12f);
 			unsigned char b[2] = {(unsigned char)v, (unsigned char)(v >> 8)};
 			if (fmt_st_writer_write(w, b, 2))
 				goto out;

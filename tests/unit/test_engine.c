@@ -13,15 +13,24 @@
 
 UNIT_TEST(engine_half_floats)
 {
-	CHECK(eng_f16_to_f32(0x3c00) == 1.0f);
-	CHECK(eng_f16_to_f32(0xc000) == -2.0f);
-	CHECK(eng_f16_to_f32(0x7bff) == 65504.0f);
-	CHECK(eng_f16_to_f32(0x0001) == ldexpf(1, -24));
-	CHECK(eng_f16_to_f32(0x03ff) == ldexpf(1023, -24));
-	CHECK(eng_f16_to_f32(0x8000) == 0 && signbit(eng_f16_to_f32(0x8000)));
-	CHECK(isinf(eng_f16_to_f32(0x7c00)) && isnan(eng_f16_to_f32(0x7e00)));
-	CHECK(eng_bf16_to_f32(0x3f80) == 1.0f);
-	CHECK(eng_bf16_to_f32(0xc0a0) == -5.0f);
+	CHECK(fmt_f16_to_f32(0x3c00) == 1.0f);
+	CHECK(fmt_f16_to_f32(0xc000) == -2.0f);
+	CHECK(fmt_f16_to_f32(0x7bff) == 65504.0f);
+	CHECK(fmt_f16_to_f32(0x0001) == ldexpf(1, -24));
+	CHECK(fmt_f16_to_f32(0x03ff) == ldexpf(1023, -24));
+	CHECK(fmt_f16_to_f32(0x8000) == 0 && signbit(fmt_f16_to_f32(0x8000)));
+	CHECK(isinf(fmt_f16_to_f32(0x7c00)) && isnan(fmt_f16_to_f32(0x7e00)));
+	CHECK(fmt_bf16_to_f32(0x3f80) == 1.0f);
+	CHECK(fmt_bf16_to_f32(0xc0a0) == -5.0f);
+	/* every binary16 value survives the round trip through binary32 (the
+	 * engine reads with the conversion convert/ writes with) */
+	int bad = 0;
+	for (uint32_t h = 0; h < 0x10000; h++) {
+		float f = fmt_f16_to_f32((uint16_t)h);
+		if (isnan(f) ? !isnan(fmt_f16_to_f32(fmt_f32_to_f16(f))) : fmt_f32_to_f16(f) != h)
+			bad++;
+	}
+	CHECK(bad == 0);
 }
 
 UNIT_TEST(engine_dequantize_blocks)
@@ -128,19 +137,19 @@ static void count_task(void *arg, size_t task, int worker)
 
 UNIT_TEST(engine_pool_runs_every_task_once)
 {
-	struct eng_pool *p = eng_pool_new(4);
+	struct util_pool *p = util_pool_new(4);
 	static struct count_arg a;
-	CHECK(p && eng_pool_size(p) == 4);
+	CHECK(p && util_pool_size(p) == 4);
 	for (int round = 0; round < 50; round++) {
 		for (int i = 0; i < 1000; i++)
 			atomic_store(&a.hits[i], 0);
 		size_t n = (size_t)(round * 20 % 1000);
-		eng_pool_run(p, count_task, &a, n);
+		util_pool_run(p, count_task, &a, n);
 		for (size_t i = 0; i < 1000; i++)
 			CHECK(atomic_load(&a.hits[i]) == (i < n));
 	}
-	eng_pool_free(p);
-	eng_pool_free(NULL);
+	util_pool_free(p);
+	util_pool_free(NULL);
 }
 
 UNIT_TEST(engine_sampler)
@@ -290,7 +299,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 	unsigned char *xt = malloc(N * ENG_XT_BYTES(C));         /* prepared activations */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
-	struct eng_pool *p = eng_pool_new(3);
+	struct util_pool *p = util_pool_new(3);
 	CHECK(w && d && q && p && scr && xt);
 	for (int i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
@@ -328,7 +337,7 @@ UNIT_TEST(engine_matmul_levels_agree)
 			}
 		}
 	}
-	eng_pool_free(p);
+	util_pool_free(p);
 	free(w);
 	free(d);
 	free(q);

@@ -172,6 +172,38 @@ UNIT_TEST(util_files)
 	CHECK(util_unix_time() > 1600000000);
 }
 
+/* The one UTF-8 reader (util_utf8_next) that formats/, serve/ and cmd/ all use. */
+UNIT_TEST(util_utf8_reader)
+{
+	static const struct {
+		const char *s;
+		long cp;
+		size_t len;
+	} cases[] = {
+		{"A", 'A', 1},
+		{"\xc3\xa9", 0xe9, 2},
+		{"\xe2\x82\xac", 0x20ac, 3},
+		{"\xf0\x9f\x98\x80", 0x1f600, 4},
+		{"\xf4\x8f\xbf\xbf", 0x10ffff, 4},
+		{"\xc0\x80", -1, 1},             /* overlong NUL */
+		{"\xe0\x80\x80", -1, 1},         /* overlong */
+		{"\xed\xa0\x80", -1, 1},         /* surrogate */
+		{"\xf4\x90\x80\x80", -1, 1},     /* past U+10FFFF */
+		{"\xe2\x82", -1, 1},             /* cut short */
+		{"\x80", -1, 1},                 /* a lone continuation byte */
+		{"\xc3\x28", -1, 1},             /* not a continuation */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = 99, n = strlen(cases[i].s);
+		long cp = util_utf8_next((const unsigned char *)cases[i].s, n, &len);
+		CHECK(cp == cases[i].cp && len == cases[i].len);
+		CHECK(util_utf8_valid((const unsigned char *)cases[i].s, n) == (cases[i].cp >= 0));
+	}
+	CHECK(util_utf8_valid((const unsigned char *)"", 0));
+	CHECK(util_utf8_valid((const unsigned char *)"caf\xc3\xa9 \xe2\x82\xac", 9));
+	CHECK(!util_utf8_valid((const unsigned char *)"caf\xc3\xa9 \xe2\x82", 8));
+}
+
 UNIT_TEST(util_json_depth_counts_brackets_outside_strings)
 {
 	static const char deep[] = "[[[[[[[[[[1]]]]]]]]]]";
