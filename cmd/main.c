@@ -349,7 +349,7 @@ static int run_main(int argc, char **argv, struct cmd_args *a)
 	{
 		char **rest = calloc((size_t)argc + 1, sizeof(*rest));
 		int n = 0;
-		/* freed by the exit: the command reads it to the end */
+		/* freed by main: the command reads it to the end */
 		a->o = calloc(1, c && c->opts_size ? c->opts_size : 1);
 		a->opts = c ? c->opts : NULL;
 		if (!rest || !a->o) {
@@ -409,6 +409,8 @@ int main(int argc, char **argv)
 	int rc = a ? run_main(argc, argv, a) : 1;
 	if (!a)
 		fprintf(stderr, "hubmirror: error: out of memory\n");
+	else
+		free(a->o); /* the command's options, which run_main allocated */
 	free(a);
 	return rc;
 }
