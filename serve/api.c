@@ -462,19 +462,6 @@ static int tree_walk(const struct tree_walk *w, size_t file, size_t skip, size_t
 	return 0;
 }
 
-/* Host header, if it is a plain host[:port]; else NULL. */
-static const char *safe_host(struct MHD_Connection *c)
-{
-	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
-	if (!h || !*h || strlen(h) > 255)
-		return NULL;
-	for (const char *p = h; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-		      *p == '-' || *p == ':' || *p == '[' || *p == ']'))
-			return NULL;
-	return h;
-}
-
 /* Builds one tree page: the JSON text and the next cursor (0 if none).
  * Returns NULL with *status set when the answer is an error. */
 static char *tree_page(struct MHD_Connection *c, const struct srv_route *r, const struct srv_rev *rv, size_t page,
@@ -536,7 +523,7 @@ static enum MHD_Result send_text(struct srv_req *q, struct MHD_Connection *c, ch
 	}
 	bad = srv_header(resp, "Content-Type", "application/json; charset=utf-8");
 	if (next) {
-		const char *host = safe_host(c), *qm = strchr(q->url ? q->url : "", '?');
+		const char *host = srv_safe_host(c), *qm = strchr(q->url ? q->url : "", '?');
 		char link[4400];
 		int recursive = query_flag(c, "recursive"), expand = query_flag(c, "expand");
 		snprintf(link, sizeof(link), "<%s%s%.*s?recursive=%s&expand=%s&cursor=%zu>; rel=\"next\"",

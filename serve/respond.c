@@ -220,3 +220,15 @@ int srv_token_ok(const struct srv *s, const char *tok)
 	return ok;
 }
 
+/* Host header, if it is a plain host[:port]; else NULL. */
+const char *srv_safe_host(struct MHD_Connection *c)
+{
+	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+	if (!h || !*h || strlen(h) > 255)
+		return NULL;
+	for (const char *p = h; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '-' || *p == ':' || *p == '[' || *p == ']'))
+			return NULL;
+	return h;
+}

@@ -160,6 +160,8 @@ struct srv_rev {
 void srv_rev_release(struct srv *s, struct srv_rev *r);
 /* The cache of stored commits' file lists (a commit's files never change):
  * a big repo's tree pages and repo info cost one index read, not one each. */
+/* The Host header when it is a plain host[:port] (safe to echo); else NULL. */
+const char *srv_safe_host(struct MHD_Connection *c);
 enum hm_err srv_lists_init(struct srv *s);
 void srv_lists_free(struct srv *s);
 

@@ -103,8 +103,6 @@ const char *ui_arg(struct MHD_Connection *c, const char *name, char *buf, size_t
 const char *ui_path_decode(const char *s, size_t n, char *buf, size_t len);
 /* A positive integer argument, clamped to [1, max]; def when absent/bad. */
 long ui_arg_long(struct MHD_Connection *c, const char *name, long def, long max);
-/* The Host header when it is a plain host[:port], else NULL. */
-const char *ui_host(struct MHD_Connection *c);
 
 /* Reads the home page's data into the cache (the warm-up thread). */
 void ui_warm(struct srv *s);

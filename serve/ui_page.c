@@ -272,16 +272,3 @@ long ui_arg_long(struct MHD_Connection *c, const char *name, long def, long max)
 		return def;
 	return n > max ? max : n;
 }
-
-const char *ui_host(struct MHD_Connection *c)
-{
-	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
-	if (!h || !*h || strlen(h) > 255)
-		return NULL;
-	for (const char *p = h; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-		      *p == '-' || *p == ':' || *p == '[' || *p == ']'))
-			return NULL;
-	return h;
-}
-

@@ -479,7 +479,7 @@ static void cmd_block(struct ui_page *p, const char *id, const char *title, cons
 
 static void commands(struct ui_page *p, const char *type, const char *name, const char *rev)
 {
-	const char *host = ui_host(p->c);
+	const char *host = srv_safe_host(p->c);
 	struct util_buf b = UTIL_BUF_INIT, ep = UTIL_BUF_INIT;
 	int e = 0, ds = !strcmp(type, "dataset"), tok = p->q->s->o->ntokens > 0;
 
