@@ -8,8 +8,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "engine-int.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 /* Prompt tokens run through each layer together, ENG_BATCH at a time. */
 #define ENG_BATCH 256
@@ -37,6 +42,35 @@ struct eng_state {
 	float *cs, *cs_swa;                  /* cos, sin per row (head_dim each); of sliding layers (Gemma 3) */
 	uint64_t kv_bytes;
 };
+
+/* Maps a weight's pages of the read-only mapping now (the page cache's
+ * pages, no copy), as llama.cpp's loader does with MAP_POPULATE: otherwise
+ * the first forward pass takes a page fault every few pages of the model.
+ * Best effort (an older kernel refuses the advice). Not for mixtures of
+ * experts, whose unused experts must stay untouched. */
+static void populate_weight(const struct eng_weight *w)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	if (!w->data || pg <= 0 || w->rows == 0)
+		return;
+	uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)(pg - 1), e = (uintptr_t)w->data + w->rows * w->row_bytes;
+	(void)madvise((void *)a, e - a, MADV_POPULATE_READ);
+}
+
+static void populate(const struct eng_model *m)
+{
+	if (m->cfg.n_expert)
+		return;
+	populate_weight(&m->tok_embd);
+	if (m->output.data != m->tok_embd.data)
+		populate_weight(&m->output);
+	for (uint32_t l = 0; l < m->cfg.n_layer; l++) {
+		const struct eng_layer *y = &m->layers[l];
+		const struct eng_weight *ws[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
+		for (size_t i = 0; i < sizeof(ws) / sizeof(*ws); i++)
+			populate_weight(ws[i]);
+	}
+}
 
 enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_t ctx_len, int threads,
 			  enum eng_simd simd, struct eng_state **out)
@@ -93,6 +127,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
+	populate(m);
 	if (!(s->pool = util_pool_new(threads))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "cannot start %d threads", threads);
