@@ -24,6 +24,10 @@ enum hm_err store_blob_repos(struct hm_ctx *ctx, struct store *st, const char *s
  * the index is left alone. */
 enum hm_err store_repo_set_needs_token(struct hm_ctx *ctx, struct store *st, const char *type, const char *name,
 				       int needs) HM_MUST_CHECK;
+/* *needs gets 1 when the repo's last pull needed a token (see above), 0
+ * when it did not or the repo is not in the index. */
+enum hm_err store_repo_needs_token(struct hm_ctx *ctx, struct store *st, const char *type, const char *name,
+				   int *needs) HM_MUST_CHECK;
 void store_strings_free(char **v, size_t n);
 /* The blobs with a stored torrent of this piece size (0: any) that a stored
  * revision lists (*sha malloc'd, the caller's). */
