@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "../util/hm.h"
 #include "../store/store.h"
+#include "../store/index.h"
 
 #define BUNDLE_MANIFEST_NAME "hubmirror-bundle.json"
 #define BUNDLE_FORMAT_VERSION 1

@@ -16,6 +16,8 @@
 #include "bundle-int.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
+#include "../store/index.h"
+#include "../store/stats.h"
 
 #define BLOCK ((size_t)1 << 20)
 #define BLOB_PREFIX "blobs/sha256/"

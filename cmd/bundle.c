@@ -6,6 +6,7 @@
 #include "cmd.h"
 #include "../bundle/bundle.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
 
 /* ---- export ---- */
 

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "serve-int.h"
+#include "../store/index.h"
+#include "../store/torrents.h"
 
 /* A file the store does not have: the Hub's error code for what is
  * missing, or (with an upstream) pulled through. */

@@ -10,6 +10,7 @@
 #include "../store/store.h"
 #include "../fetch/fetch.h"
 #include "../util/util.h"
+#include "../store/index.h"
 
 #define SRV_MAX_SEGS 64
 #define SRV_STORE_POOL 16  /* store handles open at most */
