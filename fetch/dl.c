@@ -139,12 +139,29 @@ static void msg_copy(char *dst, size_t cap, const char *src)
 	dst[n] = 0;
 }
 
+void fetch_job_release(struct fetch_job *j)
+{
+	free(j->host);
+	free(j->errmsg);
+	free(j->merkle_layer);
+	j->host = j->errmsg = NULL;
+	j->merkle_layer = NULL;
+	j->merkle_layer_len = 0;
+	j->has_merkle = 0;
+}
+
+void fetch_job_fail(struct fetch_job *j, enum hm_err err, const char *msg)
+{
+	j->err = err;
+	free(j->errmsg);
+	j->errmsg = msg ? util_strndup(msg, 511) : NULL;
+}
+
 static void set_job_err(struct xfer *x, enum hm_err e, const char *msg)
 {
 	if (x->job->err)
 		return;
-	x->job->err = e;
-	msg_copy(x->job->errmsg, sizeof(x->job->errmsg), msg);
+	fetch_job_fail(x->job, e, msg);
 }
 
 /* ---------- hasher thread ---------- */
@@ -710,9 +727,10 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 	int ok = !j->err;
 	if (x->eff_url) {
 		char *o = fetch_origin_of(x->eff_url);
-		if (o)
-			snprintf(j->host, sizeof(j->host), "%s", o);
-		free(o);
+		if (o) {
+			free(j->host);
+			j->host = o;
+		}
 	}
 	if (!ok) {
 		/* keep what is on disk for the next run */
@@ -729,7 +747,7 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 	if (ok)
 		unlink(j->state_path);
 	struct hm_event ev = {.kind = HM_EV_FILE_DONE, .name = j->name, .total = j->size, .err = j->err,
-			      .msg = j->err ? j->errmsg : NULL};
+			      .msg = j->err ? (j->errmsg ? j->errmsg : hm_strerror(j->err)) : NULL};
 	hm_emit(g->ctx, &ev);
 	if (g->cb && g->cb->done) {
 		enum hm_err e = g->cb->done(g->cb->ud, j);
@@ -1020,6 +1038,13 @@ static void schedule(struct dl *g, double now)
 			g->base_bytes += x->job->size;
 			continue;
 		}
+		if (b == 3) {
+			x->state = X_FINISHED;
+			g->nfinished++;
+			g->fatal = x->job->err ? x->job->err : HM_ERR_NOMEM;
+			msg_copy(g->fatal_msg, sizeof(g->fatal_msg), x->job->errmsg ? x->job->errmsg : hm_strerror(g->fatal));
+			continue;
+		}
 		x->state = X_RUNNING;
 		pthread_mutex_lock(&g->mu);
 		g->run[g->nrun++] = x;
@@ -1138,7 +1163,8 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 		g.xs[i].g = &g;
 		g.xs[i].fd = -1;
 		jobs[i]->err = HM_OK;
-		jobs[i]->errmsg[0] = 0;
+		free(jobs[i]->errmsg);
+		jobs[i]->errmsg = NULL;
 		g.total += jobs[i]->size;
 	}
 	curl_multi_setopt(g.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->connections);
@@ -1225,7 +1251,8 @@ enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fe
 	if (!err)
 		for (size_t i = 0; i < n; i++)
 			if (jobs[i]->err) {
-				err = hm_fail(ctx, jobs[i]->err, "%s", jobs[i]->errmsg);
+				err = hm_fail(ctx, jobs[i]->err, "%s",
+					      jobs[i]->errmsg ? jobs[i]->errmsg : hm_strerror(jobs[i]->err));
 				break;
 			}
 out:

@@ -92,6 +92,13 @@ void store_rollback(struct store *st);
 int store_lock_path(struct store *st, const char *path, int create, int *fd);
 /* Removes the lock file and releases it. Accepts fd -1. */
 void store_unlock_path(const char *path, int fd);
+/* The per-key locks of downloads (store_lock_try): one byte each of this
+ * file in tmp/, never removed (a name no key can have). */
+#define STORE_KEYS_LOCK ".keys.lock"
+/* Takes key's lock without blocking: 0 and *fd (released by close) on
+ * success; -1 with errno (EWOULDBLOCK: held, by this process too) otherwise.
+ * The key is not checked: callers pass key_ok keys. */
+int store_key_lock(struct store *st, const char *key, int *fd);
 /* Removes the temp files in tmp/ of conversions whose process is gone
  * (their lock tmp/convert-<pid>-<tag>.lock is free, or without one their
  * pid is dead); with all set (gc holding the store alone) also those
