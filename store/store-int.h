@@ -66,6 +66,7 @@ struct store {
 	char *db_name; /* what a second read connection opens: index.db's path, or its immutable URI */
 	int db_flags;  /* SQLITE_OPEN_URI for the URI */
 	int need_sync; /* a non-durable blob was adopted since the last flush */
+	struct store_sc_builder *sc; /* the statistics packer between flushes (statcache.c), or NULL */
 	struct store_pending_blob *blobs;
 	size_t nblobs, capblobs;
 	struct store_pending_dl *dls;
@@ -190,6 +191,8 @@ enum hm_err store_blob_indexed(struct hm_ctx *ctx, struct store *st, const char 
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
 
 /* ---- the statistics cache (statcache.c, schema v6) ---- */
+/* Frees st->sc (accepts NULL); store_close calls it. */
+void store_sc_builder_free(struct store_sc_builder *b);
 
 #define STORE_SC_CHUNK 4096 /* rows of a chunk */
 #define STORE_SC_ROW 41     /* bytes a row takes in a chunk */
