@@ -75,7 +75,7 @@ void eng_run_release(struct eng_run *r)
 }
 
 enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct eng_tok *t, const char *prompt,
-			   size_t max_new, float temperature, float top_p, uint64_t seed,
+			   int add_bos, size_t max_new, float temperature, float top_p, uint64_t seed,
 			   int (*on_token)(void *ud, uint32_t token), void *ud, struct eng_run *r)
 {
 	const struct eng_config *c = eng_model_config(eng_state_model(s));
@@ -87,7 +87,7 @@ enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct
 
 	memset(r, 0, sizeof(*r));
 	r->finite = 1;
-	err = eng_tok_encode(t, prompt, strlen(prompt), -1, &r->prompt, &r->nprompt);
+	err = eng_tok_encode(t, prompt, strlen(prompt), add_bos, &r->prompt, &r->nprompt);
 	if (err)
 		return err;
 	if (!r->nprompt)
@@ -182,8 +182,8 @@ enum hm_err eng_smoke(struct hm_ctx *ctx, const char *path, const struct eng_smo
 		goto out;
 	}
 	/* 2. greedy twice: finite and identical */
-	if ((err = eng_run_prompt(ctx, s, t, prompt, n, 0, 1, 0, NULL, NULL, &r1)) ||
-	    (err = eng_run_prompt(ctx, s, t, prompt, n, 0, 1, 0, NULL, NULL, &r2)))
+	if ((err = eng_run_prompt(ctx, s, t, prompt, -1, n, 0, 1, 0, NULL, NULL, &r1)) ||
+	    (err = eng_run_prompt(ctx, s, t, prompt, -1, n, 0, 1, 0, NULL, NULL, &r2)))
 		goto out;
 	res->prompt_tokens = r1.nprompt;
 	res->gen_tokens = r1.nout;
