@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "chat-int.h"
+#include "smoke.h"
 #include "tokenizer.h"
 #include "../formats/formats.h"
 
@@ -139,15 +140,6 @@ static const char *tok_text(const struct eng_tok *t, int32_t id, char *buf, size
 	return buf;
 }
 
-static int is_gguf_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char m[4] = {0};
-	int ok = f && fread(m, 1, 4, f) == 4 && !memcmp(m, "GGUF", 4);
-	if (f)
-		fclose(f);
-	return ok;
-}
 
 
 enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng_tok *t, struct eng_chat **out)
@@ -162,7 +154,7 @@ enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng
 	*out = NULL;
 	if (stat(path, &sb) != 0)
 		return hm_fail(ctx, HM_ERR_NOT_FOUND, "cannot open '%s': no such file or directory", path);
-	if (S_ISREG(sb.st_mode) && is_gguf_file(path)) {
+	if (S_ISREG(sb.st_mode) && eng_is_gguf(path)) {
 		struct fmt_gguf *g = NULL;
 		if ((err = fmt_gguf_open(ctx, path, &g)))
 			return err;
@@ -174,14 +166,7 @@ enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng
 		if (err)
 			return err;
 	} else {
-		snprintf(dir, sizeof(dir), "%s", path);
-		if (S_ISREG(sb.st_mode)) {
-			char *slash = strrchr(dir, '/');
-			if (slash)
-				*slash = 0;
-			else
-				snprintf(dir, sizeof(dir), ".");
-		}
+		eng_model_dir(path, !S_ISREG(sb.st_mode), dir, sizeof(dir));
 		snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
 		if ((cfgtext = read_small(p, ENG_TOK_MAX_FILE, &cl))) {
 			json_error_t je;

@@ -93,17 +93,28 @@ nomem:
 }
 
 
-static enum hm_err add_tok(struct hm_ctx *ctx, struct eng_chat *c, size_t *cap, struct tok t)
+/* the lexer's position in c->src */
+struct lexer {
+	struct hm_ctx *ctx;
+	struct eng_chat *c;
+	size_t cap; /* of c->toks */
+	const char *s;
+	size_t n, i;
+	int line;
+};
+
+static enum hm_err add_tok(struct lexer *lx, struct tok t)
 {
-	if (c->ntok == *cap) {
-		if (*cap >= MAX_TOKENS)
-			return eng_chat_failf(ctx, t.line, "too many tokens");
-		size_t nc = *cap ? *cap * 2 : 256;
+	struct eng_chat *c = lx->c;
+	if (c->ntok == lx->cap) {
+		if (lx->cap >= MAX_TOKENS)
+			return eng_chat_failf(lx->ctx, t.line, "too many tokens");
+		size_t nc = lx->cap ? lx->cap * 2 : 256;
 		struct tok *n = realloc(c->toks, nc * sizeof(*n));
 		if (!n)
-			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+			return hm_fail(lx->ctx, HM_ERR_NOMEM, "out of memory");
 		c->toks = n;
-		*cap = nc;
+		lx->cap = nc;
 	}
 	c->toks[c->ntok++] = t;
 	return HM_OK;
@@ -112,166 +123,191 @@ static enum hm_err add_tok(struct hm_ctx *ctx, struct eng_chat *c, size_t *cap, 
 static const char *const OPS[] = {"**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "~", "|", ".",
 				  ",", ":", "(", ")", "[", "]", "{", "}", "=", "<", ">", NULL};
 
+/* a number at lx->i: digits (with '_'), and a fraction for a float */
+static enum hm_err lex_number(struct lexer *lx)
+{
+	const char *s = lx->s;
+	size_t i = lx->i, k = i, n = lx->n, m = 0;
+	int flt = 0;
+	char num[64];
+	while (k < n && (isdigit((unsigned char)s[k]) || s[k] == '_'))
+		k++;
+	if (k + 1 < n && s[k] == '.' && isdigit((unsigned char)s[k + 1])) {
+		flt = 1;
+		k++;
+		while (k < n && isdigit((unsigned char)s[k]))
+			k++;
+	}
+	for (size_t q = i; q < k && m < sizeof(num) - 1; q++)
+		if (s[q] != '_')
+			num[m++] = s[q];
+	num[m] = 0;
+	struct tok t = {flt ? T_FLOAT : T_INT, lx->line, s + i, k - i, 0, 0};
+	errno = 0;
+	if (flt)
+		t.f = strtod(num, NULL);
+	else
+		t.i = strtoll(num, NULL, 10);
+	if (errno)
+		return eng_chat_failf(lx->ctx, lx->line, "number out of range");
+	lx->i = k;
+	return add_tok(lx, t);
+}
+
+/* a quoted string at lx->i, its escapes decoded into the parse arena */
+static enum hm_err lex_string(struct lexer *lx)
+{
+	const char *s = lx->s;
+	char ch = s[lx->i];
+	struct util_buf b = UTIL_BUF_INIT;
+	size_t k = lx->i + 1, n = lx->n;
+	int bad = 0;
+	while (k < n && s[k] != ch && !bad) {
+		char o = s[k];
+		if (o == '\\' && k + 1 < n) {
+			char e = s[++k];
+			switch (e) {
+			case 'n': o = '\n'; break;
+			case 't': o = '\t'; break;
+			case 'r': o = '\r'; break;
+			case '\\': o = '\\'; break;
+			case '\'': o = '\''; break;
+			case '"': o = '"'; break;
+			case 'b': o = '\b'; break;
+			case 'f': o = '\f'; break;
+			default:
+				bad |= util_buf_add(&b, "\\", 1);
+				o = e;
+			}
+		}
+		lx->line += o == '\n' && s[k] == '\n';
+		bad |= util_buf_add(&b, &o, 1);
+		k++;
+	}
+	if (bad) {
+		util_buf_release(&b);
+		return hm_fail(lx->ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	if (k >= n) {
+		util_buf_release(&b);
+		return eng_chat_failf(lx->ctx, lx->line, "unterminated string");
+	}
+	struct jstr *js = eng_chat_arena_alloc(&lx->c->parse, sizeof(*js) + b.len + 1);
+	if (!js) {
+		util_buf_release(&b);
+		return eng_chat_failf(lx->ctx, lx->line, "template too large");
+	}
+	js->n = b.len;
+	if (b.len)
+		memcpy(js->p, b.buf, b.len);
+	js->p[b.len] = 0;
+	util_buf_release(&b);
+	lx->i = k + 1;
+	return add_tok(lx, (struct tok){T_STR, lx->line, (const char *)js, 0, 0, 0});
+}
+
+/* an operator at lx->i, the longest first */
+static enum hm_err lex_op(struct lexer *lx)
+{
+	const char *s = lx->s;
+	size_t i = lx->i;
+	for (int o = 0; OPS[o]; o++) {
+		size_t ol = strlen(OPS[o]);
+		if (!strncmp(s + i, OPS[o], ol)) {
+			lx->i += ol;
+			return add_tok(lx, (struct tok){T_OP, lx->line, s + i, ol, 0, 0});
+		}
+	}
+	return eng_chat_failf(lx->ctx, lx->line, "unexpected character '%c'", isprint((unsigned char)s[i]) ? s[i] : '?');
+}
+
+/* the inside of a {{ }} or {% %} tag (kind '{' or '%') up to its close */
+static enum hm_err lex_tag(struct lexer *lx, char kind)
+{
+	const char *s = lx->s;
+	size_t n = lx->n;
+	char close = kind == '{' ? '}' : '%';
+	enum hm_err err;
+	for (;;) {
+		while (lx->i < n && is_ws(s[lx->i]))
+			lx->line += s[lx->i++] == '\n';
+		size_t i = lx->i;
+		if (i >= n)
+			return eng_chat_failf(lx->ctx, lx->line, "unterminated %s", kind == '{' ? "'{{'" : "'{%'");
+		/* the closing tag, with optional '-' */
+		if ((s[i] == '-' && i + 2 < n + 1 && s[i + 1] == close && s[i + 2] == '}') ||
+		    (s[i] == close && i + 1 < n && s[i + 1] == '}')) {
+			int trim = s[i] == '-';
+			lx->i += trim ? 3 : 2;
+			if ((err = add_tok(lx, (struct tok){kind == '{' ? T_CEXPR : T_CSTMT, lx->line, s + lx->i - 2, 2, 0, 0})))
+				return err;
+			if (trim)
+				while (lx->i < n && is_ws(s[lx->i]))
+					lx->line += s[lx->i++] == '\n';
+			return HM_OK;
+		}
+		char ch = s[i];
+		if (isalpha((unsigned char)ch) || ch == '_') {
+			size_t k = i;
+			while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '_'))
+				k++;
+			lx->i = k;
+			err = add_tok(lx, (struct tok){T_NAME, lx->line, s + i, k - i, 0, 0});
+		} else if (isdigit((unsigned char)ch)) {
+			err = lex_number(lx);
+		} else if (ch == '\'' || ch == '"') {
+			err = lex_string(lx);
+		} else {
+			err = lex_op(lx);
+		}
+		if (err)
+			return err;
+	}
+}
+
 static enum hm_err lex(struct hm_ctx *ctx, struct eng_chat *c)
 {
-	const char *s = c->src;
-	size_t cap = 0, i = 0, n = strlen(s);
-	int line = 1;
+	struct lexer lx = {ctx, c, 0, c->src, strlen(c->src), 0, 1};
+	const char *s = lx.s;
+	size_t n = lx.n;
 	enum hm_err err;
-	while (i < n) {
+	while (lx.i < n) {
 		/* text up to the next tag */
-		size_t j = i;
+		size_t i = lx.i, j = i;
 		while (j < n && !(s[j] == '{' && j + 1 < n && (s[j + 1] == '{' || s[j + 1] == '%' || s[j + 1] == '#')))
 			j++;
 		size_t tend = j;
 		if (j < n && s[j + 2] == '-') /* {{- {%- {#-: strip the text's trailing whitespace */
 			while (tend > i && is_ws(s[tend - 1]))
 				tend--;
-		if (tend > i && (err = add_tok(ctx, c, &cap, (struct tok){T_TEXT, line, s + i, tend - i, 0, 0})))
+		if (tend > i && (err = add_tok(&lx, (struct tok){T_TEXT, lx.line, s + i, tend - i, 0, 0})))
 			return err;
 		for (size_t k = i; k < j; k++)
-			line += s[k] == '\n';
+			lx.line += s[k] == '\n';
 		if (j >= n)
 			break;
-		i = j + 2;
+		lx.i = j + 2;
 		char kind = s[j + 1];
-		if (i < n && s[i] == '-')
-			i++;
+		if (lx.i < n && s[lx.i] == '-')
+			lx.i++;
 		if (kind == '#') {
-			const char *e = strstr(s + i, "#}");
+			const char *e = strstr(s + lx.i, "#}");
 			if (!e)
-				return eng_chat_failf(ctx, line, "unterminated comment");
-			for (const char *k = s + i; k < e; k++)
-				line += *k == '\n';
-			int trim = e > s + i && e[-1] == '-';
-			i = (size_t)(e - s) + 2;
+				return eng_chat_failf(ctx, lx.line, "unterminated comment");
+			for (const char *k = s + lx.i; k < e; k++)
+				lx.line += *k == '\n';
+			int trim = e > s + lx.i && e[-1] == '-';
+			lx.i = (size_t)(e - s) + 2;
 			if (trim)
-				while (i < n && is_ws(s[i]))
-					i++;
+				while (lx.i < n && is_ws(s[lx.i]))
+					lx.i++;
 			continue;
 		}
-		if ((err = add_tok(ctx, c, &cap, (struct tok){kind == '{' ? T_OEXPR : T_OSTMT, line, s + j, 2, 0, 0})))
+		if ((err = add_tok(&lx, (struct tok){kind == '{' ? T_OEXPR : T_OSTMT, lx.line, s + j, 2, 0, 0})) ||
+		    (err = lex_tag(&lx, kind)))
 			return err;
-		char close = kind == '{' ? '}' : '%';
-		for (;;) {
-			while (i < n && is_ws(s[i]))
-				line += s[i++] == '\n';
-			if (i >= n)
-				return eng_chat_failf(ctx, line, "unterminated %s", kind == '{' ? "'{{'" : "'{%'");
-			/* the closing tag, with optional '-' */
-			if ((s[i] == '-' && i + 2 < n + 1 && s[i + 1] == close && s[i + 2] == '}') ||
-			    (s[i] == close && i + 1 < n && s[i + 1] == '}')) {
-				int trim = s[i] == '-';
-				i += trim ? 3 : 2;
-				if ((err = add_tok(ctx, c, &cap,
-						   (struct tok){kind == '{' ? T_CEXPR : T_CSTMT, line, s + i - 2, 2, 0, 0})))
-					return err;
-				if (trim)
-					while (i < n && is_ws(s[i]))
-						line += s[i++] == '\n';
-				break;
-			}
-			char ch = s[i];
-			if (isalpha((unsigned char)ch) || ch == '_') {
-				size_t k = i;
-				while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '_'))
-					k++;
-				if ((err = add_tok(ctx, c, &cap, (struct tok){T_NAME, line, s + i, k - i, 0, 0})))
-					return err;
-				i = k;
-			} else if (isdigit((unsigned char)ch)) {
-				size_t k = i;
-				int flt = 0;
-				while (k < n && (isdigit((unsigned char)s[k]) || s[k] == '_'))
-					k++;
-				if (k + 1 < n && s[k] == '.' && isdigit((unsigned char)s[k + 1])) {
-					flt = 1;
-					k++;
-					while (k < n && isdigit((unsigned char)s[k]))
-						k++;
-				}
-				char num[64];
-				size_t m = 0;
-				for (size_t q = i; q < k && m < sizeof(num) - 1; q++)
-					if (s[q] != '_')
-						num[m++] = s[q];
-				num[m] = 0;
-				struct tok t = {flt ? T_FLOAT : T_INT, line, s + i, k - i, 0, 0};
-				errno = 0;
-				if (flt)
-					t.f = strtod(num, NULL);
-				else
-					t.i = strtoll(num, NULL, 10);
-				if (errno)
-					return eng_chat_failf(ctx, line, "number out of range");
-				if ((err = add_tok(ctx, c, &cap, t)))
-					return err;
-				i = k;
-			} else if (ch == '\'' || ch == '"') {
-				struct util_buf b = UTIL_BUF_INIT;
-				size_t k = i + 1;
-				int bad = 0;
-				while (k < n && s[k] != ch && !bad) {
-					char o = s[k];
-					if (o == '\\' && k + 1 < n) {
-						char e = s[++k];
-						switch (e) {
-						case 'n': o = '\n'; break;
-						case 't': o = '\t'; break;
-						case 'r': o = '\r'; break;
-						case '\\': o = '\\'; break;
-						case '\'': o = '\''; break;
-						case '"': o = '"'; break;
-						case 'b': o = '\b'; break;
-						case 'f': o = '\f'; break;
-						default:
-							bad |= util_buf_add(&b, "\\", 1);
-							o = e;
-						}
-					}
-					line += o == '\n' && s[k] == '\n';
-					bad |= util_buf_add(&b, &o, 1);
-					k++;
-				}
-				if (bad) {
-					util_buf_release(&b);
-					return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				}
-				if (k >= n) {
-					util_buf_release(&b);
-					return eng_chat_failf(ctx, line, "unterminated string");
-				}
-				struct jstr *js = eng_chat_arena_alloc(&c->parse, sizeof(*js) + b.len + 1);
-				if (!js) {
-					util_buf_release(&b);
-					return eng_chat_failf(ctx, line, "template too large");
-				}
-				js->n = b.len;
-				if (b.len)
-					memcpy(js->p, b.buf, b.len);
-				js->p[b.len] = 0;
-				util_buf_release(&b);
-				if ((err = add_tok(ctx, c, &cap, (struct tok){T_STR, line, (const char *)js, 0, 0, 0})))
-					return err;
-				i = k + 1;
-			} else {
-				int found = 0;
-				for (int o = 0; OPS[o]; o++) {
-					size_t ol = strlen(OPS[o]);
-					if (!strncmp(s + i, OPS[o], ol)) {
-						if ((err = add_tok(ctx, c, &cap, (struct tok){T_OP, line, s + i, ol, 0, 0})))
-							return err;
-						i += ol;
-						found = 1;
-						break;
-					}
-				}
-				if (!found)
-					return eng_chat_failf(ctx, line, "unexpected character '%c'", isprint((unsigned char)ch) ? ch : '?');
-			}
-		}
 	}
-	return add_tok(ctx, c, &cap, (struct tok){T_EOF, line, s + n, 0, 0, 0});
+	return add_tok(&lx, (struct tok){T_EOF, lx.line, s + n, 0, 0, 0});
 }
 
 /* ---- parser ---- */
@@ -643,122 +679,70 @@ static struct node *unary(struct parser *p)
 }
 
 
-static struct node *bin(struct parser *p, int op, struct node *l, struct node *r)
-{
-	struct node *n = mk(p, N_BIN);
-	if (!n || !l || !r)
-		return NULL;
-	n->neg = op;
-	n->a = l;
-	n->b = r;
-	return n;
-}
+/* Binary operators by precedence level, loosest first, as Jinja has them;
+ * "not" (a prefix) has its own level, and "not in" is matched by hand. */
+struct binop {
+	const char *text; /* an operator token, or a name (a word) */
+	int kind, op;     /* node kind; N_BIN's op code */
+};
+enum { LV_NOT = 2, LV_CMP = 3, LV_COUNT = 8 };
+static const struct binop LEVELS[LV_COUNT][8] = {
+	{{"or", N_OR, 0}},
+	{{"and", N_AND, 0}},
+	{{NULL, 0, 0}},
+	{{"==", N_BIN, OP_EQ}, {"!=", N_BIN, OP_NE}, {"<", N_BIN, OP_LT}, {"<=", N_BIN, OP_LE}, {">", N_BIN, OP_GT},
+	 {">=", N_BIN, OP_GE}, {"in", N_BIN, OP_IN}},
+	{{"~", N_BIN, OP_CAT}},
+	{{"+", N_BIN, OP_ADD}, {"-", N_BIN, OP_SUB}},
+	{{"*", N_BIN, OP_MUL}, {"/", N_BIN, OP_DIV}, {"//", N_BIN, OP_FDIV}, {"%", N_BIN, OP_MOD}},
+	{{"**", N_BIN, OP_POW}},
+};
+static const struct binop NOT_IN = {"not in", N_BIN, OP_NOTIN};
 
-static struct node *power(struct parser *p)
+/* The operator of level lv at the parser's position (*ntok tokens), or NULL. */
+static const struct binop *binop_at(struct parser *p, int lv, int *ntok)
 {
-	struct node *l = unary(p);
-	while (l && is_op(peek(p), "**")) {
-		p->pos++;
-		l = bin(p, OP_POW, l, unary(p));
+	struct tok *t = peek(p);
+	*ntok = 1;
+	for (const struct binop *b = LEVELS[lv]; b->text; b++)
+		if (isalpha((unsigned char)b->text[0]) ? is_name(t, b->text) : is_op(t, b->text))
+			return b;
+	if (lv == LV_CMP && is_name(t, "not") && is_name(&p->c->toks[p->pos + 1], "in")) {
+		*ntok = 2;
+		return &NOT_IN;
 	}
-	return l;
+	return NULL;
 }
 
-static struct node *term(struct parser *p)
+/* An expression of operators of level lv and tighter (left-associative). */
+static struct node *binary(struct parser *p, int lv)
 {
-	struct node *l = power(p);
-	for (;;) {
-		int op = is_op(peek(p), "*") ? OP_MUL : is_op(peek(p), "/") ? OP_DIV : is_op(peek(p), "//") ? OP_FDIV
-		       : is_op(peek(p), "%") ? OP_MOD : 0;
-		if (!l || !op)
-			return l;
-		p->pos++;
-		l = bin(p, op, l, power(p));
-	}
-}
-
-static struct node *arith(struct parser *p)
-{
-	struct node *l = term(p);
-	for (;;) {
-		int op = is_op(peek(p), "+") ? OP_ADD : is_op(peek(p), "-") ? OP_SUB : 0;
-		if (!l || !op)
-			return l;
-		p->pos++;
-		l = bin(p, op, l, term(p));
-	}
-}
-
-static struct node *concat(struct parser *p)
-{
-	struct node *l = arith(p);
-	while (l && is_op(peek(p), "~")) {
-		p->pos++;
-		l = bin(p, OP_CAT, l, arith(p));
-	}
-	return l;
-}
-
-static struct node *compare(struct parser *p)
-{
-	struct node *l = concat(p);
-	for (;;) {
-		struct tok *t = peek(p);
-		int op = is_op(t, "==") ? OP_EQ : is_op(t, "!=") ? OP_NE : is_op(t, "<") ? OP_LT : is_op(t, "<=") ? OP_LE
-		       : is_op(t, ">") ? OP_GT : is_op(t, ">=") ? OP_GE : is_name(t, "in") ? OP_IN : 0;
-		if (!op && is_name(t, "not") && is_name(&p->c->toks[p->pos + 1], "in")) {
-			op = OP_NOTIN;
-			p->pos++;
-		}
-		if (!l || !op)
-			return l;
-		p->pos++;
-		l = bin(p, op, l, concat(p));
-	}
-}
-
-static struct node *not_expr(struct parser *p)
-{
-	if (is_name(peek(p), "not")) {
+	if (lv == LV_COUNT)
+		return unary(p);
+	if (lv == LV_NOT) {
+		if (!is_name(peek(p), "not"))
+			return binary(p, lv + 1);
 		struct node *n = mk(p, N_NOT);
 		if (!n)
 			return NULL;
 		p->pos++;
 		if (++p->depth > MAX_DEPTH)
 			return perr(p, "expressions nested too deeply");
-		n->a = not_expr(p);
+		n->a = binary(p, LV_NOT);
 		p->depth--;
 		return n->a ? n : NULL;
 	}
-	return compare(p);
-}
-
-static struct node *and_expr(struct parser *p)
-{
-	struct node *l = not_expr(p);
-	while (l && is_name(peek(p), "and")) {
-		struct node *n = mk(p, N_AND);
-		p->pos++;
+	struct node *l = binary(p, lv + 1);
+	const struct binop *o;
+	int ntok;
+	while (l && (o = binop_at(p, lv, &ntok))) {
+		struct node *n = mk(p, o->kind);
+		p->pos += (size_t)ntok;
 		if (!n)
 			return NULL;
+		n->neg = o->op;
 		n->a = l;
-		if (!(n->b = not_expr(p)))
-			return NULL;
-		l = n;
-	}
-	return l;
-}
-
-static struct node *or_expr(struct parser *p)
-{
-	struct node *l = and_expr(p);
-	while (l && is_name(peek(p), "or")) {
-		struct node *n = mk(p, N_OR);
-		p->pos++;
-		if (!n)
-			return NULL;
-		n->a = l;
-		if (!(n->b = and_expr(p)))
+		if (!(n->b = binary(p, lv + 1)))
 			return NULL;
 		l = n;
 	}
@@ -769,11 +753,11 @@ static struct node *expr(struct parser *p)
 {
 	if (++p->depth > MAX_DEPTH)
 		return perr(p, "expressions nested too deeply");
-	struct node *l = or_expr(p);
+	struct node *l = binary(p, 0);
 	if (l && is_name(peek(p), "if")) {
 		struct node *n = mk(p, N_COND);
 		p->pos++;
-		if (!n || !(n->b = or_expr(p)))
+		if (!n || !(n->b = binary(p, 0)))
 			return NULL;
 		n->a = l;
 		if (is_name(peek(p), "else")) {
@@ -861,7 +845,7 @@ static struct node *stmt_for(struct parser *p)
 	/* the iterable, without a conditional expression: "if" starts the filter */
 	if (++p->depth > MAX_DEPTH)
 		return perr(p, "expressions nested too deeply");
-	if (!(n->b = or_expr(p)))
+	if (!(n->b = binary(p, 0)))
 		return NULL;
 	p->depth--;
 	if (is_name(peek(p), "if")) {

@@ -10,8 +10,7 @@
 #include "../formats/formats.h"
 #include "../util/util.h"
 
-/* A GGUF file by its magic (stored blobs have no extension). */
-static int is_gguf(const char *path)
+int eng_is_gguf(const char *path)
 {
 	char magic[4];
 	FILE *f = fopen(path, "rb");
@@ -19,6 +18,18 @@ static int is_gguf(const char *path)
 	if (f)
 		fclose(f);
 	return yes;
+}
+
+void eng_model_dir(const char *path, int is_dir, char *dir, size_t cap)
+{
+	snprintf(dir, cap, "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*slash = 0;
+		else
+			snprintf(dir, cap, ".");
+	}
 }
 
 enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model **m, struct eng_tok **t)
@@ -32,7 +43,7 @@ enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model 
 	err = eng_model_open(ctx, path, m);
 	if (err)
 		return err;
-	if (S_ISREG(sb.st_mode) && is_gguf(path)) {
+	if (S_ISREG(sb.st_mode) && eng_is_gguf(path)) {
 		struct fmt_gguf *g = NULL;
 		err = fmt_gguf_open(ctx, path, &g);
 		if (!err)
@@ -40,14 +51,7 @@ enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model 
 		fmt_gguf_close(g);
 	} else {
 		char dir[4096], tj[4200], tc[4200];
-		snprintf(dir, sizeof(dir), "%s", path);
-		if (S_ISREG(sb.st_mode)) {
-			char *slash = strrchr(dir, '/');
-			if (slash)
-				*slash = 0;
-			else
-				snprintf(dir, sizeof(dir), ".");
-		}
+		eng_model_dir(path, !S_ISREG(sb.st_mode), dir, sizeof(dir));
 		snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
 		snprintf(tc, sizeof(tc), "%s/tokenizer_config.json", dir);
 		if (stat(tj, &sb) != 0)

@@ -6,6 +6,12 @@
 #include "engine.h"
 #include "tokenizer.h"
 
+/* Whether path is a GGUF file, by its magic (stored blobs have no extension). */
+int eng_is_gguf(const char *path);
+/* The folder of a model path into dir (cap bytes): path itself when it is a
+ * directory (is_dir), else the folder holding the file ("." for a bare name). */
+void eng_model_dir(const char *path, int is_dir, char *dir, size_t cap);
+
 /* Opens a model and its tokenizer: a .gguf (tokenizer from its metadata) or
  * safetensors with config.json and tokenizer.json (+ tokenizer_config.json)
  * beside it. Both are the caller's. */
