@@ -5,6 +5,7 @@
 #include <string.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/checkout.h"
 
 /* What the options of opts[] below set (a->o). */
 struct pull_vals {

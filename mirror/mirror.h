@@ -11,6 +11,8 @@
 #include "../fetch/fetch.h"
 #include "../store/store.h"
 #include "../convert/convert.h"
+#include "../store/checkout.h"
+#include "../store/index.h"
 
 struct mirror_pull_opts {
 	const char *type;            /* "model" | "dataset" */

@@ -11,6 +11,9 @@
 #include <unistd.h>
 #include "mirror.h"
 #include "../util/util.h"
+#include "../store/index.h"
+#include "../store/stats.h"
+#include "../store/torrents.h"
 
 #define FLUSH_EVERY_S 0.5
 #define FLUSH_EVERY_FILES 256

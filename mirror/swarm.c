@@ -15,6 +15,7 @@
 #include "../p2p/p2p.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
+#include "../store/torrents.h"
 
 #define POLL_S 0.2
 #define REANNOUNCE_S 3.0

@@ -422,3 +422,25 @@ def test_p2p_torrent_made_in_pull(t):
     srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get())
     again = {x["sha256"]: x["info_hash"] for x in srv.json("/api/models/%s/torrents/main" % REPO)["torrents"]}
     check(again == listed, "made from the file %r, from the pull %r" % (again, listed))
+
+
+@serving(timeout=120)
+def test_p2p_torrent_made_in_import(t):
+    """import computes each added blob's v2 tree in the same pass as its
+    SHA-256: the importing store has the torrents before serve --p2p asks,
+    the same as the pull recorded, and serve hands out those; a blob the
+    store already had is not hashed again."""
+    ports = Ports()
+    t.emu([lab_repo()])
+    t.ok("pull", REPO, "-q")
+    pulled = {r["sha256"]: r["info_hash"] for r in lib.db_query(t.store, "SELECT sha256, info_hash FROM torrents")}
+    check(len(pulled) == len(FILES), "the torrents the pull recorded: %r" % pulled)
+    bundle = os.path.join(t.tmp, "lab.tar")
+    t.ok("export", REPO, "-o", bundle)
+    other = os.path.join(t.tmp, "imported")
+    t.ok("import", bundle, store=other)
+    got = {r["sha256"]: r["info_hash"] for r in lib.db_query(other, "SELECT sha256, info_hash FROM torrents")}
+    check(got == pulled, "the torrents the import recorded %r, the pull's %r" % (got, pulled))
+    srv = Server(t, "--p2p", "--p2p-port", ports.get(), "--tracker-listen", "127.0.0.1:%d" % ports.get(), store=other)
+    listed = {x["sha256"]: x["info_hash"] for x in srv.json("/api/models/%s/torrents/main" % REPO)["torrents"]}
+    check(listed == pulled, "served %r, recorded %r" % (listed, pulled))
