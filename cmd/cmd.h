@@ -173,6 +173,14 @@ struct eng_tok;
  * code. */
 int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
 		    const struct cmd_gen *g);
+struct eng_run;
+/* `run --chat` (cmd/chat.c): the prompt as one user turn (after system, if
+ * not NULL) rendered with the model's chat template and generated until an
+ * end-of-turn token; streamed unless quiet. r is the caller's
+ * (eng_run_release), r->prompt the ids fed to the engine. */
+enum hm_err cmd_chat_once(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
+			  const struct cmd_gen *g, const char *system, const char *user, int quiet,
+			  struct eng_run *r) HM_MUST_CHECK;
 struct mirror_artifact;
 /* Prints what `convert` prints about a stored conversion of (rtype, repo,
  * commit) (JSON with --json). */
@@ -243,7 +251,7 @@ extern const struct cmd cmd_rebuild_index;
 	CMD_OPT_FLAG(T, p2p.p2p, "p2p", 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"), \
 	CMD_OPT_STR(T, p2p.port, "p2p-port", 0, "PORT", "TCP port peers connect to (default 6881)"),        \
 	CMD_OPT_STR(T, p2p.upload_rate, "p2p-upload-rate", 0, "RATE", "cap on bytes/s sent to peers, e.g. 20M (default none)"), \
-	CMD_OPT_STR(T, p2p.stall, "p2p-stall", 0, "SECS", "download over HTTP what makes no progress in the swarm for SECS (default 30)"), \
+	CMD_OPT_STR(T, p2p.stall, "p2p-stall", 0, "SECS", "HTTP takes over when the swarm makes no progress for SECS (one blob: 4x SECS; default 30)"), \
 	CMD_OPT_STR(T, p2p.seed_time, "seed-time", 0, "SECS", "keep seeding SECS after finishing (default 45)")
 
 struct mirror_swarm;
