@@ -118,10 +118,22 @@ static enum hm_err flush(struct pull *p)
 	return err;
 }
 
+static void job_paths_free(struct pull_job *j)
+{
+	free(j->url);
+	free(j->part);
+	free(j->state);
+	j->url = j->part = j->state = NULL;
+	j->fj.url = j->fj.part_path = j->fj.state_path = NULL;
+}
+
 /* The URL and temp paths of a job about to run: 0, or -1 out of memory. */
 static int job_paths(struct pull *p, struct pull_job *j)
 {
 	char part[4096], state[4096];
+	if (j->part && j->state && j->url)
+		return 0; /* made for the swarm already (from_swarm) */
+	job_paths_free(j);
 	store_part_paths(p->st, j->key, part, state, sizeof(part));
 	j->part = util_strdup(part);
 	j->state = util_strdup(state);
@@ -130,15 +142,6 @@ static int job_paths(struct pull *p, struct pull_job *j)
 	j->fj.part_path = j->part;
 	j->fj.state_path = j->state;
 	return j->part && j->state && j->url ? 0 : -1;
-}
-
-static void job_paths_free(struct pull_job *j)
-{
-	free(j->url);
-	free(j->part);
-	free(j->state);
-	j->url = j->part = j->state = NULL;
-	j->fj.url = j->fj.part_path = j->fj.state_path = NULL;
 }
 
 static int job_begin(void *ud, struct fetch_job *fj)
@@ -580,6 +583,11 @@ static enum hm_err from_swarm(struct pull *p, struct fetch_job **jp, size_t *njp
 	}
 	for (size_t i = 0; i < p->njobs; i++)
 		if (p->jobs[i].fj.expect_sha256 && p->jobs[i].fj.size) {
+			/* a stalled swarm download hands its pieces to these */
+			if (job_paths(p, &p->jobs[i])) {
+				err = hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
 			it[n].sha256 = p->jobs[i].fj.expect_sha256;
 			it[n].size = p->jobs[i].fj.size;
 			it[n].part_path = p->jobs[i].part;
