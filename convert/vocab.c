@@ -151,14 +151,6 @@ static int is_byte_token(const char *s)
 	       isxdigit((unsigned char)s[4]) && s[5] == '>';
 }
 
-/* A token's content from a tokenizer_config value: "x" or {"content": "x"}. */
-static const char *token_content(json_t *v)
-{
-	if (json_is_object(v))
-		v = json_object_get(v, "content");
-	return json_string_value(v);
-}
-
 static long find_token(const struct vocab *v, json_t *vocab_obj, const char *s)
 {
 	json_t *id;
@@ -266,67 +258,53 @@ static void template_adds(json_t *pp, const char *bos, const char *eos, int *add
 	*add_eos = eos && json_is_string(last) && !strcmp(json_string_value(last), eos) && json_array_size(single) > 1;
 }
 
-static enum hm_err write_ids(struct hm_ctx *ctx, const struct vocab *v, json_t *vocab_obj, json_t *tcfg,
-			     json_t *config, const char *unk_model, struct fmt_gguf_writer *w, json_t *tok)
+static enum hm_err write_ids(const struct vocab *v, json_t *vocab_obj, const struct fmt_hf_tokcfg *tcfg,
+			     const struct fmt_hf_config *config, const char *unk_model, struct fmt_gguf_writer *w,
+			     json_t *tok)
 {
-	static const struct {
-		const char *cfg, *cfg_id, *key;
+	const struct {
+		const char *text;
+		int64_t cfg_id;
+		const char *key;
 	} ids[] = {
-		{"bos_token", "bos_token_id", "tokenizer.ggml.bos_token_id"},
-		{"eos_token", "eos_token_id", "tokenizer.ggml.eos_token_id"},
-		{"unk_token", NULL, "tokenizer.ggml.unknown_token_id"},
-		{"sep_token", NULL, "tokenizer.ggml.seperator_token_id"},
-		{"pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id"},
+		{tcfg->bos, config->bos_token_id, "tokenizer.ggml.bos_token_id"},
+		{tcfg->eos, config->eos_token_id, "tokenizer.ggml.eos_token_id"},
+		{tcfg->unk, -1, "tokenizer.ggml.unknown_token_id"},
+		{tcfg->sep, -1, "tokenizer.ggml.seperator_token_id"},
+		{tcfg->pad, config->pad_token_id, "tokenizer.ggml.padding_token_id"},
 	};
 	enum hm_err err;
-	json_t *ab = json_object_get(tcfg, "add_bos_token"), *ae = json_object_get(tcfg, "add_eos_token");
 	int add_bos = -1, add_eos = -1;
-	const char *bos = token_content(json_object_get(tcfg, "bos_token"));
-	const char *eos = token_content(json_object_get(tcfg, "eos_token"));
 
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
-		const char *s = token_content(json_object_get(tcfg, ids[i].cfg));
-		long id = find_token(v, vocab_obj, s);
+		long id = find_token(v, vocab_obj, ids[i].text);
 		if (id < 0 && i == 2)
 			id = find_token(v, vocab_obj, unk_model);
-		if (id < 0 && ids[i].cfg_id) {
-			json_t *j = json_object_get(config, ids[i].cfg_id);
-			if (json_is_array(j))
-				j = json_array_get(j, 0);
-			if (json_is_integer(j) && json_integer_value(j) >= 0 && (uint64_t)json_integer_value(j) < v->n)
-				id = (long)json_integer_value(j);
-		}
+		if (id < 0 && ids[i].cfg_id >= 0 && (uint64_t)ids[i].cfg_id < v->n)
+			id = (long)ids[i].cfg_id;
 		if (id >= 0 && (err = fmt_gguf_writer_u32(w, ids[i].key, (uint32_t)id)))
 			return err;
 	}
-	template_adds(json_object_get(tok, "post_processor"), bos, eos, &add_bos, &add_eos);
-	if (json_is_boolean(ab))
-		add_bos = json_is_true(ab);
-	if (json_is_boolean(ae))
-		add_eos = json_is_true(ae);
+	template_adds(json_object_get(tok, "post_processor"), tcfg->bos, tcfg->eos, &add_bos, &add_eos);
+	if (tcfg->add_bos >= 0)
+		add_bos = tcfg->add_bos;
+	if (tcfg->add_eos >= 0)
+		add_eos = tcfg->add_eos;
 	if (add_bos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", add_bos)))
 		return err;
 	if (add_eos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_eos_token", add_eos)))
 		return err;
-	(void)ctx;
 	return HM_OK;
 }
 
-static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_source *src, json_t *tcfg,
-				       struct fmt_gguf_writer *w)
+static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_source *src,
+				       const struct fmt_hf_tokcfg *tcfg, struct fmt_gguf_writer *w)
 {
-	json_t *ct = json_object_get(tcfg, "chat_template"), *e;
 	char path[PATH_MAX], *data = NULL;
-	size_t len, i;
+	size_t len;
 	enum hm_err err;
-	if (json_is_string(ct))
-		return fmt_gguf_writer_str(w, "tokenizer.chat_template", json_string_value(ct));
-	json_array_foreach(ct, i, e) {
-		const char *name = json_string_value(json_object_get(e, "name"));
-		const char *tpl = json_string_value(json_object_get(e, "template"));
-		if (name && tpl && !strcmp(name, "default"))
-			return fmt_gguf_writer_str(w, "tokenizer.chat_template", tpl);
-	}
+	if (tcfg->chat_template)
+		return fmt_gguf_writer_str(w, "tokenizer.chat_template", tcfg->chat_template);
 	ctx->errmsg[0] = '\0';
 	if (src->resolve(ctx, src->ud, "chat_template.jinja", path, sizeof(path)) != HM_OK) {
 		ctx->errmsg[0] = '\0';
@@ -340,10 +318,11 @@ static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_sou
 	return err;
 }
 
-enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, json_t *config, uint64_t n_vocab,
-			     struct fmt_gguf_writer *w, struct conv_result *res)
+enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, const struct fmt_hf_config *config,
+			     uint64_t n_vocab, struct fmt_gguf_writer *w, struct conv_result *res)
 {
-	json_t *tok = NULL, *tcfg = NULL, *model, *vocab_obj, *merges, *added, *e;
+	struct fmt_hf_tokcfg tcfg = {0};
+	json_t *tok = NULL, *model, *vocab_obj, *merges, *added, *e;
 	struct vocab v = {0};
 	struct pre_scan ps = {0};
 	enum hm_err err;
@@ -362,7 +341,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 		ctx->errmsg[0] = '\0';
 		return HM_OK;
 	}
-	if ((err = conv_read_json(ctx, src, "tokenizer_config.json", 1, &tcfg)))
+	if ((err = conv_read_tokcfg(ctx, src, &tcfg)))
 		goto out;
 	model = json_object_get(tok, "model");
 	mtype = json_string_value(json_object_get(model, "type"));
@@ -491,12 +470,12 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 		if (err)
 			goto out;
 	}
-	if ((err = write_ids(ctx, &v, vocab_obj, tcfg, config, spm ? unk_model : NULL, w, tok)) ||
-	    (err = write_chat_template(ctx, src, tcfg, w)))
+	if ((err = write_ids(&v, vocab_obj, &tcfg, config, spm ? unk_model : NULL, w, tok)) ||
+	    (err = write_chat_template(ctx, src, &tcfg, w)))
 		goto out;
 out:
 	vocab_release(&v);
 	json_decref(tok);
-	json_decref(tcfg);
+	fmt_hf_tokcfg_release(&tcfg);
 	return err;
 }
