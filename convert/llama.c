@@ -1185,6 +1185,43 @@ static void advise_sequential(const struct model *m)
 	}
 }
 
+/* The worker pool, its scratch space and the check's per-worker state. */
+static enum hm_err start_pool(struct hm_ctx *ctx, int threads, struct util_pool **pool, float **scratch,
+			      struct check_state *cs)
+{
+	if (threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = n > 0 ? (int)n : 1;
+	}
+	if (threads > 256)
+		threads = 256;
+	/* the caller's thread works too: threads - 1 workers, plus one slot */
+	if (!(*pool = util_pool_new(threads > 1 ? threads : 2)) ||
+	    !(*scratch = malloc((size_t)(util_pool_size(*pool)) * 2 * PIECE_ELEMS * sizeof(float))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	cs->nw = util_pool_size(*pool);
+	cs->max_err = calloc((size_t)cs->nw, sizeof(double));
+	cs->bad = calloc((size_t)cs->nw, sizeof(int));
+	cs->bad_elem = calloc((size_t)cs->nw, sizeof(uint64_t));
+	if (!cs->max_err || !cs->bad || !cs->bad_elem)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	return HM_OK;
+}
+
+/* Syncs the directory of path (after the rename into it). */
+static enum hm_err sync_parent(struct hm_ctx *ctx, const char *path)
+{
+	char *dir = util_strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (dir && util_fsync_dir(slash ? dir : ".") < 0) {
+		free(dir);
+		return hm_fail(ctx, HM_ERR_IO, "cannot sync the directory of '%s': %s", path, strerror(errno));
+	}
+	free(dir);
+	return HM_OK;
+}
+
 enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, const struct conv_options *opt,
 			 const char *out_path, struct conv_result *res)
 {
@@ -1198,35 +1235,20 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	float *scratch = NULL;
 	char *tmp = NULL;
 	enum hm_err err;
-	int threads = opt->threads, fd;
+	int fd;
 	uint64_t flip = UINT64_MAX, written = 0;
 	double t0 = util_now(), t1;
 
 	memset(res, 0, sizeof(*res));
 	if ((unsigned)opt->type >= CONV_TYPE__COUNT)
 		return hm_fail(ctx, HM_ERR_USAGE, "unknown conversion type");
-	if (threads <= 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		threads = n > 0 ? (int)n : 1;
-	}
-	if (threads > 256)
-		threads = 256;
 	if ((err = conv_read_config(ctx, src, &m.cfg)) || (err = read_config(ctx, &m, res)) ||
 	    (err = open_weights(ctx, src, &m)) || (err = build_plan(ctx, &m, opt, res)) ||
 	    (err = make_chunks(ctx, &m, &ch, &nch)))
 		goto out;
-	/* the caller's thread works too: threads - 1 workers, plus one slot */
-	if (!(pool = util_pool_new(threads > 1 ? threads : 2)) ||
-	    !(scratch = malloc((size_t)(util_pool_size(pool)) * 2 * PIECE_ELEMS * sizeof(float))) ||
-	    !(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = start_pool(ctx, opt->threads, &pool, &scratch, &cs)))
 		goto out;
-	}
-	cs.nw = util_pool_size(pool);
-	cs.max_err = calloc((size_t)cs.nw, sizeof(double));
-	cs.bad = calloc((size_t)cs.nw, sizeof(int));
-	cs.bad_elem = calloc((size_t)cs.nw, sizeof(uint64_t));
-	if (!cs.max_err || !cs.bad || !cs.bad_elem) {
+	if (!(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -1281,19 +1303,9 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 			      strerror(errno));
 		goto out;
 	}
-	{
-		char *dir = util_strdup(out_path), *slash = dir ? strrchr(dir, '/') : NULL;
-		if (slash)
-			*(slash == dir ? slash + 1 : slash) = '\0';
-		if (dir && util_fsync_dir(slash ? dir : ".") < 0) {
-			free(dir);
-			err = hm_fail(ctx, HM_ERR_IO, "cannot sync the directory of '%s': %s", out_path, strerror(errno));
-			goto out;
-		}
-		free(dir);
-	}
 	free(tmp);
 	tmp = NULL;
+	err = sync_parent(ctx, out_path);
 out:
 	verify_follower_abort(fol);
 	fmt_gguf_writer_free(w);

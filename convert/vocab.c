@@ -318,17 +318,96 @@ static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_sou
 	return err;
 }
 
+/* The vocabulary's n_vocab entries from the model's vocab and added_tokens
+ * (missing ids padded as [PADn]), with llama.cpp's token types. */
+static enum hm_err fill_vocab(struct hm_ctx *ctx, struct vocab *v, uint64_t n_vocab, json_t *vocab_obj, json_t *added,
+			      int spm, const char *unk_model)
+{
+	const char *key;
+	json_t *val, *e;
+	size_t i;
+
+	v->n = (size_t)n_vocab;
+	v->tok = calloc(v->n + 1, sizeof(*v->tok));
+	v->score = calloc(v->n + 1, sizeof(*v->score));
+	v->type = calloc(v->n + 1, sizeof(*v->type));
+	v->added = calloc(v->n + 1, 1);
+	v->special = calloc(v->n + 1, 1);
+	if (!v->tok || !v->score || !v->type || !v->added || !v->special)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	json_object_foreach(vocab_obj, key, val) {
+		json_int_t id = json_integer_value(val);
+		if (!json_is_integer(val) || id < 0 || (uint64_t)id >= v->n || v->tok[id])
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: token '%.40s' has a bad or duplicate id", key);
+		if (!(v->tok[id] = util_strdup(key)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	json_array_foreach(added, i, e) {
+		json_t *idj = json_object_get(e, "id");
+		const char *content = json_string_value(json_object_get(e, "content"));
+		json_int_t id = json_integer_value(idj);
+		if (!json_is_integer(idj) || !content || id < 0 || (uint64_t)id >= v->n)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: added token %zu is malformed or out of range",
+				       i);
+		free(v->tok[id]);
+		if (!(v->tok[id] = util_strdup(content)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		v->added[id] = 1;
+		v->special[id] = json_is_true(json_object_get(e, "special"));
+	}
+	for (i = 0; i < v->n; i++) {
+		if (!v->tok[i]) {
+			v->tok[i] = util_asprintf("[PAD%zu]", i);
+			v->type[i] = spm ? TT_UNUSED : TT_USER;
+			if (!v->tok[i])
+				return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		} else if (spm && unk_model && !strcmp(v->tok[i], unk_model)) {
+			v->type[i] = TT_UNKNOWN;
+		} else if (v->special[i]) {
+			v->type[i] = TT_CONTROL;
+		} else if (spm && is_byte_token(v->tok[i])) {
+			v->type[i] = TT_BYTE;
+		} else {
+			v->type[i] = v->added[i] ? TT_USER : TT_NORMAL;
+		}
+	}
+	return HM_OK;
+}
+
+/* tokenizer.ggml.merges as "a b" strings. */
+static enum hm_err write_merges(struct hm_ctx *ctx, json_t *merges, struct fmt_gguf_writer *w)
+{
+	enum hm_err err = HM_OK;
+	size_t nm = json_array_size(merges), i;
+	char **ms = calloc(nm + 1, sizeof(*ms));
+	if (!ms)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (i = 0; i < nm && !err; i++) {
+		const char *a, *b;
+		size_t al, bl;
+		if (!merge_pair(json_array_get(merges, i), &a, &al, &b, &bl))
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
+		else if (!(ms[i] = util_asprintf("%.*s %.*s", (int)al, a, (int)bl, b)))
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	if (!err)
+		err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+	for (i = 0; i < nm; i++)
+		free(ms[i]);
+	free(ms);
+	return err;
+}
+
+
 enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, const struct fmt_hf_config *config,
 			     uint64_t n_vocab, struct fmt_gguf_writer *w, struct conv_result *res)
 {
 	struct fmt_hf_tokcfg tcfg = {0};
-	json_t *tok = NULL, *model, *vocab_obj, *merges, *added, *e;
+	json_t *tok = NULL, *model, *vocab_obj, *merges, *added;
 	struct vocab v = {0};
 	struct pre_scan ps = {0};
 	enum hm_err err;
-	const char *key, *mtype, *unk_model;
-	json_t *val;
-	size_t i;
+	const char *mtype, *unk_model;
 	int spm;
 
 	if ((err = conv_read_json(ctx, src, "tokenizer.json", 1, &tok)))
@@ -370,61 +449,8 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 			      json_object_size(vocab_obj), (unsigned long long)n_vocab);
 		goto out;
 	}
-	v.n = (size_t)n_vocab;
-	v.tok = calloc(v.n + 1, sizeof(*v.tok));
-	v.score = calloc(v.n + 1, sizeof(*v.score));
-	v.type = calloc(v.n + 1, sizeof(*v.type));
-	v.added = calloc(v.n + 1, 1);
-	v.special = calloc(v.n + 1, 1);
-	if (!v.tok || !v.score || !v.type || !v.added || !v.special) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = fill_vocab(ctx, &v, n_vocab, vocab_obj, added, spm, unk_model)))
 		goto out;
-	}
-	json_object_foreach(vocab_obj, key, val) {
-		json_int_t id = json_integer_value(val);
-		if (!json_is_integer(val) || id < 0 || (uint64_t)id >= v.n || v.tok[id]) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: token '%.40s' has a bad or duplicate id", key);
-			goto out;
-		}
-		if (!(v.tok[id] = util_strdup(key))) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-	}
-	json_array_foreach(added, i, e) {
-		json_t *idj = json_object_get(e, "id");
-		const char *content = json_string_value(json_object_get(e, "content"));
-		json_int_t id = json_integer_value(idj);
-		if (!json_is_integer(idj) || !content || id < 0 || (uint64_t)id >= v.n) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: added token %zu is malformed or out of range", i);
-			goto out;
-		}
-		free(v.tok[id]);
-		if (!(v.tok[id] = util_strdup(content))) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		v.added[id] = 1;
-		v.special[id] = json_is_true(json_object_get(e, "special"));
-	}
-	for (i = 0; i < v.n; i++) {
-		if (!v.tok[i]) {
-			v.tok[i] = util_asprintf("[PAD%zu]", i);
-			v.type[i] = spm ? TT_UNUSED : TT_USER;
-			if (!v.tok[i]) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-		} else if (spm && unk_model && !strcmp(v.tok[i], unk_model)) {
-			v.type[i] = TT_UNKNOWN;
-		} else if (v.special[i]) {
-			v.type[i] = TT_CONTROL;
-		} else if (spm && is_byte_token(v.tok[i])) {
-			v.type[i] = TT_BYTE;
-		} else {
-			v.type[i] = v.added[i] ? TT_USER : TT_NORMAL;
-		}
-	}
 	snprintf(res->tokenizer, sizeof(res->tokenizer), "%s", spm ? "llama" : "gpt2");
 	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : pick_pre(&ps));
 	/* llama.cpp's converter refuses a byte-level BPE pre-tokenizer it does
@@ -447,29 +473,8 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	}
 	if ((err = fmt_gguf_writer_arr(w, "tokenizer.ggml.token_type", FMT_GGUF_I32, v.type, v.n)))
 		goto out;
-	if (!spm) {
-		size_t nm = json_array_size(merges);
-		char **ms = calloc(nm + 1, sizeof(*ms));
-		if (!ms) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		for (i = 0; i < nm && !err; i++) {
-			const char *a, *b;
-			size_t al, bl;
-			if (!merge_pair(json_array_get(merges, i), &a, &al, &b, &bl))
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
-			else if (!(ms[i] = util_asprintf("%.*s %.*s", (int)al, a, (int)bl, b)))
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		}
-		if (!err)
-			err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
-		for (i = 0; i < nm; i++)
-			free(ms[i]);
-		free(ms);
-		if (err)
-			goto out;
-	}
+	if (!spm && (err = write_merges(ctx, merges, w)))
+		goto out;
 	if ((err = write_ids(&v, vocab_obj, &tcfg, config, spm ? unk_model : NULL, w, tok)) ||
 	    (err = write_chat_template(ctx, src, &tcfg, w)))
 		goto out;

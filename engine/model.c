@@ -266,14 +266,124 @@ static enum hm_err check_experts(struct loader *L)
 	return HM_OK;
 }
 
+/* Binds layer l's tensors (GGUF or HF names). */
+static enum hm_err bind_layer(struct loader *L, uint32_t l)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	const int g = m->gguf != NULL;
+	uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
+	struct eng_layer *y = &m->layers[l];
+	char name[128];
+	enum hm_err err;
+
+	struct {
+		const char *gn, *hn;
+		uint64_t rows, cols;
+		struct eng_weight *w;
+	} mats[] = {
+		{"attn_q", "self_attn.q_proj", qd, c->dim, &y->wq},
+		{"attn_k", "self_attn.k_proj", kvd, c->dim, &y->wk},
+		{"attn_v", "self_attn.v_proj", kvd, c->dim, &y->wv},
+		{"attn_output", "self_attn.o_proj", c->dim, qd, &y->wo},
+		{"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &y->w_gate},
+		{"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &y->w_up},
+		{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
+	};
+	for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
+		if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
+			continue; /* Phi-3, experts: below */
+		if (g)
+			snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
+		else
+			snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
+		if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
+			return err;
+	}
+	if (c->n_expert && (err = bind_experts(L, l, y)))
+		return err;
+	if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
+		struct eng_weight qkv, gu;
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
+		if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
+		if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
+			return err;
+		y->wq = y->wk = y->wv = qkv;
+		y->wq.rows = qd;
+		y->wk.rows = y->wv.rows = kvd;
+		y->wk.data += qd * qkv.row_bytes;
+		y->wv.data += (qd + kvd) * qkv.row_bytes;
+		y->w_gate = y->w_up = gu;
+		y->w_gate.rows = y->w_up.rows = c->ffn_dim;
+		y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
+	}
+	/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
+	struct {
+		const char *gn, *hn;
+		uint64_t n;
+		float **b;
+	} biases[] = {
+		{"attn_q", "self_attn.q_proj", qd, &y->bq},
+		{"attn_k", "self_attn.k_proj", kvd, &y->bk},
+		{"attn_v", "self_attn.v_proj", kvd, &y->bv},
+		{"attn_output", "self_attn.o_proj", c->dim, &y->bo},
+	};
+	for (size_t i = 0; i < sizeof(biases) / sizeof(*biases); i++) {
+		if (g)
+			snprintf(name, sizeof(name), "blk.%u.%s.bias", l, biases[i].gn);
+		else
+			snprintf(name, sizeof(name), "model.layers.%u.%s.bias", l, biases[i].hn);
+		if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
+			return err;
+	}
+	if (c->qk_norm) {
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
+		if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
+		if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
+			return err;
+	}
+	snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
+	if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
+		return err;
+	if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
+			return err;
+	} else {
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
+			 l);
+		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+			return err;
+	}
+	if (c->swa_period)
+		y->swa = l % c->swa_period < c->swa_period - 1;
+	if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
+		plus_one(y->attn_norm, c->dim);
+		plus_one(y->ffn_norm, c->dim);
+		plus_one(y->post_attn_norm, c->dim);
+		plus_one(y->post_ffn_norm, c->dim);
+		plus_one(y->q_norm, c->head_dim);
+		plus_one(y->k_norm, c->head_dim);
+	}
+	return HM_OK;
+}
+
 /* Binds every tensor by the naming scheme (GGUF or HF). */
 static enum hm_err bind_all(struct loader *L)
 {
 	struct eng_model *m = L->m;
 	struct eng_config *c = &m->cfg;
 	const int g = m->gguf != NULL;
-	uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
-	char name[128];
 	enum hm_err err;
 	int present;
 
@@ -291,107 +401,9 @@ static enum hm_err bind_all(struct loader *L)
 		m->output = m->tok_embd;
 	if (!(m->layers = calloc(c->n_layer, sizeof(*m->layers))))
 		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
-	for (uint32_t l = 0; l < c->n_layer; l++) {
-		struct eng_layer *y = &m->layers[l];
-		struct {
-			const char *gn, *hn;
-			uint64_t rows, cols;
-			struct eng_weight *w;
-		} mats[] = {
-			{"attn_q", "self_attn.q_proj", qd, c->dim, &y->wq},
-			{"attn_k", "self_attn.k_proj", kvd, c->dim, &y->wk},
-			{"attn_v", "self_attn.v_proj", kvd, c->dim, &y->wv},
-			{"attn_output", "self_attn.o_proj", c->dim, qd, &y->wo},
-			{"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &y->w_gate},
-			{"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &y->w_up},
-			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
-		};
-		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
-			if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
-				continue; /* Phi-3, experts: below */
-			if (g)
-				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
-			else
-				snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
-			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
-				return err;
-		}
-		if (c->n_expert && (err = bind_experts(L, l, y)))
+	for (uint32_t l = 0; l < c->n_layer; l++)
+		if ((err = bind_layer(L, l)))
 			return err;
-		if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
-			struct eng_weight qkv, gu;
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
-			if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
-			if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
-				return err;
-			y->wq = y->wk = y->wv = qkv;
-			y->wq.rows = qd;
-			y->wk.rows = y->wv.rows = kvd;
-			y->wk.data += qd * qkv.row_bytes;
-			y->wv.data += (qd + kvd) * qkv.row_bytes;
-			y->w_gate = y->w_up = gu;
-			y->w_gate.rows = y->w_up.rows = c->ffn_dim;
-			y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
-		}
-		/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
-		struct {
-			const char *gn, *hn;
-			uint64_t n;
-			float **b;
-		} biases[] = {
-			{"attn_q", "self_attn.q_proj", qd, &y->bq},
-			{"attn_k", "self_attn.k_proj", kvd, &y->bk},
-			{"attn_v", "self_attn.v_proj", kvd, &y->bv},
-			{"attn_output", "self_attn.o_proj", c->dim, &y->bo},
-		};
-		for (size_t i = 0; i < sizeof(biases) / sizeof(*biases); i++) {
-			if (g)
-				snprintf(name, sizeof(name), "blk.%u.%s.bias", l, biases[i].gn);
-			else
-				snprintf(name, sizeof(name), "model.layers.%u.%s.bias", l, biases[i].hn);
-			if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
-				return err;
-		}
-		if (c->qk_norm) {
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
-			if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
-			if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
-				return err;
-		}
-		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
-		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
-			return err;
-		if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
-				return err;
-		} else {
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
-				 l);
-			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-				return err;
-		}
-		if (c->swa_period)
-			y->swa = l % c->swa_period < c->swa_period - 1;
-		if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
-			plus_one(y->attn_norm, c->dim);
-			plus_one(y->ffn_norm, c->dim);
-			plus_one(y->post_attn_norm, c->dim);
-			plus_one(y->post_ffn_norm, c->dim);
-			plus_one(y->q_norm, c->head_dim);
-			plus_one(y->k_norm, c->head_dim);
-		}
-	}
 	if (c->gemma && !g)
 		plus_one(m->out_norm, c->dim);
 	c->weight_type = m->layers[0].wq.type;
@@ -554,23 +566,10 @@ static enum hm_err longrope_gguf(struct loader *L, float **factors)
 	return HM_OK;
 }
 
-static enum hm_err open_gguf(struct loader *L)
+/* The architecture's switches from general.architecture (k, a string). */
+static enum hm_err gguf_arch(struct loader *L, const struct fmt_gguf_kv *k)
 {
-	char key[96];
-	struct eng_model *m = L->m;
-	struct eng_config *c = &m->cfg;
-	enum hm_err err;
-	uint32_t kl, vl, rot, nv;
-	const struct fmt_gguf_kv *k;
-	const struct fmt_gguf_tensor *t;
-	float *factors = NULL;
-
-	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
-		return err;
-	c->format = "gguf";
-	k = kv(L, "general.architecture");
-	if (!k || k->v.type != FMT_GGUF_STRING)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
+	struct eng_config *c = &L->m->cfg;
 	if (kv_str_is(k, "llama")) {
 		c->arch = "llama";
 		c->interleaved_rope = 1; /* the converter permuted Q/K for it */
@@ -604,6 +603,28 @@ static enum hm_err open_gguf(struct loader *L)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
 			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
 	}
+	return HM_OK;
+}
+
+static enum hm_err open_gguf(struct loader *L)
+{
+	char key[96];
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	enum hm_err err;
+	uint32_t kl, vl, rot, nv;
+	const struct fmt_gguf_kv *k;
+	const struct fmt_gguf_tensor *t;
+	float *factors = NULL;
+
+	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
+		return err;
+	c->format = "gguf";
+	k = kv(L, "general.architecture");
+	if (!k || k->v.type != FMT_GGUF_STRING)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
+	if ((err = gguf_arch(L, k)))
+		return err;
 	if ((err = kv_u32(L, AK("block_count"), 1, 0, &c->n_layer)) ||
 	    (err = kv_u32(L, AK("context_length"), 1, 0, &c->ctx_len)) ||
 	    (err = kv_u32(L, AK("embedding_length"), 1, 0, &c->dim)) ||

@@ -482,6 +482,68 @@ static int gguf_bool(const struct fmt_gguf *g, const char *key, int dflt)
 	return v ? v->u != 0 : dflt;
 }
 
+/* A byte-level BPE vocabulary's pre-tokenizer (by its llama.cpp name) and merges. */
+static enum hm_err gguf_bpe(struct hm_ctx *ctx, const struct fmt_gguf_value *pre, const struct fmt_gguf_value *merges,
+			    struct eng_tok *t)
+{
+	struct fmt_gguf_iter it;
+	struct fmt_gguf_value e;
+	uint32_t i;
+	enum hm_err err;
+	static const struct {
+		const char *name, *re1, *re2;
+		int ignore_merges;
+	} pres[] = {
+		{"default", TOK_RE_GPT2, NULL, 0},   {"gpt-2", TOK_RE_GPT2, NULL, 0},
+		{"gpt2", TOK_RE_GPT2, NULL, 0},      {"llama-bpe", TOK_RE_LLAMA3, NULL, 1},
+		{"llama3", TOK_RE_LLAMA3, NULL, 1},  {"llama-v3", TOK_RE_LLAMA3, NULL, 1},
+		{"qwen2", TOK_RE_QWEN2, NULL, 0},    {"smollm", "\\p{N}", TOK_RE_GPT2, 0},
+	};
+	size_t k, np = sizeof(pres) / sizeof(pres[0]);
+	size_t plen = pre ? pre->len : 7;
+	const char *pname = pre ? pre->str : "default";
+	for (k = 0; k < np; k++)
+		if (strlen(pres[k].name) == plen && !memcmp(pres[k].name, pname, plen))
+			break;
+	if (k == np)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: pre-tokenizer '%.*s' is not supported",
+			       (int)(plen < 32 ? plen : 32), pname);
+	if ((err = tok_add_stage(ctx, t, pres[k].re1, strlen(pres[k].re1))) ||
+	    (pres[k].re2 && (err = tok_add_stage(ctx, t, pres[k].re2, strlen(pres[k].re2)))))
+		return err;
+	t->ignore_merges = pres[k].ignore_merges;
+	snprintf(t->pre, sizeof(t->pre), "%s", !strcmp(pres[k].name, "default") ? "gpt-2" : pres[k].name);
+	if (!merges || merges->elem != FMT_GGUF_STRING)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: byte-level tokenizer without tokenizer.ggml.merges");
+	if (merges->count > 4 * (uint64_t)ENG_TOK_MAX_VOCAB || tok_merges_init(t, (size_t)merges->count))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: %llu merges", (unsigned long long)merges->count);
+	{
+		struct util_buf cat = UTIL_BUF_INIT;
+		fmt_gguf_iter_init(&it, merges);
+		for (i = 0; fmt_gguf_iter_next(&it, &e); i++) {
+			const char *sp = e.len > 1 ? memchr(e.str + 1, ' ', e.len - 1) : NULL;
+			int32_t a, b, r;
+			if (!sp)
+				continue;
+			a = eng_tok_find(t, e.str, (size_t)(sp - e.str));
+			b = eng_tok_find(t, sp + 1, e.len - (size_t)(sp - e.str) - 1);
+			cat.len = 0;
+			if (util_buf_add(&cat, e.str, (size_t)(sp - e.str)) ||
+			    util_buf_add(&cat, sp + 1, e.len - (size_t)(sp - e.str) - 1)) {
+				util_buf_release(&cat);
+				return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
+			}
+			r = eng_tok_find(t, cat.buf, cat.len);
+			if (a >= 0 && b >= 0 && r >= 0 && tok_merge_add(t, a, b, i, r)) {
+				util_buf_release(&cat);
+				return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: merge table full");
+			}
+		}
+		util_buf_release(&cat);
+	}
+	return HM_OK;
+}
+
 static enum hm_err gguf_build(struct hm_ctx *ctx, const struct fmt_gguf *g, struct eng_tok *t)
 {
 	const struct fmt_gguf_value *model = gguf_get(g, "tokenizer.ggml.model", FMT_GGUF_STRING);
@@ -561,58 +623,8 @@ static enum hm_err gguf_build(struct hm_ctx *ctx, const struct fmt_gguf *g, stru
 		t->byte_fallback = 1;
 		tok_find_byte_tokens(t);
 		snprintf(t->pre, sizeof(t->pre), "spm");
-	} else {
-		static const struct {
-			const char *name, *re1, *re2;
-			int ignore_merges;
-		} pres[] = {
-			{"default", TOK_RE_GPT2, NULL, 0},   {"gpt-2", TOK_RE_GPT2, NULL, 0},
-			{"gpt2", TOK_RE_GPT2, NULL, 0},      {"llama-bpe", TOK_RE_LLAMA3, NULL, 1},
-			{"llama3", TOK_RE_LLAMA3, NULL, 1},  {"llama-v3", TOK_RE_LLAMA3, NULL, 1},
-			{"qwen2", TOK_RE_QWEN2, NULL, 0},    {"smollm", "\\p{N}", TOK_RE_GPT2, 0},
-		};
-		size_t k, np = sizeof(pres) / sizeof(pres[0]);
-		size_t plen = pre ? pre->len : 7;
-		const char *pname = pre ? pre->str : "default";
-		for (k = 0; k < np; k++)
-			if (strlen(pres[k].name) == plen && !memcmp(pres[k].name, pname, plen))
-				break;
-		if (k == np)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: pre-tokenizer '%.*s' is not supported",
-				       (int)(plen < 32 ? plen : 32), pname);
-		if ((err = tok_add_stage(ctx, t, pres[k].re1, strlen(pres[k].re1))) ||
-		    (pres[k].re2 && (err = tok_add_stage(ctx, t, pres[k].re2, strlen(pres[k].re2)))))
-			return err;
-		t->ignore_merges = pres[k].ignore_merges;
-		snprintf(t->pre, sizeof(t->pre), "%s", !strcmp(pres[k].name, "default") ? "gpt-2" : pres[k].name);
-		if (!merges || merges->elem != FMT_GGUF_STRING)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: byte-level tokenizer without tokenizer.ggml.merges");
-		if (merges->count > 4 * (uint64_t)ENG_TOK_MAX_VOCAB || tok_merges_init(t, (size_t)merges->count))
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: %llu merges", (unsigned long long)merges->count);
-		{
-			struct util_buf cat = UTIL_BUF_INIT;
-			fmt_gguf_iter_init(&it, merges);
-			for (i = 0; fmt_gguf_iter_next(&it, &e); i++) {
-				const char *sp = e.len > 1 ? memchr(e.str + 1, ' ', e.len - 1) : NULL;
-				int32_t a, b, r;
-				if (!sp)
-					continue;
-				a = eng_tok_find(t, e.str, (size_t)(sp - e.str));
-				b = eng_tok_find(t, sp + 1, e.len - (size_t)(sp - e.str) - 1);
-				cat.len = 0;
-				if (util_buf_add(&cat, e.str, (size_t)(sp - e.str)) ||
-				    util_buf_add(&cat, sp + 1, e.len - (size_t)(sp - e.str) - 1)) {
-					util_buf_release(&cat);
-					return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
-				}
-				r = eng_tok_find(t, cat.buf, cat.len);
-				if (a >= 0 && b >= 0 && r >= 0 && tok_merge_add(t, a, b, i, r)) {
-					util_buf_release(&cat);
-					return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: merge table full");
-				}
-			}
-			util_buf_release(&cat);
-		}
+	} else if ((err = gguf_bpe(ctx, pre, merges, t))) {
+		return err;
 	}
 	t->add_bos = gguf_bool(g, "tokenizer.ggml.add_bos_token", t->kind == ENG_TOK_SPM) && t->bos >= 0;
 	return HM_OK;

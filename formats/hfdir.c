@@ -78,8 +78,8 @@ static enum hm_err get_num(const struct rd *r, const char *key, double lo, int l
 		return bad(r, key, "is not a number");
 	v = json_number_value(j);
 	if (!(lo_open ? v > lo : v >= lo) || !(hi_open ? v < hi : v <= hi)) {
-		snprintf(what, sizeof(what), "= %g is out of range (%s%g..%g%s)", v, lo_open ? ">" : "", lo, hi,
-			 hi_open ? ", exclusive" : "");
+		snprintf(what, sizeof(what), "= %g is out of range (%s %g, %s %g)", v, lo_open ? "above" : "from", lo,
+			 hi_open ? "below" : "up to", hi);
 		return bad(r, key, what);
 	}
 	out->has = 1;
@@ -383,19 +383,32 @@ static enum hm_err read_text(struct hm_ctx *ctx, const char *path, const char *w
 		       errno ? strerror(errno) : "larger than the limit");
 }
 
-enum hm_err fmt_hf_config_load(struct hm_ctx *ctx, const char *path, const char *where, struct fmt_hf_config *out)
+typedef enum hm_err (*parse_fn)(struct hm_ctx *ctx, const char *text, size_t len, const char *where, void *out);
+
+/* Reads path (where: its name in messages, NULL for the path) and parses it. */
+static enum hm_err load(struct hm_ctx *ctx, const char *path, const char *where, size_t max, parse_fn parse, void *out)
 {
 	char *text = NULL;
 	size_t len = 0;
 	enum hm_err err;
-	memset(out, 0, sizeof(*out));
 	if (!where)
 		where = path;
-	if ((err = read_text(ctx, path, where, FMT_HF_CONFIG_MAX, &text, &len)))
+	if ((err = read_text(ctx, path, where, max, &text, &len)))
 		return err;
-	err = fmt_hf_config_parse(ctx, text, len, where, out);
+	err = parse(ctx, text, len, where, out);
 	free(text);
 	return err;
+}
+
+static enum hm_err parse_config(struct hm_ctx *ctx, const char *text, size_t len, const char *where, void *out)
+{
+	return fmt_hf_config_parse(ctx, text, len, where, out);
+}
+
+enum hm_err fmt_hf_config_load(struct hm_ctx *ctx, const char *path, const char *where, struct fmt_hf_config *out)
+{
+	memset(out, 0, sizeof(*out));
+	return load(ctx, path, where, FMT_HF_CONFIG_MAX, parse_config, out);
 }
 
 void fmt_hf_config_release(struct fmt_hf_config *c)
@@ -489,20 +502,16 @@ enum hm_err fmt_hf_tokcfg_parse(struct hm_ctx *ctx, const char *text, size_t len
 	return err;
 }
 
+static enum hm_err parse_tokcfg(struct hm_ctx *ctx, const char *text, size_t len, const char *where, void *out)
+{
+	return fmt_hf_tokcfg_parse(ctx, text, len, where, out);
+}
+
 enum hm_err fmt_hf_tokcfg_load(struct hm_ctx *ctx, const char *path, const char *where, struct fmt_hf_tokcfg *out)
 {
-	char *text = NULL;
-	size_t len = 0;
-	enum hm_err err;
 	memset(out, 0, sizeof(*out));
 	out->add_bos = out->add_eos = -1;
-	if (!where)
-		where = path;
-	if ((err = read_text(ctx, path, where, FMT_HF_TOKCFG_MAX, &text, &len)))
-		return err;
-	err = fmt_hf_tokcfg_parse(ctx, text, len, where, out);
-	free(text);
-	return err;
+	return load(ctx, path, where, FMT_HF_TOKCFG_MAX, parse_tokcfg, out);
 }
 
 void fmt_hf_tokcfg_release(struct fmt_hf_tokcfg *t)
