@@ -39,7 +39,7 @@ P2P_CXXFLAGS := $(shell pkg-config --cflags libtorrent-rasterbar)
 P2P_LIBS := $(shell pkg-config --libs libtorrent-rasterbar) -lstdc++
 
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -pthread -MMD -MP
+CFLAGS += -std=c11 -D_GNU_SOURCE -pthread -MMD -MP -Werror=implicit-function-declaration
 ifdef DEVELOPER
 CFLAGS += -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2
 else

@@ -6,7 +6,7 @@
 # (its veth counter) / model size, (c) the ideal: model size / per-node rate.
 # Not part of `make check`. Needs root (ip netns, tc).
 #
-#   sh bench/fanout.sh [NODES=16] [SIZE_MIB=1024] [RATE=100mbit] [FILES=4]
+#   sh bench/fanout.sh [NODES=16] [SIZE_MIB=1024] [RATE=100mbit] [FILES=8]
 #                      [MODES="single p2p http"] [SERVE_ARGS=...] [PULL_ARGS=...]
 #   e.g. NODES=16 SIZE_MIB=128 sh bench/fanout.sh   (a quicker run)
 #   MODES="single p2p" leaves out the plain-HTTP lab (it takes NODES x the
@@ -22,7 +22,7 @@ set -eu
 NODES=${NODES:-16}
 SIZE_MIB=${SIZE_MIB:-1024}
 RATE=${RATE:-100mbit}
-FILES=${FILES:-4}
+FILES=${FILES:-8}
 MODES=${MODES:-single p2p http}
 SERVE_ARGS=${SERVE_ARGS:-}
 PULL_ARGS=${PULL_ARGS:-}
@@ -32,6 +32,9 @@ W=$(mktemp -d /tmp/hm-fanout-XXXXXX)
 REPO=lab-org/fanout-model
 PIDS=""
 
+# the hub emulator makes each file with Python's Random.randbytes, which
+# stops below 256 MiB (2^31 bits)
+[ $((SIZE_MIB / FILES)) -lt 256 ] || { echo "fanout.sh: SIZE_MIB / FILES must be under 256 (use more FILES)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "fanout.sh: needs root (ip netns, tc)" >&2; exit 1; }
 [ -x "$HM" ] || { echo "fanout.sh: build first (make)" >&2; exit 1; }
 command -v opentracker >/dev/null || { echo "fanout.sh: needs opentracker (mk/deps.sh bench)" >&2; exit 1; }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include "../util/hm.h"
 #include "../store/store.h"
+#include "../store/index.h"
 
 #define BUNDLE_MANIFEST_NAME "hubmirror-bundle.json"
 #define BUNDLE_FORMAT_VERSION 1
@@ -106,19 +107,32 @@ struct bundle_import_result {
 	uint64_t bytes;            /* blob bytes read from the archive */
 };
 
+/* Told of each blob an import adds, with the BitTorrent v2 merkle tree
+ * computed in the same pass as its SHA-256 (piece layer of piece_size(size)
+ * pieces; NULL/0 for a blob of one piece), so that serve --p2p need not read
+ * it again to make its torrent. tree's failure is the hook's own business:
+ * the torrent is then made lazily. */
+struct bundle_tree_hook {
+	int (*piece_size)(uint64_t size);
+	void (*tree)(void *arg, struct store *st, const char *sha256, uint64_t size, const unsigned char root[32],
+		     const unsigned char *layer, size_t layer_len);
+	void *arg;
+};
+
 /* Imports a bundle from path ("-" = stdin, fd 0); label names the source in
  * the downloads rows ("bundle:<label>"). Every blob is hashed while it is
  * streamed into the store's tmp/ and adopted only when its SHA-256 (and git
  * oid, for regular files) match the manifest; revisions are recorded only
  * after every blob of the bundle is in the store. On error no revision is
  * recorded (blobs adopted before the failure stay unreferenced until gc) and
- * ctx->errmsg names the entry and the problem. Release res with
- * bundle_import_result_release whatever the return. */
+ * ctx->errmsg names the entry and the problem. hook may be NULL. Release
+ * res with bundle_import_result_release whatever the return. */
 enum hm_err bundle_import(struct hm_ctx *ctx, struct store *st, const char *path, const char *label,
-			  struct bundle_import_result *res) HM_MUST_CHECK;
+			  const struct bundle_tree_hook *hook, struct bundle_import_result *res) HM_MUST_CHECK;
 /* The same from memory (tests, fuzzing). */
 enum hm_err bundle_import_memory(struct hm_ctx *ctx, struct store *st, const void *data, size_t len,
-				 const char *label, struct bundle_import_result *res) HM_MUST_CHECK;
+				 const char *label, const struct bundle_tree_hook *hook,
+				 struct bundle_import_result *res) HM_MUST_CHECK;
 void bundle_import_result_release(struct bundle_import_result *res);
 
 #endif

@@ -13,6 +13,7 @@
 #include "bundle.h"
 #include "bundle-int.h"
 #include "../util/util.h"
+#include "../store/index.h"
 
 #define BLOCK ((size_t)1 << 20)
 

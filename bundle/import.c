@@ -16,6 +16,8 @@
 #include "bundle-int.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
+#include "../store/index.h"
+#include "../store/stats.h"
 
 #define BLOCK ((size_t)1 << 20)
 #define BLOB_PREFIX "blobs/sha256/"
@@ -28,6 +30,7 @@ struct imp {
 	struct store *st;
 	struct archive *a;
 	const char *label;
+	const struct bundle_tree_hook *hook; /* may be NULL */
 	struct bundle_manifest *m;
 	unsigned char *seen;       /* per manifest blob */
 	double *secs;              /* seconds spent reading each blob */
@@ -192,6 +195,8 @@ static enum hm_err take_blob(struct imp *im, const char *name, size_t idx)
 	char sha[65], oid[41], who[512];
 	double t0 = util_now();
 	int fd = -1, r;
+	/* the swarm trades LFS blobs (a pull makes their trees too) */
+	int want_tree = im->hook && !b->git_oid[0];
 
 	snprintf(im->tmp, sizeof(im->tmp), "%s/tmp/bundle-%ld-%lx-%u.part", store_dir(im->st), (long)getpid(),
 		 (unsigned long)(uintptr_t)im, im->seq++);
@@ -202,7 +207,8 @@ static enum hm_err take_blob(struct imp *im, const char *name, size_t idx)
 		im->tmp[0] = 0;
 		goto out;
 	}
-	if (!(h = verify_hasher_new(b->git_oid[0] ? (int64_t)b->size : -1))) {
+	if (!(h = verify_hasher_new(b->git_oid[0] ? (int64_t)b->size : -1)) ||
+	    (want_tree && verify_hasher_want_merkle(h, im->hook->piece_size(b->size)))) {
 		err = hm_fail(im->ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -267,6 +273,13 @@ static enum hm_err take_blob(struct imp *im, const char *name, size_t idx)
 		goto out;
 	im->tmp[0] = 0;
 	im->added[idx] = 1;
+	if (want_tree) {
+		unsigned char root[32];
+		const unsigned char *layer = NULL;
+		size_t ll = 0;
+		if (!verify_merkle_final(verify_hasher_merkle(h), root, &layer, &ll))
+			im->hook->tree(im->hook->arg, im->st, b->sha256, b->size, root, layer, ll);
+	}
 	im->secs[idx] = util_now() - t0;
 out:
 	if (fd >= 0)
@@ -448,9 +461,9 @@ static enum hm_err run(struct imp *im, struct bundle_import_result *res)
 }
 
 static enum hm_err import_archive(struct hm_ctx *ctx, struct store *st, struct archive *a, const char *label,
-				  struct bundle_import_result *res)
+				  const struct bundle_tree_hook *hook, struct bundle_import_result *res)
 {
-	struct imp im = {.ctx = ctx, .st = st, .a = a, .label = label};
+	struct imp im = {.ctx = ctx, .st = st, .a = a, .label = label, .hook = hook};
 	enum hm_err err = run(&im, res);
 	if (im.tmp[0])
 		unlink(im.tmp);
@@ -473,7 +486,7 @@ static struct archive *new_reader(void)
 }
 
 enum hm_err bundle_import(struct hm_ctx *ctx, struct store *st, const char *path, const char *label,
-			  struct bundle_import_result *res)
+			  const struct bundle_tree_hook *hook, struct bundle_import_result *res)
 {
 	struct archive *a;
 	enum hm_err err;
@@ -498,13 +511,14 @@ enum hm_err bundle_import(struct hm_ctx *ctx, struct store *st, const char *path
 		archive_read_free(a);
 		return err;
 	}
-	err = import_archive(ctx, st, a, label, res);
+	err = import_archive(ctx, st, a, label, hook, res);
 	archive_read_free(a);
 	return err;
 }
 
 enum hm_err bundle_import_memory(struct hm_ctx *ctx, struct store *st, const void *data, size_t len,
-				 const char *label, struct bundle_import_result *res)
+				 const char *label, const struct bundle_tree_hook *hook,
+				 struct bundle_import_result *res)
 {
 	struct archive *a;
 	enum hm_err err;
@@ -518,7 +532,7 @@ enum hm_err bundle_import_memory(struct hm_ctx *ctx, struct store *st, const voi
 		archive_read_free(a);
 		return err;
 	}
-	err = import_archive(ctx, st, a, label, res);
+	err = import_archive(ctx, st, a, label, hook, res);
 	archive_read_free(a);
 	return err;
 }

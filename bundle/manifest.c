@@ -6,6 +6,7 @@
 #include <string.h>
 #include "bundle.h"
 #include "../util/util.h"
+#include "../store/index.h"
 
 #define FORMAT_NAME "hubmirror-bundle"
 #define REF_MAX 255

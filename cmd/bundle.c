@@ -6,6 +6,7 @@
 #include "cmd.h"
 #include "../bundle/bundle.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
 
 /* ---- export ---- */
 
@@ -133,6 +134,18 @@ const struct cmd cmd_export = {
 
 static const struct cmd_opt import_opts[] = {CMD_OPT_END};
 
+/* Each added blob's torrent, from the tree the import computed while it
+ * hashed the blob (serve --p2p otherwise reads the blob once to make it). */
+static void import_tree(void *arg, struct store *st, const char *sha256, uint64_t size, const unsigned char root[32],
+			const unsigned char *layer, size_t layer_len)
+{
+	struct hm_ctx tc = {0};
+	(void)arg;
+	if (mirror_torrent_from_tree(&tc, st, sha256, size, root, layer, layer_len)) {
+		/* made lazily from the blob then */
+	}
+}
+
 static int import_run(struct cmd_env *env, struct cmd_args *a)
 {
 	struct bundle_import_result r;
@@ -151,7 +164,8 @@ static int import_run(struct cmd_env *env, struct cmd_args *a)
 		store_close(st);
 		return cmd_error(env, err);
 	}
-	err = bundle_import(&env->ctx, st, path, label, &r);
+	struct bundle_tree_hook hook = {mirror_torrent_piece_size, import_tree, NULL};
+	err = bundle_import(&env->ctx, st, path, label, &hook, &r);
 	if (err) {
 		int rc = cmd_error(env, err);
 		fprintf(stderr, "hubmirror: nothing was imported: no revision recorded%s\n",

@@ -8,6 +8,8 @@
 #include <strings.h>
 #include <unistd.h>
 #include "cmd.h"
+#include "../store/checkout.h"
+#include "../store/index.h"
 
 int cmd_usage_error(const struct cmd *c, const char *fmt, ...)
 {

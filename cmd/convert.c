@@ -13,6 +13,9 @@
 #include "../convert/convert.h"
 #include "../formats/torch.h"
 #include "../mirror/mirror.h"
+#include "../store/artifacts.h"
+#include "../store/checkout.h"
+#include "../store/index.h"
 
 /* What the options of opts[] below set (a->o). */
 struct convert_vals {

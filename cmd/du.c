@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cmd.h"
+#include "../store/stats.h"
 
 /* What the options of du_opts[] below set (a->o). */
 struct du_vals {

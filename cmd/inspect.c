@@ -12,6 +12,7 @@
 #include "cmd.h"
 #include "../formats/formats.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
 
 #define TEXT_ROWS 50   /* tensors shown without --all */
 #define ARRAY_HEAD 16  /* array items shown */

@@ -4,6 +4,9 @@
 #include <time.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/artifacts.h"
+#include "../store/index.h"
+#include "../store/smoke.h"
 
 /* What the options of opts[] below set (a->o). */
 struct ls_vals {

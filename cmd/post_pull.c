@@ -6,6 +6,7 @@
 #include "../engine/smoke.h"
 #include "../mirror/mirror.h"
 #include "../convert/convert.h"
+#include "../store/smoke.h"
 
 /* --convert and --smoke: the whole path, pull to tested model, in one command. */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
 
 static const struct cmd_opt opts[] = {CMD_OPT_END};
 

@@ -10,6 +10,8 @@
 #include "../engine/smoke.h"
 #include "../mirror/mirror.h"
 #include "../convert/convert.h"
+#include "../store/index.h"
+#include "../store/smoke.h"
 
 /* MODEL as a path, or a stored repo checked out (hard links) under the
  * store's tmp/run/ so the engine can mmap it. *label names it for records. */

@@ -7,6 +7,7 @@
 #include <time.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/stats.h"
 
 /* What the options of stats_opts[] below set (a->o). */
 struct stats_vals {

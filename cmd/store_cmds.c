@@ -5,6 +5,9 @@
 #include <string.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/checkout.h"
+#include "../store/gc.h"
+#include "../store/index.h"
 
 /* The one REPO of checkout and rm, of --repo-type rtype (may be NULL). */
 static int parse_one_repo(struct cmd_env *env, const struct cmd *c, const struct cmd_args *a, const char *rtype,

@@ -3,6 +3,7 @@
 #include <string.h>
 #include "cmd.h"
 #include "../mirror/sync.h"
+#include "../store/checkout.h"
 
 /* What the options of opts[] below set (a->o). */
 struct sync_vals {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include "cmd.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
 
 /* What the options of opts[] below set (a->o). */
 struct verify_vals {

@@ -6,6 +6,59 @@
 #include <stdint.h>
 #include "formats.h"
 
+/* ==== used only inside formats/ (and by its unit and fuzz tests) ==== */
+
+/* ---- safetensors dtypes ---- */
+
+/* Bits per element (F4: 4, F6_*: 6, BF16: 16 ...); 0 out of range. */
+unsigned fmt_dtype_bits(enum fmt_dtype d);
+/* Parses a dtype name; returns 0, or -1 when unknown. */
+int fmt_dtype_parse(const char *name, enum fmt_dtype *out);
+
+/* ---- safetensors reader: one file (the public way in is a set, fmt_st_open_dir) ---- */
+
+/* Maps and validates path. On success *out is the caller's (fmt_st_close). */
+enum hm_err fmt_st_open(struct hm_ctx *ctx, const char *path, struct fmt_st **out) HM_MUST_CHECK;
+/* Unmaps. Accepts NULL. */
+void fmt_st_close(struct fmt_st *st);
+const char *fmt_st_path(const struct fmt_st *st);
+/* By name; NULL if absent. */
+const struct fmt_st_tensor *fmt_st_find(const struct fmt_st *st, const char *name);
+/* The value of a __metadata__ key; NULL if absent. */
+const char *fmt_st_meta_get(const struct fmt_st *st, const char *key);
+/* Size of the JSON header (N). */
+uint64_t fmt_st_header_len(const struct fmt_st *st);
+
+/* The index's metadata.total_size, or -1 when absent (or a single file). */
+int64_t fmt_st_set_total_size(const struct fmt_st_set *set);
+
+/* ---- safetensors writer ---- */
+
+struct fmt_st_writer;
+
+/* Starts writing path (a temp file beside it until _finish). */
+enum hm_err fmt_st_writer_new(struct hm_ctx *ctx, const char *path, struct fmt_st_writer **out) HM_MUST_CHECK;
+/* A __metadata__ entry (copied). Before the first _write. */
+enum hm_err fmt_st_writer_meta(struct fmt_st_writer *w, const char *key, const char *value) HM_MUST_CHECK;
+/* Declares the next tensor (copied); data follows in declaration order,
+ * packed. Names are unique valid UTF-8, not "__metadata__". Before the first _write. */
+enum hm_err fmt_st_writer_add(struct fmt_st_writer *w, const char *name, enum fmt_dtype dtype, int ndim,
+			      const uint64_t *shape) HM_MUST_CHECK;
+/* Appends n bytes of tensor data (any chunking; tensors back to back in
+ * declaration order). The first call writes the header. */
+enum hm_err fmt_st_writer_write(struct fmt_st_writer *w, const void *data, size_t n) HM_MUST_CHECK;
+/* Checks every byte was written, fsyncs and renames into place. */
+enum hm_err fmt_st_writer_finish(struct fmt_st_writer *w) HM_MUST_CHECK;
+/* Frees; an unfinished file is removed. Accepts NULL. */
+void fmt_st_writer_free(struct fmt_st_writer *w);
+
+/* ---- GGUF ---- */
+
+/* Parses a type name ("Q8_0"); 0 or -1. */
+int fmt_ggml_type_parse(const char *name, uint32_t *out);
+
+/* ==== internals of the readers and writers ==== */
+
 /* A read-only mapping of a whole file. */
 struct fmt_map {
 	const unsigned char *p; /* NULL for an empty file */

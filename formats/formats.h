@@ -4,9 +4,10 @@
  * Readers memory-map the file and validate every header byte before handing
  * anything out (the files are untrusted): a successful open means every
  * tensor's bytes lie inside the mapping. Tensor data is never copied.
- * Writers stream: declare everything first, then write tensor bytes in
- * order, in chunks of any size; they write a temp file next to the target
- * and rename it into place on _finish (a crash leaves no half file).
+ * The GGUF writer streams: declare everything first, then write tensor bytes
+ * in order, in chunks of any size; it writes a temp file next to the target
+ * and renames it into place on _finish (a crash leaves no half file).
+ * What only formats/ (and its tests) use is in formats-int.h.
  * Every validation failure is HM_ERR_BAD_INPUT with ctx->errmsg naming the
  * file and the problem. Nothing here prints or exits. */
 #ifndef FORMATS_H
@@ -33,10 +34,6 @@ enum fmt_dtype {
 
 /* "F32" ...; NULL for a value out of range. */
 const char *fmt_dtype_name(enum fmt_dtype d);
-/* Bits per element (F4: 4, F6_*: 6, BF16: 16 ...); 0 out of range. */
-unsigned fmt_dtype_bits(enum fmt_dtype d);
-/* Parses a dtype name; returns 0, or -1 when unknown. */
-int fmt_dtype_parse(const char *name, enum fmt_dtype *out);
 
 /* ---- safetensors reader ---- */
 
@@ -55,23 +52,13 @@ struct fmt_st_tensor {
 
 struct fmt_st;
 
-/* Maps and validates path. On success *out is the caller's (fmt_st_close). */
-enum hm_err fmt_st_open(struct hm_ctx *ctx, const char *path, struct fmt_st **out) HM_MUST_CHECK;
-/* Unmaps. Accepts NULL. */
-void fmt_st_close(struct fmt_st *st);
-const char *fmt_st_path(const struct fmt_st *st);
 /* Tensors in data order (ascending offsets). i < fmt_st_count. */
 size_t fmt_st_count(const struct fmt_st *st);
 const struct fmt_st_tensor *fmt_st_tensor(const struct fmt_st *st, size_t i);
-/* By name; NULL if absent. */
-const struct fmt_st_tensor *fmt_st_find(const struct fmt_st *st, const char *name);
 /* __metadata__ entries (string -> string), in header order. */
 size_t fmt_st_meta_count(const struct fmt_st *st);
 void fmt_st_meta(const struct fmt_st *st, size_t i, const char **key, const char **value);
-/* The value of a __metadata__ key; NULL if absent. */
-const char *fmt_st_meta_get(const struct fmt_st *st, const char *key);
-/* Size of the JSON header (N) and of the whole file. */
-uint64_t fmt_st_header_len(const struct fmt_st *st);
+/* Size of the whole file. */
 uint64_t fmt_st_file_size(const struct fmt_st *st);
 
 /* ---- sharded safetensors ---- */
@@ -105,28 +92,6 @@ size_t fmt_st_set_nshards(const struct fmt_st_set *set);
 /* Shard i (owned by the set); its name as the index gives it. */
 const struct fmt_st *fmt_st_set_shard(const struct fmt_st_set *set, size_t i);
 const char *fmt_st_set_shard_name(const struct fmt_st_set *set, size_t i);
-/* The index's metadata.total_size, or -1 when absent (or a single file). */
-int64_t fmt_st_set_total_size(const struct fmt_st_set *set);
-
-/* ---- safetensors writer ---- */
-
-struct fmt_st_writer;
-
-/* Starts writing path (a temp file beside it until _finish). */
-enum hm_err fmt_st_writer_new(struct hm_ctx *ctx, const char *path, struct fmt_st_writer **out) HM_MUST_CHECK;
-/* A __metadata__ entry (copied). Before the first _write. */
-enum hm_err fmt_st_writer_meta(struct fmt_st_writer *w, const char *key, const char *value) HM_MUST_CHECK;
-/* Declares the next tensor (copied); data follows in declaration order,
- * packed. Names are unique valid UTF-8, not "__metadata__". Before the first _write. */
-enum hm_err fmt_st_writer_add(struct fmt_st_writer *w, const char *name, enum fmt_dtype dtype, int ndim,
-			      const uint64_t *shape) HM_MUST_CHECK;
-/* Appends n bytes of tensor data (any chunking; tensors back to back in
- * declaration order). The first call writes the header. */
-enum hm_err fmt_st_writer_write(struct fmt_st_writer *w, const void *data, size_t n) HM_MUST_CHECK;
-/* Checks every byte was written, fsyncs and renames into place. */
-enum hm_err fmt_st_writer_finish(struct fmt_st_writer *w) HM_MUST_CHECK;
-/* Frees; an unfinished file is removed. Accepts NULL. */
-void fmt_st_writer_free(struct fmt_st_writer *w);
 
 /* ---- GGUF ---- */
 
@@ -149,8 +114,6 @@ const char *fmt_ggml_type_name(uint32_t type);
 /* Elements per block and bytes per block; 0 for an unknown id. */
 uint32_t fmt_ggml_block_size(uint32_t type);
 uint32_t fmt_ggml_type_size(uint32_t type);
-/* Parses a type name ("Q8_0"); 0 or -1. */
-int fmt_ggml_type_parse(const char *name, uint32_t *out);
 /* Bytes of a tensor of type with dims ne[0..ndim) (ne[0] fastest). Returns
  * -1 when ne[0] is not a whole number of blocks, the type is unknown, or it
  * overflows 2^63. */

@@ -12,6 +12,8 @@
 #include "mirror.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
+#include "../store/checkout.h"
+#include "../store/index.h"
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {

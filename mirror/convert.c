@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include "mirror.h"
 #include "../util/util.h"
+#include "../store/artifacts.h"
+#include "../store/index.h"
 
 struct repo_src {
 	struct store *st;

@@ -11,6 +11,9 @@
 #include <unistd.h>
 #include "mirror.h"
 #include "../util/util.h"
+#include "../store/index.h"
+#include "../store/stats.h"
+#include "../store/torrents.h"
 
 #define FLUSH_EVERY_S 0.5
 #define FLUSH_EVERY_FILES 256
@@ -550,6 +553,8 @@ static enum hm_err from_swarm(struct pull *p, struct fetch_job **jp, size_t *njp
 		if (p->jobs[i].fj.expect_sha256 && p->jobs[i].fj.size) {
 			it[n].sha256 = p->jobs[i].fj.expect_sha256;
 			it[n].size = p->jobs[i].fj.size;
+			it[n].part_path = p->jobs[i].part;
+			it[n].state_path = p->jobs[i].state;
 			job[n++] = i;
 		}
 	if (n)

@@ -3,6 +3,7 @@
 #include <string.h>
 #include "mirror.h"
 #include "../verify/verify.h"
+#include "../store/index.h"
 
 struct rebuild_ud {
 	struct hm_ctx *ctx;

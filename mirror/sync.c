@@ -8,6 +8,8 @@
 #include <string.h>
 #include "sync.h"
 #include "../util/util.h"
+#include "../store/checkout.h"
+#include "../store/index.h"
 
 #define MANIFEST_MAX (1u << 20)
 #define LOCK_MAX (256u << 20)

@@ -3,6 +3,7 @@
 #define MIRROR_SYNC_H
 
 #include "mirror.h"
+#include "../store/checkout.h"
 
 /* One line of a manifest: REPO[@REV] [type=..] [include=G,..] [exclude=G,..] [convert=T] [smoke=yes]. */
 struct sync_entry {

@@ -7,6 +7,8 @@
 #include "mirror.h"
 #include "../util/util.h"
 #include "../verify/verify.h"
+#include "../store/artifacts.h"
+#include "../store/index.h"
 
 enum hm_err mirror_parse_repo(struct hm_ctx *ctx, const char *arg, const char *default_type,
 			      char *buf, size_t len, const char **type, const char **repo)

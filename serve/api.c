@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 #include "serve-int.h"
+#include "../store/index.h"
 
 #define MAX_PATHS_INFO 10000
 

@@ -107,12 +107,14 @@ static int file_headers(struct MHD_Response *resp, const char *commit, const str
 
 /* Cache-Control for HTTP caches in front of the server: an answer for a
  * commit never changes; one for a branch or tag may, so it is reused
- * briefly and then revalidated by ETag; an answer that needed a token is
- * for that client only. */
+ * briefly and then revalidated by ETag; an answer that needed a token (from
+ * this server, or from the upstream the repo was pulled from) is for that
+ * client only. */
 static const char *cache_control(const struct srv_req *q)
 {
 	const struct srv *s = q->s;
-	if (s->o->ntokens || (s->o->forward_token && q->client_token))
+	if (s->o->ntokens || (s->o->forward_token && q->client_token) || q->needs_token ||
+	    (s->o->upstream && s->o->upstream->token))
 		return "private";
 	if (util_is_hex(q->revision, 40))
 		return "public, max-age=31536000, immutable";

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 #include "serve-int.h"
+#include "../store/stats.h"
 
 #define FLUSH_EVERY_S 1.0
 #define QUEUE_MAX 100000 /* beyond this, rows are dropped (and counted) rather than eat memory */

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "serve-int.h"
+#include "../store/index.h"
+#include "../store/torrents.h"
 
 /* A file the store does not have: the Hub's error code for what is
  * missing, or (with an upstream) pulled through. */
@@ -100,6 +102,12 @@ enum MHD_Result srv_file(struct srv_req *q, struct MHD_Connection *c, const stru
 		err = store_resolve(&ctx, st, r->type, r->repo, rev, commit);
 		if (!err)
 			err = store_find_file(&ctx, st, r->type, r->repo, commit, r->path, &sf, NULL);
+	}
+	if (!err) {
+		int nt = 0;
+		struct hm_ctx tc = {0};
+		/* not known: answer as for a token-protected repo (never public by mistake) */
+		q->needs_token = store_repo_needs_token(&tc, st, r->type, r->repo, &nt) ? 1 : nt;
 	}
 	if (!err && store_is_remote(st)) {
 		/* HEAD and LFS GETs are answered here; the rest comes from the local cache */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "serve-int.h"
+#include "../store/index.h"
 
 static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
 {

@@ -10,6 +10,7 @@
 #include "../store/store.h"
 #include "../fetch/fetch.h"
 #include "../util/util.h"
+#include "../store/index.h"
 
 #define SRV_MAX_SEGS 64
 #define SRV_STORE_POOL 16  /* store handles open at most */
@@ -81,6 +82,7 @@ struct srv_req {
 	char client[64];
 	const char *client_token; /* the client's bearer token (MHD's memory, valid during the request) */
 	int ui;                  /* a web page's request: not recorded as mirror traffic */
+	int needs_token;         /* its repo was pulled with a token: Cache-Control private */
 	struct srv_conn *conn;   /* its connection (may be NULL) */
 	char retry_after[16];    /* Retry-After of a 503 ("" = 5) */
 	/* for the access log (Combined Log Format) */

@@ -27,6 +27,7 @@
 #include "serve-int.h"
 #include "../mirror/mirror.h"
 #include "../p2p/p2p.h"
+#include "../store/torrents.h"
 
 #define TRACKER_PORT_DEFAULT 6969
 

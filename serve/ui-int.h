@@ -6,6 +6,8 @@
 
 #include "serve-int.h"
 #include "ui.h"
+#include "../store/index.h"
+#include "../store/stats.h"
 
 #define UI_RING 200          /* requests kept for the activity page */
 #define UI_PER_PAGE 50       /* repos per page on the home page */

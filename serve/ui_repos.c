@@ -8,6 +8,10 @@
 #include <strings.h>
 #include <sys/statvfs.h>
 #include "ui-int.h"
+#include "../store/artifacts.h"
+#include "../store/index.h"
+#include "../store/smoke.h"
+#include "../store/stats.h"
 
 /* ---- home ---- */
 

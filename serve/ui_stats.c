@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ui-int.h"
+#include "../store/stats.h"
 
 #define MAX_TOP 1000
 

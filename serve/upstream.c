@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include "serve-int.h"
 #include "../mirror/mirror.h"
+#include "../store/index.h"
+#include "../store/torrents.h"
 
 #define REF_TTL 30.0        /* seconds a branch -> commit answer is reused */
 #define MAX_TREES 32

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include "store.h"
+#include "stats.h"
 #include "../util/util.h"
 
 #define SVG_W 900

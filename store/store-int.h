@@ -5,6 +5,13 @@
 #include <sqlite3.h>
 #include <string.h>
 #include "store.h"
+#include "artifacts.h"
+#include "checkout.h"
+#include "gc.h"
+#include "index.h"
+#include "smoke.h"
+#include "stats.h"
+#include "torrents.h"
 
 /* A blobs row (and maybe a blob_oids row) waiting for store_flush. */
 struct store_pending_blob {

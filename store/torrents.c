@@ -148,6 +148,27 @@ enum hm_err store_repo_set_needs_token(struct hm_ctx *ctx, struct store *st, con
 	return err;
 }
 
+enum hm_err store_repo_needs_token(struct hm_ctx *ctx, struct store *st, const char *type, const char *name,
+				   int *needs)
+{
+	enum hm_err err;
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	*needs = 0;
+	if ((err = store_prepare(ctx, st, "SELECT needs_token FROM repos WHERE type = ?1 AND name = ?2", &q)))
+		return err;
+	sqlite3_bind_text(q, 1, type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+	rc = sqlite3_step(q);
+	if (rc == SQLITE_ROW)
+		*needs = sqlite3_column_int(q, 0) != 0;
+	else if (rc != SQLITE_DONE)
+		err = store_db_fail(ctx, st, "read whether a repo needs a token");
+	sqlite3_finalize(q);
+	return err;
+}
+
 enum hm_err store_torrents_listed(struct hm_ctx *ctx, struct store *st, int piece_size, char (**sha)[65], size_t *n)
 {
 	enum hm_err err;

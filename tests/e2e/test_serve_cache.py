@@ -49,6 +49,34 @@ def test_cache_headers_and_revalidation(t):
     check(r.status == 200 and r.h("Cache-Control") == "private", "token-protected Cache-Control: %r" % r)
 
 
+
+@serving()
+def test_token_pulled_repo_is_private_without_token_file(t):
+    """A private repo pulled with a token, served by a mirror that asks no
+    token: its answers are Cache-Control private (a shared cache must not
+    hand them to everyone), also 304s and HEADs; a public repo pulled with
+    the same token stays public and immutable."""
+    priv_id = "lab-org/private-model"
+    t.emu([lib.sample_repo(), lib.sample_repo(priv_id, private=True, tokens=["good-token"])],
+          tokens=["good-token"])
+    t.ok("pull", MODEL, "-q", "--token", "good-token")
+    t.ok("pull", priv_id, "-q", "--token", "good-token")
+    srv = Server(t)
+    data = lib.sample_files()[BIG]
+    pub = srv.get(sl.resolve_url(MODEL, sl.main_commit(MODEL), BIG))
+    check(pub.status == 200 and pub.h("Cache-Control") == "public, max-age=31536000, immutable",
+          "a public repo pulled with a token: %r" % pub)
+    url = sl.resolve_url(priv_id, lib.commit_id(priv_id, 0), BIG)
+    r = srv.get(url)
+    check(r.status == 200 and r.body == data and r.h("Cache-Control") == "private",
+          "a token-pulled repo served without a token file: %r" % r)
+    r = srv.head(url)
+    check(r.status == 200 and r.h("Cache-Control") == "private", "HEAD of it: %r" % r)
+    r = srv.get(url, headers={"If-None-Match": r.h("ETag")})
+    check(r.status == 304 and r.h("Cache-Control") == "private", "its 304: %r" % r)
+    r = srv.get(sl.resolve_url(priv_id, "main", BIG))
+    check(r.status == 200 and r.h("Cache-Control") == "private", "its branch answer: %r" % r)
+
 NGINX_CONF = """
 daemon off;
 master_process off;

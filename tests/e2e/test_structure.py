@@ -1,7 +1,7 @@
 """test_structure.py - the shape of the tree, read from the built objects by
 tests/structure/check.py: no two files that need each other (directly or in
 a circle), no process-wide mutable state, and no function past the length
-limit; and twins that show the checker does find each of them."""
+limit, no reach into another folder's internal header; and twins that show the checker does find each of them."""
 
 import os
 import subprocess
@@ -25,6 +25,32 @@ def test_structure_no_file_cycles(t):
 def test_structure_no_mutable_globals(t):
     r = run_check("--root", lib.ROOT, "globals")
     check(r.returncode == 0, "process-wide mutable state (put it in a context struct):\n%s%s" % (r.stdout, r.stderr))
+
+
+def test_structure_internal_headers_stay_in_their_folder(t):
+    r = run_check("--root", lib.ROOT, "includes")
+    check(r.returncode == 0, "a folder includes another folder's -int.h (move what it needs into that"
+          " folder's public header, or the code into that folder):\n%s%s" % (r.stdout, r.stderr))
+
+
+def test_structure_checker_finds_internal_includes(t):
+    """The twin: a file that includes another folder's -int.h is named; one
+    that includes its own folder's, or another folder's public header, is not."""
+    root = os.path.join(t.tmp, "tree")
+    for d in ("store", "serve"):
+        os.makedirs(os.path.join(root, d))
+    files = {"store/store-int.h": "#include \"store.h\"\n", "store/store.h": "",
+             "store/gc.c": "#include \"store-int.h\"\n",
+             "serve/api.c": "#include <stdio.h>\n#include \"../store/store.h\"\n",
+             "serve/bad.c": "#include \"../store/store.h\"\n  #  include \"../store/store-int.h\"\n"}
+    for name, text in files.items():
+        with open(os.path.join(root, name), "w") as fh:
+            fh.write(text)
+    r = run_check("--root", root, "includes")
+    check(r.returncode == 1, "the checker missed a reach into store-int.h: %r" % r.stdout)
+    check("serve/bad.c:2 includes store/store-int.h" in r.stdout, "the finding does not name file, line and"
+          " header: %r" % r.stdout)
+    check(r.stdout.count("\n") == 1, "a legitimate include was reported: %r" % r.stdout)
 
 
 def test_structure_checker_finds_cycles_and_globals(t):

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct hm_ctx ctx = {0};
 	struct bundle_import_result r;
 	struct store *st = scratch();
-	enum hm_err err = bundle_import_memory(&ctx, st, data, size, "fuzz", &r);
+	enum hm_err err = bundle_import_memory(&ctx, st, data, size, "fuzz", NULL, &r);
 	/* a failed import records nothing */
 	if (err && r.nrecorded)
 		abort();

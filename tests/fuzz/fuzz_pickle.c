@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "../../formats/torch.h"
+#include "../../formats/formats-int.h" /* fmt_dtype_bits */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

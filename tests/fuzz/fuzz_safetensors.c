@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "../../formats/formats.h"
+#include "../../formats/formats-int.h" /* the single-file reader and the safetensors writer */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -2,10 +2,12 @@
 """check.py - structural checks of the built tree, read from the objects and
 the sources (no compiler plugin): no file-level cycles (an object that needs a
 symbol of another which, through any chain, needs one of its own), no mutable
-process-wide state (objects with writable .data/.bss/common symbols), and no
-function longer than a limit.
+process-wide state (objects with writable .data/.bss/common symbols), no
+function longer than a limit, and no file that reaches into another folder's
+internal header (a folder's *-int.h is for that folder's files; unit and fuzz
+tests, which test internals, may include them).
 
-Usage: tests/structure/check.py [--root DIR] [--max-lines N] cycles|globals|length ...
+Usage: tests/structure/check.py [--root DIR] [--max-lines N] cycles|globals|length|includes ...
 Prints one line per finding and exits 1 when there is any; run from `make
 check` through tests/e2e/test_structure.py.
 """
@@ -198,12 +200,37 @@ def check_length(root, limit):
     return found
 
 
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
+
+
+def check_includes(root, dirs):
+    """A file of one folder that includes another folder's -int.h."""
+    found = []
+    for d in dirs:
+        p = os.path.join(root, d)
+        if not os.path.isdir(p):
+            continue
+        for fn in sorted(os.listdir(p)):
+            if not fn.endswith((".c", ".h", ".cpp")):
+                continue
+            with open(os.path.join(p, fn), encoding="utf-8", errors="replace") as f:
+                for no, line in enumerate(f, 1):
+                    m = INCLUDE_RE.match(line)
+                    if not m or not m.group(1).endswith("-int.h"):
+                        continue
+                    target = os.path.normpath(os.path.join(d, m.group(1)))
+                    if os.path.dirname(target) != os.path.normpath(d):
+                        found.append("internal header of another folder: %s/%s:%d includes %s"
+                                     % (d, fn, no, target))
+    return found
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     ap.add_argument("--max-lines", type=int, default=120)
     ap.add_argument("--dirs", help="comma-separated folders (default: the tree's)")
-    ap.add_argument("checks", nargs="+", choices=["cycles", "globals", "length"])
+    ap.add_argument("checks", nargs="+", choices=["cycles", "globals", "length", "includes"])
     a = ap.parse_args()
     dirs = a.dirs.split(",") if a.dirs else DIRS
     objs = objects(a.root, dirs)
@@ -216,6 +243,8 @@ def main():
             found += check_cycles(a.root, objs)
         elif c == "globals":
             found += check_globals(a.root, objs)
+        elif c == "includes":
+            found += check_includes(a.root, dirs)
         else:
             found += check_length(a.root, a.max_lines)
     for f in found:

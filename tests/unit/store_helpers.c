@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include "unit.h"
 #include "store_helpers.h"
+#include "../../store/stats.h"
 
 const char *test_store_dir(void)
 {

@@ -5,6 +5,7 @@
 #define STORE_HELPERS_H
 
 #include "../../store/store.h"
+#include "../../store/stats.h"
 
 /* unit_tmpdir()/store: the store of the running test. */
 const char *test_store_dir(void);

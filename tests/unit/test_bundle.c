@@ -148,7 +148,7 @@ UNIT_TEST(bundle_import_memory_refuses_garbage)
 
 	snprintf(dir, sizeof(dir), "%s/store", unit_tmpdir());
 	CHECK(store_open(&ctx, dir, &st) == HM_OK);
-	CHECK(bundle_import_memory(&ctx, st, junk, sizeof(junk), "junk", &r) == HM_ERR_BAD_INPUT);
+	CHECK(bundle_import_memory(&ctx, st, junk, sizeof(junk), "junk", NULL, &r) == HM_ERR_BAD_INPUT);
 	CHECK(strstr(ctx.errmsg, "not a bundle") != NULL);
 	CHECK(r.nrecorded == 0);
 	bundle_import_result_release(&r);

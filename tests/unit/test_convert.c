@@ -10,7 +10,7 @@
 #include "../../convert/convert.h"
 #include "../../verify/verify.h"
 #include "../../convert/convert-int.h"
-#include "../../formats/formats.h"
+#include "../../formats/formats-int.h" /* the single-file reader and the safetensors writer */
 #include "../../util/util.h"
 
 static float from_bits(uint32_t u)

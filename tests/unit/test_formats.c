@@ -6,7 +6,7 @@
 #include <string.h>
 #include "unit.h"
 #include "../../util/util.h"
-#include "../../formats/formats.h"
+#include "../../formats/formats-int.h" /* the single-file reader and the safetensors writer */
 
 static char path_buf[4][512];
 

@@ -10,6 +10,8 @@
 #include "store_helpers.h"
 #include "../../store/store.h"
 #include "../../util/util.h"
+#include "../../store/index.h"
+#include "../../store/stats.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"

@@ -13,6 +13,7 @@
 #include "unit.h"
 #include "store_helpers.h"
 #include "../../store/store.h"
+#include "../../store/stats.h"
 
 #define DAY 86400
 #define T0 ((int64_t)19500 * DAY)

@@ -11,6 +11,8 @@
 #include "../../store/store.h"
 #include "../../verify/verify.h"
 #include "../../util/util.h"
+#include "../../store/index.h"
+#include "../../store/stats.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"

@@ -14,6 +14,10 @@
 #include "../../store/store.h"
 #include "../../verify/verify.h"
 #include "../../util/util.h"
+#include "../../store/checkout.h"
+#include "../../store/gc.h"
+#include "../../store/index.h"
+#include "../../store/stats.h"
 
 /* Paths here live under a short mkdtemp dir; gcc at -O2 cannot know that. */
 #if defined(__GNUC__) && !defined(__clang__)

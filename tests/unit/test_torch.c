@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include "unit.h"
 #include "../../util/util.h"
-#include "../../formats/formats.h"
+#include "../../formats/formats-int.h" /* the single-file reader and the safetensors writer */
 #include "../../formats/torch.h"
 
 /* ---- a pickle assembler ---- */
