@@ -244,6 +244,132 @@ static void sleep_s(double s)
 		;
 }
 
+/* Forgets what an earlier attempt of r received. */
+static void attempt_reset(struct req *r)
+{
+	r->status = 0;
+	r->pos = 0;
+	r->etag[0] = 0;
+	r->content_length = -1;
+	r->too_big = r->sink_stopped = 0;
+	util_buf_release(&r->body);
+	if (r->sha && r->sha_base)
+		EVP_MD_CTX_copy_ex(r->sha, r->sha_base);
+	if (r->md5)
+		EVP_DigestInit_ex(r->md5, EVP_md5(), NULL);
+}
+
+/* The request's own headers (payload hash, session token, range) into
+ * *hdrs (the caller's to free, also on failure). 0, or -1 out of memory. */
+static int attempt_headers(const struct s3_client *c, const struct req *r, struct curl_slist **hdrs)
+{
+	struct curl_slist *t;
+	char hv[1200], range[64];
+
+	snprintf(hv, sizeof(hv), "x-amz-content-sha256: %s", r->payload_sha ? r->payload_sha : "UNSIGNED-PAYLOAD");
+	t = curl_slist_append(*hdrs, hv);
+	if (t)
+		*hdrs = t;
+	if (t && c->cfg.session_token) {
+		snprintf(hv, sizeof(hv), "x-amz-security-token: %s", c->cfg.session_token);
+		t = curl_slist_append(*hdrs, hv);
+		OPENSSL_cleanse(hv, sizeof(hv));
+		if (t)
+			*hdrs = t;
+	}
+	if (t && (r->range || r->delivered)) {
+		if (r->delivered)
+			snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)r->delivered);
+		else
+			snprintf(range, sizeof(range), "Range: %s", r->range);
+		t = curl_slist_append(*hdrs, range);
+		if (t)
+			*hdrs = t;
+	}
+	/* no "Expect:" override: curl 7.88 signs the empty header it then drops */
+	return t ? 0 : -1;
+}
+
+/* Sets up handle h (just reset) for one attempt of r. */
+static void attempt_setopts(struct hm_ctx *ctx, const struct s3_client *c, CURL *h, struct req *r, const char *url,
+			    struct curl_slist *hdrs, char *errbuf)
+{
+	errbuf[0] = 0;
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "hubmirror-s3");
+	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
+	curl_easy_setopt(h, CURLOPT_USERPWD, c->userpwd);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	if (ctx->cancel) {
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, ctx);
+	}
+	if (!strcmp(r->method, "HEAD")) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (!strcmp(r->method, "PUT")) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(h, CURLOPT_READDATA, r);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
+		/* fewer, larger reads and digest updates than the 64 KiB default */
+		curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
+		if (c->cfg.send_rate)
+			curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
+	} else if (!strcmp(r->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->buf ? r->buf : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
+	} else if (strcmp(r->method, "GET")) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
+	} else if (r->sink) {
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+	}
+}
+
+/* What attempt number attempt of r, which ended with rc, means: 1 when it
+ * is the last (*err says how it went), 0 to try again. */
+static int attempt_done(struct hm_ctx *ctx, const struct s3_client *c, const struct req *r, CURLcode rc,
+			int attempt, const char *errbuf, enum hm_err *err)
+{
+	if (rc == CURLE_OK && r->status >= 200 && r->status < 300)
+		*err = HM_OK;
+	else if (rc == CURLE_ABORTED_BY_CALLBACK && hm_cancelled(ctx))
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	else if (r->sink_stopped)
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "stopped reading s3://%s/%s", c->cfg.bucket, r->key);
+	else if (rc == CURLE_OK && r->status >= 300 && !retryable(r))
+		*err = status_err(ctx, c, r);
+	else if (r->too_big)
+		*err = hm_fail(ctx, HM_ERR_BAD_INPUT, "s3://%s/%s is larger than expected", c->cfg.bucket, r->key);
+	else if (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR)
+		*err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload to s3://%s/%s: %s", c->cfg.bucket,
+			       r->key, strerror(errno));
+	else if (hm_cancelled(ctx))
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	else if (attempt > c->cfg.retries && rc != CURLE_OK)
+		*err = hm_fail(ctx, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
+					    ? HM_ERR_UNREACHABLE : HM_ERR_NET,
+			       "object store %s: %s (after %d tries)", c->cfg.endpoint,
+			       errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt);
+	else if (attempt > c->cfg.retries)
+		*err = status_err(ctx, c, r);
+	else
+		return 0;
+	return 1;
+}
+
 /* Runs r with retries on handle h (reused for keep-alive). An HTTP status
  * >= 300 is an error (HM_ERR_NOT_FOUND for 404 ...), except that the caller
  * can read r->status when it returns HM_OK. */
@@ -262,133 +388,22 @@ enum hm_err s3_perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct 
 		goto out;
 	}
 	for (;;) {
-		struct curl_slist *t;
-		char hv[1200], range[64];
 		CURLcode rc;
 		double wait;
 
 		curl_slist_free_all(hdrs);
 		hdrs = NULL;
 		curl_easy_reset(h);
-		r->status = 0;
-		r->pos = 0;
-		r->etag[0] = 0;
-		r->content_length = -1;
-		r->too_big = r->sink_stopped = 0;
-		util_buf_release(&r->body);
-		if (r->sha && r->sha_base)
-			EVP_MD_CTX_copy_ex(r->sha, r->sha_base);
-		if (r->md5)
-			EVP_DigestInit_ex(r->md5, EVP_md5(), NULL);
-		snprintf(hv, sizeof(hv), "x-amz-content-sha256: %s", r->payload_sha ? r->payload_sha : "UNSIGNED-PAYLOAD");
-		t = curl_slist_append(hdrs, hv);
-		if (t)
-			hdrs = t;
-		if (t && c->cfg.session_token) {
-			snprintf(hv, sizeof(hv), "x-amz-security-token: %s", c->cfg.session_token);
-			t = curl_slist_append(hdrs, hv);
-			OPENSSL_cleanse(hv, sizeof(hv));
-			if (t)
-				hdrs = t;
-		}
-		if (t && (r->range || r->delivered)) {
-			if (r->delivered)
-				snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)r->delivered);
-			else
-				snprintf(range, sizeof(range), "Range: %s", r->range);
-			t = curl_slist_append(hdrs, range);
-			if (t)
-				hdrs = t;
-		}
-		/* no "Expect:" override: curl 7.88 signs the empty header it then drops */
-		if (!t) {
+		attempt_reset(r);
+		if (attempt_headers(c, r, &hdrs)) {
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		errbuf[0] = 0;
-		curl_easy_setopt(h, CURLOPT_URL, url.buf);
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
-		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-		curl_easy_setopt(h, CURLOPT_USERAGENT, "hubmirror-s3");
-		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
-		curl_easy_setopt(h, CURLOPT_USERPWD, c->userpwd);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
-		curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-		if (ctx->cancel) {
-			curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-			curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-			curl_easy_setopt(h, CURLOPT_XFERINFODATA, ctx);
-		}
-		if (!strcmp(r->method, "HEAD")) {
-			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-		} else if (!strcmp(r->method, "PUT")) {
-			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-			curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-			curl_easy_setopt(h, CURLOPT_READDATA, r);
-			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
-			/* fewer, larger reads and digest updates than the 64 KiB default */
-			curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
-			if (c->cfg.send_rate)
-				curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
-		} else if (!strcmp(r->method, "POST")) {
-			curl_easy_setopt(h, CURLOPT_POST, 1L);
-			curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->buf ? r->buf : "");
-			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
-		} else if (strcmp(r->method, "GET")) {
-			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
-		} else if (r->sink) {
-			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
-		}
+		attempt_setopts(ctx, c, h, r, url.buf, hdrs, errbuf);
 		rc = curl_easy_perform(h);
 		attempt++;
-		if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
-			err = HM_OK;
+		if (attempt_done(ctx, c, r, rc, attempt, errbuf, &err))
 			break;
-		}
-		if (rc == CURLE_ABORTED_BY_CALLBACK && hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			break;
-		}
-		if (r->sink_stopped) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "stopped reading s3://%s/%s", c->cfg.bucket, r->key);
-			break;
-		}
-		if (rc == CURLE_OK && r->status >= 300 && !retryable(r)) {
-			err = status_err(ctx, c, r);
-			break;
-		}
-		if (r->too_big) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "s3://%s/%s is larger than expected", c->cfg.bucket,
-				      r->key);
-			break;
-		}
-		if (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR) {
-			err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload to s3://%s/%s: %s", c->cfg.bucket,
-				      r->key, strerror(errno));
-			break;
-		}
-		if (hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			break;
-		}
-		if (attempt > c->cfg.retries) {
-			if (rc != CURLE_OK)
-				err = hm_fail(ctx, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
-							   ? HM_ERR_UNREACHABLE : HM_ERR_NET,
-					      "object store %s: %s (after %d tries)", c->cfg.endpoint,
-					      errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt);
-			else
-				err = status_err(ctx, c, r);
-			break;
-		}
 		wait = fetch_retry_delay(attempt, -1);
 		{
 			char m[256];
