@@ -11,7 +11,7 @@
 #include <string.h>
 #include "../util/util.h"
 #include "formats-int.h"
-#include "torch.h"
+#include "torch-int.h"
 
 #define PK_MAX_VALUES (1u << 23)  /* objects built */
 #define PK_MAX_ITEMS (1u << 24)   /* slots in containers, all together */
