@@ -256,7 +256,7 @@ extern const struct cmd cmd_rebuild_index;
 	CMD_OPT_FLAG(T, p2p.p2p, "p2p", 0, "take LFS blobs from the lab's BitTorrent swarm (the endpoint: serve --p2p)"), \
 	CMD_OPT_STR(T, p2p.port, "p2p-port", 0, "PORT", "TCP port peers connect to (default 6881)"),        \
 	CMD_OPT_STR(T, p2p.upload_rate, "p2p-upload-rate", 0, "RATE", "cap on bytes/s sent to peers, e.g. 20M (default none)"), \
-	CMD_OPT_STR(T, p2p.stall, "p2p-stall", 0, "SECS", "download over HTTP what makes no progress in the swarm for SECS (default 30)"), \
+	CMD_OPT_STR(T, p2p.stall, "p2p-stall", 0, "SECS", "HTTP takes over when the swarm makes no progress for SECS (one blob: 4x SECS; default 30)"), \
 	CMD_OPT_STR(T, p2p.seed_time, "seed-time", 0, "SECS", "keep seeding SECS after finishing (default 45)")
 
 struct mirror_swarm;

@@ -290,8 +290,9 @@ const struct cmd cmd_pull = {
 	"--json: see docs/json.md.\n"
 	"With --p2p (a lab machine whose endpoint is a 'hubmirror serve --p2p'), LFS blobs\n"
 	"come from the lab's BitTorrent v2 swarm: torrents only from the endpoint, every\n"
-	"blob SHA-256-checked before it enters the store; what makes no progress for\n"
-	"--p2p-stall seconds (tracker down, no peers) is downloaded over HTTP as usual.\n"
+	"blob SHA-256-checked before it enters the store. When the whole swarm makes no\n"
+	"progress for --p2p-stall seconds (tracker down, no peers), or one blob for four\n"
+	"times that, HTTP takes over, keeping the pieces already verified (ranged).\n"
 	"The machine seeds while pulling and for --seed-time seconds after.",
 	opts, sizeof(struct pull_vals), run,
 };

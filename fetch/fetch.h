@@ -122,6 +122,14 @@ struct fetch_callbacks {
 enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
 			   size_t n, const struct fetch_callbacks *cb) HM_MUST_CHECK;
 
+/* Takes over a part file written by another transport (the swarm): the
+ * byte ranges [start, end) given as n pairs (2 * n numbers, in order,
+ * non-overlapping) are on disk, written under this boot (not synced: a
+ * machine crash makes them be fetched again). A fetch_download of a job
+ * with these part_path and state_path then fetches only the gaps, and still
+ * hashes the whole file before it is done. Returns 0 or -1 (errno). */
+int fetch_resume_adopt(const char *state_path, uint64_t size, const uint64_t *ranges, size_t n);
+
 /* GETs the BitTorrent v2 torrent of blob sha256 from a hubmirror endpoint
  * (serve --p2p: {endpoint}/api/hubmirror/torrents/<sha256>), at most max
  * bytes, one try. *buf malloc'd, the caller's. A 404 (the endpoint does not

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "fetch.h"
 #include "resume.h"
 #include "../util/util.h"
 
@@ -164,5 +165,27 @@ out:
 	free(d);
 	free(w);
 	free(data);
+	return rc;
+}
+
+int fetch_resume_adopt(const char *state_path, uint64_t size, const uint64_t *ranges, size_t n)
+{
+	char boot[FETCH_BOOT_ID_MAX];
+	struct fetch_range *r = n ? calloc(n, sizeof(*r)) : NULL;
+	int rc;
+	if (n && !r)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		r[i].start = ranges[2 * i];
+		r[i].end = ranges[2 * i + 1];
+		if (r[i].start >= r[i].end || r[i].end > size || (i && r[i].start < r[i - 1].end)) {
+			free(r);
+			errno = EINVAL;
+			return -1;
+		}
+	}
+	fetch_boot_id(boot);
+	rc = fetch_state_save(state_path, size, boot, NULL, 0, r, n, 1);
+	free(r);
 	return rc;
 }

@@ -213,9 +213,13 @@ void mirror_swarm_linger(struct hm_ctx *ctx, struct mirror_swarm *sw, double sec
 struct mirror_swarm_item {
 	const char *sha256;        /* in */
 	uint64_t size;             /* in */
+	const char *part_path;     /* in: the HTTP download's part file and resume */
+	const char *state_path;    /*   state (fetch_job): a stalled swarm download
+				    *   hands its verified pieces over (may be NULL) */
 	int done;                  /* out: in the store now (verified) */
 	int present;               /* out: it already was */
 	uint64_t bytes_peers;      /* out: payload bytes from peers */
+	uint64_t bytes_handed;     /* out: verified bytes handed over to HTTP */
 	double seconds;
 	int64_t started_at;
 	enum hm_err err;
@@ -223,9 +227,12 @@ struct mirror_swarm_item {
 };
 /* Takes blobs from the swarm into the store: each one's torrent from the
  * endpoint of fc (skipped when the endpoint has none), all downloaded at
- * once, SHA-256-checked, adopted, then seeded from the store. A blob whose
- * swarm makes no progress for the stall time is given up (done = 0), for the
- * caller to download over HTTP. Errors only for the store or a cancel. */
+ * once, SHA-256-checked, adopted, then seeded from the store. A blob is given
+ * up (done = 0), for the caller to download over HTTP, when the whole swarm
+ * made no progress for the stall time (tracker down, no peers), or the blob
+ * alone for four times that (a mirror that is busy with the other blobs is
+ * waited for); its verified pieces then go to part_path/state_path, so that
+ * HTTP fetches only the rest. Errors only for the store or a cancel. */
 enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st,
 			       struct fetch_client *fc, struct mirror_swarm_item *items, size_t n) HM_MUST_CHECK;
 

@@ -553,6 +553,8 @@ static enum hm_err from_swarm(struct pull *p, struct fetch_job **jp, size_t *njp
 		if (p->jobs[i].fj.expect_sha256 && p->jobs[i].fj.size) {
 			it[n].sha256 = p->jobs[i].fj.expect_sha256;
 			it[n].size = p->jobs[i].fj.size;
+			it[n].part_path = p->jobs[i].part;
+			it[n].state_path = p->jobs[i].state;
 			job[n++] = i;
 		}
 	if (n)

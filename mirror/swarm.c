@@ -175,6 +175,30 @@ static void set_msg(struct mirror_swarm_item *it, const char *prefix, const char
 	it->errmsg[pl + dl] = 0;
 }
 
+/* A download given up: its verified pieces become the HTTP download's
+ * partial file (fetch_resume_adopt), unless that one has bytes already. */
+static void hand_over(struct mirror_swarm *sw, struct active *a)
+{
+	struct mirror_swarm_item *it = a->it;
+	uint64_t *r = NULL;
+	size_t n = 0;
+	struct stat sb;
+	int ok = it->part_path && it->state_path && !p2p_verified_ranges(sw->p, a->ihash, &r, &n) && n;
+
+	p2p_remove(sw->p, a->ihash);
+	a->running = 0;
+	if (ok && !(stat(it->part_path, &sb) == 0 && sb.st_size > 0) && !fetch_resume_adopt(it->state_path, it->size, r, n)) {
+		if (rename(a->part, it->part_path) == 0) {
+			for (size_t i = 0; i < n; i++)
+				it->bytes_handed += r[2 * i + 1] - r[2 * i];
+		} else {
+			unlink(it->state_path);
+		}
+	}
+	unlink(a->part);
+	free(r);
+}
+
 /* A finished download: check the SHA-256, move it into the store, seed it from there. */
 static void finish(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st, struct active *a)
 {
@@ -264,13 +288,19 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 		a->last_change = a->last_announce = util_now();
 		running++;
 	}
+	double last_any = util_now(); /* when any blob last made progress */
 	while (running) {
 		struct timespec ts = {0, (long)(POLL_S * 1e9)};
+		double now;
 		if (hm_cancelled(ctx)) {
 			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
 			break;
 		}
 		nanosleep(&ts, NULL);
+		now = util_now();
+		for (size_t i = 0; i < n; i++)
+			if (act[i].running && act[i].last_change > last_any)
+				last_any = act[i].last_change;
 		for (size_t i = 0; i < n; i++) {
 			struct active *a = &act[i];
 			struct p2p_status s;
@@ -291,12 +321,12 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 				a->last_done = s.done + s.down_payload;
 				a->last_change = util_now();
 				a->it->bytes_peers = s.down_payload;
-			} else if (util_now() - a->last_change >= sw->o.stall) {
+			} else if ((now - a->last_change >= sw->o.stall && now - last_any >= sw->o.stall) ||
+				   now - a->last_change >= 4 * sw->o.stall) {
 				a->it->bytes_peers = s.down_payload;
-				p2p_remove(sw->p, a->ihash);
-				unlink(a->part);
-				a->running = 0;
-				snprintf(a->it->errmsg, sizeof(a->it->errmsg), "the swarm stalled for %.0f s", sw->o.stall);
+				snprintf(a->it->errmsg, sizeof(a->it->errmsg), "the swarm stalled for %.0f s",
+					 now - a->last_change);
+				hand_over(sw, a);
 			} else if (s.peers == 0 && util_now() - a->last_announce >= REANNOUNCE_S) {
 				/* no peers (tracker down or not ready yet): ask again soon */
 				a->last_announce = util_now();

@@ -13,6 +13,7 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -23,9 +24,9 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <vector>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "p2p.h"
 
@@ -518,6 +519,50 @@ extern "C" int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status
 			st->error = 1;
 			std::snprintf(st->errmsg, sizeof(st->errmsg), "%s", s.errc.message().c_str());
 		}
+		return 0;
+	} catch (...) {
+		return -1;
+	}
+}
+
+extern "C" int p2p_verified_ranges(struct p2p *p, const char ihash[65], uint64_t **ranges, size_t *n)
+{
+	*ranges = nullptr;
+	*n = 0;
+	try {
+		lt::torrent_handle th;
+		{
+			std::lock_guard<std::mutex> g(p->mu);
+			auto it = p->torrents.find(ihash);
+			if (it == p->torrents.end())
+				return -1;
+			th = it->second;
+		}
+		auto ti = th.torrent_file();
+		if (!ti)
+			return -1;
+		lt::torrent_status s = th.status(lt::torrent_handle::query_pieces);
+		std::vector<uint64_t> v;
+		const uint64_t plen = (uint64_t)ti->piece_length(), total = (uint64_t)ti->total_size();
+		for (int i = 0; i < s.pieces.size(); i++) {
+			if (!s.pieces.get_bit(lt::piece_index_t(i)))
+				continue;
+			uint64_t a = (uint64_t)i * plen, b = std::min(total, a + plen);
+			if (!v.empty() && v.back() == a)
+				v.back() = b;
+			else {
+				v.push_back(a);
+				v.push_back(b);
+			}
+		}
+		if (v.empty())
+			return 0;
+		auto *out = static_cast<uint64_t *>(std::malloc(v.size() * sizeof(uint64_t)));
+		if (!out)
+			return -1;
+		std::memcpy(out, v.data(), v.size() * sizeof(uint64_t));
+		*ranges = out;
+		*n = v.size() / 2;
 		return 0;
 	} catch (...) {
 		return -1;

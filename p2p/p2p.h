@@ -107,6 +107,12 @@ struct p2p_status {
 /* Status of one torrent; -1 when it is not in the session. */
 int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status *st);
 
+/* The byte ranges of a torrent's file whose pieces are verified (v2 block
+ * hashes), merged and in order, as [start, end) pairs: *ranges gets 2 * *n
+ * numbers (malloc'd, the caller's; NULL when n is 0). Ask before
+ * p2p_remove. -1 when the torrent is not in the session or out of memory. */
+int p2p_verified_ranges(struct p2p *p, const char ihash[65], uint64_t **ranges, size_t *n);
+
 struct p2p_totals {
 	uint64_t uploaded, downloaded; /* payload bytes to / from peers since start */
 	int peers;                     /* connected now */

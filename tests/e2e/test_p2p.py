@@ -240,6 +240,44 @@ def test_p2p_mirror_restart(t):
         check_store(t, lab_store(t, i), "lab %d" % i)
 
 
+@serving(timeout=180)
+def test_p2p_stall_hands_pieces_to_http(t):
+    """A swarm that stalls part-way (the mirror frozen, SIGSTOP) is given up
+    after --p2p-stall, and the pieces the lab already verified become the
+    HTTP download's partial file: HTTP then fetches only the rest, and the
+    blob is whole and verified. Its twin, a swarm that never starts
+    (tracker down), is test_p2p_tracker_down_falls_back."""
+    ports = Ports()
+    emu, srv = mirror(t, ports, "--p2p-upload-rate", "256K")
+    big = "model-00001.safetensors"
+    sha = lib.sha256_bytes(lab_bytes()[big])
+    p = lab_pull(t, srv, 0, ports, "--p2p-stall", 2, seed_time=0)
+    part = os.path.join(lab_store(t, 0), "tmp", "p2p", sha)
+    deadline = time.time() + 90
+    while True:  # 2 MiB of the blob written by the swarm (pieces are 256 KiB)
+        if os.path.exists(part) and os.stat(part).st_blocks * 512 >= 2 << 20:
+            break
+        if p.poll() is not None:
+            raise Fail("the lab pull ended before the swarm sent 2 MiB: %r" % (p.communicate(),))
+        check(time.time() < deadline, "the swarm did not send 2 MiB in 90 s")
+        time.sleep(0.1)
+    srv.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(6)  # > --p2p-stall: the lab gives the swarm up and asks HTTP
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+    finish(p, what="the lab pull across a stalled swarm")
+    check_store(t, lab_store(t, 0), "lab 0")
+    rows = [r for r in swarm_rows(lab_store(t, 0)) if r["path"] == big]
+    swarm = [r for r in rows if r["endpoint"] == "swarm"]
+    http = [r for r in rows if r["endpoint"] != "swarm" and r["result"] == "ok"]
+    check(len(swarm) == 1 and swarm[0]["result"] == "failed" and "stalled" in swarm[0]["error"]
+          and swarm[0]["bytes"] >= 1 << 20, "the swarm's row: %r" % rows)
+    check(len(http) == 1 and http[0]["bytes"] <= FILES[big] - (1 << 20),
+          "HTTP fetched %r of %d bytes: the swarm's verified pieces were not kept (%r)"
+          % (http and http[0]["bytes"], FILES[big], rows))
+
+
 @serving(timeout=120)
 def test_p2p_refusals(t):
     ports = Ports()
