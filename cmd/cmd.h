@@ -186,6 +186,14 @@ struct eng_tok;
  * code. */
 int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
 		    const struct cmd_gen *g);
+struct eng_run;
+/* `run --chat` (cmd/chat.c): the prompt as one user turn (after system, if
+ * not NULL) rendered with the model's chat template and generated until an
+ * end-of-turn token; streamed unless quiet. r is the caller's
+ * (eng_run_release), r->prompt the ids fed to the engine. */
+enum hm_err cmd_chat_once(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
+			  const struct cmd_gen *g, const char *system, const char *user, int quiet,
+			  struct eng_run *r) HM_MUST_CHECK;
 struct mirror_artifact;
 /* Prints what `convert` prints about a stored conversion of (rtype, repo,
  * commit) (JSON with --json). */
