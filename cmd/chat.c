@@ -16,6 +16,7 @@
 struct chat_stream {
 	const struct eng_tok *t;
 	int32_t prev;
+	int quiet;                    /* --json: nothing streamed */
 	int32_t stop[CHAT_MAX_STOPS]; /* end-of-turn tokens: end the reply, not printed */
 	int nstop;
 };
@@ -30,7 +31,7 @@ static int chat_token(void *ud, uint32_t tok)
 			return 1;
 	n = eng_tok_decode(st->t, (int32_t)tok, st->prev, piece, sizeof(piece));
 	st->prev = (int32_t)tok;
-	if (n > 0) {
+	if (n > 0 && !st->quiet) {
 		fwrite(piece, 1, (size_t)n < sizeof(piece) ? (size_t)n : sizeof(piece) - 1, stdout);
 		fflush(stdout);
 	}
@@ -51,24 +52,13 @@ static void chat_stops(const struct eng_tok *t, struct chat_stream *st)
 	}
 }
 
-/* The rendered conversation as a prompt: the template writes BOS itself, so
- * its text goes when the tokenizer adds one anyway (no BOS twice). */
-static const char *chat_prompt(const struct eng_tok *t, const char *text)
-{
-	size_t bl = 0;
-	const char *bos = eng_tok_bos(t) >= 0 ? eng_tok_text(t, eng_tok_bos(t), &bl) : NULL;
-	if (bos && bl && eng_tok_add_bos(t) && !strncmp(text, bos, bl))
-		return text + bl;
-	return text;
-}
-
 /* One reply to msgs[0..n) (the last is the user's); its text (malloc'd)
  * into *reply. */
 static enum hm_err chat_reply(struct cmd_env *env, const struct eng_chat *c, struct eng_state *s,
 			      const struct eng_tok *t, const struct cmd_gen *g, const struct eng_chat_msg *msgs,
 			      size_t n, char **reply)
 {
-	struct chat_stream st = {t, -1, {0}, 0};
+	struct chat_stream st = {t, -1, 0, {0}, 0};
 	struct eng_run r = {0};
 	char *text = NULL;
 	size_t len, rl;
@@ -79,7 +69,8 @@ static enum hm_err chat_reply(struct cmd_env *env, const struct eng_chat *c, str
 	chat_stops(t, &st);
 	if ((err = eng_chat_render(&env->ctx, c, msgs, n, 1, &text, &len)))
 		return err;
-	err = eng_run_prompt(&env->ctx, s, t, chat_prompt(t, text), g->n, g->temp, g->top_p, g->seed, chat_token, &st,
+	/* the template writes BOS itself: encoded without another */
+	err = eng_run_prompt(&env->ctx, s, t, text, 0, g->n, g->temp, g->top_p, g->seed, chat_token, &st,
 			     &r);
 	free(text);
 	if (!err && !(ids = malloc((r.nout ? r.nout : 1) * sizeof(*ids))))
@@ -125,7 +116,7 @@ int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, 
 		c ? " chat (the model's chat template)" : "", c ? ", /clear forgets the conversation" : "");
 	for (;;) {
 		struct eng_run r = {0};
-		struct chat_stream sm = {t, -1, {0}, 0};
+		struct chat_stream sm = {t, -1, 0, {0}, 0};
 		char *reply = NULL;
 		size_t len;
 		fputs(">>> ", stderr);
@@ -143,7 +134,7 @@ int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, 
 		if (!len)
 			continue;
 		if (!c) {
-			err = eng_run_prompt(&env->ctx, s, t, line, g->n, g->temp, g->top_p, g->seed, chat_token, &sm, &r);
+			err = eng_run_prompt(&env->ctx, s, t, line, -1, g->n, g->temp, g->top_p, g->seed, chat_token, &sm, &r);
 			eng_run_release(&r);
 		} else {
 			if (nmsg + 2 > CHAT_MAX_TURNS)
@@ -179,4 +170,28 @@ int cmd_interactive(struct cmd_env *env, const char *path, struct eng_state *s, 
 	chat_forget(msgs, &nmsg, nmsg);
 	eng_chat_free(c);
 	return rc;
+}
+
+enum hm_err cmd_chat_once(struct cmd_env *env, const char *path, struct eng_state *s, const struct eng_tok *t,
+			  const struct cmd_gen *g, const char *system, const char *user, int quiet, struct eng_run *r)
+{
+	struct chat_stream st = {t, -1, quiet, {0}, 0};
+	struct eng_chat_msg msgs[2];
+	struct eng_chat *c = NULL;
+	char *text = NULL;
+	size_t n = 0, len;
+	enum hm_err err;
+
+	memset(r, 0, sizeof(*r));
+	if ((err = eng_chat_open(&env->ctx, path, t, &c)))
+		return err;
+	if (system)
+		msgs[n++] = (struct eng_chat_msg){"system", system};
+	msgs[n++] = (struct eng_chat_msg){"user", user};
+	chat_stops(t, &st);
+	if (!(err = eng_chat_render(&env->ctx, c, msgs, n, 1, &text, &len)))
+		err = eng_run_prompt(&env->ctx, s, t, text, 0, g->n, g->temp, g->top_p, g->seed, chat_token, &st, r);
+	free(text);
+	eng_chat_free(c);
+	return err;
 }

@@ -11,7 +11,6 @@
 #include "../mirror/mirror.h"
 #include "../convert/convert.h"
 #include "../store/index.h"
-#include "../store/smoke.h"
 
 /* MODEL as a path, or a stored repo checked out (hard links) under the
  * store's tmp/run/ so the engine can mmap it. *label names it for records. */
@@ -66,8 +65,8 @@ static json_t *stored_json(const struct stored *sd, const char *s)
 
 /* What the options of run_opts[] below set (a->o). */
 struct run_vals {
-	const char *prompt, *tokens, *temp, *top_p, *seed, *threads, *revision, *repo_type;
-	int raw;
+	const char *prompt, *tokens, *temp, *top_p, *seed, *threads, *revision, *repo_type, *system;
+	int raw, chat;
 };
 
 static const struct cmd_opt run_opts[] = {
@@ -80,6 +79,8 @@ static const struct cmd_opt run_opts[] = {
 	CMD_OPT_STR(struct run_vals, revision, "revision", 'r', "REV", "revision of a stored repo"),
 	CMD_OPT_STR(struct run_vals, repo_type, "repo-type", 't', "TYPE", "model (default) or dataset"),
 	CMD_OPT_FLAG(struct run_vals, raw, "raw", 0, "interactive: send each line as it is, without the model's chat template"),
+	CMD_OPT_FLAG(struct run_vals, chat, "chat", 0, "the prompt is a user turn, rendered with the model's chat template"),
+	CMD_OPT_STR(struct run_vals, system, "system", 0, "TEXT", "with --chat: a system turn before it (implies --chat)"),
 	CMD_OPT_END,
 };
 
@@ -211,7 +212,13 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_interactive(env, path, s, t, &g);
 		goto out;
 	}
-	err = eng_run_prompt(&env->ctx, s, t, prompt, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm, &r);
+	if (opt->chat || opt->system) {
+		struct cmd_gen g = {(size_t)n, temp, top_p, (uint64_t)seed, 0};
+		err = cmd_chat_once(env, path, s, t, &g, opt->system, prompt, env->json, &r);
+	} else {
+		err = eng_run_prompt(&env->ctx, s, t, prompt, -1, (size_t)n, temp, top_p, (uint64_t)seed, on_token, &sm,
+				     &r);
+	}
 	if (err) {
 		rc = cmd_error(env, err);
 		goto out;
@@ -220,7 +227,9 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		char *text = NULL;
 		size_t tl = 0;
 		int32_t *ids = malloc((r.nout ? r.nout : 1) * sizeof(*ids));
-		json_t *toks = json_array();
+		json_t *toks = json_array(), *pids = json_array();
+		for (size_t i = 0; i < r.nprompt; i++)
+			json_array_append_new(pids, json_integer(r.prompt[i]));
 		for (size_t i = 0; ids && i < r.nout; i++) {
 			ids[i] = (int32_t)r.out[i];
 			json_array_append_new(toks, json_integer(r.out[i]));
@@ -228,14 +237,15 @@ static int run_run(struct cmd_env *env, struct cmd_args *a)
 		if (!ids || eng_tok_decode_all(t, ids, r.nout, 1, &text, &tl)) {
 			free(ids);
 			json_decref(toks);
+			json_decref(pids);
 			rc = cmd_error(env, HM_ERR_NOMEM);
 			goto out;
 		}
 		free(ids);
-		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}",
+		cmd_print_json(json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:{s:f, s:f, s:f, s:f, s:f}, s:s, s:i}",
 					 "model", cmd_json_text(label, strlen(label)), "repo", stored_json(&sd, sd.repo),
 					 "repo_type", stored_json(&sd, sd.type), "revision", stored_json(&sd, sd.commit), "tokens", toks, "text", cmd_json_text(text, tl),
-					 "prompt_tokens", (json_int_t)r.nprompt, "timings",
+					 "prompt_tokens", (json_int_t)r.nprompt, "prompt_ids", pids, "timings",
 					 "load_s", load_s, "prompt_s", r.prompt_s, "gen_s", r.gen_s, "prompt_tps",
 					 r.prompt_s > 0 ? (double)r.nprompt / r.prompt_s : 0.0, "gen_tps",
 					 r.gen_s > 0 ? (double)r.nout / r.gen_s : 0.0, "simd",
@@ -260,7 +270,7 @@ out:
 }
 
 const struct cmd cmd_run = {
-	"run", "MODEL [PROMPT...|-p PROMPT|-] [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]",
+	"run", "MODEL [PROMPT...|-p PROMPT|-] [--chat [--system TEXT]] [-n N] [--temp T] [--top-p P] [--seed S] [--threads N]",
 	"Run a model with the bundled engine and stream the generated text.",
 	"MODEL is a .gguf or .safetensors file, a directory (config.json, tokenizer.json,\n"
 	"safetensors), or a repo in the store. Greedy by default; --temp and --top-p sample\n"
@@ -270,8 +280,12 @@ const struct cmd cmd_run = {
 	"tokenizer_config.json, chat_template.jinja or GGUF tokenizer.chat_template)\n"
 	"chats, each line a user turn answered with the conversation so far (/clear\n"
 	"forgets it; the oldest turns go when it outgrows the context); without one, or\n"
-	"with --raw, each line is a prompt of its own. /bye or Ctrl-D ends. --json\n"
-	"prints {tokens, text, prompt_tokens, timings}.",
+	"with --raw, each line is a prompt of its own. /bye or Ctrl-D ends. --chat\n"
+	"renders the prompt as one user turn (after --system TEXT) with the chat template\n"
+	"and stops at the end of the assistant's turn; the rendered text is encoded\n"
+	"without another BOS (the template writes it), as transformers does. --json\n"
+	"prints {tokens, text, prompt_tokens, prompt_ids, timings}: prompt_ids are the\n"
+	"ids fed to the engine.",
 	run_opts, sizeof(struct run_vals), run_run,
 };
 
@@ -316,12 +330,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	err = eng_smoke(&env->ctx, path, &o, &res);
-	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
-		/* a model that cannot even load fails the smoke test */
-		res.pass = 0;
-		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
-	} else if (err) {
+	if ((err = cmd_smoke_model(env, path, &o, &res))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -347,10 +356,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	rc = res.pass ? 0 : 1;
 	if (st && sd.repo[0]) {
 		/* a stored revision's result goes into the index, for `ls` */
-		struct store_smoke rec = {sd.type, sd.repo, sd.commit, NULL, label, res.pass, res.reason, res.load_s,
-					  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL,
-					  ENG_VERSION};
-		enum hm_err e2 = store_record_smoke(&env->ctx, st, &rec);
+		enum hm_err e2 = cmd_smoke_record(env, st, sd.type, sd.repo, sd.commit, NULL, label, &res);
 		if (e2)
 			rc = cmd_error(env, e2);
 	}

@@ -10,8 +10,7 @@
 #include "../formats/formats.h"
 #include "../util/util.h"
 
-/* A GGUF file by its magic (stored blobs have no extension). */
-static int is_gguf(const char *path)
+int eng_is_gguf(const char *path)
 {
 	char magic[4];
 	FILE *f = fopen(path, "rb");
@@ -19,6 +18,18 @@ static int is_gguf(const char *path)
 	if (f)
 		fclose(f);
 	return yes;
+}
+
+void eng_model_dir(const char *path, int is_dir, char *dir, size_t cap)
+{
+	snprintf(dir, cap, "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*slash = 0;
+		else
+			snprintf(dir, cap, ".");
+	}
 }
 
 enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model **m, struct eng_tok **t)
@@ -32,7 +43,7 @@ enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model 
 	err = eng_model_open(ctx, path, m);
 	if (err)
 		return err;
-	if (S_ISREG(sb.st_mode) && is_gguf(path)) {
+	if (S_ISREG(sb.st_mode) && eng_is_gguf(path)) {
 		struct fmt_gguf *g = NULL;
 		err = fmt_gguf_open(ctx, path, &g);
 		if (!err)
@@ -40,14 +51,7 @@ enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model 
 		fmt_gguf_close(g);
 	} else {
 		char dir[4096], tj[4200], tc[4200];
-		snprintf(dir, sizeof(dir), "%s", path);
-		if (S_ISREG(sb.st_mode)) {
-			char *slash = strrchr(dir, '/');
-			if (slash)
-				*slash = 0;
-			else
-				snprintf(dir, sizeof(dir), ".");
-		}
+		eng_model_dir(path, !S_ISREG(sb.st_mode), dir, sizeof(dir));
 		snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
 		snprintf(tc, sizeof(tc), "%s/tokenizer_config.json", dir);
 		if (stat(tj, &sb) != 0)
@@ -75,7 +79,7 @@ void eng_run_release(struct eng_run *r)
 }
 
 enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct eng_tok *t, const char *prompt,
-			   size_t max_new, float temperature, float top_p, uint64_t seed,
+			   int add_bos, size_t max_new, float temperature, float top_p, uint64_t seed,
 			   int (*on_token)(void *ud, uint32_t token), void *ud, struct eng_run *r)
 {
 	const struct eng_config *c = eng_model_config(eng_state_model(s));
@@ -87,7 +91,7 @@ enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct
 
 	memset(r, 0, sizeof(*r));
 	r->finite = 1;
-	err = eng_tok_encode(t, prompt, strlen(prompt), -1, &r->prompt, &r->nprompt);
+	err = eng_tok_encode(t, prompt, strlen(prompt), add_bos, &r->prompt, &r->nprompt);
 	if (err)
 		return err;
 	if (!r->nprompt)
@@ -182,8 +186,8 @@ enum hm_err eng_smoke(struct hm_ctx *ctx, const char *path, const struct eng_smo
 		goto out;
 	}
 	/* 2. greedy twice: finite and identical */
-	if ((err = eng_run_prompt(ctx, s, t, prompt, n, 0, 1, 0, NULL, NULL, &r1)) ||
-	    (err = eng_run_prompt(ctx, s, t, prompt, n, 0, 1, 0, NULL, NULL, &r2)))
+	if ((err = eng_run_prompt(ctx, s, t, prompt, -1, n, 0, 1, 0, NULL, NULL, &r1)) ||
+	    (err = eng_run_prompt(ctx, s, t, prompt, -1, n, 0, 1, 0, NULL, NULL, &r2)))
 		goto out;
 	res->prompt_tokens = r1.nprompt;
 	res->gen_tokens = r1.nout;

@@ -6,13 +6,23 @@
 #include "engine.h"
 #include "tokenizer.h"
 
+/* Whether path is a GGUF file, by its magic (stored blobs have no extension). */
+int eng_is_gguf(const char *path);
+/* The folder of a model path into dir (cap bytes): path itself when it is a
+ * directory (is_dir), else the folder holding the file ("." for a bare name). */
+void eng_model_dir(const char *path, int is_dir, char *dir, size_t cap);
+
 /* Opens a model and its tokenizer: a .gguf (tokenizer from its metadata) or
  * safetensors with config.json and tokenizer.json (+ tokenizer_config.json)
  * beside it. Both are the caller's. */
 enum hm_err eng_open_any(struct hm_ctx *ctx, const char *path, struct eng_model **m, struct eng_tok **t) HM_MUST_CHECK;
 
-/* Feeds the prompt, then generates up to max_new tokens (stopping at EOS)
- * with the sampler, calling on_token for each. Times both phases. */
+/* Encodes the prompt (add_bos as eng_tok_encode takes it: 1 prepends BOS,
+ * 0 does not, -1 follows the tokenizer; a rendered chat template writes BOS
+ * itself, so it is encoded with 0, as transformers' apply_chat_template
+ * does), feeds it, then generates up to max_new tokens (stopping at EOS, or
+ * when on_token returns nonzero) with the sampler, calling on_token for
+ * each. Times both phases. r->prompt holds the ids fed. */
 struct eng_run {
 	int32_t *prompt;         /* prompt ids */
 	size_t nprompt;
@@ -22,7 +32,7 @@ struct eng_run {
 	int finite;              /* every logit of the run was finite */
 };
 enum hm_err eng_run_prompt(struct hm_ctx *ctx, struct eng_state *s, const struct eng_tok *t, const char *prompt,
-			   size_t max_new, float temperature, float top_p, uint64_t seed,
+			   int add_bos, size_t max_new, float temperature, float top_p, uint64_t seed,
 			   int (*on_token)(void *ud, uint32_t token), void *ud, struct eng_run *r) HM_MUST_CHECK;
 void eng_run_release(struct eng_run *r);
 

@@ -77,9 +77,52 @@ DRIVER = r"""
 #include <stdlib.h>
 #include <string.h>
 #include "engine/chat.h"
+#include "engine/tokenizer.h"
 /* chat-driver SPEC.json -> {NAME: [{"text"} or {"error"} per case]} (the shape chat.mjs prints);
  * chat-driver -t TEMPLATE [VARS]: one render, the text on stdout, an error on stderr (exit 1);
- * chat-driver -m MODEL [VARS]: the same with the model's own template (eng_chat_open) */
+ * chat-driver -m MODEL [VARS]: the same with the model's own template (eng_chat_open);
+ * chat-driver -i DIR SPEC.json: DIR's template and tokenizer over SPEC's cases ->
+ *   [{"text", "ids"} or {"error"} per case], the text encoded without another BOS */
+static int ids_mode(const char *dir, const char *specpath)
+{
+	struct hm_ctx ctx = {0};
+	struct eng_tok *t = NULL;
+	struct eng_chat *c = NULL;
+	char tj[4096], tc[4096];
+	json_error_t je;
+	json_t *spec = json_load_file(specpath, 0, &je), *res = json_array(), *cv;
+	size_t i;
+	snprintf(tj, sizeof(tj), "%s/tokenizer.json", dir);
+	snprintf(tc, sizeof(tc), "%s/tokenizer_config.json", dir);
+	if (!spec || eng_tok_open_json(&ctx, tj, tc, &t) || eng_chat_open(&ctx, dir, t, &c)) {
+		fprintf(stderr, "error: %s\n", ctx.errmsg);
+		return 1;
+	}
+	json_array_foreach (json_object_get(spec, "cases"), i, cv) {
+		char *vars = json_dumps(cv, 0), *text = NULL;
+		int32_t *ids = NULL;
+		size_t len, n = 0;
+		if (eng_chat_render_json(&ctx, c, vars, (time_t)json_integer_value(json_object_get(spec, "now")), &text,
+					 &len) ||
+		    eng_tok_encode(t, text, len, 0, &ids, &n)) {
+			json_array_append_new(res, json_pack("{s:s}", "error", ctx.errmsg));
+		} else {
+			json_t *a = json_array();
+			for (size_t k = 0; k < n; k++)
+				json_array_append_new(a, json_integer(ids[k]));
+			json_array_append_new(res, json_pack("{s:s%, s:o}", "text", text, len, "ids", a));
+		}
+		free(ids);
+		free(text);
+		free(vars);
+	}
+	json_dumpf(res, stdout, JSON_ENSURE_ASCII);
+	json_decref(res);
+	json_decref(spec);
+	eng_chat_free(c);
+	eng_tok_free(t);
+	return 0;
+}
 static char *slurp(const char *p, size_t *n)
 {
 	FILE *f = fopen(p, "rb");
@@ -101,6 +144,8 @@ int main(int argc, char **argv)
 	json_error_t je;
 	json_t *spec, *out, *tpls, *cases, *tv;
 	const char *name;
+	if (argc == 4 && !strcmp(argv[1], "-i"))
+		return ids_mode(argv[2], argv[3]);
 	if (argc >= 3 && (!strcmp(argv[1], "-t") || !strcmp(argv[1], "-m"))) {
 		size_t n = 0;
 		int model = argv[1][1] == 'm';
@@ -222,6 +267,8 @@ def test_chat_follows_python_jinja_where_the_js_reference_differs(t):
         ("{% set x %}in{{ 1 + 1 }}{% endset %}{{ x | upper }}", "IN2"),
         ("{{ {'b': 1, 'a': [true, none, 'q\"']} | tojson }}", '{"b": 1, "a": [true, null, "q\\""]}'),
         ("{{ {'a': [1]} | tojson(indent=2) }}", '{\n  "a": [\n    1\n  ]\n}'),
+        ("{{ 1 + 2 * 3 - 4 // 3 }}|{{ not 1 in [2] }}|{{ 'a' ~ 1 + 1 }}|{{ 1 < 2 and 2 <= 2 or false }}|"
+         "{{ 3 not in [1, 2] and not false }}|{{ -2 ** 2 }}", "6|True|a2|True|True|4"),
     ]
     for src, want in cases:
         p = os.path.join(t.tmp, "py.jinja")
