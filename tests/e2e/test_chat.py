@@ -269,6 +269,8 @@ def test_chat_follows_python_jinja_where_the_js_reference_differs(t):
         ("{{ {'a': [1]} | tojson(indent=2) }}", '{\n  "a": [\n    1\n  ]\n}'),
         ("{{ 1 + 2 * 3 - 4 // 3 }}|{{ not 1 in [2] }}|{{ 'a' ~ 1 + 1 }}|{{ 1 < 2 and 2 <= 2 or false }}|"
          "{{ 3 not in [1, 2] and not false }}|{{ -2 ** 2 }}", "6|True|a2|True|True|4"),
+        ("{{ ['A', 'b'] | map('lower') | join(',') }}|{{ [' x '] | map('trim') | list | tojson }}|"
+         "{{ [1, 2] | map('string') | join }}|{{ ['a-b'] | map('replace', '-', '+') | join }}", 'a,b|["x"]|12|a+b'),
     ]
     for src, want in cases:
         p = os.path.join(t.tmp, "py.jinja")
