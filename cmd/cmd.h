@@ -158,6 +158,19 @@ enum hm_err cmd_model_dir(struct cmd_env *env, struct store *st, const char *typ
  * exit code (0 when everything asked for passed). */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
 		  const char *conv, int smoke, char *verdict, size_t vlen);
+struct eng_smoke_opts;
+struct eng_smoke_result;
+/* Smoke-tests the model at path (pull --smoke, sync --smoke, smoke): a model
+ * that cannot even load fails the test (res->pass = 0, the reason from the
+ * error); only running out of memory or an interrupt is an error. res is
+ * the caller's to release (eng_smoke_release), on error too. */
+enum hm_err cmd_smoke_model(struct cmd_env *env, const char *path, const struct eng_smoke_opts *o,
+			    struct eng_smoke_result *res) HM_MUST_CHECK;
+/* Records res for a stored revision (artifact_sha256: the GGUF conversion
+ * tested, or NULL for the revision itself), which `ls` shows. */
+enum hm_err cmd_smoke_record(struct cmd_env *env, struct store *st, const char *type, const char *repo,
+			     const char *commit, const char *artifact_sha256, const char *label,
+			     const struct eng_smoke_result *res) HM_MUST_CHECK;
 /* How `run` generates: tokens at most, sampling, and --raw (no chat template). */
 struct cmd_gen {
 	size_t n;

@@ -1,12 +1,36 @@
 /* post_pull.c - what pull and sync do after a revision is in the store:
  * --convert (through mirror_convert, which returns the artifact it made or
- * found) and --smoke (of exactly that artifact). */
+ * found) and --smoke (of exactly that artifact); and the smoke test with
+ * its record, which the smoke command shares. */
 #include <stdio.h>
 #include "cmd.h"
 #include "../engine/smoke.h"
 #include "../mirror/mirror.h"
 #include "../convert/convert.h"
 #include "../store/smoke.h"
+
+enum hm_err cmd_smoke_model(struct cmd_env *env, const char *path, const struct eng_smoke_opts *o,
+			    struct eng_smoke_result *res)
+{
+	enum hm_err err = eng_smoke(&env->ctx, path, o, res);
+	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
+		/* a model that cannot even load fails the smoke test */
+		res->pass = 0;
+		snprintf(res->reason, sizeof(res->reason), "%s", env->ctx.errmsg);
+		err = HM_OK;
+	}
+	return err;
+}
+
+enum hm_err cmd_smoke_record(struct cmd_env *env, struct store *st, const char *type, const char *repo,
+			     const char *commit, const char *artifact_sha256, const char *label,
+			     const struct eng_smoke_result *res)
+{
+	struct store_smoke rec = {type, repo, commit, artifact_sha256, label, res->pass, res->reason, res->load_s,
+				  res->prompt_tps, res->gen_tps, res->peak_rss, 0, res->arch[0] ? res->arch : NULL,
+				  ENG_VERSION};
+	return store_record_smoke(&env->ctx, st, &rec);
+}
 
 /* --convert and --smoke: the whole path, pull to tested model, in one command. */
 int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const char *repo, const char *commit,
@@ -55,17 +79,13 @@ int cmd_post_pull(struct cmd_env *env, struct store *st, const char *type, const
 	}
 	struct eng_smoke_opts so = {0};
 	struct eng_smoke_result res = {0};
-	enum hm_err err = eng_smoke(&env->ctx, target, &so, &res);
-	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
-		res.pass = 0;
-		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
-	} else if (err) {
+	enum hm_err err = cmd_smoke_model(env, target, &so, &res);
+	if (err) {
+		eng_smoke_release(&res);
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	struct store_smoke rec = {type, repo, commit, conv ? art.sha256 : NULL, label, res.pass, res.reason, res.load_s,
-				  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL, ENG_VERSION};
-	if ((err = store_record_smoke(&env->ctx, st, &rec)))
+	if ((err = cmd_smoke_record(env, st, type, repo, commit, conv ? art.sha256 : NULL, label, &res)))
 		rc = cmd_error(env, err);
 	if (!quiet)
 		fprintf(stderr, "hubmirror: smoke %s: %s%s%s (load %.2fs, %.1f tok/s)\n", res.pass ? "PASS" : "FAIL", label,

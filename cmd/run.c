@@ -11,7 +11,6 @@
 #include "../mirror/mirror.h"
 #include "../convert/convert.h"
 #include "../store/index.h"
-#include "../store/smoke.h"
 
 /* MODEL as a path, or a stored repo checked out (hard links) under the
  * store's tmp/run/ so the engine can mmap it. *label names it for records. */
@@ -331,12 +330,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	err = eng_smoke(&env->ctx, path, &o, &res);
-	if (err && err != HM_ERR_NOMEM && err != HM_ERR_CANCELLED) {
-		/* a model that cannot even load fails the smoke test */
-		res.pass = 0;
-		snprintf(res.reason, sizeof(res.reason), "%s", env->ctx.errmsg);
-	} else if (err) {
+	if ((err = cmd_smoke_model(env, path, &o, &res))) {
 		rc = cmd_error(env, err);
 		goto out;
 	}
@@ -362,10 +356,7 @@ static int run_smoke(struct cmd_env *env, struct cmd_args *a)
 	rc = res.pass ? 0 : 1;
 	if (st && sd.repo[0]) {
 		/* a stored revision's result goes into the index, for `ls` */
-		struct store_smoke rec = {sd.type, sd.repo, sd.commit, NULL, label, res.pass, res.reason, res.load_s,
-					  res.prompt_tps, res.gen_tps, res.peak_rss, 0, res.arch[0] ? res.arch : NULL,
-					  ENG_VERSION};
-		enum hm_err e2 = store_record_smoke(&env->ctx, st, &rec);
+		enum hm_err e2 = cmd_smoke_record(env, st, sd.type, sd.repo, sd.commit, NULL, label, &res);
 		if (e2)
 			rc = cmd_error(env, e2);
 	}

@@ -11,7 +11,7 @@
 #include <string.h>
 #include "../util/util.h"
 #include "formats-int.h"
-#include "torch.h"
+#include "torch-int.h"
 
 #define PK_MAX_VALUES (1u << 23)  /* objects built */
 #define PK_MAX_ITEMS (1u << 24)   /* slots in containers, all together */
@@ -575,104 +575,13 @@ static enum hm_err append_items(struct pk *P, size_t from)
 	return HM_OK;
 }
 
-/* One opcode; *done at STOP with the result on the stack. */
-static enum hm_err step(struct pk *P, int *done)
+/* Opcodes that push a number, a constant or a string (*mine = 0 for others). */
+static enum hm_err op_scalar(struct pk *P, unsigned char op, int *mine)
 {
-	unsigned char op;
 	enum hm_err err;
 	struct pk_val *v = NULL;
-	size_t from = 0;
-	P->op_pos = P->pos;
-	if (P->pos >= P->len)
-		return bad(P, "truncated: no STOP opcode");
-	op = P->in[P->pos++];
+	*mine = 1;
 	switch (op) {
-	case 0x80: /* PROTO */
-		if ((err = need(P, 1)))
-			return err;
-		if (P->in[P->pos] > 5)
-			return bad(P, "pickle protocol %u", P->in[P->pos]);
-		P->pos++;
-		return HM_OK;
-	case 0x95: /* FRAME: a length hint only */
-		if ((err = need(P, 8)))
-			return err;
-		if (rd_le(P->in + P->pos, 8) > P->len - P->pos - 8)
-			return bad(P, "FRAME longer than the rest of the pickle");
-		P->pos += 8;
-		return HM_OK;
-	case '.': /* STOP */
-		if ((err = top(P, &v)))
-			return err;
-		*done = 1;
-		return HM_OK;
-	case '(': /* MARK */
-		if (P->nmarks == PK_MAX_MARKS)
-			return bad(P, "MARKs nested deeper than %d", PK_MAX_MARKS);
-		P->marks[P->nmarks++] = P->sp;
-		return HM_OK;
-	case '0': /* POP */
-		if (P->nmarks && P->marks[P->nmarks - 1] == P->sp) { /* pops a mark */
-			P->nmarks--;
-			return HM_OK;
-		}
-		return pop(P, &v);
-	case '1': /* POP_MARK */
-		if ((err = pop_mark(P, &from)))
-			return err;
-		P->sp = from;
-		return HM_OK;
-	case 'c':
-		return op_global(P);
-	case 0x93:
-		return op_stack_global(P);
-	case 'q': /* BINPUT */
-		if ((err = need(P, 1)))
-			return err;
-		return memo_put(P, P->in[P->pos++]);
-	case 'r': /* LONG_BINPUT */
-		if ((err = need(P, 4)))
-			return err;
-		P->pos += 4;
-		return memo_put(P, rd_le(P->in + P->pos - 4, 4));
-	case 0x94: /* MEMOIZE */
-		return memo_put(P, P->nmemo);
-	case 'h': /* BINGET */
-		if ((err = need(P, 1)))
-			return err;
-		return memo_get(P, P->in[P->pos++]);
-	case 'j': /* LONG_BINGET */
-		if ((err = need(P, 4)))
-			return err;
-		P->pos += 4;
-		return memo_get(P, rd_le(P->in + P->pos - 4, 4));
-	case '}': /* EMPTY_DICT */
-	case ']': /* EMPTY_LIST */
-	case ')': /* EMPTY_TUPLE */
-		if ((err = new_val(P, op == '}' ? PK_DICT : op == ']' ? PK_LIST : PK_TUPLE, &v)))
-			return err;
-		return push(P, v);
-	case 'd': /* DICT */
-	case 'l': /* LIST */
-		if ((err = pop_mark(P, &from)) || (err = new_val(P, op == 'd' ? PK_DICT : PK_LIST, &v)))
-			return err;
-		if (op == 'd' && (P->sp - from) % 2)
-			return bad(P, "DICT with an odd number of items");
-		for (size_t i = from; i < P->sp; i++)
-			if ((err = add_item(P, v, P->stack[i])))
-				return err;
-		P->sp = from;
-		return push(P, v);
-	case 't': /* TUPLE */
-		if ((err = pop_mark(P, &from)))
-			return err;
-		return make_tuple(P, from);
-	case 0x85: /* TUPLE1..3 */
-	case 0x86:
-	case 0x87:
-		if (P->sp - floor_of(P) < (size_t)(op - 0x84))
-			return bad(P, "stack underflow");
-		return make_tuple(P, P->sp - (size_t)(op - 0x84));
 	case 'J': /* BININT */
 		if ((err = need(P, 4)))
 			return err;
@@ -740,6 +649,47 @@ static enum hm_err step(struct pk *P, int *done)
 			return err;
 		P->pos += 8;
 		return push_bytes(P, op == 0x8e ? PK_BYTES : PK_STR, rd_le(P->in + P->pos - 8, 8));
+	default:
+		*mine = 0;
+		return HM_OK;
+	}
+}
+
+/* Opcodes that build dicts, lists and tuples (*mine = 0 for others). */
+static enum hm_err op_container(struct pk *P, unsigned char op, int *mine)
+{
+	enum hm_err err;
+	struct pk_val *v = NULL;
+	size_t from = 0;
+	*mine = 1;
+	switch (op) {
+	case '}': /* EMPTY_DICT */
+	case ']': /* EMPTY_LIST */
+	case ')': /* EMPTY_TUPLE */
+		if ((err = new_val(P, op == '}' ? PK_DICT : op == ']' ? PK_LIST : PK_TUPLE, &v)))
+			return err;
+		return push(P, v);
+	case 'd': /* DICT */
+	case 'l': /* LIST */
+		if ((err = pop_mark(P, &from)) || (err = new_val(P, op == 'd' ? PK_DICT : PK_LIST, &v)))
+			return err;
+		if (op == 'd' && (P->sp - from) % 2)
+			return bad(P, "DICT with an odd number of items");
+		for (size_t i = from; i < P->sp; i++)
+			if ((err = add_item(P, v, P->stack[i])))
+				return err;
+		P->sp = from;
+		return push(P, v);
+	case 't': /* TUPLE */
+		if ((err = pop_mark(P, &from)))
+			return err;
+		return make_tuple(P, from);
+	case 0x85: /* TUPLE1..3 */
+	case 0x86:
+	case 0x87:
+		if (P->sp - floor_of(P) < (size_t)(op - 0x84))
+			return bad(P, "stack underflow");
+		return make_tuple(P, P->sp - (size_t)(op - 0x84));
 	case 's': /* SETITEM */
 		if (P->sp - floor_of(P) < 3)
 			return bad(P, "stack underflow");
@@ -756,6 +706,84 @@ static enum hm_err step(struct pk *P, int *done)
 		if ((err = pop_mark(P, &from)))
 			return err;
 		return append_items(P, from);
+	default:
+		*mine = 0;
+		return HM_OK;
+	}
+}
+
+/* One opcode; *done at STOP with the result on the stack. */
+static enum hm_err step(struct pk *P, int *done)
+{
+	unsigned char op;
+	enum hm_err err;
+	struct pk_val *v = NULL;
+	size_t from = 0;
+	int mine = 0;
+	P->op_pos = P->pos;
+	if (P->pos >= P->len)
+		return bad(P, "truncated: no STOP opcode");
+	op = P->in[P->pos++];
+	switch (op) {
+	case 0x80: /* PROTO */
+		if ((err = need(P, 1)))
+			return err;
+		if (P->in[P->pos] > 5)
+			return bad(P, "pickle protocol %u", P->in[P->pos]);
+		P->pos++;
+		return HM_OK;
+	case 0x95: /* FRAME: a length hint only */
+		if ((err = need(P, 8)))
+			return err;
+		if (rd_le(P->in + P->pos, 8) > P->len - P->pos - 8)
+			return bad(P, "FRAME longer than the rest of the pickle");
+		P->pos += 8;
+		return HM_OK;
+	case '.': /* STOP */
+		if ((err = top(P, &v)))
+			return err;
+		*done = 1;
+		return HM_OK;
+	case '(': /* MARK */
+		if (P->nmarks == PK_MAX_MARKS)
+			return bad(P, "MARKs nested deeper than %d", PK_MAX_MARKS);
+		P->marks[P->nmarks++] = P->sp;
+		return HM_OK;
+	case '0': /* POP */
+		if (P->nmarks && P->marks[P->nmarks - 1] == P->sp) { /* pops a mark */
+			P->nmarks--;
+			return HM_OK;
+		}
+		return pop(P, &v);
+	case '1': /* POP_MARK */
+		if ((err = pop_mark(P, &from)))
+			return err;
+		P->sp = from;
+		return HM_OK;
+	case 'c':
+		return op_global(P);
+	case 0x93:
+		return op_stack_global(P);
+	case 'q': /* BINPUT */
+		if ((err = need(P, 1)))
+			return err;
+		return memo_put(P, P->in[P->pos++]);
+	case 'r': /* LONG_BINPUT */
+		if ((err = need(P, 4)))
+			return err;
+		P->pos += 4;
+		return memo_put(P, rd_le(P->in + P->pos - 4, 4));
+	case 0x94: /* MEMOIZE */
+		return memo_put(P, P->nmemo);
+	case 'h': /* BINGET */
+		if ((err = need(P, 1)))
+			return err;
+		return memo_get(P, P->in[P->pos++]);
+	case 'j': /* LONG_BINGET */
+		if ((err = need(P, 4)))
+			return err;
+		P->pos += 4;
+		return memo_get(P, rd_le(P->in + P->pos - 4, 4));
 	case 'R':
 		return op_reduce(P);
 	case 'b':
@@ -763,6 +791,12 @@ static enum hm_err step(struct pk *P, int *done)
 	case 'Q':
 		return op_persid(P);
 	default:
+		err = op_scalar(P, op, &mine);
+		if (mine)
+			return err;
+		err = op_container(P, op, &mine);
+		if (mine)
+			return err;
 		return bad(P, "unsupported pickle opcode 0x%02x%s%c%s", op, op >= 0x20 && op < 0x7f ? " ('" : "",
 			   op >= 0x20 && op < 0x7f ? op : ' ', op >= 0x20 && op < 0x7f ? "')" : "");
 	}

@@ -168,6 +168,83 @@ static enum hm_err sniff(struct hm_ctx *ctx, const char *path, uint64_t *size)
 	return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': not a torch.save zip file", path);
 }
 
+/* Checks one archive entry: a safe name under the one top folder every
+ * entry shares (*prefix, set from the first; plen its length), a regular,
+ * unencrypted file no larger than the whole file. *rest gets the name
+ * below the folder, *size the entry's size. */
+static enum hm_err check_entry(struct fmt_pt *pt, struct archive_entry *ae, uint64_t fsize,
+			       char **prefix, size_t *plen, const char **rest, uint64_t *size)
+{
+	struct hm_ctx *ctx = pt->ctx;
+	const char *name = archive_entry_pathname(ae);
+	char nb[128];
+
+	if (!name)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': an archive entry has an unreadable name", pt->path);
+	if (!util_path_is_safe(name) || !strchr(name, '/'))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' has an unsafe or unexpected name",
+			       pt->path, fmt_pt_shown(name, nb, sizeof(nb)));
+	if (!*prefix) {
+		*plen = (size_t)(strchr(name, '/') - name);
+		if (!(*prefix = util_strndup(name, *plen)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	} else if (strncmp(name, *prefix, *plen) || name[*plen] != '/') {
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is outside '%s/'", pt->path,
+			       fmt_pt_shown(name, nb, sizeof(nb)), *prefix);
+	}
+	*rest = name + *plen + 1;
+	if (archive_entry_filetype(ae) != AE_IFREG)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is not a regular file", pt->path,
+			       fmt_pt_shown(name, nb, sizeof(nb)));
+	if (archive_entry_is_encrypted(ae))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is encrypted", pt->path,
+			       fmt_pt_shown(name, nb, sizeof(nb)));
+	/* torch writes entries stored: none can hold more than the file. */
+	if (!archive_entry_size_is_set(ae) || archive_entry_size(ae) < 0 ||
+	    (uint64_t)archive_entry_size(ae) > fsize)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT,
+			       "'%s': archive entry '%s' declares %lld bytes in a file of %" PRIu64
+			       " (compressed checkpoints are not supported)", pt->path,
+			       fmt_pt_shown(name, nb, sizeof(nb)), (long long)archive_entry_size(ae), fsize);
+	*size = (uint64_t)archive_entry_size(ae);
+	return HM_OK;
+}
+
+/* Reads the entries the first pass needs the bytes of: data.pkl into *pkl
+ * (malloc'd, the caller's) and byteorder, which must say little. Others
+ * are left for later. */
+static enum hm_err read_special(struct fmt_pt *pt, struct archive *a, const char *rest, uint64_t size, char **pkl,
+				size_t *pkl_len)
+{
+	struct hm_ctx *ctx = pt->ctx;
+	enum hm_err err;
+	char nb[128];
+
+	if (!strcmp(rest, "data.pkl")) {
+		if (*pkl)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': two data.pkl entries", pt->path);
+		if (size > FMT_PT_MAX_PICKLE)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': data.pkl is %" PRIu64 " bytes (at most %u MiB)",
+				       pt->path, size, FMT_PT_MAX_PICKLE >> 20);
+		if (!(*pkl = malloc(size ? (size_t)size : 1)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		*pkl_len = (size_t)size;
+		return arc_read(ctx, pt->path, a, "data.pkl", *pkl, (size_t)size);
+	}
+	if (!strcmp(rest, "byteorder")) {
+		char bo[PT_SMALL];
+		if (size > sizeof(bo) - 1)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': byteorder entry of %" PRIu64 " bytes", pt->path, size);
+		if ((err = arc_read(ctx, pt->path, a, "byteorder", bo, (size_t)size)))
+			return err;
+		bo[size] = 0;
+		if (strcmp(bo, "little") != 0)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': byte order '%s' is not supported (only little)",
+				       pt->path, fmt_pt_shown(bo, nb, sizeof(nb)));
+	}
+	return HM_OK;
+}
+
 /* First pass: names and sizes of every entry; data.pkl read, byteorder checked. */
 static enum hm_err list_entries(struct fmt_pt *pt, uint64_t fsize, char **pkl, size_t *pkl_len)
 {
@@ -181,55 +258,15 @@ static enum hm_err list_entries(struct fmt_pt *pt, uint64_t fsize, char **pkl, s
 	if ((err = arc_open(ctx, pt->path, &a)))
 		return err;
 	while ((r = archive_read_next_header(a, &ae)) != ARCHIVE_EOF) {
-		const char *name, *rest;
-		uint64_t size;
+		const char *rest = NULL;
+		uint64_t size = 0;
 		struct pt_entry *e;
 		if (r < ARCHIVE_WARN) {
 			err = arc_fail(ctx, pt->path, a, "reading the archive");
 			goto out;
 		}
-		name = archive_entry_pathname(ae);
-		if (!name) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': an archive entry has an unreadable name", pt->path);
+		if ((err = check_entry(pt, ae, fsize, &prefix, &plen, &rest, &size)))
 			goto out;
-		}
-		if (!util_path_is_safe(name) || !strchr(name, '/')) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' has an unsafe or unexpected name",
-				      pt->path, fmt_pt_shown(name, nb, sizeof(nb)));
-			goto out;
-		}
-		if (!prefix) {
-			plen = (size_t)(strchr(name, '/') - name);
-			if (!(prefix = util_strndup(name, plen))) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-		} else if (strncmp(name, prefix, plen) || name[plen] != '/') {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is outside '%s/'", pt->path,
-				      fmt_pt_shown(name, nb, sizeof(nb)), prefix);
-			goto out;
-		}
-		rest = name + plen + 1;
-		if (archive_entry_filetype(ae) != AE_IFREG) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is not a regular file", pt->path,
-				      fmt_pt_shown(name, nb, sizeof(nb)));
-			goto out;
-		}
-		if (archive_entry_is_encrypted(ae)) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': archive entry '%s' is encrypted", pt->path,
-				      fmt_pt_shown(name, nb, sizeof(nb)));
-			goto out;
-		}
-		/* torch writes entries stored: none can hold more than the file. */
-		if (!archive_entry_size_is_set(ae) || archive_entry_size(ae) < 0 ||
-		    (uint64_t)archive_entry_size(ae) > fsize) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT,
-				      "'%s': archive entry '%s' declares %lld bytes in a file of %" PRIu64
-				      " (compressed checkpoints are not supported)", pt->path,
-				      fmt_pt_shown(name, nb, sizeof(nb)), (long long)archive_entry_size(ae), fsize);
-			goto out;
-		}
-		size = (uint64_t)archive_entry_size(ae);
 		if (pt->ne == PT_MAX_ENTRIES) {
 			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': more than %u archive entries", pt->path, PT_MAX_ENTRIES);
 			goto out;
@@ -252,38 +289,8 @@ static enum hm_err list_entries(struct fmt_pt *pt, uint64_t fsize, char **pkl, s
 		e->size = size;
 		e->pos = pt->ne++;
 		e->dtype = -1;
-		if (!strcmp(rest, "data.pkl")) {
-			if (*pkl) {
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': two data.pkl entries", pt->path);
-				goto out;
-			}
-			if (size > FMT_PT_MAX_PICKLE) {
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': data.pkl is %" PRIu64 " bytes (at most %u MiB)",
-					      pt->path, size, FMT_PT_MAX_PICKLE >> 20);
-				goto out;
-			}
-			if (!(*pkl = malloc(size ? (size_t)size : 1))) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-			*pkl_len = (size_t)size;
-			if ((err = arc_read(ctx, pt->path, a, "data.pkl", *pkl, (size_t)size)))
-				goto out;
-		} else if (!strcmp(rest, "byteorder")) {
-			char bo[PT_SMALL];
-			if (size > sizeof(bo) - 1) {
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': byteorder entry of %" PRIu64 " bytes", pt->path, size);
-				goto out;
-			}
-			if ((err = arc_read(ctx, pt->path, a, "byteorder", bo, (size_t)size)))
-				goto out;
-			bo[size] = 0;
-			if (strcmp(bo, "little") != 0) {
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': byte order '%s' is not supported (only little)",
-					      pt->path, fmt_pt_shown(bo, nb, sizeof(nb)));
-				goto out;
-			}
-		}
+		if ((err = read_special(pt, a, rest, size, pkl, pkl_len)))
+			goto out;
 	}
 	if (!*pkl) {
 		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s': no data.pkl entry (not a torch.save zip file)", pt->path);

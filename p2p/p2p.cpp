@@ -190,6 +190,30 @@ struct p2p {
 	}
 };
 
+// The bytes of torrent e into *out (malloc'd, the caller's) and its v2
+// info hash, after libtorrent has read them back. 0, or -1 with err set;
+// may throw (the callers catch).
+static int encode(const lt::entry &e, unsigned char **out, size_t *outlen, char ihash[65], char *err, size_t errlen)
+{
+	std::vector<char> buf;
+	lt::bencode(std::back_inserter(buf), e);
+	lt::error_code ec;
+	lt::torrent_info ti(lt::span<char const>(buf.data(), (std::ptrdiff_t)buf.size()), ec, lt::from_span);
+	if (ec) {
+		set_err(err, errlen, "made a torrent libtorrent does not read back: " + ec.message());
+		return -1;
+	}
+	*out = (unsigned char *)std::malloc(buf.size());
+	if (!*out) {
+		set_err(err, errlen, "out of memory");
+		return -1;
+	}
+	std::memcpy(*out, buf.data(), buf.size());
+	*outlen = buf.size();
+	std::snprintf(ihash, 65, "%s", hex(ti.info_hashes().v2.data(), 32).c_str());
+	return 0;
+}
+
 extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
 				char *err, size_t errlen)
 {
@@ -214,22 +238,7 @@ extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *o
 		// no creation date or creator: the same content gives the same bytes
 		e.dict().erase("creation date");
 		e.dict().erase("created by");
-		std::vector<char> buf;
-		lt::bencode(std::back_inserter(buf), e);
-		lt::torrent_info ti(lt::span<char const>(buf.data(), (std::ptrdiff_t)buf.size()), ec, lt::from_span);
-		if (ec) {
-			set_err(err, errlen, "made a torrent libtorrent does not read back: " + ec.message());
-			return -1;
-		}
-		*out = (unsigned char *)std::malloc(buf.size());
-		if (!*out) {
-			set_err(err, errlen, "out of memory");
-			return -1;
-		}
-		std::memcpy(*out, buf.data(), buf.size());
-		*outlen = buf.size();
-		std::snprintf(ihash, 65, "%s", hex(ti.info_hashes().v2.data(), 32).c_str());
-		return 0;
+		return encode(e, out, outlen, ihash, err, errlen);
 	} catch (std::exception const &ex) {
 		set_err(err, errlen, std::string("cannot make a torrent of '") + path + "': " + ex.what());
 		return -1;
@@ -264,23 +273,7 @@ extern "C" int p2p_torrent_from_tree(const char *name, uint64_t size, const unsi
 		layers = lt::entry(lt::entry::dictionary_t);
 		if (layer_len)
 			layers[std::string((const char *)root, 32)] = std::string((const char *)layer, layer_len);
-		std::vector<char> buf;
-		lt::bencode(std::back_inserter(buf), e);
-		lt::error_code ec;
-		lt::torrent_info ti(lt::span<char const>(buf.data(), (std::ptrdiff_t)buf.size()), ec, lt::from_span);
-		if (ec) {
-			set_err(err, errlen, "made a torrent libtorrent does not read back: " + ec.message());
-			return -1;
-		}
-		*out = (unsigned char *)std::malloc(buf.size());
-		if (!*out) {
-			set_err(err, errlen, "out of memory");
-			return -1;
-		}
-		std::memcpy(*out, buf.data(), buf.size());
-		*outlen = buf.size();
-		std::snprintf(ihash, 65, "%s", hex(ti.info_hashes().v2.data(), 32).c_str());
-		return 0;
+		return encode(e, out, outlen, ihash, err, errlen);
 	} catch (std::exception const &ex) {
 		set_err(err, errlen, std::string("cannot make a torrent: ") + ex.what());
 		return -1;

@@ -184,13 +184,11 @@ static size_t header_cb(char *buf, size_t size, size_t nmemb, void *ud)
 /* S3's error Code and Message from an error body. */
 static void error_words(const struct req *r, char *code, size_t clen, char *msg, size_t mlen)
 {
-	size_t pos = 0;
 	code[0] = msg[0] = 0;
 	if (!r->body.len)
 		return;
-	s3_xml_next(r->body.buf, r->body.len, &pos, "Code", code, clen);
-	pos = 0;
-	s3_xml_next(r->body.buf, r->body.len, &pos, "Message", msg, mlen);
+	s3_xml_get(r->body.buf, r->body.len, "Code", code, clen);
+	s3_xml_get(r->body.buf, r->body.len, "Message", msg, mlen);
 	for (char *p = msg; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 			*p = '?';
@@ -244,6 +242,132 @@ static void sleep_s(double s)
 		;
 }
 
+/* Forgets what an earlier attempt of r received. */
+static void attempt_reset(struct req *r)
+{
+	r->status = 0;
+	r->pos = 0;
+	r->etag[0] = 0;
+	r->content_length = -1;
+	r->too_big = r->sink_stopped = 0;
+	util_buf_release(&r->body);
+	if (r->sha && r->sha_base)
+		EVP_MD_CTX_copy_ex(r->sha, r->sha_base);
+	if (r->md5)
+		EVP_DigestInit_ex(r->md5, EVP_md5(), NULL);
+}
+
+/* The request's own headers (payload hash, session token, range) into
+ * *hdrs (the caller's to free, also on failure). 0, or -1 out of memory. */
+static int attempt_headers(const struct s3_client *c, const struct req *r, struct curl_slist **hdrs)
+{
+	struct curl_slist *t;
+	char hv[1200], range[64];
+
+	snprintf(hv, sizeof(hv), "x-amz-content-sha256: %s", r->payload_sha ? r->payload_sha : "UNSIGNED-PAYLOAD");
+	t = curl_slist_append(*hdrs, hv);
+	if (t)
+		*hdrs = t;
+	if (t && c->cfg.session_token) {
+		snprintf(hv, sizeof(hv), "x-amz-security-token: %s", c->cfg.session_token);
+		t = curl_slist_append(*hdrs, hv);
+		OPENSSL_cleanse(hv, sizeof(hv));
+		if (t)
+			*hdrs = t;
+	}
+	if (t && (r->range || r->delivered)) {
+		if (r->delivered)
+			snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)r->delivered);
+		else
+			snprintf(range, sizeof(range), "Range: %s", r->range);
+		t = curl_slist_append(*hdrs, range);
+		if (t)
+			*hdrs = t;
+	}
+	/* no "Expect:" override: curl 7.88 signs the empty header it then drops */
+	return t ? 0 : -1;
+}
+
+/* Sets up handle h (just reset) for one attempt of r. */
+static void attempt_setopts(struct hm_ctx *ctx, const struct s3_client *c, CURL *h, struct req *r, const char *url,
+			    struct curl_slist *hdrs, char *errbuf)
+{
+	errbuf[0] = 0;
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_USERAGENT, "hubmirror-s3");
+	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
+	curl_easy_setopt(h, CURLOPT_USERPWD, c->userpwd);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	if (ctx->cancel) {
+		curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+		curl_easy_setopt(h, CURLOPT_XFERINFODATA, ctx);
+	}
+	if (!strcmp(r->method, "HEAD")) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (!strcmp(r->method, "PUT")) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(h, CURLOPT_READDATA, r);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
+		/* fewer, larger reads and digest updates than the 64 KiB default */
+		curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
+		if (c->cfg.send_rate)
+			curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
+	} else if (!strcmp(r->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->buf ? r->buf : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
+	} else if (strcmp(r->method, "GET")) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
+	} else if (r->sink) {
+		curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+	}
+}
+
+/* What attempt number attempt of r, which ended with rc, means: 1 when it
+ * is the last (*err says how it went), 0 to try again. */
+static int attempt_done(struct hm_ctx *ctx, const struct s3_client *c, const struct req *r, CURLcode rc,
+			int attempt, const char *errbuf, enum hm_err *err)
+{
+	if (rc == CURLE_OK && r->status >= 200 && r->status < 300)
+		*err = HM_OK;
+	else if (rc == CURLE_ABORTED_BY_CALLBACK && hm_cancelled(ctx))
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	else if (r->sink_stopped)
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "stopped reading s3://%s/%s", c->cfg.bucket, r->key);
+	else if (rc == CURLE_OK && r->status >= 300 && !retryable(r))
+		*err = status_err(ctx, c, r);
+	else if (r->too_big)
+		*err = hm_fail(ctx, HM_ERR_BAD_INPUT, "s3://%s/%s is larger than expected", c->cfg.bucket, r->key);
+	else if (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR)
+		*err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload to s3://%s/%s: %s", c->cfg.bucket,
+			       r->key, strerror(errno));
+	else if (hm_cancelled(ctx))
+		*err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+	else if (attempt > c->cfg.retries && rc != CURLE_OK)
+		*err = hm_fail(ctx, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
+					    ? HM_ERR_UNREACHABLE : HM_ERR_NET,
+			       "object store %s: %s (after %d tries)", c->cfg.endpoint,
+			       errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt);
+	else if (attempt > c->cfg.retries)
+		*err = status_err(ctx, c, r);
+	else
+		return 0;
+	return 1;
+}
+
 /* Runs r with retries on handle h (reused for keep-alive). An HTTP status
  * >= 300 is an error (HM_ERR_NOT_FOUND for 404 ...), except that the caller
  * can read r->status when it returns HM_OK. */
@@ -262,133 +386,22 @@ enum hm_err s3_perform(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct 
 		goto out;
 	}
 	for (;;) {
-		struct curl_slist *t;
-		char hv[1200], range[64];
 		CURLcode rc;
 		double wait;
 
 		curl_slist_free_all(hdrs);
 		hdrs = NULL;
 		curl_easy_reset(h);
-		r->status = 0;
-		r->pos = 0;
-		r->etag[0] = 0;
-		r->content_length = -1;
-		r->too_big = r->sink_stopped = 0;
-		util_buf_release(&r->body);
-		if (r->sha && r->sha_base)
-			EVP_MD_CTX_copy_ex(r->sha, r->sha_base);
-		if (r->md5)
-			EVP_DigestInit_ex(r->md5, EVP_md5(), NULL);
-		snprintf(hv, sizeof(hv), "x-amz-content-sha256: %s", r->payload_sha ? r->payload_sha : "UNSIGNED-PAYLOAD");
-		t = curl_slist_append(hdrs, hv);
-		if (t)
-			hdrs = t;
-		if (t && c->cfg.session_token) {
-			snprintf(hv, sizeof(hv), "x-amz-security-token: %s", c->cfg.session_token);
-			t = curl_slist_append(hdrs, hv);
-			OPENSSL_cleanse(hv, sizeof(hv));
-			if (t)
-				hdrs = t;
-		}
-		if (t && (r->range || r->delivered)) {
-			if (r->delivered)
-				snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)r->delivered);
-			else
-				snprintf(range, sizeof(range), "Range: %s", r->range);
-			t = curl_slist_append(hdrs, range);
-			if (t)
-				hdrs = t;
-		}
-		/* no "Expect:" override: curl 7.88 signs the empty header it then drops */
-		if (!t) {
+		attempt_reset(r);
+		if (attempt_headers(c, r, &hdrs)) {
 			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		errbuf[0] = 0;
-		curl_easy_setopt(h, CURLOPT_URL, url.buf);
-		curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-		curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 60L);
-		curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-		curl_easy_setopt(h, CURLOPT_USERAGENT, "hubmirror-s3");
-		curl_easy_setopt(h, CURLOPT_AWS_SIGV4, c->sigv4);
-		curl_easy_setopt(h, CURLOPT_USERPWD, c->userpwd);
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-		curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
-		curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
-		curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
-		curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-		if (ctx->cancel) {
-			curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-			curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-			curl_easy_setopt(h, CURLOPT_XFERINFODATA, ctx);
-		}
-		if (!strcmp(r->method, "HEAD")) {
-			curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-		} else if (!strcmp(r->method, "PUT")) {
-			curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
-			curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
-			curl_easy_setopt(h, CURLOPT_READDATA, r);
-			curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->len);
-			/* fewer, larger reads and digest updates than the 64 KiB default */
-			curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
-			if (c->cfg.send_rate)
-				curl_easy_setopt(h, CURLOPT_MAX_SEND_SPEED_LARGE, (curl_off_t)c->cfg.send_rate);
-		} else if (!strcmp(r->method, "POST")) {
-			curl_easy_setopt(h, CURLOPT_POST, 1L);
-			curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->buf ? r->buf : "");
-			curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->buf ? r->buflen : 0));
-		} else if (strcmp(r->method, "GET")) {
-			curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, r->method);
-		} else if (r->sink) {
-			curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
-		}
+		attempt_setopts(ctx, c, h, r, url.buf, hdrs, errbuf);
 		rc = curl_easy_perform(h);
 		attempt++;
-		if (rc == CURLE_OK && r->status >= 200 && r->status < 300) {
-			err = HM_OK;
+		if (attempt_done(ctx, c, r, rc, attempt, errbuf, &err))
 			break;
-		}
-		if (rc == CURLE_ABORTED_BY_CALLBACK && hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			break;
-		}
-		if (r->sink_stopped) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "stopped reading s3://%s/%s", c->cfg.bucket, r->key);
-			break;
-		}
-		if (rc == CURLE_OK && r->status >= 300 && !retryable(r)) {
-			err = status_err(ctx, c, r);
-			break;
-		}
-		if (r->too_big) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "s3://%s/%s is larger than expected", c->cfg.bucket,
-				      r->key);
-			break;
-		}
-		if (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_READ_ERROR) {
-			err = hm_fail(ctx, HM_ERR_IO, "cannot read the data to upload to s3://%s/%s: %s", c->cfg.bucket,
-				      r->key, strerror(errno));
-			break;
-		}
-		if (hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			break;
-		}
-		if (attempt > c->cfg.retries) {
-			if (rc != CURLE_OK)
-				err = hm_fail(ctx, rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST
-							   ? HM_ERR_UNREACHABLE : HM_ERR_NET,
-					      "object store %s: %s (after %d tries)", c->cfg.endpoint,
-					      errbuf[0] ? errbuf : curl_easy_strerror(rc), attempt);
-			else
-				err = status_err(ctx, c, r);
-			break;
-		}
 		wait = fetch_retry_delay(attempt, -1);
 		{
 			char m[256];
@@ -437,6 +450,31 @@ enum hm_err s3_check_key(struct hm_ctx *ctx, const char *key)
 	return HM_OK;
 }
 
+/* r as a request of method on object key, once the key is checked. */
+static enum hm_err key_req(struct hm_ctx *ctx, struct req *r, const char *method, const char *key)
+{
+	s3_req_init(r, method, key);
+	return s3_check_key(ctx, key);
+}
+
+/* Runs r; a 404 for the object (not for a missing bucket) is HM_OK with
+ * *absent = 1. */
+static enum hm_err run_absent(struct hm_ctx *ctx, struct s3_client *c, struct req *r, int *absent)
+{
+	enum hm_err err = run(ctx, c, r);
+	*absent = 0;
+	if (err == HM_ERR_NOT_FOUND && r->status == 404) {
+		char code[64], msg[8];
+		error_words(r, code, sizeof(code), msg, sizeof(msg));
+		if (strcmp(code, "NoSuchBucket")) {
+			ctx->errmsg[0] = 0;
+			*absent = 1;
+			err = HM_OK;
+		}
+	}
+	return err;
+}
+
 /* ---- objects ---- */
 
 enum hm_err s3_put_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key, const void *data, size_t len)
@@ -444,10 +482,9 @@ enum hm_err s3_put_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 	struct req r;
 	char sha[65];
 	enum hm_err err;
-	if ((err = s3_check_key(ctx, key)))
-		return err;
 	s3_sha256_hex(data, len, sha);
-	s3_req_init(&r, "PUT", key);
+	if ((err = key_req(ctx, &r, "PUT", key)))
+		return err;
 	r.buf = data ? data : "";
 	r.len = r.buflen = len;
 	r.payload_sha = sha;
@@ -463,9 +500,8 @@ enum hm_err s3_get_buf(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 	enum hm_err err;
 	*out = NULL;
 	*len = 0;
-	if ((err = s3_check_key(ctx, key)))
+	if ((err = key_req(ctx, &r, "GET", key)))
 		return err;
-	s3_req_init(&r, "GET", key);
 	r.body_max = max;
 	err = run(ctx, c, &r);
 	if (!err) {
@@ -485,9 +521,8 @@ enum hm_err s3_get(struct hm_ctx *ctx, struct s3_client *c, const char *key,
 {
 	struct req r;
 	enum hm_err err;
-	if ((err = s3_check_key(ctx, key)))
+	if ((err = key_req(ctx, &r, "GET", key)))
 		return err;
-	s3_req_init(&r, "GET", key);
 	r.sink = fn;
 	r.ud = ud;
 	err = run(ctx, c, &r);
@@ -502,14 +537,11 @@ enum hm_err s3_head(struct hm_ctx *ctx, struct s3_client *c, const char *key, in
 	struct req r;
 	enum hm_err err;
 	*exists = 0;
-	if ((err = s3_check_key(ctx, key)))
+	int absent = 0;
+	if ((err = key_req(ctx, &r, "HEAD", key)))
 		return err;
-	s3_req_init(&r, "HEAD", key);
-	err = run(ctx, c, &r);
-	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
-		ctx->errmsg[0] = 0;
-		err = HM_OK;
-	} else if (!err) {
+	err = run_absent(ctx, c, &r, &absent);
+	if (!err && !absent) {
 		*exists = 1;
 		if (size)
 			*size = r.content_length >= 0 ? (uint64_t)r.content_length : 0;
@@ -522,18 +554,10 @@ enum hm_err s3_delete(struct hm_ctx *ctx, struct s3_client *c, const char *key)
 {
 	struct req r;
 	enum hm_err err;
-	if ((err = s3_check_key(ctx, key)))
+	int absent = 0;
+	if ((err = key_req(ctx, &r, "DELETE", key)))
 		return err;
-	s3_req_init(&r, "DELETE", key);
-	err = run(ctx, c, &r);
-	if (err == HM_ERR_NOT_FOUND && r.status == 404) {
-		char code[64], msg[8];
-		error_words(&r, code, sizeof(code), msg, sizeof(msg));
-		if (strcmp(code, "NoSuchBucket")) {
-			ctx->errmsg[0] = 0;
-			err = HM_OK;
-		}
-	}
+	err = run_absent(ctx, c, &r, &absent); /* deleting what is gone is done */
 	util_buf_release(&r.body);
 	return err;
 }
@@ -550,6 +574,17 @@ enum hm_err s3_check_bucket(struct hm_ctx *ctx, struct s3_client *c)
 }
 
 /* ---- listing ---- */
+
+/* One page of a bucket listing with this query (NULL: building it ran out
+ * of memory), into r->body. */
+static enum hm_err list_page(struct hm_ctx *ctx, struct s3_client *c, CURL *h, struct req *r, const char *query)
+{
+	if (!query)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	s3_req_init(r, "GET", "");
+	r->query = query;
+	return s3_perform(ctx, c, h, r);
+}
 
 enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
 		    int (*fn)(void *ud, const struct s3_object *o), void *ud)
@@ -569,30 +604,24 @@ enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
 	for (;;) {
 		size_t pos = 0;
 		char truncated[16] = "";
+		int oom = 0;
 		q.len = 0;
 		if (q.buf)
 			q.buf[0] = 0;
 		if ((token[0] && (util_buf_adds(&q, "continuation-token=") || s3_uri_encode(&q, token, 0) ||
 				  util_buf_adds(&q, "&"))) ||
-		    util_buf_adds(&q, "list-type=2&prefix=") || s3_uri_encode(&q, prefix, 0)) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		s3_req_init(&r, "GET", "");
-		r.query = q.buf;
-		if ((err = s3_perform(ctx, c, h, &r)))
+		    util_buf_adds(&q, "list-type=2&prefix=") || s3_uri_encode(&q, prefix, 0))
+			oom = 1;
+		if ((err = list_page(ctx, c, h, &r, oom ? NULL : q.buf)))
 			goto out;
 		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Contents", item, 8192)) {
 			char key[1100] = "", lm[64] = "", etag[128] = "", size[32] = "";
-			size_t ip = 0, n = strlen(item);
+			size_t n = strlen(item);
 			struct s3_object o;
-			s3_xml_next(item, n, &ip, "Key", key, sizeof(key));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "LastModified", lm, sizeof(lm));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "ETag", etag, sizeof(etag));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "Size", size, sizeof(size));
+			s3_xml_get(item, n, "Key", key, sizeof(key));
+			s3_xml_get(item, n, "LastModified", lm, sizeof(lm));
+			s3_xml_get(item, n, "ETag", etag, sizeof(etag));
+			s3_xml_get(item, n, "Size", size, sizeof(size));
 			{
 				/* ETags are listed with quotes */
 				char *e = etag;
@@ -610,11 +639,9 @@ enum hm_err s3_list(struct hm_ctx *ctx, struct s3_client *c, const char *prefix,
 			if (fn(ud, &o))
 				goto out;
 		}
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
-		pos = 0;
+		s3_xml_get(r.body.buf, r.body.len, "IsTruncated", truncated, sizeof(truncated));
 		if (strcmp(truncated, "true") ||
-		    !s3_xml_next(r.body.buf, r.body.len, &pos, "NextContinuationToken", token, sizeof(token)) ||
+		    !s3_xml_get(r.body.buf, r.body.len, "NextContinuationToken", token, sizeof(token)) ||
 		    !token[0])
 			break;
 		util_buf_release(&r.body);
@@ -643,43 +670,35 @@ enum hm_err s3_list_uploads(struct hm_ctx *ctx, struct s3_client *c, const char 
 	for (;;) {
 		size_t pos = 0;
 		char truncated[16] = "";
+		int oom = 0;
 		q.len = 0;
 		/* sorted: key-marker, prefix, upload-id-marker, uploads */
 		if ((kmark[0] && (util_buf_adds(&q, "key-marker=") || s3_uri_encode(&q, kmark, 0) ||
 				  util_buf_adds(&q, "&"))) ||
 		    util_buf_adds(&q, "prefix=") || s3_uri_encode(&q, prefix, 0) ||
 		    (umark[0] && (util_buf_adds(&q, "&upload-id-marker=") || s3_uri_encode(&q, umark, 0))) ||
-		    util_buf_adds(&q, "&uploads=")) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		s3_req_init(&r, "GET", "");
-		r.query = q.buf;
-		if ((err = s3_perform(ctx, c, h, &r)))
+		    util_buf_adds(&q, "&uploads="))
+			oom = 1;
+		if ((err = list_page(ctx, c, h, &r, oom ? NULL : q.buf)))
 			goto out;
 		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Upload", item, sizeof(item))) {
 			char key[1100] = "", id[512] = "", init[64] = "";
-			size_t ip = 0, n = strlen(item);
+			size_t n = strlen(item);
 			struct s3_upload u;
-			s3_xml_next(item, n, &ip, "Key", key, sizeof(key));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "UploadId", id, sizeof(id));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "Initiated", init, sizeof(init));
+			s3_xml_get(item, n, "Key", key, sizeof(key));
+			s3_xml_get(item, n, "UploadId", id, sizeof(id));
+			s3_xml_get(item, n, "Initiated", init, sizeof(init));
 			u.key = key;
 			u.upload_id = id;
 			u.initiated = s3_parse_time(init);
 			if (key[0] && id[0] && fn(ud, &u))
 				goto out;
 		}
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
+		s3_xml_get(r.body.buf, r.body.len, "IsTruncated", truncated, sizeof(truncated));
 		if (strcmp(truncated, "true"))
 			break;
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "NextKeyMarker", kmark, sizeof(kmark));
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "NextUploadIdMarker", umark, sizeof(umark));
+		s3_xml_get(r.body.buf, r.body.len, "NextKeyMarker", kmark, sizeof(kmark));
+		s3_xml_get(r.body.buf, r.body.len, "NextUploadIdMarker", umark, sizeof(umark));
 		if (!kmark[0])
 			break;
 		util_buf_release(&r.body);
@@ -706,13 +725,12 @@ enum hm_err s3_abort_upload(struct hm_ctx *ctx, struct s3_client *c, const char 
 	struct util_buf q = UTIL_BUF_INIT;
 	struct req r;
 	enum hm_err err;
-	if ((err = s3_check_key(ctx, key)))
+	if ((err = key_req(ctx, &r, "DELETE", key)))
 		return err;
 	if (s3_upload_query(&q, 0, upload_id)) {
 		util_buf_release(&q);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
-	s3_req_init(&r, "DELETE", key);
 	r.query = q.buf;
 	err = run(ctx, c, &r);
 	if (err == HM_ERR_NOT_FOUND) {

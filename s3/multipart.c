@@ -154,13 +154,11 @@ static enum hm_err list_parts(struct hm_ctx *ctx, struct s3_mpu *m, CURL *h)
 			goto out;
 		while (s3_xml_next(r.body.buf, r.body.len, &pos, "Part", item, sizeof(item))) {
 			char num[16] = "", etag[128] = "", size[32] = "";
-			size_t ip = 0, n = strlen(item);
+			size_t n = strlen(item);
 			long pn;
-			s3_xml_next(item, n, &ip, "PartNumber", num, sizeof(num));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "ETag", etag, sizeof(etag));
-			ip = 0;
-			s3_xml_next(item, n, &ip, "Size", size, sizeof(size));
+			s3_xml_get(item, n, "PartNumber", num, sizeof(num));
+			s3_xml_get(item, n, "ETag", etag, sizeof(etag));
+			s3_xml_get(item, n, "Size", size, sizeof(size));
 			pn = strtol(num, NULL, 10);
 			if (pn >= 1 && pn <= m->nparts) {
 				unquote(etag);
@@ -168,11 +166,9 @@ static enum hm_err list_parts(struct hm_ctx *ctx, struct s3_mpu *m, CURL *h)
 				m->parts[pn - 1].size = strtoull(size, NULL, 10);
 			}
 		}
-		pos = 0;
-		s3_xml_next(r.body.buf, r.body.len, &pos, "IsTruncated", truncated, sizeof(truncated));
-		pos = 0;
+		s3_xml_get(r.body.buf, r.body.len, "IsTruncated", truncated, sizeof(truncated));
 		if (strcmp(truncated, "true") ||
-		    !s3_xml_next(r.body.buf, r.body.len, &pos, "NextPartNumberMarker", marker, sizeof(marker)))
+		    !s3_xml_get(r.body.buf, r.body.len, "NextPartNumberMarker", marker, sizeof(marker)))
 			break;
 		util_buf_release(&r.body);
 	}

@@ -143,6 +143,8 @@ enum hm_err s3_abort_upload(struct hm_ctx *ctx, struct s3_client *c, const char 
  * entity-decoded into out (truncated to len - 1); advances *pos past it.
  * Returns 1 when found. */
 int s3_xml_next(const char *xml, size_t n, size_t *pos, const char *tag, char *out, size_t len);
+/* The first <tag>...</tag> of xml[0..n), as s3_xml_next from the start. */
+int s3_xml_get(const char *xml, size_t n, const char *tag, char *out, size_t len);
 /* Parses an ISO 8601 UTC time ("2026-12-03T07:54:50.000Z"); -1 when malformed. */
 int64_t s3_parse_time(const char *s);
 

@@ -354,6 +354,12 @@ static size_t decode_entities(const char *s, size_t n, char *out, size_t len)
 	return j;
 }
 
+int s3_xml_get(const char *xml, size_t n, const char *tag, char *out, size_t len)
+{
+	size_t pos = 0;
+	return s3_xml_next(xml, n, &pos, tag, out, len);
+}
+
 int s3_xml_next(const char *xml, size_t n, size_t *pos, const char *tag, char *out, size_t len)
 {
 	char open[80], close[80];

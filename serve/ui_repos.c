@@ -301,6 +301,69 @@ void ui_warm(struct srv *s)
 	pthread_mutex_unlock(&s->ui->cache_mu);
 }
 
+/* The search form of the home page, with the query's values. */
+static void home_form(struct ui_page *p, const char *qs, const char *type, size_t si)
+{
+	ui_raw(p, "<form class=\"bar\" id=\"search\" method=\"get\" action=\"/\" role=\"search\">"
+		  "<label>Name contains<input type=\"search\" name=\"q\" id=\"q\" value=\"");
+	ui_text(p, qs);
+	ui_raw(p, "\" placeholder=\"org/name\" autocomplete=\"off\"></label><label>Type<select name=\"type\">");
+	ui_fmt(p, "<option value=\"\">all</option><option value=\"model\"%s>models</option>"
+		  "<option value=\"dataset\"%s>datasets</option></select></label><label>Sort<select name=\"sort\">",
+	       !strcmp(type, "model") ? " selected" : "", !strcmp(type, "dataset") ? " selected" : "");
+	for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++)
+		ui_fmt(p, "<option value=\"%s\"%s>%s</option>", sorts[i].name, i == si ? " selected" : "", sorts[i].label);
+	ui_raw(p, "</select></label><button>Search</button></form>\n<section id=\"repos\">");
+}
+
+/* One repository of the home page's table. */
+static void home_table_row(struct ui_page *p, const struct home_row *row)
+{
+	const struct store_repo_info *r = row->ri;
+	char h[40];
+
+	ui_raw(p, "<tr data-repo=\"");
+	ui_text(p, r->type);
+	ui_raw(p, ":");
+	ui_text(p, r->name);
+	ui_fmt(p, "\"><td><span class=\"badge\">%s</span></td><td class=\"name\"><a href=\"",
+	       !strcmp(r->type, "dataset") ? "dataset" : "model");
+	ui_repo_href(p, r->type, r->name);
+	ui_raw(p, "\">");
+	ui_text(p, r->name);
+	ui_raw(p, "</a></td>");
+	ui_num_cell(p, r->nrevisions);
+	ui_size_cell(p, r->bytes);
+	ui_fmt(p, "<td class=\"hide-s\">%s</td>", ui_time(r->last_pulled, h, sizeof(h)));
+	if (row->sv) {
+		char hb[32];
+		ui_fmt(p, "<td class=\"num\" data-v=\"%" PRIu64 "\" title=\"%s in %" PRIu64 " requests\">%" PRIu64 "</td>",
+		       row->sv->files, util_human_size(row->sv->bytes, hb, sizeof(hb)), row->sv->requests,
+		       row->sv->files);
+	} else {
+		ui_num_cell(p, 0);
+	}
+	ui_raw(p, "</tr>\n");
+}
+
+/* Links to the previous and next pages of the home page's table. */
+static void home_pager(struct ui_page *p, const char *qs, const char *type, const char *sort, long page, long pages)
+{
+	ui_raw(p, "<nav class=\"pager\">");
+	if (page > 1) {
+		ui_raw(p, "<a rel=\"prev\" href=\"");
+		home_href(p, qs, type, sort, page - 1);
+		ui_raw(p, "\">&larr; previous</a>");
+	}
+	ui_fmt(p, "<span id=\"pageof\">page %ld of %ld</span>", page, pages);
+	if (page < pages) {
+		ui_raw(p, "<a rel=\"next\" href=\"");
+		home_href(p, qs, type, sort, page + 1);
+		ui_raw(p, "\">next &rarr;</a>");
+	}
+	ui_raw(p, "</nav>");
+}
+
 enum MHD_Result ui_home(struct ui_page *p)
 {
 	struct srv *s = p->q->s;
@@ -308,7 +371,7 @@ enum MHD_Result ui_home(struct ui_page *p)
 	struct hm_ctx ctx = {0};
 	struct home_row *rows = NULL;
 	size_t nrows = 0;
-	char qbuf[256], tbuf[16], sbuf[16], h[40];
+	char qbuf[256], tbuf[16], sbuf[16];
 	const char *qs = ui_arg(p->c, "q", qbuf, sizeof(qbuf)), *type = ui_arg(p->c, "type", tbuf, sizeof(tbuf)),
 		   *sort = ui_arg(p->c, "sort", sbuf, sizeof(sbuf));
 	long page = ui_arg_long(p->c, "page", 1, 1000000), pages;
@@ -360,66 +423,21 @@ enum MHD_Result ui_home(struct ui_page *p)
 	ui_begin(p, "Repositories", "home");
 	ui_raw(p, "<h1>Mirrored repositories</h1>");
 	home_status(p, nvisible);
-	ui_raw(p, "<form class=\"bar\" id=\"search\" method=\"get\" action=\"/\" role=\"search\">"
-		  "<label>Name contains<input type=\"search\" name=\"q\" id=\"q\" value=\"");
-	ui_text(p, qs);
-	ui_raw(p, "\" placeholder=\"org/name\" autocomplete=\"off\"></label><label>Type<select name=\"type\">");
-	ui_fmt(p, "<option value=\"\">all</option><option value=\"model\"%s>models</option>"
-		  "<option value=\"dataset\"%s>datasets</option></select></label><label>Sort<select name=\"sort\">",
-	       !strcmp(type, "model") ? " selected" : "", !strcmp(type, "dataset") ? " selected" : "");
-	for (size_t i = 0; i < sizeof(sorts) / sizeof(sorts[0]); i++)
-		ui_fmt(p, "<option value=\"%s\"%s>%s</option>", sorts[i].name, i == si ? " selected" : "", sorts[i].label);
-	ui_raw(p, "</select></label><button>Search</button></form>\n<section id=\"repos\">");
+	home_form(p, qs, type, si);
 	ui_fmt(p, "<p class=\"mut\" id=\"count\" data-v=\"%zu\">%zu %s%s</p>", nrows, nrows,
 	       nrows == 1 ? "repository" : "repositories", *qs || *type ? " match" : "");
 	ui_raw(p, "<div class=\"scroll\"><table id=\"repotable\"><thead><tr><th>Type</th><th>Repository</th>"
 		  "<th class=\"num\">Revisions</th><th class=\"num\">Size</th><th class=\"hide-s\">Last pull</th>"
 		  "<th class=\"num\">Files served</th></tr></thead><tbody>");
-	for (size_t i = (size_t)(page - 1) * UI_PER_PAGE; i < nrows && i < (size_t)page * UI_PER_PAGE; i++) {
-		const struct store_repo_info *r = rows[i].ri;
-		ui_raw(p, "<tr data-repo=\"");
-		ui_text(p, r->type);
-		ui_raw(p, ":");
-		ui_text(p, r->name);
-		ui_fmt(p, "\"><td><span class=\"badge\">%s</span></td><td class=\"name\"><a href=\"",
-		       !strcmp(r->type, "dataset") ? "dataset" : "model");
-		ui_repo_href(p, r->type, r->name);
-		ui_raw(p, "\">");
-		ui_text(p, r->name);
-		ui_raw(p, "</a></td>");
-		ui_num_cell(p, r->nrevisions);
-		ui_size_cell(p, r->bytes);
-		ui_fmt(p, "<td class=\"hide-s\">%s</td>", ui_time(r->last_pulled, h, sizeof(h)));
-		if (rows[i].sv) {
-			char hb[32];
-			ui_fmt(p, "<td class=\"num\" data-v=\"%" PRIu64 "\" title=\"%s in %" PRIu64 " requests\">%" PRIu64 "</td>",
-			       rows[i].sv->files, util_human_size(rows[i].sv->bytes, hb, sizeof(hb)), rows[i].sv->requests,
-			       rows[i].sv->files);
-		} else {
-			ui_num_cell(p, 0);
-		}
-		ui_raw(p, "</tr>\n");
-	}
+	for (size_t i = (size_t)(page - 1) * UI_PER_PAGE; i < nrows && i < (size_t)page * UI_PER_PAGE; i++)
+		home_table_row(p, &rows[i]);
 	if (!nrows)
 		ui_raw(p, n ? "<tr><td colspan=\"6\">No repository matches.</td></tr>"
 			    : "<tr><td colspan=\"6\">The store is empty: <code>hubmirror pull ORG/NAME</code> mirrors a "
 			      "repository (or clients pull through, with <code>--upstream</code>).</td></tr>");
 	ui_raw(p, "</tbody></table></div>");
-	if (pages > 1) {
-		ui_raw(p, "<nav class=\"pager\">");
-		if (page > 1) {
-			ui_raw(p, "<a rel=\"prev\" href=\"");
-			home_href(p, qs, type, sorts[si].name, page - 1);
-			ui_raw(p, "\">&larr; previous</a>");
-		}
-		ui_fmt(p, "<span id=\"pageof\">page %ld of %ld</span>", page, pages);
-		if (page < pages) {
-			ui_raw(p, "<a rel=\"next\" href=\"");
-			home_href(p, qs, type, sorts[si].name, page + 1);
-			ui_raw(p, "\">next &rarr;</a>");
-		}
-		ui_raw(p, "</nav>");
-	}
+	if (pages > 1)
+		home_pager(p, qs, type, sorts[si].name, page, pages);
 	ui_raw(p, "</section>");
 	ui_end(p);
 	ret = ui_send(p, 200);

@@ -628,26 +628,15 @@ static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
 	return MHD_CONTENT_READER_END_OF_STREAM;
 }
 
-enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, const char *type,
-				  const char *repo, const char *commit, const struct fetch_entry *e,
-				  const struct fetch_entry *all, size_t nall, const char *ref,
-				  uint64_t from, uint64_t len, int ranged)
+/* 1 when the entry's content is already stored (another repo or revision
+ * has it), with its blob's path in blob. */
+static int stored_blob(struct srv *s, const struct fetch_entry *e, char *blob, size_t len)
 {
-	struct srv *s = q->s;
-	struct srv_file f = {e->path, e->size, e->lfs ? e->sha256 : "", e->oid, e->lfs};
-	struct MHD_Response *resp;
 	struct store *st = srv_store_take(s);
 	struct hm_ctx ctx = {0};
-	char sha[65] = "", blob[4096];
+	char sha[65] = "";
 	int yes = 0;
-	enum MHD_Result nm;
 
-	/* a cache revalidating its copy needs no download */
-	if (srv_not_modified(q, c, commit, &f, &nm)) {
-		srv_store_put(s, st);
-		return nm;
-	}
-	/* the content may already be stored (another repo or revision has it) */
 	if (st) {
 		if (e->lfs) {
 			memcpy(sha, e->sha256, 65);
@@ -661,10 +650,104 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 				yes = 0;
 		}
 		if (yes)
-			store_blob_path(st, sha, blob, sizeof(blob));
+			store_blob_path(st, sha, blob, len);
 	}
 	srv_store_put(s, st);
-	if (yes) {
+	return yes;
+}
+
+/* The size is known: a store that cannot take the file says so now (1, the
+ * answer queued in *ret), unless its download already runs (0). */
+static int no_room(struct srv_req *q, struct MHD_Connection *c, const char *repo, const struct fetch_entry *e,
+		   enum MHD_Result *ret)
+{
+	struct srv *s = q->s;
+	struct statvfs vfs;
+	int running = 0;
+	char key[80];
+
+	if (e->lfs)
+		snprintf(key, sizeof(key), "%s", e->sha256);
+	else
+		snprintf(key, sizeof(key), "git-%s", e->oid);
+	pthread_mutex_lock(&s->up->mu);
+	for (struct inflight *x = s->up->inflight; x; x = x->next)
+		running |= !strcmp(x->key, key);
+	pthread_mutex_unlock(&s->up->mu);
+	if (running || statvfs(s->o->store_dir, &vfs) != 0)
+		return 0;
+	uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	if (avail >= e->size)
+		return 0;
+	if (s->o->access_log)
+		fprintf(s->o->access_log, "hubmirror: pull-through of %s/%s refused: %llu bytes free in '%s', it needs %llu\n",
+			repo, e->path, (unsigned long long)avail, s->o->store_dir, (unsigned long long)e->size);
+	*ret = srv_send_error(q, c, 507, NULL,
+			      "the mirror cannot store '%s': no space left on its disk (%llu MiB free, the file needs %llu MiB)",
+			      e->path, (unsigned long long)(avail >> 20), (unsigned long long)((e->size + (1 << 20) - 1) >> 20));
+	return 1;
+}
+
+/* The status line waits for the first body byte of download fl (or its
+ * failure): a store that cannot take the file, an upstream that refuses,
+ * must not become 200 followed by nothing. 1 when it failed (the answer is
+ * queued in *ret and this request's reference to fl is dropped), else 0. */
+static int first_byte_failed(struct srv_req *q, struct MHD_Connection *c, const struct fetch_entry *e,
+			     struct inflight *fl, enum MHD_Result *ret)
+{
+	struct srv_upstream *u = q->s->up;
+	double until = util_now() + FIRST_BYTE_WAIT_S;
+	enum hm_err ferr = HM_OK;
+	char why[512] = "";
+
+	pthread_mutex_lock(&u->mu);
+	while (!fl->done && fl->avail == 0 && !u->cancel && util_now() < until) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+	}
+	if (fl->done && fl->err) {
+		ferr = fl->err;
+		snprintf(why, sizeof(why), "%s", fl->errmsg);
+	}
+	if (ferr && --fl->refs == 0)
+		free(fl);
+	pthread_mutex_unlock(&u->mu);
+	if (!ferr)
+		return 0;
+	if (ferr == HM_ERR_NOSPC) {
+		*ret = srv_send_error(q, c, 507, NULL, "the mirror cannot store '%s': %s", e->path, why);
+	} else if (ferr == HM_ERR_IO || ferr == HM_ERR_NOMEM) {
+		snprintf(q->retry_after, sizeof(q->retry_after), "30");
+		*ret = srv_send_error(q, c, 503, NULL, "the mirror cannot store '%s': %s", e->path, why);
+	} else if (ferr == HM_ERR_BAD_INPUT) { /* the upstream sent what we refuse (a redirect, a name) */
+		*ret = srv_send_error(q, c, 502, NULL, "upstream: %s", why);
+	} else {
+		*ret = srv_send_err(q, c, ferr, why);
+	}
+	return 1;
+}
+
+enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, const char *type,
+				  const char *repo, const char *commit, const struct fetch_entry *e,
+				  const struct fetch_entry *all, size_t nall, const char *ref,
+				  uint64_t from, uint64_t len, int ranged)
+{
+	struct srv *s = q->s;
+	struct srv_file f = {e->path, e->size, e->lfs ? e->sha256 : "", e->oid, e->lfs};
+	struct MHD_Response *resp;
+	char blob[4096];
+	enum MHD_Result nm;
+
+	/* a cache revalidating its copy needs no download */
+	if (srv_not_modified(q, c, commit, &f, &nm))
+		return nm;
+	if (stored_blob(s, e, blob, sizeof(blob))) {
 		int fd = open(blob, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0) {
 			q->cache = "hit";
@@ -690,71 +773,13 @@ enum MHD_Result srv_up_serve_file(struct srv_req *q, struct MHD_Connection *c, c
 		q->cache = NULL; /* nothing pulled through: not a cache miss (metrics, stats, log) */
 		return srv_queue_file(q, c, resp, commit, &f, ranged, from, len);
 	}
-	/* the size is known: a store that cannot take the file says so now */
-	{
-		struct statvfs vfs;
-		int running = 0;
-		char key[80];
-		if (e->lfs)
-			snprintf(key, sizeof(key), "%s", e->sha256);
-		else
-			snprintf(key, sizeof(key), "git-%s", e->oid);
-		pthread_mutex_lock(&s->up->mu);
-		for (struct inflight *x = s->up->inflight; x; x = x->next)
-			running |= !strcmp(x->key, key);
-		pthread_mutex_unlock(&s->up->mu);
-		if (!running && statvfs(s->o->store_dir, &vfs) == 0) {
-			uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-			if (avail < e->size) {
-				if (s->o->access_log)
-					fprintf(s->o->access_log, "hubmirror: pull-through of %s/%s refused: %llu bytes free in '%s', it needs %llu\n",
-						repo, e->path, (unsigned long long)avail, s->o->store_dir, (unsigned long long)e->size);
-				return srv_send_error(q, c, 507, NULL,
-						      "the mirror cannot store '%s': no space left on its disk (%llu MiB free, the file needs %llu MiB)",
-						      e->path, (unsigned long long)(avail >> 20), (unsigned long long)((e->size + (1 << 20) - 1) >> 20));
-			}
-		}
-	}
+	if (no_room(q, c, repo, e, &nm))
+		return nm;
 	struct inflight *fl = start_download(s, q, type, repo, commit, e, all, nall, ref);
 	if (!fl)
 		return srv_send_error(q, c, 503, NULL, "cannot start the pull-through of '%s'", e->path);
-	/* The status line waits for the first body byte (or the failure): a
-	 * store that cannot take the file, an upstream that refuses, must not
-	 * become 200 followed by nothing. */
-	{
-		struct srv_upstream *u = s->up;
-		double until = util_now() + FIRST_BYTE_WAIT_S;
-		enum hm_err ferr = HM_OK;
-		char why[512] = "";
-		pthread_mutex_lock(&u->mu);
-		while (!fl->done && fl->avail == 0 && !u->cancel && util_now() < until) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 100 * 1000 * 1000;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&u->cv, &u->mu, &ts);
-		}
-		if (fl->done && fl->err) {
-			ferr = fl->err;
-			snprintf(why, sizeof(why), "%s", fl->errmsg);
-		}
-		if (ferr && --fl->refs == 0)
-			free(fl);
-		pthread_mutex_unlock(&u->mu);
-		if (ferr == HM_ERR_NOSPC)
-			return srv_send_error(q, c, 507, NULL, "the mirror cannot store '%s': %s", e->path, why);
-		if (ferr == HM_ERR_IO || ferr == HM_ERR_NOMEM) {
-			snprintf(q->retry_after, sizeof(q->retry_after), "30");
-			return srv_send_error(q, c, 503, NULL, "the mirror cannot store '%s': %s", e->path, why);
-		}
-		if (ferr == HM_ERR_BAD_INPUT) /* the upstream sent what we refuse (a redirect, a name) */
-			return srv_send_error(q, c, 502, NULL, "upstream: %s", why);
-		if (ferr)
-			return srv_send_err(q, c, ferr, why);
-	}
+	if (first_byte_failed(q, c, e, fl, &nm))
+		return nm;
 	struct reader *r = calloc(1, sizeof(*r));
 	if (!r) {
 		pthread_mutex_lock(&s->up->mu);

@@ -162,12 +162,25 @@ def copy_store(t, base, n):
     return dst
 
 
+def fresh_stores(t):
+    """setup() for loop: an empty store a round."""
+    return lambda n: (os.path.join(t.tmp, "s%d" % n), None)
+
+
+def copied_stores(t, base):
+    """setup() for loop: a copy of base a round."""
+    return lambda n: (copy_store(t, base, n), None)
+
+
+def check_blobs(store, files, what):
+    """Every file's content is a whole blob of the store."""
+    for p, data in files.items():
+        check(lib.read(lib.blob_path(store, lib.sha256_bytes(data))) == data, "%s: %s not stored" % (what, p))
+
+
 def test_inject_pull(t):
     t.emu()
     files = lib.sample_files()
-
-    def setup(n):
-        return os.path.join(t.tmp, "s%d" % n), None
 
     def run(store, _, env):
         return t.hm("pull", SAMPLE_REPO, "--json", store=store, env=env)
@@ -176,11 +189,9 @@ def test_inject_pull(t):
         r = t.ok("ls", SAMPLE_REPO, "--json", store=store)
         got = {f["path"] for f in r.json().get("files", [])}
         check(got == set(files), "%s: ls shows %s" % (what, sorted(got)))
-        for p, data in files.items():
-            check(lib.read(lib.blob_path(store, lib.sha256_bytes(data))) == data,
-                  "%s: %s not stored" % (what, p))
+        check_blobs(store, files, what)
 
-    loop(t, "pull", setup, run, after)
+    loop(t, "pull", fresh_stores(t), run, after)
 
 
 test_inject_pull.timeout = TIMEOUT
@@ -192,18 +203,10 @@ def test_inject_import(t):
     t.ok("export", SAMPLE_REPO, "-o", bundle, store=base)
     files = lib.sample_files()
 
-    def setup(n):
-        return os.path.join(t.tmp, "s%d" % n), None
-
     def run(store, _, env):
         return t.hm("import", bundle, store=store, env=env)
 
-    def after(store, _, what):
-        for p, data in files.items():
-            check(lib.read(lib.blob_path(store, lib.sha256_bytes(data))) == data,
-                  "%s: %s not imported" % (what, p))
-
-    loop(t, "import", setup, run, after)
+    loop(t, "import", fresh_stores(t), run, lambda store, _, what: check_blobs(store, files, what))
 
 
 test_inject_import.timeout = TIMEOUT
@@ -211,9 +214,6 @@ test_inject_import.timeout = TIMEOUT
 
 def test_inject_convert(t):
     base = pulled_base(t)
-
-    def setup(n):
-        return copy_store(t, base, n), None
 
     def run(store, _, env):
         return t.hm("convert", SAMPLE_REPO, "--type", "q8_0", "--json", store=store, env=env)
@@ -225,7 +225,7 @@ def test_inject_convert(t):
         check(os.path.exists(p) and os.path.getsize(p) == rows[0]["size"],
               "%s: artifact blob missing" % what)
 
-    loop(t, "convert", setup, run, after)
+    loop(t, "convert", copied_stores(t, base), run, after)
 
 
 test_inject_convert.timeout = TIMEOUT
@@ -274,9 +274,6 @@ def test_inject_gc(t):
     base = pulled_base(t)
     t.ok("rm", SAMPLE_REPO, store=base)
 
-    def setup(n):
-        return copy_store(t, base, n), None
-
     def run(store, _, env):
         return t.hm("gc", store=store, env=env)
 
@@ -284,7 +281,7 @@ def test_inject_gc(t):
         blobs, _ = lib.store_blobs(store)
         check(not blobs, "%s: gc left %d blobs" % (what, len(blobs)))
 
-    loop(t, "gc", setup, run, after)
+    loop(t, "gc", copied_stores(t, base), run, after)
 
 
 test_inject_gc.timeout = TIMEOUT

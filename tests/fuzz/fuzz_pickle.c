@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "../../formats/torch.h"
+#include "../../formats/torch-int.h" /* the reader itself */
 #include "../../formats/formats-int.h" /* fmt_dtype_bits */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

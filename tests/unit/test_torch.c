@@ -11,7 +11,7 @@
 #include "unit.h"
 #include "../../util/util.h"
 #include "../../formats/formats-int.h" /* the single-file reader and the safetensors writer */
-#include "../../formats/torch.h"
+#include "../../formats/torch-int.h" /* the reader itself */
 
 /* ---- a pickle assembler ---- */
 
