@@ -319,6 +319,14 @@ def test_chat_template_of_a_model(t):
     os.makedirs(m)
     r = subprocess.run([d, "-m", m, v], capture_output=True, text=True, timeout=30)
     check(r.returncode == 1 and "has no chat template" in r.stderr, "no template: %r" % r.stderr)
+    # tokenizer_config.json is read by formats/hfdir.h: a broken one is its one-line error
+    for bad in ('[1]', '{"chat_template": 5}', '{"bos_token": [1], "chat_template": "x"}'):
+        with open(os.path.join(m, "tokenizer_config.json"), "w") as fh:
+            fh.write(bad)
+        r = subprocess.run([d, "-m", m, v], capture_output=True, text=True, timeout=30)
+        err = r.stderr.strip()
+        check(r.returncode == 1 and "tokenizer_config.json" in err and err.count("\n") == 0,
+              "broken tokenizer_config.json %s: %r" % (bad, r.stderr))
 
 
 def sanitized():
