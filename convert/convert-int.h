@@ -8,6 +8,7 @@
 #include "convert.h"
 #include "../formats/formats.h"
 #include "../formats/half.h"
+#include "../formats/hfdir.h"
 #include "../util/pool.h"
 
 /* The type one output tensor gets (ggml ids). */
@@ -44,13 +45,21 @@ int conv_check_quant_scalar(enum conv_out_type t, const float *x, const unsigned
 enum hm_err conv_read_json(struct hm_ctx *ctx, const struct conv_source *src, const char *name, int optional,
 			   json_t **out) HM_MUST_CHECK;
 
+/* Reads the source's config.json through formats/hfdir (HM_ERR_BAD_INPUT
+ * when it is missing or malformed); *out owns arrays (fmt_hf_config_release). */
+enum hm_err conv_read_config(struct hm_ctx *ctx, const struct conv_source *src, struct fmt_hf_config *out) HM_MUST_CHECK;
+/* Reads the source's tokenizer_config.json; an absent file leaves *out
+ * empty (no strings, add_bos/add_eos -1) and returns HM_OK. */
+enum hm_err conv_read_tokcfg(struct hm_ctx *ctx, const struct conv_source *src, struct fmt_hf_tokcfg *out) HM_MUST_CHECK;
+
 /* Writes the tokenizer.ggml.* (and tokenizer.chat_template) metadata from
  * tokenizer.json / tokenizer_config.json (config: config.json), with
  * n_vocab entries (padded with [PADn] tokens when the vocabulary is
  * smaller). HM_ERR_BAD_INPUT for tokenizers it does not know. Fills
  * res->tokenizer, res->pre and res->nvocab. No tokenizer.json: nothing is
  * written and res->tokenizer stays "". */
-enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, json_t *config, uint64_t n_vocab,
+enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, const struct fmt_hf_config *config,
+			     uint64_t n_vocab,
 			     struct fmt_gguf_writer *w, struct conv_result *res) HM_MUST_CHECK;
 
 #endif

@@ -36,7 +36,7 @@ struct plan {
 };
 
 struct model {
-	json_t *config;
+	struct fmt_hf_config cfg;  /* config.json */
 	struct fmt_st_set *set;
 	struct plan *t;
 	size_t n, cap;
@@ -74,117 +74,83 @@ int conv_type_parse(const char *s, enum conv_type *out)
 
 /* ---- config ---- */
 
-static int cfg_num(json_t *c, const char *key, double *v)
-{
-	json_t *j = json_object_get(c, key);
-	if (!json_is_number(j))
-		return 0;
-	*v = json_number_value(j);
-	return 1;
-}
-
-static enum hm_err cfg_u64(struct hm_ctx *ctx, json_t *c, const char *key, uint64_t def, int required, uint64_t *out)
-{
-	double v;
-	if (!cfg_num(c, key, &v)) {
-		if (required)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json has no integer '%s'", key);
-		*out = def;
-		return HM_OK;
-	}
-	if (v < 1 || v > (double)(1u << 30) || v != floor(v))
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: '%s' = %g is out of range", key, v);
-	*out = (uint64_t)v;
-	return HM_OK;
-}
-
-static const char *const llama_archs[] = {"LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"};
-
 /* SmolLM3's no_rope_layers (1: rope, 0: none) must be what llama.cpp
  * computes from the layer number alone (no rope when (layer + 1) % 4 == 0):
  * GGUF has no key for another pattern. */
 static enum hm_err check_nope(struct hm_ctx *ctx, const struct model *m)
 {
-	json_t *a = json_object_get(m->config, "no_rope_layers");
-	if (!a || json_is_null(a))
-		return HM_OK;
-	if (!json_is_array(a) || json_array_size(a) != m->n_layer)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers is not a list of %llu layers",
-			       (unsigned long long)m->n_layer);
-	for (size_t i = 0; i < m->n_layer; i++) {
-		json_t *v = json_array_get(a, i);
+	const unsigned char *a = m->cfg.no_rope_layers;
+	for (size_t i = 0; a && i < m->n_layer; i++) {
 		int want = (i + 1) % 4 != 0;
-		if (!json_is_integer(v) || json_integer_value(v) != want)
+		if (a[i] != want)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: no_rope_layers[%zu] is not %d: llama.cpp's smollm3"
 				       " skips rope on every 4th layer and GGUF cannot say otherwise", i, want);
 	}
 	return HM_OK;
 }
 
+/* The experts of Qwen3-MoE and Mixtral, as llama.cpp's loaders take them. */
+static enum hm_err read_experts(struct hm_ctx *ctx, struct model *m, int qwen3moe)
+{
+	const struct fmt_hf_config *c = &m->cfg;
+	m->moe = qwen3moe ? "mlp" : "block_sparse_moe";
+	m->e_gate = qwen3moe ? "gate_proj" : "w1";
+	m->e_up = qwen3moe ? "up_proj" : "w3";
+	m->e_down = qwen3moe ? "down_proj" : "w2";
+	if (!c->n_expert.has || !c->n_expert_used.has || (qwen3moe && !c->moe_intermediate_size.has))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json has no '%s'", !c->n_expert.has
+			       ? (qwen3moe ? "num_experts" : "num_local_experts") : !c->n_expert_used.has
+			       ? "num_experts_per_tok" : "moe_intermediate_size");
+	m->n_expert = c->n_expert.v;
+	m->n_used = c->n_expert_used.v;
+	m->n_ff_exp = qwen3moe ? c->moe_intermediate_size.v : c->intermediate_size;
+	if (m->n_expert < 1 || m->n_expert > 1024 || m->n_used < 1 || m->n_used > m->n_expert)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: %llu experts, %llu used per token is unusable",
+			       (unsigned long long)m->n_expert, (unsigned long long)m->n_used);
+	if (c->decoder_sparse_step != 1 || c->n_mlp_only_layers > 0)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: dense layers among the expert layers"
+			       " (decoder_sparse_step, mlp_only_layers) are not supported");
+	return HM_OK;
+}
+
 static enum hm_err read_config(struct hm_ctx *ctx, struct model *m, struct conv_result *res)
 {
-	json_t *archs = json_object_get(m->config, "architectures"), *tie;
-	const char *arch = json_string_value(json_array_get(archs, 0));
+	const struct fmt_hf_config *c = &m->cfg;
+	enum fmt_hf_family f = c->family;
 	enum hm_err err;
-	int ok = 0;
 
-	if (!arch)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json names no architecture");
-	snprintf(res->arch, sizeof(res->arch), "%s", arch);
-	for (size_t i = 0; i < sizeof(llama_archs) / sizeof(llama_archs[0]); i++)
-		ok |= !strcmp(arch, llama_archs[i]);
-	m->qwen2 = !strcmp(arch, "Qwen2ForCausalLM");
-	m->smollm3 = !strcmp(arch, "SmolLM3ForCausalLM");
-	m->gemma = !strcmp(arch, "Gemma2ForCausalLM") ? 2 : !strcmp(arch, "Gemma3ForCausalLM") ? 3 : 0;
-	m->phi3 = !strcmp(arch, "Phi3ForCausalLM");
-	int qwen3moe = !strcmp(arch, "Qwen3MoeForCausalLM"), mixtral = !strcmp(arch, "MixtralForCausalLM");
-	ok |= m->smollm3 || m->gemma || m->phi3 || mixtral;
-	m->qk_norm = !strcmp(arch, "Qwen3ForCausalLM") || m->gemma == 3 || qwen3moe;
-	m->neox = m->qwen2 || !strcmp(arch, "Qwen3ForCausalLM") || qwen3moe;
-	if (!ok && !m->neox)
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: LlamaForCausalLM,"
-			       " LLaMAForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,"
-			       " SmolLM3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM, Qwen3MoeForCausalLM,"
-			       " MixtralForCausalLM)", arch);
-	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : qwen3moe ? "qwen3moe"
-		  : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
-	if ((err = cfg_u64(ctx, m->config, "hidden_size", 0, 1, &m->dim)) ||
-	    (err = cfg_u64(ctx, m->config, "num_hidden_layers", 0, 1, &m->n_layer)) ||
-	    (err = cfg_u64(ctx, m->config, "num_attention_heads", 0, 1, &m->n_head)) ||
-	    (err = cfg_u64(ctx, m->config, "num_key_value_heads", m->n_head, 0, &m->n_kv)) ||
-	    (err = cfg_u64(ctx, m->config, "intermediate_size", 0, 1, &m->n_ff)) ||
-	    (err = cfg_u64(ctx, m->config, "max_position_embeddings", m->gemma == 3 ? 131072 : 0, m->gemma != 3,
-			   &m->ctx_len)) ||
-	    (err = cfg_u64(ctx, m->config, "head_dim", m->dim / m->n_head, 0, &m->head_dim)))
-		return err;
-	if (m->n_layer > 4096 || m->n_kv > m->n_head || m->n_head % m->n_kv || m->head_dim % 2)
+	snprintf(res->arch, sizeof(res->arch), "%s", c->arch[0] ? c->arch : c->model_type);
+	if (f == FMT_HF_UNKNOWN)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "unsupported architecture %.64s (supported: " FMT_HF_ARCHS ")",
+			       c->arch[0] ? c->arch : c->model_type[0] ? c->model_type : "none");
+	m->qwen2 = f == FMT_HF_QWEN2;
+	m->smollm3 = f == FMT_HF_SMOLLM3;
+	m->gemma = f == FMT_HF_GEMMA2 ? 2 : f == FMT_HF_GEMMA3 ? 3 : 0;
+	m->phi3 = f == FMT_HF_PHI3;
+	m->qk_norm = f == FMT_HF_QWEN3 || m->gemma == 3 || f == FMT_HF_QWEN3MOE;
+	m->neox = m->qwen2 || f == FMT_HF_QWEN3 || f == FMT_HF_QWEN3MOE;
+	m->arch = m->qwen2 ? "qwen2" : m->gemma == 2 ? "gemma2" : m->gemma == 3 ? "gemma3" : f == FMT_HF_QWEN3MOE
+		  ? "qwen3moe" : m->qk_norm ? "qwen3" : m->smollm3 ? "smollm3" : m->phi3 ? "phi3" : "llama";
+	m->dim = c->hidden_size;
+	m->n_layer = c->n_layer;
+	m->n_head = c->n_head;
+	m->n_kv = c->n_kv_head.has ? c->n_kv_head.v : m->n_head;
+	m->n_ff = c->intermediate_size;
+	if (!c->max_position_embeddings.has && m->gemma != 3)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json has no 'max_position_embeddings'");
+	m->ctx_len = c->max_position_embeddings.has ? c->max_position_embeddings.v : 131072;
+	m->head_dim = c->head_dim.has ? c->head_dim.v : m->dim / m->n_head;
+	if (m->n_layer > 4096 || m->n_kv > m->n_head || m->n_head % m->n_kv || m->head_dim % 2 || !m->head_dim)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: unusable heads/layers (%llu layers, %llu heads,"
 			       " %llu kv heads, head_dim %llu)", (unsigned long long)m->n_layer,
 			       (unsigned long long)m->n_head, (unsigned long long)m->n_kv,
 			       (unsigned long long)m->head_dim);
 	if (m->smollm3 && (err = check_nope(ctx, m)))
 		return err;
-	if (qwen3moe || mixtral) {
-		json_t *step = json_object_get(m->config, "decoder_sparse_step"), *dense = json_object_get(m->config, "mlp_only_layers");
-		m->moe = qwen3moe ? "mlp" : "block_sparse_moe";
-		m->e_gate = qwen3moe ? "gate_proj" : "w1";
-		m->e_up = qwen3moe ? "up_proj" : "w3";
-		m->e_down = qwen3moe ? "down_proj" : "w2";
-		if ((err = cfg_u64(ctx, m->config, qwen3moe ? "num_experts" : "num_local_experts", 0, 1, &m->n_expert)) ||
-		    (err = cfg_u64(ctx, m->config, "num_experts_per_tok", 0, 1, &m->n_used)) ||
-		    (err = cfg_u64(ctx, m->config, qwen3moe ? "moe_intermediate_size" : "intermediate_size", 0, 1,
-				   &m->n_ff_exp)))
-			return err;
-		if (m->n_expert < 1 || m->n_expert > 1024 || m->n_used < 1 || m->n_used > m->n_expert)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: %llu experts, %llu used per token is unusable",
-				       (unsigned long long)m->n_expert, (unsigned long long)m->n_used);
-		if ((step && json_integer_value(step) != 1) || json_array_size(dense) > 0)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: dense layers among the expert layers"
-				       " (decoder_sparse_step, mlp_only_layers) are not supported");
-	}
-	tie = json_object_get(m->config, "tie_word_embeddings");
+	if ((f == FMT_HF_QWEN3MOE || f == FMT_HF_MIXTRAL) && (err = read_experts(ctx, m, f == FMT_HF_QWEN3MOE)))
+		return err;
 	/* Gemma ties its classifier (llama.cpp reuses token_embd; an lm_head is dropped) */
-	m->tied = json_is_true(tie) || m->gemma;
+	m->tied = c->tie_word_embeddings == 1 || m->gemma;
 	return HM_OK;
 }
 
@@ -476,8 +442,7 @@ static enum hm_err add_synth(struct hm_ctx *ctx, struct model *m, const char *na
  * 0 when the factor gives no even count from 2 to head_dim. */
 static uint64_t phi3_rope_dims(const struct model *m)
 {
-	double rot = 1;
-	cfg_num(m->config, "partial_rotary_factor", &rot);
+	double rot = fmt_hf_num_or(m->cfg.partial_rotary_factor, 1);
 	if (!(rot > 0 && rot <= 1))
 		return 0;
 	uint64_t n = (uint64_t)(rot * (double)m->dim) / m->n_head;
@@ -486,41 +451,34 @@ static uint64_t phi3_rope_dims(const struct model *m)
 
 /* Phi-3 LongRoPE (Phi3MiniModel.generate_extra_tensors): rope_factors_long
  * and rope_factors_short, rope dims / 2 each, from rope_scaling. */
-static enum hm_err rope_longrope(struct hm_ctx *ctx, struct model *m, json_t *rs)
+static enum hm_err rope_longrope(struct hm_ctx *ctx, struct model *m)
 {
-	json_t *lf = json_object_get(rs, "long_factor"), *sf = json_object_get(rs, "short_factor");
+	const struct fmt_hf_config *c = &m->cfg;
 	uint64_t n = phi3_rope_dims(m) / 2;
 	enum hm_err err;
 	if (!n)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor does not give an even number of"
 			       " rotary dims from 2 to head_dim");
-	if (!json_is_array(lf) || !json_is_array(sf) || json_array_size(lf) != n || json_array_size(sf) != n)
+	if (!c->long_factor || !c->short_factor || c->n_long != n || c->n_short != n)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling needs long_factor and short_factor of"
 			       " %llu values each", (unsigned long long)n);
 	if (!(m->rope_long_short = malloc(2 * n * sizeof(float))))
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-	for (uint64_t i = 0; i < 2 * n; i++) {
-		json_t *v = json_array_get(i < n ? lf : sf, i % n);
-		if (!json_is_number(v) || !(json_number_value(v) > 0))
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: rope_scaling %s_factor[%llu] is not a positive"
-				       " number", i < n ? "long" : "short", (unsigned long long)(i % n));
-		m->rope_long_short[i] = (float)json_number_value(v);
-	}
+	memcpy(m->rope_long_short, c->long_factor, n * sizeof(float));
+	memcpy(m->rope_long_short + n, c->short_factor, n * sizeof(float));
 	if ((err = add_synth(ctx, m, "rope_factors_long.weight", m->rope_long_short, n)))
 		return err;
 	return add_synth(ctx, m, "rope_factors_short.weight", m->rope_long_short + n, n);
 }
 
 /* rope_freqs.weight for rope_scaling type "llama3" (LlamaModel.generate_extra_tensors). */
-static enum hm_err rope_llama3(struct hm_ctx *ctx, struct model *m, json_t *rs)
+static enum hm_err rope_llama3(struct hm_ctx *ctx, struct model *m)
 {
-	double base = 10000.0, factor = 8.0, lo = 1.0, hi = 4.0, old = 8192.0;
+	const struct fmt_hf_config *c = &m->cfg;
+	double base = fmt_hf_num_or(c->rope_theta, 10000.0), factor = fmt_hf_num_or(c->rope_factor, 8.0);
+	double lo = fmt_hf_num_or(c->low_freq_factor, 1.0), hi = fmt_hf_num_or(c->high_freq_factor, 4.0);
+	double old = c->rope_original_max.has ? c->rope_original_max.v : 8192.0;
 	uint64_t dim = m->head_dim, n = dim / 2;
-	cfg_num(m->config, "rope_theta", &base);
-	cfg_num(rs, "factor", &factor);
-	cfg_num(rs, "low_freq_factor", &lo);
-	cfg_num(rs, "high_freq_factor", &hi);
-	cfg_num(rs, "original_max_position_embeddings", &old);
 	if (!(m->rope_freqs = malloc(n * sizeof(float))))
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	for (uint64_t i = 0; i < n; i++) {
@@ -564,10 +522,6 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	const struct fmt_st_tensor *t;
 	enum hm_err err;
 	uint64_t q = m->n_head * m->head_dim, kv = m->n_kv * m->head_dim;
-	json_t *rs = json_object_get(m->config, "rope_scaling");
-	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
-	if (!rtype)
-		rtype = json_string_value(json_object_get(rs, "type"));
 
 	if ((err = check_all_mapped(ctx, m)) || (err = need(ctx, m, "model.embed_tokens.weight", &t)))
 		return err;
@@ -577,9 +531,9 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 	m->n_vocab = t->shape[0];
 	if ((err = add_plan(ctx, m, "token_embd.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
 		return err;
-	if (m->phi3 && rtype && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su")) && (err = rope_longrope(ctx, m, rs)))
+	if (m->phi3 && m->cfg.rope == FMT_HF_ROPE_LONGROPE && (err = rope_longrope(ctx, m)))
 		return err;
-	if (!m->neox && !m->gemma && !m->phi3 && rtype && !strcmp(rtype, "llama3") && (err = rope_llama3(ctx, m, rs)))
+	if (!m->neox && !m->gemma && !m->phi3 && m->cfg.rope == FMT_HF_ROPE_LLAMA3 && (err = rope_llama3(ctx, m)))
 		return err;
 	size_t nr;
 	const struct map_rule *rules = rules_of(m, &nr);
@@ -634,7 +588,7 @@ static enum hm_err build_plan(struct hm_ctx *ctx, struct model *m, const struct 
 		return err;
 	m->t[m->n - 1].add_one = m->gemma != 0;
 	t = fmt_st_set_find(m->set, "lm_head.weight");
-	if (!t && !m->tied && json_object_get(m->config, "tie_word_embeddings"))
+	if (!t && !m->tied && m->cfg.tie_word_embeddings != -1)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "the checkpoint has no lm_head.weight and its embeddings are not tied");
 	/* tied: loaders reuse token_embd.weight; an lm_head copy is left out */
 	if (t && !m->tied && (err = add_plan(ctx, m, "output.weight", t, (uint64_t[]){m->n_vocab, m->dim}, 2, 0)))
@@ -676,28 +630,27 @@ static const char *akey(char *buf, size_t len, const struct model *m, const char
 /* qwen2, qwen3: what convert_hf_to_gguf.py's Qwen2Model / Qwen3Model write (TextModel's
  * parameters, YaRN rope scaling; no vocab_size or rope.dimension_count,
  * which llama.cpp derives). */
-static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
-				    const char *rtype)
+static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w)
 {
+	const struct fmt_hf_config *c = &m->cfg;
 	enum hm_err err;
 	char k[96];
-	double eps = 1e-6, theta, f;
-	cfg_num(m->config, "rms_norm_eps", &eps);
+	double eps = fmt_hf_num_or(c->rms_norm_eps, 1e-6);
 	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "embedding_length"), (uint32_t)m->dim)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "feed_forward_length"), (uint32_t)m->n_ff)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)))
 		return err;
-	if (json_object_get(m->config, "num_key_value_heads") &&
+	if (c->n_kv_head.has &&
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)))
 		return err;
-	if (cfg_num(m->config, "rope_theta", &theta) &&
-	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
+	if (c->rope_theta.has &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)c->rope_theta.v)))
 		return err;
 	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)))
 		return err;
-	if (json_object_get(m->config, "head_dim") &&
+	if (c->head_dim.has &&
 	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
 		return err;
@@ -706,9 +659,9 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_used_count"), (uint32_t)m->n_used)) ||
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_feed_forward_length"), (uint32_t)m->n_ff_exp))))
 		return err;
-	if (rtype && !strcmp(rtype, "yarn") && cfg_num(rs, "factor", &f)) {
-		double orig = 0;
-		if (!cfg_num(rs, "original_max_position_embeddings", &orig) || orig < 1 || orig > (double)(1u << 30))
+	if (c->rope == FMT_HF_ROPE_YARN && c->rope_factor.has) {
+		double f = c->rope_factor.v, orig = c->rope_original_max.v;
+		if (!c->rope_original_max.has)
 			return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: yarn rope_scaling needs"
 				       " original_max_position_embeddings");
 		if ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "yarn")) ||
@@ -723,16 +676,17 @@ static enum hm_err write_meta_qwen2(struct hm_ctx *ctx, struct model *m, struct 
 /* gemma2 / gemma3: what convert_hf_to_gguf.py's Gemma2Model / Gemma3Model
  * write. Gemma 2 needs head_dim, the soft-capping values and sliding_window
  * in config.json; Gemma 3 has defaults for most. */
-static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
-				    const char *rtype)
+static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w)
 {
+	const struct fmt_hf_config *c = &m->cfg;
 	enum hm_err err;
 	char k[96];
-	double eps = 1e-6, theta = 1e6, local, acap = 0, fcap = 0, win = 0, pattern = 6, f;
+	double eps = fmt_hf_num_or(c->rms_norm_eps, 1e-6), theta = fmt_hf_num_or(c->rope_theta, 1e6);
+	double acap = fmt_hf_num_or(c->attn_logit_softcapping, 0), fcap = fmt_hf_num_or(c->final_logit_softcapping, 0);
+	uint32_t win = c->sliding_window.v, pattern = c->sliding_window_pattern.has ? c->sliding_window_pattern.v : 6;
 	int g2 = m->gemma == 2;
-	cfg_num(m->config, "rms_norm_eps", &eps);
-	if (g2 && (!json_object_get(m->config, "head_dim") || !cfg_num(m->config, "attn_logit_softcapping", &acap) ||
-		   !cfg_num(m->config, "final_logit_softcapping", &fcap) || !cfg_num(m->config, "sliding_window", &win)))
+	if (g2 && (!c->head_dim.has || !c->attn_logit_softcapping.has || !c->final_logit_softcapping.has ||
+		   !c->sliding_window.has))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Gemma 2 needs head_dim, attn_logit_softcapping,"
 			       " final_logit_softcapping and sliding_window");
 	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
@@ -752,37 +706,35 @@ static enum hm_err write_meta_gemma(struct hm_ctx *ctx, struct model *m, struct 
 			return err;
 		return HM_OK;
 	}
-	cfg_num(m->config, "rope_theta", &theta);
 	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
 		return err;
-	if (cfg_num(m->config, "rope_local_base_freq", &local) &&
-	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base_swa"), (float)local)))
+	if (c->rope_local_base_freq.has &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base_swa"), (float)c->rope_local_base_freq.v)))
 		return err;
-	if (cfg_num(m->config, "final_logit_softcapping", &fcap) && fcap != 0 &&
+	if (fcap != 0 &&
 	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "final_logit_softcapping"), (float)fcap)))
 		return err;
-	cfg_num(m->config, "sliding_window_pattern", &pattern);
-	if (pattern != 1 && cfg_num(m->config, "sliding_window", &win) &&
+	if (pattern != 1 && c->sliding_window.has &&
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.sliding_window"), (uint32_t)win)))
 		return err;
-	if (rtype && !strcmp(rtype, "linear") && cfg_num(rs, "factor", &f) &&
+	if (c->rope == FMT_HF_ROPE_LINEAR && c->rope_factor.has &&
 	    ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
-	     (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f))))
+	     (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)c->rope_factor.v))))
 		return err;
 	return HM_OK;
 }
 
 /* phi3: what convert_hf_to_gguf.py's Phi3MiniModel writes. */
-static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w, json_t *rs,
-				   const char *rtype)
+static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct fmt_gguf_writer *w)
 {
+	const struct fmt_hf_config *c = &m->cfg;
 	enum hm_err err;
 	char k[96];
-	double eps = 1e-5, theta = 10000, orig = 0, win = 0, rot = 1;
-	cfg_num(m->config, "rms_norm_eps", &eps);
-	cfg_num(m->config, "rope_theta", &theta);
-	cfg_num(m->config, "sliding_window", &win);
-	if (!cfg_num(m->config, "original_max_position_embeddings", &orig) && !cfg_num(rs, "original_max_position_embeddings", &orig))
+	double eps = fmt_hf_num_or(c->rms_norm_eps, 1e-5), theta = fmt_hf_num_or(c->rope_theta, 10000), rot;
+	double orig = c->original_max_position_embeddings.has ? c->original_max_position_embeddings.v
+		      : c->rope_original_max.v;
+	uint32_t win = c->sliding_window.v;
+	if (!c->original_max_position_embeddings.has && !c->rope_original_max.has)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: Phi-3 needs original_max_position_embeddings");
 	if (!(rot = (double)phi3_rope_dims(m)))
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "config.json: partial_rotary_factor does not give an even number of"
@@ -801,7 +753,6 @@ static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct f
 		return err;
 	if (m->rope_long_short) {
 		double scale = (double)m->ctx_len / orig, af = scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0;
-		(void)rtype;
 		if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.attn_factor"), (float)af)))
 			return err;
 	}
@@ -811,27 +762,23 @@ static enum hm_err write_meta_phi3(struct hm_ctx *ctx, struct model *m, struct f
 static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src, struct model *m,
 			      const struct conv_options *opt, struct fmt_gguf_writer *w, struct conv_result *res)
 {
+	const struct fmt_hf_config *c = &m->cfg;
 	enum hm_err err;
-	double eps = 1e-5, theta;
+	double eps = fmt_hf_num_or(c->rms_norm_eps, 1e-5);
 	char name[256], k[96];
 	const char *label = src->label ? src->label : "model", *slash = strrchr(label, '/');
-	json_t *rs = json_object_get(m->config, "rope_scaling");
-	const char *rtype = json_string_value(json_object_get(rs, "rope_type"));
-	if (!rtype)
-		rtype = json_string_value(json_object_get(rs, "type"));
 
 	snprintf(name, sizeof(name), "%s", opt->name ? opt->name : slash && slash[1] ? slash + 1 : label);
-	cfg_num(m->config, "rms_norm_eps", &eps);
 	if ((err = fmt_gguf_writer_str(w, "general.architecture", m->arch)) ||
 	    (err = fmt_gguf_writer_str(w, "general.type", "model")) ||
 	    (err = fmt_gguf_writer_str(w, "general.name", name)))
 		return err;
 	if (m->neox || m->gemma || m->phi3) {
-		if ((err = (m->gemma ? write_meta_gemma : m->phi3 ? write_meta_phi3 : write_meta_qwen2)(ctx, m, w, rs, rtype)) ||
+		if ((err = (m->gemma ? write_meta_gemma : m->phi3 ? write_meta_phi3 : write_meta_qwen2)(ctx, m, w)) ||
 		    (err = fmt_gguf_writer_u32(w, "general.file_type", file_type(opt->type))) ||
 		    (err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 			return err;
-		return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
+		return conv_write_vocab(ctx, src, c, m->n_vocab, w, res);
 	}
 	if ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "block_count"), (uint32_t)m->n_layer)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "context_length"), (uint32_t)m->ctx_len)) ||
@@ -840,11 +787,12 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count"), (uint32_t)m->n_head)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.head_count_kv"), (uint32_t)m->n_kv)))
 		return err;
-	if (cfg_num(m->config, "rope_theta", &theta) && (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)theta)))
+	if (c->rope_theta.has &&
+	    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.freq_base"), (float)c->rope_theta.v)))
 		return err;
 	if ((err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "attention.layer_norm_rms_epsilon"), (float)eps)))
 		return err;
-	if (json_object_get(m->config, "head_dim") &&
+	if (c->head_dim.has &&
 	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.key_length"), (uint32_t)m->head_dim)) ||
 	     (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "attention.value_length"), (uint32_t)m->head_dim))))
 		return err;
@@ -852,14 +800,13 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "vocab_size"), (uint32_t)m->n_vocab)) ||
 	    (err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "rope.dimension_count"), (uint32_t)m->head_dim)))
 		return err;
-	if (rtype && !strcmp(rtype, "linear")) {
-		double f = 1;
-		cfg_num(rs, "factor", &f);
+	if (c->rope == FMT_HF_ROPE_LINEAR) {
+		double f = fmt_hf_num_or(c->rope_factor, 1);
 		if ((err = fmt_gguf_writer_str(w, akey(k, sizeof(k), m, "rope.scaling.type"), "linear")) ||
 		    (err = fmt_gguf_writer_f32(w, akey(k, sizeof(k), m, "rope.scaling.factor"), (float)f)))
 			return err;
-	} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
-		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", rtype);
+	} else if (c->rope != FMT_HF_ROPE_NONE && c->rope != FMT_HF_ROPE_LLAMA3) {
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "rope_scaling type '%.32s' is not supported", c->rope_type_name);
 	}
 	if (m->n_expert &&
 	    ((err = fmt_gguf_writer_u32(w, akey(k, sizeof(k), m, "expert_count"), (uint32_t)m->n_expert)) ||
@@ -867,7 +814,7 @@ static enum hm_err write_meta(struct hm_ctx *ctx, const struct conv_source *src,
 		return err;
 	if ((err = fmt_gguf_writer_u32(w, "general.quantization_version", 2)))
 		return err;
-	return conv_write_vocab(ctx, src, m->config, m->n_vocab, w, res);
+	return conv_write_vocab(ctx, src, c, m->n_vocab, w, res);
 }
 
 /* ---- the streaming passes ---- */
@@ -1238,6 +1185,43 @@ static void advise_sequential(const struct model *m)
 	}
 }
 
+/* The worker pool, its scratch space and the check's per-worker state. */
+static enum hm_err start_pool(struct hm_ctx *ctx, int threads, struct util_pool **pool, float **scratch,
+			      struct check_state *cs)
+{
+	if (threads <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		threads = n > 0 ? (int)n : 1;
+	}
+	if (threads > 256)
+		threads = 256;
+	/* the caller's thread works too: threads - 1 workers, plus one slot */
+	if (!(*pool = util_pool_new(threads > 1 ? threads : 2)) ||
+	    !(*scratch = malloc((size_t)(util_pool_size(*pool)) * 2 * PIECE_ELEMS * sizeof(float))))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	cs->nw = util_pool_size(*pool);
+	cs->max_err = calloc((size_t)cs->nw, sizeof(double));
+	cs->bad = calloc((size_t)cs->nw, sizeof(int));
+	cs->bad_elem = calloc((size_t)cs->nw, sizeof(uint64_t));
+	if (!cs->max_err || !cs->bad || !cs->bad_elem)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	return HM_OK;
+}
+
+/* Syncs the directory of path (after the rename into it). */
+static enum hm_err sync_parent(struct hm_ctx *ctx, const char *path)
+{
+	char *dir = util_strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (dir && util_fsync_dir(slash ? dir : ".") < 0) {
+		free(dir);
+		return hm_fail(ctx, HM_ERR_IO, "cannot sync the directory of '%s': %s", path, strerror(errno));
+	}
+	free(dir);
+	return HM_OK;
+}
+
 enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, const struct conv_options *opt,
 			 const char *out_path, struct conv_result *res)
 {
@@ -1251,35 +1235,20 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 	float *scratch = NULL;
 	char *tmp = NULL;
 	enum hm_err err;
-	int threads = opt->threads, fd;
+	int fd;
 	uint64_t flip = UINT64_MAX, written = 0;
 	double t0 = util_now(), t1;
 
 	memset(res, 0, sizeof(*res));
 	if ((unsigned)opt->type >= CONV_TYPE__COUNT)
 		return hm_fail(ctx, HM_ERR_USAGE, "unknown conversion type");
-	if (threads <= 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		threads = n > 0 ? (int)n : 1;
-	}
-	if (threads > 256)
-		threads = 256;
-	if ((err = conv_read_json(ctx, src, "config.json", 0, &m.config)) || (err = read_config(ctx, &m, res)) ||
+	if ((err = conv_read_config(ctx, src, &m.cfg)) || (err = read_config(ctx, &m, res)) ||
 	    (err = open_weights(ctx, src, &m)) || (err = build_plan(ctx, &m, opt, res)) ||
 	    (err = make_chunks(ctx, &m, &ch, &nch)))
 		goto out;
-	/* the caller's thread works too: threads - 1 workers, plus one slot */
-	if (!(pool = util_pool_new(threads > 1 ? threads : 2)) ||
-	    !(scratch = malloc((size_t)(util_pool_size(pool)) * 2 * PIECE_ELEMS * sizeof(float))) ||
-	    !(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = start_pool(ctx, opt->threads, &pool, &scratch, &cs)))
 		goto out;
-	}
-	cs.nw = util_pool_size(pool);
-	cs.max_err = calloc((size_t)cs.nw, sizeof(double));
-	cs.bad = calloc((size_t)cs.nw, sizeof(int));
-	cs.bad_elem = calloc((size_t)cs.nw, sizeof(uint64_t));
-	if (!cs.max_err || !cs.bad || !cs.bad_elem) {
+	if (!(tmp = util_asprintf("%s.unverified-%ld", out_path, (long)getpid()))) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -1334,19 +1303,9 @@ enum hm_err conv_to_gguf(struct hm_ctx *ctx, const struct conv_source *src, cons
 			      strerror(errno));
 		goto out;
 	}
-	{
-		char *dir = util_strdup(out_path), *slash = dir ? strrchr(dir, '/') : NULL;
-		if (slash)
-			*(slash == dir ? slash + 1 : slash) = '\0';
-		if (dir && util_fsync_dir(slash ? dir : ".") < 0) {
-			free(dir);
-			err = hm_fail(ctx, HM_ERR_IO, "cannot sync the directory of '%s': %s", out_path, strerror(errno));
-			goto out;
-		}
-		free(dir);
-	}
 	free(tmp);
 	tmp = NULL;
+	err = sync_parent(ctx, out_path);
 out:
 	verify_follower_abort(fol);
 	fmt_gguf_writer_free(w);
@@ -1360,7 +1319,7 @@ out:
 	free(cs.bad_elem);
 	free(ch);
 	fmt_st_set_close(m.set);
-	json_decref(m.config);
+	fmt_hf_config_release(&m.cfg);
 	for (size_t i = 0; m.t && i < m.n; i++)
 		free(m.t[i].parts);
 	free(m.t);

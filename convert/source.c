@@ -2,6 +2,7 @@
  * tokenizer.json, ...): below llama.c and vocab.c, which both read them. */
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 #include "convert-int.h"
 #include "../util/util.h"
 
@@ -39,4 +40,53 @@ enum hm_err conv_read_json(struct hm_ctx *ctx, const struct conv_source *src, co
 			       je.line, je.text);
 	}
 	return HM_OK;
+}
+
+/* Resolves name; *found 0 (and HM_OK) when the source has no such file. */
+static enum hm_err resolve_file(struct hm_ctx *ctx, const struct conv_source *src, const char *name, char *path,
+				size_t len, int *found)
+{
+	enum hm_err err;
+	*found = 0;
+	ctx->errmsg[0] = '\0';
+	err = src->resolve(ctx, src->ud, name, path, len);
+	if (err == HM_ERR_NOT_FOUND) {
+		ctx->errmsg[0] = '\0';
+		return HM_OK;
+	}
+	*found = !err;
+	return err;
+}
+
+enum hm_err conv_read_config(struct hm_ctx *ctx, const struct conv_source *src, struct fmt_hf_config *out)
+{
+	char path[PATH_MAX], *where;
+	int found;
+	enum hm_err err;
+	memset(out, 0, sizeof(*out));
+	if ((err = resolve_file(ctx, src, "config.json", path, sizeof(path), &found)))
+		return err;
+	if (!found)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' has no config.json", src->label);
+	if (!(where = util_asprintf("%s/config.json", src->label)))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	err = fmt_hf_config_load(ctx, path, where, out);
+	free(where);
+	return err == HM_ERR_NOT_FOUND ? HM_ERR_BAD_INPUT : err;
+}
+
+enum hm_err conv_read_tokcfg(struct hm_ctx *ctx, const struct conv_source *src, struct fmt_hf_tokcfg *out)
+{
+	char path[PATH_MAX], *where;
+	int found;
+	enum hm_err err;
+	memset(out, 0, sizeof(*out));
+	out->add_bos = out->add_eos = -1;
+	if ((err = resolve_file(ctx, src, "tokenizer_config.json", path, sizeof(path), &found)) || !found)
+		return err;
+	if (!(where = util_asprintf("%s/tokenizer_config.json", src->label)))
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	err = fmt_hf_tokcfg_load(ctx, path, where, out);
+	free(where);
+	return err == HM_ERR_NOT_FOUND ? HM_ERR_BAD_INPUT : err;
 }

@@ -151,14 +151,6 @@ static int is_byte_token(const char *s)
 	       isxdigit((unsigned char)s[4]) && s[5] == '>';
 }
 
-/* A token's content from a tokenizer_config value: "x" or {"content": "x"}. */
-static const char *token_content(json_t *v)
-{
-	if (json_is_object(v))
-		v = json_object_get(v, "content");
-	return json_string_value(v);
-}
-
 static long find_token(const struct vocab *v, json_t *vocab_obj, const char *s)
 {
 	json_t *id;
@@ -266,67 +258,53 @@ static void template_adds(json_t *pp, const char *bos, const char *eos, int *add
 	*add_eos = eos && json_is_string(last) && !strcmp(json_string_value(last), eos) && json_array_size(single) > 1;
 }
 
-static enum hm_err write_ids(struct hm_ctx *ctx, const struct vocab *v, json_t *vocab_obj, json_t *tcfg,
-			     json_t *config, const char *unk_model, struct fmt_gguf_writer *w, json_t *tok)
+static enum hm_err write_ids(const struct vocab *v, json_t *vocab_obj, const struct fmt_hf_tokcfg *tcfg,
+			     const struct fmt_hf_config *config, const char *unk_model, struct fmt_gguf_writer *w,
+			     json_t *tok)
 {
-	static const struct {
-		const char *cfg, *cfg_id, *key;
+	const struct {
+		const char *text;
+		int64_t cfg_id;
+		const char *key;
 	} ids[] = {
-		{"bos_token", "bos_token_id", "tokenizer.ggml.bos_token_id"},
-		{"eos_token", "eos_token_id", "tokenizer.ggml.eos_token_id"},
-		{"unk_token", NULL, "tokenizer.ggml.unknown_token_id"},
-		{"sep_token", NULL, "tokenizer.ggml.seperator_token_id"},
-		{"pad_token", "pad_token_id", "tokenizer.ggml.padding_token_id"},
+		{tcfg->bos, config->bos_token_id, "tokenizer.ggml.bos_token_id"},
+		{tcfg->eos, config->eos_token_id, "tokenizer.ggml.eos_token_id"},
+		{tcfg->unk, -1, "tokenizer.ggml.unknown_token_id"},
+		{tcfg->sep, -1, "tokenizer.ggml.seperator_token_id"},
+		{tcfg->pad, config->pad_token_id, "tokenizer.ggml.padding_token_id"},
 	};
 	enum hm_err err;
-	json_t *ab = json_object_get(tcfg, "add_bos_token"), *ae = json_object_get(tcfg, "add_eos_token");
 	int add_bos = -1, add_eos = -1;
-	const char *bos = token_content(json_object_get(tcfg, "bos_token"));
-	const char *eos = token_content(json_object_get(tcfg, "eos_token"));
 
 	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
-		const char *s = token_content(json_object_get(tcfg, ids[i].cfg));
-		long id = find_token(v, vocab_obj, s);
+		long id = find_token(v, vocab_obj, ids[i].text);
 		if (id < 0 && i == 2)
 			id = find_token(v, vocab_obj, unk_model);
-		if (id < 0 && ids[i].cfg_id) {
-			json_t *j = json_object_get(config, ids[i].cfg_id);
-			if (json_is_array(j))
-				j = json_array_get(j, 0);
-			if (json_is_integer(j) && json_integer_value(j) >= 0 && (uint64_t)json_integer_value(j) < v->n)
-				id = (long)json_integer_value(j);
-		}
+		if (id < 0 && ids[i].cfg_id >= 0 && (uint64_t)ids[i].cfg_id < v->n)
+			id = (long)ids[i].cfg_id;
 		if (id >= 0 && (err = fmt_gguf_writer_u32(w, ids[i].key, (uint32_t)id)))
 			return err;
 	}
-	template_adds(json_object_get(tok, "post_processor"), bos, eos, &add_bos, &add_eos);
-	if (json_is_boolean(ab))
-		add_bos = json_is_true(ab);
-	if (json_is_boolean(ae))
-		add_eos = json_is_true(ae);
+	template_adds(json_object_get(tok, "post_processor"), tcfg->bos, tcfg->eos, &add_bos, &add_eos);
+	if (tcfg->add_bos >= 0)
+		add_bos = tcfg->add_bos;
+	if (tcfg->add_eos >= 0)
+		add_eos = tcfg->add_eos;
 	if (add_bos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_bos_token", add_bos)))
 		return err;
 	if (add_eos >= 0 && (err = fmt_gguf_writer_bool(w, "tokenizer.ggml.add_eos_token", add_eos)))
 		return err;
-	(void)ctx;
 	return HM_OK;
 }
 
-static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_source *src, json_t *tcfg,
-				       struct fmt_gguf_writer *w)
+static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_source *src,
+				       const struct fmt_hf_tokcfg *tcfg, struct fmt_gguf_writer *w)
 {
-	json_t *ct = json_object_get(tcfg, "chat_template"), *e;
 	char path[PATH_MAX], *data = NULL;
-	size_t len, i;
+	size_t len;
 	enum hm_err err;
-	if (json_is_string(ct))
-		return fmt_gguf_writer_str(w, "tokenizer.chat_template", json_string_value(ct));
-	json_array_foreach(ct, i, e) {
-		const char *name = json_string_value(json_object_get(e, "name"));
-		const char *tpl = json_string_value(json_object_get(e, "template"));
-		if (name && tpl && !strcmp(name, "default"))
-			return fmt_gguf_writer_str(w, "tokenizer.chat_template", tpl);
-	}
+	if (tcfg->chat_template)
+		return fmt_gguf_writer_str(w, "tokenizer.chat_template", tcfg->chat_template);
 	ctx->errmsg[0] = '\0';
 	if (src->resolve(ctx, src->ud, "chat_template.jinja", path, sizeof(path)) != HM_OK) {
 		ctx->errmsg[0] = '\0';
@@ -340,16 +318,96 @@ static enum hm_err write_chat_template(struct hm_ctx *ctx, const struct conv_sou
 	return err;
 }
 
-enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, json_t *config, uint64_t n_vocab,
-			     struct fmt_gguf_writer *w, struct conv_result *res)
+/* The vocabulary's n_vocab entries from the model's vocab and added_tokens
+ * (missing ids padded as [PADn]), with llama.cpp's token types. */
+static enum hm_err fill_vocab(struct hm_ctx *ctx, struct vocab *v, uint64_t n_vocab, json_t *vocab_obj, json_t *added,
+			      int spm, const char *unk_model)
 {
-	json_t *tok = NULL, *tcfg = NULL, *model, *vocab_obj, *merges, *added, *e;
+	const char *key;
+	json_t *val, *e;
+	size_t i;
+
+	v->n = (size_t)n_vocab;
+	v->tok = calloc(v->n + 1, sizeof(*v->tok));
+	v->score = calloc(v->n + 1, sizeof(*v->score));
+	v->type = calloc(v->n + 1, sizeof(*v->type));
+	v->added = calloc(v->n + 1, 1);
+	v->special = calloc(v->n + 1, 1);
+	if (!v->tok || !v->score || !v->type || !v->added || !v->special)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	json_object_foreach(vocab_obj, key, val) {
+		json_int_t id = json_integer_value(val);
+		if (!json_is_integer(val) || id < 0 || (uint64_t)id >= v->n || v->tok[id])
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: token '%.40s' has a bad or duplicate id", key);
+		if (!(v->tok[id] = util_strdup(key)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	json_array_foreach(added, i, e) {
+		json_t *idj = json_object_get(e, "id");
+		const char *content = json_string_value(json_object_get(e, "content"));
+		json_int_t id = json_integer_value(idj);
+		if (!json_is_integer(idj) || !content || id < 0 || (uint64_t)id >= v->n)
+			return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: added token %zu is malformed or out of range",
+				       i);
+		free(v->tok[id]);
+		if (!(v->tok[id] = util_strdup(content)))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		v->added[id] = 1;
+		v->special[id] = json_is_true(json_object_get(e, "special"));
+	}
+	for (i = 0; i < v->n; i++) {
+		if (!v->tok[i]) {
+			v->tok[i] = util_asprintf("[PAD%zu]", i);
+			v->type[i] = spm ? TT_UNUSED : TT_USER;
+			if (!v->tok[i])
+				return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+		} else if (spm && unk_model && !strcmp(v->tok[i], unk_model)) {
+			v->type[i] = TT_UNKNOWN;
+		} else if (v->special[i]) {
+			v->type[i] = TT_CONTROL;
+		} else if (spm && is_byte_token(v->tok[i])) {
+			v->type[i] = TT_BYTE;
+		} else {
+			v->type[i] = v->added[i] ? TT_USER : TT_NORMAL;
+		}
+	}
+	return HM_OK;
+}
+
+/* tokenizer.ggml.merges as "a b" strings. */
+static enum hm_err write_merges(struct hm_ctx *ctx, json_t *merges, struct fmt_gguf_writer *w)
+{
+	enum hm_err err = HM_OK;
+	size_t nm = json_array_size(merges), i;
+	char **ms = calloc(nm + 1, sizeof(*ms));
+	if (!ms)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (i = 0; i < nm && !err; i++) {
+		const char *a, *b;
+		size_t al, bl;
+		if (!merge_pair(json_array_get(merges, i), &a, &al, &b, &bl))
+			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
+		else if (!(ms[i] = util_asprintf("%.*s %.*s", (int)al, a, (int)bl, b)))
+			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	}
+	if (!err)
+		err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+	for (i = 0; i < nm; i++)
+		free(ms[i]);
+	free(ms);
+	return err;
+}
+
+
+enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, const struct fmt_hf_config *config,
+			     uint64_t n_vocab, struct fmt_gguf_writer *w, struct conv_result *res)
+{
+	struct fmt_hf_tokcfg tcfg = {0};
+	json_t *tok = NULL, *model, *vocab_obj, *merges, *added;
 	struct vocab v = {0};
 	struct pre_scan ps = {0};
 	enum hm_err err;
-	const char *key, *mtype, *unk_model;
-	json_t *val;
-	size_t i;
+	const char *mtype, *unk_model;
 	int spm;
 
 	if ((err = conv_read_json(ctx, src, "tokenizer.json", 1, &tok)))
@@ -362,7 +420,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 		ctx->errmsg[0] = '\0';
 		return HM_OK;
 	}
-	if ((err = conv_read_json(ctx, src, "tokenizer_config.json", 1, &tcfg)))
+	if ((err = conv_read_tokcfg(ctx, src, &tcfg)))
 		goto out;
 	model = json_object_get(tok, "model");
 	mtype = json_string_value(json_object_get(model, "type"));
@@ -391,61 +449,8 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 			      json_object_size(vocab_obj), (unsigned long long)n_vocab);
 		goto out;
 	}
-	v.n = (size_t)n_vocab;
-	v.tok = calloc(v.n + 1, sizeof(*v.tok));
-	v.score = calloc(v.n + 1, sizeof(*v.score));
-	v.type = calloc(v.n + 1, sizeof(*v.type));
-	v.added = calloc(v.n + 1, 1);
-	v.special = calloc(v.n + 1, 1);
-	if (!v.tok || !v.score || !v.type || !v.added || !v.special) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	if ((err = fill_vocab(ctx, &v, n_vocab, vocab_obj, added, spm, unk_model)))
 		goto out;
-	}
-	json_object_foreach(vocab_obj, key, val) {
-		json_int_t id = json_integer_value(val);
-		if (!json_is_integer(val) || id < 0 || (uint64_t)id >= v.n || v.tok[id]) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: token '%.40s' has a bad or duplicate id", key);
-			goto out;
-		}
-		if (!(v.tok[id] = util_strdup(key))) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-	}
-	json_array_foreach(added, i, e) {
-		json_t *idj = json_object_get(e, "id");
-		const char *content = json_string_value(json_object_get(e, "content"));
-		json_int_t id = json_integer_value(idj);
-		if (!json_is_integer(idj) || !content || id < 0 || (uint64_t)id >= v.n) {
-			err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: added token %zu is malformed or out of range", i);
-			goto out;
-		}
-		free(v.tok[id]);
-		if (!(v.tok[id] = util_strdup(content))) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		v.added[id] = 1;
-		v.special[id] = json_is_true(json_object_get(e, "special"));
-	}
-	for (i = 0; i < v.n; i++) {
-		if (!v.tok[i]) {
-			v.tok[i] = util_asprintf("[PAD%zu]", i);
-			v.type[i] = spm ? TT_UNUSED : TT_USER;
-			if (!v.tok[i]) {
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-		} else if (spm && unk_model && !strcmp(v.tok[i], unk_model)) {
-			v.type[i] = TT_UNKNOWN;
-		} else if (v.special[i]) {
-			v.type[i] = TT_CONTROL;
-		} else if (spm && is_byte_token(v.tok[i])) {
-			v.type[i] = TT_BYTE;
-		} else {
-			v.type[i] = v.added[i] ? TT_USER : TT_NORMAL;
-		}
-	}
 	snprintf(res->tokenizer, sizeof(res->tokenizer), "%s", spm ? "llama" : "gpt2");
 	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : pick_pre(&ps));
 	/* llama.cpp's converter refuses a byte-level BPE pre-tokenizer it does
@@ -468,35 +473,14 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	}
 	if ((err = fmt_gguf_writer_arr(w, "tokenizer.ggml.token_type", FMT_GGUF_I32, v.type, v.n)))
 		goto out;
-	if (!spm) {
-		size_t nm = json_array_size(merges);
-		char **ms = calloc(nm + 1, sizeof(*ms));
-		if (!ms) {
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		for (i = 0; i < nm && !err; i++) {
-			const char *a, *b;
-			size_t al, bl;
-			if (!merge_pair(json_array_get(merges, i), &a, &al, &b, &bl))
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
-			else if (!(ms[i] = util_asprintf("%.*s %.*s", (int)al, a, (int)bl, b)))
-				err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		}
-		if (!err)
-			err = fmt_gguf_writer_str_arr(w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
-		for (i = 0; i < nm; i++)
-			free(ms[i]);
-		free(ms);
-		if (err)
-			goto out;
-	}
-	if ((err = write_ids(ctx, &v, vocab_obj, tcfg, config, spm ? unk_model : NULL, w, tok)) ||
-	    (err = write_chat_template(ctx, src, tcfg, w)))
+	if (!spm && (err = write_merges(ctx, merges, w)))
+		goto out;
+	if ((err = write_ids(&v, vocab_obj, &tcfg, config, spm ? unk_model : NULL, w, tok)) ||
+	    (err = write_chat_template(ctx, src, &tcfg, w)))
 		goto out;
 out:
 	vocab_release(&v);
 	json_decref(tok);
-	json_decref(tcfg);
+	fmt_hf_tokcfg_release(&tcfg);
 	return err;
 }

@@ -3,7 +3,6 @@
  * and binds the matrices in place in the readers' mappings. */
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "engine-int.h"
+#include "../formats/hfdir.h"
 #include "../formats/torch.h"
 #include "../util/util.h"
 
-#define CONFIG_MAX (4u << 20)
 #define U(x) ((unsigned long long)(x))
 
 struct loader {
@@ -267,14 +266,124 @@ static enum hm_err check_experts(struct loader *L)
 	return HM_OK;
 }
 
+/* Binds layer l's tensors (GGUF or HF names). */
+static enum hm_err bind_layer(struct loader *L, uint32_t l)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	const int g = m->gguf != NULL;
+	uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
+	struct eng_layer *y = &m->layers[l];
+	char name[128];
+	enum hm_err err;
+
+	struct {
+		const char *gn, *hn;
+		uint64_t rows, cols;
+		struct eng_weight *w;
+	} mats[] = {
+		{"attn_q", "self_attn.q_proj", qd, c->dim, &y->wq},
+		{"attn_k", "self_attn.k_proj", kvd, c->dim, &y->wk},
+		{"attn_v", "self_attn.v_proj", kvd, c->dim, &y->wv},
+		{"attn_output", "self_attn.o_proj", c->dim, qd, &y->wo},
+		{"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &y->w_gate},
+		{"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &y->w_up},
+		{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
+	};
+	for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
+		if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
+			continue; /* Phi-3, experts: below */
+		if (g)
+			snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
+		else
+			snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
+		if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
+			return err;
+	}
+	if (c->n_expert && (err = bind_experts(L, l, y)))
+		return err;
+	if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
+		struct eng_weight qkv, gu;
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
+		if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
+		if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
+			return err;
+		y->wq = y->wk = y->wv = qkv;
+		y->wq.rows = qd;
+		y->wk.rows = y->wv.rows = kvd;
+		y->wk.data += qd * qkv.row_bytes;
+		y->wv.data += (qd + kvd) * qkv.row_bytes;
+		y->w_gate = y->w_up = gu;
+		y->w_gate.rows = y->w_up.rows = c->ffn_dim;
+		y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
+	}
+	/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
+	struct {
+		const char *gn, *hn;
+		uint64_t n;
+		float **b;
+	} biases[] = {
+		{"attn_q", "self_attn.q_proj", qd, &y->bq},
+		{"attn_k", "self_attn.k_proj", kvd, &y->bk},
+		{"attn_v", "self_attn.v_proj", kvd, &y->bv},
+		{"attn_output", "self_attn.o_proj", c->dim, &y->bo},
+	};
+	for (size_t i = 0; i < sizeof(biases) / sizeof(*biases); i++) {
+		if (g)
+			snprintf(name, sizeof(name), "blk.%u.%s.bias", l, biases[i].gn);
+		else
+			snprintf(name, sizeof(name), "model.layers.%u.%s.bias", l, biases[i].hn);
+		if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
+			return err;
+	}
+	if (c->qk_norm) {
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
+		if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
+		if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
+			return err;
+	}
+	snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
+	if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
+		return err;
+	if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
+			return err;
+		snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
+		if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
+			return err;
+	} else {
+		snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
+			 l);
+		if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
+			return err;
+	}
+	if (c->swa_period)
+		y->swa = l % c->swa_period < c->swa_period - 1;
+	if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
+		plus_one(y->attn_norm, c->dim);
+		plus_one(y->ffn_norm, c->dim);
+		plus_one(y->post_attn_norm, c->dim);
+		plus_one(y->post_ffn_norm, c->dim);
+		plus_one(y->q_norm, c->head_dim);
+		plus_one(y->k_norm, c->head_dim);
+	}
+	return HM_OK;
+}
+
 /* Binds every tensor by the naming scheme (GGUF or HF). */
 static enum hm_err bind_all(struct loader *L)
 {
 	struct eng_model *m = L->m;
 	struct eng_config *c = &m->cfg;
 	const int g = m->gguf != NULL;
-	uint64_t qd = (uint64_t)c->n_head * c->head_dim, kvd = (uint64_t)c->n_kv_head * c->head_dim;
-	char name[128];
 	enum hm_err err;
 	int present;
 
@@ -292,107 +401,9 @@ static enum hm_err bind_all(struct loader *L)
 		m->output = m->tok_embd;
 	if (!(m->layers = calloc(c->n_layer, sizeof(*m->layers))))
 		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
-	for (uint32_t l = 0; l < c->n_layer; l++) {
-		struct eng_layer *y = &m->layers[l];
-		struct {
-			const char *gn, *hn;
-			uint64_t rows, cols;
-			struct eng_weight *w;
-		} mats[] = {
-			{"attn_q", "self_attn.q_proj", qd, c->dim, &y->wq},
-			{"attn_k", "self_attn.k_proj", kvd, c->dim, &y->wk},
-			{"attn_v", "self_attn.v_proj", kvd, c->dim, &y->wv},
-			{"attn_output", "self_attn.o_proj", c->dim, qd, &y->wo},
-			{"ffn_gate", "mlp.gate_proj", c->ffn_dim, c->dim, &y->w_gate},
-			{"ffn_up", "mlp.up_proj", c->ffn_dim, c->dim, &y->w_up},
-			{"ffn_down", "mlp.down_proj", c->dim, c->ffn_dim, &y->w_down},
-		};
-		for (size_t i = 0; i < sizeof(mats) / sizeof(*mats); i++) {
-			if ((c->fused && i != 3 && i != 6) || (c->n_expert && i >= 4))
-				continue; /* Phi-3, experts: below */
-			if (g)
-				snprintf(name, sizeof(name), "blk.%u.%s.weight", l, mats[i].gn);
-			else
-				snprintf(name, sizeof(name), "model.layers.%u.%s.weight", l, mats[i].hn);
-			if ((err = bind_mat(L, name, mats[i].rows, mats[i].cols, 0, mats[i].w, NULL)))
-				return err;
-		}
-		if (c->n_expert && (err = bind_experts(L, l, y)))
+	for (uint32_t l = 0; l < c->n_layer; l++)
+		if ((err = bind_layer(L, l)))
 			return err;
-		if (c->fused) { /* Phi-3: rows q, k, v of one matrix; gate, then up, of another */
-			struct eng_weight qkv, gu;
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_qkv.weight" : "model.layers.%u.self_attn.qkv_proj.weight", l);
-			if ((err = bind_mat(L, name, qd + 2 * kvd, c->dim, 0, &qkv, NULL)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_up.weight" : "model.layers.%u.mlp.gate_up_proj.weight", l);
-			if ((err = bind_mat(L, name, 2 * (uint64_t)c->ffn_dim, c->dim, 0, &gu, NULL)))
-				return err;
-			y->wq = y->wk = y->wv = qkv;
-			y->wq.rows = qd;
-			y->wk.rows = y->wv.rows = kvd;
-			y->wk.data += qd * qkv.row_bytes;
-			y->wv.data += (qd + kvd) * qkv.row_bytes;
-			y->w_gate = y->w_up = gu;
-			y->w_gate.rows = y->w_up.rows = c->ffn_dim;
-			y->w_up.data += (size_t)c->ffn_dim * gu.row_bytes;
-		}
-		/* projection biases: Qwen2's q/k/v always, Llama's with attention_bias */
-		struct {
-			const char *gn, *hn;
-			uint64_t n;
-			float **b;
-		} biases[] = {
-			{"attn_q", "self_attn.q_proj", qd, &y->bq},
-			{"attn_k", "self_attn.k_proj", kvd, &y->bk},
-			{"attn_v", "self_attn.v_proj", kvd, &y->bv},
-			{"attn_output", "self_attn.o_proj", c->dim, &y->bo},
-		};
-		for (size_t i = 0; i < sizeof(biases) / sizeof(*biases); i++) {
-			if (g)
-				snprintf(name, sizeof(name), "blk.%u.%s.bias", l, biases[i].gn);
-			else
-				snprintf(name, sizeof(name), "model.layers.%u.%s.bias", l, biases[i].hn);
-			if ((err = bind_vec_opt(L, name, biases[i].n, !c->qkv_bias || i == 3, biases[i].b)))
-				return err;
-		}
-		if (c->qk_norm) {
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_q_norm.weight" : "model.layers.%u.self_attn.q_norm.weight", l);
-			if ((err = bind_vec(L, name, c->head_dim, &y->q_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.attn_k_norm.weight" : "model.layers.%u.self_attn.k_norm.weight", l);
-			if ((err = bind_vec(L, name, c->head_dim, &y->k_norm)))
-				return err;
-		}
-		snprintf(name, sizeof(name), g ? "blk.%u.attn_norm.weight" : "model.layers.%u.input_layernorm.weight", l);
-		if ((err = bind_vec(L, name, c->dim, &y->attn_norm)))
-			return err;
-		if (c->sandwich) { /* Gemma: the HF post_attention_layernorm is the post-attention norm */
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.pre_feedforward_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.post_attention_norm.weight" : "model.layers.%u.post_attention_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->post_attn_norm)))
-				return err;
-			snprintf(name, sizeof(name), g ? "blk.%u.post_ffw_norm.weight" : "model.layers.%u.post_feedforward_layernorm.weight", l);
-			if ((err = bind_vec(L, name, c->dim, &y->post_ffn_norm)))
-				return err;
-		} else {
-			snprintf(name, sizeof(name), g ? "blk.%u.ffn_norm.weight" : "model.layers.%u.post_attention_layernorm.weight",
-				 l);
-			if ((err = bind_vec(L, name, c->dim, &y->ffn_norm)))
-				return err;
-		}
-		if (c->swa_period)
-			y->swa = l % c->swa_period < c->swa_period - 1;
-		if (c->gemma && !g) { /* Hugging Face's Gemma norms hold w and compute with 1 + w; the GGUF holds 1 + w */
-			plus_one(y->attn_norm, c->dim);
-			plus_one(y->ffn_norm, c->dim);
-			plus_one(y->post_attn_norm, c->dim);
-			plus_one(y->post_ffn_norm, c->dim);
-			plus_one(y->q_norm, c->head_dim);
-			plus_one(y->k_norm, c->head_dim);
-		}
-	}
 	if (c->gemma && !g)
 		plus_one(m->out_norm, c->dim);
 	c->weight_type = m->layers[0].wq.type;
@@ -555,23 +566,10 @@ static enum hm_err longrope_gguf(struct loader *L, float **factors)
 	return HM_OK;
 }
 
-static enum hm_err open_gguf(struct loader *L)
+/* The architecture's switches from general.architecture (k, a string). */
+static enum hm_err gguf_arch(struct loader *L, const struct fmt_gguf_kv *k)
 {
-	char key[96];
-	struct eng_model *m = L->m;
-	struct eng_config *c = &m->cfg;
-	enum hm_err err;
-	uint32_t kl, vl, rot, nv;
-	const struct fmt_gguf_kv *k;
-	const struct fmt_gguf_tensor *t;
-	float *factors = NULL;
-
-	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
-		return err;
-	c->format = "gguf";
-	k = kv(L, "general.architecture");
-	if (!k || k->v.type != FMT_GGUF_STRING)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
+	struct eng_config *c = &L->m->cfg;
 	if (kv_str_is(k, "llama")) {
 		c->arch = "llama";
 		c->interleaved_rope = 1; /* the converter permuted Q/K for it */
@@ -605,6 +603,28 @@ static enum hm_err open_gguf(struct loader *L)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.*s (supported: %s)", L->path,
 			       (int)(k->v.len > 64 ? 64 : k->v.len), k->v.str, ENG_GGUF_ARCHS);
 	}
+	return HM_OK;
+}
+
+static enum hm_err open_gguf(struct loader *L)
+{
+	char key[96];
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	enum hm_err err;
+	uint32_t kl, vl, rot, nv;
+	const struct fmt_gguf_kv *k;
+	const struct fmt_gguf_tensor *t;
+	float *factors = NULL;
+
+	if ((err = fmt_gguf_open(L->ctx, L->path, &m->gguf)))
+		return err;
+	c->format = "gguf";
+	k = kv(L, "general.architecture");
+	if (!k || k->v.type != FMT_GGUF_STRING)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no general.architecture", L->path);
+	if ((err = gguf_arch(L, k)))
+		return err;
 	if ((err = kv_u32(L, AK("block_count"), 1, 0, &c->n_layer)) ||
 	    (err = kv_u32(L, AK("context_length"), 1, 0, &c->ctx_len)) ||
 	    (err = kv_u32(L, AK("embedding_length"), 1, 0, &c->dim)) ||
@@ -686,48 +706,12 @@ static enum hm_err open_gguf(struct loader *L)
 
 /* ---- safetensors + config.json ---- */
 
-/* A non-negative integer key; absent or null: def (HM_ERR_BAD_INPUT when required). */
-static enum hm_err js_u32(struct loader *L, json_t *cfg, const char *key, int required, uint32_t def, uint32_t *out)
-{
-	json_t *j = json_object_get(cfg, key);
-	if (!j || json_is_null(j)) {
-		if (required)
-			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json has no '%s'", L->path, key);
-		*out = def;
-		return HM_OK;
-	}
-	if (!json_is_integer(j) || json_integer_value(j) < 0)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json '%s' is not a non-negative integer", L->path, key);
-	json_int_t v = json_integer_value(j);
-	*out = v > (json_int_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
-	return HM_OK;
-}
-
-static enum hm_err js_num(struct loader *L, json_t *obj, const char *key, double def, double *out)
-{
-	json_t *j = json_object_get(obj, key);
-	if (!j || json_is_null(j)) {
-		*out = def;
-		return HM_OK;
-	}
-	if (!json_is_number(j))
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json '%s' is not a number", L->path, key);
-	*out = json_number_value(j);
-	return HM_OK;
-}
-
 /* Llama 3 per-frequency factors (transformers' _compute_llama3_parameters). */
-static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
+static void llama3_factors(const struct eng_config *c, const struct fmt_hf_config *h, float *f)
 {
-	double factor, lo, hi, old;
-	const struct eng_config *c = &L->m->cfg;
-	enum hm_err err;
-	if ((err = js_num(L, rs, "factor", 8, &factor)) || (err = js_num(L, rs, "low_freq_factor", 1, &lo)) ||
-	    (err = js_num(L, rs, "high_freq_factor", 4, &hi)) ||
-	    (err = js_num(L, rs, "original_max_position_embeddings", 8192, &old)))
-		return err;
-	if (!(factor > 0) || !(lo > 0) || !(hi > lo) || !(old > 0) || factor > 1e6 || old > 1e9)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': llama3 rope_scaling parameters are out of range", L->path);
+	double factor = fmt_hf_num_or(h->rope_factor, 8), lo = fmt_hf_num_or(h->low_freq_factor, 1);
+	double hi = fmt_hf_num_or(h->high_freq_factor, 4);
+	double old = h->rope_original_max.has ? h->rope_original_max.v : 8192;
 	for (uint32_t i = 0; i < c->n_rot / 2; i++) {
 		float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->n_rot);
 		double wavelen = 2 * M_PI / freq, lw = old / lo, hw = old / hi;
@@ -740,75 +724,54 @@ static enum hm_err llama3_factors(struct loader *L, json_t *rs, float *f)
 			f[i] = (float)(1 / ((1 - smooth) / factor + smooth));
 		}
 	}
-	return HM_OK;
 }
 
 /* Phi-3 LongRoPE from config.json (transformers' longrope parameters): the
  * long factors past original_max_position_embeddings (here: when the default
  * context is), else the short ones; attention factor sqrt(1 + ln(s) / ln(orig))
  * for s = max_position_embeddings / orig > 1, unless given. */
-static enum hm_err longrope_hf(struct loader *L, json_t *cfg, json_t *rs, const char *cfgpath, float **factors)
+static enum hm_err longrope_hf(struct loader *L, const struct fmt_hf_config *h, const char *cfgpath, float **factors)
 {
 	struct eng_config *c = &L->m->cfg;
-	enum hm_err err;
-	double orig, af;
 	uint32_t n = c->n_rot / 2;
-	if ((err = js_num(L, cfg, "original_max_position_embeddings", 0, &orig)))
-		return err;
-	if (!(orig >= 1) && ((err = js_num(L, rs, "original_max_position_embeddings", 0, &orig)) || !(orig >= 1)))
-		return err ? err : hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': longrope needs original_max_position_embeddings",
-					   cfgpath);
+	double orig = h->original_max_position_embeddings.has ? h->original_max_position_embeddings.v
+		      : h->rope_original_max.v;
+	if (!h->original_max_position_embeddings.has && !h->rope_original_max.has)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': longrope needs original_max_position_embeddings", cfgpath);
 	double scale = (double)c->ctx_len / orig;
-	if ((err = js_num(L, rs, "attention_factor", scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0, &af)))
-		return err;
-	json_t *fa = json_object_get(rs, default_ctx(c) > orig ? "long_factor" : "short_factor");
-	if (!json_is_array(fa) || json_array_size(fa) != n)
+	double af = fmt_hf_num_or(h->attention_factor, scale > 1 ? sqrt(1 + log(scale) / log(orig)) : 1.0);
+	int lng = default_ctx(c) > orig;
+	const float *fa = lng ? h->long_factor : h->short_factor;
+	if (!fa || (lng ? h->n_long : h->n_short) != n)
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling long_factor/short_factor must hold %u values",
 			       cfgpath, n);
 	if (!(af > 0 && af < 100))
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope attention factor %g is out of range", cfgpath, af);
 	if (!(*factors = malloc(n * sizeof(float))))
 		return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
-	for (uint32_t i = 0; i < n; i++) {
-		json_t *v = json_array_get(fa, i);
-		(*factors)[i] = json_is_number(v) ? (float)json_number_value(v) : -1.0f; /* set_rope refuses <= 0 */
-	}
+	memcpy(*factors, fa, n * sizeof(float));
 	c->rope_mscale = (float)af;
 	c->rope_longrope = 1;
 	return HM_OK;
 }
 
 /* Gemma 2/3 fields of config.json (transformers' Gemma2Config, Gemma3TextConfig). */
-static enum hm_err gemma_hf(struct loader *L, json_t *cfg, const char *cfgpath)
+static enum hm_err gemma_hf(struct loader *L, const struct fmt_hf_config *h, const char *cfgpath)
 {
 	struct eng_config *c = &L->m->cfg;
-	enum hm_err err;
-	double qs, acap, fcap, local;
-	uint32_t win, period;
-	const char *act = json_string_value(json_object_get(cfg, "hidden_activation"));
-	if (!act)
-		act = json_string_value(json_object_get(cfg, "hidden_act"));
-	if (act && strcmp(act, "gelu_pytorch_tanh"))
+	const char *act = h->hidden_activation;
+	if (act[0] && strcmp(act, "gelu_pytorch_tanh"))
 		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden activation '%.32s' is not supported"
 			       " (gelu_pytorch_tanh is)", cfgpath, act);
 	c->gelu = c->sandwich = 1;
 	c->emb_scale = sqrtf((float)c->dim);
-	if ((err = js_num(L, cfg, "query_pre_attn_scalar", c->head_dim, &qs)) ||
-	    (err = js_num(L, cfg, "attn_logit_softcapping", 0, &acap)) ||
-	    (err = js_num(L, cfg, "final_logit_softcapping", 0, &fcap)) ||
-	    (err = js_num(L, cfg, "rope_local_base_freq", 10000, &local)) ||
-	    (err = js_u32(L, cfg, "sliding_window", 0, 0, &win)) ||
-	    (err = js_u32(L, cfg, "sliding_window_pattern", 0, c->gemma == 2 ? 2 : 6, &period)))
-		return err;
-	if (!(qs > 0 && qs < 1e9) || !(acap >= 0 && acap < 1e6) || !(fcap >= 0 && fcap < 1e6) || period < 1)
-		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': query_pre_attn_scalar, soft-capping or"
-			       " sliding_window_pattern out of range", cfgpath);
-	c->attn_scale = (float)(1.0 / sqrt(qs));
-	c->attn_softcap = (float)acap;
-	c->final_softcap = (float)fcap;
-	c->swa_window = win;
-	c->swa_period = win ? period : 0;
-	c->rope_theta_swa = c->gemma == 2 ? c->rope_theta : (float)local;
+	c->attn_scale = (float)(1.0 / sqrt(fmt_hf_num_or(h->query_pre_attn_scalar, c->head_dim)));
+	c->attn_softcap = (float)fmt_hf_num_or(h->attn_logit_softcapping, 0);
+	c->final_softcap = (float)fmt_hf_num_or(h->final_logit_softcapping, 0);
+	c->swa_window = h->sliding_window.v;
+	c->swa_period = !c->swa_window ? 0 : h->sliding_window_pattern.has ? h->sliding_window_pattern.v
+					  : c->gemma == 2 ? 2 : 6;
+	c->rope_theta_swa = c->gemma == 2 ? c->rope_theta : (float)fmt_hf_num_or(h->rope_local_base_freq, 10000);
 	return HM_OK;
 }
 
@@ -838,20 +801,143 @@ static enum hm_err open_torch_dir(struct loader *L, struct eng_config *c)
 	return err;
 }
 
-static enum hm_err open_safetensors(struct loader *L, int is_dir)
+/* The family's switches (what the architecture implies). */
+static enum hm_err hf_family(struct loader *L, const struct fmt_hf_config *h, const char *cfgpath)
+{
+	struct eng_config *c = &L->m->cfg;
+	switch (h->family) {
+	case FMT_HF_LLAMA: c->arch = "llama"; break;
+	case FMT_HF_QWEN2: c->arch = "qwen2"; c->qkv_bias = 1; break;
+	case FMT_HF_QWEN3: c->arch = "qwen3"; c->qk_norm = 1; break;
+	case FMT_HF_SMOLLM3: c->arch = "smollm3"; break;
+	case FMT_HF_QWEN3MOE: c->arch = "qwen3moe"; c->qk_norm = 1; break;
+	case FMT_HF_MIXTRAL: c->arch = "llama"; break;
+	case FMT_HF_PHI3: c->arch = "phi3"; c->fused = 1; break;
+	case FMT_HF_GEMMA2: c->arch = "gemma2"; c->gemma = 2; break;
+	case FMT_HF_GEMMA3: c->arch = "gemma3"; c->gemma = 3; c->qk_norm = 1; break;
+	default:
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.64s (supported: %s)", cfgpath,
+			       h->arch[0] ? h->arch : h->model_type[0] ? h->model_type : "none", ENG_HF_ARCHS);
+	}
+	if (h->mlp_bias)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': MLP biases are not supported", cfgpath);
+	return HM_OK;
+}
+
+/* The model's shape, rope and family fields from the checked config. */
+static enum hm_err hf_config(struct loader *L, const struct fmt_hf_config *h, const char *cfgpath)
+{
+	struct eng_config *c = &L->m->cfg;
+	enum hm_err err;
+	double d;
+	if ((err = hf_family(L, h, cfgpath)))
+		return err;
+	if (!h->vocab_size.has)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json has no 'vocab_size'", cfgpath);
+	c->dim = h->hidden_size;
+	c->n_layer = h->n_layer;
+	c->n_head = h->n_head;
+	c->n_kv_head = h->n_kv_head.has ? h->n_kv_head.v : c->n_head;
+	c->ffn_dim = h->intermediate_size;
+	c->vocab = h->vocab_size.v;
+	c->ctx_len = h->max_position_embeddings.has ? h->max_position_embeddings.v : 2048;
+	if (c->n_head > ENG_MAX_HEADS)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head count %u is out of range", cfgpath, c->n_head);
+	if (!h->head_dim.has && c->dim % c->n_head)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden_size %u is not a multiple of %u heads", cfgpath,
+			       c->dim, c->n_head);
+	c->head_dim = h->head_dim.has ? h->head_dim.v : c->dim / c->n_head;
+	d = fmt_hf_num_or(h->partial_rotary_factor, 1);
+	/* transformers: int(head_dim * partial_rotary_factor) leading dims rotate */
+	if ((c->n_rot = (uint32_t)((double)c->head_dim * d)) < 2 || c->n_rot % 2)
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial_rotary_factor %g does not give an even number of "
+			       "rotary dims from 2 to head_dim %u", cfgpath, d, c->head_dim);
+	c->rope_theta = (float)fmt_hf_num_or(h->rope_theta, 10000);
+	c->norm_eps = (float)fmt_hf_num_or(h->rms_norm_eps, 1e-6);
+	c->rope_scale = h->rope == FMT_HF_ROPE_LINEAR ? (float)fmt_hf_num_or(h->rope_factor, 1) : 1;
+	if (h->rope != FMT_HF_ROPE_NONE && h->rope != FMT_HF_ROPE_LINEAR && h->rope != FMT_HF_ROPE_LLAMA3 &&
+	    !(h->rope == FMT_HF_ROPE_LONGROPE && c->fused))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling type '%.32s' is not supported", cfgpath,
+			       h->rope_type_name);
+	if (c->gemma && (err = gemma_hf(L, h, cfgpath)))
+		return err;
+	if (h->family == FMT_HF_QWEN3MOE || h->family == FMT_HF_MIXTRAL) {
+		int q = h->family == FMT_HF_QWEN3MOE;
+		if (!h->n_expert.has || !h->n_expert_used.has || (q && !h->moe_intermediate_size.has))
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': config.json has no '%s'", cfgpath,
+				       !h->n_expert.has ? (q ? "num_experts" : "num_local_experts")
+				       : !h->n_expert_used.has ? "num_experts_per_tok" : "moe_intermediate_size");
+		c->n_expert = h->n_expert.v;
+		c->n_expert_used = h->n_expert_used.v;
+		c->expert_ffn = q ? h->moe_intermediate_size.v : h->intermediate_size;
+		if ((err = check_experts(L)))
+			return err;
+		if (q && (h->decoder_sparse_step > 1 || h->n_mlp_only_layers > 0 || h->norm_topk_prob == 0))
+			return hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': dense layers among the experts, or unnormalized"
+				       " top-k weights, are not supported", cfgpath);
+	}
+	c->tied = h->tie_word_embeddings == 1;
+	return HM_OK;
+}
+
+/* Maps the weights: a directory (safetensors, else PyTorch), an index, or one file. */
+static enum hm_err hf_weights(struct loader *L, int is_dir)
 {
 	struct eng_model *m = L->m;
 	struct eng_config *c = &m->cfg;
-	enum hm_err err = HM_OK;
-	char *cfgpath = NULL, *data = NULL, *dir = NULL;
-	size_t len;
-	json_t *cfg = NULL, *j, *rs, *nope = NULL, *lt;
-	int longrope = 0, moe = 0;
-	json_error_t je;
-	double d;
-	float *factors = NULL;
 	const struct fmt_st_tensor *emb;
-	const char *slash, *rtype = NULL;
+	size_t len = strlen(L->path);
+	enum hm_err err;
+	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
+		err = open_torch_dir(L, c);
+	else if (is_dir)
+		;
+	else if (len > 5 && !strcmp(L->path + len - 5, ".json"))
+		err = fmt_st_open_index(L->ctx, L->path, NULL, NULL, &m->st);
+	else
+		err = fmt_st_open_single(L->ctx, L->path, &m->st);
+	if (err)
+		return err;
+	emb = fmt_st_set_find(m->st, "model.embed_tokens.weight");
+	if (emb && emb->ndim == 2 && (emb->shape[0] != c->vocab || emb->shape[1] != c->dim))
+		return hm_fail(L->ctx, HM_ERR_BAD_INPUT,
+			       "'%s': vocab/embedding mismatch: vocab_size %u, hidden_size %u, model.embed_tokens.weight is"
+			       " [%llu, %llu]", L->path, c->vocab, c->dim, (unsigned long long)emb->shape[0],
+			       (unsigned long long)emb->shape[1]);
+	return HM_OK;
+}
+
+/* Per-layer kinds: Gemma's sliding/full attention, SmolLM3's NoPE layers;
+ * then the rope factors (LongRoPE, Llama 3) and the frequencies. */
+static enum hm_err hf_layers_rope(struct loader *L, const struct fmt_hf_config *h, const char *cfgpath)
+{
+	struct eng_model *m = L->m;
+	struct eng_config *c = &m->cfg;
+	float *factors = NULL;
+	enum hm_err err;
+	for (uint32_t l = 0; c->gemma && h->layer_sliding && l < c->n_layer; l++)
+		m->layers[l].swa = c->swa_window && h->layer_sliding[l];
+	for (uint32_t l = 0; h->family == FMT_HF_SMOLLM3 && h->no_rope_layers && l < c->n_layer; l++)
+		m->layers[l].nope = h->no_rope_layers[l] == 0;
+	if (h->rope == FMT_HF_ROPE_LONGROPE && (err = longrope_hf(L, h, cfgpath, &factors)))
+		return err;
+	if (h->rope == FMT_HF_ROPE_LLAMA3) {
+		if (!(factors = malloc(c->n_rot / 2 * sizeof(float))))
+			return hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
+		llama3_factors(c, h, factors);
+	}
+	err = set_rope(L, factors);
+	free(factors);
+	return err;
+}
+
+static enum hm_err open_safetensors(struct loader *L, int is_dir)
+{
+	struct eng_config *c = &L->m->cfg;
+	struct fmt_hf_config h = {0};
+	enum hm_err err;
+	char *cfgpath = NULL, *dir = NULL;
+	const char *slash;
 
 	c->format = "safetensors";
 	c->interleaved_rope = 0;
@@ -865,196 +951,17 @@ static enum hm_err open_safetensors(struct loader *L, int is_dir)
 		err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if (util_read_file(cfgpath, CONFIG_MAX, &data, &len)) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': cannot read config.json: %s", cfgpath,
-			      errno ? strerror(errno) : "too big");
+	if ((err = fmt_hf_config_load(L->ctx, cfgpath, NULL, &h)))
 		goto out;
-	}
-	cfg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
-	if (!cfg || !json_is_object(cfg)) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': not a JSON object: %s", cfgpath, cfg ? "" : je.text);
+	if ((err = hf_config(L, &h, cfgpath)) || (err = hf_weights(L, is_dir)))
 		goto out;
-	}
-	j = json_array_get(json_object_get(cfg, "architectures"), 0);
-	const char *arch = json_string_value(j), *mt = json_string_value(json_object_get(cfg, "model_type"));
-	if (arch ? !strcmp(arch, "Qwen2ForCausalLM") : mt && !strcmp(mt, "qwen2")) {
-		c->arch = "qwen2";
-		c->qkv_bias = 1;
-	} else if (arch ? !strcmp(arch, "Qwen3ForCausalLM") : mt && !strcmp(mt, "qwen3")) {
-		c->arch = "qwen3";
-		c->qk_norm = 1;
-	} else if (arch ? !strcmp(arch, "SmolLM3ForCausalLM") : mt && !strcmp(mt, "smollm3")) {
-		c->arch = "smollm3";
-		nope = json_object_get(cfg, "no_rope_layers");
-	} else if (arch ? !strcmp(arch, "Qwen3MoeForCausalLM") : mt && !strcmp(mt, "qwen3_moe")) {
-		c->arch = "qwen3moe";
-		c->qk_norm = 1;
-		moe = 1;
-	} else if (arch ? !strcmp(arch, "MixtralForCausalLM") : mt && !strcmp(mt, "mixtral")) {
-		c->arch = "llama";
-		moe = 2;
-	} else if (arch ? !strcmp(arch, "Phi3ForCausalLM") : mt && !strcmp(mt, "phi3")) {
-		c->arch = "phi3";
-		c->fused = 1;
-	} else if (arch ? !strcmp(arch, "Gemma2ForCausalLM") : mt && !strcmp(mt, "gemma2")) {
-		c->arch = "gemma2";
-		c->gemma = 2;
-	} else if (arch ? !strcmp(arch, "Gemma3ForCausalLM") : mt && !strcmp(mt, "gemma3_text")) {
-		c->arch = "gemma3";
-		c->gemma = 3;
-		c->qk_norm = 1;
-	} else if (arch ? strcmp(arch, "LlamaForCausalLM") && strcmp(arch, "LLaMAForCausalLM") &&
-				  strcmp(arch, "MistralForCausalLM")
-			: !mt || (strcmp(mt, "llama") && strcmp(mt, "mistral"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': unsupported architecture %.64s (supported: %s)", cfgpath,
-			      arch ? arch : mt ? mt : "none", ENG_HF_ARCHS);
-		goto out;
-	} else {
-		c->arch = "llama";
-	}
-	if (json_is_true(json_object_get(cfg, "mlp_bias"))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': MLP biases are not supported", cfgpath);
-		goto out;
-	}
-	if ((err = js_u32(L, cfg, "hidden_size", 1, 0, &c->dim)) ||
-	    (err = js_u32(L, cfg, "num_hidden_layers", 1, 0, &c->n_layer)) ||
-	    (err = js_u32(L, cfg, "num_attention_heads", 1, 0, &c->n_head)) ||
-	    (err = js_u32(L, cfg, "num_key_value_heads", 0, c->n_head, &c->n_kv_head)) ||
-	    (err = js_u32(L, cfg, "intermediate_size", 1, 0, &c->ffn_dim)) ||
-	    (err = js_u32(L, cfg, "vocab_size", 1, 0, &c->vocab)) ||
-	    (err = js_u32(L, cfg, "max_position_embeddings", 0, 2048, &c->ctx_len)))
-		goto out;
-	if (c->n_head == 0 || c->n_head > ENG_MAX_HEADS) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': head count %u is out of range", cfgpath, c->n_head);
-		goto out;
-	}
-	j = json_object_get(cfg, "head_dim");
-	if ((!j || json_is_null(j)) && c->dim % c->n_head) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': hidden_size %u is not a multiple of %u heads", cfgpath,
-			      c->dim, c->n_head);
-		goto out;
-	}
-	if ((err = js_u32(L, cfg, "head_dim", 0, c->dim / c->n_head, &c->head_dim)) ||
-	    (err = js_num(L, cfg, "partial_rotary_factor", 1, &d)))
-		goto out;
-	/* transformers: int(head_dim * partial_rotary_factor) leading dims rotate */
-	if (!(d > 0 && d <= 1) || (c->n_rot = (uint32_t)((double)c->head_dim * d)) < 2 || c->n_rot % 2) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': partial_rotary_factor %g does not give an even number of "
-			      "rotary dims from 2 to head_dim %u", cfgpath, d, c->head_dim);
-		goto out;
-	}
-	if ((err = js_num(L, cfg, "rope_theta", 10000, &d)))
-		goto out;
-	c->rope_theta = (float)d;
-	if ((err = js_num(L, cfg, "rms_norm_eps", 1e-6, &d)))
-		goto out;
-	c->norm_eps = (float)d;
-	c->rope_scale = 1;
-	rs = json_object_get(cfg, "rope_scaling");
-	if (rs && !json_is_null(rs)) {
-		if (!json_is_object(rs)) {
-			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling is not an object", cfgpath);
-			goto out;
-		}
-		rtype = json_string_value(json_object_get(rs, "rope_type"));
-		if (!rtype)
-			rtype = json_string_value(json_object_get(rs, "type"));
-		if (rtype && !strcmp(rtype, "linear")) {
-			if ((err = js_num(L, rs, "factor", 1, &d)))
-				goto out;
-			c->rope_scale = (float)d;
-		} else if (rtype && c->fused && (!strcmp(rtype, "longrope") || !strcmp(rtype, "su"))) {
-			longrope = 1;
-		} else if (rtype && strcmp(rtype, "llama3") && strcmp(rtype, "default")) {
-			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': rope_scaling type '%.32s' is not supported", cfgpath,
-				      rtype);
-			goto out;
-		}
-	}
-	if (c->gemma && (err = gemma_hf(L, cfg, cfgpath)))
-		goto out;
-	if (moe && ((err = js_u32(L, cfg, moe == 1 ? "num_experts" : "num_local_experts", 1, 0, &c->n_expert)) ||
-		    (err = js_u32(L, cfg, "num_experts_per_tok", 1, 0, &c->n_expert_used)) ||
-		    (err = js_u32(L, cfg, moe == 1 ? "moe_intermediate_size" : "intermediate_size", 1, 0, &c->expert_ffn)) ||
-		    (err = check_experts(L))))
-		goto out;
-	if (moe == 1 && (json_integer_value(json_object_get(cfg, "decoder_sparse_step")) > 1 ||
-			 json_array_size(json_object_get(cfg, "mlp_only_layers")) > 0 ||
-			 json_is_false(json_object_get(cfg, "norm_topk_prob")))) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': dense layers among the experts, or unnormalized top-k"
-			      " weights, are not supported", cfgpath);
-		goto out;
-	}
-	j = json_object_get(cfg, "tie_word_embeddings");
-	c->tied = json_is_true(j);
-	if (is_dir && (err = fmt_st_open_dir(L->ctx, L->path, &m->st)) == HM_ERR_NOT_FOUND)
-		err = open_torch_dir(L, c);
-	else if (is_dir)
-		;
-	else if (len = strlen(L->path), len > 5 && !strcmp(L->path + len - 5, ".json"))
-		err = fmt_st_open_index(L->ctx, L->path, NULL, NULL, &m->st);
-	else
-		err = fmt_st_open_single(L->ctx, L->path, &m->st);
-	if (err)
-		goto out;
-	emb = fmt_st_set_find(m->st, "model.embed_tokens.weight");
-	if (emb && emb->ndim == 2 && (emb->shape[0] != c->vocab || emb->shape[1] != c->dim)) {
-		err = hm_fail(L->ctx, HM_ERR_BAD_INPUT,
-			      "'%s': vocab/embedding mismatch: vocab_size %u, hidden_size %u, model.embed_tokens.weight is [%llu, %llu]",
-			      L->path, c->vocab, c->dim, (unsigned long long)emb->shape[0], (unsigned long long)emb->shape[1]);
-		goto out;
-	}
-	if (!c->tied && !fmt_st_set_find(m->st, "lm_head.weight") && (!j || json_is_null(j)))
+	if (!c->tied && !fmt_st_set_find(L->m->st, "lm_head.weight") && h.tie_word_embeddings == -1)
 		c->tied = 1; /* no lm_head and no word on tying: a tied checkpoint */
 	if ((err = check_config(L)) || (err = bind_all(L)))
 		goto out;
-	lt = c->gemma ? json_object_get(cfg, "layer_types") : NULL;
-	if (lt && !json_is_null(lt)) { /* newer Gemma configs list each layer's attention */
-		if (!json_is_array(lt) || json_array_size(lt) != c->n_layer) {
-			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types is not a list of %u layers", cfgpath,
-				      c->n_layer);
-			goto out;
-		}
-		for (uint32_t l = 0; l < c->n_layer; l++) {
-			const char *ty = json_string_value(json_array_get(lt, l));
-			if (!ty || (strcmp(ty, "sliding_attention") && strcmp(ty, "full_attention"))) {
-				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': layer_types[%u] is not sliding_attention or"
-					      " full_attention", cfgpath, l);
-				goto out;
-			}
-			m->layers[l].swa = c->swa_window && !strcmp(ty, "sliding_attention");
-		}
-	}
-	if (nope && !json_is_null(nope)) { /* SmolLM3: 1 = rope, 0 = none, per layer */
-		if (!json_is_array(nope) || json_array_size(nope) != c->n_layer) {
-			err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers is not a list of %u layers", cfgpath,
-				      c->n_layer);
-			goto out;
-		}
-		for (uint32_t l = 0; l < c->n_layer; l++) {
-			json_t *v = json_array_get(nope, l);
-			if (!json_is_integer(v) || (json_integer_value(v) != 0 && json_integer_value(v) != 1)) {
-				err = hm_fail(L->ctx, HM_ERR_BAD_INPUT, "'%s': no_rope_layers[%u] is not 0 or 1", cfgpath, l);
-				goto out;
-			}
-			m->layers[l].nope = json_integer_value(v) == 0;
-		}
-	}
-	if (longrope && (err = longrope_hf(L, cfg, rs, cfgpath, &factors)))
-		goto out;
-	if (!longrope && rtype && !strcmp(rtype, "llama3")) {
-		if (!(factors = malloc(c->n_rot / 2 * sizeof(float)))) {
-			err = hm_fail(L->ctx, HM_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		if ((err = llama3_factors(L, rs, factors)))
-			goto out;
-	}
-	err = set_rope(L, factors);
+	err = hf_layers_rope(L, &h, cfgpath);
 out:
-	free(factors);
-	json_decref(cfg);
-	free(data);
+	fmt_hf_config_release(&h);
 	free(cfgpath);
 	free(dir);
 	return err;

@@ -6,6 +6,7 @@
 #include <string.h>
 #include "tokenizer-int.h"
 #include "../formats/formats.h"
+#include "../formats/hfdir.h"
 #include "../util/util.h"
 
 #define SP_UTF8 "\xe2\x96\x81"
@@ -63,10 +64,9 @@ static const char *jstr(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* A token given as "text" or {"content": "text"} (tokenizer_config.json). */
-static int32_t token_ref(const struct eng_tok *t, json_t *v)
+/* A special token of tokenizer_config.json by its text; -1 when absent or unknown. */
+static int32_t token_ref(const struct eng_tok *t, const char *s)
 {
-	const char *s = json_is_object(v) ? jstr(v, "content") : json_string_value(v);
 	return s ? eng_tok_find(t, s, strlen(s)) : -1;
 }
 
@@ -250,7 +250,7 @@ bad:
 	return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: merge %zu is malformed", i);
 }
 
-static enum hm_err json_build(struct hm_ctx *ctx, json_t *root, json_t *cfg, struct eng_tok *t)
+static enum hm_err json_build(struct hm_ctx *ctx, json_t *root, const struct fmt_hf_tokcfg *cfg, struct eng_tok *t)
 {
 	json_t *model = json_object_get(root, "model"), *vocab, *added, *v, *e;
 	const char *key, *type;
@@ -337,13 +337,12 @@ static enum hm_err json_build(struct hm_ctx *ctx, json_t *root, json_t *cfg, str
 	t->bos = template_bos(t, json_object_get(root, "post_processor"), 0);
 	t->add_bos = t->bos >= 0;
 	if (cfg) {
-		json_t *ab = json_object_get(cfg, "add_bos_token");
-		int32_t b = token_ref(t, json_object_get(cfg, "bos_token"));
-		t->eos = token_ref(t, json_object_get(cfg, "eos_token"));
+		int32_t b = token_ref(t, cfg->bos);
+		t->eos = token_ref(t, cfg->eos);
 		if (b >= 0)
 			t->bos = b;
-		if (json_is_boolean(ab))
-			t->add_bos = json_is_true(ab) && t->bos >= 0;
+		if (cfg->add_bos >= 0)
+			t->add_bos = cfg->add_bos && t->bos >= 0;
 	}
 	if (t->bos < 0) {
 		static const char *const names[] = {"<s>", "<|begin_of_text|>"};
@@ -380,29 +379,25 @@ static void name_pre(struct eng_tok *t, json_t *root)
 	json_decref(s);
 }
 
-enum hm_err eng_tok_open_json_mem(struct hm_ctx *ctx, const char *json, size_t len, const char *config,
-				  size_t config_len, struct eng_tok **out)
+/* tokenizer.json text with the checked tokenizer_config.json (NULL: none). */
+static enum hm_err open_json(struct hm_ctx *ctx, const char *json, size_t len, const struct fmt_hf_tokcfg *cfg,
+			     struct eng_tok **out)
 {
 	json_error_t je;
-	json_t *root = NULL, *cfg = NULL;
+	json_t *root = NULL;
 	struct eng_tok *t = NULL;
 	enum hm_err err;
-	if (len > ENG_TOK_MAX_FILE || config_len > ENG_TOK_MAX_FILE)
+	if (len > ENG_TOK_MAX_FILE)
 		return hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer: file larger than %u bytes", ENG_TOK_MAX_FILE);
 	if (!(root = json_loadb(json, len, JSON_ALLOW_NUL, &je))) {
 		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer.json: invalid JSON at line %d: %s", je.line, je.text);
-		goto out;
-	}
-	if (config && !(cfg = json_loadb(config, config_len, 0, &je))) {
-		err = hm_fail(ctx, HM_ERR_BAD_INPUT, "tokenizer_config.json: invalid JSON at line %d: %s", je.line,
-			      je.text);
 		goto out;
 	}
 	if (!(t = tok_new())) {
 		err = hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
 		goto out;
 	}
-	if ((err = json_build(ctx, root, json_is_object(cfg) ? cfg : NULL, t)))
+	if ((err = json_build(ctx, root, cfg, t)))
 		goto out;
 	if (t->kind == ENG_TOK_BPE)
 		name_pre(t, root);
@@ -411,30 +406,45 @@ enum hm_err eng_tok_open_json_mem(struct hm_ctx *ctx, const char *json, size_t l
 out:
 	eng_tok_free(t);
 	json_decref(root);
-	json_decref(cfg);
+	return err;
+}
+
+enum hm_err eng_tok_open_json_mem(struct hm_ctx *ctx, const char *json, size_t len, const char *config,
+				  size_t config_len, struct eng_tok **out)
+{
+	struct fmt_hf_tokcfg cfg;
+	enum hm_err err;
+	if (!config)
+		return open_json(ctx, json, len, NULL, out);
+	if ((err = fmt_hf_tokcfg_parse(ctx, config, config_len, "tokenizer_config.json", &cfg)))
+		return err;
+	err = open_json(ctx, json, len, &cfg, out);
+	fmt_hf_tokcfg_release(&cfg);
 	return err;
 }
 
 enum hm_err eng_tok_open_json(struct hm_ctx *ctx, const char *json_path, const char *config_path,
 			      struct eng_tok **out)
 {
-	char *js = NULL, *cs = NULL;
-	size_t jl = 0, cl = 0;
+	struct fmt_hf_tokcfg cfg;
+	char *js = NULL;
+	size_t jl = 0;
 	enum hm_err err;
 	if (util_read_file(json_path, ENG_TOK_MAX_FILE, &js, &jl))
 		return hm_fail(ctx, HM_ERR_IO, "cannot read '%s'", json_path);
-	if (config_path && util_read_file(config_path, ENG_TOK_MAX_FILE, &cs, &cl)) {
+	if (config_path && (err = fmt_hf_tokcfg_load(ctx, config_path, NULL, &cfg))) {
 		free(js);
-		return hm_fail(ctx, HM_ERR_IO, "cannot read '%s'", config_path);
+		return err;
 	}
-	err = eng_tok_open_json_mem(ctx, js, jl, cs, cl, out);
+	err = open_json(ctx, js, jl, config_path ? &cfg : NULL, out);
 	if (err && ctx->errmsg[0] && strncmp(ctx->errmsg, "tokenizer", 9) == 0) {
 		char msg[sizeof(ctx->errmsg)];
 		snprintf(msg, sizeof(msg), "%s", ctx->errmsg);
 		(void)hm_fail(ctx, err, "'%s': %s", json_path, msg);
 	}
 	free(js);
-	free(cs);
+	if (config_path)
+		fmt_hf_tokcfg_release(&cfg);
 	return err;
 }
 
@@ -470,6 +480,68 @@ static int gguf_bool(const struct fmt_gguf *g, const char *key, int dflt)
 {
 	const struct fmt_gguf_value *v = gguf_get(g, key, FMT_GGUF_BOOL);
 	return v ? v->u != 0 : dflt;
+}
+
+/* A byte-level BPE vocabulary's pre-tokenizer (by its llama.cpp name) and merges. */
+static enum hm_err gguf_bpe(struct hm_ctx *ctx, const struct fmt_gguf_value *pre, const struct fmt_gguf_value *merges,
+			    struct eng_tok *t)
+{
+	struct fmt_gguf_iter it;
+	struct fmt_gguf_value e;
+	uint32_t i;
+	enum hm_err err;
+	static const struct {
+		const char *name, *re1, *re2;
+		int ignore_merges;
+	} pres[] = {
+		{"default", TOK_RE_GPT2, NULL, 0},   {"gpt-2", TOK_RE_GPT2, NULL, 0},
+		{"gpt2", TOK_RE_GPT2, NULL, 0},      {"llama-bpe", TOK_RE_LLAMA3, NULL, 1},
+		{"llama3", TOK_RE_LLAMA3, NULL, 1},  {"llama-v3", TOK_RE_LLAMA3, NULL, 1},
+		{"qwen2", TOK_RE_QWEN2, NULL, 0},    {"smollm", "\\p{N}", TOK_RE_GPT2, 0},
+	};
+	size_t k, np = sizeof(pres) / sizeof(pres[0]);
+	size_t plen = pre ? pre->len : 7;
+	const char *pname = pre ? pre->str : "default";
+	for (k = 0; k < np; k++)
+		if (strlen(pres[k].name) == plen && !memcmp(pres[k].name, pname, plen))
+			break;
+	if (k == np)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: pre-tokenizer '%.*s' is not supported",
+			       (int)(plen < 32 ? plen : 32), pname);
+	if ((err = tok_add_stage(ctx, t, pres[k].re1, strlen(pres[k].re1))) ||
+	    (pres[k].re2 && (err = tok_add_stage(ctx, t, pres[k].re2, strlen(pres[k].re2)))))
+		return err;
+	t->ignore_merges = pres[k].ignore_merges;
+	snprintf(t->pre, sizeof(t->pre), "%s", !strcmp(pres[k].name, "default") ? "gpt-2" : pres[k].name);
+	if (!merges || merges->elem != FMT_GGUF_STRING)
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: byte-level tokenizer without tokenizer.ggml.merges");
+	if (merges->count > 4 * (uint64_t)ENG_TOK_MAX_VOCAB || tok_merges_init(t, (size_t)merges->count))
+		return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: %llu merges", (unsigned long long)merges->count);
+	{
+		struct util_buf cat = UTIL_BUF_INIT;
+		fmt_gguf_iter_init(&it, merges);
+		for (i = 0; fmt_gguf_iter_next(&it, &e); i++) {
+			const char *sp = e.len > 1 ? memchr(e.str + 1, ' ', e.len - 1) : NULL;
+			int32_t a, b, r;
+			if (!sp)
+				continue;
+			a = eng_tok_find(t, e.str, (size_t)(sp - e.str));
+			b = eng_tok_find(t, sp + 1, e.len - (size_t)(sp - e.str) - 1);
+			cat.len = 0;
+			if (util_buf_add(&cat, e.str, (size_t)(sp - e.str)) ||
+			    util_buf_add(&cat, sp + 1, e.len - (size_t)(sp - e.str) - 1)) {
+				util_buf_release(&cat);
+				return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
+			}
+			r = eng_tok_find(t, cat.buf, cat.len);
+			if (a >= 0 && b >= 0 && r >= 0 && tok_merge_add(t, a, b, i, r)) {
+				util_buf_release(&cat);
+				return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: merge table full");
+			}
+		}
+		util_buf_release(&cat);
+	}
+	return HM_OK;
 }
 
 static enum hm_err gguf_build(struct hm_ctx *ctx, const struct fmt_gguf *g, struct eng_tok *t)
@@ -551,58 +623,8 @@ static enum hm_err gguf_build(struct hm_ctx *ctx, const struct fmt_gguf *g, stru
 		t->byte_fallback = 1;
 		tok_find_byte_tokens(t);
 		snprintf(t->pre, sizeof(t->pre), "spm");
-	} else {
-		static const struct {
-			const char *name, *re1, *re2;
-			int ignore_merges;
-		} pres[] = {
-			{"default", TOK_RE_GPT2, NULL, 0},   {"gpt-2", TOK_RE_GPT2, NULL, 0},
-			{"gpt2", TOK_RE_GPT2, NULL, 0},      {"llama-bpe", TOK_RE_LLAMA3, NULL, 1},
-			{"llama3", TOK_RE_LLAMA3, NULL, 1},  {"llama-v3", TOK_RE_LLAMA3, NULL, 1},
-			{"qwen2", TOK_RE_QWEN2, NULL, 0},    {"smollm", "\\p{N}", TOK_RE_GPT2, 0},
-		};
-		size_t k, np = sizeof(pres) / sizeof(pres[0]);
-		size_t plen = pre ? pre->len : 7;
-		const char *pname = pre ? pre->str : "default";
-		for (k = 0; k < np; k++)
-			if (strlen(pres[k].name) == plen && !memcmp(pres[k].name, pname, plen))
-				break;
-		if (k == np)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: pre-tokenizer '%.*s' is not supported",
-				       (int)(plen < 32 ? plen : 32), pname);
-		if ((err = tok_add_stage(ctx, t, pres[k].re1, strlen(pres[k].re1))) ||
-		    (pres[k].re2 && (err = tok_add_stage(ctx, t, pres[k].re2, strlen(pres[k].re2)))))
-			return err;
-		t->ignore_merges = pres[k].ignore_merges;
-		snprintf(t->pre, sizeof(t->pre), "%s", !strcmp(pres[k].name, "default") ? "gpt-2" : pres[k].name);
-		if (!merges || merges->elem != FMT_GGUF_STRING)
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: byte-level tokenizer without tokenizer.ggml.merges");
-		if (merges->count > 4 * (uint64_t)ENG_TOK_MAX_VOCAB || tok_merges_init(t, (size_t)merges->count))
-			return hm_fail(ctx, HM_ERR_BAD_INPUT, "gguf: %llu merges", (unsigned long long)merges->count);
-		{
-			struct util_buf cat = UTIL_BUF_INIT;
-			fmt_gguf_iter_init(&it, merges);
-			for (i = 0; fmt_gguf_iter_next(&it, &e); i++) {
-				const char *sp = e.len > 1 ? memchr(e.str + 1, ' ', e.len - 1) : NULL;
-				int32_t a, b, r;
-				if (!sp)
-					continue;
-				a = eng_tok_find(t, e.str, (size_t)(sp - e.str));
-				b = eng_tok_find(t, sp + 1, e.len - (size_t)(sp - e.str) - 1);
-				cat.len = 0;
-				if (util_buf_add(&cat, e.str, (size_t)(sp - e.str)) ||
-				    util_buf_add(&cat, sp + 1, e.len - (size_t)(sp - e.str) - 1)) {
-					util_buf_release(&cat);
-					return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
-				}
-				r = eng_tok_find(t, cat.buf, cat.len);
-				if (a >= 0 && b >= 0 && r >= 0 && tok_merge_add(t, a, b, i, r)) {
-					util_buf_release(&cat);
-					return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: merge table full");
-				}
-			}
-			util_buf_release(&cat);
-		}
+	} else if ((err = gguf_bpe(ctx, pre, merges, t))) {
+		return err;
 	}
 	t->add_bos = gguf_bool(g, "tokenizer.ggml.add_bos_token", t->kind == ENG_TOK_SPM) && t->bos >= 0;
 	return HM_OK;
