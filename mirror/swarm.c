@@ -183,18 +183,32 @@ static void hand_over(struct mirror_swarm *sw, struct active *a)
 	uint64_t *r = NULL;
 	size_t n = 0;
 	struct stat sb;
+	const char *why = "no verified piece";
 	int ok = it->part_path && it->state_path && !p2p_verified_ranges(sw->p, a->ihash, &r, &n) && n;
+	size_t l;
 
 	p2p_remove(sw->p, a->ihash);
 	a->running = 0;
-	if (ok && !(stat(it->part_path, &sb) == 0 && sb.st_size > 0) && !fetch_resume_adopt(it->state_path, it->size, r, n)) {
-		if (rename(a->part, it->part_path) == 0) {
-			for (size_t i = 0; i < n; i++)
-				it->bytes_handed += r[2 * i + 1] - r[2 * i];
-		} else {
-			unlink(it->state_path);
-		}
+	if (!ok)
+		;
+	else if (stat(it->part_path, &sb) == 0 && sb.st_size > 0)
+		why = "HTTP has a partial file of its own";
+	else if (fetch_resume_adopt(it->state_path, it->size, r, n))
+		why = "cannot write the resume state";
+	else if (rename(a->part, it->part_path)) {
+		why = "cannot move the partial file";
+		unlink(it->state_path);
+	} else {
+		why = NULL;
+		for (size_t i = 0; i < n; i++)
+			it->bytes_handed += r[2 * i + 1] - r[2 * i];
 	}
+	l = strlen(it->errmsg);
+	if (why)
+		snprintf(it->errmsg + l, sizeof(it->errmsg) - l, "; HTTP fetches it all (%s)", why);
+	else
+		snprintf(it->errmsg + l, sizeof(it->errmsg) - l, "; HTTP fetches the rest (%llu bytes verified kept)",
+			 (unsigned long long)it->bytes_handed);
 	unlink(a->part);
 	free(r);
 }
@@ -230,6 +244,51 @@ static void finish(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st
 		ctx->errmsg[0] = 0; /* stored; seeding it is a bonus */
 }
 
+/* Starts one blob's swarm download (1), or says why not in it->errmsg (0). */
+static int start_one(struct mirror_swarm *sw, struct store *st, struct fetch_client *fc, const char *dir,
+		     struct mirror_swarm_item *it, struct active *a)
+{
+	struct hm_ctx q = {0};
+	char name[65], perr[512] = "";
+	uint64_t size = 0;
+	int yes = 0;
+
+	a->it = it;
+	a->lockfd = -1;
+	it->started_at = util_unix_time();
+	a->t0 = util_now();
+	if (store_lock_try(&q, st, it->sha256, &a->lockfd)) {
+		a->lockfd = -1;
+		set_msg(it, "another process is fetching it", "");
+		return 0;
+	}
+	if (!store_blob_has(&q, st, it->sha256, it->size, &yes) && yes) {
+		it->done = 1;
+		it->present = 1;
+		return 0;
+	}
+	if (fetch_blob_torrent(&q, fc, it->sha256, P2P_TORRENT_MAX, &a->torrent, &a->tlen)) {
+		set_msg(it, "no torrent from the mirror: ", q.errmsg);
+		return 0;
+	}
+	if (p2p_torrent_check(a->torrent, a->tlen, name, &size, a->ihash, perr, sizeof(perr))) {
+		set_msg(it, "the mirror's torrent is unusable: ", perr);
+		return 0;
+	}
+	if (strcmp(name, it->sha256) || size != it->size) {
+		set_msg(it, "the mirror's torrent is for another blob", "");
+		return 0;
+	}
+	snprintf(a->part, sizeof(a->part), "%s/%s", dir, it->sha256);
+	if (p2p_add(sw->p, a->torrent, a->tlen, dir, NULL, 0, perr, sizeof(perr)) < 0) {
+		set_msg(it, "", perr);
+		return 0;
+	}
+	a->running = 1;
+	a->last_change = a->last_announce = util_now();
+	return 1;
+}
+
 enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, struct store *st,
 			       struct fetch_client *fc, struct mirror_swarm_item *items, size_t n)
 {
@@ -245,49 +304,8 @@ enum hm_err mirror_swarm_fetch(struct hm_ctx *ctx, struct mirror_swarm *sw, stru
 		free(act);
 		return hm_fail(ctx, HM_ERR_IO, "cannot create '%s': %s", dir, strerror(errno));
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct mirror_swarm_item *it = &items[i];
-		struct active *a = &act[i];
-		struct hm_ctx q = {0};
-		char name[65], perr[512] = "";
-		uint64_t size = 0;
-		int yes = 0;
-
-		a->it = it;
-		a->lockfd = -1;
-		it->started_at = util_unix_time();
-		a->t0 = util_now();
-		if (store_lock_try(&q, st, it->sha256, &a->lockfd)) {
-			a->lockfd = -1;
-			set_msg(it, "another process is fetching it", "");
-			continue;
-		}
-		if (!store_blob_has(&q, st, it->sha256, it->size, &yes) && yes) {
-			it->done = 1;
-			it->present = 1;
-			continue;
-		}
-		if (fetch_blob_torrent(&q, fc, it->sha256, P2P_TORRENT_MAX, &a->torrent, &a->tlen)) {
-			set_msg(it, "no torrent from the mirror: ", q.errmsg);
-			continue;
-		}
-		if (p2p_torrent_check(a->torrent, a->tlen, name, &size, a->ihash, perr, sizeof(perr))) {
-			set_msg(it, "the mirror's torrent is unusable: ", perr);
-			continue;
-		}
-		if (strcmp(name, it->sha256) || size != it->size) {
-			set_msg(it, "the mirror's torrent is for another blob", "");
-			continue;
-		}
-		snprintf(a->part, sizeof(a->part), "%s/%s", dir, it->sha256);
-		if (p2p_add(sw->p, a->torrent, a->tlen, dir, NULL, 0, perr, sizeof(perr)) < 0) {
-			set_msg(it, "", perr);
-			continue;
-		}
-		a->running = 1;
-		a->last_change = a->last_announce = util_now();
-		running++;
-	}
+	for (size_t i = 0; i < n; i++)
+		running += (size_t)start_one(sw, st, fc, dir, &items[i], &act[i]);
 	double last_any = util_now(); /* when any blob last made progress */
 	while (running) {
 		struct timespec ts = {0, (long)(POLL_S * 1e9)};

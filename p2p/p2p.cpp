@@ -543,11 +543,16 @@ extern "C" int p2p_verified_ranges(struct p2p *p, const char ihash[65], uint64_t
 			return -1;
 		lt::torrent_status s = th.status(lt::torrent_handle::query_pieces);
 		std::vector<uint64_t> v;
-		const uint64_t plen = (uint64_t)ti->piece_length(), total = (uint64_t)ti->total_size();
+		// the file's own size: total_size() of a v2 torrent counts the
+		// padding up to the last piece's boundary
+		const uint64_t plen = (uint64_t)ti->piece_length(),
+			       total = (uint64_t)ti->files().file_size(lt::file_index_t{0});
 		for (int i = 0; i < s.pieces.size(); i++) {
 			if (!s.pieces.get_bit(lt::piece_index_t(i)))
 				continue;
 			uint64_t a = (uint64_t)i * plen, b = std::min(total, a + plen);
+			if (a >= b)
+				break;
 			if (!v.empty() && v.back() == a)
 				v.back() = b;
 			else {
