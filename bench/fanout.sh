@@ -69,6 +69,8 @@ rate_bps() { # 100mbit -> bytes/s
 }
 
 # ---- the network: a bridge in its own namespace, one veth per node ----
+# namespaces an earlier run could not remove (killed with -9) are ours
+for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^hmf-/ { print $1 }'); do ip netns del "$ns" 2>/dev/null || true; done
 ip netns add hmf-br
 ip netns exec hmf-br ip link add br0 type bridge
 ip netns exec hmf-br ip link set br0 up

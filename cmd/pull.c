@@ -147,6 +147,29 @@ static int dry_run_report(struct cmd_env *env, const struct mirror_pull_opts *o,
 	return 0;
 }
 
+/* The summary of a pull that succeeded (and where it was checked out, to). */
+static void print_result(struct cmd_env *env, const struct mirror_pull_opts *o, const char *label,
+			 const struct mirror_pull_result *res, const char *to)
+{
+	if (env->json) {
+		json_t *j = result_json(o->type, o->repo, res);
+		if (to)
+			json_object_set_new(j, "path", json_string(to));
+		cmd_print_json(j);
+	} else if (!env->quiet) {
+		char h1[32], h2[32], r[32];
+		printf("%s %s@%.12s: %zu files (%s), %zu downloaded (%s in %.1fs, %s)\n",
+		       res->ndownloaded ? "pulled" : "up to date", label, res->commit, res->nfiles,
+		       util_human_size(res->bytes_total, h1, sizeof(h1)), res->ndownloaded,
+		       util_human_size(res->bytes_downloaded, h2, sizeof(h2)), res->seconds,
+		       cmd_rate(res->seconds > 0 ? (double)res->bytes_downloaded / res->seconds : 0, r, sizeof(r)));
+		if (to)
+			printf("%s\n", to);
+	} else if (to) {
+		printf("%s\n", to); /* -q: only the path, for scripts */
+	}
+}
+
 static int run(struct cmd_env *env, struct cmd_args *a)
 {
 	const struct pull_vals *opt = a->o;
@@ -242,23 +265,7 @@ static int run(struct cmd_env *env, struct cmd_args *a)
 		rc = cmd_error(env, err);
 		goto out;
 	}
-	if (env->json) {
-		json_t *j = result_json(o.type, o.repo, &res);
-		if (to)
-			json_object_set_new(j, "path", json_string(path));
-		cmd_print_json(j);
-	} else if (!env->quiet) {
-		char h1[32], h2[32], r[32];
-		printf("%s %s@%.12s: %zu files (%s), %zu downloaded (%s in %.1fs, %s)\n",
-		       res.ndownloaded ? "pulled" : "up to date", label, res.commit, res.nfiles,
-		       util_human_size(res.bytes_total, h1, sizeof(h1)), res.ndownloaded,
-		       util_human_size(res.bytes_downloaded, h2, sizeof(h2)), res.seconds,
-		       cmd_rate(res.seconds > 0 ? (double)res.bytes_downloaded / res.seconds : 0, r, sizeof(r)));
-		if (to)
-			printf("%s\n", path);
-	} else if (to) {
-		printf("%s\n", path); /* -q: only the path, for scripts */
-	}
+	print_result(env, &o, label, &res, to ? path : NULL);
 	rc = 0;
 	if (opt->convert || opt->smoke)
 		rc = cmd_post_pull(env, st, o.type, o.repo, res.commit, opt->convert, opt->smoke, NULL, 0);

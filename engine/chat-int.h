@@ -191,6 +191,8 @@ enum hm_err eng_chat_rfail(struct rnd *r, const char *fmt, ...) HM_PRINTF(2, 3);
 void *eng_chat_ralloc(struct rnd *r, size_t n);
 struct jv eng_chat_vstr(struct rnd *r, const char *s, size_t n);
 struct jv eng_chat_vstr0(struct rnd *r, const char *s);
+/* b's bytes as a string (b released); bad: building b failed, an error why. */
+struct jv eng_chat_vbuf(struct rnd *r, struct util_buf *b, int bad, const char *why);
 struct jlist *eng_chat_newlist(struct rnd *r, size_t cap);
 int eng_chat_list_push(struct rnd *r, struct jlist *l, struct jv v);
 struct jdict *eng_chat_newdict(struct rnd *r);

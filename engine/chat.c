@@ -9,6 +9,7 @@
 #include "smoke.h"
 #include "tokenizer.h"
 #include "../formats/formats.h"
+#include "../formats/hfdir.h"
 
 /* ---- public ---- */
 
@@ -120,13 +121,31 @@ static char *read_small(const char *path, size_t cap, size_t *len)
 	return b.buf;
 }
 
-/* bos_token/eos_token of tokenizer_config.json: a string or {"content": ...} */
-static const char *cfg_token(json_t *cfg, const char *key)
+/* The template of a model directory: tokenizer_config.json's chat_template
+ * (formats/hfdir.h reads the file, with its bos/eos tokens into *tc), else
+ * chat_template.jinja beside it; *tpl NULL when neither has one. */
+static enum hm_err dir_template(struct hm_ctx *ctx, const char *dir, struct fmt_hf_tokcfg *tc, char **tpl,
+				size_t *tl)
 {
-	json_t *v = json_object_get(cfg, key);
-	if (json_is_object(v))
-		v = json_object_get(v, "content");
-	return json_is_string(v) ? json_string_value(v) : NULL;
+	char p[4200];
+	enum hm_err err;
+	snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
+	err = fmt_hf_tokcfg_load(ctx, p, p, tc);
+	if (err == HM_ERR_NOT_FOUND) {
+		ctx->errmsg[0] = 0;
+		err = HM_OK;
+	}
+	if (err)
+		return err;
+	if (tc->chat_template) {
+		*tpl = tc->chat_template;
+		*tl = tc->chat_template_len;
+		tc->chat_template = NULL;
+		return HM_OK;
+	}
+	snprintf(p, sizeof(p), "%s/chat_template.jinja", dir);
+	*tpl = read_small(p, ENG_CHAT_MAX_TEMPLATE, tl);
+	return HM_OK;
 }
 
 static const char *tok_text(const struct eng_tok *t, int32_t id, char *buf, size_t cap)
@@ -145,10 +164,10 @@ static const char *tok_text(const struct eng_tok *t, int32_t id, char *buf, size
 enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng_tok *t, struct eng_chat **out)
 {
 	struct stat sb;
-	char dir[4096], p[4200], bb[512], eb[512];
-	char *tpl = NULL, *cfgtext = NULL;
-	size_t tl = 0, cl = 0;
-	json_t *cfg = NULL;
+	char dir[4096], bb[512], eb[512];
+	char *tpl = NULL;
+	size_t tl = 0;
+	struct fmt_hf_tokcfg tc = {0};
 	const char *bos = NULL, *eos = NULL;
 	enum hm_err err = HM_OK;
 	*out = NULL;
@@ -167,36 +186,10 @@ enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng
 			return err;
 	} else {
 		eng_model_dir(path, !S_ISREG(sb.st_mode), dir, sizeof(dir));
-		snprintf(p, sizeof(p), "%s/tokenizer_config.json", dir);
-		if ((cfgtext = read_small(p, ENG_TOK_MAX_FILE, &cl))) {
-			json_error_t je;
-			cfg = json_loadb(cfgtext, cl, 0, &je);
-			if (!cfg || !json_is_object(cfg)) {
-				err = hm_fail(ctx, HM_ERR_BAD_INPUT, "'%s' is not a JSON object", p);
-				goto out;
-			}
-			json_t *ct = json_object_get(cfg, "chat_template"), *e;
-			size_t i;
-			if (json_is_string(ct))
-				tpl = strndup(json_string_value(ct), json_string_length(ct));
-			else if (json_is_array(ct))
-				json_array_foreach (ct, i, e) {
-					const char *nm = json_string_value(json_object_get(e, "name"));
-					json_t *tv = json_object_get(e, "template");
-					if (nm && !strcmp(nm, "default") && json_is_string(tv)) {
-						tpl = strndup(json_string_value(tv), json_string_length(tv));
-						break;
-					}
-				}
-			bos = cfg_token(cfg, "bos_token");
-			eos = cfg_token(cfg, "eos_token");
-		}
-		if (!tpl) {
-			snprintf(p, sizeof(p), "%s/chat_template.jinja", dir);
-			tpl = read_small(p, ENG_CHAT_MAX_TEMPLATE, &tl);
-		}
-		if (tpl)
-			tl = strlen(tpl);
+		if ((err = dir_template(ctx, dir, &tc, &tpl, &tl)))
+			goto out;
+		bos = tc.bos;
+		eos = tc.eos;
 	}
 	if (!tpl) {
 		err = hm_fail(ctx, HM_ERR_NOT_FOUND, "'%s' has no chat template", path);
@@ -208,8 +201,7 @@ enum hm_err eng_chat_open(struct hm_ctx *ctx, const char *path, const struct eng
 	}
 	err = eng_chat_new(ctx, tpl, tl, bos, eos, out);
 out:
-	json_decref(cfg);
-	free(cfgtext);
+	fmt_hf_tokcfg_release(&tc);
 	free(tpl);
 	return err;
 }

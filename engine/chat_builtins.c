@@ -70,11 +70,7 @@ static struct jv replace(struct rnd *r, struct jv s, struct jv from, struct jv t
 			break;
 		}
 	}
-	struct jv o = bad ? undef() : eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-	if (bad)
-		eng_chat_rfail(r, "replace result too large");
-	util_buf_release(&b);
-	return o;
+	return eng_chat_vbuf(r, &b, bad, "replace result too large");
 }
 
 static struct jv split(struct rnd *r, struct jv s, struct jv sep, int64_t maxsplit)
@@ -228,11 +224,7 @@ static struct jv str_method(struct rnd *r, struct jv s, const char *m, struct ar
 				bad |= util_buf_add(&b, s.s->p, s.s->n);
 			bad |= eng_chat_to_str(r, &b, l.l->v[i]);
 		}
-		struct jv o = bad ? undef() : eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-		util_buf_release(&b);
-		if (bad)
-			eng_chat_rfail(r, "out of memory");
-		return o;
+		return eng_chat_vbuf(r, &b, bad, "out of memory");
 	}
 	*done = 0;
 	return undef();
@@ -471,9 +463,7 @@ static struct jv filter_text(struct rnd *r, const char *f, size_t fn, struct jv 
 				      : c == '\'' ? "&#39;" : NULL;
 			bad |= o ? util_buf_adds(&b, o) : util_buf_add(&b, &c, 1);
 		}
-		struct jv o = bad ? undef() : eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-		util_buf_release(&b);
-		return o;
+		return eng_chat_vbuf(r, &b, bad, "out of memory");
 	}
 	if (F("trim")) {
 		struct jv s = eng_chat_stringify(r, v);
@@ -512,11 +502,7 @@ static struct jv filter_text(struct rnd *r, const char *f, size_t fn, struct jv 
 			bad |= util_buf_add(&b, "\n", 1);
 			i = e + 1;
 		}
-		struct jv o = bad ? undef() : eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-		util_buf_release(&b);
-		if (bad)
-			eng_chat_rfail(r, "out of memory");
-		return o;
+		return eng_chat_vbuf(r, &b, bad, "out of memory");
 	}
 	if (F("wordcount")) {
 		struct jv s = eng_chat_stringify(r, v);
@@ -556,11 +542,7 @@ static struct jv filter_seq(struct rnd *r, const char *f, size_t fn, struct jv v
 				bad |= util_buf_add(&b, sep.s->p, sep.s->n);
 			bad |= eng_chat_to_str(r, &b, attr.t == V_STR ? eng_chat_attr_path(r, l.l->v[i], attr) : l.l->v[i]);
 		}
-		struct jv o = bad ? undef() : eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-		util_buf_release(&b);
-		if (bad)
-			eng_chat_rfail(r, "out of memory");
-		return o;
+		return eng_chat_vbuf(r, &b, bad, "out of memory");
 	}
 	if (F("list"))
 		return eng_chat_list_of(r, v);
@@ -639,25 +621,13 @@ static struct jv filter_each(struct rnd *r, const char *f, size_t fn, struct jv 
 				if (at.t == V_STR)
 					x = eng_chat_attr_path(r, e, at);
 				else if (a->n && a->v[0].t == V_STR) {
-					if (!strcmp(a->v[0].s->p, "string"))
-						x = eng_chat_stringify(r, e);
-					else if (!strcmp(a->v[0].s->p, "lower") || !strcmp(a->v[0].s->p, "upper"))
-						x = e.t == V_STR ? case_map(r, e, a->v[0].s->p[0] == 'u') : e;
-					else if (!strcmp(a->v[0].s->p, "trim"))
-						x = e.t == V_STR ? strip(r, e, undef(), 1, 1) : e;
-					else if (!strcmp(a->v[0].s->p, "tojson")) {
-						struct util_buf b = UTIL_BUF_INIT;
-						if (eng_chat_to_json(r, &b, e, 0, 0)) {
-							util_buf_release(&b);
-							eng_chat_rfail(r, "out of memory");
-							return undef();
-						}
-						x = eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-						util_buf_release(&b);
-					} else {
-						eng_chat_rfail(r, "unsupported filter for map: '%.30s'", a->v[0].s->p);
+					/* map('filter', args...): the filter on each item */
+					struct args fa = {0};
+					for (size_t k = 1; k < a->n; k++)
+						fa.v[fa.n++] = a->v[k];
+					x = eng_chat_apply_filter(r, a->v[0].s->p, a->v[0].s->n, e, &fa);
+					if (r->err)
 						return undef();
-					}
 				} else {
 					eng_chat_rfail(r, "map needs attribute= or a filter name");
 					return undef();
@@ -697,14 +667,8 @@ static struct jv filter_num(struct rnd *r, const char *f, size_t fn, struct jv v
 	if (F("tojson")) {
 		struct jv ind = kwarg(a, "indent", 0);
 		struct util_buf b = UTIL_BUF_INIT;
-		if (eng_chat_to_json(r, &b, v, ind.t == V_INT && ind.i > 0 && ind.i < 64 ? (int)ind.i : 0, 0)) {
-			util_buf_release(&b);
-			eng_chat_rfail(r, "tojson: out of memory or nested too deeply");
-			return undef();
-		}
-		struct jv o = eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-		util_buf_release(&b);
-		return o;
+		int bad = eng_chat_to_json(r, &b, v, ind.t == V_INT && ind.i > 0 && ind.i < 64 ? (int)ind.i : 0, 0);
+		return eng_chat_vbuf(r, &b, bad, "tojson: out of memory or nested too deeply");
 	}
 	if (F("default") || F("d")) {
 		struct jv def = kwarg(a, "default_value", 0), boolean = kwarg(a, "boolean", 1);

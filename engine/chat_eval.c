@@ -432,8 +432,7 @@ static int exec(struct rnd *r, struct scope *sc, struct node *b, struct util_buf
 		case N_SETBLOCK: {
 			struct util_buf sub = UTIL_BUF_INIT;
 			int fl = exec(r, sc, n->b, &sub);
-			struct jv v = fl < 0 ? undef() : eng_chat_vstr(r, sub.buf ? sub.buf : "", sub.len);
-			util_buf_release(&sub);
+			struct jv v = eng_chat_vbuf(r, &sub, fl < 0 && !r->err, "out of memory");
 			if (fl < 0 || r->err || assign(r, sc, n->a, v))
 				return -1;
 			break;

@@ -392,35 +392,62 @@ static struct node *expr(struct parser *p);
 static struct node *primary_postfix(struct parser *p);
 
 /* call arguments after '(' up to ')': positional, then name=value (N_KW) */
-static struct node *call_args(struct parser *p, struct node *callee)
+/* The items of a bracketed list up to close (the opening one consumed),
+ * each parsed by one into n's kids; n, or NULL on an error. */
+static struct node *items(struct parser *p, struct node *n, const char *close,
+			  int (*one)(struct parser *p, struct node *n, size_t *cap))
 {
-	struct node *n = mk(p, N_CALL);
 	size_t cap = 0;
 	if (!n)
 		return NULL;
-	n->a = callee;
-	while (!is_op(peek(p), ")")) {
-		struct node *arg;
-		if (peek(p)->t == T_NAME && is_op(&p->c->toks[p->pos + 1], "=")) {
-			arg = mk(p, N_KW);
-			if (!arg)
-				return NULL;
-			arg->s = peek(p)->p;
-			arg->sn = peek(p)->n;
-			p->pos += 2;
-			if (!(arg->a = expr(p)))
-				return NULL;
-		} else if (!(arg = expr(p)))
-			return NULL;
-		if (push_kid(p, n, arg, &cap))
+	while (!is_op(peek(p), close)) {
+		if (one(p, n, &cap))
 			return NULL;
 		if (is_op(peek(p), ","))
 			p->pos++;
-		else if (!is_op(peek(p), ")"))
-			return perr(p, "expected ',' or ')' in a call");
+		else if (!is_op(peek(p), close))
+			return perr(p, "expected ',' or '%s'", close);
 	}
 	p->pos++;
 	return n;
+}
+
+/* a call argument: expr or name=expr */
+static int call_arg(struct parser *p, struct node *n, size_t *cap)
+{
+	struct node *arg;
+	if (peek(p)->t == T_NAME && is_op(&p->c->toks[p->pos + 1], "=")) {
+		if (!(arg = mk(p, N_KW)))
+			return -1;
+		arg->s = peek(p)->p;
+		arg->sn = peek(p)->n;
+		p->pos += 2;
+		if (!(arg->a = expr(p)))
+			return -1;
+	} else if (!(arg = expr(p)))
+		return -1;
+	return push_kid(p, n, arg, cap);
+}
+
+static int list_item(struct parser *p, struct node *n, size_t *cap)
+{
+	struct node *e = expr(p);
+	return !e || push_kid(p, n, e, cap) ? -1 : 0;
+}
+
+/* key: value */
+static int dict_item(struct parser *p, struct node *n, size_t *cap)
+{
+	struct node *k = expr(p), *v;
+	return !k || expect_op(p, ":") || !(v = expr(p)) || push_kid(p, n, k, cap) || push_kid(p, n, v, cap) ? -1 : 0;
+}
+
+static struct node *call_args(struct parser *p, struct node *callee)
+{
+	struct node *n = mk(p, N_CALL);
+	if (n)
+		n->a = callee;
+	return items(p, n, ")", call_arg);
 }
 
 static struct node *primary(struct parser *p)
@@ -505,39 +532,10 @@ static struct node *primary(struct parser *p)
 			return NULL;
 		return e;
 	}
-	if (is_op(t, "[")) {
-		size_t cap = 0;
+	if (is_op(t, "[") || is_op(t, "{")) {
+		int list = is_op(t, "[");
 		p->pos++;
-		if (!(n = mk(p, N_LISTLIT)))
-			return NULL;
-		while (!is_op(peek(p), "]")) {
-			struct node *e = expr(p);
-			if (!e || push_kid(p, n, e, &cap))
-				return NULL;
-			if (is_op(peek(p), ","))
-				p->pos++;
-			else if (!is_op(peek(p), "]"))
-				return perr(p, "expected ',' or ']'");
-		}
-		p->pos++;
-		return n;
-	}
-	if (is_op(t, "{")) {
-		size_t cap = 0;
-		p->pos++;
-		if (!(n = mk(p, N_DICTLIT)))
-			return NULL;
-		while (!is_op(peek(p), "}")) {
-			struct node *k = expr(p), *v;
-			if (!k || expect_op(p, ":") || !(v = expr(p)) || push_kid(p, n, k, &cap) || push_kid(p, n, v, &cap))
-				return NULL;
-			if (is_op(peek(p), ","))
-				p->pos++;
-			else if (!is_op(peek(p), "}"))
-				return perr(p, "expected ',' or '}'");
-		}
-		p->pos++;
-		return n;
+		return items(p, mk(p, list ? N_LISTLIT : N_DICTLIT), list ? "]" : "}", list ? list_item : dict_item);
 	}
 	if (t->t == T_EOF || t->t == T_CEXPR || t->t == T_CSTMT)
 		return perr(p, "expected an expression");

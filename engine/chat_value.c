@@ -304,14 +304,17 @@ struct jv eng_chat_stringify(struct rnd *r, struct jv v)
 	if (v.t == V_STR)
 		return v;
 	struct util_buf b = UTIL_BUF_INIT;
-	if (eng_chat_to_str(r, &b, v)) {
-		util_buf_release(&b);
-		eng_chat_rfail(r, "out of memory");
-		return undef();
-	}
-	struct jv s = eng_chat_vstr(r, b.buf ? b.buf : "", b.len);
-	util_buf_release(&b);
-	return s;
+	int bad = eng_chat_to_str(r, &b, v);
+	return eng_chat_vbuf(r, &b, bad, "out of memory");
+}
+
+struct jv eng_chat_vbuf(struct rnd *r, struct util_buf *b, int bad, const char *why)
+{
+	struct jv o = bad ? undef() : eng_chat_vstr(r, b->buf ? b->buf : "", b->len);
+	util_buf_release(b);
+	if (bad)
+		eng_chat_rfail(r, "%s", why);
+	return o;
 }
 
 static int json_str(struct util_buf *b, const char *s, size_t n)

@@ -46,10 +46,28 @@ struct eng_model {
 /* Dot products of one weight row (raw bytes, any alignment) with n floats. */
 typedef float (*eng_dot_fn)(const unsigned char *w, const float *x, size_t n);
 
+/* One query head of one token against cached positions t0..t1-1 (attn.c). */
+struct eng_attn_args {
+	const float *q;          /* hd */
+	const float *kt;         /* the KV head's keys transposed: hd rows of positions, kt_stride apart */
+	const float *v;          /* the KV head's values: a row of hd per position, v_stride apart */
+	size_t kt_stride, v_stride;
+	uint32_t hd, t0, t1;
+	float scale, cap;        /* scores * scale; cap > 0: cap * tanh(score / cap) */
+	float *att;              /* scratch, indexed by position (t1 entries) */
+	float *o;                /* hd: the softmax-weighted mix of values */
+};
+typedef void (*eng_attn_fn)(const struct eng_attn_args *a);
+void eng_attn_c(const struct eng_attn_args *a);
+#if defined(__x86_64__) || defined(__i386__)
+void eng_attn_avx512(const struct eng_attn_args *a);
+#endif
+
 struct eng_kernels {
 	enum eng_simd level;
 	eng_dot_fn dot[5]; /* by eng_type_slot() */
 	const struct eng_mm_kernels *mm;
+	eng_attn_fn attn;
 };
 
 /* One piece of a matrix product: rows r0..r1 of w times n activation rows,

@@ -8,8 +8,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "engine-int.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 /* Prompt tokens run through each layer together, ENG_BATCH at a time. */
 #define ENG_BATCH 256
@@ -31,10 +36,41 @@ struct eng_state {
 	uint32_t *pick, *rows;
 	size_t wscr_len;
 	float *att;                          /* ctx_len scores per participant */
-	float *kc, *vc;                      /* [layer][pos][n_kv_head * head_dim] */
+	float *kc;                           /* keys [layer][kv head][head_dim][pos] (transposed: attn.c) */
+	float *vc;                           /* values [layer][pos][n_kv_head * head_dim] */
+	float *kb;                           /* the batch's keys, ENG_BATCH rows of n_kv_head * head_dim */
 	float *cs, *cs_swa;                  /* cos, sin per row (head_dim each); of sliding layers (Gemma 3) */
 	uint64_t kv_bytes;
 };
+
+/* Maps a weight's pages of the read-only mapping now (the page cache's
+ * pages, no copy), as llama.cpp's loader does with MAP_POPULATE: otherwise
+ * the first forward pass takes a page fault every few pages of the model.
+ * Best effort (an older kernel refuses the advice). Not for mixtures of
+ * experts, whose unused experts must stay untouched. */
+static void populate_weight(const struct eng_weight *w)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	if (!w->data || pg <= 0 || w->rows == 0)
+		return;
+	uintptr_t a = (uintptr_t)w->data & ~(uintptr_t)(pg - 1), e = (uintptr_t)w->data + w->rows * w->row_bytes;
+	(void)madvise((void *)a, e - a, MADV_POPULATE_READ);
+}
+
+static void populate(const struct eng_model *m)
+{
+	if (m->cfg.n_expert)
+		return;
+	populate_weight(&m->tok_embd);
+	if (m->output.data != m->tok_embd.data)
+		populate_weight(&m->output);
+	for (uint32_t l = 0; l < m->cfg.n_layer; l++) {
+		const struct eng_layer *y = &m->layers[l];
+		const struct eng_weight *ws[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->w_gate, &y->w_up, &y->w_down};
+		for (size_t i = 0; i < sizeof(ws) / sizeof(*ws); i++)
+			populate_weight(ws[i]);
+	}
+}
 
 enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_t ctx_len, int threads,
 			  enum eng_simd simd, struct eng_state **out)
@@ -77,7 +113,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
-	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) ||
+	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) || !(s->kb = malloc(B * kvd * sizeof(float))) ||
 	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
@@ -91,6 +127,7 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	}
+	populate(m);
 	if (!(s->pool = util_pool_new(threads))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "cannot start %d threads", threads);
@@ -124,6 +161,7 @@ void eng_state_free(struct eng_state *s)
 	free(s->cs_swa);
 	free(s->att);
 	free(s->kc);
+	free(s->kb);
 	free(s->vc);
 	free(s);
 }
@@ -199,28 +237,17 @@ static void attn_task(void *arg, size_t task, int worker)
 	const struct eng_config *c = &s->m->cfg;
 	const uint32_t h = (uint32_t)(task % c->n_head), row = (uint32_t)(task / c->n_head), pos = j->pos0 + row;
 	const uint32_t hd = c->head_dim, kvd = c->n_kv_head * hd, kvh = h / (c->n_head / c->n_kv_head);
-	const size_t qd = (size_t)c->n_head * hd, base = (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd;
-	const float *q = s->q + row * qd + h * hd;
-	float *att = s->att + (size_t)worker * s->ctx_len, *o = s->xb + row * qd + h * hd, max = -INFINITY, sum = 0;
-	const float scale = c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), cap = c->attn_softcap;
+	const size_t qd = (size_t)c->n_head * hd;
 	/* a sliding-window layer sees the last swa_window positions, itself included */
 	const uint32_t t0 = s->m->layers[j->layer].swa && pos >= c->swa_window ? pos - c->swa_window + 1 : 0;
-	eng_dot_fn dot = s->k->dot[0];
-
-	for (uint32_t t = t0; t <= pos; t++) {
-		float a = dot((const unsigned char *)(s->kc + base + (size_t)t * kvd), q, hd) * scale;
-		att[t] = cap > 0 ? cap * tanhf(a / cap) : a;
-		if (att[t] > max)
-			max = att[t];
-	}
-	for (uint32_t t = t0; t <= pos; t++)
-		sum += att[t] = expf(att[t] - max);
-	memset(o, 0, hd * sizeof(float));
-	for (uint32_t t = t0; t <= pos; t++) {
-		const float *v = s->vc + base + (size_t)t * kvd, a = att[t] / sum;
-		for (uint32_t i = 0; i < hd; i++)
-			o[i] += a * v[i];
-	}
+	struct eng_attn_args a = {
+		s->q + row * qd + h * hd,
+		s->kc + (((size_t)j->layer * c->n_kv_head + kvh) * hd) * s->ctx_len,
+		s->vc + (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd,
+		s->ctx_len, kvd, hd, t0, pos + 1,
+		c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), c->attn_softcap,
+		s->att + (size_t)worker * s->ctx_len, s->xb + row * qd + h * hd};
+	s->k->attn(&a);
 }
 
 static void swiglu(float *g, const float *u, size_t n)
@@ -326,15 +353,15 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 	}
 	for (uint32_t l = 0; l < c->n_layer; l++) {
 		const struct eng_layer *y = &m->layers[l];
-		float *kc = s->kc + ((size_t)l * s->ctx_len + pos0) * kvd, *vc = s->vc + ((size_t)l * s->ctx_len + pos0) * kvd;
+		float *vc = s->vc + ((size_t)l * s->ctx_len + pos0) * kvd;
 
 		for (uint32_t i = 0; i < n; i++)
 			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
 		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
-		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, kc, kvd}, {&y->wv, vc, kvd}};
+		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, s->kb, kvd}, {&y->wv, vc, kvd}};
 		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
 		for (uint32_t i = 0; i < n; i++) {
-			float *qi = s->q + i * qd, *ki = kc + i * kvd;
+			float *qi = s->q + i * qd, *ki = s->kb + i * kvd;
 			add_bias(qi, y->bq, qd);
 			add_bias(ki, y->bk, kvd);
 			add_bias(vc + i * kvd, y->bv, kvd);
@@ -349,6 +376,12 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				rope(s, cs, qi, c->n_head);
 				rope(s, cs, ki, c->n_kv_head);
 			}
+		}
+		/* the keys into the cache, transposed */
+		for (uint32_t e = 0; e < kvd; e++) {
+			float *kt = s->kc + ((size_t)l * kvd + e) * s->ctx_len + pos0;
+			for (uint32_t i = 0; i < n; i++)
+				kt[i] = s->kb[i * kvd + e];
 		}
 		struct attn_job aj = {s, l, pos0, n};
 		util_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);

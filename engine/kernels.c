@@ -124,7 +124,7 @@ static float dot_q4_0_c(const unsigned char *w, const float *x, size_t n)
 }
 
 static const struct eng_kernels kernels_c = {
-	ENG_SIMD_SCALAR, {dot_f32_c, dot_f16_c, dot_bf16_c, dot_q8_0_c, dot_q4_0_c}, &eng_mm_c};
+	ENG_SIMD_SCALAR, {dot_f32_c, dot_f16_c, dot_bf16_c, dot_q8_0_c, dot_q4_0_c}, &eng_mm_c, eng_attn_c};
 
 #ifdef ENG_X86
 /* ---- AVX2 + FMA + F16C ---- */
@@ -257,7 +257,7 @@ AVX2 static float dot_q4_0_avx2(const unsigned char *w, const float *x, size_t n
 }
 
 static const struct eng_kernels kernels_avx2 = {
-	ENG_SIMD_AVX2, {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2}, &eng_mm_avx2};
+	ENG_SIMD_AVX2, {dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2}, &eng_mm_avx2, eng_attn_c};
 
 /* ---- AVX-512F ---- */
 #define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -356,11 +356,11 @@ AVX512 static float dot_q4_0_avx512(const unsigned char *w, const float *x, size
 }
 
 static const struct eng_kernels kernels_avx512 = {
-	ENG_SIMD_AVX512, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512}, &eng_mm_avx2};
+	ENG_SIMD_AVX512, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512}, &eng_mm_avx2, eng_attn_avx512};
 /* the dot products of AVX-512F; the matrix products of AVX-512 VNNI */
 static const struct eng_kernels kernels_vnni = {
 	ENG_SIMD_AVX512VNNI, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512},
-	&eng_mm_vnni};
+	&eng_mm_vnni, eng_attn_avx512};
 
 /* F16C through cpuid: clang's __builtin_cpu_supports has no "f16c". */
 static int have_f16c(void)

@@ -229,30 +229,14 @@ VNNI static void prep_vnni(const int8_t *q, const float *d, size_t n, unsigned c
 	}
 }
 
-/* A weight row tile laid out for the inner loop (rows of the prompt's
- * products are read by every token tile): per row, the pairs of blocks as
- * unsigned bytes, then their scales in 8 lanes each, 64 bytes per pair. */
-VNNI static void prep_rows_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, unsigned char *o)
-{
-	const uint32_t type = a->w->type;
-	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18, np = (nb + 1) / 2;
-	for (int i = 0; i < TR; i++, o += np * 128)
-		for (size_t b = 0; b < nb; b += 2) {
-			const int one = b + 1 == nb;
-			_mm512_storeu_si512(o + b / 2 * 64, wpair_vnni(type, wr[i] + b * bs, bs, one));
-			_mm512_storeu_ps(o + np * 64 + b / 2 * 64, wscale_vnni(wr[i] + b * bs, bs, one));
-		}
-}
-
-/* y[t][r] for TR rows from r and NT tokens from t; pw: the rows prepared by
- * prep_rows_vnni, or NULL (then read in place). The same values either way. */
+/* y[t][r] for TR rows from r (read in place) and NT tokens from t: the
+ * path of a generation step and of short batches. */
 VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const struct eng_mm_args *a,
-									 const unsigned char *const *wr,
-									 const unsigned char *pw, size_t r, size_t t,
+									 const unsigned char *const *wr, size_t r, size_t t,
 									 const int NT)
 {
 	const uint32_t type = a->w->type;
-	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18, np = (nb + 1) / 2;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
 	const size_t xtb = ENG_XT_BYTES(a->cols);
 	const __m512i x80 = _mm512_set1_epi8((char)0x80);
 	__m512 acc[TR][4];
@@ -267,13 +251,8 @@ VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const stru
 		__m512 ws[TR];
 		_Pragma("GCC unroll 4")
 		for (int i = 0; i < TR; i++) {
-			if (pw) {
-				wv[i] = _mm512_loadu_si512(pw + (size_t)i * np * 128 + b / 2 * 64);
-				ws[i] = _mm512_loadu_ps(pw + (size_t)i * np * 128 + np * 64 + b / 2 * 64);
-			} else {
-				wv[i] = wpair_vnni(type, wr[i] + b * bs, bs, one);
-				ws[i] = wscale_vnni(wr[i] + b * bs, bs, one);
-			}
+			wv[i] = wpair_vnni(type, wr[i] + b * bs, bs, one);
+			ws[i] = wscale_vnni(wr[i] + b * bs, bs, one);
 		}
 		_Pragma("GCC unroll 4")
 		for (int j = 0; j < NT; j++) {
@@ -301,26 +280,190 @@ VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const stru
 			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+
+/* tile_int8_vnni for one token (a generation step), its accumulators in
+ * plain variables (the array of the general tile went to the stack after
+ * every FMA). The same operations in the same order. */
+#define ROW1(i)                                                                                                   \
+	__m512 acc##i = _mm512_setzero_ps();                                                                      \
+	const unsigned char *w##i = wr[i]
+#define STEP1(i)                                                                                                  \
+	acc##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg, wpair_vnni(type, w##i + b * bs, bs, one), xv)), \
+				 _mm512_mul_ps(wscale_vnni(w##i + b * bs, bs, one), xs), acc##i)
+#define STORE1(i)                                                                                                 \
+	if (r + (i) < a->r1)                                                                                      \
+	a->y[t * a->ystride + r + (i)] = _mm512_reduce_add_ps(acc##i)
+VNNI static void tile1_int8_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, size_t r, size_t t)
+{
+	const uint32_t type = a->w->type;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
+	const size_t xtb = ENG_XT_BYTES(a->cols);
+	const __m512i x80 = _mm512_set1_epi8((char)0x80);
+	ROW1(0);
+	ROW1(1);
+	ROW1(2);
+	ROW1(3);
+	for (size_t b = 0; b < nb; b += 2) {
+		const int one = b + 1 == nb;
+		const int8_t *xp = a->xq + t * a->cols + b * ENG_QK;
+		__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp), neg;
+		__m512 xs;
+		if (a->xt) {
+			const unsigned char *e = a->xt + t * xtb + b / 2 * 128;
+			neg = _mm512_loadu_si512(e);
+			xs = _mm512_loadu_ps(e + 64);
+		} else {
+			neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv));
+			xs = xscale_vnni(a->xd + t * nb + b, one);
+		}
+		STEP1(0);
+		STEP1(1);
+		STEP1(2);
+		STEP1(3);
+	}
+	STORE1(0);
+	STORE1(1);
+	STORE1(2);
+	STORE1(3);
+}
+#undef ROW1
+#undef STEP1
+#undef STORE1
+
+/* ---- the batch path (more than 4 tokens) ----
+ * The roles of dpbusd's operands swap: the weights go in as signed bytes and
+ * the activations as unsigned x + 128 (|x| <= 127), so the correction
+ * -128 * (sum of each 4 weights) belongs to the weight row and is computed
+ * once per row tile, and a token costs 64 bytes per pair of blocks plus its
+ * two scales. The integer sums, the scales and the order of the float
+ * operations are those of tile_int8_vnni: both paths give the same bits. */
+
+#define PW_BYTES 192 /* per row and pair: signed weights, their correction, their scales */
+
+/* TR rows laid out pair by pair: for pair p, row i at o + (p * TR + i) * PW_BYTES. */
+VNNI static void prep_rows_s_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, unsigned char *o)
+{
+	const uint32_t type = a->w->type;
+	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
+	const __m512i u80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+	for (size_t b = 0; b < nb; b += 2)
+		for (int i = 0; i < TR; i++, o += PW_BYTES) {
+			const int one = b + 1 == nb;
+			/* w + 128 from wpair_vnni, back to signed */
+			__m512i wv = _mm512_xor_si512(wpair_vnni(type, wr[i] + b * bs, bs, one), u80);
+			if (one) /* the missing block: zero weights, not -128 */
+				wv = _mm512_maskz_mov_epi8(0xffffffffull, wv);
+			_mm512_storeu_si512(o, wv);
+			_mm512_storeu_si512(o + 64, _mm512_sub_epi32(z, _mm512_dpbusd_epi32(z, u80, wv)));
+			_mm512_storeu_ps(o + 128, wscale_vnni(wr[i] + b * bs, bs, one));
+		}
+}
+
+/* y[t][r] for the TR rows from r (prepared in pw) and 4 tokens from t (a
+ * short tile repeats its last token: every output's operations are its own,
+ * so the repeats change nothing). The 16 accumulators are plain variables:
+ * as an array, GCC stored each one back to the stack after every FMA. */
+#define XLOAD(j)                                                                                                  \
+	const int8_t *xp##j = a->xq + tt[j] * a->cols + b * ENG_QK;                                                \
+	__m512i xu##j = _mm512_xor_si512(one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp##j) : _mm512_loadu_si512(xp##j), \
+					 u80);                                                                      \
+	__m512 xs##j = xscale_vnni(a->xd + tt[j] * nb + b, one)
+#define STEP(i, j)                                                                                                \
+	acc##i##j = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg, xu##j, wv)), _mm512_mul_ps(ws, xs##j), \
+				    acc##i##j)
+#define ROW(i)                                                                                                    \
+	do {                                                                                                      \
+		const unsigned char *e = pw + (size_t)(i) * PW_BYTES;                                             \
+		__m512i wv = _mm512_loadu_si512(e), neg = _mm512_loadu_si512(e + 64);                              \
+		__m512 ws = _mm512_loadu_ps(e + 128);                                                              \
+		STEP(i, 0);                                                                                       \
+		STEP(i, 1);                                                                                       \
+		STEP(i, 2);                                                                                       \
+		STEP(i, 3);                                                                                       \
+	} while (0)
+#define STORE(i, j)                                                                                               \
+	if (r + (i) < a->r1 && (j) < nt)                                                                          \
+	a->y[tt[j] * a->ystride + r + (i)] = _mm512_reduce_add_ps(acc##i##j)
+
+VNNI static void tile_int8_s_vnni(const struct eng_mm_args *a, const unsigned char *pw, size_t r, size_t t, size_t nt)
+{
+	const size_t nb = a->cols / ENG_QK;
+	const __m512i u80 = _mm512_set1_epi8((char)0x80);
+	const size_t tt[4] = {t, t + (nt > 1), t + (nt > 2 ? 2 : nt - 1), t + (nt > 3 ? 3 : nt - 1)};
+	__m512 acc00 = _mm512_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
+	__m512 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
+	__m512 acc20 = acc00, acc21 = acc00, acc22 = acc00, acc23 = acc00;
+	__m512 acc30 = acc00, acc31 = acc00, acc32 = acc00, acc33 = acc00;
+	for (size_t b = 0; b < nb; b += 2, pw += TR * PW_BYTES) {
+		const int one = b + 1 == nb;
+		XLOAD(0);
+		XLOAD(1);
+		XLOAD(2);
+		XLOAD(3);
+		ROW(0);
+		ROW(1);
+		ROW(2);
+		ROW(3);
+	}
+	STORE(0, 0); STORE(0, 1); STORE(0, 2); STORE(0, 3);
+	STORE(1, 0); STORE(1, 1); STORE(1, 2); STORE(1, 3);
+	STORE(2, 0); STORE(2, 1); STORE(2, 2); STORE(2, 3);
+	STORE(3, 0); STORE(3, 1); STORE(3, 2); STORE(3, 3);
+}
+#undef XLOAD
+#undef STEP
+#undef ROW
+#undef STORE
+
+/* Tokens per block of the batch path: the block's 8-bit rows (and scales)
+ * stay in the core's L2 cache while every row tile of the task passes over
+ * them (streaming all of a long prompt's activations from L3 for each tile
+ * of 4 rows cost more than the arithmetic). */
+static size_t token_block(size_t cols, size_t bytes_per_elem)
+{
+	size_t tb = (size_t)192 * 1024 / (cols * bytes_per_elem);
+	return tb < 4 ? 4 : tb / 4 * 4;
+}
+
 VNNI static void mm_int8_vnni(const struct eng_mm_args *a)
 {
 	const size_t np = (a->cols / ENG_QK + 1) / 2;
 	/* the scratch holds ENG_MM_TR * cols floats: enough for TR prepared rows */
-	unsigned char *pw = a->scr && a->n > 4 && TR * np * 128 <= TR * a->cols * sizeof(float) ? (unsigned char *)a->scr
-														    : NULL;
-	for (size_t r = a->r0; r < a->r1; r += TR) {
-		const unsigned char *wr[TR];
-		for (int i = 0; i < TR; i++) {
-			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
-			wr[i] = a->w->data + rr * a->w->row_bytes;
+	unsigned char *pw = a->scr && a->n > 4 && TR * np * PW_BYTES <= TR * a->cols * sizeof(float)
+				    ? (unsigned char *)a->scr : NULL;
+	if (!pw) {
+		for (size_t r = a->r0; r < a->r1; r += TR) {
+			const unsigned char *wr[TR];
+			for (int i = 0; i < TR; i++) {
+				size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+				wr[i] = a->w->data + rr * a->w->row_bytes;
+			}
+			size_t t = 0;
+			if (a->n == 1) {
+				tile1_int8_vnni(a, wr, r, 0);
+				continue;
+			}
+			for (; t + 3 <= a->n; t += 3)
+				tile_int8_vnni(a, wr, r, t, 3);
+			switch (a->n - t) {
+			case 2: tile_int8_vnni(a, wr, r, t, 2); break;
+			case 1: tile_int8_vnni(a, wr, r, t, 1); break;
+			}
 		}
-		if (pw)
-			prep_rows_vnni(a, wr, pw);
-		size_t t = 0;
-		for (; t + 3 <= a->n; t += 3)
-			tile_int8_vnni(a, wr, pw, r, t, 3);
-		switch (a->n - t) {
-		case 2: tile_int8_vnni(a, wr, pw, r, t, 2); break;
-		case 1: tile_int8_vnni(a, wr, pw, r, t, 1); break;
+		return;
+	}
+	const size_t tb = token_block(a->cols, 1);
+	for (size_t t0 = 0; t0 < a->n; t0 += tb) {
+		const size_t t1 = a->n - t0 < tb ? a->n : t0 + tb;
+		for (size_t r = a->r0; r < a->r1; r += TR) {
+			const unsigned char *wr[TR];
+			for (int i = 0; i < TR; i++) {
+				size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1;
+				wr[i] = a->w->data + rr * a->w->row_bytes;
+			}
+			prep_rows_s_vnni(a, wr, pw);
+			for (size_t t = t0; t < t1; t += 4)
+				tile_int8_s_vnni(a, pw, r, t, t1 - t < 4 ? t1 - t : 4);
 		}
 	}
 }
@@ -336,66 +479,100 @@ VNNI static inline __m512 wload16(uint32_t type, const unsigned char *w, size_t 
 	return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-VNNI static inline __attribute__((always_inline)) void tile_float_vnni(const struct eng_mm_args *a,
-									  const unsigned char *const *wr, uint32_t type,
-									  size_t r, size_t t, const int NT)
+/* y[t][r] for TR rows from r and 4 tokens from t (a short tile repeats its
+ * last token), 16 columns at a time; the accumulators in plain variables. */
+#define FX(j) __m512 x##j = _mm512_maskz_loadu_ps(m, a->x + tt[j] * a->xstride + c)
+#define FROW(i)                                                                                                   \
+	do {                                                                                                      \
+		__m512 wv = wload16(type, wr[i], c, m);                                                           \
+		acc##i##0 = _mm512_fmadd_ps(wv, x0, acc##i##0);                                                   \
+		acc##i##1 = _mm512_fmadd_ps(wv, x1, acc##i##1);                                                   \
+		acc##i##2 = _mm512_fmadd_ps(wv, x2, acc##i##2);                                                   \
+		acc##i##3 = _mm512_fmadd_ps(wv, x3, acc##i##3);                                                   \
+	} while (0)
+#define FSTORE(i, j)                                                                                              \
+	if (r + (i) < a->r1 && (j) < nt)                                                                          \
+	a->y[tt[j] * a->ystride + r + (i)] = _mm512_reduce_add_ps(acc##i##j)
+VNNI static void tile_float_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, uint32_t type, size_t r,
+				 size_t t, size_t nt)
 {
-	__m512 acc[TR][4];
-	_Pragma("GCC unroll 4")
-	for (int i = 0; i < TR; i++)
-		_Pragma("GCC unroll 4")
-		for (int j = 0; j < NT; j++)
-			acc[i][j] = _mm512_setzero_ps();
+	const size_t tt[4] = {t, t + (nt > 1), t + (nt > 2 ? 2 : nt - 1), t + (nt > 3 ? 3 : nt - 1)};
+	__m512 acc00 = _mm512_setzero_ps(), acc01 = acc00, acc02 = acc00, acc03 = acc00;
+	__m512 acc10 = acc00, acc11 = acc00, acc12 = acc00, acc13 = acc00;
+	__m512 acc20 = acc00, acc21 = acc00, acc22 = acc00, acc23 = acc00;
+	__m512 acc30 = acc00, acc31 = acc00, acc32 = acc00, acc33 = acc00;
 	for (size_t c = 0; c < a->cols; c += 16) {
 		__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
-		__m512 wv[TR];
-		_Pragma("GCC unroll 4")
-		for (int i = 0; i < TR; i++)
-			wv[i] = wload16(type, wr[i], c, m);
-		_Pragma("GCC unroll 4")
-		for (int j = 0; j < NT; j++) {
-			__m512 xv = _mm512_maskz_loadu_ps(m, a->x + (t + (size_t)j) * a->xstride + c);
-			_Pragma("GCC unroll 4")
-			for (int i = 0; i < TR; i++)
-				acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
-		}
+		FX(0);
+		FX(1);
+		FX(2);
+		FX(3);
+		FROW(0);
+		FROW(1);
+		FROW(2);
+		FROW(3);
 	}
+	FSTORE(0, 0); FSTORE(0, 1); FSTORE(0, 2); FSTORE(0, 3);
+	FSTORE(1, 0); FSTORE(1, 1); FSTORE(1, 2); FSTORE(1, 3);
+	FSTORE(2, 0); FSTORE(2, 1); FSTORE(2, 2); FSTORE(2, 3);
+	FSTORE(3, 0); FSTORE(3, 1); FSTORE(3, 2); FSTORE(3, 3);
+}
+#undef FX
+#undef FROW
+#undef FSTORE
+
+/* tile_float_vnni for one token (a generation step). */
+VNNI static void tile1_float_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, uint32_t type, size_t r,
+				  size_t t)
+{
+	__m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+	for (size_t c = 0; c < a->cols; c += 16) {
+		__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
+		__m512 x0 = _mm512_maskz_loadu_ps(m, a->x + t * a->xstride + c);
+		acc0 = _mm512_fmadd_ps(wload16(type, wr[0], c, m), x0, acc0);
+		acc1 = _mm512_fmadd_ps(wload16(type, wr[1], c, m), x0, acc1);
+		acc2 = _mm512_fmadd_ps(wload16(type, wr[2], c, m), x0, acc2);
+		acc3 = _mm512_fmadd_ps(wload16(type, wr[3], c, m), x0, acc3);
+	}
+	const __m512 v[4] = {acc0, acc1, acc2, acc3};
 	for (int i = 0; i < TR && r + (size_t)i < a->r1; i++)
-		_Pragma("GCC unroll 4")
-		for (int j = 0; j < NT; j++)
-			a->y[(t + (size_t)j) * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(acc[i][j]);
+		a->y[t * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(v[i]);
 }
 
 /* With more than one token tile, F16/BF16 rows are widened to F32 once into
  * the worker's scratch (exactly: the same values, the same sums) instead of
- * once per tile. */
+ * once per tile; long batches go in blocks of tokens that stay in L2 while
+ * the task's row tiles pass over them. */
 VNNI static void mm_float_vnni(const struct eng_mm_args *a)
 {
-	for (size_t r = a->r0; r < a->r1; r += TR) {
-		const unsigned char *wr[TR];
-		uint32_t type = a->w->type;
-		for (int i = 0; i < TR; i++) {
-			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
-			wr[i] = a->w->data + rr * a->w->row_bytes;
-		}
-		if (a->scr && a->n > 4 && type != FMT_GGML_F32) {
+	const int widen = a->scr && a->n > 4 && a->w->type != FMT_GGML_F32;
+	const size_t tb = a->n > 4 ? token_block(a->cols, sizeof(float)) : a->n;
+	for (size_t t0 = 0; t0 < a->n; t0 += tb) {
+		const size_t t1 = a->n - t0 < tb ? a->n : t0 + tb;
+		for (size_t r = a->r0; r < a->r1; r += TR) {
+			const unsigned char *wr[TR];
+			uint32_t type = a->w->type;
 			for (int i = 0; i < TR; i++) {
-				float *o = a->scr + (size_t)i * a->cols;
-				for (size_t c = 0; c < a->cols; c += 16) {
-					__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
-					_mm512_mask_storeu_ps(o + c, m, wload16(type, wr[i], c, m));
-				}
-				wr[i] = (const unsigned char *)o;
+				size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+				wr[i] = a->w->data + rr * a->w->row_bytes;
 			}
-			type = FMT_GGML_F32;
-		}
-		size_t t = 0;
-		for (; t + 4 <= a->n; t += 4)
-			tile_float_vnni(a, wr, type, r, t, 4);
-		switch (a->n - t) {
-		case 3: tile_float_vnni(a, wr, type, r, t, 3); break;
-		case 2: tile_float_vnni(a, wr, type, r, t, 2); break;
-		case 1: tile_float_vnni(a, wr, type, r, t, 1); break;
+			if (widen) {
+				for (int i = 0; i < TR; i++) {
+					float *o = a->scr + (size_t)i * a->cols;
+					for (size_t c = 0; c < a->cols; c += 16) {
+						__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
+						_mm512_mask_storeu_ps(o + c, m, wload16(type, wr[i], c, m));
+					}
+					wr[i] = (const unsigned char *)o;
+				}
+				type = FMT_GGML_F32;
+			}
+			for (size_t t = t0; t < t1; t += 4) {
+				if (t1 - t == 1)
+					tile1_float_vnni(a, wr, type, r, t);
+				else
+					tile_float_vnni(a, wr, type, r, t, t1 - t < 4 ? t1 - t : 4);
+			}
 		}
 	}
 }

@@ -63,7 +63,12 @@ void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const stru
 		int8 |= eng_type_int8(mm[i].w->type);
 	}
 	j.first[n] = tasks;
-	if (int8)
+	/* a few rows are quantized here: waking the workers costs more (a
+	 * generation step has four products per layer) */
+	if (int8 && a->n <= 8)
+		for (size_t t = 0; t < a->n; t++)
+			quant_task(&j, t, 0);
+	else if (int8)
 		util_pool_run(p, quant_task, &j, a->n);
 	util_pool_run(p, mm_task, &j, tasks);
 }

@@ -139,12 +139,29 @@ static void msg_copy(char *dst, size_t cap, const char *src)
 	dst[n] = 0;
 }
 
+void fetch_job_release(struct fetch_job *j)
+{
+	free(j->host);
+	free(j->errmsg);
+	free(j->merkle_layer);
+	j->host = j->errmsg = NULL;
+	j->merkle_layer = NULL;
+	j->merkle_layer_len = 0;
+	j->has_merkle = 0;
+}
+
+void fetch_job_fail(struct fetch_job *j, enum hm_err err, const char *msg)
+{
+	j->err = err;
+	free(j->errmsg);
+	j->errmsg = msg ? util_strndup(msg, 511) : NULL;
+}
+
 static void set_job_err(struct xfer *x, enum hm_err e, const char *msg)
 {
 	if (x->job->err)
 		return;
-	x->job->err = e;
-	msg_copy(x->job->errmsg, sizeof(x->job->errmsg), msg);
+	fetch_job_fail(x->job, e, msg);
 }
 
 /* ---------- hasher thread ---------- */
@@ -710,9 +727,10 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 	int ok = !j->err;
 	if (x->eff_url) {
 		char *o = fetch_origin_of(x->eff_url);
-		if (o)
-			snprintf(j->host, sizeof(j->host), "%s", o);
-		free(o);
+		if (o) {
+			free(j->host);
+			j->host = o;
+		}
 	}
 	if (!ok) {
 		/* keep what is on disk for the next run */
@@ -729,7 +747,7 @@ static void xfer_finish(struct dl *g, struct xfer *x)
 	if (ok)
 		unlink(j->state_path);
 	struct hm_event ev = {.kind = HM_EV_FILE_DONE, .name = j->name, .total = j->size, .err = j->err,
-			      .msg = j->err ? j->errmsg : NULL};
+			      .msg = j->err ? (j->errmsg ? j->errmsg : hm_strerror(j->err)) : NULL};
 	hm_emit(g->ctx, &ev);
 	if (g->cb && g->cb->done) {
 		enum hm_err e = g->cb->done(g->cb->ud, j);
@@ -1020,6 +1038,13 @@ static void schedule(struct dl *g, double now)
 			g->base_bytes += x->job->size;
 			continue;
 		}
+		if (b == 3) {
+			x->state = X_FINISHED;
+			g->nfinished++;
+			g->fatal = x->job->err ? x->job->err : HM_ERR_NOMEM;
+			msg_copy(g->fatal_msg, sizeof(g->fatal_msg), x->job->errmsg ? x->job->errmsg : hm_strerror(g->fatal));
+			continue;
+		}
 		x->state = X_RUNNING;
 		pthread_mutex_lock(&g->mu);
 		g->run[g->nrun++] = x;
@@ -1107,165 +1132,203 @@ static int all_finished(struct dl *g)
 	return g->first_unfinished == g->nx;
 }
 
-enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
+/* The downloader's state and threads for n jobs (n > 0). */
+static enum hm_err dl_init(struct dl *g, struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
 			   size_t n, const struct fetch_callbacks *cb)
 {
-	struct dl g;
-	enum hm_err err = HM_OK;
-	double last_ev = 0, t0 = util_now(), rate_t = t0;
-	uint64_t rate_b = 0;
-	double rate = 0;
-
-	memset(&g, 0, sizeof(g));
-	g.ctx = ctx;
-	g.c = c;
-	g.cb = cb;
-	if (!n)
-		return HM_OK;
-	g.xs = calloc(n, sizeof(*g.xs));
-	g.run = calloc(n, sizeof(*g.run));
-	g.multi = curl_multi_init();
-	g.easy_pool = calloc((size_t)c->connections, sizeof(*g.easy_pool));
-	g.buf_pool = calloc((size_t)c->connections, sizeof(*g.buf_pool));
-	if (!g.xs || !g.run || !g.multi || !g.easy_pool || !g.buf_pool) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	g.nx = n;
-	fetch_boot_id(g.boot);
+	memset(g, 0, sizeof(*g));
+	g->ctx = ctx;
+	g->c = c;
+	g->cb = cb;
+	g->xs = calloc(n, sizeof(*g->xs));
+	g->run = calloc(n, sizeof(*g->run));
+	g->multi = curl_multi_init();
+	g->easy_pool = calloc((size_t)c->connections, sizeof(*g->easy_pool));
+	g->buf_pool = calloc((size_t)c->connections, sizeof(*g->buf_pool));
+	if (!g->xs || !g->run || !g->multi || !g->easy_pool || !g->buf_pool)
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	g->nx = n;
+	fetch_boot_id(g->boot);
 	for (size_t i = 0; i < n; i++) {
-		g.xs[i].job = jobs[i];
-		g.xs[i].g = &g;
-		g.xs[i].fd = -1;
+		g->xs[i].job = jobs[i];
+		g->xs[i].g = g;
+		g->xs[i].fd = -1;
 		jobs[i]->err = HM_OK;
-		jobs[i]->errmsg[0] = 0;
-		g.total += jobs[i]->size;
+		free(jobs[i]->errmsg);
+		jobs[i]->errmsg = NULL;
+		g->total += jobs[i]->size;
 	}
-	curl_multi_setopt(g.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->connections);
-	curl_multi_setopt(g.multi, CURLMOPT_MAXCONNECTS, (long)c->connections * 2);
-	pthread_mutex_init(&g.mu, NULL);
-	pthread_cond_init(&g.cv_hash, NULL);
-	pthread_cond_init(&g.cv_sync, NULL);
-	pthread_cond_init(&g.cv_idle, NULL);
-	if (pthread_create(&g.hasher, NULL, hasher_main, &g) == 0) {
-		if (pthread_create(&g.syncer, NULL, syncer_main, &g) == 0)
-			g.threads_started = 2;
+	curl_multi_setopt(g->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->connections);
+	curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, (long)c->connections * 2);
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv_hash, NULL);
+	pthread_cond_init(&g->cv_sync, NULL);
+	pthread_cond_init(&g->cv_idle, NULL);
+	if (pthread_create(&g->hasher, NULL, hasher_main, g) == 0) {
+		if (pthread_create(&g->syncer, NULL, syncer_main, g) == 0)
+			g->threads_started = 2;
 		else
-			g.threads_started = 1;
+			g->threads_started = 1;
 	}
-	if (g.threads_started != 2) {
-		err = hm_fail(ctx, HM_ERR_NOMEM, "cannot start threads");
-		goto out;
-	}
+	if (g->threads_started != 2)
+		return hm_fail(ctx, HM_ERR_NOMEM, "cannot start threads");
+	return HM_OK;
+}
 
-	while (!all_finished(&g) && !g.fatal) {
-		double now = util_now();
-		int still, nmsg;
-		CURLMsg *m;
-		if (hm_cancelled(ctx)) {
-			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
-			break;
-		}
-		schedule(&g, now);
-		curl_multi_perform(g.multi, &still);
-		while ((m = curl_multi_info_read(g.multi, &nmsg))) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			struct seg *s = NULL;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-			if (s) {
-				s->os_errno = 0;
-				curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &s->os_errno);
-				seg_done(&g, s, m->data.result);
-			}
-		}
-		post_process(&g, util_now());
-		if (now - last_ev >= 0.2) {
-			/* the rate counts this run's bytes only: a resumed part or a file
-			 * already present is no speed (an exponential average over ~3 s) */
-			uint64_t fresh = g.done_bytes > g.base_bytes ? g.done_bytes - g.base_bytes : 0;
-			double dt = now - rate_t, elapsed = now - t0;
-			if (dt >= 1.0 || (!rate && elapsed >= 0.5 && fresh)) {
-				double inst = (double)(fresh - rate_b) / (dt > 0 ? dt : 1);
-				if (fresh < rate_b) /* a file started over */
-					inst = 0;
-				rate = rate ? 0.7 * rate + 0.3 * inst : inst;
-				rate_b = fresh;
-				rate_t = now;
-			}
-			struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g.done_bytes, .total = g.total, .rate = rate,
-					      .resumed = g.base_bytes, .files_done = (int)g.nfinished,
-					      .files_total = (int)g.nx, .active = g.active};
-			hm_emit(ctx, &ev);
-			last_ev = now;
-		}
-		if (all_finished(&g) || g.fatal)
-			break;
-		/* sleep until traffic, a hasher wake-up, or the next timer */
-		int wait_ms = 100;
-		curl_multi_poll(g.multi, NULL, 0, wait_ms, NULL);
+/* Stops the threads and frees what dl_init and the transfers left. */
+static void dl_release(struct dl *g)
+{
+	if (g->threads_started) {
+		pthread_mutex_lock(&g->mu);
+		g->stop = 1;
+		pthread_cond_broadcast(&g->cv_hash);
+		pthread_cond_broadcast(&g->cv_sync);
+		pthread_mutex_unlock(&g->mu);
+		pthread_join(g->hasher, NULL);
+		if (g->threads_started == 2)
+			pthread_join(g->syncer, NULL);
 	}
-	if (g.fatal && !err)
-		err = hm_fail(ctx, g.fatal, "%s", g.fatal_msg);
-	/* stop what is still running and keep resume states */
-	for (size_t i = 0; i < g.nx; i++) {
-		struct xfer *x = &g.xs[i];
+	if (g->xs)
+		for (size_t i = 0; i < g->nx; i++) {
+			xfer_drop_segs(g, &g->xs[i]);
+			if (g->xs[i].fd >= 0)
+				close(g->xs[i].fd);
+			verify_hasher_free(g->xs[i].hasher);
+			free(g->xs[i].synced);
+			free(g->xs[i].eff_url);
+		}
+	for (size_t i = 0; i < g->sync_n; i++)
+		free(g->sync_q[i].r);
+	free(g->sync_q);
+	for (size_t i = 0; i < g->neasy; i++)
+		curl_easy_cleanup(g->easy_pool[i]);
+	for (size_t i = 0; i < g->nbuf; i++)
+		free(g->buf_pool[i]);
+	free(g->easy_pool);
+	free(g->buf_pool);
+	if (g->multi)
+		curl_multi_cleanup(g->multi);
+	if (g->threads_started) {
+		pthread_mutex_destroy(&g->mu);
+		pthread_cond_destroy(&g->cv_hash);
+		pthread_cond_destroy(&g->cv_sync);
+		pthread_cond_destroy(&g->cv_idle);
+	}
+	free(g->xs);
+	free(g->run);
+}
+
+/* The transfer rate: this run's bytes only (a resumed part or a file
+ * already present is no speed), an exponential average over ~3 s. */
+struct dl_rate {
+	double t0, t;
+	uint64_t b;
+	double rate;
+};
+
+static void emit_progress(struct dl *g, struct dl_rate *r, double now)
+{
+	uint64_t fresh = g->done_bytes > g->base_bytes ? g->done_bytes - g->base_bytes : 0;
+	double dt = now - r->t, elapsed = now - r->t0;
+	if (dt >= 1.0 || (!r->rate && elapsed >= 0.5 && fresh)) {
+		double inst = (double)(fresh - r->b) / (dt > 0 ? dt : 1);
+		if (fresh < r->b) /* a file started over */
+			inst = 0;
+		r->rate = r->rate ? 0.7 * r->rate + 0.3 * inst : inst;
+		r->b = fresh;
+		r->t = now;
+	}
+	struct hm_event ev = {.kind = HM_EV_PROGRESS, .done = g->done_bytes, .total = g->total, .rate = r->rate,
+			      .resumed = g->base_bytes, .files_done = (int)g->nfinished,
+			      .files_total = (int)g->nx, .active = g->active};
+	hm_emit(g->ctx, &ev);
+}
+
+/* Hands finished requests to their segments. */
+static void reap(struct dl *g)
+{
+	int nmsg;
+	CURLMsg *m;
+	while ((m = curl_multi_info_read(g->multi, &nmsg))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct seg *s = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+		if (s) {
+			s->os_errno = 0;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_OS_ERRNO, &s->os_errno);
+			seg_done(g, s, m->data.result);
+		}
+	}
+}
+
+/* After the loop: stops what still runs (keeping resume states) and
+ * returns the first error, err or a job's. */
+static enum hm_err stop_all(struct dl *g, enum hm_err err)
+{
+	struct hm_ctx *ctx = g->ctx;
+	if (g->fatal && !err)
+		err = hm_fail(ctx, g->fatal, "%s", g->fatal_msg);
+	for (size_t i = 0; i < g->nx; i++) {
+		struct xfer *x = &g->xs[i];
 		if (x->state == X_RUNNING) {
 			char why[512];
-			if (g.fatal && !x->job->err)
-				snprintf(why, sizeof(why), "stopped before the end: %s", hm_strerror(g.fatal));
+			if (g->fatal && !x->job->err)
+				snprintf(why, sizeof(why), "stopped before the end: %s", hm_strerror(g->fatal));
 			else
 				msg_copy(why, sizeof(why), err ? ctx->errmsg : "interrupted");
-			xfer_fail(&g, x, err ? err : HM_ERR_CANCELLED, why);
+			xfer_fail(g, x, err ? err : HM_ERR_CANCELLED, why);
 		} else if (x->state == X_PENDING) {
 			set_job_err(x, err ? err : HM_ERR_CANCELLED, "not started");
 			x->state = X_FINISHED;
 		}
 	}
 	if (!err)
-		for (size_t i = 0; i < n; i++)
-			if (jobs[i]->err) {
-				err = hm_fail(ctx, jobs[i]->err, "%s", jobs[i]->errmsg);
+		for (size_t i = 0; i < g->nx; i++) {
+			struct fetch_job *j = g->xs[i].job;
+			if (j->err) {
+				err = hm_fail(ctx, j->err, "%s", j->errmsg ? j->errmsg : hm_strerror(j->err));
 				break;
 			}
-out:
-	if (g.threads_started) {
-		pthread_mutex_lock(&g.mu);
-		g.stop = 1;
-		pthread_cond_broadcast(&g.cv_hash);
-		pthread_cond_broadcast(&g.cv_sync);
-		pthread_mutex_unlock(&g.mu);
-		pthread_join(g.hasher, NULL);
-		if (g.threads_started == 2)
-			pthread_join(g.syncer, NULL);
-	}
-	if (g.xs)
-		for (size_t i = 0; i < g.nx; i++) {
-			xfer_drop_segs(&g, &g.xs[i]);
-			if (g.xs[i].fd >= 0)
-				close(g.xs[i].fd);
-			verify_hasher_free(g.xs[i].hasher);
-			free(g.xs[i].synced);
-			free(g.xs[i].eff_url);
 		}
-	for (size_t i = 0; i < g.sync_n; i++)
-		free(g.sync_q[i].r);
-	free(g.sync_q);
-	for (size_t i = 0; i < g.neasy; i++)
-		curl_easy_cleanup(g.easy_pool[i]);
-	for (size_t i = 0; i < g.nbuf; i++)
-		free(g.buf_pool[i]);
-	free(g.easy_pool);
-	free(g.buf_pool);
-	if (g.multi)
-		curl_multi_cleanup(g.multi);
-	if (g.threads_started) {
-		pthread_mutex_destroy(&g.mu);
-		pthread_cond_destroy(&g.cv_hash);
-		pthread_cond_destroy(&g.cv_sync);
-		pthread_cond_destroy(&g.cv_idle);
+	return err;
+}
+
+enum hm_err fetch_download(struct hm_ctx *ctx, struct fetch_client *c, struct fetch_job **jobs,
+			   size_t n, const struct fetch_callbacks *cb)
+{
+	struct dl g;
+	enum hm_err err;
+	double last_ev = 0;
+	struct dl_rate rate = {.t0 = util_now()};
+
+	if (!n)
+		return HM_OK;
+	rate.t = rate.t0;
+	if ((err = dl_init(&g, ctx, c, jobs, n, cb)))
+		goto out;
+	while (!all_finished(&g) && !g.fatal) {
+		double now = util_now();
+		int still;
+		if (hm_cancelled(ctx)) {
+			err = hm_fail(ctx, HM_ERR_CANCELLED, "interrupted");
+			break;
+		}
+		schedule(&g, now);
+		curl_multi_perform(g.multi, &still);
+		reap(&g);
+		post_process(&g, util_now());
+		if (now - last_ev >= 0.2) {
+			emit_progress(&g, &rate, now);
+			last_ev = now;
+		}
+		if (all_finished(&g) || g.fatal)
+			break;
+		/* sleep until traffic, a hasher wake-up, or the next timer */
+		curl_multi_poll(g.multi, NULL, 0, 100, NULL);
 	}
-	free(g.xs);
-	free(g.run);
+	err = stop_all(&g, err);
+out:
+	dl_release(&g);
 	return err;
 }

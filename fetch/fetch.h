@@ -92,18 +92,25 @@ struct fetch_job {
 	double seconds;
 	int connections;         /* most connections used at once */
 	int retries;
-	char host[256];          /* scheme://host[:port] the bytes came from */
+	char *host;              /* scheme://host[:port] the bytes came from, or NULL */
 	int has_merkle;          /* merkle_root/merkle_layer are set (verified file) */
 	unsigned char merkle_root[32];
 	unsigned char *merkle_layer; /* malloc'd, the caller frees it (NULL: none) */
 	size_t merkle_layer_len;
 	enum hm_err err;
-	char errmsg[512];
+	char *errmsg;            /* why err, or NULL (out of memory: hm_strerror(err)) */
 };
+/* host, errmsg and merkle_layer are malloc'd by fetch_download (a job of
+ * 100,000 carries no fixed buffers); the caller frees them with this.
+ * Accepts a zeroed job. */
+void fetch_job_release(struct fetch_job *j);
+/* Sets j's error and message (a copy, at most 511 bytes), replacing any. */
+void fetch_job_fail(struct fetch_job *j, enum hm_err err, const char *msg);
 
 struct fetch_callbacks {
 	/* Before a job starts: 0 start it, 1 skip it (nothing to do), 2 try
-	 * again later (e.g. locked by another process). */
+	 * again later (e.g. locked by another process), 3 stop everything (the
+	 * callback set job->err with fetch_job_fail: out of memory). */
 	int (*begin)(void *ud, struct fetch_job *job);
 	/* After a job ended (job->err says how); the part file is verified
 	 * when err == HM_OK. Returns HM_OK or a fatal error that stops all. */

@@ -324,3 +324,18 @@ const char *fmt_gguf_vtype_name(uint32_t t)
 	};
 	return t < FMT_GGUF_VTYPE__COUNT ? names[t] : NULL;
 }
+
+const char *fmt_shown(const char *s, size_t n, char *buf, size_t cap)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < n && j + 4 < cap && i < 96; i++) {
+		unsigned char c = (unsigned char)s[i];
+		buf[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	if (n > 96 && j + 4 < cap) {
+		memcpy(buf + j, "...", 3);
+		j += 3;
+	}
+	buf[j] = 0;
+	return buf;
+}

@@ -59,6 +59,10 @@ int fmt_ggml_type_parse(const char *name, uint32_t *out);
 
 /* ==== internals of the readers and writers ==== */
 
+/* Copies at most 96 of the n bytes of untrusted text s for a message into
+ * buf (cap bytes), control bytes as '?', "..." when cut; returns buf. */
+const char *fmt_shown(const char *s, size_t n, char *buf, size_t cap);
+
 /* A read-only mapping of a whole file. */
 struct fmt_map {
 	const unsigned char *p; /* NULL for an empty file */

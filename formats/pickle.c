@@ -87,22 +87,6 @@ struct fmt_pt_pickle {
 	size_t n;
 };
 
-/* Copies at most 96 bytes of untrusted text for a message, control bytes as '?'. */
-static const char *shown(const char *s, size_t n, char *buf, size_t cap)
-{
-	size_t j = 0;
-	for (size_t i = 0; i < n && j + 4 < cap && i < 96; i++) {
-		unsigned char c = (unsigned char)s[i];
-		buf[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-	}
-	if (n > 96 && j + 4 < cap) {
-		memcpy(buf + j, "...", 3);
-		j += 3;
-	}
-	buf[j] = 0;
-	return buf;
-}
-
 static enum hm_err HM_PRINTF(2, 3) bad(struct pk *P, const char *fmt, ...)
 {
 	char msg[700];
@@ -335,7 +319,7 @@ static enum hm_err push_global(struct pk *P, const char *mod, size_t modlen, con
 #undef IS
 	if (gid < 0)
 		return bad(P, "refusing to load global '%s.%s' (only tensors and dicts are allowed)",
-			   shown(mod, modlen, a, sizeof(a)), shown(name, namelen, b, sizeof(b)));
+			   fmt_shown(mod, modlen, a, sizeof(a)), fmt_shown(name, namelen, b, sizeof(b)));
 	if ((err = new_val(P, PK_GLOBAL, &v)))
 		return err;
 	v->gid = (uint8_t)gid;
@@ -812,7 +796,7 @@ static enum hm_err check_tensor(struct pk *P, const struct pk_val *key, const st
 	if (key->kind != PK_STR)
 		return hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': the state dict has a %s key, not a string", P->file,
 			       kind_names[key->kind]);
-	name = shown(key->p.s, (size_t)key->u.len, nb, sizeof(nb));
+	name = fmt_shown(key->p.s, (size_t)key->u.len, nb, sizeof(nb));
 	if (!key->u.len || memchr(key->p.s, 0, (size_t)key->u.len) ||
 	    !util_utf8_valid((const unsigned char *)key->p.s, (size_t)key->u.len))
 		return hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': tensor name '%s' is empty, holds a NUL or is not UTF-8",
@@ -921,7 +905,7 @@ static enum hm_err collect(struct pk *P, const struct pk_val *d, struct fmt_pt_p
 			if (strcmp(names[i - 1], names[i]) == 0) {
 				char nb[128];
 				err = hm_fail(P->ctx, HM_ERR_BAD_INPUT, "'%s': tensor '%s' appears twice", P->file,
-					      shown(names[i], strlen(names[i]), nb, sizeof(nb)));
+					      fmt_shown(names[i], strlen(names[i]), nb, sizeof(nb)));
 			}
 		free(names);
 	}

@@ -41,17 +41,7 @@ struct fmt_pt {
 
 const char *fmt_pt_shown(const char *s, char *buf, size_t cap)
 {
-	size_t j = 0, n = strlen(s);
-	for (size_t i = 0; i < n && j + 4 < cap && i < 96; i++) {
-		unsigned char c = (unsigned char)s[i];
-		buf[j++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-	}
-	if (n > 96 && j + 4 < cap) {
-		memcpy(buf + j, "...", 3);
-		j += 3;
-	}
-	buf[j] = 0;
-	return buf;
+	return fmt_shown(s, strlen(s), buf, cap);
 }
 
 static enum hm_err arc_fail(struct hm_ctx *ctx, const char *path, struct archive *a, const char *what)

@@ -20,16 +20,18 @@
 #define DURABLE_MIN (1u << 20) /* smaller blobs are synced in batches by store_flush */
 #define CANCEL_EVERY 1024      /* entries between looks at the cancel flag */
 
+/* One per distinct content: kept small, a repo may have 100,000 of them.
+ * The URL and temp paths exist only while the job runs (job_begin to
+ * job_done); a skipped job's stored sha256 goes to fj.sha256. */
 struct pull_job {
 	struct fetch_job fj;
-	char key[80];
-	char *url, *part, *state;
+	char key[69];           /* an LFS sha256 or "git-<oid>": the lock and temp names */
+	unsigned char skipped;  /* found in the store once locked */
+	unsigned char credited; /* its transfer is counted on one file already */
+	unsigned char via_swarm; /* came from the BitTorrent swarm (pull --p2p) */
 	int lockfd;
-	int skipped;            /* found in the store once locked */
-	int credited;           /* its transfer is counted on one file already */
-	char present_sha[65];
+	char *url, *part, *state;
 	int64_t started_at;
-	int via_swarm;          /* came from the BitTorrent swarm (pull --p2p) */
 };
 
 struct pull {
@@ -116,6 +118,32 @@ static enum hm_err flush(struct pull *p)
 	return err;
 }
 
+static void job_paths_free(struct pull_job *j)
+{
+	free(j->url);
+	free(j->part);
+	free(j->state);
+	j->url = j->part = j->state = NULL;
+	j->fj.url = j->fj.part_path = j->fj.state_path = NULL;
+}
+
+/* The URL and temp paths of a job about to run: 0, or -1 out of memory. */
+static int job_paths(struct pull *p, struct pull_job *j)
+{
+	char part[4096], state[4096];
+	if (j->part && j->state && j->url)
+		return 0; /* made for the swarm already (from_swarm) */
+	job_paths_free(j);
+	store_part_paths(p->st, j->key, part, state, sizeof(part));
+	j->part = util_strdup(part);
+	j->state = util_strdup(state);
+	j->url = fetch_resolve_url(p->fc, p->o->type, p->o->repo, p->commit, j->fj.name);
+	j->fj.url = j->url;
+	j->fj.part_path = j->part;
+	j->fj.state_path = j->state;
+	return j->part && j->state && j->url ? 0 : -1;
+}
+
 static int job_begin(void *ud, struct fetch_job *fj)
 {
 	struct pull_job *j = fj->user;
@@ -140,11 +168,18 @@ static int job_begin(void *ud, struct fetch_job *fj)
 		memcpy(e.sha256, fj->expect_sha256, 65);
 	else
 		memcpy(e.oid, fj->expect_git_oid, 41);
-	if (present(p->ctx, p->st, &e, j->present_sha, &yes) == HM_OK && yes) {
+	if (present(p->ctx, p->st, &e, fj->sha256, &yes) == HM_OK && yes) {
 		store_unlock(p->st, j->key, j->lockfd);
 		j->lockfd = -1;
 		j->skipped = 1;
 		return 1;
+	}
+	if (job_paths(p, j)) {
+		/* out of memory: the job fails, its lock goes */
+		store_unlock(p->st, j->key, j->lockfd);
+		j->lockfd = -1;
+		fetch_job_fail(fj, HM_ERR_NOMEM, "out of memory");
+		return 3;
 	}
 	j->started_at = util_unix_time();
 	return 0;
@@ -172,6 +207,11 @@ static enum hm_err hold_lock(struct pull *p, struct pull_job *j)
 	return HM_OK;
 }
 
+static const char *job_msg(const struct fetch_job *fj)
+{
+	return fj->errmsg && fj->errmsg[0] ? fj->errmsg : hm_strerror(fj->err);
+}
+
 static enum hm_err job_done(void *ud, struct fetch_job *fj)
 {
 	struct pull_job *j = fj->user;
@@ -182,7 +222,7 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		.size = fj->size, .bytes = fj->bytes_wire, .seconds = fj->seconds,
 		.connections = fj->connections, .retries = fj->retries,
 		/* the host that sent the bytes (the CDN of an LFS file), not the hub that redirected */
-		.endpoint = fj->host[0] ? fj->host : fetch_client_endpoint(p->fc), .started_at = j->started_at,
+		.endpoint = fj->host ? fj->host : fetch_client_endpoint(p->fc), .started_at = j->started_at,
 	};
 	if (!fj->err) {
 		/* this job's own message, whatever else writes the context's */
@@ -190,8 +230,7 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		err = store_blob_adopt(&jc, p->st, j->part, fj->sha256, fj->size,
 				       fj->expect_git_oid ? fj->git_oid : NULL, fj->size >= DURABLE_MIN);
 		if (err) {
-			fj->err = err;
-			snprintf(fj->errmsg, sizeof(fj->errmsg), "%.*s", (int)sizeof(fj->errmsg) - 1, jc.errmsg);
+			fetch_job_fail(fj, err, jc.errmsg);
 		} else if (fj->has_merkle) {
 			/* stored; the torrent is a bonus (serve --p2p makes it otherwise) */
 			struct hm_ctx tc = {0};
@@ -208,16 +247,20 @@ static enum hm_err job_done(void *ud, struct fetch_job *fj)
 		store_blob_streaming_stop(p->st, fj->expect_sha256);
 	d.sha256 = fj->err ? NULL : fj->sha256;
 	d.result = fj->err ? "failed" : "ok";
-	d.error = fj->err ? fj->errmsg : NULL;
+	d.error = fj->err ? job_msg(fj) : NULL;
 	e2 = store_record_download(p->ctx, p->st, &d);
+	/* the recorded row has copies: the job keeps only its result */
+	free(fj->host);
+	fj->host = NULL;
+	job_paths_free(j);
 	if (!e2 && j->lockfd >= 0)
 		e2 = hold_lock(p, j);
 	if (err == HM_ERR_NOSPC || err == HM_ERR_DB)
-		return hm_fail(p->ctx, err, "%s", fj->errmsg);
+		return hm_fail(p->ctx, err, "%s", job_msg(fj));
 	if ((fj->err == HM_ERR_GATED || fj->err == HM_ERR_AUTH) && !p->refused[0]) {
 		/* every other file would be refused the same way: stop, one message */
-		snprintf(p->refused, sizeof(p->refused), "%s", fj->errmsg);
-		return hm_fail(p->ctx, fj->err, "%s", fj->errmsg);
+		snprintf(p->refused, sizeof(p->refused), "%s", job_msg(fj));
+		return hm_fail(p->ctx, fj->err, "%s", job_msg(fj));
 	}
 	if (e2)
 		return e2;
@@ -406,29 +449,17 @@ static enum hm_err pull_list(struct pull *p, struct mirror_pull_result *res)
 	return HM_OK;
 }
 
-static enum hm_err job_init(struct pull *p, struct pull_job *j, const char *key, const struct fetch_entry *e,
-			    const char *name)
+static void job_init(struct pull_job *j, const char *key, const struct fetch_entry *e, const char *name)
 {
-	char part[4096], state[4096];
 	memcpy(j->key, key, sizeof(j->key));
 	j->lockfd = -1;
-	store_part_paths(p->st, key, part, state, sizeof(part));
-	j->part = util_strdup(part);
-	j->state = util_strdup(state);
-	j->url = fetch_resolve_url(p->fc, p->o->type, p->o->repo, p->commit, e->path);
-	if (!j->part || !j->state || !j->url)
-		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
 	j->fj.name = name;
-	j->fj.url = j->url;
 	j->fj.size = e->size;
-	j->fj.part_path = j->part;
-	j->fj.state_path = j->state;
 	j->fj.expect_sha256 = e->lfs ? e->sha256 : NULL;
 	j->fj.expect_git_oid = e->lfs ? NULL : e->oid;
 	/* the blob's BitTorrent v2 tree in the same pass as its SHA-256 */
 	j->fj.merkle_piece = e->lfs && e->size ? mirror_torrent_piece_size(e->size) : 0;
 	j->fj.user = j;
-	return HM_OK;
 }
 
 static enum hm_err cancelled(struct hm_ctx *ctx, size_t i)
@@ -449,8 +480,10 @@ static enum hm_err check_space(struct pull *p)
 	blk = vf.f_frsize ? vf.f_frsize : 4096;
 	for (size_t k = 0; k < p->njobs; k++) {
 		struct stat sb;
+		char part[4096];
 		uint64_t size = p->jobs[k].fj.size, done = 0;
-		if (stat(p->jobs[k].part, &sb) == 0 && sb.st_size > 0)
+		store_part_paths(p->st, p->jobs[k].key, part, NULL, sizeof(part));
+		if (stat(part, &sb) == 0 && sb.st_size > 0)
 			done = (uint64_t)sb.st_size < size ? (uint64_t)sb.st_size : size;
 		/* every file takes whole blocks */
 		need += (size + blk - 1) / blk * blk - (done / blk * blk);
@@ -497,7 +530,7 @@ static enum hm_err pull_plan(struct pull *p, struct mirror_pull_result *res)
 		const struct fetch_entry *e = &p->ents[i];
 		struct mirror_file *f;
 		int yes, added;
-		char key[80];
+		char key[sizeof(p->jobs[0].key)];
 		if ((err = cancelled(ctx, i)))
 			return err;
 		if (!selected(p, e->path))
@@ -530,8 +563,7 @@ static enum hm_err pull_plan(struct pull *p, struct mirror_pull_result *res)
 			continue;
 		p->njobs++;
 		p->jp[k] = &p->jobs[k].fj;
-		if ((err = job_init(p, &p->jobs[k], key, e, f->path)))
-			return err;
+		job_init(&p->jobs[k], key, e, f->path);
 	}
 	return check_space(p);
 }
@@ -551,6 +583,11 @@ static enum hm_err from_swarm(struct pull *p, struct fetch_job **jp, size_t *njp
 	}
 	for (size_t i = 0; i < p->njobs; i++)
 		if (p->jobs[i].fj.expect_sha256 && p->jobs[i].fj.size) {
+			/* a stalled swarm download hands its pieces to these */
+			if (job_paths(p, &p->jobs[i])) {
+				err = hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+				goto out;
+			}
 			it[n].sha256 = p->jobs[i].fj.expect_sha256;
 			it[n].size = p->jobs[i].fj.size;
 			it[n].part_path = p->jobs[i].part;
@@ -563,7 +600,7 @@ static enum hm_err from_swarm(struct pull *p, struct fetch_job **jp, size_t *njp
 		struct pull_job *j = &p->jobs[job[i]];
 		if (it[i].present) {
 			j->skipped = 1;
-			memcpy(j->present_sha, it[i].sha256, 65);
+			memcpy(j->fj.sha256, it[i].sha256, 65);
 			continue;
 		}
 		if (it[i].done) {
@@ -630,10 +667,10 @@ static void pull_collect(struct pull *p, struct mirror_pull_result *res)
 			continue;
 		struct pull_job *j = &p->jobs[k];
 		if (j->skipped) {
-			memcpy(f->sha256, j->present_sha, 65);
+			memcpy(f->sha256, j->fj.sha256, 65);
 		} else if (j->fj.err) {
 			f->err = j->fj.err;
-			f->errmsg = util_strdup(j->fj.errmsg[0] ? j->fj.errmsg : hm_strerror(j->fj.err));
+			f->errmsg = util_strdup(job_msg(&j->fj));
 			res->nfailed++;
 		} else {
 			memcpy(f->sha256, j->fj.sha256, 65);
@@ -737,10 +774,8 @@ out:
 	for (size_t k = 0; k < p.njobs; k++) {
 		if (p.jobs[k].lockfd >= 0)
 			store_unlock(st, p.jobs[k].key, p.jobs[k].lockfd);
-		free(p.jobs[k].url);
-		free(p.jobs[k].fj.merkle_layer);
-		free(p.jobs[k].part);
-		free(p.jobs[k].state);
+		job_paths_free(&p.jobs[k]);
+		fetch_job_release(&p.jobs[k].fj);
 	}
 	free(p.held);
 	free(p.held_keys);

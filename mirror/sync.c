@@ -336,6 +336,51 @@ static int cmp_file_path(const void *a, const void *b)
 	return strcmp((*(const struct mirror_file *const *)a)->path, (*(const struct mirror_file *const *)b)->path);
 }
 
+/* A locked model: the hub must still serve exactly what was locked; then
+ * the revision is recorded under the locked name too. */
+static enum hm_err check_locked(struct hm_ctx *ctx, struct store *st, const struct sync_entry *e,
+				const struct sync_locked *lk, const struct mirror_pull_result *r)
+{
+	enum hm_err err = HM_OK;
+	/* the hub must still serve exactly what was locked (looked up in
+	 * the pulled files sorted by path: a repo may hold 100,000) */
+	const struct mirror_file **byp = calloc(r->nfiles ? r->nfiles : 1, sizeof(*byp));
+	if (!byp)
+		err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
+	for (size_t q = 0; byp && q < r->nfiles; q++)
+		byp[q] = &r->files[q];
+	if (byp)
+		qsort(byp, r->nfiles, sizeof(*byp), cmp_file_path);
+	for (size_t k = 0; k < lk->nfiles && !err; k++) {
+		const struct sync_locked_file *lf = &lk->files[k];
+		struct mirror_file key = {.path = lf->path};
+		const struct mirror_file *kp = &key, **hit = bsearch(&kp, byp, r->nfiles, sizeof(*byp), cmp_file_path);
+		int ok = hit && (*hit)->size == lf->size && !strcmp((*hit)->sha256, lf->sha256);
+		if (!ok)
+			err = hm_fail(ctx, HM_ERR_CORRUPT, "'%s' of %s at %.12s differs from the lock", lf->path, e->repo,
+				      lk->commit);
+	}
+	free(byp);
+	if (!err) {
+		/* a locked install records the revision under the locked name too */
+		struct store_file *sf = calloc(r->nfiles ? r->nfiles : 1, sizeof(*sf));
+		if (sf) {
+			for (size_t q = 0; q < r->nfiles; q++) {
+				sf[q].path = r->files[q].path;
+				sf[q].size = r->files[q].size;
+				sf[q].lfs = r->files[q].lfs;
+				memcpy(sf[q].sha256, r->files[q].sha256, 65);
+				memcpy(sf[q].git_oid, r->files[q].git_oid, 41);
+			}
+			err = store_record_revision(ctx, st, e->type, e->repo, lk->commit,
+						    e->rev && !util_is_hex(e->rev, 40) ? e->rev : (e->rev ? NULL : "main"),
+						    sf, r->nfiles);
+			free(sf);
+		}
+	}
+	return err;
+}
+
 /* One model: pull (as listed or as locked), check the lock, check out. */
 static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc, const struct sync_entry *e,
 		     const struct sync_locked *lk, const struct sync_opts *so, struct sync_result_model *rm)
@@ -374,44 +419,8 @@ static void sync_one(struct hm_ctx *ctx, struct store *st, struct fetch_client *
 	err = mirror_pull(ctx, st, fc, &o, &res);
 	if (res.commit[0])
 		memcpy(rm->commit, res.commit, 41);
-	if (!err && lk) {
-		/* the hub must still serve exactly what was locked (looked up in
-		 * the pulled files sorted by path: a repo may hold 100,000) */
-		const struct mirror_file **byp = calloc(res.nfiles ? res.nfiles : 1, sizeof(*byp));
-		if (!byp)
-			err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
-		for (size_t q = 0; byp && q < res.nfiles; q++)
-			byp[q] = &res.files[q];
-		if (byp)
-			qsort(byp, res.nfiles, sizeof(*byp), cmp_file_path);
-		for (size_t k = 0; k < lk->nfiles && !err; k++) {
-			const struct sync_locked_file *lf = &lk->files[k];
-			struct mirror_file key = {.path = lf->path};
-			const struct mirror_file *kp = &key, **hit = bsearch(&kp, byp, res.nfiles, sizeof(*byp), cmp_file_path);
-			int ok = hit && (*hit)->size == lf->size && !strcmp((*hit)->sha256, lf->sha256);
-			if (!ok)
-				err = hm_fail(ctx, HM_ERR_CORRUPT, "'%s' of %s at %.12s differs from the lock", lf->path, e->repo,
-					      lk->commit);
-		}
-		free(byp);
-		if (!err) {
-			/* a locked install records the revision under the locked name too */
-			struct store_file *sf = calloc(res.nfiles ? res.nfiles : 1, sizeof(*sf));
-			if (sf) {
-				for (size_t q = 0; q < res.nfiles; q++) {
-					sf[q].path = res.files[q].path;
-					sf[q].size = res.files[q].size;
-					sf[q].lfs = res.files[q].lfs;
-					memcpy(sf[q].sha256, res.files[q].sha256, 65);
-					memcpy(sf[q].git_oid, res.files[q].git_oid, 41);
-				}
-				err = store_record_revision(ctx, st, e->type, e->repo, lk->commit,
-							    e->rev && !util_is_hex(e->rev, 40) ? e->rev : (e->rev ? NULL : "main"),
-							    sf, res.nfiles);
-				free(sf);
-			}
-		}
-	}
+	if (!err && lk)
+		err = check_locked(ctx, st, e, lk, &res);
 	free(only);
 	if (err) {
 		if (lk && (err == HM_ERR_REV_NOT_FOUND || err == HM_ERR_ENTRY_NOT_FOUND))

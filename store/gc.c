@@ -245,6 +245,22 @@ static int temp_owner_alive(const char *key)
 	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
+/* Takes key's lock, and the lock file <key>.lock that versions before
+ * .keys.lock took (a pull of one may still run): 0 with both (*oldfd -1
+ * when there is no such file), -1 when either is held. */
+static int partial_lock(struct store *st, const char *key, const char *lock, int *fd, int *oldfd)
+{
+	*oldfd = -1;
+	if (store_key_lock(st, key, fd) < 0)
+		return -1;
+	if (store_lock_path(st, lock, 0, oldfd) < 0 && errno != ENOENT) {
+		close(*fd);
+		*fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
 /* Partials (.part/.state) whose per-key lock is free belong to no running
  * download; they go once older than o->keep_partials_s. A lock file alone
  * goes too (taken first, so no download is using it). */
@@ -272,7 +288,9 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 				continue;
 			data = 0;
 		}
-		if (!strncmp(e->d_name, "convert-", 8) || (stem == 2 && !strncmp(e->d_name, "gc", 2)))
+		/* (no key starts with a dot: .keys.lock holds every key's lock) */
+		if (!strncmp(e->d_name, "convert-", 8) || (stem == 2 && !strncmp(e->d_name, "gc", 2)) ||
+		    e->d_name[0] == '.')
 			continue;
 		if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path) ||
 		    lstat(path, &sb) < 0 || !S_ISREG(sb.st_mode))
@@ -314,11 +332,11 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 	n = k;
 	for (size_t i = 0; i < n; i++) {
 		char part[PATH_MAX], state[PATH_MAX];
-		int fd;
+		int fd = -1, oldfd = -1;
 		if (snprintf(lock, sizeof(lock), "%s/%s.lock", dir, v[i].key) >= (int)sizeof(lock))
 			continue;
 		snprintf(path, sizeof(path), "tmp/%s.part", v[i].key);
-		if (temp_owner_alive(v[i].key) || store_lock_path(st, lock, 1, &fd) < 0) {
+		if (temp_owner_alive(v[i].key) || partial_lock(st, v[i].key, lock, &fd, &oldfd) < 0) {
 			if (v[i].files) {
 				r->partials_busy++;
 				tell(o, "partial", path, v[i].bytes, 0, "a running download is using it");
@@ -327,7 +345,8 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 		}
 		if (!v[i].files) {
 			/* a lock file alone is debris (a process killed holding it) */
-			store_unlock_path(lock, fd);
+			store_unlock_path(lock, oldfd);
+			close(fd);
 			continue;
 		}
 		if (o->keep_partials_s > 0 && now - v[i].mtime < o->keep_partials_s) {
@@ -337,7 +356,8 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 				 days(o->keep_partials_s, age, sizeof(age)));
 			tell(o, "partial", path, v[i].bytes, 0, why);
 			/* (a lock file is no data: a dry run removes it as well) */
-			store_unlock_path(lock, fd);
+			store_unlock_path(lock, oldfd);
+			close(fd);
 			continue;
 		}
 		if (!o->dry_run) {
@@ -345,7 +365,8 @@ static enum hm_err gc_partials(struct hm_ctx *ctx, struct store *st, const struc
 			unlink(part);
 			unlink(state);
 		}
-		store_unlock_path(lock, fd);
+		store_unlock_path(lock, oldfd);
+		close(fd);
 		r->partials_removed++;
 		r->partial_bytes_removed += v[i].bytes;
 		snprintf(why, sizeof(why), "%s no download is using it",

@@ -189,7 +189,7 @@ struct bdict {
 	sqlite3_stmt *ins;
 };
 
-struct builder {
+struct store_sc_builder {
 	struct store *st;
 	struct bdict repos, files, peers;
 	int64_t seen[3];     /* max(id) of each dictionary as loaded and added to in
@@ -248,7 +248,7 @@ static int file_key(struct util_buf *k, int64_t repo, const void *path, size_t l
 static const char *const dict_tables[3] = {"stats_repos", "stats_files", "stats_peers"};
 
 /* max(id) of each dictionary. */
-static enum hm_err dict_sizes(struct hm_ctx *ctx, struct builder *b, int64_t v[3])
+static enum hm_err dict_sizes(struct hm_ctx *ctx, struct store_sc_builder *b, int64_t v[3])
 {
 	enum hm_err err = HM_OK;
 	for (int i = 0; i < 3 && !err; i++) {
@@ -270,7 +270,7 @@ static enum hm_err dict_sizes(struct hm_ctx *ctx, struct builder *b, int64_t v[3
  * packers write them, adding rows, so a larger max(id) is another packer's
  * work (a dictionary entry someone deleted can only make a report read
  * that chunk's ids from the table). */
-static enum hm_err builder_load(struct hm_ctx *ctx, struct builder *b)
+static enum hm_err builder_load(struct hm_ctx *ctx, struct store_sc_builder *b)
 {
 	static const char *const sql[3] = {"SELECT id, type, name FROM stats_repos",
 					   "SELECT id, repo, path FROM stats_files", "SELECT id, key FROM stats_peers"};
@@ -314,7 +314,7 @@ static enum hm_err builder_load(struct hm_ctx *ctx, struct builder *b)
 }
 
 /* Forgets the dictionaries (after a rollback: keys added in it are gone). */
-static void builder_forget(struct builder *b)
+static void builder_forget(struct store_sc_builder *b)
 {
 	store_kmap_release(&b->repos.keys);
 	store_kmap_release(&b->files.keys);
@@ -324,14 +324,14 @@ static void builder_forget(struct builder *b)
 
 /* Looks up b->key in d: *i its index, *added 1 when new (the caller then
  * binds d->ins and calls bdict_insert). */
-static enum hm_err bdict_find(struct hm_ctx *ctx, struct builder *b, struct bdict *d, int64_t *i, int *added)
+static enum hm_err bdict_find(struct hm_ctx *ctx, struct store_sc_builder *b, struct bdict *d, int64_t *i, int *added)
 {
 	*i = store_kmap_get(&d->keys, b->key.buf ? b->key.buf : "", b->key.len, added);
 	return *i < 0 ? hm_fail(ctx, HM_ERR_NOMEM, "out of memory building the statistics cache") : HM_OK;
 }
 
 /* Inserts the new key i of d (d->ins bound) and records its id. */
-static enum hm_err bdict_insert(struct hm_ctx *ctx, struct builder *b, struct bdict *d, int64_t i)
+static enum hm_err bdict_insert(struct hm_ctx *ctx, struct store_sc_builder *b, struct bdict *d, int64_t i)
 {
 	int rc = sqlite3_step(d->ins);
 	sqlite3_reset(d->ins);
@@ -366,8 +366,65 @@ static void bind_blob_or_null(sqlite3_stmt *q, int i, sqlite3_stmt *from, int co
 		bind_bytes(q, i, sqlite3_column_blob(from, col), (size_t)sqlite3_column_bytes(from, col));
 }
 
+static enum hm_err nomem(struct hm_ctx *ctx)
+{
+	return hm_fail(ctx, HM_ERR_NOMEM, "out of memory building the statistics cache");
+}
+
+/* The dictionary ids of row q of tbl (added to the dictionaries when new):
+ * repo (type and name as stored), file, peer. */
+static enum hm_err row_ids(struct hm_ctx *ctx, struct store_sc_builder *b, sqlite3_stmt *q, int tbl, uint32_t *rid,
+			   uint32_t *fid, uint32_t *pid)
+{
+	const unsigned char *type = sqlite3_column_text(q, 10), *repo = sqlite3_column_text(q, 11);
+	size_t lt = type ? (size_t)sqlite3_column_bytes(q, 10) : 0, lr = repo ? (size_t)sqlite3_column_bytes(q, 11) : 0;
+	char src = tbl ? 's' : 'p';
+	enum hm_err err;
+	int64_t ki;
+	int added;
+
+	if (repo_key(&b->key, type, lt, !type, repo, lr, !repo))
+		return nomem(ctx);
+	if ((err = bdict_find(ctx, b, &b->repos, &ki, &added)))
+		return err;
+	if (added) {
+		bind_blob_or_null(b->repos.ins, 1, q, 10);
+		bind_blob_or_null(b->repos.ins, 2, q, 11);
+		if ((err = bdict_insert(ctx, b, &b->repos, ki)))
+			return err;
+	}
+	if ((err = bdict_id(ctx, &b->repos, ki, rid)))
+		return err;
+	if (file_key(&b->key, *rid, sqlite3_column_blob(q, 12), (size_t)sqlite3_column_bytes(q, 12)))
+		return nomem(ctx);
+	if ((err = bdict_find(ctx, b, &b->files, &ki, &added)))
+		return err;
+	if (added) {
+		sqlite3_bind_int64(b->files.ins, 1, *rid);
+		bind_bytes(b->files.ins, 2, b->key.buf + 8, b->key.len - 8);
+		if ((err = bdict_insert(ctx, b, &b->files, ki)))
+			return err;
+	}
+	if ((err = bdict_id(ctx, &b->files, ki, fid)))
+		return err;
+	b->key.len = 0;
+	if (util_buf_add(&b->key, &src, 1) ||
+	    util_buf_add(&b->key, sqlite3_column_blob(q, 13), (size_t)sqlite3_column_bytes(q, 13)))
+		return nomem(ctx);
+	if ((err = bdict_find(ctx, b, &b->peers, &ki, &added)))
+		return err;
+	if (added) {
+		bind_bytes(b->peers.ins, 1, b->key.buf, b->key.len);
+		if ((err = bdict_insert(ctx, b, &b->peers, ki)))
+			return err;
+	}
+	if ((err = bdict_id(ctx, &b->peers, ki, pid)))
+		return err;
+	return HM_OK;
+}
+
 /* Packs the rows of tbl with ids in (first, last] (STORE_SC_CHUNK of them) as one chunk. */
-static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, int64_t first, int64_t last)
+static enum hm_err build_chunk(struct hm_ctx *ctx, struct store_sc_builder *b, int tbl, int64_t first, int64_t last)
 {
 	sqlite3_stmt *q = b->rows[tbl];
 	unsigned char *p = b->blob;
@@ -388,9 +445,6 @@ static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, i
 		size_t lt = type ? (size_t)sqlite3_column_bytes(q, 10) : 0, lr;
 		unsigned flags = 0;
 		uint32_t rid = 0, fid = 0, pid = 0;
-		int64_t ki;
-		int added;
-		char src = tbl ? 's' : 'p';
 
 		repo = sqlite3_column_text(q, 11);
 		lr = repo ? (size_t)sqlite3_column_bytes(q, 11) : 0;
@@ -413,43 +467,7 @@ static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, i
 		}
 		flags |= lt && lr ? STORE_SC_REPO : 0;
 
-		/* the dictionaries: repo (type and name as stored), file, peer */
-		if (repo_key(&b->key, type, lt, !type, repo, lr, !repo))
-			goto nomem;
-		if ((err = bdict_find(ctx, b, &b->repos, &ki, &added)))
-			goto out;
-		if (added) {
-			bind_blob_or_null(b->repos.ins, 1, q, 10);
-			bind_blob_or_null(b->repos.ins, 2, q, 11);
-			if ((err = bdict_insert(ctx, b, &b->repos, ki)))
-				goto out;
-		}
-		if ((err = bdict_id(ctx, &b->repos, ki, &rid)))
-			goto out;
-		if (file_key(&b->key, rid, sqlite3_column_blob(q, 12), (size_t)sqlite3_column_bytes(q, 12)))
-			goto nomem;
-		if ((err = bdict_find(ctx, b, &b->files, &ki, &added)))
-			goto out;
-		if (added) {
-			sqlite3_bind_int64(b->files.ins, 1, rid);
-			bind_bytes(b->files.ins, 2, b->key.buf + 8, b->key.len - 8);
-			if ((err = bdict_insert(ctx, b, &b->files, ki)))
-				goto out;
-		}
-		if ((err = bdict_id(ctx, &b->files, ki, &fid)))
-			goto out;
-		b->key.len = 0;
-		if (util_buf_add(&b->key, &src, 1) ||
-		    util_buf_add(&b->key, sqlite3_column_blob(q, 13), (size_t)sqlite3_column_bytes(q, 13)))
-			goto nomem;
-		if ((err = bdict_find(ctx, b, &b->peers, &ki, &added)))
-			goto out;
-		if (added) {
-			bind_bytes(b->peers.ins, 1, b->key.buf, b->key.len);
-			if ((err = bdict_insert(ctx, b, &b->peers, ki)))
-				goto out;
-		}
-		if ((err = bdict_id(ctx, &b->peers, ki, &pid)))
+		if ((err = row_ids(ctx, b, q, tbl, &rid, &fid, &pid)))
 			goto out;
 
 		put64(p + 8 + 8 * n, (uint64_t)t);
@@ -499,9 +517,6 @@ static enum hm_err build_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, i
 	if (sqlite3_step(q) != SQLITE_DONE)
 		err = store_db_fail(ctx, b->st, "store a statistics chunk");
 	sqlite3_reset(q);
-	goto out;
-nomem:
-	err = hm_fail(ctx, HM_ERR_NOMEM, "out of memory building the statistics cache");
 out:
 	sqlite3_reset(b->rows[tbl]);
 	return err;
@@ -509,7 +524,7 @@ out:
 
 /* *first: the last id packed of tbl; *last: the id that would end the next
  * chunk, 0 when fewer than a chunk's rows wait. */
-static enum hm_err next_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, int64_t *first, int64_t *last)
+static enum hm_err next_chunk(struct hm_ctx *ctx, struct store_sc_builder *b, int tbl, int64_t *first, int64_t *last)
 {
 	sqlite3_stmt *q = b->next[tbl];
 	int rc;
@@ -525,7 +540,7 @@ static enum hm_err next_chunk(struct hm_ctx *ctx, struct builder *b, int tbl, in
 	return rc == SQLITE_ROW ? HM_OK : store_db_fail(ctx, b->st, "look for rows to pack");
 }
 
-static enum hm_err builder_init(struct hm_ctx *ctx, struct store *st, struct builder *b)
+static enum hm_err builder_init(struct hm_ctx *ctx, struct store *st, struct store_sc_builder *b)
 {
 	enum hm_err err;
 	char sql[320];
@@ -553,7 +568,7 @@ static enum hm_err builder_init(struct hm_ctx *ctx, struct store *st, struct bui
 	return HM_OK;
 }
 
-static void builder_release(struct builder *b)
+static void builder_release(struct store_sc_builder *b)
 {
 	for (int t = 0; t < 2; t++) {
 		sqlite3_finalize(b->next[t]);
@@ -567,19 +582,37 @@ static void builder_release(struct builder *b)
 	free(b->blob);
 }
 
+void store_sc_builder_free(struct store_sc_builder *b)
+{
+	if (!b)
+		return;
+	builder_release(b);
+	free(b);
+}
+
 enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunks)
 {
-	struct builder b;
-	enum hm_err err;
+	struct store_sc_builder *b = st->sc;
+	enum hm_err err = HM_OK;
 	int64_t first, last, seen[3];
 	int waiting = 0;
 
 	if (chunks)
 		*chunks = 0;
-	if ((err = builder_init(ctx, st, &b)))
-		goto out;
+	/* the builder stays with the handle: its dictionaries, read once, serve
+	 * every later flush (reading them per chunk made a pull of 100,000
+	 * files quadratic); builder_load reads again what other packers added */
+	if (!b) {
+		if (!(b = calloc(1, sizeof(*b))))
+			return hm_fail(ctx, HM_ERR_NOMEM, "out of memory building the statistics cache");
+		if ((err = builder_init(ctx, st, b))) {
+			store_sc_builder_free(b);
+			return err;
+		}
+		st->sc = b;
+	}
 	for (int t = 0; t < 2 && !err; t++)
-		if (!(err = next_chunk(ctx, &b, t, &first, &last)) && last)
+		if (!(err = next_chunk(ctx, b, t, &first, &last)) && last)
 			waiting = 1;
 	while (!err && waiting) {
 		if (hm_cancelled(ctx)) {
@@ -589,17 +622,17 @@ enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunk
 		/* look again under the write lock: another writer may have packed them */
 		if ((err = store_exec(ctx, st, "BEGIN IMMEDIATE")))
 			break;
-		if ((err = builder_load(ctx, &b)))
+		if ((err = builder_load(ctx, b)))
 			goto rollback;
 		waiting = 0;
 		for (int k = 0; k < SC_BATCH; k++) {
 			int built = 0;
 			for (int t = 0; t < 2; t++) {
-				if ((err = next_chunk(ctx, &b, t, &first, &last)))
+				if ((err = next_chunk(ctx, b, t, &first, &last)))
 					goto rollback;
 				if (!last)
 					continue;
-				if ((err = build_chunk(ctx, &b, t, first, last)))
+				if ((err = build_chunk(ctx, b, t, first, last)))
 					goto rollback;
 				built = 1;
 				if (chunks)
@@ -609,16 +642,14 @@ enum hm_err store_stats_pack(struct hm_ctx *ctx, struct store *st, size_t *chunk
 				break;
 		}
 		/* the dictionaries as this transaction leaves them */
-		if ((err = dict_sizes(ctx, &b, seen)) || (err = store_exec(ctx, st, "COMMIT")))
+		if ((err = dict_sizes(ctx, b, seen)) || (err = store_exec(ctx, st, "COMMIT")))
 			goto rollback;
-		memcpy(b.seen, seen, sizeof(seen));
+		memcpy(b->seen, seen, sizeof(seen));
 		continue;
 rollback:
 		store_rollback(st);
-		builder_forget(&b);
+		builder_forget(b);
 	}
-out:
-	builder_release(&b);
 	return err;
 }
 

@@ -73,6 +73,7 @@ struct store {
 	char *db_name; /* what a second read connection opens: index.db's path, or its immutable URI */
 	int db_flags;  /* SQLITE_OPEN_URI for the URI */
 	int need_sync; /* a non-durable blob was adopted since the last flush */
+	struct store_sc_builder *sc; /* the statistics packer between flushes (statcache.c), or NULL */
 	struct store_pending_blob *blobs;
 	size_t nblobs, capblobs;
 	struct store_pending_dl *dls;
@@ -99,6 +100,13 @@ void store_rollback(struct store *st);
 int store_lock_path(struct store *st, const char *path, int create, int *fd);
 /* Removes the lock file and releases it. Accepts fd -1. */
 void store_unlock_path(const char *path, int fd);
+/* The per-key locks of downloads (store_lock_try): one byte each of this
+ * file in tmp/, never removed (a name no key can have). */
+#define STORE_KEYS_LOCK ".keys.lock"
+/* Takes key's lock without blocking: 0 and *fd (released by close) on
+ * success; -1 with errno (EWOULDBLOCK: held, by this process too) otherwise.
+ * The key is not checked: callers pass key_ok keys. */
+int store_key_lock(struct store *st, const char *key, int *fd);
 /* Removes the temp files in tmp/ of conversions whose process is gone
  * (their lock tmp/convert-<pid>-<tag>.lock is free, or without one their
  * pid is dead); with all set (gc holding the store alone) also those
@@ -190,6 +198,8 @@ enum hm_err store_blob_indexed(struct hm_ctx *ctx, struct store *st, const char 
 enum hm_err store_copy_file(struct hm_ctx *ctx, const char *src, const char *dst, int writable) HM_MUST_CHECK;
 
 /* ---- the statistics cache (statcache.c, schema v6) ---- */
+/* Frees st->sc (accepts NULL); store_close calls it. */
+void store_sc_builder_free(struct store_sc_builder *b);
 
 #define STORE_SC_CHUNK 4096 /* rows of a chunk */
 #define STORE_SC_ROW 41     /* bytes a row takes in a chunk */

@@ -148,13 +148,62 @@ static enum hm_err open_readonly(struct hm_ctx *ctx, struct store *st, const cha
 	return HM_OK;
 }
 
+/* The writable side of store_open_local: gc.lock shared, index.db opened,
+ * its schema judged, created or brought up to date. */
+static enum hm_err open_writable(struct hm_ctx *ctx, struct store *st, const char *dir, const char *path,
+				 enum store_mode mode)
+{
+	enum hm_err err = HM_OK;
+	char tmp[PATH_MAX];
+
+	/* Every open store holds gc.lock shared, so gc can tell whether a pull
+	 * might be between adopting a blob and recording the revision. flock
+	 * needs no write access: a read-only descriptor does for a file of
+	 * another user's. */
+	snprintf(tmp, sizeof(tmp), "%s/tmp/gc.lock", dir);
+	st->gc_fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (st->gc_fd < 0 && errno == EACCES)
+		st->gc_fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	if (st->gc_fd < 0 || flock(st->gc_fd, LOCK_SH) < 0)
+		return hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", tmp, strerror(errno));
+
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | (mode == STORE_CREATE || mode == STORE_REBUILD ?
+								      SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK)
+		return hm_fail(ctx, HM_ERR_DB, "cannot open '%s': %s", path,
+			       st->db ? sqlite3_errmsg(st->db) : "out of memory");
+	sqlite3_busy_timeout(st->db, 30000);
+	sqlite3_extended_result_codes(st->db, 1);
+	/* A store being created has index.db before its schema: wait for the
+	 * creator's transaction (the write lock) before judging. An index
+	 * without our schema (just created, or emptied) next to blobs is a lost
+	 * index, not a new store. */
+	if (mode != STORE_REBUILD && mode != STORE_CREATE && read_version(st->db) == 0 &&
+	    (err = store_exec(ctx, st, "BEGIN IMMEDIATE")) == HM_OK)
+		err = store_exec(ctx, st, "COMMIT");
+	if (err)
+		return err;
+	if (mode != STORE_REBUILD && read_version(st->db) == 0) {
+		if (store_has_blob_files(dir))
+			return lost_index(ctx, dir);
+		if (mode != STORE_CREATE)
+			return not_a_store(ctx, dir, "its index.db has no hubmirror schema");
+	}
+	/* NORMAL is safe in WAL mode: a power loss may drop the last commits but
+	 * never corrupts, and blobs are on disk before their rows anyway. */
+	if ((err = set_wal(ctx, st)) ||
+	    (err = store_exec(ctx, st, "PRAGMA synchronous=NORMAL")) ||
+	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")))
+		return err;
+	return store_migrate(ctx, st);
+}
+
 enum hm_err store_open_local(struct hm_ctx *ctx, const char *dir, enum store_mode mode, struct store **out)
 {
 	enum hm_err err = HM_OK;
 	struct store *st;
 	char path[PATH_MAX], tmp[PATH_MAX], *db_name = NULL;
 	struct stat sb;
-	int have_index, version = 0;
+	int have_index;
 
 	*out = NULL;
 	if (!dir || !*dir || strlen(dir) > PATH_MAX - 200)
@@ -222,53 +271,7 @@ enum hm_err store_open_local(struct hm_ctx *ctx, const char *dir, enum store_mod
 		goto out;
 	}
 
-	/* Every open store holds gc.lock shared, so gc can tell whether a pull
-	 * might be between adopting a blob and recording the revision. flock
-	 * needs no write access: a read-only descriptor does for a file of
-	 * another user's. */
-	snprintf(tmp, sizeof(tmp), "%s/tmp/gc.lock", dir);
-	st->gc_fd = open(tmp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (st->gc_fd < 0 && errno == EACCES)
-		st->gc_fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if (st->gc_fd < 0 || flock(st->gc_fd, LOCK_SH) < 0) {
-		err = hm_fail(ctx, store_errno_err(errno), "cannot lock '%s': %s", tmp, strerror(errno));
-		goto out;
-	}
-
-	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | (mode == STORE_CREATE || mode == STORE_REBUILD ?
-								      SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
-		err = hm_fail(ctx, HM_ERR_DB, "cannot open '%s': %s", path,
-			      st->db ? sqlite3_errmsg(st->db) : "out of memory");
-		goto out;
-	}
-	sqlite3_busy_timeout(st->db, 30000);
-	sqlite3_extended_result_codes(st->db, 1);
-	/* A store being created has index.db before its schema: wait for the
-	 * creator's transaction (the write lock) before judging. An index
-	 * without our schema (just created, or emptied) next to blobs is a lost
-	 * index, not a new store. */
-	if (mode != STORE_REBUILD && mode != STORE_CREATE && read_version(st->db) == 0 &&
-	    (err = store_exec(ctx, st, "BEGIN IMMEDIATE")) == HM_OK)
-		err = store_exec(ctx, st, "COMMIT");
-	if (err)
-		goto out;
-	if (mode != STORE_REBUILD && (version = read_version(st->db)) == 0) {
-		if (store_has_blob_files(dir)) {
-			err = lost_index(ctx, dir);
-			goto out;
-		}
-		if (mode != STORE_CREATE) {
-			err = not_a_store(ctx, dir, "its index.db has no hubmirror schema");
-			goto out;
-		}
-	}
-	/* NORMAL is safe in WAL mode: a power loss may drop the last commits but
-	 * never corrupts, and blobs are on disk before their rows anyway. */
-	if ((err = set_wal(ctx, st)) ||
-	    (err = store_exec(ctx, st, "PRAGMA synchronous=NORMAL")) ||
-	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")))
-		goto out;
-	if ((err = store_migrate(ctx, st)))
+	if ((err = open_writable(ctx, st, dir, path, mode)))
 		goto out;
 	*out = st;
 	st = NULL;
@@ -288,6 +291,7 @@ void store_close(struct store *st)
 		 * the next pull's adopt reclaims */
 		if (store_flush(&ctx, st) != HM_OK)
 			ctx.errmsg[0] = '\0';
+		store_sc_builder_free(st->sc);
 		sqlite3_close_v2(st->db);
 	}
 	for (size_t i = 0; i < st->ndls; i++)

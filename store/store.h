@@ -115,11 +115,12 @@ enum hm_err store_blob_by_git_oid(struct hm_ctx *ctx, struct store *st, const ch
  * (an LFS sha256, or "git-<oid>"): tmp/<key>.part and tmp/<key>.state. */
 void store_part_paths(const struct store *st, const char *key,
 		      char *part, char *state, size_t len);
-/* Takes the per-key lock tmp/<key>.lock without blocking (flock, local to
- * the store). Returns HM_ERR_LOCKED if another process holds it; on success
- * *fd is the lock to release with store_unlock. */
+/* Takes the per-key lock without blocking (a byte of tmp/.keys.lock, local
+ * to the store). Returns HM_ERR_LOCKED if another process, or another lock
+ * of this one, holds it; on success *fd is the lock to release with
+ * store_unlock. */
 enum hm_err store_lock_try(struct hm_ctx *ctx, struct store *st, const char *key, int *fd) HM_MUST_CHECK;
-/* Releases the lock and removes its file (no lock file outlives its use). */
+/* Releases the lock (accepts fd -1). No file per key is left behind. */
 void store_unlock(struct store *st, const char *key, int fd);
 
 /* Moves a verified temp file (anywhere under the store) into place as blob

@@ -269,6 +269,8 @@ def test_chat_follows_python_jinja_where_the_js_reference_differs(t):
         ("{{ {'a': [1]} | tojson(indent=2) }}", '{\n  "a": [\n    1\n  ]\n}'),
         ("{{ 1 + 2 * 3 - 4 // 3 }}|{{ not 1 in [2] }}|{{ 'a' ~ 1 + 1 }}|{{ 1 < 2 and 2 <= 2 or false }}|"
          "{{ 3 not in [1, 2] and not false }}|{{ -2 ** 2 }}", "6|True|a2|True|True|4"),
+        ("{{ ['A', 'b'] | map('lower') | join(',') }}|{{ [' x '] | map('trim') | list | tojson }}|"
+         "{{ [1, 2] | map('string') | join }}|{{ ['a-b'] | map('replace', '-', '+') | join }}", 'a,b|["x"]|12|a+b'),
     ]
     for src, want in cases:
         p = os.path.join(t.tmp, "py.jinja")
@@ -317,6 +319,14 @@ def test_chat_template_of_a_model(t):
     os.makedirs(m)
     r = subprocess.run([d, "-m", m, v], capture_output=True, text=True, timeout=30)
     check(r.returncode == 1 and "has no chat template" in r.stderr, "no template: %r" % r.stderr)
+    # tokenizer_config.json is read by formats/hfdir.h: a broken one is its one-line error
+    for bad in ('[1]', '{"chat_template": 5}', '{"bos_token": [1], "chat_template": "x"}'):
+        with open(os.path.join(m, "tokenizer_config.json"), "w") as fh:
+            fh.write(bad)
+        r = subprocess.run([d, "-m", m, v], capture_output=True, text=True, timeout=30)
+        err = r.stderr.strip()
+        check(r.returncode == 1 and "tokenizer_config.json" in err and err.count("\n") == 0,
+              "broken tokenizer_config.json %s: %r" % (bad, r.stderr))
 
 
 def sanitized():

@@ -285,23 +285,23 @@ UNIT_TEST(engine_refuses_broken_gguf)
 	CHECK(strstr(ctx.errmsg, "missing tensor 'blk.1."));
 }
 
-/* The matrix products of every level agree with the portable ones, for
- * every weight type, batch sizes around the 4x4 tile, rows not a multiple
- * of the tile, and an odd number of blocks; and each output is the same to
- * the bit whatever the batch it was computed in. */
-UNIT_TEST(engine_matmul_levels_agree)
+/* The matrix products of every level agree with the portable ones (R rows,
+ * C columns, N tokens), and each output is the same to the bit whatever the
+ * batch it was computed in. Returns early (leaking, in a failing test) on
+ * the first failed check. */
+static void matmul_case(size_t R, size_t C, size_t N)
 {
-	enum { R = 7, C = 32 * 5, N = 6 };
 	static const uint32_t types[] = {FMT_GGML_F32, FMT_GGML_F16, FMT_GGML_BF16, FMT_GGML_Q8_0, FMT_GGML_Q4_0};
 	unsigned char *w = malloc(R * C * 4);
-	float x[N * C], y[N * R], y1[R], ref[N * R], *d = malloc(N * C / 32 * sizeof(float));
+	float *x = malloc(N * C * sizeof(float)), *y = malloc(N * R * sizeof(float)), *y1 = malloc(R * sizeof(float));
+	float *ref = malloc(N * R * sizeof(float)), *d = malloc(N * C / 32 * sizeof(float));
 	float *scr = malloc(3 * ENG_MM_TR * C * sizeof(float)); /* widened rows, 3 workers */
 	unsigned char *xt = malloc(N * ENG_XT_BYTES(C));         /* prepared activations */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
 	struct util_pool *p = util_pool_new(3);
-	CHECK(w && d && q && p && scr && xt);
-	for (int i = 0; i < N * C; i++)
+	CHECK(w && x && y && y1 && ref && d && q && p && scr && xt);
+	for (size_t i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
 	for (size_t t = 0; t < sizeof(types) / sizeof(*types); t++) {
 		uint32_t bs = fmt_ggml_block_size(types[t]), ts = fmt_ggml_type_size(types[t]);
@@ -326,23 +326,74 @@ UNIT_TEST(engine_matmul_levels_agree)
 			struct eng_mm mm = {&wt, y, R};
 			eng_matmul_run(p, k, &a, &mm, 1);
 			if (lv == ENG_SIMD_SCALAR)
-				memcpy(ref, y, sizeof(y));
-			for (int i = 0; i < N * R; i++)
+				memcpy(ref, y, N * R * sizeof(float));
+			for (size_t i = 0; i < N * R; i++)
 				CHECK(isfinite(y[i]) && fabsf(y[i] - ref[i]) <= 1e-4f * (1 + fabsf(ref[i])));
-			for (int tok = 0; tok < N; tok++) { /* one row alone: the same bits */
+			for (size_t tok = 0; tok < N; tok++) { /* one row alone: the same bits */
 				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0, NULL};
 				struct eng_mm m1 = {&wt, y1, 0};
 				eng_matmul_run(p, k, &a1, &m1, 1);
-				CHECK(!memcmp(y1, y + tok * R, sizeof(y1)));
+				CHECK(!memcmp(y1, y + tok * R, R * sizeof(float)));
 			}
 		}
 	}
 	util_pool_free(p);
 	free(w);
+	free(x);
+	free(y);
+	free(y1);
+	free(ref);
 	free(d);
 	free(q);
 	free(scr);
 	free(xt);
+}
+
+/* Batch sizes around the 4x4 tile, rows not a multiple of the tile, an odd
+ * number of blocks; and rows so long that a batch of 6 tokens runs in two
+ * blocks of tokens (the kernels keep a block's activations in L2). */
+UNIT_TEST(engine_matmul_levels_agree)
+{
+	matmul_case(7, 32 * 5, 6);
+	matmul_case(7, 32 * 5, 9);
+	matmul_case(5, 32 * 801, 6);
+}
+
+/* The attention kernel of every level agrees with the portable one: head
+ * sizes with and without a tail of 16, windows starting past 0, soft-capping. */
+UNIT_TEST(engine_attention_levels_agree)
+{
+	enum { HD = 80, T = 150 };
+	float *q = malloc(HD * sizeof(float)), *kt = malloc(HD * T * sizeof(float)), *v = malloc(T * 96 * sizeof(float));
+	float *att = malloc(T * sizeof(float)), o[HD], ref[HD];
+	uint64_t s = 11;
+	CHECK(q && kt && v && att);
+	for (int i = 0; i < HD; i++)
+		q[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 400.0f;
+	for (int i = 0; i < HD * T; i++)
+		kt[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 400.0f;
+	for (int i = 0; i < T * 96; i++)
+		v[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 1000.0f;
+	static const uint32_t hds[] = {64, 80, 16, 8}, t0s[] = {0, 0, 37, 5}, t1s[] = {1, 150, 150, 70};
+	static const float caps[] = {0, 0, 0, 30.0f};
+	for (int c = 0; c < 4; c++) {
+		struct eng_attn_args a = {q, kt, v, T, 96, hds[c], t0s[c], t1s[c], 0.125f, caps[c], att, ref};
+		eng_attn_c(&a);
+		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AVX512VNNI; lv++) {
+			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
+			if (!k)
+				continue;
+			memset(o, 0xff, sizeof(o));
+			a.o = o;
+			k->attn(&a);
+			for (uint32_t i = 0; i < hds[c]; i++) /* values of size 1: errors of a few ulp */
+				CHECK(isfinite(o[i]) && fabsf(o[i] - ref[i]) <= 2e-6f);
+		}
+	}
+	free(q);
+	free(kt);
+	free(v);
+	free(att);
 }
 
 /* A prompt run as one batch gives the logits of the same prompt run token
