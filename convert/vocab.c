@@ -25,10 +25,6 @@
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
-/* The regexes of the pre-tokenizers llama.cpp names, as tokenizer.json spells them. */
-#define RE_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
 struct vocab {
 	char **tok;         /* n entries, owned */
 	float *score;
@@ -46,45 +42,6 @@ static void vocab_release(struct vocab *v)
 	free(v->type);
 	free(v->added);
 	free(v->special);
-}
-
-/* Calls fn on every pre-tokenizer (flattening Sequence). */
-static void walk_pre(json_t *pt, void (*fn)(json_t *, void *), void *ud)
-{
-	const char *type = json_string_value(json_object_get(pt, "type"));
-	if (!type)
-		return;
-	if (!strcmp(type, "Sequence")) {
-		json_t *e;
-		size_t i;
-		json_array_foreach(json_object_get(pt, "pretokenizers"), i, e)
-			walk_pre(e, fn, ud);
-		return;
-	}
-	fn(pt, ud);
-}
-
-struct pre_scan {
-	int bytelevel, bytelevel_regex, digits, metaspace, nsplit;
-	const char *regex;
-};
-
-static void scan_pre(json_t *pt, void *ud)
-{
-	struct pre_scan *s = ud;
-	const char *type = json_string_value(json_object_get(pt, "type"));
-	if (!strcmp(type, "ByteLevel")) {
-		json_t *ur = json_object_get(pt, "use_regex");
-		s->bytelevel = 1;
-		s->bytelevel_regex = !ur || json_is_true(ur);
-	} else if (!strcmp(type, "Digits")) {
-		s->digits = json_is_true(json_object_get(pt, "individual_digits")) ? 1 : 2;
-	} else if (!strcmp(type, "Metaspace")) {
-		s->metaspace = 1;
-	} else if (!strcmp(type, "Split")) {
-		s->nsplit++;
-		s->regex = json_string_value(json_object_get(json_object_get(pt, "pattern"), "Regex"));
-	}
 }
 
 /* 1 when a normalizer (or one of a Sequence) prepends U+2581 (the legacy
@@ -128,21 +85,6 @@ static int has_decoder(json_t *d, const char *type)
 		if (has_decoder(e, type))
 			return 1;
 	return 0;
-}
-
-/* Which llama.cpp pre-tokenizer matches (chosen by the regex rather than
- * llama.cpp's hash of a probe text's encoding). */
-static const char *pick_pre(const struct pre_scan *s)
-{
-	if (s->nsplit == 1 && s->regex && !strcmp(s->regex, RE_LLAMA3))
-		return "llama-bpe";
-	if (s->nsplit == 1 && s->regex && !strcmp(s->regex, RE_QWEN2))
-		return "qwen2";
-	if (!s->nsplit && s->digits == 1 && s->bytelevel_regex)
-		return "smollm";
-	if (!s->nsplit && !s->digits && s->bytelevel_regex)
-		return "gpt-2";
-	return "default";
 }
 
 static int is_byte_token(const char *s)
@@ -405,7 +347,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	struct fmt_hf_tokcfg tcfg = {0};
 	json_t *tok = NULL, *model, *vocab_obj, *merges, *added;
 	struct vocab v = {0};
-	struct pre_scan ps = {0};
+	struct fmt_hf_pre ps;
 	enum hm_err err;
 	const char *mtype, *unk_model;
 	int spm;
@@ -433,7 +375,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 			      mtype ? mtype : "?");
 		goto out;
 	}
-	walk_pre(json_object_get(tok, "pre_tokenizer"), scan_pre, &ps);
+	fmt_hf_pre_scan(json_object_get(tok, "pre_tokenizer"), &ps);
 	if (ps.bytelevel || has_decoder(json_object_get(tok, "decoder"), "ByteLevel"))
 		spm = 0;
 	else if (json_is_true(json_object_get(model, "byte_fallback")) || ps.metaspace ||
@@ -452,7 +394,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 	if ((err = fill_vocab(ctx, &v, n_vocab, vocab_obj, added, spm, unk_model)))
 		goto out;
 	snprintf(res->tokenizer, sizeof(res->tokenizer), "%s", spm ? "llama" : "gpt2");
-	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : pick_pre(&ps));
+	snprintf(res->pre, sizeof(res->pre), "%s", spm ? "default" : ps.name);
 	/* llama.cpp's converter refuses a byte-level BPE pre-tokenizer it does
 	 * not know; this one writes "default" and says so */
 	res->pre_unrecognized = !spm && !strcmp(res->pre, "default");
@@ -463,7 +405,7 @@ enum hm_err conv_write_vocab(struct hm_ctx *ctx, const struct conv_source *src, 
 		goto out;
 	if (spm) {
 		int prefix = normalizer_prepends(json_object_get(tok, "normalizer"), 0);
-		walk_pre(json_object_get(tok, "pre_tokenizer"), scan_prefix, &prefix);
+		fmt_hf_pre_walk(json_object_get(tok, "pre_tokenizer"), scan_prefix, &prefix);
 		if ((err = spm_scores(ctx, &v, vocab_obj, merges)) ||
 		    (err = fmt_gguf_writer_arr(w, "tokenizer.ggml.scores", FMT_GGUF_F32, v.score, v.n)))
 			goto out;

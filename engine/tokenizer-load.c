@@ -360,23 +360,14 @@ nomem:
 	return hm_fail(ctx, HM_ERR_NOMEM, "tokenizer: out of memory");
 }
 
-/* Names the byte-level pre-tokenizer after the regexes it uses. */
+/* Names the byte-level pre-tokenizer as llama.cpp does (formats/hfdir, which
+ * convert/ names it by too); one no name fits stays "custom". */
 static void name_pre(struct eng_tok *t, json_t *root)
 {
-	json_t *s = json_deep_copy(json_object_get(root, "pre_tokenizer"));
-	char *dump = s ? json_dumps(s, JSON_COMPACT) : NULL;
-	if (dump) {
-		if (t->nre == 1 && strstr(dump, "\\\\p{N}{1,3}"))
-			snprintf(t->pre, sizeof(t->pre), "llama-bpe");
-		else if (t->nre == 1 && strstr(dump, "(?i:'s") && strstr(dump, "|\\\\p{N}|"))
-			snprintf(t->pre, sizeof(t->pre), "qwen2");
-		else if (t->nre == 2 && strstr(dump, "\"Digits\""))
-			snprintf(t->pre, sizeof(t->pre), "smollm");
-		else if (t->nre == 1 && strstr(dump, "\"ByteLevel\"") && !strstr(dump, "\"Split\""))
-			snprintf(t->pre, sizeof(t->pre), "gpt-2");
-	}
-	free(dump);
-	json_decref(s);
+	struct fmt_hf_pre ps;
+	fmt_hf_pre_scan(json_object_get(root, "pre_tokenizer"), &ps);
+	if (strcmp(ps.name, "default"))
+		snprintf(t->pre, sizeof(t->pre), "%s", ps.name);
 }
 
 /* tokenizer.json text with the checked tokenizer_config.json (NULL: none). */

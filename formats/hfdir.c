@@ -527,3 +527,58 @@ void fmt_hf_tokcfg_release(struct fmt_hf_tokcfg *t)
 	memset(t, 0, sizeof(*t));
 	t->add_bos = t->add_eos = -1;
 }
+
+/* ---- tokenizer.json's pre-tokenizer ---- */
+
+/* The regexes of the pre-tokenizers llama.cpp names, as tokenizer.json spells them. */
+#define RE_LLAMA3 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_QWEN2 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+void fmt_hf_pre_walk(json_t *pt, void (*fn)(json_t *, void *), void *ud)
+{
+	const char *type = json_string_value(json_object_get(pt, "type"));
+	if (!type)
+		return;
+	if (!strcmp(type, "Sequence")) {
+		json_t *e;
+		size_t i;
+		json_array_foreach(json_object_get(pt, "pretokenizers"), i, e)
+			fmt_hf_pre_walk(e, fn, ud);
+		return;
+	}
+	fn(pt, ud);
+}
+
+static void scan_step(json_t *pt, void *ud)
+{
+	struct fmt_hf_pre *s = ud;
+	const char *type = json_string_value(json_object_get(pt, "type"));
+	if (!strcmp(type, "ByteLevel")) {
+		json_t *ur = json_object_get(pt, "use_regex");
+		s->bytelevel = 1;
+		s->bytelevel_regex = !ur || json_is_true(ur);
+	} else if (!strcmp(type, "Digits")) {
+		s->digits = json_is_true(json_object_get(pt, "individual_digits")) ? 1 : 2;
+	} else if (!strcmp(type, "Metaspace")) {
+		s->metaspace = 1;
+	} else if (!strcmp(type, "Split")) {
+		s->nsplit++;
+		s->regex = json_string_value(json_object_get(json_object_get(pt, "pattern"), "Regex"));
+	}
+}
+
+void fmt_hf_pre_scan(json_t *pre_tokenizer, struct fmt_hf_pre *out)
+{
+	memset(out, 0, sizeof(*out));
+	fmt_hf_pre_walk(pre_tokenizer, scan_step, out);
+	if (out->nsplit == 1 && out->regex && !strcmp(out->regex, RE_LLAMA3))
+		out->name = "llama-bpe";
+	else if (out->nsplit == 1 && out->regex && !strcmp(out->regex, RE_QWEN2))
+		out->name = "qwen2";
+	else if (!out->nsplit && out->digits == 1 && out->bytelevel_regex)
+		out->name = "smollm";
+	else if (!out->nsplit && !out->digits && out->bytelevel_regex)
+		out->name = "gpt-2";
+	else
+		out->name = "default";
+}

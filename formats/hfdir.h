@@ -143,4 +143,27 @@ enum hm_err fmt_hf_tokcfg_load(struct hm_ctx *ctx, const char *path, const char 
 			       struct fmt_hf_tokcfg *out) HM_MUST_CHECK;
 void fmt_hf_tokcfg_release(struct fmt_hf_tokcfg *t);
 
+/* ---- tokenizer.json's pre-tokenizer ---- */
+
+struct json_t;
+
+/* What a pre_tokenizer (flattened through Sequence) is made of. */
+struct fmt_hf_pre {
+	int bytelevel;         /* a ByteLevel step */
+	int bytelevel_regex;   /* ... that splits with GPT-2's regex (use_regex) */
+	int digits;            /* 0 none, 1 Digits with individual_digits, 2 without */
+	int metaspace;         /* a Metaspace step */
+	int nsplit;            /* Split steps */
+	const char *regex;     /* the last Split's Regex (borrowed from the JSON), or NULL */
+	const char *name;      /* llama.cpp's name for it: "llama-bpe", "qwen2", "smollm", "gpt-2", or
+				* "default" when none fits (chosen by the regex rather than llama.cpp's
+				* hash of a probe text's encoding) */
+};
+
+/* Calls fn on every pre-tokenizer of pt (flattening Sequence; depth is
+ * bounded by the JSON parser's). */
+void fmt_hf_pre_walk(struct json_t *pt, void (*fn)(struct json_t *, void *), void *ud);
+/* Scans tokenizer.json's "pre_tokenizer" (NULL: none) into *out. */
+void fmt_hf_pre_scan(struct json_t *pre_tokenizer, struct fmt_hf_pre *out);
+
 #endif

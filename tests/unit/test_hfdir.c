@@ -2,6 +2,7 @@
  * and tokenizer_config.json: what a good file gives, and a one-line error
  * naming the file and the field for bad types, out-of-range values, missing
  * fields, and files too large to be honest. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,4 +217,33 @@ UNIT_TEST(hfdir_tokenizer_config)
 	}
 	CHECK(fmt_hf_tokcfg_load(&ctx, "/nonexistent/tokenizer_config.json", NULL, &t) == HM_ERR_NOT_FOUND);
 	fmt_hf_tokcfg_release(&t);
+}
+
+UNIT_TEST(hfdir_pre_tokenizer_names)
+{
+	const char *cases[][2] = {
+		{"{\"type\": \"ByteLevel\", \"add_prefix_space\": false}", "gpt-2"},
+		{"{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true},"
+		 " {\"type\": \"ByteLevel\"}]}", "smollm"},
+		{"{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\":"
+		 " \"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}|"
+		 " ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"}},"
+		 " {\"type\": \"ByteLevel\", \"use_regex\": false}]}", "llama-bpe"},
+		{"{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}}", "default"},
+		{"{\"type\": \"Metaspace\"}", "default"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_error_t je;
+		json_t *j = json_loads(cases[i][0], 0, &je);
+		struct fmt_hf_pre ps;
+		CHECK(j);
+		fmt_hf_pre_scan(j, &ps);
+		if (strcmp(ps.name, cases[i][1]))
+			fprintf(stderr, "  case %zu: %s\n", i, ps.name);
+		CHECK_STR(ps.name, cases[i][1]);
+		json_decref(j);
+	}
+	struct fmt_hf_pre none;
+	fmt_hf_pre_scan(NULL, &none);
+	CHECK(!none.bytelevel && !none.nsplit && !strcmp(none.name, "default"));
 }
