@@ -33,6 +33,28 @@ def test_structure_internal_headers_stay_in_their_folder(t):
           " folder's public header, or the code into that folder):\n%s%s" % (r.stdout, r.stderr))
 
 
+def test_structure_no_long_functions(t):
+    r = run_check("--root", lib.ROOT, "length")
+    check(r.returncode == 0, "functions over 120 lines (split them into named steps):\n%s%s" % (r.stdout, r.stderr))
+
+
+def test_structure_checker_finds_long_functions(t):
+    """The twin: a function of 121 lines is named with its file, line and
+    length; one of 120 lines is not."""
+    d = os.path.join(t.tmp, "tree", "util")
+    os.makedirs(d)
+
+    def fn(name, n):  # n lines from the signature to the closing brace
+        return "int %s(int x)\n{\n" % name + "\tx++;\n" * (n - 4) + "\treturn x;\n}\n"
+    with open(os.path.join(d, "long.c"), "w") as fh:
+        fh.write(fn("fits", 120) + "\n" + fn("too_long", 121))
+    r = run_check("--root", os.path.join(t.tmp, "tree"), "length")
+    check(r.returncode == 1, "the checker missed a 121-line function: %r" % r.stdout)
+    check("util/long.c:122 too_long() has 121 lines" in r.stdout, "the finding does not name the function: %r"
+          % r.stdout)
+    check("fits" not in r.stdout, "a 120-line function was reported: %r" % r.stdout)
+
+
 def test_structure_checker_finds_internal_includes(t):
     """The twin: a file that includes another folder's -int.h is named; one
     that includes its own folder's, or another folder's public header, is not."""
