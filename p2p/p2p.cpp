@@ -473,17 +473,23 @@ extern "C" void p2p_remove(struct p2p *p, const char ihash[65])
 	}
 }
 
+// The handle of a torrent in the session (false when it is not).
+static bool find_torrent(struct p2p *p, const char *ihash, lt::torrent_handle &th)
+{
+	std::lock_guard<std::mutex> g(p->mu);
+	auto it = p->torrents.find(ihash);
+	if (it == p->torrents.end())
+		return false;
+	th = it->second;
+	return true;
+}
+
 extern "C" void p2p_reannounce(struct p2p *p, const char ihash[65])
 {
 	try {
 		lt::torrent_handle th;
-		{
-			std::lock_guard<std::mutex> g(p->mu);
-			auto it = p->torrents.find(ihash);
-			if (it == p->torrents.end())
-				return;
-			th = it->second;
-		}
+		if (!find_torrent(p, ihash, th))
+			return;
 		th.force_reannounce(0, -1, lt::torrent_handle::ignore_min_interval);
 	} catch (...) {
 	}
@@ -499,13 +505,8 @@ extern "C" int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status
 {
 	try {
 		lt::torrent_handle th;
-		{
-			std::lock_guard<std::mutex> g(p->mu);
-			auto it = p->torrents.find(ihash);
-			if (it == p->torrents.end())
-				return -1;
-			th = it->second;
-		}
+		if (!find_torrent(p, ihash, th))
+			return -1;
 		lt::torrent_status s = th.status();
 		std::memset(st, 0, sizeof(*st));
 		st->done = (uint64_t)s.total_wanted_done;
@@ -531,13 +532,8 @@ extern "C" int p2p_verified_ranges(struct p2p *p, const char ihash[65], uint64_t
 	*n = 0;
 	try {
 		lt::torrent_handle th;
-		{
-			std::lock_guard<std::mutex> g(p->mu);
-			auto it = p->torrents.find(ihash);
-			if (it == p->torrents.end())
-				return -1;
-			th = it->second;
-		}
+		if (!find_torrent(p, ihash, th))
+			return -1;
 		auto ti = th.torrent_file();
 		if (!ti)
 			return -1;

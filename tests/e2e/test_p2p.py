@@ -251,7 +251,7 @@ def test_p2p_stall_hands_pieces_to_http(t):
     emu, srv = mirror(t, ports, "--p2p-upload-rate", "256K")
     big = "model-00001.safetensors"
     sha = lib.sha256_bytes(lab_bytes()[big])
-    p = lab_pull(t, srv, 0, ports, "--p2p-stall", 2, seed_time=0)
+    p = lab_pull(t, srv, 0, ports, "--p2p-stall", 4, seed_time=0)
     part = os.path.join(lab_store(t, 0), "tmp", "p2p", sha)
     deadline = time.time() + 90
     while True:  # 2 MiB of the blob written by the swarm (pieces are 256 KiB)
@@ -263,7 +263,7 @@ def test_p2p_stall_hands_pieces_to_http(t):
         time.sleep(0.1)
     srv.proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(6)  # > --p2p-stall: the lab gives the swarm up and asks HTTP
+        time.sleep(10)  # > --p2p-stall: the lab gives the swarm up and asks HTTP
     finally:
         srv.proc.send_signal(signal.SIGCONT)
     finish(p, what="the lab pull across a stalled swarm")
