@@ -561,19 +561,12 @@ enum hm_err s3_mpu_finish(struct hm_ctx *ctx, struct s3_mpu *m, const char *sha2
 	m->avail = m->size;
 	pthread_cond_broadcast(&m->cv);
 	while (!m->err && !(m->ndone == m->nparts && m->hashed == m->size)) {
-		struct timespec ts;
 		if (hm_cancelled(ctx)) {
 			fail_locked(m, HM_ERR_CANCELLED, "interrupted");
 			break;
 		}
 		/* wake up now and then to notice the user's ^C */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+		util_cond_wait_ms(&m->cv, &m->mu, 200);
 	}
 	pthread_mutex_unlock(&m->mu);
 	join_all(m);

@@ -160,14 +160,7 @@ static void *watchdog_main(void *arg)
 				shutdown(k->fd, SHUT_RDWR);
 				k->cut = 1;
 			}
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 250 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&s->conn_cv, &s->conn_mu, &ts);
+		util_cond_wait_ms(&s->conn_cv, &s->conn_mu, 250);
 	}
 	pthread_mutex_unlock(&s->conn_mu);
 	return NULL;

@@ -559,14 +559,7 @@ static ssize_t read_cb(void *cls, uint64_t pos, char *buf, size_t max)
 		/* data to send: some past off, and not only the held-back last byte */
 		if (r->f->done || (r->f->avail > off && off + 1 < r->from + r->len))
 			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)(READ_WAIT_S * 1e9);
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+		util_cond_wait_ms(&u->cv, &u->mu, (long)(READ_WAIT_S * 1000));
 	}
 	done = r->f->done;
 	avail = r->f->avail;
@@ -702,14 +695,7 @@ static int first_byte_failed(struct srv_req *q, struct MHD_Connection *c, const 
 
 	pthread_mutex_lock(&u->mu);
 	while (!fl->done && fl->avail == 0 && !u->cancel && util_now() < until) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 100 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&u->cv, &u->mu, &ts);
+		util_cond_wait_ms(&u->cv, &u->mu, 100);
 	}
 	if (fl->done && fl->err) {
 		ferr = fl->err;

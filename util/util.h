@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "hm.h"
@@ -60,6 +61,8 @@ int util_write_file_atomic(const char *path, const void *data, size_t n);
 int util_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Monotonic seconds, and wall-clock unix seconds. */
 double util_now(void);
+/* pthread_cond_timedwait for at most ms milliseconds from now (mu held). */
+void util_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, long ms);
 int64_t util_unix_time(void);
 
 /* Glob match for include/exclude patterns, like huggingface_hub's fnmatch:
