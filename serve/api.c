@@ -822,7 +822,7 @@ enum MHD_Result srv_api(struct srv_req *q, struct MHD_Connection *c, const struc
 	case R_REPO_INFO:
 	case R_REVISION: {
 		json_t *j = repo_info(c, r, &rv,
-				      q->s->o->ntokens || (q->s->o->upstream && q->s->o->upstream->token));
+				      srv_token_guarded(q->s));
 		txt = j ? json_dumps(j, JSON_COMPACT) : NULL;
 		json_decref(j);
 		status = txt ? 200 : 500;

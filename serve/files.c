@@ -113,8 +113,7 @@ static int file_headers(struct MHD_Response *resp, const char *commit, const str
 static const char *cache_control(const struct srv_req *q)
 {
 	const struct srv *s = q->s;
-	if (s->o->ntokens || (s->o->forward_token && q->client_token) || q->needs_token ||
-	    (s->o->upstream && s->o->upstream->token))
+	if (srv_token_guarded(s) || (s->o->forward_token && q->client_token) || q->needs_token)
 		return "private";
 	if (util_is_hex(q->revision, 40))
 		return "public, max-age=31536000, immutable";

@@ -221,6 +221,11 @@ int srv_token_ok(const struct srv *s, const char *tok)
 }
 
 /* Host header, if it is a plain host[:port]; else NULL. */
+int srv_token_guarded(const struct srv *s)
+{
+	return s->o->ntokens || (s->o->upstream && s->o->upstream->token);
+}
+
 const char *srv_safe_host(struct MHD_Connection *c)
 {
 	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");

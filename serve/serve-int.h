@@ -164,6 +164,10 @@ void srv_rev_release(struct srv *s, struct srv_rev *r);
  * a big repo's tree pages and repo info cost one index read, not one each. */
 /* The Host header when it is a plain host[:port] (safe to echo); else NULL. */
 const char *srv_safe_host(struct MHD_Connection *c);
+/* Whether what this server hands out may need a token: it asks clients for
+ * one (--token-file), or it pulls through with an upstream token (whose
+ * repos may be gated or private). */
+int srv_token_guarded(const struct srv *s);
 enum hm_err srv_lists_init(struct srv *s);
 void srv_lists_free(struct srv *s);
 

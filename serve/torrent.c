@@ -44,11 +44,6 @@ struct srv_p2p {
 	int restored;                /* stored torrents seeded again after a restart */
 };
 
-static int needs_token(const struct srv *s)
-{
-	return s->o->ntokens || (s->o->upstream && s->o->upstream->token);
-}
-
 /* Splits "ADDR:PORT" ("[v6]:PORT"); host gets "" for none. */
 static int split_hostport(const char *hp, char *host, size_t hl, int *port)
 {
@@ -457,7 +452,7 @@ static int swarm_allowed(struct srv *s, struct store *st, const char *sha256, ch
 		snprintf(msg, mlen, "blob %.12s is not listed by this mirror", sha256);
 		return 404;
 	}
-	if (needs_token(s) && !s->o->p2p_private) {
+	if (srv_token_guarded(s) && !s->o->p2p_private) {
 		snprintf(msg, mlen, "this mirror needs a token: its blobs stay out of the swarm (serve --p2p-private)");
 		return 403;
 	}
