@@ -83,6 +83,10 @@ struct mirror_pull_result {
 enum hm_err mirror_pull(struct hm_ctx *ctx, struct store *st, struct fetch_client *fc,
 			const struct mirror_pull_opts *o, struct mirror_pull_result *res) HM_MUST_CHECK;
 void mirror_pull_result_release(struct mirror_pull_result *res);
+/* Records res's files as revision commit of repo, under ref (a branch or
+ * tag; NULL: the bare commit), as a pull does once they are all stored. */
+enum hm_err mirror_record_result(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				 const char *commit, const char *ref, const struct mirror_pull_result *res) HM_MUST_CHECK;
 
 struct mirror_problem {
 	const char *repo_type, *repo, *commit, *path, *sha256;

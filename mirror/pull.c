@@ -685,13 +685,13 @@ static void pull_collect(struct pull *p, struct mirror_pull_result *res)
 	}
 }
 
-/* Step 4: the revision, once every file is in the store. */
-static enum hm_err pull_record(struct pull *p, struct mirror_pull_result *res)
+enum hm_err mirror_record_result(struct hm_ctx *ctx, struct store *st, const char *type, const char *repo,
+				 const char *commit, const char *ref, const struct mirror_pull_result *res)
 {
-	const struct mirror_pull_opts *o = p->o;
 	struct store_file *sf = calloc(res->nfiles ? res->nfiles : 1, sizeof(*sf));
+	enum hm_err err;
 	if (!sf)
-		return hm_fail(p->ctx, HM_ERR_NOMEM, "out of memory");
+		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory");
 	for (size_t i = 0; i < res->nfiles; i++) {
 		sf[i].path = res->files[i].path;
 		sf[i].size = res->files[i].size;
@@ -699,9 +699,17 @@ static enum hm_err pull_record(struct pull *p, struct mirror_pull_result *res)
 		memcpy(sf[i].sha256, res->files[i].sha256, 65);
 		memcpy(sf[i].git_oid, res->files[i].git_oid, 41);
 	}
-	const char *ref = is_commit(o->revision) ? NULL : (o->revision ? o->revision : "main");
-	enum hm_err err = store_record_revision(p->ctx, p->st, o->type, o->repo, res->commit, ref, sf, res->nfiles);
+	err = store_record_revision(ctx, st, type, repo, commit, ref, sf, res->nfiles);
 	free(sf);
+	return err;
+}
+
+/* Step 4: the revision, once every file is in the store. */
+static enum hm_err pull_record(struct pull *p, struct mirror_pull_result *res)
+{
+	const struct mirror_pull_opts *o = p->o;
+	const char *ref = is_commit(o->revision) ? NULL : (o->revision ? o->revision : "main");
+	enum hm_err err = mirror_record_result(p->ctx, p->st, o->type, o->repo, res->commit, ref, res);
 	/* a gated or private repo pulled with a token: serve --p2p keeps its
 	 * blobs out of the swarm unless told otherwise (--p2p-private) */
 	if (!err && p->asked)

@@ -361,23 +361,9 @@ static enum hm_err check_locked(struct hm_ctx *ctx, struct store *st, const stru
 				      lk->commit);
 	}
 	free(byp);
-	if (!err) {
-		/* a locked install records the revision under the locked name too */
-		struct store_file *sf = calloc(r->nfiles ? r->nfiles : 1, sizeof(*sf));
-		if (sf) {
-			for (size_t q = 0; q < r->nfiles; q++) {
-				sf[q].path = r->files[q].path;
-				sf[q].size = r->files[q].size;
-				sf[q].lfs = r->files[q].lfs;
-				memcpy(sf[q].sha256, r->files[q].sha256, 65);
-				memcpy(sf[q].git_oid, r->files[q].git_oid, 41);
-			}
-			err = store_record_revision(ctx, st, e->type, e->repo, lk->commit,
-						    e->rev && !util_is_hex(e->rev, 40) ? e->rev : (e->rev ? NULL : "main"),
-						    sf, r->nfiles);
-			free(sf);
-		}
-	}
+	if (!err) /* a locked install records the revision under the locked name too */
+		err = mirror_record_result(ctx, st, e->type, e->repo, lk->commit,
+					   e->rev && !util_is_hex(e->rev, 40) ? e->rev : (e->rev ? NULL : "main"), r);
 	return err;
 }
 
