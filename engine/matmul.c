@@ -168,6 +168,10 @@ const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_do
  * -128 * (sum of the activations), computed once per token and block pair. */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define TR ENG_MM_TR
+/* bytes ahead of each row's reads that tile1_int8_vnni asks the cache for
+ * (a generation step reads TR rows of 34-byte blocks at once; measured a few
+ * per cent faster, the same for F16 rows made no difference) */
+#define TILE1_PREFETCH 1024
 
 VNNI static void quant_vnni(const float *x, size_t n, int8_t *q, float *d)
 {
@@ -290,12 +294,41 @@ VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const stru
 #define STEP1(i)                                                                                                  \
 	acc##i = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(neg, wpair_vnni(type, w##i + b * bs, bs, one), xv)), \
 				 _mm512_mul_ps(wscale_vnni(w##i + b * bs, bs, one), xs), acc##i)
+#define PREF1(i) _mm_prefetch((const char *)(w##i + b * bs + TILE1_PREFETCH), _MM_HINT_T0)
 #define STORE1(i)                                                                                                 \
 	if (r + (i) < a->r1)                                                                                      \
 	a->y[t * a->ystride + r + (i)] = _mm512_reduce_add_ps(acc##i)
-VNNI static void tile1_int8_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, size_t r, size_t t)
+/* One pair of blocks (b, b+1; only b when one) of every row; TYPE and ONE
+ * are constants in each expansion, so the loop carries no branches. */
+#define PAIR1(ONE)                                                                                                \
+	do {                                                                                                      \
+		const int one = (ONE);                                                                            \
+		const int8_t *xp = a->xq + t * a->cols + b * ENG_QK;                                               \
+		__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp), neg;      \
+		__m512 xs;                                                                                        \
+		if (a->xt) {                                                                                      \
+			const unsigned char *e = a->xt + t * xtb + b / 2 * 128;                                   \
+			neg = _mm512_loadu_si512(e);                                                              \
+			xs = _mm512_loadu_ps(e + 64);                                                             \
+		} else {                                                                                          \
+			neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv)); \
+			xs = xscale_vnni(a->xd + t * nb + b, one);                                                \
+		}                                                                                                 \
+		if (!one) {                                                                                       \
+			PREF1(0);                                                                                 \
+			PREF1(1);                                                                                 \
+			PREF1(2);                                                                                 \
+			PREF1(3);                                                                                 \
+		}                                                                                                 \
+		STEP1(0);                                                                                         \
+		STEP1(1);                                                                                         \
+		STEP1(2);                                                                                         \
+		STEP1(3);                                                                                         \
+	} while (0)
+VNNI static inline __attribute__((always_inline)) void tile1_vnni(const struct eng_mm_args *a,
+								     const unsigned char *const *wr, size_t r, size_t t,
+								     const uint32_t type)
 {
-	const uint32_t type = a->w->type;
 	const size_t nb = a->cols / ENG_QK, bs = type == FMT_GGML_Q8_0 ? 34 : 18;
 	const size_t xtb = ENG_XT_BYTES(a->cols);
 	const __m512i x80 = _mm512_set1_epi8((char)0x80);
@@ -303,31 +336,27 @@ VNNI static void tile1_int8_vnni(const struct eng_mm_args *a, const unsigned cha
 	ROW1(1);
 	ROW1(2);
 	ROW1(3);
-	for (size_t b = 0; b < nb; b += 2) {
-		const int one = b + 1 == nb;
-		const int8_t *xp = a->xq + t * a->cols + b * ENG_QK;
-		__m512i xv = one ? _mm512_maskz_loadu_epi8(0xffffffffull, xp) : _mm512_loadu_si512(xp), neg;
-		__m512 xs;
-		if (a->xt) {
-			const unsigned char *e = a->xt + t * xtb + b / 2 * 128;
-			neg = _mm512_loadu_si512(e);
-			xs = _mm512_loadu_ps(e + 64);
-		} else {
-			neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv));
-			xs = xscale_vnni(a->xd + t * nb + b, one);
-		}
-		STEP1(0);
-		STEP1(1);
-		STEP1(2);
-		STEP1(3);
-	}
+	size_t b = 0;
+	for (; b + 1 < nb; b += 2)
+		PAIR1(0);
+	if (b < nb)
+		PAIR1(1);
 	STORE1(0);
 	STORE1(1);
 	STORE1(2);
 	STORE1(3);
 }
+VNNI static void tile1_int8_vnni(const struct eng_mm_args *a, const unsigned char *const *wr, size_t r, size_t t)
+{
+	if (a->w->type == FMT_GGML_Q8_0)
+		tile1_vnni(a, wr, r, t, FMT_GGML_Q8_0);
+	else
+		tile1_vnni(a, wr, r, t, FMT_GGML_Q4_0);
+}
 #undef ROW1
 #undef STEP1
+#undef PREF1
+#undef PAIR1
 #undef STORE1
 
 /* ---- the batch path (more than 4 tokens) ----

@@ -3,7 +3,20 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
 #include "pool.h"
+
+/* A worker that finished a batch, and the caller waiting for the last one,
+ * poll for a short while (about a tenth of a millisecond) before they sleep on the
+ * condition variable: the forward pass runs a few hundred batches per token
+ * with little in between, and a futex sleep and wake-up per batch cost
+ * more than the batch (llama.cpp's threads spin too). */
+#define SPIN_ROUNDS 4000
 
 struct util_pool {
 	int n;                  /* participants, the caller included */
@@ -12,8 +25,9 @@ struct util_pool {
 	pthread_mutex_t mu;
 	pthread_cond_t go, done;
 	uint64_t gen;           /* bumped for each batch */
+	atomic_uint_fast64_t agen; /* gen, for the workers' polling */
 	int stop;
-	int active;             /* workers inside a batch: it ends at 0 */
+	atomic_int active;      /* workers inside a batch: it ends at 0 */
 	util_task_fn fn;
 	void *arg;
 	size_t ntasks;
@@ -41,8 +55,10 @@ static void *worker(void *v)
 	int id = ((struct worker_arg *)v)->id;
 	uint64_t seen = 0;
 	free(v);
-	pthread_mutex_lock(&p->mu);
 	for (;;) {
+		for (int i = 0; i < SPIN_ROUNDS && atomic_load_explicit(&p->agen, memory_order_acquire) == seen; i++)
+			CPU_RELAX();
+		pthread_mutex_lock(&p->mu);
 		while (p->gen == seen && !p->stop)
 			pthread_cond_wait(&p->go, &p->mu);
 		if (p->stop)
@@ -53,9 +69,12 @@ static void *worker(void *v)
 		size_t n = p->ntasks;
 		pthread_mutex_unlock(&p->mu);
 		drain(p, fn, arg, n, id);
-		pthread_mutex_lock(&p->mu);
-		if (--p->active == 0)
+		if (atomic_fetch_sub_explicit(&p->active, 1, memory_order_acq_rel) == 1) {
+			/* under the lock: the caller checks active under it before it sleeps */
+			pthread_mutex_lock(&p->mu);
 			pthread_cond_signal(&p->done);
+			pthread_mutex_unlock(&p->mu);
+		}
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
@@ -68,6 +87,8 @@ struct util_pool *util_pool_new(int nthreads)
 		return NULL;
 	p->n = nthreads < 1 ? 1 : nthreads;
 	atomic_init(&p->next, 0);
+	atomic_init(&p->agen, 0);
+	atomic_init(&p->active, 0);
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->go, NULL);
 	pthread_cond_init(&p->done, NULL);
@@ -104,8 +125,9 @@ void util_pool_start(struct util_pool *p, util_task_fn fn, void *arg, size_t n)
 	p->ntasks = n;
 	atomic_store_explicit(&p->next, 0, memory_order_relaxed);
 	/* every worker passes through every batch once and checks out */
-	p->active = p->started;
+	atomic_store_explicit(&p->active, p->started, memory_order_relaxed);
 	p->gen++;
+	atomic_store_explicit(&p->agen, p->gen, memory_order_release);
 	pthread_cond_broadcast(&p->go);
 	pthread_mutex_unlock(&p->mu);
 }
@@ -118,8 +140,12 @@ void util_pool_wait(struct util_pool *p)
 	size_t n = p->ntasks;
 	pthread_mutex_unlock(&p->mu);
 	drain(p, fn, arg, n, 0);
+	for (int i = 0; i < SPIN_ROUNDS && atomic_load_explicit(&p->active, memory_order_acquire) > 0; i++)
+		CPU_RELAX();
+	if (atomic_load_explicit(&p->active, memory_order_acquire) == 0)
+		return;
 	pthread_mutex_lock(&p->mu);
-	while (p->active > 0)
+	while (atomic_load_explicit(&p->active, memory_order_acquire) > 0)
 		pthread_cond_wait(&p->done, &p->mu);
 	pthread_mutex_unlock(&p->mu);
 }
