@@ -6,9 +6,11 @@
 # (its veth counter) / model size, (c) the ideal: model size / per-node rate.
 # Not part of `make check`. Needs root (ip netns, tc).
 #
-#   sh bench/fanout.sh [NODES=16] [SIZE_MIB=1024] [RATE=100mbit] [FILES=8]
+#   sh bench/fanout.sh [NODES=16] [SIZE_MIB=1024] [RATE=100mbit] [FILES=8] [BURST=64kb] [MTU=1500]
 #                      [MODES="single p2p http"] [SERVE_ARGS=...] [PULL_ARGS=...]
 #   e.g. NODES=16 SIZE_MIB=128 sh bench/fanout.sh   (a quicker run)
+#   TIMELINE=FILE writes FILE.MODE: every 2 s, seconds since the start, bytes
+#   the mirror sent, bytes the lab nodes sent and bytes they received.
 #   MODES="single p2p" leaves out the plain-HTTP lab (it takes NODES x the
 #   single node's time); "p2p-superseed" adds a BitTorrent run whose mirror
 #   super-seeds (serve --p2p-super-seed), for comparison. MIRROR_CAP: the mirror's --p2p-upload-rate in
@@ -22,6 +24,8 @@ set -eu
 NODES=${NODES:-16}
 SIZE_MIB=${SIZE_MIB:-1024}
 RATE=${RATE:-100mbit}
+BURST=${BURST:-64kb}
+MTU=${MTU:-1500}
 FILES=${FILES:-8}
 MODES=${MODES:-single p2p http}
 SERVE_ARGS=${SERVE_ARGS:-}
@@ -84,9 +88,11 @@ for i in $(seq 0 "$NODES"); do
 	ip netns exec "$ns" ip addr add "10.77.0.$((i + 1))/24" dev eth0
 	ip netns exec "$ns" ip link set eth0 up
 	ip netns exec hmf-br ip link set "p$i" master br0 up
+	ip netns exec "$ns" ip link set eth0 mtu "$MTU"
+	ip netns exec hmf-br ip link set "p$i" mtu "$MTU"
 	# the node's uplink and downlink, each RATE
-	ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$RATE" burst 64kb latency 50ms
-	ip netns exec hmf-br tc qdisc add dev "p$i" root tbf rate "$RATE" burst 64kb latency 50ms
+	ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$RATE" burst "$BURST" latency 50ms
+	ip netns exec hmf-br tc qdisc add dev "p$i" root tbf rate "$RATE" burst "$BURST" latency 50ms
 done
 MIRROR=10.77.0.1
 
@@ -143,7 +149,20 @@ run() {
 	mode=$1 n=$2
 	shift 2
 	before=$(tx)
+	cpu0=$(head -1 /proc/stat)
 	t0=$(date +%s.%N)
+	tl=""
+	if [ -n "${TIMELINE:-}" ]; then
+		# every 2 s: seconds, bytes the mirror sent, bytes the lab sent, bytes the lab received
+		ip netns exec hmf-br sh -c 'while :; do
+			m=$(cat /sys/class/net/p0/statistics/rx_bytes); ls=0; lr=0
+			for d in /sys/class/net/p*; do
+				[ "${d##*/}" = p0 ] && continue
+				ls=$((ls + $(cat $d/statistics/rx_bytes))); lr=$((lr + $(cat $d/statistics/tx_bytes)))
+			done
+			echo "$(date +%s.%N) $m $ls $lr"; sleep 2; done' >"$TIMELINE.$mode.raw" 2>/dev/null &
+		tl=$!
+	fi
 	lp=""
 	for i in $(seq 1 "$n"); do
 		rm -rf "$W/lab$i"
@@ -169,6 +188,19 @@ run() {
 	done
 	last=$(cat "$W"/lab*.t | sort -n | tail -1)
 	sent=$(( $(tx) - before ))
+	if [ -n "$tl" ]; then
+		kill "$tl" 2>/dev/null || true
+		awk -v t0="$t0" 'NR == 1 { m0 = $2; s0 = $3; r0 = $4 } { printf "%.1f %d %d %d\n", $1 - t0, $2 - m0, $3 - s0, $4 - r0 }' \
+			"$TIMELINE.$mode.raw" >"$TIMELINE.$mode" && rm -f "$TIMELINE.$mode.raw"
+	fi
+	# how busy the machine was: a run that left no CPU idle measured the
+	# machine (veths, bridge, tbf, 16 clients on its cores), not the swarm
+	echo "$cpu0
+$(head -1 /proc/stat)" | awk '{ t = 0; for (i = 2; i <= NF; i++) t += $i; tot[NR] = t; idle[NR] = $5 + $6;
+		usr[NR] = $2 + $3; sys[NR] = $4; sirq[NR] = $7 + $8 }
+		END { d = tot[2] - tot[1]; if (d > 0) printf "fanout: %s: CPU %.0f%% idle, %.0f%% user, %.0f%% system, %.0f%% irq\n", m,
+			100 * (idle[2] - idle[1]) / d, 100 * (usr[2] - usr[1]) / d, 100 * (sys[2] - sys[1]) / d,
+			100 * (sirq[2] - sirq[1]) / d }' m="$mode" >&2
 	for i in $(seq 1 "$n"); do
 		ip netns exec "hmf-$i" "$HM" verify --store "$W/lab$i" -q || { echo "fanout: lab $i: verify failed" >&2; exit 1; }
 	done

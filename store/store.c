@@ -192,7 +192,12 @@ static enum hm_err open_writable(struct hm_ctx *ctx, struct store *st, const cha
 	 * never corrupts, and blobs are on disk before their rows anyway. */
 	if ((err = set_wal(ctx, st)) ||
 	    (err = store_exec(ctx, st, "PRAGMA synchronous=NORMAL")) ||
-	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")))
+	    (err = store_exec(ctx, st, "PRAGMA foreign_keys=ON")) ||
+	    /* up to 32 MiB of pages (SQLite's default is 2 MiB, allocated as
+	     * used): the indexes keyed by SHA-256 take rows at random places,
+	     * and a repo of 100,000 files otherwise reads a page back from the
+	     * OS for nearly every row it adds */
+	    (err = store_exec(ctx, st, "PRAGMA cache_size=-32768")))
 		return err;
 	return store_migrate(ctx, st);
 }
