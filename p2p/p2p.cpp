@@ -32,6 +32,9 @@
 
 namespace {
 
+// the mirror's upload slots per blob torrent (p2p_add)
+constexpr int ORIGIN_SLOTS = 2;
+
 void set_err(char *err, size_t errlen, const std::string &msg)
 {
 	if (err && errlen)
@@ -85,6 +88,8 @@ struct p2p {
 	struct ss_state {
 		std::int64_t up = 0;
 		std::chrono::steady_clock::time_point changed;
+		std::chrono::steady_clock::time_point alone; // since when no peer is connected
+		bool was_alone = false;
 	};
 	std::map<std::string, ss_state> ss;
 	std::chrono::steady_clock::time_point last_policy{};
@@ -112,11 +117,20 @@ struct p2p {
 			std::vector<lt::peer_info> peers;
 			th.get_peer_info(peers);
 			if (peers.empty()) {
-				if (!on)
+				// on again once no peer came back for 30 s: lab
+				// machines drop and redial their connections
+				// mid-swarm, and super-seeding them again then
+				// would hold back what they still lack
+				if (!st.was_alone) {
+					st.was_alone = true;
+					st.alone = now;
+				}
+				if (!on && now - st.alone >= std::chrono::seconds(30))
 					th.set_flags(lt::torrent_flags::super_seeding);
 				st.changed = now;
 				continue;
 			}
+			st.was_alone = false;
 			if (!on)
 				continue;
 			bool lacking = false;
@@ -221,8 +235,8 @@ static int encode(const lt::entry &e, unsigned char **out, size_t *outlen, char 
 	return 0;
 }
 
-extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
-				char *err, size_t errlen)
+extern "C" int p2p_make_torrent_pieces(const char *path, int piece, unsigned char **out, size_t *outlen,
+				       char ihash[65], char *err, size_t errlen)
 {
 	try {
 		lt::file_storage fs;
@@ -231,7 +245,13 @@ extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *o
 			set_err(err, errlen, std::string("not one non-empty file: ") + path);
 			return -1;
 		}
-		lt::create_torrent t(fs, p2p_piece_size((uint64_t)fs.total_size()), lt::create_torrent::v2_only);
+		if (piece <= 0)
+			piece = p2p_piece_size((uint64_t)fs.total_size());
+		if (piece < 16384 || (piece & (piece - 1))) {
+			set_err(err, errlen, "the piece size is not a power of two of 16 KiB or more");
+			return -1;
+		}
+		lt::create_torrent t(fs, piece, lt::create_torrent::v2_only);
 		std::string parent(path);
 		size_t slash = parent.rfind('/');
 		parent = slash == std::string::npos ? "." : parent.substr(0, slash);
@@ -252,12 +272,22 @@ extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *o
 	}
 }
 
-extern "C" int p2p_torrent_from_tree(const char *name, uint64_t size, const unsigned char root[32],
-				     const unsigned char *layer, size_t layer_len, unsigned char **out, size_t *outlen,
-				     char ihash[65], char *err, size_t errlen)
+extern "C" int p2p_make_torrent(const char *path, unsigned char **out, size_t *outlen, char ihash[65],
+				char *err, size_t errlen)
+{
+	return p2p_make_torrent_pieces(path, 0, out, outlen, ihash, err, errlen);
+}
+
+extern "C" int p2p_torrent_from_tree_pieces(const char *name, uint64_t size, int piece_size, const unsigned char root[32],
+					    const unsigned char *layer, size_t layer_len, unsigned char **out,
+					    size_t *outlen, char ihash[65], char *err, size_t errlen)
 {
 	try {
-		uint64_t piece = (uint64_t)p2p_piece_size(size);
+		if (piece_size < 16384 || (piece_size & (piece_size - 1))) {
+			set_err(err, errlen, "the piece size is not a power of two of 16 KiB or more");
+			return -1;
+		}
+		uint64_t piece = (uint64_t)piece_size;
 		uint64_t npieces = (size + piece - 1) / piece;
 		if (!size || !name || !*name || std::strchr(name, '/')) {
 			set_err(err, errlen, "no torrent of an empty or unnamed file");
@@ -285,6 +315,14 @@ extern "C" int p2p_torrent_from_tree(const char *name, uint64_t size, const unsi
 		set_err(err, errlen, std::string("cannot make a torrent: ") + ex.what());
 		return -1;
 	}
+}
+
+extern "C" int p2p_torrent_from_tree(const char *name, uint64_t size, const unsigned char root[32],
+				     const unsigned char *layer, size_t layer_len, unsigned char **out, size_t *outlen,
+				     char ihash[65], char *err, size_t errlen)
+{
+	return p2p_torrent_from_tree_pieces(name, size, p2p_piece_size(size), root, layer, layer_len, out, outlen, ihash,
+					    err, errlen);
 }
 
 static std::shared_ptr<lt::torrent_info> load(const unsigned char *buf, size_t len, char *err, size_t errlen)
@@ -354,10 +392,16 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		sp.set_int(lt::settings_pack::active_seeds, -1);
 		sp.set_int(lt::settings_pack::active_downloads, -1);
 		sp.set_int(lt::settings_pack::active_checking, 4);
+		// no "allowed fast" pieces (BEP 6): a choked peer may fetch those
+		// anyway, so the mirror sent the same few pieces of each blob to
+		// every lab machine while they waited to be unchoked
+		sp.set_int(lt::settings_pack::allowed_fast_set_size, 0);
 		if (o->origin) {
 			// the mirror: prefer peers with few or almost all pieces, so
 			// what it sends spreads and lab machines trade the rest
 			sp.set_int(lt::settings_pack::seed_choking_algorithm, lt::settings_pack::anti_leech);
+			// upload slots per blob, not 8 for the whole session (p2p_add)
+			sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
 		} else {
 			// a lab machine: a closed swarm needs no tit-for-tat, every peer is served
 			sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
@@ -448,6 +492,13 @@ extern "C" int p2p_add(struct p2p *p, const unsigned char *buf, size_t len, cons
 		}
 		if (tracker && *tracker)
 			atp.trackers.push_back(tracker);
+		// the mirror sends each blob to ORIGIN_SLOTS lab machines at a
+		// time: each gets pieces no other has at the cap's full rate, and
+		// the lab trades them (with libtorrent's 8 slots for the session,
+		// 8 blobs got one slot each or one blob all 8; with a slot for
+		// every peer each piece went out several times)
+		if (p->origin)
+			atp.max_uploads = ORIGIN_SLOTS;
 		lt::error_code ec;
 		lt::torrent_handle th = p->ses.add_torrent(std::move(atp), ec);
 		if (ec) {
@@ -520,8 +571,9 @@ extern "C" int p2p_status(struct p2p *p, const char ihash[65], struct p2p_status
 		st->wanted = (uint64_t)s.total_wanted;
 		st->down_payload = (uint64_t)s.total_payload_download;
 		st->up_payload = (uint64_t)s.total_payload_upload;
-		st->finished = s.is_seeding || (s.total_wanted > 0 && s.total_wanted_done == s.total_wanted &&
-						 s.state != lt::torrent_status::checking_files);
+		// is_finished: every wanted piece passed its hash check (libtorrent
+		// may still be writing the last blocks out; p2p_remove waits for them)
+		st->finished = s.is_seeding || s.is_finished;
 		st->peers = s.num_peers;
 		if (s.errc) {
 			st->error = 1;

@@ -23,14 +23,15 @@ static unsigned char *pattern(size_t n, unsigned seed)
 	return b;
 }
 
-/* The torrent of n bytes both ways; 1 when they are equal. */
-static int same_torrent(size_t n, size_t step)
+/* The torrent of n bytes both ways, pieces of piece bytes (0: p2p_piece_size);
+ * 1 when they are equal. */
+static int same_torrent(size_t n, size_t step, int piece)
 {
 	char dir[512], path[600], err[256] = "", ih1[65] = "", ih2[65] = "";
 	unsigned char *data = pattern(n, (unsigned)n), *t1 = NULL, *t2 = NULL, root[32];
 	size_t l1 = 0, l2 = 0, llen = 0;
 	const unsigned char *layer = NULL;
-	struct verify_merkle *m = verify_merkle_new(p2p_piece_size(n));
+	struct verify_merkle *m = verify_merkle_new(piece ? piece : p2p_piece_size(n));
 	FILE *f;
 	int ok = 0;
 
@@ -43,8 +44,9 @@ static int same_torrent(size_t n, size_t step)
 	for (size_t at = 0; at < n; at += step)
 		verify_merkle_update(m, data + at, n - at < step ? n - at : step);
 	if (verify_merkle_final(m, root, &layer, &llen) ||
-	    p2p_torrent_from_tree(NAME, n, root, layer, llen, &t2, &l2, ih2, err, sizeof(err)) ||
-	    p2p_make_torrent(path, &t1, &l1, ih1, err, sizeof(err))) {
+	    (piece ? p2p_torrent_from_tree_pieces(NAME, n, piece, root, layer, llen, &t2, &l2, ih2, err, sizeof(err))
+		   : p2p_torrent_from_tree(NAME, n, root, layer, llen, &t2, &l2, ih2, err, sizeof(err))) ||
+	    p2p_make_torrent_pieces(path, piece, &t1, &l1, ih1, err, sizeof(err))) {
 		fprintf(stderr, "  size %zu: %s\n", n, err);
 		goto out;
 	}
@@ -62,13 +64,30 @@ out:
 UNIT_TEST(p2p_torrent_from_tree_matches_libtorrent)
 {
 	/* one block, short blocks, one piece (256 KiB) short and exact, pieces
-	 * + a short one, a piece count that is not a power of two, 4 MiB pieces */
+	 * + a short one, a piece count that is not a power of two; the same
+	 * sizes at 1 MiB and 4 MiB pieces (p2p_piece_size gives those only to
+	 * blobs of 512 MiB and 2 GiB and more) */
 	static const size_t sizes[] = {1, 16383, 16384, 16385, 100000, 262144, 262145, (5u << 20) + 777,
 				       (12u << 20) + 12345, 16u << 20, (17u << 20) + 1};
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		CHECK(same_torrent(sizes[i], 65536));
-		CHECK(same_torrent(sizes[i], 1000)); /* writes that do not line up with blocks */
-	}
+	static const int pieces[] = {0, 1 << 20, 4 << 20};
+	for (size_t p = 0; p < sizeof(pieces) / sizeof(pieces[0]); p++)
+		for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			CHECK(same_torrent(sizes[i], 65536, pieces[p]));
+			CHECK(same_torrent(sizes[i], 1000, pieces[p])); /* writes that do not line up with blocks */
+		}
+}
+
+UNIT_TEST(p2p_piece_size_keeps_512_pieces)
+{
+	/* at least 512 pieces, between 256 KiB and 4 MiB, powers of two */
+	CHECK(p2p_piece_size(1) == 256 << 10);
+	CHECK(p2p_piece_size(128u << 20) == 256 << 10);
+	CHECK(p2p_piece_size((128u << 20) + 1) == 256 << 10);
+	CHECK(p2p_piece_size(256u << 20) == 512 << 10);
+	CHECK(p2p_piece_size(1ull << 30) == 2 << 20);
+	CHECK(p2p_piece_size((2ull << 30) - 1) == 2 << 20);
+	CHECK(p2p_piece_size(2ull << 30) == 4 << 20);
+	CHECK(p2p_piece_size(1ull << 40) == 4 << 20);
 }
 
 UNIT_TEST(p2p_torrent_from_tree_refusals)
@@ -83,6 +102,9 @@ UNIT_TEST(p2p_torrent_from_tree_refusals)
 	CHECK(p2p_torrent_from_tree(NAME, 1000, root, layer, 32, &t, &tl, ih, err, sizeof(err)) == -1);
 	CHECK(p2p_torrent_from_tree(NAME, 0, root, NULL, 0, &t, &tl, ih, err, sizeof(err)) == -1);
 	CHECK(p2p_torrent_from_tree("../x", 1000, root, NULL, 0, &t, &tl, ih, err, sizeof(err)) == -1);
+	/* piece sizes libtorrent cannot use */
+	CHECK(p2p_torrent_from_tree_pieces(NAME, 1000, 3 << 14, root, NULL, 0, &t, &tl, ih, err, sizeof(err)) == -1);
+	CHECK(p2p_torrent_from_tree_pieces(NAME, 1000, 8192, root, NULL, 0, &t, &tl, ih, err, sizeof(err)) == -1);
 	CHECK(t == NULL);
 	/* no tree of nothing; no piece size that is not a power of two */
 	struct verify_merkle *m = verify_merkle_new(1 << 20);
