@@ -32,7 +32,7 @@ static const struct cmd_opt opts[] = {
 	CMD_OPT_STR(struct serve_vals, p2p_upload_rate, "p2p-upload-rate", 0, "RATE", "cap on bytes/s to all peers, e.g. 40M (default none)"),
 	CMD_OPT_STR(struct serve_vals, p2p_stall, "p2p-stall", 0, "SECS", "with --upstream: HTTP takes over a swarm download idle SECS (default 30)"),
 	CMD_OPT_FLAG(struct serve_vals, p2p_private, "p2p-private", 0, "also put blobs in the swarm when clients need a token (see README)"),
-	CMD_OPT_FLAG(struct serve_vals, p2p_super_seed, "p2p-super-seed", 0, "super-seed: send each piece about once (a lab started together; see README)"),
+	CMD_OPT_FLAG(struct serve_vals, p2p_super_seed, "p2p-super-seed", 0, "super-seed: offer each peer pieces no other has (slower here; see README)"),
 	CMD_OPT_STR(struct serve_vals, tracker, "tracker", 0, "URL", "announce URL of an external tracker instead of running opentracker"),
 	CMD_OPT_STR(struct serve_vals, tracker_listen, "tracker-listen", 0, "ADDR:PORT", "where our opentracker listens (default --listen's address, port 6969)"),
 	CMD_OPT_STR(struct serve_vals, tracker_whitelist, "tracker-whitelist", 0, "FILE", "with --tracker: the tracker's whitelist, appended to"),
@@ -221,11 +221,12 @@ const struct cmd cmd_serve = {
 	"nodes on one bucket give the same answers.\n"
 	"With --p2p the mirror is the lab's BitTorrent v2 seeder: GET\n"
 	"/api/hubmirror/torrents/SHA256 answers a blob's torrent (one v2 torrent per blob,\n"
-	"4 MiB pieces, made once and kept in the index) and /api/models/REPO/torrents/REV\n"
-	"a revision's list; each blob handed out is seeded from the store in place\n"
-	"(anti-leech choking, or super-seeding with --p2p-super-seed; --p2p-upload-rate\n"
-	"enforced). It runs opentracker (whitelist mode,\n"
-	"as --tracker-user when root) on --tracker-listen, or announces to --tracker.\n"
+	"at least 512 pieces of 256 KiB-4 MiB, made once and kept in the index) and\n"
+	"/api/models/REPO/torrents/REV a revision's list; each blob handed out is seeded\n"
+	"from the store in place, to two peers at a time (anti-leech choking, or\n"
+	"super-seeding with --p2p-super-seed; --p2p-upload-rate enforced). It runs\n"
+	"opentracker (whitelist mode, as --tracker-user when root) on --tracker-listen,\n"
+	"or announces to --tracker.\n"
 	"Only blobs of stored, allowed repos enter the swarm; with --token-file or an\n"
 	"upstream token, none unless --p2p-private. With --upstream and --p2p (a lab\n"
 	"machine's edge), pulled-through blobs come from the swarm and are seeded.",

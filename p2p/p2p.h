@@ -22,7 +22,7 @@ extern "C" {
  * with few large pieces (64 of 2 MiB for a 128 MiB file) 16 lab machines
  * started together wait on the mirror for their first pieces and it sends
  * the same piece to several of them (bench/fanout.sh, 1 GiB in 8 files:
- * mirror 1.96x the model with 64 pieces a file, 1.37-1.40x with 512, together
+ * mirror 1.96x the model with 64 pieces a file, 1.24-1.28x with 512, together
  * with the origin's per-blob upload slots of p2p_add). Large blobs keep
  * 4 MiB, the size measured best for the origin's share in scale-out.md
  * (1.45-1.56x for 8 leechers of a 96 MiB blob, 2.0-2.5x at 16 MiB). */
