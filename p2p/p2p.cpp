@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <vector>
 #include <string>
@@ -50,6 +51,15 @@ std::string hex(const char *d, size_t n)
 		s += x[(unsigned char)d[i] & 15];
 	}
 	return s;
+}
+
+// a piece size libtorrent can use: a power of two, 16 KiB or more
+bool piece_size_ok(int piece, char *err, size_t errlen)
+{
+	if (piece >= 16384 && !(piece & (piece - 1)))
+		return true;
+	set_err(err, errlen, "the piece size is not a power of two of 16 KiB or more");
+	return false;
 }
 
 bool is_hex64(const std::string &s)
@@ -88,8 +98,7 @@ struct p2p {
 	struct ss_state {
 		std::int64_t up = 0;
 		std::chrono::steady_clock::time_point changed;
-		std::chrono::steady_clock::time_point alone; // since when no peer is connected
-		bool was_alone = false;
+		std::optional<std::chrono::steady_clock::time_point> alone; // since when no peer is connected
 	};
 	std::map<std::string, ss_state> ss;
 	std::chrono::steady_clock::time_point last_policy{};
@@ -121,16 +130,14 @@ struct p2p {
 				// machines drop and redial their connections
 				// mid-swarm, and super-seeding them again then
 				// would hold back what they still lack
-				if (!st.was_alone) {
-					st.was_alone = true;
+				if (!st.alone)
 					st.alone = now;
-				}
-				if (!on && now - st.alone >= std::chrono::seconds(30))
+				if (!on && now - *st.alone >= std::chrono::seconds(30))
 					th.set_flags(lt::torrent_flags::super_seeding);
 				st.changed = now;
 				continue;
 			}
-			st.was_alone = false;
+			st.alone.reset();
 			if (!on)
 				continue;
 			bool lacking = false;
@@ -247,10 +254,8 @@ extern "C" int p2p_make_torrent_pieces(const char *path, int piece, unsigned cha
 		}
 		if (piece <= 0)
 			piece = p2p_piece_size((uint64_t)fs.total_size());
-		if (piece < 16384 || (piece & (piece - 1))) {
-			set_err(err, errlen, "the piece size is not a power of two of 16 KiB or more");
+		if (!piece_size_ok(piece, err, errlen))
 			return -1;
-		}
 		lt::create_torrent t(fs, piece, lt::create_torrent::v2_only);
 		std::string parent(path);
 		size_t slash = parent.rfind('/');
@@ -283,10 +288,8 @@ extern "C" int p2p_torrent_from_tree_pieces(const char *name, uint64_t size, int
 					    size_t *outlen, char ihash[65], char *err, size_t errlen)
 {
 	try {
-		if (piece_size < 16384 || (piece_size & (piece_size - 1))) {
-			set_err(err, errlen, "the piece size is not a power of two of 16 KiB or more");
+		if (!piece_size_ok(piece_size, err, errlen))
 			return -1;
-		}
 		uint64_t piece = (uint64_t)piece_size;
 		uint64_t npieces = (size + piece - 1) / piece;
 		if (!size || !name || !*name || std::strchr(name, '/')) {
@@ -396,15 +399,14 @@ extern "C" struct p2p *p2p_new(const struct p2p_opts *o, char *err, size_t errle
 		// anyway, so the mirror sent the same few pieces of each blob to
 		// every lab machine while they waited to be unchoked
 		sp.set_int(lt::settings_pack::allowed_fast_set_size, 0);
+		// no session-wide cap on unchoked peers: a lab machine serves
+		// every peer (a closed swarm needs no tit-for-tat), and the mirror
+		// has its upload slots per blob (p2p_add), not 8 for the session
+		sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
 		if (o->origin) {
 			// the mirror: prefer peers with few or almost all pieces, so
 			// what it sends spreads and lab machines trade the rest
 			sp.set_int(lt::settings_pack::seed_choking_algorithm, lt::settings_pack::anti_leech);
-			// upload slots per blob, not 8 for the whole session (p2p_add)
-			sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
-		} else {
-			// a lab machine: a closed swarm needs no tit-for-tat, every peer is served
-			sp.set_int(lt::settings_pack::unchoke_slots_limit, -1);
 		}
 		const char *dbg = std::getenv("HUBMIRROR_P2P_DEBUG");
 		sp.set_int(lt::settings_pack::alert_mask, dbg && *dbg ? lt::alert_category::all
