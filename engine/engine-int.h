@@ -54,9 +54,16 @@ struct eng_attn_args {
 	size_t kt_stride, v_stride;
 	uint32_t hd, t0, t1;
 	float scale, cap;        /* scores * scale; cap > 0: cap * tanh(score / cap) */
-	float *att;              /* scratch, indexed by position (t1 entries) */
+	float *att;              /* scratch, indexed by position (t1 entries), per query att_stride apart */
 	float *o;                /* hd: the softmax-weighted mix of values */
+	/* nq (0 or 1: one; at most ENG_ATTN_GROUP) query heads of the same KV
+	 * head and position, hd apart in q and in o: their keys and values are
+	 * read once for all of them. Each one's result is the same to the bit
+	 * as run alone. */
+	uint32_t nq;
+	size_t att_stride;
 };
+#define ENG_ATTN_GROUP 8
 typedef void (*eng_attn_fn)(const struct eng_attn_args *a);
 void eng_attn_c(const struct eng_attn_args *a);
 #if defined(__x86_64__) || defined(__i386__)
@@ -85,6 +92,7 @@ struct eng_mm_args {
 	size_t ystride;
 	float *scr; /* the worker's scratch: ENG_MM_TR rows of cols floats; NULL when none */
 	const unsigned char *xt; /* the rows' ENG_XT_BYTES(cols) prepared by kernels->prep, or NULL */
+	const unsigned char *xa; /* the rows packed by kernels->pack (ENG_XA_BYTES), or NULL */
 };
 
 /* What a level's prep may store per activation row (AVX-512 VNNI: per pair
@@ -92,6 +100,14 @@ struct eng_mm_args {
 #define ENG_XT_BYTES(cols) ((((cols) / 32 + 1) / 2) * 128)
 
 #define ENG_MM_TR 4 /* rows per register tile */
+
+/* What a level's pack stores for n activation rows (AMX: per group of 16
+ * rows, each block's 16 x 32 bytes in the tiles' dword-interleaved layout,
+ * then the blocks' 16 scales). */
+#define ENG_XA_BYTES(n, cols) ((((n) + 15) / 16) * 16 * ((cols) + (cols) / 32 * 4))
+/* Matrix products start handing out rows in chunks of a multiple of this
+ * (the AMX kernel's tile of 16 rows). */
+#define ENG_MM_CHUNK 16
 
 struct eng_mm_kernels {
 	/* n (a multiple of 32) floats to int8 blocks: d = max|x|/127, q = round(x/d) */
@@ -101,10 +117,14 @@ struct eng_mm_kernels {
 	/* optional: what the int8 kernel needs per activation row, computed once
 	 * per product from its 8-bit form (NULL: nothing) */
 	void (*prep)(const int8_t *q, const float *d, size_t n, unsigned char *out);
+	/* optional: activation row t (n values) into xa, for batches of two or more rows */
+	void (*pack)(const int8_t *q, const float *d, size_t n, size_t t, unsigned char *xa);
 };
 extern const struct eng_mm_kernels eng_mm_c;
 #if defined(__x86_64__) || defined(__i386__)
-extern const struct eng_mm_kernels eng_mm_avx2, eng_mm_vnni;
+extern const struct eng_mm_kernels eng_mm_avx2, eng_mm_vnni, eng_mm_amx;
+/* 1 when the CPU has AMX-INT8 and the kernel let this process use the tile state. */
+int eng_amx_usable(void);
 #endif
 /* 1 for the types computed against 8-bit activations (Q8_0, Q4_0). */
 int eng_type_int8(uint32_t t);
@@ -136,6 +156,7 @@ struct eng_act {
 	float *scr;      /* per-worker scratch, scr_len floats each (>= ENG_MM_TR * cols); may be NULL */
 	size_t scr_len;
 	unsigned char *xt; /* n * ENG_XT_BYTES(cols) for the kernels' prep; may be NULL */
+	unsigned char *xa; /* ENG_XA_BYTES(n, cols) for the kernels' pack; may be NULL */
 };
 /* A product Y = X W^T: y[t * ystride + r] for every row r of w. */
 struct eng_mm {

@@ -30,6 +30,7 @@ struct eng_state {
 	float *ad;                           /* their block scales */
 	float *wscr;                         /* per participant: ENG_MM_TR widest rows */
 	unsigned char *xt;                   /* ENG_XT_BYTES(widest) per row: the kernels' prep */
+	unsigned char *xa;                   /* ENG_XA_BYTES(ENG_BATCH, widest): the kernels' pack */
 	/* experts: router probabilities, the picks and weights of each row, the
 	 * rows routed to one expert gathered, their outputs */
 	float *probs, *pickw, *mx, *my;
@@ -113,8 +114,8 @@ enum hm_err eng_state_new(struct hm_ctx *ctx, const struct eng_model *m, uint32_
 	    !(s->cs = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->cs_swa = malloc(B * c->head_dim * sizeof(float))) ||
 	    !(s->wscr = malloc((size_t)threads * ENG_MM_TR * widest * sizeof(float))) ||
-	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) || !(s->kb = malloc(B * kvd * sizeof(float))) ||
-	    !(s->att = malloc((size_t)threads * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
+	    !(s->xt = malloc(B * ENG_XT_BYTES(widest))) || !(s->xa = malloc(ENG_XA_BYTES(B, widest))) || !(s->kb = malloc(B * kvd * sizeof(float))) ||
+	    !(s->att = malloc((size_t)threads * ENG_ATTN_GROUP * ctx_len * sizeof(float))) || !(s->kc = malloc(kv * sizeof(float))) ||
 	    !(s->vc = malloc(kv * sizeof(float)))) {
 		eng_state_free(s);
 		return hm_fail(ctx, HM_ERR_NOMEM, "out of memory for a context of %u (KV cache of %llu bytes)", ctx_len,
@@ -151,6 +152,7 @@ void eng_state_free(struct eng_state *s)
 	free(s->ad);
 	free(s->wscr);
 	free(s->xt);
+	free(s->xa);
 	free(s->probs);
 	free(s->pickw);
 	free(s->pick);
@@ -228,15 +230,27 @@ struct attn_job {
 	uint32_t layer, pos0, n;
 };
 
-/* One query head of one batch row: scores against cached keys 0..pos,
- * softmax, mix of values (the same operations for a row alone or in a batch). */
+/* The query heads of one batch row that share a KV head (up to
+ * ENG_ATTN_GROUP of them): scores against cached keys 0..pos, softmax, mix
+ * of values (the same operations for a row alone or in a batch, for a head
+ * alone or in a group). Tasks: row-major, then KV head, then group. */
+static uint32_t attn_groups(const struct eng_config *c)
+{
+	uint32_t per = c->n_head / c->n_kv_head;
+	return (per + ENG_ATTN_GROUP - 1) / ENG_ATTN_GROUP;
+}
+
 static void attn_task(void *arg, size_t task, int worker)
 {
 	const struct attn_job *j = arg;
 	struct eng_state *s = j->s;
 	const struct eng_config *c = &s->m->cfg;
-	const uint32_t h = (uint32_t)(task % c->n_head), row = (uint32_t)(task / c->n_head), pos = j->pos0 + row;
-	const uint32_t hd = c->head_dim, kvd = c->n_kv_head * hd, kvh = h / (c->n_head / c->n_kv_head);
+	const uint32_t per = c->n_head / c->n_kv_head, ng = attn_groups(c);
+	const uint32_t grp = (uint32_t)(task % ng), kvh = (uint32_t)(task / ng % c->n_kv_head);
+	const uint32_t row = (uint32_t)(task / ng / c->n_kv_head), pos = j->pos0 + row;
+	const uint32_t h = kvh * per + grp * ENG_ATTN_GROUP, nq = per - grp * ENG_ATTN_GROUP < ENG_ATTN_GROUP
+									  ? per - grp * ENG_ATTN_GROUP : ENG_ATTN_GROUP;
+	const uint32_t hd = c->head_dim, kvd = c->n_kv_head * hd;
 	const size_t qd = (size_t)c->n_head * hd;
 	/* a sliding-window layer sees the last swa_window positions, itself included */
 	const uint32_t t0 = s->m->layers[j->layer].swa && pos >= c->swa_window ? pos - c->swa_window + 1 : 0;
@@ -246,7 +260,7 @@ static void attn_task(void *arg, size_t task, int worker)
 		s->vc + (size_t)j->layer * s->ctx_len * kvd + (size_t)kvh * hd,
 		s->ctx_len, kvd, hd, t0, pos + 1,
 		c->attn_scale > 0 ? c->attn_scale : 1.0f / sqrtf((float)hd), c->attn_softcap,
-		s->att + (size_t)worker * s->ctx_len, s->xb + row * qd + h * hd};
+		s->att + (size_t)worker * ENG_ATTN_GROUP * s->ctx_len, s->xb + row * qd + h * hd, nq, s->ctx_len};
 	s->k->attn(&a);
 }
 
@@ -264,7 +278,7 @@ static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
 {
 	const struct eng_config *c = &s->m->cfg;
 	const uint32_t E = c->n_expert, K = c->n_expert_used, dim = c->dim, ff = c->expert_ffn;
-	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+	struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 	struct eng_mm r = {&y->router, s->probs, E};
 	eng_matmul_run(s->pool, s->k, &a, &r, 1);
 	for (uint32_t t = 0; t < n; t++) {
@@ -303,11 +317,11 @@ static void moe_ffn(struct eng_state *s, const struct eng_layer *y, uint32_t n)
 				}
 		if (!m)
 			continue;
-		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		struct eng_act ax = {s->mx, m, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm gu[2] = {{&y->e_gate[e], s->hb, ff}, {&y->e_up[e], s->hb2, ff}};
 		eng_matmul_run(s->pool, s->k, &ax, gu, 2);
 		swiglu(s->hb, s->hb2, (size_t)m * ff);
-		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		struct eng_act ah = {s->hb, m, ff, ff, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm d = {&y->e_down[e], s->my, dim};
 		eng_matmul_run(s->pool, s->k, &ah, &d, 1);
 		for (uint32_t j = 0; j < m; j++) {
@@ -357,7 +371,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 
 		for (uint32_t i = 0; i < n; i++)
 			rmsnorm(s->xb + i * (size_t)dim, s->x + i * (size_t)dim, y->attn_norm, dim, c->norm_eps);
-		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		struct eng_act a = {s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm qkv[3] = {{&y->wq, s->q, qd}, {&y->wk, s->kb, kvd}, {&y->wv, vc, kvd}};
 		eng_matmul_run(s->pool, s->k, &a, qkv, 3);
 		for (uint32_t i = 0; i < n; i++) {
@@ -384,8 +398,8 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				kt[i] = s->kb[i * kvd + e];
 		}
 		struct attn_job aj = {s, l, pos0, n};
-		util_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_head);
-		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		util_pool_run(s->pool, attn_task, &aj, (size_t)n * c->n_kv_head * attn_groups(c));
+		a = (struct eng_act){s->xb, n, qd, qd, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm o = {&y->wo, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &o, 1);
 		for (uint32_t i = 0; i < n; i++) {
@@ -405,7 +419,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 				return hm_fail(ctx, HM_ERR_CANCELLED, "cancelled");
 			continue;
 		}
-		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		a = (struct eng_act){s->xb, n, dim, dim, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm gu[2] = {{&y->w_gate, s->hb, ffn}, {&y->w_up, s->hb2, ffn}};
 		eng_matmul_run(s->pool, s->k, &a, gu, 2);
 		if (c->gelu)
@@ -415,7 +429,7 @@ static enum hm_err run_batch(struct hm_ctx *ctx, struct eng_state *s, const uint
 			}
 		else
 			swiglu(s->hb, s->hb2, (size_t)n * ffn);
-		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len, s->xt};
+		a = (struct eng_act){s->hb, n, ffn, ffn, s->aq, s->ad, s->wscr, s->wscr_len, s->xt, s->xa};
 		struct eng_mm d = {&y->w_down, s->xb2, dim};
 		eng_matmul_run(s->pool, s->k, &a, &d, 1);
 		if (y->post_ffn_norm)

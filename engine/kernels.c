@@ -361,6 +361,10 @@ static const struct eng_kernels kernels_avx512 = {
 static const struct eng_kernels kernels_vnni = {
 	ENG_SIMD_AVX512VNNI, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512},
 	&eng_mm_vnni, eng_attn_avx512};
+/* the VNNI level with AMX tiles for batches through Q8_0 weights */
+static const struct eng_kernels kernels_amx = {
+	ENG_SIMD_AMX, {dot_f32_avx512, dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512},
+	&eng_mm_amx, eng_attn_avx512};
 
 /* F16C through cpuid: clang's __builtin_cpu_supports has no "f16c". */
 static int have_f16c(void)
@@ -390,6 +394,8 @@ static int have_vnni(void)
 enum eng_simd eng_simd_best(void)
 {
 #ifdef ENG_X86
+	if (have_vnni() && eng_amx_usable())
+		return ENG_SIMD_AMX;
 	if (have_vnni())
 		return ENG_SIMD_AVX512VNNI;
 	if (have_avx512())
@@ -402,7 +408,7 @@ enum eng_simd eng_simd_best(void)
 
 const char *eng_simd_name(enum eng_simd s)
 {
-	static const char *const names[] = {"auto", "scalar", "avx2", "avx512", "avx512vnni"};
+	static const char *const names[] = {"auto", "scalar", "avx2", "avx512", "avx512vnni", "amx"};
 	return (unsigned)s < sizeof(names) / sizeof(*names) ? names[s] : NULL;
 }
 
@@ -417,7 +423,7 @@ const struct eng_kernels *eng_kernels_get(enum eng_simd level)
 		return NULL;
 #ifdef ENG_X86
 	return level == ENG_SIMD_AVX2 ? &kernels_avx2 : level == ENG_SIMD_AVX512 ? &kernels_avx512
-	       : level == ENG_SIMD_AVX512VNNI ? &kernels_vnni : NULL;
+	       : level == ENG_SIMD_AVX512VNNI ? &kernels_vnni : level == ENG_SIMD_AMX ? &kernels_amx : NULL;
 #else
 	return NULL;
 #endif

@@ -16,7 +16,12 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define ENG_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 static inline uint16_t ld16(const unsigned char *p)
@@ -73,7 +78,10 @@ static void mm_int8_c(const struct eng_mm_args *a)
 				int32_t s = 0;
 				for (int j = 0; j < ENG_QK; j++)
 					s += v[j] * x[j];
-				acc += (float)s * (dw * xd[b]);
+				/* a product, then a sum (two statements: never one fused
+				 * multiply-add), as the AMX kernel computes it */
+				float p = (float)s * (dw * xd[b]);
+				acc += p;
 			}
 			a->y[t * a->ystride + r] = acc;
 		}
@@ -606,5 +614,179 @@ VNNI static void mm_float_vnni(const struct eng_mm_args *a)
 	}
 }
 
-const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni, prep_vnni};
+const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni, prep_vnni, NULL};
+
+/* ---- AMX: Q8_0 weights times batches of 16 tokens in tiles ----
+ * TDPBSSD multiplies a tile of 16 weight rows x 32 signed bytes (one block
+ * of each row, loaded in place with the row stride) by a tile of the block's
+ * 32 signed activations for 16 tokens (packed by pack_amx: 8 rows of the 16
+ * tokens' 4-byte groups), into 16 x 16 exact int32 sums. Each sum is then
+ * scaled and added per block in the scalar level's order (mm_int8_c: acc +
+ * (float)s * (dw * dx), no fused multiply-add), so a batch gives the scalar
+ * level's bits. A tile op costs about as much for 1 token as for 16: one
+ * token, Q4_0 weights and rows short of a tile of 16 go to the VNNI or the
+ * portable kernels. The tile state is granted to the process once
+ * (eng_amx_usable) and configured on every call (it is per thread). */
+#define AMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define AMX_ROWS 16
+
+struct amx_cfg {
+	uint8_t palette, start_row, reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+
+/* Row t into its group of 16 (t / 16) at column t % 16: per block b, the
+ * 32 bytes as 8 dwords at b * 512 + k * 64 + (t % 16) * 4; after the
+ * blocks, the scale at nb * 512 + (b * 16 + t % 16) * 4. */
+static void pack_amx(const int8_t *q, const float *d, size_t n, size_t t, unsigned char *xa)
+{
+	const size_t nb = n / ENG_QK, col = t % 16;
+	unsigned char *g = xa + t / 16 * 16 * (n + nb * 4);
+	for (size_t b = 0; b < nb; b++)
+		for (size_t k = 0; k < ENG_QK / 4; k++)
+			memcpy(g + b * 512 + k * 64 + col * 4, q + b * ENG_QK + k * 4, 4);
+	for (size_t b = 0; b < nb; b++)
+		memcpy(g + nb * 512 + (b * 16 + col) * 4, d + b, 4);
+}
+
+/* The 16 rows' scales of every block (as floats, 16 a block) into ws. */
+AMX static void wscales_amx(const struct eng_mm_args *a, const unsigned char *w, float *ws)
+{
+	const size_t nb = a->cols / ENG_QK, rb = a->w->row_bytes;
+	if (rb <= (size_t)INT32_MAX / AMX_ROWS) {
+		const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+						       _mm512_set1_epi32((int)rb));
+		for (size_t b = 0; b < nb; b++) {
+			__m512i h = _mm512_i32gather_epi32(idx, w + b * 34, 1);
+			_mm512_storeu_ps(ws + b * 16, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)));
+		}
+		return;
+	}
+	for (size_t b = 0; b < nb; b++)
+		for (int m = 0; m < AMX_ROWS; m++)
+			ws[b * 16 + m] = scale_f16(w + m * rb + b * 34);
+}
+
+#define EPI(m)                                                                                                    \
+	acc##m = _mm512_add_ps(acc##m, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + (m) * 16)),        \
+						  _mm512_mul_ps(_mm512_set1_ps(wsb[m]), xs)))
+#define EPILOGUE(cbuf, bb)                                                                                        \
+	do {                                                                                                      \
+		const int32_t *cb = (cbuf);                                                                       \
+		const float *wsb = ws + (bb) * 16;                                                                \
+		const __m512 xs = _mm512_maskz_loadu_ps(tm, xsc + (bb) * 16);                                      \
+		EPI(0); EPI(1); EPI(2); EPI(3); EPI(4); EPI(5); EPI(6); EPI(7);                                   \
+		EPI(8); EPI(9); EPI(10); EPI(11); EPI(12); EPI(13); EPI(14); EPI(15);                             \
+	} while (0)
+#define OUT(m) _mm512_store_ps(o + (m) * 16, acc##m)
+
+/* y for the 16 rows from r (weights at w, their scales in ws) and the nt
+ * (<= 16) tokens of group g. Two blocks in flight: the second block's tile
+ * op runs while the first one's sums are scaled. */
+AMX static void tile_amx(const struct eng_mm_args *a, const unsigned char *w, const float *ws, size_t r, size_t g,
+			 size_t nt)
+{
+	const size_t nb = a->cols / ENG_QK, rb = a->w->row_bytes;
+	const unsigned char *xg = a->xa + g * 16 * (a->cols + nb * 4);
+	const float *xsc = (const float *)(const void *)(xg + nb * 512);
+	const __mmask16 tm = (__mmask16)(nt >= 16 ? 0xffffu : (1u << nt) - 1);
+	_Alignas(64) int32_t c0[256], c1[256];
+	_Alignas(64) float o[256];
+	__m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0, acc5 = acc0;
+	__m512 acc6 = acc0, acc7 = acc0, acc8 = acc0, acc9 = acc0, acc10 = acc0, acc11 = acc0;
+	__m512 acc12 = acc0, acc13 = acc0, acc14 = acc0, acc15 = acc0;
+	size_t b = 0;
+	for (; b + 1 < nb; b += 2) {
+		_tile_zero(0);
+		_tile_zero(1);
+		_tile_loadd(2, w + b * 34 + 2, rb);
+		_tile_loadd(4, xg + b * 512, 64);
+		_tile_dpbssd(0, 2, 4);
+		_tile_loadd(3, w + (b + 1) * 34 + 2, rb);
+		_tile_loadd(5, xg + (b + 1) * 512, 64);
+		_tile_dpbssd(1, 3, 5);
+		_tile_stored(0, c0, 64);
+		EPILOGUE(c0, b);
+		_tile_stored(1, c1, 64);
+		EPILOGUE(c1, b + 1);
+	}
+	if (b < nb) {
+		_tile_zero(0);
+		_tile_loadd(2, w + b * 34 + 2, rb);
+		_tile_loadd(4, xg + b * 512, 64);
+		_tile_dpbssd(0, 2, 4);
+		_tile_stored(0, c0, 64);
+		EPILOGUE(c0, b);
+	}
+	OUT(0); OUT(1); OUT(2); OUT(3); OUT(4); OUT(5); OUT(6); OUT(7);
+	OUT(8); OUT(9); OUT(10); OUT(11); OUT(12); OUT(13); OUT(14); OUT(15);
+	for (size_t j = 0; j < nt; j++)
+		for (int m = 0; m < AMX_ROWS; m++)
+			a->y[(g * 16 + j) * a->ystride + r + (size_t)m] = o[m * 16 + (int)j];
+}
+#undef EPI
+#undef EPILOGUE
+#undef OUT
+
+AMX static void mm_int8_amx(const struct eng_mm_args *a)
+{
+	const size_t nb = a->cols / ENG_QK;
+	if (a->w->type != FMT_GGML_Q8_0 || !a->xa || a->n < 2 || a->r1 - a->r0 < AMX_ROWS) {
+		if (a->w->type == FMT_GGML_Q8_0 && a->xa && a->n >= 2) /* a batch's bits: short of a tile */
+			mm_int8_c(a);
+		else
+			mm_int8_vnni(a);
+		return;
+	}
+	/* the scales of a row tile: in the worker's scratch when it is there */
+	float *ws = a->scr && nb * 16 <= ENG_MM_TR * a->cols ? a->scr : NULL;
+	if (!ws) {
+		mm_int8_c(a);
+		return;
+	}
+	const size_t rend = a->r0 + (a->r1 - a->r0) / AMX_ROWS * AMX_ROWS, ng = (a->n + 15) / 16;
+	/* groups of 16 tokens whose packed activations stay in L2 while the row tiles pass */
+	size_t gpb = (size_t)1024 * 1024 / (16 * (a->cols + nb * 4));
+	if (gpb < 1)
+		gpb = 1;
+	static const struct amx_cfg cfg = {
+		1, 0, {0}, {64, 64, 32, 32, 64, 64}, {16, 16, 16, 16, 8, 8}};
+	_tile_loadconfig(&cfg);
+	for (size_t g0 = 0; g0 < ng; g0 += gpb) {
+		const size_t g1 = ng - g0 < gpb ? ng : g0 + gpb;
+		for (size_t r = a->r0; r < rend; r += AMX_ROWS) {
+			const unsigned char *w = a->w->data + r * a->w->row_bytes;
+			wscales_amx(a, w, ws);
+			for (size_t g = g0; g < g1; g++)
+				tile_amx(a, w, ws, r, g, a->n - g * 16 < 16 ? a->n - g * 16 : 16);
+		}
+	}
+	_tile_release();
+	if (rend < a->r1) { /* the rows short of a tile: the same bits, portably */
+		struct eng_mm_args rest = *a;
+		rest.r0 = rend;
+		mm_int8_c(&rest);
+	}
+}
+
+const struct eng_mm_kernels eng_mm_amx = {quant_vnni, mm_int8_amx, mm_float_vnni, prep_vnni, pack_amx};
+
+/* The tile data state is off for a process until it asks the kernel
+ * (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16 and later). */
+static int amx_granted;
+static void amx_ask(void)
+{
+	unsigned a, b, c, d;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25)))
+		return;
+	amx_granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+
+int eng_amx_usable(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, amx_ask);
+	return amx_granted;
+}
 #endif

@@ -26,6 +26,8 @@ static void quant_task(void *arg, size_t t, int worker)
 	if (j->a->xt && j->k->mm->prep)
 		j->k->mm->prep(j->a->q + t * j->a->cols, j->a->d + t * (j->a->cols / ENG_QK), j->a->cols,
 			       j->a->xt + t * ENG_XT_BYTES(j->a->cols));
+	if (j->a->xa && j->k->mm->pack && j->a->n > 1)
+		j->k->mm->pack(j->a->q + t * j->a->cols, j->a->d + t * (j->a->cols / ENG_QK), j->a->cols, t, j->a->xa);
 }
 
 static void mm_task(void *arg, size_t task, int worker)
@@ -38,7 +40,7 @@ static void mm_task(void *arg, size_t task, int worker)
 	struct eng_mm_args a = {j->k, w, (task - j->first[i]) * j->chunk[i], 0, j->a->n, j->a->cols, j->a->x,
 				j->a->stride, j->a->q, j->a->d, j->mm[i].y, j->mm[i].ystride,
 				j->a->scr && j->a->scr_len >= ENG_MM_TR * j->a->cols ? j->a->scr + (size_t)worker * j->a->scr_len : NULL,
-				j->k->mm->prep ? j->a->xt : NULL};
+				j->k->mm->prep ? j->a->xt : NULL, j->k->mm->pack && j->a->n > 1 ? j->a->xa : NULL};
 	a.r1 = a.r0 + j->chunk[i] < w->rows ? a.r0 + j->chunk[i] : w->rows;
 	if (eng_type_int8(w->type))
 		j->k->mm->int8(&a);
@@ -53,10 +55,10 @@ void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const stru
 	size_t tasks = 0;
 	int int8 = 0;
 	for (int i = 0; i < n; i++) {
-		/* about 8 chunks per participant, a multiple of 4 rows (the kernels' tile) */
-		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)util_pool_size(p) * 8) / 4 * 4;
-		if (c < 4)
-			c = 4;
+		/* about 8 chunks per participant, a multiple of the kernels' tiles */
+		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)util_pool_size(p) * 8) / ENG_MM_CHUNK * ENG_MM_CHUNK;
+		if (c < ENG_MM_CHUNK)
+			c = ENG_MM_CHUNK;
 		j.chunk[i] = c;
 		j.first[i] = tasks;
 		tasks += (rows + c - 1) / c;

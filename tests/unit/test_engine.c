@@ -188,7 +188,7 @@ UNIT_TEST(engine_sampler)
 }
 
 /* A tiny random GGUF llama: dim 32, 2 heads of 16 (1 kv head), ffn 64, vocab 40. */
-static enum hm_err write_tiny(const char *path, int drop_ffn_up, uint32_t layers_kv)
+static enum hm_err write_tiny_typed(const char *path, int drop_ffn_up, uint32_t layers_kv, uint32_t type)
 {
 	struct hm_ctx ctx = {0};
 	struct fmt_gguf_writer *w = NULL;
@@ -219,11 +219,22 @@ static enum hm_err write_tiny(const char *path, int drop_ffn_up, uint32_t layers
 		goto out;
 	for (size_t i = 0; i < sizeof(ts) / sizeof(*ts); i++)
 		if (!(drop_ffn_up && !strcmp(ts[i].name, "blk.0.ffn_up.weight")) &&
-		    (err = fmt_gguf_writer_add_tensor(w, ts[i].name, ts[i].ndim, ts[i].ne, FMT_GGML_F32)))
+		    (err = fmt_gguf_writer_add_tensor(w, ts[i].name, ts[i].ndim, ts[i].ne,
+						       ts[i].ndim == 2 ? type : FMT_GGML_F32)))
 			goto out;
 	for (size_t i = 0; i < sizeof(ts) / sizeof(*ts); i++) {
 		if (drop_ffn_up && !strcmp(ts[i].name, "blk.0.ffn_up.weight"))
 			continue;
+		if (ts[i].ndim == 2 && type == FMT_GGML_Q8_0) { /* scales 2^-8 and up, values -127..127 */
+			for (uint64_t e = 0; e < ts[i].ne[0] * ts[i].ne[1] / 32; e++) {
+				unsigned char blk[34] = {(unsigned char)rng_next(&s), (unsigned char)(0x1c + rng_next(&s) % 3)};
+				for (int j = 2; j < 34; j++)
+					blk[j] = (unsigned char)(int8_t)((int)(rng_next(&s) % 255) - 127);
+				if ((err = fmt_gguf_writer_write(w, blk, sizeof(blk))))
+					goto out;
+			}
+			continue;
+		}
 		for (uint64_t e = 0; e < ts[i].ne[0] * ts[i].ne[1]; e++) {
 			float v = ts[i].ndim == 1 ? 1.0f : (float)((int)(rng_next(&s) % 201) - 100) / 400.0f;
 			if ((err = fmt_gguf_writer_write(w, &v, 4)))
@@ -234,6 +245,11 @@ static enum hm_err write_tiny(const char *path, int drop_ffn_up, uint32_t layers
 out:
 	fmt_gguf_writer_free(w);
 	return err;
+}
+
+static enum hm_err write_tiny(const char *path, int drop_ffn_up, uint32_t layers_kv)
+{
+	return write_tiny_typed(path, drop_ffn_up, layers_kv, FMT_GGML_F32);
 }
 
 UNIT_TEST(engine_tiny_gguf_runs)
@@ -287,8 +303,11 @@ UNIT_TEST(engine_refuses_broken_gguf)
 
 /* The matrix products of every level agree with the portable ones (R rows,
  * C columns, N tokens), and each output is the same to the bit whatever the
- * batch it was computed in. Returns early (leaking, in a failing test) on
- * the first failed check. */
+ * batch it was computed in; at the AMX level, a batch through Q8_0 weights
+ * gives the portable level's bits (exact block sums, scaled and added in
+ * the same order), and one token alone (the VNNI kernel) agrees with it to
+ * rounding. Returns early (leaking, in a failing test) on the first failed
+ * check. */
 static void matmul_case(size_t R, size_t C, size_t N)
 {
 	static const uint32_t types[] = {FMT_GGML_F32, FMT_GGML_F16, FMT_GGML_BF16, FMT_GGML_Q8_0, FMT_GGML_Q4_0};
@@ -297,10 +316,11 @@ static void matmul_case(size_t R, size_t C, size_t N)
 	float *ref = malloc(N * R * sizeof(float)), *d = malloc(N * C / 32 * sizeof(float));
 	float *scr = malloc(3 * ENG_MM_TR * C * sizeof(float)); /* widened rows, 3 workers */
 	unsigned char *xt = malloc(N * ENG_XT_BYTES(C));         /* prepared activations */
+	unsigned char *xa = malloc(ENG_XA_BYTES(N, C));          /* packed activations */
 	int8_t *q = malloc(N * C);
 	uint64_t s = 7;
 	struct util_pool *p = util_pool_new(3);
-	CHECK(w && x && y && y1 && ref && d && q && p && scr && xt);
+	CHECK(w && x && y && y1 && ref && d && q && p && scr && xt && xa);
 	for (size_t i = 0; i < N * C; i++)
 		x[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 300.0f;
 	for (size_t t = 0; t < sizeof(types) / sizeof(*types); t++) {
@@ -318,22 +338,28 @@ static void matmul_case(size_t R, size_t C, size_t N)
 				v[1] = (unsigned char)(0x3c + rng_next(&s) % 4);
 		}
 		struct eng_weight wt = {types[t], R, C, rb, w};
-		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AVX512VNNI; lv++) {
+		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AMX; lv++) {
 			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
 			if (!k)
 				continue;
-			struct eng_act a = {x, N, C, C, q, d, scr, ENG_MM_TR * C, xt};
+			const int exact = lv == ENG_SIMD_AMX && types[t] == FMT_GGML_Q8_0;
+			struct eng_act a = {x, N, C, C, q, d, scr, ENG_MM_TR * C, xt, xa};
 			struct eng_mm mm = {&wt, y, R};
+			memset(y, 0xff, N * R * sizeof(float));
 			eng_matmul_run(p, k, &a, &mm, 1);
 			if (lv == ENG_SIMD_SCALAR)
 				memcpy(ref, y, N * R * sizeof(float));
 			for (size_t i = 0; i < N * R; i++)
 				CHECK(isfinite(y[i]) && fabsf(y[i] - ref[i]) <= 1e-4f * (1 + fabsf(ref[i])));
+			if (exact)
+				CHECK(!memcmp(y, ref, N * R * sizeof(float)));
 			for (size_t tok = 0; tok < N; tok++) { /* one row alone: the same bits */
-				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0, NULL};
+				struct eng_act a1 = {x + tok * C, 1, C, C, q, d, NULL, 0, NULL, NULL};
 				struct eng_mm m1 = {&wt, y1, 0};
 				eng_matmul_run(p, k, &a1, &m1, 1);
-				CHECK(!memcmp(y1, y + tok * R, R * sizeof(float)));
+				for (size_t i = 0; exact && i < R; i++)
+					CHECK(fabsf(y1[i] - y[tok * R + i]) <= 1e-4f * (1 + fabsf(y[tok * R + i])));
+				CHECK(exact || !memcmp(y1, y + tok * R, R * sizeof(float)));
 			}
 		}
 	}
@@ -347,6 +373,7 @@ static void matmul_case(size_t R, size_t C, size_t N)
 	free(q);
 	free(scr);
 	free(xt);
+	free(xa);
 }
 
 /* Batch sizes around the 4x4 tile, rows not a multiple of the tile, an odd
@@ -357,6 +384,26 @@ UNIT_TEST(engine_matmul_levels_agree)
 	matmul_case(7, 32 * 5, 6);
 	matmul_case(7, 32 * 5, 9);
 	matmul_case(5, 32 * 801, 6);
+	/* AMX: tiles of 16 rows and a rest, groups of 16 tokens and a short one,
+	 * an odd number of blocks, two tokens (the smallest batch) */
+	matmul_case(53, 32 * 7, 37);
+	matmul_case(32, 32 * 4, 2);
+	matmul_case(19, 32 * 1, 16);
+}
+
+/* The AMX level exists exactly where the CPU has AMX-INT8 and the kernel
+ * grants the tile state, and it is then the best level. */
+UNIT_TEST(engine_amx_level)
+{
+	const struct eng_kernels *k = eng_kernels_get(ENG_SIMD_AMX);
+	CHECK(!strcmp(eng_simd_name(ENG_SIMD_AMX), "amx") && !eng_simd_name((enum eng_simd)(ENG_SIMD_AMX + 1)));
+#if defined(__x86_64__)
+	CHECK(!k == !eng_amx_usable());
+#endif
+	if (k)
+		CHECK(eng_simd_best() == ENG_SIMD_AMX && k->level == ENG_SIMD_AMX);
+	else
+		CHECK(eng_simd_best() != ENG_SIMD_AMX);
 }
 
 /* The attention kernel of every level agrees with the portable one: head
@@ -379,7 +426,7 @@ UNIT_TEST(engine_attention_levels_agree)
 	for (int c = 0; c < 4; c++) {
 		struct eng_attn_args a = {q, kt, v, T, 96, hds[c], t0s[c], t1s[c], 0.125f, caps[c], att, ref};
 		eng_attn_c(&a);
-		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AVX512VNNI; lv++) {
+		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AMX; lv++) {
 			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
 			if (!k)
 				continue;
@@ -396,8 +443,51 @@ UNIT_TEST(engine_attention_levels_agree)
 	free(att);
 }
 
+/* Query heads run as a group (their keys and values read once) give each
+ * head's bits alone, at every level: 3 heads, a full group of 8, and 11
+ * (a group and 3). */
+UNIT_TEST(engine_attention_groups)
+{
+	enum { HD = 64, T = 90, NQ = 11 };
+	float *q = malloc(NQ * HD * sizeof(float)), *kt = malloc(HD * T * sizeof(float)), *v = malloc(T * HD * sizeof(float));
+	float *att = malloc(NQ * T * sizeof(float)), *o = malloc(NQ * HD * sizeof(float)), one[HD];
+	uint64_t s = 5;
+	CHECK(q && kt && v && att && o);
+	for (int i = 0; i < NQ * HD; i++)
+		q[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 400.0f;
+	for (int i = 0; i < HD * T; i++)
+		kt[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 400.0f;
+	for (int i = 0; i < T * HD; i++)
+		v[i] = (float)((int)(rng_next(&s) % 2001) - 1000) / 1000.0f;
+	static const uint32_t nqs[] = {3, 8, 11};
+	for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AMX; lv++) {
+		const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
+		if (!k)
+			continue;
+		for (int c = 0; c < 3; c++) {
+			struct eng_attn_args a = {q, kt, v, T, HD, HD, 7, 83, 0.125f, c == 2 ? 20.0f : 0, att, o, nqs[c], T};
+			memset(o, 0xff, NQ * HD * sizeof(float));
+			k->attn(&a);
+			for (uint32_t g = 0; g < nqs[c]; g++) {
+				struct eng_attn_args a1 = {q + g * HD, kt, v, T, HD, HD, 7, 83, 0.125f, a.cap, att, one, 1, T};
+				k->attn(&a1);
+				CHECK(!memcmp(one, o + g * HD, sizeof(one)));
+			}
+		}
+	}
+	free(q);
+	free(kt);
+	free(v);
+	free(att);
+	free(o);
+}
+
 /* A prompt run as one batch gives the logits of the same prompt run token
- * by token, to the bit, at every level. */
+ * by token, to the bit, at every level, for F32 weights. Through Q8_0
+ * weights at the AMX level a batch sums each block exactly, a token alone
+ * does not: there the logits agree to rounding, and any split of the prompt
+ * into batches of two or more tokens, on any number of threads, gives the
+ * same bits. */
 UNIT_TEST(engine_batch_equals_sequential)
 {
 	struct hm_ctx ctx = {0};
@@ -406,22 +496,34 @@ UNIT_TEST(engine_batch_equals_sequential)
 	float a[40], b[40];
 	uint32_t toks[7] = {3, 9, 27, 1, 39, 12, 5};
 	snprintf(path, sizeof(path), "%s/tinyb.gguf", unit_tmpdir());
-	CHECK(write_tiny(path, 0, 1) == HM_OK);
-	CHECK(eng_model_open(&ctx, path, &m) == HM_OK);
-	for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AVX512VNNI; lv++) {
-		struct eng_state *s1 = NULL, *s2 = NULL;
-		if (!eng_kernels_get((enum eng_simd)lv))
-			continue;
-		CHECK(eng_state_new(&ctx, m, 16, 2, (enum eng_simd)lv, &s1) == HM_OK);
-		CHECK(eng_state_new(&ctx, m, 16, 3, (enum eng_simd)lv, &s2) == HM_OK);
-		for (uint32_t i = 0; i < 7; i++)
-			CHECK(eng_forward(&ctx, s1, toks[i], i, a) == HM_OK);
-		CHECK(eng_forward_batch(&ctx, s2, toks, 7, 0, b) == HM_OK);
-		CHECK(!memcmp(a, b, sizeof(a)));
-		CHECK(eng_forward_batch(&ctx, s2, toks, 0, 0, b) == HM_ERR_USAGE);
-		CHECK(eng_forward_batch(&ctx, s2, toks, 7, 10, b) == HM_ERR_USAGE);
-		eng_state_free(s1);
-		eng_state_free(s2);
+	for (int q8 = 0; q8 < 2; q8++) {
+		CHECK(write_tiny_typed(path, 0, 1, q8 ? FMT_GGML_Q8_0 : FMT_GGML_F32) == HM_OK);
+		CHECK(eng_model_open(&ctx, path, &m) == HM_OK);
+		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AMX; lv++) {
+			struct eng_state *s1 = NULL, *s2 = NULL;
+			if (!eng_kernels_get((enum eng_simd)lv))
+				continue;
+			CHECK(eng_state_new(&ctx, m, 16, 2, (enum eng_simd)lv, &s1) == HM_OK);
+			CHECK(eng_state_new(&ctx, m, 16, 3, (enum eng_simd)lv, &s2) == HM_OK);
+			for (uint32_t i = 0; i < 7; i++)
+				CHECK(eng_forward(&ctx, s1, toks[i], i, a) == HM_OK);
+			CHECK(eng_forward_batch(&ctx, s2, toks, 7, 0, b) == HM_OK);
+			if (q8 && lv == ENG_SIMD_AMX) {
+				float c[40];
+				for (int i = 0; i < 40; i++)
+					CHECK(fabsf(a[i] - b[i]) <= 1e-4f * (1 + fabsf(a[i])));
+				CHECK(eng_forward_batch(&ctx, s1, toks, 4, 0, c) == HM_OK); /* 4 + 3 on 2 threads */
+				CHECK(eng_forward_batch(&ctx, s1, toks + 4, 3, 4, c) == HM_OK);
+				CHECK(!memcmp(b, c, sizeof(c)));
+			} else {
+				CHECK(!memcmp(a, b, sizeof(a)));
+			}
+			CHECK(eng_forward_batch(&ctx, s2, toks, 0, 0, b) == HM_ERR_USAGE);
+			CHECK(eng_forward_batch(&ctx, s2, toks, 7, 10, b) == HM_ERR_USAGE);
+			eng_state_free(s1);
+			eng_state_free(s2);
+		}
+		eng_model_close(m);
+		m = NULL;
 	}
-	eng_model_close(m);
 }
