@@ -576,41 +576,125 @@ VNNI static void tile1_float_vnni(const struct eng_mm_args *a, const unsigned ch
 		a->y[t * a->ystride + r + (size_t)i] = _mm512_reduce_add_ps(v[i]);
 }
 
-/* With more than one token tile, F16/BF16 rows are widened to F32 once into
- * the worker's scratch (exactly: the same values, the same sums) instead of
- * once per tile; long batches go in blocks of tokens that stay in L2 while
- * the task's row tiles pass over them. */
-VNNI static void mm_float_vnni(const struct eng_mm_args *a)
+/* ---- float weights, batches of more than 4 tokens ----
+ * Register tiles of 8 rows x 3 tokens (24 accumulators) over chunks of
+ * FK columns: the chunk's 8 rows (F16/BF16 widened to F32, exactly) stay in
+ * L1 while the token tiles of a block pass over them, each tile's
+ * accumulators stored between chunks. Per output, the FMAs over the columns
+ * run 16 at a time in order, as in tile1_float_vnni, and end in the same
+ * reduction: the same bits as a token alone. */
+#define FK 256   /* columns per chunk */
+#define FR 8     /* rows per tile */
+#define FT 3     /* tokens per tile */
+#define FTB 48   /* most tokens per block (a multiple of FT) */
+
+#define FACC(i) __m512 acc##i##0 = ac[(i) * FT], acc##i##1 = ac[(i) * FT + 1], acc##i##2 = ac[(i) * FT + 2]
+#define FSTEP(i)                                                                                                  \
+	do {                                                                                                      \
+		__m512 wv = _mm512_maskz_loadu_ps(m, w + (size_t)(i) * FK + c);                                   \
+		acc##i##0 = _mm512_fmadd_ps(wv, x0, acc##i##0);                                                   \
+		acc##i##1 = _mm512_fmadd_ps(wv, x1, acc##i##1);                                                   \
+		acc##i##2 = _mm512_fmadd_ps(wv, x2, acc##i##2);                                                   \
+	} while (0)
+#define FSTEPU(i)                                                                                                 \
+	do {                                                                                                      \
+		__m512 wv = _mm512_load_ps(w + (size_t)(i) * FK + c);                                             \
+		acc##i##0 = _mm512_fmadd_ps(wv, x0, acc##i##0);                                                   \
+		acc##i##1 = _mm512_fmadd_ps(wv, x1, acc##i##1);                                                   \
+		acc##i##2 = _mm512_fmadd_ps(wv, x2, acc##i##2);                                                   \
+	} while (0)
+#define FPUT(i) ac[(i) * FT] = acc##i##0, ac[(i) * FT + 1] = acc##i##1, ac[(i) * FT + 2] = acc##i##2
+
+/* ac (FR x FT vectors) += the chunk's nc columns of w (FR rows, FK apart)
+ * times the 3 token rows from xp0..xp2 (at the chunk's first column). */
+VNNI static void tile_f8x3(__m512 *ac, const float *w, const float *xp0, const float *xp1, const float *xp2, size_t nc)
 {
-	const int widen = a->scr && a->n > 4 && a->w->type != FMT_GGML_F32;
-	const size_t tb = a->n > 4 ? token_block(a->cols, sizeof(float)) : a->n;
-	for (size_t t0 = 0; t0 < a->n; t0 += tb) {
-		const size_t t1 = a->n - t0 < tb ? a->n : t0 + tb;
-		for (size_t r = a->r0; r < a->r1; r += TR) {
-			const unsigned char *wr[TR];
-			uint32_t type = a->w->type;
-			for (int i = 0; i < TR; i++) {
+	FACC(0); FACC(1); FACC(2); FACC(3); FACC(4); FACC(5); FACC(6); FACC(7);
+	size_t c = 0;
+	for (; c + 16 <= nc; c += 16) {
+		__m512 x0 = _mm512_loadu_ps(xp0 + c), x1 = _mm512_loadu_ps(xp1 + c), x2 = _mm512_loadu_ps(xp2 + c);
+		FSTEPU(0); FSTEPU(1); FSTEPU(2); FSTEPU(3); FSTEPU(4); FSTEPU(5); FSTEPU(6); FSTEPU(7);
+	}
+	if (c < nc) { /* the row's tail */
+		__mmask16 m = (__mmask16)((1u << (nc - c)) - 1);
+		__m512 x0 = _mm512_maskz_loadu_ps(m, xp0 + c), x1 = _mm512_maskz_loadu_ps(m, xp1 + c);
+		__m512 x2 = _mm512_maskz_loadu_ps(m, xp2 + c);
+		FSTEP(0); FSTEP(1); FSTEP(2); FSTEP(3); FSTEP(4); FSTEP(5); FSTEP(6); FSTEP(7);
+	}
+	FPUT(0); FPUT(1); FPUT(2); FPUT(3); FPUT(4); FPUT(5); FPUT(6); FPUT(7);
+}
+#undef FACC
+#undef FSTEP
+#undef FSTEPU
+#undef FPUT
+
+VNNI static void mm_float_batch_vnni(const struct eng_mm_args *a)
+{
+	_Alignas(64) float wc[FR * FK];
+	_Alignas(64) __m512 acc[FTB / FT * FR * FT];
+	const uint32_t type = a->w->type;
+	for (size_t t0 = 0; t0 < a->n; t0 += FTB) {
+		const size_t t1 = a->n - t0 < FTB ? a->n : t0 + FTB, ntt = (t1 - t0 + FT - 1) / FT;
+		for (size_t r = a->r0; r < a->r1; r += FR) {
+			const unsigned char *wr[FR];
+			for (int i = 0; i < FR; i++) {
 				size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
 				wr[i] = a->w->data + rr * a->w->row_bytes;
 			}
-			if (widen) {
-				for (int i = 0; i < TR; i++) {
-					float *o = a->scr + (size_t)i * a->cols;
-					for (size_t c = 0; c < a->cols; c += 16) {
-						__mmask16 m = a->cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (a->cols - c)) - 1);
-						_mm512_mask_storeu_ps(o + c, m, wload16(type, wr[i], c, m));
+			for (size_t e = 0; e < ntt * FR * FT; e++)
+				acc[e] = _mm512_setzero_ps();
+			for (size_t c0 = 0; c0 < a->cols; c0 += FK) {
+				const size_t nc = a->cols - c0 < FK ? a->cols - c0 : FK;
+				for (int i = 0; i < FR; i++)
+					for (size_t c = 0; c < nc; c += 16) {
+						__mmask16 m = nc - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nc - c)) - 1);
+						_mm512_store_ps(wc + (size_t)i * FK + c, wload16(type, wr[i], c0 + c, m));
 					}
-					wr[i] = (const unsigned char *)o;
+				/* the next chunk's rows from memory into L2 while this one runs
+				 * (each row's chunk is a short run the hardware does not see coming) */
+				if (c0 + FK < a->cols) {
+					const size_t es = type == FMT_GGML_F32 ? 4 : 2, nn = a->cols - c0 - FK < FK ? a->cols - c0 - FK : FK;
+					for (int i = 0; i < FR; i++)
+						for (size_t o = 0; o < nn * es; o += 64)
+							_mm_prefetch((const char *)(wr[i] + (c0 + FK) * es + o), _MM_HINT_T1);
 				}
-				type = FMT_GGML_F32;
+				for (size_t k = 0; k < ntt; k++) {
+					size_t t = t0 + k * FT; /* a short tile repeats its last token */
+					size_t u1 = t + 1 < t1 ? t + 1 : t1 - 1, u2 = t + 2 < t1 ? t + 2 : t1 - 1;
+					tile_f8x3(acc + k * FR * FT, wc, a->x + t * a->xstride + c0, a->x + u1 * a->xstride + c0,
+						  a->x + u2 * a->xstride + c0, nc);
+				}
 			}
-			for (size_t t = t0; t < t1; t += 4) {
-				if (t1 - t == 1)
-					tile1_float_vnni(a, wr, type, r, t);
-				else
-					tile_float_vnni(a, wr, type, r, t, t1 - t < 4 ? t1 - t : 4);
-			}
+			for (size_t k = 0; k < ntt; k++)
+				for (int i = 0; i < FR && r + (size_t)i < a->r1; i++)
+					for (size_t j = 0; j < FT && t0 + k * FT + j < t1; j++)
+						a->y[(t0 + k * FT + j) * a->ystride + r + (size_t)i] =
+							_mm512_reduce_add_ps(acc[k * FR * FT + (size_t)i * FT + j]);
 		}
+	}
+}
+#undef FK
+#undef FR
+#undef FT
+#undef FTB
+
+/* Up to 4 tokens: tiles of 4 rows x 4 tokens, rows read in place. */
+VNNI static void mm_float_vnni(const struct eng_mm_args *a)
+{
+	if (a->n > 4) {
+		mm_float_batch_vnni(a);
+		return;
+	}
+	for (size_t r = a->r0; r < a->r1; r += TR) {
+		const unsigned char *wr[TR];
+		for (int i = 0; i < TR; i++) {
+			size_t rr = r + (size_t)i < a->r1 ? r + (size_t)i : a->r1 - 1; /* a short tile repeats its last row */
+			wr[i] = a->w->data + rr * a->w->row_bytes;
+		}
+		if (a->n == 1)
+			tile1_float_vnni(a, wr, a->w->type, r, 0);
+		else
+			tile_float_vnni(a, wr, a->w->type, r, 0, a->n);
 	}
 }
 
