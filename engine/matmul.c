@@ -769,7 +769,7 @@ AMX static void wscales_amx(const struct eng_mm_args *a, const unsigned char *w,
  * (<= 16) tokens of group g. Two blocks in flight: the second block's tile
  * op runs while the first one's sums are scaled. */
 AMX static void tile_amx(const struct eng_mm_args *a, const unsigned char *w, const float *ws, size_t r, size_t g,
-			 size_t nt)
+			 size_t nt, const unsigned char *pf)
 {
 	const size_t nb = a->cols / ENG_QK, rb = a->w->row_bytes;
 	const unsigned char *xg = a->xa + g * 16 * (a->cols + nb * 4);
@@ -782,6 +782,11 @@ AMX static void tile_amx(const struct eng_mm_args *a, const unsigned char *w, co
 	__m512 acc12 = acc0, acc13 = acc0, acc14 = acc0, acc15 = acc0;
 	size_t b = 0;
 	for (; b + 1 < nb; b += 2) {
+		if (pf) /* the next row tile's two blocks, from memory into L2 */
+			for (int m = 0; m < AMX_ROWS; m++) {
+				_mm_prefetch((const char *)(pf + m * rb + b * 34), _MM_HINT_T1);
+				_mm_prefetch((const char *)(pf + m * rb + b * 34 + 64), _MM_HINT_T1);
+			}
 		_tile_zero(0);
 		_tile_zero(1);
 		_tile_loadd(2, w + b * 34 + 2, rb);
@@ -842,8 +847,10 @@ AMX static void mm_int8_amx(const struct eng_mm_args *a)
 		for (size_t r = a->r0; r < rend; r += AMX_ROWS) {
 			const unsigned char *w = a->w->data + r * a->w->row_bytes;
 			wscales_amx(a, w, ws);
+			/* while the first group runs, the next row tile comes in */
+			const unsigned char *pf = r + 2 * AMX_ROWS <= rend ? w + AMX_ROWS * a->w->row_bytes : NULL;
 			for (size_t g = g0; g < g1; g++)
-				tile_amx(a, w, ws, r, g, a->n - g * 16 < 16 ? a->n - g * 16 : 16);
+				tile_amx(a, w, ws, r, g, a->n - g * 16 < 16 ? a->n - g * 16 : 16, g == g0 ? pf : NULL);
 		}
 	}
 	_tile_release();
