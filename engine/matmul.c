@@ -657,11 +657,19 @@ VNNI static void mm_float_batch_vnni(const struct eng_mm_args *a)
 					}
 				/* the next chunk's rows from memory into L2 while this one runs
 				 * (each row's chunk is a short run the hardware does not see coming) */
-				if (c0 + FK < a->cols) {
-					const size_t es = type == FMT_GGML_F32 ? 4 : 2, nn = a->cols - c0 - FK < FK ? a->cols - c0 - FK : FK;
-					for (int i = 0; i < FR; i++)
-						for (size_t o = 0; o < nn * es; o += 64)
-							_mm_prefetch((const char *)(wr[i] + (c0 + FK) * es + o), _MM_HINT_T1);
+				{
+					const size_t es = type == FMT_GGML_F32 ? 4 : 2;
+					if (c0 + FK < a->cols) {
+						const size_t nn = a->cols - c0 - FK < FK ? a->cols - c0 - FK : FK;
+						for (int i = 0; i < FR; i++)
+							for (size_t o = 0; o < nn * es; o += 64)
+								_mm_prefetch((const char *)(wr[i] + (c0 + FK) * es + o), _MM_HINT_T1);
+					} else if (r + 2 * FR <= a->r1) { /* the next row tile's first chunk */
+						const size_t nn = a->cols < FK ? a->cols : FK;
+						for (int i = 0; i < FR; i++)
+							for (size_t o = 0; o < nn * es; o += 64)
+								_mm_prefetch((const char *)(wr[i] + FR * a->w->row_bytes + o), _MM_HINT_T1);
+					}
 				}
 				for (size_t k = 0; k < ntt; k++) {
 					const float *xp[FT];
