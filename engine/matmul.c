@@ -590,7 +590,7 @@ VNNI static void tile1_float_vnni(const struct eng_mm_args *a, const unsigned ch
 
 /* ac (FR x FT vectors) += the chunk's nc columns of w (FR rows, FK apart)
  * times the FT token rows xp[0..] (at the chunk's first column). */
-VNNI static void tile_fchunk(__m512 *ac, const float *w, const float *const *xp, size_t nc)
+VNNI static void tile_fchunk(__m512 *ac, const float *w, const float *const *xp, const float *const *xn, size_t nc)
 {
 	__m512 acc[FR][FT];
 	_Pragma("GCC unroll 8")
@@ -602,8 +602,10 @@ VNNI static void tile_fchunk(__m512 *ac, const float *w, const float *const *xp,
 	for (; c + 16 <= nc; c += 16) {
 		__m512 xv[FT];
 		_Pragma("GCC unroll 8")
-		for (int j = 0; j < FT; j++)
+		for (int j = 0; j < FT; j++) {
 			xv[j] = _mm512_loadu_ps(xp[j] + c);
+			_mm_prefetch((const char *)(xn[j] + c), _MM_HINT_T0);
+		}
 		_Pragma("GCC unroll 8")
 		for (int i = 0; i < FR; i++) {
 			__m512 wv = _mm512_load_ps(w + (size_t)i * FK + c);
@@ -671,13 +673,18 @@ VNNI static void mm_float_batch_vnni(const struct eng_mm_args *a)
 								_mm_prefetch((const char *)(wr[i] + FR * a->w->row_bytes + o), _MM_HINT_T1);
 					}
 				}
+				const float *xp[FT], *xn[FT];
 				for (size_t k = 0; k < ntt; k++) {
-					const float *xp[FT];
 					for (size_t j = 0; j < FT; j++) { /* a short tile repeats its last token */
 						size_t u = t0 + k * FT + j < t1 ? t0 + k * FT + j : t1 - 1;
 						xp[j] = a->x + u * a->xstride + c0;
+						/* the next tile's tokens into L1 meanwhile (after the
+						 * last tile: the first, in the next chunk) */
+						size_t kn = k + 1 < ntt ? k + 1 : 0, cn = k + 1 < ntt || c0 + FK >= a->cols ? c0 : c0 + FK;
+						u = t0 + kn * FT + j < t1 ? t0 + kn * FT + j : t1 - 1;
+						xn[j] = a->x + u * a->xstride + cn;
 					}
-					tile_fchunk(acc + k * FR * FT, wc, xp, nc);
+					tile_fchunk(acc + k * FR * FT, wc, xp, xn, nc);
 				}
 			}
 			for (size_t k = 0; k < ntt; k++)

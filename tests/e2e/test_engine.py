@@ -37,7 +37,8 @@ DRIVER = r"""
 static enum eng_simd parse_simd(const char *s)
 {
 	return !strcmp(s, "scalar") ? ENG_SIMD_SCALAR : !strcmp(s, "avx2") ? ENG_SIMD_AVX2
-		: !strcmp(s, "avx512") ? ENG_SIMD_AVX512 : !strcmp(s, "avx512vnni") ? ENG_SIMD_AVX512VNNI : ENG_SIMD_AUTO;
+		: !strcmp(s, "avx512") ? ENG_SIMD_AVX512 : !strcmp(s, "avx512vnni") ? ENG_SIMD_AVX512VNNI
+		: !strcmp(s, "amx") ? ENG_SIMD_AMX : ENG_SIMD_AUTO;
 }
 int main(int argc, char **argv)
 {
@@ -541,7 +542,7 @@ def compare(t, path, held, cfg, original=None, typ=F32, simds=("scalar", "auto")
     return max(errs), orig
 
 
-LEVELS = ("scalar", "avx2", "avx512", "avx512vnni")
+LEVELS = ("scalar", "avx2", "avx512", "avx512vnni", "amx")
 
 
 def simd_levels(t, path):
