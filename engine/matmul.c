@@ -317,10 +317,8 @@ VNNI static inline __attribute__((always_inline)) void tile_int8_vnni(const stru
 			neg = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), x80, xv)); \
 			xs = xscale_vnni(a->xd + t * nb + b, one);                                                \
 		}                                                                                                 \
-		if (!one) {                                                                                       \
-			for (size_t o = 0; o < TR * 2 * bs; o += 64)                                              \
-				_mm_prefetch((const char *)(nx + b / 2 * TR * 2 * bs + o), _MM_HINT_T1);           \
-		}                                                                                                 \
+		for (const size_t pe = (b / 2 + 1) * TR * 2 * bs; po < pe; po += 64)                             \
+			_mm_prefetch((const char *)(nx + po), _MM_HINT_T1);                                        \
 		STEP1(0);                                                                                         \
 		STEP1(1);                                                                                         \
 		STEP1(2);                                                                                         \
@@ -338,6 +336,7 @@ VNNI static inline __attribute__((always_inline)) void tile1_vnni(const struct e
 	 * with (measured on a Xeon, 2 threads, rows from DRAM: 1.3x the rate of
 	 * asking L1 for each row 1 KiB ahead, which the hardware streams too) */
 	const unsigned char *nx = wr[0] + TR * a->w->row_bytes;
+	size_t po = 0; /* bytes of it asked for */
 	ROW1(0);
 	ROW1(1);
 	ROW1(2);

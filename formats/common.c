@@ -8,10 +8,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "../util/pool.h"
 #include "../util/util.h"
 #include "formats-int.h"
 
 #define OUT_BUF (1u << 20)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14 */
+#endif
 
 enum hm_err fmt_map_open(struct hm_ctx *ctx, const char *path, struct fmt_map *m)
 {
@@ -19,6 +23,7 @@ enum hm_err fmt_map_open(struct hm_ctx *ctx, const char *path, struct fmt_map *m
 	int fd;
 	m->p = NULL;
 	m->size = 0;
+	m->in_memory = 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return hm_fail(ctx, errno == ENOENT ? HM_ERR_NOT_FOUND : HM_ERR_IO, "cannot open '%s': %s", path,
@@ -47,6 +52,77 @@ enum hm_err fmt_map_open(struct hm_ctx *ctx, const char *path, struct fmt_map *m
 	return HM_OK;
 }
 
+/* The kernel's transparent huge pages are on for memory that asks. */
+static int thp_available(void)
+{
+	char buf[128] = "";
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	return strstr(buf, "[always]") || strstr(buf, "[madvise]");
+}
+
+#define TO_MEMORY_CHUNK ((size_t)16 << 20)
+
+struct to_memory {
+	const unsigned char *src;
+	unsigned char *dst;
+	size_t size, pg;
+};
+
+/* Chunk i: the file's pages mapped in one call (not a fault a page),
+ * copied, then let go. */
+static void to_memory_task(void *arg, size_t i, int worker)
+{
+	const struct to_memory *j = arg;
+	size_t off = i * TO_MEMORY_CHUNK, n = j->size - off < TO_MEMORY_CHUNK ? j->size - off : TO_MEMORY_CHUNK;
+	size_t np = (n + j->pg - 1) / j->pg * j->pg;
+	(void)worker;
+	(void)madvise((void *)(j->src + off), np, MADV_POPULATE_READ);
+	memcpy(j->dst + off, j->src + off, n);
+	(void)madvise((void *)(j->src + off), np, MADV_DONTNEED);
+}
+
+int fmt_map_to_memory(struct fmt_map *m, struct util_pool *pool)
+{
+	const size_t huge = (size_t)2 << 20;
+	long pg = sysconf(_SC_PAGESIZE);
+	if (m->in_memory)
+		return 1;
+	if (!m->p || pg <= 0 || (uintptr_t)m->p % huge || !thp_available())
+		return 0;
+	const size_t len = ((size_t)m->size + (size_t)pg - 1) / (size_t)pg * (size_t)pg;
+	/* 2 MiB-aligned anonymous memory: over-allocate, trim both ends */
+	unsigned char *raw = mmap(NULL, len + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return 0;
+	unsigned char *a = (unsigned char *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (a > raw)
+		munmap(raw, (size_t)(a - raw));
+	if (raw + len + huge > a + len)
+		munmap(a + len, (size_t)(raw + len + huge - (a + len)));
+	(void)madvise(a, len, MADV_HUGEPAGE);
+	/* chunk by chunk, each chunk of the file mapping let go once copied:
+	 * the process never holds much more than one copy */
+	struct to_memory j = {m->p, a, (size_t)m->size, (size_t)pg};
+	size_t n = ((size_t)m->size + TO_MEMORY_CHUNK - 1) / TO_MEMORY_CHUNK;
+	if (pool)
+		util_pool_run(pool, to_memory_task, &j, n);
+	else
+		for (size_t i = 0; i < n; i++)
+			to_memory_task(&j, i, 0);
+	if (mprotect(a, len, PROT_READ) != 0 ||
+	    mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)m->p) == MAP_FAILED) {
+		munmap(a, len); /* the file mapping is still there (pages come back from the page cache) */
+		return 0;
+	}
+	m->in_memory = 1;
+	return 1;
+}
+
 void fmt_map_close(struct fmt_map *m)
 {
 	if (m && m->p)
@@ -54,6 +130,7 @@ void fmt_map_close(struct fmt_map *m)
 	if (m) {
 		m->p = NULL;
 		m->size = 0;
+		m->in_memory = 0;
 	}
 }
 

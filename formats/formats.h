@@ -174,6 +174,11 @@ struct fmt_gguf;
 /* Maps and validates path. *out is the caller's (fmt_gguf_close). */
 enum hm_err fmt_gguf_open(struct hm_ctx *ctx, const char *path, struct fmt_gguf **out) HM_MUST_CHECK;
 void fmt_gguf_close(struct fmt_gguf *g);
+/* The file's bytes into private huge-page memory at the same addresses
+ * (fmt_map_to_memory), copied on pool's threads (NULL: this one); 1 when
+ * done, 0 when it stays a file mapping. */
+struct util_pool;
+int fmt_gguf_to_memory(struct fmt_gguf *g, struct util_pool *pool);
 const char *fmt_gguf_path(const struct fmt_gguf *g);
 uint32_t fmt_gguf_version(const struct fmt_gguf *g);
 uint32_t fmt_gguf_alignment(const struct fmt_gguf *g);

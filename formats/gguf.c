@@ -404,6 +404,11 @@ enum hm_err fmt_gguf_open(struct hm_ctx *ctx, const char *path, struct fmt_gguf 
 	return HM_OK;
 }
 
+int fmt_gguf_to_memory(struct fmt_gguf *g, struct util_pool *pool)
+{
+	return fmt_map_to_memory(&g->map, pool);
+}
+
 void fmt_gguf_close(struct fmt_gguf *g)
 {
 	if (!g)
