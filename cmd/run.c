@@ -285,7 +285,13 @@ const struct cmd cmd_run = {
 	"and stops at the end of the assistant's turn; the rendered text is encoded\n"
 	"without another BOS (the template writes it), as transformers does. --json\n"
 	"prints {tokens, text, prompt_tokens, prompt_ids, timings}: prompt_ids are the\n"
-	"ids fed to the engine.",
+	"ids fed to the engine.\n"
+	"\n"
+	"The kernels use what the CPU has (AVX2, AVX-512, VNNI, AMX tiles for prompts\n"
+	"through Q8_0 weights; --json's simd names the level). A dense GGUF's weights\n"
+	"are read into memory backed by huge pages as the model loads (generation reads\n"
+	"every weight each step; 4 KiB pages slow that); HUBMIRROR_MMAP=1 in the\n"
+	"environment keeps them in the file's mapping, shared with other processes.",
 	run_opts, sizeof(struct run_vals), run_run,
 };
 
