@@ -101,10 +101,12 @@ struct eng_mm_args {
 
 #define ENG_MM_TR 4 /* rows per register tile */
 
-/* What a level's pack stores for n activation rows (AMX: per group of 16
- * rows, each block's 16 x 32 bytes in the tiles' dword-interleaved layout,
- * then the blocks' 16 scales). */
-#define ENG_XA_BYTES(n, cols) ((((n) + 15) / 16) * 16 * ((cols) + (cols) / 32 * 4))
+/* What a level's packs store for n activation rows, per group of 16 rows
+ * (AMX): for 8-bit activations each block's 16 x 32 bytes in the tiles'
+ * dword-interleaved layout, then the blocks' 16 scales (cols + cols / 8
+ * bytes a row); for float activations their bf16 high and low parts in
+ * pairs (4 * cols bytes a row). */
+#define ENG_XA_BYTES(n, cols) ((((n) + 15) / 16) * 16 * 4 * (cols))
 /* Matrix products start handing out rows in chunks of a multiple of this
  * (the AMX kernel's tile of 16 rows). */
 #define ENG_MM_CHUNK 16
@@ -119,6 +121,8 @@ struct eng_mm_kernels {
 	void (*prep)(const int8_t *q, const float *d, size_t n, unsigned char *out);
 	/* optional: activation row t (n values) into xa, for batches of two or more rows */
 	void (*pack)(const int8_t *q, const float *d, size_t n, size_t t, unsigned char *xa);
+	/* optional: the same for the float kernel (F32 row t of n values, n a multiple of 32) */
+	void (*pack_f)(const float *x, size_t n, size_t t, unsigned char *xa);
 };
 extern const struct eng_mm_kernels eng_mm_c;
 #if defined(__x86_64__) || defined(__i386__)

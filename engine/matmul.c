@@ -882,7 +882,124 @@ AMX static void mm_int8_amx(const struct eng_mm_args *a)
 	}
 }
 
-const struct eng_mm_kernels eng_mm_amx = {quant_vnni, mm_int8_amx, mm_float_vnni, prep_vnni, pack_amx};
+/* ---- AMX: F16 weights times batches of 16 tokens in bf16 tiles ----
+ * TDPBF16PS multiplies bf16 pairs and adds in F32. An F16 weight is the
+ * exact sum of two bf16 (w = hi + lo: 8 bits and the 3 left); an F32
+ * activation is split the same way (x = hi + lo + e, |e| <= 2^-17 |x|).
+ * Three products per tile, hi*hi + hi*lo + lo*hi (lo*lo is below 2^-18 of
+ * the product), leave each term within about 2^-16 of w*x, the sums in F32
+ * in the tiles: the logits move by 1e-6 of their size against the FMA path,
+ * and the tiles run several times its speed. Every output's operations are
+ * its own (its row, its token, the columns 32 at a time in order): any
+ * batch of two or more tokens, on any number of threads, gives the same
+ * bits; one token (a generation step) runs the FMA kernel. */
+#define AMXBF __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define BK 256 /* columns of a row tile widened at a time */
+#define BG 8   /* most token groups of 16 a block */
+
+static int amx_bf16_ok;
+
+/* Row t into its group of 16 at column t % 16: per step of 32 columns s,
+ * the high parts at s * 2048 + k * 64 + (t % 16) * 4 (k the pair of
+ * columns 2k, 2k + 1), the low parts 1024 after. */
+AMXBF static void pack_f_amx(const float *x, size_t n, size_t t, unsigned char *xa)
+{
+	unsigned char *g = xa + t / 16 * 16 * 4 * n + t % 16 * 4;
+	const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+					       _mm512_set1_epi32(64));
+	for (size_t s = 0; s < n / 32; s++, x += 32, g += 2048) {
+		__m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+		__m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(
+			_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x0)), 16));
+		__m512 h1 = _mm512_castsi512_ps(_mm512_slli_epi32(
+			_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x1)), 16));
+		_mm512_i32scatter_epi32(g, idx, (__m512i)_mm512_cvtne2ps_pbh(x1, x0), 1);
+		_mm512_i32scatter_epi32(g + 1024, idx,
+					(__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0)), 1);
+	}
+}
+
+/* Columns c0..c0+nc of the 16 rows at w (F16) as bf16 high and low parts,
+ * BK apart. */
+AMXBF static void widen_bf(const struct eng_mm_args *a, const unsigned char *w, size_t c0, size_t nc, uint16_t *hi,
+			   uint16_t *lo)
+{
+	for (int m = 0; m < 16; m++)
+		for (size_t c = 0; c < nc; c += 16) {
+			__m512 f = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(
+				w + (size_t)m * a->w->row_bytes + (c0 + c) * 2)));
+			__m256bh h = _mm512_cvtneps_pbh(f);
+			__m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+			_mm256_store_si256((__m256i *)(void *)(hi + m * BK + c), (__m256i)h);
+			_mm256_store_si256((__m256i *)(void *)(lo + m * BK + c), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(f, hf)));
+		}
+}
+
+AMXBF static void mm_float_amx(const struct eng_mm_args *a)
+{
+	if (!amx_bf16_ok || a->w->type != FMT_GGML_F16 || !a->xa || a->n < 2 || a->cols % 32 ||
+	    a->r1 - a->r0 < AMX_ROWS) {
+		mm_float_vnni(a);
+		return;
+	}
+	_Alignas(64) uint16_t hi[AMX_ROWS * BK], lo[AMX_ROWS * BK];
+	_Alignas(64) float cacc[BG][256];
+	const size_t rend = a->r0 + (a->r1 - a->r0) / AMX_ROWS * AMX_ROWS, ng = (a->n + 15) / 16, gstride = 16 * 4 * a->cols;
+	static const struct amx_cfg cfg = {
+		1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+	_tile_loadconfig(&cfg);
+	for (size_t g0 = 0; g0 < ng; g0 += BG) {
+		const size_t g1 = ng - g0 < BG ? ng : g0 + BG;
+		for (size_t r = a->r0; r < rend; r += AMX_ROWS) {
+			const unsigned char *w = a->w->data + r * a->w->row_bytes;
+			memset(cacc, 0, sizeof(cacc));
+			for (size_t c0 = 0; c0 < a->cols; c0 += BK) {
+				const size_t nc = a->cols - c0 < BK ? a->cols - c0 : BK;
+				widen_bf(a, w, c0, nc, hi, lo);
+				for (size_t g = g0; g < g1; g += 2) {
+					const int two = g + 1 < g1;
+					const unsigned char *b0 = a->xa + g * gstride + c0 / 32 * 2048, *b1 = b0 + gstride;
+					_tile_loadd(0, cacc[g - g0], 64);
+					if (two)
+						_tile_loadd(1, cacc[g + 1 - g0], 64);
+					for (size_t s = 0; s < nc / 32; s++) {
+						_tile_loadd(2, hi + s * 32, BK * 2);
+						_tile_loadd(3, lo + s * 32, BK * 2);
+						_tile_loadd(4, b0 + s * 2048, 64);
+						_tile_loadd(5, b0 + s * 2048 + 1024, 64);
+						_tile_dpbf16ps(0, 2, 4);
+						_tile_dpbf16ps(0, 2, 5);
+						_tile_dpbf16ps(0, 3, 4);
+						if (two) {
+							_tile_loadd(6, b1 + s * 2048, 64);
+							_tile_loadd(7, b1 + s * 2048 + 1024, 64);
+							_tile_dpbf16ps(1, 2, 6);
+							_tile_dpbf16ps(1, 2, 7);
+							_tile_dpbf16ps(1, 3, 6);
+						}
+					}
+					_tile_stored(0, cacc[g - g0], 64);
+					if (two)
+						_tile_stored(1, cacc[g + 1 - g0], 64);
+				}
+			}
+			for (size_t g = g0; g < g1; g++)
+				for (size_t j = 0; j < 16 && g * 16 + j < a->n; j++)
+					for (int m = 0; m < AMX_ROWS; m++)
+						a->y[(g * 16 + j) * a->ystride + r + (size_t)m] = cacc[g - g0][m * 16 + (int)j];
+		}
+	}
+	_tile_release();
+	if (rend < a->r1) { /* the rows short of a tile */
+		struct eng_mm_args rest = *a;
+		rest.r0 = rend;
+		mm_float_vnni(&rest);
+	}
+}
+#undef BK
+#undef BG
+
+const struct eng_mm_kernels eng_mm_amx = {quant_vnni, mm_int8_amx, mm_float_amx, prep_vnni, pack_amx, pack_f_amx};
 
 /* The tile data state is off for a process until it asks the kernel
  * (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16 and later). */
@@ -893,6 +1010,9 @@ static void amx_ask(void)
 	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25)))
 		return;
 	amx_granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+	/* F16 batches also want AMX-BF16 (7.0 EDX bit 22) and AVX512-BF16 (7.1 EAX bit 5) */
+	unsigned a1, b1, c1, d1;
+	amx_bf16_ok = amx_granted && (d & (1u << 22)) && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
 }
 
 int eng_amx_usable(void)
