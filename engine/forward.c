@@ -475,7 +475,7 @@ enum hm_err eng_forward_batch(struct hm_ctx *ctx, struct eng_state *s, const uin
 		return HM_OK;
 	float *x = s->x + (size_t)(nb - 1) * c->dim;
 	rmsnorm(s->xb, x, m->out_norm, c->dim, c->norm_eps);
-	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0, s->xt};
+	struct eng_act a = {s->xb, 1, c->dim, c->dim, s->aq, s->ad, NULL, 0, s->xt, NULL};
 	struct eng_mm cls = {&m->output, logits, 0};
 	eng_matmul_run(s->pool, s->k, &a, &cls, 1);
 	if (c->final_softcap > 0)

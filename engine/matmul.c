@@ -96,7 +96,7 @@ static void mm_float_dot(const struct eng_mm_args *a)
 			a->y[t * a->ystride + r] = dot(a->w->data + r * a->w->row_bytes, a->x + t * a->xstride, a->cols);
 }
 
-const struct eng_mm_kernels eng_mm_c = {quant_c, mm_int8_c, mm_float_dot, NULL};
+const struct eng_mm_kernels eng_mm_c = {quant_c, mm_int8_c, mm_float_dot, NULL, NULL, NULL};
 
 #ifdef ENG_X86
 /* ---- AVX2: the sign trick (|w| unsigned times x with w's sign, maddubs) ---- */
@@ -168,7 +168,7 @@ AVX2 static void mm_int8_avx2(const struct eng_mm_args *a)
 		}
 }
 
-const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_dot, NULL};
+const struct eng_mm_kernels eng_mm_avx2 = {quant_avx2, mm_int8_avx2, mm_float_dot, NULL, NULL, NULL};
 
 /* ---- AVX-512 VNNI: register tiles of 4 rows x up to 4 tokens ----
  * dpbusd multiplies unsigned by signed bytes: the weights go in as w + 128
@@ -719,7 +719,7 @@ VNNI static void mm_float_vnni(const struct eng_mm_args *a)
 	}
 }
 
-const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni, prep_vnni, NULL};
+const struct eng_mm_kernels eng_mm_vnni = {quant_vnni, mm_int8_vnni, mm_float_vnni, prep_vnni, NULL, NULL};
 
 /* ---- AMX: Q8_0 weights times batches of 16 tokens in tiles ----
  * TDPBSSD multiplies a tile of 16 weight rows x 32 signed bytes (one block

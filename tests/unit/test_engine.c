@@ -456,7 +456,7 @@ UNIT_TEST(engine_attention_levels_agree)
 	static const uint32_t hds[] = {64, 80, 16, 8}, t0s[] = {0, 0, 37, 5}, t1s[] = {1, 150, 150, 70};
 	static const float caps[] = {0, 0, 0, 30.0f};
 	for (int c = 0; c < 4; c++) {
-		struct eng_attn_args a = {q, kt, v, T, 96, hds[c], t0s[c], t1s[c], 0.125f, caps[c], att, ref};
+		struct eng_attn_args a = {q, kt, v, T, 96, hds[c], t0s[c], t1s[c], 0.125f, caps[c], att, ref, 1, T};
 		eng_attn_c(&a);
 		for (int lv = ENG_SIMD_SCALAR; lv <= ENG_SIMD_AMX; lv++) {
 			const struct eng_kernels *k = eng_kernels_get((enum eng_simd)lv);
