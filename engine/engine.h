@@ -112,9 +112,11 @@ const struct eng_config *eng_model_config(const struct eng_model *m);
  * AVX2 (+FMA, F16C), AVX-512F, AVX-512 with BW, VL and VNNI (integer dot
  * products of 8-bit weights and activations), and AVX-512 VNNI with AMX
  * tiles (Sapphire Rapids and later, where the kernel grants the tile state):
- * a batch of two or more tokens through Q8_0 weights runs on AMX, which sums
- * each block of 32 products exactly, as the scalar level does; one token
- * (a generation step) runs the VNNI kernels. */
+ * a batch of two or more tokens through Q8_0 weights runs on AMX-INT8,
+ * which sums each block of 32 products exactly, as the scalar level does;
+ * through F16 weights on AMX-BF16 (each weight and activation as two bf16,
+ * within about 2^-16 of each product); one token (a generation step) runs
+ * the VNNI kernels. */
 enum eng_simd { ENG_SIMD_AUTO = 0, ENG_SIMD_SCALAR, ENG_SIMD_AVX2, ENG_SIMD_AVX512, ENG_SIMD_AVX512VNNI, ENG_SIMD_AMX };
 /* "scalar", "avx2", "avx512", "avx512vnni", "amx" ("auto" for AUTO); NULL out of range. */
 const char *eng_simd_name(enum eng_simd s);
