@@ -902,7 +902,7 @@ static int amx_bf16_ok;
 /* Row t into its group of 16 at column t % 16: per step of 32 columns s,
  * the high parts at s * 2048 + k * 64 + (t % 16) * 4 (k the pair of
  * columns 2k, 2k + 1), the low parts 1024 after. */
-AMXBF static void pack_f_amx(const float *x, size_t n, size_t t, unsigned char *xa)
+AMXBF static void pack_f_bf(const float *x, size_t n, size_t t, unsigned char *xa)
 {
 	unsigned char *g = xa + t / 16 * 16 * 4 * n + t % 16 * 4;
 	const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -917,6 +917,12 @@ AMXBF static void pack_f_amx(const float *x, size_t n, size_t t, unsigned char *
 		_mm512_i32scatter_epi32(g + 1024, idx,
 					(__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0)), 1);
 	}
+}
+
+static void pack_f_amx(const float *x, size_t n, size_t t, unsigned char *xa)
+{
+	if (amx_bf16_ok) /* else mm_float_amx does not read it (and the CPU may lack AVX512-BF16) */
+		pack_f_bf(x, n, t, xa);
 }
 
 /* Columns c0..c0+nc of the 16 rows at w (F16) as bf16 high and low parts,
@@ -935,13 +941,8 @@ AMXBF static void widen_bf(const struct eng_mm_args *a, const unsigned char *w, 
 		}
 }
 
-AMXBF static void mm_float_amx(const struct eng_mm_args *a)
+AMXBF static void mm_float_bf(const struct eng_mm_args *a)
 {
-	if (!amx_bf16_ok || a->w->type != FMT_GGML_F16 || !a->xa || a->n < 2 || a->cols % 32 ||
-	    a->r1 - a->r0 < AMX_ROWS) {
-		mm_float_vnni(a);
-		return;
-	}
 	_Alignas(64) uint16_t hi[AMX_ROWS * BK], lo[AMX_ROWS * BK];
 	_Alignas(64) float cacc[BG][256];
 	const size_t rend = a->r0 + (a->r1 - a->r0) / AMX_ROWS * AMX_ROWS, ng = (a->n + 15) / 16, gstride = 16 * 4 * a->cols;
@@ -998,6 +999,16 @@ AMXBF static void mm_float_amx(const struct eng_mm_args *a)
 }
 #undef BK
 #undef BG
+
+/* F16 batches on the tiles; the rest (and a CPU without AMX-BF16) on FMAs */
+static void mm_float_amx(const struct eng_mm_args *a)
+{
+	if (amx_bf16_ok && a->w->type == FMT_GGML_F16 && a->xa && a->n >= 2 && a->cols % 32 == 0 &&
+	    a->r1 - a->r0 >= AMX_ROWS)
+		mm_float_bf(a);
+	else
+		mm_float_vnni(a);
+}
 
 const struct eng_mm_kernels eng_mm_amx = {quant_vnni, mm_int8_amx, mm_float_amx, prep_vnni, pack_amx, pack_f_amx};
 

@@ -63,7 +63,7 @@ void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const stru
 {
 	struct mm_job j = {k, a, mm, {0}, {0}, n, 0};
 	size_t tasks = 0;
-	int int8 = 0;
+	int int8 = 0, q8 = 0, f16 = 0;
 	for (int i = 0; i < n; i++) {
 		/* about 8 chunks per participant, a multiple of the kernels' tiles */
 		size_t rows = (size_t)mm[i].w->rows, c = rows / ((size_t)util_pool_size(p) * 8) / ENG_MM_CHUNK * ENG_MM_CHUNK;
@@ -73,12 +73,15 @@ void eng_matmul_run(struct util_pool *p, const struct eng_kernels *k, const stru
 		j.first[i] = tasks;
 		tasks += (rows + c - 1) / c;
 		int8 |= eng_type_int8(mm[i].w->type);
+		q8 |= mm[i].w->type == FMT_GGML_Q8_0;
+		f16 |= mm[i].w->type == FMT_GGML_F16;
 	}
 	j.first[n] = tasks;
-	/* a batch is packed once for the level's tile kernels: the 8-bit rows
-	 * when a product has Q8_0/Q4_0 weights, else the float rows */
+	/* a batch is packed once for the level's tile kernels (AMX: Q8_0 and
+	 * F16 weights): the 8-bit rows when a product has 8-bit weights, else
+	 * the float rows */
 	if (a->xa && a->n > 1)
-		j.packed = int8 ? (k->mm->pack ? 1 : 0) : (k->mm->pack_f && a->cols % 32 == 0 ? 2 : 0);
+		j.packed = int8 ? (k->mm->pack && q8 ? 1 : 0) : (k->mm->pack_f && f16 && a->cols % 32 == 0 ? 2 : 0);
 	/* a few rows are quantized here: waking the workers costs more (a
 	 * generation step has four products per layer) */
 	if (int8 && a->n <= 8)
