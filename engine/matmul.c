@@ -897,7 +897,12 @@ AMX static void mm_int8_amx(const struct eng_mm_args *a)
 #define BK 256 /* columns of a row tile widened at a time */
 #define BG 8   /* most token groups of 16 a block */
 
-static int amx_bf16_ok;
+/* What the CPU and the kernel grant, written once under pthread_once
+ * (amx_once, in amx_ask) before any read. */
+static struct {
+	int granted; /* AMX-INT8 and the tile state */
+	int bf16;    /* AMX-BF16 and AVX512-BF16 too */
+} amx;
 
 /* Row t into its group of 16 at column t % 16: per step of 32 columns s,
  * the high parts at s * 2048 + k * 64 + (t % 16) * 4 (k the pair of
@@ -921,7 +926,7 @@ AMXBF static void pack_f_bf(const float *x, size_t n, size_t t, unsigned char *x
 
 static void pack_f_amx(const float *x, size_t n, size_t t, unsigned char *xa)
 {
-	if (amx_bf16_ok) /* else mm_float_amx does not read it (and the CPU may lack AVX512-BF16) */
+	if (amx.bf16) /* else mm_float_amx does not read it (and the CPU may lack AVX512-BF16) */
 		pack_f_bf(x, n, t, xa);
 }
 
@@ -1003,7 +1008,7 @@ AMXBF static void mm_float_bf(const struct eng_mm_args *a)
 /* F16 batches on the tiles; the rest (and a CPU without AMX-BF16) on FMAs */
 static void mm_float_amx(const struct eng_mm_args *a)
 {
-	if (amx_bf16_ok && a->w->type == FMT_GGML_F16 && a->xa && a->n >= 2 && a->cols % 32 == 0 &&
+	if (amx.bf16 && a->w->type == FMT_GGML_F16 && a->xa && a->n >= 2 && a->cols % 32 == 0 &&
 	    a->r1 - a->r0 >= AMX_ROWS)
 		mm_float_bf(a);
 	else
@@ -1014,22 +1019,21 @@ const struct eng_mm_kernels eng_mm_amx = {quant_vnni, mm_int8_amx, mm_float_amx,
 
 /* The tile data state is off for a process until it asks the kernel
  * (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, Linux 5.16 and later). */
-static int amx_granted;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
 static void amx_ask(void)
 {
 	unsigned a, b, c, d;
 	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25)))
 		return;
-	amx_granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+	amx.granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 	/* F16 batches also want AMX-BF16 (7.0 EDX bit 22) and AVX512-BF16 (7.1 EAX bit 5) */
 	unsigned a1, b1, c1, d1;
-	amx_bf16_ok = amx_granted && (d & (1u << 22)) && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
+	amx.bf16 = amx.granted && (d & (1u << 22)) && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
 }
 
 int eng_amx_usable(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	pthread_once(&once, amx_ask);
-	return amx_granted;
+	pthread_once(&amx_once, amx_ask);
+	return amx.granted;
 }
 #endif

@@ -28,6 +28,8 @@ ALLOWED_STATE = {
     ("cmd/main.o", "cancel_flag"),
     # the CPU's features, written once under pthread_once (cpu_once) before any read
     ("convert/numeric.o", "cpu"),
+    # AMX granted by the kernel (arch_prctl, once per process), written once under pthread_once (amx_once)
+    ("engine/matmul.o", "amx"),
 }
 # Objects whose state is process-wide by what they are: the fault-injection
 # hook wraps write/fsync/rename/malloc for the whole process (--wrap), and is
