@@ -1,9 +1,10 @@
 /* attn.c - query heads of one token against the KV cache: scores, softmax,
  * mix of values; the query heads that share a KV head together (each key
- * and value is read once for up to ENG_ATTN_GROUP of them). The keys are cached transposed (per KV head, head_dim rows
- * of ctx_len positions), so the scores of 16 positions are one vector of
- * FMAs with no horizontal sums; the values stay one row per position. A
- * portable version and an AVX-512 one, picked with the other kernels. */
+ * and value is read once for up to ENG_ATTN_GROUP of them). The keys are
+ * cached transposed (per KV head, head_dim rows of ctx_len positions), so
+ * the scores of 16 positions are one vector of FMAs with no horizontal sums;
+ * the values stay one row per position. A portable version and an AVX-512
+ * one, picked with the other kernels. */
 #include <math.h>
 #include <string.h>
 #include "engine-int.h"
