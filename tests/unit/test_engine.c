@@ -562,27 +562,6 @@ UNIT_TEST(engine_batch_equals_sequential)
 	}
 }
 
-/* 1 when p lies in a file's mapping, 0 in anonymous memory, -1 unknown. */
-static int in_file_mapping(const void *p)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	char line[4096];
-	int r = -1;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char path[4096] = "";
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &a, &b, path) >= 2 && (uintptr_t)p >= a &&
-		    (uintptr_t)p < b) {
-			r = path[0] == '/';
-			break;
-		}
-	}
-	fclose(f);
-	return r;
-}
-
 /* A dense GGUF's weights move into huge-page memory when a state is made
  * (HUBMIRROR_MMAP=1 keeps the file mapping): the same logits either way. A
  * vocabulary of 20000 (a 2.6 MB file: the kernel maps it 2 MiB-aligned). */
@@ -607,9 +586,9 @@ UNIT_TEST(engine_weights_to_memory)
 		else
 			CHECK(unsetenv("HUBMIRROR_MMAP") == 0);
 		CHECK(eng_model_open(&ctx, path, &m) == HM_OK);
-		CHECK(in_file_mapping(m->layers[0].wq.data) == 1);
+		CHECK(unit_in_file_mapping(m->layers[0].wq.data) == 1);
 		CHECK(eng_state_new(&ctx, m, 16, 2, ENG_SIMD_AUTO, &s) == HM_OK);
-		int file = in_file_mapping(m->layers[0].wq.data);
+		int file = unit_in_file_mapping(m->layers[0].wq.data);
 		if (keep)
 			CHECK(file == 1);
 		else if (file)

@@ -767,28 +767,6 @@ UNIT_TEST(formats_gguf_rejects_tensors)
 	CHECK(gguf_rejects(&b, "tensor 't' is cut short"));
 }
 
-/* The address range of p in /proc/self/maps: 1 when it is a file's mapping,
- * 0 when anonymous, -1 when not found. */
-static int mapped_from_file(const void *p)
-{
-	FILE *f = fopen("/proc/self/maps", "r");
-	char line[4096];
-	int r = -1;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char path[4096] = "";
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &a, &b, path) >= 2 && (uintptr_t)p >= a &&
-		    (uintptr_t)p < b) {
-			r = path[0] == '/';
-			break;
-		}
-	}
-	fclose(f);
-	return r;
-}
-
 /* A mapped file moved into memory keeps its bytes at the same addresses,
  * read-only, no longer backed by the file; a mapping that is not 2 MiB
  * aligned stays as it is. */
@@ -809,17 +787,17 @@ UNIT_TEST(formats_map_to_memory)
 	FILE *f = fopen(path, "wb");
 	CHECK(f && fwrite(want, 1, n, f) == n && fclose(f) == 0);
 	CHECK(fmt_map_open(&ctx, path, &m) == HM_OK && m.p && m.size == n && !m.in_memory);
-	CHECK(mapped_from_file(m.p) == 1);
+	CHECK(unit_in_file_mapping(m.p) == 1);
 	const unsigned char *at = m.p;
 	struct fmt_map shifted = {m.p + 4096, n - 4096, 0};
 	CHECK(fmt_map_to_memory(&shifted, NULL) == 0 && !shifted.in_memory);
 	int moved = fmt_map_to_memory(&m, NULL);
 	CHECK(m.p == at && !memcmp(m.p, want, n));
 	if (moved) {
-		CHECK(m.in_memory && mapped_from_file(m.p) == 0);
+		CHECK(m.in_memory && unit_in_file_mapping(m.p) == 0);
 		CHECK(fmt_map_to_memory(&m, NULL) == 1 && m.p == at); /* once */
 	} else {
-		CHECK(!m.in_memory && mapped_from_file(m.p) == 1);
+		CHECK(!m.in_memory && unit_in_file_mapping(m.p) == 1);
 		printf("  (no transparent huge pages here, or an unaligned mapping: the file stays mapped)\n");
 	}
 	fmt_map_close(&m);

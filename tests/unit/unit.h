@@ -19,6 +19,9 @@ void unit_register(struct unit_case *c);
 void unit_fail(const char *file, int line, const char *expr);
 /* A fresh empty temporary directory for the running test (removed after). */
 const char *unit_tmpdir(void);
+/* Where p lies, by /proc/self/maps: 1 in a file's mapping, 0 in anonymous
+ * memory, -1 not found. */
+int unit_in_file_mapping(const void *p);
 
 #define UNIT_TEST(name)                                                        \
 	static void unit_fn_##name(void);                                      \
